@@ -1,0 +1,189 @@
+"""Integration tests of the local service stack, against the real services (no mocks).
+
+The shared stack (fixture `stack`) is only started and inspected here, never stopped: the
+stop tests run their own Mosquitto or throwaway processes in a separate run_dir and ports.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from quantrac import stack as local_stack
+from quantrac.settings import Settings
+from quantrac.stack import ProcessSpec, StackError
+from quantrac.stack_cli import stack_app
+
+pytestmark = pytest.mark.integration
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    """Live (non-zombie) processes whose command line mentions text."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if text in cmdline and state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.fixture
+def private_settings(tmp_path: Path) -> Settings:
+    """Settings with their own run_dir and ports, so nothing here touches the shared stack."""
+    return Settings(
+        run_dir=tmp_path / "run",
+        mqtt_port=_free_port(),
+        kafka_bootstrap=f"127.0.0.1:{_free_port()}",
+        kafka_controller_port=_free_port(),
+        pg_port=_free_port(),
+        stack_start_timeout_s=20,
+        stack_stop_timeout_s=10,
+    )
+
+
+@pytest.fixture
+def silent_listener() -> Iterator[socket.socket]:
+    """A port that accepts TCP connections but never speaks any protocol."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield sock
+
+
+def test_status_reports_every_service_healthy(stack: Settings) -> None:
+    found = local_stack.status(stack)
+
+    assert set(found) == {"postgres", "mosquitto", "kafka"}
+    assert all(item.healthy for item in found.values()), found
+    assert found["mosquitto"].endpoint == f"mqtt://{stack.mqtt_host}:{stack.mqtt_port}"
+    assert found["kafka"].endpoint == f"kafka://{stack.kafka_bootstrap}"
+    assert found["postgres"].endpoint == f"postgresql://{stack.pg_user}@{stack.pg_host}:{stack.pg_port}/{stack.pg_database}"
+
+
+def test_up_again_reuses_the_running_services(stack: Settings) -> None:
+    before = {name: item.pid for name, item in local_stack.status(stack).items()}
+
+    local_stack.up(stack)
+
+    after = local_stack.status(stack)
+    assert {name: item.pid for name, item in after.items()} == before
+    assert all(item.healthy for item in after.values())
+
+
+def test_up_creates_the_topics(stack: Settings) -> None:
+    admin = local_stack.kafka_admin(stack)
+    try:
+        topics = {
+            t["topic"]: len(t["partitions"])
+            for t in admin.describe_topics([stack.readings_topic, stack.deadletter_topic, stack.alerts_topic])
+        }
+    finally:
+        admin.close()
+
+    assert topics == {name: stack.topic_partitions for name in (stack.readings_topic, stack.deadletter_topic, stack.alerts_topic)}
+
+
+def test_status_command_exits_zero_and_lists_the_endpoints(stack: Settings) -> None:
+    result = CliRunner().invoke(stack_app, ["status"])
+
+    assert result.exit_code == 0, result.output
+    assert f":{stack.mqtt_port}" in result.output and f":{stack.pg_port}" in result.output
+
+
+def test_port_taken_by_a_stranger_is_a_clear_error(private_settings: Settings, silent_listener: socket.socket) -> None:
+    port = silent_listener.getsockname()[1]
+    settings = private_settings.model_copy(update={"mqtt_port": port})
+
+    with pytest.raises(StackError) as caught:
+        local_stack.up(settings, only=["mosquitto"])
+
+    message = str(caught.value)
+    assert f"port {port}" in message
+    assert "QUANTRAC_MQTT_PORT" in message
+    assert _processes_mentioning(str(settings.run_dir)) == []
+
+
+def test_down_leaves_no_process_behind(private_settings: Settings) -> None:
+    local_stack.up(private_settings, only=["mosquitto"])
+    started = local_stack.status(private_settings, only=["mosquitto"])["mosquitto"]
+    assert started.healthy and started.pid is not None
+
+    local_stack.down(private_settings)
+    local_stack.down(private_settings)  # harmless the second time
+
+    assert _processes_mentioning(str(private_settings.run_dir)) == []
+    assert not local_stack.status(private_settings, only=["mosquitto"])["mosquitto"].healthy
+
+
+def test_a_process_dying_at_start_reports_its_log(tmp_path: Path) -> None:
+    spec = ProcessSpec(
+        name="doomed",
+        exe="sh",
+        marker="doomed-marker",
+        pid_file=tmp_path / "doomed.pid",
+        output_log=tmp_path / "doomed.log",
+        logs=(tmp_path / "doomed.log",),
+    )
+    pid = local_stack.spawn(spec, ["sh", "-c", "echo 'fatal: no such table'; exit 3", "doomed-marker"])
+
+    with pytest.raises(StackError) as caught:
+        local_stack.wait_started(spec, pid, ready=lambda: (_ for _ in ()).throw(ConnectionRefusedError()), endpoint="nowhere", timeout_s=10)
+
+    message = str(caught.value)
+    assert "exit code 3" in message and "fatal: no such table" in message and str(spec.output_log) in message
+
+
+def _process_group(pgid: int) -> list[int]:
+    """Live (non-zombie) members of a process group."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split() if entry.name.isdigit() else []
+        except OSError:
+            continue
+        if fields and int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(entry.name))
+    return members
+
+
+def test_stop_kills_a_process_that_ignores_sigterm_and_its_children(tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    spec = ProcessSpec(
+        name="stubborn",
+        exe="sh",
+        marker="stubborn-marker",
+        pid_file=tmp_path / "stubborn.pid",
+        output_log=tmp_path / "stubborn.log",
+        logs=(tmp_path / "stubborn.log",),
+    )
+    pid = local_stack.spawn(spec, ["sh", "-c", "trap '' TERM; sleep 300 & echo child=$!; wait", "stubborn-marker"])
+    request.addfinalizer(lambda: os.killpg(pid, signal.SIGKILL) if _process_group(pid) else None)
+    deadline = time.monotonic() + 10  # wait for the child's pid in the log (the log's header line holds the script itself)
+    while not re.search(r"child=\d+", spec.output_log.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(_process_group(pid)) == 2  # sh and its sleep
+
+    assert local_stack.stop_process(spec, timeout_s=1)
+
+    assert _process_group(pid) == []
+    assert not spec.pid_file.exists()
+    assert not local_stack.stop_process(spec, timeout_s=1)  # nothing left to stop
