@@ -1,0 +1,119 @@
+"""PostgreSQL access shared by the worker, the API and the command line: migrations and the registry.
+
+Migrations are the SQL files in `quantrac/migrations/`, applied in order of their number and
+recorded in `schema_version`. A file named `NNNN_x.timescale.sql` or `NNNN_x.postgres.sql` is
+one of two variants of the same step; the store picks the TimescaleDB one when the extension
+is available on the server.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+import orjson
+import psycopg
+import structlog
+
+from quantrac.domain import Station
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+_MIGRATION_NAME = re.compile(r"^(?P<version>\d{4})_(?P<name>[a-z0-9_]+?)(?:\.(?P<variant>timescale|postgres))?\.sql$")
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    path: Path
+
+
+def timescaledb_available(conn: psycopg.Connection) -> bool:
+    """True when the server can load TimescaleDB (the extension is installed and preloaded)."""
+    row = conn.execute("SELECT count(*) FROM pg_available_extensions WHERE name = 'timescaledb'").fetchone()
+    return bool(row and row[0])
+
+
+def plan_migrations(use_timescale: bool, directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+    """The migrations for this kind of store, in order, one file per version."""
+    wanted = "timescale" if use_timescale else "postgres"
+    chosen: dict[int, Migration] = {}
+    for path in sorted(directory.glob("*.sql")):
+        match = _MIGRATION_NAME.match(path.name)
+        if match is None:
+            raise ValueError(f"migration file {path.name} is not named NNNN_name[.timescale|.postgres].sql")
+        if match["variant"] not in (None, wanted):
+            continue
+        version = int(match["version"])
+        if version in chosen:
+            raise ValueError(f"two migrations with version {version}: {chosen[version].path.name} and {path.name}")
+        chosen[version] = Migration(version, match["name"], path)
+    return [chosen[v] for v in sorted(chosen)]
+
+
+def migrate(conn: psycopg.Connection, use_timescale: bool | None = None) -> list[int]:
+    """Apply the migrations not yet applied, each in its own transaction; returns the versions applied."""
+    if use_timescale is None:
+        use_timescale = timescaledb_available(conn)
+    with conn.transaction():
+        conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version integer PRIMARY KEY, name text NOT NULL, "
+                     "store text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())")
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext('quantrac.migrate'))")
+        done = {row[0] for row in conn.execute("SELECT version FROM schema_version")}
+    applied = []
+    for migration in plan_migrations(use_timescale):
+        if migration.version in done:
+            continue
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext('quantrac.migrate'))")
+            if conn.execute("SELECT 1 FROM schema_version WHERE version = %s", (migration.version,)).fetchone():
+                continue
+            conn.execute(migration.path.read_text(encoding="utf-8"))  # type: ignore[arg-type]
+            conn.execute("INSERT INTO schema_version (version, name, store) VALUES (%s, %s, %s)",
+                         (migration.version, migration.name, "timescaledb" if use_timescale else "postgresql"))
+        log.info("db.migrated", version=migration.version, name=migration.name, timescale=use_timescale)
+        applied.append(migration.version)
+    return applied
+
+
+def schema_version(conn: psycopg.Connection) -> int:
+    row = conn.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()
+    return int(row[0]) if row else 0
+
+
+def store_kind(conn: psycopg.Connection) -> str:
+    """'timescaledb' or 'postgresql', as recorded by the first migration."""
+    row = conn.execute("SELECT store FROM schema_version ORDER BY version LIMIT 1").fetchone()
+    return str(row[0]) if row else "none"
+
+
+def save_stations(conn: psycopg.Connection, stations: Mapping[str, Station]) -> int:
+    """Insert or update the given stations; returns how many were written."""
+    with conn.transaction():
+        with conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO stations (id, name, zone, facility, kind, expected_interval_s, spec) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s::jsonb) "
+                "ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, zone = EXCLUDED.zone, facility = EXCLUDED.facility, "
+                "kind = EXCLUDED.kind, expected_interval_s = EXCLUDED.expected_interval_s, spec = EXCLUDED.spec, "
+                "retired_at = NULL, updated_at = now() WHERE stations.spec IS DISTINCT FROM EXCLUDED.spec "
+                "OR stations.retired_at IS NOT NULL",
+                [(s.id, s.name, s.zone, s.facility, s.kind.value, s.expected_interval_s,
+                  orjson.dumps(s.model_dump(mode="json")).decode()) for s in stations.values()],
+            )
+    return len(stations)
+
+
+def load_stations(conn: psycopg.Connection) -> dict[str, Station]:
+    """The active stations of the registry, keyed by id."""
+    rows = conn.execute("SELECT spec FROM stations WHERE retired_at IS NULL ORDER BY id").fetchall()
+    stations = [Station.model_validate(row[0]) for row in rows]
+    return {s.id: s for s in stations}
+
+
+def connect(dsn: str, **kwargs: object) -> psycopg.Connection:
+    return psycopg.connect(dsn, autocommit=True, **kwargs)  # type: ignore[arg-type]

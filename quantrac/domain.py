@@ -1,0 +1,147 @@
+"""The domain model: stations, their parameters, readings and alerts.
+
+Symbols and status codes follow Circular 10/2021/TT-BTNMT (Appendix 15, Table 34).
+Every timestamp is timezone-aware; storage is UTC, display is Asia/Ho_Chi_Minh.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timedelta, timezone
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+NATIONAL_SYMBOLS: tuple[str, ...] = (
+    "Flow", "Temp", "Color", "pH", "TSS", "COD", "NH4", "TP", "TN", "TOC", "Cl", "RH", "P",
+    "NO", "NO2", "CO", "SO2", "O2", "H2S", "NH3", "VHg", "PM", "O3", "PM10", "PM2,5",
+)
+"""Parameter symbols of Circular 10/2021 Table 34, in the table's order (note `PM2,5`)."""
+
+
+class Status(StrEnum):
+    """Device status sent with every value (Circular 10/2021 Art. 39)."""
+
+    MEASURING = "00"
+    CALIBRATING = "01"
+    FAULT = "02"
+
+
+class StationKind(StrEnum):
+    WASTEWATER = "wastewater"
+    EMISSION = "emission"
+
+
+class Severity(StrEnum):
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+
+class AlertStatus(StrEnum):
+    OPEN = "open"
+    ACKNOWLEDGED = "acknowledged"
+    RESOLVED = "resolved"
+
+
+def _require_aware(ts: datetime) -> datetime:
+    if ts.tzinfo is None or ts.utcoffset() is None:
+        raise ValueError("timestamp has no UTC offset; send ISO 8601 with an offset, e.g. 2026-11-29T21:05:00+07:00")
+    return ts
+
+
+AwareDatetime = Annotated[datetime, AfterValidator(_require_aware)]
+
+
+class Limit(BaseModel):
+    """The limit that applies to one parameter at one station, with where it comes from.
+
+    `high` is the effective maximum (already multiplied by the station's factors);
+    `low` exists only for two-sided parameters such as pH.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    high: float | None = None
+    low: float | None = None
+    source: str = Field(description="Regulation, column and factors, or the permit, e.g. 'QCVN 40:2011/BTNMT col. B x Kq 0.9 x Kf 1.0'.")
+
+
+class ParameterSpec(BaseModel):
+    """One parameter a station reports."""
+
+    model_config = ConfigDict(frozen=True)
+
+    symbol: str
+    unit: str
+    limit: Limit | None = None
+    range_min: float | None = Field(None, description="Instrument range; values outside it mean a device fault.")
+    range_max: float | None = None
+
+
+class Station(BaseModel):
+    """A discharge monitoring station (a wastewater outlet or a stack)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    name: str
+    zone: str = Field(description="Industrial zone or cluster.")
+    facility: str
+    kind: StationKind
+    expected_interval_s: int = Field(300, gt=0, description="How often the station should report.")
+    parameters: dict[str, ParameterSpec]
+
+    def parameter(self, symbol: str) -> ParameterSpec | None:
+        return self.parameters.get(symbol)
+
+
+class Reading(BaseModel):
+    """One measured value of one parameter at one station at one event time."""
+
+    model_config = ConfigDict(frozen=True)
+
+    station_id: str
+    parameter: str
+    value: float | None
+    unit: str
+    ts: AwareDatetime
+    status: Status = Status.MEASURING
+
+    @property
+    def is_valid_measurement(self) -> bool:
+        """True when the value counts towards means and limits (status 00 and a finite value)."""
+        return self.status is Status.MEASURING and self.value is not None and math.isfinite(self.value)
+
+
+class Alert(BaseModel):
+    """An alert as the API shows it."""
+
+    id: int
+    station_id: str
+    parameter: str
+    rule: str
+    basis: str = Field(description="Averaging basis: instant, 5m, 1h, 24h.")
+    severity: Severity
+    status: AlertStatus
+    opened_at: datetime
+    updated_at: datetime
+    last_value: float | None
+    peak_value: float | None
+    limit: float | None
+    limit_source: str | None
+    count: int
+    message: str
+
+
+BUCKETS: dict[str, timedelta] = {"5m": timedelta(minutes=5), "1h": timedelta(hours=1), "1d": timedelta(days=1)}
+
+ReasonCode = Literal[
+    "oversize", "not_utf8", "bad_json", "schema", "topic_mismatch", "unknown_station", "unknown_parameter",
+    "bad_unit", "bad_value", "bad_status", "missing_value", "no_offset", "future", "too_old",
+]
+
+
+def utc(ts: datetime) -> datetime:
+    """The same instant in UTC."""
+    return _require_aware(ts).astimezone(timezone.utc)

@@ -1,0 +1,129 @@
+"""The station registry: stations, their parameters and the limits that apply to them.
+
+The registry is data (a YAML seed in the repo, loaded into PostgreSQL). Limits are computed here
+once from the regulation tables under `alerts/limits/` and each station's column and factors,
+so every later stage just reads `station.parameters[symbol].limit`.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping
+
+import structlog
+import yaml
+
+from quantrac.domain import Limit, ParameterSpec, Station
+
+log = structlog.get_logger(__name__)
+
+
+class RegistryError(ValueError):
+    """The registry seed or a limit table is inconsistent; the message names the station and the fix."""
+
+
+def load_limit_tables(limits_dir: Path) -> dict[str, dict[str, Any]]:
+    """Every regulation table in `limits_dir`, keyed by file stem (e.g. `qcvn40_2011`)."""
+    return {path.stem: yaml.safe_load(path.read_text(encoding="utf-8")) for path in sorted(limits_dir.glob("*.yaml"))}
+
+
+def regulatory_limit(table: dict[str, Any], symbol: str, column: str, factors: dict[str, float]) -> Limit | None:
+    """Cmax for one parameter: C x the product of the regulation's factors, unless the table exempts it."""
+    entry = table["parameters"].get(symbol)
+    if entry is None:
+        return None
+    value = entry[column]
+    multiplier = 1.0
+    factor_text = ""
+    if entry.get("apply_factors", True):
+        for name in table["factors"]:
+            multiplier *= float(factors[name])
+        factor_text = "".join(f" x {name} {factors[name]}" for name in table["factors"])
+    source = f"{table['regulation']} col. {column}{factor_text}; {entry['source']}"
+    if isinstance(value, list):
+        low, high = value
+        return Limit(low=float(low), high=float(high), source=source)
+    return Limit(high=round(float(value) * multiplier, 6), source=source)
+
+
+def _station_from_seed(raw: dict[str, Any], catalogue: dict[str, Any], profiles: dict[str, list[str]],
+                       tables: dict[str, dict[str, Any]]) -> Station:
+    station_id = raw["id"]
+    symbols = list(profiles[raw["profile"]]) if "profile" in raw else []
+    symbols += [s for s in raw.get("extra_parameters", []) if s not in symbols]
+    table = tables.get(raw.get("regulation", ""))
+    if raw.get("regulation") and table is None:
+        raise RegistryError(f"station {station_id}: regulation {raw['regulation']!r} has no table in the limits folder; add it or fix the name")
+    factors = raw.get("factors", {})
+    if table is not None:
+        missing = [name for name in table["factors"] if name not in factors]
+        if missing:
+            raise RegistryError(f"station {station_id}: factors {missing} are required by {table['regulation']}; add them under 'factors'")
+    overrides = raw.get("permit_limits", {})
+    parameters: dict[str, ParameterSpec] = {}
+    for symbol in symbols:
+        if symbol not in catalogue:
+            raise RegistryError(f"station {station_id}: parameter {symbol!r} is not in the parameter catalogue; add it under 'parameters'")
+        spec = catalogue[symbol]
+        limit = Limit(**overrides[symbol]) if symbol in overrides else (
+            regulatory_limit(table, symbol, raw["column"], factors) if table is not None else None)
+        low, high = spec.get("range", (None, None))
+        parameters[symbol] = ParameterSpec(symbol=symbol, unit=spec["unit"], limit=limit, range_min=low, range_max=high)
+    fields = {k: raw[k] for k in ("id", "name", "zone", "facility", "kind", "expected_interval_s") if k in raw}
+    return Station(**fields, parameters=parameters)
+
+
+def load_registry(registry_file: Path, limits_dir: Path) -> dict[str, Station]:
+    """Stations of the seed file with their effective limits, keyed by station id."""
+    seed = yaml.safe_load(registry_file.read_text(encoding="utf-8"))
+    tables = load_limit_tables(limits_dir)
+    stations = [_station_from_seed(raw, seed["parameters"], seed.get("profiles", {}), tables) for raw in seed["stations"]]
+    by_id = {s.id: s for s in stations}
+    if len(by_id) != len(stations):
+        raise RegistryError("station ids in the registry seed are not unique")
+    return by_id
+
+
+class RegistryCache(Mapping[str, Station]):
+    """The registry as a read-only mapping that reloads itself.
+
+    It reloads every `refresh_s`, and at once (at most every `miss_reload_s`) when asked for a
+    station it does not know, so a station registered a moment ago is accepted without a restart.
+    A failed reload keeps the previous registry.
+    """
+
+    def __init__(self, load: Callable[[], Mapping[str, Station]], refresh_s: float = 30.0,
+                 miss_reload_s: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self._load = load
+        self._refresh_s = refresh_s
+        self._miss_reload_s = miss_reload_s
+        self._clock = clock
+        self._stations: Mapping[str, Station] = {}
+        self._loaded_at = float("-inf")
+        self.reload()
+
+    def reload(self) -> None:
+        try:
+            self._stations = self._load()
+        except Exception as exc:
+            log.warning("registry.reload_failed", error=str(exc), action="keeping the previous registry")
+        self._loaded_at = self._clock()
+
+    def _maybe_reload(self, missing: bool) -> None:
+        age = self._clock() - self._loaded_at
+        if age >= self._refresh_s or (missing and age >= self._miss_reload_s):
+            self.reload()
+
+    def __getitem__(self, station_id: str) -> Station:
+        self._maybe_reload(missing=station_id not in self._stations)
+        return self._stations[station_id]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._stations)
+
+    def __len__(self) -> int:
+        return len(self._stations)
+
+    def __contains__(self, station_id: object) -> bool:
+        return isinstance(station_id, str) and self.get(station_id) is not None
