@@ -1,0 +1,191 @@
+"""Decode and validate one MQTT message against the topic and payload contract.
+
+Contract (README, "Topic and payload"): topic `quantrac/v1/stations/{station_id}/readings`,
+JSON `{"ts": ISO-8601 with offset, "readings": [{"parameter", "value", "unit", "status"}]}`.
+
+A message-level fault rejects the whole message; a reading-level fault rejects only that
+reading, so one bad value never costs the station its valid ones. Every rejection carries a
+reason code (see `quantrac.domain.ReasonCode`) and a message naming the station, the
+parameter and the fix.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any, Mapping
+
+import orjson
+
+from quantrac.domain import ReasonCode, Reading, Station, Status
+
+TOPIC_PATTERN = re.compile(r"^quantrac/v1/stations/(?P<station>[^/+#]+)/readings$")
+SUBSCRIPTION = "quantrac/v1/stations/+/readings"
+
+UNIT_ALIASES: dict[str, str] = {
+    "mg/l": "mg/L", "oc": "°C", "degc": "°C", "°c": "°C", "c": "°C", "m³/h": "m3/h", "m3/hr": "m3/h",
+    "mg/nm³": "mg/Nm3", "mg/nm3": "mg/Nm3", "ptco": "Pt/Co", "pt-co": "Pt/Co", "pt/co": "Pt/Co", "": "-",
+}
+"""Spellings of the same unit seen from loggers, mapped to the registry's spelling."""
+
+UNIT_FACTORS: dict[tuple[str, str], float] = {
+    ("g/L", "mg/L"): 1000.0, ("ug/L", "mg/L"): 0.001, ("µg/L", "mg/L"): 0.001,
+    ("m3/s", "m3/h"): 3600.0, ("m3/d", "m3/h"): 1 / 24, ("L/s", "m3/h"): 3.6,
+    ("Pa", "kPa"): 0.001, ("g/Nm3", "mg/Nm3"): 1000.0,
+}
+"""Exact conversions (a pure factor) from a received unit to the registry's unit."""
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """Why a message, or one reading in it, was refused."""
+
+    reason: ReasonCode
+    message: str
+    station_id: str | None = None
+    parameter: str | None = None
+    index: int | None = None
+
+
+class MessageRejected(Exception):
+    """The whole message is refused."""
+
+    def __init__(self, rejection: Rejection) -> None:
+        super().__init__(rejection.message)
+        self.rejection = rejection
+
+
+@dataclass(frozen=True)
+class StationBatch:
+    """The valid readings of one message, and the rejections of the rest."""
+
+    station_id: str
+    readings: list[Reading]
+    rejections: list[Rejection] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Ingest time bounds."""
+
+    max_payload_bytes: int = 64 * 1024
+    max_future: timedelta = timedelta(minutes=5)
+    retention: timedelta = timedelta(days=730)
+
+
+def normalise_unit(unit: str) -> str:
+    return UNIT_ALIASES.get(unit.strip().lower(), unit.strip())
+
+
+def convert(value: float | None, unit: str, target: str) -> float | None:
+    """`value` expressed in `target`; raises KeyError when no exact conversion is known."""
+    if unit == target or value is None:
+        return value
+    return value * UNIT_FACTORS[(unit, target)]
+
+
+def parse_timestamp(raw: Any) -> datetime:
+    """An aware datetime from ISO 8601; raises ValueError naming the problem."""
+    if not isinstance(raw, str):
+        raise ValueError("ts must be an ISO 8601 string with an offset, e.g. 2026-11-29T21:05:00+07:00")
+    ts = datetime.fromisoformat(raw)
+    if ts.tzinfo is None or ts.utcoffset() is None:
+        raise ValueError(f"ts {raw!r} has no UTC offset; add one, e.g. +07:00")
+    return ts
+
+
+def station_from_topic(topic: str) -> str | None:
+    match = TOPIC_PATTERN.match(topic)
+    return match.group("station") if match else None
+
+
+def _reject(reason: ReasonCode, message: str, **where: Any) -> MessageRejected:
+    return MessageRejected(Rejection(reason, message, **where))
+
+
+def _check_time(ts: datetime, now: datetime, limits: Limits, station_id: str) -> None:
+    if ts - now > limits.max_future:
+        raise _reject("future", f"station {station_id}: ts {ts.isoformat()} is more than {limits.max_future} ahead of "
+                      f"the receive time {now.isoformat()}; check the gateway's clock (NTP)", station_id=station_id)
+    if now - ts > limits.retention:
+        raise _reject("too_old", f"station {station_id}: ts {ts.isoformat()} is older than the retention of "
+                      f"{limits.retention.days} days; such data cannot be stored", station_id=station_id)
+
+
+def _reading(item: Any, index: int, station: Station, ts: datetime) -> Reading | Rejection:
+    where = {"station_id": station.id, "index": index}
+    if not isinstance(item, dict) or not isinstance(item.get("parameter"), str):
+        return Rejection("schema", f"station {station.id}: readings[{index}] must be an object with a 'parameter' string", **where)
+    symbol = item["parameter"]
+    where["parameter"] = symbol
+    spec = station.parameter(symbol)
+    if spec is None:
+        return Rejection("unknown_parameter", f"station {station.id}: parameter {symbol!r} is not configured for this "
+                         f"station (configured: {', '.join(station.parameters)}); add it to the registry or fix the gateway", **where)
+    status_raw = item.get("status", "00")
+    try:
+        status = Status(status_raw)
+    except ValueError:
+        return Rejection("bad_status", f"station {station.id}, {symbol}: status {status_raw!r} is not 00 (measuring), "
+                         "01 (calibrating) or 02 (fault)", **where)
+    raw_value = item.get("value")
+    if raw_value is None:
+        if status is Status.MEASURING:
+            return Rejection("missing_value", f"station {station.id}, {symbol}: no value with status 00; send the value, "
+                             "or status 01/02 when the analyser cannot measure", **where)
+        value = None
+    elif isinstance(raw_value, bool) or not isinstance(raw_value, (int, float)) or not math.isfinite(raw_value):
+        return Rejection("bad_value", f"station {station.id}, {symbol}: value {raw_value!r} is not a finite number; "
+                         "send a JSON number", **where)
+    else:
+        value = float(raw_value)
+    unit = normalise_unit(str(item.get("unit", spec.unit)))
+    try:
+        value = convert(value, unit, spec.unit)
+    except KeyError:
+        return Rejection("bad_unit", f"station {station.id}, {symbol}: unit {unit!r} is not {spec.unit!r} and has no exact "
+                         f"conversion; configure the gateway to send {spec.unit}", **where)
+    return Reading(station_id=station.id, parameter=symbol, value=value, unit=spec.unit, ts=ts, status=status)
+
+
+def decode_message(topic: str, payload: bytes, stations: Mapping[str, Station], now: datetime,
+                   limits: Limits = Limits()) -> StationBatch:
+    """Validate one MQTT message; raises MessageRejected when nothing in it can be kept."""
+    station_id = station_from_topic(topic)
+    if station_id is None:
+        raise _reject("topic_mismatch", f"topic {topic!r} is not quantrac/v1/stations/<station_id>/readings")
+    if len(payload) > limits.max_payload_bytes:
+        raise _reject("oversize", f"station {station_id}: payload of {len(payload)} bytes exceeds {limits.max_payload_bytes}; "
+                      "split it into several messages", station_id=station_id)
+    try:
+        body = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        reason: ReasonCode = "not_utf8" if isinstance(exc.__cause__, UnicodeDecodeError) or b"\xff" in payload else "bad_json"
+        raise _reject(reason, f"station {station_id}: payload is not valid UTF-8 JSON ({exc}); send JSON as in the contract",
+                      station_id=station_id) from None
+    if not isinstance(body, dict) or not isinstance(body.get("readings"), list):
+        raise _reject("schema", f"station {station_id}: payload must be an object with 'ts' and a 'readings' list", station_id=station_id)
+    if "station_id" in body and body["station_id"] != station_id:
+        raise _reject("topic_mismatch", f"payload names station {body['station_id']!r} but was published on the topic of "
+                      f"{station_id!r}; publish each station on its own topic", station_id=station_id)
+    station = stations.get(station_id)
+    if station is None:
+        raise _reject("unknown_station", f"station {station_id!r} is not in the registry; register it or fix the gateway's "
+                      "station id", station_id=station_id)
+    try:
+        ts = parse_timestamp(body.get("ts"))
+    except ValueError as exc:
+        raise _reject("no_offset", f"station {station_id}: {exc}", station_id=station_id) from None
+    _check_time(ts, now, limits, station_id)
+    readings: list[Reading] = []
+    rejections: list[Rejection] = []
+    for index, item in enumerate(body["readings"]):
+        result = _reading(item, index, station, ts)
+        (readings if isinstance(result, Reading) else rejections).append(result)  # type: ignore[arg-type]
+    return StationBatch(station_id=station_id, readings=readings, rejections=rejections)
+
+
+def now_utc() -> datetime:
+    return datetime.now(timezone.utc)

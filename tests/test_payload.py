@@ -1,0 +1,124 @@
+"""The MQTT contract: every reason code, and generated input that never crashes the decoder."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import orjson
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from ingest.payload import Limits, MessageRejected, decode_message
+from quantrac.domain import Status
+from tests.utils.builders import make_station, topic
+
+NOW = datetime(2026, 11, 29, 14, 5, tzinfo=timezone.utc)
+STATION = make_station("HD-TEST-01")
+STATIONS = {STATION.id: STATION}
+
+
+def decode(body: object, *, station_id: str = STATION.id, raw: bytes | None = None):
+    data = raw if raw is not None else orjson.dumps(body)
+    return decode_message(topic(station_id), data, STATIONS, NOW, Limits(max_payload_bytes=4096))
+
+
+def reading(**overrides: object) -> dict[str, object]:
+    return {"parameter": "COD", "value": 85.2, "unit": "mg/L", "status": "00", **overrides}
+
+
+def test_contract_example_decodes_with_event_time_and_default_status() -> None:
+    batch = decode({"ts": "2026-11-29T21:05:00+07:00",
+                    "readings": [reading(), {"parameter": "pH", "value": 7.1, "unit": "-"}]})
+    assert [(r.parameter, r.value, r.status) for r in batch.readings] == [("COD", 85.2, Status.MEASURING), ("pH", 7.1, Status.MEASURING)]
+    assert batch.readings[0].ts == datetime(2026, 11, 29, 14, 5, tzinfo=timezone.utc)
+    assert batch.rejections == []
+
+
+@pytest.mark.parametrize(("body", "reason"), [
+    ({"ts": "2026-11-29T21:05:00", "readings": [reading()]}, "no_offset"),
+    ({"ts": (NOW + timedelta(minutes=6)).isoformat(), "readings": [reading()]}, "future"),
+    ({"ts": (NOW - timedelta(days=731)).isoformat(), "readings": [reading()]}, "too_old"),
+    ({"ts": NOW.isoformat()}, "schema"),
+    ([1, 2], "schema"),
+    ({"ts": NOW.isoformat(), "station_id": "HD-OTHER", "readings": [reading()]}, "topic_mismatch"),
+])
+def test_message_level_rejections(body: object, reason: str) -> None:
+    with pytest.raises(MessageRejected) as exc:
+        decode(body)
+    assert exc.value.rejection.reason == reason
+    assert STATION.id in exc.value.rejection.message
+
+
+@pytest.mark.parametrize(("raw", "reason"), [(b"{not json", "bad_json"), (b"\xff\xfe\x00", "not_utf8"), (b" " * 5000, "oversize")])
+def test_undecodable_bytes(raw: bytes, reason: str) -> None:
+    with pytest.raises(MessageRejected) as exc:
+        decode(None, raw=raw)
+    assert exc.value.rejection.reason == reason
+
+
+def test_unknown_station_and_bad_topic() -> None:
+    with pytest.raises(MessageRejected) as exc:
+        decode({"ts": NOW.isoformat(), "readings": [reading()]}, station_id="HD-NOPE")
+    assert exc.value.rejection.reason == "unknown_station"
+    with pytest.raises(MessageRejected) as exc:
+        decode_message("quantrac/v1/other", b"{}", STATIONS, NOW)
+    assert exc.value.rejection.reason == "topic_mismatch"
+
+
+@pytest.mark.parametrize(("item", "reason"), [
+    (reading(parameter="SO2"), "unknown_parameter"),
+    (reading(unit="kg/m3"), "bad_unit"),
+    (reading(value="85"), "bad_value"),
+    (reading(value=True), "bad_value"),
+    (reading(status="03"), "bad_status"),
+    (reading(value=None), "missing_value"),
+    ({"value": 3}, "schema"),
+])
+def test_reading_level_rejection_keeps_the_valid_readings(item: dict[str, object], reason: str) -> None:
+    batch = decode({"ts": NOW.isoformat(), "readings": [item, reading(parameter="pH", value=7.0, unit="-")]})
+    assert [r.parameter for r in batch.readings] == ["pH"]
+    assert [(r.reason, r.index) for r in batch.rejections] == [(reason, 0)]
+
+
+def test_nan_and_infinity_are_rejected() -> None:
+    raw = b'{"ts": "2026-11-29T21:05:00+07:00", "readings": [{"parameter": "COD", "value": NaN}]}'
+    with pytest.raises(MessageRejected) as exc:
+        decode(None, raw=raw)
+    assert exc.value.rejection.reason == "bad_json"
+    with pytest.raises(MessageRejected) as exc:
+        decode(None, raw=raw.replace(b"NaN", b"1e999"))
+    assert exc.value.rejection.reason == "bad_json"
+
+
+def test_exact_unit_conversion_and_aliases() -> None:
+    batch = decode({"ts": NOW.isoformat(), "readings": [reading(value=0.0852, unit="g/L"), reading(parameter="Flow", value=1.0, unit="m3/s")]})
+    assert [(r.value, r.unit) for r in batch.readings] == [(pytest.approx(85.2), "mg/L"), (3600.0, "m3/h")]
+    assert decode({"ts": NOW.isoformat(), "readings": [reading(unit="mg/l")]}).readings[0].unit == "mg/L"
+
+
+def test_missing_value_is_accepted_for_fault_and_calibration() -> None:
+    batch = decode({"ts": NOW.isoformat(), "readings": [reading(value=None, status="02"), reading(parameter="pH", value=None, status="01")]})
+    assert [(r.value, r.status) for r in batch.readings] == [(None, Status.FAULT), (None, Status.CALIBRATING)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=600) | st.from_regex(r'\{"ts": ?"[0-9T:+-]{0,30}", ?"readings": ?\[.{0,80}\]\}', fullmatch=True).map(str.encode))
+def test_arbitrary_bytes_are_decoded_or_rejected_with_a_reason(raw: bytes) -> None:
+    try:
+        batch = decode(None, raw=raw)
+    except MessageRejected as exc:
+        assert exc.rejection.reason and exc.rejection.message
+    else:
+        assert all(r.reason and r.message for r in batch.rejections)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["COD", "pH", "Flow"]), st.floats(allow_nan=False, allow_infinity=False, width=32),
+                          st.sampled_from(["00", "01", "02"])), min_size=1, max_size=10, unique_by=lambda t: t[0]),
+       st.integers(min_value=-12, max_value=14))
+def test_valid_payloads_keep_every_value_and_the_instant(items: list[tuple[str, float, str]], offset_h: int) -> None:
+    units = {"COD": "mg/L", "pH": "-", "Flow": "m3/h"}
+    ts = NOW.astimezone(timezone(timedelta(hours=offset_h)))
+    batch = decode({"ts": ts.isoformat(), "readings": [{"parameter": p, "value": v, "unit": units[p], "status": s} for p, v, s in items]})
+    assert [(r.parameter, r.value, r.status.value) for r in batch.readings] == [(p, float(v), s) for p, v, s in items]
+    assert all(r.ts == NOW for r in batch.readings)
