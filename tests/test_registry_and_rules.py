@@ -1,0 +1,92 @@
+"""Limits computed from the regulation tables, and the limit rules on single readings."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+
+from alerts.rules import evaluate, limit_conditions
+from quantrac.domain import Reading, Severity, Status
+from quantrac.registry import RegistryCache, load_registry
+from quantrac.settings import get_settings
+from tests.utils.builders import make_station
+
+TS = datetime(2026, 11, 29, 14, 0, tzinfo=timezone.utc)
+
+
+@pytest.fixture(scope="module")
+def registry():
+    s = get_settings()
+    return load_registry(s.registry_file, s.limits_dir)
+
+
+def test_seed_has_stations_in_several_zones_of_both_kinds(registry) -> None:
+    assert len({s.zone for s in registry.values()}) >= 5
+    assert {s.kind.value for s in registry.values()} == {"wastewater", "emission"}
+
+
+def test_qcvn40_limit_is_c_times_kq_times_kf(registry) -> None:
+    cod = registry["HD-NAMSACH-WW01"].parameters["COD"].limit  # column B (150), Kq 1.0, Kf 1.1
+    assert cod.high == pytest.approx(165.0)
+    assert "QCVN 40:2011" in cod.source and "col. B" in cod.source
+
+
+def test_temperature_colour_and_ph_take_no_factors(registry) -> None:
+    station = registry["HD-TANTRUONG-WW01"]  # Kq 0.9, Kf 1.1
+    assert station.parameters["Temp"].limit.high == 40
+    assert station.parameters["Color"].limit.high == 150
+    assert (station.parameters["pH"].limit.low, station.parameters["pH"].limit.high) == (5.5, 9.0)
+
+
+def test_permit_override_wins(registry) -> None:
+    cod = registry["HD-TANTRUONG-WW01"].parameters["COD"].limit
+    assert cod.high == 120 and "permit" in cod.source.lower()
+
+
+def test_qcvn19_limit_is_c_times_kp_times_kv(registry) -> None:
+    assert registry["HD-HOANGTHACH-ST01"].parameters["SO2"].limit.high == pytest.approx(500 * 0.9 * 1.2)
+
+
+def _reading(value: float | None, parameter: str = "COD", status: Status = Status.MEASURING) -> Reading:
+    return Reading(station_id="T-1", parameter=parameter, value=value, unit="mg/L", ts=TS, status=status)
+
+
+def test_exceedance_names_rule_basis_limit_and_source() -> None:
+    station = make_station("T-1", cod_limit=100)
+    [c] = limit_conditions(_reading(150.0), station)
+    assert (c.rule, c.basis, c.severity, c.limit, c.limit_source, c.value) == ("exceedance", "instant", Severity.CRITICAL, 100, "test limit", 150.0)
+    assert "T-1" in c.message and "COD" in c.message
+
+
+def test_at_the_limit_is_not_an_exceedance() -> None:
+    assert limit_conditions(_reading(100.0), make_station("T-1", cod_limit=100)) == []
+
+
+def test_ph_below_minimum_and_calibration_is_ignored() -> None:
+    station = make_station("T-1")
+    assert [c.rule for c in limit_conditions(_reading(4.0, "pH"), station)] == ["below_minimum"]
+    assert limit_conditions(_reading(500.0, status=Status.CALIBRATING), station) == []
+    assert limit_conditions(_reading(None, status=Status.FAULT), station) == []
+
+
+def test_evaluate_skips_unknown_stations() -> None:
+    assert evaluate([_reading(500.0)], {}) == []
+
+
+def test_registry_cache_reloads_on_a_miss_but_not_more_often_than_allowed() -> None:
+    calls = []
+    now = [0.0]
+    station = make_station("T-NEW")
+
+    def load():
+        calls.append(now[0])
+        return {station.id: station} if now[0] >= 1 else {}
+
+    cache = RegistryCache(load, refresh_s=60, miss_reload_s=1.0, clock=lambda: now[0])
+    assert "T-NEW" not in cache
+    now[0] = 0.5
+    assert "T-NEW" not in cache
+    now[0] = 1.5
+    assert cache["T-NEW"] is station
+    assert calls == [0.0, 1.5]
