@@ -1,0 +1,32 @@
+"""Dependencies shared by the routes: settings, a pooled database connection, display time zone."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Iterator
+from zoneinfo import ZoneInfo
+
+import psycopg
+from fastapi import Depends, Request
+from psycopg_pool import ConnectionPool
+
+from quantrac.settings import Settings
+
+
+def get_settings_dep(request: Request) -> Settings:
+    return request.app.state.settings  # type: ignore[no-any-return]
+
+
+def get_conn(request: Request) -> Iterator[psycopg.Connection[Any]]:
+    pool: ConnectionPool = request.app.state.pool
+    with pool.connection() as conn:
+        yield conn
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+ConnDep = Annotated[psycopg.Connection, Depends(get_conn)]
+
+
+def local_time(ts: datetime | None, settings: Settings) -> datetime | None:
+    """The instant shown in the display time zone (Asia/Ho_Chi_Minh by default)."""
+    return None if ts is None else ts.astimezone(ZoneInfo(settings.display_timezone))

@@ -1,0 +1,59 @@
+"""`/healthz`: the state of each dependency, checked at protocol level with short timeouts."""
+
+from __future__ import annotations
+
+import socket
+from typing import Literal
+
+from fastapi import APIRouter, Response
+from pydantic import BaseModel
+
+from api.deps import ConnDep, SettingsDep
+
+router = APIRouter(tags=["health"])
+
+
+class DependencyState(BaseModel):
+    ok: bool
+    endpoint: str
+    detail: str = ""
+
+
+class Health(BaseModel):
+    status: Literal["ok", "degraded"]
+    dependencies: dict[str, DependencyState]
+
+
+def _tcp_probe(host: str, port: int, hello: bytes, timeout: float = 1.0) -> tuple[bool, str]:
+    """Send a protocol greeting and wait for any answer (MQTT CONNACK, Kafka ApiVersions response)."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.sendall(hello)
+            return (len(sock.recv(4)) > 0, "")
+    except OSError as exc:
+        return False, str(exc)
+
+
+# MQTT 3.1.1 CONNECT, clean session, client id "quantrac-healthz", keep-alive 5 s.
+_MQTT_CONNECT = bytes([0x10, 28, 0, 4]) + b"MQTT" + bytes([4, 2, 0, 5, 0, 16]) + b"quantrac-healthz"
+# Kafka ApiVersions v0 request, correlation id 1, client id "healthz".
+_KAFKA_API_VERSIONS = bytes([0, 0, 0, 17, 0, 18, 0, 0, 0, 0, 0, 1, 0, 7]) + b"healthz"
+
+
+@router.get("/healthz", response_model=Health, summary="Liveness and the state of each dependency")
+def healthz(conn: ConnDep, settings: SettingsDep, response: Response) -> Health:
+    deps: dict[str, DependencyState] = {}
+    try:
+        conn.execute("SELECT 1")
+        deps["postgresql"] = DependencyState(ok=True, endpoint=f"{settings.pg_host}:{settings.pg_port}")
+    except Exception as exc:
+        deps["postgresql"] = DependencyState(ok=False, endpoint=f"{settings.pg_host}:{settings.pg_port}", detail=str(exc))
+    host, _, port = settings.kafka_bootstrap.split(",")[0].rpartition(":")
+    ok, detail = _tcp_probe(host, int(port), _KAFKA_API_VERSIONS)
+    deps["kafka"] = DependencyState(ok=ok, endpoint=f"{host}:{port}", detail=detail)
+    ok, detail = _tcp_probe(settings.mqtt_host, settings.mqtt_port, _MQTT_CONNECT)
+    deps["mqtt"] = DependencyState(ok=ok, endpoint=f"{settings.mqtt_host}:{settings.mqtt_port}", detail=detail)
+    healthy = all(d.ok for d in deps.values())
+    if not healthy:
+        response.status_code = 503
+    return Health(status="ok" if healthy else "degraded", dependencies=deps)
