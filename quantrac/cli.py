@@ -49,6 +49,13 @@ def _stop_on_signals(stop: object) -> None:
         signal.signal(sig, lambda *_: stop.stop() if hasattr(stop, "stop") else stop.set())  # type: ignore[attr-defined]
 
 
+@app.command("settings")
+def show_settings() -> None:
+    """Print every setting as a Markdown table (the README's settings table)."""
+    from quantrac.settings import settings_table
+    typer.echo(settings_table())
+
+
 @app.command()
 def bridge() -> None:
     """Run the MQTT → Kafka bridge until SIGINT/SIGTERM."""
@@ -152,7 +159,9 @@ def run_all(
         manager.loop()
     finally:
         stack.down(s)
-    sys.exit(manager.returncode or 0)
+    # Stopped by Ctrl-C or SIGTERM is a clean stop; anything else reports the failing process's code.
+    code = manager.returncode or 0
+    sys.exit(0 if code in (130, 143, -signal.SIGINT, -signal.SIGTERM) else code)
 
 
 if __name__ == "__main__":

@@ -740,7 +740,7 @@ class Postgres(Service):
             return cursor.fetchall() if cursor.description else []
 
     def check(self) -> None:
-        self._query(self.settings.pg_database, "SELECT 1")
+        self._query("postgres", "SELECT 1")
 
     def ready(self) -> None:
         self._query("postgres", "SELECT 1")
@@ -891,6 +891,7 @@ def _begin(service: Service) -> int | None:
     reason = _probe(service.check)
     if reason is None:
         log.info("service.reused", service=service.name, endpoint=service.endpoint, pid=_running_pid(service.process))
+        service.after_start()
         return None
     pid = _running_pid(service.process)
     if pid is not None:

@@ -15,7 +15,13 @@ import paho.mqtt.client as mqtt
 import psycopg
 import pytest
 
-# Test processes use their own consumer group and reload the registry quickly.
+# Tests share the services with `make run` but not its data: their own database, topics,
+# consumer group and MQTT session. Their processes reload the registry quickly.
+os.environ.setdefault("QUANTRAC_PG_DATABASE", "quantrac_test")
+os.environ.setdefault("QUANTRAC_READINGS_TOPIC", "quantrac.test.readings")
+os.environ.setdefault("QUANTRAC_DEADLETTER_TOPIC", "quantrac.test.readings.deadletter")
+os.environ.setdefault("QUANTRAC_ALERTS_TOPIC", "quantrac.test.alerts")
+os.environ.setdefault("QUANTRAC_MQTT_BRIDGE_CLIENT_ID", "quantrac-bridge-test")
 os.environ.setdefault("QUANTRAC_WORKER_ID", "quantrac-worker-test")
 os.environ.setdefault("QUANTRAC_WORKER_BATCH_LATENCY_S", "0.2")
 os.environ.setdefault("QUANTRAC_REGISTRY_REFRESH_S", "2")
