@@ -16,13 +16,15 @@ import psycopg
 import pytest
 
 # Tests share the services with `make run` but not its data: their own database, topics,
-# consumer group and MQTT session. Their processes reload the registry quickly.
-os.environ.setdefault("QUANTRAC_PG_DATABASE", "quantrac_test")
-os.environ.setdefault("QUANTRAC_READINGS_TOPIC", "quantrac.test.readings")
-os.environ.setdefault("QUANTRAC_DEADLETTER_TOPIC", "quantrac.test.readings.deadletter")
-os.environ.setdefault("QUANTRAC_ALERTS_TOPIC", "quantrac.test.alerts")
-os.environ.setdefault("QUANTRAC_MQTT_BRIDGE_CLIENT_ID", "quantrac-bridge-test")
-os.environ.setdefault("QUANTRAC_WORKER_ID", "quantrac-worker-test")
+# consumer group and MQTT session, named after QUANTRAC_TEST_NAMESPACE (default "test") so
+# that several test sessions can run side by side. Their processes reload the registry quickly.
+_ns = os.environ.get("QUANTRAC_TEST_NAMESPACE", "test")
+os.environ.setdefault("QUANTRAC_PG_DATABASE", f"quantrac_{_ns}")
+os.environ.setdefault("QUANTRAC_READINGS_TOPIC", f"quantrac.{_ns}.readings")
+os.environ.setdefault("QUANTRAC_DEADLETTER_TOPIC", f"quantrac.{_ns}.readings.deadletter")
+os.environ.setdefault("QUANTRAC_ALERTS_TOPIC", f"quantrac.{_ns}.alerts")
+os.environ.setdefault("QUANTRAC_MQTT_BRIDGE_CLIENT_ID", f"quantrac-bridge-{_ns}")
+os.environ.setdefault("QUANTRAC_WORKER_ID", f"quantrac-worker-{_ns}")
 os.environ.setdefault("QUANTRAC_WORKER_BATCH_LATENCY_S", "0.2")
 os.environ.setdefault("QUANTRAC_REGISTRY_REFRESH_S", "2")
 os.environ.setdefault("QUANTRAC_REGISTRY_MISS_RELOAD_S", "0")
@@ -113,7 +115,7 @@ def stored_count(conn: psycopg.Connection, station_id: str) -> int:
 @pytest.fixture(scope="session")
 def pipeline(stack: Settings) -> Iterator[dict[str, Process]]:
     """The bridge and the worker as subprocesses, ready once a probe reading has reached PostgreSQL."""
-    log_dir = stack.run_dir / "test-logs"
+    log_dir = stack.run_dir / "test-logs" / _ns
     procs = {"bridge": Process("bridge", ["bridge"], log_dir), "worker": Process("worker", ["worker"], log_dir)}
     probe = make_station()
     with connect(stack.pg_dsn) as conn:

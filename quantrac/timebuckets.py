@@ -1,0 +1,31 @@
+"""Time buckets on event time, shared by the stream windows and the store's rollups.
+
+Buckets of 5 minutes and 1 hour are aligned to UTC (the same instants in every zone with a
+whole-hour offset); day buckets are local days in the display zone (Asia/Ho_Chi_Minh), which is
+how the department reads a daily mean.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+BUCKET_WIDTHS: dict[str, timedelta] = {"5m": timedelta(minutes=5), "1h": timedelta(hours=1), "1d": timedelta(days=1)}
+DAY_ZONE = ZoneInfo("Asia/Ho_Chi_Minh")
+
+
+def bucket_start(ts: datetime, bucket: str, day_zone: ZoneInfo = DAY_ZONE) -> datetime:
+    """Start (UTC) of the bucket of width `bucket` ("5m", "1h", "1d") that holds `ts`."""
+    if ts.tzinfo is None:
+        raise ValueError("bucket_start needs a timezone-aware timestamp")
+    if bucket == "1d":
+        local = ts.astimezone(day_zone)
+        return local.replace(hour=0, minute=0, second=0, microsecond=0).astimezone(timezone.utc)
+    width = BUCKET_WIDTHS[bucket]
+    utc = ts.astimezone(timezone.utc)
+    epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
+    return epoch + ((utc - epoch) // width) * width
+
+
+def bucket_end(start: datetime, bucket: str) -> datetime:
+    return start + BUCKET_WIDTHS[bucket]
