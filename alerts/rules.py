@@ -26,6 +26,8 @@ class Condition:
     limit_source: str
     ts: datetime
     message: str
+    active: bool = True
+    """False when the rule was evaluated and the condition is clear (lets the lifecycle resolve alerts)."""
 
 
 def limit_conditions(reading: Reading, station: Station, basis: str = "instant") -> list[Condition]:

@@ -38,6 +38,8 @@ async def apply_conditions(conn: psycopg.AsyncConnection[Any], conditions: Itera
     rows: list[dict[str, Any]] = []
     async with conn.cursor(row_factory=dict_row) as cur:
         for c in conditions:
+            if not c.active:
+                continue
             await cur.execute(_UPSERT, {
                 "station_id": c.station_id, "parameter": c.parameter, "rule": c.rule, "basis": c.basis,
                 "severity": c.severity.value, "ts": c.ts, "value": c.value, "limit": c.limit,

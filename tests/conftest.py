@@ -60,6 +60,20 @@ def stack(settings: Settings) -> Iterator[Settings]:
         local_stack.down(settings, only=started)
 
 
+@pytest.fixture(scope="session")
+def api(stack: Settings) -> Iterator["TestClient"]:
+    """The API in-process over the session's database, with a credential allowed to do everything.
+
+    Every API test goes through this client (or `api_as(role)` once roles exist), so that adding
+    authentication changes one fixture, not every test.
+    """
+    from fastapi.testclient import TestClient
+
+    from api.main import create_app
+    with TestClient(create_app(stack)) as client:
+        yield client
+
+
 @pytest.fixture()
 def db(stack: Settings) -> Iterator[psycopg.Connection]:
     with connect(stack.pg_dsn) as conn:

@@ -14,7 +14,6 @@ import pytest
 from fastapi.testclient import TestClient
 from kafka import KafkaConsumer, TopicPartition
 
-from api.main import create_app
 from quantrac.db import save_stations
 from quantrac.domain import Station
 from quantrac.settings import Settings
@@ -24,12 +23,6 @@ from tests.utils.builders import make_station, payload
 from tests.utils.poll import wait_for
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def api(stack: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(stack)) as client:
-        yield client
 
 
 @pytest.fixture()
