@@ -1,0 +1,190 @@
+"""Shared pieces of the streaming detectors: the verdict, the detector base and a ring buffer."""
+
+from __future__ import annotations
+
+import inspect
+import math
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, ClassVar, Literal, Self
+
+import numpy as np
+
+__all__ = ["Detector", "RingBuffer", "Verdict", "epoch_seconds", "fmt", "median"]
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What a detector concluded about one value.
+
+    Parameters
+    ----------
+    is_anomaly
+        True when the value is anomalous; never True during warm-up.
+    score
+        Larger means more anomalous; on the same scale as the detector's threshold.
+    kind
+        Name of the detector that produced the verdict, e.g. ``"spike"``.
+    detail
+        Human-readable reason.
+
+    Examples
+    --------
+    >>> Verdict(False, 0.4, "spike", "value 1.0 is 0.4 MADs above the rolling median 0.9").is_anomaly
+    False
+    """
+
+    is_anomaly: bool
+    score: float
+    kind: str
+    detail: str
+
+
+def fmt(x: float) -> str:
+    """Format a number compactly for a verdict's detail."""
+    return f"{x:.4g}"
+
+
+def median(values: np.ndarray) -> float:
+    """The median of a non-empty 1-d array, equal to ``np.median`` but without its overhead.
+
+    Examples
+    --------
+    >>> median(np.array([3.0, 1.0, 4.0, 1.5]))
+    2.25
+    """
+    n = values.size
+    half = n // 2
+    if n % 2:
+        return float(np.partition(values, half)[half])
+    part = np.partition(values, (half - 1, half))
+    return float((part[half - 1] + part[half]) / 2.0)
+
+
+def epoch_seconds(ts: datetime) -> float:
+    """POSIX seconds of a timezone-aware timestamp; naive timestamps are refused."""
+    if ts.tzinfo is None or ts.utcoffset() is None:
+        raise ValueError("timestamp has no UTC offset")
+    return (ts - datetime(1970, 1, 1, tzinfo=timezone.utc)).total_seconds()
+
+
+class Parametrised:
+    """Hyperparameters stored under their own names, so that a clone can be rebuilt from the signature."""
+
+    def _get_params(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in inspect.signature(type(self).__init__).parameters if name != "self"}
+
+    def clone(self) -> Self:
+        """A fresh instance with the same hyperparameters and no learned state."""
+        return type(self)(**self._get_params())
+
+    def state(self) -> dict[str, Any]:
+        """The learned state as a plain JSON-serialisable dict."""
+        raise NotImplementedError
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Replace the learned state with ``state`` (as returned by :meth:`state`)."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], **params: Any) -> Self:
+        """Build an instance from hyperparameters and a saved state."""
+        obj = cls(**params)
+        obj.load_state(state)
+        return obj
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self._get_params().items())
+        return f"{type(self).__name__}({args})"
+
+
+class Detector(Parametrised):
+    """Base of the streaming detectors.
+
+    Subclasses implement :meth:`update` (score first, then learn only non-anomalous
+    values), :meth:`state` and :meth:`load_state`, and set ``name``.
+    ``input_kind`` says whether :meth:`update` takes a float or a vector of named values.
+    """
+
+    name: ClassVar[str]
+    input_kind: ClassVar[Literal["scalar", "vector"]] = "scalar"
+
+    def update(self, value: Any, ts: datetime) -> Verdict:
+        """Score ``value`` observed at ``ts``, learn it unless anomalous, and return the verdict."""
+        raise NotImplementedError
+
+    @classmethod
+    def _unit_test_params(cls) -> dict[str, Any]:
+        """Constructor keyword arguments used by the contract tests."""
+        return {}
+
+    def _skip(self, why: str) -> Verdict:
+        return Verdict(False, 0.0, self.name, why)
+
+    def _warming(self, n: int, grace_period: int) -> Verdict:
+        return Verdict(False, 0.0, self.name, f"warming up ({n}/{grace_period} samples)")
+
+
+def is_finite(value: Any) -> bool:
+    """True for a real number that is neither NaN nor infinite."""
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+class RingBuffer:
+    """Fixed-capacity FIFO of floats backed by a numpy array.
+
+    Parameters
+    ----------
+    capacity
+        Maximum number of values kept; appending to a full buffer drops the oldest.
+
+    Examples
+    --------
+    >>> rb = RingBuffer(3)
+    >>> for x in (1.0, 2.0, 3.0, 4.0):
+    ...     rb.append(x)
+    >>> rb.to_list()
+    [2.0, 3.0, 4.0]
+    """
+
+    __slots__ = ("capacity", "_data", "_start", "_size")
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be at least 1")
+        self.capacity = capacity
+        self._data = np.zeros(capacity, dtype=np.float64)
+        self._start = 0
+        self._size = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    def append(self, x: float) -> None:
+        """Add ``x``, dropping the oldest value when full."""
+        if self._size < self.capacity:
+            self._data[(self._start + self._size) % self.capacity] = x
+            self._size += 1
+        else:
+            self._data[self._start] = x
+            self._start = (self._start + 1) % self.capacity
+
+    def unordered(self) -> np.ndarray:
+        """The stored values in storage order (a read-only view; order is not chronological)."""
+        view = self._data[: self._size] if self._size < self.capacity else self._data
+        view = view.view()
+        view.flags.writeable = False
+        return view
+
+    def to_list(self) -> list[float]:
+        """The stored values, oldest first, as plain floats."""
+        idx = (self._start + np.arange(self._size)) % self.capacity
+        return self._data[idx].tolist()
+
+    @classmethod
+    def from_list(cls, capacity: int, values: list[float]) -> RingBuffer:
+        """A buffer holding the last ``capacity`` of ``values`` (oldest first)."""
+        rb = cls(capacity)
+        for x in values[-capacity:]:
+            rb.append(float(x))
+        return rb

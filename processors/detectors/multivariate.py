@@ -1,0 +1,179 @@
+"""Broken correlations: Mahalanobis distance from an exponentially weighted mean and covariance."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+from processors.detectors.base import Detector, Verdict, fmt
+
+__all__ = ["Mahalanobis"]
+
+
+class Mahalanobis(Detector):
+    """Multivariate detector over a station's correlated parameters.
+
+    Keeps an exponentially weighted mean and covariance (Finch's recursion,
+    ``C <- (1 - a) * (C + a * d d^T)`` with ``a = max(alpha, 1 / n)``, so the start is a
+    plain average) and scores each vector by its
+    Mahalanobis distance under the regularised covariance
+    ``(1 - shrinkage) * C + shrinkage * diag(C) + diag(eps**2)``. A value that breaks the
+    usual relation between parameters is far even when each parameter is within its own
+    range. Missing or non-finite parameters are left out of the score (the distance uses
+    the observed ones) and such a vector is not learned. Only non-anomalous, complete
+    vectors update the baseline.
+
+    Parameters
+    ----------
+    names
+        Ordered parameter names; a vector input follows this order.
+    alpha
+        EW weight of the newest vector for the mean and covariance.
+    threshold
+        Mahalanobis distance above which a vector is anomalous.
+    grace_period
+        Number of complete vectors learned before any verdict can be anomalous.
+    shrinkage
+        Weight in [0, 1] moved from the covariance to its diagonal.
+    eps
+        Floor added to each parameter's standard deviation (in its unit), one for all or one
+        per name; about the sensor resolution.
+    relearn_after
+        Consecutive anomalies after which the baseline is rebuilt; None never rebuilds.
+
+    Examples
+    --------
+    >>> from datetime import datetime, timezone
+    >>> ts = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    >>> det = Mahalanobis(["a", "b"], alpha=0.05, threshold=4.0, grace_period=20)
+    >>> for i in range(200):
+    ...     a = float(i % 7 - 3)
+    ...     _ = det.update({"a": a, "b": 2 * a + 0.1 * (i % 3 - 1)}, ts)
+    >>> det.update({"a": 1.0, "b": 2.0}, ts).is_anomaly
+    False
+    >>> v = det.update({"a": 2.0, "b": -4.0}, ts)
+    >>> v.is_anomaly, v.kind
+    (True, 'multivariate')
+    """
+
+    name = "multivariate"
+    input_kind = "vector"
+
+    def __init__(
+        self,
+        names: Sequence[str],
+        alpha: float = 0.01,
+        threshold: float = 6.0,
+        grace_period: int = 60,
+        shrinkage: float = 0.01,
+        eps: float | Sequence[float] = 1e-6,
+        relearn_after: int | None = None,
+    ) -> None:
+        if len(names) < 1 or len(set(names)) != len(names):
+            raise ValueError("names must be a non-empty list of distinct names")
+        if not 0.0 < alpha <= 1.0 or threshold <= 0 or grace_period < 0 or not 0.0 <= shrinkage <= 1.0:
+            raise ValueError("0 < alpha <= 1, threshold > 0, grace_period >= 0 and 0 <= shrinkage <= 1 are required")
+        self.names = names
+        self.alpha = alpha
+        self.threshold = threshold
+        self.grace_period = grace_period
+        self.shrinkage = shrinkage
+        self.eps = eps
+        self.relearn_after = relearn_after
+        self._names = tuple(names)
+        floor = np.broadcast_to(np.asarray(eps, dtype=np.float64), (len(names),))
+        if np.any(floor < 0):
+            raise ValueError("eps must be non-negative")
+        self._floor2 = floor**2
+        self._reset()
+
+    @classmethod
+    def _unit_test_params(cls) -> dict[str, Any]:
+        return {"names": ["a", "b", "c"], "alpha": 0.05, "threshold": 4.0, "grace_period": 10, "relearn_after": 10}
+
+    def _reset(self) -> None:
+        d = len(self._names)
+        self._n = 0
+        self._run = 0
+        self._mean = np.zeros(d)
+        self._cov = np.zeros((d, d))
+
+    def _vector(self, values: Mapping[str, float] | Sequence[float] | np.ndarray) -> np.ndarray:
+        if isinstance(values, Mapping):
+            raw = [values.get(name) for name in self._names]
+        else:
+            raw = list(np.asarray(values, dtype=np.float64).reshape(-1))
+            if len(raw) != len(self._names):
+                raise ValueError(f"expected {len(self._names)} values, got {len(raw)}")
+        return np.array([np.nan if v is None else float(v) for v in raw], dtype=np.float64)
+
+    def regularised_covariance(self) -> np.ndarray:
+        """The covariance used for scoring."""
+        diag = np.diag(np.diag(self._cov))
+        return (1.0 - self.shrinkage) * self._cov + self.shrinkage * diag + np.diag(self._floor2)
+
+    def update(self, value: Mapping[str, float] | Sequence[float] | np.ndarray, ts: datetime) -> Verdict:
+        x = self._vector(value)
+        seen = np.isfinite(x)
+        complete = bool(seen.all())
+        if not seen.any():
+            return self._skip("ignored: no finite parameter value")
+        if self._n < self.grace_period or self._n == 0:
+            if not complete:
+                return self._skip("ignored incomplete vector during warm-up")
+            self._learn(x)
+            return self._warming(self._n, self.grace_period)
+        diff = (x - self._mean)[seen]
+        cov = self.regularised_covariance()[np.ix_(seen, seen)]
+        score = math.sqrt(max(0.0, float(diff @ np.linalg.solve(cov, diff))))
+        z = diff / np.sqrt(np.diag(cov))
+        names = [n for n, s in zip(self._names, seen) if s]
+        top = sorted(zip(names, z.tolist()), key=lambda p: -abs(p[1]))[:3]
+        detail = (
+            f"Mahalanobis distance {score:.4g} (threshold {fmt(self.threshold)}) over {len(names)} parameters; "
+            + ", ".join(f"{n} {zi:+.3g} std" for n, zi in top)
+        )
+        if score > self.threshold:
+            self._run += 1
+            if self.relearn_after is not None and self._run >= self.relearn_after:
+                self._reset()
+                if complete:
+                    self._learn(x)
+                detail += f"; {self.relearn_after} anomalies in a row, baseline rebuilt from here"
+            return Verdict(True, score, self.name, detail)
+        self._run = 0
+        if complete:
+            self._learn(x)
+        else:
+            detail += "; incomplete vector not learned"
+        return Verdict(False, score, self.name, detail)
+
+    def _learn(self, x: np.ndarray) -> None:
+        self._n += 1
+        a = max(self.alpha, 1.0 / self._n)
+        d = x - self._mean
+        self._mean = self._mean + a * d
+        self._cov = (1.0 - a) * (self._cov + a * np.outer(d, d))
+
+    @property
+    def mean(self) -> dict[str, float]:
+        """The baseline mean by parameter name."""
+        return dict(zip(self._names, self._mean.tolist()))
+
+    def state(self) -> dict[str, Any]:
+        return {"n": self._n, "run": self._run, "mean": self._mean.tolist(), "cov": self._cov.tolist()}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        d = len(self._names)
+        mean = np.array(state["mean"], dtype=np.float64)
+        cov = np.array(state["cov"], dtype=np.float64)
+        if mean.shape != (d,) or cov.shape != (d, d):
+            raise ValueError(f"state does not match {d} parameters")
+        self._n = int(state["n"])
+        self._run = int(state["run"])
+        self._mean = mean
+        self._cov = cov

@@ -1,0 +1,214 @@
+"""Hand-computed cases for each streaming detector."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import pytest
+
+from processors.detectors import CusumDrift, Flatline, Mahalanobis, RobustSpike, Verdict
+
+T0 = datetime(2026, 11, 29, 14, 0, tzinfo=timezone.utc)
+
+
+def ts(i: int) -> datetime:
+    return T0 + timedelta(minutes=5 * i)
+
+
+def feed(det, values, start: int = 0) -> list[Verdict]:
+    return [det.update(v, ts(start + i)) for i, v in enumerate(values)]
+
+
+def noise(n: int, seed: int = 1, mu: float = 85.0, sigma: float = 1.0) -> list[float]:
+    return (mu + sigma * np.random.default_rng(seed).standard_normal(n)).tolist()
+
+
+# --- RobustSpike -------------------------------------------------------------------------
+
+
+def test_spike_hand_computed_score() -> None:
+    det = RobustSpike(window=5, threshold=5.0, grace_period=5, eps=0.0)
+    assert not any(v.is_anomaly for v in feed(det, [10.0, 11.0, 9.0, 10.0, 12.0]))
+    # median 10, |dev| = 0, 1, 1, 0, 2 -> MAD 1, scale 1.4826
+    v = det.update(40.0, ts(5))
+    assert v.is_anomaly and v.kind == "spike"
+    assert v.score == pytest.approx(30.0 / 1.4826)
+    assert "above the rolling median 10" in v.detail
+    v = det.update(8.0, ts(6))
+    assert not v.is_anomaly and v.score == pytest.approx(2.0 / 1.4826)
+
+
+def test_spike_flags_clear_spike_not_steady_noise() -> None:
+    det = RobustSpike(window=60, threshold=6.0, grace_period=30)
+    verdicts = feed(det, noise(500))
+    assert not any(v.is_anomaly for v in verdicts)
+    assert max(v.score for v in verdicts) < 6.0
+    v = det.update(85.0 + 12.0, ts(500))
+    assert v.is_anomaly
+    assert 8.0 < v.score < 20.0
+
+
+def test_spike_warm_up_never_flags() -> None:
+    det = RobustSpike(window=10, threshold=3.0, grace_period=4)
+    verdicts = feed(det, [1.0, 1000.0, -50.0, 1e6])
+    assert [v.is_anomaly for v in verdicts] == [False] * 4
+    assert all(v.score == 0.0 and "warming up" in v.detail for v in verdicts)
+
+
+def test_spike_does_not_pollute_baseline() -> None:
+    det = RobustSpike(window=20, threshold=5.0, grace_period=10)
+    feed(det, noise(50))
+    before = det.state()
+    median_mad = det.median_mad()
+    v = det.update(412.0, ts(50))
+    assert v.is_anomaly
+    assert det.state()["buffer"] == before["buffer"]
+    assert det.median_mad() == median_mad
+
+
+def test_spike_relearns_after_a_level_change() -> None:
+    det = RobustSpike(window=20, threshold=5.0, grace_period=5, relearn_after=3)
+    feed(det, noise(40))
+    verdicts = feed(det, noise(40, seed=2, mu=200.0), start=40)
+    assert [v.is_anomaly for v in verdicts[:3]] == [True] * 3
+    assert not any(v.is_anomaly for v in verdicts[3:])
+
+
+def test_spike_ignores_non_finite() -> None:
+    det = RobustSpike(window=5, grace_period=2)
+    feed(det, [1.0, 2.0, 3.0])
+    before = det.state()
+    v = det.update(math.nan, ts(3))
+    assert not v.is_anomaly and det.state() == before
+
+
+# --- CusumDrift --------------------------------------------------------------------------
+
+
+def test_cusum_hand_computed_sums() -> None:
+    det = CusumDrift(alpha=1e-6, k=0.5, h=4.0, grace_period=4, eps=0.0)
+    feed(det, [-1.0, 1.0, -1.0, 1.0])
+    # baseline: mean 0, population std 1 (equal weights during the first 1/alpha values)
+    v = det.update(2.0, ts(4))
+    assert det.sums == pytest.approx((1.5, 0.0))
+    assert not v.is_anomaly and v.score == pytest.approx(1.5)
+
+
+def test_cusum_catches_slow_drift_within_expected_delay() -> None:
+    det = CusumDrift(alpha=0.01, k=0.5, h=8.0, grace_period=100)
+    assert not any(v.is_anomaly for v in feed(det, noise(300, sigma=1.0)))
+    drift = [x + 0.02 * i for i, x in enumerate(noise(400, seed=3))]
+    verdicts = feed(det, drift, start=300)
+    first = next(i for i, v in enumerate(verdicts) if v.is_anomaly)
+    # Mean offset reaches k + h / n, i.e. 0.5 + 8 / n std, after ~60-70 samples
+    assert 30 <= first <= 120
+    assert "upward CUSUM" in verdicts[first].detail
+
+
+def test_cusum_stable_series_is_not_flagged() -> None:
+    det = CusumDrift(alpha=0.01, k=0.5, h=8.0, grace_period=100)
+    verdicts = feed(det, noise(5000, seed=4))
+    assert sum(v.is_anomaly for v in verdicts) == 0
+
+
+def test_cusum_resets_sums_after_alarm_and_keeps_baseline() -> None:
+    det = CusumDrift(alpha=0.01, k=0.5, h=3.0, grace_period=50)
+    feed(det, noise(200))
+    before = det.state()["baseline"]
+    v = det.update(85.0 + 50.0, ts(200))
+    assert v.is_anomaly
+    assert det.sums == (0.0, 0.0)
+    assert det.state()["baseline"] == before
+
+
+def test_cusum_warm_up_never_flags() -> None:
+    det = CusumDrift(grace_period=10)
+    verdicts = feed(det, [0.0, 1e9, -1e9, 5.0, 0.0, 7.0, 1e3, 2.0, 0.0, 1.0])
+    assert not any(v.is_anomaly for v in verdicts)
+
+
+# --- Flatline ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n", [1, 3, 10])
+def test_flatline_after_exactly_n_intervals(n: int) -> None:
+    det = Flatline(n_intervals=n)
+    verdicts = feed(det, [5.0, 7.0] + [7.0] * n + [7.0, 8.0])
+    flags = [v.is_anomaly for v in verdicts]
+    assert flags == [False] * (n + 1) + [True, True, False]
+    assert verdicts[n + 1].score == float(n)
+
+
+def test_flatline_tolerance_is_measured_from_the_anchor() -> None:
+    det = Flatline(n_intervals=4, tolerance=0.5)
+    flags = [v.is_anomaly for v in feed(det, [8.0, 8.25, 8.5, 8.25, 7.5, 8.75, 9.0])]
+    assert flags == [False, False, False, False, True, False, False]
+    creep = Flatline(n_intervals=4, tolerance=0.25)
+    assert not any(v.is_anomaly for v in feed(creep, [8.0, 8.25, 8.5, 8.75, 9.0, 9.25]))
+
+
+def test_flatline_steady_noise_is_not_flagged() -> None:
+    det = Flatline(n_intervals=5)
+    assert not any(v.is_anomaly for v in feed(det, noise(1000)))
+
+
+def test_flatline_warm_up_never_flags() -> None:
+    det = Flatline(n_intervals=2, grace_period=6)
+    flags = [v.is_anomaly for v in feed(det, [3.0] * 8)]
+    assert flags == [False] * 6 + [True, True]
+
+
+# --- Mahalanobis -------------------------------------------------------------------------
+
+
+def correlated(n: int, seed: int = 5) -> list[dict[str, float]]:
+    rng = np.random.default_rng(seed)
+    a = 20.0 + 2.0 * rng.standard_normal(n)
+    b = 3.0 * a + 0.5 * rng.standard_normal(n)
+    c = 7.0 + rng.standard_normal(n)
+    return [{"a": float(x), "b": float(y), "c": float(z)} for x, y, z in zip(a, b, c)]
+
+
+def test_mahalanobis_catches_broken_correlation_within_ranges() -> None:
+    det = Mahalanobis(["a", "b", "c"], alpha=0.01, threshold=6.0, grace_period=100)
+    train = correlated(1000)
+    assert sum(v.is_anomaly for v in feed(det, train)) <= 1
+    a_range = (min(r["a"] for r in train), max(r["a"] for r in train))
+    b_range = (min(r["b"] for r in train), max(r["b"] for r in train))
+    consistent = {"a": 23.0, "b": 69.0, "c": 7.0}
+    broken = {"a": 23.0, "b": 51.0, "c": 7.0}
+    assert a_range[0] < broken["a"] < a_range[1] and b_range[0] < broken["b"] < b_range[1]
+    assert not det.update(consistent, ts(1000)).is_anomaly
+    v = det.update(broken, ts(1001))
+    assert v.is_anomaly and v.kind == "multivariate"
+    # b given a has residual std ~1 under 1 % shrinkage, and b is 18 below 3 * a
+    assert 10.0 < v.score < 40.0
+    assert v.detail.split("; ")[1].startswith("b ")
+
+
+def test_mahalanobis_single_parameter_distance_is_a_z_score() -> None:
+    det = Mahalanobis(["a", "b"], alpha=1e-6, threshold=3.0, grace_period=4, shrinkage=0.0, eps=0.0)
+    feed(det, [[-1.0, 0.0], [1.0, 0.0], [-1.0, 0.0], [1.0, 0.0]])
+    v = det.update({"a": 2.5}, ts(4))
+    assert v.score == pytest.approx(2.5) and not v.is_anomaly
+    assert "incomplete vector not learned" in v.detail
+    assert det.state()["n"] == 4
+
+
+def test_mahalanobis_anomaly_does_not_enter_baseline_and_vector_input() -> None:
+    det = Mahalanobis(["a", "b", "c"], alpha=0.01, threshold=6.0, grace_period=100)
+    feed(det, correlated(300))
+    before = det.state()
+    x = np.array([23.0, 51.0, 7.0])
+    assert det.update(x, ts(300)).is_anomaly
+    after = det.state()
+    assert (after["n"], after["mean"], after["cov"]) == (before["n"], before["mean"], before["cov"])
+    assert x.tolist() == [23.0, 51.0, 7.0]
+
+
+def test_mahalanobis_warm_up_never_flags() -> None:
+    det = Mahalanobis(["a", "b"], grace_period=5)
+    verdicts = feed(det, [[0.0, 0.0], [1e6, -1e6], [3.0, 1.0], [-1e9, 2.0], [1.0, 1.0]])
+    assert not any(v.is_anomaly for v in verdicts)
