@@ -29,10 +29,11 @@ class ReadingWriter:
         self._days_ready: set[date] = set()
 
     async def _ensure_partitions(self, conn: psycopg.AsyncConnection[Any], readings: Sequence[Reading]) -> None:
-        days = {r.ts.astimezone(timezone.utc).date() for r in readings} - self._days_ready
+        """Create the partitions of exactly the days present (a late reading must not create every day since)."""
+        days = sorted({r.ts.astimezone(timezone.utc).date() for r in readings} - self._days_ready)
         if days:
-            await conn.execute("SELECT quantrac_ensure_partitions(%s, %s)", (min(days), max(days)))
-            self._days_ready |= set(_span(min(days), max(days)))
+            await conn.execute("SELECT quantrac_ensure_partitions(d, d) FROM unnest(%s::date[]) AS d", (days,))
+            self._days_ready |= set(days)
 
     async def write(self, conn: psycopg.AsyncConnection[Any], readings: Sequence[Reading]) -> list[Reading]:
         """Store the readings in the caller's transaction; returns those not stored before."""
@@ -53,7 +54,3 @@ class ReadingWriter:
     def forget_partitions(self) -> None:
         """Forget the partition cache, e.g. after retention dropped some or the connection was replaced."""
         self._days_ready.clear()
-
-
-def _span(first: date, last: date) -> list[date]:
-    return [date.fromordinal(d) for d in range(first.toordinal(), last.toordinal() + 1)]

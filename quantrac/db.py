@@ -55,8 +55,11 @@ def plan_migrations(use_timescale: bool, directory: Path = MIGRATIONS_DIR) -> li
     return [chosen[v] for v in sorted(chosen)]
 
 
-def migrate(conn: psycopg.Connection, use_timescale: bool | None = None) -> list[int]:
-    """Apply the migrations not yet applied, each in its own transaction; returns the versions applied."""
+def migrate(conn: psycopg.Connection, use_timescale: bool | None = None, target: int | None = None) -> list[int]:
+    """Apply the migrations not yet applied, each in its own transaction; returns the versions applied.
+
+    With `target`, stop after that version (to build a database at an earlier version).
+    """
     if use_timescale is None:
         use_timescale = timescaledb_available(conn)
     with conn.transaction():
@@ -68,6 +71,8 @@ def migrate(conn: psycopg.Connection, use_timescale: bool | None = None) -> list
     for migration in plan_migrations(use_timescale):
         if migration.version in done:
             continue
+        if target is not None and migration.version > target:
+            break
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(hashtext('quantrac.migrate'))")
             if conn.execute("SELECT 1 FROM schema_version WHERE version = %s", (migration.version,)).fetchone():

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import csv
+import io
 from datetime import datetime, timedelta, timezone
-from typing import Annotated
+from typing import Annotated, Any, Iterator, Literal
 
-from fastapi import APIRouter, HTTPException, Query
-from pydantic import AwareDatetime, BaseModel
-from psycopg.rows import dict_row
+from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.responses import StreamingResponse
+from pydantic import AwareDatetime, BaseModel, Field
 
 from api.deps import ConnDep, SettingsDep, local_time
+from api.routes import history
+from api.routes.history import GAP_FACTOR
 from quantrac.domain import Station
 
 router = APIRouter(prefix="/api/v1/stations", tags=["stations"])
@@ -28,9 +32,36 @@ class ReadingOut(BaseModel):
     status: str
 
 
+class Gap(BaseModel):
+    parameter: str
+    gap_from: datetime = Field(serialization_alias="from")
+    gap_to: datetime = Field(serialization_alias="to")
+
+
 class ReadingList(BaseModel):
     station_id: str
+    bucket: Literal["raw"] = "raw"
     data: list[ReadingOut]
+    count: int
+    truncated: bool = Field(False, description="True when `limit` cut the list; narrow the range or export CSV.")
+    gaps: list[Gap] = Field([], description=f"Stretches with no reading longer than {GAP_FACTOR} x the station's expected interval.")
+
+
+class BucketOut(BaseModel):
+    parameter: str
+    bucket: datetime
+    avg: float | None
+    min: float | None
+    max: float | None
+    count: int
+    count_valid: int
+    missing: bool = Field(description="No valid reading in this bucket (expected data missing).")
+
+
+class BucketList(BaseModel):
+    station_id: str
+    bucket: Literal["5m", "1h", "1d"]
+    data: list[BucketOut]
     count: int
 
 
@@ -46,25 +77,56 @@ def list_stations(conn: ConnDep, zone: str | None = None) -> StationList:
     return StationList(data=stations, count=len(stations))
 
 
-@router.get("/{station_id}/readings", response_model=ReadingList, summary="Readings of a station over a time range",
-            responses={404: {"description": "Unknown station"}})
+@router.get("/{station_id}/readings", response_model=ReadingList | BucketList, response_model_by_alias=True,
+            summary="Readings of a station over a time range: raw or in buckets, JSON or CSV",
+            responses={404: {"description": "Unknown station"}, 422: {"description": "Unknown parameter or bad range"},
+                       200: {"content": {"text/csv": {}}}})
 def station_readings(
-    station_id: str, conn: ConnDep, settings: SettingsDep,
+    station_id: str, request: Request, conn: ConnDep, settings: SettingsDep,
     parameter: Annotated[list[str] | None, Query(description="One or more parameter symbols; all when omitted.")] = None,
     from_: Annotated[AwareDatetime | None, Query(alias="from", description="Start (inclusive); default 24 h before `to`.")] = None,
     to: Annotated[AwareDatetime | None, Query(description="End (exclusive); default now.")] = None,
-    limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000,
-) -> ReadingList:
-    if conn.execute("SELECT 1 FROM stations WHERE id = %s", (station_id,)).fetchone() is None:
-        raise HTTPException(404, f"station {station_id!r} is not in the registry")
+    bucket: Annotated[Literal["raw", "5m", "1h", "1d", "auto"], Query(
+        description="raw readings, or 5m/1h/1d buckets (days are local days); auto: raw up to 1 day, 5m up to 7, 1h up to 90, else 1d.")] = "auto",
+    format_: Annotated[Literal["json", "csv"] | None, Query(alias="format", description="csv streams any range; also `Accept: text/csv`.")] = None,
+    limit: Annotated[int, Query(ge=1, le=100_000, description="Most raw readings in a JSON answer.")] = 10_000,
+) -> ReadingList | BucketList | StreamingResponse:
+    station = history.station_row(conn, station_id)
+    parameters = history.checked_parameters(station, parameter)
     end = to or datetime.now(timezone.utc)
     start = from_ or end - timedelta(hours=24)
-    sql = "SELECT parameter, ts, value, unit, status FROM readings WHERE station_id = %s AND ts >= %s AND ts < %s"
-    params: list[object] = [station_id, start, end]
-    if parameter:
-        sql += " AND parameter = ANY(%s)"
-        params.append(parameter)
-    with conn.cursor(row_factory=dict_row) as cur:
-        rows = cur.execute(sql + " ORDER BY ts, parameter LIMIT %s", [*params, limit]).fetchall()
-    data = [ReadingOut(**{**r, "ts": local_time(r["ts"], settings)}) for r in rows]
-    return ReadingList(station_id=station_id, data=data, count=len(data))
+    if start >= end:
+        raise HTTPException(422, f"`from` ({start.isoformat()}) must be before `to` ({end.isoformat()})")
+    chosen = history.choose_bucket(bucket, start, end)
+    as_csv = format_ == "csv" or (format_ is None and "text/csv" in request.headers.get("accept", ""))
+    if chosen == "raw" and as_csv:
+        pool = request.app.state.pool
+
+        def lines() -> Iterator[str]:
+            with pool.connection() as stream_conn:
+                yield from history.stream_raw_csv(stream_conn, station_id, parameters, start, end, settings.display_timezone)
+
+        filename = f"{station_id}-{start:%Y%m%dT%H%M}-{end:%Y%m%dT%H%M}.csv"
+        return StreamingResponse(lines(), media_type="text/csv; charset=utf-8",
+                                 headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+    if chosen == "raw":
+        rows = history.raw_rows(conn, station_id, parameters, start, end, limit)
+        gaps = history.raw_gaps(conn, station_id, parameters, start, end,
+                                timedelta(seconds=history.GAP_FACTOR * station.expected_interval_s))
+        data = [ReadingOut(**{**r, "ts": local_time(r["ts"], settings)}) for r in rows]
+        return ReadingList(station_id=station_id, data=data, count=len(data), truncated=len(data) == limit,
+                           gaps=[Gap(parameter=g["parameter"], gap_from=local_time(g["gap_from"], settings),
+                                     gap_to=local_time(g["gap_to"], settings)) for g in gaps])
+    points = history.shown(history.bucket_series(conn, station_id, parameters, chosen, start, end), "bucket", settings)
+    if as_csv:
+        return StreamingResponse(_bucket_csv(points), media_type="text/csv; charset=utf-8")
+    return BucketList(station_id=station_id, bucket=chosen, data=[BucketOut(**p) for p in points], count=len(points))
+
+
+def _bucket_csv(points: list[dict[str, Any]]) -> Iterator[str]:
+    columns = ("parameter", "bucket", "avg", "min", "max", "count", "count_valid", "missing")
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(columns)
+    writer.writerows([p[c].isoformat() if c == "bucket" else p[c] for c in columns] for p in points)
+    yield buffer.getvalue()

@@ -1,0 +1,108 @@
+"""Store lifecycle: day partitions created ahead, retention, and catching up late rollups.
+
+Native PostgreSQL: readings are partitioned by UTC day (`readings_YYYYMMDD`, created by
+`quantrac_ensure_partitions`); retention drops whole day partitions that end before the cutoff
+and deletes rollup rows of buckets before it. TimescaleDB: chunks and compression are the
+extension's; retention is a policy installed from the settings, and continuous aggregates are
+refreshed over their whole range so late rows older than a policy window are not missed.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+
+import psycopg
+import structlog
+
+from processors.rollups import ROLLUPS
+from quantrac.db import store_kind
+
+log = structlog.get_logger(__name__)
+
+_PARTITION = re.compile(r"^readings_(\d{8})$")
+
+
+@dataclass
+class RetentionResult:
+    store: str
+    cutoff: datetime
+    dropped_partitions: list[str] = field(default_factory=list)
+    deleted_rollup_rows: int = 0
+
+
+def ensure_partitions_ahead(conn: psycopg.Connection, days_ahead: int, today: date | None = None) -> int:
+    """Create the day partitions from today (UTC) to `days_ahead` days later; returns how many were new."""
+    first = today or datetime.now(timezone.utc).date()
+    row = conn.execute("SELECT quantrac_ensure_partitions(%s, %s)", (first, first + timedelta(days=days_ahead))).fetchone()
+    created = int(row[0]) if row else 0
+    if created:
+        log.info("store.partitions_created", first=str(first), days_ahead=days_ahead, created=created)
+    return created
+
+
+def day_partitions(conn: psycopg.Connection) -> dict[str, date]:
+    """The day partitions of `readings` (native PostgreSQL), name → UTC day."""
+    rows = conn.execute("SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                        "WHERE i.inhparent = 'readings'::regclass").fetchall()
+    found = {}
+    for (name,) in rows:
+        match = _PARTITION.match(name)
+        if match:
+            found[name] = datetime.strptime(match[1], "%Y%m%d").date()
+    return found
+
+
+def apply_retention(conn: psycopg.Connection, retention_days: int, now: datetime | None = None) -> RetentionResult:
+    """Drop what is older than `retention_days` (PostgreSQL) or install the retention policies (TimescaleDB)."""
+    if retention_days <= 0:
+        raise ValueError(f"retention_days must be positive, got {retention_days}; fix QUANTRAC_RETENTION_DAYS")
+    cutoff = (now or datetime.now(timezone.utc)) - timedelta(days=retention_days)
+    kind = store_kind(conn)
+    result = RetentionResult(store=kind, cutoff=cutoff)
+    if kind == "timescaledb":
+        _timescale_retention_policies(conn, retention_days)
+        return result
+    with conn.transaction():
+        for name, day in sorted(day_partitions(conn).items(), key=lambda item: item[1]):
+            if datetime.combine(day + timedelta(days=1), datetime.min.time(), timezone.utc) <= cutoff:
+                conn.execute(f'DROP TABLE "{name}"')
+                result.dropped_partitions.append(name)
+        for table in ROLLUPS.values():
+            result.deleted_rollup_rows += conn.execute(f"DELETE FROM {table} WHERE bucket < %s", (cutoff,)).rowcount
+    log.info("store.retention", store=kind, cutoff=cutoff.isoformat(), dropped=result.dropped_partitions,
+             deleted_rollup_rows=result.deleted_rollup_rows)
+    return result
+
+
+def _timescale_retention_policies(conn: psycopg.Connection, retention_days: int) -> None:
+    """Replace the retention policies of the hypertable and the continuous aggregates (idempotent)."""
+    drop_after = timedelta(days=retention_days)
+    with conn.transaction():
+        for relation in ("readings", *ROLLUPS.values()):
+            conn.execute("SELECT remove_retention_policy(%s, if_exists => true)", (relation,))
+            conn.execute("SELECT add_retention_policy(%s, drop_after => %s)", (relation, drop_after))
+    log.info("store.retention_policies", retention_days=retention_days)
+
+
+def refresh_aggregates(conn: psycopg.Connection, until: datetime | None = None) -> list[str]:
+    """TimescaleDB: refresh every continuous aggregate up to `until` (default now); no-op elsewhere.
+
+    Only invalidated buckets are recomputed, so this is cheap when nothing came late.
+    `refresh_continuous_aggregate` cannot run in a transaction block: `conn` must be in autocommit.
+    """
+    if store_kind(conn) != "timescaledb":
+        return []
+    until = until or datetime.now(timezone.utc)
+    for view in ROLLUPS.values():
+        conn.execute("CALL refresh_continuous_aggregate(%s, NULL, %s)", (view, until))
+    return list(ROLLUPS.values())
+
+
+def run_maintenance(dsn: str, retention_days: int, partitions_ahead_days: int) -> None:
+    """One maintenance pass: partitions ahead, retention, late-row refresh of the aggregates."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        ensure_partitions_ahead(conn, partitions_ahead_days)
+        apply_retention(conn, retention_days)
+        refresh_aggregates(conn)

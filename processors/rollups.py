@@ -1,0 +1,121 @@
+"""Rollups at 5 minutes, 1 hour and 1 day, kept exact on native PostgreSQL.
+
+After a batch is stored, `update_rollups` recomputes exactly the buckets that the batch's new
+readings fall in (`INSERT ... SELECT ... GROUP BY ... ON CONFLICT DO UPDATE`; 5-minute buckets
+from the raw readings, hours from those, days from the hours), in the batch's transaction: a
+late reading corrects its own buckets and no others.
+Bucket boundaries come from `quantrac/timebuckets.py`; `bucket_sql` is the same rule in SQL.
+On TimescaleDB the rollups are continuous aggregates and `update_rollups` does nothing.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Sequence
+
+import psycopg
+
+from quantrac.domain import Reading
+from quantrac.timebuckets import BUCKET_WIDTHS, DAY_ZONE, bucket_end, bucket_start
+
+ROLLUPS: dict[str, str] = {"5m": "readings_5m", "1h": "readings_1h", "1d": "readings_1d"}
+
+VALID_SQL = "status = '00' AND value IS NOT NULL AND value NOT IN ('NaN', 'Infinity', '-Infinity')"
+"""A reading that counts towards means and limits (`Reading.is_valid_measurement` in SQL)."""
+
+_AGGREGATES = (f"avg(r.value) FILTER (WHERE {VALID_SQL}), min(r.value) FILTER (WHERE {VALID_SQL}), "
+               f"max(r.value) FILTER (WHERE {VALID_SQL}), count(*), count(*) FILTER (WHERE {VALID_SQL})")
+_UPSERT = ("ON CONFLICT (station_id, parameter, bucket) DO UPDATE SET avg = EXCLUDED.avg, min = EXCLUDED.min, "
+           "max = EXCLUDED.max, count = EXCLUDED.count, count_valid = EXCLUDED.count_valid")
+
+# Per (host, port, database): the store kind recorded by the migrations, read once.
+_store_kinds: dict[tuple[str, int, str], str] = {}
+
+
+def bucket_sql(bucket: str, column: str = "ts") -> str:
+    """SQL expression for the start of the `bucket` ("5m", "1h", "1d") holding `column`."""
+    if bucket == "1d":
+        zone = DAY_ZONE.key
+        return f"(date_trunc('day', {column} AT TIME ZONE '{zone}') AT TIME ZONE '{zone}')"
+    seconds = int(BUCKET_WIDTHS[bucket].total_seconds())
+    return f"date_bin(INTERVAL '{seconds} seconds', {column}, TIMESTAMPTZ '1970-01-01 00:00:00+00')"
+
+
+def touched_buckets(readings: Sequence[Reading], bucket: str) -> list[tuple[str, str, datetime, datetime]]:
+    """The distinct (station, parameter, bucket start, bucket end) the readings fall in, sorted."""
+    keys = {(r.station_id, r.parameter, bucket_start(r.ts, bucket)) for r in readings}
+    return [(s, p, start, bucket_end(start, bucket)) for s, p, start in sorted(keys)]
+
+
+def _recompute_sql(bucket: str) -> str:
+    """Recompute the given buckets: 5m from the raw readings, 1h from the 5m rows, 1d from the 1h rows.
+
+    Each wider bucket is a union of whole narrower ones (the day zone's offset is whole hours), so
+    the result is exact and a day costs 24 rows instead of every reading of the day. The outer
+    time bounds let the planner prune the readings partitions.
+    """
+    table = ROLLUPS[bucket]
+    keys = ("unnest(%(stations)s::text[], %(parameters)s::text[], %(starts)s::timestamptz[], %(ends)s::timestamptz[]) "
+            "AS k(station_id, parameter, bucket, bucket_end)")
+    if bucket == "5m":
+        source, time_column, aggregates = "readings", "ts", _AGGREGATES
+    else:
+        source = ROLLUPS["5m" if bucket == "1h" else "1h"]
+        time_column = "bucket"
+        aggregates = ("sum(r.avg * r.count_valid) / nullif(sum(r.count_valid), 0), min(r.min), max(r.max), "
+                      "sum(r.count), sum(r.count_valid)")
+    return (f"INSERT INTO {table} (station_id, parameter, bucket, avg, min, max, count, count_valid) "
+            f"SELECT k.station_id, k.parameter, k.bucket, {aggregates} FROM {keys} "
+            f"JOIN {source} r ON r.station_id = k.station_id AND r.parameter = k.parameter "
+            f"AND r.{time_column} >= k.bucket AND r.{time_column} < k.bucket_end "
+            f"AND r.{time_column} >= %(first)s AND r.{time_column} < %(last)s "
+            f"GROUP BY k.station_id, k.parameter, k.bucket {_UPSERT}")
+
+
+async def _store_kind(conn: psycopg.AsyncConnection[Any]) -> str:
+    info = conn.info
+    key = (info.host, info.port, info.dbname)
+    if key not in _store_kinds:
+        cur = await conn.execute("SELECT store FROM schema_version ORDER BY version LIMIT 1")
+        row = await cur.fetchone()
+        _store_kinds[key] = str(row[0]) if row else "postgresql"
+    return _store_kinds[key]
+
+
+async def update_rollups(conn: psycopg.AsyncConnection[Any], new: Sequence[Reading]) -> int:
+    """Recompute the rollup buckets touched by `new` (readings just stored) in the caller's transaction.
+
+    Returns how many bucket rows were written; 0 on TimescaleDB, where continuous aggregates do it.
+    """
+    if not new or await _store_kind(conn) == "timescaledb":
+        return 0
+    written = 0
+    async with conn.cursor() as cur:
+        for bucket in ROLLUPS:  # narrowest first: each width is computed from the one before
+            keys = touched_buckets(new, bucket)
+            stations, parameters, starts, ends = (list(column) for column in zip(*keys))
+            await cur.execute(_recompute_sql(bucket), {"stations": stations, "parameters": parameters, "starts": starts,
+                                                       "ends": ends, "first": min(starts), "last": max(ends)})
+            written += cur.rowcount
+    return written
+
+
+def rebuild_rollups(conn: psycopg.Connection, start: datetime, end: datetime, station_id: str | None = None) -> int:
+    """Recompute every rollup bucket of readings in [start, end) from the raw readings (sync).
+
+    For repairs and backfills; buckets are computed in SQL with `bucket_sql`. Buckets that
+    straddle `start` or `end` are recomputed from the readings inside the range only, so pass
+    bucket-aligned (day-aligned for 1d) bounds.
+    """
+    written = 0
+    station_filter = " AND r.station_id = %s" if station_id else ""
+    params: list[object] = [start, end] + ([station_id] if station_id else [])
+    with conn.transaction():
+        for bucket, table in ROLLUPS.items():
+            expr = bucket_sql(bucket, "r.ts")
+            cur = conn.execute(
+                f"INSERT INTO {table} (station_id, parameter, bucket, avg, min, max, count, count_valid) "
+                f"SELECT r.station_id, r.parameter, {expr}, {_AGGREGATES} FROM readings r "
+                f"WHERE r.ts >= %s AND r.ts < %s{station_filter} GROUP BY 1, 2, 3 {_UPSERT}", params)
+            written += cur.rowcount
+    return written

@@ -1,0 +1,75 @@
+"""Partitions ahead and retention on the real PostgreSQL: old day partitions and rollups go, recent ones stay."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import date, datetime, timedelta, timezone
+
+import psycopg
+import pytest
+
+from processors.partitions import apply_retention, day_partitions, ensure_partitions_ahead, refresh_aggregates
+from processors.rollups import ROLLUPS
+from quantrac.db import save_stations
+from quantrac.domain import Reading
+from quantrac.settings import Settings
+from tests.test_store_rollups import _store
+from tests.utils.builders import make_station
+
+pytestmark = pytest.mark.integration
+
+NOW = datetime(2026, 11, 29, 12, 0, tzinfo=timezone.utc)
+OLD_DAYS = [date(2019, 3, 1), date(2019, 3, 2)]
+
+
+def test_partitions_are_created_ahead(db: psycopg.Connection) -> None:
+    today = datetime.now(timezone.utc).date()
+    ensure_partitions_ahead(db, 7)
+    days = set(day_partitions(db).values())
+    assert {today + timedelta(days=n) for n in range(8)} <= days
+    assert ensure_partitions_ahead(db, 7) == 0
+
+
+def test_retention_drops_old_partitions_and_rollups_and_keeps_recent_ones(
+        stack: Settings, db: psycopg.Connection) -> None:
+    station = make_station()
+    save_stations(db, {station.id: station})
+    old = [datetime.combine(d, datetime.min.time(), timezone.utc) + timedelta(hours=h) for d in OLD_DAYS for h in (1, 13)]
+    recent = [NOW - timedelta(days=2), NOW - timedelta(hours=1)]
+    readings = [Reading(station_id=station.id, parameter="COD", value=5.0, unit="mg/L", ts=ts) for ts in old + recent]
+    asyncio.run(_store(stack.pg_dsn, readings))
+    names = {f"readings_{d:%Y%m%d}" for d in OLD_DAYS}
+    assert names <= set(day_partitions(db))
+
+    retention_days = (NOW.date() - date(2019, 3, 2)).days - 1  # the cutoff falls after both old days end
+    result = apply_retention(db, retention_days, now=NOW)
+
+    assert names <= set(result.dropped_partitions)
+    assert not names & set(day_partitions(db))
+    kept = db.execute("SELECT ts FROM readings WHERE station_id = %s ORDER BY ts", (station.id,)).fetchall()
+    assert [row[0] for row in kept] == recent
+    for table in ROLLUPS.values():
+        buckets = [r[0] for r in db.execute(f"SELECT bucket FROM {table} WHERE station_id = %s", (station.id,))]
+        assert buckets and min(buckets) >= result.cutoff - timedelta(days=1), table
+    assert result.deleted_rollup_rows >= 6  # 2 old days x (5m, 1h, 1d) at least
+
+
+def test_retention_keeps_a_partition_that_ends_after_the_cutoff(db: psycopg.Connection) -> None:
+    day = date(2019, 6, 10)
+    db.execute("SELECT quantrac_ensure_partitions(%s, %s)", (day, day))
+    cutoff_inside_the_day = datetime.combine(day, datetime.min.time(), timezone.utc) + timedelta(hours=12)
+    retention_days = 100
+    result = apply_retention(db, retention_days, now=cutoff_inside_the_day + timedelta(days=retention_days))
+    assert f"readings_{day:%Y%m%d}" not in result.dropped_partitions
+    assert f"readings_{day:%Y%m%d}" in day_partitions(db)
+    apply_retention(db, retention_days, now=cutoff_inside_the_day + timedelta(days=retention_days, hours=12))
+    assert f"readings_{day:%Y%m%d}" not in day_partitions(db)
+
+
+def test_retention_refuses_a_non_positive_setting(db: psycopg.Connection) -> None:
+    with pytest.raises(ValueError, match="QUANTRAC_RETENTION_DAYS"):
+        apply_retention(db, 0)
+
+
+def test_aggregate_refresh_is_a_no_op_on_native_postgresql(db: psycopg.Connection) -> None:
+    assert refresh_aggregates(db) == []

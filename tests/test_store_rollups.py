@@ -1,0 +1,153 @@
+"""Rollups on the real PostgreSQL: SQL buckets match the Python rule, a late reading corrects
+exactly its buckets, a replayed batch is stored once and leaves the rollups unchanged."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta, timezone
+from typing import Any, Sequence
+
+import psycopg
+import pytest
+from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+
+from processors.pipeline import BatchProcessor
+from processors.rollups import ROLLUPS, bucket_sql, rebuild_rollups, update_rollups
+from processors.store import ReadingWriter
+from quantrac.db import save_stations
+from quantrac.domain import Reading, Station, Status
+from quantrac.settings import Settings
+from quantrac.timebuckets import bucket_start
+from quantrac.wire import encode_readings
+from tests.utils.builders import make_station
+
+pytestmark = pytest.mark.integration
+
+T0 = datetime(2026, 11, 20, 16, 0, tzinfo=timezone.utc)  # 23:00 in Hanoi: the local day ends within the hour
+
+
+@pytest.fixture()
+def station(db: psycopg.Connection) -> Station:
+    s = make_station(cod_limit=1000.0)
+    save_stations(db, {s.id: s})
+    return s
+
+
+def reading(station: Station, ts: datetime, value: float | None, status: Status = Status.MEASURING,
+            parameter: str = "COD") -> Reading:
+    return Reading(station_id=station.id, parameter=parameter, value=value, unit="mg/L", ts=ts, status=status)
+
+
+async def _store(dsn: str, readings: Sequence[Reading], writer: ReadingWriter | None = None) -> list[Reading]:
+    """What the worker does with a batch, minus the rules: store, then roll up the new readings, one transaction."""
+    writer = writer or ReadingWriter()
+    async with await psycopg.AsyncConnection.connect(dsn) as conn:
+        async with conn.transaction():
+            new = await writer.write(conn, readings)
+            await update_rollups(conn, new)
+    return new
+
+
+def store(settings: Settings, readings: Sequence[Reading]) -> list[Reading]:
+    return asyncio.run(_store(settings.pg_dsn, readings))
+
+
+def rollup_rows(conn: psycopg.Connection, station_id: str) -> dict[tuple[str, str, datetime], tuple[Any, ...]]:
+    rows = {}
+    for bucket, table in ROLLUPS.items():
+        for r in conn.execute(f"SELECT parameter, bucket, avg, min, max, count, count_valid FROM {table} "
+                              "WHERE station_id = %s", (station_id,)):
+            rows[(bucket, r[0], r[1])] = tuple(r[2:])
+    return rows
+
+
+def expected_rollups(readings: Sequence[Reading]) -> dict[tuple[str, str, datetime], tuple[Any, ...]]:
+    """The rollups computed in Python from the readings (the oracle)."""
+    groups: dict[tuple[str, str, datetime], list[Reading]] = {}
+    for r in readings:
+        for bucket in ROLLUPS:
+            groups.setdefault((bucket, r.parameter, bucket_start(r.ts, bucket)), []).append(r)
+    out = {}
+    for key, members in groups.items():
+        valid = [m.value for m in members if m.is_valid_measurement]
+        out[key] = (sum(valid) / len(valid) if valid else None, min(valid, default=None), max(valid, default=None),
+                    len(members), len(valid))
+    return out
+
+
+def approx(rows: dict[Any, tuple[Any, ...]]) -> dict[Any, tuple[Any, ...]]:
+    return {k: tuple(pytest.approx(v) if isinstance(v, float) else v for v in row) for k, row in rows.items()}
+
+
+@hsettings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ts=st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2060, 1, 1), timezones=st.just(timezone.utc)),
+       bucket=st.sampled_from(sorted(ROLLUPS)))
+def test_sql_buckets_match_the_python_rule(db: psycopg.Connection, ts: datetime, bucket: str) -> None:
+    row = db.execute(f"SELECT {bucket_sql(bucket, '%s::timestamptz')}", (ts,)).fetchone()
+    assert row is not None and row[0] == bucket_start(ts, bucket)
+
+
+def test_rollups_hold_mean_min_max_over_valid_readings_and_count_all(
+        stack: Settings, db: psycopg.Connection, station: Station) -> None:
+    readings = [reading(station, T0 + timedelta(minutes=m), float(m)) for m in range(0, 120, 1)]
+    readings += [reading(station, T0 + timedelta(minutes=3, seconds=30), None, Status.FAULT),
+                 reading(station, T0 + timedelta(minutes=61, seconds=30), 9999.0, Status.CALIBRATING)]
+    store(stack, readings)
+    assert rollup_rows(db, station.id) == approx(expected_rollups(readings))
+    assert rollup_rows(db, station.id)[("5m", "COD", T0)] == (2.0, 0.0, 4.0, 6, 5)
+
+
+def test_a_late_reading_corrects_exactly_its_buckets(stack: Settings, db: psycopg.Connection, station: Station) -> None:
+    on_time = [reading(station, T0 + timedelta(minutes=m), 10.0 + m % 7, parameter=p)
+               for m in range(0, 180, 5) for p in ("COD", "pH")]
+    store(stack, on_time)
+    before = rollup_rows(db, station.id)
+
+    late = reading(station, T0 + timedelta(minutes=62), 500.0)
+    assert store(stack, [late]) == [late]
+    after = rollup_rows(db, station.id)
+
+    changed = {k for k in after if after[k] != before.get(k)}
+    assert changed == {("5m", "COD", T0 + timedelta(minutes=60)), ("1h", "COD", T0 + timedelta(hours=1)),
+                       ("1d", "COD", bucket_start(late.ts, "1d"))}
+    assert after == approx(expected_rollups([*on_time, late]))
+
+
+def test_a_replayed_batch_is_stored_once_and_leaves_the_rollups_unchanged(
+        stack: Settings, db: psycopg.Connection, station: Station) -> None:
+    batch = [reading(station, T0 + timedelta(minutes=m), float(m)) for m in range(30)]
+    assert len(store(stack, batch)) == 30
+    before = rollup_rows(db, station.id)
+    assert store(stack, batch) == []
+    assert store(stack, [*batch[:10], *batch[:10]]) == []
+    assert db.execute("SELECT count(*) FROM readings WHERE station_id = %s", (station.id,)).fetchone() == (30,)
+    assert rollup_rows(db, station.id) == before
+
+
+def test_the_worker_batch_path_maintains_the_rollups(stack: Settings, db: psycopg.Connection, station: Station) -> None:
+    """`BatchProcessor` (what the Faust agent calls) updates the rollups in the batch's transaction."""
+    readings = [reading(station, T0 + timedelta(minutes=m), 20.0) for m in range(10)]
+    record = encode_readings(station.id, readings, T0, "test")
+
+    async def run() -> tuple[int, int]:
+        processor = BatchProcessor(stack.pg_dsn, {station.id: station})
+        try:
+            first = (await processor.process([record])).new
+            replay = (await processor.process([record])).new
+        finally:
+            await processor.close()
+        return first, replay
+
+    assert asyncio.run(run()) == (10, 0)
+    assert rollup_rows(db, station.id) == approx(expected_rollups(readings))
+
+
+def test_rebuild_recomputes_the_same_rollups_in_sql(stack: Settings, db: psycopg.Connection, station: Station) -> None:
+    readings = [reading(station, T0 + timedelta(minutes=7 * m), float(m % 11)) for m in range(40)]
+    store(stack, readings)
+    incremental = rollup_rows(db, station.id)
+    for table in ROLLUPS.values():
+        db.execute(f"DELETE FROM {table} WHERE station_id = %s", (station.id,))
+    day = bucket_start(T0, "1d")
+    rebuild_rollups(db, day, day + timedelta(days=2), station.id)
+    assert rollup_rows(db, station.id) == approx(incremental)
