@@ -1,8 +1,13 @@
-"""Regulatory limit rules: pure functions from a reading and its limit to the conditions it breaks.
+"""Alert rules: pure functions from what a station reported to the conditions it breaks (or clears).
 
 A `Condition` is what a rule found; `alerts.store` turns conditions into alerts (one active alert
 per station + parameter + rule). Every condition names its rule, averaging basis, limit and the
-limit's source.
+limit's source. A rule that was evaluated and found clear returns its condition with
+`active=False`, so the alert lifecycle can resolve an open alert after its hold time.
+
+Rule names carry the averaging basis when it is not the instantaneous value (`exceedance_1h`),
+because an alert is keyed by station + parameter + rule: the instantaneous and the 1-h exceedance of
+one parameter are two alerts, each with its own basis.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Iterable, Mapping
 
-from quantrac.domain import Reading, Severity, Station
+from quantrac.domain import ParameterSpec, Reading, Severity, Station
 
 
 @dataclass(frozen=True)
@@ -30,28 +35,143 @@ class Condition:
     """False when the rule was evaluated and the condition is clear (lets the lifecycle resolve alerts)."""
 
 
-def limit_conditions(reading: Reading, station: Station, basis: str = "instant") -> list[Condition]:
-    """Conditions of one valid reading against its station's limit: above the maximum, below the minimum."""
-    spec = station.parameter(reading.parameter)
-    if spec is None or spec.limit is None or not reading.is_valid_measurement:
+def rule_name(rule: str, basis: str) -> str:
+    """`exceedance` for the instantaneous value, `exceedance_1h` for the 1-h mean, and so on."""
+    return rule if basis == "instant" else f"{rule}_{basis}"
+
+
+def _where(station: Station, parameter: str) -> str:
+    return f"station {station.id} ({station.name}), {parameter}"
+
+
+def _what(basis: str) -> str:
+    return "value" if basis == "instant" else f"{basis} mean"
+
+
+def judge_limit(station: Station, parameter: str, value: float, ts: datetime, basis: str = "instant",
+                early_fraction: float | None = 0.8) -> list[Condition]:
+    """Conditions of one value (or window mean) against its station's limit, active or clear.
+
+    Rules: `exceedance` above the maximum, `below_minimum` under the minimum (pH), and
+    `early_warning` above `early_fraction` of a one-sided maximum while still within it.
+    """
+    spec = station.parameter(parameter)
+    if spec is None or spec.limit is None:
         return []
-    value = float(reading.value)  # type: ignore[arg-type]
-    limit = spec.limit
-    where = f"station {station.id} ({station.name}), {reading.parameter}"
+    limit, unit, what = spec.limit, spec.unit, _what(basis)
+    where = _where(station, parameter)
     found: list[Condition] = []
-    if limit.high is not None and value > limit.high:
-        found.append(Condition(station.id, reading.parameter, "exceedance", basis, Severity.CRITICAL, value, limit.high,
-                               limit.source, reading.ts,
-                               f"{where}: {value:g} {spec.unit} is above the limit {limit.high:g} {spec.unit} ({basis})"))
-    if limit.low is not None and value < limit.low:
-        found.append(Condition(station.id, reading.parameter, "below_minimum", basis, Severity.CRITICAL, value, limit.low,
-                               limit.source, reading.ts,
-                               f"{where}: {value:g} {spec.unit} is below the minimum {limit.low:g} {spec.unit} ({basis})"))
+    if limit.high is not None:
+        above = value > limit.high
+        found.append(Condition(
+            station.id, parameter, rule_name("exceedance", basis), basis, Severity.CRITICAL, value, limit.high, limit.source, ts,
+            f"{where}: {what} {value:g} {unit} is {'above' if above else 'within'} the limit {limit.high:g} {unit} ({basis}; {limit.source})",
+            active=above))
+        if early_fraction is not None and limit.low is None and limit.high > 0:
+            threshold = early_fraction * limit.high
+            warn = threshold < value <= limit.high
+            found.append(Condition(
+                station.id, parameter, rule_name("early_warning", basis), basis, Severity.WARNING, value, limit.high, limit.source, ts,
+                f"{where}: {what} {value:g} {unit} is {value / limit.high:.0%} of the limit {limit.high:g} {unit} "
+                f"(early warning above {early_fraction:.0%}; {basis}; {limit.source})", active=warn))
+    if limit.low is not None:
+        below = value < limit.low
+        found.append(Condition(
+            station.id, parameter, rule_name("below_minimum", basis), basis, Severity.CRITICAL, value, limit.low, limit.source, ts,
+            f"{where}: {what} {value:g} {unit} is {'below' if below else 'above'} the minimum {limit.low:g} {unit} ({basis}; {limit.source})",
+            active=below))
     return found
 
 
+def judge_range(station: Station, spec: ParameterSpec, value: float, ts: datetime) -> Condition | None:
+    """`out_of_range`: a value outside the instrument's range is a device fault, not a measurement."""
+    if spec.range_min is None and spec.range_max is None:
+        return None
+    low_out = spec.range_min is not None and value < spec.range_min
+    high_out = spec.range_max is not None and value > spec.range_max
+    bound = spec.range_min if low_out else spec.range_max if spec.range_max is not None else spec.range_min
+    return Condition(
+        station.id, spec.symbol, "out_of_range", "instant", Severity.WARNING, value, float(bound),  # type: ignore[arg-type]
+        f"instrument range {spec.range_min}–{spec.range_max} {spec.unit}", ts,
+        f"{_where(station, spec.symbol)}: {value:g} {spec.unit} is outside the instrument range "
+        f"{spec.range_min:g}–{spec.range_max:g} {spec.unit}; check the analyser (device fault), the value is kept out of means"
+        if low_out or high_out else f"{_where(station, spec.symbol)}: {value:g} {spec.unit} is within the instrument range",
+        active=low_out or high_out)
+
+
+def in_range(spec: ParameterSpec, value: float) -> bool:
+    return not ((spec.range_min is not None and value < spec.range_min) or (spec.range_max is not None and value > spec.range_max))
+
+
+def judge_rate(station: Station, spec: ParameterSpec, prev_ts: datetime, prev_value: float, ts: datetime,
+               value: float) -> Condition | None:
+    """`rate_of_change`: the change per minute since the previous valid value above the parameter's bound."""
+    if spec.max_rate_per_min is None:
+        return None
+    minutes = (ts - prev_ts).total_seconds() / 60.0
+    if minutes <= 0:
+        return None
+    rate = abs(value - prev_value) / minutes
+    fast = rate > spec.max_rate_per_min
+    return Condition(
+        station.id, spec.symbol, "rate_of_change", "instant", Severity.WARNING, rate, spec.max_rate_per_min,
+        "parameter catalogue max_rate_per_min", ts,
+        f"{_where(station, spec.symbol)}: changed {prev_value:g} → {value:g} {spec.unit} in {minutes:g} min "
+        f"({rate:.3g} {spec.unit}/min, bound {spec.max_rate_per_min:g}/min)", active=fast)
+
+
+def judge_fault(station: Station, parameter: str, run_count: int, run_seconds: float, ts: datetime,
+                after_n: int, after_s: float) -> Condition:
+    """`device_fault`: status 02 for `after_n` consecutive readings or `after_s` seconds; clear once 00 returns."""
+    persisting = run_count >= after_n or (run_count > 0 and run_seconds >= after_s)
+    return Condition(
+        station.id, parameter, "device_fault", "instant", Severity.WARNING, float(run_count), float(after_n),
+        f"status 02 for {after_n} readings or {after_s:g} s (worker setting)", ts,
+        f"{_where(station, parameter)}: device fault (status 02) for {run_count} readings over {run_seconds / 60:g} min; "
+        "send a technician to the analyser" if persisting else f"{_where(station, parameter)}: no persisting device fault",
+        active=persisting)
+
+
+def judge_calibration(station: Station, parameter: str, run_seconds: float, day_seconds: float, ts: datetime,
+                      max_s: float, daily_s: float) -> Condition:
+    """`calibration_overrun`: status 01 continuously beyond `max_s`, or beyond `daily_s` in a local day."""
+    over = run_seconds > max_s or day_seconds > daily_s
+    return Condition(
+        station.id, parameter, "calibration_overrun", "instant", Severity.WARNING, run_seconds / 60, max_s / 60,
+        f"calibration allowance {max_s / 60:g} min continuous, {daily_s / 60:g} min a day (worker setting)", ts,
+        f"{_where(station, parameter)}: calibrating (status 01) for {run_seconds / 60:g} min continuously, "
+        f"{day_seconds / 60:g} min today, beyond the allowance ({max_s / 60:g} min continuous, {daily_s / 60:g} min a day); "
+        "ask the facility why" if over else f"{_where(station, parameter)}: calibration within its allowance", active=over)
+
+
+def judge_anomaly(station: Station, parameter: str, kind: str, is_anomaly: bool, score: float, threshold: float,
+                  detail: str, ts: datetime) -> Condition:
+    """`anomaly_<kind>` from a streaming detector's verdict (severity warning)."""
+    return Condition(station.id, parameter, f"anomaly_{kind}", "instant", Severity.WARNING, score, threshold,
+                     f"{kind} detector", ts, f"{_where(station, parameter)}: {kind} anomaly: {detail}", active=is_anomaly)
+
+
+def judge_offline(station: Station, last_received: datetime, deadline: datetime, now: datetime, offline: bool) -> Condition:
+    """`station_offline` (parameter `*`): nothing received by its deadline (expected slot + grace)."""
+    silent_s = (now - last_received).total_seconds()
+    return Condition(
+        station.id, "*", "station_offline", "instant", Severity.CRITICAL, silent_s, (deadline - last_received).total_seconds(),
+        f"expected every {station.expected_interval_s} s", now,
+        f"station {station.id} ({station.name}) has sent nothing for {silent_s:.0f} s (expected every "
+        f"{station.expected_interval_s} s; deadline {deadline.isoformat()}); check its datalogger and link"
+        if offline else f"station {station.id} ({station.name}) is reporting again", active=offline)
+
+
+def limit_conditions(reading: Reading, station: Station, basis: str = "instant") -> list[Condition]:
+    """Active conditions of one valid reading against its station's limit: above the maximum, below the minimum."""
+    if not reading.is_valid_measurement:
+        return []
+    return [c for c in judge_limit(station, reading.parameter, float(reading.value), reading.ts, basis,  # type: ignore[arg-type]
+                                   early_fraction=None) if c.active]
+
+
 def evaluate(readings: Iterable[Reading], stations: Mapping[str, Station]) -> list[Condition]:
-    """Every condition the given readings break; readings of unknown stations are skipped."""
+    """Every active limit condition the given readings break; readings of unknown stations are skipped."""
     found: list[Condition] = []
     for reading in readings:
         station = stations.get(reading.station_id)

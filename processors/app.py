@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import faust
 
+from processors.events import holding
 from quantrac.settings import get_settings
 
 settings = get_settings()
@@ -25,8 +26,9 @@ app = faust.App(
     web_enabled=False,
     datadir=str(settings.run_dir / "faust"),
     consumer_auto_offset_reset="earliest",
-    # Do not wait for in-flight events at rebalance or shutdown: a batch that is still being
-    # retried is simply not acked, and its redelivery is harmless (idempotent writes).
+    Event=holding({settings.readings_topic}),
+    # Do not wait for in-flight events at rebalance or shutdown: the agent acknowledges a batch
+    # only after it is stored (noack_take), so an unfinished batch is redelivered, harmlessly.
     stream_wait_empty=False,
     broker_session_timeout=10.0,
     broker_heartbeat_interval=3.0,
@@ -38,3 +40,19 @@ readings_topic = app.topic(settings.readings_topic, value_type=bytes, key_type=b
                            partitions=settings.topic_partitions, internal=False)
 alerts_topic = app.topic(settings.alerts_topic, value_type=bytes, key_type=bytes,
                          partitions=settings.topic_partitions, internal=False)
+
+
+def _state_table(name: str, help_: str) -> "faust.Table":
+    """A changelog-backed table of JSON bytes keyed by station id (bytes; the app serialises raw).
+
+    `use_partitioner=True`: the changelog partition comes from the key with Kafka's default
+    (murmur2) partitioner, the one the bridge's producer uses for the same key, so a station's
+    state is co-partitioned with its readings even when a `stream.take` batch mixes partitions,
+    and the wall-clock timer can write too (no current event needed).
+    """
+    return app.Table(name, default=None, key_type=bytes, value_type=bytes,
+                     partitions=settings.topic_partitions, use_partitioner=True, help=help_)
+
+
+detection_table = _state_table("detection-state", "Per station: event-time windows, rule runs and detector states (JSON).")
+liveness_table = _state_table("station-liveness", "Per station: newest event time, newest receive time, offline flag (JSON).")

@@ -1,18 +1,30 @@
 """The readings agent: take a batch, hand it to the pipeline, publish the alerts it raised.
 
 Concurrency stays 1 (faust-streaming #606: with more, an offset can be committed past an
-event still in flight). `stream.take` acks the batch once the loop body returns, and the
-body returns only after the batch is stored (the pipeline retries until it is).
+event still in flight). Batches come from `stream.noack_take` and are acknowledged by hand
+once stored and published: `stream.take` would acknowledge a batch in a `finally`, even when
+the agent is stopped half-way through it (stack notes, faust trap 9). The pipeline retries a
+batch until the database takes it.
+
+The stations' detection state and last-seen times live in Faust tables (`processors.app`):
+read before the batch, written back after it is stored. A timer on the wall clock reports
+silent stations.
 """
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import Any
 
+import orjson
 import structlog
 
-from processors.app import alerts_topic, app, readings_topic, settings
-from processors.pipeline import BatchProcessor, alert_record
+from alerts.rules import Condition
+from processors import liveness
+from processors.app import alerts_topic, app, detection_table, liveness_table, readings_topic, settings
+from processors.detection import DetectionConfig
+from processors.pipeline import BatchProcessor, alert_record, decode_records, last_seen
+from quantrac import metrics
 from quantrac.db import connect, load_stations
 from quantrac.domain import Station
 from quantrac.registry import RegistryCache
@@ -25,17 +37,107 @@ def _load_stations() -> dict[str, Station]:
         return load_stations(conn)
 
 
+_stations: RegistryCache | None = None
+
+
+def _registry() -> RegistryCache:
+    """The registry, shared by the agent and the liveness timer."""
+    global _stations
+    if _stations is None:
+        _stations = RegistryCache(_load_stations, settings.registry_refresh_s, settings.registry_miss_reload_s)
+        log.info("worker.registry_loaded", stations=len(_stations))
+    return _stations
+
+
+def _get(table: Any, station_id: str) -> dict[str, Any] | None:
+    raw = table.get(station_id.encode())
+    return None if raw is None else orjson.loads(raw)
+
+
+def _put(table: Any, station_id: str, value: dict[str, Any]) -> None:
+    table[station_id.encode()] = orjson.dumps(value)
+
+
+async def _publish(alerts: list[dict[str, Any]]) -> None:
+    for row in alerts:
+        key, value = alert_record(row)
+        metrics.ALERT_TRANSITIONS.labels("opened" if row.get("opened") else "updated").inc()
+        await alerts_topic.send(key=key, value=value)
+
+
+def _note_seen(seen: dict[str, tuple[datetime, datetime]], stations: RegistryCache) -> tuple[list[Condition], list[str]]:
+    """Record receipt in the liveness table (keeping the offline flag until the recovery is stored)."""
+    recoveries: list[Condition] = []
+    recovered: list[str] = []
+    for station_id, (event_ts, received_at) in seen.items():
+        station = stations.get(station_id)
+        if station is None:
+            continue
+        before = _get(liveness_table, station_id)
+        entry, recovery = liveness.seen(before, station, event_ts, received_at)
+        if recovery is not None:
+            recoveries.append(recovery)
+            recovered.append(station_id)
+            entry["offline"] = True
+        _put(liveness_table, station_id, entry)
+    return recoveries, recovered
+
+
 @app.agent(readings_topic, concurrency=1)
 async def store_readings(stream: Any) -> None:
-    stations = RegistryCache(_load_stations, settings.registry_refresh_s, settings.registry_miss_reload_s)
-    log.info("worker.registry_loaded", stations=len(stations))
-    processor = BatchProcessor(settings.pg_dsn, stations)
+    stations = _registry()
+    processor = BatchProcessor(settings.pg_dsn, stations, DetectionConfig.from_settings(settings))
     try:
-        async for batch in stream.take(settings.worker_batch_size, within=settings.worker_batch_latency_s):
-            new, alerts = await processor.process(batch)
-            for row in alerts:
-                key, value = alert_record(row)
-                await alerts_topic.send(key=key, value=value)
-            log.debug("worker.batch", records=len(batch), new_readings=new, alerts=len(alerts))
+        async for events in stream.noack_take(settings.worker_batch_size, within=settings.worker_batch_latency_s):
+            batch = [event.value for event in events]
+            metrics.WORKER_RECORDS_IN.inc(len(batch))
+            metrics.WORKER_BATCH_RECORDS.observe(len(batch))
+            records = decode_records(batch)
+            recoveries, recovered = _note_seen(last_seen(records), stations)
+            ids = {r.station_id for readings, _ in records for r in readings}
+            result = await processor.process(records=records, states={i: _get(detection_table, i) for i in ids},
+                                             extra=recoveries)
+            for station_id, state in result.states.items():
+                _put(detection_table, station_id, state)
+            for station_id in recovered:
+                _put(liveness_table, station_id, {**(_get(liveness_table, station_id) or {}), "offline": False})
+            await _publish(result.alerts)
+            for event in events:
+                await stream.ack(event)
+            log.debug("worker.batch", records=len(batch), new_readings=result.new, alerts=len(result.alerts), late=result.late)
     finally:
         await processor.close()
+
+
+_liveness_processor: BatchProcessor | None = None
+
+
+@app.timer(interval=settings.liveness_check_s)
+async def check_liveness() -> None:
+    """Report stations that missed their slot plus grace (wall clock), whether or not others send."""
+    global _liveness_processor
+    stations = _registry()
+    entries = [(k.decode(), orjson.loads(v)) for k, v in list(liveness_table.items()) if v is not None]
+    found = liveness.overdue(entries, stations, datetime.now(timezone.utc), settings.offline_grace_s)
+    if not found:
+        return
+    if _liveness_processor is None:
+        _liveness_processor = BatchProcessor(settings.pg_dsn, stations)
+    alerts = await _liveness_processor.apply([condition for _, _, condition in found])
+    for station_id, entry, _ in found:
+        _put(liveness_table, station_id, entry)
+        log.warning("worker.station_offline", station=station_id, received_at=entry["received_at"])
+    await _publish(alerts)
+
+
+@app.timer(interval=5.0)
+async def report_consumer_lag() -> None:
+    """Publish the lag of the readings partitions this worker owns; partitions moved to another worker drop out."""
+    consumer = app.consumer
+    metrics.WORKER_CONSUMER_LAG.clear()
+    for tp in consumer.assignment():
+        if tp.topic != readings_topic.get_topic_name():
+            continue
+        lag = metrics.consumer_lag(consumer.highwater(tp), consumer._committed_offset.get(tp))  # noqa: SLF001 (Faust keeps no public accessor)
+        if lag is not None:
+            metrics.WORKER_CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(lag)

@@ -1,0 +1,74 @@
+"""Data completeness of a station per hour or per local day: expected vs received and valid readings."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, HTTPException, Query
+from pydantic import AwareDatetime, BaseModel
+
+from api.deps import ConnDep, SettingsDep, local_time
+from processors.completeness import PERIODS, expected_readings
+from quantrac.domain import Station
+from quantrac.timebuckets import bucket_end, bucket_start
+
+router = APIRouter(prefix="/api/v1/stations", tags=["completeness"])
+
+MAX_BUCKETS = 24 * 366
+
+
+class CompletenessOut(BaseModel):
+    start: datetime
+    end: datetime
+    expected: int
+    received: int
+    valid: int
+    late: int
+    completeness: float
+    """valid / expected (0 when nothing was expected)."""
+
+
+class CompletenessList(BaseModel):
+    station_id: str
+    period: str
+    data: list[CompletenessOut]
+    count: int
+
+
+@router.get("/{station_id}/completeness", response_model=CompletenessList,
+            summary="Expected vs received valid readings per hour or per local day",
+            responses={404: {"description": "Unknown station"}, 422: {"description": "Bad range"}})
+def station_completeness(
+    station_id: str, conn: ConnDep, settings: SettingsDep,
+    period: Annotated[Literal["hour", "day"], Query(description="`hour` (UTC-aligned) or `day` (local day, Asia/Ho_Chi_Minh).")] = "hour",
+    from_: Annotated[AwareDatetime | None, Query(alias="from", description="Start; default 24 h (hour) or 7 days (day) before `to`.")] = None,
+    to: Annotated[AwareDatetime | None, Query(description="End (exclusive); default now.")] = None,
+) -> CompletenessList:
+    row = conn.execute("SELECT spec FROM stations WHERE id = %s", (station_id,)).fetchone()
+    if row is None:
+        raise HTTPException(404, f"station {station_id!r} is not in the registry")
+    station = Station.model_validate(row[0])
+    bucket = PERIODS[period]
+    end = to or datetime.now(timezone.utc)
+    start = bucket_start(from_ or end - (timedelta(hours=24) if period == "hour" else timedelta(days=7)), bucket)
+    if start >= end:
+        raise HTTPException(422, f"'from' ({start.isoformat()}) must be before 'to' ({end.isoformat()})")
+    starts: list[datetime] = []
+    cursor = start
+    while cursor < end:
+        starts.append(cursor)
+        cursor = bucket_end(cursor, bucket)
+        if len(starts) > MAX_BUCKETS:
+            raise HTTPException(422, f"range too long: at most {MAX_BUCKETS} {period} buckets; narrow 'from'/'to'")
+    stored = {r[0]: r[1:] for r in conn.execute(
+        "SELECT bucket, received, valid, late FROM completeness WHERE station_id = %s AND period = %s AND bucket >= %s AND bucket < %s",
+        (station_id, period, start, end)).fetchall()}
+    data = []
+    for s in starts:
+        received, valid, late = stored.get(s, (0, 0, 0))
+        expected = expected_readings(station, s, period)
+        data.append(CompletenessOut(start=local_time(s, settings), end=local_time(bucket_end(s, bucket), settings),  # type: ignore[arg-type]
+                                    expected=expected, received=received, valid=valid, late=late,
+                                    completeness=round(valid / expected, 4) if expected else 0.0))
+    return CompletenessList(station_id=station_id, period=period, data=data, count=len(data))

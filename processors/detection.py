@@ -1,0 +1,254 @@
+"""Detection for one station: windows, rules and streaming detectors over a batch of new readings.
+
+`detect(state, readings, station, config)` is pure: it takes the station's JSON state (from
+a Faust table) and its new readings, and returns the new state and every condition found,
+active or clear. Readings are taken one at a time in arrival order (a station's records keep
+their order on its Kafka partition), so the result does not depend on how the readings were
+cut into batches: a burst replayed with historical timestamps gives the same conditions as
+live delivery. Event time decides which window a reading counts in and what is late.
+
+Per reading:
+- late (older than the station's newest event time minus the lateness): stored already,
+  counted as late, judged on its instantaneous value only;
+- otherwise counted in its windows (status 01/02 and out-of-range values only in the totals);
+- in order for its parameter (newer than its last reading): status runs (device fault,
+  calibration), rate of change and the anomaly detectors, which need order.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Mapping, Sequence
+
+import json
+
+import orjson
+
+from alerts.rules import (Condition, in_range, judge_anomaly, judge_calibration, judge_fault, judge_limit, judge_range,
+                          judge_rate)
+from processors import windows
+from processors.detectors import DETECTORS, Detector
+from quantrac.domain import Reading, Station, Status
+from quantrac.settings import Settings
+from quantrac.timebuckets import bucket_start
+
+
+@dataclass(frozen=True)
+class DetectionConfig:
+    lateness_s: float = 600.0
+    min_coverage: float = 0.5
+    early_fraction: float = 0.8
+    fault_after_n: int = 3
+    fault_after_s: float = 1800.0
+    calibration_max_s: float = 3600.0
+    calibration_daily_s: float = 7200.0
+    detectors: tuple[str, ...] = ("spike", "drift", "flatline")
+    detector_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    multivariate_groups: tuple[tuple[str, ...], ...] = (("COD", "TSS", "NH4"), ("PM", "SO2", "NO2", "CO"))
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> "DetectionConfig":
+        names = tuple(n.strip() for n in s.detect_detectors.split(",") if n.strip())
+        unknown = [n for n in names if n not in DETECTORS]
+        if unknown:
+            raise ValueError(f"QUANTRAC_DETECT_DETECTORS names unknown detectors {unknown}; known: {sorted(DETECTORS)}")
+        groups = tuple(tuple(p.strip() for p in g.split(",") if p.strip()) for g in s.detect_multivariate_groups.split(";") if g.strip())
+        try:
+            params = json.loads(s.detect_detector_params)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"QUANTRAC_DETECT_DETECTOR_PARAMS is not JSON ({exc}); give an object such as "
+                             '{"drift": {"h": 20}}') from exc
+        return cls(lateness_s=s.detect_lateness_s, detector_params=params, min_coverage=s.detect_window_min_coverage,
+                   early_fraction=s.detect_early_warning_fraction, fault_after_n=s.detect_fault_after_n,
+                   fault_after_s=s.detect_fault_after_s, calibration_max_s=s.detect_calibration_max_s,
+                   calibration_daily_s=s.detect_calibration_daily_s, detectors=names, multivariate_groups=groups)
+
+
+@dataclass
+class Outcome:
+    state: dict[str, Any]
+    conditions: list[Condition]
+    late: list[Reading]
+
+
+STATE_VERSION = 1
+"""Bumped when the state's layout changes; a state of another version is started afresh."""
+
+
+def new_state() -> dict[str, Any]:
+    return {"v": STATE_VERSION, "newest": None, "late": 0, "p": {}, "mv": {}, "mv_t": {}}
+
+
+def _param_state(state: dict[str, Any], parameter: str) -> dict[str, Any]:
+    return state["p"].setdefault(parameter, {"t": None, "w": {}, "last": None, "fault": None, "cal": None, "det": {}})
+
+
+def _detector(name: str, config: DetectionConfig, saved: dict[str, Any] | None, **extra: Any) -> Detector:
+    params = {**config.detector_params.get(name, {}), **extra}
+    cls = DETECTORS[name]
+    return cls.from_state(saved, **params) if saved is not None else cls(**params)
+
+
+def _threshold(det: Detector) -> float:
+    for attr in ("threshold", "h", "n_intervals"):
+        if hasattr(det, attr):
+            return float(getattr(det, attr))
+    return 0.0
+
+
+class _Run:
+    """The detectors of one station, built from their saved state once per batch and saved back at its end."""
+
+    def __init__(self, state: dict[str, Any], config: DetectionConfig) -> None:
+        self.state, self.config = state, config
+        self.live: dict[tuple[str, str], Detector] = {}
+
+    def get(self, parameter: str, name: str, **extra: Any) -> Detector:
+        key = (parameter, name)
+        if key not in self.live:
+            target, slot = self._slot(parameter, name)
+            self.live[key] = _detector(name, self.config, target.get(slot), **extra)
+        return self.live[key]
+
+    def _slot(self, parameter: str, name: str) -> tuple[dict[str, Any], str]:
+        """Where a detector's state is kept: per parameter, or per multivariate group (`mv:COD,TSS,NH4`)."""
+        if parameter.startswith("mv:"):
+            return self.state["mv"], parameter
+        return self.state["p"][parameter]["det"], name
+
+    def save(self) -> None:
+        for (parameter, name), det in self.live.items():
+            target, slot = self._slot(parameter, name)
+            target[slot] = det.state()
+
+
+def _status_rules(ps: dict[str, Any], r: Reading, station: Station, config: DetectionConfig, t: float) -> list[Condition]:
+    found: list[Condition] = []
+    if r.status is Status.FAULT:
+        first, count = ps["fault"] or (t, 0)
+        ps["fault"] = [first, count + 1]
+        found.append(judge_fault(station, r.parameter, count + 1, t - first, r.ts, config.fault_after_n, config.fault_after_s))
+    elif ps["fault"] is not None:
+        ps["fault"] = None
+        found.append(judge_fault(station, r.parameter, 0, 0.0, r.ts, config.fault_after_n, config.fault_after_s))
+    day = windows.epoch(bucket_start(r.ts, "1d"))
+    run_first, day_start, day_s = ps["cal"] or (None, day, 0.0)
+    if day_start != day:
+        day_start, day_s = day, 0.0
+    if r.status is Status.CALIBRATING:
+        run_first = t if run_first is None else run_first
+        day_s += station.expected_interval_s
+        run_s = t - run_first + station.expected_interval_s
+        ps["cal"] = [run_first, day_start, day_s]
+        found.append(judge_calibration(station, r.parameter, run_s, day_s, r.ts, config.calibration_max_s, config.calibration_daily_s))
+    elif run_first is not None:
+        ps["cal"] = [None, day_start, day_s]
+        found.append(judge_calibration(station, r.parameter, 0.0, 0.0, r.ts, config.calibration_max_s, config.calibration_daily_s))
+    return found
+
+
+def detect(state: dict[str, Any] | None, readings: Sequence[Reading], station: Station,
+           config: DetectionConfig) -> Outcome:
+    """New state and conditions after the station's new readings, taken in arrival order."""
+    fresh = state is None or state.get("v") != STATE_VERSION
+    state = new_state() if fresh else orjson.loads(orjson.dumps(state))  # a copy: the caller's state stays as it was
+    run = _Run(state, config)
+    found: list[Condition] = []
+    late: list[Reading] = []
+    by_ts: dict[float, dict[str, float]] = defaultdict(dict)
+    for r in readings:
+        spec = station.parameter(r.parameter)
+        if spec is None:
+            continue
+        t = windows.epoch(r.ts)
+        newest = state["newest"]
+        is_late = newest is not None and t < newest - config.lateness_s
+        state["newest"] = t if newest is None else max(newest, t)
+        ps = _param_state(state, r.parameter)
+        in_order = ps["t"] is None or t > ps["t"]
+        value = float(r.value) if r.is_valid_measurement else None  # type: ignore[arg-type]
+        if value is not None:
+            ranged = judge_range(station, spec, value, r.ts)
+            if ranged is not None:
+                found.append(ranged)
+            if not in_range(spec, value):
+                value = None
+        if value is not None:
+            found.extend(judge_limit(station, r.parameter, value, r.ts, "instant", config.early_fraction))
+        if is_late:
+            state["late"] += 1
+            late.append(r)
+            continue
+        windows.add(ps["w"], r.ts, value, station.expected_interval_s)
+        if in_order:
+            ps["t"] = t
+            found.extend(_status_rules(ps, r, station, config, t))
+            if value is not None:
+                if ps["last"] is not None:
+                    rate = judge_rate(station, spec, windows.from_epoch(ps["last"][0]), ps["last"][1], r.ts, value)
+                    if rate is not None:
+                        found.append(rate)
+                ps["last"] = [t, value]
+                for name in config.detectors:
+                    det = run.get(r.parameter, name)
+                    v = det.update(value, r.ts)
+                    found.append(judge_anomaly(station, r.parameter, v.kind, v.is_anomaly, v.score, _threshold(det), v.detail, r.ts))
+                by_ts[t][r.parameter] = value
+        found.extend(_due(state, station, config))
+    found.extend(_multivariate(state, run, by_ts, station, config))
+    run.save()
+    return Outcome(state, found, late)
+
+
+def _due(state: dict[str, Any], station: Station, config: DetectionConfig) -> list[Condition]:
+    watermark = state["newest"] - config.lateness_s
+    found: list[Condition] = []
+    for parameter, ps in state["p"].items():
+        for mean in windows.due(ps["w"], watermark, config.min_coverage):
+            found.extend(judge_limit(station, parameter, mean.mean, mean.start, mean.basis, config.early_fraction))
+    return found
+
+
+def _multivariate(state: dict[str, Any], run: _Run, by_ts: dict[float, dict[str, float]], station: Station,
+                  config: DetectionConfig) -> list[Condition]:
+    if "multivariate" not in DETECTORS:
+        return []
+    found: list[Condition] = []
+    for group in config.multivariate_groups:
+        if not all(p in station.parameters for p in group):
+            continue
+        key = "mv:" + ",".join(group)
+        last = state["mv_t"].get(key)
+        for t in sorted(by_ts):
+            values = by_ts[t]
+            if (last is not None and t <= last) or not all(p in values for p in group):
+                continue
+            det = run.get(key, "multivariate", names=list(group))
+            v = det.update({p: values[p] for p in group}, windows.from_epoch(t))
+            found.append(judge_anomaly(station, ",".join(group), v.kind, v.is_anomaly, v.score, _threshold(det), v.detail,
+                                       windows.from_epoch(t)))
+            last = t
+        state["mv_t"][key] = last
+    return found
+
+
+def detect_batch(readings: Sequence[Reading], states: Mapping[str, dict[str, Any] | None], stations: Mapping[str, Station],
+                 config: DetectionConfig) -> tuple[dict[str, dict[str, Any]], list[Condition], list[Reading]]:
+    """`detect` for every station in a batch: (new state per station, conditions, late readings)."""
+    by_station: dict[str, list[Reading]] = defaultdict(list)
+    for r in readings:
+        by_station[r.station_id].append(r)
+    new_states: dict[str, dict[str, Any]] = {}
+    conditions: list[Condition] = []
+    late: list[Reading] = []
+    for station_id, rs in by_station.items():
+        station = stations.get(station_id)
+        if station is None:
+            continue
+        outcome = detect(states.get(station_id), rs, station, config)
+        new_states[station_id] = outcome.state
+        conditions.extend(outcome.conditions)
+        late.extend(outcome.late)
+    return new_states, conditions, late

@@ -1,0 +1,96 @@
+"""Event-time tumbling windows of one station + parameter: 5-min, 1-h and 24-h (local day) means.
+
+State is a plain JSON dict, so it lives in a Faust table. Buckets come from
+`quantrac.timebuckets` (5 min and 1 h aligned to UTC; the 24-h basis is the local day in
+Asia/Ho_Chi_Minh, how the department reads a daily mean, not a trailing 24 h).
+
+Every reading counts in its bucket's total; only valid ones (status 00, finite, within the
+instrument range) count in the mean. When is a mean judged?
+- at once when the bucket is complete (it holds as many readings as the station's interval
+  allows), so a full hour is judged as soon as its last reading arrives;
+- otherwise when the watermark (the station's newest event time minus the allowed lateness)
+  passes the bucket's end; the bucket is then dropped.
+A late reading (within the lateness) into a bucket already judged marks it to be judged again.
+A mean is judged only when enough of the expected readings are valid (`min_coverage`), and only
+when its bucket can hold more than one reading: the 5-min mean of a station reporting every
+5 minutes is its instantaneous value, already judged as such (no second, identical alert).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from quantrac.timebuckets import bucket_end, bucket_start
+
+BASES: dict[str, str] = {"5m": "5m", "1h": "1h", "24h": "1d"}
+"""Averaging basis → `quantrac.timebuckets` bucket."""
+
+SUM, VALID, TOTAL, DIRTY, END, EXPECTED = range(6)
+
+
+@dataclass(frozen=True)
+class WindowMean:
+    basis: str
+    start: datetime
+    end: datetime
+    mean: float
+    n_valid: int
+    n_total: int
+    expected: int
+
+
+def epoch(ts: datetime) -> float:
+    return ts.timestamp()
+
+
+def from_epoch(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, tz=timezone.utc)
+
+
+def expected_count(start: datetime, end: datetime, interval_s: int) -> int:
+    """Readings a station reporting every `interval_s` sends in [start, end)."""
+    return max(1, int((end - start).total_seconds() // interval_s))
+
+
+def add(windows: dict[str, Any], ts: datetime, value: float | None, interval_s: int) -> None:
+    """Count one reading in its bucket of every basis; `value` None (invalid) counts only in the total.
+
+    A bucket is `[sum, valid, total, dirty, end (epoch s), expected readings]`.
+    """
+    for basis, bucket in BASES.items():
+        start = bucket_start(ts, bucket)
+        buckets = windows.setdefault(basis, {})
+        key = str(int(epoch(start)))
+        entry = buckets.get(key)
+        if entry is None:
+            end = bucket_end(start, bucket)
+            entry = buckets[key] = [0.0, 0, 0, 0, epoch(end), expected_count(start, end, interval_s)]
+        if value is not None:
+            entry[SUM] += value
+            entry[VALID] += 1
+        entry[TOTAL] += 1
+        entry[DIRTY] = 1
+
+
+def due(windows: dict[str, Any], watermark: float, min_coverage: float) -> list[WindowMean]:
+    """Means to judge now (complete or closed buckets with news); closed buckets are dropped."""
+    found: list[WindowMean] = []
+    for basis in BASES:
+        buckets = windows.get(basis)
+        if not buckets:
+            continue
+        for key in sorted(buckets, key=int) if len(buckets) > 1 else list(buckets):
+            entry = buckets[key]
+            closed = entry[END] <= watermark
+            if entry[DIRTY] and (closed or entry[TOTAL] >= entry[EXPECTED]):
+                entry[DIRTY] = 0
+                expected = entry[EXPECTED]
+                if expected > 1 and entry[VALID] > 0 and entry[VALID] >= math.ceil(min_coverage * expected):
+                    found.append(WindowMean(basis, from_epoch(int(key)), from_epoch(entry[END]), entry[SUM] / entry[VALID],
+                                            entry[VALID], entry[TOTAL], expected))
+            if closed:
+                del buckets[key]
+    return found

@@ -1,0 +1,91 @@
+"""Event-time windows: means against numpy on the same window, closing by completeness or watermark."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import pytest
+from hypothesis import given, settings as hsettings, strategies as st
+
+from processors import windows
+from quantrac.timebuckets import bucket_start
+
+T0 = datetime(2026, 11, 29, 3, 0, tzinfo=timezone.utc)  # 10:00 in Hanoi
+
+
+def test_an_hour_is_judged_as_soon_as_it_is_complete() -> None:
+    w: dict = {}
+    for i in range(11):
+        windows.add(w, T0 + timedelta(minutes=5 * i), 10.0 * i, 300)
+    assert windows.due(w, watermark=0, min_coverage=0.5) == []  # a 5-min bucket of a 5-min station is its one value
+    windows.add(w, T0 + timedelta(minutes=55), 110.0, 300)
+    [hour] = windows.due(w, watermark=0, min_coverage=0.5)
+    assert (hour.basis, hour.start, hour.mean, hour.n_valid, hour.expected) == ("1h", T0, 55.0, 12, 12)
+    assert windows.due(w, watermark=0, min_coverage=0.5) == []  # nothing new
+
+
+def test_an_incomplete_hour_is_judged_when_the_watermark_passes_its_end_and_then_dropped() -> None:
+    w: dict = {}
+    for i in range(8):
+        windows.add(w, T0 + timedelta(minutes=5 * i), 100.0, 300)
+    windows.due(w, watermark=0, min_coverage=0.5)
+    end = (T0 + timedelta(hours=1)).timestamp()
+    assert [m.basis for m in windows.due(w, watermark=end - 1, min_coverage=0.5)] == []
+    [hour] = windows.due(w, watermark=end, min_coverage=0.5)
+    assert (hour.basis, hour.n_valid, hour.n_total) == ("1h", 8, 8)
+    assert str(int(T0.timestamp())) not in w["1h"]
+
+
+def test_invalid_readings_count_in_the_total_not_in_the_mean_and_coverage_is_required() -> None:
+    w: dict = {}
+    for i in range(12):
+        windows.add(w, T0 + timedelta(minutes=5 * i), 500.0 if i < 5 else None, 300)
+    hourly = [m for m in windows.due(w, watermark=0, min_coverage=0.5) if m.basis == "1h"]
+    assert hourly == []  # 5 valid of 12 expected < 50 %
+    w = {}
+    for i in range(12):
+        windows.add(w, T0 + timedelta(minutes=5 * i), 500.0 if i < 6 else None, 300)
+    [hour] = [m for m in windows.due(w, watermark=0, min_coverage=0.5) if m.basis == "1h"]
+    assert (hour.mean, hour.n_valid, hour.n_total) == (500.0, 6, 12)
+
+
+def test_a_late_reading_reopens_its_judged_bucket() -> None:
+    w: dict = {}
+    for i in range(12):
+        windows.add(w, T0 + timedelta(minutes=5 * i), 10.0, 300)
+    windows.due(w, watermark=0, min_coverage=0.5)
+    windows.add(w, T0 + timedelta(minutes=7), 130.0, 300)  # a 13th reading, late but within lateness
+    hour = [m for m in windows.due(w, watermark=0, min_coverage=0.5) if m.basis == "1h"]
+    assert hour[0].mean == pytest.approx((12 * 10 + 130) / 13)
+
+
+def test_the_24h_basis_is_the_local_day() -> None:
+    w: dict = {}
+    windows.add(w, datetime(2026, 11, 29, 16, 59, tzinfo=timezone.utc), 1.0, 300)  # 23:59 Hanoi, 29 Nov
+    windows.add(w, datetime(2026, 11, 29, 17, 0, tzinfo=timezone.utc), 1.0, 300)   # 00:00 Hanoi, 30 Nov
+    assert sorted(int(k) for k in w["24h"]) == [int(datetime(2026, 11, 28, 17, tzinfo=timezone.utc).timestamp()),
+                                                 int(datetime(2026, 11, 29, 17, tzinfo=timezone.utc).timestamp())]
+
+
+readings = st.lists(st.tuples(st.integers(0, 24 * 3600 - 1), st.one_of(st.none(), st.floats(-1e6, 1e6, allow_nan=False))),
+                    min_size=1, max_size=200)
+
+
+@hsettings(max_examples=100, deadline=None)
+@given(readings)
+def test_every_closed_window_mean_equals_numpy_over_the_same_readings(rs: list[tuple[int, float | None]]) -> None:
+    w: dict = {}
+    for offset, value in rs:
+        windows.add(w, T0 + timedelta(seconds=offset), value, 60)
+    closed = windows.due(w, watermark=(T0 + timedelta(days=3)).timestamp(), min_coverage=0.0)
+    for mean in closed:
+        bucket = windows.BASES[mean.basis]
+        same = [v for off, v in rs if bucket_start(T0 + timedelta(seconds=off), bucket) == mean.start]
+        valid = np.array([v for v in same if v is not None])
+        assert (mean.n_total, mean.n_valid) == (len(same), valid.size)
+        assert mean.mean == pytest.approx(float(np.mean(valid)), rel=1e-9, abs=1e-6)
+    expected_buckets = {(b, bucket_start(T0 + timedelta(seconds=off), windows.BASES[b]))
+                        for off, v in rs if v is not None for b in windows.BASES}
+    assert {(m.basis, m.start) for m in closed} == expected_buckets
+    assert all(not buckets for buckets in w.values())
