@@ -8,33 +8,59 @@ Threads:
   broker (paho `manual_ack`). A failed send goes back on the queue; while Kafka is down the
   bridge simply stops acknowledging, and the broker keeps the messages in our persistent session.
 
+PUBACKs go out in the order the messages arrived (MQTT-4.6.0-2): a message confirmed early waits
+for the ones before it. The MQTT 5 receive maximum (`bridge_max_inflight`) bounds how many
+unacknowledged messages the bridge holds, so memory stays bounded while Kafka is down.
+
 So a reading is lost only if the broker loses it; a crash between the Kafka write and the
-PUBACK redelivers it, and the store's primary key makes the duplicate harmless.
+PUBACK redelivers it, and the store's primary key makes the duplicate harmless. Delivery counts
+(ingest/accounting.py) are taken when Kafka confirms, per station.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
-from collections import Counter, defaultdict
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Callable, Mapping
 
 import paho.mqtt.client as mqtt
 import structlog
-from kafka import KafkaProducer
 from kafka.errors import KafkaError
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from ingest.accounting import UNKNOWN_STATION, CounterName, DeliveryCounts
+from ingest.deadletter import start_keeper
 from ingest.payload import SUBSCRIPTION, Limits, MessageRejected, decode_message, now_utc, station_from_topic
+from ingest.producer import make_producer
+from quantrac import metrics
 from quantrac.domain import Station
 from quantrac.registry import RegistryCache
 from quantrac.settings import Settings
 from quantrac.wire import encode_deadletter, encode_readings
 
 log = structlog.get_logger(__name__)
+
+OutgoingRecordSpec = tuple[str, bytes | None, bytes, tuple["Count", ...]]
+"""(Kafka topic, key, value, delivery counts to take when Kafka confirms it)."""
+
+
+def subscription_for(group: str) -> str:
+    """The bridge's topic filter: a shared subscription when several bridges split the messages."""
+    return f"$share/{group}/{SUBSCRIPTION}" if group else SUBSCRIPTION
+
+
+@dataclass(frozen=True)
+class Count:
+    """A delivery count to take once Kafka has confirmed the record it belongs to."""
+
+    station_id: str
+    counter: CounterName
+    n: int = 1
+    reason: str = ""
 
 
 @dataclass
@@ -44,13 +70,7 @@ class PendingMessage:
     mid: int
     qos: int
     remaining: int
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def confirm_one(self) -> bool:
-        """Count one confirmed record; True when it was the last."""
-        with self.lock:
-            self.remaining -= 1
-            return self.remaining == 0
+    done: bool = False
 
 
 @dataclass(frozen=True)
@@ -59,20 +79,49 @@ class OutgoingRecord:
     key: bytes | None
     value: bytes
     message: PendingMessage
+    counts: tuple[Count, ...] = ()
 
 
-@dataclass
-class DeliveryCounts:
-    """Per-station accounting of what the bridge did with each message."""
+class AckQueue:
+    """PUBACKs in arrival order: a message is acknowledged once it and every earlier one is confirmed."""
 
-    received: Counter[str] = field(default_factory=Counter)
-    forwarded: Counter[str] = field(default_factory=Counter)
-    deadlettered: defaultdict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
-    retried: int = 0
+    def __init__(self, send_ack: Callable[[int, int], object]) -> None:
+        self._send_ack = send_ack
+        self._lock = threading.Lock()
+        self._arrived: deque[PendingMessage] = deque()
 
-    def snapshot(self) -> dict[str, object]:
-        return {"received": dict(self.received), "forwarded": dict(self.forwarded),
-                "deadlettered": {k: dict(v) for k, v in self.deadlettered.items()}, "retried": self.retried}
+    def arrived(self, message: PendingMessage) -> None:
+        with self._lock:
+            self._arrived.append(message)
+        if message.remaining == 0:
+            self.confirm(message, 0)
+
+    def confirm(self, message: PendingMessage, records: int = 1) -> None:
+        """Count `records` confirmed records of message, then acknowledge the completed prefix."""
+        ready = []
+        with self._lock:
+            message.remaining -= records
+            if message.remaining <= 0:
+                message.done = True
+            while self._arrived and self._arrived[0].done:
+                ready.append(self._arrived.popleft())
+        for m in ready:
+            self._send_ack(m.mid, m.qos)
+
+    def reset(self) -> int:
+        """Forget the messages of a previous connection; returns how many were still unacknowledged.
+
+        The broker redelivers them on the new connection, and a PUBACK sent now could acknowledge a
+        different message that reuses the packet id. Their records still reach Kafka (duplicates
+        are harmless downstream); they are simply never acknowledged.
+        """
+        with self._lock:
+            dropped = len(self._arrived)
+            self._arrived.clear()
+        return dropped
+
+    def __len__(self) -> int:
+        return len(self._arrived)
 
 
 class Bridge:
@@ -85,14 +134,14 @@ class Bridge:
         self.limits = Limits(settings.max_payload_bytes, timedelta(seconds=settings.max_future_s),
                              timedelta(days=settings.retention_days))
         self.counts = DeliveryCounts()
+        self.late_after = timedelta(seconds=settings.delivery_late_after_s)
+        self.kafka_retries = 0
+        self.acks = AckQueue(self._ack)
+        self.subscription = subscription_for(settings.mqtt_shared_group)
         self._outbox: queue.Queue[OutgoingRecord] = queue.Queue()
         self._stop = threading.Event()
         self.connected = threading.Event()
-        self.producer = KafkaProducer(
-            bootstrap_servers=settings.kafka_bootstrap.split(","),
-            acks="all", enable_idempotence=True, linger_ms=5, batch_size=256 * 1024,
-            max_block_ms=10_000, client_id="quantrac-bridge",
-        )
+        self.producer = make_producer(settings, "quantrac-bridge")
         self.client = self._make_client()
 
     def _make_client(self) -> mqtt.Client:
@@ -101,7 +150,8 @@ class Bridge:
         if self.settings.mqtt_username:
             password = self.settings.mqtt_password.get_secret_value() if self.settings.mqtt_password else None
             client.username_pw_set(self.settings.mqtt_username, password)
-        client.max_inflight_messages_set(1000)
+        if self.settings.mqtt_tls_ca_file is not None:
+            client.tls_set(ca_certs=str(self.settings.mqtt_tls_ca_file))
         client.reconnect_delay_set(min_delay=1, max_delay=10)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
@@ -116,13 +166,19 @@ class Bridge:
             log.error("bridge.mqtt_refused", reason=str(reason_code),
                       fix="check QUANTRAC_MQTT_USERNAME/QUANTRAC_MQTT_PASSWORD and the broker's ACL")
             return
-        client.subscribe(SUBSCRIPTION, qos=1)
+        stale = self.acks.reset()
+        # Subscribing on every connect covers a session the broker lost or expired (session_present
+        # false); with the session present it is a no-op for the broker.
+        client.subscribe(self.subscription, qos=1)
         self.connected.set()
-        log.info("bridge.mqtt_connected", session_present=flags.session_present, subscription=SUBSCRIPTION)
+        metrics.BRIDGE_MQTT_CONNECTED.set(1)
+        log.info("bridge.mqtt_connected", session_present=flags.session_present, subscription=self.subscription,
+                 redelivery_expected=stale)
 
     def _on_disconnect(self, _client: mqtt.Client, _userdata: object, _flags: mqtt.DisconnectFlags,
                        reason_code: mqtt.ReasonCode, _properties: Properties | None) -> None:
         self.connected.clear()
+        metrics.BRIDGE_MQTT_CONNECTED.set(0)
         if not self._stop.is_set():
             log.warning("bridge.mqtt_disconnected", reason=str(reason_code), action="reconnecting")
 
@@ -135,26 +191,32 @@ class Bridge:
 
     def _route(self, msg: mqtt.MQTTMessage) -> None:
         received_at = now_utc()
-        station_key = station_from_topic(msg.topic)
-        self.counts.received[station_key or "?"] += 1
-        records: list[tuple[str, bytes | None, bytes]] = []
+        station_key = station_from_topic(msg.topic) or UNKNOWN_STATION
+        self.counts.add(station_key, "received", at=received_at)
+        metrics.BRIDGE_MESSAGES_RECEIVED.inc()
+        records: list[OutgoingRecordSpec] = []
         try:
             batch = decode_message(msg.topic, msg.payload, self.stations, received_at, self.limits)
         except MessageRejected as rejected:
             r = rejected.rejection
-            self.counts.deadlettered[station_key or "?"][r.reason] += 1
+            metrics.DEADLETTERS.labels(r.reason).inc()
             log.warning("bridge.rejected", station=r.station_id, reason=r.reason, error=r.message)
-            records.append(self._deadletter_record(msg, r.reason, r.message, received_at, r.station_id, None, None))
+            records.append(self._deadletter_record(msg, r.reason, r.message, received_at, r.station_id, None, None)
+                           + ((Count(station_key, "deadlettered", reason=r.reason),),))
         else:
             key = batch.station_id.encode()
             if batch.readings:
+                late = sum(1 for r in batch.readings if received_at - r.ts > self.late_after)
                 records.append((self.settings.readings_topic, key,
-                                encode_readings(batch.station_id, batch.readings, received_at, "mqtt")))
-                self.counts.forwarded[batch.station_id] += len(batch.readings)
+                                encode_readings(batch.station_id, batch.readings, received_at, "mqtt"),
+                                (Count(batch.station_id, "forwarded", len(batch.readings)),
+                                 Count(batch.station_id, "late", late))))
+                metrics.BRIDGE_READINGS_FORWARDED.inc(len(batch.readings))
             for r in batch.rejections:
-                self.counts.deadlettered[batch.station_id][r.reason] += 1
+                metrics.DEADLETTERS.labels(r.reason).inc()
                 log.warning("bridge.rejected", station=r.station_id, parameter=r.parameter, reason=r.reason, error=r.message)
-                records.append(self._deadletter_record(msg, r.reason, r.message, received_at, r.station_id, r.parameter, r.index))
+                records.append(self._deadletter_record(msg, r.reason, r.message, received_at, r.station_id, r.parameter, r.index)
+                               + ((Count(batch.station_id, "deadlettered", reason=r.reason),),))
         self._enqueue(msg, records)
 
     def _deadletter_record(self, msg: mqtt.MQTTMessage, reason: str, message: str, received_at: object,
@@ -164,19 +226,20 @@ class Bridge:
         return self.settings.deadletter_topic, station_id.encode() if station_id else None, value
 
     def _queue_deadletter(self, msg: mqtt.MQTTMessage, reason: str, message: str, station_id: str | None) -> None:
-        self._enqueue(msg, [self._deadletter_record(msg, reason, message, now_utc(), station_id, None, None)])
+        metrics.DEADLETTERS.labels(reason).inc()
+        count = Count(station_id or station_from_topic(msg.topic) or UNKNOWN_STATION, "deadlettered", reason=reason)
+        self._enqueue(msg, [self._deadletter_record(msg, reason, message, now_utc(), station_id, None, None) + ((count,),)])
 
-    def _enqueue(self, msg: mqtt.MQTTMessage, records: list[tuple[str, bytes | None, bytes]]) -> None:
-        if not records:
-            self._ack(msg.mid, msg.qos)
-            return
+    def _enqueue(self, msg: mqtt.MQTTMessage, records: list[OutgoingRecordSpec]) -> None:
         pending = PendingMessage(mid=msg.mid, qos=msg.qos, remaining=len(records))
-        for topic, key, value in records:
-            self._outbox.put(OutgoingRecord(topic, key, value, pending))
+        self.acks.arrived(pending)
+        for topic, key, value, counts in records:
+            self._outbox.put(OutgoingRecord(topic, key, value, pending, counts))
 
     def _ack(self, mid: int, qos: int) -> None:
         if qos > 0:
             self.client.ack(mid, qos)
+        metrics.BRIDGE_MESSAGES_ACKED.inc()
 
     # --- Kafka side (producer thread) ----------------------------------------------------------
 
@@ -202,11 +265,14 @@ class Bridge:
                 break
 
     def _on_delivered(self, record: OutgoingRecord, _metadata: object) -> None:
-        if record.message.confirm_one():
-            self._ack(record.message.mid, record.message.qos)
+        now = now_utc()
+        for c in record.counts:
+            self.counts.add(c.station_id, c.counter, c.n, reason=c.reason, at=now)
+        self.acks.confirm(record.message)
 
     def _on_failed(self, record: OutgoingRecord, exc: BaseException) -> None:
-        self.counts.retried += 1
+        self.kafka_retries += 1
+        metrics.BRIDGE_KAFKA_RETRIES.inc()
         log.warning("bridge.send_failed", topic=record.topic, error=str(exc), action="requeued")
         self._outbox.put(record)
 
@@ -216,21 +282,29 @@ class Bridge:
         """Run until `stop()`; reconnects to both sides by itself."""
         producer_thread = threading.Thread(target=self._produce_forever, name="kafka-producer", daemon=True)
         producer_thread.start()
+        keeper = start_keeper(self.settings, self._stop)
+        metrics.BRIDGE_OUTBOX.set_function(self._outbox.qsize)
+        metrics.serve(self.settings.bridge_metrics_port, "bridge", self.settings.metrics_host)
         properties = Properties(PacketTypes.CONNECT)
         properties.SessionExpiryInterval = self.settings.mqtt_session_expiry_s
+        properties.ReceiveMaximum = self.settings.bridge_max_inflight
         self.client.connect_async(self.settings.mqtt_host, self.settings.mqtt_port, keepalive=30,
                                   clean_start=False, properties=properties)
         self.client.loop_start()
         log.info("bridge.started", mqtt=f"{self.settings.mqtt_host}:{self.settings.mqtt_port}",
                  kafka=self.settings.kafka_bootstrap, stations=len(self.stations))
-        while not self._stop.wait(30.0):
-            log.info("bridge.counts", **self.counts.snapshot())
+        while not self._stop.wait(self.settings.bridge_counts_flush_s):
+            self.counts.flush(self.settings.pg_dsn)
+            log.info("bridge.counts", unacked=len(self.acks), kafka_retries=self.kafka_retries, **self.counts.snapshot())
+        # Confirm what Kafka has before leaving, so its PUBACKs go out ahead of the DISCONNECT.
+        producer_thread.join(timeout=5)
+        keeper.join(timeout=5)
+        self.producer.flush(timeout=10)
         self.client.disconnect()
         self.client.loop_stop()
-        producer_thread.join(timeout=5)
-        self.producer.flush(timeout=10)
         self.producer.close(timeout=5)
-        log.info("bridge.stopped", **self.counts.snapshot())
+        self.counts.flush(self.settings.pg_dsn)
+        log.info("bridge.stopped", unacked=len(self.acks), **self.counts.snapshot())
 
     def stop(self) -> None:
         self._stop.set()

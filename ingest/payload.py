@@ -105,16 +105,28 @@ def _reject(reason: ReasonCode, message: str, **where: Any) -> MessageRejected:
     return MessageRejected(Rejection(reason, message, **where))
 
 
-def _check_time(ts: datetime, now: datetime, limits: Limits, station_id: str) -> None:
+def check_time(ts: datetime, now: datetime, limits: Limits, station_id: str) -> Rejection | None:
+    """The rejection for an event time too far ahead of `now` or older than retention, else None."""
     if ts - now > limits.max_future:
-        raise _reject("future", f"station {station_id}: ts {ts.isoformat()} is more than {limits.max_future} ahead of "
-                      f"the receive time {now.isoformat()}; check the gateway's clock (NTP)", station_id=station_id)
+        return Rejection("future", f"station {station_id}: ts {ts.isoformat()} is more than {limits.max_future} ahead of "
+                         f"the receive time {now.isoformat()}; check the gateway's clock (NTP)", station_id=station_id)
     if now - ts > limits.retention:
-        raise _reject("too_old", f"station {station_id}: ts {ts.isoformat()} is older than the retention of "
-                      f"{limits.retention.days} days; such data cannot be stored", station_id=station_id)
+        return Rejection("too_old", f"station {station_id}: ts {ts.isoformat()} is older than the retention of "
+                         f"{limits.retention.days} days; such data cannot be stored", station_id=station_id)
+    return None
 
 
-def _reading(item: Any, index: int, station: Station, ts: datetime) -> Reading | Rejection:
+def _check_time(ts: datetime, now: datetime, limits: Limits, station_id: str) -> None:
+    rejection = check_time(ts, now, limits, station_id)
+    if rejection is not None:
+        raise MessageRejected(rejection)
+
+
+def validate_reading(item: Any, index: int, station: Station, ts: datetime) -> Reading | Rejection:
+    """One reading (`{"parameter", "value", "unit", "status"}`) of `station` at `ts`, or why it is refused.
+
+    Shared by every ingest path (MQTT messages, TT10 file lines), so they reject alike.
+    """
     where = {"station_id": station.id, "index": index}
     if not isinstance(item, dict) or not isinstance(item.get("parameter"), str):
         return Rejection("schema", f"station {station.id}: readings[{index}] must be an object with a 'parameter' string", **where)
@@ -182,7 +194,7 @@ def decode_message(topic: str, payload: bytes, stations: Mapping[str, Station], 
     readings: list[Reading] = []
     rejections: list[Rejection] = []
     for index, item in enumerate(body["readings"]):
-        result = _reading(item, index, station, ts)
+        result = validate_reading(item, index, station, ts)
         (readings if isinstance(result, Reading) else rejections).append(result)  # type: ignore[arg-type]
     return StationBatch(station_id=station_id, readings=readings, rejections=rejections)
 

@@ -1,123 +1,250 @@
-"""The station simulator: plausible readings for the registry's stations, published like a gateway.
+"""The station simulator: `ingest.scenarios` played out over MQTT or as TT10 files.
 
-Each station publishes one message per slot with all of its parameters. `rate` is the total
-number of readings per second across stations; an exceedance can be injected on demand.
-The values come from `baseline_value`, a pure function of the parameter and a random source.
+Event time and wall time: with `speedup` S the event clock runs S times faster than the wall
+clock, so `--speedup 288 --duration 300` plays a whole day in five minutes. Since the bridge
+refuses readings from the future, a sped-up run plays the past: it starts at
+`now - duration x speedup` and ends at now. At speedup 1 it plays now, live.
+
+Rate: without `rate`, each station reports at its registry interval (realistic, a few readings a
+minute per station). With `rate` R (readings per wall second across all stations) the report
+interval is shortened to reach R; above a few hundred messages a second the publisher sends in
+bursts and sleeps only when ahead of schedule.
+
+Output:
+- MQTT, QoS 1, one connection per gateway with its account (`ingest.gateways`) when accounts
+  were generated, one anonymous (or `QUANTRAC_MQTT_USERNAME`) connection before that;
+- TT10: one file per message in a folder, written under a `.part` name and renamed.
+Incidents (including `--inject`) go to a ground-truth log, one JSON object a line.
 """
 
 from __future__ import annotations
 
-import math
-import random
+import heapq
+import os
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Iterator, Mapping
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Mapping, Protocol
 from zoneinfo import ZoneInfo
 
 import orjson
 import paho.mqtt.client as mqtt
 import structlog
 
-from quantrac.domain import ParameterSpec, Station
+from ingest.scenarios import Incident, Message, generate, ground_truth
+from ingest.tt10 import TT10Line, TT10Name, format_content
+from quantrac.domain import Station
 
 log = structlog.get_logger(__name__)
 
 VN = ZoneInfo("Asia/Ho_Chi_Minh")
-
-TYPICAL: dict[str, tuple[float, float]] = {
-    "Flow": (120.0, 15.0), "Temp": (29.0, 1.5), "pH": (7.2, 0.15), "TSS": (30.0, 5.0), "COD": (55.0, 8.0),
-    "NH4": (3.0, 0.6), "Color": (40.0, 6.0), "TN": (12.0, 2.0), "TP": (1.5, 0.3), "P": (101.3, 0.5),
-    "O2": (8.0, 0.6), "PM": (60.0, 10.0), "SO2": (180.0, 25.0), "NO2": (300.0, 40.0), "CO": (250.0, 40.0),
-}
-"""Mean and standard deviation of each symbol in normal operation (illustrative)."""
+FOREVER = timedelta(days=3650)
 
 
 @dataclass(frozen=True)
 class Injection:
-    """Publish `value` (default: 1.5 x the limit) for `station`'s `parameter`."""
+    """`simulate --inject STATION:PARAMETER[:VALUE]`: hold the parameter above its limit for the whole run."""
 
     station: str
     parameter: str
     value: float | None = None
 
-
-def baseline_value(spec: ParameterSpec, rng: random.Random, when: datetime) -> float:
-    """A normal-operation value: typical mean with a daily cycle and noise, kept under 70 % of any limit."""
-    mean, sd = TYPICAL.get(spec.symbol, (10.0, 1.0))
-    hour = when.astimezone(VN).hour + when.minute / 60
-    value = mean * (1 + 0.05 * math.sin(2 * math.pi * (hour - 9) / 24)) + rng.gauss(0, sd)
-    if spec.limit is not None and spec.limit.high is not None:
-        value = min(value, 0.7 * spec.limit.high)
-    if spec.limit is not None and spec.limit.low is not None:
-        value = max(value, spec.limit.low + 0.2)
-    low = spec.range_min if spec.range_min is not None else 0.0
-    return round(max(value, low), 3)
+    def incident(self, start: datetime, end: datetime) -> Incident:
+        return Incident(self.station, self.parameter, "exceedance", start, end, 1.5, self.value)
 
 
-def station_payload(station: Station, when: datetime, rng: random.Random, injections: list[Injection] = []) -> bytes:
-    """One message in the MQTT contract for `station` at `when`."""
-    readings = []
-    for symbol, spec in station.parameters.items():
-        value = baseline_value(spec, rng, when)
-        for inj in injections:
-            if inj.station == station.id and inj.parameter == symbol:
-                limit = spec.limit.high if spec.limit and spec.limit.high else value * 2
-                value = inj.value if inj.value is not None else round(limit * 1.5, 3)
-        readings.append({"parameter": symbol, "value": value, "unit": spec.unit, "status": "00"})
-    return orjson.dumps({"ts": when.astimezone(VN).isoformat(timespec="seconds"), "readings": readings})
-
-
-def topic_for(station_id: str) -> str:
-    return f"quantrac/v1/stations/{station_id}/readings"
-
-
-def schedule(stations: Mapping[str, Station], rate: float) -> Iterator[tuple[float, Station]]:
-    """(send-at monotonic offset, station) forever, round-robin, so that readings/s ≈ rate."""
-    ordered = list(stations.values())
-    per_cycle = sum(len(s.parameters) for s in ordered)
-    cycle = per_cycle / rate
-    step = cycle / len(ordered)
-    n = 0
-    while True:
-        yield n * step, ordered[n % len(ordered)]
-        n += 1
-
-
-def run(stations: Mapping[str, Station], *, host: str, port: int, rate: float, duration: float | None,
-        injections: list[Injection], username: str | None = None, password: str | None = None,
-        seed: int | None = None, stop: threading.Event | None = None) -> int:
-    """Publish at `rate` readings/s until `duration` elapses or `stop` is set; returns messages sent."""
-    stop = stop or threading.Event()
-    rng = random.Random(seed)
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"quantrac-sim-{rng.randrange(1 << 30)}",
-                         protocol=mqtt.MQTTv311)
-    if username:
-        client.username_pw_set(username, password)
-    client.max_inflight_messages_set(200)
-    client.connect(host, port, keepalive=30)
-    client.loop_start()
-    started = time.monotonic()
-    sent = 0
-    last: mqtt.MQTTMessageInfo | None = None
-    log.info("simulator.started", stations=len(stations), rate=rate, injections=[i.__dict__ for i in injections])
+def parse_injection(spec: str) -> Injection:
+    parts = spec.split(":")
+    if len(parts) not in (2, 3):
+        raise ValueError(f"--inject {spec!r}: write STATION:PARAMETER or STATION:PARAMETER:VALUE")
     try:
-        for offset, station in schedule(stations, rate):
-            if stop.is_set() or (duration is not None and offset >= duration):
-                break
-            delay = started + offset - time.monotonic()
-            if delay > 0 and stop.wait(delay):
-                break
-            payload = station_payload(station, datetime.now(timezone.utc), rng, injections)
-            last = client.publish(topic_for(station.id), payload, qos=1)
-            sent += 1
-            if sent % 1000 == 0:
-                log.info("simulator.progress", messages=sent, elapsed_s=round(time.monotonic() - started, 1))
+        value = float(parts[2]) if len(parts) == 3 else None
+    except ValueError:
+        raise ValueError(f"--inject {spec!r}: VALUE {parts[2]!r} is not a number") from None
+    return Injection(parts[0], parts[1], value)
+
+
+def topic_for(station_id: str, root: str = "quantrac/v1") -> str:
+    return f"{root}/stations/{station_id}/readings"
+
+
+def mqtt_payload(message: Message) -> bytes:
+    """One message in the MQTT contract; the time has milliseconds only when it needs them."""
+    spec = "milliseconds" if message.ts.microsecond else "seconds"
+    return orjson.dumps({
+        "ts": message.ts.astimezone(VN).isoformat(timespec=spec),
+        "readings": [{"parameter": r.parameter, "value": r.value, "unit": r.unit, "status": r.status.value}
+                     for r in message.readings],
+    })
+
+
+def tt10_file(message: Message, province: str = "HP", facility: str = "SIM") -> tuple[str, bytes]:
+    """(file name, content) of one message as a TT10 file (CRLF, values as the analyser rounded them)."""
+    lines = [TT10Line.of(r.parameter, r.value, r.unit, message.ts, r.status) for r in message.readings]
+    name = TT10Name(province, facility, message.station_id, message.ts).filename
+    return name, format_content(lines, "\r\n").encode("utf-8")
+
+
+def plan_interval(stations: Mapping[str, Station], rate: float | None, speedup: float) -> timedelta | None:
+    """The report interval (event time) that gives `rate` readings per wall second; None: registry intervals."""
+    if rate is None:
+        return None
+    if rate <= 0:
+        raise ValueError(f"rate must be > 0 readings/s, got {rate}")
+    per_cycle = sum(len(s.parameters) for s in stations.values())
+    return timedelta(seconds=per_cycle * speedup / rate)
+
+
+def in_delivery_order(messages: Iterable[Message], slack: timedelta = FOREVER) -> Iterator[Message]:
+    """Messages re-ordered by `deliver_at` (late and out-of-order delivery), holding back only what must wait."""
+    pending: list[tuple[datetime, int, Message]] = []
+    n = 0
+    for message in messages:
+        while pending and pending[0][0] <= message.ts:
+            yield heapq.heappop(pending)[2]
+        heapq.heappush(pending, (message.deliver_at, n, message))
+        n += 1
+    while pending:
+        yield heapq.heappop(pending)[2]
+
+
+class Sink(Protocol):
+    def send(self, message: Message) -> None: ...
+    def close(self) -> None: ...
+
+
+class MqttSink:
+    """Publishes like real gateways: one connection per gateway account, QoS 1."""
+
+    def __init__(self, host: str, port: int, accounts: Mapping[str, tuple[str | None, str | None]],
+                 default: tuple[str | None, str | None] = (None, None), client_prefix: str = "quantrac-sim",
+                 topic_root: str = "quantrac/v1") -> None:
+        self._clients: dict[tuple[str | None, str | None], mqtt.Client] = {}
+        self._by_station: dict[str, mqtt.Client] = {}
+        self._host, self._port, self._prefix = host, port, client_prefix
+        self._accounts, self._default, self._root = accounts, default, topic_root
+        self._last: mqtt.MQTTMessageInfo | None = None
+        self._client(default)
+
+    def _client(self, account: tuple[str | None, str | None]) -> mqtt.Client:
+        client = self._clients.get(account)
+        if client is None:
+            client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311,
+                                 client_id=f"{self._prefix}-{account[0] or 'anon'}-{os.getpid()}")
+            if account[0]:
+                client.username_pw_set(account[0], account[1])
+            client.max_inflight_messages_set(1000)
+            client.max_queued_messages_set(0)
+            client.connect(self._host, self._port, keepalive=30)
+            client.loop_start()
+            self._clients[account] = client
+        return client
+
+    def send(self, message: Message) -> None:
+        client = self._by_station.get(message.station_id)
+        if client is None:
+            client = self._client(self._accounts.get(message.station_id, self._default))
+            self._by_station[message.station_id] = client
+        self._last = client.publish(topic_for(message.station_id, self._root), mqtt_payload(message), qos=1)
+
+    def close(self) -> None:
+        if self._last is not None:
+            self._last.wait_for_publish(timeout=30)
+        for client in self._clients.values():
+            client.disconnect()
+            client.loop_stop()
+
+
+class TT10Sink:
+    """Writes each message as a TT10 file into a folder (the stations' FTP target)."""
+
+    def __init__(self, directory: Path, province: str = "HP", facility: str = "SIM") -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.directory, self.province, self.facility = directory, province, facility
+
+    def send(self, message: Message) -> None:
+        name, data = tt10_file(message, self.province, self.facility)
+        part = self.directory / f".{name}.part"
+        part.write_bytes(data)
+        os.replace(part, self.directory / name)
+
+    def close(self) -> None:
+        pass
+
+
+def gateway_accounts(settings: object, stations: Iterable[str]) -> dict[str, tuple[str | None, str | None]]:
+    """station id -> (username, password) of its gateway, from `ingest.gateways` when accounts exist."""
+    try:
+        from ingest.gateways import gateway_credentials
+    except ImportError:
+        return {}
+    wanted = set(stations)
+    accounts: dict[str, tuple[str | None, str | None]] = {}
+    for credential in gateway_credentials(settings).values():  # type: ignore[arg-type]
+        for station_id in credential.station_ids:
+            if station_id in wanted:
+                accounts[station_id] = (credential.username, credential.password)
+    return accounts
+
+
+def write_ground_truth(path: Path, incidents: Iterable[Incident], stations: Mapping[str, Station]) -> int:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = [orjson.dumps(ground_truth(i, stations)) + b"\n" for i in incidents]
+    path.write_bytes(b"".join(rows))
+    return len(rows)
+
+
+def play(messages: Iterable[Message], sink: Sink, *, start: datetime, speedup: float,
+         stop: threading.Event, clock: Callable[[], float] = time.monotonic) -> tuple[int, int]:
+    """Send messages when their delivery time comes (event time / speedup); returns (messages, readings)."""
+    began = clock()
+    sent = readings = 0
+    for message in messages:
+        due = began + (message.deliver_at - start).total_seconds() / speedup
+        ahead = due - clock()
+        if ahead > 0.005 and stop.wait(ahead):
+            break
+        if stop.is_set():
+            break
+        sink.send(message)
+        sent += 1
+        readings += len(message.readings)
+        if sent % 5000 == 0:
+            elapsed = clock() - began
+            log.info("simulator.progress", messages=sent, readings=readings, elapsed_s=round(elapsed, 1),
+                     readings_per_s=round(readings / max(elapsed, 1e-9)))
+    return sent, readings
+
+
+def run(stations: Mapping[str, Station], *, sink: Sink, duration: float | None, rate: float | None = None,
+        speedup: float = 1.0, seed: int | None = None, incidents: Iterable[Incident] = (),
+        injections: Iterable[Injection] = (), ground_truth_path: Path | None = None,
+        stop: threading.Event | None = None, now: datetime | None = None) -> tuple[int, int]:
+    """Play the stations for `duration` wall seconds (forever when None, only at speedup 1)."""
+    stop = stop or threading.Event()
+    if speedup <= 0:
+        raise ValueError(f"speedup must be > 0, got {speedup}")
+    if speedup > 1 and duration is None:
+        raise ValueError("a sped-up run plays the past and needs --duration (e.g. --speedup 288 --duration 300 for one day)")
+    now = now or datetime.now(timezone.utc)
+    event_span = FOREVER if duration is None else timedelta(seconds=duration * speedup)
+    start = now - event_span if speedup > 1 else now
+    everything = [*incidents, *(i.incident(start, start + event_span) for i in injections)]
+    if ground_truth_path is not None:
+        write_ground_truth(ground_truth_path, everything, stations)
+    interval = plan_interval(stations, rate, speedup)
+    log.info("simulator.started", stations=len(stations), rate=rate, speedup=speedup, start=start.isoformat(),
+             interval_s=interval.total_seconds() if interval else "registry", incidents=len(everything))
+    stream = in_delivery_order(generate(stations, start, event_span, seed if seed is not None else time.time_ns(),
+                                        everything, interval))
+    began = time.monotonic()
+    try:
+        sent, readings = play(stream, sink, start=start, speedup=speedup, stop=stop)
     finally:
-        if last is not None:
-            last.wait_for_publish(timeout=10)
-        client.disconnect()
-        client.loop_stop()
-    log.info("simulator.stopped", messages=sent)
-    return sent
+        sink.close()
+    elapsed = time.monotonic() - began
+    log.info("simulator.stopped", messages=sent, readings=readings, seconds=round(elapsed, 2),
+             readings_per_s=round(readings / max(elapsed, 1e-9)))
+    return sent, readings

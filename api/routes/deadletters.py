@@ -1,0 +1,83 @@
+"""Dead letters: every rejected message or reading, with its reason, kept whole (see ingest/deadletter.py)."""
+
+from __future__ import annotations
+
+import base64
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from psycopg.rows import dict_row
+from pydantic import AwareDatetime, BaseModel
+
+from api.deps import ConnDep, SettingsDep, local_time
+
+router = APIRouter(prefix="/api/v1/deadletters", tags=["ingest"])
+
+
+class DeadLetter(BaseModel):
+    id: int
+    received_at: datetime
+    source: str
+    topic: str
+    reason: str
+    message: str
+    station_id: str | None
+    parameter: str | None
+    index: int | None
+    payload_text: str | None
+    payload_b64: str
+    replayed_at: datetime | None
+    replay_result: str | None
+
+
+class DeadLetterPage(BaseModel):
+    data: list[DeadLetter]
+    count: int
+    total: int
+    next_offset: int | None
+
+
+@router.get("", response_model=DeadLetterPage, summary="List dead letters, newest first")
+def list_deadletters(
+    conn: ConnDep, settings: SettingsDep,
+    station: Annotated[str | None, Query(description="Station id")] = None,
+    reason: Annotated[str | None, Query(description="Reason code, e.g. unknown_station")] = None,
+    since: Annotated[AwareDatetime | None, Query(description="Received at or after this instant")] = None,
+    replayed: Annotated[bool | None, Query(description="Only replayed (true) or only pending (false)")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> DeadLetterPage:
+    clauses, params = [], []
+    if station:
+        clauses.append("station_id = %s")
+        params.append(station)
+    if reason:
+        clauses.append("reason = %s")
+        params.append(reason)
+    if since is not None:
+        clauses.append("received_at >= %s")
+        params.append(since)
+    if replayed is not None:
+        clauses.append("replayed_at IS NOT NULL" if replayed else "replayed_at IS NULL")
+    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    with conn.cursor(row_factory=dict_row) as cur:
+        total = cur.execute(f"SELECT count(*) AS n FROM deadletters {where}", params).fetchone()["n"]  # type: ignore[index]
+        rows = cur.execute(
+            f"SELECT id, received_at, source, topic, reason, message, station_id, parameter, item_index, payload, "
+            f"replayed_at, replay_result FROM deadletters {where} ORDER BY received_at DESC, id DESC LIMIT %s OFFSET %s",
+            [*params, limit, offset]).fetchall()
+    data = [DeadLetter(
+        id=r["id"], received_at=local_time(r["received_at"], settings), source=r["source"], topic=r["topic"],
+        reason=r["reason"], message=r["message"], station_id=r["station_id"], parameter=r["parameter"], index=r["item_index"],
+        payload_text=_text(bytes(r["payload"])), payload_b64=base64.b64encode(bytes(r["payload"])).decode("ascii"),
+        replayed_at=local_time(r["replayed_at"], settings), replay_result=r["replay_result"]) for r in rows]
+    more = offset + len(data) < total
+    return DeadLetterPage(data=data, count=len(data), total=total, next_offset=offset + len(data) if more else None)
+
+
+def _text(payload: bytes) -> str | None:
+    try:
+        return payload.decode("utf-8")
+    except UnicodeDecodeError:
+        return None

@@ -1,0 +1,50 @@
+"""Per-station delivery accounting: received, forwarded, dead-lettered by reason, late, stored, duplicates."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query
+from pydantic import AwareDatetime, BaseModel, Field
+
+from api.deps import ConnDep
+from ingest.accounting import delivery_summary
+
+router = APIRouter(tags=["ingest"])
+
+
+class Delivery(BaseModel):
+    station_id: str
+    received: int = Field(description="MQTT messages the bridge received for the station.")
+    forwarded: int = Field(description="Readings the bridge forwarded, confirmed by Kafka.")
+    deadlettered: dict[str, int] = Field(description="Rejections kept in the dead-letter topic, by reason code.")
+    late: int = Field(description="Forwarded readings received later than QUANTRAC_DELIVERY_LATE_AFTER_S after their event time.")
+    stored: int = Field(description="Readings stored for the first time by the worker.")
+    duplicate: int = Field(description="Readings the worker received again (redelivery) and did not store twice.")
+
+
+class DeliveryList(BaseModel):
+    data: list[Delivery]
+    count: int
+
+
+Since = Annotated[AwareDatetime | None, Query(description="From this instant (counts are hourly; the hour containing it is included)")]
+Until = Annotated[AwareDatetime | None, Query(description="Before this instant")]
+
+
+@router.get("/api/v1/delivery", response_model=DeliveryList, summary="Delivery accounting of every station")
+def list_delivery(conn: ConnDep, since: Since = None, until: Until = None) -> DeliveryList:
+    data = [Delivery(station_id=s, **c) for s, c in delivery_summary(conn, None, since, until).items()]
+    return DeliveryList(data=data, count=len(data))
+
+
+@router.get("/api/v1/stations/{station_id}/delivery", response_model=Delivery, summary="Delivery accounting of one station")
+def station_delivery(station_id: str, conn: ConnDep, since: Since = None, until: Until = None) -> Delivery:
+    found = delivery_summary(conn, station_id, since, until).get(station_id)
+    if found is None:
+        known = conn.execute("SELECT 1 FROM stations WHERE id = %s", (station_id,)).fetchone()
+        if known is None:
+            raise HTTPException(404, f"station {station_id} is not in the registry and nothing was received for it; "
+                                     "check the id (GET /api/v1/stations)")
+        return Delivery(station_id=station_id, received=0, forwarded=0, deadlettered={}, late=0, stored=0, duplicate=0)
+    return Delivery(station_id=station_id, **found)

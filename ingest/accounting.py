@@ -1,0 +1,141 @@
+"""Per-station delivery accounting: received, forwarded, dead-lettered by reason, late, stored, duplicates.
+
+The bridge counts in memory (thread-safe) and every
+`bridge_counts_flush_s` adds the deltas to `delivery_counts` (one row per hour, station,
+counter and reason; rows only grow). A SIGKILLed bridge loses at most one flush interval of
+*counts*, never data. The worker adds `stored` and `duplicate` in the same transaction as the
+readings, so those two are exact.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+import psycopg
+import structlog
+
+from quantrac.domain import Reading
+
+log = structlog.get_logger(__name__)
+
+CounterName = Literal["received", "forwarded", "deadlettered", "late", "stored", "duplicate"]
+CountKey = tuple[datetime, str, str, str]
+"""(hour, station id, counter, reason); reason is '' except for dead letters."""
+
+UNKNOWN_STATION = "?"
+"""Station id counted for a message whose topic names no station."""
+
+_UPSERT = ("INSERT INTO delivery_counts (hour, station_id, counter, reason, n) VALUES (%s, %s, %s, %s, %s) "
+           "ON CONFLICT (station_id, hour, counter, reason) DO UPDATE SET n = delivery_counts.n + EXCLUDED.n")
+
+
+def hour_of(ts: datetime) -> datetime:
+    return ts.astimezone(timezone.utc).replace(minute=0, second=0, microsecond=0)
+
+
+class DeliveryCounts:
+    """What the bridge did with each message, per station; safe to call from any thread.
+
+    Per-station series live here and in PostgreSQL, not in Prometheus (see quantrac/metrics.py).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pending: Counter[CountKey] = Counter()
+        self.totals: Counter[tuple[str, str, str]] = Counter()
+
+    def add(self, station_id: str, counter: CounterName, n: int = 1, *, reason: str = "", at: datetime) -> None:
+        """Count n events of the station in the hour of `at`."""
+        if n <= 0:
+            return
+        with self._lock:
+            self._pending[(hour_of(at), station_id, counter, reason)] += n
+            self.totals[(station_id, counter, reason)] += n
+
+    def drain(self) -> Counter[CountKey]:
+        """Take the counts not yet persisted."""
+        with self._lock:
+            pending, self._pending = self._pending, Counter()
+        return pending
+
+    def restore(self, pending: Mapping[CountKey, int]) -> None:
+        """Put back counts whose flush failed."""
+        with self._lock:
+            self._pending.update(pending)
+
+    def flush(self, dsn: str) -> int:
+        """Add the pending counts to PostgreSQL; on failure they are kept for the next flush."""
+        pending = self.drain()
+        if not pending:
+            return 0
+        try:
+            with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn, conn.transaction():
+                write_counts(conn, pending)
+        except psycopg.Error as exc:
+            self.restore(pending)
+            log.warning("accounting.flush_failed", error=str(exc), kept=len(pending),
+                        fix="check PostgreSQL (quantrac stack status); counts are kept and retried")
+            return 0
+        return len(pending)
+
+    def snapshot(self) -> dict[str, int]:
+        """Totals since start, keyed 'counter[:reason]' summed over stations (for logs)."""
+        out: Counter[str] = Counter()
+        for (_station, counter, reason), n in self.totals.items():
+            out[f"{counter}:{reason}" if reason else counter] += n
+        return dict(out)
+
+
+def write_counts(conn: psycopg.Connection[Any], counts: Mapping[CountKey, int]) -> None:
+    with conn.cursor() as cur:
+        cur.executemany(_UPSERT, [(hour, station, counter, reason, n) for (hour, station, counter, reason), n in counts.items()])
+
+
+def store_counts(readings: Sequence[Reading], new: Iterable[Reading], at: datetime) -> Counter[CountKey]:
+    """`stored` and `duplicate` per station for one stored batch (new = readings not seen before)."""
+    hour = hour_of(at)
+    received = Counter(r.station_id for r in readings)
+    stored = Counter(r.station_id for r in new)
+    counts: Counter[CountKey] = Counter()
+    for station, n in received.items():
+        counts[(hour, station, "stored", "")] = stored[station]
+        counts[(hour, station, "duplicate", "")] = n - stored[station]
+    return +counts
+
+
+async def record_store_counts(conn: psycopg.AsyncConnection[Any], readings: Sequence[Reading], new: Sequence[Reading]) -> None:
+    """Worker side: add stored/duplicate counts in the caller's transaction (exact, like the readings)."""
+    counts = store_counts(readings, new, datetime.now(timezone.utc))
+    if counts:
+        async with conn.cursor() as cur:
+            await cur.executemany(_UPSERT, [(h, s, c, r, n) for (h, s, c, r), n in counts.items()])
+
+
+def delivery_summary(conn: psycopg.Connection[Any], station_id: str | None, since: datetime | None,
+                     until: datetime | None) -> dict[str, dict[str, Any]]:
+    """Counts per station over [since, until): {station: {received, forwarded, deadlettered: {reason: n}, ...}}."""
+    clauses, params = [], []
+    if station_id:
+        clauses.append("station_id = %s")
+        params.append(station_id)
+    if since:
+        clauses.append("hour >= date_trunc('hour', %s::timestamptz)")
+        params.append(since)
+    if until:
+        clauses.append("hour < %s")
+        params.append(until)
+    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    rows = conn.execute(f"SELECT station_id, counter, reason, sum(n)::bigint FROM delivery_counts {where} "  # type: ignore[call-overload]
+                        f"GROUP BY station_id, counter, reason ORDER BY station_id", params).fetchall()
+    out: dict[str, dict[str, Any]] = {}
+    for station, counter, reason, n in rows:
+        entry = out.setdefault(station, {"received": 0, "forwarded": 0, "deadlettered": {}, "late": 0, "stored": 0, "duplicate": 0})
+        if counter == "deadlettered":
+            entry["deadlettered"][reason] = int(n)
+        else:
+            entry[counter] = int(n)
+    return out

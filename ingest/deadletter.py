@@ -1,0 +1,187 @@
+"""Dead letters kept queryable, and sent through again once the cause is fixed.
+
+The dead-letter topic stays the record of truth (every rejection, whole). A keeper (a thread
+of the bridge, or `quantrac deadletter keep`) copies each record into the `deadletters` table,
+keyed by its Kafka partition and offset, so the copy is idempotent and the API can filter and
+page. It commits its Kafka offsets only after the rows are in PostgreSQL.
+
+`replay` re-validates the original bytes against today's registry, with the original receive
+time as "now" (a reading that was on time then is on time now), and produces the readings that
+pass straight to the readings topic (source `replay`). A dead letter is marked replayed when its
+own cause is gone; the store's primary key makes readings sent twice harmless, so replay is
+idempotent. Only MQTT dead letters are replayed: a TT10 file is re-dropped into the watch folder.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import psycopg
+import structlog
+from kafka import KafkaConsumer
+
+from ingest.payload import Limits, MessageRejected, decode_message
+from ingest.producer import Record, make_producer, send_confirmed
+from quantrac.domain import Station
+from quantrac.settings import Settings
+from quantrac.wire import decode_deadletter, encode_readings
+
+log = structlog.get_logger(__name__)
+
+_INSERT = ("INSERT INTO deadletters (kafka_topic, topic_partition, topic_offset, source, topic, reason, message, received_at, "
+           "station_id, parameter, item_index, payload) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+           "ON CONFLICT (kafka_topic, topic_partition, topic_offset) DO NOTHING")
+
+
+def keeper_group(settings: Settings) -> str:
+    return f"{settings.mqtt_bridge_client_id}-deadletters"
+
+
+def row_of(kafka_topic: str, partition: int, offset: int, raw: bytes) -> tuple[Any, ...]:
+    body = decode_deadletter(raw)
+    return (kafka_topic, partition, offset, body.get("source", "mqtt"), body["topic"], body["reason"], body["message"],
+            datetime.fromisoformat(body["received_at"]), body.get("station_id"), body.get("parameter"), body.get("index"),
+            body["payload"])
+
+
+def make_keeper_consumer(settings: Settings) -> KafkaConsumer:
+    return KafkaConsumer(settings.deadletter_topic, bootstrap_servers=settings.kafka_bootstrap.split(","),
+                         group_id=keeper_group(settings), enable_auto_commit=False, auto_offset_reset="earliest",
+                         client_id="quantrac-deadletter-keeper")
+
+
+def keep_batch(consumer: KafkaConsumer, dsn: str, timeout_ms: int = 1000) -> int:
+    """Copy one poll's worth of dead letters into PostgreSQL, then commit their offsets; returns rows seen."""
+    polled = consumer.poll(timeout_ms=timeout_ms, max_records=1000)
+    rows = []
+    for tp, records in polled.items():
+        for record in records:
+            try:
+                rows.append(row_of(tp.topic, tp.partition, record.offset, record.value))
+            except Exception as exc:  # a foreign record in the topic must not stop the keeper
+                log.error("deadletter.undecodable", partition=tp.partition, offset=record.offset, error=str(exc))
+    if rows:
+        with psycopg.connect(dsn, autocommit=True) as conn, conn.transaction(), conn.cursor() as cur:
+            cur.executemany(_INSERT, rows)
+    if polled:
+        consumer.commit()
+    return len(rows)
+
+
+def run_keeper(settings: Settings, stop: threading.Event) -> None:
+    """Copy dead letters until `stop`; retries on Kafka or PostgreSQL errors (offsets held meanwhile)."""
+    consumer: KafkaConsumer | None = None
+    while not stop.is_set():
+        try:
+            if consumer is None:
+                consumer = make_keeper_consumer(settings)
+            kept = keep_batch(consumer, settings.pg_dsn)
+            if kept:
+                log.info("deadletter.kept", rows=kept)
+        except Exception as exc:
+            log.warning("deadletter.keeper_retry", error=f"{type(exc).__name__}: {exc}",
+                        fix="check Kafka and PostgreSQL (quantrac stack status); dead letters stay in the topic meanwhile")
+            if consumer is not None:
+                consumer.close()
+                consumer = None
+            stop.wait(2.0)
+    if consumer is not None:
+        consumer.close()
+
+
+def start_keeper(settings: Settings, stop: threading.Event) -> threading.Thread:
+    thread = threading.Thread(target=run_keeper, args=(settings, stop), name="deadletter-keeper", daemon=True)
+    thread.start()
+    return thread
+
+
+# --- replay ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReplayResult:
+    considered: int
+    replayed: int
+    still_rejected: dict[str, int]
+    readings_sent: int
+
+
+def select_pending(conn: psycopg.Connection[Any], station: str | None, reason: str | None,
+                   since: datetime | None) -> list[tuple[Any, ...]]:
+    clauses, params = ["replayed_at IS NULL", "source = 'mqtt'"], []
+    if station:
+        clauses.append("station_id = %s")
+        params.append(station)
+    if reason:
+        clauses.append("reason = %s")
+        params.append(reason)
+    if since:
+        clauses.append("received_at >= %s")
+        params.append(since)
+    return conn.execute(f"SELECT id, topic, payload, received_at, item_index, reason FROM deadletters "  # type: ignore[call-overload]
+                        f"WHERE {' AND '.join(clauses)} ORDER BY received_at, id", params).fetchall()
+
+
+def plan_replay(rows: Sequence[tuple[Any, ...]], stations: Mapping[str, Station], limits: Limits,
+                readings_topic: str) -> tuple[list[Record], dict[int, str | None]]:
+    """Records to produce and, per dead-letter id, None when its cause is gone or the reason it is still refused.
+
+    Rows from one message (same topic, bytes and receive time) are validated once and sent once.
+    """
+    groups: dict[tuple[str, bytes, datetime], list[tuple[int, int | None]]] = {}
+    for row_id, topic, payload, received_at, index, _reason in rows:
+        groups.setdefault((topic, bytes(payload), received_at), []).append((row_id, index))
+    records: list[Record] = []
+    outcome: dict[int, str | None] = {}
+    for (topic, payload, received_at), members in groups.items():
+        try:
+            batch = decode_message(topic, payload, stations, received_at, limits)
+        except MessageRejected as rejected:
+            for row_id, _ in members:
+                outcome[row_id] = rejected.rejection.reason
+            continue
+        refused = {r.index: r.reason for r in batch.rejections}
+        if batch.readings:
+            records.append((readings_topic, batch.station_id.encode(),
+                            encode_readings(batch.station_id, batch.readings, received_at, "replay")))
+        for row_id, index in members:
+            outcome[row_id] = refused.get(index) if index is not None else None
+    return records, outcome
+
+
+def replay(settings: Settings, conn: psycopg.Connection[Any], stations: Mapping[str, Station], *, station: str | None = None,
+           reason: str | None = None, since: datetime | None = None, dry_run: bool = False) -> ReplayResult:
+    """Send the pending dead letters matching the filters through validation again; see the module docstring."""
+    limits = Limits(settings.max_payload_bytes, timedelta(seconds=settings.max_future_s), timedelta(days=settings.retention_days))
+    rows = select_pending(conn, station, reason, since)
+    records, outcome = plan_replay(rows, stations, limits, settings.readings_topic)
+    sent = sum(len(_readings_in(value)) for _, _, value in records)
+    fixed = [row_id for row_id, still in outcome.items() if still is None]
+    still: dict[str, int] = {}
+    for why in outcome.values():
+        if why is not None:
+            still[why] = still.get(why, 0) + 1
+    if not dry_run and records:
+        producer = make_producer(settings, "quantrac-replay")
+        try:
+            send_confirmed(producer, records)
+        finally:
+            producer.close(timeout=5)
+    if not dry_run:
+        with conn.transaction():
+            conn.execute("UPDATE deadletters SET replayed_at = now(), replay_result = 'sent' WHERE id = ANY(%s)", (fixed,))
+            for row_id, why in outcome.items():
+                if why is not None:
+                    conn.execute("UPDATE deadletters SET replay_result = %s WHERE id = %s", (f"still rejected: {why}", row_id))
+    log.info("deadletter.replayed", considered=len(rows), replayed=len(fixed), readings=sent, still_rejected=still, dry_run=dry_run)
+    return ReplayResult(len(rows), len(fixed), still, sent)
+
+
+def _readings_in(value: bytes) -> list[Any]:
+    import orjson
+
+    return list(orjson.loads(value)["readings"])
