@@ -1,51 +1,189 @@
-"""Alert persistence: a condition opens an alert or updates the one already active.
+"""Alert persistence: conditions and people's actions become alert transitions and history events.
 
-The partial unique index `alerts_one_active` guarantees one active alert per station +
-parameter + rule, so a repeat (or a redelivered batch) updates count, last and peak value
-instead of opening another.
+The transition logic is `alerts.lifecycle` (pure); this module loads the alert under a row lock,
+applies a transition and writes the new state plus one `alert_events` row. The partial unique index
+`alerts_one_active` guarantees one active alert per station + parameter + rule, so a repeat (or a
+redelivered batch) updates count, last and peak value instead of opening another.
+
+`alert_events` is also the notifier's outbox: the worker never waits for a notification channel.
 """
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, Iterable
 
 import psycopg
 from psycopg.rows import dict_row
 
+from alerts import lifecycle
+from alerts.lifecycle import AlertState, Event, Policy
 from alerts.rules import Condition
 
-_UPSERT = """
-INSERT INTO alerts AS a (station_id, parameter, rule, basis, severity, status, opened_at, updated_at, first_ts, last_ts,
-                         last_value, peak_value, limit_value, limit_source, count, message)
-VALUES (%(station_id)s, %(parameter)s, %(rule)s, %(basis)s, %(severity)s, 'open', now(), now(), %(ts)s, %(ts)s,
-        %(value)s, %(value)s, %(limit)s, %(limit_source)s, 1, %(message)s)
-ON CONFLICT (station_id, parameter, rule) WHERE status <> 'resolved' DO UPDATE SET
-    count = a.count + 1,
-    updated_at = now(),
-    last_ts = greatest(a.last_ts, EXCLUDED.last_ts),
-    last_value = CASE WHEN EXCLUDED.last_ts >= a.last_ts THEN EXCLUDED.last_value ELSE a.last_value END,
-    peak_value = CASE WHEN a.rule = 'below_minimum' THEN least(a.peak_value, EXCLUDED.peak_value)
-                      ELSE greatest(a.peak_value, EXCLUDED.peak_value) END,
-    limit_value = EXCLUDED.limit_value,
-    limit_source = EXCLUDED.limit_source,
-    message = EXCLUDED.message
-RETURNING a.*, (xmax = 0) AS opened
+Clock = Callable[[], datetime]
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class AlertNotFound(LookupError):
+    pass
+
+
+def policy_from_settings() -> Policy:
+    from quantrac.settings import get_settings
+    s = get_settings()
+    return Policy(hysteresis=s.alert_clear_hysteresis, clear_hold=timedelta(seconds=s.alert_clear_hold_s))
+
+
+_ACTIVE = "SELECT * FROM alerts WHERE station_id = %s AND parameter = %s AND rule = %s AND status <> 'resolved' FOR UPDATE"
+_ACTIVE_KEYS = "SELECT station_id, parameter, rule FROM alerts WHERE status <> 'resolved' AND station_id = ANY(%s)"
+_INSERT = """
+INSERT INTO alerts (station_id, parameter, rule, basis, severity, status, opened_at, updated_at, first_ts, last_ts,
+                    last_value, peak_value, limit_value, limit_source, count, message, zone)
+VALUES (%(station_id)s, %(parameter)s, %(rule)s, %(basis)s, %(severity)s, 'open', %(now)s, %(now)s, %(ts)s, %(ts)s,
+        %(value)s, %(value)s, %(limit)s, %(limit_source)s, 1, %(message)s,
+        (SELECT zone FROM stations WHERE id = %(station_id)s))
+ON CONFLICT (station_id, parameter, rule) WHERE status <> 'resolved' DO NOTHING
+RETURNING *
 """
+_UPDATE = """
+UPDATE alerts SET status = %(status)s, count = %(count)s, last_ts = %(last_ts)s, last_value = %(last_value)s,
+    peak_value = %(peak_value)s, limit_value = %(limit)s, clear_since = %(clear_since)s,
+    acknowledged_at = %(acknowledged_at)s, acknowledged_by = %(acknowledged_by)s,
+    resolved_at = %(resolved_at)s, resolved_by = %(resolved_by)s, updated_at = %(now)s,
+    message = coalesce(%(message)s, message), limit_source = coalesce(%(limit_source)s, limit_source)
+WHERE id = %(id)s RETURNING *
+"""
+_EVENT = ("INSERT INTO alert_events (alert_id, at, kind, actor, status, value, note) "
+          "VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id")
 
 
-async def apply_conditions(conn: psycopg.AsyncConnection[Any], conditions: Iterable[Condition]) -> list[dict[str, Any]]:
-    """Open or update one alert per condition, in the caller's transaction; returns the alert rows."""
+def state_of(row: dict[str, Any]) -> AlertState:
+    return AlertState(rule=row["rule"], status=row["status"], count=row["count"], last_ts=row["last_ts"],
+                      last_value=row["last_value"], peak_value=row["peak_value"], limit=row["limit_value"],
+                      clear_since=row["clear_since"], acknowledged_at=row["acknowledged_at"],
+                      acknowledged_by=row["acknowledged_by"], resolved_at=row["resolved_at"], resolved_by=row["resolved_by"])
+
+
+def _update_params(row_id: int, state: AlertState, now: datetime, condition: Condition | None = None) -> dict[str, Any]:
+    return {"id": row_id, "status": state.status, "count": state.count, "last_ts": state.last_ts,
+            "last_value": state.last_value, "peak_value": state.peak_value, "limit": state.limit,
+            "clear_since": state.clear_since, "acknowledged_at": state.acknowledged_at,
+            "acknowledged_by": state.acknowledged_by, "resolved_at": state.resolved_at,
+            "resolved_by": state.resolved_by, "now": now,
+            "message": condition.message if condition is not None and condition.active else None,
+            "limit_source": condition.limit_source if condition is not None else None}
+
+
+def _event_params(alert_id: int, e: Event) -> tuple[Any, ...]:
+    return alert_id, e.at, e.kind, e.actor, e.status, e.value, e.note
+
+
+async def apply_conditions(conn: psycopg.AsyncConnection[Any], conditions: Iterable[Condition], *,
+                           policy: Policy | None = None, clock: Clock = utcnow) -> list[dict[str, Any]]:
+    """Open, update or (once clear for the hold time) resolve one alert per condition, in the caller's transaction.
+
+    Returns the alert rows that changed, each with `transition` (`opened`, `updated` or `resolved`)
+    and `opened` (bool) for the Kafka record.
+    """
+    conditions = list(conditions)
+    if not conditions:
+        return []
+    policy = policy or policy_from_settings()
     rows: list[dict[str, Any]] = []
     async with conn.cursor(row_factory=dict_row) as cur:
+        stations = sorted({c.station_id for c in conditions if not c.active})
+        active_keys: set[tuple[str, str, str]] = set()
+        if stations:
+            await cur.execute(_ACTIVE_KEYS, (stations,))
+            active_keys = {(r["station_id"], r["parameter"], r["rule"]) for r in await cur.fetchall()}
         for c in conditions:
-            if not c.active:
+            if not c.active and (c.station_id, c.parameter, c.rule) not in active_keys:
                 continue
-            await cur.execute(_UPSERT, {
-                "station_id": c.station_id, "parameter": c.parameter, "rule": c.rule, "basis": c.basis,
-                "severity": c.severity.value, "ts": c.ts, "value": c.value, "limit": c.limit,
-                "limit_source": c.limit_source, "message": c.message,
-            })
+            now = clock()
+            await cur.execute(_ACTIVE, (c.station_id, c.parameter, c.rule))
             row = await cur.fetchone()
-            if row is not None:
-                rows.append(row)
+            if row is None and c.active:
+                _state, event = lifecycle.open_alert(c, now)
+                await cur.execute(_INSERT, {"station_id": c.station_id, "parameter": c.parameter, "rule": c.rule,
+                                            "basis": c.basis, "severity": c.severity.value, "now": now, "ts": c.ts,
+                                            "value": c.value, "limit": c.limit, "limit_source": c.limit_source,
+                                            "message": c.message})
+                inserted = await cur.fetchone()
+                if inserted is not None:
+                    await cur.execute(_EVENT, _event_params(inserted["id"], event))
+                    active_keys.add((c.station_id, c.parameter, c.rule))
+                    rows.append({**inserted, "opened": True, "transition": "opened"})
+                    continue
+                await cur.execute(_ACTIVE, (c.station_id, c.parameter, c.rule))
+                row = await cur.fetchone()
+            if row is None:
+                continue
+            state = state_of(row)
+            if c.active:
+                new, ev = lifecycle.repeat(state, c, now)
+            else:
+                new, maybe = lifecycle.observe_clear(state, c, policy, now)
+                if maybe is None:
+                    if new != state:
+                        await cur.execute("UPDATE alerts SET clear_since = %s WHERE id = %s", (new.clear_since, row["id"]))
+                    continue
+                ev = maybe
+            await cur.execute(_UPDATE, _update_params(row["id"], new, now, c))
+            updated = await cur.fetchone()
+            await cur.execute(_EVENT, _event_params(row["id"], ev))
+            rows.append({**updated, "opened": False, "transition": ev.kind})  # type: ignore[dict-item]
     return rows
+
+
+def _locked(conn: psycopg.Connection[Any], alert_id: int) -> dict[str, Any]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute("SELECT * FROM alerts WHERE id = %s FOR UPDATE", (alert_id,)).fetchone()
+    if row is None:
+        raise AlertNotFound(f"alert {alert_id} does not exist; list alerts with GET /api/v1/alerts")
+    return row
+
+
+def _write(conn: psycopg.Connection[Any], row: dict[str, Any], new: AlertState, event: Event) -> tuple[dict[str, Any], int]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        updated = cur.execute(_UPDATE, _update_params(row["id"], new, event.at)).fetchone()
+        event_row = cur.execute(_EVENT, _event_params(row["id"], event)).fetchone()
+    assert updated is not None and event_row is not None
+    return updated, int(event_row["id"])
+
+
+def acknowledge(conn: psycopg.Connection[Any], alert_id: int, actor: str, note: str | None,
+                clock: Clock = utcnow) -> dict[str, Any]:
+    with conn.transaction():
+        row = _locked(conn, alert_id)
+        new, event = lifecycle.acknowledge(state_of(row), actor, note, clock())
+        return _write(conn, row, new, event)[0]
+
+
+def resolve(conn: psycopg.Connection[Any], alert_id: int, actor: str, note: str | None,
+            clock: Clock = utcnow) -> dict[str, Any]:
+    with conn.transaction():
+        row = _locked(conn, alert_id)
+        new, event = lifecycle.resolve(state_of(row), actor, note, clock())
+        return _write(conn, row, new, event)[0]
+
+
+def comment(conn: psycopg.Connection[Any], alert_id: int, actor: str, note: str, clock: Clock = utcnow) -> int:
+    """Add a comment to the alert's history; returns the event id."""
+    with conn.transaction():
+        row = _locked(conn, alert_id)
+        event = lifecycle.comment(state_of(row), actor, note, clock())
+        with conn.cursor() as cur:
+            found = cur.execute(_EVENT, _event_params(row["id"], event)).fetchone()
+        assert found is not None
+        return int(found[0])
+
+
+def record_event(conn: psycopg.Connection[Any], alert_id: int, event: Event) -> int:
+    """Append an event (escalation, reminder) to an alert's history, in the caller's transaction."""
+    with conn.cursor() as cur:
+        found = cur.execute(_EVENT, _event_params(alert_id, event)).fetchone()
+    assert found is not None
+    return int(found[0])

@@ -24,6 +24,9 @@ def get_conn(request: Request) -> Iterator[psycopg.Connection[Any]]:
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+ERRORS = {401: {"description": "No API key, or an unknown or revoked one"},
+          403: {"description": "The key's role does not allow this operation"}}
+"""Error responses every authenticated route can give (documented in OpenAPI)."""
 ConnDep = Annotated[psycopg.Connection, Depends(get_conn)]
 
 

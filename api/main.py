@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import AsyncIterator
 
-from fastapi import FastAPI
+import psycopg
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
 from psycopg_pool import ConnectionPool
 
-from api.routes import alerts, health, stations
+from api.auth import authenticated, require
+from api.routes import alerts, completeness, health, history, keys, metrics, silences, stations, stream, summary
+from api.routes import deadletters, delivery
 from quantrac import __version__
 from quantrac.settings import Settings, get_settings
+
+DASHBOARD = Path(__file__).resolve().parent / "dashboard"
+PUBLIC = (health,)
+"""Routers that answer without a credential; every other one needs an API key."""
+NEEDS = {history: "history"}
+"""Routers that need a permission beyond a valid key (see api/auth.py for the roles)."""
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -29,6 +41,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="quantrac", version=__version__, lifespan=lifespan,
                   description="Live alerts and time-series history of industrial discharge monitoring stations.")
     app.state.settings = settings
-    for module in (health, stations, alerts):
-        app.include_router(module.router)
+    for module in (health, stations, history, stream, alerts, silences, summary, keys, metrics, completeness, deadletters, delivery):
+        deps = [] if module in PUBLIC else [Depends(authenticated)]
+        if module in NEEDS:
+            deps.append(Depends(require(NEEDS[module])))
+        app.include_router(module.router, dependencies=deps)
+
+    @app.exception_handler(psycopg.errors.DataError)
+    async def unstorable_value(request: Request, exc: psycopg.errors.DataError) -> JSONResponse:
+        # Same shape as FastAPI's own 422, so clients handle one error format.
+        return JSONResponse({"detail": [{"type": "value_error", "loc": ["request"], "input": None,
+                                         "msg": f"a value in the request cannot be used by the database ({exc}); "
+                                                "remove control characters such as NUL"}]}, 422)
+
+    app.mount("/", StaticFiles(directory=DASHBOARD, html=True), name="dashboard")
     return app

@@ -1,48 +1,219 @@
-"""Alerts for the supervision centre."""
+"""Alerts for the supervision centre: list, filter and page; history; acknowledge, resolve, comment; export."""
 
 from __future__ import annotations
 
-from typing import Annotated
+import csv
+import io
+from datetime import datetime
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
-from pydantic import AwareDatetime, BaseModel
+from fastapi import APIRouter, Depends, HTTPException, Query, Response
 from psycopg.rows import dict_row
+from pydantic import AwareDatetime, BaseModel, Field
 
-from api.deps import ConnDep, SettingsDep, local_time
-from quantrac.domain import Alert, AlertStatus
+from alerts import store
+from alerts.lifecycle import TransitionError
+from api.auth import Principal, require
+from api.deps import ERRORS, ConnDep, SettingsDep, local_time
+from quantrac.domain import Alert, AlertStatus, Severity
+from quantrac.settings import Settings
 
-router = APIRouter(prefix="/api/v1/alerts", tags=["alerts"])
+router = APIRouter(prefix="/api/v1/alerts", tags=["alerts"], responses=ERRORS)
+
+_COLUMNS = ("id, station_id, parameter, rule, basis, severity, status, zone, opened_at, updated_at, first_ts, last_ts, "
+            "last_value, peak_value, limit_value AS limit, limit_source, count, message, acknowledged_at, "
+            "acknowledged_by, resolved_at, resolved_by, escalated_at")
 
 
-class AlertList(BaseModel):
-    data: list[Alert]
+class AlertOut(Alert):
+    zone: str | None = Field(None, description="Industrial zone of the station.")
+    first_ts: datetime | None = Field(None, description="Event time of the first reading that raised it.")
+    last_ts: datetime | None = Field(None, description="Event time of the latest reading that raised it.")
+    acknowledged_at: datetime | None = None
+    acknowledged_by: str | None = None
+    resolved_at: datetime | None = None
+    resolved_by: str | None = None
+    escalated_at: datetime | None = None
+
+    model_config = {"json_schema_extra": {"examples": [{
+        "id": 42, "station_id": "HD-DAIAN-WW01", "parameter": "COD", "rule": "exceedance", "basis": "instant",
+        "severity": "critical", "status": "open", "zone": "KCN Đại An", "opened_at": "2026-11-29T21:05:03+07:00",
+        "updated_at": "2026-11-29T21:10:02+07:00", "last_value": 182.0, "peak_value": 190.5, "limit": 135.0,
+        "limit_source": "QCVN 40:2011/BTNMT col. B x Kq 0.9 x Kf 1.0", "count": 2,
+        "message": "station HD-DAIAN-WW01 (…), COD: 182 mg/L is above the limit 135 mg/L (instant)"}]}}
+
+
+class AlertPage(BaseModel):
+    data: list[AlertOut]
     count: int
+    next_cursor: int | None = Field(None, description="Pass as `cursor` to get the next (older) page; null on the last page.")
 
 
-@router.get("", response_model=AlertList, summary="List alerts, newest first")
+class AlertEventOut(BaseModel):
+    id: int = Field(description="Also the SSE event id of this transition.")
+    alert_id: int
+    at: datetime
+    kind: str = Field(description="opened, updated, acknowledged, resolved, commented, escalated or reminded.")
+    actor: str
+    status: str = Field(description="The alert's status after this event.")
+    value: float | None
+    note: str | None
+
+
+class DeliveryOut(BaseModel):
+    id: int
+    event_id: int
+    channel: str
+    attempt: int
+    outcome: str = Field(description="delivered, failed or suppressed (silenced or inhibited).")
+    detail: str
+    at: datetime
+
+
+class AlertDetail(BaseModel):
+    alert: AlertOut
+    events: list[AlertEventOut]
+    deliveries: list[DeliveryOut]
+
+
+class ActionBody(BaseModel):
+    note: str | None = Field(None, max_length=2000, pattern=r"^[^\x00]*$", description="Why, what was done.", examples=["Called the plant; aerator restarted."])
+
+
+class CommentBody(BaseModel):
+    text: str = Field(min_length=1, max_length=2000, pattern=r"^[^\x00]*\S[^\x00]*$", examples=["Sample taken for the lab at 21:30."])
+
+
+class CommentOut(BaseModel):
+    event_id: int
+
+
+def alert_out(row: dict[str, Any], settings: Settings) -> AlertOut:
+    if "limit" not in row:
+        row = {**row, "limit": row.get("limit_value")}
+    times = ("opened_at", "updated_at", "first_ts", "last_ts", "acknowledged_at", "resolved_at", "escalated_at")
+    return AlertOut(**{k: v for k, v in row.items() if k in AlertOut.model_fields and k not in times},
+                    **{t: local_time(row.get(t), settings) for t in times})
+
+
+def _not_found(alert_id: int) -> HTTPException:
+    return HTTPException(404, f"alert {alert_id} does not exist; list alerts with GET /api/v1/alerts")
+
+
+@router.get("", response_model=AlertPage, summary="List alerts, newest first, filtered and paged")
 def list_alerts(
     conn: ConnDep, settings: SettingsDep,
-    status: AlertStatus | None = None,
-    station: Annotated[str | None, Query(description="Station id")] = None,
-    since: Annotated[AwareDatetime | None, Query(description="Only alerts opened or updated at or after this instant")] = None,
+    status: Annotated[list[AlertStatus] | None, Query(description="One or more statuses.")] = None,
+    severity: Severity | None = None,
+    zone: Annotated[str | None, Query(max_length=200, description="Industrial zone, e.g. `KCN Đại An`.")] = None,
+    station: Annotated[str | None, Query(max_length=64, description="Station id")] = None,
+    parameter: Annotated[str | None, Query(max_length=32)] = None,
+    rule: Annotated[str | None, Query(max_length=64)] = None,
+    since: Annotated[AwareDatetime | None, Query(description="Only alerts updated at or after this instant")] = None,
+    from_: Annotated[AwareDatetime | None, Query(alias="from", description="Opened at or after")] = None,
+    to: Annotated[AwareDatetime | None, Query(description="Opened before")] = None,
+    cursor: Annotated[int | None, Query(ge=1, le=2**62, description="`next_cursor` of the previous page")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-) -> AlertList:
-    clauses, params = [], []
-    if status is not None:
-        clauses.append("status = %s")
-        params.append(status.value)
-    if station:
-        clauses.append("station_id = %s")
-        params.append(station)
-    if since is not None:
-        clauses.append("updated_at >= %s")
-        params.append(since)
+) -> AlertPage:
+    clauses: list[str] = []
+    params: list[Any] = []
+    for column, value in (("severity", severity.value if severity else None), ("zone", zone), ("station_id", station),
+                          ("parameter", parameter), ("rule", rule)):
+        if value is not None:
+            clauses.append(f"{column} = %s")
+            params.append(value)
+    if status:
+        clauses.append("status = ANY(%s)")
+        params.append([s.value for s in status])
+    for clause, value in (("updated_at >= %s", since), ("opened_at >= %s", from_), ("opened_at < %s", to),
+                          ("id < %s", cursor)):
+        if value is not None:
+            clauses.append(clause)
+            params.append(value)
     where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
     with conn.cursor(row_factory=dict_row) as cur:
-        rows = cur.execute(
-            f"SELECT id, station_id, parameter, rule, basis, severity, status, opened_at, updated_at, last_value, "
-            f"peak_value, limit_value AS limit, limit_source, count, message FROM alerts {where} "
-            f"ORDER BY updated_at DESC, id DESC LIMIT %s", [*params, limit]).fetchall()
-    alerts = [Alert(**{**r, "opened_at": local_time(r["opened_at"], settings),
-                       "updated_at": local_time(r["updated_at"], settings)}) for r in rows]
-    return AlertList(data=alerts, count=len(alerts))
+        rows = cur.execute(f"SELECT {_COLUMNS} FROM alerts {where} ORDER BY id DESC LIMIT %s",
+                           [*params, limit + 1]).fetchall()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    data = [alert_out(r, settings) for r in rows]
+    return AlertPage(data=data, count=len(data), next_cursor=rows[-1]["id"] if more else None)
+
+
+@router.get("/export.csv", summary="Export alerts as CSV (analyst, admin)", response_class=Response,
+            responses={200: {"content": {"text/csv": {}}, "description": "One alert a line"}},
+            dependencies=[Depends(require("export"))])
+def export_alerts(
+    conn: ConnDep, settings: SettingsDep,
+    from_: Annotated[AwareDatetime | None, Query(alias="from", description="Opened at or after")] = None,
+    to: Annotated[AwareDatetime | None, Query(description="Opened before")] = None,
+    limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000,
+) -> Response:
+    clauses, params = ["TRUE"], []
+    if from_ is not None:
+        clauses.append("opened_at >= %s")
+        params.append(from_)
+    if to is not None:
+        clauses.append("opened_at < %s")
+        params.append(to)
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(f"SELECT {_COLUMNS} FROM alerts WHERE {' AND '.join(clauses)} ORDER BY id LIMIT %s",
+                           [*params, limit]).fetchall()
+    out = io.StringIO()
+    fields = list(AlertOut.model_fields)
+    writer = csv.DictWriter(out, fieldnames=fields)
+    writer.writeheader()
+    for r in rows:
+        writer.writerow(alert_out(r, settings).model_dump(mode="json"))
+    return Response(out.getvalue(), media_type="text/csv")
+
+
+@router.get("/{alert_id}", response_model=AlertDetail, summary="One alert with its full history and delivery log",
+            responses={404: {"description": "No such alert"}})
+def get_alert(alert_id: int, conn: ConnDep, settings: SettingsDep) -> AlertDetail:
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(f"SELECT {_COLUMNS} FROM alerts WHERE id = %s", (alert_id,)).fetchone()
+        if row is None:
+            raise _not_found(alert_id)
+        events = cur.execute("SELECT * FROM alert_events WHERE alert_id = %s ORDER BY id", (alert_id,)).fetchall()
+        deliveries = cur.execute("SELECT id, event_id, channel, attempt, outcome, detail, at FROM notification_deliveries "
+                                 "WHERE alert_id = %s ORDER BY id", (alert_id,)).fetchall()
+    return AlertDetail(alert=alert_out(row, settings),
+                       events=[AlertEventOut(**{**e, "at": local_time(e["at"], settings)}) for e in events],
+                       deliveries=[DeliveryOut(**{**d, "at": local_time(d["at"], settings)}) for d in deliveries])
+
+
+_ACTION_ERRORS: dict[int | str, dict[str, Any]] = {404: {"description": "No such alert"},
+                                                   409: {"description": "Not allowed in the alert's current status"}}
+
+
+def _act(action: Any, conn: Any, alert_id: int, *args: Any) -> Any:
+    try:
+        return action(conn, alert_id, *args)
+    except store.AlertNotFound:
+        raise _not_found(alert_id) from None
+    except TransitionError as exc:
+        raise HTTPException(409, f"alert {alert_id}: {exc}") from None
+
+
+@router.post("/{alert_id}/ack", response_model=AlertOut, summary="Acknowledge an alert (operator, admin)",
+             responses=_ACTION_ERRORS)
+def acknowledge(alert_id: int, conn: ConnDep, settings: SettingsDep,
+                who: Annotated[Principal, Depends(require("alerts.write"))], body: ActionBody | None = None) -> AlertOut:
+    row = _act(store.acknowledge, conn, alert_id, who.actor, body.note if body else None)
+    return alert_out(row, settings)
+
+
+@router.post("/{alert_id}/resolve", response_model=AlertOut, summary="Resolve an alert by hand (operator, admin)",
+             responses=_ACTION_ERRORS)
+def resolve(alert_id: int, conn: ConnDep, settings: SettingsDep,
+            who: Annotated[Principal, Depends(require("alerts.write"))], body: ActionBody | None = None) -> AlertOut:
+    row = _act(store.resolve, conn, alert_id, who.actor, body.note if body else None)
+    return alert_out(row, settings)
+
+
+@router.post("/{alert_id}/comments", response_model=CommentOut, status_code=201,
+             summary="Comment on an alert (operator, admin)", responses=_ACTION_ERRORS)
+def add_comment(alert_id: int, body: CommentBody, conn: ConnDep,
+                who: Annotated[Principal, Depends(require("alerts.write"))]) -> CommentOut:
+    return CommentOut(event_id=_act(store.comment, conn, alert_id, who.actor, body.text))

@@ -1,0 +1,189 @@
+"""The notifier process: sends alert events to the notification channels, runs escalations on a timer.
+
+It reads `alert_events` (the outbox the worker and the API write in their own transactions) from
+its cursor onwards, so a slow or failing channel delays only notifications, never the pipeline.
+Silenced and inhibited alerts are recorded in the delivery log as suppressed, not sent.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+import psycopg
+import structlog
+from psycopg.rows import dict_row
+
+from alerts import escalation, inhibition, silences
+from alerts.lifecycle import SYSTEM_ACTOR
+from alerts.notify import channels, webhook
+from alerts.notify.message import Notification
+from quantrac.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+NOTIFY_KINDS = frozenset({"opened", "resolved", "escalated", "reminded"})
+"""Event kinds people are told about; repeats, acknowledgements and comments are only recorded."""
+CURSOR = "notifier"
+
+Send = Callable[[Notification], tuple[bool, str]]
+
+
+@dataclass(frozen=True)
+class Channel:
+    name: str
+    send: Send
+    wants: Callable[[Notification], bool]
+    subject_to_silence: bool = True
+
+
+def suppression(conn: psycopg.Connection[Any], n: Notification) -> str | None:
+    """Why this notification must not go out (a silence, an offline station), or None."""
+    a = n.alert
+    found = silences.first_match(silences.for_station(conn, a["station_id"]), a["station_id"], a["parameter"], n.at)
+    if found is not None:
+        return f"silenced by silence {found.id} ({found.reason}) until {found.ends_at.isoformat()}"
+    if a["rule"] != inhibition.OFFLINE_RULE:
+        offline = inhibition.offline_alert(conn, a["station_id"])
+        if inhibition.inhibited(a["rule"], offline is not None):
+            return f"inhibited: station {a['station_id']} is offline (alert {offline})"
+    return None
+
+
+def _log_delivery(conn: psycopg.Connection[Any], n: Notification, channel: str, attempt: int, outcome: str, detail: str) -> None:
+    conn.execute("INSERT INTO notification_deliveries (alert_id, event_id, channel, attempt, outcome, detail) "
+                 "VALUES (%s, %s, %s, %s, %s, %s)", (n.alert["id"], n.event_id, channel, attempt, outcome, detail[:1000]))
+
+
+def webhook_channel(name: str, url: str, settings: Settings, conn_for_log: Callable[[], psycopg.Connection[Any]]) -> Send:
+    secret = settings.notify_webhook_secret.get_secret_value().encode() if settings.notify_webhook_secret else None
+
+    def send(n: Notification) -> tuple[bool, str]:
+        def on_attempt(number: int, ok: bool, detail: str) -> None:
+            if not ok:
+                _log_delivery(conn_for_log(), n, name, number, "failed", detail)
+                log.warning("notify.webhook_attempt_failed", alert_id=n.alert["id"], station=n.alert["station_id"],
+                            parameter=n.alert["parameter"], attempt=number, detail=detail, url=url)
+        return webhook.deliver(url, n.body(), secret=secret, attempts=settings.notify_webhook_attempts,
+                               backoff_s=settings.notify_webhook_backoff_s, timeout_s=settings.notify_webhook_timeout_s,
+                               on_attempt=on_attempt)
+    return send
+
+
+def build_channels(settings: Settings, conn_for_log: Callable[[], psycopg.Connection[Any]], *, kafka: bool = True) -> list[Channel]:
+    """The channels the settings configure."""
+    found: list[Channel] = []
+    if settings.notify_webhook_url:
+        escalation_url = settings.notify_escalation_webhook_url
+        found.append(Channel("webhook", webhook_channel("webhook", settings.notify_webhook_url, settings, conn_for_log),
+                             lambda n: n.kind in NOTIFY_KINDS and not (n.escalation and escalation_url)))
+    if settings.notify_escalation_webhook_url:
+        found.append(Channel("webhook-escalation",
+                             webhook_channel("webhook-escalation", settings.notify_escalation_webhook_url, settings, conn_for_log),
+                             lambda n: n.escalation))
+    if settings.notify_mqtt_enabled:
+        auth = ({"username": settings.mqtt_username,
+                 "password": settings.mqtt_password.get_secret_value() if settings.mqtt_password else None}
+                if settings.mqtt_username else None)
+        found.append(Channel("mqtt", lambda n: channels.send_mqtt(n, host=settings.mqtt_host, port=settings.mqtt_port,
+                                                                   template=settings.notify_mqtt_topic, auth=auth),
+                             lambda n: n.kind in NOTIFY_KINDS))
+    recipients = [r.strip() for r in settings.smtp_to.split(",") if r.strip()]
+    if settings.smtp_host and recipients:
+        password = settings.smtp_password.get_secret_value() if settings.smtp_password else None
+        found.append(Channel("email", lambda n: channels.send_email(
+            n, host=settings.smtp_host, port=settings.smtp_port, sender=settings.smtp_from,  # type: ignore[arg-type]
+            recipients=recipients, starttls=settings.smtp_starttls, username=settings.smtp_username, password=password),
+            lambda n: n.kind in NOTIFY_KINDS))
+    if kafka:
+        producer = channels.KafkaChannel(settings.kafka_bootstrap, settings.alerts_topic)
+        found.append(Channel("kafka", producer, lambda n: n.actor != SYSTEM_ACTOR or n.escalation,
+                             subject_to_silence=False))
+    return found
+
+
+def dispatch(conn: psycopg.Connection[Any], n: Notification, chans: list[Channel]) -> None:
+    """Send one notification on every channel that wants it, logging each outcome; never raises for a channel."""
+    wanted = [c for c in chans if c.wants(n)]
+    if not wanted:
+        return
+    reason = suppression(conn, n) if any(c.subject_to_silence for c in wanted) else None
+    for c in wanted:
+        if reason is not None and c.subject_to_silence:
+            _log_delivery(conn, n, c.name, 0, "suppressed", reason)
+            continue
+        try:
+            ok, detail = c.send(n)
+        except Exception as exc:
+            ok, detail = False, f"{type(exc).__name__}: {exc}"
+        _log_delivery(conn, n, c.name, 1 if c.name not in ("webhook", "webhook-escalation") else 0,
+                      "delivered" if ok else "failed", detail)
+        if not ok:
+            log.error("notify.failed", channel=c.name, alert_id=n.alert["id"], station=n.alert["station_id"],
+                      parameter=n.alert["parameter"], detail=detail,
+                      fix=f"check the {c.name} settings (quantrac settings) and that the receiver is up")
+
+
+def read_cursor(conn: psycopg.Connection[Any]) -> int:
+    """The last event handled; on the first start, the newest event (history is not re-sent)."""
+    row = conn.execute("SELECT event_id FROM notifier_cursor WHERE name = %s", (CURSOR,)).fetchone()
+    if row is not None:
+        return int(row[0])
+    newest = conn.execute("SELECT coalesce(max(id), 0) FROM alert_events").fetchone()
+    start = int(newest[0]) if newest else 0
+    conn.execute("INSERT INTO notifier_cursor (name, event_id) VALUES (%s, %s) ON CONFLICT (name) DO NOTHING", (CURSOR, start))
+    return start
+
+
+def poll_once(conn: psycopg.Connection[Any], chans: list[Channel], batch: int = 100) -> int:
+    """Handle the events after the cursor; returns how many."""
+    cursor = read_cursor(conn)
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute("SELECT e.id AS event_id, e.kind, e.actor, e.at, e.note, a.* FROM alert_events e "
+                           "JOIN alerts a ON a.id = e.alert_id WHERE e.id > %s ORDER BY e.id LIMIT %s",
+                           (cursor, batch)).fetchall()
+    for r in rows:
+        n = Notification(r.pop("event_id"), r.pop("kind"), r.pop("actor"), r.pop("at"), r.pop("note"), r)
+        dispatch(conn, n, chans)
+        conn.execute("UPDATE notifier_cursor SET event_id = %s WHERE name = %s", (n.event_id, CURSOR))
+    return len(rows)
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def run(settings: Settings, stop: threading.Event, clock: Callable[[], datetime] = utcnow) -> None:
+    """Poll events and tick escalations until `stop` is set; a lost database connection is retried."""
+    policy = escalation.policy_from_settings()
+    conn: psycopg.Connection[Any] | None = None
+    chans: list[Channel] | None = None
+    next_tick = 0.0
+    while not stop.is_set():
+        try:
+            if conn is None or conn.closed:
+                conn = psycopg.connect(settings.pg_dsn, autocommit=True)
+            if chans is None:
+                chans = build_channels(settings, lambda: conn)  # type: ignore[arg-type,return-value]
+                log.info("notifier.started", channels=[c.name for c in chans])
+            handled = poll_once(conn, chans)
+            if time.monotonic() >= next_tick:
+                escalation.run_escalations(conn, policy, clock())
+                next_tick = time.monotonic() + settings.notifier_tick_s
+            if handled:
+                continue
+        except psycopg.OperationalError as exc:
+            log.warning("notifier.db_unavailable", error=str(exc), fix="check PostgreSQL (quantrac stack status)")
+            conn = None
+        except Exception as exc:  # a bug in one event must not stop notifications for good
+            log.exception("notifier.error", error=str(exc))
+        stop.wait(settings.notifier_poll_s)
+    for c in chans or []:
+        close = getattr(c.send, "close", None)
+        if close:
+            close()
+    if conn is not None:
+        conn.close()

@@ -1,0 +1,82 @@
+"""Station status summary for the supervision centre: stations by zone, online or offline, open alerts."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query
+from psycopg.rows import dict_row
+from pydantic import BaseModel, Field
+
+from alerts.inhibition import OFFLINE_RULE
+from api.deps import ERRORS, ConnDep, SettingsDep, local_time
+
+router = APIRouter(prefix="/api/v1/summary", tags=["summary"], responses=ERRORS)
+
+LATE_FACTOR = 2
+"""A station with no reading for this many expected intervals counts as offline."""
+
+
+class StationState(BaseModel):
+    id: str
+    name: str
+    zone: str
+    facility: str
+    kind: str
+    state: Literal["online", "offline"]
+    last_reading_at: datetime | None = Field(description="Event time of its newest reading (last 7 days).")
+    open_alerts: int = Field(description="Alerts not resolved (open or acknowledged).")
+    open_critical: int
+    unacknowledged: int
+
+
+class ZoneSummary(BaseModel):
+    zone: str
+    stations: list[StationState]
+    online: int
+    offline: int
+    open_alerts: int
+    open_critical: int
+
+
+class Summary(BaseModel):
+    zones: list[ZoneSummary]
+    stations: int
+    offline: int
+    open_alerts: int
+    generated_at: datetime
+
+
+_SQL = f"""
+SELECT s.id, s.name, s.zone, s.facility, s.kind, s.expected_interval_s,
+  (SELECT max(r.ts) FROM readings r WHERE r.station_id = s.id AND r.ts > now() - interval '7 days') AS last_reading_at,
+  count(a.id) AS open_alerts,
+  count(a.id) FILTER (WHERE a.severity = 'critical') AS open_critical,
+  count(a.id) FILTER (WHERE a.status = 'open') AS unacknowledged,
+  bool_or(a.rule = '{OFFLINE_RULE}') AS offline_alert
+FROM stations s LEFT JOIN alerts a ON a.station_id = s.id AND a.status <> 'resolved'
+WHERE s.retired_at IS NULL {{zone}}
+GROUP BY s.id ORDER BY s.zone, s.id
+"""
+
+
+@router.get("/stations", response_model=Summary, summary="Every station's state and open alerts, grouped by zone")
+def station_summary(conn: ConnDep, settings: SettingsDep,
+                    zone: Annotated[str | None, Query(max_length=200)] = None) -> Summary:
+    now = datetime.now(timezone.utc)
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(_SQL.format(zone="AND s.zone = %s" if zone else ""), [zone] if zone else []).fetchall()
+    zones: dict[str, list[StationState]] = {}
+    for r in rows:
+        late = r["last_reading_at"] is None or now - r["last_reading_at"] > timedelta(seconds=LATE_FACTOR * r["expected_interval_s"])
+        state = "offline" if (late or r["offline_alert"]) else "online"
+        zones.setdefault(r["zone"], []).append(StationState(
+            id=r["id"], name=r["name"], zone=r["zone"], facility=r["facility"], kind=r["kind"], state=state,
+            last_reading_at=local_time(r["last_reading_at"], settings), open_alerts=r["open_alerts"],
+            open_critical=r["open_critical"], unacknowledged=r["unacknowledged"]))
+    out = [ZoneSummary(zone=z, stations=ss, online=sum(s.state == "online" for s in ss),
+                       offline=sum(s.state == "offline" for s in ss), open_alerts=sum(s.open_alerts for s in ss),
+                       open_critical=sum(s.open_critical for s in ss)) for z, ss in zones.items()]
+    return Summary(zones=out, stations=len(rows), offline=sum(z.offline for z in out),
+                   open_alerts=sum(z.open_alerts for z in out), generated_at=local_time(now, settings))  # type: ignore[arg-type]

@@ -1,0 +1,61 @@
+// End-to-end check of the dashboard in headless Debian chromium, driven by the Python test over stdin/stdout.
+// Usage: node dashboard.mjs <base url> <api key> <screenshot path>
+// Prints "READY" once signed in with the live stream connected; then reads a station id on stdin, waits for
+// that station's alert to appear live, acknowledges it, waits for the acknowledged state, takes a screenshot
+// and prints one JSON line with what it saw.
+import { chromium } from "playwright-core";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createInterface } from "node:readline";
+
+const [url, key, screenshot] = process.argv.slice(2);
+const profile = mkdtempSync(join(tmpdir(), "quantrac-chromium-"));
+// A fresh profile directory each run (Playwright passes it to chromium as --user-data-dir).
+const browser = await chromium.launchPersistentContext(profile, {
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  headless: true,
+  viewport: { width: 1400, height: 1000 },
+  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+});
+const result = { errors: [] };
+try {
+  const page = await browser.newPage();
+  page.on("pageerror", (e) => result.errors.push(String(e)));
+  const external = [];
+  page.on("request", (r) => { if (!r.url().startsWith(url)) external.push(r.url()); });
+  await page.goto(url + "/");
+  await page.fill("#login-key", key);
+  await page.click("#login-submit");
+  await page.waitForSelector("#stream-state.live", { timeout: 20000 });
+  result.titleVi = await page.textContent("header h1");
+  console.log("READY");
+  const lines = createInterface({ input: process.stdin });
+  const stationId = (await lines[Symbol.asyncIterator]().next()).value.trim();
+  const row = page.locator("#alerts tbody tr", { hasText: stationId });
+  await row.waitFor({ timeout: 20000 });
+  result.alertId = await row.getAttribute("data-alert-id");
+  result.rowBefore = await row.textContent();
+  await row.locator("button.ack").click();
+  await page.waitForSelector(`#alerts tbody tr.acknowledged[data-alert-id="${result.alertId}"]`, { timeout: 20000 });
+  result.rowAfter = await page.locator(`#alerts tbody tr[data-alert-id="${result.alertId}"]`).textContent();
+  await page.click("#lang-toggle");
+  result.titleEn = await page.textContent("header h1");
+  await page.waitForSelector("#zones .station", { timeout: 20000 });
+  result.zones = await page.locator("#zones .zone").count();
+  await page.selectOption("#chart-station", stationId);
+  await page.selectOption("#chart-parameter", "COD");
+  await page.waitForSelector("#chart svg polyline", { timeout: 20000 });
+  result.chartPoints = (await page.getAttribute("#chart svg polyline", "points")).trim().split(" ").length;
+  result.limitLines = await page.locator("#chart svg line.limit").count();
+  await page.screenshot({ path: screenshot, fullPage: true });
+  result.external = external;
+  lines.close();
+} catch (e) {
+  result.errors.push(String(e));
+} finally {
+  await browser.close();
+  rmSync(profile, { recursive: true, force: true });
+  console.log(JSON.stringify(result));
+}

@@ -1,0 +1,99 @@
+"""Alert, silence and summary endpoints on the real database: filters, paging, actions with their actor."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Callable
+
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+
+from quantrac.settings import Settings
+from quantrac.domain import Reading
+from tests.alerts_support.helpers import apply, condition, new_station, store_readings
+
+pytestmark = pytest.mark.integration
+
+
+def test_filter_by_zone_station_severity_and_page(stack: Settings, db: psycopg.Connection, api: TestClient) -> None:
+    zone = f"KCN Page {datetime.now().timestamp()}"
+    a, b = new_station(db, zone=zone), new_station(db, zone=zone)
+    apply(stack.pg_dsn, [condition(a.id, 150.0), condition(a.id, 3.0, rule="below_minimum", parameter="pH", limit=5.5),
+                         condition(b.id, 120.0), condition(b.id, 99.0, rule="drift", active=True, severity=condition(b.id, 1).severity.WARNING)])
+    everything = api.get("/api/v1/alerts", params={"zone": zone}).json()
+    assert everything["count"] == 4 and {x["zone"] for x in everything["data"]} == {zone}
+    assert [x["station_id"] for x in api.get("/api/v1/alerts", params={"station": a.id}).json()["data"]] == [a.id, a.id]
+    warnings = api.get("/api/v1/alerts", params={"zone": zone, "severity": "warning"}).json()["data"]
+    assert [(x["station_id"], x["rule"]) for x in warnings] == [(b.id, "drift")]
+    assert api.get("/api/v1/alerts", params={"zone": zone, "parameter": "pH", "rule": "below_minimum"}).json()["count"] == 1
+    pages, cursor = [], None
+    while True:
+        page = api.get("/api/v1/alerts", params={"zone": zone, "limit": 3, **({"cursor": cursor} if cursor else {})}).json()
+        pages.append([x["id"] for x in page["data"]])
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert [len(p) for p in pages] == [3, 1]
+    assert sum(pages, []) == [x["id"] for x in everything["data"]]
+    later = (datetime.now(timezone.utc) + timedelta(hours=1)).isoformat()
+    assert api.get("/api/v1/alerts", params={"zone": zone, "from": later}).json()["count"] == 0
+    assert api.get("/api/v1/alerts", params={"zone": zone, "status": ["acknowledged", "resolved"]}).json()["count"] == 0
+
+
+def test_ack_comment_resolve_record_the_actor(stack: Settings, db: psycopg.Connection,
+                                              api_as: Callable[[str | None], TestClient]) -> None:
+    s = new_station(db)
+    [alert] = apply(stack.pg_dsn, [condition(s.id, 150.0)])
+    operator = api_as("operator")
+    acked = operator.post(f"/api/v1/alerts/{alert['id']}/ack", json={"note": "calling the plant"})
+    assert acked.status_code == 200 and acked.json()["acknowledged_by"] == "test-operator (operator)"
+    assert acked.json()["acknowledged_at"].endswith("+07:00")
+    again = operator.post(f"/api/v1/alerts/{alert['id']}/ack", json={})
+    assert again.status_code == 409 and "already acknowledged" in again.json()["detail"]
+    assert operator.post(f"/api/v1/alerts/{alert['id']}/comments", json={"text": "lab sample"}).status_code == 201
+    assert operator.post(f"/api/v1/alerts/{alert['id']}/comments", json={"text": ""}).status_code == 422
+    assert operator.post(f"/api/v1/alerts/{alert['id']}/resolve").json()["status"] == "resolved"
+    detail = operator.get(f"/api/v1/alerts/{alert['id']}").json()
+    assert [(e["kind"], e["actor"]) for e in detail["events"]] == [
+        ("opened", "system"), ("acknowledged", "test-operator (operator)"), ("commented", "test-operator (operator)"),
+        ("resolved", "test-operator (operator)")]
+    assert detail["events"][1]["note"] == "calling the plant" and detail["events"][1]["value"] == 150.0
+    assert operator.post("/api/v1/alerts/999999999/ack").status_code == 404
+    export = api_as("analyst").get("/api/v1/alerts/export.csv")
+    assert export.status_code == 200 and export.headers["content-type"].startswith("text/csv")
+    assert f"{alert['id']},{s.id},COD" in export.text
+
+
+def test_silence_crud_with_actor(db: psycopg.Connection, api_as: Callable[[str | None], TestClient]) -> None:
+    s = new_station(db)
+    operator = api_as("operator")
+    ends = (datetime.now(timezone.utc) + timedelta(hours=2)).isoformat()
+    created = operator.post("/api/v1/silences", json={"station_id": s.id, "parameter": "COD", "ends_at": ends,
+                                                      "reason": "calibration", "note": "quarterly"})
+    assert created.status_code == 201, created.text
+    body = created.json()
+    assert body["active"] and body["created_by"] == "test-operator (operator)" and body["reason"] == "calibration: quarterly"
+    listed = operator.get("/api/v1/silences", params={"station": s.id, "active": True}).json()
+    assert [x["id"] for x in listed["data"]] == [body["id"]]
+    past = (datetime.now(timezone.utc) - timedelta(hours=1)).isoformat()
+    bad = operator.post("/api/v1/silences", json={"station_id": s.id, "ends_at": past, "reason": "maintenance"})
+    assert bad.status_code == 422 and s.id in bad.text
+    assert operator.post("/api/v1/silences", json={"station_id": "NOPE", "ends_at": ends, "reason": "other"}).status_code == 404
+    deleted = operator.delete(f"/api/v1/silences/{body['id']}").json()
+    assert not deleted["active"] and deleted["deleted_by"] == "test-operator (operator)"
+    assert operator.delete(f"/api/v1/silences/{body['id']}").status_code == 404
+    assert operator.get("/api/v1/silences", params={"station": s.id, "active": True}).json()["count"] == 0
+
+
+def test_station_summary_groups_by_zone(stack: Settings, db: psycopg.Connection, api: TestClient) -> None:
+    zone = f"KCN Summary {datetime.now().timestamp()}"
+    a, b = new_station(db, zone=zone), new_station(db, zone=zone)
+    store_readings(stack.pg_dsn, [Reading(station_id=a.id, parameter="COD", value=50.0, unit="mg/L",
+                                          ts=datetime.now(timezone.utc))])
+    apply(stack.pg_dsn, [condition(a.id, 150.0), condition(b.id, 1.0, rule="station_offline", parameter="*", active=True)])
+    summary = api.get("/api/v1/summary/stations", params={"zone": zone}).json()
+    [z] = summary["zones"]
+    states = {st["id"]: (st["state"], st["open_alerts"]) for st in z["stations"]}
+    assert states == {a.id: ("online", 1), b.id: ("offline", 1)}
+    assert (z["online"], z["offline"], z["open_alerts"]) == (1, 1, 2)

@@ -1,0 +1,66 @@
+"""The alert store on the real PostgreSQL: one active alert per key, repeats, auto-resolution, history."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import psycopg
+import pytest
+
+from alerts import store
+from alerts.lifecycle import Policy, TransitionError
+from quantrac.settings import Settings
+from tests.alerts_support.helpers import NOW, apply, condition, events, new_station
+
+pytestmark = pytest.mark.integration
+
+
+def test_open_repeat_and_one_active_alert(stack: Settings, db: psycopg.Connection) -> None:
+    s = new_station(db, zone="KCN Đại An")
+    [first] = apply(stack.pg_dsn, [condition(s.id, 150.0)])
+    assert first["transition"] == "opened" and first["opened"] and first["zone"] == "KCN Đại An"
+    rows = apply(stack.pg_dsn, [condition(s.id, 190.0, minutes=5), condition(s.id, 120.0, minutes=10)])
+    assert [r["transition"] for r in rows] == ["updated", "updated"]
+    assert all(r["id"] == first["id"] for r in rows)
+    row = db.execute("SELECT count, last_value, peak_value FROM alerts WHERE id = %s", (first["id"],)).fetchone()
+    assert row == (3, 120.0, 190.0)
+    assert events(db, first["id"]) == [("opened", "system", "open"), ("updated", "system", "open"), ("updated", "system", "open")]
+
+
+def test_clear_conditions_resolve_after_hold_with_hysteresis(stack: Settings, db: psycopg.Connection) -> None:
+    s = new_station(db)
+    [alert] = apply(stack.pg_dsn, [condition(s.id, 150.0)])
+    policy = Policy(hysteresis=0.1, clear_hold=timedelta(minutes=10))
+    assert apply(stack.pg_dsn, [condition(s.id, 80.0, minutes=1)], policy) == []
+    assert apply(stack.pg_dsn, [condition(s.id, 95.0, minutes=5)], policy) == []  # inside the band: not clear
+    assert apply(stack.pg_dsn, [condition(s.id, 80.0, minutes=6)], policy) == []
+    assert db.execute("SELECT status FROM alerts WHERE id = %s", (alert["id"],)).fetchone() == ("open",)
+    [resolved] = apply(stack.pg_dsn, [condition(s.id, 80.0, minutes=16)], policy)
+    assert (resolved["id"], resolved["status"], resolved["transition"], resolved["resolved_by"]) == (alert["id"], "resolved", "resolved", "system")
+    [reopened] = apply(stack.pg_dsn, [condition(s.id, 300.0, minutes=20)], policy)
+    assert reopened["id"] != alert["id"] and reopened["transition"] == "opened"
+
+
+def test_clear_conditions_without_an_alert_write_nothing(stack: Settings, db: psycopg.Connection) -> None:
+    s = new_station(db)
+    assert apply(stack.pg_dsn, [condition(s.id, 10.0, minutes=i) for i in range(5)]) == []
+    assert db.execute("SELECT count(*) FROM alerts WHERE station_id = %s", (s.id,)).fetchone() == (0,)
+
+
+def test_people_acknowledge_comment_resolve_with_actor(stack: Settings, db: psycopg.Connection) -> None:
+    s = new_station(db)
+    [alert] = apply(stack.pg_dsn, [condition(s.id, 150.0)])
+    clock = lambda: NOW + timedelta(minutes=3)  # noqa: E731
+    row = store.acknowledge(db, alert["id"], "ana (operator)", "calling the plant", clock)
+    assert (row["status"], row["acknowledged_by"], row["acknowledged_at"]) == ("acknowledged", "ana (operator)", clock())
+    store.comment(db, alert["id"], "bob (operator)", "lab sample taken")
+    with pytest.raises(TransitionError):
+        store.acknowledge(db, alert["id"], "bob (operator)", None)
+    row = store.resolve(db, alert["id"], "ana (operator)", "aerator fixed")
+    assert (row["status"], row["resolved_by"]) == ("resolved", "ana (operator)")
+    history = db.execute("SELECT kind, actor, value, note FROM alert_events WHERE alert_id = %s ORDER BY id",
+                         (alert["id"],)).fetchall()
+    assert history == [("opened", "system", 150.0, s.id and history[0][3]), ("acknowledged", "ana (operator)", 150.0, "calling the plant"),
+                       ("commented", "bob (operator)", 150.0, "lab sample taken"), ("resolved", "ana (operator)", 150.0, "aerator fixed")]
+    with pytest.raises(store.AlertNotFound):
+        store.acknowledge(db, 2**60, "ana", None)

@@ -1,0 +1,74 @@
+"""`GET /api/v1/alerts/stream` on a real server: every transition arrives, and a reconnect with
+Last-Event-ID resumes exactly after the last event seen."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+import orjson
+import psycopg
+import pytest
+
+from alerts import store
+from quantrac.settings import Settings
+from tests.alerts_support.helpers import apply, condition, new_station
+from tests.alerts_support.live import LiveApi, live_api  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.integration
+
+
+def read_events(url: str, key: str, *, until: Any, last_event_id: int | None = None, timeout: float = 20.0) -> list[dict[str, Any]]:
+    """SSE events (id, event, data) until `until(events)` holds; fails after `timeout` seconds."""
+    headers = {"X-API-Key": key}
+    if last_event_id is not None:
+        headers["Last-Event-ID"] = str(last_event_id)
+    events: list[dict[str, Any]] = []
+    current: dict[str, Any] = {}
+    deadline = time.monotonic() + timeout
+    with httpx.stream("GET", f"{url}/api/v1/alerts/stream", headers=headers, timeout=timeout) as response:
+        assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
+        for line in response.iter_lines():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout} s; events so far: {events}")
+            if not line:
+                if "data" in current:
+                    events.append({**current, "data": orjson.loads(current["data"])})
+                    if until(events):
+                        return events
+                current = {}
+            elif not line.startswith(":"):
+                field, _, value = line.partition(":")
+                current[field] = value.lstrip(" ")
+    raise AssertionError(f"stream ended; events: {events}")
+
+
+def test_stream_needs_a_key(live_api: LiveApi) -> None:  # noqa: F811
+    assert httpx.get(f"{live_api.url}/api/v1/alerts/stream", timeout=5).status_code == 401
+
+
+def test_transitions_stream_and_resume_with_last_event_id(stack: Settings, db: psycopg.Connection,
+                                                          live_api: LiveApi) -> None:  # noqa: F811
+    station = new_station(db)
+    [alert] = apply(stack.pg_dsn, [condition(station.id, 150.0)])
+    newest = db.execute("SELECT max(id) FROM alert_events WHERE alert_id = %s", (alert["id"],)).fetchone()[0]
+    mine = lambda evs: [e for e in evs if e["data"]["alert"]["id"] == alert["id"]]  # noqa: E731
+
+    first = read_events(live_api.url, live_api.operator_key, last_event_id=newest - 1, until=lambda evs: mine(evs))
+    [opened] = mine(first)
+    assert opened["event"] == "alert" and int(opened["id"]) == newest
+    assert opened["data"]["kind"] == "opened" and opened["data"]["alert"]["station_id"] == station.id
+
+    store.acknowledge(db, alert["id"], "ana (operator)", "seen")
+    store.comment(db, alert["id"], "ana (operator)", "lab sample")
+    store.resolve(db, alert["id"], "ana (operator)", None)
+    resumed = read_events(live_api.url, live_api.operator_key, last_event_id=int(opened["id"]),
+                          until=lambda evs: len(mine(evs)) >= 3)
+    kinds = [(e["data"]["kind"], e["data"]["actor"]) for e in mine(resumed)]
+    assert kinds == [("acknowledged", "ana (operator)"), ("commented", "ana (operator)"), ("resolved", "ana (operator)")]
+    ids = [int(e["id"]) for e in resumed]
+    assert ids == sorted(ids) and ids[0] > int(opened["id"])
+    expected = [r[0] for r in db.execute("SELECT id FROM alert_events WHERE id > %s AND id <= %s ORDER BY id",
+                                         (int(opened["id"]), ids[-1]))]
+    assert ids == expected, "a resumed stream must deliver every event after Last-Event-ID, none twice"
