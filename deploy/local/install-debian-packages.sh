@@ -12,6 +12,9 @@ check '/usr/lib/postgresql/*/bin/postgres' postgresql
 check java openjdk-17-jre-headless
 check mvn maven
 check kcat kcat
+check /usr/bin/chromium chromium
+check node nodejs
+check npm npm
 
 # A name may be listed twice (binary not on PATH yet); keep each once.
 mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u | sed '/^$/d')
