@@ -7,17 +7,40 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | md5sum | cut -c1-12)
 RATE ?= 20
+BRIDGES ?= 1
+WORKERS ?= 1
+TOOLS := .tools/bin
+KUBECONFORM_VERSION := v0.6.7
 QUICK ?=
 
-.PHONY: run test deps debs venv stack-up stack-down stack-status bench clean
+.PHONY: run test deps validators timescale-harness browser-harness debs venv stack-up stack-down stack-status bench clean
 
 run: deps ## the whole pipeline on local services with the station simulator
-	$(BIN)/quantrac run --rate $(RATE)
+	$(BIN)/quantrac run --rate $(RATE) --bridges $(BRIDGES) --workers $(WORKERS)
 
-test: deps ## every test, on real Mosquitto, Kafka and PostgreSQL
+test: deps validators timescale-harness browser-harness ## every test, on real Mosquitto, Kafka and PostgreSQL (and TimescaleDB in PGlite)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 deps: debs venv
+
+# The dashboard's browser test drives the Debian chromium with npm playwright-core (no browser download).
+browser-harness: tests/browser/node_modules/.installed
+tests/browser/node_modules/.installed: tests/browser/package.json tests/browser/package-lock.json
+	cd tests/browser && npm ci --no-audit --no-fund
+	@touch $@
+
+timescale-harness: tests/timescale/node_modules/.installed ## TimescaleDB (PGlite + timescaledb) for the store tests
+
+tests/timescale/node_modules/.installed: tests/timescale/package.json tests/timescale/package-lock.json
+	@command -v npm >/dev/null || apt-get install -y -q nodejs npm
+	cd tests/timescale && npm ci --no-audit --no-fund
+	@touch $@
+
+validators: $(TOOLS)/kubeconform ## tools the deployment-file tests run (Go toolchain needed once)
+
+$(TOOLS)/kubeconform:
+	@command -v go >/dev/null || test -x /usr/local/go/bin/go || (echo "kubeconform is built with Go: install Go 1.22+ (apt-get install golang-go on Debian 13)" && false)
+	GOBIN=$(abspath $(TOOLS)) PATH="$$PATH:/usr/local/go/bin" go install github.com/yannh/kubeconform/cmd/kubeconform@$(KUBECONFORM_VERSION)
 
 debs:
 	@deploy/local/install-debian-packages.sh
@@ -40,3 +63,12 @@ stack-status:
 
 clean: stack-down
 	rm -rf .run
+
+# Benchmarks print JSON and keep it under bench/results/; the README's table is made from them.
+# QUICK=1 keeps the whole run within about 5 minutes.
+bench: deps
+	$(BIN)/python bench/e2e.py $(if $(QUICK),--quick,)
+	$(BIN)/python bench/bridge.py $(if $(QUICK),--messages 5000,)
+	$(BIN)/python bench/store.py $(if $(QUICK),--write-rows 50000 --days 1 --stations 10 --queries 50,--days 30 --stations 100)
+	$(BIN)/python bench/detection.py $(if $(QUICK),--days 1,)
+	$(BIN)/python bench/report.py --readme

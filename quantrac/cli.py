@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from quantrac.logs import configure
-from quantrac.settings import get_settings
+from quantrac.settings import Settings, get_settings
 
 app = typer.Typer(help="quantrac: real-time monitoring of industrial discharge stations.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema and registry.", no_args_is_help=True)
@@ -42,6 +42,23 @@ def db_migrate(seed: Annotated[bool, typer.Option(help="Also load the station re
         if seed:
             save_stations(conn, load_registry(s.registry_file, s.limits_dir))
         typer.echo(f"schema version {schema_version(conn)} ({store_kind(conn)}); applied now: {applied or 'none'}")
+
+
+@db_app.command("retention")
+def db_retention(
+    days: Annotated[Optional[int], typer.Option(min=1, help="Keep this many days; default QUANTRAC_RETENTION_DAYS.")] = None,
+) -> None:
+    """Drop readings (whole day partitions) and rollups older than the retention; on TimescaleDB install the policies."""
+    _setup("db")
+    from processors.partitions import apply_retention, ensure_partitions_ahead
+    from quantrac.db import connect, store_kind
+    s = get_settings()
+    with connect(s.pg_dsn) as conn:
+        if store_kind(conn) == "postgresql":
+            ensure_partitions_ahead(conn, s.partitions_ahead_days)
+        result = apply_retention(conn, days if days is not None else s.retention_days)
+    typer.echo(f"{result.store}: cutoff {result.cutoff.isoformat()}; dropped partitions: "
+               f"{result.dropped_partitions or 'none'}; rollup rows deleted: {result.deleted_rollup_rows}")
 
 
 def _stop_on_signals(stop: object) -> None:
@@ -79,8 +96,14 @@ def worker() -> None:
     _setup("worker")
     s = get_settings()
     import processors.readings_agent  # noqa: F401  (registers the agent)
+    import processors.maintenance_agent  # noqa: F401  (partitions ahead, retention, aggregate refresh)
     from processors.app import app as faust_app
-    sys.argv = ["quantrac-worker", "worker", "--without-web", "--loglevel", s.log_level.lower()]
+    from quantrac.metrics import serve
+    from quantrac.stack import ensure_changelog_topics
+    ensure_changelog_topics(s, [table.changelog_topic.get_topic_name() for table in faust_app.tables.values()])
+    serve(s.worker_metrics_port, "worker", s.metrics_host)
+    faust_level = {"WARNING": "warn", "CRITICAL": "crit"}.get(s.log_level.upper(), s.log_level.lower())
+    sys.argv = ["quantrac-worker", "worker", "--without-web", "--loglevel", faust_level]
     faust_app.main()
 
 
@@ -95,18 +118,57 @@ def api() -> None:
 
 
 @app.command()
+def notifier() -> None:
+    """Send alert notifications (webhook, MQTT, Kafka, e-mail) and run escalations until SIGINT/SIGTERM."""
+    _setup("notifier")
+    import threading
+
+    from alerts.notifier import run
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    run(get_settings(), stop)
+
+
+keys_app = typer.Typer(help="API keys of the HTTP API.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("create")
+def keys_create(
+    role: Annotated[str, typer.Option(help="operator, analyst or admin.")],
+    name: Annotated[str, typer.Option(help="Who or what uses the key; recorded as the actor of its changes.")],
+) -> None:
+    """Create an API key and print it (only this once)."""
+    _setup("keys")
+    from api.auth import ROLES, create_key
+    from quantrac.db import connect
+    if role not in ROLES:
+        raise typer.BadParameter(f"--role {role!r}: use one of {', '.join(ROLES)}")
+    with connect(get_settings().pg_dsn) as conn:
+        key, key_id = create_key(conn, name, role, "quantrac keys create")
+    typer.echo(f"key {key_id} ({role}, {name}): {key}\nuse it as: curl -H 'X-API-Key: {key}' ...")
+
+
+@app.command()
 def simulate(
-    rate: Annotated[float, typer.Option(help="Readings per second across all stations.")] = 20.0,
-    duration: Annotated[Optional[float], typer.Option(help="Seconds to run; forever when omitted.")] = None,
+    rate: Annotated[float, typer.Option(help="Readings per wall-clock second across all stations; 0: each station at its registry interval (realistic).")] = 20.0,
+    duration: Annotated[Optional[float], typer.Option(help="Wall-clock seconds to run; forever when omitted (speedup 1 only).")] = None,
     inject: Annotated[Optional[list[str]], typer.Option(help="STATION:PARAMETER[:VALUE] to publish above its limit.")] = None,
     station: Annotated[Optional[list[str]], typer.Option(help="Only these station ids.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Random seed for reproducible values.")] = None,
+    speedup: Annotated[float, typer.Option(help="Event time runs this many times faster than wall time (288: a day in 5 minutes); plays the past.")] = 1.0,
+    incidents: Annotated[float, typer.Option(help="Random incidents per station per simulated day (exceedance, spike, drift, spill, calibration, fault, stuck, silent, late, out-of-order).")] = 0.0,
+    ground_truth: Annotated[Optional[Path], typer.Option(help="Write the incidents here, one JSON object a line.")] = None,
+    tt10_dir: Annotated[Optional[Path], typer.Option(help="Write TT10 files into this folder instead of publishing over MQTT.")] = None,
 ) -> None:
-    """Publish plausible readings for the registry's stations over MQTT."""
+    """Play plausible station data (with incidents) over MQTT, or as TT10 files."""
     _setup("simulator")
     import threading
+    from datetime import datetime, timedelta, timezone
 
-    from ingest.simulator import Injection, run
+    from ingest.gateways import tester_credential
+    from ingest.scenarios import random_incidents
+    from ingest.simulator import MqttSink, TT10Sink, gateway_accounts, parse_injection, run
     from quantrac.registry import load_registry
     s = get_settings()
     stations = load_registry(s.registry_file, s.limits_dir)
@@ -115,22 +177,176 @@ def simulate(
         if unknown:
             raise typer.BadParameter(f"unknown station(s) {sorted(unknown)}; known: {sorted(stations)}")
         stations = {k: v for k, v in stations.items() if k in station}
-    injections = []
-    for spec in inject or []:
-        parts = spec.split(":")
-        if len(parts) not in (2, 3):
-            raise typer.BadParameter(f"--inject {spec!r}: write STATION:PARAMETER or STATION:PARAMETER:VALUE")
-        injections.append(Injection(parts[0], parts[1], float(parts[2]) if len(parts) == 3 else None))
+    try:
+        injections = [parse_injection(spec) for spec in inject or []]
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    if speedup > 1 and duration is None:
+        raise typer.BadParameter("--speedup > 1 plays the past and needs --duration (e.g. --speedup 288 --duration 300)")
+    now = datetime.now(timezone.utc)
+    span = timedelta(seconds=(duration or 86400) * speedup)
+    start = now - span if speedup > 1 else now
+    chosen = random_incidents(stations, start, span, seed or 0, incidents) if incidents > 0 else []
     stop = threading.Event()
     _stop_on_signals(stop)
-    password = s.mqtt_password.get_secret_value() if s.mqtt_password else None
-    run(stations, host=s.mqtt_host, port=s.mqtt_port, rate=rate, duration=duration, injections=injections,
-        username=s.mqtt_username, password=password, seed=seed, stop=stop)
+    if tt10_dir is not None:
+        sink: object = TT10Sink(tt10_dir, s.tt10_province_code)
+    else:
+        tester = tester_credential(s)
+        password = s.mqtt_password.get_secret_value() if s.mqtt_password else None
+        default = (tester.username, tester.password) if tester else (s.mqtt_username, password)
+        sink = MqttSink(s.mqtt_host, s.mqtt_port, gateway_accounts(s, stations), default)
+    run(stations, sink=sink, duration=duration, rate=rate if rate > 0 else None, speedup=speedup, seed=seed, incidents=chosen,  # type: ignore[arg-type]
+        injections=injections, ground_truth_path=ground_truth, stop=stop, now=now)
+
+
+def scale_out(processes: dict[str, str], bridges: int, workers: int, s: Settings) -> dict[str, tuple[str, dict[str, str]]]:
+    """Procfile entries with `bridge` and `worker` repeated: several bridges share one MQTT
+    subscription (`$share/<group>/...`) under distinct client ids, several workers join one Kafka
+    consumer group; each replica gets its own metrics port (base + index) when metrics are on."""
+    out: dict[str, tuple[str, dict[str, str]]] = {}
+    for name, command in processes.items():
+        count = {"bridge": bridges, "worker": workers}.get(name, 1)
+        if count == 1:
+            out[name] = (command, {})
+            continue
+        for i in range(1, count + 1):
+            env: dict[str, str] = {}
+            if name == "bridge":
+                env["QUANTRAC_MQTT_BRIDGE_CLIENT_ID"] = f"{s.mqtt_bridge_client_id}-{i}"
+                env["QUANTRAC_MQTT_SHARED_GROUP"] = s.mqtt_shared_group or "quantrac-bridges"
+            port = getattr(s, f"{name}_metrics_port")
+            if port:
+                env[f"QUANTRAC_{name.upper()}_METRICS_PORT"] = str(port + i - 1)
+            out[f"{name}{i}"] = (command, env)
+    return out
+
+
+tt10_app = typer.Typer(help="Files in the national format (Circular 10/2021 Appendix 15).", no_args_is_help=True)
+app.add_typer(tt10_app, name="tt10")
+
+
+@tt10_app.command("watch")
+def tt10_watch(directory: Annotated[Path, typer.Argument(help="Drop folder the stations upload to.")]) -> None:
+    """Feed TT10 files from a drop folder into the pipeline; processed files go to done/ or rejected/."""
+    _setup("tt10-watch")
+    from ingest.producer import make_producer
+    from ingest.tt10_watch import Watcher
+    from quantrac.db import connect, load_stations
+    from quantrac.registry import RegistryCache
+    s = get_settings()
+    if not directory.is_dir():
+        raise typer.BadParameter(f"{directory} is not a directory; create it or pass the stations' FTP target folder")
+
+    def stations() -> dict:  # type: ignore[type-arg]
+        with connect(s.pg_dsn) as conn:
+            return load_stations(conn)
+
+    producer = make_producer(s, "quantrac-tt10-watch")
+    watcher = Watcher(s, directory, producer, RegistryCache(stations, s.registry_refresh_s, s.registry_miss_reload_s),
+                      lambda: connect(s.pg_dsn))
+    _stop_on_signals(watcher)
+    try:
+        watcher.run()
+    finally:
+        producer.close(timeout=5)
+
+
+@tt10_app.command("export")
+def tt10_export(
+    directory: Annotated[Path, typer.Argument(help="Folder to write the files to.")],
+    station: Annotated[str, typer.Option(help="Station id.")],
+    from_: Annotated[str, typer.Option("--from", help="Start (ISO 8601 with offset), inclusive.")],
+    to: Annotated[str, typer.Option(help="End (ISO 8601 with offset), exclusive.")],
+    province: Annotated[Optional[str], typer.Option(help="<Province> code when not known from the source file; default QUANTRAC_TT10_PROVINCE_CODE.")] = None,
+    facility: Annotated[Optional[str], typer.Option(help="<Facility> code when not known from the source file; default the station code.")] = None,
+    newline: Annotated[str, typer.Option(help="crlf or lf.")] = "crlf",
+) -> None:
+    """Write a station's stored readings as TT10 files, one per measurement time."""
+    _setup("tt10-export")
+    from ingest.payload import parse_timestamp
+    from ingest.tt10_export import build_files, load_values, station_code, write_files
+    from quantrac.db import connect, load_stations
+    s = get_settings()
+    try:
+        start, end = parse_timestamp(from_), parse_timestamp(to)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    if newline not in ("crlf", "lf"):
+        raise typer.BadParameter(f"--newline {newline!r}: write crlf or lf")
+    with connect(s.pg_dsn) as conn:
+        known = load_stations(conn)
+        if station not in known:
+            raise typer.BadParameter(f"station {station!r} is not in the registry; known: {', '.join(sorted(known))}")
+        values = load_values(conn, station, start, end)
+    export = build_files(known[station], values, province=province or s.tt10_province_code,
+                         facility=facility or station_code(station, s.tt10_station_codes),
+                         station_codes=s.tt10_station_codes, newline="\r\n" if newline == "crlf" else "\n")
+    written = write_files(export, directory)
+    typer.echo(f"{len(written)} file(s), {sum(f.lines for f in export.files)} line(s) written to {directory}; "
+               f"{len(export.skipped)} reading(s) skipped (no value with status 01)")
+
+
+gateways_app = typer.Typer(help="Gateway MQTT accounts and the broker's ACL.", no_args_is_help=True)
+app.add_typer(gateways_app, name="gateways")
+
+
+@gateways_app.command("sync")
+def gateways_sync(
+    test_account: Annotated[bool, typer.Option(help="Also keep an account that may publish for any station (tests, local use).")] = True,
+    prune: Annotated[bool, typer.Option(help="Drop accounts of gateways no longer in this registry.")] = False,
+) -> None:
+    """Create accounts for the registry's gateways, write Mosquitto's password and ACL files, reload the broker."""
+    _setup("gateways")
+    from ingest.gateways import sync
+    from quantrac.db import connect, load_stations
+    s = get_settings()
+    with connect(s.pg_dsn) as conn:
+        stations = load_stations(conn)
+    result = sync(s, stations, test_account=test_account, keep_existing=not prune)
+    typer.echo(f"{result.gateways} gateway account(s), {len(result.created)} new; broker "
+               f"{'reloaded' if result.reloaded else 'not running here: restart it with `quantrac stack up` to apply'}. "
+               f"Credentials: {s.run_dir / 'mosquitto' / 'credentials.json'} (mode 600)")
+
+
+deadletter_app = typer.Typer(help="Rejected messages: keep them queryable, send them through again.", no_args_is_help=True)
+app.add_typer(deadletter_app, name="deadletter")
+
+
+@deadletter_app.command("replay")
+def deadletter_replay(
+    station: Annotated[Optional[str], typer.Option(help="Only this station id.")] = None,
+    reason: Annotated[Optional[str], typer.Option(help="Only this reason code, e.g. unknown_station.")] = None,
+    since: Annotated[Optional[str], typer.Option(help="Only dead letters received at or after (ISO 8601 with offset).")] = None,
+    dry_run: Annotated[bool, typer.Option(help="Report what would pass without sending or marking anything.")] = False,
+) -> None:
+    """Validate pending dead letters again against today's registry; send what passes to Kafka and mark it replayed."""
+    _setup("deadletter")
+    from ingest.deadletter import keep_batch, make_keeper_consumer, replay
+    from ingest.payload import parse_timestamp
+    from quantrac.db import connect, load_stations
+    s = get_settings()
+    try:
+        start = parse_timestamp(since) if since else None
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    consumer = make_keeper_consumer(s)
+    try:
+        while keep_batch(consumer, s.pg_dsn, timeout_ms=2000):
+            pass  # catch up with the dead-letter topic first
+    finally:
+        consumer.close()
+    with connect(s.pg_dsn) as conn:
+        result = replay(s, conn, load_stations(conn), station=station, reason=reason, since=start, dry_run=dry_run)
+    typer.echo(f"{result.considered} pending dead letter(s): {result.replayed} {'would pass' if dry_run else 'replayed'} "
+               f"({result.readings_sent} reading(s)); still rejected: {result.still_rejected or 'none'}")
 
 
 @app.command("run")
 def run_all(
     rate: Annotated[float, typer.Option(help="Simulator readings per second.")] = 20.0,
+    bridges: Annotated[int, typer.Option(min=1, help="Bridge processes; more than one share an MQTT subscription.")] = 1,
+    workers: Annotated[int, typer.Option(min=1, help="Faust worker processes in one consumer group (at most the topic's partitions).")] = 1,
     procfile: Annotated[Path, typer.Option(help="Processes to run.")] = Path(__file__).resolve().parent.parent / "deploy" / "local" / "Procfile",
 ) -> None:
     """Start the services, then the bridge, worker, API and simulator; Ctrl-C stops everything."""
@@ -142,15 +358,28 @@ def run_all(
 
     from quantrac import stack
     s = get_settings()
+    if workers > s.topic_partitions:
+        raise typer.BadParameter(f"--workers {workers}: at most QUANTRAC_TOPIC_PARTITIONS={s.topic_partitions} workers get partitions")
     stack.up(s)
     db_migrate(seed=True)
+    from api.auth import ensure_local_credentials
+    from quantrac.db import connect
+    credentials_file = s.run_dir / "credentials.json"
+    with connect(s.pg_dsn) as conn:
+        creds = ensure_local_credentials(conn, credentials_file)
     venv_bin = os.path.dirname(sys.executable)
     env = {**os.environ, "QUANTRAC_SIM_RATE": str(rate), "PYTHONUNBUFFERED": "1",
            "PATH": venv_bin + os.pathsep + os.environ.get("PATH", "")}
     manager = Manager()
-    for name, entry in parse_procfile(procfile.read_text()).processes.items():
-        manager.add_process(name, entry, env=env, cwd=str(procfile.parent.parent.parent))
-    typer.echo(f"\n  dashboard and API: http://{s.api_host}:{s.api_port}/docs\n"
+    entries = parse_procfile(procfile.read_text()).processes
+    for name, (entry, extra) in scale_out(dict(entries), bridges, workers, s).items():
+        manager.add_process(name, entry, env={**env, **extra}, cwd=str(procfile.parent.parent.parent))
+    typer.echo(f"\n  dashboard:         http://{s.api_host}:{s.api_port}/  (sign in with a key below)\n"
+               f"  admin key:         {creds['admin']}\n"
+               f"  operator key:      {creds['operator']}\n"
+               f"                     (kept in {credentials_file}, mode 600; use as X-API-Key: <key>)\n"
+               f"  example:           curl -H 'X-API-Key: {creds['operator']}' http://{s.api_host}:{s.api_port}/api/v1/alerts\n"
+               f"  API documentation: http://{s.api_host}:{s.api_port}/docs\n"
                f"  alerts:            http://{s.api_host}:{s.api_port}/api/v1/alerts\n"
                f"  health:            http://{s.api_host}:{s.api_port}/healthz\n"
                f"  MQTT {s.mqtt_host}:{s.mqtt_port}  Kafka {s.kafka_bootstrap}  PostgreSQL {s.pg_host}:{s.pg_port}\n"

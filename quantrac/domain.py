@@ -77,6 +77,7 @@ class ParameterSpec(BaseModel):
     limit: Limit | None = None
     range_min: float | None = Field(None, description="Instrument range; values outside it mean a device fault.")
     range_max: float | None = None
+    max_rate_per_min: float | None = Field(None, description="Largest plausible change per minute (in the unit); faster means a rate-of-change alert. Configuration [U].")
 
 
 class Station(BaseModel):
@@ -90,6 +91,11 @@ class Station(BaseModel):
     facility: str
     kind: StationKind
     expected_interval_s: int = Field(300, gt=0, description="How often the station should report.")
+    offline_grace_s: int | None = Field(None, ge=0, description="Grace after a missed slot before the station is reported offline; None: the worker's default.")
+    regulation: str | None = Field(None, description="Regulation table its limits come from, e.g. 'qcvn40_2011'; None when only permit limits apply.")
+    column: str | None = Field(None, description="Column of the regulation that applies (A or B).")
+    factors: dict[str, float] = Field(default_factory=dict, description="Adjustment factor values (Kq, Kf, Kp, Kv) the limits were computed with.")
+    gateway: str | None = Field(None, description="Id of the gateway (MQTT account) that publishes for this station; None: its own id.")
     parameters: dict[str, ParameterSpec]
 
     def parameter(self, symbol: str) -> ParameterSpec | None:

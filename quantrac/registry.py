@@ -69,9 +69,11 @@ def _station_from_seed(raw: dict[str, Any], catalogue: dict[str, Any], profiles:
         limit = Limit(**overrides[symbol]) if symbol in overrides else (
             regulatory_limit(table, symbol, raw["column"], factors) if table is not None else None)
         low, high = spec.get("range", (None, None))
-        parameters[symbol] = ParameterSpec(symbol=symbol, unit=spec["unit"], limit=limit, range_min=low, range_max=high)
-    fields = {k: raw[k] for k in ("id", "name", "zone", "facility", "kind", "expected_interval_s") if k in raw}
-    return Station(**fields, parameters=parameters)
+        parameters[symbol] = ParameterSpec(symbol=symbol, unit=spec["unit"], limit=limit, range_min=low, range_max=high,
+                                           max_rate_per_min=spec.get("max_rate_per_min"))
+    fields = {k: raw[k] for k in ("id", "name", "zone", "facility", "kind", "expected_interval_s", "offline_grace_s",
+                                  "regulation", "column") if k in raw}
+    return Station(**fields, factors={k: float(v) for k, v in factors.items()}, parameters=parameters)
 
 
 def load_registry(registry_file: Path, limits_dir: Path) -> dict[str, Station]:

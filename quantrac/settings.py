@@ -6,10 +6,11 @@ subprocesses can set the environment first.
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -30,6 +31,12 @@ class Settings(BaseSettings):
     mqtt_password: SecretStr | None = Field(None, description="Its password (never logged).")
     mqtt_bridge_client_id: str = Field("quantrac-bridge", description="Fixed client id: the broker keeps this persistent session.")
     mqtt_session_expiry_s: int = Field(7 * 24 * 3600, description="How long the broker keeps the bridge's session while it is away.")
+    mqtt_tls_ca_file: Path | None = Field(None, description="CA certificate of the broker's TLS listener; when set, clients connect with TLS.")
+    mosquitto_tls_port: int | None = Field(None, description="Extra TLS listener of the local Mosquitto, certificate from a CA generated under run_dir.")
+    bridge_max_inflight: int = Field(1000, description="Most unacknowledged MQTT messages the bridge holds (its MQTT 5 receive maximum).")
+    bridge_counts_flush_s: float = Field(30.0, description="How often the bridge adds its per-station delivery counts to PostgreSQL.")
+    delivery_late_after_s: int = Field(3600, description="Readings received this long after their event time are counted as late in delivery accounting (and still stored).")
+    mqtt_shared_group: str = Field("", description="MQTT shared-subscription group of the bridges (`$share/<group>/...`); empty: one bridge takes every message.")
 
     kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, comma-separated.")
     kafka_controller_port: int = Field(9093, description="KRaft controller port of the local broker.")
@@ -50,20 +57,78 @@ class Settings(BaseSettings):
     readings_topic: str = Field("quantrac.readings", description="Validated readings, keyed by station id.")
     deadletter_topic: str = Field("quantrac.readings.deadletter", description="Rejected messages, whole, with their reason.")
     alerts_topic: str = Field("quantrac.alerts", description="Alert transitions.")
+
+    alert_clear_hysteresis: float = Field(0.05, ge=0, lt=1, description="A value counts as clear only once inside the limit by this fraction (limit × (1 − h)).")
+    alert_clear_hold_s: float = Field(900.0, ge=0, description="How long (event time) a condition must stay clear before its alert resolves by itself.")
+    escalation_warning_after_s: float = Field(3600.0, gt=0, description="An open warning not acknowledged within this escalates.")
+    escalation_critical_after_s: float = Field(900.0, gt=0, description="An open critical alert not acknowledged within this escalates.")
+    reminder_first_s: float = Field(900.0, gt=0, description="First reminder of an escalated, unacknowledged alert comes this long after escalation.")
+    reminder_backoff: float = Field(2.0, ge=1, description="Each further reminder waits this many times longer than the previous one.")
+    reminder_max_s: float = Field(4 * 3600.0, gt=0, description="Longest wait between two reminders.")
+    notify_webhook_url: str | None = Field(None, description="Webhook receiving alert notifications (none: off).")
+    notify_escalation_webhook_url: str | None = Field(None, description="Webhook of the escalation channel (none: the main webhook).")
+    notify_webhook_secret: SecretStr | None = Field(None, description="HMAC-SHA256 key signing webhook bodies (X-Quantrac-Signature).")
+    notify_webhook_attempts: int = Field(5, ge=1, description="Attempts per webhook delivery before it is logged as failed.")
+    notify_webhook_backoff_s: float = Field(0.5, ge=0, description="First wait between webhook attempts; doubles each time.")
+    notify_webhook_timeout_s: float = Field(5.0, gt=0, description="Timeout of one webhook request.")
+    notify_mqtt_topic: str = Field("quantrac/v1/alerts/{zone}", description="MQTT topic of alert notifications; {zone} is the industrial zone.")
+    notify_mqtt_enabled: bool = Field(True, description="Publish alert notifications over MQTT.")
+    smtp_host: str | None = Field(None, description="SMTP server for alert e-mails (none: no e-mail).")
+    smtp_port: int = Field(25, description="SMTP port.")
+    smtp_starttls: bool = Field(False, description="Use STARTTLS with the SMTP server.")
+    smtp_username: str | None = Field(None, description="SMTP account (none: no login).")
+    smtp_password: SecretStr | None = Field(None, description="Its password (never logged).")
+    smtp_from: str = Field("quantrac@localhost", description="Sender of alert e-mails.")
+    smtp_to: str = Field("", description="Recipients of alert e-mails, comma-separated.")
+    notifier_poll_s: float = Field(1.0, gt=0, description="How often the notifier looks for new alert events.")
+    notifier_tick_s: float = Field(30.0, gt=0, description="How often the notifier checks escalations and reminders.")
+    sse_poll_s: float = Field(0.5, gt=0, description="How often the alert stream looks for new alert events.")
     topic_partitions: int = Field(6, description="Partitions of every quantrac topic; the worker scales up to this many processes.")
 
     max_payload_bytes: int = Field(64 * 1024, description="Larger MQTT payloads are dead-lettered as oversize.")
     max_future_s: int = Field(300, description="Readings stamped further ahead of the receive time are rejected.")
     retention_days: int = Field(730, description="Readings older than this are rejected at ingest and dropped from the store.")
+    partitions_ahead_days: int = Field(7, description="Day partitions of readings the worker keeps created ahead (native PostgreSQL).")
+    maintenance_interval_s: float = Field(3600.0, description="How often the worker creates partitions ahead, applies retention and refreshes aggregates.")
     registry_refresh_s: float = Field(30.0, description="How often the bridge and worker reload the station registry.")
     registry_miss_reload_s: float = Field(1.0, description="Least time between reloads caused by an unknown station id.")
+    tt10_poll_s: float = Field(1.0, description="How often `tt10 watch` scans its drop folder.")
+    tt10_settle_s: float = Field(2.0, description="A TT10 file is read once its size and time have not changed for this long.")
+    tt10_station_codes: dict[str, str] = Field({}, description="TT10 <Station> code → station id, as JSON (a code not listed is the station id itself).")
+    tt10_province_code: str = Field("HP", description="<Province> code of exported TT10 file names when the readings did not come from a file.")
     worker_id: str = Field("quantrac-worker", description="Faust app id, also the Kafka consumer group.")
     worker_batch_size: int = Field(500, description="Most Kafka messages written to PostgreSQL in one transaction.")
     worker_batch_latency_s: float = Field(0.5, description="Longest a message waits for its batch to fill.")
+    detect_lateness_s: int = Field(600, description="Readings up to this much older than a station's newest event time still update their windows; older ones are stored and counted as late.")
+    detect_window_min_coverage: float = Field(0.5, description="Share of a window's expected readings that must be valid (status 00) before its mean is judged against the limit.")
+    detect_early_warning_fraction: float = Field(0.8, description="Early warning (severity warning) when a value or mean exceeds this fraction of its limit.")
+    detect_fault_after_n: int = Field(3, description="Consecutive status 02 readings of a parameter that make a `device_fault` alert.")
+    detect_fault_after_s: int = Field(1800, description="Status 02 lasting this long (event time) makes a `device_fault` alert, whatever the count.")
+    detect_calibration_max_s: int = Field(3600, description="Continuous calibration (status 01) longer than this raises `calibration_overrun` [U].")
+    detect_calibration_daily_s: int = Field(7200, description="Calibration allowance per local day; more status 01 time in a day raises `calibration_overrun` [U].")
+    detect_detectors: str = Field("spike,drift,flatline", description="Streaming anomaly detectors run on every parameter, comma-separated (names of processors.detectors.DETECTORS).")
+    detect_detector_params: str = Field('{"spike": {"threshold": 8.0, "relearn_after": 60}, "drift": {"k": 1.0, "h": 20.0}, "flatline": {"n_intervals": 12}}',
+                                        description="Hyperparameters of the anomaly detectors (JSON object by detector name); unnamed ones keep their defaults.")
+    detect_multivariate_groups: str = Field("COD,TSS,NH4;PM,SO2,NO2,CO", description="Correlated parameter groups (`;`-separated) scored by the multivariate detector at stations reporting all of a group.")
+    offline_grace_s: int = Field(60, description="Default grace after a station's missed slot before it is reported offline (a station's `offline_grace_s` overrides it).")
+    liveness_check_s: float = Field(10.0, description="How often (wall clock) the worker checks for silent stations.")
+    metrics_host: str = Field("127.0.0.1", description="Address the bridge's and worker's Prometheus endpoints listen on (0.0.0.0 in containers).")
+    bridge_metrics_port: int = Field(0, description="Port of the bridge's Prometheus `/metrics` (0: off).")
+    worker_metrics_port: int = Field(0, description="Port of the worker's Prometheus `/metrics` (0: off).")
 
     display_timezone: str = Field("Asia/Ho_Chi_Minh", description="Time zone of times shown by the API (storage is UTC).")
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR.")
     log_format: str = Field("console", description="console (key=value) or json (one object a line).")
+
+    @model_validator(mode="after")
+    def _generated_mqtt_account(self) -> "Settings":
+        """Without QUANTRAC_MQTT_USERNAME, use the bridge account that `quantrac gateways sync` generated under run_dir."""
+        if self.mqtt_username is None:
+            path = mqtt_credentials_file(self.run_dir)
+            if path.is_file():
+                bridge = json.loads(path.read_text())["bridge"]
+                self.mqtt_username, self.mqtt_password = bridge["username"], SecretStr(bridge["password"])
+        return self
 
     @property
     def pg_dsn(self) -> str:
@@ -77,6 +142,11 @@ class Settings(BaseSettings):
     def kafka_url(self) -> str:
         """Broker URL in the form faust expects."""
         return "kafka://" + ",".join(self.kafka_bootstrap.split(","))
+
+
+def mqtt_credentials_file(run_dir: Path) -> Path:
+    """Where `quantrac gateways sync` keeps the generated MQTT accounts (mode 600, never in the repo)."""
+    return run_dir / "mosquitto" / "credentials.json"
 
 
 def settings_table() -> str:

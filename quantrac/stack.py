@@ -486,13 +486,14 @@ class Mosquitto(Service):
 
 
 def _mosquitto_auth_lines(settings: Settings) -> list[str]:
-    """The authentication part of mosquitto.conf.
+    """The authentication (and TLS listener) part of mosquitto.conf.
 
-    Anonymous on loopback for now. When accounts arrive, return `allow_anonymous false`,
-    `password_file ...` and `acl_file ...` here (files under run_dir/mosquitto).
+    Accounts and ACL once `quantrac gateways sync` generated them under run_dir/mosquitto
+    (then no anonymous access); anonymous on loopback before that.
     """
-    del settings
-    return ["allow_anonymous true"]
+    from ingest.gateways import mosquitto_auth_lines
+
+    return mosquitto_auth_lines(settings)
 
 
 def _mosquitto_duration(seconds: int) -> str:
@@ -990,14 +991,24 @@ def ensure_topics(settings: Settings) -> None:
             time.sleep(1.0)
 
 
-def _create_topics(settings: Settings, wanted: dict[str, int]) -> None:
+def ensure_changelog_topics(settings: Settings, names: Iterable[str]) -> None:
+    """Create the worker's table changelogs (compacted, one partition per source partition) if missing.
+
+    Faust would create them itself, but on a brand-new cluster a table written with
+    `use_partitioner=True` asks the producer for the partitions of a changelog it has no metadata
+    for yet (TypeError in aiokafka's partitioner); creating them before the worker starts avoids that.
+    """
+    _create_topics(settings, {name: settings.topic_partitions for name in names}, {"cleanup.policy": "compact"})
+
+
+def _create_topics(settings: Settings, wanted: dict[str, int], configs: dict[str, str] | None = None) -> None:
     from kafka.admin import NewPartitions, NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
     admin = kafka_admin(settings)
     try:
         existing = {t["topic"]: len(t["partitions"]) for t in admin.describe_topics() if t["topic"] in wanted}
-        missing = [NewTopic(name, count, 1) for name, count in wanted.items() if name not in existing]
+        missing = [NewTopic(name, count, 1, topic_configs=configs or {}) for name, count in wanted.items() if name not in existing]
         if missing:
             with contextlib.suppress(TopicAlreadyExistsError):
                 admin.create_topics(missing, timeout_ms=30_000)

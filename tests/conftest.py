@@ -69,8 +69,11 @@ def api(stack: Settings) -> Iterator["TestClient"]:
     """
     from fastapi.testclient import TestClient
 
+    from api.auth import create_key
     from api.main import create_app
-    with TestClient(create_app(stack)) as client:
+    with connect(stack.pg_dsn) as conn:
+        key, _ = create_key(conn, "test-admin", "admin", "tests")
+    with TestClient(create_app(stack), headers={"X-API-Key": key}) as client:
         yield client
 
 
@@ -110,8 +113,17 @@ class Process:
 
 
 def publish(settings: Settings, station_id: str, body: bytes, *, qos: int = 1) -> None:
-    """Publish one message like a gateway and wait for the broker's PUBACK."""
+    """Publish one message like a gateway and wait for the broker's PUBACK.
+
+    It logs in as the station's gateway (or the test gateway account) once `quantrac gateways
+    sync` generated accounts under the run_dir; anonymously before that.
+    """
+    from ingest.gateways import credential_for
+
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+    credential = credential_for(settings, station_id)
+    if credential is not None:
+        client.username_pw_set(credential.username, credential.password)
     client.connect(settings.mqtt_host, settings.mqtt_port)
     client.loop_start()
     try:
@@ -143,8 +155,93 @@ def pipeline(stack: Settings) -> Iterator[dict[str, Process]]:
 
         try:
             wait_for(probe_stored, timeout=90, interval=1.0, what="a probe reading to travel MQTT → Kafka → PostgreSQL")
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}\n--- bridge ---\n{procs['bridge'].tail()}\n--- worker ---\n{procs['worker'].tail()}") from None
-    yield procs
-    for p in procs.values():
-        p.stop()
+        except BaseException as exc:
+            tails = f"\n--- bridge ---\n{procs['bridge'].tail()}\n--- worker ---\n{procs['worker'].tail()}"
+            for p in procs.values():
+                p.stop()
+            raise AssertionError(f"{exc}{tails}") from None
+    try:
+        yield procs
+    finally:
+        for p in procs.values():
+            p.stop()
+
+
+@pytest.fixture(scope="session")
+def api_as(api: "TestClient", stack: Settings) -> "Callable[[str | None], TestClient]":
+    """A client of the same app acting with a fresh key of the given role (None: no credential at all)."""
+    from fastapi.testclient import TestClient
+
+    from api.auth import create_key
+    clients: dict[str | None, TestClient] = {}
+
+    def client_for(role: str | None) -> TestClient:
+        if role not in clients:
+            headers = {}
+            if role is not None:
+                with connect(stack.pg_dsn) as conn:
+                    key, _ = create_key(conn, f"test-{role}", role, "tests")
+                headers = {"X-API-Key": key}
+            clients[role] = TestClient(api.app, headers=headers)
+        return clients[role]
+    return client_for
+
+
+def end_mqtt_session(settings: Settings, client_id: str) -> None:
+    """Delete the broker's persistent session of a stopped bridge (clean start, session expiry 0).
+
+    A bridge's session outlives the process; left behind, it keeps collecting messages (and, in a
+    shared subscription group, keeps taking its turn) until it expires. Tests that start bridges
+    with their own client ids call this at teardown."""
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    if settings.mqtt_username:
+        client.username_pw_set(settings.mqtt_username,
+                               settings.mqtt_password.get_secret_value() if settings.mqtt_password else None)
+    properties = Properties(PacketTypes.CONNECT)
+    properties.SessionExpiryInterval = 0
+    client.connect(settings.mqtt_host, settings.mqtt_port, clean_start=True, properties=properties)
+    client.loop_start()
+    try:
+        wait_for(client.is_connected, timeout=10, what=f"an MQTT connection as {client_id} to end its session")
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def own_pipeline(stack: Settings, tag: str) -> tuple[Settings, dict[str, str]]:
+    """Settings and subprocess environment for a test that runs its own bridge/worker processes.
+
+    Own database, topics, consumer group and MQTT client id, so they neither join the session
+    `pipeline`'s consumer group, take over its MQTT session, nor race its worker to store the
+    same readings (both bridges receive every MQTT message; the session's dead-letters the
+    stations it does not know). Idempotent: call it as often as needed.
+    """
+    from psycopg import sql
+
+    from quantrac.stack import ensure_topics
+
+    own = stack.model_copy(update={
+        "pg_database": f"{stack.pg_database}_{tag}",
+        "readings_topic": f"quantrac.{_ns}.{tag}.readings", "deadletter_topic": f"quantrac.{_ns}.{tag}.readings.deadletter",
+        "alerts_topic": f"quantrac.{_ns}.{tag}.alerts", "worker_id": f"quantrac-worker-{_ns}-{tag}",
+        "mqtt_bridge_client_id": f"quantrac-bridge-{_ns}-{tag}",
+    })
+    if own.pg_database not in _own_databases:
+        admin = stack.pg_dsn.replace(f"dbname={stack.pg_database}", "dbname=postgres")
+        with psycopg.connect(admin, autocommit=True) as conn:
+            if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (own.pg_database,)).fetchone() is None:
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(own.pg_database)))
+        with connect(own.pg_dsn) as conn:
+            migrate(conn)
+        ensure_topics(own)
+        _own_databases.add(own.pg_database)
+    env = {"QUANTRAC_PG_DATABASE": own.pg_database, "QUANTRAC_READINGS_TOPIC": own.readings_topic,
+           "QUANTRAC_DEADLETTER_TOPIC": own.deadletter_topic, "QUANTRAC_ALERTS_TOPIC": own.alerts_topic,
+           "QUANTRAC_WORKER_ID": own.worker_id, "QUANTRAC_MQTT_BRIDGE_CLIENT_ID": own.mqtt_bridge_client_id}
+    return own, env
+
+
+_own_databases: set[str] = set()

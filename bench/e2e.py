@@ -1,0 +1,227 @@
+"""End to end: MQTT → bridge → Kafka → worker → PostgreSQL, every rule on.
+
+For each offered rate it publishes station messages (8 readings each) for a fixed time and
+measures what was stored, publish→stored and publish→alert latency (p50/p95/p99), consumer lag
+through the run, and CPU/RSS of every component. A rate is *sustained* when everything is stored within a
+short drain (≤ 5 s), with the consumer lag at the end under three seconds of traffic (the
+worker commits offsets every second). The baseline, measured in the same run, is the publisher alone into Mosquitto.
+
+    python bench/e2e.py [--quick] [--rates 1000,5000,10000] [--seconds 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench.common import ProcessSample, namespace_env, percentiles, quantrac_process, write_result  # noqa: E402
+
+NS = "bench"
+os.environ.update(namespace_env(NS))
+
+import orjson  # noqa: E402
+import paho.mqtt.client as mqtt  # noqa: E402
+import psycopg  # noqa: E402
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition  # noqa: E402
+
+from quantrac import stack  # noqa: E402
+from quantrac.db import migrate, save_stations  # noqa: E402
+from quantrac.domain import Station  # noqa: E402
+from quantrac.registry import load_registry  # noqa: E402
+from quantrac.settings import get_settings  # noqa: E402
+
+PARAMS_TEMPLATE = "HD-DAIAN-WW01"  # 8 parameters: Flow, Temp, pH, TSS, COD, NH4, TN, TP
+
+
+def fresh_database(settings) -> None:
+    admin = settings.pg_dsn.replace(f"dbname={settings.pg_database}", "dbname=postgres")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{settings.pg_database}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{settings.pg_database}"')
+
+
+def fresh_topics(settings) -> None:
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    names = [settings.readings_topic, settings.deadletter_topic, settings.alerts_topic]
+    existing = [n for n in names if n in admin.list_topics()]
+    if existing:
+        admin.delete_topics(existing)
+        deadline = time.monotonic() + 30
+        while any(n in admin.list_topics() for n in existing) and time.monotonic() < deadline:
+            time.sleep(0.2)  # topic deletion is asynchronous; poll with a deadline
+    admin.close()
+    stack.ensure_topics(settings)
+
+
+def bench_stations(settings, count: int) -> dict[str, Station]:
+    template = load_registry(settings.registry_file, settings.limits_dir)[PARAMS_TEMPLATE]
+    return {f"BENCH-{i:04d}": template.model_copy(update={"id": f"BENCH-{i:04d}", "zone": f"Bench zone {i % 10}"})
+            for i in range(count)}
+
+
+def message(station: Station, now: datetime, exceed: bool) -> bytes:
+    readings = []
+    for symbol, spec in station.parameters.items():
+        value = 7.0 if symbol == "pH" else 10.0
+        if exceed and symbol == "COD":
+            value = (spec.limit.high or 100) * 2
+        readings.append({"parameter": symbol, "value": value, "unit": spec.unit, "status": "00"})
+    return orjson.dumps({"ts": now.isoformat(), "readings": readings})
+
+
+def publish_at(settings, stations: list[Station], readings_per_s: float, seconds: float,
+               exceed_stations: set[str]) -> dict[str, float]:
+    """Publish for `seconds` at `readings_per_s`; returns what was offered and achieved."""
+    per_message = len(stations[0].parameters)
+    messages_per_s = readings_per_s / per_message
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{os.getpid()}", protocol=mqtt.MQTTv311)
+    client.max_inflight_messages_set(5000)
+    client.max_queued_messages_set(0)
+    client.connect(settings.mqtt_host, settings.mqtt_port, keepalive=60)
+    client.loop_start()
+    sent, last = 0, None
+    start = time.monotonic()
+    exceeded: set[str] = set()
+    while True:
+        elapsed = time.monotonic() - start
+        if elapsed >= seconds:
+            break
+        due = int(elapsed * messages_per_s) + 1
+        now = datetime.now(timezone.utc)
+        while sent < due:
+            station = stations[sent % len(stations)]
+            exceed = station.id in exceed_stations and station.id not in exceeded
+            if exceed:
+                exceeded.add(station.id)
+            last = client.publish(f"quantrac/v1/stations/{station.id}/readings", message(station, now, exceed), qos=1)
+            sent += 1
+        time.sleep(0.005)  # pacing of the publisher's loop, not synchronisation
+    if last is not None:
+        last.wait_for_publish(timeout=120)
+    took = time.monotonic() - start
+    client.disconnect()
+    client.loop_stop()
+    return {"messages": sent, "readings": sent * per_message, "seconds": round(took, 2),
+            "achieved_readings_per_s": round(sent * per_message / took, 1)}
+
+
+def consumer_lag(settings, consumer: KafkaConsumer, admin: KafkaAdminClient) -> int:
+    partitions = [TopicPartition(settings.readings_topic, p) for p in range(settings.topic_partitions)]
+    ends = consumer.end_offsets(partitions)
+    committed = admin.list_consumer_group_offsets(settings.worker_id)
+    return sum(ends[tp] - (committed[tp].offset if tp in committed else 0) for tp in partitions)
+
+
+def stored_since(conn: psycopg.Connection, since: datetime) -> int:
+    return conn.execute("SELECT count(*) FROM readings WHERE ts >= %s", (since,)).fetchone()[0]
+
+
+def run_step(settings, conn, procs, stations, rate, seconds, alert_stations) -> dict:
+    samples = {name: ProcessSample(pid).start() for name, pid in procs.items()}
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+    admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    lags: list[int] = []
+    stop = threading.Event()
+
+    def sample_lag() -> None:
+        while not stop.wait(1.0):
+            lags.append(consumer_lag(settings, consumer, admin))
+
+    since = datetime.now(timezone.utc)
+    sampler = threading.Thread(target=sample_lag, daemon=True)
+    sampler.start()
+    offered = publish_at(settings, stations, rate, seconds, alert_stations)
+    stop.set()
+    sampler.join()
+    usage = {name: s.usage() for name, s in samples.items()}
+    drain_start = time.monotonic()
+    while stored_since(conn, since) < offered["readings"] and time.monotonic() - drain_start < 120:
+        time.sleep(0.5)  # drain: poll with a deadline
+    drain = time.monotonic() - drain_start
+    stored = stored_since(conn, since)
+    latencies = [r[0] for r in conn.execute(
+        "SELECT extract(epoch FROM received_at - ts) FROM readings WHERE ts >= %s", (since,)).fetchall()]
+    alert_latencies = [r[0] for r in conn.execute(
+        "SELECT extract(epoch FROM opened_at - first_ts) FROM alerts WHERE first_ts >= %s AND rule = 'exceedance' "
+        "AND basis = 'instant'", (since,)).fetchall()]
+    end_lag = lags[-1] if lags else 0
+    messages_per_s = rate / len(stations[0].parameters)
+    consumer.close()
+    admin.close()
+    return {
+        "offered_readings_per_s": rate, **offered, "stored": stored, "lost": offered["readings"] - stored,
+        "drain_s": round(drain, 1), "lag_end_messages": end_lag, "lag_max_messages": max(lags, default=0),
+        "sustained": stored == offered["readings"] and end_lag <= 3 * messages_per_s and drain <= 5,
+        "publish_to_stored_s": percentiles([float(x) for x in latencies]),
+        "publish_to_alert_s": percentiles([float(x) for x in alert_latencies]), "alerts_measured": len(alert_latencies),
+        "components": usage,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="short steps (about 3 minutes in all)")
+    parser.add_argument("--rates", default=None, help="readings/s to offer, comma-separated")
+    parser.add_argument("--seconds", type=float, default=None, help="length of each step")
+    parser.add_argument("--stations", type=int, default=200)
+    args = parser.parse_args()
+    rates = [float(r) for r in (args.rates or ("1000,5000" if args.quick else "1000,5000,10000,20000,50000")).split(",")]
+    seconds = args.seconds or (15.0 if args.quick else 60.0)
+    settings = get_settings()
+    stack.up(settings)
+    fresh_database(settings)
+    with psycopg.connect(settings.pg_dsn, autocommit=True) as conn:
+        migrate(conn)
+        stations = bench_stations(settings, args.stations)
+        save_stations(conn, stations)
+        fresh_topics(settings)
+        logs = settings.run_dir / "bench-logs"
+        env = {"QUANTRAC_LOG_LEVEL": "WARNING"}
+        bridge = quantrac_process(["bridge"], env, logs / "bridge.log")
+        worker = quantrac_process(["worker"], env, logs / "worker.log")
+        pids = {"bridge": bridge.pid, "worker": worker.pid,
+                **{name: s.pid for name, s in stack.status(settings).items() if s.pid}}
+        try:
+            station_list = list(stations.values())
+            warm = publish_at(settings, station_list[:1], 8, 1, set())
+            deadline = time.monotonic() + 120
+            while stored_since(conn, datetime(2000, 1, 1, tzinfo=timezone.utc)) < warm["readings"]:
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"pipeline did not start; see {logs}")
+                time.sleep(0.5)  # wait for the worker's first assignment, with a deadline
+            baseline = {"publisher_only": publish_at(settings, station_list, max(rates) * 2, min(seconds, 10), set())}
+            expected = warm["readings"] + baseline["publisher_only"]["readings"]
+            while stored_since(conn, datetime(2000, 1, 1, tzinfo=timezone.utc)) < expected and time.monotonic() < deadline + 300:
+                time.sleep(0.5)  # let the baseline's burst drain before measuring, with a deadline
+            steps = []
+            for i, rate in enumerate(rates):
+                alert_stations = {s.id for s in station_list[i * 10:(i + 1) * 10]}
+                step = run_step(settings, conn, pids, station_list, rate, seconds, alert_stations)
+                steps.append(step)
+                print(f"rate {rate:.0f}/s: sustained={step['sustained']} stored={step['stored']}/{step['readings']} "
+                      f"p99 stored {step['publish_to_stored_s']['p99']} s", file=sys.stderr)
+                if not step["sustained"]:
+                    break
+            sustained = [s["offered_readings_per_s"] for s in steps if s["sustained"]]
+            write_result("e2e", {
+                "quick": args.quick, "seconds_per_step": seconds, "stations": len(stations),
+                "readings_per_message": len(station_list[0].parameters),
+                "highest_sustained_readings_per_s": max(sustained, default=0.0),
+                "baseline": baseline, "steps": steps,
+            })
+        finally:
+            for proc in (bridge, worker):
+                proc.terminate()
+                proc.wait(30)
+
+
+if __name__ == "__main__":
+    main()

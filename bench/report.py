@@ -1,0 +1,75 @@
+"""The README's performance table, from the newest result of each benchmark in bench/results/.
+
+    python bench/report.py            # print the table
+    python bench/report.py --readme   # also replace it in README.md between the bench markers
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results"
+
+
+def newest(name: str) -> dict[str, Any] | None:
+    files = sorted(RESULTS.glob(f"{name}-*.json"))
+    return json.loads(files[-1].read_text()) if files else None
+
+
+def _when(result: dict[str, Any]) -> str:
+    quick = " (quick)" if result.get("quick") or result.get("size") == "QUICK" else ""
+    return f"{result['finished_at'][:16].replace('T', ' ')} UTC{quick}"
+
+
+def rows() -> list[str]:
+    out = ["| Figure | quantrac | Baseline (same run) | Ratio | Measured |", "|---|---|---|---|---|"]
+    if (e2e := newest("e2e")) is not None:
+        base = e2e["baseline"]["publisher_only"]["achieved_readings_per_s"]
+        best = e2e["highest_sustained_readings_per_s"]
+        out.append(f"| End to end, highest sustained rate (readings/s) | {best:,.0f} | {base:,.0f} (publisher alone into Mosquitto) "
+                   f"| {best / base:.2f} | {_when(e2e)} |")
+        for step in e2e["steps"]:
+            stored, alert = step["publish_to_stored_s"], step["publish_to_alert_s"]
+            out.append(f"| ↳ at {step['offered_readings_per_s']:,.0f} readings/s: publish→stored p50/p95/p99 (s); publish→alert p99 "
+                       f"| {stored['p50']} / {stored['p95']} / {stored['p99']}; {alert['p99']} | | | sustained: {step['sustained']} |")
+    if (bridge := newest("bridge")) is not None:
+        ours, kcat = bridge["bridge"]["readings_per_s"], bridge["baseline_mosquitto_sub_kcat"]["readings_per_s"]
+        out.append(f"| Bridge alone (readings/s) | {ours:,.0f} | {kcat:,.0f} (`mosquitto_sub \\| kcat -P`) | {ours / kcat:.2f} | {_when(bridge)} |")
+    if (store := newest("store")) is not None:
+        w, h = store["write"], store["history"]
+        out.append(f"| Store writes with rollups (rows/s) | {w['store_writer_with_rollups_rows_per_s']:,} | "
+                   f"{w['baseline_raw_binary_copy_rows_per_s']:,} (raw binary COPY) | {w['ratio_store_with_rollups_to_raw_copy']} | {_when(store)} |")
+        out.append(f"| History query, one station-day at 5 min, p50/p95 (ms) | {h['api_bucket_query_ms']['p50']:.0f} / "
+                   f"{h['api_bucket_query_ms']['p95']:.0f} | {h['baseline_group_by_raw_ms']['p50']:.0f} / {h['baseline_group_by_raw_ms']['p95']:.0f} "
+                   f"(GROUP BY over raw readings) | | {_when(store)} |")
+    if (det := newest("detection")) is not None and "gecco2018" in det:
+        g = det["gecco2018"]
+        ours, base = g["detectors"]["f1"], g["baseline"]["f1"]
+        out.append(f"| Detection, GECCO 2018 point-wise F1 | {ours} | {base} (static z-score) | {ours / base:.2f} | {_when(det)} |")
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--readme", action="store_true")
+    args = parser.parse_args()
+    table = "\n".join(rows())
+    print(table)
+    if args.readme:
+        readme = REPO / "README.md"
+        text = readme.read_text(encoding="utf-8")
+        new, count = re.subn(r"<!-- bench:start -->\n.*?<!-- bench:end -->",
+                             lambda _m: f"<!-- bench:start -->\n{table}\n<!-- bench:end -->", text, flags=re.S)
+        if count != 1:
+            sys.exit("README.md has no <!-- bench:start --> / <!-- bench:end --> markers")
+        readme.write_text(new, encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
