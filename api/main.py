@@ -30,13 +30,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        pool = ConnectionPool(settings.pg_dsn, min_size=1, max_size=8, kwargs={"autocommit": True}, open=False)
-        pool.open(wait=False)
-        app.state.pool = pool
+        """Open the connection pool, unless an outer run of the lifespan already did (an in-process
+        client such as schemathesis's runs it again inside the server's); only its opener closes it."""
+        current: ConnectionPool | None = getattr(app.state, "pool", None)
+        owned = current is None or current.closed
+        if owned:
+            current = ConnectionPool(settings.pg_dsn, min_size=1, max_size=8, kwargs={"autocommit": True}, open=False)
+            current.open(wait=False)
+            app.state.pool = current
         try:
             yield
         finally:
-            pool.close()
+            if owned and current is not None:
+                current.close()
 
     app = FastAPI(title="quantrac", version=__version__, lifespan=lifespan,
                   description="Live alerts and time-series history of industrial discharge monitoring stations.")
