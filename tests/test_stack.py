@@ -10,7 +10,6 @@ import os
 import re
 import signal
 import socket
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from typer.testing import CliRunner
 from quantrac import stack as local_stack
 from quantrac.settings import Settings
 from quantrac.stack import ProcessSpec, StackError
+from tests.utils.poll import wait_for
 from quantrac.stack_cli import stack_app
 
 pytestmark = pytest.mark.integration
@@ -177,9 +177,8 @@ def test_stop_kills_a_process_that_ignores_sigterm_and_its_children(tmp_path: Pa
     )
     pid = local_stack.spawn(spec, ["sh", "-c", "trap '' TERM; sleep 300 & echo child=$!; wait", "stubborn-marker"])
     request.addfinalizer(lambda: os.killpg(pid, signal.SIGKILL) if _process_group(pid) else None)
-    deadline = time.monotonic() + 10  # wait for the child's pid in the log (the log's header line holds the script itself)
-    while not re.search(r"child=\d+", spec.output_log.read_text()) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    # the child's pid in the log (the log's header line holds the script itself)
+    wait_for(lambda: re.search(r"child=\d+", spec.output_log.read_text()), timeout=10, interval=0.05, what="the child's pid in the log")
     assert len(_process_group(pid)) == 2  # sh and its sleep
 
     assert local_stack.stop_process(spec, timeout_s=1)
