@@ -19,6 +19,7 @@ import psycopg
 import structlog
 
 from quantrac.domain import Reading
+from quantrac.db import where_clause
 
 log = structlog.get_logger(__name__)
 
@@ -118,17 +119,8 @@ async def record_store_counts(conn: psycopg.AsyncConnection[Any], readings: Sequ
 def delivery_summary(conn: psycopg.Connection[Any], station_id: str | None, since: datetime | None,
                      until: datetime | None) -> dict[str, dict[str, Any]]:
     """Counts per station over [since, until): {station: {received, forwarded, deadlettered: {reason: n}, ...}}."""
-    clauses, params = [], []
-    if station_id:
-        clauses.append("station_id = %s")
-        params.append(station_id)
-    if since:
-        clauses.append("hour >= date_trunc('hour', %s::timestamptz)")
-        params.append(since)
-    if until:
-        clauses.append("hour < %s")
-        params.append(until)
-    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    where, params = where_clause(("station_id = %s", station_id or None),
+                                 ("hour >= date_trunc('hour', %s::timestamptz)", since), ("hour < %s", until))
     rows = conn.execute(f"SELECT station_id, counter, reason, sum(n)::bigint FROM delivery_counts {where} "  # type: ignore[call-overload]
                         f"GROUP BY station_id, counter, reason ORDER BY station_id", params).fetchall()
     out: dict[str, dict[str, Any]] = {}

@@ -29,6 +29,7 @@ from ingest.producer import Record, make_producer, send_confirmed
 from quantrac.domain import Station
 from quantrac.settings import Settings
 from quantrac.wire import decode_deadletter, encode_readings
+from quantrac.db import where_clause
 
 log = structlog.get_logger(__name__)
 
@@ -112,18 +113,10 @@ class ReplayResult:
 
 def select_pending(conn: psycopg.Connection[Any], station: str | None, reason: str | None,
                    since: datetime | None) -> list[tuple[Any, ...]]:
-    clauses, params = ["replayed_at IS NULL", "source = 'mqtt'"], []
-    if station:
-        clauses.append("station_id = %s")
-        params.append(station)
-    if reason:
-        clauses.append("reason = %s")
-        params.append(reason)
-    if since:
-        clauses.append("received_at >= %s")
-        params.append(since)
+    where, params = where_clause(("replayed_at IS NULL", True), ("source = 'mqtt'", True), ("station_id = %s", station or None),
+                                 ("reason = %s", reason or None), ("received_at >= %s", since))
     return conn.execute(f"SELECT id, topic, payload, received_at, item_index, reason FROM deadletters "  # type: ignore[call-overload]
-                        f"WHERE {' AND '.join(clauses)} ORDER BY received_at, id", params).fetchall()
+                        f"{where} ORDER BY received_at, id", params).fetchall()
 
 
 def plan_replay(rows: Sequence[tuple[Any, ...]], stations: Mapping[str, Station], limits: Limits,

@@ -122,3 +122,17 @@ def load_stations(conn: psycopg.Connection) -> dict[str, Station]:
 
 def connect(dsn: str, **kwargs: object) -> psycopg.Connection:
     return psycopg.connect(dsn, autocommit=True, **kwargs)  # type: ignore[arg-type]
+
+
+def where_clause(*filters: tuple[str, object]) -> tuple[str, list[object]]:
+    """`WHERE ...` and its parameters from (SQL condition, value) pairs; a pair whose value is None
+    is left out, and a condition without a `%s` adds no parameter. Empty string when none apply."""
+    clauses: list[str] = []
+    params: list[object] = []
+    for condition, value in filters:
+        if value is None:
+            continue
+        clauses.append(condition)
+        if "%s" in condition:
+            params.append(value)
+    return (f"WHERE {' AND '.join(clauses)}" if clauses else ""), params

@@ -11,6 +11,7 @@ from psycopg.rows import dict_row
 from pydantic import AwareDatetime, BaseModel
 
 from api.deps import ConnDep, SettingsDep, local_time
+from quantrac.db import where_clause
 
 router = APIRouter(prefix="/api/v1/deadletters", tags=["ingest"])
 
@@ -48,19 +49,9 @@ def list_deadletters(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> DeadLetterPage:
-    clauses, params = [], []
-    if station:
-        clauses.append("station_id = %s")
-        params.append(station)
-    if reason:
-        clauses.append("reason = %s")
-        params.append(reason)
-    if since is not None:
-        clauses.append("received_at >= %s")
-        params.append(since)
-    if replayed is not None:
-        clauses.append("replayed_at IS NOT NULL" if replayed else "replayed_at IS NULL")
-    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    where, params = where_clause(("station_id = %s", station or None), ("reason = %s", reason or None),
+                                 ("received_at >= %s", since),
+                                 ("replayed_at IS NOT NULL" if replayed else "replayed_at IS NULL", replayed))
     with conn.cursor(row_factory=dict_row) as cur:
         total = cur.execute(f"SELECT count(*) AS n FROM deadletters {where}", params).fetchone()["n"]  # type: ignore[index]
         rows = cur.execute(
