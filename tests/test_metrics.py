@@ -134,9 +134,10 @@ def test_bridge_endpoint_counts_messages_deadletters_and_connection(traffic: Sta
 
 
 def test_worker_endpoint_shows_readings_batches_latency_alerts_and_lag(traffic: Station, stack: Settings) -> None:
+    topic = own_pipeline(stack, "metrics")[0].readings_topic
     def lag_reported() -> Samples | None:
         s = scrape(WORKER_PORT)
-        return s if any(name == "quantrac_worker_consumer_lag" and dict(labels).get("topic") == own_pipeline(stack, "metrics")[0].readings_topic
+        return s if any(name == "quantrac_worker_consumer_lag" and dict(labels).get("topic") == topic
                         for name, labels in s) else None
 
     samples = wait_for(lag_reported, timeout=30, what="the worker's consumer lag series")
@@ -151,7 +152,21 @@ def test_worker_endpoint_shows_readings_batches_latency_alerts_and_lag(traffic: 
     assert all(v >= 0 for v in lags)
 
 
-def test_api_endpoint_shows_alerts_by_status_and_defines_notification_failures(traffic: Station, api: TestClient) -> None:
+@pytest.fixture(scope="module")
+def own_api(stack: Settings) -> Iterator[TestClient]:
+    """The API over the database this module's pipeline writes to, with an admin key of that database."""
+    from api.auth import create_key
+    from api.main import create_app
+
+    own = own_pipeline(stack, "metrics")[0]
+    with psycopg.connect(own.pg_dsn, autocommit=True) as conn:
+        key, _ = create_key(conn, "test-metrics", "admin", "tests")
+    with TestClient(create_app(own), headers={"X-API-Key": key}) as client:
+        yield client
+
+
+def test_api_endpoint_shows_alerts_by_status_and_defines_notification_failures(traffic: Station, own_api: TestClient) -> None:
+    api = own_api
     def open_alert_counted() -> Samples | None:
         response = api.get("/metrics")
         assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain")

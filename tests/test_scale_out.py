@@ -152,7 +152,9 @@ def stations(stack: Settings) -> list[Station]:
 @pytest.fixture()
 def fleet(stack: Settings, stations: list[Station]) -> Iterator[Fleet]:
     """Two bridges and two workers, ready: both bridges subscribed, both workers owning partitions."""
-    fleet = Fleet(stack.run_dir / "test-logs" / _ns, own_pipeline(stack, "scale")[1])
+    own, env = own_pipeline(stack, "scale")
+    topic = own.readings_topic
+    fleet = Fleet(stack.run_dir / "test-logs" / _ns, env)
     for name in PORTS:
         fleet.start(name)
 
@@ -160,7 +162,7 @@ def fleet(stack: Settings, stations: list[Station]) -> Iterator[Fleet]:
         for p in fleet.procs.values():
             assert p.alive(), f"{p.name} exited with {p.proc.returncode}:\n{p.tail()}"
         bridges_up = all(scrape(PORTS[b]).get(("quantrac_bridge_mqtt_connected", frozenset())) == 1 for b in ("bridge1", "bridge2"))
-        w1, w2 = (owned_partitions(PORTS[w], own_pipeline(stack, "scale")[0].readings_topic) for w in ("worker1", "worker2"))
+        w1, w2 = (owned_partitions(PORTS[w], topic) for w in ("worker1", "worker2"))
         return bridges_up and bool(w1) and bool(w2) and len(w1 | w2) == stack.topic_partitions
 
     try:
@@ -201,7 +203,9 @@ def stored(conn: psycopg.Connection, stations: list[Station]) -> int:
 
 def test_killing_a_bridge_and_a_worker_loses_nothing_and_duplicates_nothing(
         stack: Settings, stations: list[Station], fleet: Fleet) -> None:
-    conn = psycopg.connect(own_pipeline(stack, "scale")[0].pg_dsn, autocommit=True)
+    own = own_pipeline(stack, "scale")[0]
+    topic = own.readings_topic
+    conn = psycopg.connect(own.pg_dsn, autocommit=True)
     publisher = Publisher(stack, stations, base=datetime.now(timezone.utc).replace(microsecond=0) - timedelta(hours=1))
     thread = threading.Thread(target=publisher.run, name="scale-publisher", daemon=True)
     thread.start()
@@ -215,7 +219,7 @@ def test_killing_a_bridge_and_a_worker_loses_nothing_and_duplicates_nothing(
 
     # The surviving worker takes every partition once the group notices (session timeout 10 s).
     all_partitions = {str(p) for p in range(stack.topic_partitions)}
-    wait_for(lambda: owned_partitions(PORTS["worker1"], own_pipeline(stack, "scale")[0].readings_topic) == all_partitions,
+    wait_for(lambda: owned_partitions(PORTS["worker1"], topic) == all_partitions,
              timeout=120, interval=0.5, what="worker1 to own every readings partition after worker2's death")
     takeover_s = time.monotonic() - killed_at
     # ... and the surviving bridge and worker keep the new traffic flowing while bridge2 is down.
