@@ -8,12 +8,21 @@ from __future__ import annotations
 
 import faust
 
+from processors.consumer import HoldingTransport
 from processors.events import holding
 from quantrac.settings import get_settings
 
 settings = get_settings()
 
-app = faust.App(
+
+class App(faust.App):
+    """faust.App whose consumer never commits past an unprocessed reading (`processors/consumer.py`)."""
+
+    def _new_transport(self) -> HoldingTransport:
+        return HoldingTransport(self.conf.broker_consumer, self)
+
+
+app = App(
     settings.worker_id,
     broker=settings.kafka_url,
     value_serializer="raw",

@@ -8,6 +8,9 @@ under load. Refusing that acknowledgement keeps the offset uncommitted; the cons
 back to the committed offset after the rebalance, reads the message again under the new
 generation and processes it. A refused ack on a batch that was processed just before a
 rebalance only causes a redelivery, which the idempotent store absorbs.
+
+A refused ack also *holds* its offset in the consumer (`processors/consumer.py`): Faust would
+otherwise commit the acknowledged offsets after it and so step over the hole.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ class HeldEvent(faust.Event):
         app = self.app
         skipped = not app.flow_control.is_active() or self.message.generation_id != app.consumer_generation_id
         if skipped and self.message.topic in self.held_topics:
+            app.consumer.hold(self.message.tp, self.message.offset)
             return False
         return super().ack()
 

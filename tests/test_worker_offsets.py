@@ -1,0 +1,77 @@
+"""The worker's consumer never commits past an offset that was not acknowledged (processors/consumer.py).
+
+The commit decision runs on faust's own `_new_offset` bookkeeping; these tests drive it with the
+acknowledged offsets, gaps and holds a running consumer would have.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from hypothesis import given
+from hypothesis import strategies as st
+from intervaltree import IntervalTree
+
+from faust.types import TP
+from processors.consumer import HoldingConsumer, first_uncommittable
+
+TP0 = TP("quantrac.readings", 0)
+
+
+def consumer(committed: int | None, acked: list[int], held: set[int] = frozenset(), gaps: list[tuple[int, int]] = ()) -> HoldingConsumer:
+    """A consumer in the state the commit decision reads: only the bookkeeping, no connection."""
+    c = HoldingConsumer.__new__(HoldingConsumer)
+    c._acked = defaultdict(list, {TP0: list(acked)})
+    c._acked_index = defaultdict(set, {TP0: set(acked)})
+    c._gap = defaultdict(IntervalTree, {TP0: IntervalTree.from_tuples(gaps)})
+    c._committed_offset = defaultdict(lambda: None, {TP0: committed})
+    for offset in held:
+        c.hold(TP0, offset)
+    return c
+
+
+def test_a_single_unacknowledged_offset_at_the_head_is_not_committed_past() -> None:
+    """faust-streaming #606: committed 100, acked 101..104 (100 never acked) must not commit 105."""
+    assert consumer(100, [101, 102, 103, 104])._new_offset(TP0) is None
+
+
+def test_an_unknown_or_zero_committed_offset_does_not_switch_the_guard_off() -> None:
+    assert consumer(0, [1, 2, 3])._new_offset(TP0) is None
+    assert consumer(None, [1, 2, 3], held={0})._new_offset(TP0) is None
+
+
+def test_a_held_offset_stops_the_commit_just_before_it_and_releases_it_once_acknowledged() -> None:
+    c = consumer(100, [100, 101, 103, 104], held={102})
+    assert c._new_offset(TP0) == 102
+    assert sorted(c._acked[TP0]) == [103, 104], "acknowledged offsets past the hold are kept for later"
+    c._committed_offset[TP0] = 102
+    c._acked[TP0].append(102)
+    c.held_offsets[TP0].discard(102)
+    assert c._new_offset(TP0) == 105
+
+
+def test_a_gap_the_fetcher_recorded_is_stepped_over() -> None:
+    """Offsets that do not exist in the log (compaction, transaction markers) are not waited for."""
+    assert consumer(100, [102, 103], gaps=[(100, 102)])._new_offset(TP0) == 104
+
+
+def test_first_uncommittable_names_the_lowest_limit() -> None:
+    assert first_uncommittable([5, 6], [], 5, []) is None
+    assert first_uncommittable([6], [], 5, []) == 5
+    assert first_uncommittable([5, 6, 9], [], 5, [8, 7]) == 7
+
+
+@given(committed=st.integers(0, 50), processed=st.lists(st.booleans(), min_size=1, max_size=40),
+       held_mask=st.lists(st.booleans(), min_size=40, max_size=40), order=st.randoms(use_true_random=False))
+def test_the_commit_never_passes_an_offset_that_was_not_acknowledged(
+        committed: int, processed: list[bool], held_mask: list[bool], order) -> None:
+    offsets = [committed + i for i in range(len(processed))]
+    acked = [o for o, done in zip(offsets, processed) if done]
+    order.shuffle(acked)
+    held = {o for o, done, h in zip(offsets, processed, held_mask) if not done and h}
+    new = consumer(committed, acked, held)._new_offset(TP0)
+    first_missing = next((o for o, done in zip(offsets, processed) if not done), offsets[-1] + 1)
+    if first_missing == committed:
+        assert new is None
+    else:
+        assert new == first_missing, "the whole acknowledged prefix is committed, and nothing past it"
