@@ -28,6 +28,9 @@ app.add_typer(_stack_app(), name="stack", help="Start, stop and check the local 
 def _setup(process: str) -> None:
     s = get_settings()
     configure(s.log_level, s.log_format, process)
+    if process in ("bridge", "worker", "api", "notifier"):
+        from quantrac.db import migrate_on_start
+        migrate_on_start(s)
 
 
 @db_app.command("migrate")
@@ -135,7 +138,7 @@ app.add_typer(keys_app, name="keys")
 
 @keys_app.command("create")
 def keys_create(
-    role: Annotated[str, typer.Option(help="operator, analyst or admin.")],
+    role: Annotated[str, typer.Option(help="operator, analyst, admin, or metrics (may read only /metrics).")],
     name: Annotated[str, typer.Option(help="Who or what uses the key; recorded as the actor of its changes.")],
 ) -> None:
     """Create an API key and print it (only this once)."""
@@ -192,9 +195,8 @@ def simulate(
     if tt10_dir is not None:
         sink: object = TT10Sink(tt10_dir, s.tt10_province_code)
     else:
-        tester = tester_credential(s)
-        password = s.mqtt_password.get_secret_value() if s.mqtt_password else None
-        default = (tester.username, tester.password) if tester else (s.mqtt_username, password)
+        tester = tester_credential(s)  # only for stations without a gateway account (the bridge's may not publish)
+        default = (tester.username, tester.password) if tester else (None, None)
         sink = MqttSink(s.mqtt_host, s.mqtt_port, gateway_accounts(s, stations), default)
     run(stations, sink=sink, duration=duration, rate=rate if rate > 0 else None, speedup=speedup, seed=seed, incidents=chosen,  # type: ignore[arg-type]
         injections=injections, ground_truth_path=ground_truth, stop=stop, now=now)
@@ -293,7 +295,7 @@ app.add_typer(gateways_app, name="gateways")
 
 @gateways_app.command("sync")
 def gateways_sync(
-    test_account: Annotated[bool, typer.Option(help="Also keep an account that may publish for any station (tests, local use).")] = True,
+    test_account: Annotated[Optional[bool], typer.Option(help="Create (or remove) the account that may publish for any station (tests, installers; never production). Default: QUANTRAC_MQTT_TEST_ACCOUNT, else keep what exists.")] = None,
     prune: Annotated[bool, typer.Option(help="Drop accounts of gateways no longer in this registry.")] = False,
 ) -> None:
     """Create accounts for the registry's gateways, write Mosquitto's password and ACL files, reload the broker."""
@@ -374,7 +376,7 @@ def run_all(
     entries = parse_procfile(procfile.read_text()).processes
     for name, (entry, extra) in scale_out(dict(entries), bridges, workers, s).items():
         manager.add_process(name, entry, env={**env, **extra}, cwd=str(procfile.parent.parent.parent))
-    typer.echo(f"\n  dashboard:         http://{s.api_host}:{s.api_port}/  (sign in with a key below)\n"
+    typer.echo(f"\n  dashboard:         http://{s.api_host}:{s.api_port}/  (the browser asks: any user name, a key below as the password)\n"
                f"  admin key:         {creds['admin']}\n"
                f"  operator key:      {creds['operator']}\n"
                f"                     (kept in {credentials_file}, mode 600; use as X-API-Key: <key>)\n"
@@ -392,6 +394,119 @@ def run_all(
     code = manager.returncode or 0
     sys.exit(0 if code in (130, 143, -signal.SIGINT, -signal.SIGTERM) else code)
 
+
+
+stations_app = typer.Typer(help="Station registry administration (changes are audited; bridge and worker pick them up).",
+                           no_args_is_help=True)
+app.add_typer(stations_app, name="stations")
+
+
+def _cli_actor() -> str:
+    import getpass
+    return f"cli:{getpass.getuser()}"
+
+
+def _station_records(file: Path) -> list["object"]:
+    """Stations from a YAML or JSON file: one station object or a list of them."""
+    import yaml
+
+    from quantrac.domain import Station
+    raw = yaml.safe_load(file.read_text(encoding="utf-8"))
+    return [Station.model_validate(item) for item in (raw if isinstance(raw, list) else [raw])]
+
+
+def _save_from_file(file: Path, must_exist: bool) -> None:
+    _setup("stations")
+    from processors.detectors import DETECTORS
+    from quantrac.db import connect, load_station_record, save_station_audited
+    from quantrac.registry import RegistryError, check_station, load_catalogue
+    s = get_settings()
+    catalogue = load_catalogue(s.registry_file)
+    with connect(s.pg_dsn) as conn:
+        for station in _station_records(file):
+            try:
+                check_station(station, catalogue, DETECTORS)  # type: ignore[arg-type]
+            except RegistryError as exc:
+                typer.echo(f"error: {exc}", err=True)
+                raise typer.Exit(2) from None
+            exists = load_station_record(conn, station.id) is not None  # type: ignore[attr-defined]
+            if exists != must_exist:
+                hint = "use `quantrac stations update`" if exists else "use `quantrac stations add`"
+                typer.echo(f"error: station {station.id} {'exists' if exists else 'is not registered'}; {hint}", err=True)  # type: ignore[attr-defined]
+                raise typer.Exit(2)
+            typer.echo(f"{station.id}: {save_station_audited(conn, station, _cli_actor())}")  # type: ignore[arg-type, attr-defined]
+
+
+@stations_app.command("list")
+def stations_list(retired: Annotated[bool, typer.Option(help="Also list retired stations.")] = False) -> None:
+    """List the registered stations (id, zone, kind, parameters)."""
+    from quantrac.db import connect
+    s = get_settings()
+    with connect(s.pg_dsn) as conn:
+        rows = conn.execute("SELECT id, zone, kind, spec, retired_at FROM stations "
+                            + ("" if retired else "WHERE retired_at IS NULL ") + "ORDER BY zone, id").fetchall()
+    for station_id, zone, kind, spec, retired_at in rows:
+        mark = f"  retired {retired_at:%Y-%m-%d}" if retired_at else ""
+        typer.echo(f"{station_id}\t{zone}\t{kind}\t{','.join(spec['parameters'])}{mark}")
+
+
+@stations_app.command("add")
+def stations_add(file: Annotated[Path, typer.Argument(exists=True, help="YAML or JSON: a station object or a list.")]) -> None:
+    """Register new stations (any parameter symbol, with unit, range, limit and detectors)."""
+    _save_from_file(file, must_exist=False)
+
+
+@stations_app.command("update")
+def stations_update(file: Annotated[Path, typer.Argument(exists=True, help="YAML or JSON: a station object or a list.")]) -> None:
+    """Replace registered stations' records (also re-activates a retired one)."""
+    _save_from_file(file, must_exist=True)
+
+
+@stations_app.command("retire")
+def stations_retire(station_id: Annotated[str, typer.Argument(help="Station id.")]) -> None:
+    """Retire a station: its history stays, new readings are refused."""
+    _setup("stations")
+    from quantrac.db import connect, retire_station
+    s = get_settings()
+    with connect(s.pg_dsn) as conn:
+        if not retire_station(conn, station_id, _cli_actor()):
+            typer.echo(f"error: station {station_id} is unknown or already retired (quantrac stations list --retired)", err=True)
+            raise typer.Exit(2)
+    typer.echo(f"{station_id}: retired")
+
+
+@app.command("import")
+def import_history(
+    path: Annotated[Path, typer.Argument(exists=True, help="CSV file, or a folder of TT10 files.")],
+    station: Annotated[str, typer.Option("--station", help="Registry id of the station the data belongs to.")],
+    rate: Annotated[Optional[float], typer.Option(min=1, help="Most readings per second sent (leaves room for live traffic).")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="CSV layout: wide (time + one column per parameter), long "
+                                     "(time, parameter, value, unit, status) or auto (from the header).")] = "auto",
+    tz: Annotated[str, typer.Option(help="Time zone of CSV times written without an offset (default Asia/Ho_Chi_Minh); "
+                                    "times with an offset keep it.")] = "Asia/Ho_Chi_Minh",
+    progress: Annotated[bool, typer.Option(help="Show a progress bar with rate and ETA on stderr.")] = True,
+    chunk: Annotated[int, typer.Option(min=1, help="Rows sent before each wait for Kafka's confirmation (the resume step).")] = 2000,
+) -> None:
+    """Backfill a station's history through the pipeline (validated, stored, rolled up, evaluated; alerts marked historical).
+
+    Resumable: rerun the same command after an interruption and confirmed rows are skipped.
+    Idempotent: importing the same file again stores nothing new.
+    """
+    _setup("import")
+    from ingest.import_sources import ImportSourceError
+    from ingest.importer import ImportRefused, run_import
+    if fmt not in ("wide", "long", "auto"):
+        typer.echo(f"error: --format {fmt!r} is not wide, long or auto", err=True)
+        raise typer.Exit(2)
+    try:
+        result = run_import(get_settings(), station, path, fmt=fmt, tz=tz, rate=rate, show_progress=progress,  # type: ignore[arg-type]
+                            chunk_units=chunk)
+    except (ImportRefused, ImportSourceError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"{station}: {result.units_read} rows read ({result.units_skipped} already confirmed), "
+               f"{result.readings_sent} readings sent, {result.rejected} rejected (dead-lettered), "
+               f"{result.rate:.0f} readings/s")
 
 if __name__ == "__main__":
     app()

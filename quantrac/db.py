@@ -10,14 +10,19 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 import orjson
 import psycopg
 import structlog
+from psycopg.rows import dict_row
 
 from quantrac.domain import Station
+
+if TYPE_CHECKING:
+    from quantrac.settings import Settings
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 _MIGRATION_NAME = re.compile(r"^(?P<version>\d{4})_(?P<name>[a-z0-9_]+?)(?:\.(?P<variant>timescale|postgres))?\.sql$")
@@ -85,6 +90,16 @@ def migrate(conn: psycopg.Connection, use_timescale: bool | None = None, target:
     return applied
 
 
+def migrate_on_start(settings: Settings) -> list[int]:
+    """`quantrac db migrate` without the seed, for services started with `db_migrate_on_start`."""
+    if not settings.db_migrate_on_start:
+        return []
+    with connect(settings.pg_dsn) as conn:
+        applied = migrate(conn)
+        log.info("db.migrated_on_start", applied=applied, version=schema_version(conn))
+    return applied
+
+
 def schema_version(conn: psycopg.Connection) -> int:
     row = conn.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()
     return int(row[0]) if row else 0
@@ -118,6 +133,61 @@ def load_stations(conn: psycopg.Connection) -> dict[str, Station]:
     rows = conn.execute("SELECT spec FROM stations WHERE retired_at IS NULL ORDER BY id").fetchall()
     stations = [Station.model_validate(row[0]) for row in rows]
     return {s.id: s for s in stations}
+
+
+def load_station_record(conn: psycopg.Connection, station_id: str) -> tuple[Station, datetime | None] | None:
+    """A station of the registry, active or retired, with its retirement time (None while active)."""
+    row = conn.execute("SELECT spec, retired_at FROM stations WHERE id = %s", (station_id,)).fetchone()
+    return None if row is None else (Station.model_validate(row[0]), row[1])
+
+
+def retired_station_ids(conn: psycopg.Connection) -> set[str]:
+    return {row[0] for row in conn.execute("SELECT id FROM stations WHERE retired_at IS NOT NULL")}
+
+
+def _json_of(station: Station | None) -> str | None:
+    return None if station is None else orjson.dumps(station.model_dump(mode="json")).decode()
+
+
+def _audit(conn: psycopg.Connection, station_id: str, action: str, actor: str, before: Station | None,
+           after: Station | None) -> None:
+    conn.execute("INSERT INTO station_audit (station_id, action, actor, before, after) VALUES (%s, %s, %s, %s::jsonb, %s::jsonb)",
+                 (station_id, action, actor, _json_of(before), _json_of(after)))
+
+
+def save_station_audited(conn: psycopg.Connection, station: Station, actor: str) -> str:
+    """Create or update (and un-retire) one station, recording the change and its actor; returns
+    `created`, `updated` or `unchanged` (an identical active record writes no audit row)."""
+    with conn.transaction():
+        row = conn.execute("SELECT spec, retired_at FROM stations WHERE id = %s FOR UPDATE", (station.id,)).fetchone()
+        before = None if row is None else Station.model_validate(row[0])
+        if before == station and row is not None and row[1] is None:
+            return "unchanged"
+        save_stations(conn, {station.id: station})
+        action = "created" if before is None else "updated"
+        _audit(conn, station.id, action, actor, before, station)
+    log.info("registry.station_saved", station=station.id, action=action, actor=actor)
+    return action
+
+
+def retire_station(conn: psycopg.Connection, station_id: str, actor: str) -> bool:
+    """Retire a station: its history stays, new readings are refused. False when it is unknown or already retired."""
+    with conn.transaction():
+        row = conn.execute("UPDATE stations SET retired_at = now(), updated_at = now() WHERE id = %s AND retired_at IS NULL "
+                           "RETURNING spec", (station_id,)).fetchone()
+        if row is None:
+            return False
+        before = Station.model_validate(row[0])
+        _audit(conn, station_id, "retired", actor, before, None)
+    log.info("registry.station_retired", station=station_id, actor=actor)
+    return True
+
+
+def station_audit(conn: psycopg.Connection, station_id: str) -> list[dict[str, object]]:
+    """The registry changes of one station, oldest first."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute("SELECT id, station_id, action, actor, at, before, after FROM station_audit WHERE station_id = %s "
+                           "ORDER BY id", (station_id,)).fetchall()
 
 
 def connect(dsn: str, **kwargs: object) -> psycopg.Connection:

@@ -27,8 +27,9 @@ class Settings(BaseSettings):
 
     mqtt_host: str = Field("127.0.0.1", description="Mosquitto host.")
     mqtt_port: int = Field(1883, description="Mosquitto port.")
-    mqtt_username: str | None = Field(None, description="MQTT account of the bridge (none: anonymous).")
+    mqtt_username: str | None = Field(None, description="MQTT account of the bridge (none: the one `stack up` / `gateways sync` generated in run_dir/mosquitto/credentials.json).")
     mqtt_password: SecretStr | None = Field(None, description="Its password (never logged).")
+    mqtt_test_account: bool = Field(False, description="`stack up` / `gateways sync` also create `quantrac-test-gateway`, which may publish for every station (tests, installers; never in production).")
     mqtt_bridge_client_id: str = Field("quantrac-bridge", description="Fixed client id: the broker keeps this persistent session.")
     mqtt_session_expiry_s: int = Field(7 * 24 * 3600, description="How long the broker keeps the bridge's session while it is away.")
     mqtt_tls_ca_file: Path | None = Field(None, description="CA certificate of the broker's TLS listener; when set, clients connect with TLS.")
@@ -50,6 +51,7 @@ class Settings(BaseSettings):
     pg_user: str = Field("quantrac", description="PostgreSQL role.")
     pg_password: SecretStr | None = Field(None, description="Its password (the local stack trusts loopback).")
     pg_database: str = Field("quantrac", description="Database name.")
+    db_migrate_on_start: bool = Field(False, description="Apply pending database migrations when the bridge, worker, API or notifier starts (several at once take turns on an advisory lock).")
 
     api_host: str = Field("127.0.0.1", description="Address the API listens on.")
     api_port: int = Field(8000, description="API port.")
@@ -115,6 +117,7 @@ class Settings(BaseSettings):
     metrics_host: str = Field("127.0.0.1", description="Address the bridge's and worker's Prometheus endpoints listen on (0.0.0.0 in containers).")
     bridge_metrics_port: int = Field(0, description="Port of the bridge's Prometheus `/metrics` (0: off).")
     worker_metrics_port: int = Field(0, description="Port of the worker's Prometheus `/metrics` (0: off).")
+    api_metrics_key_file: Path | None = Field(None, description="File holding a key that may read only the API's `/metrics` (Prometheus' bearer credentials_file); read at each scrape.")
 
     display_timezone: str = Field("Asia/Ho_Chi_Minh", description="Time zone of times shown by the API (storage is UTC).")
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR.")

@@ -75,3 +75,26 @@ def test_a_database_at_an_earlier_version_upgrades_in_place(scratch: psycopg.Con
             (t0, 2.0, 0.0, 4.0, 5, 5), (t0 + timedelta(minutes=5), 7.0, 5.0, 9.0, 5, 5), (t0 + timedelta(minutes=10), 10.5, 10.0, 11.0, 2, 2)]
         assert scratch.execute("SELECT bucket, avg, count FROM readings_1h").fetchall() == [(t0, 5.5, 12)]
         assert scratch.execute("SELECT bucket, count FROM readings_1d").fetchall() == [(datetime(2026, 11, 27, 17, tzinfo=timezone.utc), 12)]
+
+
+def test_a_service_started_with_migrate_on_start_brings_an_empty_database_to_the_latest_version(
+        stack: Settings, scratch: psycopg.Connection) -> None:
+    """`QUANTRAC_DB_MIGRATE_ON_START=true`: the API (here; the bridge, worker and notifier alike)
+    migrates before it serves, so a deployment needs no separate migration step."""
+    import socket
+
+    from tests.conftest import Process, _ns
+    from tests.utils.poll import wait_for
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    name = scratch.info.dbname
+    api = Process("migrate-on-start-api", ["api"], stack.run_dir / "test-logs" / _ns,
+                  {"QUANTRAC_PG_DATABASE": name, "QUANTRAC_DB_MIGRATE_ON_START": "true", "QUANTRAC_API_PORT": str(port)})
+    try:
+        wait_for(lambda: api.alive() and "schema_version" in tables(scratch) and schema_version(scratch) == LATEST,
+                 timeout=60, interval=0.5, what=f"the API to migrate {name} (log: {api.log_path})")
+        assert "db.migrated_on_start" in api.log_path.read_text()
+    finally:
+        api.stop()
