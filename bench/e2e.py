@@ -16,8 +16,10 @@ import os
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any, Iterator
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -77,12 +79,26 @@ def message(station: Station, now: datetime, exceed: bool) -> bytes:
     return orjson.dumps({"ts": now.isoformat(), "readings": readings})
 
 
+def sync_test_account(settings):  # type: ignore[no-untyped-def]
+    """The broker allows no anonymous access: the test account (any station), created here if missing."""
+    from ingest.gateways import sync, tester_credential
+
+    tester = tester_credential(settings)
+    if tester is None:
+        sync(settings, {}, test_account=True)
+        tester = tester_credential(settings)
+    assert tester is not None
+    return tester
+
+
 def publish_at(settings, stations: list[Station], readings_per_s: float, seconds: float,
                exceed_stations: set[str]) -> dict[str, float]:
     """Publish for `seconds` at `readings_per_s`; returns what was offered and achieved."""
     per_message = len(stations[0].parameters)
     messages_per_s = readings_per_s / per_message
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{os.getpid()}", protocol=mqtt.MQTTv311)
+    tester = sync_test_account(settings)  # one connection for every bench station, like a test gateway
+    client.username_pw_set(tester.username, tester.password)
     client.max_inflight_messages_set(5000)
     client.max_queued_messages_set(0)
     client.connect(settings.mqtt_host, settings.mqtt_port, keepalive=60)
@@ -166,21 +182,17 @@ def run_step(settings, conn, procs, stations, rate, seconds, alert_stations) -> 
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="short steps (about 3 minutes in all)")
-    parser.add_argument("--rates", default=None, help="readings/s to offer, comma-separated")
-    parser.add_argument("--seconds", type=float, default=None, help="length of each step")
-    parser.add_argument("--stations", type=int, default=200)
-    args = parser.parse_args()
-    rates = [float(r) for r in (args.rates or ("1000,5000" if args.quick else "1000,5000,10000,20000,50000")).split(",")]
-    seconds = args.seconds or (15.0 if args.quick else 60.0)
+@contextmanager
+def running_pipeline(stations_count: int) -> Iterator[tuple[Any, psycopg.Connection, dict[str, int], list[Station]]]:
+    """A fresh database and topics of the bench namespace, a bridge and a worker, one reading stored.
+
+    Yields (settings, connection, pids of the components to sample, stations)."""
     settings = get_settings()
     stack.up(settings)
     fresh_database(settings)
     with psycopg.connect(settings.pg_dsn, autocommit=True) as conn:
         migrate(conn)
-        stations = bench_stations(settings, args.stations)
+        stations = bench_stations(settings, stations_count)
         save_stations(conn, stations)
         fresh_topics(settings)
         logs = settings.run_dir / "bench-logs"
@@ -197,30 +209,45 @@ def main() -> None:
                 if time.monotonic() > deadline:
                     raise SystemExit(f"pipeline did not start; see {logs}")
                 time.sleep(0.5)  # wait for the worker's first assignment, with a deadline
-            baseline = {"publisher_only": publish_at(settings, station_list, max(rates) * 2, min(seconds, 10), set())}
-            expected = warm["readings"] + baseline["publisher_only"]["readings"]
-            while stored_since(conn, datetime(2000, 1, 1, tzinfo=timezone.utc)) < expected and time.monotonic() < deadline + 300:
-                time.sleep(0.5)  # let the baseline's burst drain before measuring, with a deadline
-            steps = []
-            for i, rate in enumerate(rates):
-                alert_stations = {s.id for s in station_list[i * 10:(i + 1) * 10]}
-                step = run_step(settings, conn, pids, station_list, rate, seconds, alert_stations)
-                steps.append(step)
-                print(f"rate {rate:.0f}/s: sustained={step['sustained']} stored={step['stored']}/{step['readings']} "
-                      f"p99 stored {step['publish_to_stored_s']['p99']} s", file=sys.stderr)
-                if not step["sustained"]:
-                    break
-            sustained = [s["offered_readings_per_s"] for s in steps if s["sustained"]]
-            write_result("e2e", {
-                "quick": args.quick, "seconds_per_step": seconds, "stations": len(stations),
-                "readings_per_message": len(station_list[0].parameters),
-                "highest_sustained_readings_per_s": max(sustained, default=0.0),
-                "baseline": baseline, "steps": steps,
-            })
+            yield settings, conn, pids, station_list
         finally:
             for proc in (bridge, worker):
                 proc.terminate()
                 proc.wait(30)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="short steps (about 3 minutes in all)")
+    parser.add_argument("--rates", default=None, help="readings/s to offer, comma-separated")
+    parser.add_argument("--seconds", type=float, default=None, help="length of each step")
+    parser.add_argument("--stations", type=int, default=200)
+    args = parser.parse_args()
+    rates = [float(r) for r in (args.rates or ("1000,5000" if args.quick else "1000,5000,10000,20000,50000")).split(",")]
+    seconds = args.seconds or (15.0 if args.quick else 60.0)
+    with running_pipeline(args.stations) as (settings, conn, pids, station_list):
+        already = stored_since(conn, datetime(2000, 1, 1, tzinfo=timezone.utc))
+        baseline = {"publisher_only": publish_at(settings, station_list, max(rates) * 2, min(seconds, 10), set())}
+        expected = already + baseline["publisher_only"]["readings"]
+        deadline = time.monotonic() + 300
+        while stored_since(conn, datetime(2000, 1, 1, tzinfo=timezone.utc)) < expected and time.monotonic() < deadline:
+            time.sleep(0.5)  # let the baseline's burst drain before measuring, with a deadline
+        steps = []
+        for i, rate in enumerate(rates):
+            alert_stations = {s.id for s in station_list[i * 10:(i + 1) * 10]}
+            step = run_step(settings, conn, pids, station_list, rate, seconds, alert_stations)
+            steps.append(step)
+            print(f"rate {rate:.0f}/s: sustained={step['sustained']} stored={step['stored']}/{step['readings']} "
+                  f"p99 stored {step['publish_to_stored_s']['p99']} s", file=sys.stderr)
+            if not step["sustained"]:
+                break
+        sustained = [s["offered_readings_per_s"] for s in steps if s["sustained"]]
+        write_result("e2e", {
+            "quick": args.quick, "seconds_per_step": seconds, "stations": len(station_list),
+            "readings_per_message": len(station_list[0].parameters),
+            "highest_sustained_readings_per_s": max(sustained, default=0.0),
+            "baseline": baseline, "steps": steps,
+        })
 
 
 if __name__ == "__main__":
