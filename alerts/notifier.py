@@ -43,13 +43,15 @@ class Channel:
 def suppression(conn: psycopg.Connection[Any], n: Notification) -> str | None:
     """Why this notification must not go out (a silence, an offline station), or None."""
     a = n.alert
+    if a.get("historical"):
+        return "historical: raised on imported readings, never notified"
     found = silences.first_match(silences.for_station(conn, a["station_id"]), a["station_id"], a["parameter"], n.at)
     if found is not None:
         return f"silenced by silence {found.id} ({found.reason}) until {found.ends_at.isoformat()}"
     if a["rule"] != inhibition.OFFLINE_RULE:
         offline = inhibition.offline_alert(conn, a["station_id"])
         if inhibition.inhibited(a["rule"], offline is not None):
-            return f"inhibited: station {a['station_id']} is offline (alert {offline})"
+            return f"{inhibition.HELD_BACK}: station {a['station_id']} is offline (alert {offline})"
     return None
 
 
@@ -85,9 +87,9 @@ def build_channels(settings: Settings, conn_for_log: Callable[[], psycopg.Connec
                              webhook_channel("webhook-escalation", settings.notify_escalation_webhook_url, settings, conn_for_log),
                              lambda n: n.escalation))
     if settings.notify_mqtt_enabled:
-        auth = ({"username": settings.mqtt_username,
-                 "password": settings.mqtt_password.get_secret_value() if settings.mqtt_password else None}
-                if settings.mqtt_username else None)
+        from ingest.gateways import notifier_auth
+
+        auth = notifier_auth(settings)  # its own account: may write the alert topics only
         found.append(Channel("mqtt", lambda n: channels.send_mqtt(n, host=settings.mqtt_host, port=settings.mqtt_port,
                                                                    template=settings.notify_mqtt_topic, auth=auth),
                              lambda n: n.kind in NOTIFY_KINDS))
@@ -146,9 +148,29 @@ def poll_once(conn: psycopg.Connection[Any], chans: list[Channel], batch: int = 
                            "JOIN alerts a ON a.id = e.alert_id WHERE e.id > %s ORDER BY e.id LIMIT %s",
                            (cursor, batch)).fetchall()
     for r in rows:
-        n = Notification(r.pop("event_id"), r.pop("kind"), r.pop("actor"), r.pop("at"), r.pop("note"), r)
+        n = _notification(r)
         dispatch(conn, n, chans)
+        if n.kind == "resolved" and n.alert["rule"] == inhibition.OFFLINE_RULE:
+            release_held_back(conn, n.alert["station_id"], chans)
         conn.execute("UPDATE notifier_cursor SET event_id = %s WHERE name = %s", (n.event_id, CURSOR))
+    return len(rows)
+
+
+def _notification(row: dict[str, Any]) -> Notification:
+    """An event row joined with its alert (`a.*`) as a notification."""
+    return Notification(row.pop("event_id"), row.pop("kind"), row.pop("actor"), row.pop("at"), row.pop("note"), row)
+
+
+def release_held_back(conn: psycopg.Connection[Any], station_id: str, chans: list[Channel]) -> int:
+    """The station is back: notify, once, its alerts held back while it was offline that are still open
+    and unacknowledged (their `opened` event, with a note saying why it comes late). Returns how many."""
+    rows = inhibition.held_back(conn, station_id)
+    for r in rows:
+        n = _notification(r)
+        note = f"held back while station {station_id} was offline; sent on its recovery"
+        dispatch(conn, Notification(n.event_id, n.kind, n.actor, n.at, note, n.alert), chans)
+    if rows:
+        log.info("notify.released_held_back", station=station_id, alerts=[r["id"] for r in rows])
     return len(rows)
 
 

@@ -2,14 +2,19 @@
 
 A key looks like `qk_<prefix>_<secret>`; the database keeps the prefix (to find the row) and the
 SHA-256 of the whole key (keys are random, 192 bits, so a fast hash is enough). A request presents
-it as `X-API-Key: <key>` or `Authorization: Bearer <key>`. Roles:
+it as `X-API-Key: <key>`, `Authorization: Bearer <key>` or, for browsers, HTTP Basic with the key as
+the password (`Authorization: Basic base64(<anything>:<key>)`). Roles:
 
 - operator: read, acknowledge / resolve / comment alerts, manage silences;
 - analyst: read, history and export;
-- admin: everything, including keys (and stations and limits).
+- admin: everything, including keys (and stations and limits);
+- metrics: only `GET /metrics` (the key Prometheus scrapes with).
 
-Routers included with `authenticated` (every one but health) need a valid key; a route that
-needs more declares `Depends(require(permission))`.
+Every route but `/healthz` needs a valid key: api/main.py includes the routers with `require("read")`
+(the metrics router with `require("metrics")`); a route that needs more declares
+`Depends(require(permission))`. Pages a person opens in a browser (the dashboard, /docs, /redoc) use
+`browser_authenticated`, whose 401 carries a Basic challenge: the browser asks for the key once and then
+sends it with every same-origin request, `fetch` and `EventSource` included.
 """
 
 from __future__ import annotations
@@ -22,19 +27,39 @@ from pathlib import Path
 from typing import Annotated, Any, Callable
 
 import psycopg
+import structlog
 from fastapi import Depends, HTTPException, Request, Security
-from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBasic, HTTPBasicCredentials, HTTPBearer
+from starlette.requests import HTTPConnection
 
-ROLES = ("operator", "analyst", "admin")
+ROLES = ("operator", "analyst", "admin", "metrics")
 PERMISSIONS: dict[str, frozenset[str]] = {
-    "operator": frozenset({"read", "alerts.write", "silences.write"}),
-    "analyst": frozenset({"read", "history", "export"}),
-    "admin": frozenset({"read", "alerts.write", "silences.write", "history", "export", "keys", "stations.write",
-                        "limits.write"}),
+    "operator": frozenset({"read", "metrics", "alerts.write", "silences.write"}),
+    "analyst": frozenset({"read", "metrics", "history", "export"}),
+    "admin": frozenset({"read", "metrics", "alerts.write", "silences.write", "history", "export", "keys",
+                        "stations.write", "limits.write"}),
+    "metrics": frozenset({"metrics"}),
 }
+REALM = "quantrac"
+
+log = structlog.get_logger(__name__)
+
+
+class _LenientBasic(HTTPBasic):
+    """HTTP Basic that treats a malformed header like a missing one, so the caller gets the same 401
+    (with the advice on how to send a key) whatever was wrong."""
+
+    async def __call__(self, request: HTTPConnection) -> HTTPBasicCredentials | None:  # type: ignore[override]
+        try:
+            return await super().__call__(request)
+        except HTTPException:
+            return None
+
 
 _api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="API key, e.g. `qk_1a2b3c4d_...`.")
 _bearer = HTTPBearer(auto_error=False, description="The same API key as a bearer token.")
+_basic = _LenientBasic(scheme_name="HTTPBasic", auto_error=False, realm=REALM,
+                       description="For browsers: any user name, the API key as the password.")
 
 
 @dataclass(frozen=True)
@@ -84,34 +109,79 @@ def lookup(conn: psycopg.Connection[Any], key: str) -> Principal | None:
     return Principal(int(row[0]), row[1], row[2])
 
 
-_UNAUTHENTICATED = {"WWW-Authenticate": "Bearer"}
+METRICS_FILE_KEY = Principal(0, "prometheus", "metrics")
+"""Who presents the key of `QUANTRAC_API_METRICS_KEY_FILE`."""
 
 
-def authenticated(
-    request: Request,
-    api_key: Annotated[str | None, Security(_api_key)] = None,
-    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)] = None,
-) -> Principal:
-    """The caller's key; 401 when missing or unknown."""
-    key = api_key or (bearer.credentials if bearer else None)
-    if not key:
-        raise HTTPException(401, "an API key is required: send X-API-Key: <key> or Authorization: Bearer <key> "
-                                 "(create one with `quantrac keys create --role operator --name <you>`)",
-                            headers=_UNAUTHENTICATED)
-    cached = getattr(request.state, "principal", None)
-    if isinstance(cached, Principal):
-        return cached
-    with request.app.state.pool.connection() as conn:
-        principal = lookup(conn, key)
-    if principal is None:
-        raise HTTPException(401, "unknown or revoked API key; ask an admin for a new one", headers=_UNAUTHENTICATED)
-    request.state.principal = principal
-    return principal
+def metrics_key_principal(path: Path | None, key: str) -> Principal | None:
+    """The metrics-only principal when `key` is the one in `path` (compared in constant time), else None.
+
+    The file is read at each call, so a rotated key (a replaced file or an updated Kubernetes Secret)
+    takes effect without a restart; an unreadable file is logged and only disables this key."""
+    if path is None:
+        return None
+    try:
+        expected = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        log.warning("auth.metrics_key_unreadable", path=str(path), error=str(exc),
+                    fix="check QUANTRAC_API_METRICS_KEY_FILE and the file's permissions")
+        return None
+    if expected and hmac.compare_digest(hash_key(expected), hash_key(key)):
+        return METRICS_FILE_KEY
+    return None
 
 
-def require(permission: str) -> Callable[[Principal], Principal]:
-    """Dependency: the caller's role must grant `permission`, else 403 naming the roles that do."""
-    def check(principal: Annotated[Principal, Depends(authenticated)]) -> Principal:
+_NO_KEY = ("an API key is required: send X-API-Key: <key>, Authorization: Bearer <key> or HTTP Basic with the key "
+           "as the password (create one with `quantrac keys create --role operator --name <you>`)")
+_BAD_KEY = "unknown or revoked API key; ask an admin for a new one"
+
+
+def presented_key(api_key: str | None, bearer: HTTPAuthorizationCredentials | None,
+                  basic: HTTPBasicCredentials | None) -> str | None:
+    """The key the request carries, in order of preference: X-API-Key, bearer token, Basic password."""
+    return api_key or (bearer.credentials if bearer else None) or (basic.password if basic else None) or None
+
+
+def _authenticator(challenge: str) -> Callable[..., Principal]:
+    headers = {"WWW-Authenticate": challenge}
+
+    def authenticate(
+        request: Request,
+        api_key: Annotated[str | None, Security(_api_key)] = None,
+        bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)] = None,
+        basic: Annotated[HTTPBasicCredentials | None, Security(_basic)] = None,
+    ) -> Principal:
+        key = presented_key(api_key, bearer, basic)
+        if not key:
+            raise HTTPException(401, _NO_KEY, headers=headers)
+        cached = getattr(request.state, "principal", None)
+        if isinstance(cached, Principal):
+            return cached
+        principal = None
+        if _prefix_of(key) is not None:
+            with request.app.state.pool.connection() as conn:
+                principal = lookup(conn, key)
+        if principal is None:
+            principal = metrics_key_principal(request.app.state.settings.api_metrics_key_file, key)
+        if principal is None:
+            raise HTTPException(401, _BAD_KEY, headers=headers)
+        request.state.principal = principal
+        return principal
+    return authenticate
+
+
+authenticated = _authenticator("Bearer")
+authenticated.__doc__ = "The caller's key; 401 (Bearer challenge) when missing or unknown."
+browser_authenticated = _authenticator(f'Basic realm="{REALM}", charset="UTF-8"')
+browser_authenticated.__doc__ = ("The caller's key for pages a person opens in a browser; the 401 asks the browser for "
+                                 "Basic credentials (any user name, the key as the password).")
+
+
+def require(permission: str, via: Callable[..., Principal] | None = None) -> Callable[[Principal], Principal]:
+    """Dependency: the caller's role must grant `permission`, else 403 naming the roles that do.
+
+    `via` is how the caller authenticates (default `authenticated`; `browser_authenticated` for pages)."""
+    def check(principal: Principal = Depends(via or authenticated)) -> Principal:
         if not principal.can(permission):
             allowed = [r for r in ROLES if permission in PERMISSIONS[r]]
             raise HTTPException(403, f"role {principal.role} may not do this ({permission}); "

@@ -1,5 +1,6 @@
-"""The dashboard end to end in headless Debian chromium (npm playwright-core): sign in, see a new alert
-arrive live over SSE, acknowledge it; the screenshot is kept in tests/artifacts/dashboard.png."""
+"""The dashboard end to end in headless Debian chromium (npm playwright-core): the page asks for the key
+(HTTP Basic), the browser's cached credential then carries the page's fetch and EventSource requests; see a
+new alert arrive live over SSE, acknowledge it; the screenshot is kept in tests/artifacts/dashboard.png."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import threading
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import httpx
 import orjson
 import psycopg
 import pytest
@@ -34,6 +36,8 @@ def _harness_ready() -> None:
 def test_new_alert_appears_live_and_is_acknowledged(stack: Settings, db: psycopg.Connection,
                                                     live_api: LiveApi) -> None:  # noqa: F811
     _harness_ready()
+    anonymous = httpx.get(f"{live_api.url}/", timeout=10)
+    assert anonymous.status_code == 401 and anonymous.headers["www-authenticate"].startswith('Basic realm="quantrac"')
     ARTIFACTS.mkdir(exist_ok=True)
     screenshot = ARTIFACTS / "dashboard.png"
     screenshot.unlink(missing_ok=True)
@@ -58,7 +62,7 @@ def test_new_alert_appears_live_and_is_acknowledged(stack: Settings, db: psycopg
         if node.poll() is None:
             node.kill()
             node.wait(5)
-    assert result["errors"] == []
+    assert result["errors"] == [] and result["pageStatus"] == 200
     assert int(result["alertId"]) == alert["id"] and station.id in result["rowBefore"]
     assert "Đã xác nhận" in result["rowAfter"] or "Acknowledged" in result["rowAfter"]
     assert result["titleVi"].startswith("Trung tâm") and result["titleEn"].startswith("Automatic monitoring")

@@ -5,6 +5,7 @@ series with values that follow from what the test sent."""
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 from datetime import datetime, timedelta, timezone
 from typing import Iterator
 
@@ -153,15 +154,16 @@ def test_worker_endpoint_shows_readings_batches_latency_alerts_and_lag(traffic: 
 
 
 @pytest.fixture(scope="module")
-def own_api(stack: Settings) -> Iterator[TestClient]:
-    """The API over the database this module's pipeline writes to, with an admin key of that database."""
-    from api.auth import create_key
+def own_api(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    """The API over the database this module's pipeline writes to, scraped as Prometheus does: a bearer
+    token read from the file that `QUANTRAC_API_METRICS_KEY_FILE` names (deploy/prometheus/prometheus.yml)."""
     from api.main import create_app
 
     own = own_pipeline(stack, "metrics")[0]
-    with psycopg.connect(own.pg_dsn, autocommit=True) as conn:
-        key, _ = create_key(conn, "test-metrics", "admin", "tests")
-    with TestClient(create_app(own), headers={"X-API-Key": key}) as client:
+    key_file = tmp_path_factory.mktemp("metrics-key") / "api_metrics_key"
+    key_file.write_text("test-prometheus-scrape-key\n")
+    with TestClient(create_app(own.model_copy(update={"api_metrics_key_file": key_file})),
+                    headers={"Authorization": "Bearer test-prometheus-scrape-key"}) as client:
         yield client
 
 
@@ -177,3 +179,38 @@ def test_api_endpoint_shows_alerts_by_status_and_defines_notification_failures(t
     assert {"acknowledged", "resolved"} <= {dict(labels)["status"] for name, labels in samples if name == "quantrac_alerts"}
     families = {f.name for f in text_string_to_metric_families(api.get("/metrics").text)}
     assert "quantrac_notification_failures" in families
+    assert api.get("/metrics", headers={"Authorization": ""}).status_code == 401
+    assert api.get("/api/v1/alerts").status_code == 403, "the scrape key reads metrics only"
+
+
+def test_prometheus_scrapes_the_api_with_the_key_file_the_api_reads() -> None:
+    """compose: the quantrac-api job's bearer credentials_file is the secret the API reads its metrics key
+    from; Kubernetes: the same in the scrape ConfigMap, the API pod mounting the Secret."""
+    import yaml
+
+    deploy = Path(__file__).resolve().parent.parent / "deploy"
+    compose = yaml.safe_load((deploy / "compose" / "compose.yaml").read_text())
+    job = next(j for j in yaml.safe_load((deploy / "prometheus" / "prometheus.yml").read_text())["scrape_configs"]
+               if j["job_name"] == "quantrac-api")
+    assert job["authorization"]["type"] == "Bearer"
+    secret = Path(job["authorization"]["credentials_file"]).name
+    assert f"/run/secrets/{secret}" == job["authorization"]["credentials_file"]
+    assert secret in compose["services"]["prometheus"]["secrets"] and secret in compose["services"]["api"]["secrets"]
+    assert compose["services"]["api"]["environment"]["QUANTRAC_API_METRICS_KEY_FILE"] == f"/run/secrets/{secret}"
+    assert compose["secrets"][secret]["file"] == f"./secrets/{secret}"
+    assert f"secrets/{secret}" in (deploy / "compose" / "make-secrets.sh").read_text()
+
+    scrape = yaml.safe_load((deploy / "k8s" / "30-prometheus-scrape.yaml").read_text())
+    [k8s_job] = yaml.safe_load(scrape["data"]["quantrac-api.yml"])["scrape_configs"]
+    assert k8s_job["authorization"]["type"] == "Bearer"
+    deployment = next(d for d in yaml.safe_load_all((deploy / "k8s" / "23-api.yaml").read_text())
+                      if d and d["kind"] == "Deployment")
+    pod = deployment["spec"]["template"]
+    assert "prometheus.io/scrape" not in (pod["metadata"].get("annotations") or {}), "annotation scraping sends no key"
+    [container] = pod["spec"]["containers"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    mount = next(m for m in container["volumeMounts"] if env["QUANTRAC_API_METRICS_KEY_FILE"].startswith(m["mountPath"]))
+    volume = next(v for v in pod["spec"]["volumes"] if v["name"] == mount["name"])
+    secret_name = volume["secret"]["secretName"]
+    assert k8s_job["authorization"]["credentials_file"] == f"/etc/prometheus/secrets/{secret_name}/key"
+    assert env["QUANTRAC_API_METRICS_KEY_FILE"] == f"{mount['mountPath']}/key"

@@ -16,6 +16,7 @@ from alerts import notifier, silences, store
 from alerts.escalation import EscalationPolicy, run_escalations
 from alerts.notify import webhook
 from alerts.notify.channels import mqtt_topic
+from ingest.gateways import tester_credential as mqtt_tester  # not `test*`: pytest would collect it as a test
 from quantrac.settings import Settings
 from tests.alerts_support.helpers import apply, condition, new_station
 from tests.alerts_support.receivers import http_receiver, smtp_receiver
@@ -50,6 +51,9 @@ def test_webhook_mqtt_and_email_with_delivery_log(stack: Settings, db: psycopg.C
     drain(db, [])
     received: list[mqtt.MQTTMessage] = []
     sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    tester = mqtt_tester(stack)  # no anonymous access; the test account may read the alert topics
+    if tester is not None:
+        sub.username_pw_set(tester.username, tester.password)
     sub.on_message = lambda c, u, m: received.append(m)
     sub.connect(stack.mqtt_host, stack.mqtt_port)
     sub.subscribe(mqtt_topic(stack.notify_mqtt_topic, zone), qos=1)
@@ -114,6 +118,42 @@ def test_offline_station_inhibits_its_parameter_alerts(stack: Settings, db: psyc
     [tss] = apply(stack.pg_dsn, [condition(station.id, 150.0, parameter="TSS")])
     drain(db, chans)
     assert deliveries(db, tss["id"]) == [("opened", "webhook", "delivered")]
+
+
+def test_held_back_alerts_are_notified_once_when_the_station_is_back(stack: Settings, db: psycopg.Connection,
+                                                                     hook: tuple[Settings, Any]) -> None:
+    settings, got = hook
+    station = new_station(db)
+    drain(db, [])
+    chans = notifier.build_channels(settings, lambda: db, kafka=False)
+    [offline] = apply(stack.pg_dsn, [condition(station.id, 900.0, parameter="*", rule="station_offline", limit=600.0)])
+    [cod] = apply(stack.pg_dsn, [condition(station.id, 150.0)])
+    [tss] = apply(stack.pg_dsn, [condition(station.id, 150.0, parameter="TSS")])
+    [nh4] = apply(stack.pg_dsn, [condition(station.id, 150.0, parameter="NH4")])
+    store.acknowledge(db, tss["id"], "tests", "seen on the dashboard")  # someone saw it: no late notification
+    store.resolve(db, nh4["id"], "tests", "sensor cleaned")  # over: no late notification
+    drain(db, chans)
+    assert [deliveries(db, a["id"]) for a in (cod, tss)] == [[("opened", "webhook", "suppressed")]] * 2
+    nh4_log = [("opened", "webhook", "suppressed"), ("resolved", "webhook", "suppressed")]
+    assert deliveries(db, nh4["id"]) == nh4_log
+    assert [orjson.loads(b)["alert"]["id"] for _, b in got.requests] == [offline["id"]]
+
+    store.resolve(db, offline["id"], "tests", "back online")
+    drain(db, chans)
+    assert deliveries(db, cod["id"]) == [("opened", "webhook", "suppressed"), ("opened", "webhook", "delivered")]
+    assert deliveries(db, tss["id"]) == [("opened", "webhook", "suppressed")] and deliveries(db, nh4["id"]) == nh4_log
+    late = [orjson.loads(b) for _, b in got.requests if orjson.loads(b)["alert"]["id"] == cod["id"]]
+    assert len(late) == 1 and late[0]["event"]["kind"] == "opened" and late[0]["alert"]["status"] == "open"
+    assert f"held back while station {station.id} was offline" in late[0]["event"]["note"]
+
+    # Offline and back again: the alert already went out, nothing is sent twice.
+    [again] = apply(stack.pg_dsn, [condition(station.id, 900.0, parameter="*", rule="station_offline", limit=600.0,
+                                             minutes=30)])
+    drain(db, chans)
+    store.resolve(db, again["id"], "tests", "back online")
+    drain(db, chans)
+    assert len(deliveries(db, cod["id"])) == 2
+    assert sum(orjson.loads(b)["alert"]["id"] == cod["id"] for _, b in got.requests) == 1
 
 
 def test_escalation_and_reminders_on_an_injected_clock(stack: Settings, db: psycopg.Connection) -> None:

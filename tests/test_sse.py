@@ -1,5 +1,6 @@
-"""`GET /api/v1/alerts/stream` on a real server: every transition arrives, and a reconnect with
-Last-Event-ID resumes exactly after the last event seen."""
+"""`GET /api/v1/alerts/stream` on a real server: every transition arrives, a reconnect with
+Last-Event-ID resumes exactly after the last event seen, and a stream opened from the alert list's
+`last_event_id` misses nothing that happened between the two."""
 
 from __future__ import annotations
 
@@ -19,15 +20,17 @@ from tests.alerts_support.live import LiveApi, live_api  # noqa: F401  (fixture)
 pytestmark = pytest.mark.integration
 
 
-def read_events(url: str, key: str, *, until: Any, last_event_id: int | None = None, timeout: float = 20.0) -> list[dict[str, Any]]:
+def read_events(url: str, key: str, *, until: Any, last_event_id: int | None = None, after: int | None = None,
+                timeout: float = 20.0) -> list[dict[str, Any]]:
     """SSE events (id, event, data) until `until(events)` holds; fails after `timeout` seconds."""
     headers = {"X-API-Key": key}
     if last_event_id is not None:
         headers["Last-Event-ID"] = str(last_event_id)
+    params = {} if after is None else {"after": after}
     events: list[dict[str, Any]] = []
     current: dict[str, Any] = {}
     deadline = time.monotonic() + timeout
-    with httpx.stream("GET", f"{url}/api/v1/alerts/stream", headers=headers, timeout=timeout) as response:
+    with httpx.stream("GET", f"{url}/api/v1/alerts/stream", headers=headers, params=params, timeout=timeout) as response:
         assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
         for line in response.iter_lines():
             if time.monotonic() > deadline:
@@ -72,3 +75,29 @@ def test_transitions_stream_and_resume_with_last_event_id(stack: Settings, db: p
     expected = [r[0] for r in db.execute("SELECT id FROM alert_events WHERE id > %s AND id <= %s ORDER BY id",
                                          (int(opened["id"]), ids[-1]))]
     assert ids == expected, "a resumed stream must deliver every event after Last-Event-ID, none twice"
+
+
+def test_a_transition_between_the_list_and_the_stream_is_delivered(stack: Settings, db: psycopg.Connection,
+                                                                   live_api: LiveApi) -> None:  # noqa: F811
+    """The dashboard's start: list the open alerts, then open the stream from the list's `last_event_id`
+    (as EventSource does, with `?after=`). What happens in between comes through the stream."""
+    station = new_station(db)
+    [alert] = apply(stack.pg_dsn, [condition(station.id, 150.0)])
+    headers = {"X-API-Key": live_api.operator_key}
+    page = httpx.get(f"{live_api.url}/api/v1/alerts", params={"status": "open", "station": station.id},
+                     headers=headers, timeout=10).json()
+    assert [a["id"] for a in page["data"]] == [alert["id"]]
+    listed_at = page["last_event_id"]
+    assert listed_at >= db.execute("SELECT max(id) FROM alert_events WHERE alert_id = %s", (alert["id"],)).fetchone()[0]
+
+    store.acknowledge(db, alert["id"], "ana (operator)", "between the list and the stream")
+    [later] = apply(stack.pg_dsn, [condition(station.id, 160.0, parameter="TSS")])
+
+    mine = lambda evs: [e for e in evs if e["data"]["alert"]["station_id"] == station.id]  # noqa: E731
+    events = read_events(live_api.url, live_api.operator_key, after=listed_at, until=lambda evs: len(mine(evs)) >= 2)
+    assert [(e["data"]["kind"], e["data"]["alert"]["id"]) for e in mine(events)] == [
+        ("acknowledged", alert["id"]), ("opened", later["id"])]
+    assert all(int(e["id"]) > listed_at for e in events)
+    # Without the list's id the stream starts at "now" and the acknowledgement would be lost.
+    assert listed_at < int(mine(events)[0]["id"])
+

@@ -1,26 +1,28 @@
-// quantrac supervision dashboard: no framework, no CDN. The API key lives in sessionStorage only.
+// quantrac supervision dashboard: no framework, no CDN. The page itself needs the API key (HTTP Basic: the
+// browser asks for it, any user name, the key as the password) and the browser then sends it with every
+// same-origin request, fetch and EventSource included; this script never sees the key.
 "use strict";
 
 const I18N = {
   vi: {
-    title: "Trung tâm giám sát quan trắc tự động", offline: "Mất kết nối", live: "Trực tuyến", logout: "Đăng xuất",
-    keyLabel: "Khóa API", signIn: "Đăng nhập", keyHint: "Khóa chỉ lưu trong phiên trình duyệt này (sessionStorage).",
+    title: "Trung tâm giám sát quan trắc tự động", offline: "Mất kết nối", live: "Trực tuyến",
     liveAlerts: "Cảnh báo đang mở", severity: "Mức", station: "Trạm", zone: "KCN", parameter: "Thông số",
     value: "Giá trị / giới hạn", status: "Trạng thái", updated: "Cập nhật", noAlerts: "Không có cảnh báo đang mở.",
     stationsByZone: "Trạm theo khu công nghiệp", history: "Diễn biến thông số (24 giờ)", ack: "Xác nhận",
     open: "Mới", acknowledged: "Đã xác nhận", resolved: "Đã xử lý", critical: "Nghiêm trọng", warning: "Cảnh báo",
-    online: "hoạt động", offlineStation: "mất tín hiệu", badKey: "Khóa không hợp lệ hoặc đã bị thu hồi.",
+    online: "hoạt động", offlineStation: "mất tín hiệu",
+    badKey: "Khóa không hợp lệ hoặc đã bị thu hồi: đóng trình duyệt rồi mở lại trang để đăng nhập bằng khóa khác.",
     forbidden: "Vai trò của khóa này không được phép thao tác này.", noData: "Chưa có dữ liệu.", limit: "Giới hạn",
     other: "English",
   },
   en: {
-    title: "Automatic monitoring supervision centre", offline: "Disconnected", live: "Live", logout: "Sign out",
-    keyLabel: "API key", signIn: "Sign in", keyHint: "The key is kept in this browser tab only (sessionStorage).",
+    title: "Automatic monitoring supervision centre", offline: "Disconnected", live: "Live",
     liveAlerts: "Open alerts", severity: "Severity", station: "Station", zone: "Zone", parameter: "Parameter",
     value: "Value / limit", status: "Status", updated: "Updated", noAlerts: "No open alerts.",
     stationsByZone: "Stations by industrial zone", history: "Parameter history (24 h)", ack: "Acknowledge",
     open: "Open", acknowledged: "Acknowledged", resolved: "Resolved", critical: "Critical", warning: "Warning",
-    online: "online", offlineStation: "offline", badKey: "Unknown or revoked key.",
+    online: "online", offlineStation: "offline",
+    badKey: "Unknown or revoked key: close the browser and open the page again to sign in with another key.",
     forbidden: "This key's role may not do that.", noData: "No data yet.", limit: "Limit",
     other: "Tiếng Việt",
   },
@@ -30,7 +32,6 @@ const state = { lang: localStorage.getItem("quantrac.lang") || "vi", alerts: new
                 stations: [], stream: null };
 const $ = (sel) => document.querySelector(sel);
 const t = (k) => (I18N[state.lang] || I18N.vi)[k] || k;
-const key = () => sessionStorage.getItem("quantrac.key");
 
 function applyLanguage() {
   document.documentElement.lang = state.lang;
@@ -45,12 +46,11 @@ function applyLanguage() {
 class HttpError extends Error { constructor(status, detail) { super(detail); this.status = status; } }
 
 async function api(path, options = {}) {
-  const response = await fetch(path, { ...options, headers: { "X-API-Key": key(), "Content-Type": "application/json",
-                                                               ...(options.headers || {}) } });
+  const response = await fetch(path, { ...options, headers: { "Content-Type": "application/json", ...(options.headers || {}) } });
   if (!response.ok) {
     let detail = response.statusText;
     try { detail = (await response.json()).detail; } catch (_) { /* not JSON */ }
-    if (response.status === 401) signOut(t("badKey"));
+    if (response.status === 401) showError(t("badKey"));
     throw new HttpError(response.status, typeof detail === "string" ? detail : JSON.stringify(detail));
   }
   return response.json();
@@ -127,6 +127,7 @@ async function refreshSummary() {
 async function loadAlerts() {
   const page = await api("/api/v1/alerts?status=open&status=acknowledged&limit=500");
   state.alerts = new Map(page.data.map((a) => [a.id, a]));
+  state.lastEventId = page.last_event_id;
   renderAlerts();
 }
 
@@ -139,39 +140,24 @@ function onEvent(id, data) {
   if (["opened", "resolved"].includes(event.kind)) refreshSummary();
 }
 
-// Server-sent events read with fetch, so the key travels in a header (EventSource cannot send one);
-// a dropped stream reconnects with Last-Event-ID and misses nothing.
-async function stream() {
+function setLive(live) {
   const badge = $("#stream-state");
-  while (key()) {
-    try {
-      const headers = { "X-API-Key": key() };
-      if (state.lastEventId) headers["Last-Event-ID"] = state.lastEventId;
-      const response = await fetch("/api/v1/alerts/stream", { headers });
-      if (response.status === 401) { signOut(t("badKey")); return; }
-      if (!response.ok) throw new Error(response.statusText);
-      badge.dataset.i18n = "live"; badge.textContent = t("live"); badge.classList.add("live");
-      const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
-      let buffer = "";
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        buffer += value.replace(/\r\n/g, "\n");
-        let cut;
-        while ((cut = buffer.indexOf("\n\n")) >= 0) {
-          const block = buffer.slice(0, cut); buffer = buffer.slice(cut + 2);
-          let id = null; const data = [];
-          for (const line of block.split("\n")) {
-            if (line.startsWith("id:")) id = line.slice(3).trim();
-            else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
-          }
-          if (data.length) onEvent(id, data.join("\n"));
-        }
-      }
-    } catch (_) { /* reconnect below */ }
-    badge.dataset.i18n = "offline"; badge.textContent = t("offline"); badge.classList.remove("live");
-    await new Promise((resolve) => setTimeout(resolve, 2000));
-  }
+  badge.dataset.i18n = live ? "live" : "offline"; badge.textContent = t(badge.dataset.i18n);
+  badge.classList.toggle("live", live);
+}
+
+// Starts right after the alert list, from the event id the list was read at, so no transition falls in
+// between. EventSource reconnects by itself with Last-Event-ID; when it gives up (a 401, the API
+// restarting) a new one resumes from the last event seen.
+function stream() {
+  const source = new EventSource(`/api/v1/alerts/stream?after=${encodeURIComponent(state.lastEventId ?? 0)}`);
+  state.stream = source;
+  source.addEventListener("open", () => setLive(true));
+  source.addEventListener("alert", (e) => onEvent(e.lastEventId, e.data));
+  source.addEventListener("error", () => {
+    setLive(false);
+    if (source.readyState === EventSource.CLOSED) setTimeout(stream, 2000);
+  });
 }
 
 async function loadStations() {
@@ -226,17 +212,15 @@ function svgChart(points, limits, unit) {
   return svg;
 }
 
-function signOut(message) {
-  sessionStorage.removeItem("quantrac.key");
-  $("#app").hidden = true; $("#logout").hidden = true; $("#login").hidden = false;
-  $("#login-error").textContent = message || "";
+function showError(message) {
+  $("#error").textContent = message || "";
+  $("#error").hidden = !message;
 }
 
 async function start() {
-  $("#login").hidden = true; $("#app").hidden = false; $("#logout").hidden = false;
   try {
     await loadAlerts();
-  } catch (err) { if (err.status === 401) return; }
+  } catch (err) { showError(err.message); return; }
   stream();
   refreshSummary();
   setInterval(refreshSummary, 30000);
@@ -248,12 +232,6 @@ $("#lang-toggle").addEventListener("click", () => {
   localStorage.setItem("quantrac.lang", state.lang);
   applyLanguage();
 });
-$("#logout").addEventListener("click", () => signOut());
-$("#login-form").addEventListener("submit", async (e) => {
-  e.preventDefault();
-  sessionStorage.setItem("quantrac.key", $("#login-key").value.trim());
-  try { await api("/api/v1/summary/stations"); start(); } catch (err) { if (err.status !== 401) $("#login-error").textContent = err.message; }
-});
 
 applyLanguage();
-if (key()) start(); else signOut();
+start();

@@ -22,7 +22,7 @@ router = APIRouter(prefix="/api/v1/alerts", tags=["alerts"], responses=ERRORS)
 
 _COLUMNS = ("id, station_id, parameter, rule, basis, severity, status, zone, opened_at, updated_at, first_ts, last_ts, "
             "last_value, peak_value, limit_value AS limit, limit_source, count, message, acknowledged_at, "
-            "acknowledged_by, resolved_at, resolved_by, escalated_at")
+            "acknowledged_by, resolved_at, resolved_by, escalated_at, historical")
 
 
 class AlertOut(Alert):
@@ -47,6 +47,11 @@ class AlertPage(BaseModel):
     data: list[AlertOut]
     count: int
     next_cursor: int | None = Field(None, description="Pass as `cursor` to get the next (older) page; null on the last page.")
+    last_event_id: int = Field(0, description="Newest alert event id when this page was read: open "
+                               "`GET /api/v1/alerts/stream?after=<it>` (or send it as Last-Event-ID) to get every "
+                               "transition since, with no gap between the list and the stream.")
+
+    model_config = {"json_schema_extra": {"examples": [{"data": [], "count": 0, "next_cursor": None, "last_event_id": 1041}]}}
 
 
 class AlertEventOut(BaseModel):
@@ -75,6 +80,13 @@ class AlertDetail(BaseModel):
     events: list[AlertEventOut]
     deliveries: list[DeliveryOut]
 
+    model_config = {"json_schema_extra": {"examples": [{
+        "alert": AlertOut.model_config["json_schema_extra"]["examples"][0],  # type: ignore[index]
+        "events": [{"id": 1041, "alert_id": 42, "at": "2026-11-29T21:05:03+07:00", "kind": "opened",
+                    "actor": "quantrac", "status": "open", "value": 182.0, "note": None}],
+        "deliveries": [{"id": 7, "event_id": 1041, "channel": "webhook", "attempt": 1, "outcome": "delivered",
+                        "detail": "200", "at": "2026-11-29T21:05:04+07:00"}]}]}}
+
 
 class ActionBody(BaseModel):
     note: str | None = Field(None, max_length=2000, pattern=r"^[^\x00]*$", description="Why, what was done.", examples=["Called the plant; aerator restarted."])
@@ -85,7 +97,7 @@ class CommentBody(BaseModel):
 
 
 class CommentOut(BaseModel):
-    event_id: int
+    event_id: int = Field(description="The comment's alert event id.", examples=[1042])
 
 
 def alert_out(row: dict[str, Any], settings: Settings) -> AlertOut:
@@ -131,17 +143,27 @@ def list_alerts(
             clauses.append(clause)
             params.append(value)
     where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    # Read before the alerts: a transition committed in between is then both in the page and after
+    # this id in the stream (the client keeps the newest), never in neither.
+    last_event_id = newest_event_id(conn)
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(f"SELECT {_COLUMNS} FROM alerts {where} ORDER BY id DESC LIMIT %s",
                            [*params, limit + 1]).fetchall()
     more = len(rows) > limit
     rows = rows[:limit]
     data = [alert_out(r, settings) for r in rows]
-    return AlertPage(data=data, count=len(data), next_cursor=rows[-1]["id"] if more else None)
+    return AlertPage(data=data, count=len(data), next_cursor=rows[-1]["id"] if more else None, last_event_id=last_event_id)
+
+
+def newest_event_id(conn: Any) -> int:
+    """The newest `alert_events` id (0 when there is none): where a live stream picks up."""
+    row = conn.execute("SELECT coalesce(max(id), 0) FROM alert_events").fetchone()
+    return int(row[0]) if row else 0
 
 
 @router.get("/export.csv", summary="Export alerts as CSV (analyst, admin)", response_class=Response,
-            responses={200: {"content": {"text/csv": {}}, "description": "One alert a line"}},
+            responses={200: {"content": {"text/csv": {"example": "id,station_id,parameter,rule,...\n42,HD-DAIAN-WW01,COD,exceedance,...\n"}},
+                             "description": "One alert a line"}},
             dependencies=[Depends(require("export"))])
 def export_alerts(
     conn: ConnDep, settings: SettingsDep,

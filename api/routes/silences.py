@@ -46,10 +46,18 @@ class SilenceOut(BaseModel):
     deleted_by: str | None
     active: bool
 
+    model_config = {"json_schema_extra": {"examples": [{
+        "id": 3, "station_id": "HD-DAIAN-WW01", "parameter": "COD", "starts_at": "2026-11-30T08:00:00+07:00",
+        "ends_at": "2026-11-30T12:00:00+07:00", "reason": "calibration", "created_by": "duty-1 (operator)",
+        "created_at": "2026-11-30T07:55:00+07:00", "deleted_at": None, "deleted_by": None, "active": True}]}}
+
 
 class SilenceList(BaseModel):
     data: list[SilenceOut]
     count: int
+
+    model_config = {"json_schema_extra": {"examples": [{
+        "data": SilenceOut.model_config["json_schema_extra"]["examples"], "count": 1}]}}  # type: ignore[index]
 
 
 def _out(row: dict, settings: Settings) -> SilenceOut:  # type: ignore[type-arg]

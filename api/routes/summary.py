@@ -47,6 +47,14 @@ class Summary(BaseModel):
     open_alerts: int
     generated_at: datetime
 
+    model_config = {"json_schema_extra": {"examples": [{
+        "zones": [{"zone": "KCN Đại An", "online": 1, "offline": 0, "open_alerts": 1, "open_critical": 1,
+                   "stations": [{"id": "HD-DAIAN-WW01", "name": "Trạm nước thải KCN Đại An", "zone": "KCN Đại An",
+                                 "facility": "KCN Đại An", "kind": "wastewater", "state": "online",
+                                 "last_reading_at": "2026-11-29T21:05:00+07:00", "open_alerts": 1,
+                                 "open_critical": 1, "unacknowledged": 1}]}],
+        "stations": 1, "offline": 0, "open_alerts": 1, "generated_at": "2026-11-29T21:06:00+07:00"}]}}
+
 
 _SQL = f"""
 SELECT s.id, s.name, s.zone, s.facility, s.kind, s.expected_interval_s,

@@ -4,13 +4,21 @@
 #                                                replace with your organisation's when you have one)
 #   secrets/gateways.passwd                      gateway accounts; add one with
 #        mosquitto_passwd secrets/gateways.passwd <STATION_ID>
+#   secrets/api_metrics_key                      the key Prometheus scrapes the API's /metrics with (it may
+#                                                read nothing else); mode 644 so that the Prometheus and API
+#                                                containers' users can read it (secrets/ itself stays 700)
 # Usage: ./make-secrets.sh <broker host name as the gateways dial it>
 set -eu
 host="${1:?usage: $0 <broker-host-name>}"
 cd "$(dirname "$0")"
 mkdir -p secrets/tls
 umask 077
+chmod 700 secrets
 [ -f secrets/gateways.passwd ] || : > secrets/gateways.passwd
+if [ ! -s secrets/api_metrics_key ]; then
+  openssl rand -hex 32 > secrets/api_metrics_key
+  chmod 644 secrets/api_metrics_key
+fi
 if [ ! -f secrets/tls/server.key ]; then
   openssl req -x509 -newkey rsa:3072 -nodes -days 3650 -subj "/CN=quantrac MQTT CA" \
     -keyout secrets/tls/ca.key -out secrets/tls/ca.crt
