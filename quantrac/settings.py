@@ -85,6 +85,7 @@ class Settings(BaseSettings):
     notifier_poll_s: float = Field(1.0, gt=0, description="How often the notifier looks for new alert events.")
     notifier_tick_s: float = Field(30.0, gt=0, description="How often the notifier checks escalations and reminders.")
     sse_poll_s: float = Field(0.5, gt=0, description="How often the alert stream looks for new alert events.")
+    sse_gap_grace_s: float = Field(10.0, ge=0, description="How long the alert stream waits at a hole in the event ids (a transaction still committing) before it steps over it (a rolled-back one).")
     topic_partitions: int = Field(6, description="Partitions of every quantrac topic; the worker scales up to this many processes.")
 
     max_payload_bytes: int = Field(64 * 1024, description="Larger MQTT payloads are dead-lettered as oversize.")

@@ -3,10 +3,15 @@
 Each SSE event's id is the `alert_events` id; a client that reconnects with `Last-Event-ID` gets
 every transition after it, so nothing is missed across a dropped connection. Without it the
 stream starts with the next transition.
+
+Ids come from a sequence, so a transaction that took its id first may commit after a later one:
+the stream waits at a hole in the ids (`sse_gap_grace_s`) instead of stepping past an event that
+is still committing; a hole older than that is a rolled-back transaction and is stepped over.
 """
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import Annotated, Any, AsyncIterator
 
 import anyio
@@ -16,7 +21,7 @@ from psycopg.rows import dict_row
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from api.deps import ERRORS, local_time
-from api.routes.alerts import _COLUMNS, alert_out
+from api.routes.alerts import _COLUMNS, alert_out, newest_event_id
 
 router = APIRouter(prefix="/api/v1/alerts", tags=["alerts"], responses=ERRORS)
 
@@ -33,8 +38,28 @@ def _fetch(pool: Any, after: int) -> list[dict[str, Any]]:
 
 def _newest(pool: Any) -> int:
     with pool.connection() as conn:
-        row = conn.execute("SELECT coalesce(max(id), 0) FROM alert_events").fetchone()
-    return int(row[0]) if row else 0
+        return newest_event_id(conn)
+
+
+class HoleWait:
+    """Decides whether the stream may step past a hole in the event ids (`now` in seconds, monotonic)."""
+
+    def __init__(self, grace_s: float) -> None:
+        self.grace_s = grace_s
+        self._hole: int | None = None
+        self._since = 0.0
+
+    def may_pass(self, cursor: int, next_id: int, now: float, next_age_s: float) -> bool:
+        """`next_age_s`: how long ago the event after the hole was written; an old one means an old hole."""
+        if next_id == cursor + 1 or next_age_s >= self.grace_s:
+            self._hole = None
+            return True
+        if self._hole != cursor + 1:
+            self._hole, self._since = cursor + 1, now
+        if now - self._since >= self.grace_s:
+            self._hole = None
+            return True
+        return False
 
 
 @router.get("/stream", summary="Server-sent events of every alert transition (resume with Last-Event-ID)",
@@ -53,16 +78,22 @@ async def stream(request: Request,
 
     async def events() -> AsyncIterator[ServerSentEvent]:
         cursor = start
+        holes = HoleWait(settings.sse_gap_grace_s)
         while True:
             rows = await anyio.to_thread.run_sync(_fetch, pool, cursor)
+            waiting = False
             for r in rows:
+                age = (datetime.now(timezone.utc) - r["at"]).total_seconds()
+                if not holes.may_pass(cursor, r["event_id"], anyio.current_time(), age):
+                    waiting = True
+                    break
                 cursor = r["event_id"]
                 body = {"event_id": r["event_id"], "kind": r["kind"], "actor": r["actor"],
                         "at": local_time(r["at"], settings).isoformat(),  # type: ignore[union-attr]
                         "note": r["note"], "value": r["event_value"],
                         "alert": alert_out(r, settings).model_dump(mode="json")}
                 yield ServerSentEvent(data=orjson.dumps(body).decode(), event="alert", id=str(r["event_id"]))
-            if len(rows) < _BATCH:
+            if waiting or len(rows) < _BATCH:
                 if await request.is_disconnected():
                     return
                 await anyio.sleep(settings.sse_poll_s)
