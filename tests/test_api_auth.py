@@ -20,7 +20,7 @@ from api.main import create_app
 pytestmark = pytest.mark.integration
 
 PUBLIC_PATHS = {"/healthz"}
-PAGES = {"/docs", "/redoc", "/openapi.json", "/{path:path}"}
+PAGES = {"/docs", "/redoc", "/openapi.json", "/docs-assets/{name}", "/{path:path}"}
 """Routes a person opens in a browser: their 401 asks for HTTP Basic."""
 
 
@@ -89,7 +89,7 @@ def test_no_credential_is_401_except_healthz(api_as: Callable[[str | None], Test
 
 
 @pytest.mark.parametrize("path", ["/", "/index.html", "/app.js", "/style.css", "/docs", "/redoc", "/openapi.json",
-                                  "/does-not-exist", "/metrics", "/api/v1/alerts"])
+                                  "/docs-assets/swagger-ui-bundle.js", "/docs-assets/redoc.standalone.js", "/does-not-exist", "/metrics", "/api/v1/alerts"])
 def test_pages_files_and_docs_need_a_key_and_open_with_basic(api_as: Callable[[str | None], TestClient],
                                                              db: psycopg.Connection, path: str) -> None:
     assert api_as(None).get(path).status_code == 401
@@ -98,6 +98,18 @@ def test_pages_files_and_docs_need_a_key_and_open_with_basic(api_as: Callable[[s
     assert response.status_code == (404 if path == "/does-not-exist" else 200), response.text
     assert api_as(None).get(path, headers=basic(key[:-2] + "xx")).status_code == 401
     assert api_as(None).get(path, headers={"Authorization": "Basic !!not-base64"}).status_code == 401
+
+
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+def test_the_docs_pages_load_nothing_from_another_host(api: TestClient, page: str) -> None:
+    """The supervision centre may have no internet: every script and style the docs use is served here."""
+    import re
+
+    html = api.get(page).text
+    sources = re.findall(r'(?:src|href)=["\']([^"\']+)["\']', html) + re.findall(r'url: ["\']([^"\']+)["\']', html)
+    assert sources and all(s.startswith("/") and not s.startswith("//") for s in sources), sources
+    for source in sources:
+        assert api.get(source).status_code == 200, source
 
 
 FORBIDDEN = [(role, m, p, perm) for (m, p, perms) in ROUTES for role in ROLES for perm in sorted(perms)
