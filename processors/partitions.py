@@ -30,6 +30,17 @@ class RetentionResult:
     cutoff: datetime
     dropped_partitions: list[str] = field(default_factory=list)
     deleted_rollup_rows: int = 0
+    deleted_side_rows: dict[str, int] = field(default_factory=dict)
+
+
+SIDE_TABLES = {"tt10_values": "ts", "completeness": "bucket", "deadletters": "received_at"}
+"""Tables kept beside the readings, and the time column that ages them: same retention, both store kinds."""
+
+
+def _prune_side_tables(conn: psycopg.Connection, cutoff: datetime) -> dict[str, int]:
+    with conn.transaction():
+        return {table: conn.execute(f"DELETE FROM {table} WHERE {column} < %s", (cutoff,)).rowcount
+                for table, column in SIDE_TABLES.items()}
 
 
 def ensure_partitions_ahead(conn: psycopg.Connection, days_ahead: int, today: date | None = None) -> int:
@@ -60,7 +71,7 @@ def apply_retention(conn: psycopg.Connection, retention_days: int, now: datetime
         raise ValueError(f"retention_days must be positive, got {retention_days}; fix QUANTRAC_RETENTION_DAYS")
     cutoff = (now or datetime.now(timezone.utc)) - timedelta(days=retention_days)
     kind = store_kind(conn)
-    result = RetentionResult(store=kind, cutoff=cutoff)
+    result = RetentionResult(store=kind, cutoff=cutoff, deleted_side_rows=_prune_side_tables(conn, cutoff))
     if kind == "timescaledb":
         _timescale_retention_policies(conn, retention_days)
         return result
@@ -72,7 +83,7 @@ def apply_retention(conn: psycopg.Connection, retention_days: int, now: datetime
         for table in ROLLUPS.values():
             result.deleted_rollup_rows += conn.execute(f"DELETE FROM {table} WHERE bucket < %s", (cutoff,)).rowcount
     log.info("store.retention", store=kind, cutoff=cutoff.isoformat(), dropped=result.dropped_partitions,
-             deleted_rollup_rows=result.deleted_rollup_rows)
+             deleted_rollup_rows=result.deleted_rollup_rows, deleted_side_rows=result.deleted_side_rows)
     return result
 
 

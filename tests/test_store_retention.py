@@ -73,3 +73,24 @@ def test_retention_refuses_a_non_positive_setting(db: psycopg.Connection) -> Non
 
 def test_aggregate_refresh_is_a_no_op_on_native_postgresql(db: psycopg.Connection) -> None:
     assert refresh_aggregates(db) == []
+
+
+def test_retention_also_prunes_the_tables_kept_beside_the_readings(db: psycopg.Connection) -> None:
+    """TT10 originals, completeness and dead letters age like the readings (both store kinds)."""
+    station = make_station()
+    old, recent = datetime(2019, 3, 1, 6, tzinfo=timezone.utc), NOW - timedelta(hours=3)
+    for ts in (old, recent):
+        db.execute("INSERT INTO tt10_values (station_id, parameter, ts, value_text, file_name, line_no) "
+                   "VALUES (%s, 'COD', %s, '1.0', 'f.txt', 1)", (station.id, ts))
+        db.execute("INSERT INTO completeness (station_id, period, bucket, expected) VALUES (%s, 'hour', %s, 12)",
+                   (station.id, ts))
+        db.execute("INSERT INTO deadletters (topic_partition, topic_offset, kafka_topic, source, topic, reason, message, "
+                   "received_at, station_id, payload) VALUES (0, %s, 'retention-test', 'mqtt', 't', 'bad_json', 'm', %s, %s, '\\x00')",
+                   (int(ts.timestamp()), ts, station.id))
+
+    result = apply_retention(db, (NOW.date() - date(2019, 3, 2)).days, now=NOW)
+
+    assert all(result.deleted_side_rows[t] >= 1 for t in ("tt10_values", "completeness", "deadletters")), result
+    for table, column in (("tt10_values", "ts"), ("completeness", "bucket"), ("deadletters", "received_at")):
+        left = [r[0] for r in db.execute(f"SELECT {column} FROM {table} WHERE station_id = %s", (station.id,))]
+        assert left == [recent], table
