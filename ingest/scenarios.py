@@ -163,6 +163,17 @@ def ground_truth(incident: Incident, stations: Mapping[str, Station]) -> dict[st
             "expected": expected}
 
 
+def incident_from_truth(record: Mapping[str, object]) -> Incident:
+    """The incident of one ground-truth record (a line written by `ground_truth`), for scoring from the log.
+
+    What scoring needs comes back exactly (station, parameter, kind, start, end, magnitude); an
+    exceedance's fixed `value` does not, since the record gives every exceedance its expected value.
+    """
+    return Incident(str(record["station"]), None if record["parameter"] is None else str(record["parameter"]),
+                    record["kind"], datetime.fromisoformat(str(record["start"])),  # type: ignore[arg-type]
+                    datetime.fromisoformat(str(record["end"])), float(record["magnitude"]))  # type: ignore[arg-type]
+
+
 @dataclass(frozen=True)
 class Message:
     """One station's readings at one event time, and when (event time) the gateway delivers them."""

@@ -88,7 +88,7 @@ def test_spike_ignores_non_finite() -> None:
 
 
 def test_cusum_hand_computed_sums() -> None:
-    det = CusumDrift(alpha=1e-6, k=0.5, h=4.0, grace_period=4, eps=0.0)
+    det = CusumDrift(alpha=1e-6, k=0.5, h=4.0, grace_period=4, eps=0.0, season_s=None, decorrelate=False)
     feed(det, [-1.0, 1.0, -1.0, 1.0])
     # baseline: mean 0, population std 1 (equal weights during the first 1/alpha values)
     v = det.update(2.0, ts(4))
@@ -97,7 +97,7 @@ def test_cusum_hand_computed_sums() -> None:
 
 
 def test_cusum_catches_slow_drift_within_expected_delay() -> None:
-    det = CusumDrift(alpha=0.01, k=0.5, h=8.0, grace_period=100)
+    det = CusumDrift(alpha=0.01, k=0.5, h=8.0, grace_period=100, season_s=None, decorrelate=False)
     assert not any(v.is_anomaly for v in feed(det, noise(300, sigma=1.0)))
     drift = [x + 0.02 * i for i, x in enumerate(noise(400, seed=3))]
     verdicts = feed(det, drift, start=300)
@@ -108,13 +108,13 @@ def test_cusum_catches_slow_drift_within_expected_delay() -> None:
 
 
 def test_cusum_stable_series_is_not_flagged() -> None:
-    det = CusumDrift(alpha=0.01, k=0.5, h=8.0, grace_period=100)
+    det = CusumDrift(alpha=0.01, k=0.5, h=8.0, grace_period=100, season_s=None, decorrelate=False)
     verdicts = feed(det, noise(5000, seed=4))
     assert sum(v.is_anomaly for v in verdicts) == 0
 
 
 def test_cusum_resets_sums_after_alarm_and_keeps_baseline() -> None:
-    det = CusumDrift(alpha=0.01, k=0.5, h=3.0, grace_period=50)
+    det = CusumDrift(alpha=0.01, k=0.5, h=3.0, grace_period=50, season_s=None, decorrelate=False)
     feed(det, noise(200))
     before = det.state()["baseline"]
     v = det.update(85.0 + 50.0, ts(200))
@@ -212,3 +212,52 @@ def test_mahalanobis_warm_up_never_flags() -> None:
     det = Mahalanobis(["a", "b"], grace_period=5)
     verdicts = feed(det, [[0.0, 0.0], [1e6, -1e6], [3.0, 1.0], [-1e9, 2.0], [1.0, 1.0]])
     assert not any(v.is_anomaly for v in verdicts)
+
+
+# --- CusumDrift: daily pattern and autocorrelated noise -----------------------------------
+
+
+def daily_series(days: float, seed: int = 11, phi: float = 0.9, amplitude: float = 3.0, sigma: float = 1.0) -> list[float]:
+    """5-min values: a daily sinusoid of `amplitude` plus AR(1) noise of marginal std `sigma`."""
+    n = int(days * 288)
+    rng = np.random.default_rng(seed)
+    noise_ = np.zeros(n)
+    for i in range(1, n):
+        noise_[i] = phi * noise_[i - 1] + math.sqrt(1 - phi**2) * sigma * rng.standard_normal()
+    hours = np.arange(n) * 5 / 60
+    return (50.0 + amplitude * np.sin(2 * np.pi * hours / 24) + noise_).tolist()
+
+
+def test_drift_a_daily_sinusoid_with_autocorrelated_noise_raises_no_drift() -> None:
+    values = daily_series(6)
+    fixed = CusumDrift(k=1.0, h=20.0)
+    assert sum(v.is_anomaly for v in feed(fixed, values)) == 0
+    naive = CusumDrift(k=1.0, h=20.0, season_s=None, decorrelate=False)  # the detector before the fix
+    assert sum(v.is_anomaly for v in feed(naive, values)) >= 5
+
+
+def test_drift_a_slow_ramp_on_top_of_the_daily_pattern_is_caught() -> None:
+    values = daily_series(5, seed=12)
+    ramp_start = 3 * 288
+    ramped = [x + max(0, i - ramp_start) * 0.25 for i, x in enumerate(values)]  # +3 std per hour
+    verdicts = feed(CusumDrift(k=1.0, h=20.0), ramped)
+    assert not any(v.is_anomaly for v in verdicts[:ramp_start])
+    first = next(i for i, v in enumerate(verdicts) if v.is_anomaly)
+    assert ramp_start < first <= ramp_start + 48  # within 4 hours
+    assert "upward CUSUM" in verdicts[first].detail and "at this time of day" in verdicts[first].detail
+
+
+def test_drift_learns_the_daily_profile_before_any_verdict() -> None:
+    det = CusumDrift(grace_period=10, season_bins=24)
+    verdicts = feed(det, daily_series(1, amplitude=10.0, sigma=0.1))
+    assert all("warming up" in v.detail for v in verdicts)
+    profile = det.profile
+    assert profile[20] == pytest.approx(60.0, abs=1.0) and profile[8] == pytest.approx(40.0, abs=1.0)  # T0 is 14:00 UTC
+
+
+def test_drift_state_saved_before_the_profile_existed_still_loads() -> None:
+    det = CusumDrift(grace_period=5)
+    feed(det, noise(20))
+    old = {key: det.state()[key] for key in ("baseline", "pos", "neg", "run")}
+    restored = CusumDrift.from_state(old, grace_period=5)
+    assert restored.state()["baseline"] == old["baseline"] and restored.state()["first"] is None

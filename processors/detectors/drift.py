@@ -1,4 +1,4 @@
-"""Slow drifts: a two-sided CUSUM on values standardised against an EWMA baseline."""
+"""Slow drifts: a two-sided CUSUM of the deviation from a learned daily profile, against an EWMA baseline."""
 
 from __future__ import annotations
 
@@ -6,49 +6,79 @@ import math
 from datetime import datetime
 from typing import Any
 
-from processors.detectors.base import Detector, Verdict, fmt, is_finite
+from processors.detectors.base import Detector, Verdict, epoch_seconds, fmt, is_finite
 from processors.detectors.stats import EWVar
 
 __all__ = ["CusumDrift"]
 
+DAY_S = 86400.0
+MAX_RHO = 0.5
+"""Cap on the autocorrelation used: a drift is persistent itself, and an uncapped estimate learned from it would hide it."""
+
 
 class CusumDrift(Detector):
-    """Two-sided CUSUM drift detector.
+    """Two-sided CUSUM drift detector over the deviation from the usual daily pattern.
 
-    Each value is standardised against the exponentially weighted baseline,
-    ``z = (x - mean) / (std + eps)``, and accumulated as
-    ``S+ <- max(0, S+ + z - k)`` and ``S- <- max(0, S- - z - k)``. The value is
-    anomalous when ``max(S+, S-) > h``; the sums are then reset. Only non-anomalous
-    values update the baseline. During the ``grace_period`` the baseline learns and
-    the sums stay at zero. If ``relearn_after`` consecutive values are anomalous, the
-    baseline is rebuilt from the current value.
+    Real series follow a daily pattern (temperature, production shifts, flow) and their noise
+    is autocorrelated (analysers smooth). Against a slow baseline the pattern looks like a
+    drift every evening, and a CUSUM that takes correlated values as independent adds up
+    ordinary wander into alarms. So the detector:
+
+    - learns the pattern: a profile of ``season_bins`` bins over a period of ``season_s``
+      seconds of event time, each the exponentially weighted mean of the values in its bin;
+      the deviation ``y = x - profile[bin]`` is what the CUSUM watches;
+    - standardises ``y`` against its exponentially weighted baseline with the long-run standard
+      deviation, ``z = (y - mean) / (std * sqrt((1 + rho) / (1 - rho)) + eps)``, where ``rho``
+      is the learned lag-1 autocorrelation of ``y``, capped at 0.5 (``decorrelate=False``: ``rho = 0``);
+    - accumulates ``S+ <- max(0, S+ + z - k)`` and ``S- <- max(0, S- - z - k)``; the value is
+      anomalous when ``max(S+, S-) > h``, and the sums are then reset.
+
+    Only non-anomalous values update the profile and the baseline. No verdict is anomalous
+    before ``grace_period`` deviations and, with a profile, one whole period of event time
+    have been learned. If ``relearn_after`` consecutive values are anomalous, the baseline is
+    rebuilt from the current deviation (the profile is kept).
 
     Parameters
     ----------
     alpha
-        EWMA weight of the newest value for the baseline mean and variance; small values
-        make the baseline slow, so that a drift shows up against it.
+        EWMA weight of the newest value for the baseline mean, variance and autocorrelation;
+        small values make the baseline slow, so that a drift shows up against it.
     k
-        Slack in standard deviations subtracted at each step; drifts smaller than ``k``
-        are not accumulated.
+        Slack in (long-run) standard deviations subtracted at each step; drifts smaller than
+        ``k`` are not accumulated.
     h
         Decision threshold on the cumulative sums.
     grace_period
-        Number of values learned before any verdict can be anomalous.
+        Number of deviations learned before any verdict can be anomalous.
     eps
-        Added to the baseline standard deviation (about the sensor resolution).
+        Added to the standard deviation (about the sensor resolution).
     relearn_after
         Consecutive anomalies after which the baseline is rebuilt; None never rebuilds.
+    season_s
+        Period of the learned profile in seconds (a day by default); None learns no profile
+        (the CUSUM watches the value itself).
+    season_bins
+        Number of equal bins the period is cut into (48: half-hours of the day).
+    season_alpha
+        EW weight of a new value in its profile bin.
+    decorrelate
+        Scale by the long-run standard deviation of autocorrelated deviations (see above).
 
     Examples
     --------
-    >>> from datetime import datetime, timezone
-    >>> ts = datetime(2026, 1, 1, tzinfo=timezone.utc)
-    >>> det = CusumDrift(alpha=0.01, k=0.5, h=5.0, grace_period=20)
-    >>> for x in [1.0, -1.0] * 50:
-    ...     _ = det.update(x, ts)
-    >>> [det.update(2.0, ts).is_anomaly for _ in range(4)]
+    >>> from datetime import datetime, timedelta, timezone
+    >>> t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    >>> det = CusumDrift(alpha=0.01, k=0.5, h=5.0, grace_period=20, season_s=None, decorrelate=False)
+    >>> for i, x in enumerate([1.0, -1.0] * 50):
+    ...     _ = det.update(x, t0 + timedelta(minutes=i))
+    >>> [det.update(2.0, t0 + timedelta(minutes=100 + i)).is_anomaly for i in range(4)]
     [False, False, False, True]
+
+    With a daily profile, a day of values is learned before any verdict:
+
+    >>> det = CusumDrift(grace_period=10)
+    >>> det.update(1.0, t0).detail
+    'warming up (0/10 samples, 0/24 h of the daily profile)'
     """
 
     name = "drift"
@@ -61,67 +91,159 @@ class CusumDrift(Detector):
         grace_period: int = 60,
         eps: float = 1e-9,
         relearn_after: int | None = None,
+        season_s: float | None = DAY_S,
+        season_bins: int = 48,
+        season_alpha: float = 0.05,
+        decorrelate: bool = True,
     ) -> None:
         if not 0.0 < alpha <= 1.0 or k < 0 or h <= 0 or grace_period < 0 or eps < 0:
             raise ValueError("0 < alpha <= 1, k >= 0, h > 0, grace_period >= 0 and eps >= 0 are required")
+        if (season_s is not None and season_s <= 0) or season_bins < 1 or not 0.0 < season_alpha <= 1.0:
+            raise ValueError("season_s > 0 (or None), season_bins >= 1 and 0 < season_alpha <= 1 are required")
         self.alpha = alpha
         self.k = k
         self.h = h
         self.grace_period = grace_period
         self.eps = eps
         self.relearn_after = relearn_after
-        self._baseline = EWVar(alpha)
+        self.season_s = season_s
+        self.season_bins = season_bins
+        self.season_alpha = season_alpha
+        self.decorrelate = decorrelate
+        self._reset_baseline()
         self._pos = 0.0
         self._neg = 0.0
         self._run = 0
+        self._profile = [0.0] * season_bins
+        self._profile_n = [0] * season_bins
+        self._first: float | None = None
 
     @classmethod
     def _unit_test_params(cls) -> dict[str, Any]:
-        return {"alpha": 0.05, "k": 0.5, "h": 4.0, "grace_period": 5, "eps": 1e-6, "relearn_after": 10}
+        return {"alpha": 0.05, "k": 0.5, "h": 4.0, "grace_period": 5, "eps": 1e-6, "relearn_after": 10,
+                "season_s": 3600.0, "season_bins": 6, "season_alpha": 0.2, "decorrelate": True}
+
+    def _reset_baseline(self) -> None:
+        self._baseline = EWVar(self.alpha)
+        self._lag_cov = 0.0
+        self._prev: float | None = None
 
     @property
     def sums(self) -> tuple[float, float]:
         """The upper and lower cumulative sums."""
         return self._pos, self._neg
 
+    @property
+    def profile(self) -> list[float]:
+        """The learned mean of each bin of the period (the usual value at that time of day)."""
+        return list(self._profile)
+
+    @property
+    def rho(self) -> float:
+        """The learned lag-1 autocorrelation of the deviations, within [0, MAX_RHO] (0 without ``decorrelate``)."""
+        var = self._baseline.var
+        if not self.decorrelate or var <= 0.0:
+            return 0.0
+        return min(MAX_RHO, max(0.0, self._lag_cov / var))
+
+    def _bin(self, t: float) -> int:
+        if self.season_s is None:
+            return 0
+        return min(self.season_bins - 1, int((t % self.season_s) / self.season_s * self.season_bins))
+
+    def _expected(self, b: int) -> float:
+        return self._profile[b] if self.season_s is not None and self._profile_n[b] else 0.0
+
     def update(self, value: float, ts: datetime) -> Verdict:
         if not is_finite(value):
             return self._skip(f"ignored non-finite value {value!r}")
         x = float(value)
-        if self._baseline.n < self.grace_period or self._baseline.n == 0:
-            self._baseline.update(x)
-            return self._warming(self._baseline.n, self.grace_period)
+        t = epoch_seconds(ts)
+        if self._first is None:
+            self._first = t
+        b = self._bin(t)
+        learned_s = t - self._first
+        if self._baseline.n < self.grace_period or self._baseline.n == 0 or (
+                self.season_s is not None and learned_s < self.season_s):
+            self._learn(x, b)
+            return self._warming_up(learned_s)
+        expected = self._expected(b)
+        y = x - expected
         mean = self._baseline.mean
-        std = math.sqrt(self._baseline.var)
-        z = (x - mean) / (std + self.eps)
+        rho = self.rho
+        std = math.sqrt(self._baseline.var) * math.sqrt((1.0 + rho) / (1.0 - rho))
+        z = (y - mean) / (std + self.eps)
         pos = max(0.0, self._pos + z - self.k)
         neg = max(0.0, self._neg - z - self.k)
         score = max(pos, neg)
         side = "upward" if pos >= neg else "downward"
-        detail = (
-            f"{side} CUSUM {score:.4g} (threshold {fmt(self.h)}); value {fmt(x)} is {z:+.3g} std "
-            f"from the baseline mean {fmt(mean)} (std {fmt(std)})"
-        )
+        usual = f"the baseline mean {fmt(mean)}" if self.season_s is None else \
+            f"the usual level {fmt(mean + expected)} at this time of day"
+        detail = (f"{side} CUSUM {score:.4g} (threshold {fmt(self.h)}); value {fmt(x)} is {z:+.3g} long-run std "
+                  f"from {usual} (std {fmt(std)}, autocorrelation {rho:.2f})")
         if score > self.h:
             self._pos = self._neg = 0.0
             self._run += 1
             if self.relearn_after is not None and self._run >= self.relearn_after:
-                self._baseline = EWVar(self.alpha)
-                self._baseline.update(x)
+                self._reset_baseline()
+                self._baseline.update(y)
                 self._run = 0
                 detail += f"; {self.relearn_after} alarms in a row, baseline rebuilt from here"
             return Verdict(True, score, self.name, detail)
         self._pos, self._neg = pos, neg
         self._run = 0
-        self._baseline.update(x)
+        self._learn(x, b)
         return Verdict(False, score, self.name, detail)
 
+    def _learn(self, x: float, b: int) -> None:
+        """Learn ``x``: its deviation from its bin into the baseline, then ``x`` into its bin.
+
+        The deviation is taken before the bin learns ``x`` (an honest prediction error), and only
+        once the bin has a value, so the baseline's spread is that of real deviations.
+        """
+        if self.season_s is None:
+            self._learn_deviation(x)
+            return
+        if self._profile_n[b]:
+            self._learn_deviation(x - self._profile[b])
+        self._profile_n[b] += 1
+        self._profile[b] += max(self.season_alpha, 1.0 / self._profile_n[b]) * (x - self._profile[b])
+
+    def _learn_deviation(self, y: float) -> None:
+        d = y - self._baseline.mean
+        if self._prev is not None:
+            a = max(self.alpha, 1.0 / self._baseline.n)
+            self._lag_cov += a * (d * self._prev - self._lag_cov)
+        self._baseline.update(y)
+        self._prev = y - self._baseline.mean
+
+    def _warming_up(self, learned_s: float) -> Verdict:
+        if self.season_s is None:
+            return self._warming(self._baseline.n, self.grace_period)
+        hours = f"{min(learned_s, self.season_s) / 3600:.3g}/{self.season_s / 3600:.3g} h"
+        return Verdict(False, 0.0, self.name,
+                       f"warming up ({self._baseline.n}/{self.grace_period} samples, {hours} of the daily profile)")
+
     def state(self) -> dict[str, Any]:
-        return {"baseline": self._baseline.state(), "pos": self._pos, "neg": self._neg, "run": self._run}
+        return {"baseline": self._baseline.state(), "lag_cov": self._lag_cov, "prev": self._prev,
+                "pos": self._pos, "neg": self._neg, "run": self._run,
+                "profile": list(self._profile), "profile_n": list(self._profile_n), "first": self._first}
 
     def load_state(self, state: dict[str, Any]) -> None:
+        """Load a state; one saved before the profile existed starts its profile (and warm-up period) afresh."""
         self._baseline = EWVar(self.alpha)
         self._baseline.load_state(state["baseline"])
+        self._lag_cov = float(state.get("lag_cov", 0.0))
+        self._prev = None if state.get("prev") is None else float(state["prev"])
         self._pos = float(state["pos"])
         self._neg = float(state["neg"])
         self._run = int(state["run"])
+        profile = state.get("profile")
+        if profile is not None and len(profile) == self.season_bins:
+            self._profile = [float(p) for p in profile]
+            self._profile_n = [int(n) for n in state["profile_n"]]
+            self._first = None if state.get("first") is None else float(state["first"])
+        else:
+            self._profile = [0.0] * self.season_bins
+            self._profile_n = [0] * self.season_bins
+            self._first = None
