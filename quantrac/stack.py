@@ -8,7 +8,7 @@ lives under `settings.run_dir`:
 
     <run_dir>/logs/          mosquitto.log, mosquitto.out, kafka-server.log, kafka.out, postgres.log
     <run_dir>/pids/          <service>.pid (the process this stack started)
-    <run_dir>/mosquitto/     mosquitto.conf, data/
+    <run_dir>/mosquitto/     mosquitto.conf, data/, generated accounts (credentials.json, passwd, acl; mode 600)
     <run_dir>/kafka/         server.properties, log4j2.properties, cluster-id, data/
     <run_dir>/kafka-libs/    the broker's jars, gathered by Maven from deploy/kafka/pom.xml
     <run_dir>/postgres/      data/ and sock/, owned by `postgres` when we run as root
@@ -457,13 +457,25 @@ class Mosquitto(Service):
         )
 
     def check(self) -> None:
-        password = self.settings.mqtt_password.get_secret_value() if self.settings.mqtt_password else None
-        code = mqtt_connack(self.settings.mqtt_host, self.settings.mqtt_port, self.settings.mqtt_username, password)
+        from ingest.gateways import bridge_login
+
+        username, password = bridge_login(self.settings)
+        code = mqtt_connack(self.settings.mqtt_host, self.settings.mqtt_port, username, password)
         if code != 0:
-            raise ConnectionRefusedError(f"the broker refused the MQTT connection with CONNACK return code {code}")
+            raise ConnectionRefusedError(f"the broker refused the MQTT connection of {username or 'an anonymous client'} "
+                                         f"with CONNACK return code {code}")
+
+    def after_start(self) -> None:
+        """Keep the accounts in step with the seed registry (and the test account setting); SIGHUPs our broker."""
+        from ingest.gateways import ensure_accounts
+
+        ensure_accounts(self.settings)
 
     def prepare(self) -> tuple[list[str], Path | None]:
+        from ingest.gateways import ensure_accounts
+
         binary = _require_binary("mosquitto", "mosquitto mosquitto-clients", extra_dirs=("/usr/sbin", "/usr/local/sbin"))
+        ensure_accounts(self.settings)  # before the config is rendered: the broker never starts anonymous
         (self.home / "data").mkdir(parents=True, exist_ok=True)
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         _render(
@@ -488,8 +500,7 @@ class Mosquitto(Service):
 def _mosquitto_auth_lines(settings: Settings) -> list[str]:
     """The authentication (and TLS listener) part of mosquitto.conf.
 
-    Accounts and ACL once `quantrac gateways sync` generated them under run_dir/mosquitto
-    (then no anonymous access); anonymous on loopback before that.
+    `prepare` generates the accounts and ACL under run_dir/mosquitto first, so no anonymous access.
     """
     from ingest.gateways import mosquitto_auth_lines
 

@@ -28,6 +28,9 @@ os.environ.setdefault("QUANTRAC_WORKER_ID", f"quantrac-worker-{_ns}")
 os.environ.setdefault("QUANTRAC_WORKER_BATCH_LATENCY_S", "0.2")
 os.environ.setdefault("QUANTRAC_REGISTRY_REFRESH_S", "2")
 os.environ.setdefault("QUANTRAC_REGISTRY_MISS_RELOAD_S", "0")
+# The broker allows no anonymous access: tests publish for stations of their own making with the
+# test account (any station's readings topic), which `stack up` creates only when asked.
+os.environ.setdefault("QUANTRAC_MQTT_TEST_ACCOUNT", "true")
 
 from quantrac import stack as local_stack  # noqa: E402
 from quantrac.db import connect, migrate, save_stations  # noqa: E402
@@ -50,7 +53,10 @@ def stack(settings: Settings) -> Iterator[Settings]:
     started are stopped at its end.
     """
     already = {name for name, found in local_stack.status(settings).items() if found.healthy}
-    local_stack.up(settings)
+    local_stack.up(settings)  # generates the MQTT accounts (with the test account) or syncs them
+    if settings.mqtt_username is None:  # built before `up` generated the bridge account: take it now
+        fresh = Settings()
+        settings.mqtt_username, settings.mqtt_password = fresh.mqtt_username, fresh.mqtt_password
     with connect(settings.pg_dsn) as conn:
         migrate(conn)
         save_stations(conn, load_registry(settings.registry_file, settings.limits_dir))
@@ -115,8 +121,8 @@ class Process:
 def publish(settings: Settings, station_id: str, body: bytes, *, qos: int = 1) -> None:
     """Publish one message like a gateway and wait for the broker's PUBACK.
 
-    It logs in as the station's gateway (or the test gateway account) once `quantrac gateways
-    sync` generated accounts under the run_dir; anonymously before that.
+    It logs in as the station's gateway, else as the test account (QUANTRAC_MQTT_TEST_ACCOUNT),
+    both generated under the run_dir by `stack up` / `quantrac gateways sync`.
     """
     from ingest.gateways import credential_for
 

@@ -1,60 +1,87 @@
-"""Gateway identity on a PRIVATE Mosquitto (own run_dir, ports 21210-21211): accounts, ACL, TLS.
+"""Gateway identity on a PRIVATE Mosquitto (own run_dir, ports 21300-21301): accounts, ACL, TLS.
 
-The broker must refuse a gateway's publish to another station's topic (MQTT 5 PUBACK reason
-code 135, "not authorized") and accept its own; the bridge's subscription sees only the
-accepted message.
+`quantrac stack up` itself generates the accounts (no explicit sync first), so the broker never
+allows anonymous access. It must refuse a gateway's publish to another station's topic (MQTT 5
+PUBACK reason code 135, "not authorized") and accept its own; the bridge's subscription sees only
+the accepted message; the bridge and the notifier may each do only their own job.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import ssl
 import stat
 import threading
 import uuid
 from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
 
-from ingest.gateways import BRIDGE_ACCOUNT, GatewayCredential, acl_text, gateway_credentials, sync, tester_credential
+from ingest.gateways import (BRIDGE_ACCOUNT, NOTIFIER_ACCOUNT, TEST_ACCOUNT, GatewayCredential, acl_text, bridge_login,
+                             gateway_credentials, notifier_auth, sync)
+from ingest.gateways import tester_credential as credential_of_tester
 from quantrac import stack as local_stack
+from quantrac.registry import load_registry
 from quantrac.settings import REPO_ROOT, Settings, mqtt_credentials_file
 from tests.utils.builders import make_station, payload, topic
 from tests.utils.poll import wait_for
 
-RUN_DIR = REPO_ROOT / ".run" / "private-ingest-gw"
+RUN_DIR = REPO_ROOT / ".run" / "private-gate"
 NOT_AUTHORIZED = 135
 ACCEPTED = (0, 16)
 """PUBACK reason codes of an accepted publish: success, or "no matching subscribers"."""
 
 
 def _settings() -> Settings:
-    """Built anew after each sync: Settings reads the bridge account from the run_dir at construction."""
-    return Settings(run_dir=RUN_DIR, mqtt_port=21210, mosquitto_tls_port=21211, stack_start_timeout_s=20, stack_stop_timeout_s=10)
+    """Built anew after each sync: Settings reads the bridge account from the run_dir at construction.
+
+    The test account is NOT asked for (unlike the rest of the suite): `stack up` must leave it out.
+    """
+    return Settings(run_dir=RUN_DIR, mqtt_port=21300, mosquitto_tls_port=21301, mqtt_test_account=False,
+                    stack_start_timeout_s=20, stack_stop_timeout_s=10)
 
 
 def test_acl_lets_each_gateway_write_only_its_stations() -> None:
-    text = acl_text({"GW1": ["S1", "S2"], "GW2": ["S3"]}, test_account=False)
+    text = acl_text({"GW1": ["S1", "S2"], "GW2": ["S3"]}, test_account=False, alerts_topic="quantrac/v1/alerts/+")
 
     blocks = {block.splitlines()[0]: block.splitlines()[1:] for block in text.split("\n\n") if block.startswith("user ")}
     assert blocks["user gw-GW1"] == ["topic write quantrac/v1/stations/S1/readings", "topic write quantrac/v1/stations/S2/readings"]
     assert blocks["user gw-GW2"] == ["topic write quantrac/v1/stations/S3/readings"]
-    assert blocks[f"user {BRIDGE_ACCOUNT}"] == ["topic read quantrac/v1/stations/+/readings", "topic write quantrac/v1/alerts/#"]
-    assert "quantrac-test-gateway" not in text
+    assert blocks[f"user {BRIDGE_ACCOUNT}"] == ["topic read quantrac/v1/stations/+/readings"]
+    assert blocks[f"user {NOTIFIER_ACCOUNT}"] == ["topic write quantrac/v1/alerts/+"]
+    assert TEST_ACCOUNT not in text
+
+
+def test_the_bridge_account_is_the_one_the_settings_carry(tmp_path: Path) -> None:
+    sync(Settings(run_dir=tmp_path, mqtt_test_account=False), {})
+    earlier = Settings(run_dir=tmp_path, mqtt_test_account=False)  # read the generated account
+    shutil.rmtree(tmp_path / "mosquitto")
+
+    sync(earlier, {})  # regenerated, e.g. a test wiped its private run_dir after building its settings
+
+    assert bridge_login(Settings(run_dir=tmp_path)) == bridge_login(earlier) != (None, None)
+    own = Settings(run_dir=tmp_path / "site", mqtt_username="site-bridge", mqtt_password="from-env")
+    sync(own, {})
+    assert bridge_login(Settings(run_dir=tmp_path / "site", mqtt_username=None)) == ("site-bridge", "from-env")
+    assert "user site-bridge\ntopic read quantrac/v1/stations/+/readings" in (tmp_path / "site" / "mosquitto" / "acl").read_text()
 
 
 @pytest.fixture(scope="module")
 def broker() -> Iterator[dict[str, Any]]:
-    settings = _settings()
+    settings = _settings()  # may carry the bridge account of an earlier run, which `up` must then keep
     local_stack.down(settings)
     shutil.rmtree(RUN_DIR, ignore_errors=True)
-    a, b = make_station(f"GA-{uuid.uuid4().hex[:6]}"), make_station(f"GB-{uuid.uuid4().hex[:6]}")
-    sync(settings, {a.id: a, b.id: b})
-    settings = _settings()
     try:
-        local_stack.up(settings, only=["mosquitto"])
+        local_stack.up(settings, only=["mosquitto"])  # generates the accounts from the seed registry itself
+        a, b = make_station(f"GA-{uuid.uuid4().hex[:6]}"), make_station(f"GB-{uuid.uuid4().hex[:6]}")
+        sync(settings, {a.id: a, b.id: b})
+        settings = _settings()
         yield {"settings": settings, "a": a.id, "b": b.id}
     finally:
         local_stack.down(settings)
@@ -87,8 +114,11 @@ class Session:
 
     def publish(self, station_id: str) -> int:
         """PUBACK reason code of one QoS 1 publish to the station's readings topic."""
-        info = self.client.publish(topic(station_id), payload(COD=1.0), qos=1)
-        return wait_for(lambda: self.acks.get(info.mid, -1) + 1, timeout=10, what=f"PUBACK of {station_id}") - 1
+        return self.publish_to(topic(station_id))
+
+    def publish_to(self, name: str) -> int:
+        info = self.client.publish(name, payload(COD=1.0), qos=1)
+        return wait_for(lambda: self.acks.get(info.mid, -1) + 1, timeout=10, what=f"PUBACK of {name}") - 1
 
     def close(self) -> None:
         self.client.disconnect()
@@ -123,6 +153,24 @@ def test_broker_refuses_a_gateway_publishing_for_another_station(broker: dict[st
 
 
 @pytest.mark.integration
+def test_stack_up_generates_every_account_and_no_test_account_unless_asked(broker: dict[str, Any]) -> None:
+    settings: Settings = broker["settings"]
+    seed = load_registry(settings.registry_file, settings.limits_dir)
+    conf = (RUN_DIR / "mosquitto" / "mosquitto.conf").read_text()
+    data = json.loads(mqtt_credentials_file(RUN_DIR).read_text())
+
+    assert "allow_anonymous false" in conf and "allow_anonymous true" not in conf
+    assert {data["bridge"]["username"], data["notifier"]["username"]} == {BRIDGE_ACCOUNT, NOTIFIER_ACCOUNT}
+    assert set(seed) <= {s for c in gateway_credentials(settings).values() for s in c.station_ids}
+    assert credential_of_tester(settings) is None and TEST_ACCOUNT not in (RUN_DIR / "mosquitto" / "acl").read_text()
+    assert bridge_login(settings) == (BRIDGE_ACCOUNT, data["bridge"]["password"])
+    assert notifier_auth(settings) == {"username": NOTIFIER_ACCOUNT, "password": data["notifier"]["password"]}
+    for name in ("credentials.json", "passwd", "acl"):
+        assert stat.S_IMODE((RUN_DIR / "mosquitto" / name).stat().st_mode) == 0o600, name
+    assert not [line for line in os.popen(f"git -C {REPO_ROOT} ls-files --others --exclude-standard .run").read().splitlines()]
+
+
+@pytest.mark.integration
 def test_no_anonymous_access_and_wrong_password_refused(broker: dict[str, Any]) -> None:
     settings: Settings = broker["settings"]
     gateway_a = _gateway(settings, broker["a"])
@@ -147,9 +195,78 @@ def test_credentials_are_private_and_the_bridge_cannot_publish_readings(broker: 
 
 
 @pytest.mark.integration
+def test_bridges_on_a_shared_subscription_receive_with_the_bridge_account(broker: dict[str, Any]) -> None:
+    settings: Settings = broker["settings"]
+    username, password = bridge_login(settings)
+    bridge = Session(settings, username or "", password or "")
+    bridge.client.subscribe("$share/quantrac-bridges/quantrac/v1/stations/+/readings", qos=1)
+    gateway_a = _gateway(settings, broker["a"])
+    gw = Session(settings, gateway_a.username, gateway_a.password)
+    try:
+        wait_for(lambda: gw.publish(broker["a"]) == 0 and topic(broker["a"]) in bridge.received, timeout=10,
+                 what="the shared subscription to deliver a gateway's message")
+    finally:
+        gw.close()
+        bridge.close()
+
+
+@pytest.mark.integration
+def test_the_notifier_writes_alert_topics_only(broker: dict[str, Any]) -> None:
+    settings: Settings = broker["settings"]
+    auth = notifier_auth(settings)
+    assert auth is not None and auth["password"]
+    bridge_user, bridge_password = bridge_login(settings)
+    notifier = Session(settings, auth["username"] or "", auth["password"])
+    bridge = Session(settings, bridge_user or "", bridge_password or "")
+    try:
+        assert notifier.publish_to("quantrac/v1/alerts/KCN Test") in ACCEPTED
+        assert notifier.publish(broker["a"]) == NOT_AUTHORIZED
+        assert bridge.publish_to("quantrac/v1/alerts/KCN Test") == NOT_AUTHORIZED
+    finally:
+        notifier.close()
+        bridge.close()
+
+
+@pytest.mark.integration
+def test_the_api_health_probe_counts_a_broker_refusing_anonymous_as_up(broker: dict[str, Any]) -> None:
+    from api.routes.health import _MQTT_CONNECT, _tcp_probe
+
+    settings: Settings = broker["settings"]
+    assert _tcp_probe(settings.mqtt_host, settings.mqtt_port, _MQTT_CONNECT) == (True, "")
+    assert local_stack.status(settings, only=["mosquitto"])["mosquitto"].healthy  # checked with the bridge account
+
+
+@pytest.mark.integration
+def test_the_simulator_publishes_with_each_gateways_account(broker: dict[str, Any]) -> None:
+    from ingest.scenarios import Message
+    from ingest.simulator import MqttSink, gateway_accounts
+    from quantrac.domain import Reading
+
+    settings: Settings = broker["settings"]
+    bridge_user, bridge_password = bridge_login(settings)
+    bridge = Session(settings, bridge_user or "", bridge_password or "")
+    bridge.client.subscribe("quantrac/v1/stations/+/readings", qos=1)
+    accounts = gateway_accounts(settings, [broker["a"], broker["b"]])
+    assert accounts[broker["a"]] != accounts[broker["b"]]
+    sink = MqttSink(settings.mqtt_host, settings.mqtt_port, accounts)
+    now = datetime.now(timezone.utc)
+    try:
+        for station_id in (broker["a"], broker["b"]):
+            sink.send(Message(station_id, now, now, [Reading(station_id=station_id, parameter="COD", value=1.0, unit="mg/L", ts=now)]))
+        sink.close()
+        wait_for(lambda: {topic(broker["a"]), topic(broker["b"])} <= set(bridge.received), timeout=10,
+                 what="both gateways' messages at the bridge")
+    finally:
+        bridge.close()
+    with pytest.raises(ConnectionRefusedError, match="gateways sync"):
+        MqttSink(settings.mqtt_host, settings.mqtt_port, {}, default=("gw-nobody", "wrong"))
+
+
+@pytest.mark.integration
 def test_a_station_registered_later_can_publish_after_sync(broker: dict[str, Any]) -> None:
     settings: Settings = broker["settings"]
     late = make_station(f"GC-{uuid.uuid4().hex[:6]}")
+    pid = local_stack.status(settings, only=["mosquitto"])["mosquitto"].pid
 
     result = sync(settings, {late.id: late})
 
@@ -165,13 +282,21 @@ def test_a_station_registered_later_can_publish_after_sync(broker: dict[str, Any
     finally:
         gw.close()
     assert broker["a"] in _gateway(settings, broker["a"]).station_ids  # earlier accounts kept
+    assert local_stack.status(settings, only=["mosquitto"])["mosquitto"].pid == pid  # reloaded, not restarted
 
 
 @pytest.mark.integration
-def test_tls_listener_with_the_local_ca(broker: dict[str, Any]) -> None:
+def test_stack_up_on_a_running_broker_adds_the_test_account_on_request_without_restart_and_tls(broker: dict[str, Any]) -> None:
     settings: Settings = broker["settings"]
-    tester = tester_credential(settings)
+    pid = local_stack.status(settings, only=["mosquitto"])["mosquitto"].pid
+
+    local_stack.up(settings.model_copy(update={"mqtt_test_account": True}), only=["mosquitto"])
+
+    assert local_stack.status(settings, only=["mosquitto"])["mosquitto"].pid == pid
+    tester = credential_of_tester(settings)
     assert tester is not None
+    wait_for(lambda: local_stack.mqtt_connack(settings.mqtt_host, settings.mqtt_port, tester.username, tester.password) == 0,
+             timeout=10, what="the broker to reload its accounts")
     gw = Session(settings, tester.username, tester.password, tls=True)
     try:
         assert gw.publish(broker["a"]) in ACCEPTED

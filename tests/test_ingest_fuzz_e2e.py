@@ -234,14 +234,49 @@ def watch_dir(stack: Settings, pipeline: dict) -> Iterator[tuple[Path, Process]]
     watcher.stop()
 
 
-def _consumer(settings: Settings) -> KafkaConsumer:
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False, consumer_timeout_ms=500)
-    partitions = [TopicPartition(settings.deadletter_topic, p) for p in consumer.partitions_for_topic(settings.deadletter_topic)]
-    consumer.assign(partitions)
-    consumer.seek_to_end()
-    for tp in partitions:
-        consumer.position(tp)
-    return consumer
+class DeadLetters:
+    """Reads the dead-letter topic from where it ended before the test sent anything.
+
+    The start offsets are taken with `end_offsets` before the first send and set with `seek`;
+    records are read with `poll()`, which moves the position as it returns records. (The iterator
+    API with `consumer_timeout_ms` moves positions lazily, record by record, a path in which this
+    test's consumer missed records that the bridge's own dead-letter keeper -- a `poll()` consumer --
+    stored; see `missing_from_topic` for the check that tells the two apart.)
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+        self.partitions = [TopicPartition(settings.deadletter_topic, p)
+                           for p in sorted(self.consumer.partitions_for_topic(settings.deadletter_topic))]
+        self.start = self.consumer.end_offsets(self.partitions)
+        self.consumer.assign(self.partitions)
+        for tp, offset in self.start.items():
+            self.consumer.seek(tp, offset)
+
+    def poll(self) -> Iterator[dict[str, object]]:
+        for records in self.consumer.poll(timeout_ms=500, max_records=2000).values():
+            for record in records:
+                yield decode_deadletter(record.value)
+
+    def missing_from_topic(self, keys: set[tuple[str, int | None]], markers: dict[str, str]) -> set[tuple[str, int | None]]:
+        """Which of `keys` are not in the topic at all (a product loss, not a reading problem): a fresh full read."""
+        reader = KafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap, enable_auto_commit=False)
+        try:
+            reader.assign(self.partitions)
+            end = reader.end_offsets(self.partitions)
+            for tp, offset in self.start.items():
+                reader.seek(tp, offset)
+            found: set[tuple[str, int | None]] = set()
+            while any(reader.position(tp) < end[tp] for tp in self.partitions):
+                for records in reader.poll(timeout_ms=1000).values():
+                    found.update(k for k in (_key(decode_deadletter(r.value), markers) for r in records) if k is not None)
+            return keys - found
+        finally:
+            reader.close()
+
+    def close(self) -> None:
+        self.consumer.close()
 
 
 def _mqtt_client(settings: Settings) -> mqtt.Client:
@@ -285,7 +320,7 @@ def test_interleaved_generated_garbage_is_dead_lettered_and_valid_readings_are_s
 
     expected = {(i.marker, index): reason for i in corpus for index, reason in i.reasons}
     markers = {i.marker: i.kind for i in corpus}
-    consumer = _consumer(stack)
+    dead_letters = DeadLetters(stack)
     client = _mqtt_client(stack)
     try:
         last = None
@@ -305,8 +340,7 @@ def test_interleaved_generated_garbage_is_dead_lettered_and_valid_readings_are_s
     seen: dict[tuple[str, int | None], str] = {}
 
     def all_dead_letters_seen() -> bool:
-        for record in consumer:
-            body = decode_deadletter(record.value)
+        for body in dead_letters.poll():
             key = _key(body, markers)
             if key is not None:
                 assert body["reason"] and body["message"] and body["received_at"]
@@ -316,8 +350,11 @@ def test_interleaved_generated_garbage_is_dead_lettered_and_valid_readings_are_s
     try:
         wait_for(all_dead_letters_seen, timeout=240, interval=0.2,
                  what=f"{len(expected)} dead letters (missing: {sorted(set(expected) - set(seen))[:10]})")
+    except AssertionError as exc:
+        lost = dead_letters.missing_from_topic(set(expected) - set(seen), markers)
+        raise AssertionError(f"{exc}; of these, not in the dead-letter topic at all: {len(lost)} {sorted(lost)[:10]}") from None
     finally:
-        consumer.close()
+        dead_letters.close()
     wrong = {k: (seen[k], reason) for k, reason in expected.items() if seen[k] != reason}
     assert not wrong, f"reason mismatch (got, expected): {dict(list(wrong.items())[:10])}"
     assert not set(seen) - set(expected), f"unexpected dead letters: {sorted(set(seen) - set(expected))[:10]}"

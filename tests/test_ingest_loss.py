@@ -24,6 +24,7 @@ import psycopg
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
+from ingest.gateways import credential_for
 from quantrac import stack as local_stack
 from quantrac.db import connect, migrate, save_stations
 from quantrac.settings import REPO_ROOT, Settings
@@ -127,6 +128,9 @@ class Publisher:
         client.max_inflight_messages_set(200)
         client.max_queued_messages_set(0)
         client.on_publish = self._on_publish
+        credential = credential_for(self.settings, self.station_id)  # no anonymous access: the test account
+        if credential is not None:
+            client.username_pw_set(credential.username, credential.password)
         client.connect(self.settings.mqtt_host, self.settings.mqtt_port)
         client.loop_start()
         try:

@@ -34,7 +34,8 @@ def _tcp_probe(host: str, port: int, hello: bytes, timeout: float = 1.0) -> tupl
         return False, str(exc)
 
 
-# MQTT 3.1.1 CONNECT, clean session, client id "quantrac-healthz", keep-alive 5 s.
+# MQTT 3.1.1 CONNECT, clean session, client id "quantrac-healthz", keep-alive 5 s. Anonymous on purpose:
+# the broker refuses it (CONNACK 5) without anonymous access, and any CONNACK proves it up.
 _MQTT_CONNECT = bytes([0x10, 28, 0, 4]) + b"MQTT" + bytes([4, 2, 0, 5, 0, 16]) + b"quantrac-healthz"
 # Kafka ApiVersions v0 request, correlation id 1, client id "healthz".
 _KAFKA_API_VERSIONS = bytes([0, 0, 0, 17, 0, 18, 0, 0, 0, 0, 0, 1, 0, 7]) + b"healthz"
