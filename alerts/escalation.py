@@ -65,7 +65,7 @@ def run_escalations(conn: psycopg.Connection[Any], policy: EscalationPolicy, now
     with conn.transaction():
         with conn.cursor(row_factory=dict_row) as cur:
             rows = cur.execute("SELECT id, status, severity, opened_at, escalated_at, reminders_sent, last_notified_at, "
-                               "last_value FROM alerts WHERE status = 'open' FOR UPDATE SKIP LOCKED").fetchall()
+                               "last_value FROM alerts WHERE status = 'open' AND NOT historical FOR UPDATE SKIP LOCKED").fetchall()
             for r in rows:
                 kind = due(status=r["status"], severity=r["severity"], opened_at=r["opened_at"],
                            escalated_at=r["escalated_at"], reminders_sent=r["reminders_sent"],

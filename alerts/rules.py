@@ -33,6 +33,8 @@ class Condition:
     message: str
     active: bool = True
     """False when the rule was evaluated and the condition is clear (lets the lifecycle resolve alerts)."""
+    historical: bool = False
+    """Raised from imported (backfilled) readings: the alert is marked historical and never notified."""
 
 
 def rule_name(rule: str, basis: str) -> str:

@@ -41,10 +41,10 @@ _ACTIVE = "SELECT * FROM alerts WHERE station_id = %s AND parameter = %s AND rul
 _ACTIVE_KEYS = "SELECT station_id, parameter, rule FROM alerts WHERE status <> 'resolved' AND station_id = ANY(%s)"
 _INSERT = """
 INSERT INTO alerts (station_id, parameter, rule, basis, severity, status, opened_at, updated_at, first_ts, last_ts,
-                    last_value, peak_value, limit_value, limit_source, count, message, zone)
+                    last_value, peak_value, limit_value, limit_source, count, message, zone, historical)
 VALUES (%(station_id)s, %(parameter)s, %(rule)s, %(basis)s, %(severity)s, 'open', %(now)s, %(now)s, %(ts)s, %(ts)s,
         %(value)s, %(value)s, %(limit)s, %(limit_source)s, 1, %(message)s,
-        (SELECT zone FROM stations WHERE id = %(station_id)s))
+        (SELECT zone FROM stations WHERE id = %(station_id)s), %(historical)s)
 ON CONFLICT (station_id, parameter, rule) WHERE status <> 'resolved' DO NOTHING
 RETURNING *
 """
@@ -110,7 +110,7 @@ async def apply_conditions(conn: psycopg.AsyncConnection[Any], conditions: Itera
                 await cur.execute(_INSERT, {"station_id": c.station_id, "parameter": c.parameter, "rule": c.rule,
                                             "basis": c.basis, "severity": c.severity.value, "now": now, "ts": c.ts,
                                             "value": c.value, "limit": c.limit, "limit_source": c.limit_source,
-                                            "message": c.message})
+                                            "message": c.message, "historical": c.historical})
                 inserted = await cur.fetchone()
                 if inserted is not None:
                     await cur.execute(_EVENT, _event_params(inserted["id"], event))

@@ -192,6 +192,8 @@ def detect(state: dict[str, Any] | None, readings: Sequence[Reading], station: S
                         found.append(rate)
                 ps["last"] = [t, value]
                 for name in config.detectors:
+                    if spec.detectors is not None and name not in spec.detectors:
+                        continue
                     det = run.get(r.parameter, name)
                     v = det.update(value, r.ts)
                     found.append(judge_anomaly(station, r.parameter, v.kind, v.is_anomaly, v.score, _threshold(det), v.detail, r.ts))

@@ -9,7 +9,7 @@ stored. Detection sees only NEW readings, so a redelivered batch changes no stat
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -27,17 +27,21 @@ from processors.rollups import update_rollups
 from processors.store import ReadingWriter
 from quantrac import metrics
 from quantrac.domain import Reading, Station
-from quantrac.wire import decode_readings
+from quantrac.wire import decode_sourced
 
 log = structlog.get_logger(__name__)
 
 
-def decode_records(raws: Sequence[bytes]) -> list[tuple[list[Reading], datetime]]:
-    """Readings and receive time of every record; a record that does not decode is logged and skipped (the bridge validated it)."""
-    records: list[tuple[list[Reading], datetime]] = []
+HISTORICAL_SOURCES = frozenset({"import"})
+"""Record sources whose alerts are historical (kept, never notified)."""
+
+
+def decode_records(raws: Sequence[bytes]) -> list[tuple[list[Reading], datetime, str]]:
+    """Readings, receive time and source of every record; a record that does not decode is logged and skipped (the bridge validated it)."""
+    records: list[tuple[list[Reading], datetime, str]] = []
     for raw in raws:
         try:
-            records.append(decode_readings(raw))
+            records.append(decode_sourced(raw))
         except Exception as exc:
             log.error("worker.undecodable_record", error=str(exc), record=raw[:200])
     return records
@@ -45,17 +49,33 @@ def decode_records(raws: Sequence[bytes]) -> list[tuple[list[Reading], datetime]
 
 def decode_batch(raws: Sequence[bytes]) -> list[Reading]:
     """Readings of every record that decodes."""
-    return [r for readings, _received_at in decode_records(raws) for r in readings]
+    return [r for readings, *_ in decode_records(raws) for r in readings]
 
 
-def last_seen(records: Iterable[tuple[list[Reading], datetime]]) -> dict[str, tuple[datetime, datetime]]:
+def last_seen(records: Iterable[tuple[Any, ...]]) -> dict[str, tuple[datetime, datetime]]:
     """Per station: the newest event time and the newest receive time in the records."""
     seen: dict[str, tuple[datetime, datetime]] = {}
-    for readings, received_at in records:
+    for readings, received_at, *_ in records:
         for r in readings:
             event, receipt = seen.get(r.station_id, (r.ts, received_at))
             seen[r.station_id] = (max(event, r.ts), max(receipt, received_at))
     return seen
+
+
+def historical_until(records: Iterable[tuple[Any, ...]]) -> dict[str, datetime]:
+    """Per station: the newest event time of its imported readings in the records (3-tuples carry the source)."""
+    until: dict[str, datetime] = {}
+    for readings, _received_at, *rest in records:
+        if rest and rest[0] in HISTORICAL_SOURCES:
+            for r in readings:
+                until[r.station_id] = max(until.get(r.station_id, r.ts), r.ts)
+    return until
+
+
+def mark_historical(conditions: Sequence[Condition], until: Mapping[str, datetime]) -> list[Condition]:
+    """Conditions found on imported readings (their station imported up to at least their time) marked historical."""
+    return [replace(c, historical=True) if c.station_id in until and c.ts <= until[c.station_id] else c
+            for c in conditions]
 
 
 @dataclass
@@ -91,7 +111,7 @@ class BatchProcessor:
         return self._conn
 
     async def _process_once(self, readings: Sequence[Reading], states: Mapping[str, dict[str, Any] | None],
-                            extra: Sequence[Condition]) -> BatchResult:
+                            extra: Sequence[Condition], historical: Mapping[str, datetime] | None = None) -> BatchResult:
         conn = await self._connection()
         try:
             async with conn.transaction():
@@ -99,6 +119,7 @@ class BatchProcessor:
                 await record_store_counts(conn, readings, new)
                 await update_rollups(conn, new)
                 new_states, conditions, late = detect_batch(new, states, self.stations, self.config)
+                conditions = mark_historical(conditions, historical or {})
                 await completeness.record(conn, completeness.tally(new, late), self.stations)
                 alerts = await apply_conditions(conn, [*extra, *conditions])
         except psycopg.OperationalError:
@@ -109,7 +130,7 @@ class BatchProcessor:
                      lateness_s=self.config.lateness_s)
         return BatchResult(len(new), alerts, new_states, len(late))
 
-    async def process(self, raws: Sequence[bytes] | None = None, *, records: Sequence[tuple[list[Reading], datetime]] | None = None,
+    async def process(self, raws: Sequence[bytes] | None = None, *, records: Sequence[tuple[Any, ...]] | None = None,
                       states: Mapping[str, dict[str, Any] | None] | None = None,
                       extra: Sequence[Condition] = ()) -> BatchResult:
         """Store and evaluate one batch (raw records, or records already decoded), retrying until the database takes it.
@@ -119,7 +140,8 @@ class BatchProcessor:
         """
         if records is None:
             records = decode_records(raws or [])
-        readings = [r for rs, _received_at in records for r in rs]
+        readings = [r for rs, *_ in records for r in rs]
+        historical = historical_until(records)
         states = states or {}
         metrics.WORKER_READINGS_IN.inc(len(readings))
         with metrics.WORKER_WRITE_SECONDS.time():
@@ -127,7 +149,7 @@ class BatchProcessor:
                                                retry=retry_if_exception_type(psycopg.Error),
                                                before_sleep=_log_retry, reraise=True):
                 with attempt:
-                    result = await self._process_once(readings, states, extra)
+                    result = await self._process_once(readings, states, extra, historical)
         metrics.WORKER_READINGS_STORED.inc(result.new)
         return result
 

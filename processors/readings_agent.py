@@ -94,7 +94,7 @@ async def store_readings(stream: Any) -> None:
             metrics.WORKER_BATCH_RECORDS.observe(len(batch))
             records = decode_records(batch)
             recoveries, recovered = _note_seen(last_seen(records), stations)
-            ids = {r.station_id for readings, _ in records for r in readings}
+            ids = {r.station_id for readings, *_ in records for r in readings}
             result = await processor.process(records=records, states={i: _get(detection_table, i) for i in ids},
                                              extra=recoveries)
             for station_id, state in result.states.items():

@@ -31,6 +31,8 @@ class Status(StrEnum):
 class StationKind(StrEnum):
     WASTEWATER = "wastewater"
     EMISSION = "emission"
+    DRINKING_WATER = "drinking_water"
+    SURFACE_WATER = "surface_water"
 
 
 class Severity(StrEnum):
@@ -78,6 +80,7 @@ class ParameterSpec(BaseModel):
     range_min: float | None = Field(None, description="Instrument range; values outside it mean a device fault.")
     range_max: float | None = None
     max_rate_per_min: float | None = Field(None, description="Largest plausible change per minute (in the unit); faster means a rate-of-change alert. Configuration [U].")
+    detectors: tuple[str, ...] | None = Field(None, description="Anomaly detectors run on this parameter (names of processors.detectors.DETECTORS); None: all configured ones, empty: none.")
 
 
 class Station(BaseModel):
@@ -138,6 +141,7 @@ class Alert(BaseModel):
     limit_source: str | None
     count: int
     message: str
+    historical: bool = Field(False, description="Raised on imported (backfilled) readings: shown, never notified.")
 
 
 BUCKETS: dict[str, timedelta] = {"5m": timedelta(minutes=5), "1h": timedelta(hours=1), "1d": timedelta(days=1)}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import structlog
 import yaml
@@ -129,3 +129,35 @@ class RegistryCache(Mapping[str, Station]):
 
     def __contains__(self, station_id: object) -> bool:
         return isinstance(station_id, str) and self.get(station_id) is not None
+
+
+def load_catalogue(registry_file: Path) -> dict[str, Any]:
+    """The parameter catalogue of the seed (symbol → unit, range): the national symbols as configured."""
+    return dict(yaml.safe_load(registry_file.read_text(encoding="utf-8")).get("parameters", {}))
+
+
+def check_station(station: Station, catalogue: Mapping[str, Any], detector_names: Iterable[str]) -> None:
+    """Raise RegistryError naming the station, the parameter and the fix when an administered record is inconsistent.
+
+    A symbol of the catalogue keeps its catalogue unit (gateways convert exact factors to it); any other
+    symbol (chlorine dioxide, redox, ...) is allowed with the unit, range, limit and detectors it is given.
+    """
+    known = set(detector_names)
+    for key, spec in station.parameters.items():
+        where = f"station {station.id}, parameter {key!r}"
+        if key != spec.symbol:
+            raise RegistryError(f"{where}: the key differs from its symbol {spec.symbol!r}; use the symbol as the key")
+        if not key.strip() or any(c in key for c in "/+#\t\n"):
+            raise RegistryError(f"{where}: a symbol must be non-empty without '/', '+', '#' or whitespace controls; rename it")
+        entry = catalogue.get(key)
+        if entry is not None and spec.unit != entry["unit"]:
+            raise RegistryError(f"{where}: national symbol in {spec.unit!r}, but the catalogue unit is {entry['unit']!r}; "
+                                f"use {entry['unit']!r} (gateways sending another unit are converted when the factor is exact)")
+        if spec.range_min is not None and spec.range_max is not None and spec.range_min >= spec.range_max:
+            raise RegistryError(f"{where}: range_min {spec.range_min} is not below range_max {spec.range_max}; fix the range")
+        if spec.limit is not None and spec.limit.low is not None and spec.limit.high is not None \
+                and spec.limit.low > spec.limit.high:
+            raise RegistryError(f"{where}: limit low {spec.limit.low} is above high {spec.limit.high}; fix the limit")
+        unknown = sorted(set(spec.detectors or ()) - known)
+        if unknown:
+            raise RegistryError(f"{where}: unknown detectors {unknown}; use some of {sorted(known)} or leave detectors out")

@@ -34,6 +34,12 @@ def encode_readings(station_id: str, readings: Iterable[Reading], received_at: d
 
 def decode_readings(raw: bytes) -> tuple[list[Reading], datetime]:
     """Readings and the bridge's receive time from one `quantrac.readings` record."""
+    readings, received_at, _source = decode_sourced(raw)
+    return readings, received_at
+
+
+def decode_sourced(raw: bytes) -> tuple[list[Reading], datetime, str]:
+    """Readings, receive time and source (`mqtt`, `tt10`, `replay`, `import`) of one `quantrac.readings` record."""
     body = orjson.loads(raw)
     station_id = body["station_id"]
     readings = [
@@ -41,7 +47,7 @@ def decode_readings(raw: bytes) -> tuple[list[Reading], datetime]:
                 ts=datetime.fromisoformat(r["ts"]), status=Status(r["status"]))
         for r in body["readings"]
     ]
-    return readings, datetime.fromisoformat(body["received_at"])
+    return readings, datetime.fromisoformat(body["received_at"]), str(body.get("source", "mqtt"))
 
 
 def encode_deadletter(*, topic: str, payload: bytes, reason: str, message: str, received_at: datetime,

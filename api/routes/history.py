@@ -176,6 +176,66 @@ def stream_raw_csv(conn: psycopg.Connection, station_id: str, parameters: Sequen
                 yield buffer.getvalue()
 
 
+PARQUET_ROW_GROUP = 50_000
+"""Rows per Parquet row group: the export's memory bound (one group is built and sent at a time)."""
+
+
+class _Chunks:
+    """A write-only file that hands what was written to the response as it goes."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> int:
+        self.parts.append(bytes(data))
+        return len(data)
+
+    def drain(self) -> bytes:
+        out, self.parts = b"".join(self.parts), []
+        return out
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def stream_raw_parquet(conn: psycopg.Connection, station_id: str, parameters: Sequence[str], start: datetime,
+                       end: datetime, display_zone: str) -> Iterator[bytes]:
+    """A Parquet file of the raw readings (ts as timestamp[us, display_zone]), one row group per `PARQUET_ROW_GROUP` rows."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.schema([("station_id", pa.string()), ("parameter", pa.string()), ("ts", pa.timestamp("us", tz=display_zone)),
+                        ("value", pa.float64()), ("unit", pa.string()), ("status", pa.string())])
+    sink = _Chunks()
+    writer = pq.ParquetWriter(sink, schema)
+    with conn.transaction(), conn.cursor(name="readings_parquet") as cur:
+        cur.itersize = PARQUET_ROW_GROUP
+        cur.execute("SELECT station_id, parameter, ts, value, unit, status FROM readings WHERE station_id = %s "
+                    "AND parameter = ANY(%s) AND ts >= %s AND ts < %s ORDER BY ts, parameter",
+                    (station_id, list(parameters), start, end))
+        while rows := cur.fetchmany(PARQUET_ROW_GROUP):
+            columns = list(zip(*rows))
+            writer.write_table(pa.Table.from_arrays([pa.array(c, type=f.type) for c, f in zip(columns, schema)], schema=schema))
+            yield sink.drain()
+    writer.close()
+    yield sink.drain()
+
+
+def overlapping_alerts(conn: psycopg.Connection, station_id: str, parameters: Sequence[str], start: datetime,
+                       end: datetime) -> list[dict[str, Any]]:
+    """Alerts of the station whose event-time span [first_ts, last_ts] overlaps [start, end), for chart annotations."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            "SELECT id, parameter, rule, basis, severity, status, first_ts, last_ts, peak_value, limit_value, historical, message "
+            "FROM alerts WHERE station_id = %s AND (parameter = ANY(%s) OR parameter = '*' OR parameter LIKE '%%,%%') "
+            "AND first_ts < %s AND last_ts >= %s ORDER BY first_ts, id",
+            (station_id, list(parameters), end, start)).fetchall()
+
+
 # ---- compliance -------------------------------------------------------------------------------
 
 

@@ -45,6 +45,7 @@ class ReadingList(BaseModel):
     count: int
     truncated: bool = Field(False, description="True when `limit` cut the list; narrow the range or export CSV.")
     gaps: list[Gap] = Field([], description=f"Stretches with no reading longer than {GAP_FACTOR} x the station's expected interval.")
+    alerts: list[dict[str, Any]] | None = Field(None, description="With `include=alerts`: alerts overlapping the range (event time).")
 
 
 class BucketOut(BaseModel):
@@ -63,6 +64,7 @@ class BucketList(BaseModel):
     bucket: Literal["5m", "1h", "1d"]
     data: list[BucketOut]
     count: int
+    alerts: list[dict[str, Any]] | None = Field(None, description="With `include=alerts`: alerts overlapping the range (event time).")
 
 
 @router.get("", response_model=StationList, summary="List the stations of the registry")
@@ -88,7 +90,8 @@ def station_readings(
     to: Annotated[AwareDatetime | None, Query(description="End (exclusive); default now.")] = None,
     bucket: Annotated[Literal["raw", "5m", "1h", "1d", "auto"], Query(
         description="raw readings, or 5m/1h/1d buckets (days are local days); auto: raw up to 1 day, 5m up to 7, 1h up to 90, else 1d.")] = "auto",
-    format_: Annotated[Literal["json", "csv"] | None, Query(alias="format", description="csv streams any range; also `Accept: text/csv`.")] = None,
+    format_: Annotated[Literal["json", "csv", "parquet"] | None, Query(alias="format", description="csv streams any range; also `Accept: text/csv`. parquet streams the raw readings of any range (whatever `bucket`), one row group per 50,000 rows.")] = None,
+    include: Annotated[list[Literal["alerts"]] | None, Query(description="`alerts`: add the alerts overlapping the range (JSON answers).")] = None,
     limit: Annotated[int, Query(ge=1, le=100_000, description="Most raw readings in a JSON answer.")] = 10_000,
 ) -> ReadingList | BucketList | StreamingResponse:
     station = history.station_row(conn, station_id)
@@ -99,6 +102,20 @@ def station_readings(
         raise HTTPException(422, f"`from` ({start.isoformat()}) must be before `to` ({end.isoformat()})")
     chosen = history.choose_bucket(bucket, start, end)
     as_csv = format_ == "csv" or (format_ is None and "text/csv" in request.headers.get("accept", ""))
+    if format_ == "parquet":
+        parquet_pool = request.app.state.pool
+
+        def parts() -> Iterator[bytes]:
+            with parquet_pool.connection() as stream_conn:
+                yield from history.stream_raw_parquet(stream_conn, station_id, parameters, start, end, settings.display_timezone)
+
+        name = f"{station_id}-{start:%Y%m%dT%H%M}-{end:%Y%m%dT%H%M}.parquet"
+        return StreamingResponse(parts(), media_type="application/vnd.apache.parquet",
+                                 headers={"Content-Disposition": f'attachment; filename="{name}"'})
+    annotations = history.shown(history.overlapping_alerts(conn, station_id, parameters, start, end), "first_ts", settings) \
+        if include and "alerts" in include else None
+    if annotations is not None:
+        annotations = [{**a, "last_ts": local_time(a["last_ts"], settings)} for a in annotations]
     if chosen == "raw" and as_csv:
         pool = request.app.state.pool
 
@@ -114,13 +131,14 @@ def station_readings(
         gaps = history.raw_gaps(conn, station_id, parameters, start, end,
                                 timedelta(seconds=history.GAP_FACTOR * station.expected_interval_s))
         data = [ReadingOut(**{**r, "ts": local_time(r["ts"], settings)}) for r in rows]
-        return ReadingList(station_id=station_id, data=data, count=len(data), truncated=len(data) == limit,
+        return ReadingList(station_id=station_id, data=data, count=len(data), truncated=len(data) == limit, alerts=annotations,
                            gaps=[Gap(parameter=g["parameter"], gap_from=local_time(g["gap_from"], settings),
                                      gap_to=local_time(g["gap_to"], settings)) for g in gaps])
     points = history.shown(history.bucket_series(conn, station_id, parameters, chosen, start, end), "bucket", settings)
     if as_csv:
         return StreamingResponse(_bucket_csv(points), media_type="text/csv; charset=utf-8")
-    return BucketList(station_id=station_id, bucket=chosen, data=[BucketOut(**p) for p in points], count=len(points))
+    return BucketList(station_id=station_id, bucket=chosen, data=[BucketOut(**p) for p in points], count=len(points),
+                      alerts=annotations)
 
 
 def _bucket_csv(points: list[dict[str, Any]]) -> Iterator[str]:

@@ -1,0 +1,102 @@
+"""Registry administration: custom parameters, audit with actor, retire, and the running pipeline picking changes up."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+
+import orjson
+
+import pytest
+from hypothesis import given, strategies as st
+
+from processors.detectors import DETECTORS
+from quantrac.domain import Limit, ParameterSpec, Station
+from quantrac.registry import RegistryError, check_station, load_catalogue
+from quantrac.settings import get_settings
+from tests.conftest import publish, stored_count
+from tests.utils.poll import wait_for
+
+
+def river_station(station_id: str | None = None) -> dict[str, Any]:
+    """A drinking-water intake with parameters outside the national symbol table."""
+    return {"id": station_id or f"A-{uuid.uuid4().hex[:8]}", "name": "Intake", "zone": "Sông Thái Bình",
+            "facility": "Water works", "kind": "drinking_water", "expected_interval_s": 60,
+            "parameters": {
+                "ClO2": {"symbol": "ClO2", "unit": "mg/L", "range_min": 0, "range_max": 5,
+                         "limit": {"high": 1.0, "source": "permit"}, "detectors": []},
+                "ORP": {"symbol": "ORP", "unit": "mV", "range_min": -1000, "range_max": 1000, "detectors": ["spike"]},
+                "pH": {"symbol": "pH", "unit": "-", "range_min": 0, "range_max": 14}}}
+
+
+CATALOGUE = load_catalogue(get_settings().registry_file)
+
+
+def test_custom_parameters_are_first_class_and_known_ones_keep_their_unit() -> None:
+    check_station(Station.model_validate(river_station()), CATALOGUE, DETECTORS)
+    bad = river_station()
+    bad["parameters"]["pH"]["unit"] = "mV"
+    with pytest.raises(RegistryError, match=r"parameter 'pH'.*catalogue unit is '-'"):
+        check_station(Station.model_validate(bad), CATALOGUE, DETECTORS)
+
+
+@given(low=st.floats(-1e6, 1e6), width=st.floats(-1e6, 1e6))
+def test_a_range_must_be_ordered(low: float, width: float) -> None:
+    spec = ParameterSpec(symbol="Turb", unit="NTU", range_min=low, range_max=low + width)
+    station = Station.model_validate({**river_station("A-1"), "parameters": {"Turb": spec.model_dump()}})
+    if low + width > low:
+        check_station(station, CATALOGUE, DETECTORS)
+    else:
+        with pytest.raises(RegistryError, match="range_min"):
+            check_station(station, CATALOGUE, DETECTORS)
+
+
+def test_unknown_detector_is_refused() -> None:
+    body = river_station()
+    body["parameters"]["ORP"]["detectors"] = ["psychic"]
+    with pytest.raises(RegistryError, match=r"ORP.*unknown detectors \['psychic'\]"):
+        check_station(Station.model_validate(body), CATALOGUE, DETECTORS)
+
+
+@pytest.mark.integration
+def test_create_update_retire_are_audited_with_their_actor(api: Any, api_as: Any) -> None:
+    body = river_station()
+    sid = body["id"]
+    assert api_as("analyst").post("/api/v1/stations", json=body).status_code == 403
+    created = api.post("/api/v1/stations", json=body)
+    assert created.status_code == 201, created.text
+    assert created.json()["action"] == "created"
+    assert api.post("/api/v1/stations", json=body).status_code == 409
+    listed = {s["id"]: s for s in api.get("/api/v1/stations").json()["data"]}
+    assert listed[sid]["parameters"]["ClO2"]["limit"]["high"] == 1.0
+    body["parameters"]["ClO2"]["limit"]["high"] = 0.8
+    assert api.put(f"/api/v1/stations/{sid}", json=body).json()["action"] == "updated"
+    assert api.put(f"/api/v1/stations/{sid}", json=body).json()["action"] == "unchanged"
+    wrong = {**body, "parameters": {**body["parameters"], "COD": {"symbol": "COD", "unit": "g/L"}}}
+    refused = api.put(f"/api/v1/stations/{sid}", json=wrong)
+    assert refused.status_code == 422 and "COD" in refused.text and "mg/L" in refused.text
+    assert api.post(f"/api/v1/stations/{sid}/retire").status_code == 204
+    assert api.post(f"/api/v1/stations/{sid}/retire").status_code == 404
+    assert sid not in {s["id"] for s in api.get("/api/v1/stations").json()["data"]}
+    audit = api.get(f"/api/v1/stations/{sid}/audit").json()
+    assert [a["action"] for a in audit] == ["created", "updated", "retired"]
+    assert {a["actor"] for a in audit} == {"test-admin (admin)"}
+    assert audit[1]["before"]["parameters"]["ClO2"]["limit"]["high"] == 1.0
+    assert audit[1]["after"]["parameters"]["ClO2"]["limit"]["high"] == 0.8
+
+
+@pytest.mark.integration
+def test_a_station_created_through_the_api_is_accepted_by_the_running_pipeline(api: Any, pipeline: Any, db: Any) -> None:
+    body = river_station()
+    sid = body["id"]
+    assert api.post("/api/v1/stations", json=body).status_code == 201
+
+    def stored() -> bool:
+        publish(get_settings(), sid, orjson.dumps({"ts": datetime.now(timezone.utc).isoformat(), "readings": [
+            {"parameter": "ClO2", "value": 0.4, "unit": "mg/L"}, {"parameter": "ORP", "value": 250.0, "unit": "mV"}]}))
+        return stored_count(db, sid) >= 2
+
+    wait_for(stored, timeout=60, interval=1.0, what=f"readings of the new station {sid} stored by the running bridge and worker")
+    units = dict(db.execute("SELECT parameter, unit FROM readings WHERE station_id = %s", (sid,)).fetchall())
+    assert units == {"ClO2": "mg/L", "ORP": "mV"}
