@@ -148,6 +148,8 @@ def stored_count(conn: psycopg.Connection, station_id: str) -> int:
 def pipeline(stack: Settings) -> Iterator[dict[str, Process]]:
     """The bridge and the worker as subprocesses, ready once a probe reading has reached PostgreSQL."""
     log_dir = stack.run_dir / "test-logs" / _ns
+    # A session left by an earlier run may hold a backlog (other sessions' traffic on a shared broker).
+    end_mqtt_session(stack, stack.mqtt_bridge_client_id)
     procs = {"bridge": Process("bridge", ["bridge"], log_dir), "worker": Process("worker", ["worker"], log_dir)}
     probe = make_station()
     with connect(stack.pg_dsn) as conn:
@@ -202,10 +204,12 @@ def end_mqtt_session(settings: Settings, client_id: str) -> None:
     from paho.mqtt.packettypes import PacketTypes
     from paho.mqtt.properties import Properties
 
+    from ingest.gateways import bridge_login
+
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
-    if settings.mqtt_username:
-        client.username_pw_set(settings.mqtt_username,
-                               settings.mqtt_password.get_secret_value() if settings.mqtt_password else None)
+    username, password = bridge_login(settings)
+    if username:
+        client.username_pw_set(username, password)
     properties = Properties(PacketTypes.CONNECT)
     properties.SessionExpiryInterval = 0
     client.connect(settings.mqtt_host, settings.mqtt_port, clean_start=True, properties=properties)
