@@ -105,6 +105,15 @@ async def apply_conditions(conn: psycopg.AsyncConnection[Any], conditions: Itera
             now = clock()
             await cur.execute(_ACTIVE, (c.station_id, c.parameter, c.rule))
             row = await cur.fetchone()
+            if row is not None and c.active and row.get("historical") and not c.historical:
+                # Live data meets an alert raised on imported history (never notified): close that one
+                # and open a live alert, which the notifier sends.
+                closed, ev = lifecycle.resolve(state_of(row), "system", "superseded by live data", now)
+                await cur.execute(_UPDATE, _update_params(row["id"], closed, now))
+                superseded = await cur.fetchone()
+                await cur.execute(_EVENT, _event_params(row["id"], ev))
+                rows.append({**superseded, "opened": False, "transition": "resolved"})  # type: ignore[dict-item]
+                row = None
             if row is None and c.active:
                 _state, event = lifecycle.open_alert(c, now)
                 await cur.execute(_INSERT, {"station_id": c.station_id, "parameter": c.parameter, "rule": c.rule,

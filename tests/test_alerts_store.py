@@ -64,3 +64,21 @@ def test_people_acknowledge_comment_resolve_with_actor(stack: Settings, db: psyc
                        ("commented", "bob (operator)", 150.0, "lab sample taken"), ("resolved", "ana (operator)", 150.0, "aerator fixed")]
     with pytest.raises(store.AlertNotFound):
         store.acknowledge(db, 2**60, "ana", None)
+
+
+def test_live_data_on_an_alert_raised_from_imported_history_opens_a_live_alert(stack: Settings, db: psycopg.Connection) -> None:
+    """A historical alert is never notified; when live readings meet the same condition, the duty
+    officer must hear of it: the historical alert is closed and a live one opened."""
+    from dataclasses import replace
+
+    s = new_station(db)
+    [old] = apply(stack.pg_dsn, [replace(condition(s.id, 150.0), historical=True)])
+    assert old["historical"] and old["transition"] == "opened"
+    [repeat] = apply(stack.pg_dsn, [replace(condition(s.id, 160.0, minutes=1), historical=True)])
+    assert repeat["id"] == old["id"] and repeat["transition"] == "updated", "history repeating itself stays historical"
+
+    closed, live = apply(stack.pg_dsn, [condition(s.id, 170.0, minutes=2)])
+
+    assert (closed["id"], closed["status"], closed["transition"]) == (old["id"], "resolved", "resolved")
+    assert live["transition"] == "opened" and live["opened"] and not live["historical"] and live["id"] != old["id"]
+    assert events(db, old["id"])[-1] == ("resolved", "system", "resolved")
