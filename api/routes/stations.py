@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 from datetime import datetime, timedelta, timezone
-from typing import Annotated, Any, Iterator, Literal
+from typing import Annotated, Any, Callable, Iterator, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
@@ -103,29 +103,15 @@ def station_readings(
     chosen = history.choose_bucket(bucket, start, end)
     as_csv = format_ == "csv" or (format_ is None and "text/csv" in request.headers.get("accept", ""))
     if format_ == "parquet":
-        parquet_pool = request.app.state.pool
-
-        def parts() -> Iterator[bytes]:
-            with parquet_pool.connection() as stream_conn:
-                yield from history.stream_raw_parquet(stream_conn, station_id, parameters, start, end, settings.display_timezone)
-
-        name = f"{station_id}-{start:%Y%m%dT%H%M}-{end:%Y%m%dT%H%M}.parquet"
-        return StreamingResponse(parts(), media_type="application/vnd.apache.parquet",
-                                 headers={"Content-Disposition": f'attachment; filename="{name}"'})
+        return _download(request, history.stream_raw_parquet, station_id, parameters, start, end, "parquet",
+                         "application/vnd.apache.parquet")
     annotations = history.shown(history.overlapping_alerts(conn, station_id, parameters, start, end), "first_ts", settings) \
         if include and "alerts" in include else None
     if annotations is not None:
         annotations = [{**a, "last_ts": local_time(a["last_ts"], settings)} for a in annotations]
     if chosen == "raw" and as_csv:
-        pool = request.app.state.pool
-
-        def lines() -> Iterator[str]:
-            with pool.connection() as stream_conn:
-                yield from history.stream_raw_csv(stream_conn, station_id, parameters, start, end, settings.display_timezone)
-
-        filename = f"{station_id}-{start:%Y%m%dT%H%M}-{end:%Y%m%dT%H%M}.csv"
-        return StreamingResponse(lines(), media_type="text/csv; charset=utf-8",
-                                 headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+        return _download(request, history.stream_raw_csv, station_id, parameters, start, end, "csv",
+                         "text/csv; charset=utf-8")
     if chosen == "raw":
         rows = history.raw_rows(conn, station_id, parameters, start, end, limit)
         gaps = history.raw_gaps(conn, station_id, parameters, start, end,
@@ -148,3 +134,17 @@ def _bucket_csv(points: list[dict[str, Any]]) -> Iterator[str]:
     writer.writerow(columns)
     writer.writerows([p[c].isoformat() if c == "bucket" else p[c] for c in columns] for p in points)
     yield buffer.getvalue()
+
+
+def _download(request: Request, stream: Callable[..., Iterator[Any]], station_id: str, parameters: list[str],
+              start: datetime, end: datetime, extension: str, media_type: str) -> StreamingResponse:
+    """A raw-readings file streamed from its own pooled connection, never held whole in memory."""
+    pool = request.app.state.pool
+    zone = request.app.state.settings.display_timezone
+
+    def chunks() -> Iterator[Any]:
+        with pool.connection() as stream_conn:
+            yield from stream(stream_conn, station_id, parameters, start, end, zone)
+
+    name = f"{station_id}-{start:%Y%m%dT%H%M}-{end:%Y%m%dT%H%M}.{extension}"
+    return StreamingResponse(chunks(), media_type=media_type, headers={"Content-Disposition": f'attachment; filename="{name}"'})
