@@ -1,6 +1,6 @@
 """Bridge throughput: MQTT → (validate, acks=all idempotent produce, PUBACK after Kafka) → Kafka.
 
-On a PRIVATE stack (run_dir .run/private-ingest-bench, ports 21220-21223), for each contender:
+On a PRIVATE stack (run_dir .run/private-perf-bench, ports 21400-21403), for each contender:
 N QoS 1 messages (one station message of 8 readings each, the seed's HD-DAIAN-WW01) are queued in
 the broker for a persistent session while the consumer is away, then the consumer starts and the
 clock runs until Kafka holds N records. That measures draining speed, independent of the publisher.
@@ -10,14 +10,17 @@ Contenders, same payloads, same broker, same run:
 - `baseline`: `mosquitto_sub -c -q 1 ... | kcat -P` (no validation; mosquitto_sub acknowledges on receipt,
   so it would lose what the pipe holds on a crash; kcat uses its default acks).
 
-    python bench/bridge.py [--messages 20000]
+    python bench/bridge.py [--messages 20000] [--keep-stack] [--profile]
+
+`--keep-stack` leaves the private stack running for the next run (each run uses its own topics and
+MQTT sessions, so runs do not see each other's records); `--profile` records the bridge with py-spy
+(`--idle`, so waiting shows) and adds its top frames to the result.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -27,7 +30,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.common import ProcessSample, quantrac_process, write_result  # noqa: E402
+from bench.common import (ProcessSample, prepare_private_stack, private_settings, quantrac_process,  # noqa: E402
+                          settings_env, start_profile, stop_profile, write_result)
 
 import orjson  # noqa: E402
 import paho.mqtt.client as mqtt  # noqa: E402
@@ -41,23 +45,14 @@ from quantrac.registry import load_registry  # noqa: E402
 from quantrac.settings import Settings  # noqa: E402
 
 STATION = "HD-DAIAN-WW01"
-SETTINGS = Settings(
-    run_dir=REPO / ".run" / "private-ingest-bench", mqtt_port=21220, kafka_bootstrap="127.0.0.1:21221",
-    kafka_controller_port=21222, pg_port=21223, pg_database="quantrac_bench_bridge",
-    readings_topic="quantrac.benchbridge.readings", deadletter_topic="quantrac.benchbridge.readings.deadletter",
-    alerts_topic="quantrac.benchbridge.alerts", mqtt_bridge_client_id="quantrac-bridge-bench", stack_start_timeout_s=180,
-)
-BASELINE_TOPIC = "quantrac.benchbridge.baseline"
-BASELINE_CLIENT = "bench-baseline-sub"
+SETTINGS = private_settings("benchbridge")
+RUN = SETTINGS.readings_topic.split(".")[1]
+BASELINE_TOPIC = f"quantrac.{RUN}.baseline"
+BASELINE_CLIENT = f"bench-baseline-sub-{RUN}"
 
 
 def env() -> dict[str, str]:
-    s = SETTINGS
-    return {"QUANTRAC_RUN_DIR": str(s.run_dir), "QUANTRAC_MQTT_PORT": str(s.mqtt_port), "QUANTRAC_KAFKA_BOOTSTRAP": s.kafka_bootstrap,
-            "QUANTRAC_PG_PORT": str(s.pg_port), "QUANTRAC_PG_DATABASE": s.pg_database, "QUANTRAC_READINGS_TOPIC": s.readings_topic,
-            "QUANTRAC_DEADLETTER_TOPIC": s.deadletter_topic, "QUANTRAC_ALERTS_TOPIC": s.alerts_topic,
-            "QUANTRAC_MQTT_BRIDGE_CLIENT_ID": s.mqtt_bridge_client_id, "QUANTRAC_LOG_LEVEL": "WARNING",
-            "QUANTRAC_BRIDGE_METRICS_PORT": "0"}
+    return settings_env(SETTINGS)
 
 
 def payloads(count: int, parameters: dict[str, str]) -> list[bytes]:
@@ -86,7 +81,7 @@ def register_session(client_id: str, protocol: int) -> None:
 
 def publish_all(bodies: list[bytes]) -> float:
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-gateway", protocol=mqtt.MQTTv311)
-    client.max_inflight_messages_set(500)
+    client.max_inflight_messages_set(0)  # unlimited: paho rescans its window on every PUBACK otherwise
     client.max_queued_messages_set(0)
     client.connect(SETTINGS.mqtt_host, SETTINGS.mqtt_port)
     client.loop_start()
@@ -127,17 +122,67 @@ def drain(topic: str, want: int, proc: subprocess.Popen[bytes], timeout: float =
     return {"seconds": round(elapsed, 2), "records": got, "missing": max(0, want - got), **sample.usage()}
 
 
+def produce_kafka_python(topic: str, key: bytes, values: list[bytes]) -> int:
+    """The bridge's producer (ingest.producer.make_producer): one send and one callback per record."""
+    from ingest.producer import make_producer
+
+    producer = make_producer(SETTINGS, "bench-kafka-python")
+    confirmed = [0]
+
+    def delivered(_metadata: object) -> None:
+        confirmed[0] += 1
+
+    for value in values:
+        producer.send(topic, key=key, value=value).add_callback(delivered)
+    producer.flush(timeout=120)
+    producer.close(timeout=10)
+    return confirmed[0]
+
+
+def produce_confluent(topic: str, key: bytes, values: list[bytes]) -> int:
+    """confluent-kafka (librdkafka) with the same guarantees: idempotent, acks=all, a callback per record."""
+    from confluent_kafka import Producer
+
+    producer = Producer({"bootstrap.servers": SETTINGS.kafka_bootstrap, "enable.idempotence": True, "acks": "all",
+                         "linger.ms": 5, "client.id": "bench-confluent"})
+    confirmed = [0]
+
+    def delivered(err: object, _msg: object) -> None:
+        if err is None:
+            confirmed[0] += 1
+
+    for i, value in enumerate(values):
+        producer.produce(topic, value=value, key=key, on_delivery=delivered)
+        if i % 1000 == 0:
+            producer.poll(0)
+    producer.flush(120)
+    return confirmed[0]
+
+
+def compare_producers(values: list[bytes]) -> dict[str, dict[str, float]]:
+    """kafka-python against confluent-kafka on the same records, same broker, same run: records/s and CPU."""
+    out = {}
+    for name, produce in (("kafka_python", produce_kafka_python), ("confluent_kafka", produce_confluent)):
+        topic = f"quantrac.{RUN}.producer.{name}"
+        began, cpu = time.monotonic(), time.process_time()
+        confirmed = produce(topic, STATION.encode(), values)
+        wall = time.monotonic() - began
+        out[name] = {"records": confirmed, "seconds": round(wall, 2), "records_per_s": round(confirmed / wall),
+                     "cpu_seconds_per_1000": round((time.process_time() - cpu) / len(values) * 1000, 4)}
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--messages", type=int, default=20_000)
+    parser.add_argument("--keep-stack", action="store_true", help="leave the private stack running (and reuse it)")
+    parser.add_argument("--profile", action="store_true", help="record the bridge with py-spy while it drains")
+    parser.add_argument("--producers", action="store_true",
+                        help="also measure kafka-python against confluent-kafka producing the bridge's records")
     args = parser.parse_args()
     n = args.messages
 
-    stack.down(SETTINGS)
-    for child in SETTINGS.run_dir.glob("*"):
-        if child.name != "kafka-libs":
-            shutil.rmtree(child) if child.is_dir() else child.unlink()
-    stack.up(SETTINGS)
+    prepare_private_stack(SETTINGS, args.keep_stack)
     try:
         stations = load_registry(SETTINGS.registry_file, SETTINGS.limits_dir)
         with connect(SETTINGS.pg_dsn) as conn:
@@ -148,14 +193,17 @@ def main() -> None:
         readings_per_message = len(parameters)
         results: dict[str, dict[str, float]] = {}
         logs = SETTINGS.run_dir / "bench-logs"
+        profile: dict[str, list[dict[str, object]]] = {}
 
         # quantrac bridge
         register_session(SETTINGS.mqtt_bridge_client_id, mqtt.MQTTv5)
         publish_s = publish_all(bodies)
         bridge = quantrac_process(["bridge"], env(), logs / "bridge.log")
+        spy = start_profile(bridge.pid, logs / f"{RUN}.pyspy") if args.profile else None
         try:
             results["bridge"] = drain(SETTINGS.readings_topic, n, bridge)
         finally:
+            profile = stop_profile(spy, logs / f"{RUN}.pyspy")
             bridge.terminate()
             bridge.wait(30)
 
@@ -175,6 +223,7 @@ def main() -> None:
             sub.wait(10)
             kcat.wait(30)
 
+        producers = compare_producers(bodies) if args.producers else None
         for r in results.values():
             delivered = min(n, r["records"])
             r["messages_per_s"] = round(delivered / r["seconds"], 1)
@@ -186,9 +235,12 @@ def main() -> None:
             "publish_seconds": round(publish_s, 2), "load_average_at_end": os.getloadavg(),
             "bridge": results["bridge"], "baseline_mosquitto_sub_kcat": results["baseline"],
             "bridge_vs_baseline": round(results["bridge"]["readings_per_s"] / results["baseline"]["readings_per_s"], 3),
+            **({"bridge_profile_top_frames": profile} if args.profile else {}),
+            **({"producers_alone": producers} if producers else {}),
         })
     finally:
-        stack.down(SETTINGS)
+        if not args.keep_stack:
+            stack.down(SETTINGS)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,10 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from quantrac.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
@@ -114,3 +117,93 @@ def namespace_env(ns: str) -> dict[str, str]:
         "QUANTRAC_DEADLETTER_TOPIC": f"quantrac.{ns}.readings.deadletter", "QUANTRAC_ALERTS_TOPIC": f"quantrac.{ns}.alerts",
         "QUANTRAC_MQTT_BRIDGE_CLIENT_ID": f"quantrac-bridge-{ns}", "QUANTRAC_WORKER_ID": f"quantrac-worker-{ns}",
     }
+
+
+def private_settings(name: str, **overrides: Any) -> "Settings":
+    """Settings of the benchmarks' PRIVATE stack (.run/private-perf-bench, ports 21400-21403), with
+    topics, database and client ids of their own for this run, so runs never see each other's records."""
+    from quantrac.settings import Settings
+
+    run = f"{name}{int(time.time())}"
+    return Settings(
+        run_dir=REPO / ".run" / "private-perf-bench", mqtt_port=21400, kafka_bootstrap="127.0.0.1:21401",
+        kafka_controller_port=21402, pg_port=21403, pg_database=f"quantrac_{name}",
+        readings_topic=f"quantrac.{run}.readings", deadletter_topic=f"quantrac.{run}.readings.deadletter",
+        alerts_topic=f"quantrac.{run}.alerts", mqtt_bridge_client_id=f"quantrac-bridge-{run}", worker_id=f"quantrac-worker-{run}",
+        stack_start_timeout_s=180, **overrides,
+    )
+
+
+def settings_env(s: "Settings") -> dict[str, str]:
+    """The environment that points a `quantrac ...` subprocess at these settings."""
+    return {"QUANTRAC_RUN_DIR": str(s.run_dir), "QUANTRAC_MQTT_PORT": str(s.mqtt_port), "QUANTRAC_KAFKA_BOOTSTRAP": s.kafka_bootstrap,
+            "QUANTRAC_KAFKA_CONTROLLER_PORT": str(s.kafka_controller_port), "QUANTRAC_PG_PORT": str(s.pg_port),
+            "QUANTRAC_PG_DATABASE": s.pg_database, "QUANTRAC_READINGS_TOPIC": s.readings_topic,
+            "QUANTRAC_DEADLETTER_TOPIC": s.deadletter_topic, "QUANTRAC_ALERTS_TOPIC": s.alerts_topic,
+            "QUANTRAC_MQTT_BRIDGE_CLIENT_ID": s.mqtt_bridge_client_id, "QUANTRAC_WORKER_ID": s.worker_id,
+            "QUANTRAC_LOG_LEVEL": "WARNING", "QUANTRAC_BRIDGE_METRICS_PORT": "0", "QUANTRAC_WORKER_METRICS_PORT": "0"}
+
+
+def prepare_private_stack(s: "Settings", keep: bool) -> None:
+    """A fresh private stack, or the running one with `keep`; the broker's jars are copied from the shared run dir."""
+    import shutil
+
+    from quantrac import stack
+
+    if not keep:
+        stack.down(s)
+        for child in s.run_dir.glob("*"):
+            if child.name != "kafka-libs":
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+    shared_libs = REPO / ".run" / "kafka-libs"
+    if not (s.run_dir / "kafka-libs").exists() and (shared_libs / ".pom-sha256").is_file():
+        s.run_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(shared_libs, s.run_dir / "kafka-libs")
+    stack.up(s)
+    stack.ensure_topics(s)
+
+
+def start_profile(pid: int, out: Path) -> subprocess.Popen[bytes]:
+    """py-spy sampling every thread of `pid`, idle ones included, as collapsed stacks (stop with SIGINT)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen([str(Path(sys.executable).with_name("py-spy")), "record", "--idle", "--threads", "--rate", "50",
+                             "--format", "raw", "--output", str(out), "--pid", str(pid)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def stop_profile(spy: subprocess.Popen[bytes] | None, out: Path) -> dict[str, list[dict[str, object]]]:
+    if spy is None:
+        return {}
+    spy.send_signal(2)  # SIGINT: py-spy writes its file and exits
+    spy.wait(30)
+    return top_frames(out)
+
+
+IDLE_FRAMES = ("Condition.wait", "select (", "Event.wait", "sleep", "_sock_recv", "client.py:1663", "concurrent/futures/thread.py")
+PROJECT_DIRS = ("ingest/", "processors/", "quantrac/", "alerts/", "api/")
+
+
+def top_frames(collapsed: Path, limit: int = 12) -> dict[str, list[dict[str, object]]]:
+    """Where the busy samples of py-spy's raw output went: the innermost frames (`leaf`, self time) and
+    the project's own frames (`project`, inclusive). Shares are of busy samples: a sample whose leaf
+    is a wait (select, Condition.wait, ...) counts as idle."""
+    if not collapsed.is_file():
+        return {}
+    leaf: dict[str, int] = {}
+    project: dict[str, int] = {}
+    busy = 0
+    for line in collapsed.read_text().splitlines():
+        stack_text, _, count = line.rpartition(" ")
+        frames, n = stack_text.split(";"), int(count)
+        if any(marker in frames[-1] for marker in IDLE_FRAMES):
+            continue
+        busy += n
+        leaf[frames[-1]] = leaf.get(frames[-1], 0) + n
+        for frame in set(frames[1:]):
+            if any(f"({d}" in frame for d in PROJECT_DIRS):
+                project[frame] = project.get(frame, 0) + n
+
+    def ranked(counts: dict[str, int]) -> list[dict[str, object]]:
+        return [{"frame": f, "share_of_busy": round(n / max(busy, 1), 3)} for f, n in sorted(counts.items(), key=lambda kv: -kv[1])[:limit]]
+
+    return {"leaf": ranked(leaf), "project": ranked(project)}

@@ -19,7 +19,6 @@ PUBACK redelivers it, and the store's primary key makes the duplicate harmless. 
 
 from __future__ import annotations
 
-import queue
 import threading
 from collections import deque
 from dataclasses import dataclass, field
@@ -124,6 +123,43 @@ class AckQueue:
         return len(self._arrived)
 
 
+class Outbox:
+    """Records from the network thread to the producer thread, handed over in bulk.
+
+    A `queue.Queue` costs a lock and a condition notify per record on the MQTT network thread,
+    which is the bridge's busiest thread; here a record costs a deque append, and the producer
+    takes everything waiting at once.
+    """
+
+    def __init__(self) -> None:
+        self._records: deque[OutgoingRecord] = deque()
+        self._ready = threading.Event()
+
+    def put(self, record: OutgoingRecord) -> None:
+        self._records.append(record)
+        if not self._ready.is_set():
+            self._ready.set()
+
+    def take(self, timeout: float) -> list[OutgoingRecord]:
+        """Everything waiting, oldest first; waits up to `timeout` for something when empty."""
+        self._ready.clear()
+        records = self._drain()
+        if not records and self._ready.wait(timeout):
+            records = self._drain()
+        return records
+
+    def _drain(self) -> list[OutgoingRecord]:
+        records = []
+        try:
+            while True:
+                records.append(self._records.popleft())
+        except IndexError:
+            return records
+
+    def qsize(self) -> int:
+        return len(self._records)
+
+
 class Bridge:
     """Owns the MQTT client, the Kafka producer and the queue between them."""
 
@@ -138,7 +174,7 @@ class Bridge:
         self.kafka_retries = 0
         self.acks = AckQueue(self._ack)
         self.subscription = subscription_for(settings.mqtt_shared_group)
-        self._outbox: queue.Queue[OutgoingRecord] = queue.Queue()
+        self._outbox = Outbox()
         self._stop = threading.Event()
         self.connected = threading.Event()
         self.producer = make_producer(settings, "quantrac-bridge")
@@ -246,23 +282,24 @@ class Bridge:
     def _produce_forever(self) -> None:
         backoff = 0.5
         while not self._stop.is_set():
+            for record in self._outbox.take(timeout=0.5):
+                backoff = self._send(record, backoff)
+
+    def _send(self, record: OutgoingRecord, backoff: float) -> float:
+        """Hand one record to the producer, waiting out Kafka being unreachable; returns the next backoff."""
+        while not self._stop.is_set():
             try:
-                record = self._outbox.get(timeout=0.5)
-            except queue.Empty:
+                future = self.producer.send(record.topic, key=record.key, value=record.value)
+            except KafkaError as exc:
+                log.warning("bridge.kafka_unavailable", error=str(exc), retry_in_s=backoff,
+                            fix=f"start Kafka at {self.settings.kafka_bootstrap} (quantrac stack up)")
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 10.0)
                 continue
-            while not self._stop.is_set():
-                try:
-                    future = self.producer.send(record.topic, key=record.key, value=record.value)
-                except KafkaError as exc:
-                    log.warning("bridge.kafka_unavailable", error=str(exc), retry_in_s=backoff,
-                                fix=f"start Kafka at {self.settings.kafka_bootstrap} (quantrac stack up)")
-                    self._stop.wait(backoff)
-                    backoff = min(backoff * 2, 10.0)
-                    continue
-                backoff = 0.5
-                future.add_callback(self._on_delivered, record)
-                future.add_errback(self._on_failed, record)
-                break
+            future.add_callback(self._on_delivered, record)
+            future.add_errback(self._on_failed, record)
+            return 0.5
+        return backoff
 
     def _on_delivered(self, record: OutgoingRecord, _metadata: object) -> None:
         now = now_utc()

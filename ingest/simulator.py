@@ -15,12 +15,18 @@ Output:
   were generated, one anonymous (or `QUANTRAC_MQTT_USERNAME`) connection before that;
 - TT10: one file per message in a folder, written under a `.part` name and renamed.
 Incidents (including `--inject`) go to a ground-truth log, one JSON object a line.
+
+Processes: one Python process publishes about 8,000 readings/s over MQTT (paho's per-message cost
+and the generator share one GIL). `run_processes` splits the stations over N forked processes, each
+with its own connection(s) and its share of the rate, for rates of 20,000 readings/s and more.
 """
 
 from __future__ import annotations
 
 import heapq
+import multiprocessing
 import os
+import signal
 import threading
 import time
 from dataclasses import dataclass
@@ -41,6 +47,10 @@ log = structlog.get_logger(__name__)
 
 VN = ZoneInfo("Asia/Ho_Chi_Minh")
 FOREVER = timedelta(days=3650)
+PUBLISH_MAX_INFLIGHT = 0
+"""paho's in-flight window for the publishers: 0 is unlimited. With a window, paho 2.1 rescans every
+unacknowledged message on each PUBACK (`Client._update_inflight`), which cost 3x the CPU per message
+at a window of 1000; QoS 1 still holds each message until its PUBACK either way."""
 
 
 @dataclass(frozen=True)
@@ -115,6 +125,9 @@ class Sink(Protocol):
     def close(self) -> None: ...
 
 
+CONNACK_TIMEOUT_S = 10.0
+
+
 class MqttSink:
     """Publishes like real gateways: one connection per gateway account, QoS 1."""
 
@@ -126,7 +139,8 @@ class MqttSink:
         self._host, self._port, self._prefix = host, port, client_prefix
         self._accounts, self._default, self._root = accounts, default, topic_root
         self._last: mqtt.MQTTMessageInfo | None = None
-        self._client(default)
+        if default[0]:
+            self._client(default)
 
     def _client(self, account: tuple[str | None, str | None]) -> mqtt.Client:
         client = self._clients.get(account)
@@ -135,10 +149,27 @@ class MqttSink:
                                  client_id=f"{self._prefix}-{account[0] or 'anon'}-{os.getpid()}")
             if account[0]:
                 client.username_pw_set(account[0], account[1])
-            client.max_inflight_messages_set(1000)
+            client.max_inflight_messages_set(PUBLISH_MAX_INFLIGHT)
             client.max_queued_messages_set(0)
+            answered = threading.Event()
+            refused: list[str] = []
+
+            def on_connect(_c: mqtt.Client, _u: object, _f: object, reason: mqtt.ReasonCode, _p: object) -> None:
+                if reason.is_failure:
+                    refused.append(str(reason))
+                answered.set()
+
+            client.on_connect = on_connect
             client.connect(self._host, self._port, keepalive=30)
             client.loop_start()
+            if not answered.wait(CONNACK_TIMEOUT_S) or refused:
+                client.loop_stop()
+                who = f"account {account[0]}" if account[0] else "an anonymous client (no gateway account for this station)"
+                why = f"refused it ({refused[0]})" if refused else f"did not answer within {CONNACK_TIMEOUT_S:.0f} s"
+                raise ConnectionRefusedError(
+                    f"the broker at {self._host}:{self._port} {why} for {who}; generate the gateway accounts with "
+                    "`quantrac gateways sync` (or `quantrac stack up`) and use the same QUANTRAC_RUN_DIR")
+            client.on_connect = None
             self._clients[account] = client
         return client
 
@@ -247,4 +278,72 @@ def run(stations: Mapping[str, Station], *, sink: Sink, duration: float | None, 
     elapsed = time.monotonic() - began
     log.info("simulator.stopped", messages=sent, readings=readings, seconds=round(elapsed, 2),
              readings_per_s=round(readings / max(elapsed, 1e-9)))
+    return sent, readings
+
+
+def split_stations(stations: Mapping[str, Station], n: int) -> list[dict[str, Station]]:
+    """At most `n` groups of stations with about the same number of parameters each (largest first)."""
+    groups: list[dict[str, Station]] = [{} for _ in range(max(1, min(n, len(stations))))]
+    loads = [0] * len(groups)
+    for station in sorted(stations.values(), key=lambda s: (-len(s.parameters), s.id)):
+        i = loads.index(min(loads))
+        groups[i][station.id] = station
+        loads[i] += len(station.parameters)
+    return groups
+
+
+def _child(stations: Mapping[str, Station], make_sink: Callable[[], Sink], kwargs: dict[str, object],
+           results: "multiprocessing.SimpleQueue[tuple[int, int]]") -> None:
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    results.put(run(stations, sink=make_sink(), stop=stop, **kwargs))  # type: ignore[arg-type]
+
+
+def run_processes(processes: int, stations: Mapping[str, Station], *, make_sink: Callable[[], Sink],
+                  duration: float | None, rate: float | None = None, speedup: float = 1.0, seed: int | None = None,
+                  incidents: Iterable[Incident] = (), injections: Iterable[Injection] = (),
+                  ground_truth_path: Path | None = None, stop: threading.Event | None = None,
+                  now: datetime | None = None) -> tuple[int, int]:
+    """`run` over `processes` forked processes, each playing a share of the stations at its share of the rate.
+
+    Every process plays the same event-time span (same `now`), so the result is the stream of one
+    process split by station; the ground truth is written once, here. Stopping (`stop` or a
+    signal) is passed on to the children, which finish their last publish. Returns the totals.
+    """
+    if processes <= 1:
+        return run(stations, sink=make_sink(), duration=duration, rate=rate, speedup=speedup, seed=seed,
+                   incidents=incidents, injections=injections, ground_truth_path=ground_truth_path, stop=stop, now=now)
+    stop = stop or threading.Event()
+    now = now or datetime.now(timezone.utc)
+    incidents, injections = list(incidents), list(injections)
+    if ground_truth_path is not None:
+        event_span = FOREVER if duration is None else timedelta(seconds=duration * speedup)
+        start = now - event_span if speedup > 1 else now
+        write_ground_truth(ground_truth_path, [*incidents, *(i.incident(start, start + event_span) for i in injections)], stations)
+    groups = split_stations(stations, processes)
+    total = sum(len(s.parameters) for s in stations.values())
+    context = multiprocessing.get_context("fork")  # the sink factory and stations need not pickle
+    results: multiprocessing.SimpleQueue[tuple[int, int]] = context.SimpleQueue()
+    children = []
+    for i, group in enumerate(groups):
+        share = sum(len(s.parameters) for s in group.values()) / total
+        kwargs = {"duration": duration, "rate": rate * share if rate else None, "speedup": speedup,
+                  "seed": None if seed is None else seed + i, "now": now,
+                  "incidents": [x for x in incidents if x.station in group],
+                  "injections": [x for x in injections if x.station in group]}
+        child = context.Process(target=_child, args=(group, make_sink, kwargs, results), name=f"simulator-{i}")
+        child.start()
+        children.append(child)
+    log.info("simulator.processes", processes=len(children), stations=[len(g) for g in groups])
+    while any(c.is_alive() for c in children) and not stop.wait(0.2):
+        pass
+    for child in children:
+        if child.is_alive():
+            child.terminate()  # SIGTERM: the child stops playing and waits for its last PUBACK
+    for child in children:
+        child.join(60)
+    totals = [results.get() for _ in children if not results.empty()]
+    sent, readings = sum(t[0] for t in totals), sum(t[1] for t in totals)
+    log.info("simulator.processes_stopped", processes=len(children), messages=sent, readings=readings)
     return sent, readings

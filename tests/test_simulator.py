@@ -24,17 +24,20 @@ from ingest.scenarios import (
 )
 from ingest.simulator import (
     Injection,
+    TT10Sink,
     in_delivery_order,
     mqtt_payload,
     parse_injection,
     plan_interval,
     play,
     run,
+    run_processes,
+    split_stations,
     topic_for,
     tt10_file,
     write_ground_truth,
 )
-from ingest.tt10 import parse_content
+from ingest.tt10 import parse_content, parse_filename
 from ingest.tt10_watch import judge_file
 from quantrac.domain import Status
 from quantrac.registry import load_registry
@@ -207,3 +210,32 @@ def test_play_paces_by_event_time_and_stops_on_request() -> None:
     stop.set()
     assert play(messages, sink, start=START, speedup=1.0, stop=stop, clock=lambda: float(next(ticks))) == (0, 0)
     assert write_ground_truth(Path("/dev/null"), [], STATIONS) == 0
+
+
+@settings(max_examples=50, deadline=None)
+@given(n=st.integers(min_value=1, max_value=12), keep=st.sets(st.sampled_from(sorted(STATIONS)), min_size=1))
+def test_split_stations_covers_each_station_once_and_balances_parameters(n: int, keep: set[str]) -> None:
+    stations = {k: STATIONS[k] for k in keep}
+    groups = split_stations(stations, n)
+    assert len(groups) == min(n, len(stations)) and all(groups)
+    assert sorted(k for g in groups for k in g) == sorted(stations)
+    loads = [sum(len(s.parameters) for s in g.values()) for g in groups]
+    assert max(loads) - min(loads) <= max(len(s.parameters) for s in stations.values())
+
+
+def test_run_processes_plays_every_station_once_across_processes(tmp_path: Path) -> None:
+    """Three forked publishers (TT10 output, so the parent can see what each child wrote) play the
+    same two hours as one process would: every station, every interval, once; one ground truth."""
+    now = datetime(2026, 11, 29, 12, 0, tzinfo=timezone.utc)
+    span_s, duration = 7200, 0.5
+    out = tmp_path / "drop"
+    sent, readings = run_processes(3, STATIONS, make_sink=lambda: TT10Sink(out), duration=duration, speedup=span_s / duration,
+                                   seed=1, injections=[Injection(WW, "COD", 999.0)], ground_truth_path=tmp_path / "gt.jsonl", now=now)
+    names = [parse_filename(f.name) for f in out.iterdir()]
+    expected = {k: span_s // s.expected_interval_s for k, s in STATIONS.items()}
+    assert sent == len(names) == sum(expected.values())
+    assert readings == sum(n * len(STATIONS[k].parameters) for k, n in expected.items())
+    assert {k: sum(1 for x in names if x.station == k) for k in STATIONS} == expected
+    assert all(now - timedelta(seconds=span_s) <= x.file_time < now for x in names)
+    (truth,) = [orjson.loads(line) for line in (tmp_path / "gt.jsonl").read_bytes().splitlines()]
+    assert (truth["station"], truth["parameter"], truth["expected"]["value"]) == (WW, "COD", 999.0)

@@ -1,0 +1,192 @@
+"""Worker alone: the Faust worker draining a pre-filled readings topic, against a bare aiokafka consumer.
+
+On the PRIVATE benchmark stack (bench.common.private_settings, ports 21400-21403), this run's own
+topic and database:
+1. N station messages (8 readings each, the bridge's wire format, spread over S stations) are
+   written to the readings topic before anything consumes it;
+2. baseline: an aiokafka consumer with no group reads the topic from the beginning and only counts
+   records, until it has N (clock from its start, connection included);
+3. quantrac: `quantrac worker` (store, rollups, every rule, alerts) starts on the same topic; the
+   clock runs from the first stored reading to the last (startup and the first rebalance excluded,
+   reported apart), counted in PostgreSQL.
+
+    python bench/worker.py [--messages 20000] [--stations 100] [--keep-stack] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import sys
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench.common import (ProcessSample, prepare_private_stack, private_settings, quantrac_process,  # noqa: E402
+                          settings_env, start_profile, stop_profile, write_result)
+
+import structlog  # noqa: E402
+
+from quantrac import stack  # noqa: E402
+from quantrac.db import connect, migrate, save_stations  # noqa: E402
+from quantrac.domain import Reading, Station, Status  # noqa: E402
+from quantrac.registry import load_registry  # noqa: E402
+from quantrac.wire import encode_readings  # noqa: E402
+
+log = structlog.get_logger(__name__)
+SETTINGS = private_settings("benchworker")
+TEMPLATE = "HD-DAIAN-WW01"
+
+
+def bench_stations(count: int) -> dict[str, Station]:
+    template = load_registry(SETTINGS.registry_file, SETTINGS.limits_dir)[TEMPLATE]
+    return {f"BENCH-{i:04d}": template.model_copy(update={"id": f"BENCH-{i:04d}"}) for i in range(count)}
+
+
+BASE = {"pH": 7.2, "Temp": 25.0, "Flow": 120.0}
+
+
+def value(rng: random.Random, symbol: str) -> float:
+    """Normal operation: inside every limit and noisy, since a value over a limit or a repeating one (flatline)
+    keeps an alert open, and then every reading also updates its alert."""
+    return round(BASE.get(symbol, 2.0) * rng.uniform(0.98, 1.02), 3)
+
+
+def records(stations: dict[str, Station], messages: int) -> list[tuple[bytes, bytes]]:
+    """(key, value) of `messages` readings records, round-robin over the stations, one minute apart per station,
+    received now (a receive time a day old would make the liveness rules call every station silent)."""
+    received_at = datetime.now(timezone.utc)
+    start = received_at.replace(second=0, microsecond=0) - timedelta(days=1)
+    ids = sorted(stations)
+    rng = random.Random(1)
+    out = []
+    for i in range(messages):
+        station = stations[ids[i % len(ids)]]
+        ts = start + timedelta(minutes=i // len(ids))
+        readings = [Reading(station_id=station.id, parameter=symbol, value=value(rng, symbol), unit=spec.unit, ts=ts,
+                            status=Status.MEASURING)
+                    for symbol, spec in station.parameters.items()]
+        out.append((station.id.encode(), encode_readings(station.id, readings, received_at, "mqtt")))
+    return out
+
+
+def fill_topic(values: list[tuple[bytes, bytes]]) -> float:
+    from ingest.producer import make_producer
+
+    producer = make_producer(SETTINGS, "bench-worker-fill")
+    began = time.monotonic()
+    for key, value in values:
+        producer.send(SETTINGS.readings_topic, key=key, value=value)
+    producer.flush(timeout=300)
+    producer.close(timeout=10)
+    return time.monotonic() - began
+
+
+async def count_with_aiokafka(want: int, timeout: float = 300) -> dict[str, float]:
+    """The baseline: read the topic from the beginning and count records, nothing else (clock from `start()`)."""
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(SETTINGS.readings_topic, bootstrap_servers=SETTINGS.kafka_bootstrap,
+                                auto_offset_reset="earliest", enable_auto_commit=False, group_id=None)
+    await consumer.start()
+    got = 0
+    began = time.monotonic()
+    cpu = time.process_time()
+    try:
+        while got < want and time.monotonic() - began < timeout:
+            batch = await consumer.getmany(timeout_ms=500, max_records=5000)
+            got += sum(len(v) for v in batch.values())
+    finally:
+        await consumer.stop()
+    seconds = time.monotonic() - began
+    return {"records": got, "seconds": round(seconds, 3), "cpu_cores": round((time.process_time() - cpu) / max(seconds, 1e-9), 3)}
+
+
+def stored(conn) -> int:  # type: ignore[no-untyped-def]
+    return conn.execute("SELECT count(*) FROM readings").fetchone()[0]
+
+
+def drain_worker(want: int, profile: Path | None, timeout: float = 600, stall: float = 60) -> tuple[dict[str, float], dict[str, list[dict[str, object]]]]:
+    """Start the worker and time it from its first stored reading until `want` readings are stored."""
+    logs = SETTINGS.run_dir / "bench-logs"
+    began = time.monotonic()
+    worker = quantrac_process(["worker"], settings_env(SETTINGS), logs / "worker.log")
+    spy = start_profile(worker.pid, profile) if profile else None
+    sample = ProcessSample(worker.pid).start()
+    first_at, first_rows, rows, last_change = None, 0, 0, began
+    try:
+        with connect(SETTINGS.pg_dsn) as conn:
+            conn.autocommit = True
+            while rows < want:
+                now = time.monotonic()
+                if worker.poll() is not None:
+                    raise RuntimeError(f"the worker exited with {worker.returncode}; see {logs / 'worker.log'}")
+                current = stored(conn)
+                if current != rows:
+                    log.info("bench.worker_progress", seconds=round(now - began, 1), stored=current)
+                    rows, last_change = current, now
+                    if first_at is None:
+                        first_at, first_rows = now, current
+                if now - began > timeout or (first_at is not None and now - last_change > stall):
+                    break
+                time.sleep(0.2)  # poll interval of the measurement
+        end = time.monotonic() if rows >= want else last_change
+        usage = sample.usage()
+    finally:
+        frames = stop_profile(spy, profile) if profile else {}
+        worker.terminate()
+        worker.wait(60)
+    seconds = max(end - (first_at or end), 1e-9)
+    return {"readings": rows, "missing": max(0, want - rows), "seconds": round(seconds, 2),
+            "startup_seconds": round((first_at or end) - began, 2),
+            "readings_per_s": round((rows - first_rows) / seconds, 1), **usage}, frames
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--messages", type=int, default=20_000)
+    parser.add_argument("--stations", type=int, default=100)
+    parser.add_argument("--keep-stack", action="store_true", help="leave the private stack running (and reuse it)")
+    parser.add_argument("--profile", action="store_true", help="record the worker with py-spy while it drains")
+    args = parser.parse_args()
+
+    prepare_private_stack(SETTINGS, args.keep_stack)
+    try:
+        stations = bench_stations(args.stations)
+        admin = SETTINGS.pg_dsn.replace(f"dbname={SETTINGS.pg_database}", "dbname=postgres")
+        with connect(admin) as conn:
+            conn.autocommit = True
+            conn.execute(f'DROP DATABASE IF EXISTS "{SETTINGS.pg_database}" WITH (FORCE)')
+            conn.execute(f'CREATE DATABASE "{SETTINGS.pg_database}"')
+        with connect(SETTINGS.pg_dsn) as conn:
+            migrate(conn)
+            save_stations(conn, stations)
+        values = records(stations, args.messages)
+        per_message = len(stations[min(stations)].parameters)
+        fill_s = fill_topic(values)
+
+        baseline = asyncio.run(count_with_aiokafka(args.messages))
+        baseline["readings_per_s"] = round(baseline["records"] * per_message / max(baseline["seconds"], 1e-9), 1)
+        profile_path = SETTINGS.run_dir / "bench-logs" / f"{SETTINGS.worker_id}.pyspy" if args.profile else None
+        worker, frames = drain_worker(args.messages * per_message, profile_path)
+        write_result("worker", {
+            "method": "N readings records pre-filled in Kafka; time from the first stored reading to the last "
+                      "(worker) or first to last record counted (baseline)",
+            "messages": args.messages, "readings_per_message": per_message, "stations": args.stations,
+            "fill_seconds": round(fill_s, 2), "load_average_at_end": os.getloadavg(),
+            "worker": worker, "baseline_aiokafka_count": baseline,
+            "worker_vs_baseline": round(worker["readings_per_s"] / max(baseline["readings_per_s"], 1e-9), 4),
+            **({"worker_profile_top_frames": frames} if args.profile else {}),
+        })
+    finally:
+        if not args.keep_stack:
+            stack.down(SETTINGS)
+
+
+if __name__ == "__main__":
+    main()
