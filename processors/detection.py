@@ -17,6 +17,8 @@ Per reading:
 
 from __future__ import annotations
 
+import math
+
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -158,6 +160,7 @@ def detect(state: dict[str, Any] | None, readings: Sequence[Reading], station: S
     found: list[Condition] = []
     late: list[Reading] = []
     by_ts: dict[float, dict[str, float]] = defaultdict(dict)
+    next_close = -math.inf  # no bucket of any parameter closes before this watermark (see _due)
     for r in readings:
         spec = station.parameter(r.parameter)
         if spec is None:
@@ -198,16 +201,30 @@ def detect(state: dict[str, Any] | None, readings: Sequence[Reading], station: S
                     v = det.update(value, r.ts)
                     found.append(judge_anomaly(station, r.parameter, v.kind, v.is_anomaly, v.score, _threshold(det), v.detail, r.ts))
                 by_ts[t][r.parameter] = value
-        found.extend(_due(state, station, config))
+        watermark = state["newest"] - config.lateness_s
+        if watermark >= next_close:
+            found.extend(_due(state, station, config, list(state["p"])))
+            next_close = min((windows.earliest_end(ps["w"]) for ps in state["p"].values()), default=math.inf)
+        else:
+            found.extend(_due(state, station, config, [r.parameter]))
+            next_close = min(next_close, windows.earliest_end(ps["w"]))
     found.extend(_multivariate(state, run, by_ts, station, config))
     run.save()
     return Outcome(state, found, late)
 
 
-def _due(state: dict[str, Any], station: Station, config: DetectionConfig) -> list[Condition]:
+def _due(state: dict[str, Any], station: Station, config: DetectionConfig, parameters: list[str]) -> list[Condition]:
+    """Judge the means that are due among `parameters`' windows.
+
+    Called after every reading, so the result does not depend on how readings were cut into
+    batches (replay = live). A bucket becomes due when it is complete, which only a reading of
+    its own parameter can make it, or when the watermark passes its end; so between closings
+    only the reading's own parameter needs a look.
+    """
     watermark = state["newest"] - config.lateness_s
     found: list[Condition] = []
-    for parameter, ps in state["p"].items():
+    for parameter in parameters:
+        ps = state["p"][parameter]
         for mean in windows.due(ps["w"], watermark, config.min_coverage):
             found.extend(judge_limit(station, parameter, mean.mean, mean.start, mean.basis, config.early_fraction))
     return found

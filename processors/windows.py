@@ -75,6 +75,12 @@ def add(windows: dict[str, Any], ts: datetime, value: float | None, interval_s: 
         entry[DIRTY] = 1
 
 
+def earliest_end(windows: dict[str, Any]) -> float:
+    """The end of the first bucket to close: until the watermark passes it, only buckets that
+    just took a reading can become due."""
+    return min((entry[END] for buckets in windows.values() for entry in buckets.values()), default=math.inf)
+
+
 def due(windows: dict[str, Any], watermark: float, min_coverage: float) -> list[WindowMean]:
     """Means to judge now (complete or closed buckets with news); closed buckets are dropped."""
     found: list[WindowMean] = []
