@@ -23,7 +23,9 @@ def newest(name: str) -> dict[str, Any] | None:
 
 
 def _when(result: dict[str, Any]) -> str:
-    quick = " (quick)" if result.get("quick") or result.get("size") == "QUICK" else ""
+    params = result.get("parameters", {})
+    full = " (full size)" if (params.get("days"), params.get("stations")) == (30, 100) else ""
+    quick = " (quick)" if result.get("quick") or result.get("size") == "QUICK" else full
     return f"{result['finished_at'][:16].replace('T', ' ')} UTC{quick}"
 
 
@@ -41,6 +43,10 @@ def rows() -> list[str]:
     if (bridge := newest("bridge")) is not None:
         ours, kcat = bridge["bridge"]["readings_per_s"], bridge["baseline_mosquitto_sub_kcat"]["readings_per_s"]
         out.append(f"| Bridge alone (readings/s) | {ours:,.0f} | {kcat:,.0f} (`mosquitto_sub \\| kcat -P`) | {ours / kcat:.2f} | {_when(bridge)} |")
+    if (worker := newest("worker")) is not None:
+        ours, base = worker["worker"]["readings_per_s"], worker["baseline_aiokafka_count"]["readings_per_s"]
+        out.append(f"| Worker alone (readings/s: store, rollups, every rule) | {ours:,.0f} | {base:,.0f} (bare aiokafka consumer that "
+                   f"only counts) | {worker['worker_vs_baseline']} | {_when(worker)} |")
     if (store := newest("store")) is not None:
         w, h = store["write"], store["history"]
         out.append(f"| Store writes with rollups (rows/s) | {w['store_writer_with_rollups_rows_per_s']:,} | "
@@ -48,6 +54,15 @@ def rows() -> list[str]:
         out.append(f"| History query, one station-day at 5 min, p50/p95 (ms) | {h['api_bucket_query_ms']['p50']:.0f} / "
                    f"{h['api_bucket_query_ms']['p95']:.0f} | {h['baseline_group_by_raw_ms']['p50']:.0f} / {h['baseline_group_by_raw_ms']['p95']:.0f} "
                    f"(GROUP BY over raw readings) | | {_when(store)} |")
+    if (soak := newest("soak")) is not None:
+        out.append(f"| Soak, {soak['minutes']:.0f} min at {soak['offered_readings_per_s']:,.0f} readings/s offered: stored / not yet "
+                   f"stored 5 min after; consumer lag first → last → max (messages) | {soak['stored']:,} / "
+                   f"{soak['not_stored_after_drain']:,}; {soak['lag_messages']['first']:,} → "
+                   f"{soak['lag_messages']['last']:,} → {soak['lag_messages']['max']:,} | {soak.get('readings', 0):,} offered "
+                   f"({soak.get('achieved_readings_per_s', 0):,.0f}/s achieved) | | {_when(soak)} |")
+        for name, m in soak["memory"].items():
+            out.append(f"| ↳ {name} RSS first → last (MiB), slope | {m['first_mib']:.0f} → {m['last_mib']:.0f}, "
+                       f"{m['slope_mib_per_hour']} MiB/h | first sample | {m['ratio_last_to_first']} | |")
     if (det := newest("detection")) is not None:
         out.extend(detection_rows(det))
     return out
