@@ -12,6 +12,7 @@ covered are written to tests/artifacts/schemathesis.json.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -41,12 +42,19 @@ STRICT_TAGS = {"alerts", "silences", "summary", "keys", "health"}
 """Operations of these tags must also answer exactly as documented (status, content type, body schema)."""
 
 
+SENDABLE = re.compile(r"(?:[^\s\x00-\x1f\x7f](?:[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f])?)?")
+"""A header value h11 will send: no leading or trailing white space, no control characters."""
+
+
 def call_stream(case: Any, base_url: str, key: str) -> None:
     """One generated request to an endless stream: no server error, a documented status, and for a 200 the
     event-stream content type; the connection is closed after the headers and the first chunk."""
     kwargs = case.as_transport_kwargs(base_url=base_url, headers={"X-API-Key": key})
     documented = {str(code) for code in case.operation.definition.raw["responses"]}
-    with httpx.stream(kwargs["method"], kwargs["url"], headers=kwargs.get("headers"), params=kwargs.get("params"),
+    # Over a real socket, a generated header value that HTTP/1.1 cannot carry at all (such as
+    # "Bearer " with its trailing space) is refused by the client before any request is made.
+    headers = {name: value for name, value in (kwargs.get("headers") or {}).items() if SENDABLE.fullmatch(str(value))}
+    with httpx.stream(kwargs["method"], kwargs["url"], headers=headers, params=kwargs.get("params"),
                       timeout=10) as response:
         assert response.status_code < 500, f"{response.status_code} for {kwargs}"
         assert str(response.status_code) in documented, f"undocumented {response.status_code} for {kwargs}"
