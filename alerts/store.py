@@ -93,7 +93,17 @@ async def apply_conditions(conn: psycopg.AsyncConnection[Any], conditions: Itera
         return []
     policy = policy or policy_from_settings()
     rows: list[dict[str, Any]] = []
+    # The active alert of each key, as locked (FOR UPDATE) and since written in this transaction:
+    # a station whose value stays over its limit repeats the same key reading after reading.
+    locked: dict[tuple[str, str, str], dict[str, Any] | None] = {}
     async with conn.cursor(row_factory=dict_row) as cur:
+
+        async def active(key: tuple[str, str, str]) -> dict[str, Any] | None:
+            if key not in locked:
+                await cur.execute(_ACTIVE, key)
+                locked[key] = await cur.fetchone()
+            return locked[key]
+
         stations = sorted({c.station_id for c in conditions if not c.active})
         active_keys: set[tuple[str, str, str]] = set()
         if stations:
@@ -103,8 +113,8 @@ async def apply_conditions(conn: psycopg.AsyncConnection[Any], conditions: Itera
             if not c.active and (c.station_id, c.parameter, c.rule) not in active_keys:
                 continue
             now = clock()
-            await cur.execute(_ACTIVE, (c.station_id, c.parameter, c.rule))
-            row = await cur.fetchone()
+            key = (c.station_id, c.parameter, c.rule)
+            row = await active(key)
             if row is not None and c.active and row.get("historical") and not c.historical:
                 # Live data meets an alert raised on imported history (never notified): close that one
                 # and open a live alert, which the notifier sends.
@@ -113,7 +123,7 @@ async def apply_conditions(conn: psycopg.AsyncConnection[Any], conditions: Itera
                 superseded = await cur.fetchone()
                 await cur.execute(_EVENT, _event_params(row["id"], ev))
                 rows.append({**superseded, "opened": False, "transition": "resolved"})  # type: ignore[dict-item]
-                row = None
+                row = locked[key] = None
             if row is None and c.active:
                 _state, event = lifecycle.open_alert(c, now)
                 await cur.execute(_INSERT, {"station_id": c.station_id, "parameter": c.parameter, "rule": c.rule,
@@ -123,11 +133,12 @@ async def apply_conditions(conn: psycopg.AsyncConnection[Any], conditions: Itera
                 inserted = await cur.fetchone()
                 if inserted is not None:
                     await cur.execute(_EVENT, _event_params(inserted["id"], event))
-                    active_keys.add((c.station_id, c.parameter, c.rule))
+                    active_keys.add(key)
+                    locked[key] = inserted
                     rows.append({**inserted, "opened": True, "transition": "opened"})
                     continue
-                await cur.execute(_ACTIVE, (c.station_id, c.parameter, c.rule))
-                row = await cur.fetchone()
+                del locked[key]  # another transaction opened it meanwhile: lock that one
+                row = await active(key)
             if row is None:
                 continue
             state = state_of(row)
@@ -138,10 +149,12 @@ async def apply_conditions(conn: psycopg.AsyncConnection[Any], conditions: Itera
                 if maybe is None:
                     if new != state:
                         await cur.execute("UPDATE alerts SET clear_since = %s WHERE id = %s", (new.clear_since, row["id"]))
+                        locked[key] = {**row, "clear_since": new.clear_since}
                     continue
                 ev = maybe
             await cur.execute(_UPDATE, _update_params(row["id"], new, now, c))
             updated = await cur.fetchone()
+            locked[key] = updated if updated is not None and updated["status"] != "resolved" else None
             await cur.execute(_EVENT, _event_params(row["id"], ev))
             rows.append({**updated, "opened": False, "transition": ev.kind})  # type: ignore[dict-item]
     return rows

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import faust
 
-from processors.consumer import HoldingTransport
+from processors.consumer import HoldingConsumer, HoldingTransport
 from processors.events import holding
 from quantrac.settings import get_settings
 
@@ -45,6 +45,7 @@ app = App(
     broker_commit_interval=1.0,
 )
 
+HoldingConsumer.gapless_topics = frozenset({settings.readings_topic})
 readings_topic = app.topic(settings.readings_topic, value_type=bytes, key_type=bytes,
                            partitions=settings.topic_partitions, internal=False)
 alerts_topic = app.topic(settings.alerts_topic, value_type=bytes, key_type=bytes,

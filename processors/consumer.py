@@ -1,29 +1,38 @@
 """A Faust consumer that never commits an offset past a reading that was not processed.
 
 faust-streaming decides what to commit from the offsets acknowledged since the last commit
-(`Consumer._new_offset`). Two holes let it commit past a message that was never processed:
+(`Consumer._new_offset`). Three holes let it commit past a message that was never processed:
 
 - its head-gap guard is off by one (faust-streaming #606, fix proposed in #707): with committed
   offset C and acknowledged offsets C+1, C+2, … it commits past C although C was never
   acknowledged; and it skips the guard entirely while the committed offset is 0 or unknown;
 - the readings agent refuses the acknowledgement of events Faust skipped during a rebalance
-  (`processors/events.py`), which leaves exactly such a hole at the head.
+  (`processors/events.py`), which leaves exactly such a hole at the head;
+- records fetched for a partition that is paused at that moment (during a rebalance or a table
+  recovery) are dropped by Faust's `getmany`; when the next record of that partition arrives,
+  Faust takes the jump in offsets for a gap in the log (as in a compacted topic) and commits over
+  it. Seen here: 20 readings of one partition skipped and committed over while a worker took over.
 
 Here a refused acknowledgement *holds* its offset: nothing at or past the lowest held offset of
-a partition is committed until that offset is processed and acknowledged (after the consumer
-seeks back to the committed offset and reads it again). And with a known committed offset, a
-hole at the head of the acknowledged offsets (that the fetcher did not record as a real gap in
-the log) keeps the commit where it is. The readings topic is neither compacted nor
-transactional, so its offsets have no holes of their own.
+a partition is committed until that offset is processed and acknowledged. With a known committed
+offset, a hole at the head of the acknowledged offsets keeps the commit where it is. The readings
+topic is neither compacted nor transactional, so its offsets have no real gaps: a jump is never
+recorded as a gap there. When a partition's commit has waited at a hole for `rewind_after_s`, the
+consumer seeks back to the committed offset and reads the missing records again (what was stored
+already is a no-op for the idempotent store).
 """
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from typing import Any, ClassVar, Iterable, Optional, Type
 
+import structlog
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, Message
+
+log = structlog.get_logger(__name__)
 
 
 def first_uncommittable(acked: Iterable[int], gap_starts: Iterable[int], committed: Optional[int],
@@ -41,9 +50,14 @@ def first_uncommittable(acked: Iterable[int], gap_starts: Iterable[int], committ
 
 
 class HoldingConsumer(faust_aiokafka.Consumer):
-    """faust's aiokafka consumer with held offsets and a strict head-gap guard."""
+    """faust's aiokafka consumer with held offsets, a strict head-gap guard and rewinds."""
+
+    gapless_topics: ClassVar[frozenset[str]] = frozenset()
+    """Topics whose offsets have no gaps of their own (set by the app: the readings topic)."""
+    rewind_after_s: ClassVar[float] = 3.0
 
     _held_offsets: defaultdict[TP, set[int]]
+    _stalled_since: dict[TP, float]
 
     @property
     def held_offsets(self) -> defaultdict[TP, set[int]]:
@@ -52,6 +66,13 @@ class HoldingConsumer(faust_aiokafka.Consumer):
         except AttributeError:
             self._held_offsets = defaultdict(set)
             return self._held_offsets
+
+    def _stalls(self) -> dict[TP, float]:
+        try:
+            return self._stalled_since
+        except AttributeError:
+            self._stalled_since = {}
+            return self._stalled_since
 
     def hold(self, tp: TP, offset: int) -> None:
         """Keep commits of `tp` below `offset` until a message at that offset is acknowledged."""
@@ -63,24 +84,50 @@ class HoldingConsumer(faust_aiokafka.Consumer):
             self.held_offsets[message.tp].discard(message.offset)
         return acked
 
+    async def _add_gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
+        if tp.topic in self.gapless_topics:
+            log.warning("worker.records_skipped", topic=tp.topic, partition=tp.partition, first=offset_from,
+                        last=offset_to - 1, action="not committed past; read again from the committed offset")
+            return
+        await super()._add_gap(tp, offset_from, offset_to)
+
     def _new_offset(self, tp: TP) -> Optional[int]:
         acked = self._acked[tp]
         if not acked:
             return None
-        limit = first_uncommittable(acked, (iv.begin for iv in self._gap[tp]), self._committed_offset[tp],
-                                    self.held_offsets[tp])
+        committed = self._committed_offset[tp]
+        limit = first_uncommittable(acked, (iv.begin for iv in self._gap[tp]), committed, self.held_offsets[tp])
         if limit is None:
+            self._stalls().pop(tp, None)
             return super()._new_offset(tp)
         later = [o for o in acked if o >= limit]
         acked[:] = [o for o in acked if o < limit]
         try:
-            return super()._new_offset(tp) if acked else None
+            new = super()._new_offset(tp) if acked else None
         finally:
             acked.extend(later)
+        if new is None and later and committed is not None:
+            self._rewind_if_stalled(tp, committed)
+        else:
+            self._stalls().pop(tp, None)
+        return new
+
+    def _rewind_if_stalled(self, tp: TP, committed: int) -> None:
+        """Read the partition again from the committed offset once its commit has waited at a hole
+        (records never delivered, or held) for `rewind_after_s`."""
+        now = time.monotonic()
+        since = self._stalls().setdefault(tp, now)
+        if now - since < self.rewind_after_s:
+            return
+        self._stalls()[tp] = now
+        log.warning("worker.rewind", topic=tp.topic, partition=tp.partition, offset=committed,
+                    held=sorted(self.held_offsets[tp])[:5])
+        self.app.loop.create_task(self.seek(tp, committed))
 
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
         for tp in revoked:
             self.held_offsets.pop(tp, None)
+            self._stalls().pop(tp, None)
         await super().on_partitions_revoked(revoked)
 
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import csv
 import http.server
+import json
 import signal
 import subprocess
 import sys
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Iterator
@@ -137,6 +139,9 @@ def receiver() -> Iterator[tuple[str, list[bytes]]]:
     server.shutdown()
 
 
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+
+
 @pytest.mark.integration
 @pytest.mark.timeout(900)
 def test_a_100k_row_import_is_stored_once_rolled_up_and_its_alerts_are_historical(
@@ -147,10 +152,12 @@ def test_a_100k_row_import_is_stored_once_rolled_up_and_its_alerts_are_historica
     expected, total = write_long_csv(tmp_path / "history.csv", 100_000, datetime.now(timezone.utc) - timedelta(hours=2))
     first_event = db.execute("SELECT coalesce(max(id), 0) FROM alert_events").fetchone()[0]
 
+    began = time.monotonic()
     done = subprocess.run(import_cmd(sid, tmp_path / "history.csv"), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "100000 readings sent, 0 rejected" in done.stdout
     wait_for(lambda: stored_count(db, sid) >= expected, timeout=600, interval=2.0, what=f"{expected} imported readings stored")
+    stored_after_s = time.monotonic() - began
     count, checksum = db.execute("SELECT count(*), sum(value) FROM readings WHERE station_id = %s", (sid,)).fetchone()
     assert count == expected and abs(checksum - total) < 1e-6 * total
     assert db.execute("SELECT count(*) FROM (SELECT 1 FROM readings WHERE station_id = %s GROUP BY parameter, ts "
@@ -177,6 +184,10 @@ def test_a_100k_row_import_is_stored_once_rolled_up_and_its_alerts_are_historica
     rate = db.execute("SELECT readings_sent / extract(epoch FROM finished_at - started_at) FROM import_log "
                       "WHERE station_id = %s ORDER BY id LIMIT 1", (sid,)).fetchone()[0]
     print(f"import rate (readings/s, producer side): {rate:.0f}")
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "import-rate.json").write_text(json.dumps({
+        "readings": expected, "sent_readings_per_s": round(float(rate)),
+        "stored_readings_per_s": round(expected / stored_after_s), "seconds_until_all_stored": round(stored_after_s, 1)}))
 
 
 @pytest.mark.integration

@@ -75,3 +75,30 @@ def test_the_commit_never_passes_an_offset_that_was_not_acknowledged(
         assert new is None
     else:
         assert new == first_missing, "the whole acknowledged prefix is committed, and nothing past it"
+
+
+def test_a_jump_in_offsets_of_the_readings_topic_is_not_a_gap_and_a_stalled_commit_rewinds() -> None:
+    """Records Faust dropped (fetched while their partition was paused) leave a jump; on a topic
+    with no real gaps it must not be committed over, and the partition is read again."""
+    import asyncio
+    import types
+
+    async def scenario() -> list[tuple[TP, int]]:
+        c = consumer(1512, [1532, 1533])
+        c.gapless_topics = frozenset({TP0.topic})
+        c.rewind_after_s = 0.0
+        seeks: list[tuple[TP, int]] = []
+
+        async def seek(tp: TP, offset: int) -> None:
+            seeks.append((tp, offset))
+
+        c.seek = seek  # type: ignore[method-assign]
+        c.app = types.SimpleNamespace(loop=asyncio.get_running_loop())
+        await c._add_gap(TP0, 1512, 1532)
+        assert not c._gap[TP0], "no gap recorded on the readings topic"
+        assert c._new_offset(TP0) is None and c._new_offset(TP0) is None
+        await asyncio.sleep(0)
+        return seeks
+
+    seeks = asyncio.run(scenario())
+    assert seeks and seeks[0] == (TP0, 1512), "read again from the committed offset"
