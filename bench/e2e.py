@@ -34,6 +34,7 @@ import paho.mqtt.client as mqtt  # noqa: E402
 import psycopg  # noqa: E402
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition  # noqa: E402
 
+from ingest.bridge import end_session  # noqa: E402
 from quantrac import stack  # noqa: E402
 from quantrac.db import migrate, save_stations  # noqa: E402
 from quantrac.domain import Station  # noqa: E402
@@ -195,6 +196,7 @@ def running_pipeline(stations_count: int) -> Iterator[tuple[Any, psycopg.Connect
         stations = bench_stations(settings, stations_count)
         save_stations(conn, stations)
         fresh_topics(settings)
+        end_session(settings, settings.mqtt_bridge_client_id)  # no backlog left from an earlier run
         logs = settings.run_dir / "bench-logs"
         env = {"QUANTRAC_LOG_LEVEL": "WARNING"}
         bridge = quantrac_process(["bridge"], env, logs / "bridge.log")

@@ -345,3 +345,33 @@ class Bridge:
 
     def stop(self) -> None:
         self._stop.set()
+
+
+def end_session(settings: Settings, client_id: str, timeout_s: float = 10.0) -> None:
+    """Delete the broker's persistent session of a bridge that is stopped for good.
+
+    A bridge's session outlives the process: left behind, it keeps collecting messages (and, in a
+    shared subscription group, keeps taking its turn of them) until it expires. Connecting with the
+    same client id, a clean start and a session expiry of 0 ends it. Only for a bridge that will
+    not come back (scale-down, a benchmark's or a test's own bridge): what its session held is gone.
+    """
+    from ingest.gateways import bridge_login
+
+    connected = threading.Event()
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    username, password = bridge_login(settings)
+    if username:
+        client.username_pw_set(username, password)
+    client.on_connect = lambda *_args: connected.set()
+    properties = Properties(PacketTypes.CONNECT)
+    properties.SessionExpiryInterval = 0
+    client.connect(settings.mqtt_host, settings.mqtt_port, clean_start=True, properties=properties)
+    client.loop_start()
+    try:
+        if not connected.wait(timeout_s):
+            raise TimeoutError(f"no MQTT connection as {client_id} within {timeout_s:g} s to end its session; "
+                               f"check the broker at {settings.mqtt_host}:{settings.mqtt_port} and the bridge account")
+    finally:
+        client.disconnect()
+        client.loop_stop()
+

@@ -196,29 +196,10 @@ def api_as(api: "TestClient", stack: Settings) -> "Callable[[str | None], TestCl
 
 
 def end_mqtt_session(settings: Settings, client_id: str) -> None:
-    """Delete the broker's persistent session of a stopped bridge (clean start, session expiry 0).
+    """Delete the persistent session of a bridge a test started and stopped (`ingest.bridge.end_session`)."""
+    from ingest.bridge import end_session
 
-    A bridge's session outlives the process; left behind, it keeps collecting messages (and, in a
-    shared subscription group, keeps taking its turn) until it expires. Tests that start bridges
-    with their own client ids call this at teardown."""
-    from paho.mqtt.packettypes import PacketTypes
-    from paho.mqtt.properties import Properties
-
-    from ingest.gateways import bridge_login
-
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
-    username, password = bridge_login(settings)
-    if username:
-        client.username_pw_set(username, password)
-    properties = Properties(PacketTypes.CONNECT)
-    properties.SessionExpiryInterval = 0
-    client.connect(settings.mqtt_host, settings.mqtt_port, clean_start=True, properties=properties)
-    client.loop_start()
-    try:
-        wait_for(client.is_connected, timeout=10, what=f"an MQTT connection as {client_id} to end its session")
-    finally:
-        client.disconnect()
-        client.loop_stop()
+    end_session(settings, client_id)
 
 
 def own_pipeline(stack: Settings, tag: str) -> tuple[Settings, dict[str, str]]:
