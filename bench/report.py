@@ -55,11 +55,11 @@ def rows() -> list[str]:
                    f"{h['api_bucket_query_ms']['p95']:.0f} | {h['baseline_group_by_raw_ms']['p50']:.0f} / {h['baseline_group_by_raw_ms']['p95']:.0f} "
                    f"(GROUP BY over raw readings) | | {_when(store)} |")
     if (soak := newest("soak")) is not None:
-        out.append(f"| Soak, {soak['minutes']:.0f} min at {soak['offered_readings_per_s']:,.0f} readings/s offered: stored / not yet "
-                   f"stored 5 min after; consumer lag first → last → max (messages) | {soak['stored']:,} / "
-                   f"{soak['not_stored_after_drain']:,}; {soak['lag_messages']['first']:,} → "
-                   f"{soak['lag_messages']['last']:,} → {soak['lag_messages']['max']:,} | {soak.get('readings', 0):,} offered "
-                   f"({soak.get('achieved_readings_per_s', 0):,.0f}/s achieved) | | {_when(soak)} |")
+        offered = (f"{soak['readings']:,} offered ({soak['achieved_readings_per_s']:,.0f}/s achieved)" if "readings" in soak
+                   else f"about {soak['offered_readings_per_s'] * soak['minutes'] * 60:,.0f} offered (publisher count lost)")
+        out.append(f"| Soak, {soak['minutes']:.0f} min at {soak['offered_readings_per_s']:,.0f} readings/s offered: stored; "
+                   f"consumer lag first → last (messages) | {soak['stored']:,}; {soak['lag_messages']['first']:,} → "
+                   f"{soak['lag_messages']['last']:,} | {offered} | | {_when(soak)} |")
         for name, m in soak["memory"].items():
             out.append(f"| ↳ {name} RSS first → last (MiB), slope | {m['first_mib']:.0f} → {m['last_mib']:.0f}, "
                        f"{m['slope_mib_per_hour']} MiB/h | first sample | {m['ratio_last_to_first']} | |")

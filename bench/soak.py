@@ -46,8 +46,14 @@ def main() -> None:
     with running_pipeline(args.stations) as (settings, conn, pids, stations):
         since = datetime.now(timezone.utc)
         offered: dict[str, Any] = {}
-        publisher = threading.Thread(target=lambda: offered.update(
-            publish_at(settings, stations, args.rate, args.minutes * 60, set())), name="soak-publisher", daemon=True)
+
+        def publish() -> None:
+            try:
+                offered.update(publish_at(settings, stations, args.rate, args.minutes * 60, set()))
+            except Exception as exc:  # noqa: BLE001 (reported in the result, the soak's samples are kept)
+                offered["publisher_error"] = f"{type(exc).__name__}: {exc}"
+
+        publisher = threading.Thread(target=publish, name="soak-publisher", daemon=True)
         consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
         admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
         began = time.monotonic()
