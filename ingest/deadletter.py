@@ -22,6 +22,7 @@ from typing import Any
 
 import psycopg
 import structlog
+from ingest.producer import CONSUMER_OPTIONS
 from kafka import KafkaConsumer
 
 from ingest.payload import Limits, MessageRejected, decode_message
@@ -50,7 +51,7 @@ def row_of(kafka_topic: str, partition: int, offset: int, raw: bytes) -> tuple[A
 
 
 def make_keeper_consumer(settings: Settings) -> KafkaConsumer:
-    return KafkaConsumer(settings.deadletter_topic, bootstrap_servers=settings.kafka_bootstrap.split(","),
+    return KafkaConsumer(settings.deadletter_topic, bootstrap_servers=settings.kafka_bootstrap.split(","), **CONSUMER_OPTIONS,
                          group_id=keeper_group(settings), enable_auto_commit=False, auto_offset_reset="earliest",
                          client_id="quantrac-deadletter-keeper")
 

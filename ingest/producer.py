@@ -34,3 +34,10 @@ def send_confirmed(producer: KafkaProducer, records: Iterable[Record], timeout_s
     for future in futures:
         future.get(timeout=timeout_s)
     return len(futures)
+
+
+CONSUMER_OPTIONS = {"receive_message_max_bytes": 64 * 1024 * 1024}
+"""For every kafka-python consumer: its default frame limit (1,000,000 bytes) is below its default
+`fetch_max_bytes` (52 MiB), so a fetch of several large records (dead letters of oversize payloads)
+fails with `InvalidReceiveError: Invalid frame length` and is retried for ever."""
+

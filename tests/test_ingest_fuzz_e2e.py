@@ -24,6 +24,7 @@ import psycopg
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings as hsettings
 from hypothesis import strategies as st
+from ingest.producer import CONSUMER_OPTIONS
 from kafka import KafkaConsumer, TopicPartition
 
 from ingest import gateways
@@ -246,7 +247,7 @@ class DeadLetters:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+        self.consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False, **CONSUMER_OPTIONS)
         self.partitions = [TopicPartition(settings.deadletter_topic, p)
                            for p in sorted(self.consumer.partitions_for_topic(settings.deadletter_topic))]
         self.start = self.consumer.end_offsets(self.partitions)
@@ -261,7 +262,7 @@ class DeadLetters:
 
     def missing_from_topic(self, keys: set[tuple[str, int | None]], markers: dict[str, str]) -> set[tuple[str, int | None]]:
         """Which of `keys` are not in the topic at all (a product loss, not a reading problem): a fresh full read."""
-        reader = KafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap, enable_auto_commit=False)
+        reader = KafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap, enable_auto_commit=False, **CONSUMER_OPTIONS)
         try:
             reader.assign(self.partitions)
             end = reader.end_offsets(self.partitions)
