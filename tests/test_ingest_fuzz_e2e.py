@@ -349,7 +349,7 @@ def test_interleaved_generated_garbage_is_dead_lettered_and_valid_readings_are_s
         return expected.keys() <= seen.keys()
 
     try:
-        wait_for(all_dead_letters_seen, timeout=240, interval=0.2,
+        wait_for(all_dead_letters_seen, timeout=480, interval=0.2,
                  what=f"{len(expected)} dead letters (missing: {sorted(set(expected) - set(seen))[:10]})")
     except AssertionError as exc:
         lost = dead_letters.missing_from_topic(set(expected) - set(seen), markers)
