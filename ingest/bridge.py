@@ -167,8 +167,7 @@ class Bridge:
         self.settings = settings
         self.stations: Mapping[str, Station] = RegistryCache(load_stations, settings.registry_refresh_s,
                                                            settings.registry_miss_reload_s)
-        self.limits = Limits(settings.max_payload_bytes, timedelta(seconds=settings.max_future_s),
-                             timedelta(days=settings.retention_days))
+        self.limits = Limits.from_settings(settings)
         self.counts = DeliveryCounts()
         self.late_after = timedelta(seconds=settings.delivery_late_after_s)
         self.kafka_retries = 0

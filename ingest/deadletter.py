@@ -17,7 +17,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -150,7 +150,7 @@ def plan_replay(rows: Sequence[tuple[Any, ...]], stations: Mapping[str, Station]
 def replay(settings: Settings, conn: psycopg.Connection[Any], stations: Mapping[str, Station], *, station: str | None = None,
            reason: str | None = None, since: datetime | None = None, dry_run: bool = False) -> ReplayResult:
     """Send the pending dead letters matching the filters through validation again; see the module docstring."""
-    limits = Limits(settings.max_payload_bytes, timedelta(seconds=settings.max_future_s), timedelta(days=settings.retention_days))
+    limits = Limits.from_settings(settings)
     rows = select_pending(conn, station, reason, since)
     records, outcome = plan_replay(rows, stations, limits, settings.readings_topic)
     sent = sum(len(_readings_in(value)) for _, _, value in records)

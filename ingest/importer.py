@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from itertools import islice
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -180,7 +180,7 @@ def _station(conn: psycopg.Connection, station_id: str) -> Station:
 def run_import(settings: Settings, station_id: str, path: Path, *, fmt: Format = "auto", tz: str = "Asia/Ho_Chi_Minh",
                rate: float | None = None, show_progress: bool = True, chunk_units: int = CHUNK_UNITS) -> ImportResult:
     """Import one CSV file or TT10 folder for `station_id`; see the module docstring."""
-    limits = Limits(settings.max_payload_bytes, timedelta(seconds=settings.max_future_s), timedelta(days=settings.retention_days))
+    limits = Limits.from_settings(settings)
     sha = fingerprint(path)
     total = count_units(path)
     bucket = TokenBucket(rate) if rate else None

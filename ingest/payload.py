@@ -15,11 +15,14 @@ import math
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import orjson
 
 from quantrac.domain import ReasonCode, Reading, Station, Status
+
+if TYPE_CHECKING:
+    from quantrac.settings import Settings
 
 TOPIC_PATTERN = re.compile(r"^quantrac/v1/stations/(?P<station>[^/+#]+)/readings$")
 SUBSCRIPTION = "quantrac/v1/stations/+/readings"
@@ -73,6 +76,11 @@ class Limits:
     max_payload_bytes: int = 64 * 1024
     max_future: timedelta = timedelta(minutes=5)
     retention: timedelta = timedelta(days=730)
+
+    @classmethod
+    def from_settings(cls, settings: "Settings") -> "Limits":
+        return cls(settings.max_payload_bytes, timedelta(seconds=settings.max_future_s),
+                   timedelta(days=settings.retention_days))
 
 
 def normalise_unit(unit: str) -> str:

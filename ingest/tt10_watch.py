@@ -25,7 +25,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
@@ -231,8 +231,7 @@ class Watcher:
         self.stations = stations
         self.connect = connect
         self.clock = clock
-        self.limits = Limits(settings.max_payload_bytes, timedelta(seconds=settings.max_future_s),
-                             timedelta(days=settings.retention_days))
+        self.limits = Limits.from_settings(settings)
         self.stable = StableFiles(settings.tt10_settle_s)
         self.counts = {"files_done": 0, "files_rejected": 0, "readings": 0, "deadletters": 0, "retries": 0}
         self._stop = threading.Event()
