@@ -35,6 +35,7 @@ from bench.common import (ProcessSample, prepare_private_stack, private_settings
 
 import orjson  # noqa: E402
 import paho.mqtt.client as mqtt  # noqa: E402
+from ingest.producer import CONSUMER_OPTIONS
 from kafka import KafkaConsumer, TopicPartition  # noqa: E402
 from paho.mqtt.packettypes import PacketTypes  # noqa: E402
 from paho.mqtt.properties import Properties  # noqa: E402
@@ -102,7 +103,7 @@ def records(consumer: KafkaConsumer, topic: str) -> int:
 
 def drain(topic: str, want: int, proc: subprocess.Popen[bytes], timeout: float = 600) -> dict[str, float]:
     """Seconds until Kafka holds `want` records, or until the count stalls for 15 s (then the shortfall is reported)."""
-    consumer = KafkaConsumer(bootstrap_servers=SETTINGS.kafka_bootstrap)
+    consumer = KafkaConsumer(bootstrap_servers=SETTINGS.kafka_bootstrap, **CONSUMER_OPTIONS)
     sample = ProcessSample(proc.pid).start()
     began = time.monotonic()
     last, last_change = 0, began

@@ -33,6 +33,7 @@ os.environ.update(namespace_env(NS))
 import orjson  # noqa: E402
 import paho.mqtt.client as mqtt  # noqa: E402
 import psycopg  # noqa: E402
+from ingest.producer import CONSUMER_OPTIONS
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition  # noqa: E402
 
 from ingest.bridge import end_session  # noqa: E402
@@ -150,7 +151,7 @@ def stored_since(conn: psycopg.Connection, since: datetime) -> int:
 
 def run_step(settings, conn, procs, stations, rate, seconds, alert_stations) -> dict:
     samples = {name: ProcessSample(pid).start() for name, pid in procs.items()}
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, **CONSUMER_OPTIONS)
     admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     lags: list[int] = []
     stop = threading.Event()

@@ -27,6 +27,7 @@ from bench.common import ProcessSample, write_result  # noqa: E402
 from bench.e2e import consumer_lag, publish_at, running_pipeline, stored_since  # noqa: E402
 
 import numpy as np  # noqa: E402
+from ingest.producer import CONSUMER_OPTIONS
 from kafka import KafkaAdminClient, KafkaConsumer  # noqa: E402
 
 
@@ -54,7 +55,7 @@ def main() -> None:
                 offered["publisher_error"] = f"{type(exc).__name__}: {exc}"
 
         publisher = threading.Thread(target=publish, name="soak-publisher", daemon=True)
-        consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+        consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, **CONSUMER_OPTIONS)
         admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
         began = time.monotonic()
         publisher.start()

@@ -37,7 +37,6 @@ from ingest.payload import SUBSCRIPTION, Limits, MessageRejected, decode_message
 from ingest.producer import make_producer
 from quantrac import metrics
 from quantrac.domain import Station
-from quantrac.registry import RegistryCache
 from quantrac.settings import Settings
 from quantrac.wire import encode_deadletter, encode_readings
 
@@ -163,10 +162,10 @@ class Outbox:
 class Bridge:
     """Owns the MQTT client, the Kafka producer and the queue between them."""
 
-    def __init__(self, settings: Settings, load_stations: Callable[[], Mapping[str, Station]]) -> None:
+    def __init__(self, settings: Settings, stations: Mapping[str, Station]) -> None:
+        """`stations`: the registry, usually `quantrac.db.live_registry` (reloads itself, knows retired ids)."""
         self.settings = settings
-        self.stations: Mapping[str, Station] = RegistryCache(load_stations, settings.registry_refresh_s,
-                                                           settings.registry_miss_reload_s)
+        self.stations = stations
         self.limits = Limits.from_settings(settings)
         self.counts = DeliveryCounts()
         self.late_after = timedelta(seconds=settings.delivery_late_after_s)

@@ -113,6 +113,20 @@ def _reject(reason: ReasonCode, message: str, **where: Any) -> MessageRejected:
     return MessageRejected(Rejection(reason, message, **where))
 
 
+def missing_station(station_id: str, stations: Mapping[str, Station], what: str,
+                    fix: str = "register it or fix the gateway's station id") -> Rejection:
+    """The rejection for a station id with no active station in the registry: retired, or never registered.
+
+    `what` names the thing refused (a message's station, a file's station code); `fix` is the
+    advice for a station never registered. A retired station is told apart only when `stations`
+    knows the retired ids (`RegistryCache.retired_ids`).
+    """
+    if station_id in getattr(stations, "retired_ids", ()):
+        return Rejection("station_retired", f"{what} is retired in the registry, its readings are refused; re-activate it "
+                         "(quantrac stations update) if it is back in service, or switch its gateway off", station_id=station_id)
+    return Rejection("unknown_station", f"{what} is not in the registry; {fix}", station_id=station_id)
+
+
 def check_time(ts: datetime, now: datetime, limits: Limits, station_id: str) -> Rejection | None:
     """The rejection for an event time too far ahead of `now` or older than retention, else None."""
     if ts - now > limits.max_future:
@@ -192,8 +206,7 @@ def decode_message(topic: str, payload: bytes, stations: Mapping[str, Station], 
                       f"{station_id!r}; publish each station on its own topic", station_id=station_id)
     station = stations.get(station_id)
     if station is None:
-        raise _reject("unknown_station", f"station {station_id!r} is not in the registry; register it or fix the gateway's "
-                      "station id", station_id=station_id)
+        raise MessageRejected(missing_station(station_id, stations, f"station {station_id!r}"))
     try:
         ts = parse_timestamp(body.get("ts"))
     except ValueError as exc:

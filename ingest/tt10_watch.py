@@ -32,7 +32,7 @@ from typing import Callable, Iterable, Mapping
 import psycopg
 import structlog
 
-from ingest.payload import Limits, Rejection, check_time, now_utc, validate_reading
+from ingest.payload import Limits, Rejection, check_time, missing_station, now_utc, validate_reading
 from ingest.producer import Record, send_confirmed
 from ingest.tt10 import TT10FormatError, TT10Line, TT10Parse, parse_content, parse_filename
 from quantrac.domain import Reading, Station, utc
@@ -110,10 +110,9 @@ def judge_file(name: str, data: bytes, stations: Mapping[str, Station], station_
     station_id = station_for_code(tt10_name.station, station_codes)
     station = stations.get(station_id)
     if station is None:
-        return FileVerdict(name, station_id, file_rejection=Rejection(
-            "unknown_station", f"file {name}: station code {tt10_name.station!r} (station id {station_id!r}) is not in the "
-            "registry; register the station or map its code in QUANTRAC_TT10_STATION_CODES, then drop the file again",
-            station_id=station_id))
+        return FileVerdict(name, station_id, file_rejection=missing_station(
+            station_id, stations, f"file {name}: station code {tt10_name.station!r} (station id {station_id!r})",
+            fix="register the station or map its code in QUANTRAC_TT10_STATION_CODES, then drop the file again"))
     parsed = parse_content(data)
     rejected = [LineRejection(e.line_no, e.raw_line, e.reason_code, f"station {station_id}, file {name}: {e.message}",
                               _symbol_of(e.raw_line)) for e in parsed.errors]

@@ -25,16 +25,10 @@ from processors.app import alerts_topic, app, detection_table, liveness_table, r
 from processors.detection import DetectionConfig
 from processors.pipeline import BatchProcessor, alert_record, decode_records, last_seen
 from quantrac import metrics
-from quantrac.db import connect, load_stations
-from quantrac.domain import Station
+from quantrac.db import live_registry
 from quantrac.registry import RegistryCache
 
 log = structlog.get_logger(__name__)
-
-
-def _load_stations() -> dict[str, Station]:
-    with connect(settings.pg_dsn) as conn:
-        return load_stations(conn)
 
 
 _stations: RegistryCache | None = None
@@ -44,7 +38,7 @@ def _registry() -> RegistryCache:
     """The registry, shared by the agent and the liveness timer."""
     global _stations
     if _stations is None:
-        _stations = RegistryCache(_load_stations, settings.registry_refresh_s, settings.registry_miss_reload_s)
+        _stations = live_registry(settings)
         log.info("worker.registry_loaded", stations=len(_stations))
     return _stations
 

@@ -81,14 +81,9 @@ def bridge() -> None:
     """Run the MQTT → Kafka bridge until SIGINT/SIGTERM."""
     _setup("bridge")
     from ingest.bridge import Bridge
-    from quantrac.db import connect, load_stations
+    from quantrac.db import live_registry
     s = get_settings()
-
-    def stations() -> dict:  # type: ignore[type-arg]
-        with connect(s.pg_dsn) as conn:
-            return load_stations(conn)
-
-    b = Bridge(s, stations)
+    b = Bridge(s, live_registry(s))
     _stop_on_signals(b)
     b.run()
 
@@ -240,19 +235,12 @@ def tt10_watch(directory: Annotated[Path, typer.Argument(help="Drop folder the s
     _setup("tt10-watch")
     from ingest.producer import make_producer
     from ingest.tt10_watch import Watcher
-    from quantrac.db import connect, load_stations
-    from quantrac.registry import RegistryCache
+    from quantrac.db import connect, live_registry
     s = get_settings()
     if not directory.is_dir():
         raise typer.BadParameter(f"{directory} is not a directory; create it or pass the stations' FTP target folder")
-
-    def stations() -> dict:  # type: ignore[type-arg]
-        with connect(s.pg_dsn) as conn:
-            return load_stations(conn)
-
     producer = make_producer(s, "quantrac-tt10-watch")
-    watcher = Watcher(s, directory, producer, RegistryCache(stations, s.registry_refresh_s, s.registry_miss_reload_s),
-                      lambda: connect(s.pg_dsn))
+    watcher = Watcher(s, directory, producer, live_registry(s), lambda: connect(s.pg_dsn))
     _stop_on_signals(watcher)
     try:
         watcher.run()

@@ -20,6 +20,7 @@ import structlog
 from psycopg.rows import dict_row
 
 from quantrac.domain import Station
+from quantrac.registry import RegistryCache
 
 if TYPE_CHECKING:
     from quantrac.settings import Settings
@@ -143,6 +144,20 @@ def load_station_record(conn: psycopg.Connection, station_id: str) -> tuple[Stat
 
 def retired_station_ids(conn: psycopg.Connection) -> set[str]:
     return {row[0] for row in conn.execute("SELECT id FROM stations WHERE retired_at IS NOT NULL")}
+
+
+def live_registry(settings: Settings) -> RegistryCache:
+    """The registry as the bridge, the TT10 watcher and the worker see it: active stations, reloaded
+    from PostgreSQL (`registry_refresh_s`, or at once on an unknown id), plus the retired ids."""
+    def active() -> dict[str, Station]:
+        with connect(settings.pg_dsn) as conn:
+            return load_stations(conn)
+
+    def retired() -> set[str]:
+        with connect(settings.pg_dsn) as conn:
+            return retired_station_ids(conn)
+
+    return RegistryCache(active, settings.registry_refresh_s, settings.registry_miss_reload_s, load_retired=retired)
 
 
 def _json_of(station: Station | None) -> str | None:

@@ -147,7 +147,7 @@ class Alert(BaseModel):
 BUCKETS: dict[str, timedelta] = {"5m": timedelta(minutes=5), "1h": timedelta(hours=1), "1d": timedelta(days=1)}
 
 ReasonCode = Literal[
-    "oversize", "not_utf8", "bad_json", "schema", "topic_mismatch", "unknown_station", "unknown_parameter",
+    "oversize", "not_utf8", "bad_json", "schema", "topic_mismatch", "unknown_station", "station_retired", "unknown_parameter",
     "bad_unit", "bad_value", "bad_status", "missing_value", "no_offset", "future", "too_old",
 ]
 

@@ -92,12 +92,16 @@ class RegistryCache(Mapping[str, Station]):
 
     It reloads every `refresh_s`, and at once (at most every `miss_reload_s`) when asked for a
     station it does not know, so a station registered a moment ago is accepted without a restart.
-    A failed reload keeps the previous registry.
+    A failed reload keeps the previous registry. `retired_ids` (from `load_retired`, when given)
+    tells a retired station from one never registered, so a rejection can say which.
     """
 
     def __init__(self, load: Callable[[], Mapping[str, Station]], refresh_s: float = 30.0,
-                 miss_reload_s: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
+                 miss_reload_s: float = 1.0, clock: Callable[[], float] = time.monotonic,
+                 load_retired: Callable[[], Iterable[str]] | None = None) -> None:
         self._load = load
+        self._load_retired = load_retired
+        self.retired_ids: frozenset[str] = frozenset()
         self._refresh_s = refresh_s
         self._miss_reload_s = miss_reload_s
         self._clock = clock
@@ -108,6 +112,8 @@ class RegistryCache(Mapping[str, Station]):
     def reload(self) -> None:
         try:
             self._stations = self._load()
+            if self._load_retired is not None:
+                self.retired_ids = frozenset(self._load_retired())
         except Exception as exc:
             log.warning("registry.reload_failed", error=str(exc), action="keeping the previous registry")
         self._loaded_at = self._clock()

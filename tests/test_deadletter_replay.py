@@ -15,7 +15,7 @@ import pytest
 os.environ.setdefault("QUANTRAC_BRIDGE_COUNTS_FLUSH_S", "0.5")  # before the session's bridge starts
 
 from ingest.deadletter import replay  # noqa: E402
-from quantrac.db import load_stations, save_stations  # noqa: E402
+from quantrac.db import load_stations, retire_station, save_stations  # noqa: E402
 from quantrac.settings import Settings  # noqa: E402
 from tests.conftest import publish, stored_count  # noqa: E402
 from tests.utils.builders import make_station, payload  # noqa: E402
@@ -49,6 +49,19 @@ def test_unknown_station_is_dead_lettered_then_replayed_after_registration(
     assert replay(stack, db, load_stations(db), station=station.id).considered == 0  # idempotent
     shown = api.get("/api/v1/deadletters", params={"station": station.id, "replayed": "true"}).json()
     assert shown["total"] == 1 and shown["data"][0]["replay_result"] == "sent"
+
+
+def test_a_retired_stations_readings_are_dead_lettered_as_retired(
+        stack: Settings, pipeline: dict, db: psycopg.Connection) -> None:  # type: ignore[type-arg]
+    station = make_station()
+    save_stations(db, {station.id: station})
+    assert retire_station(db, station.id, actor="test")
+    ts = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(minutes=5)
+    publish(stack, station.id, payload(ts, COD=42.0))
+
+    wait_for(lambda: _deadletters(db, station.id), timeout=90, what="the retired station's dead letter")
+    assert [reason for reason, _ in _deadletters(db, station.id)] == ["station_retired"]
+    assert stored_count(db, station.id) == 0
 
 
 def test_delivery_counts_per_station(stack: Settings, pipeline: dict, db: psycopg.Connection, api) -> None:  # type: ignore[type-arg]

@@ -13,6 +13,7 @@ from typing import Any, Iterator
 import orjson
 import psycopg
 import pytest
+from ingest.producer import CONSUMER_OPTIONS
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from psycopg.rows import dict_row
 
@@ -55,7 +56,7 @@ def _send(producer: KafkaProducer, own: Settings, station_id: str, readings: lis
 def _changelog_state(own: Settings, station_id: str) -> dict[str, Any] | None:
     """The newest detection state of the station in the worker's changelog topic."""
     topic = f"{own.worker_id}-detection-state-changelog"
-    consumer = KafkaConsumer(bootstrap_servers=own.kafka_bootstrap, enable_auto_commit=False, consumer_timeout_ms=1000)
+    consumer = KafkaConsumer(bootstrap_servers=own.kafka_bootstrap, **CONSUMER_OPTIONS, enable_auto_commit=False, consumer_timeout_ms=1000)
     try:
         partitions = consumer.partitions_for_topic(topic) or set()
         consumer.assign([TopicPartition(topic, p) for p in partitions])

@@ -22,6 +22,7 @@ import orjson
 import paho.mqtt.client as mqtt
 import psycopg
 import pytest
+from ingest.producer import CONSUMER_OPTIONS
 from kafka import KafkaConsumer, TopicPartition
 
 from ingest.gateways import credential_for
@@ -168,7 +169,7 @@ def stored(conn: psycopg.Connection, station_id: str) -> tuple[int, float, str]:
 
 def kafka_records(settings: Settings) -> int:
     """Records in the readings topic (sum of end offsets)."""
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, **CONSUMER_OPTIONS)
     try:
         parts = [TopicPartition(settings.readings_topic, p) for p in consumer.partitions_for_topic(settings.readings_topic) or ()]
         return sum(consumer.end_offsets(parts).values())
@@ -178,7 +179,7 @@ def kafka_records(settings: Settings) -> int:
 
 def kafka_readings(settings: Settings, station_id: str) -> tuple[int, set[tuple[str, str, datetime]]]:
     """(records of readings for the station, distinct reading keys) in the readings topic, read from the start."""
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False, consumer_timeout_ms=2000)
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, **CONSUMER_OPTIONS, enable_auto_commit=False, consumer_timeout_ms=2000)
     try:
         parts = [TopicPartition(settings.readings_topic, p) for p in consumer.partitions_for_topic(settings.readings_topic) or ()]
         consumer.assign(parts)

@@ -17,6 +17,7 @@ from alerts.escalation import EscalationPolicy, run_escalations
 from alerts.notify import webhook
 from alerts.notify.channels import mqtt_topic
 from ingest.gateways import tester_credential as mqtt_tester  # not `test*`: pytest would collect it as a test
+from ingest.producer import CONSUMER_OPTIONS
 from quantrac.settings import Settings
 from tests.alerts_support.helpers import apply, condition, new_station
 from tests.alerts_support.receivers import http_receiver, smtp_receiver
@@ -234,7 +235,7 @@ def test_people_actions_and_escalations_go_to_the_kafka_alerts_topic(stack: Sett
     drain(db, [])
     channel = KafkaChannel(stack.kafka_bootstrap, stack.alerts_topic)
     chans = [notifier.Channel("kafka", channel, lambda n: n.actor != "system" or n.escalation, subject_to_silence=False)]
-    consumer = KafkaConsumer(stack.alerts_topic, bootstrap_servers=stack.kafka_bootstrap.split(","),
+    consumer = KafkaConsumer(stack.alerts_topic, bootstrap_servers=stack.kafka_bootstrap.split(","), **CONSUMER_OPTIONS,
                              auto_offset_reset="latest", consumer_timeout_ms=500, group_id=None)
     try:
         wait_for(lambda: consumer.poll(timeout_ms=200) is not None and consumer.assignment(), timeout=20,

@@ -10,6 +10,7 @@ from hypothesis import given, settings, strategies as st
 
 from ingest.payload import Limits, MessageRejected, decode_message
 from quantrac.domain import Status
+from quantrac.registry import RegistryCache
 from tests.utils.builders import make_station, topic
 
 NOW = datetime(2026, 11, 29, 14, 5, tzinfo=timezone.utc)
@@ -63,6 +64,19 @@ def test_unknown_station_and_bad_topic() -> None:
     with pytest.raises(MessageRejected) as exc:
         decode_message("quantrac/v1/other", b"{}", STATIONS, NOW)
     assert exc.value.rejection.reason == "topic_mismatch"
+
+
+def test_a_retired_station_is_told_from_an_unknown_one() -> None:
+    registry = RegistryCache(lambda: STATIONS, load_retired=lambda: {"HD-OLD-01"})
+    body = orjson.dumps({"ts": NOW.isoformat(), "readings": [reading()]})
+    rejected = {}
+    for station_id in ("HD-OLD-01", "HD-NOPE"):
+        with pytest.raises(MessageRejected) as exc:
+            decode_message(topic(station_id), body, registry, NOW)
+        rejected[station_id] = exc.value.rejection
+    assert rejected["HD-OLD-01"].reason == "station_retired" and "re-activate" in rejected["HD-OLD-01"].message
+    assert rejected["HD-NOPE"].reason == "unknown_station"
+    assert decode_message(topic(STATION.id), body, registry, NOW).readings  # an active station is unaffected
 
 
 @pytest.mark.parametrize(("item", "reason"), [

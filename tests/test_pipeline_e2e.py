@@ -12,6 +12,7 @@ import orjson
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
+from ingest.producer import CONSUMER_OPTIONS
 from kafka import KafkaConsumer, TopicPartition
 
 from quantrac.db import save_stations
@@ -35,7 +36,7 @@ def station(db: psycopg.Connection) -> Station:
 @pytest.fixture()
 def deadletters(stack: Settings) -> Iterator[KafkaConsumer]:
     """A consumer of the dead-letter topic positioned at its current end."""
-    consumer = KafkaConsumer(bootstrap_servers=stack.kafka_bootstrap, enable_auto_commit=False, consumer_timeout_ms=500)
+    consumer = KafkaConsumer(bootstrap_servers=stack.kafka_bootstrap, **CONSUMER_OPTIONS, enable_auto_commit=False, consumer_timeout_ms=500)
     partitions = [TopicPartition(stack.deadletter_topic, p) for p in consumer.partitions_for_topic(stack.deadletter_topic)]
     consumer.assign(partitions)
     consumer.seek_to_end()
