@@ -38,7 +38,7 @@ def policy_from_settings() -> Policy:
 
 
 _ACTIVE = "SELECT * FROM alerts WHERE station_id = %s AND parameter = %s AND rule = %s AND status <> 'resolved' FOR UPDATE"
-_ACTIVE_KEYS = "SELECT station_id, parameter, rule FROM alerts WHERE status <> 'resolved' AND station_id = ANY(%s)"
+_ACTIVE_OF_STATIONS = "SELECT * FROM alerts WHERE status <> 'resolved' AND station_id = ANY(%s) ORDER BY id FOR UPDATE"
 _INSERT = """
 INSERT INTO alerts (station_id, parameter, rule, basis, severity, status, opened_at, updated_at, first_ts, last_ts,
                     last_value, peak_value, limit_value, limit_source, count, message, zone, historical)
@@ -86,16 +86,20 @@ async def apply_conditions(conn: psycopg.AsyncConnection[Any], conditions: Itera
     """Open, update or (once clear for the hold time) resolve one alert per condition, in the caller's transaction.
 
     Returns the alert rows that changed, each with `transition` (`opened`, `updated` or `resolved`)
-    and `opened` (bool) for the Kafka record.
+    and `opened` (bool) for the Kafka record. Repeats of an open alert within one call are folded:
+    a station over its limit reading after reading makes one `updated` row and event per call
+    (count, last and peak value include every repeat), not one per reading, and every such
+    update is written in one pipelined round trip at the end.
     """
     conditions = list(conditions)
     if not conditions:
         return []
     policy = policy or policy_from_settings()
     rows: list[dict[str, Any]] = []
-    # The active alert of each key, as locked (FOR UPDATE) and since written in this transaction:
-    # a station whose value stays over its limit repeats the same key reading after reading.
+    # The active alert of each key, as locked (FOR UPDATE) and since changed in this call.
     locked: dict[tuple[str, str, str], dict[str, Any] | None] = {}
+    # Repeats not written yet: key -> (alert id, state, latest condition, latest event).
+    pending: dict[tuple[str, str, str], tuple[int, AlertState, Condition, Event]] = {}
     async with conn.cursor(row_factory=dict_row) as cur:
 
         async def active(key: tuple[str, str, str]) -> dict[str, Any] | None:
@@ -104,20 +108,35 @@ async def apply_conditions(conn: psycopg.AsyncConnection[Any], conditions: Itera
                 locked[key] = await cur.fetchone()
             return locked[key]
 
-        stations = sorted({c.station_id for c in conditions if not c.active})
-        active_keys: set[tuple[str, str, str]] = set()
-        if stations:
-            await cur.execute(_ACTIVE_KEYS, (stations,))
-            active_keys = {(r["station_id"], r["parameter"], r["rule"]) for r in await cur.fetchall()}
+        async def write_pending(keys: Iterable[tuple[str, str, str]]) -> None:
+            folded = [pending.pop(k) for k in list(keys) if k in pending]
+            if not folded:
+                return
+            now = clock()
+            await cur.executemany(_UPDATE, [_update_params(i, state, now, c) for i, state, c, _ in folded], returning=True)
+            updated = []
+            while True:
+                updated.extend(await cur.fetchall())
+                if not cur.nextset():
+                    break
+            await cur.executemany(_EVENT, [_event_params(i, ev) for i, _, _, ev in folded])
+            rows.extend({**row, "opened": False, "transition": "updated"} for row in updated)
+
+        # One query locks every active alert of the stations concerned (in id order, as any other
+        # writer would meet them); a key missing from it has no active alert.
+        await cur.execute(_ACTIVE_OF_STATIONS, (sorted({c.station_id for c in conditions}),))
+        for row in await cur.fetchall():
+            locked[(row["station_id"], row["parameter"], row["rule"])] = row
         for c in conditions:
-            if not c.active and (c.station_id, c.parameter, c.rule) not in active_keys:
+            key = (c.station_id, c.parameter, c.rule)
+            row = locked.setdefault(key, None)
+            if row is None and not c.active:
                 continue
             now = clock()
-            key = (c.station_id, c.parameter, c.rule)
-            row = await active(key)
             if row is not None and c.active and row.get("historical") and not c.historical:
                 # Live data meets an alert raised on imported history (never notified): close that one
                 # and open a live alert, which the notifier sends.
+                await write_pending([key])
                 closed, ev = lifecycle.resolve(state_of(row), "system", "superseded by live data", now)
                 await cur.execute(_UPDATE, _update_params(row["id"], closed, now))
                 superseded = await cur.fetchone()
@@ -133,7 +152,6 @@ async def apply_conditions(conn: psycopg.AsyncConnection[Any], conditions: Itera
                 inserted = await cur.fetchone()
                 if inserted is not None:
                     await cur.execute(_EVENT, _event_params(inserted["id"], event))
-                    active_keys.add(key)
                     locked[key] = inserted
                     rows.append({**inserted, "opened": True, "transition": "opened"})
                     continue
@@ -144,20 +162,34 @@ async def apply_conditions(conn: psycopg.AsyncConnection[Any], conditions: Itera
             state = state_of(row)
             if c.active:
                 new, ev = lifecycle.repeat(state, c, now)
-            else:
-                new, maybe = lifecycle.observe_clear(state, c, policy, now)
-                if maybe is None:
-                    if new != state:
+                pending[key] = (row["id"], new, c, ev)
+                locked[key] = _with_state(row, new)
+                continue
+            new, maybe = lifecycle.observe_clear(state, c, policy, now)
+            if maybe is None:
+                if new != state:
+                    locked[key] = _with_state(row, new)
+                    if key in pending:
+                        pending[key] = (row["id"], new, *pending[key][2:])
+                    else:
                         await cur.execute("UPDATE alerts SET clear_since = %s WHERE id = %s", (new.clear_since, row["id"]))
-                        locked[key] = {**row, "clear_since": new.clear_since}
-                    continue
-                ev = maybe
+                continue
+            await write_pending([key])
             await cur.execute(_UPDATE, _update_params(row["id"], new, now, c))
             updated = await cur.fetchone()
             locked[key] = updated if updated is not None and updated["status"] != "resolved" else None
-            await cur.execute(_EVENT, _event_params(row["id"], ev))
-            rows.append({**updated, "opened": False, "transition": ev.kind})  # type: ignore[dict-item]
+            await cur.execute(_EVENT, _event_params(row["id"], maybe))
+            rows.append({**updated, "opened": False, "transition": maybe.kind})  # type: ignore[dict-item]
+        await write_pending(list(pending))
     return rows
+
+
+def _with_state(row: dict[str, Any], state: AlertState) -> dict[str, Any]:
+    """An alert row with a state not written yet."""
+    return {**row, "status": state.status, "count": state.count, "last_ts": state.last_ts, "last_value": state.last_value,
+            "peak_value": state.peak_value, "limit_value": state.limit, "clear_since": state.clear_since,
+            "acknowledged_at": state.acknowledged_at, "acknowledged_by": state.acknowledged_by,
+            "resolved_at": state.resolved_at, "resolved_by": state.resolved_by}
 
 
 def _locked(conn: psycopg.Connection[Any], alert_id: int) -> dict[str, Any]:

@@ -20,11 +20,24 @@ def test_open_repeat_and_one_active_alert(stack: Settings, db: psycopg.Connectio
     [first] = apply(stack.pg_dsn, [condition(s.id, 150.0)])
     assert first["transition"] == "opened" and first["opened"] and first["zone"] == "KCN Đại An"
     rows = apply(stack.pg_dsn, [condition(s.id, 190.0, minutes=5), condition(s.id, 120.0, minutes=10)])
-    assert [r["transition"] for r in rows] == ["updated", "updated"]
-    assert all(r["id"] == first["id"] for r in rows)
+    # repeats in one batch are folded into one update (and one event) carrying all of them
+    assert [(r["transition"], r["id"], r["count"], r["last_value"], r["peak_value"]) for r in rows] == [
+        ("updated", first["id"], 3, 120.0, 190.0)]
     row = db.execute("SELECT count, last_value, peak_value FROM alerts WHERE id = %s", (first["id"],)).fetchone()
     assert row == (3, 120.0, 190.0)
-    assert events(db, first["id"]) == [("opened", "system", "open"), ("updated", "system", "open"), ("updated", "system", "open")]
+    assert events(db, first["id"]) == [("opened", "system", "open"), ("updated", "system", "open")]
+    [again] = apply(stack.pg_dsn, [condition(s.id, 130.0, minutes=15)])
+    assert (again["count"], again["last_value"], again["peak_value"]) == (4, 130.0, 190.0)
+
+
+def test_repeats_of_several_alerts_in_one_batch_are_each_written_once(stack: Settings, db: psycopg.Connection) -> None:
+    stations = [new_station(db) for _ in range(3)]
+    opened = apply(stack.pg_dsn, [condition(s.id, 150.0) for s in stations])
+    repeats = [condition(s.id, 150.0 + k, minutes=k) for k in range(1, 6) for s in stations]
+    rows = apply(stack.pg_dsn, repeats)
+    assert sorted((r["id"], r["count"], r["peak_value"]) for r in rows) == sorted((o["id"], 6, 155.0) for o in opened)
+    for o in opened:
+        assert [kind for kind, *_ in events(db, o["id"])] == ["opened", "updated"]
 
 
 def test_clear_conditions_resolve_after_hold_with_hysteresis(stack: Settings, db: psycopg.Connection) -> None:
