@@ -51,6 +51,24 @@ def percentiles(values: list[float], points: tuple[int, ...] = (50, 95, 99)) -> 
     return {f"p{p}": round(ordered[min(len(ordered) - 1, int(len(ordered) * p / 100))], 4) for p in points}
 
 
+def lag_slope(samples: list[int]) -> float:
+    """Least-squares slope of one-second lag samples (messages/s); 0 for fewer than 3 samples."""
+    n = len(samples)
+    if n < 3:
+        return 0.0
+    mean_x, mean_y = (n - 1) / 2, sum(samples) / n
+    return sum((x - mean_x) * (y - mean_y) for x, y in enumerate(samples)) / sum((x - mean_x) ** 2 for x in range(n))
+
+
+def lag_bounded(samples: list[int], messages_per_s: float) -> bool:
+    """The lag of the step's last third peaks no higher than in its middle third (plus 10 % and one
+    second of traffic): the worker's offset commits make the lag a saw-tooth, so its ends alone say little."""
+    third = len(samples) // 3
+    if third == 0:
+        return True
+    return max(samples[-third:]) <= 1.1 * max(samples[third:2 * third]) + messages_per_s
+
+
 def process_tree(pid: int) -> list[int]:
     """`pid` and all of its descendants (PostgreSQL does its work in child backends)."""
     found, todo = [], [pid]

@@ -30,7 +30,8 @@ from typing import Any, Iterator
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.common import ProcessSample, namespace_env, percentiles, quantrac_process, write_result  # noqa: E402
+from bench.common import (ProcessSample, lag_bounded, lag_slope, namespace_env, percentiles,  # noqa: E402
+                          quantrac_process, write_result)
 
 NS = "bench"
 os.environ.update(namespace_env(NS))
@@ -157,24 +158,6 @@ def consumer_lag(settings, consumer: KafkaConsumer, admin: KafkaAdminClient) -> 
     ends = consumer.end_offsets(partitions)
     committed = admin.list_consumer_group_offsets(settings.worker_id)
     return sum(ends[tp] - (committed[tp].offset if tp in committed else 0) for tp in partitions)
-
-
-def lag_slope(samples: list[int]) -> float:
-    """Least-squares slope of one-second lag samples (messages/s); 0 for fewer than 3 samples."""
-    n = len(samples)
-    if n < 3:
-        return 0.0
-    mean_x, mean_y = (n - 1) / 2, sum(samples) / n
-    return sum((x - mean_x) * (y - mean_y) for x, y in enumerate(samples)) / sum((x - mean_x) ** 2 for x in range(n))
-
-
-def lag_bounded(samples: list[int], messages_per_s: float) -> bool:
-    """The lag of the step's last third peaks no higher than in its middle third (plus 10 % and one
-    second of traffic): the worker's offset commits make the lag a saw-tooth, so its ends alone say little."""
-    third = len(samples) // 3
-    if third == 0:
-        return True
-    return max(samples[-third:]) <= 1.1 * max(samples[third:2 * third]) + messages_per_s
 
 
 def stored_since(conn: psycopg.Connection, since: datetime) -> int:

@@ -1,0 +1,26 @@
+"""The end-to-end benchmark's verdict on consumer lag (bench/common.py): pure, so tested here."""
+
+from __future__ import annotations
+
+from hypothesis import given, strategies as st
+
+from bench.common import lag_bounded, lag_slope
+
+
+def test_a_commit_saw_tooth_is_bounded_and_a_growing_backlog_is_not() -> None:
+    saw = [138, 193, 299, 269, 396, 522, 377, 502, 621, 757, 769, 895, 521, 614, 774, 419, 546, 672, 798, 592,
+           721, 728, 855, 480, 558, 732, 857, 625, 752]  # 1,000 readings/s, all stored within 4 s
+    growing = [274, 485, 678, 910, 1184, 990, 1244, 1429, 1746, 2038, 1790, 2044, 2260, 2545]  # 2,000 readings/s
+    assert lag_bounded(saw, messages_per_s=125)
+    assert not lag_bounded(growing, messages_per_s=250)
+    assert lag_slope(growing) > 150 and abs(lag_slope(saw[10:])) < 10
+
+
+@given(st.floats(-1000, 1000), st.floats(0, 10_000), st.integers(3, 120))
+def test_slope_of_a_line_is_its_slope(slope: float, start: float, n: int) -> None:
+    assert abs(lag_slope([start + slope * i for i in range(n)]) - slope) < 1e-6 * max(1.0, abs(slope) + start)
+
+
+@given(st.lists(st.integers(0, 10_000), min_size=3, max_size=90), st.integers(1, 10_000))
+def test_a_lag_that_only_falls_is_bounded(samples: list[int], rate: int) -> None:
+    assert lag_bounded(sorted(samples, reverse=True), messages_per_s=rate)
