@@ -22,7 +22,7 @@ from alerts.rules import Condition
 from alerts.store import apply_conditions
 from ingest.accounting import record_store_counts
 from processors import completeness
-from processors.detection import DetectionConfig, detect_batch
+from processors.detection import DetectionConfig, LiveDetectors, detect_batch
 from processors.rollups import update_rollups
 from processors.store import ReadingWriter
 from quantrac import metrics
@@ -102,6 +102,7 @@ class BatchProcessor:
         self.stations = stations
         self.config = config or DetectionConfig()
         self.writer = ReadingWriter()
+        self.live: LiveDetectors = {}
         self._conn: psycopg.AsyncConnection[Any] | None = None
 
     async def _connection(self) -> psycopg.AsyncConnection[Any]:
@@ -118,7 +119,7 @@ class BatchProcessor:
                 new = await self.writer.write(conn, readings)
                 await record_store_counts(conn, readings, new)
                 await update_rollups(conn, new)
-                new_states, conditions, late = detect_batch(new, states, self.stations, self.config)
+                new_states, conditions, late = detect_batch(new, states, self.stations, self.config, self.live)
                 conditions = mark_historical(conditions, historical or {})
                 await completeness.record(conn, completeness.tally(new, late), self.stations)
                 alerts = await apply_conditions(conn, [*extra, *conditions])

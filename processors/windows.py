@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from quantrac.timebuckets import bucket_end, bucket_start
+from quantrac.timebuckets import BUCKET_WIDTHS, bucket_end, bucket_start
 
 BASES: dict[str, str] = {"5m": "5m", "1h": "1h", "24h": "1d"}
 """Averaging basis → `quantrac.timebuckets` bucket."""
@@ -55,19 +55,43 @@ def expected_count(start: datetime, end: datetime, interval_s: int) -> int:
     return max(1, int((end - start).total_seconds() // interval_s))
 
 
+_FIXED_WIDTH_S = {bucket: int(width.total_seconds()) for bucket, width in BUCKET_WIDTHS.items() if bucket != "1d"}
+_last_day = [math.inf, -math.inf]
+"""[start, end) in epoch seconds of the last local day looked up: consecutive readings almost always
+fall in the same day, and the time-zone conversion is the dearest step of a reading's window bookkeeping."""
+
+
+def day_bounds(ts: datetime) -> tuple[float, float]:
+    """[start, end) in epoch seconds of the local day (`quantrac.timebuckets`, day zone) that holds `ts`."""
+    t = ts.timestamp()
+    if not _last_day[0] <= t < _last_day[1]:
+        start = bucket_start(ts, "1d")
+        _last_day[:] = [start.timestamp(), bucket_end(start, "1d").timestamp()]
+    return _last_day[0], _last_day[1]
+
+
+def _bounds(ts: datetime, t: float, bucket: str) -> tuple[float, float]:
+    """[start, end) in epoch seconds of `ts`'s bucket: `quantrac.timebuckets`' buckets, on numbers."""
+    width = _FIXED_WIDTH_S.get(bucket)
+    if width is None:
+        return day_bounds(ts)
+    start = t // width * width  # exact: an epoch with microseconds is far (> 1e-7 s) from a whole-second boundary
+    return start, start + width
+
+
 def add(windows: dict[str, Any], ts: datetime, value: float | None, interval_s: int) -> None:
     """Count one reading in its bucket of every basis; `value` None (invalid) counts only in the total.
 
     A bucket is `[sum, valid, total, dirty, end (epoch s), expected readings]`.
     """
+    t = ts.timestamp()
     for basis, bucket in BASES.items():
-        start = bucket_start(ts, bucket)
+        start, end = _bounds(ts, t, bucket)
         buckets = windows.setdefault(basis, {})
-        key = str(int(epoch(start)))
+        key = str(int(start))
         entry = buckets.get(key)
         if entry is None:
-            end = bucket_end(start, bucket)
-            entry = buckets[key] = [0.0, 0, 0, 0, epoch(end), expected_count(start, end, interval_s)]
+            entry = buckets[key] = [0.0, 0, 0, 0, float(end), max(1, int((end - start) // interval_s))]
         if value is not None:
             entry[SUM] += value
             entry[VALID] += 1

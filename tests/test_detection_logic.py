@@ -102,3 +102,28 @@ def test_the_same_readings_give_the_same_conditions_however_they_are_batched(ste
         live += out.conditions
         i, k = i + n, k + 1
     assert live == burst
+
+
+@hsettings(max_examples=30, deadline=None)
+@given(series, st.lists(st.integers(1, 10), min_size=1, max_size=20), st.lists(st.booleans(), min_size=1, max_size=20))
+def test_detectors_kept_alive_between_batches_give_what_their_saved_state_gives(steps, cuts, retries) -> None:
+    """The worker's live detectors (`LiveDetectors`) change nothing, also when a batch is retried
+    from its older state (a failed transaction) or the state was written by someone else."""
+    readings, minute = [], 0
+    for gap, value in steps:
+        minute += gap * 5
+        status = Status.MEASURING if value is not None else Status.FAULT
+        readings.append(Reading(station_id="T-1", parameter="COD", value=value, unit="mg/L", ts=T0 + timedelta(minutes=minute), status=status))
+    readings = list({r.ts: r for r in readings}.values())
+    cold_state, warm_state, live, i, k = None, None, {}, 0, 0
+    while i < len(readings):
+        batch = readings[i:i + cuts[k % len(cuts)]]
+        cold = detect(cold_state, batch, ST, CFG)
+        if retries[k % len(retries)]:
+            detect(warm_state, batch, ST, CFG, live)  # a first attempt whose transaction fails: its state is dropped
+        warm = detect(warm_state, batch, ST, CFG, live)
+        assert warm.conditions == cold.conditions
+        assert {**warm.state, "token": None} == {**cold.state, "token": None}
+        cold_state, warm_state = orjson.loads(orjson.dumps(cold.state)), orjson.loads(orjson.dumps(warm.state))
+        i, k = i + len(batch), k + 1
+    assert "token" not in cold_state and warm_state["token"] == live["T-1"][0]

@@ -89,3 +89,12 @@ def test_every_closed_window_mean_equals_numpy_over_the_same_readings(rs: list[t
                         for off, v in rs if v is not None for b in windows.BASES}
     assert {(m.basis, m.start) for m in closed} == expected_buckets
     assert all(not buckets for buckets in w.values())
+
+
+@given(st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.sampled_from(
+    [timezone.utc, timezone(timedelta(hours=7)), timezone(timedelta(hours=-3, minutes=-30))])),
+       st.sampled_from(["5m", "1h", "1d"]))
+def test_window_bounds_on_numbers_are_the_time_buckets(ts: datetime, bucket: str) -> None:
+    from quantrac.timebuckets import bucket_end
+    start = bucket_start(ts, bucket)
+    assert windows._bounds(ts, ts.timestamp(), bucket) == (start.timestamp(), bucket_end(start, bucket).timestamp())
