@@ -30,7 +30,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.common import (ProcessSample, prepare_private_stack, private_settings, quantrac_process,  # noqa: E402
+from bench.common import (ProcessSample, mqtt_logins, prepare_private_stack, private_settings, quantrac_process,  # noqa: E402
                           settings_env, start_profile, stop_profile, write_result)
 
 import orjson  # noqa: E402
@@ -63,15 +63,17 @@ def payloads(count: int, parameters: dict[str, str]) -> list[bytes]:
             for i in range(count)]
 
 
-def register_session(client_id: str, protocol: int) -> None:
+def register_session(client_id: str, protocol: int, login: tuple[str, str]) -> None:
     """Create the persistent subscription the messages will queue in, then leave."""
     if protocol == mqtt.MQTTv5:
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol)
+        client.username_pw_set(*login)
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = 3600
         client.connect(SETTINGS.mqtt_host, SETTINGS.mqtt_port, clean_start=False, properties=props)
     else:
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol, clean_session=False)
+        client.username_pw_set(*login)
         client.connect(SETTINGS.mqtt_host, SETTINGS.mqtt_port)
     client.loop_start()
     client.subscribe("quantrac/v1/stations/+/readings", qos=1)
@@ -80,8 +82,9 @@ def register_session(client_id: str, protocol: int) -> None:
     client.loop_stop()
 
 
-def publish_all(bodies: list[bytes]) -> float:
+def publish_all(bodies: list[bytes], login: tuple[str, str]) -> float:
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-gateway", protocol=mqtt.MQTTv311)
+    client.username_pw_set(*login)
     client.max_inflight_messages_set(0)  # unlimited: paho rescans its window on every PUBACK otherwise
     client.max_queued_messages_set(0)
     client.connect(SETTINGS.mqtt_host, SETTINGS.mqtt_port)
@@ -90,6 +93,9 @@ def publish_all(bodies: list[bytes]) -> float:
     infos = [client.publish(f"quantrac/v1/stations/{STATION}/readings", body, qos=1) for body in bodies]
     for info in infos:
         info.wait_for_publish(timeout=120)
+        if not info.is_published():
+            raise SystemExit(f"the broker did not acknowledge the benchmark's messages within 120 s (rc {info.rc}); "
+                             f"see {SETTINGS.run_dir / 'logs' / 'mosquitto.log'}")
     elapsed = time.monotonic() - began
     client.disconnect()
     client.loop_stop()
@@ -196,9 +202,11 @@ def main() -> None:
         logs = SETTINGS.run_dir / "bench-logs"
         profile: dict[str, list[dict[str, object]]] = {}
 
+        logins = mqtt_logins(SETTINGS)  # the broker allows no anonymous access
+
         # quantrac bridge
-        register_session(SETTINGS.mqtt_bridge_client_id, mqtt.MQTTv5)
-        publish_s = publish_all(bodies)
+        register_session(SETTINGS.mqtt_bridge_client_id, mqtt.MQTTv5, logins["reader"])
+        publish_s = publish_all(bodies, logins["publisher"])
         bridge = quantrac_process(["bridge"], env(), logs / "bridge.log")
         spy = start_profile(bridge.pid, logs / f"{RUN}.pyspy") if args.profile else None
         try:
@@ -209,11 +217,11 @@ def main() -> None:
             bridge.wait(30)
 
         # baseline: mosquitto_sub | kcat
-        register_session(BASELINE_CLIENT, mqtt.MQTTv311)
-        publish_all(bodies)
+        register_session(BASELINE_CLIENT, mqtt.MQTTv311, logins["reader"])
+        publish_all(bodies, logins["publisher"])
         # stdbuf: mosquitto_sub's stdout is block-buffered into a pipe, which would hold the last messages back.
         sub = subprocess.Popen(["stdbuf", "-oL", "mosquitto_sub", "-h", SETTINGS.mqtt_host, "-p", str(SETTINGS.mqtt_port), "-c", "-i", BASELINE_CLIENT,
-                                "-q", "1", "-t", "quantrac/v1/stations/+/readings"], stdout=subprocess.PIPE)
+                                "-u", logins["reader"][0], "-P", logins["reader"][1], "-q", "1", "-t", "quantrac/v1/stations/+/readings"], stdout=subprocess.PIPE)
         kcat = subprocess.Popen(["kcat", "-P", "-b", SETTINGS.kafka_bootstrap, "-t", BASELINE_TOPIC], stdin=sub.stdout)
         assert sub.stdout is not None
         sub.stdout.close()

@@ -30,7 +30,7 @@ from typing import Any, Iterator
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.common import (ProcessSample, lag_bounded, lag_slope, namespace_env, percentiles,  # noqa: E402
+from bench.common import (ProcessSample, lag_bounded, lag_slope, mqtt_logins, namespace_env, percentiles,  # noqa: E402
                           quantrac_process, write_result)
 
 NS = "bench"
@@ -103,18 +103,6 @@ def message(station: Station, now: datetime, exceed: bool) -> bytes:
     return orjson.dumps({"ts": now.isoformat(), "readings": readings})
 
 
-def sync_test_account(settings):  # type: ignore[no-untyped-def]
-    """The broker allows no anonymous access: the test account (any station), created here if missing."""
-    from ingest.gateways import sync, tester_credential
-
-    tester = tester_credential(settings)
-    if tester is None:
-        sync(settings, {}, test_account=True)
-        tester = tester_credential(settings)
-    assert tester is not None
-    return tester
-
-
 def publish_at(settings, stations: list[Station], readings_per_s: float, seconds: float,
                exceed_stations: set[str], topic_root: str = "quantrac/v1/stations") -> dict[str, float]:
     """Publish for `seconds` at `readings_per_s`; returns what was offered and achieved.
@@ -123,8 +111,7 @@ def publish_at(settings, stations: list[Station], readings_per_s: float, seconds
     per_message = len(stations[0].parameters)
     messages_per_s = readings_per_s / per_message
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{os.getpid()}", protocol=mqtt.MQTTv311)
-    tester = sync_test_account(settings)  # one connection for every bench station, like a test gateway
-    client.username_pw_set(tester.username, tester.password)
+    client.username_pw_set(*mqtt_logins(settings)["publisher"])  # one connection for every bench station, like a test gateway
     client.max_inflight_messages_set(5000)
     client.max_queued_messages_set(0)
     client.connect(settings.mqtt_host, settings.mqtt_port, keepalive=60)

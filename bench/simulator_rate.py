@@ -21,6 +21,7 @@ import json
 import multiprocessing
 import os
 import random
+import sys
 import tempfile
 import threading
 import time
@@ -29,7 +30,9 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
-from ingest.gateways import sync, tester_credential
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.common import mqtt_logins  # noqa: E402
+
 from ingest.scenarios import generate, random_incidents
 from ingest.simulator import PUBLISH_MAX_INFLIGHT, MqttSink, TT10Sink, in_delivery_order, mqtt_payload, play, run_processes
 from quantrac.registry import load_registry
@@ -63,12 +66,7 @@ def bench_generate(stations, seconds: float) -> dict[str, float]:  # type: ignor
 def bench_mqtt(stations, seconds: float) -> dict[str, float]:  # type: ignore[no-untyped-def]
     s = get_settings()
     stream, start = _stream(stations, seconds, timedelta(milliseconds=1))
-    tester = tester_credential(s)
-    if tester is None:  # the broker allows no anonymous access
-        sync(s, {}, test_account=True)
-        tester = tester_credential(s)
-    assert tester is not None
-    login = (tester.username, tester.password)
+    login = mqtt_logins(s)["publisher"]  # the broker allows no anonymous access
     sink = MqttSink(s.mqtt_host, s.mqtt_port, {}, login, client_prefix="quantrac-bench", topic_root=ROOT)
     stop = threading.Event()
     threading.Timer(seconds, stop.set).start()
