@@ -65,7 +65,8 @@ clean: stack-down
 	rm -rf .run
 
 # Benchmarks print JSON and keep it under bench/results/; the README's table is made from them.
-# QUICK=1 keeps the whole run within about 5 minutes.
+# QUICK=1 keeps the whole run within about 5 minutes. The detection bench needs the GECCO 2018 CSV
+# (../shared/data/gecco2018/ beside the repository, or QUANTRAC_GECCO_DATA=<path>).
 bench: deps
 	$(BIN)/python bench/e2e.py $(if $(QUICK),--quick,)
 	$(BIN)/python bench/bridge.py $(if $(QUICK),--messages 5000,)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -263,7 +264,9 @@ def simulator_figures(days: float, seed: int, per_day: float, tick_s: float, tol
     }
 
 
-GECCO_DATA = REPO.parent / "shared/data/gecco2018/gecco2018_train.csv"
+GECCO_DATA = Path(os.environ.get("QUANTRAC_GECCO_DATA") or REPO.parent / "shared/data/gecco2018/gecco2018_train.csv")
+"""The labelled data set is not in this repository (GPL-3.0, from the data strategy's shared folder,
+which sits beside the repository); QUANTRAC_GECCO_DATA points elsewhere."""
 GECCO_COLUMNS = ("Tp", "Cl", "pH", "Redox", "Leit", "Trueb", "Cl_2", "Fm", "Fm_2")
 GECCO_SPLIT = datetime(2016, 9, 21, tzinfo=timezone.utc)
 """Tuning uses the rows before this instant (29 of the 51 events), figures are reported on the rows from it (22 events)."""
@@ -419,6 +422,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--gecco-data", type=Path, default=GECCO_DATA, help="the GECCO 2018 training CSV")
     parser.add_argument("--no-gecco", action="store_true")
     args = parser.parse_args(argv)
+    if not args.no_gecco and not args.gecco_data.is_file():
+        parser.error(f"the GECCO 2018 training CSV is not at {args.gecco_data}; it comes with the shared folder beside the "
+                     "repository (shared/data/gecco2018/): pass --gecco-data PATH or set QUANTRAC_GECCO_DATA, or "
+                     "--no-gecco to score the simulator only")
     started = time.perf_counter()
     result: dict[str, Any] = {"simulator": simulator_figures(args.days, args.seed, args.per_day, args.tick, args.tolerance, args.warmup_days)}
     if not args.no_gecco:
