@@ -24,7 +24,8 @@ def newest(name: str) -> dict[str, Any] | None:
 
 def _when(result: dict[str, Any]) -> str:
     params = result.get("parameters", {})
-    full = " (full size)" if (params.get("days"), params.get("stations")) == (30, 100) else ""
+    full = " (full size)" if (params.get("days"), params.get("stations")) == (30, 100) else \
+        f" ({params['days']:g} days x {params['stations']} stations)" if "days" in params and "stations" in params else ""
     quick = " (quick)" if result.get("quick") or result.get("size") == "QUICK" else full
     return f"{result['finished_at'][:16].replace('T', ' ')} UTC{quick}"
 
@@ -39,7 +40,8 @@ def rows() -> list[str]:
         for step in e2e["steps"]:
             stored, alert = step["publish_to_stored_s"], step["publish_to_alert_s"]
             out.append(f"| ↳ at {step['offered_readings_per_s']:,.0f} readings/s: publish→stored p50/p95/p99 (s); publish→alert p99 "
-                       f"| {stored['p50']} / {stored['p95']} / {stored['p99']}; {alert['p99']} | | | sustained: {step['sustained']} |")
+                       f"| {stored['p50']} / {stored['p95']} / {stored['p99']}; {alert['p99']} | | | sustained: {step['sustained']} "
+                       f"({step['seconds']:g}-s step) |")
     if (bridge := newest("bridge")) is not None:
         ours, kcat = bridge["bridge"]["readings_per_s"], bridge["baseline_mosquitto_sub_kcat"]["readings_per_s"]
         out.append(f"| Bridge alone (readings/s) | {ours:,.0f} | {kcat:,.0f} (`mosquitto_sub \\| kcat -P`) | {ours / kcat:.2f} | {_when(bridge)} |")
