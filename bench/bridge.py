@@ -35,11 +35,11 @@ from bench.common import (ProcessSample, mqtt_logins, prepare_private_stack, pri
 
 import orjson  # noqa: E402
 import paho.mqtt.client as mqtt  # noqa: E402
-from ingest.producer import CONSUMER_OPTIONS
 from kafka import KafkaConsumer, TopicPartition  # noqa: E402
 from paho.mqtt.packettypes import PacketTypes  # noqa: E402
 from paho.mqtt.properties import Properties  # noqa: E402
 
+from ingest.producer import CONSUMER_OPTIONS  # noqa: E402
 from quantrac import stack  # noqa: E402
 from quantrac.db import connect, migrate, save_stations  # noqa: E402
 from quantrac.registry import load_registry  # noqa: E402

@@ -166,18 +166,16 @@ def mqtt_logins(settings: "Settings") -> dict[str, tuple[str, str]]:
     """MQTT logins for a benchmark on a broker without anonymous access: `publisher`, the test
     account (may publish for any station; created if missing), and `reader`, the bridge's account
     (may read the readings topics). The settings object may predate the accounts (a fresh stack)."""
-    import json
-
-    from ingest.gateways import sync, tester_credential
-    from quantrac.settings import mqtt_credentials_file
+    from ingest.gateways import bridge_login, sync, tester_credential
 
     tester = tester_credential(settings)
     if tester is None:
         sync(settings, {}, test_account=True)
         tester = tester_credential(settings)
     assert tester is not None
-    bridge = json.loads(mqtt_credentials_file(settings.run_dir).read_text())["bridge"]
-    return {"publisher": (tester.username, tester.password), "reader": (bridge["username"], bridge["password"])}
+    username, password = bridge_login(settings)
+    assert username is not None and password is not None, "no bridge account: run quantrac stack up first"
+    return {"publisher": (tester.username, tester.password), "reader": (username, password)}
 
 
 def prepare_private_stack(s: "Settings", keep: bool) -> None:

@@ -39,10 +39,10 @@ os.environ.update(namespace_env(NS))
 import orjson  # noqa: E402
 import paho.mqtt.client as mqtt  # noqa: E402
 import psycopg  # noqa: E402
-from ingest.producer import CONSUMER_OPTIONS
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition  # noqa: E402
 
 from ingest.bridge import end_session  # noqa: E402
+from ingest.producer import CONSUMER_OPTIONS  # noqa: E402
 from quantrac import stack  # noqa: E402
 from quantrac.db import migrate, save_stations  # noqa: E402
 from quantrac.domain import Station  # noqa: E402

@@ -27,8 +27,9 @@ from bench.common import ProcessSample, write_result  # noqa: E402
 from bench.e2e import consumer_lag, publish_at, running_pipeline, stored_since  # noqa: E402
 
 import numpy as np  # noqa: E402
-from ingest.producer import CONSUMER_OPTIONS
 from kafka import KafkaAdminClient, KafkaConsumer  # noqa: E402
+
+from ingest.producer import CONSUMER_OPTIONS  # noqa: E402
 
 
 def slope_mib_per_hour(minutes: list[float], rss: list[float]) -> float | None:

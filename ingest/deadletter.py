@@ -22,11 +22,10 @@ from typing import Any
 
 import psycopg
 import structlog
-from ingest.producer import CONSUMER_OPTIONS
 from kafka import KafkaConsumer
 
 from ingest.payload import Limits, MessageRejected, decode_message
-from ingest.producer import Record, make_producer, send_confirmed
+from ingest.producer import CONSUMER_OPTIONS, Record, make_producer, send_confirmed
 from quantrac.domain import Station
 from quantrac.settings import Settings
 from quantrac.wire import decode_deadletter, encode_readings

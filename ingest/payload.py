@@ -119,7 +119,7 @@ def missing_station(station_id: str, stations: Mapping[str, Station], what: str,
 
     `what` names the thing refused (a message's station, a file's station code); `fix` is the
     advice for a station never registered. A retired station is told apart only when `stations`
-    knows the retired ids (`RegistryCache.retired_ids`).
+    knows the retired ids (`RegistryCache.retired_ids`, from a `RegistrySnapshot`).
     """
     if station_id in getattr(stations, "retired_ids", ()):
         return Rejection("station_retired", f"{what} is retired in the registry, its readings are refused; re-activate it "

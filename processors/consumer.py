@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from typing import Any, ClassVar, Iterable, Optional, Type
+from typing import Any, Callable, ClassVar, Iterable, Optional, Type
 
 import structlog
 from faust.transport.drivers import aiokafka as faust_aiokafka
@@ -59,20 +59,19 @@ class HoldingConsumer(faust_aiokafka.Consumer):
     _held_offsets: defaultdict[TP, set[int]]
     _stalled_since: dict[TP, float]
 
+    def _own(self, name: str, factory: Callable[[], Any]) -> Any:
+        """This class's per-partition bookkeeping, made on first use (Faust builds the consumer itself)."""
+        try:
+            return self.__dict__[name]
+        except KeyError:
+            return self.__dict__.setdefault(name, factory())
+
     @property
     def held_offsets(self) -> defaultdict[TP, set[int]]:
-        try:
-            return self._held_offsets
-        except AttributeError:
-            self._held_offsets = defaultdict(set)
-            return self._held_offsets
+        return self._own("_held_offsets", lambda: defaultdict(set))  # type: ignore[no-any-return]
 
     def _stalls(self) -> dict[TP, float]:
-        try:
-            return self._stalled_since
-        except AttributeError:
-            self._stalled_since = {}
-            return self._stalled_since
+        return self._own("_stalled_since", dict)  # type: ignore[no-any-return]
 
     def hold(self, tp: TP, offset: int) -> None:
         """Keep commits of `tp` below `offset` until a message at that offset is acknowledged."""

@@ -135,7 +135,7 @@ def _status_rules(ps: dict[str, Any], r: Reading, station: Station, config: Dete
     elif ps["fault"] is not None:
         ps["fault"] = None
         found.append(judge_fault(station, r.parameter, 0, 0.0, r.ts, config.fault_after_n, config.fault_after_s))
-    day = windows.day_bounds(r.ts)[0]
+    day = windows.day_bounds(r.ts, t)[0]
     run_first, day_start, day_s = ps["cal"] or (None, day, 0.0)
     if day_start != day:
         day_start, day_s = day, 0.0

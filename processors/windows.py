@@ -52,7 +52,12 @@ def from_epoch(seconds: float) -> datetime:
 
 def expected_count(start: datetime, end: datetime, interval_s: int) -> int:
     """Readings a station reporting every `interval_s` sends in [start, end)."""
-    return max(1, int((end - start).total_seconds() // interval_s))
+    return readings_in((end - start).total_seconds(), interval_s)
+
+
+def readings_in(span_s: float, interval_s: int) -> int:
+    """Readings a station reporting every `interval_s` sends in `span_s` seconds (at least one)."""
+    return max(1, int(span_s // interval_s))
 
 
 _FIXED_WIDTH_S = {bucket: int(width.total_seconds()) for bucket, width in BUCKET_WIDTHS.items() if bucket != "1d"}
@@ -61,9 +66,10 @@ _last_day = [math.inf, -math.inf]
 fall in the same day, and the time-zone conversion is the dearest step of a reading's window bookkeeping."""
 
 
-def day_bounds(ts: datetime) -> tuple[float, float]:
-    """[start, end) in epoch seconds of the local day (`quantrac.timebuckets`, day zone) that holds `ts`."""
-    t = ts.timestamp()
+def day_bounds(ts: datetime, t: float | None = None) -> tuple[float, float]:
+    """[start, end) in epoch seconds of the local day (`quantrac.timebuckets`, day zone) that holds `ts`
+    (`t`: its epoch, when the caller has it)."""
+    t = ts.timestamp() if t is None else t
     if not _last_day[0] <= t < _last_day[1]:
         start = bucket_start(ts, "1d")
         _last_day[:] = [start.timestamp(), bucket_end(start, "1d").timestamp()]
@@ -74,7 +80,7 @@ def _bounds(ts: datetime, t: float, bucket: str) -> tuple[float, float]:
     """[start, end) in epoch seconds of `ts`'s bucket: `quantrac.timebuckets`' buckets, on numbers."""
     width = _FIXED_WIDTH_S.get(bucket)
     if width is None:
-        return day_bounds(ts)
+        return day_bounds(ts, t)
     start = t // width * width  # exact: an epoch with microseconds is far (> 1e-7 s) from a whole-second boundary
     return start, start + width
 
@@ -91,7 +97,7 @@ def add(windows: dict[str, Any], ts: datetime, value: float | None, interval_s: 
         key = str(int(start))
         entry = buckets.get(key)
         if entry is None:
-            entry = buckets[key] = [0.0, 0, 0, 0, float(end), max(1, int((end - start) // interval_s))]
+            entry = buckets[key] = [0.0, 0, 0, 0, float(end), readings_in(end - start, interval_s)]
         if value is not None:
             entry[SUM] += value
             entry[VALID] += 1

@@ -20,7 +20,7 @@ import structlog
 from psycopg.rows import dict_row
 
 from quantrac.domain import Station
-from quantrac.registry import RegistryCache
+from quantrac.registry import RegistryCache, RegistrySnapshot
 
 if TYPE_CHECKING:
     from quantrac.settings import Settings
@@ -142,22 +142,21 @@ def load_station_record(conn: psycopg.Connection, station_id: str) -> tuple[Stat
     return None if row is None else (Station.model_validate(row[0]), row[1])
 
 
-def retired_station_ids(conn: psycopg.Connection) -> set[str]:
-    return {row[0] for row in conn.execute("SELECT id FROM stations WHERE retired_at IS NOT NULL")}
+def load_registry_snapshot(conn: psycopg.Connection) -> RegistrySnapshot:
+    """The active stations keyed by id and the ids of the retired ones, in one query."""
+    rows = conn.execute("SELECT id, spec, retired_at IS NOT NULL FROM stations ORDER BY id").fetchall()
+    return RegistrySnapshot({sid: Station.model_validate(spec) for sid, spec, retired in rows if not retired},
+                            frozenset(sid for sid, _, retired in rows if retired))
 
 
 def live_registry(settings: Settings) -> RegistryCache:
     """The registry as the bridge, the TT10 watcher and the worker see it: active stations, reloaded
     from PostgreSQL (`registry_refresh_s`, or at once on an unknown id), plus the retired ids."""
-    def active() -> dict[str, Station]:
+    def snapshot() -> RegistrySnapshot:
         with connect(settings.pg_dsn) as conn:
-            return load_stations(conn)
+            return load_registry_snapshot(conn)
 
-    def retired() -> set[str]:
-        with connect(settings.pg_dsn) as conn:
-            return retired_station_ids(conn)
-
-    return RegistryCache(active, settings.registry_refresh_s, settings.registry_miss_reload_s, load_retired=retired)
+    return RegistryCache(snapshot, settings.registry_refresh_s, settings.registry_miss_reload_s)
 
 
 def _json_of(station: Station | None) -> str | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple
 
 import structlog
 import yaml
@@ -87,20 +87,25 @@ def load_registry(registry_file: Path, limits_dir: Path) -> dict[str, Station]:
     return by_id
 
 
+class RegistrySnapshot(NamedTuple):
+    """The active stations and the ids of the retired ones, as read in one go."""
+
+    stations: Mapping[str, Station]
+    retired_ids: frozenset[str] = frozenset()
+
+
 class RegistryCache(Mapping[str, Station]):
     """The registry as a read-only mapping that reloads itself.
 
     It reloads every `refresh_s`, and at once (at most every `miss_reload_s`) when asked for a
     station it does not know, so a station registered a moment ago is accepted without a restart.
-    A failed reload keeps the previous registry. `retired_ids` (from `load_retired`, when given)
-    tells a retired station from one never registered, so a rejection can say which.
+    A failed reload keeps the previous registry. When `load` returns a `RegistrySnapshot`,
+    `retired_ids` tells a retired station from one never registered, so a rejection can say which.
     """
 
-    def __init__(self, load: Callable[[], Mapping[str, Station]], refresh_s: float = 30.0,
-                 miss_reload_s: float = 1.0, clock: Callable[[], float] = time.monotonic,
-                 load_retired: Callable[[], Iterable[str]] | None = None) -> None:
+    def __init__(self, load: Callable[[], Mapping[str, Station] | RegistrySnapshot], refresh_s: float = 30.0,
+                 miss_reload_s: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
         self._load = load
-        self._load_retired = load_retired
         self.retired_ids: frozenset[str] = frozenset()
         self._refresh_s = refresh_s
         self._miss_reload_s = miss_reload_s
@@ -111,9 +116,11 @@ class RegistryCache(Mapping[str, Station]):
 
     def reload(self) -> None:
         try:
-            self._stations = self._load()
-            if self._load_retired is not None:
-                self.retired_ids = frozenset(self._load_retired())
+            loaded = self._load()
+            if isinstance(loaded, RegistrySnapshot):
+                self._stations, self.retired_ids = loaded
+            else:
+                self._stations = loaded
         except Exception as exc:
             log.warning("registry.reload_failed", error=str(exc), action="keeping the previous registry")
         self._loaded_at = self._clock()

@@ -13,10 +13,10 @@ from typing import Any, Iterator
 import orjson
 import psycopg
 import pytest
-from ingest.producer import CONSUMER_OPTIONS
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from psycopg.rows import dict_row
 
+from ingest.producer import CONSUMER_OPTIONS
 from quantrac.db import save_stations
 from quantrac.domain import Reading
 from quantrac.settings import Settings

@@ -24,10 +24,10 @@ import psycopg
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings as hsettings
 from hypothesis import strategies as st
-from ingest.producer import CONSUMER_OPTIONS
 from kafka import KafkaConsumer, TopicPartition
 
 from ingest import gateways
+from ingest.producer import CONSUMER_OPTIONS
 from ingest.tt10 import format_stamp
 from quantrac.db import save_stations
 from quantrac.domain import Station

@@ -22,10 +22,10 @@ import orjson
 import paho.mqtt.client as mqtt
 import psycopg
 import pytest
-from ingest.producer import CONSUMER_OPTIONS
 from kafka import KafkaConsumer, TopicPartition
 
 from ingest.gateways import credential_for
+from ingest.producer import CONSUMER_OPTIONS
 from quantrac import stack as local_stack
 from quantrac.db import connect, migrate, save_stations
 from quantrac.settings import REPO_ROOT, Settings

@@ -10,7 +10,7 @@ from hypothesis import given, settings, strategies as st
 
 from ingest.payload import Limits, MessageRejected, decode_message
 from quantrac.domain import Status
-from quantrac.registry import RegistryCache
+from quantrac.registry import RegistryCache, RegistrySnapshot
 from tests.utils.builders import make_station, topic
 
 NOW = datetime(2026, 11, 29, 14, 5, tzinfo=timezone.utc)
@@ -67,7 +67,7 @@ def test_unknown_station_and_bad_topic() -> None:
 
 
 def test_a_retired_station_is_told_from_an_unknown_one() -> None:
-    registry = RegistryCache(lambda: STATIONS, load_retired=lambda: {"HD-OLD-01"})
+    registry = RegistryCache(lambda: RegistrySnapshot(STATIONS, frozenset({"HD-OLD-01"})))
     body = orjson.dumps({"ts": NOW.isoformat(), "readings": [reading()]})
     rejected = {}
     for station_id in ("HD-OLD-01", "HD-NOPE"):

@@ -12,9 +12,9 @@ import orjson
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
-from ingest.producer import CONSUMER_OPTIONS
 from kafka import KafkaConsumer, TopicPartition
 
+from ingest.producer import CONSUMER_OPTIONS
 from quantrac.db import save_stations
 from quantrac.domain import Station
 from quantrac.settings import Settings

@@ -13,7 +13,7 @@ from ingest.tt10 import VN_TZ, format_stamp
 from ingest.tt10_export import StoredValue, build_files, station_code
 from ingest.tt10_watch import StableFiles, is_candidate, judge_file, verdict_records
 from quantrac.domain import Status
-from quantrac.registry import RegistryCache
+from quantrac.registry import RegistryCache, RegistrySnapshot
 from quantrac.wire import decode_deadletter, decode_readings
 from tests.utils.builders import make_station
 
@@ -73,7 +73,7 @@ def test_whole_file_rejections(name: str, reason: str) -> None:
 
 
 def test_a_retired_stations_file_is_rejected_as_retired() -> None:
-    registry = RegistryCache(lambda: STATIONS, load_retired=lambda: {"HD-OLD-01"})
+    registry = RegistryCache(lambda: RegistrySnapshot(STATIONS, frozenset({"HD-OLD-01"})))
     v = judge_file(f"HP_KCNTEST_HD-OLD-01_{STAMP}.txt", f"COD\t42\tmg/L\t{STAMP}\t00\n".encode(), registry, {}, NOW, Limits())
     assert v.file_rejection is not None and v.file_rejection.reason == "station_retired" and v.destination == "rejected"
 
