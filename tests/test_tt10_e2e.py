@@ -106,3 +106,33 @@ def test_partly_valid_and_rejected_files_are_filed_with_reasons(watch_dir: Path,
     assert [r.split("\t")[:2] for r in reasons] == [["line 2", "unknown_parameter"], ["line 3", "bad_value"]]
     assert (watch_dir / "rejected" / f"{unknown}.reason").read_text().startswith("unknown_station\t")
     wait_for(lambda: stored_count(db, station.id) == 1, timeout=30, what="the one valid line stored")
+
+
+def test_hostile_files_are_filed_away_and_the_next_file_is_stored(watch_dir: Path, db: psycopg.Connection, api: object) -> None:
+    """A name that is not UTF-8; NUL and control characters in every field; a conflict: filed away, explained, and
+    the file dropped after them stored (the watcher once crashed encoding such a name, and a NUL stopped the keeper)."""
+    station = full_station()
+    save_stations(db, {station.id: station})
+    stamp = format_stamp(datetime.now(timezone.utc) - timedelta(minutes=10))
+    nul = "\x00"
+    undecodable = f"HP_KCN_{station.id}_{stamp}".encode() + b"\xff\xfe.txt"
+    with open(os.path.join(os.fsencode(watch_dir), undecodable), "wb") as handle:
+        handle.write(f"COD\t1\tmg/L\t{stamp}\t00\r\n".encode())
+    hostile = (f"C{nul}OD\t1\tmg/L\t{stamp}\t00\r\npH\t7{nul}\t-\t{stamp}\t00\r\nTSS\t1\tmg/L{nul}\t{stamp}\t00\r\n"
+               f"NH4\t1\tmg/L\t{stamp}{nul}\t00\r\nTP\t1\tmg/L\t{stamp}\t0{nul}\r\n\x01\x02\x1b\t1\tmg/L\t{stamp}\t00\r\n"
+               f"COD\t5\tmg/L\t{stamp}\t00\r\nCOD\t6\tmg/L\t{stamp}\t00\r\n").encode()
+    drop(watch_dir, f"HP_KCN_{station.id}_{stamp}.txt", hostile)
+    after = format_stamp(datetime.now(timezone.utc) - timedelta(minutes=5))
+    drop(watch_dir, f"HP_KCN_{station.id}_{after}.txt", f"Flow\t12\tm3/h\t{after}\t00\r\n".encode())
+    wait_for(lambda: stored_count(db, station.id) == 2, timeout=60, interval=0.3,
+             what="COD 5 of the hostile file and the next file's Flow stored")
+    wait_for(lambda: (watch_dir / "rejected").joinpath(os.fsdecode(undecodable)).exists(), timeout=30,
+             what="the undecodable name filed to rejected/")
+    rejected_reason = (watch_dir / "rejected" / (os.fsdecode(undecodable) + ".reason")).read_text(errors="replace")
+    assert rejected_reason.startswith("bad_filename")
+
+    def reasons() -> list[str]:
+        page = api.get("/api/v1/deadletters", params={"station": station.id, "limit": 100}).json()  # type: ignore[attr-defined]
+        return sorted(d["reason"] for d in page["data"])
+    expected = sorted(["unknown_parameter", "bad_value", "bad_unit", "bad_time", "bad_status", "unknown_parameter", "conflict"])
+    wait_for(lambda: reasons() == expected, timeout=60, interval=0.5, what=f"the dead letters {expected} (have {reasons()})")
