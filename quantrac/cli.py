@@ -76,9 +76,15 @@ def show_settings() -> None:
     typer.echo(settings_table())
 
 
-@app.command()
-def bridge() -> None:
-    """Run the MQTT → Kafka bridge until SIGINT/SIGTERM."""
+bridge_app = typer.Typer(help="The MQTT → Kafka bridge, and draining the session of one that is gone.")
+app.add_typer(bridge_app, name="bridge")
+
+
+@bridge_app.callback(invoke_without_command=True)
+def bridge(ctx: typer.Context) -> None:
+    """Run the MQTT → Kafka bridge until SIGINT/SIGTERM (then it keeps or drains its session: QUANTRAC_BRIDGE_ON_STOP)."""
+    if ctx.invoked_subcommand is not None:
+        return
     _setup("bridge")
     from ingest.bridge import Bridge
     from quantrac.db import live_registry
@@ -86,6 +92,35 @@ def bridge() -> None:
     b = Bridge(s, live_registry(s))
     _stop_on_signals(b)
     b.run()
+
+
+@bridge_app.command("drain")
+def bridge_drain(
+    client_id: Annotated[str, typer.Argument(help="Client id of the bridge that is gone (in Kubernetes: its pod name).")],
+    group: Annotated[Optional[str], typer.Option(help="Shared-subscription group it was in; default: the one its heartbeat recorded, and QUANTRAC_MQTT_SHARED_GROUP.")] = None,
+    force: Annotated[bool, typer.Option(help="Drain even if the bridge looks alive or no other bridge of its group is.")] = False,
+    timeout: Annotated[float, typer.Option(min=1, help="Give up after this many seconds (the session is kept; run the drain again).")] = 1800.0,
+) -> None:
+    """Forward what a departed bridge's MQTT session holds (validated, dead letters, acknowledged after Kafka), then end it.
+
+    Idempotent, and safe while the other bridges run: it unsubscribes the session from the shared
+    group first, so the broker deals new messages to them.
+    """
+    _setup("bridge-drain")
+    from ingest.drain import DrainFailed, DrainRefused, drain
+    from quantrac.db import live_registry
+    s = get_settings()
+    try:
+        report = drain(s, client_id, live_registry(s), group=group, force=force, timeout_s=timeout)
+    except DrainRefused as exc:
+        typer.echo(f"error: not drained: {exc}", err=True)
+        raise typer.Exit(2) from None
+    except DrainFailed as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(report.counts.items())) or "nothing"
+    typer.echo(f"{client_id}: session {'found' if report.session_present else 'already gone'}; "
+               f"{report.forwarded} message(s) forwarded ({counts}); session ended")
 
 
 @app.command()
