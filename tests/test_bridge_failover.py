@@ -219,6 +219,13 @@ def test_a_killed_bridge_is_reported_stranded_and_drain_stores_its_share_exactly
 
     again = quantrac(["bridge", "drain", dead], env)
     assert again.returncode == 0 and "already gone" in again.stdout, again.stdout + again.stderr
+
+    survivor = fleet.procs["bridge1"]  # QUANTRAC_BRIDGE_ON_STOP=keep: a restart, not a scale-down
+    survivor.proc.send_signal(signal.SIGTERM)
+    assert survivor.proc.wait(40) == 0 and "bridge.session_kept" in survivor.tail(40), survivor.tail(40)
+    with psycopg.connect(settings.pg_dsn, autocommit=True) as conn:
+        assert conn.execute("SELECT state FROM bridge_sessions WHERE client_id = %s", (alive,)).fetchone() == ("stopped",)
+    assert session_exists(stack, alive), "a bridge stopped to restart keeps its session"
     print(f"\ndrain: {stranded_readings} readings waited in the killed bridge's session; "
           f"{gateway.count} of {gateway.count} stored once (checksums equal); drain said: {done.stdout.strip()}")
 
