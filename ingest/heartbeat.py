@@ -5,7 +5,7 @@ dealing that session its share of the shared subscription. Nothing in MQTT tells
 such a session exists, so every bridge records itself here and refreshes `last_seen` every
 `bridge_heartbeat_s`; the row goes once the session has ended. A row whose heartbeat is older than
 `bridge_stranded_after_s` is a *stranded* session: the API exports it as
-`quantrac_bridge_silent_seconds{client_id}` and `quantrac_bridges_stranded`, and the alert
+`quantrac_bridge_silent_seconds{client_id}` and `quantrac_bridge_stranded{client_id}`, and the alert
 `QuantracBridgeStranded` names `quantrac bridge drain <client id>`.
 
 Ages are computed by PostgreSQL (`now() - last_seen`), so clocks of bridge and API hosts do not matter.

@@ -42,7 +42,7 @@ class Settings(BaseSettings):
     bridge_on_stop: Literal["keep", "drain"] = Field("keep", description="What a bridge does with its MQTT session on SIGTERM: `keep` it for a restart under the same client id (StatefulSet, compose, `make run`), or `drain` it (unsubscribe, forward what it holds) and end it, for client ids that never come back (scale-down, a Deployment). A bridge keeps its session anyway when no other bridge of its group is alive.")
     bridge_stop_timeout_s: float = Field(20.0, gt=0, description="On SIGTERM, longest a bridge waits for its in-flight messages to reach Kafka (keep) or for its session to drain (drain); keep it under the orchestrator's grace period.")
     bridge_heartbeat_s: float = Field(10.0, gt=0, description="How often a bridge records that it is alive (table `bridge_sessions`).")
-    bridge_stranded_after_s: float = Field(120.0, gt=0, description="A known bridge silent this long counts as stranded (`quantrac_bridges_stranded`): its session may hold messages; drain it with `quantrac bridge drain <client id>`.")
+    bridge_stranded_after_s: float = Field(120.0, gt=0, description="A known bridge silent this long counts as stranded (`quantrac_bridge_stranded{client_id}`, alert QuantracBridgeStranded): its session may hold messages; drain it with `quantrac bridge drain <client id>`.")
 
     kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, comma-separated.")
     kafka_controller_port: int = Field(9093, description="KRaft controller port of the local broker.")
