@@ -368,7 +368,7 @@ class Bridge:
             self._producer_thread.join(timeout=5)
         self.producer.flush(timeout=10)
         properties = None
-        if end_session:  # MQTT-3.14.2.2.2: a session expiry of 0 in DISCONNECT ends the session now
+        if end_session:  # MQTT 5 §3.14.2.2.2: a session expiry of 0 in DISCONNECT ends the session now
             properties = Properties(PacketTypes.DISCONNECT)
             properties.SessionExpiryInterval = 0
         self.client.disconnect(properties=properties)
@@ -388,6 +388,7 @@ def end_session(settings: Settings, client_id: str, timeout_s: float = 10.0) -> 
     shared subscription group, keeps taking its turn of them) until it expires. Connecting with the
     same client id, a clean start and a session expiry of 0 ends it. Only for a bridge that will
     not come back (scale-down, a benchmark's or a test's own bridge): what its session held is gone.
+    To forward what it held first, drain it instead (`quantrac bridge drain`, ingest/drain.py).
     """
     from ingest.gateways import bridge_login
 

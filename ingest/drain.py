@@ -218,17 +218,22 @@ class DrainReport:
 def drain(settings: Settings, client_id: str, stations: Mapping[str, Station], *, group: str | None = None,
           force: bool = False, timeout_s: float = 1800.0) -> DrainReport:
     """Empty and end the session of a bridge that is gone (`quantrac bridge drain`)."""
-    known = _with_db(settings, "read", lambda c: heartbeat.session_of(c, client_id))
+    sessions = _with_db(settings, "read", heartbeat.known_sessions)
+    known = next((k for k in sessions or [] if k.client_id == client_id), None)
     filters = list(dict.fromkeys(f for f in (known.subscription if known else None,
                                              subscription_for(settings.mqtt_shared_group if group is None else group)) if f))
     if not force:
+        if sessions is None:
+            raise DrainRefused("the bridge session table cannot be read (PostgreSQL), so whether the bridge or the other "
+                               "members of its group are alive is unknown. Fix the database connection (or pass --force)")
         if known is not None and known.looks_alive():
             raise DrainRefused(f"bridge {client_id} was seen {known.silent_s:.0f} s ago and looks alive: taking its session over "
                                "would make the two reconnect in turn. Stop it first (or pass --force if it is surely gone)")
-        others = _with_db(settings, "others", lambda c: heartbeat.others_alive(c, client_id, filters[0])) or []
+        others = [k for k in sessions if k.is_other_live_member(client_id, filters[0])]
         if not others and filters[0].startswith("$share/"):
             raise DrainRefused(f"no other bridge on {filters[0]} is alive: with its last member unsubscribed the broker "
-                               "would drop the group's messages. Start another bridge first (or pass --force)")
+                               "would drop the group's messages. Start another bridge first (or pass --force, e.g. when "
+                               "the group is not used any more)")
     own = settings.model_copy(update={"mqtt_bridge_client_id": client_id, "bridge_metrics_port": 0})
     bridge = Bridge(own, stations)
     bridge.subscribe_on_connect = False

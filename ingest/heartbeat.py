@@ -44,6 +44,11 @@ class KnownSession:
         """A running bridge whose last heartbeat is recent (within three of its intervals)."""
         return self.state != "stopped" and self.silent_s < 3 * self.heartbeat_s
 
+    def is_other_live_member(self, client_id: str, subscription: str) -> bool:
+        """Another bridge, running (not stopping) on `subscription`, seen recently."""
+        return (self.client_id != client_id and self.subscription == subscription and self.state == "running"
+                and self.looks_alive())
+
 
 def record(conn: psycopg.Connection, client_id: str, subscription: str, state: State, heartbeat_s: float) -> None:
     """Insert or refresh the bridge's row (one statement, autocommit or the caller's transaction)."""
@@ -76,8 +81,7 @@ def others_alive(conn: psycopg.Connection, client_id: str, subscription: str) ->
     A bridge that is stopping does not count, so that of two bridges stopped at the same moment at
     least one sees the other stopping and keeps its session (the group never loses its last member).
     """
-    return [s.client_id for s in known_sessions(conn)
-            if s.client_id != client_id and s.subscription == subscription and s.state == "running" and s.looks_alive()]
+    return [s.client_id for s in known_sessions(conn) if s.is_other_live_member(client_id, subscription)]
 
 
 class Heartbeat(threading.Thread):
