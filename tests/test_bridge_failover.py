@@ -207,9 +207,12 @@ def test_a_killed_bridge_is_reported_stranded_and_drain_stores_its_share_exactly
         stranded_readings = gateway.count - stored(conn, gateway.station_id)[0]
     assert stranded_readings > 0, "the killed bridge's session should hold its share of the messages"
 
-    done = quantrac(["bridge", "drain", dead], env)
+    # A small receive maximum keeps most of the session's queue behind the in-flight window, so the
+    # drain's end marker must come back after all of it (the broker's order is what the drain relies on).
+    done = quantrac(["bridge", "drain", dead], {**env, "QUANTRAC_BRIDGE_MAX_INFLIGHT": "20"})
     assert done.returncode == 0, done.stdout + done.stderr
     assert "session found" in done.stdout and "session ended" in done.stdout, done.stdout
+    assert "bridge.drain_after_marker" not in done.stdout + done.stderr, "the broker delivered the queue in order"
 
     wait_all_stored(settings, gateway, fleet)
     assert victim.proc.returncode == -signal.SIGKILL and not victim.alive(), "the killed bridge was never restarted"
