@@ -103,8 +103,7 @@ def bridge_drain(
 ) -> None:
     """Forward what a departed bridge's MQTT session holds (validated, dead letters, acknowledged after Kafka), then end it.
 
-    Idempotent, and safe while the other bridges run: it unsubscribes the session from the shared
-    group first, so the broker deals new messages to them.
+    Idempotent, and safe while the other bridges run: it unsubscribes the session from the shared group first, so the broker deals new messages to them.
     """
     _setup("bridge-drain")
     from ingest.drain import DrainFailed, DrainRefused, drain
