@@ -176,7 +176,7 @@ class Bridge:
         self._stop = threading.Event()
         self._stopping = threading.Event()  # SIGTERM: leave gracefully (ingest/drain.py, `stop_gracefully`)
         self.refusing = threading.Event()  # while set, new messages stay unacknowledged (redelivered to the next connection)
-        self.subscribe_on_connect = True  # False for a drain: it takes a session over to empty it, never to subscribe
+        self.subscribe_on_connect = True  # False while draining (ingest/drain.py): empty the session, never join again
         self.session_present = False
         self.connected = threading.Event()
         self._producer_thread: threading.Thread | None = None

@@ -88,6 +88,7 @@ class SessionDrain:
 
         self.client.on_message = on_message
         self.client.message_callback_add(self.topic, self._on_marker)
+        bridge.subscribe_on_connect = False  # a reconnect during the drain must not join the group again
         self.client.on_subscribe = self._on_reply
         self.client.on_unsubscribe = self._on_reply
 
@@ -218,6 +219,7 @@ class DrainReport:
 def drain(settings: Settings, client_id: str, stations: Mapping[str, Station], *, group: str | None = None,
           force: bool = False, timeout_s: float = 1800.0) -> DrainReport:
     """Empty and end the session of a bridge that is gone (`quantrac bridge drain`)."""
+    drain_topic(client_id)  # refuses a client id that cannot name the marker's topic, before connecting anything
     sessions = _with_db(settings, "read", heartbeat.known_sessions)
     known = next((k for k in sessions or [] if k.client_id == client_id), None)
     filters = list(dict.fromkeys(f for f in (known.subscription if known else None,
@@ -236,7 +238,6 @@ def drain(settings: Settings, client_id: str, stations: Mapping[str, Station], *
                                "the group is not used any more)")
     own = settings.model_copy(update={"mqtt_bridge_client_id": client_id, "bridge_metrics_port": 0})
     bridge = Bridge(own, stations)
-    bridge.subscribe_on_connect = False
     session = SessionDrain(bridge)  # before connecting: the broker sends queued messages right after CONNACK
     deadline = time.monotonic() + timeout_s
     bridge.start()
