@@ -46,7 +46,7 @@ PORTS = {"bridge1": 22110, "bridge2": 22111, "worker1": 22112}
 READINGS = 3_000           # 1,000 messages of COD, pH and Flow
 RATE = 100.0               # messages per second
 LEAVE_AFTER = 300          # messages acknowledged by the broker before a bridge is killed or stopped
-STRANDED_AFTER_S = 3.0     # the API's threshold in these tests (bridges beat every second)
+STRANDED_AFTER_S = 7.0     # the API's threshold here: bridges beat every 2 s and look alive for 3 beats (6 s)
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +80,7 @@ def bridges(stack: Settings, own: tuple[Settings, dict[str, str]], worker: Fleet
         fleet = Fleet(stack.run_dir / "test-logs" / _ns, PORTS, env, prefix="failover")
         fleets.append(fleet)
         for name in ("bridge1", "bridge2"):
-            fleet.start(name, QUANTRAC_BRIDGE_HEARTBEAT_S="1", QUANTRAC_BRIDGE_ON_STOP=on_stop)
+            fleet.start(name, QUANTRAC_BRIDGE_HEARTBEAT_S="2", QUANTRAC_BRIDGE_ON_STOP=on_stop)
         probe = make_station()
         with connect(settings.pg_dsn) as conn:
             save_stations(conn, {probe.id: probe})
