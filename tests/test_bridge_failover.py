@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 import paho.mqtt.client as mqtt
@@ -209,7 +210,9 @@ def test_a_killed_bridge_is_reported_stranded_and_drain_stores_its_share_exactly
 
     # A small receive maximum keeps most of the session's queue behind the in-flight window, so the
     # drain's end marker must come back after all of it (the broker's order is what the drain relies on).
+    began = time.monotonic()
     done = quantrac(["bridge", "drain", dead], {**env, "QUANTRAC_BRIDGE_MAX_INFLIGHT": "20"})
+    drain_s = time.monotonic() - began
     assert done.returncode == 0, done.stdout + done.stderr
     assert "session found" in done.stdout and "session ended" in done.stdout, done.stdout
     assert "bridge.drain_after_marker" not in done.stdout + done.stderr, "the broker delivered the queue in order"
@@ -230,7 +233,8 @@ def test_a_killed_bridge_is_reported_stranded_and_drain_stores_its_share_exactly
         assert conn.execute("SELECT state FROM bridge_sessions WHERE client_id = %s", (alive,)).fetchone() == ("stopped",)
     assert session_exists(stack, alive), "a bridge stopped to restart keeps its session"
     print(f"\ndrain: {stranded_readings} readings waited in the killed bridge's session; "
-          f"{gateway.count} of {gateway.count} stored once (checksums equal); drain said: {done.stdout.strip()}")
+          f"{gateway.count} of {gateway.count} stored once (checksums equal); the drain command took {drain_s:.1f} s "
+          f"and said: {done.stdout.strip()}")
 
 
 def test_sigterm_scales_down_from_two_bridges_to_one_storing_every_reading_once(
@@ -242,8 +246,10 @@ def test_sigterm_scales_down_from_two_bridges_to_one_storing_every_reading_once(
     assert refused.returncode == 2 and "looks alive" in refused.stderr, refused.stdout + refused.stderr
 
     gateway, thread = start_load(settings)
+    began = time.monotonic()
     fleet.procs["bridge2"].proc.send_signal(signal.SIGTERM)
     assert fleet.procs["bridge2"].proc.wait(40) == 0, fleet.procs["bridge2"].tail()
+    stop_s = time.monotonic() - began
     assert "bridge.drained" in fleet.procs["bridge2"].tail(40), fleet.procs["bridge2"].tail(40)
     thread.join(timeout=60)
     assert gateway.done.is_set() and not thread.is_alive(), "the gateway could not publish everything"
@@ -252,4 +258,5 @@ def test_sigterm_scales_down_from_two_bridges_to_one_storing_every_reading_once(
     assert not session_exists(stack, leaving), "the stopped bridge ended its session"
     with psycopg.connect(settings.pg_dsn, autocommit=True) as conn:
         assert conn.execute("SELECT count(*) FROM bridge_sessions WHERE client_id = %s", (leaving,)).fetchone() == (0,)
-    print(f"\nscale-down: {gateway.count} of {gateway.count} readings stored once (checksums equal)")
+    print(f"\nscale-down: the bridge drained and exited {stop_s:.1f} s after SIGTERM; "
+          f"{gateway.count} of {gateway.count} readings stored once (checksums equal)")
