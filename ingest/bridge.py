@@ -183,7 +183,12 @@ class Bridge:
         self.subscription = subscription_for(settings.mqtt_shared_group)
         self._outbox = Outbox()
         self._stop = threading.Event()
+        self._stopping = threading.Event()  # SIGTERM: leave gracefully (ingest/drain.py, `stop_gracefully`)
+        self.refusing = threading.Event()  # while set, new messages stay unacknowledged (redelivered to the next connection)
+        self.subscribe_on_connect = True  # False while draining (ingest/drain.py): empty the session, never join again
+        self.session_present = False
         self.connected = threading.Event()
+        self._producer_thread: threading.Thread | None = None
         self.producer = make_producer(settings, "quantrac-bridge")
         self.client = self._make_client()
 
@@ -210,9 +215,11 @@ class Bridge:
                       fix="check QUANTRAC_MQTT_USERNAME/QUANTRAC_MQTT_PASSWORD and the broker's ACL")
             return
         stale = self.acks.reset()
+        self.session_present = bool(flags.session_present)
         # Subscribing on every connect covers a session the broker lost or expired (session_present
         # false); with the session present it is a no-op for the broker.
-        client.subscribe(self.subscription, qos=1)
+        if self.subscribe_on_connect:
+            client.subscribe(self.subscription, qos=1)
         self.connected.set()
         metrics.BRIDGE_MQTT_CONNECTED.set(1)
         log.info("bridge.mqtt_connected", session_present=flags.session_present, subscription=self.subscription,
@@ -226,6 +233,8 @@ class Bridge:
             log.warning("bridge.mqtt_disconnected", reason=str(reason_code), action="reconnecting")
 
     def _on_message(self, _client: mqtt.Client, _userdata: object, msg: mqtt.MQTTMessage) -> None:
+        if self.refusing.is_set():
+            return  # neither forwarded nor acknowledged: the broker keeps it in the session and sends it again
         try:
             self._route(msg)
         except Exception as exc:  # a bug of ours on one message must never stop the network loop
@@ -373,36 +382,63 @@ class Bridge:
 
     # --- lifecycle -------------------------------------------------------------------------------
 
-    def run(self) -> None:
-        """Run until `stop()`; reconnects to both sides by itself."""
-        producer_thread = threading.Thread(target=self._produce_forever, name="kafka-producer", daemon=True)
-        producer_thread.start()
-        keeper = start_keeper(self.settings, self._stop)
-        metrics.BRIDGE_OUTBOX.set_function(self._outbox.qsize)
-        metrics.serve(self.settings.bridge_metrics_port, "bridge", self.settings.metrics_host)
+    def start(self) -> None:
+        """Start the producer thread and connect with the persistent session; returns at once."""
+        self._producer_thread = threading.Thread(target=self._produce_forever, name="kafka-producer", daemon=True)
+        self._producer_thread.start()
         properties = Properties(PacketTypes.CONNECT)
         properties.SessionExpiryInterval = self.settings.mqtt_session_expiry_s
         properties.ReceiveMaximum = self.settings.bridge_max_inflight
         self.client.connect_async(self.settings.mqtt_host, self.settings.mqtt_port, keepalive=30,
                                   clean_start=False, properties=properties)
         self.client.loop_start()
+
+    def run(self) -> None:
+        """Run until `stop()`; reconnects to both sides by itself. On stop, leaves the session as
+        QUANTRAC_BRIDGE_ON_STOP says (ingest/drain.py, `stop_gracefully`)."""
+        from ingest.drain import stop_gracefully
+        from ingest.heartbeat import Heartbeat
+
+        keeper = start_keeper(self.settings, self._stop)
+        metrics.BRIDGE_OUTBOX.set_function(self._outbox.qsize)
+        metrics.serve(self.settings.bridge_metrics_port, "bridge", self.settings.metrics_host)
+        heartbeat_stop = threading.Event()
+        heartbeat = Heartbeat(self.settings.pg_dsn, self.settings.mqtt_bridge_client_id, self.subscription,
+                              self.settings.bridge_heartbeat_s, heartbeat_stop)
+        heartbeat.beat()  # known before it connects: from now on its session can be found if it dies
+        heartbeat.start()
+        self.start()
         log.info("bridge.started", mqtt=f"{self.settings.mqtt_host}:{self.settings.mqtt_port}",
                  kafka=self.settings.kafka_bootstrap, stations=len(self.stations))
-        while not self._stop.wait(self.settings.bridge_counts_flush_s):
+        while not self._stopping.wait(self.settings.bridge_counts_flush_s):
             self.counts.flush(self.settings.pg_dsn)
             log.info("bridge.counts", unacked=len(self.acks), kafka_retries=self.kafka_retries, **self.counts.snapshot())
-        # Confirm what Kafka has before leaving, so its PUBACKs go out ahead of the DISCONNECT.
-        producer_thread.join(timeout=5)
+        heartbeat_stop.set()
+        heartbeat.join(timeout=5)
+        end = stop_gracefully(self)
+        self.close(end_session=end)
         keeper.join(timeout=5)
+        log.info("bridge.stopped", unacked=len(self.acks), session="ended" if end else "kept", **self.counts.snapshot())
+
+    def close(self, end_session: bool = False) -> None:
+        """Stop producing and disconnect; with `end_session`, the DISCONNECT ends the broker's session."""
+        self._stop.set()
+        # Confirm what Kafka has before leaving, so its PUBACKs go out ahead of the DISCONNECT.
+        if self._producer_thread is not None:
+            self._producer_thread.join(timeout=5)
         self.producer.flush(timeout=10)
-        self.client.disconnect()
+        properties = None
+        if end_session:  # MQTT 5 §3.14.2.2.2: a session expiry of 0 in DISCONNECT ends the session now
+            properties = Properties(PacketTypes.DISCONNECT)
+            properties.SessionExpiryInterval = 0
+        self.client.disconnect(properties=properties)
         self.client.loop_stop()
         self.producer.close(timeout=5)
         self.counts.flush(self.settings.pg_dsn)
-        log.info("bridge.stopped", unacked=len(self.acks), **self.counts.snapshot())
 
     def stop(self) -> None:
-        self._stop.set()
+        """Ask `run()` to leave (signal handlers call this); the graceful part runs in `run()`'s thread."""
+        self._stopping.set()
 
 
 def _topic_of(msg: mqtt.MQTTMessage) -> str:
@@ -422,6 +458,7 @@ def end_session(settings: Settings, client_id: str, timeout_s: float = 10.0) -> 
     shared subscription group, keeps taking its turn of them) until it expires. Connecting with the
     same client id, a clean start and a session expiry of 0 ends it. Only for a bridge that will
     not come back (scale-down, a benchmark's or a test's own bridge): what its session held is gone.
+    To forward what it held first, drain it instead (`quantrac bridge drain`, ingest/drain.py).
     """
     from ingest.gateways import bridge_login
 

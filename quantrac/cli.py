@@ -76,9 +76,15 @@ def show_settings() -> None:
     typer.echo(settings_table())
 
 
-@app.command()
-def bridge() -> None:
-    """Run the MQTT → Kafka bridge until SIGINT/SIGTERM."""
+bridge_app = typer.Typer(help="The MQTT → Kafka bridge, and draining the session of one that is gone.")
+app.add_typer(bridge_app, name="bridge")
+
+
+@bridge_app.callback(invoke_without_command=True)
+def bridge(ctx: typer.Context) -> None:
+    """Run the MQTT → Kafka bridge until SIGINT/SIGTERM (then it keeps or drains its session: QUANTRAC_BRIDGE_ON_STOP)."""
+    if ctx.invoked_subcommand is not None:
+        return
     _setup("bridge")
     from ingest.bridge import Bridge
     from quantrac.db import live_registry
@@ -86,6 +92,34 @@ def bridge() -> None:
     b = Bridge(s, live_registry(s))
     _stop_on_signals(b)
     b.run()
+
+
+@bridge_app.command("drain")
+def bridge_drain(
+    client_id: Annotated[str, typer.Argument(help="Client id of the bridge that is gone (in Kubernetes: its pod name).")],
+    group: Annotated[Optional[str], typer.Option(help="Shared-subscription group it was in; default: the one its heartbeat recorded, and QUANTRAC_MQTT_SHARED_GROUP.")] = None,
+    force: Annotated[bool, typer.Option(help="Drain even if the bridge looks alive or no other bridge of its group is.")] = False,
+    timeout: Annotated[float, typer.Option(min=1, help="Give up after this many seconds (the session is kept; run the drain again).")] = 1800.0,
+) -> None:
+    """Forward what a departed bridge's MQTT session holds (validated, dead letters, acknowledged after Kafka), then end it.
+
+    Idempotent, and safe while the other bridges run: it unsubscribes the session from the shared group first, so the broker deals new messages to them.
+    """
+    _setup("bridge-drain")
+    from ingest.drain import DrainFailed, DrainRefused, drain
+    from quantrac.db import live_registry
+    s = get_settings()
+    try:
+        report = drain(s, client_id, live_registry(s), group=group, force=force, timeout_s=timeout)
+    except DrainRefused as exc:
+        typer.echo(f"error: not drained: {exc}", err=True)
+        raise typer.Exit(2) from None
+    except DrainFailed as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(report.counts.items())) or "nothing"
+    typer.echo(f"{client_id}: session {'found' if report.session_present else 'already gone'}; "
+               f"{report.forwarded} message(s) forwarded ({counts}); session ended")
 
 
 @app.command()
@@ -344,20 +378,25 @@ def run_all(
     bridges: Annotated[int, typer.Option(min=1, help="Bridge processes; more than one share an MQTT subscription.")] = 1,
     workers: Annotated[int, typer.Option(min=1, help="Faust worker processes in one consumer group (at most the topic's partitions).")] = 1,
     procfile: Annotated[Path, typer.Option(help="Processes to run.")] = Path(__file__).resolve().parent.parent / "deploy" / "local" / "Procfile",
+    services: Annotated[bool, typer.Option("--stack/--no-stack", help="Start Mosquitto, Kafka and PostgreSQL first and stop them at the end; --no-stack uses services already running.")] = True,
 ) -> None:
-    """Start the services, then the bridge, worker, API and simulator; Ctrl-C stops everything."""
+    """Start the services, then the bridge, worker, API and simulator; a process that dies is restarted; Ctrl-C stops everything."""
     _setup("run")
     import os
+    import threading
 
-    from honcho.manager import Manager
     from honcho.environ import parse_procfile
 
     from quantrac import stack
+    from quantrac.settings import REPO_ROOT
+    from quantrac.supervise import Supervisor
     s = get_settings()
     if workers > s.topic_partitions:
         raise typer.BadParameter(f"--workers {workers}: at most QUANTRAC_TOPIC_PARTITIONS={s.topic_partitions} workers get partitions")
-    stack.up(s)
+    if services:
+        stack.up(s)
     db_migrate(seed=True)
+    _setup("run")  # db_migrate configured the logs as `db`
     from api.auth import ensure_local_credentials
     from quantrac.db import connect
     credentials_file = s.run_dir / "credentials.json"
@@ -366,10 +405,10 @@ def run_all(
     venv_bin = os.path.dirname(sys.executable)
     env = {**os.environ, "QUANTRAC_SIM_RATE": str(rate), "PYTHONUNBUFFERED": "1",
            "PATH": venv_bin + os.pathsep + os.environ.get("PATH", "")}
-    manager = Manager()
+    supervisor = Supervisor(cwd=str(REPO_ROOT), stop_timeout_s=s.bridge_stop_timeout_s + 10)
     entries = parse_procfile(procfile.read_text()).processes
     for name, (entry, extra) in scale_out(dict(entries), bridges, workers, s).items():
-        manager.add_process(name, entry, env={**env, **extra}, cwd=str(procfile.parent.parent.parent))
+        supervisor.add(name, entry, {**env, **extra})
     typer.echo(f"\n  dashboard:         http://{s.api_host}:{s.api_port}/  (the browser asks: any user name, a key below as the password)\n"
                f"  admin key:         {creds['admin']}\n"
                f"  operator key:      {creds['operator']}\n"
@@ -379,14 +418,14 @@ def run_all(
                f"  alerts:            http://{s.api_host}:{s.api_port}/api/v1/alerts\n"
                f"  health:            http://{s.api_host}:{s.api_port}/healthz\n"
                f"  MQTT {s.mqtt_host}:{s.mqtt_port}  Kafka {s.kafka_bootstrap}  PostgreSQL {s.pg_host}:{s.pg_port}\n"
-               "  Ctrl-C stops everything.\n")
+               "  A process that dies is restarted (supervisor.restarted in the log); Ctrl-C stops everything.\n")
+    stop = threading.Event()
+    _stop_on_signals(stop)
     try:
-        manager.loop()
+        supervisor.run(stop)
     finally:
-        stack.down(s)
-    # Stopped by Ctrl-C or SIGTERM is a clean stop; anything else reports the failing process's code.
-    code = manager.returncode or 0
-    sys.exit(0 if code in (130, 143, -signal.SIGINT, -signal.SIGTERM) else code)
+        if services:
+            stack.down(s)
 
 
 

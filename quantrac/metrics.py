@@ -33,6 +33,15 @@ QUARANTINED = Counter(
     "quantrac_quarantined", "Records a loop set aside after its tries failed (a `quarantined` dead letter), by loop.",
     ["stage"])
 
+# --- bridge sessions (API, read from `bridge_sessions` at scrape time) ---------------------------
+# Labelled by bridge client id: a deployment has a handful of bridges, not hundreds.
+BRIDGE_SILENT_SECONDS = Gauge(
+    "quantrac_bridge_silent_seconds", "Seconds since each known bridge session's last heartbeat.", ["client_id"])
+BRIDGE_STRANDED = Gauge(
+    "quantrac_bridge_stranded", "1 when a known bridge has been silent longer than QUANTRAC_BRIDGE_STRANDED_AFTER_S: "
+    "its MQTT session keeps taking a share of the messages; drain it with `quantrac bridge drain <client_id>`.",
+    ["client_id"])
+
 # --- worker ------------------------------------------------------------------------------------
 WORKER_RECORDS_IN = Counter(
     "quantrac_worker_records_in", "Kafka records of the readings topic taken by the worker.")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -43,6 +44,10 @@ class Settings(BaseSettings):
     bridge_counts_flush_s: float = Field(30.0, description="How often the bridge adds its per-station delivery counts to PostgreSQL.")
     delivery_late_after_s: int = Field(3600, description="Readings received this long after their event time are counted as late in delivery accounting (and still stored).")
     mqtt_shared_group: str = Field("", description="MQTT shared-subscription group of the bridges (`$share/<group>/...`); empty: one bridge takes every message.")
+    bridge_on_stop: Literal["keep", "drain"] = Field("keep", description="What a bridge does with its MQTT session on SIGTERM: `keep` it for a restart under the same client id (StatefulSet, compose, `make run`), or `drain` it (unsubscribe, forward what it holds) and end it, for client ids that never come back (scale-down, a Deployment). A bridge keeps its session anyway when no other bridge of its group is alive.")
+    bridge_stop_timeout_s: float = Field(20.0, gt=0, description="On SIGTERM, longest a bridge waits for its in-flight messages to reach Kafka (keep) or for its session to drain (drain); keep it under the orchestrator's grace period.")
+    bridge_heartbeat_s: float = Field(10.0, gt=0, description="How often a bridge records that it is alive (table `bridge_sessions`).")
+    bridge_stranded_after_s: float = Field(120.0, gt=0, description="A known bridge silent this long counts as stranded (`quantrac_bridge_stranded{client_id}`, alert QuantracBridgeStranded): its session may hold messages; drain it with `quantrac bridge drain <client id>`.")
 
     kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, comma-separated.")
     kafka_controller_port: int = Field(9093, description="KRaft controller port of the local broker.")

@@ -307,8 +307,19 @@ def test_prometheus_rules_and_dashboard_use_defined_metrics(compose: dict[str, A
         unknown = used_metric_names(text) - defined
         assert not unknown, f"{source} names metrics quantrac does not export: {unknown}"
     for name in ("quantrac_worker_consumer_lag", "quantrac_deadletters_total", "quantrac_worker_write_seconds_bucket",
-                 "quantrac_worker_batch_records_bucket", "quantrac_alerts", "quantrac_notification_failures_total"):
+                 "quantrac_worker_batch_records_bucket", "quantrac_alerts", "quantrac_notification_failures_total",
+                 "quantrac_bridge_stranded", "quantrac_bridge_silent_seconds"):
         assert name in panel_exprs, f"the dashboard should chart {name}"
+
+
+def test_a_stranded_bridge_alert_names_the_drain_command() -> None:
+    rules = yaml.safe_load((DEPLOY / "prometheus" / "rules.yml").read_text())
+    alert = next(r for g in rules["groups"] for r in g["rules"] if r.get("alert") == "QuantracBridgeStranded")
+    assert "quantrac_bridge_stranded" in alert["expr"] and "client_id" in alert["expr"]
+    assert "quantrac bridge drain {{ $labels.client_id }}" in alert["annotations"]["description"]
+    bridge = next(d for n, d in workloads() if n == "quantrac-bridge")
+    env = {e["name"]: e.get("value") for e in bridge["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["QUANTRAC_BRIDGE_ON_STOP"] == "keep", "StatefulSet pods come back under their name: keep the session"
 
 
 def test_prometheus_scrapes_the_compose_services(compose: dict[str, Any]) -> None:

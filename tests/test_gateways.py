@@ -53,7 +53,8 @@ def test_acl_lets_each_gateway_write_only_its_stations() -> None:
     blocks = {block.splitlines()[0]: block.splitlines()[1:] for block in text.split("\n\n") if block.startswith("user ")}
     assert blocks["user gw-GW1"] == ["topic write quantrac/v1/stations/S1/readings", "topic write quantrac/v1/stations/S2/readings"]
     assert blocks["user gw-GW2"] == ["topic write quantrac/v1/stations/S3/readings"]
-    assert blocks[f"user {BRIDGE_ACCOUNT}"] == ["topic read quantrac/v1/stations/+/readings"]
+    assert blocks[f"user {BRIDGE_ACCOUNT}"] == ["topic read quantrac/v1/stations/+/readings",
+                                                "topic readwrite quantrac/v1/bridges/+/drain"]
     assert blocks[f"user {NOTIFIER_ACCOUNT}"] == ["topic write quantrac/v1/alerts/+"]
     assert TEST_ACCOUNT not in text
 

@@ -27,21 +27,19 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import Iterator
 
-import httpx
 import paho.mqtt.client as mqtt
 import psycopg
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from quantrac.db import save_stations
 from quantrac.domain import Station
 from quantrac.settings import Settings
 from ingest.gateways import credential_for
-from tests.conftest import Process, _ns, end_mqtt_session, publish, own_pipeline
+from tests.conftest import _ns, end_mqtt_session, publish, own_pipeline
 from tests.utils.builders import make_station, payload, topic
+from tests.utils.fleet import Fleet, owned_partitions, scrape
 from tests.utils.poll import wait_for
 
 pytestmark = pytest.mark.integration
@@ -53,48 +51,6 @@ KILL_AFTER = 600           # messages published before the kills
 EXCEED_EVERY = 50          # every 50th message of a station carries COD above its limit
 COD_LIMIT = 100.0
 PORTS = {"bridge1": 21520, "bridge2": 21521, "worker1": 21522, "worker2": 21523}
-
-
-def scrape(port: int) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    try:
-        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=3).text
-    except httpx.HTTPError:
-        return {}
-    return {(s.name, frozenset(s.labels.items())): s.value for f in text_string_to_metric_families(text) for s in f.samples}
-
-
-def owned_partitions(port: int, topic_name: str) -> set[str]:
-    """Readings partitions a worker currently owns, from its consumer-lag series."""
-    return {dict(labels)["partition"] for (name, labels) in scrape(port)
-            if name == "quantrac_worker_consumer_lag" and dict(labels).get("topic") == topic_name}
-
-
-@dataclass
-class Fleet:
-    """The bridges and workers of one test, each with its metrics port. The bridges' client ids and
-    shared group are new for every run: a session left by an earlier run in the same group would
-    take its turn of the messages."""
-
-    log_dir: Path
-    base_env: dict[str, str] = field(default_factory=dict)
-    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
-    procs: dict[str, Process] = field(default_factory=dict)
-
-    def start(self, name: str) -> Process:
-        command = name.rstrip("12")
-        env = {**self.base_env, f"QUANTRAC_{command.upper()}_METRICS_PORT": str(PORTS[name])}
-        if command == "bridge":
-            env |= {"QUANTRAC_MQTT_SHARED_GROUP": f"quantrac-{_ns}-{self.run_id}",
-                    "QUANTRAC_MQTT_BRIDGE_CLIENT_ID": self.client_id(name),
-                    "QUANTRAC_MQTT_SESSION_EXPIRY_S": "300"}  # outlives the kill, not the test session by much
-        self.procs[name] = Process(f"scale-{name}", [command], self.log_dir, env)
-        return self.procs[name]
-
-    def client_id(self, name: str) -> str:
-        return f"quantrac-{_ns}-{self.run_id}-{name}"
-
-    def tails(self) -> str:
-        return "\n".join(f"--- {p.name} ---\n{p.tail(12)}" for p in self.procs.values())
 
 
 @dataclass
@@ -155,7 +111,7 @@ def fleet(stack: Settings, stations: list[Station]) -> Iterator[Fleet]:
     """Two bridges and two workers, ready: both bridges subscribed, both workers owning partitions."""
     own, env = own_pipeline(stack, "scale")
     topic = own.readings_topic
-    fleet = Fleet(stack.run_dir / "test-logs" / _ns, env)
+    fleet = Fleet(stack.run_dir / "test-logs" / _ns, PORTS, env)
     for name in PORTS:
         fleet.start(name)
 
