@@ -112,11 +112,7 @@ def store(request: pytest.FixtureRequest, stack: Settings) -> Settings:
     (`native_server`). Store tests take this instead of `stack` to run on both."""
     if request.param == STORE_POSTGRESQL:
         return request.getfixturevalue("native_server")  # type: ignore[no-any-return]
-    with connect(stack.pg_dsn) as conn:
-        info = describe_store(conn)
-    assert info.kind == STORE_TIMESCALEDB, (
-        f"the tests' database on {stack.pg_host}:{stack.pg_port} is {info.summary}, not TimescaleDB: run `make timescaledb` "
-        "(builds and installs the extension), and restart that PostgreSQL if this stack did not start it")
+    _assert_timescaledb(stack)
     return stack
 
 
@@ -125,6 +121,33 @@ def store_db(store: Settings) -> Iterator[psycopg.Connection]:
     """A connection to the session's database on the store path under test."""
     with connect(store.pg_dsn) as conn:
         yield conn
+
+
+@pytest.fixture()
+def native_db(native_server: Settings) -> Iterator[psycopg.Connection]:
+    """A connection to the session's database on the native PostgreSQL server (native-only store tests)."""
+    with connect(native_server.pg_dsn) as conn:
+        yield conn
+
+
+@pytest.fixture()
+def timescale_db(store_kinds_checked: None, stack: Settings) -> Iterator[psycopg.Connection]:
+    """A connection to the session's database on the TimescaleDB server (TimescaleDB-only store tests)."""
+    with connect(stack.pg_dsn) as conn:
+        yield conn
+
+
+@pytest.fixture(scope="session")
+def store_kinds_checked(stack: Settings) -> None:
+    _assert_timescaledb(stack)
+
+
+def _assert_timescaledb(stack: Settings) -> None:
+    with connect(stack.pg_dsn) as conn:
+        info = describe_store(conn)
+    assert info.kind == STORE_TIMESCALEDB, (
+        f"the tests' database on {stack.pg_host}:{stack.pg_port} is {info.summary}, not TimescaleDB: run `make timescaledb` "
+        "(builds and installs the extension), and restart that PostgreSQL if this stack did not start it")
 
 
 @pytest.fixture(scope="session")
