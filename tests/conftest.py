@@ -93,16 +93,17 @@ def native_server(stack: Settings) -> Iterator[Settings]:
     The extension is installed on this machine but not preloaded there, so `migrate` meets the very
     trap of issue 17 (listed, yet CREATE EXTENSION fails) and must fall back to native PostgreSQL.
     """
-    native = local_stack.native_postgres_settings(stack)
-    already = local_stack.status(native, only=["postgres"])["postgres"].healthy
-    local_stack.up(native, only=["postgres"])
-    with connect(native.pg_dsn) as conn:
+    server = local_stack.native_postgres_settings(stack)
+    already = local_stack.status(server, only=["postgres"])["postgres"].healthy
+    local_stack.up(server, only=["postgres"])
+    with connect(server.pg_dsn) as conn:
         migrate(conn)
         assert describe_store(conn).kind == STORE_POSTGRESQL
-        save_stations(conn, load_registry(native.registry_file, native.limits_dir))
-    yield native
+        save_stations(conn, load_registry(server.registry_file, server.limits_dir))
+    # The server's own run folder is for its data and pid only: clients keep the session's (MQTT accounts, logs).
+    yield server.model_copy(update={"run_dir": stack.run_dir})
     if not already:
-        local_stack.down(native, only=["postgres"])
+        local_stack.down(server, only=["postgres"])
 
 
 @pytest.fixture(scope="session", params=STORE_KINDS)
@@ -244,18 +245,44 @@ def stored_count(conn: psycopg.Connection, station_id: str) -> int:
 @pytest.fixture(scope="session")
 def pipeline(stack: Settings) -> Iterator[dict[str, Process]]:
     """The bridge and the worker as subprocesses, ready once a probe reading has reached PostgreSQL."""
-    log_dir = stack.run_dir / "test-logs" / _ns
+    yield from _run_pipeline(stack, {}, stack.run_dir / "test-logs" / _ns)
+
+
+@pytest.fixture(scope="session")
+def store_pipeline(store: Settings, stack: Settings, request: pytest.FixtureRequest) -> Iterator[dict[str, Process]]:
+    """A bridge and a worker writing to the store path under test: the session `pipeline` on TimescaleDB;
+    on native PostgreSQL its own pair (own topics, consumer group and MQTT session) on the native server."""
+    if store.pg_port == stack.pg_port:
+        yield request.getfixturevalue("pipeline")
+        return
+    from quantrac.stack import ensure_topics
+
+    tag = "native"
+    own = store.model_copy(update={
+        "readings_topic": f"quantrac.{_ns}.{tag}.readings", "deadletter_topic": f"quantrac.{_ns}.{tag}.readings.deadletter",
+        "alerts_topic": f"quantrac.{_ns}.{tag}.alerts", "worker_id": f"quantrac-worker-{_ns}-{tag}",
+        "mqtt_bridge_client_id": f"quantrac-bridge-{_ns}-{tag}"})
+    ensure_topics(own)
+    env = {"QUANTRAC_PG_PORT": str(own.pg_port), "QUANTRAC_READINGS_TOPIC": own.readings_topic,
+           "QUANTRAC_DEADLETTER_TOPIC": own.deadletter_topic, "QUANTRAC_ALERTS_TOPIC": own.alerts_topic,
+           "QUANTRAC_WORKER_ID": own.worker_id, "QUANTRAC_MQTT_BRIDGE_CLIENT_ID": own.mqtt_bridge_client_id}
+    yield from _run_pipeline(own, env, stack.run_dir / "test-logs" / _ns / tag)
+
+
+def _run_pipeline(settings: Settings, env: dict[str, str], log_dir: Path) -> Iterator[dict[str, Process]]:
+    """Start the bridge and the worker for `settings` (their environment: `env` over the session's), wait
+    until a probe reading has travelled MQTT → Kafka → PostgreSQL, yield them, stop them."""
     # A session left by an earlier run may hold a backlog (other sessions' traffic on a shared broker).
-    end_mqtt_session(stack, stack.mqtt_bridge_client_id)
-    procs = {"bridge": Process("bridge", ["bridge"], log_dir), "worker": Process("worker", ["worker"], log_dir)}
+    end_mqtt_session(settings, settings.mqtt_bridge_client_id)
+    procs = {"bridge": Process("bridge", ["bridge"], log_dir, env), "worker": Process("worker", ["worker"], log_dir, env)}
     probe = make_station()
-    with connect(stack.pg_dsn) as conn:
+    with connect(settings.pg_dsn) as conn:
         save_stations(conn, {probe.id: probe})
 
         def probe_stored() -> bool:
             for p in procs.values():
                 assert p.alive(), f"{p.name} exited with {p.proc.returncode}:\n{p.tail()}"
-            publish(stack, probe.id, payload(COD=10.0))
+            publish(settings, probe.id, payload(COD=10.0))
             return stored_count(conn, probe.id) > 0
 
         try:
