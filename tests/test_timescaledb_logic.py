@@ -48,3 +48,15 @@ def test_other_failures_keep_the_servers_first_line() -> None:
     other = explain_extension_failure(psycopg.errors.UndefinedFile('could not access file "$libdir/timescaledb-2.28.3"\nmore'))
     assert other.cause == 'CREATE EXTENSION timescaledb failed: could not access file "$libdir/timescaledb-2.28.3"'
     assert "docs/timescaledb.md" in other.fix
+
+
+def test_the_deployments_run_the_timescaledb_release_the_tests_build() -> None:
+    """Compose and Kubernetes run the image of the release and PostgreSQL major the store tests run on."""
+    import re
+
+    from quantrac.settings import REPO_ROOT
+
+    release = tarball_version(Settings().timescaledb_source)  # type: ignore[arg-type]
+    for path in ("deploy/compose/compose.yaml", "deploy/k8s/12-timescaledb.yaml"):
+        images = re.findall(r"image:\s*(timescale/timescaledb\S*)", (REPO_ROOT / path).read_text())
+        assert images == [f"timescale/timescaledb:{release}-pg15"], path
