@@ -23,7 +23,7 @@ from alerts.store import apply_conditions
 from ingest.accounting import record_store_counts
 from processors import completeness
 from processors.detection import DetectionConfig, LiveDetectors, detect_batch
-from processors.rollups import update_rollups
+from processors.rollups import refresh_late_aggregates, update_rollups
 from processors.store import ReadingWriter
 from quantrac import metrics
 from quantrac.domain import Reading, Station
@@ -126,6 +126,7 @@ class BatchProcessor:
         except psycopg.OperationalError:
             await conn.close()
             raise
+        await refresh_late_aggregates(conn, new)
         if late:
             log.info("worker.late_readings", count=len(late), stations=sorted({r.station_id for r in late}),
                      lateness_s=self.config.lateness_s)

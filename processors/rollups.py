@@ -5,7 +5,10 @@ readings fall in (`INSERT ... SELECT ... GROUP BY ... ON CONFLICT DO UPDATE`; 5-
 from the raw readings, hours from those, days from the hours), in the batch's transaction: a
 late reading corrects its own buckets and no others.
 Bucket boundaries come from `quantrac/timebuckets.py`; `bucket_sql` is the same rule in SQL.
-On TimescaleDB the rollups are continuous aggregates and `update_rollups` does nothing.
+On TimescaleDB the rollups are continuous aggregates and `update_rollups` does nothing; after the
+batch commits, `refresh_late_aggregates` refreshes the buckets of readings older than an aggregate's
+last refresh, which real-time aggregation does not cover (so a late reading corrects its buckets on
+both stores, not only at the next policy run or maintenance pass).
 """
 
 from __future__ import annotations
@@ -14,9 +17,12 @@ from datetime import datetime
 from typing import Any, Sequence
 
 import psycopg
+import structlog
 
 from quantrac.domain import Reading
 from quantrac.timebuckets import BUCKET_WIDTHS, DAY_ZONE, bucket_end, bucket_start
+
+log = structlog.get_logger(__name__)
 
 ROLLUPS: dict[str, str] = {"5m": "readings_5m", "1h": "readings_1h", "1d": "readings_1d"}
 
@@ -119,3 +125,43 @@ def rebuild_rollups(conn: psycopg.Connection, start: datetime, end: datetime, st
                 f"WHERE r.ts >= %s AND r.ts < %s{station_filter} GROUP BY 1, 2, 3 {_UPSERT}", params)
             written += cur.rowcount
     return written
+
+
+_WATERMARKS = ("SELECT user_view_name, _timescaledb_functions.to_timestamp(_timescaledb_functions.cagg_watermark(mat_hypertable_id)) "
+               "FROM _timescaledb_catalog.continuous_agg WHERE user_view_schema = current_schema()")
+
+
+async def refresh_late_aggregates(conn: psycopg.AsyncConnection[Any], new: Sequence[Reading]) -> list[str]:
+    """TimescaleDB: refresh, in each continuous aggregate, the buckets of readings just committed that are
+    older than its watermark (the end of its last refresh); returns the aggregates refreshed.
+
+    Readings newer than the watermark need nothing (real-time aggregation computes them at query
+    time), so a live stream costs one catalog query per batch. No-op on native PostgreSQL, whose
+    rollups `update_rollups` kept in the batch's transaction. Runs outside a transaction (the
+    connection is switched to autocommit for it); a failure is logged, not raised: the readings are
+    stored, and the worker's maintenance pass refreshes the whole range.
+    """
+    if not new or await _store_kind(conn) != "timescaledb":
+        return []
+    refreshed: list[str] = []
+    autocommit = conn.autocommit
+    try:
+        await conn.set_autocommit(True)
+        cur = await conn.execute(_WATERMARKS)
+        watermarks = {str(view): mark for view, mark in await cur.fetchall()}
+        for bucket, view in ROLLUPS.items():
+            mark = watermarks.get(view)
+            late = [r.ts for r in new if mark is not None and r.ts < mark]
+            if late:
+                start, last = bucket_start(min(late), bucket), bucket_start(max(late), bucket)
+                await conn.execute("CALL refresh_continuous_aggregate(%s, %s, %s)", (view, start, bucket_end(last, bucket)))
+                refreshed.append(view)
+    except psycopg.Error as exc:
+        log.warning("rollups.late_refresh_failed", error=str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+                    aggregates=list(ROLLUPS.values()), fix="none needed: the maintenance pass refreshes the aggregates")
+    finally:
+        if not conn.closed and not conn.broken:
+            await conn.set_autocommit(autocommit)
+    if refreshed:
+        log.debug("rollups.late_refreshed", aggregates=refreshed, readings=len(new))
+    return refreshed

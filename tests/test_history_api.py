@@ -21,7 +21,6 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
-from processors.partitions import refresh_aggregates
 from quantrac.db import save_stations
 from quantrac.domain import Reading, Station, Status
 from quantrac.settings import Settings
@@ -57,11 +56,7 @@ def station(store: Settings, store_db: psycopg.Connection) -> Station:
         status = Status.FAULT if n == 200 else Status.MEASURING
         readings.append(Reading(station_id=s.id, parameter="COD", value=cod, unit="mg/L", ts=ts, status=status))
         readings.append(Reading(station_id=s.id, parameter="pH", value=7.0, unit="-", ts=ts))
-    asyncio.run(_store(store.pg_dsn, readings))
-    # TimescaleDB: other tests have refreshed the aggregates past this day, so these readings are late
-    # for them; they show once refreshed, as the worker's maintenance pass does (no-op on native PostgreSQL,
-    # whose rollups the writer keeps exact). tests/test_store_timescale.py shows the window before it.
-    refresh_aggregates(store_db, until=DAY_START + timedelta(days=2))
+    asyncio.run(_store(store.pg_dsn, readings))  # late for TimescaleDB's aggregates, refreshed past this day by other tests
     return s
 
 

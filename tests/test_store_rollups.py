@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings as hsettings, strategies as 
 
 from processors.pipeline import BatchProcessor
 from processors.partitions import refresh_aggregates
-from processors.rollups import ROLLUPS, VALID_SQL, bucket_sql, rebuild_rollups, update_rollups
+from processors.rollups import ROLLUPS, VALID_SQL, bucket_sql, rebuild_rollups, refresh_late_aggregates, update_rollups
 from processors.store import ReadingWriter
 from quantrac.db import connect, save_stations
 from quantrac.domain import Reading, Station, Status
@@ -42,12 +42,14 @@ def reading(station: Station, ts: datetime, value: float | None, status: Status 
 
 
 async def _store(dsn: str, readings: Sequence[Reading], writer: ReadingWriter | None = None) -> list[Reading]:
-    """What the worker does with a batch, minus the rules: store, then roll up the new readings, one transaction."""
+    """What the worker does with a batch, minus the rules: store, then roll up the new readings, one transaction;
+    then (TimescaleDB) refresh the aggregates for readings older than their last refresh."""
     writer = writer or ReadingWriter()
     async with await psycopg.AsyncConnection.connect(dsn) as conn:
         async with conn.transaction():
             new = await writer.write(conn, readings)
             await update_rollups(conn, new)
+        await refresh_late_aggregates(conn, new)
     return new
 
 

@@ -15,7 +15,8 @@ import pytest
 
 from api.routes.history import bucket_series, compliance, raw_gaps
 from processors.partitions import apply_retention, refresh_aggregates
-from processors.rollups import ROLLUPS, update_rollups
+from processors.rollups import ROLLUPS, refresh_late_aggregates, update_rollups
+from processors.store import ReadingWriter
 from quantrac.db import plan_migrations, save_stations, schema_version, store_kind
 from quantrac.domain import Reading, Station, Status
 from quantrac.settings import Settings
@@ -102,11 +103,8 @@ def test_compressed_chunks_take_late_and_replayed_readings_and_still_answer_the_
     assert write(stack, [late]) == [late]
     assert write(stack, [*readings[:50], late]) == []
     assert conn.execute("SELECT count(*) FROM readings WHERE station_id = %s", (station.id,)).fetchone() == (277,)
-    # The hole's hour was materialised empty: until the maintenance refresh it stays so (real-time
-    # aggregation only covers buckets after the last refresh); after it, it equals a GROUP BY over raw.
-    hour = bucket_series(conn, station.id, ["COD"], "1h", COMPRESSED_DAY + timedelta(hours=2), COMPRESSED_DAY + timedelta(hours=3))
-    assert [(h["count"], h["missing"]) for h in hour] == [(0, True)]
-    refresh_aggregates(conn, until=COMPRESSED_DAY + timedelta(days=2))
+    # The hole's hour was materialised empty; the writer's path refreshed it (the reading is older than
+    # the aggregate's watermark, which real-time aggregation does not cover): it equals a GROUP BY over raw.
     hour = bucket_series(conn, station.id, ["COD"], "1h", COMPRESSED_DAY + timedelta(hours=2), COMPRESSED_DAY + timedelta(hours=3))
     assert [(h["count"], h["avg"]) for h in hour] == [(1, 500.0)]
     assert rollup_rows(conn, station.id) == approx(group_by_raw(conn, station.id))
@@ -147,6 +145,34 @@ def test_retention_policies_come_from_the_setting_and_drop_old_chunks(
     assert kept == [r.ts for r in recent]
     assert not chunks_of_day(conn, OLD_DAY)
     apply_retention(conn, stack.retention_days)  # the session's database keeps the setting's policies
+
+
+def test_a_late_reading_is_in_its_buckets_once_committed_without_waiting_for_a_refresh(
+        stack: Settings, timescale_db: psycopg.Connection, station: Station) -> None:
+    """Materialised buckets are not recomputed at query time: without the writer's refresh a late reading
+    would show only at the next policy run or maintenance pass. With it, as on native PostgreSQL, at once."""
+    conn = timescale_db
+    day_start = COMPRESSED_DAY + timedelta(days=5)
+    readings = day_of_readings(station, day_start)
+    asyncio.run(_store_without_refresh(stack.pg_dsn, readings))
+    refresh_aggregates(conn, until=day_start + timedelta(days=2))
+    late = Reading(station_id=station.id, parameter="COD", value=500.0, unit="mg/L", ts=day_start + timedelta(hours=2, minutes=30))
+    asyncio.run(_store_without_refresh(stack.pg_dsn, [late]))
+    assert rollup_rows(conn, station.id) != approx(group_by_raw(conn, station.id))  # what a bare insert leaves
+
+    on_time = Reading(station_id=station.id, parameter="COD", value=1.0, unit="mg/L", ts=datetime.now(timezone.utc).replace(microsecond=0))
+    async def through_the_worker_path() -> tuple[list[str], list[str]]:
+        async with await psycopg.AsyncConnection.connect(stack.pg_dsn) as aconn:
+            return await refresh_late_aggregates(aconn, [on_time]), await refresh_late_aggregates(aconn, [late])
+
+    assert asyncio.run(through_the_worker_path()) == ([], list(ROLLUPS.values()))
+    assert rollup_rows(conn, station.id) == approx(group_by_raw(conn, station.id))
+
+
+async def _store_without_refresh(dsn: str, readings: Sequence[Reading]) -> None:
+    async with await psycopg.AsyncConnection.connect(dsn) as conn:
+        async with conn.transaction():
+            await ReadingWriter().write(conn, readings)
 
 
 def test_the_worker_leaves_rollups_to_the_continuous_aggregates(stack: Settings, station: Station) -> None:
