@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable
 
+import orjson
 import psycopg
 import structlog
 from psycopg.rows import dict_row
@@ -21,9 +22,14 @@ from alerts import escalation, inhibition, silences
 from alerts.lifecycle import SYSTEM_ACTOR
 from alerts.notify import channels, webhook
 from alerts.notify.message import Notification
+from quantrac import metrics
+from quantrac.deadletter_rows import insert_quarantine
+from quantrac.failures import Attempts, RateLimitedLog, describe, is_record_failure
+from quantrac.safe_text import safe_text
 from quantrac.settings import Settings
 
 log = structlog.get_logger(__name__)
+_log = RateLimitedLog(log)
 
 NOTIFY_KINDS = frozenset({"opened", "resolved", "escalated", "reminded"})
 """Event kinds people are told about; repeats, acknowledgements and comments are only recorded."""
@@ -57,7 +63,7 @@ def suppression(conn: psycopg.Connection[Any], n: Notification) -> str | None:
 
 def _log_delivery(conn: psycopg.Connection[Any], n: Notification, channel: str, attempt: int, outcome: str, detail: str) -> None:
     conn.execute("INSERT INTO notification_deliveries (alert_id, event_id, channel, attempt, outcome, detail) "
-                 "VALUES (%s, %s, %s, %s, %s, %s)", (n.alert["id"], n.event_id, channel, attempt, outcome, detail[:1000]))
+                 "VALUES (%s, %s, %s, %s, %s, %s)", (n.alert["id"], n.event_id, channel, attempt, outcome, safe_text(detail)))
 
 
 def webhook_channel(name: str, url: str, settings: Settings, conn_for_log: Callable[[], psycopg.Connection[Any]]) -> Send:
@@ -140,8 +146,18 @@ def read_cursor(conn: psycopg.Connection[Any]) -> int:
     return start
 
 
-def poll_once(conn: psycopg.Connection[Any], chans: list[Channel], batch: int = 100) -> int:
-    """Handle the events after the cursor; returns how many."""
+_ATTEMPTS = Attempts()
+"""Failed tries per alert event, across polls."""
+
+
+def poll_once(conn: psycopg.Connection[Any], chans: list[Channel], batch: int = 100, attempts: Attempts = _ATTEMPTS) -> int:
+    """Handle the events after the cursor; returns how many.
+
+    An event the notifier fails on for its content (a bug of ours on it, a text PostgreSQL
+    refuses) is tried `attempts.most` times over as many polls, then quarantined (a `deadletters`
+    row, stage `notifier`) and passed, so the events behind it still go out. PostgreSQL being
+    unavailable raises, and the cursor stays.
+    """
     cursor = read_cursor(conn)
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute("SELECT e.id AS event_id, e.kind, e.actor, e.at, e.note, a.* FROM alert_events e "
@@ -149,11 +165,27 @@ def poll_once(conn: psycopg.Connection[Any], chans: list[Channel], batch: int = 
                            (cursor, batch)).fetchall()
     for r in rows:
         n = _notification(r)
-        dispatch(conn, n, chans)
-        if n.kind == "resolved" and n.alert["rule"] == inhibition.OFFLINE_RULE:
-            release_held_back(conn, n.alert["station_id"], chans)
+        try:
+            dispatch(conn, n, chans)
+            if n.kind == "resolved" and n.alert["rule"] == inhibition.OFFLINE_RULE:
+                release_held_back(conn, n.alert["station_id"], chans)
+        except Exception as exc:
+            if not is_record_failure(exc) or not attempts.failed(n.event_id):
+                raise
+            _quarantine(conn, n, exc)
+        attempts.forget(n.event_id)
         conn.execute("UPDATE notifier_cursor SET event_id = %s WHERE name = %s", (n.event_id, CURSOR))
     return len(rows)
+
+
+def _quarantine(conn: psycopg.Connection[Any], n: Notification, exc: BaseException) -> None:
+    metrics.QUARANTINED.labels("notifier").inc()
+    log.error("notifier.event_quarantined", event_id=n.event_id, alert_id=n.alert.get("id"),
+              station=safe_text(str(n.alert.get("station_id")), 200), error=safe_text(describe(exc), 300),
+              fix="GET /api/v1/deadletters?stage=notifier shows it; the alert itself is unchanged in the dashboard")
+    raw = orjson.dumps({"event_id": n.event_id, "kind": n.kind, "alert": n.alert}, default=str)
+    insert_quarantine(conn, stage="notifier", raw=raw, error=describe(exc), topic=f"alert_events:{n.event_id}",
+                      station_id=n.alert.get("station_id"))
 
 
 def _notification(row: dict[str, Any]) -> Notification:
@@ -198,10 +230,11 @@ def run(settings: Settings, stop: threading.Event, clock: Callable[[], datetime]
             if handled:
                 continue
         except psycopg.OperationalError as exc:
-            log.warning("notifier.db_unavailable", error=str(exc), fix="check PostgreSQL (quantrac stack status)")
+            _log("warning", "notifier.db_unavailable", key=type(exc).__name__, error=safe_text(str(exc), 300),
+                 fix="check PostgreSQL (quantrac stack status)")
             conn = None
-        except Exception as exc:  # a bug in one event must not stop notifications for good
-            log.exception("notifier.error", error=str(exc))
+        except Exception as exc:  # an event failing is retried a bounded number of times (poll_once), then passed
+            _log("exception", "notifier.error", key=type(exc).__name__, error=safe_text(describe(exc), 300))
         stop.wait(settings.notifier_poll_s)
     for c in chans or []:
         close = getattr(c.send, "close", None)

@@ -19,6 +19,7 @@ from psycopg.rows import dict_row
 from alerts import lifecycle
 from alerts.lifecycle import AlertState, Event, Policy
 from alerts.rules import Condition
+from quantrac.safe_text import TEXT_LIMIT, safe_text
 
 Clock = Callable[[], datetime]
 
@@ -73,7 +74,7 @@ def _update_params(row_id: int, state: AlertState, now: datetime, condition: Con
             "clear_since": state.clear_since, "acknowledged_at": state.acknowledged_at,
             "acknowledged_by": state.acknowledged_by, "resolved_at": state.resolved_at,
             "resolved_by": state.resolved_by, "now": now,
-            "message": condition.message if condition is not None and condition.active else None,
+            "message": safe_text(condition.message, 4 * TEXT_LIMIT) if condition is not None and condition.active else None,
             "limit_source": condition.limit_source if condition is not None else None}
 
 
@@ -148,7 +149,7 @@ async def apply_conditions(conn: psycopg.AsyncConnection[Any], conditions: Itera
                 await cur.execute(_INSERT, {"station_id": c.station_id, "parameter": c.parameter, "rule": c.rule,
                                             "basis": c.basis, "severity": c.severity.value, "now": now, "ts": c.ts,
                                             "value": c.value, "limit": c.limit, "limit_source": c.limit_source,
-                                            "message": c.message, "historical": c.historical})
+                                            "message": safe_text(c.message, 4 * TEXT_LIMIT), "historical": c.historical})
                 inserted = await cur.fetchone()
                 if inserted is not None:
                     await cur.execute(_EVENT, _event_params(inserted["id"], event))

@@ -20,12 +20,17 @@ import structlog
 
 from quantrac.domain import Reading
 from quantrac.db import where_clause
+from quantrac.failures import describe, is_record_failure
+from quantrac.safe_text import safe_text
 
 log = structlog.get_logger(__name__)
 
-CounterName = Literal["received", "forwarded", "deadlettered", "late", "stored", "duplicate"]
+CounterName = Literal["received", "forwarded", "deadlettered", "late", "stored", "duplicate", "conflict"]
 CountKey = tuple[datetime, str, str, str]
 """(hour, station id, counter, reason); reason is '' except for dead letters."""
+
+STATION_KEY_LIMIT = 200
+"""Characters of a station id from a topic kept in counts (a topic can be 64 kB of anything)."""
 
 UNKNOWN_STATION = "?"
 """Station id counted for a message whose topic names no station."""
@@ -47,15 +52,16 @@ class DeliveryCounts:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._pending: Counter[CountKey] = Counter()
-        self.totals: Counter[tuple[str, str, str]] = Counter()
+        self.totals: Counter[tuple[str, str]] = Counter()
+        """(counter, reason) → count since start, over all stations (bounded whatever station ids arrive)."""
 
     def add(self, station_id: str, counter: CounterName, n: int = 1, *, reason: str = "", at: datetime) -> None:
         """Count n events of the station in the hour of `at`."""
         if n <= 0:
             return
         with self._lock:
-            self._pending[(hour_of(at), station_id, counter, reason)] += n
-            self.totals[(station_id, counter, reason)] += n
+            self._pending[(hour_of(at), safe_text(station_id, STATION_KEY_LIMIT), counter, reason)] += n
+            self.totals[(counter, reason)] += n
 
     def drain(self) -> Counter[CountKey]:
         """Take the counts not yet persisted."""
@@ -77,6 +83,10 @@ class DeliveryCounts:
             with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn, conn.transaction():
                 write_counts(conn, pending)
         except psycopg.Error as exc:
+            if is_record_failure(exc):  # kept, these counts would fail every flush after this one too
+                log.error("accounting.counts_dropped", error=describe(exc), dropped=len(pending),
+                          fix="a bug: station ids are made safe before counting; report this line")
+                return 0
             self.restore(pending)
             log.warning("accounting.flush_failed", error=str(exc), kept=len(pending),
                         fix="check PostgreSQL (quantrac stack status); counts are kept and retried")
@@ -86,7 +96,7 @@ class DeliveryCounts:
     def snapshot(self) -> dict[str, int]:
         """Totals since start, keyed 'counter[:reason]' summed over stations (for logs)."""
         out: Counter[str] = Counter()
-        for (_station, counter, reason), n in self.totals.items():
+        for (counter, reason), n in self.totals.items():
             out[f"{counter}:{reason}" if reason else counter] += n
         return dict(out)
 
@@ -96,21 +106,29 @@ def write_counts(conn: psycopg.Connection[Any], counts: Mapping[CountKey, int]) 
         cur.executemany(_UPSERT, [(hour, station, counter, reason, n) for (hour, station, counter, reason), n in counts.items()])
 
 
-def store_counts(readings: Sequence[Reading], new: Iterable[Reading], at: datetime) -> Counter[CountKey]:
-    """`stored` and `duplicate` per station for one stored batch (new = readings not seen before)."""
+def store_counts(readings: Sequence[Reading], new: Iterable[Reading], at: datetime,
+                 conflicts: Iterable[Reading] = ()) -> Counter[CountKey]:
+    """`stored`, `conflict` and `duplicate` per station for one stored batch.
+
+    new = readings not seen before; conflicts = readings whose key was stored with another value
+    (dead-lettered); every other reading repeated a stored one exactly (a duplicate).
+    """
     hour = hour_of(at)
     received = Counter(r.station_id for r in readings)
     stored = Counter(r.station_id for r in new)
+    conflicting = Counter(r.station_id for r in conflicts)
     counts: Counter[CountKey] = Counter()
     for station, n in received.items():
         counts[(hour, station, "stored", "")] = stored[station]
-        counts[(hour, station, "duplicate", "")] = n - stored[station]
+        counts[(hour, station, "conflict", "")] = conflicting[station]
+        counts[(hour, station, "duplicate", "")] = n - stored[station] - conflicting[station]
     return +counts
 
 
-async def record_store_counts(conn: psycopg.AsyncConnection[Any], readings: Sequence[Reading], new: Sequence[Reading]) -> None:
-    """Worker side: add stored/duplicate counts in the caller's transaction (exact, like the readings)."""
-    counts = store_counts(readings, new, datetime.now(timezone.utc))
+async def record_store_counts(conn: psycopg.AsyncConnection[Any], readings: Sequence[Reading], new: Sequence[Reading],
+                              conflicts: Sequence[Reading] = ()) -> None:
+    """Worker side: add stored/conflict/duplicate counts in the caller's transaction (exact, like the readings)."""
+    counts = store_counts(readings, new, datetime.now(timezone.utc), conflicts)
     if counts:
         async with conn.cursor() as cur:
             await cur.executemany(_UPSERT, [(h, s, c, r, n) for (h, s, c, r), n in counts.items()])
@@ -125,7 +143,8 @@ def delivery_summary(conn: psycopg.Connection[Any], station_id: str | None, sinc
                         f"GROUP BY station_id, counter, reason ORDER BY station_id", params).fetchall()
     out: dict[str, dict[str, Any]] = {}
     for station, counter, reason, n in rows:
-        entry = out.setdefault(station, {"received": 0, "forwarded": 0, "deadlettered": {}, "late": 0, "stored": 0, "duplicate": 0})
+        entry = out.setdefault(station, {"received": 0, "forwarded": 0, "deadlettered": {}, "late": 0, "stored": 0, "duplicate": 0,
+                                         "conflict": 0})
         if counter == "deadlettered":
             entry["deadlettered"][reason] = int(n)
         else:

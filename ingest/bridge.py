@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Callable, Mapping
 
@@ -37,8 +37,10 @@ from ingest.payload import SUBSCRIPTION, Limits, MessageRejected, decode_message
 from ingest.producer import make_producer
 from quantrac import metrics
 from quantrac.domain import Station
+from quantrac.failures import RECORD_ATTEMPTS, RateLimitedLog, describe, is_record_failure
+from quantrac.safe_text import safe_optional, safe_text
 from quantrac.settings import Settings
-from quantrac.wire import encode_deadletter, encode_readings
+from quantrac.wire import encode_deadletter, encode_quarantine, encode_readings
 
 log = structlog.get_logger(__name__)
 
@@ -78,6 +80,10 @@ class OutgoingRecord:
     value: bytes
     message: PendingMessage
     counts: tuple[Count, ...] = ()
+    failures: int = 0
+    """Record failures so far (Kafka refused this record for what it is); at RECORD_ATTEMPTS it is quarantined."""
+    quarantine: bool = False
+    """This is the small stand-in of a record that was set aside."""
 
 
 class AckQueue:
@@ -170,6 +176,9 @@ class Bridge:
         self.counts = DeliveryCounts()
         self.late_after = timedelta(seconds=settings.delivery_late_after_s)
         self.kafka_retries = 0
+        self.quarantined = 0
+        self._log = RateLimitedLog(log, settings.log_repeat_interval_s)
+        self._retry_pause = threading.Event()
         self.acks = AckQueue(self._ack)
         self.subscription = subscription_for(settings.mqtt_shared_group)
         self._outbox = Outbox()
@@ -219,9 +228,10 @@ class Bridge:
     def _on_message(self, _client: mqtt.Client, _userdata: object, msg: mqtt.MQTTMessage) -> None:
         try:
             self._route(msg)
-        except Exception:  # one bad message must never stop the network loop
-            log.exception("bridge.route_failed", topic=msg.topic)
-            self._queue_deadletter(msg, "internal", "the bridge failed on this message; see its log", None)
+        except Exception as exc:  # a bug of ours on one message must never stop the network loop
+            self._log("exception", "bridge.route_failed", key=type(exc).__name__, topic=safe_text(_topic_of(msg), 200),
+                      error=describe(exc), action="quarantined")
+            self._quarantine_message(msg, exc)
 
     def _route(self, msg: mqtt.MQTTMessage) -> None:
         received_at = now_utc()
@@ -234,7 +244,8 @@ class Bridge:
         except MessageRejected as rejected:
             r = rejected.rejection
             metrics.DEADLETTERS.labels(r.reason).inc()
-            log.warning("bridge.rejected", station=r.station_id, reason=r.reason, error=r.message)
+            self._log("warning", "bridge.rejected", key=(self._known(r.station_id), r.reason), station=safe_optional(r.station_id, 200),
+                      reason=r.reason, error=safe_text(r.message, 500))
             records.append(self._deadletter_record(msg, r.reason, r.message, received_at, r.station_id, None, None)
                            + ((Count(station_key, "deadlettered", reason=r.reason),),))
         else:
@@ -248,21 +259,37 @@ class Bridge:
                 metrics.BRIDGE_READINGS_FORWARDED.inc(len(batch.readings))
             for r in batch.rejections:
                 metrics.DEADLETTERS.labels(r.reason).inc()
-                log.warning("bridge.rejected", station=r.station_id, parameter=r.parameter, reason=r.reason, error=r.message)
+                self._log("warning", "bridge.rejected", key=(self._known(r.station_id), r.reason), station=r.station_id,
+                          parameter=safe_optional(r.parameter, 200), reason=r.reason, error=safe_text(r.message, 500))
                 records.append(self._deadletter_record(msg, r.reason, r.message, received_at, r.station_id, r.parameter, r.index)
                                + ((Count(batch.station_id, "deadlettered", reason=r.reason),),))
         self._enqueue(msg, records)
 
+    def _known(self, station_id: str | None) -> str | None:
+        """The station id when registered, else None: log repeats fold per registered station, not per invented id."""
+        return station_id if station_id in self.stations else None
+
     def _deadletter_record(self, msg: mqtt.MQTTMessage, reason: str, message: str, received_at: object,
                            station_id: str | None, parameter: str | None, index: int | None) -> tuple[str, bytes | None, bytes]:
         value = encode_deadletter(topic=msg.topic, payload=msg.payload, reason=reason, message=message,
-                                  received_at=received_at, station_id=station_id, parameter=parameter, index=index)  # type: ignore[arg-type]
-        return self.settings.deadletter_topic, station_id.encode() if station_id else None, value
+                                  received_at=received_at, station_id=station_id, parameter=parameter, index=index,  # type: ignore[arg-type]
+                                  cap=self.limits.deadletter_payload_cap)
+        return self.settings.deadletter_topic, _key(station_id), value
 
-    def _queue_deadletter(self, msg: mqtt.MQTTMessage, reason: str, message: str, station_id: str | None) -> None:
-        metrics.DEADLETTERS.labels(reason).inc()
-        count = Count(station_id or station_from_topic(msg.topic) or UNKNOWN_STATION, "deadlettered", reason=reason)
-        self._enqueue(msg, [self._deadletter_record(msg, reason, message, now_utc(), station_id, None, None) + ((count,),)])
+    def _quarantine_message(self, msg: mqtt.MQTTMessage, exc: BaseException) -> None:
+        """Set aside a message the bridge failed on: a small quarantine dead letter, then the usual PUBACK."""
+        topic = _topic_of(msg)
+        station_id = station_from_topic(topic)
+        value = encode_quarantine(stage="bridge", raw=msg.payload, error=describe(exc), received_at=now_utc(),
+                                  topic=topic, source="mqtt", station_id=station_id)
+        self._count_quarantine()
+        count = Count(station_id or UNKNOWN_STATION, "deadlettered", reason="quarantined")
+        self._enqueue(msg, [(self.settings.deadletter_topic, _key(station_id), value, (count,))])
+
+    def _count_quarantine(self) -> None:
+        self.quarantined += 1
+        metrics.DEADLETTERS.labels("quarantined").inc()
+        metrics.QUARANTINED.labels("bridge").inc()
 
     def _enqueue(self, msg: mqtt.MQTTMessage, records: list[OutgoingRecordSpec]) -> None:
         pending = PendingMessage(mid=msg.mid, qos=msg.qos, remaining=len(records))
@@ -280,6 +307,10 @@ class Bridge:
     def _produce_forever(self) -> None:
         backoff = 0.5
         while not self._stop.is_set():
+            if self._retry_pause.is_set():  # a send failed for Kafka's sake: give it a moment, not a hot loop
+                self._retry_pause.clear()
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 10.0)
             for record in self._outbox.take(timeout=0.5):
                 backoff = self._send(record, backoff)
 
@@ -289,8 +320,11 @@ class Bridge:
             try:
                 future = self.producer.send(record.topic, key=record.key, value=record.value)
             except KafkaError as exc:
-                log.warning("bridge.kafka_unavailable", error=str(exc), retry_in_s=backoff,
-                            fix=f"start Kafka at {self.settings.kafka_bootstrap} (quantrac stack up)")
+                if is_record_failure(exc):
+                    self._on_failed(record, exc)
+                    return backoff
+                self._log("warning", "bridge.kafka_unavailable", key=type(exc).__name__, error=str(exc), retry_in_s=backoff,
+                          fix=f"start Kafka at {self.settings.kafka_bootstrap} (quantrac stack up)")
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 10.0)
                 continue
@@ -306,10 +340,36 @@ class Bridge:
         self.acks.confirm(record.message)
 
     def _on_failed(self, record: OutgoingRecord, exc: BaseException) -> None:
+        """A send failed: Kafka's state is waited out; a record Kafka refuses is tried RECORD_ATTEMPTS times, then set aside."""
         self.kafka_retries += 1
         metrics.BRIDGE_KAFKA_RETRIES.inc()
-        log.warning("bridge.send_failed", topic=record.topic, error=str(exc), action="requeued")
-        self._outbox.put(record)
+        if not is_record_failure(exc):
+            self._log("warning", "bridge.send_failed", key=(record.topic, type(exc).__name__), topic=record.topic,
+                      error=describe(exc), action="requeued after a pause")
+            self._retry_pause.set()
+            self._outbox.put(record)
+            return
+        failures = record.failures + 1
+        if failures < RECORD_ATTEMPTS:
+            self._log("warning", "bridge.record_refused", key=(record.topic, type(exc).__name__), topic=record.topic,
+                      size=len(record.value), attempt=failures, error=describe(exc), action="retried")
+            self._outbox.put(replace(record, failures=failures))
+            return
+        if record.quarantine:  # even the small stand-in was refused: nothing smaller to keep; let the message go
+            self._log("error", "bridge.quarantine_refused", key=record.topic, topic=record.topic, error=describe(exc),
+                      action="acknowledged without a record", fix="check the dead-letter topic's configuration in Kafka")
+            self.acks.confirm(record.message)
+            return
+        self._log("error", "bridge.record_quarantined", key=(record.topic, type(exc).__name__), topic=record.topic,
+                  size=len(record.value), error=describe(exc), attempts=failures,
+                  fix="see the `quarantined` dead letter (GET /api/v1/deadletters?reason=quarantined)")
+        self._count_quarantine()
+        station = record.key.decode("utf-8", "replace") if record.key else None
+        value = encode_quarantine(stage="bridge", raw=record.value, error=describe(exc), received_at=now_utc(),
+                                  topic=f"kafka:{record.topic}", source="mqtt", station_id=station)
+        count = Count(station or UNKNOWN_STATION, "deadlettered", reason="quarantined")
+        self._outbox.put(OutgoingRecord(self.settings.deadletter_topic, record.key, value, record.message, (count,),
+                                        quarantine=True))
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -343,6 +403,16 @@ class Bridge:
 
     def stop(self) -> None:
         self._stop.set()
+
+
+def _topic_of(msg: mqtt.MQTTMessage) -> str:
+    """The message's topic as text, whatever its bytes (paho's `topic` raises on invalid UTF-8)."""
+    return bytes(msg._topic).decode("utf-8", "replace")  # noqa: SLF001 (paho keeps the raw topic only here)
+
+
+def _key(station_id: str | None) -> bytes | None:
+    """The Kafka key of a station's records (UTF-8; a lone surrogate cannot come from MQTT's UTF-8 topics, but stays safe)."""
+    return station_id.encode("utf-8", "backslashreplace") if station_id else None
 
 
 def end_session(settings: Settings, client_id: str, timeout_s: float = 10.0) -> None:

@@ -14,39 +14,42 @@ idempotent. Only MQTT dead letters are replayed: a TT10 file is re-dropped into 
 
 from __future__ import annotations
 
+import base64
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import orjson
 import psycopg
 import structlog
 from kafka import KafkaConsumer
 
-from ingest.payload import Limits, MessageRejected, decode_message
-from ingest.producer import CONSUMER_OPTIONS, Record, make_producer, send_confirmed
-from quantrac.domain import Station
-from quantrac.settings import Settings
-from quantrac.wire import decode_deadletter, encode_readings
+from ingest.payload import Limits, MessageRejected, decode_message, now_utc
+from ingest.producer import CONSUMER_OPTIONS, Record, make_producer, send_or_quarantine
+from quantrac import metrics
 from quantrac.db import where_clause
+from quantrac.domain import Station
+from quantrac.failures import RECORD_ATTEMPTS, RateLimitedLog, describe, is_record_failure
+from quantrac.safe_text import safe_text
+from quantrac.settings import Settings
+from quantrac.deadletter_rows import INSERT as _INSERT
+from quantrac.deadletter_rows import row_of
+from quantrac.wire import encode_quarantine, encode_readings
 
 log = structlog.get_logger(__name__)
-
-_INSERT = ("INSERT INTO deadletters (kafka_topic, topic_partition, topic_offset, source, topic, reason, message, received_at, "
-           "station_id, parameter, item_index, payload) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
-           "ON CONFLICT (kafka_topic, topic_partition, topic_offset) DO NOTHING")
-
+_log = RateLimitedLog(log)
 
 def keeper_group(settings: Settings) -> str:
     return f"{settings.mqtt_bridge_client_id}-deadletters"
 
 
-def row_of(kafka_topic: str, partition: int, offset: int, raw: bytes) -> tuple[Any, ...]:
-    body = decode_deadletter(raw)
-    return (kafka_topic, partition, offset, body.get("source", "mqtt"), body["topic"], body["reason"], body["message"],
-            datetime.fromisoformat(body["received_at"]), body.get("station_id"), body.get("parameter"), body.get("index"),
-            body["payload"])
+def quarantine_row(kafka_topic: str, partition: int, offset: int, raw: bytes, error: str) -> tuple[Any, ...]:
+    """The row that stands for a dead-letter record the keeper could not decode or store: its head, size and SHA-256."""
+    return row_of(kafka_topic, partition, offset, encode_quarantine(
+        stage="deadletter-keeper", raw=raw, error=error, received_at=now_utc(), topic=f"kafka:{kafka_topic}",
+        source="deadletter"))
 
 
 def make_keeper_consumer(settings: Settings) -> KafkaConsumer:
@@ -56,40 +59,94 @@ def make_keeper_consumer(settings: Settings) -> KafkaConsumer:
 
 
 def keep_batch(consumer: KafkaConsumer, dsn: str, timeout_ms: int = 1000) -> int:
-    """Copy one poll's worth of dead letters into PostgreSQL, then commit their offsets; returns rows seen."""
+    """Copy one poll's worth of dead letters into PostgreSQL, then commit their offsets; returns rows stored.
+
+    A record that does not decode, or that PostgreSQL refuses, is quarantined (a small row standing
+    for it) instead of holding back the records behind it; PostgreSQL or Kafka being unavailable
+    raises, and the offsets stay where they were.
+    """
     polled = consumer.poll(timeout_ms=timeout_ms, max_records=1000)
     rows = []
     for tp, records in polled.items():
         for record in records:
             try:
                 rows.append(row_of(tp.topic, tp.partition, record.offset, record.value))
-            except Exception as exc:  # a foreign record in the topic must not stop the keeper
-                log.error("deadletter.undecodable", partition=tp.partition, offset=record.offset, error=str(exc))
+            except Exception as exc:  # a foreign or damaged record in the topic must not stop the keeper
+                _quarantined(tp.partition, record.offset, exc)
+                rows.append(quarantine_row(tp.topic, tp.partition, record.offset, record.value or b"", describe(exc)))
     if rows:
-        with psycopg.connect(dsn, autocommit=True) as conn, conn.transaction(), conn.cursor() as cur:
-            cur.executemany(_INSERT, rows)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            store_rows(conn, rows)
     if polled:
         consumer.commit()
     return len(rows)
 
 
+def store_rows(conn: psycopg.Connection[Any], rows: Sequence[tuple[Any, ...]]) -> None:
+    """Insert the rows in one transaction; when PostgreSQL refuses the batch for its content, row by row.
+
+    Row by row, each row that still fails `RECORD_ATTEMPTS` times is replaced by its quarantine row.
+    """
+    try:
+        with conn.transaction(), conn.cursor() as cur:
+            cur.executemany(_INSERT, rows)
+        return
+    except psycopg.Error as exc:
+        if not is_record_failure(exc):
+            raise
+    for row in rows:
+        _store_one(conn, row)
+
+
+def _store_one(conn: psycopg.Connection[Any], row: tuple[Any, ...]) -> None:
+    error: BaseException | None = None
+    for _ in range(RECORD_ATTEMPTS):
+        try:
+            with conn.transaction():
+                conn.execute(_INSERT, row)
+            return
+        except psycopg.Error as exc:
+            if not is_record_failure(exc):
+                raise
+            error = exc
+    kafka_topic, partition, offset = row[0], row[1], row[2]
+    assert error is not None
+    _quarantined(partition, offset, error)
+    with conn.transaction():
+        conn.execute(_INSERT, quarantine_row(kafka_topic, partition, offset, _row_bytes(row), describe(error)))
+
+
+def _row_bytes(row: tuple[Any, ...]) -> bytes:
+    """What a refused row held, as bytes to keep the head and hash of."""
+    return orjson.dumps([str(v) if not isinstance(v, bytes) else base64.b64encode(v).decode() for v in row])
+
+
+def _quarantined(partition: int, offset: int, exc: BaseException) -> None:
+    metrics.QUARANTINED.labels("deadletter-keeper").inc()
+    _log("error", "deadletter.quarantined", key=type(exc).__name__, partition=partition, offset=offset,
+         error=safe_text(describe(exc), 300), fix="GET /api/v1/deadletters?reason=quarantined shows its head, size and SHA-256")
+
+
 def run_keeper(settings: Settings, stop: threading.Event) -> None:
-    """Copy dead letters until `stop`; retries on Kafka or PostgreSQL errors (offsets held meanwhile)."""
+    """Copy dead letters until `stop`; waits out Kafka or PostgreSQL being unavailable (offsets held meanwhile)."""
     consumer: KafkaConsumer | None = None
+    backoff = 1.0
     while not stop.is_set():
         try:
             if consumer is None:
                 consumer = make_keeper_consumer(settings)
             kept = keep_batch(consumer, settings.pg_dsn)
+            backoff = 1.0
             if kept:
                 log.info("deadletter.kept", rows=kept)
         except Exception as exc:
-            log.warning("deadletter.keeper_retry", error=f"{type(exc).__name__}: {exc}",
-                        fix="check Kafka and PostgreSQL (quantrac stack status); dead letters stay in the topic meanwhile")
+            _log("warning", "deadletter.keeper_retry", key=type(exc).__name__, error=safe_text(describe(exc), 300),
+                 retry_in_s=backoff, fix="check Kafka and PostgreSQL (quantrac stack status); dead letters stay in the topic meanwhile")
             if consumer is not None:
                 consumer.close()
                 consumer = None
-            stop.wait(2.0)
+            stop.wait(backoff)
+            backoff = min(backoff * 2, 30.0)
     if consumer is not None:
         consumer.close()
 
@@ -137,6 +194,13 @@ def plan_replay(rows: Sequence[tuple[Any, ...]], stations: Mapping[str, Station]
             for row_id, _ in members:
                 outcome[row_id] = rejected.rejection.reason
             continue
+        except Exception as exc:  # a bug of ours on this dead letter: leave it pending, go on with the others
+            metrics.QUARANTINED.labels("replay").inc()
+            _log("exception", "deadletter.replay_failed", key=type(exc).__name__, rows=[row_id for row_id, _ in members],
+                 error=safe_text(describe(exc), 300))
+            for row_id, _ in members:
+                outcome[row_id] = "quarantined"
+            continue
         refused = {r.index: r.reason for r in batch.rejections}
         if batch.readings:
             records.append((readings_topic, batch.station_id.encode(),
@@ -161,7 +225,7 @@ def replay(settings: Settings, conn: psycopg.Connection[Any], stations: Mapping[
     if not dry_run and records:
         producer = make_producer(settings, "quantrac-replay")
         try:
-            send_confirmed(producer, records)
+            send_or_quarantine(producer, records, stage="replay", deadletter_topic=settings.deadletter_topic)
         finally:
             producer.close(timeout=5)
     if not dry_run:

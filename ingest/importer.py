@@ -28,12 +28,14 @@ import structlog
 
 from ingest.import_sources import CsvRow, Format, TT10File, Unit, count_units, fingerprint, read_units
 from ingest.payload import Limits, Rejection, check_time, now_utc, validate_reading
-from ingest.producer import Record, make_producer, send_confirmed
+from ingest.producer import Record, make_producer, send_or_quarantine
 from ingest.tt10_watch import judge_file, verdict_records
+from quantrac import metrics
 from quantrac.db import connect, load_station_record
 from quantrac.domain import Reading, Station, utc
+from quantrac.failures import describe
 from quantrac.settings import Settings
-from quantrac.wire import encode_deadletter, encode_readings
+from quantrac.wire import encode_deadletter, encode_quarantine, encode_readings
 
 log = structlog.get_logger(__name__)
 
@@ -122,20 +124,31 @@ def chunk_records(units: Iterable[Unit], station: Station, now: datetime, limits
             flush()
             pending.extend(verdict.readings)
             sent += len(verdict.readings)
-            dead = [r for r in verdict_records(verdict, data, now, settings.readings_topic, settings.deadletter_topic)
+            dead = [r for r in verdict_records(verdict, data, now, settings.readings_topic, settings.deadletter_topic,
+                                               limits.deadletter_payload_cap)
                     if r[0] == settings.deadletter_topic]
             records.extend(dead)
             rejected += len(dead)
             continue
-        readings, rejections = judge_row(unit, station, now, limits)
+        try:
+            readings, rejections = judge_row(unit, station, now, limits)
+        except Exception as exc:  # a bug of ours on this row: set it aside, go on with the next
+            log.exception("import.row_quarantined", station=station.id, row=unit.number, error=describe(exc))
+            metrics.QUARANTINED.labels("import").inc()
+            records.append((settings.deadletter_topic, key, encode_quarantine(
+                stage="import", raw=unit.raw.encode("utf-8", "backslashreplace"), error=describe(exc), received_at=now,
+                topic=label, source=SOURCE, station_id=station.id)))
+            rejected += 1
+            continue
         if pending and readings and pending[-1].ts != readings[0].ts:
             flush()
         pending.extend(readings)
         sent += len(readings)
         for r in rejections:
             records.append((settings.deadletter_topic, key, encode_deadletter(
-                topic=label, payload=unit.raw.encode(), reason=r.reason, message=r.message, received_at=now,
-                station_id=station.id, parameter=r.parameter, index=unit.number, source=SOURCE)))
+                topic=label, payload=unit.raw.encode("utf-8", "backslashreplace"), reason=r.reason, message=r.message,
+                received_at=now, station_id=station.id, parameter=r.parameter, index=unit.number, source=SOURCE,
+                cap=limits.deadletter_payload_cap)))
         rejected += len(rejections)
     flush()
     return records, sent, rejected
@@ -202,7 +215,7 @@ def run_import(settings: Settings, station_id: str, path: Path, *, fmt: Format =
                 if bucket is not None:
                     bucket.take(sent)
                 if records and producer is not None:
-                    send_confirmed(producer, records)
+                    send_or_quarantine(producer, records, stage="import", deadletter_topic=settings.deadletter_topic)
                 done += len(chunk)
                 _save_progress(conn, sha, station_id, total, done, sent, rejected)
                 result.units_read += len(chunk)

@@ -15,11 +15,12 @@ import math
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 import orjson
 
 from quantrac.domain import ReasonCode, Reading, Station, Status
+from quantrac.wire import DEADLETTER_PAYLOAD_CAP
 
 if TYPE_CHECKING:
     from quantrac.settings import Settings
@@ -76,11 +77,14 @@ class Limits:
     max_payload_bytes: int = 64 * 1024
     max_future: timedelta = timedelta(minutes=5)
     retention: timedelta = timedelta(days=730)
+    deadletter_payload_cap: int = DEADLETTER_PAYLOAD_CAP
+    max_rejections_per_message: int = 20
 
     @classmethod
     def from_settings(cls, settings: "Settings") -> "Limits":
         return cls(settings.max_payload_bytes, timedelta(seconds=settings.max_future_s),
-                   timedelta(days=settings.retention_days))
+                   timedelta(days=settings.retention_days), settings.deadletter_payload_cap_bytes,
+                   settings.deadletter_max_per_message)
 
 
 def normalise_unit(unit: str) -> str:
@@ -212,12 +216,62 @@ def decode_message(topic: str, payload: bytes, stations: Mapping[str, Station], 
     except ValueError as exc:
         raise _reject("no_offset", f"station {station_id}: {exc}", station_id=station_id) from None
     _check_time(ts, now, limits, station_id)
-    readings: list[Reading] = []
+    if not body["readings"]:
+        raise _reject("empty", f"station {station_id}: the message has an empty 'readings' list, nothing to store; "
+                      "send readings, or status 01/02 for a parameter that cannot measure (a gateway with nothing "
+                      "to report sends no message)", station_id=station_id)
+    valid: list[tuple[int, Reading]] = []
     rejections: list[Rejection] = []
     for index, item in enumerate(body["readings"]):
         result = validate_reading(item, index, station, ts)
-        (readings if isinstance(result, Reading) else rejections).append(result)  # type: ignore[arg-type]
+        if isinstance(result, Reading):
+            valid.append((index, result))
+        else:
+            rejections.append(result)
+    conflicts = find_conflicts(valid)
+    readings = [r for index, r in valid if index not in conflicts]
+    rejections = cap_rejections(sorted([*rejections, *conflicts.values()], key=lambda r: r.index or 0),
+                                limits.max_rejections_per_message, station_id)
     return StationBatch(station_id=station_id, readings=readings, rejections=rejections)
+
+
+def find_conflicts(readings: Iterable[tuple[int, Reading]]) -> dict[int, Rejection]:
+    """By position, a `conflict` rejection for each reading that contradicts an earlier one.
+
+    Two readings of one parameter at one time with a different value or status cannot both be
+    true: the first is kept, the others are refused as `conflict`, their value kept in the dead
+    letter. An exact repeat is no conflict: it is stored once and counted as a duplicate.
+    """
+    first: dict[tuple[str, datetime], Reading] = {}
+    conflicts: dict[int, Rejection] = {}
+    for position, r in readings:
+        seen = first.setdefault((r.parameter, r.ts), r)
+        if seen is r or (seen.value == r.value and seen.status == r.status):
+            continue
+        conflicts[position] = Rejection(
+            "conflict", f"station {r.station_id}, {r.parameter} at {r.ts.isoformat()}: value {r.value!r} (status "
+            f"{r.status.value}) contradicts {seen.value!r} (status {seen.status.value}) sent before it in the same "
+            "message or file; the first is kept. Fix the gateway so it sends one value per parameter and time",
+            station_id=r.station_id, parameter=r.parameter, index=position)
+    return conflicts
+
+
+def cap_rejections(rejections: list[Rejection], most: int, station_id: str) -> list[Rejection]:
+    """At most `most` rejections of one message, the rest summed up in one `too_many_rejections`.
+
+    Each rejection becomes a dead letter holding the message's payload: without a cap, one 64 kB
+    message of 10,000 bad items would write 10,000 copies of itself to Kafka.
+    """
+    if len(rejections) <= most:
+        return rejections
+    rest = rejections[most:]
+    by_reason: dict[str, int] = {}
+    for r in rest:
+        by_reason[r.reason] = by_reason.get(r.reason, 0) + 1
+    summary = ", ".join(f"{reason} {n}" for reason, n in sorted(by_reason.items()))
+    return [*rejections[:most], Rejection(
+        "too_many_rejections", f"station {station_id}: {len(rest)} more readings of this message were refused ({summary}), "
+        f"beyond the {most} explained one by one; fix the gateway, the first ones say how", station_id=station_id)]
 
 
 def now_utc() -> datetime:

@@ -32,12 +32,15 @@ from typing import Callable, Iterable, Mapping
 import psycopg
 import structlog
 
-from ingest.payload import Limits, Rejection, check_time, missing_station, now_utc, validate_reading
-from ingest.producer import Record, send_confirmed
-from ingest.tt10 import TT10FormatError, TT10Line, TT10Parse, parse_content, parse_filename
+from ingest.payload import Limits, Rejection, check_time, find_conflicts, missing_station, now_utc, validate_reading
+from ingest.producer import Record, send_or_quarantine
+from ingest.tt10 import TT10FormatError, TT10Line, parse_content, parse_filename
+from quantrac import metrics
 from quantrac.domain import Reading, Station, utc
+from quantrac.failures import RateLimitedLog, describe
+from quantrac.safe_text import safe_optional, safe_text
 from quantrac.settings import Settings
-from quantrac.wire import encode_deadletter, encode_readings
+from quantrac.wire import DEADLETTER_PAYLOAD_CAP, encode_deadletter, encode_quarantine, encode_readings
 
 log = structlog.get_logger(__name__)
 
@@ -122,8 +125,14 @@ def judge_file(name: str, data: bytes, stations: Mapping[str, Station], station_
         if isinstance(outcome, Reading):
             kept.append(KeptLine(outcome, line.value_text or "", line.line_no))
         else:
-            rejected.append(LineRejection(line.line_no, _raw(data, parsed, line), outcome.reason,
+            rejected.append(LineRejection(line.line_no, _raw_line(data, line.line_no), outcome.reason,
                                           f"file {name}, line {line.line_no}: {outcome.message}", line.symbol))
+    conflicts = find_conflicts((k.line_no, k.reading) for k in kept)
+    for k in kept:
+        if k.line_no in conflicts:
+            rejected.append(LineRejection(k.line_no, _raw_line(data, k.line_no), "conflict",
+                                          f"file {name}, line {k.line_no}: {conflicts[k.line_no].message}", k.reading.parameter))
+    kept = [k for k in kept if k.line_no not in conflicts]
     rejected.sort(key=lambda r: r.line_no)
     return FileVerdict(name, station_id, kept, rejected)
 
@@ -142,14 +151,14 @@ def _symbol_of(raw_line: str) -> str | None:
     return symbol or None
 
 
-def _raw(data: bytes, parsed: TT10Parse, line: TT10Line) -> str:
+def _raw_line(data: bytes, line_no: int) -> str:
     lines = data.decode("utf-8", errors="replace").removeprefix("\ufeff").split("\n")
-    return lines[line.line_no - 1].rstrip("\r") if 0 < line.line_no <= len(lines) else ""
+    return lines[line_no - 1].rstrip("\r") if 0 < line_no <= len(lines) else ""
 
 
 def verdict_records(verdict: FileVerdict, data: bytes, received_at: datetime, readings_topic: str,
-                    deadletter_topic: str) -> list[Record]:
-    """The Kafka records of one file: its readings (one record) and a dead letter per rejection."""
+                    deadletter_topic: str, cap: int = DEADLETTER_PAYLOAD_CAP) -> list[Record]:
+    """The Kafka records of one file: its readings (one record) and a dead letter per rejection (payloads cut at `cap`)."""
     key = verdict.station_id.encode() if verdict.station_id else None
     records: list[Record] = []
     if verdict.kept:
@@ -158,15 +167,16 @@ def verdict_records(verdict: FileVerdict, data: bytes, received_at: datetime, re
         r = verdict.file_rejection
         records.append((deadletter_topic, key, encode_deadletter(
             topic=verdict.name, payload=data, reason=r.reason, message=r.message, received_at=received_at,
-            station_id=verdict.station_id, source=SOURCE)))
+            station_id=verdict.station_id, source=SOURCE, cap=cap)))
     for r in verdict.rejected_lines:
         records.append((deadletter_topic, key, encode_deadletter(
-            topic=verdict.name, payload=r.raw_line.encode("utf-8", errors="replace"), reason=r.reason, message=r.message,
-            received_at=received_at, station_id=verdict.station_id, parameter=r.parameter, index=r.line_no, source=SOURCE)))
+            topic=verdict.name, payload=r.raw_line.encode("utf-8", errors="backslashreplace"), reason=r.reason, message=r.message,
+            received_at=received_at, station_id=verdict.station_id, parameter=r.parameter, index=r.line_no, source=SOURCE,
+            cap=cap)))
     if not verdict.kept and verdict.file_rejection is None and not verdict.rejected_lines:
         records.append((deadletter_topic, key, encode_deadletter(
             topic=verdict.name, payload=data, reason="empty_file", message=f"file {verdict.name}: no content line",
-            received_at=received_at, station_id=verdict.station_id, source=SOURCE)))
+            received_at=received_at, station_id=verdict.station_id, source=SOURCE, cap=cap)))
     return records
 
 
@@ -176,7 +186,7 @@ _SAVE_TEXTS = ("INSERT INTO tt10_values (station_id, parameter, ts, value_text, 
 
 def save_value_texts(conn: psycopg.Connection, verdicts: Iterable[FileVerdict]) -> None:
     """Keep how each kept value was written; the first file to deliver a reading wins, as in `readings`."""
-    rows = [(k.reading.station_id, k.reading.parameter, k.reading.ts, k.value_text, v.name, k.line_no)
+    rows = [(k.reading.station_id, k.reading.parameter, k.reading.ts, safe_text(k.value_text), safe_text(v.name), k.line_no)
             for v in verdicts for k in v.kept]
     with conn.transaction(), conn.cursor() as cur:
         cur.executemany(_SAVE_TEXTS, rows)
@@ -234,6 +244,7 @@ class Watcher:
         self.stable = StableFiles(settings.tt10_settle_s)
         self.counts = {"files_done": 0, "files_rejected": 0, "readings": 0, "deadletters": 0, "retries": 0}
         self._stop = threading.Event()
+        self._log = RateLimitedLog(log, settings.log_repeat_interval_s)
         self._conn: psycopg.Connection | None = None
         for sub in (DONE_DIR, REJECTED_DIR):
             (directory / sub).mkdir(parents=True, exist_ok=True)
@@ -264,20 +275,25 @@ class Watcher:
             except FileNotFoundError:
                 self.stable.forget(path)
                 continue
-            verdict = judge_file(path.name, data, self.stations, self.settings.tt10_station_codes, received_at, self.limits)
-            mine = verdict_records(verdict, data, received_at, self.settings.readings_topic, self.settings.deadletter_topic)
+            try:
+                verdict = judge_file(path.name, data, self.stations, self.settings.tt10_station_codes, received_at, self.limits)
+                mine = verdict_records(verdict, data, received_at, self.settings.readings_topic, self.settings.deadletter_topic,
+                                       self.limits.deadletter_payload_cap)
+            except Exception as exc:  # a bug of ours on this file: set it aside, go on with the others
+                verdict, mine = self._quarantine(path, data, exc, received_at)
             records.extend(mine)
             judged.append((path, verdict, len(mine)))
         try:
-            send_confirmed(self.producer, records)  # type: ignore[arg-type]
+            send_or_quarantine(self.producer, records, stage="tt10", deadletter_topic=self.settings.deadletter_topic)  # type: ignore[arg-type]
             kept = [verdict for _, verdict, _ in judged if verdict.kept]
             if kept:
                 save_value_texts(self._connection(), kept)
         except Exception as exc:
             self.counts["retries"] += 1
             self._drop_connection()
-            log.warning("tt10.send_failed", files=len(judged), error=str(exc), action="files kept; retried on the next scan",
-                        fix=f"check Kafka at {self.settings.kafka_bootstrap} and PostgreSQL (quantrac stack status)")
+            self._log("warning", "tt10.send_failed", key=type(exc).__name__, files=len(judged), error=safe_text(describe(exc), 300),
+                      action="files kept; retried on the next scan",
+                      fix=f"check Kafka at {self.settings.kafka_bootstrap} and PostgreSQL (quantrac stack status)")
             return 0
         for path, verdict, sent in judged:
             self._file_away(path, verdict)
@@ -285,10 +301,21 @@ class Watcher:
             self.counts["deadletters"] += sent - (1 if verdict.kept else 0)
             self.counts["files_done" if verdict.kept else "files_rejected"] += 1
             event = log.info if not verdict.rejected_lines and verdict.file_rejection is None else log.warning
-            event("tt10.file", file=path.name, station=verdict.station_id, to=verdict.destination,
+            event("tt10.file", file=safe_text(path.name, 300), station=safe_optional(verdict.station_id, 200), to=verdict.destination,
                   readings=len(verdict.kept), rejected_lines=len(verdict.rejected_lines),
                   reason=verdict.file_rejection.reason if verdict.file_rejection else None)
         return len(judged)
+
+    def _quarantine(self, path: Path, data: bytes, exc: BaseException, received_at: datetime) -> tuple[FileVerdict, list[Record]]:
+        """A file the watcher failed on: to `rejected/` with the error, and a quarantine dead letter (head, size, SHA-256)."""
+        metrics.QUARANTINED.labels("tt10").inc()
+        self._log("exception", "tt10.file_quarantined", key=type(exc).__name__, file=safe_text(path.name, 300),
+                  error=safe_text(describe(exc), 300), fix="the file is in rejected/; report the error with it")
+        verdict = FileVerdict(path.name, None, file_rejection=Rejection("quarantined", f"file {path.name}: the watcher failed on "
+                                                                       f"it ({describe(exc)}); set aside"))
+        record = encode_quarantine(stage="tt10", raw=data, error=describe(exc), received_at=received_at, topic=path.name,
+                                   source=SOURCE)
+        return verdict, [(self.settings.deadletter_topic, None, record)]
 
     def _connection(self) -> psycopg.Connection:
         if self._conn is None or self._conn.closed:
@@ -305,7 +332,7 @@ class Watcher:
         reason = verdict.reason_text()
         if reason:
             tmp = target_dir / f".{path.name}.reason.tmp"
-            tmp.write_text(reason, encoding="utf-8")
+            tmp.write_text(reason, encoding="utf-8", errors="backslashreplace")
             os.replace(tmp, target_dir / f"{path.name}.reason")
         os.replace(path, target_dir / path.name)
         self.stable.forget(path)
@@ -318,8 +345,8 @@ class Watcher:
         while not self._stop.is_set():
             try:
                 self.scan_once()
-            except Exception:  # one unreadable directory entry must not stop the watcher
-                log.exception("tt10.scan_failed", directory=str(self.directory))
+            except Exception as exc:  # one unreadable directory entry must not stop the watcher
+                self._log("exception", "tt10.scan_failed", key=type(exc).__name__, directory=str(self.directory))
             if time.monotonic() - last_report > 30:
                 log.info("tt10.counts", **self.counts)
                 last_report = time.monotonic()

@@ -50,6 +50,9 @@ readings_topic = app.topic(settings.readings_topic, value_type=bytes, key_type=b
                            partitions=settings.topic_partitions, internal=False)
 alerts_topic = app.topic(settings.alerts_topic, value_type=bytes, key_type=bytes,
                          partitions=settings.topic_partitions, internal=False)
+deadletter_topic = app.topic(settings.deadletter_topic, value_type=bytes, key_type=bytes,
+                             partitions=settings.topic_partitions, internal=False)
+"""Conflicts and quarantined records the worker sets aside (the bridge's dead-letter keeper stores them)."""
 
 
 def _state_table(name: str, help_: str) -> "faust.Table":

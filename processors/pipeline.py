@@ -2,21 +2,26 @@
 
 decode → store new readings → detection on them (windows, rules, detectors; pure, from the
 stations' state) → completeness → open or update alerts, all in one transaction; the alert rows
-and the stations' new detection state are returned for publishing and for the Faust table. A
-batch is retried until it succeeds: the offset must never move past readings that are not
-stored. Detection sees only NEW readings, so a redelivered batch changes no state.
+and the stations' new detection state are returned for publishing and for the Faust table.
+Detection sees only NEW readings, so a redelivered batch changes no state.
+
+Failures (`quantrac.failures`): while PostgreSQL is unavailable a batch is retried for as long as
+it takes, its offset held. A batch that fails for its content (a value PostgreSQL refuses, a bug
+of ours on some reading) is tried RECORD_ATTEMPTS times, then record by record: a record that
+still fails is quarantined (a dead letter the agent sends) and the records behind it are stored.
+A reading that contradicts a stored one (same key, other value) is dead-lettered as `conflict`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from datetime import datetime
-from typing import Any, Iterable, Mapping, Sequence
+from datetime import datetime, timezone
+from typing import Any, Awaitable, Callable, Iterable, Mapping, Sequence, TypeVar
 
 import orjson
 import psycopg
 import structlog
-from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
+from tenacity import AsyncRetrying, retry_if_exception, wait_exponential
 
 from alerts.rules import Condition
 from alerts.store import apply_conditions
@@ -27,29 +32,67 @@ from processors.rollups import refresh_late_aggregates, update_rollups
 from processors.store import ReadingWriter
 from quantrac import metrics
 from quantrac.domain import Reading, Station
-from quantrac.wire import decode_sourced
+from quantrac.failures import RECORD_ATTEMPTS, RateLimitedLog, describe, is_record_failure
+from quantrac.safe_text import safe_text
+from quantrac.wire import decode_sourced, encode_deadletter, encode_quarantine, encode_readings
 
 log = structlog.get_logger(__name__)
+_log = RateLimitedLog(log)
+T = TypeVar("T")
 
 
 HISTORICAL_SOURCES = frozenset({"import"})
 """Record sources whose alerts are historical (kept, never notified)."""
 
 
-def decode_records(raws: Sequence[bytes]) -> list[tuple[list[Reading], datetime, str]]:
-    """Readings, receive time and source of every record; a record that does not decode is logged and skipped (the bridge validated it)."""
-    records: list[tuple[list[Reading], datetime, str]] = []
+Record = tuple[list[Reading], datetime, str]
+"""Readings, receive time and source of one `quantrac.readings` record."""
+
+DeadLetter = tuple[bytes | None, bytes]
+"""Key and value of a record for the dead-letter topic."""
+
+
+def decode_records(raws: Sequence[bytes], undecodable: list[DeadLetter] | None = None) -> list[Record]:
+    """Readings, receive time and source of every record that decodes.
+
+    A record that does not (the bridge validated it, so only a foreign producer or a bug of ours
+    writes one) is quarantined into `undecodable` when given, else logged and skipped.
+    """
+    records: list[Record] = []
     for raw in raws:
         try:
             records.append(decode_sourced(raw))
         except Exception as exc:
-            log.error("worker.undecodable_record", error=str(exc), record=raw[:200])
+            _log("error", "worker.undecodable_record", key=type(exc).__name__, error=safe_text(describe(exc), 300),
+                 size=len(raw), action="quarantined" if undecodable is not None else "skipped")
+            if undecodable is not None:
+                undecodable.append(quarantine_record(raw, exc))
     return records
 
 
-def decode_batch(raws: Sequence[bytes]) -> list[Reading]:
-    """Readings of every record that decodes."""
-    return [r for readings, *_ in decode_records(raws) for r in readings]
+def quarantine_record(raw: bytes, exc: BaseException, key: bytes | None = None) -> DeadLetter:
+    """The quarantine dead letter of a readings record the worker could not decode or store."""
+    metrics.QUARANTINED.labels("worker").inc()
+    return key, encode_quarantine(stage="worker", raw=raw, error=describe(exc), received_at=datetime.now(timezone.utc),
+                                  topic="kafka:readings", source="worker",
+                                  station_id=key.decode("utf-8", "replace") if key else None)
+
+
+def conflict_deadletter(reading: Reading, stored_value: float | None, stored_status: str, source: str) -> DeadLetter:
+    """The `conflict` dead letter of a reading whose key is stored with another value.
+
+    Its payload is a one-reading message in the MQTT contract, so `deadletter replay` can resend
+    it (it is refused again while the stored value stands).
+    """
+    payload = orjson.dumps({"ts": reading.ts.isoformat(), "readings": [
+        {"parameter": reading.parameter, "value": reading.value, "unit": reading.unit, "status": reading.status.value}]})
+    message = (f"station {reading.station_id}, {reading.parameter} at {reading.ts.isoformat()}: value {reading.value!r} "
+               f"(status {reading.status.value}) contradicts the stored {stored_value!r} (status {stored_status}); the "
+               "stored reading is kept. Find which is right; a gateway resending corrected values must use a new time")
+    return reading.station_id.encode(), encode_deadletter(
+        topic=f"quantrac/v1/stations/{reading.station_id}/readings", payload=payload, reason="conflict", message=message,
+        received_at=datetime.now(timezone.utc), station_id=reading.station_id, parameter=reading.parameter,
+        source=source, stage="worker")
 
 
 def last_seen(records: Iterable[tuple[Any, ...]]) -> dict[str, tuple[datetime, datetime]]:
@@ -85,6 +128,16 @@ class BatchResult:
     states: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Detection state of every station with new readings, to be written back to the Faust table."""
     late: int = 0
+    deadletters: list[DeadLetter] = field(default_factory=list)
+    """Conflicts and quarantined records, for the agent to send to the dead-letter topic."""
+
+    def merge(self, other: "BatchResult") -> None:
+        """Add a later part of the same batch (record by record after a record failure)."""
+        self.new += other.new
+        self.alerts.extend(other.alerts)
+        self.states.update(other.states)
+        self.late += other.late
+        self.deadletters.extend(other.deadletters)
 
 
 def alert_record(row: dict[str, Any]) -> tuple[bytes, bytes]:
@@ -111,13 +164,15 @@ class BatchProcessor:
             self.writer.forget_partitions()
         return self._conn
 
-    async def _process_once(self, readings: Sequence[Reading], states: Mapping[str, dict[str, Any] | None],
+    async def _process_once(self, records: Sequence[Record], states: Mapping[str, dict[str, Any] | None],
                             extra: Sequence[Condition], historical: Mapping[str, datetime] | None = None) -> BatchResult:
+        readings = [r for rs, *_ in records for r in rs]
         conn = await self._connection()
         try:
             async with conn.transaction():
                 new = await self.writer.write(conn, readings)
-                await record_store_counts(conn, readings, new)
+                conflicts = await self.writer.conflicts(conn, readings, new)
+                await record_store_counts(conn, readings, new, [r for r, *_ in conflicts])
                 await update_rollups(conn, new)
                 new_states, conditions, late = detect_batch(new, states, self.stations, self.config, self.live)
                 conditions = mark_historical(conditions, historical or {})
@@ -126,56 +181,122 @@ class BatchProcessor:
         except psycopg.OperationalError:
             await conn.close()
             raise
+        except Exception:
+            self.writer.forget_partitions()  # partitions created in the rolled-back transaction are gone
+            raise
         await refresh_late_aggregates(conn, new)
         if late:
             log.info("worker.late_readings", count=len(late), stations=sorted({r.station_id for r in late}),
                      lateness_s=self.config.lateness_s)
-        return BatchResult(len(new), alerts, new_states, len(late))
+        sources = {r.station_id: source for rs, _, source, *_ in records for r in rs}
+        deadletters = [conflict_deadletter(r, value, status, sources.get(r.station_id, "mqtt")) for r, value, status in conflicts]
+        return BatchResult(len(new), alerts, new_states, len(late), deadletters)
 
-    async def process(self, raws: Sequence[bytes] | None = None, *, records: Sequence[tuple[Any, ...]] | None = None,
+    async def process(self, raws: Sequence[bytes] | None = None, *, records: Sequence[Record] | None = None,
                       states: Mapping[str, dict[str, Any] | None] | None = None,
                       extra: Sequence[Condition] = ()) -> BatchResult:
-        """Store and evaluate one batch (raw records, or records already decoded), retrying until the database takes it.
+        """Store and evaluate one batch (raw records, or records already decoded); see the module docstring for failures.
 
         `states` are the stations' detection states before the batch (missing: fresh); `extra`
         conditions (e.g. a station back from silence) are applied in the same transaction.
         """
+        undecodable: list[DeadLetter] = []
         if records is None:
-            records = decode_records(raws or [])
-        readings = [r for rs, *_ in records for r in rs]
+            records = decode_records(raws or [], undecodable)
         historical = historical_until(records)
         states = states or {}
-        metrics.WORKER_READINGS_IN.inc(len(readings))
+        metrics.WORKER_READINGS_IN.inc(sum(len(rs) for rs, *_ in records))
         with metrics.WORKER_WRITE_SECONDS.time():
-            async for attempt in AsyncRetrying(wait=wait_exponential(multiplier=0.2, max=10),
-                                               retry=retry_if_exception_type(psycopg.Error),
-                                               before_sleep=_log_retry, reraise=True):
-                with attempt:
-                    result = await self._process_once(readings, states, extra, historical)
+            try:
+                result = await self._attempts(lambda: self._process_once(records, states, extra, historical))
+            except Exception as exc:
+                if not is_record_failure(exc):
+                    raise
+                _log("warning", "worker.batch_refused", key=type(exc).__name__, records=len(records),
+                     error=safe_text(describe(exc), 300), action="storing record by record")
+                result = await self._one_by_one(records, states, extra, historical)
+        result.deadletters[:0] = undecodable
         metrics.WORKER_READINGS_STORED.inc(result.new)
         return result
 
-    async def apply(self, conditions: Sequence[Condition]) -> list[dict[str, Any]]:
-        """Apply conditions found outside a batch (the liveness timer), retrying until the database takes them."""
-        async for attempt in AsyncRetrying(wait=wait_exponential(multiplier=0.2, max=10),
-                                           retry=retry_if_exception_type(psycopg.Error),
+    async def _one_by_one(self, records: Sequence[Record], states: Mapping[str, dict[str, Any] | None],
+                          extra: Sequence[Condition], historical: Mapping[str, datetime]) -> BatchResult:
+        """The batch record by record, each in its own transaction; a record that still fails is quarantined."""
+        total = BatchResult(0, [], {})
+        current = dict(states)
+        pending_extra = list(extra)
+        for record in records:
+            try:
+                part = await self._attempts(lambda r=record, e=tuple(pending_extra): self._process_once(  # type: ignore[misc]
+                    [r], current, e, historical))
+            except Exception as exc:
+                if not is_record_failure(exc):
+                    raise
+                total.deadletters.append(quarantine_record(_record_bytes(record), exc, _record_key(record)))
+                _log("error", "worker.record_quarantined", key=type(exc).__name__, station=_record_key(record),
+                     readings=len(record[0]), error=safe_text(describe(exc), 300),
+                     fix="GET /api/v1/deadletters?reason=quarantined&stage=worker shows its head, size and SHA-256")
+                continue
+            pending_extra = []
+            current.update(part.states)
+            total.merge(part)
+        if pending_extra:
+            total.alerts.extend(await self.apply(pending_extra))
+        return total
+
+    async def _attempts(self, work: Callable[[], Awaitable[T]]) -> T:
+        """`work` until it succeeds: for ever while PostgreSQL is unavailable, RECORD_ATTEMPTS times when it fails for its content."""
+        refused = 0
+
+        def retry(exc: BaseException) -> bool:
+            nonlocal refused
+            if not is_record_failure(exc):
+                return True
+            refused += 1
+            return refused < RECORD_ATTEMPTS
+
+        async for attempt in AsyncRetrying(wait=wait_exponential(multiplier=0.2, max=10), retry=retry_if_exception(retry),
                                            before_sleep=_log_retry, reraise=True):
             with attempt:
-                conn = await self._connection()
-                try:
-                    async with conn.transaction():
-                        return await apply_conditions(conn, conditions)
-                except psycopg.OperationalError:
-                    await conn.close()
-                    raise
-        raise AssertionError("unreachable")
+                return await work()
+        raise AssertionError("unreachable: tenacity re-raises the last failure")
+
+    async def apply(self, conditions: Sequence[Condition]) -> list[dict[str, Any]]:
+        """Apply conditions found outside a batch (the liveness timer); waits out PostgreSQL, never loops on a refusal."""
+        async def once() -> list[dict[str, Any]]:
+            conn = await self._connection()
+            try:
+                async with conn.transaction():
+                    return await apply_conditions(conn, conditions)
+            except psycopg.OperationalError:
+                await conn.close()
+                raise
+        return await self._attempts(once)
 
     async def close(self) -> None:
         if self._conn is not None:
             await self._conn.close()
 
 
+def _record_key(record: Record) -> bytes | None:
+    readings = record[0]
+    return readings[0].station_id.encode("utf-8", "backslashreplace") if readings else None
+
+
+def _record_bytes(record: Record) -> bytes:
+    """A record as bytes again, for its quarantine head and hash (re-encoded: the raw bytes are not kept past decoding)."""
+    readings, received_at, source = record
+    try:
+        return encode_readings(readings[0].station_id if readings else "", readings, received_at, source)
+    except Exception:  # the reading that broke the store may not encode either
+        return repr(record).encode("utf-8", "backslashreplace")
+
+
 def _log_retry(state: Any) -> None:
-    metrics.WORKER_BATCH_RETRIES.inc()
-    log.warning("worker.batch_retry", attempt=state.attempt_number, error=str(state.outcome.exception()),
-                fix="check PostgreSQL (quantrac stack status); the batch is retried and its offset held")
+    exc = state.outcome.exception()
+    if not is_record_failure(exc):
+        metrics.WORKER_BATCH_RETRIES.inc()
+    _log("warning", "worker.batch_retry", key=type(exc).__name__, attempt=state.attempt_number,
+         error=safe_text(describe(exc), 300),
+         fix="check PostgreSQL (quantrac stack status); the batch is retried and its offset held"
+         if not is_record_failure(exc) else "the batch is tried again, then record by record")

@@ -21,9 +21,9 @@ import structlog
 
 from alerts.rules import Condition
 from processors import liveness
-from processors.app import alerts_topic, app, detection_table, liveness_table, readings_topic, settings
+from processors.app import alerts_topic, app, deadletter_topic, detection_table, liveness_table, readings_topic, settings
 from processors.detection import DetectionConfig
-from processors.pipeline import BatchProcessor, alert_record, decode_records, last_seen
+from processors.pipeline import BatchProcessor, DeadLetter, alert_record, decode_records, last_seen
 from quantrac import metrics
 from quantrac.db import live_registry
 from quantrac.registry import RegistryCache
@@ -86,7 +86,8 @@ async def store_readings(stream: Any) -> None:
             batch = [event.value for event in events]
             metrics.WORKER_RECORDS_IN.inc(len(batch))
             metrics.WORKER_BATCH_RECORDS.observe(len(batch))
-            records = decode_records(batch)
+            undecodable: list[DeadLetter] = []
+            records = decode_records(batch, undecodable)
             recoveries, recovered = _note_seen(last_seen(records), stations)
             ids = {r.station_id for readings, *_ in records for r in readings}
             result = await processor.process(records=records, states={i: _get(detection_table, i) for i in ids},
@@ -96,6 +97,8 @@ async def store_readings(stream: Any) -> None:
             for station_id in recovered:
                 _put(liveness_table, station_id, {**(_get(liveness_table, station_id) or {}), "offline": False})
             await _publish(result.alerts)
+            for key, value in [*undecodable, *result.deadletters]:
+                await deadletter_topic.send(key=key, value=value)
             for event in events:
                 await stream.ack(event)
             log.debug("worker.batch", records=len(batch), new_readings=result.new, alerts=len(result.alerts), late=result.late)

@@ -29,6 +29,9 @@ BRIDGE_MQTT_CONNECTED = Gauge(
     "quantrac_bridge_mqtt_connected", "1 while the bridge is connected to the MQTT broker.")
 DEADLETTERS = Counter(
     "quantrac_deadletters", "Messages or readings sent to the dead-letter topic, by reason code.", ["reason"])
+QUARANTINED = Counter(
+    "quantrac_quarantined", "Records a loop set aside after its tries failed (a `quarantined` dead letter), by loop.",
+    ["stage"])
 
 # --- worker ------------------------------------------------------------------------------------
 WORKER_RECORDS_IN = Counter(

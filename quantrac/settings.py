@@ -15,6 +15,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
+KAFKA_SAFE_PAYLOAD_BYTES = 640 * 1024
+"""The largest dead-letter payload cap that keeps a dead letter (base64, about 4/3 of it, plus its text
+fields) well inside Kafka's default maximum request of 1 MiB (producer `max_request_size`, broker
+`message.max.bytes`)."""
+
 
 class Settings(BaseSettings):
     """Every tunable of quantrac; the environment variable is `QUANTRAC_` + the field name in capitals."""
@@ -95,6 +100,10 @@ class Settings(BaseSettings):
     topic_partitions: int = Field(6, description="Partitions of every quantrac topic; the worker scales up to this many processes.")
 
     max_payload_bytes: int = Field(64 * 1024, description="Larger MQTT payloads are dead-lettered as oversize.")
+    deadletter_payload_cap_bytes: int = Field(256 * 1024, ge=0, le=KAFKA_SAFE_PAYLOAD_BYTES, description="Bytes of a rejected payload a dead letter keeps (the head; its size and SHA-256 are always kept, `truncated` says it was cut). Base64 makes a dead letter about 4/3 of this, inside Kafka's 1 MiB maximum request.")
+    deadletter_max_per_message: int = Field(20, ge=1, description="Rejected readings of one message dead-lettered one by one; the rest become one `too_many_rejections` dead letter with counts by reason.")
+    mqtt_message_size_limit: int = Field(16 * 1024 * 1024, ge=0, description="Mosquitto's `message_size_limit` for the local broker: it refuses larger PUBLISHes (MQTT 5 gateways get a PUBACK with an error reason code; 3.1.1 gateways get a PUBACK and the message is dropped, logged by the broker). Up to it, the bridge dead-letters what it cannot take.")
+    log_repeat_interval_s: float = Field(10.0, gt=0, description="A failure that repeats (the same event and cause) is logged once per this interval, with a count of the repeats.")
     max_future_s: int = Field(300, description="Readings stamped further ahead of the receive time are rejected.")
     retention_days: int = Field(730, description="Readings older than this are rejected at ingest and dropped from the store.")
     partitions_ahead_days: int = Field(7, description="Day partitions of readings the worker keeps created ahead (native PostgreSQL).")

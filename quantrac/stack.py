@@ -495,6 +495,7 @@ class Mosquitto(Service):
             data_dir=self.home / "data",
             client_expiration=_mosquitto_duration(self.settings.mqtt_session_expiry_s),
             max_queued_bytes=1024**3,
+            message_size_limit=self.settings.mqtt_message_size_limit,
             log_file=self.logs_dir / "mosquitto.log",
             auth="\n".join(_mosquitto_auth_lines(self.settings)),
         )

@@ -9,12 +9,14 @@ readings stay in order on one partition.
 from __future__ import annotations
 
 import base64
+import hashlib
 from datetime import datetime
 from typing import Any, Iterable
 
 import orjson
 
 from quantrac.domain import Reading, Status
+from quantrac.safe_text import TEXT_LIMIT, safe_optional, safe_text
 
 WIRE_VERSION = 1
 
@@ -50,19 +52,45 @@ def decode_sourced(raw: bytes) -> tuple[list[Reading], datetime, str]:
     return readings, datetime.fromisoformat(body["received_at"]), str(body.get("source", "mqtt"))
 
 
+DEADLETTER_PAYLOAD_CAP = 256 * 1024
+"""Bytes of the original payload a dead letter keeps by default (`QUANTRAC_DEADLETTER_PAYLOAD_CAP_BYTES`).
+
+Base64 makes them 4/3 as many, so a dead letter stays near 350 kB: well inside Kafka's default
+maximum request (1 MiB), which an oversize dead letter once exceeded and blocked the bridge."""
+
+QUARANTINE_HEAD = 1024
+"""Bytes of a quarantined record kept: enough to recognise it, never enough to fail again for size."""
+
+
 def encode_deadletter(*, topic: str, payload: bytes, reason: str, message: str, received_at: datetime,
                       station_id: str | None = None, parameter: str | None = None, index: int | None = None,
-                      source: str = "mqtt") -> bytes:
-    """A dead-letter record keeps the original bytes whole (base64) beside a readable copy when it is text."""
-    try:
-        text: str | None = payload.decode("utf-8")
-    except UnicodeDecodeError:
-        text = None
+                      source: str = "mqtt", stage: str = "ingest", cap: int = DEADLETTER_PAYLOAD_CAP) -> bytes:
+    """A dead-letter record: the reason, and the original bytes up to `cap` (base64) with their size and SHA-256.
+
+    A payload longer than `cap` keeps its head and `truncated: true`; the SHA-256 is always of the
+    whole payload. Text fields are made safe and clipped (`quantrac.safe_text`), so the record
+    always encodes and always fits Kafka's request size whatever the input.
+    `stage` names the loop that set the record aside (`ingest` for validation at the edge).
+    """
+    kept = payload[:max(cap, 0)]
     return orjson.dumps({
-        "v": WIRE_VERSION, "source": source, "topic": topic, "reason": reason, "message": message,
-        "received_at": received_at.isoformat(), "station_id": station_id, "parameter": parameter, "index": index,
-        "payload_b64": base64.b64encode(payload).decode("ascii"), "payload_text": text,
+        "v": WIRE_VERSION, "source": safe_text(source), "stage": stage, "topic": safe_text(topic), "reason": reason,
+        "message": safe_text(message, 4 * TEXT_LIMIT), "received_at": received_at.isoformat(),
+        "station_id": safe_optional(station_id), "parameter": safe_optional(parameter), "index": index,
+        "payload_b64": base64.b64encode(kept).decode("ascii"), "payload_size": len(payload),
+        "payload_sha256": hashlib.sha256(payload).hexdigest(), "truncated": len(kept) < len(payload),
     })
+
+
+def encode_quarantine(*, stage: str, raw: bytes, error: str, received_at: datetime, topic: str = "",
+                      source: str = "", station_id: str | None = None) -> bytes:
+    """The small dead letter (reason `quarantined`) of a record a loop could not handle after its tries.
+
+    Keeps the first `QUARANTINE_HEAD` bytes, the size and the SHA-256 of `raw`, and the error.
+    """
+    return encode_deadletter(topic=topic or stage, payload=raw, reason="quarantined",
+                             message=f"{stage}: set aside after its tries failed: {error}", received_at=received_at,
+                             station_id=station_id, source=source or stage, stage=stage, cap=QUARANTINE_HEAD)
 
 
 def decode_deadletter(raw: bytes) -> dict[str, Any]:
