@@ -127,8 +127,11 @@ def rebuild_rollups(conn: psycopg.Connection, start: datetime, end: datetime, st
     return written
 
 
-_WATERMARKS = ("SELECT user_view_name, _timescaledb_functions.to_timestamp(_timescaledb_functions.cagg_watermark(mat_hypertable_id)) "
-               "FROM _timescaledb_catalog.continuous_agg WHERE user_view_schema = current_schema()")
+# An aggregate never refreshed has the lowest timestamp as its watermark (4714 BC, which Python cannot
+# hold): NULL then, as real-time aggregation covers all its buckets.
+_WATERMARKS = ("SELECT view, CASE WHEN mark > TIMESTAMPTZ '0001-01-02 00:00+00' THEN mark END FROM ("
+               "SELECT user_view_name AS view, _timescaledb_functions.to_timestamp(_timescaledb_functions.cagg_watermark(mat_hypertable_id)) AS mark "
+               "FROM _timescaledb_catalog.continuous_agg WHERE user_view_schema = current_schema()) AS w")
 
 
 async def refresh_late_aggregates(conn: psycopg.AsyncConnection[Any], new: Sequence[Reading]) -> list[str]:
