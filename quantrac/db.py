@@ -104,6 +104,11 @@ def _try_create_extension(conn: psycopg.Connection) -> Fallback | None:
     return None
 
 
+def _preloaded(conn: psycopg.Connection) -> bool:
+    row = conn.execute("SHOW shared_preload_libraries").fetchone()
+    return bool(row and "timescaledb" in str(row[0]))
+
+
 def _recorded_store(conn: psycopg.Connection) -> str | None:
     row = conn.execute("SELECT store FROM schema_version ORDER BY version LIMIT 1").fetchone()
     return str(row[0]) if row else None
@@ -122,6 +127,10 @@ def decide_store(conn: psycopg.Connection, use_timescale: bool | None) -> bool:
         if use_timescale is not None and wanted != recorded:
             raise StoreError(f"this database was created as a {recorded} store; it is never switched to {wanted}. "
                              f"Migrate into a new database to change the kind of store.")
+        if recorded == STORE_POSTGRESQL and use_timescale is None and _preloaded(conn):
+            log.info("db.store_kept", store=recorded, database=conn.info.dbname,
+                     note="the server preloads TimescaleDB but this store was created native and stays so",
+                     fix="to use TimescaleDB, migrate into a new database and copy the data (docs/timescaledb.md)")
         return recorded == STORE_TIMESCALEDB
     if use_timescale is False:
         return False
@@ -159,8 +168,7 @@ def describe_store(conn: psycopg.Connection) -> StoreInfo:
     elif kind == STORE_POSTGRESQL:
         summary = f"native PostgreSQL {server}"
     else:
-        preloaded = "timescaledb" in str(conn.execute("SHOW shared_preload_libraries").fetchone()[0])  # type: ignore[index]
-        state = "preloaded" if preloaded else "installed, not preloaded" if timescaledb_installed(conn) else "not installed"
+        state = "preloaded" if _preloaded(conn) else "installed, not preloaded" if timescaledb_installed(conn) else "not installed"
         summary = f"not migrated yet (PostgreSQL {server}, TimescaleDB {state})"
     return StoreInfo(kind, version, server, summary)
 

@@ -13,6 +13,7 @@ from typing import Iterator
 import psycopg
 import pytest
 from psycopg import sql
+from structlog.testing import capture_logs
 
 from quantrac.db import (STORE_POSTGRESQL, STORE_TIMESCALEDB, StoreError, connect, describe_store, migrate,
                          plan_migrations, save_stations, schema_version, store_kind)
@@ -120,7 +121,9 @@ def test_a_native_store_on_a_timescaledb_server_stays_native(stack: Settings) ->
         try:
             with connect(stack.pg_dsn.replace(f"dbname={stack.pg_database}", f"dbname={name}")) as conn:
                 migrate(conn, use_timescale=False, target=BEFORE_ROLLUPS)
-                assert migrate(conn) and store_kind(conn) == STORE_POSTGRESQL
+                with capture_logs() as logs:
+                    assert migrate(conn) and store_kind(conn) == STORE_POSTGRESQL
+                assert [e["event"] for e in logs if e["event"].startswith("db.store")] == ["db.store_kept"]
                 assert describe_store(conn).timescaledb_version is None and "readings_5m" in tables(conn)
         finally:
             admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
