@@ -3,6 +3,9 @@ the build cache's place, and the cause and fix given for a failed CREATE EXTENSI
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import psycopg
@@ -60,3 +63,12 @@ def test_the_deployments_run_the_timescaledb_release_the_tests_build() -> None:
     for path in ("deploy/compose/compose.yaml", "deploy/k8s/12-timescaledb.yaml"):
         images = re.findall(r"image:\s*(timescale/timescaledb\S*)", (REPO_ROOT / path).read_text())
         assert images == [f"timescale/timescaledb:{release}-pg15"], path
+
+
+def test_make_timescaledb_on_a_machine_where_it_is_installed_says_so_and_builds_nothing() -> None:
+    """`make deps` runs this on every `make run` / `make test`: once installed, one line and no build."""
+    done = subprocess.run([sys.executable, "-m", "quantrac.cli", "stack", "timescaledb"], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "QUANTRAC_LOG_FORMAT": "console"})
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+    assert len(lines) == 1 and "timescaledb.ready" in lines[0] and "action=installed" in lines[0] and "version=2.28.3" in lines[0], lines
