@@ -1,5 +1,6 @@
-"""Pure logic of the TimescaleDB install and of the store decision: tarball names, control files,
-the build cache's place, and the cause and fix given for a failed CREATE EXTENSION."""
+"""The TimescaleDB install and the store decision: tarball names, control files, the build cache's
+place, the cause and fix given for a failed CREATE EXTENSION, the deployments' image, and the install
+command's run on this machine (the extension installed: one line, no build)."""
 
 from __future__ import annotations
 
