@@ -101,7 +101,9 @@ def _row_time(cells: list[str], index: int, tz: tzinfo) -> tuple[datetime | None
 
 def read_csv(path: Path, fmt: Format, tz: tzinfo) -> Iterator[CsvRow]:
     """The data rows of a CSV file, numbered from 2 (the header is line 1)."""
-    with path.open(newline="", encoding="utf-8-sig") as handle:
+    # Bytes that are not UTF-8 become U+FFFD: such a cell is then refused as a bad value, with its row,
+    # instead of the whole file failing half-way.
+    with path.open(newline="", encoding="utf-8-sig", errors="replace") as handle:
         reader = csv.reader(handle)
         header = next(reader, None)
         if not header:

@@ -102,6 +102,11 @@ def judge_row(row: CsvRow, station: Station, now: datetime, limits: Limits) -> t
     return readings, rejections
 
 
+READINGS_PER_RECORD = 1000
+"""Most readings in one Kafka record: rows of one timestamp (several stations' exports merged, a long
+wide row) would otherwise grow one record past Kafka's 1 MiB request limit."""
+
+
 def chunk_records(units: Iterable[Unit], station: Station, now: datetime, limits: Limits, settings: Settings,
                   label: str) -> tuple[list[Record], int, int]:
     """Kafka records of a chunk: one readings record per run of equal timestamps, one dead letter per rejection.
@@ -140,7 +145,7 @@ def chunk_records(units: Iterable[Unit], station: Station, now: datetime, limits
                 topic=label, source=SOURCE, station_id=station.id)))
             rejected += 1
             continue
-        if pending and readings and pending[-1].ts != readings[0].ts:
+        if pending and readings and (pending[-1].ts != readings[0].ts or len(pending) >= READINGS_PER_RECORD):
             flush()
         pending.extend(readings)
         sent += len(readings)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping
 import orjson
 
 from quantrac.domain import ReasonCode, Reading, Station, Status
+from quantrac.safe_text import safe_text
 from quantrac.wire import DEADLETTER_PAYLOAD_CAP
 
 if TYPE_CHECKING:
@@ -98,10 +99,15 @@ def convert(value: float | None, unit: str, target: str) -> float | None:
     return value * UNIT_FACTORS[(unit, target)]
 
 
+ISO_8601 = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}(:?\d{2})?)?", re.ASCII)
+"""The shape of an ISO 8601 time (`datetime.fromisoformat` alone takes odd text, e.g. a NUL before the offset)."""
+
+
 def parse_timestamp(raw: Any) -> datetime:
     """An aware datetime from ISO 8601; raises ValueError naming the problem."""
-    if not isinstance(raw, str):
-        raise ValueError("ts must be an ISO 8601 string with an offset, e.g. 2026-11-29T21:05:00+07:00")
+    if not isinstance(raw, str) or not ISO_8601.fullmatch(raw):
+        shown = safe_text(raw, 60) if isinstance(raw, str) else type(raw).__name__
+        raise ValueError(f"ts {shown!r} is not an ISO 8601 time with an offset, e.g. 2026-11-29T21:05:00+07:00")
     ts = datetime.fromisoformat(raw)
     if ts.tzinfo is None or ts.utcoffset() is None:
         raise ValueError(f"ts {raw!r} has no UTC offset; add one, e.g. +07:00")

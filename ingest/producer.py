@@ -29,6 +29,7 @@ def make_producer(settings: Settings, client_id: str) -> KafkaProducer:
     return KafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap.split(","), acks="all", enable_idempotence=True,
         linger_ms=5, batch_size=256 * 1024, max_block_ms=10_000, client_id=client_id,
+        max_request_size=settings.kafka_max_request_bytes,
     )
 
 

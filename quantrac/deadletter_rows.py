@@ -26,10 +26,11 @@ def row_of(kafka_topic: str | None, partition: int | None, offset: int | None, r
     """The row of one dead-letter record; every text made safe for PostgreSQL (the bytes stay whole)."""
     body = decode_deadletter(raw)
     payload: bytes = body["payload"]
-    return (kafka_topic, partition, offset, safe_text(body.get("source", "mqtt")), safe_text(body.get("stage", "ingest")),
-            safe_text(body["topic"]), safe_text(body["reason"]), safe_text(body["message"], 4 * TEXT_LIMIT),
-            datetime.fromisoformat(body["received_at"]), safe_optional(body.get("station_id")),
-            safe_optional(body.get("parameter")), body.get("index"), payload, body.get("payload_size", len(payload)),
+    bound = 2 * TEXT_LIMIT  # above what `encode_deadletter` keeps: its clipped texts stay as they are, a foreign record's are cut
+    return (kafka_topic, partition, offset, safe_text(body.get("source", "mqtt"), bound), safe_text(body.get("stage", "ingest"), bound),
+            safe_text(body["topic"], bound), safe_text(body["reason"], bound), safe_text(body["message"], 8 * TEXT_LIMIT),
+            datetime.fromisoformat(body["received_at"]), safe_optional(body.get("station_id"), bound),
+            safe_optional(body.get("parameter"), bound), body.get("index"), payload, body.get("payload_size", len(payload)),
             body.get("payload_sha256") or hashlib.sha256(payload).hexdigest(), bool(body.get("truncated", False)))
 
 

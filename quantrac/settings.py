@@ -47,6 +47,7 @@ class Settings(BaseSettings):
     kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, comma-separated.")
     kafka_controller_port: int = Field(9093, description="KRaft controller port of the local broker.")
     kafka_heap: str = Field("512m", description="Java heap of the local broker.")
+    kafka_max_request_bytes: int = Field(1024 * 1024, gt=0, description="Largest request quantrac's kafka-python producers send (their `max_request_size`); keep it at or below the broker's `message.max.bytes`. A record above it is refused, tried again, then quarantined.")
 
     stack_start_timeout_s: float = Field(60.0, description="How long `stack up` waits for each service to answer on its port.")
     stack_stop_timeout_s: float = Field(30.0, description="How long `stack down` waits after SIGTERM before it sends SIGKILL.")
@@ -102,7 +103,7 @@ class Settings(BaseSettings):
     max_payload_bytes: int = Field(64 * 1024, description="Larger MQTT payloads are dead-lettered as oversize.")
     deadletter_payload_cap_bytes: int = Field(256 * 1024, ge=0, le=KAFKA_SAFE_PAYLOAD_BYTES, description="Bytes of a rejected payload a dead letter keeps (the head; its size and SHA-256 are always kept, `truncated` says it was cut). Base64 makes a dead letter about 4/3 of this, inside Kafka's 1 MiB maximum request.")
     deadletter_max_per_message: int = Field(20, ge=1, description="Rejected readings of one message dead-lettered one by one; the rest become one `too_many_rejections` dead letter with counts by reason.")
-    mqtt_message_size_limit: int = Field(16 * 1024 * 1024, ge=0, description="Mosquitto's `message_size_limit` for the local broker: it refuses larger PUBLISHes (MQTT 5 gateways get a PUBACK with an error reason code; 3.1.1 gateways get a PUBACK and the message is dropped, logged by the broker). Up to it, the bridge dead-letters what it cannot take.")
+    mqtt_message_size_limit: int = Field(16 * 1024 * 1024, ge=0, description="Mosquitto's `message_size_limit` for the local broker: it refuses larger PUBLISHes (MQTT 5 gateways get a PUBACK with reason code 149; 3.1.1 gateways a plain PUBACK, and the message is dropped). Up to it, the bridge dead-letters what it cannot take.")
     log_repeat_interval_s: float = Field(10.0, gt=0, description="A failure that repeats (the same event and cause) is logged once per this interval, with a count of the repeats.")
     max_future_s: int = Field(300, description="Readings stamped further ahead of the receive time are rejected.")
     retention_days: int = Field(730, description="Readings older than this are rejected at ingest and dropped from the store.")

@@ -192,3 +192,45 @@ def test_any_json_body_and_station_either_decodes_or_is_rejected_with_a_storable
     for r in rejections:
         encode_deadletter(topic=topic(station), payload=raw, reason=r.reason, message=r.message, received_at=NOW,
                           station_id=r.station_id, parameter=r.parameter, index=r.index)
+
+
+# --------------------------------------------------------------------------- import CSVs
+
+_cell = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True).map(repr), st.sampled_from(["1.7976931348623157e308", "5e-324", "-0.0",
+                                                                               "1e999", "0x10", ""]),
+    st.text(st.characters(codec="utf-8", categories=["Cc", "Cf", "Lu", "Nd"]), max_size=12),
+    st.integers(200, 5000).map(lambda n: "9" * n))
+
+
+@settings(max_examples=40, deadline=None)
+@given(rows=st.lists(st.tuples(st.integers(0, 3), st.lists(_cell, min_size=2, max_size=2)), min_size=1, max_size=40),
+       junk=st.binary(max_size=20))
+def test_hostile_csv_rows_are_each_sent_or_dead_lettered(tmp_path_factory: pytest.TempPathFactory, rows: list[tuple[int, list[str]]],
+                                                         junk: bytes) -> None:
+    from zoneinfo import ZoneInfo
+
+    from ingest.import_sources import read_csv
+    from ingest.importer import READINGS_PER_RECORD, chunk_records
+    from quantrac.settings import get_settings
+    from quantrac.wire import decode_sourced
+
+    station = make_station("HD-CSV-01")
+    base = NOW - timedelta(hours=3)
+    lines = [b"time,COD,pH"] + [
+        f"{(base + timedelta(minutes=m)).isoformat()},{cod},{ph}".encode("utf-8", "surrogatepass").replace(b"\n", b" ").replace(b"\r", b" ")
+        for m, (cod, ph) in rows]
+    lines.append(b"2026-11-29T10:00:00+07:00," + junk.replace(b"\n", b"").replace(b"\r", b"").replace(b",", b"") + b",7")
+    path = tmp_path_factory.mktemp("csv") / "hostile.csv"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    units = list(read_csv(path, "wide", ZoneInfo("Asia/Ho_Chi_Minh")))
+    s = get_settings()
+    records, sent, rejected = chunk_records(units, station, NOW, Limits(), s, "import:hostile.csv")
+    readings = [decode_sourced(v)[0] for t, _, v in records if t == s.readings_topic]
+    dead = [decode_deadletter(v) for t, _, v in records if t == s.deadletter_topic]
+    # Every cell becomes a reading or a dead letter; a row whose time is bad or out of range, one dead letter.
+    expected = sum(1 if u.ts is None or u.ts > NOW or NOW - u.ts > Limits().retention else len(u.items)  # type: ignore[union-attr]
+                   for u in units)
+    assert sum(len(r) for r in readings) == sent and len(dead) == rejected and sent + rejected == expected
+    assert all(len(r) <= READINGS_PER_RECORD for r in readings)
+    assert all(len(v) < KAFKA_MAX_REQUEST // 2 for _, _, v in records)

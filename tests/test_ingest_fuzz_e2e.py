@@ -63,7 +63,15 @@ _values = {"COD": st.floats(0, 1999, allow_nan=False), "pH": st.floats(0, 14, al
            "Flow": st.floats(0, 4999, allow_nan=False)}
 _bad_reading = st.sampled_from(["unknown_parameter", "bad_unit", "bad_value", "bad_status", "missing_value"])
 _bad_message = st.sampled_from(["bad_json", "not_utf8", "schema", "no_offset", "future", "too_old",
-                                "topic_mismatch", "unknown_station", "oversize"])
+                                "topic_mismatch", "unknown_station", "oversize", "empty"])
+_hostile_text = st.one_of(
+    st.text(st.characters(codec="utf-8", categories=["Cc", "Cf", "Zs"]), min_size=1, max_size=8),  # NUL, controls, format chars
+    st.builds(lambda t, n: t * n, st.sampled_from(["\x00", "P", "\u200b"]), st.integers(100, 5000)),  # long strings
+    st.text(max_size=6).map(lambda t: f"CO\x00D{t}"))
+"""Text no registry holds: NUL and control characters, very long strings."""
+_hostile_station_suffix = st.one_of(st.just(""), st.integers(100, 3000).map(lambda n: "S" * n),
+                                    st.text(st.characters(categories=["Cf", "Co", "So"]), max_size=20))
+"""What a topic may carry (Mosquitto refuses NUL and control characters in topics): long ids, format and private-use characters."""
 _bad_line = st.sampled_from(["unknown_parameter", "bad_unit", "bad_value", "bad_status", "missing_value",
                              "bad_fields", "bad_time", "future", "too_old"])
 _bad_file = st.sampled_from(["unknown_station", "bad_filename", "empty_file"])
@@ -79,13 +87,13 @@ def _broken_reading(draw: st.DrawFn, reason: str) -> dict[str, object]:
     parameter = draw(st.sampled_from(sorted(UNITS)))
     good = {"parameter": parameter, "value": 1.0, "unit": UNITS[parameter], "status": "00"}
     if reason == "unknown_parameter":
-        return {**good, "parameter": draw(st.sampled_from(["BOD5", "Hg", "cod", "PM2,5", ""]))}
+        return {**good, "parameter": draw(st.one_of(st.sampled_from(["BOD5", "Hg", "cod", "PM2,5", ""]), _hostile_text))}
     if reason == "bad_unit":
-        return {**good, "unit": draw(st.sampled_from(["kg", "ppm", "mg/m3", "%"]))}
+        return {**good, "unit": draw(st.one_of(st.sampled_from(["kg", "ppm", "mg/m3", "%"]), _hostile_text.map(lambda t: "kg" + t)))}
     if reason == "bad_value":
         return {**good, "value": draw(st.one_of(st.text(max_size=6), st.booleans(), st.lists(st.integers(-1000, 1000), max_size=2)))}
     if reason == "bad_status":
-        return {**good, "status": draw(st.one_of(st.sampled_from(["03", "0", "", "99"]), st.integers(3, 99)))}
+        return {**good, "status": draw(st.one_of(st.sampled_from(["03", "0", "", "99", "0\x000"]), st.integers(3, 99)))}
     return {**good, "value": None, "status": "00"}
 
 
@@ -101,12 +109,18 @@ def mqtt_items(draw: st.DrawFn, station: Station, index: int) -> Item:
         return Item("mqtt", marker, topic(station.id), orjson.dumps(body), len(good))
     if mode == "reading":
         bad = [_broken_reading(draw, draw(_bad_reading)) for _ in range(draw(st.integers(1, 2)))]
+        conflicting = draw(st.booleans())
+        if conflicting:  # the same parameter again with another value: the later of the two is a conflict
+            bad.append({**good[0], "value": float(good[0]["value"] or 0) + 1.0, "status": "00"})  # type: ignore[arg-type]
         readings = good + bad
         order = draw(st.permutations(range(len(readings))))
         shuffled = [readings[i] for i in order]
         # by position, not equality: a good value 0.0 equals a bad value False
-        reasons = [(pos, _reading_reason(readings[i])) for pos, i in enumerate(order) if i >= len(good)]
-        return Item("mqtt", marker, topic(station.id), orjson.dumps({**body, "readings": shuffled}), len(good), reasons)
+        reasons = [(pos, _reading_reason(readings[i])) for pos, i in enumerate(order)
+                   if len(good) <= i < len(good) + len(bad) - conflicting]
+        if conflicting:
+            reasons.append((max(order.index(0), order.index(len(readings) - 1)), "conflict"))
+        return Item("mqtt", marker, topic(station.id), orjson.dumps({**body, "readings": shuffled}), len(good), sorted(reasons))
     reason = draw(_bad_message)
     target = topic(station.id)
     raw: bytes
@@ -127,7 +141,9 @@ def mqtt_items(draw: st.DrawFn, station: Station, index: int) -> Item:
     elif reason == "topic_mismatch":
         raw = orjson.dumps({**body, "station_id": f"OTHER-{marker}"})
     elif reason == "unknown_station":
-        target, raw = topic(f"U-{marker}"), orjson.dumps(body)
+        target, raw = topic(f"U-{marker}{draw(_hostile_station_suffix)}"), orjson.dumps(body)
+    elif reason == "empty":
+        raw = orjson.dumps({**body, "readings": []})
     else:
         raw = orjson.dumps({**body, "pad": "x" * 70_000})
     return Item("mqtt", marker, target, raw, 0, [(None, reason)])
@@ -186,7 +202,7 @@ def tt10_items(draw: st.DrawFn, station: Station, index: int) -> Item:
 
 def _bad_tt10_line(draw: st.DrawFn, reason: str, p: str, stamp: str) -> str:
     if reason == "unknown_parameter":
-        return _tt10_line(draw(st.sampled_from(["BOD5", "Hg", "TOC"])), "1", "mg/L", stamp, "00")
+        return _tt10_line(draw(st.sampled_from(["BOD5", "Hg", "TOC", "C\x00OD", "P" * 3000])), "1", "mg/L", stamp, "00")
     if reason == "bad_unit":
         return _tt10_line(p, "1", draw(st.sampled_from(["kg", "ppm"])), stamp, "00")
     if reason == "bad_value":

@@ -21,6 +21,8 @@ class Delivery(BaseModel):
     late: int = Field(description="Forwarded readings received later than QUANTRAC_DELIVERY_LATE_AFTER_S after their event time.")
     stored: int = Field(description="Readings stored for the first time by the worker.")
     duplicate: int = Field(description="Readings the worker received again (redelivery) and did not store twice.")
+    conflict: int = Field(0, description="Readings that repeated a stored reading's station, parameter and time with another "
+                                         "value or status: the stored one is kept, these are dead-lettered as `conflict`.")
 
 
 class DeliveryList(BaseModel):
