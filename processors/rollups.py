@@ -13,6 +13,7 @@ both stores, not only at the next policy run or maintenance pass).
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import Any, Sequence
 
@@ -88,12 +89,39 @@ async def _store_kind(conn: psycopg.AsyncConnection[Any]) -> str:
     return _store_kinds[key]
 
 
+HUGE_VALUE = 1e150
+"""No measurement comes near this; below it, sums of any real number of values cannot overflow float8."""
+
+
+async def _check_aggregates_hold(conn: psycopg.AsyncConnection[Any], new: Sequence[Reading]) -> None:
+    """TimescaleDB: fail the batch, in its transaction, when a new value is so large that its buckets'
+    sums overflow float8 (`NumericValueOutOfRange`), as the native rollups do.
+
+    Stored anyway, such a reading would make every refresh of a window holding it fail (the policies
+    and the late refresh, for every station) and the history queries of its buckets too. Failing
+    here lets the worker store the batch record by record and quarantine that record, as on native
+    PostgreSQL. Only values of magnitude `HUGE_VALUE` or more are checked, so a normal batch costs nothing.
+    """
+    huge = [r for r in new if r.value is not None and math.isfinite(r.value) and abs(r.value) >= HUGE_VALUE]
+    if not huge:
+        return
+    async with conn.cursor() as cur:
+        for bucket in ROLLUPS:
+            for station_id, parameter, start, end in touched_buckets(huge, bucket):
+                await cur.execute(f"SELECT {_AGGREGATES} FROM readings r WHERE station_id = %s AND parameter = %s "
+                                  "AND ts >= %s AND ts < %s", (station_id, parameter, start, end))
+
+
 async def update_rollups(conn: psycopg.AsyncConnection[Any], new: Sequence[Reading]) -> int:
     """Recompute the rollup buckets touched by `new` (readings just stored) in the caller's transaction.
 
-    Returns how many bucket rows were written; 0 on TimescaleDB, where continuous aggregates do it.
+    Returns how many bucket rows were written; 0 on TimescaleDB, where continuous aggregates do it
+    (there it only checks that the aggregates can still be computed, see `_check_aggregates_hold`).
     """
-    if not new or await _store_kind(conn) == "timescaledb":
+    if not new:
+        return 0
+    if await _store_kind(conn) == "timescaledb":
+        await _check_aggregates_hold(conn, new)
         return 0
     written = 0
     async with conn.cursor() as cur:

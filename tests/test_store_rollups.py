@@ -193,3 +193,20 @@ def test_the_rollups_equal_a_group_by_over_the_raw_readings_before_and_after_ref
     refreshed = refresh_aggregates(store_db, until=T0 + timedelta(days=2))
     assert refreshed == (list(ROLLUPS.values()) if store.pg_timescaledb else [])
     assert rollup_rows(store_db, station.id) == approx(oracle)
+
+
+def test_values_whose_bucket_sums_overflow_fail_the_batch_on_both_stores(
+        store: Settings, store_db: psycopg.Connection, station: Station) -> None:
+    """Two readings at float64's edge in one bucket: the batch fails with NumericValueOutOfRange on both
+    stores (the worker then stores record by record and quarantines the record), and nothing is stored.
+    On TimescaleDB, storing it would break every later refresh of the aggregates over its window."""
+    edge = [reading(station, T0 + timedelta(minutes=m), 1.7e308) for m in (1, 2)]
+    with pytest.raises(psycopg.errors.NumericValueOutOfRange):
+        store_readings(store, edge)
+    assert store_db.execute("SELECT count(*) FROM readings WHERE station_id = %s", (station.id,)).fetchone() == (0,)
+    assert len(store_readings(store, edge[:1])) == 1  # alone in its buckets it sums: stored
+    assert rollup_rows(store_db, station.id)[("5m", "COD", T0)] == (1.7e308, 1.7e308, 1.7e308, 1, 1)
+    with pytest.raises(psycopg.errors.NumericValueOutOfRange):
+        store_readings(store, edge[1:])  # but a second one in the same buckets no longer does
+    refresh_aggregates(store_db, until=T0 + timedelta(days=2))  # the aggregates still refresh
+    assert rollup_rows(store_db, station.id) == approx(group_by_raw(store_db, station.id))
