@@ -13,27 +13,26 @@ TOOLS := .tools/bin
 KUBECONFORM_VERSION := v0.6.7
 QUICK ?=
 
-.PHONY: run test deps validators timescale-harness browser-harness debs venv stack-up stack-down stack-status bench clean
+.PHONY: run test deps timescaledb validators browser-harness debs venv stack-up stack-down stack-status bench clean
 
 run: deps ## the whole pipeline on local services with the station simulator
 	$(BIN)/quantrac run --rate $(RATE) --bridges $(BRIDGES) --workers $(WORKERS)
 
-test: deps validators timescale-harness browser-harness ## every test, on real Mosquitto, Kafka and PostgreSQL (and TimescaleDB in PGlite)
+test: deps validators browser-harness ## every test, on real Mosquitto, Kafka and PostgreSQL (store tests on TimescaleDB and on native PostgreSQL)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-deps: debs venv
+deps: debs venv timescaledb
+
+# TimescaleDB for the local PostgreSQL: used when installed, else built once per machine from
+# QUANTRAC_TIMESCALEDB_SOURCE (../shared/vendor/timescaledb/ by default) into ~/.cache/quantrac/timescaledb
+# and installed from there; without a tarball the stack runs plain PostgreSQL. Logs one line either way.
+timescaledb: debs venv
+	@$(BIN)/quantrac stack timescaledb
 
 # The dashboard's browser test drives the Debian chromium with npm playwright-core (no browser download).
 browser-harness: tests/browser/node_modules/.installed
 tests/browser/node_modules/.installed: tests/browser/package.json tests/browser/package-lock.json
 	cd tests/browser && npm ci --no-audit --no-fund
-	@touch $@
-
-timescale-harness: tests/timescale/node_modules/.installed ## TimescaleDB (PGlite + timescaledb) for the store tests
-
-tests/timescale/node_modules/.installed: tests/timescale/package.json tests/timescale/package-lock.json
-	@command -v npm >/dev/null || apt-get install -y -q nodejs npm
-	cd tests/timescale && npm ci --no-audit --no-fund
 	@touch $@
 
 validators: $(TOOLS)/kubeconform ## tools the deployment-file tests run (Go toolchain needed once)

@@ -50,12 +50,7 @@ def rows() -> list[str]:
         out.append(f"| Worker alone (readings/s: store, rollups, every rule) | {ours:,.0f} | {base:,.0f} (bare aiokafka consumer that "
                    f"only counts) | {worker['worker_vs_baseline']} | {_when(worker)} |")
     if (store := newest("store")) is not None:
-        w, h = store["write"], store["history"]
-        out.append(f"| Store writes with rollups (rows/s) | {w['store_writer_with_rollups_rows_per_s']:,} | "
-                   f"{w['baseline_raw_binary_copy_rows_per_s']:,} (raw binary COPY) | {w['ratio_store_with_rollups_to_raw_copy']} | {_when(store)} |")
-        out.append(f"| History query, one station-day at 5 min, p50/p95 (ms) | {h['api_bucket_query_ms']['p50']:.0f} / "
-                   f"{h['api_bucket_query_ms']['p95']:.0f} | {h['baseline_group_by_raw_ms']['p50']:.0f} / {h['baseline_group_by_raw_ms']['p95']:.0f} "
-                   f"(GROUP BY over raw readings) | | {_when(store)} |")
+        out.extend(_store_rows(store))
     if (soak := newest("soak")) is not None:
         offered = (f"{soak['readings']:,} offered ({soak['achieved_readings_per_s']:,.0f}/s achieved)" if "readings" in soak
                    else f"about {soak['offered_readings_per_s'] * soak['minutes'] * 60:,.0f} offered (publisher count lost)")
@@ -93,6 +88,32 @@ def detection_rows(det: dict[str, Any]) -> list[str]:
         if drift is not None:
             out.append(f"| ↳ drift detector alarms matching an incident | {drift['matched']}/{drift['alarms']} | | | |")
     return [row for row in out if row]
+
+
+_STORE_NAMES = {"timescaledb": "TimescaleDB", "postgresql": "native PostgreSQL"}
+
+
+def _store_rows(store: dict[str, Any]) -> list[str]:
+    """Writes against raw COPY, history queries against GROUP BY, and compression, for each store path."""
+    paths = store.get("paths") or {"postgresql": store}  # results before both paths were benched
+    out = []
+    for kind, p in paths.items():
+        w, h, name = p["write"], p["history"], _STORE_NAMES.get(kind, kind)
+        rollups = "continuous aggregates refreshed apart" if kind == "timescaledb" else "rollups in the transaction"
+        out.append(f"| Store writes, {name} ({rollups}; rows/s) | {w['store_writer_with_rollups_rows_per_s']:,} | "
+                   f"{w['baseline_raw_binary_copy_rows_per_s']:,} (raw binary COPY) | {w['ratio_store_with_rollups_to_raw_copy']} | {_when(store)} |")
+        out.append(f"| History query, {name}, one station-day at 5 min, p50/p95 (ms) | {h['api_bucket_query_ms']['p50']:.0f} / "
+                   f"{h['api_bucket_query_ms']['p95']:.0f} | {h['baseline_group_by_raw_ms']['p50']:.0f} / {h['baseline_group_by_raw_ms']['p95']:.0f} "
+                   f"(GROUP BY over raw readings) | | {_when(store)} |")
+        if (c := p.get("compression")) is not None:
+            q = p["history_compressed"]
+            out.append(f"| ↳ {name} compressed: size (MB); history query p50/p95 (ms) | {c['after_bytes'] / 1e6:.1f}; "
+                       f"{q['api_bucket_query_ms']['p50']:.0f} / {q['api_bucket_query_ms']['p95']:.0f} | {c['before_bytes'] / 1e6:.1f} "
+                       f"(uncompressed); {q['baseline_group_by_raw_ms']['p50']:.0f} / {q['baseline_group_by_raw_ms']['p95']:.0f} "
+                       f"(GROUP BY over compressed raw) | {c['ratio']} | |")
+        elif "readings_bytes" in p:
+            out.append(f"| ↳ {name}: readings size (MB), no compression | {p['readings_bytes'] / 1e6:.1f} | | | |")
+    return out
 
 
 def _kind(k: dict[str, Any]) -> str:

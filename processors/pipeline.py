@@ -28,7 +28,7 @@ from alerts.store import apply_conditions
 from ingest.accounting import record_store_counts
 from processors import completeness
 from processors.detection import DetectionConfig, LiveDetectors, detect_batch
-from processors.rollups import update_rollups
+from processors.rollups import refresh_late_aggregates, update_rollups
 from processors.store import ReadingWriter
 from quantrac import metrics
 from quantrac.domain import Reading, Station
@@ -184,6 +184,7 @@ class BatchProcessor:
         except Exception:
             self.writer.forget_partitions()  # partitions created in the rolled-back transaction are gone
             raise
+        await refresh_late_aggregates(conn, new)
         if late:
             log.info("worker.late_readings", count=len(late), stations=sorted({r.station_id for r in late}),
                      lateness_s=self.config.lateness_s)

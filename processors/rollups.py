@@ -5,18 +5,25 @@ readings fall in (`INSERT ... SELECT ... GROUP BY ... ON CONFLICT DO UPDATE`; 5-
 from the raw readings, hours from those, days from the hours), in the batch's transaction: a
 late reading corrects its own buckets and no others.
 Bucket boundaries come from `quantrac/timebuckets.py`; `bucket_sql` is the same rule in SQL.
-On TimescaleDB the rollups are continuous aggregates and `update_rollups` does nothing.
+On TimescaleDB the rollups are continuous aggregates and `update_rollups` does nothing; after the
+batch commits, `refresh_late_aggregates` refreshes the buckets of readings older than an aggregate's
+last refresh, which real-time aggregation does not cover (so a late reading corrects its buckets on
+both stores, not only at the next policy run or maintenance pass).
 """
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import Any, Sequence
 
 import psycopg
+import structlog
 
 from quantrac.domain import Reading
 from quantrac.timebuckets import BUCKET_WIDTHS, DAY_ZONE, bucket_end, bucket_start
+
+log = structlog.get_logger(__name__)
 
 ROLLUPS: dict[str, str] = {"5m": "readings_5m", "1h": "readings_1h", "1d": "readings_1d"}
 
@@ -82,12 +89,39 @@ async def _store_kind(conn: psycopg.AsyncConnection[Any]) -> str:
     return _store_kinds[key]
 
 
+HUGE_VALUE = 1e150
+"""No measurement comes near this; below it, sums of any real number of values cannot overflow float8."""
+
+
+async def _check_aggregates_hold(conn: psycopg.AsyncConnection[Any], new: Sequence[Reading]) -> None:
+    """TimescaleDB: fail the batch, in its transaction, when a new value is so large that its buckets'
+    sums overflow float8 (`NumericValueOutOfRange`), as the native rollups do.
+
+    Stored anyway, such a reading would make every refresh of a window holding it fail (the policies
+    and the late refresh, for every station) and the history queries of its buckets too. Failing
+    here lets the worker store the batch record by record and quarantine that record, as on native
+    PostgreSQL. Only values of magnitude `HUGE_VALUE` or more are checked, so a normal batch costs nothing.
+    """
+    huge = [r for r in new if r.value is not None and math.isfinite(r.value) and abs(r.value) >= HUGE_VALUE]
+    if not huge:
+        return
+    async with conn.cursor() as cur:
+        for bucket in ROLLUPS:
+            for station_id, parameter, start, end in touched_buckets(huge, bucket):
+                await cur.execute(f"SELECT {_AGGREGATES} FROM readings r WHERE station_id = %s AND parameter = %s "
+                                  "AND ts >= %s AND ts < %s", (station_id, parameter, start, end))
+
+
 async def update_rollups(conn: psycopg.AsyncConnection[Any], new: Sequence[Reading]) -> int:
     """Recompute the rollup buckets touched by `new` (readings just stored) in the caller's transaction.
 
-    Returns how many bucket rows were written; 0 on TimescaleDB, where continuous aggregates do it.
+    Returns how many bucket rows were written; 0 on TimescaleDB, where continuous aggregates do it
+    (there it only checks that the aggregates can still be computed, see `_check_aggregates_hold`).
     """
-    if not new or await _store_kind(conn) == "timescaledb":
+    if not new:
+        return 0
+    if await _store_kind(conn) == "timescaledb":
+        await _check_aggregates_hold(conn, new)
         return 0
     written = 0
     async with conn.cursor() as cur:
@@ -119,3 +153,46 @@ def rebuild_rollups(conn: psycopg.Connection, start: datetime, end: datetime, st
                 f"WHERE r.ts >= %s AND r.ts < %s{station_filter} GROUP BY 1, 2, 3 {_UPSERT}", params)
             written += cur.rowcount
     return written
+
+
+# An aggregate never refreshed has the lowest timestamp as its watermark (4714 BC, which Python cannot
+# hold): NULL then, as real-time aggregation covers all its buckets.
+_WATERMARKS = ("SELECT view, CASE WHEN mark > TIMESTAMPTZ '0001-01-02 00:00+00' THEN mark END FROM ("
+               "SELECT user_view_name AS view, _timescaledb_functions.to_timestamp(_timescaledb_functions.cagg_watermark(mat_hypertable_id)) AS mark "
+               "FROM _timescaledb_catalog.continuous_agg WHERE user_view_schema = current_schema()) AS w")
+
+
+async def refresh_late_aggregates(conn: psycopg.AsyncConnection[Any], new: Sequence[Reading]) -> list[str]:
+    """TimescaleDB: refresh, in each continuous aggregate, the buckets of readings just committed that are
+    older than its watermark (the end of its last refresh); returns the aggregates refreshed.
+
+    Readings newer than the watermark need nothing (real-time aggregation computes them at query
+    time), so a live stream costs one catalog query per batch. No-op on native PostgreSQL, whose
+    rollups `update_rollups` kept in the batch's transaction. Runs outside a transaction (the
+    connection is switched to autocommit for it); a failure is logged, not raised: the readings are
+    stored, and the worker's maintenance pass refreshes the whole range.
+    """
+    if not new or await _store_kind(conn) != "timescaledb":
+        return []
+    refreshed: list[str] = []
+    autocommit = conn.autocommit
+    try:
+        await conn.set_autocommit(True)
+        cur = await conn.execute(_WATERMARKS)
+        watermarks = {str(view): mark for view, mark in await cur.fetchall()}
+        for bucket, view in ROLLUPS.items():
+            mark = watermarks.get(view)
+            late = [r.ts for r in new if mark is not None and r.ts < mark]
+            if late:
+                start, last = bucket_start(min(late), bucket), bucket_start(max(late), bucket)
+                await conn.execute("CALL refresh_continuous_aggregate(%s, %s, %s)", (view, start, bucket_end(last, bucket)))
+                refreshed.append(view)
+    except psycopg.Error as exc:
+        log.warning("rollups.late_refresh_failed", error=str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+                    aggregates=list(ROLLUPS.values()), fix="none needed: the maintenance pass refreshes the aggregates")
+    finally:
+        if not conn.closed and not conn.broken:
+            await conn.set_autocommit(autocommit)
+    if refreshed:
+        log.debug("rollups.late_refreshed", aggregates=refreshed, readings=len(new))
+    return refreshed

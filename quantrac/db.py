@@ -2,8 +2,8 @@
 
 Migrations are the SQL files in `quantrac/migrations/`, applied in order of their number and
 recorded in `schema_version`. A file named `NNNN_x.timescale.sql` or `NNNN_x.postgres.sql` is
-one of two variants of the same step; the store picks the TimescaleDB one when the extension
-is available on the server.
+one of two variants of the same step; a new store is TimescaleDB when `CREATE EXTENSION timescaledb`
+works on the server (see `decide_store`), and keeps that kind for good.
 """
 
 from __future__ import annotations
@@ -38,10 +38,139 @@ class Migration:
     path: Path
 
 
-def timescaledb_available(conn: psycopg.Connection) -> bool:
-    """True when the server can load TimescaleDB (the extension is installed and preloaded)."""
+STORE_TIMESCALEDB = "timescaledb"
+STORE_POSTGRESQL = "postgresql"
+
+_PRELOAD_FIX = ("add shared_preload_libraries = 'timescaledb' to postgresql.conf and restart PostgreSQL "
+                "(the local stack does when the extension is installed: make timescaledb)")
+
+
+class StoreError(Exception):
+    """The store cannot be migrated as asked; the message says why and how to fix it."""
+
+
+@dataclass(frozen=True)
+class Fallback:
+    """Why TimescaleDB could not be used on a new store, and what would make it work."""
+
+    cause: str
+    fix: str
+
+
+def timescaledb_installed(conn: psycopg.Connection) -> bool:
+    """Whether the server lists the extension as installed. Not proof it works: without the preload
+    line `pg_available_extensions` lists it and `CREATE EXTENSION` still fails."""
     row = conn.execute("SELECT count(*) FROM pg_available_extensions WHERE name = 'timescaledb'").fetchone()
     return bool(row and row[0])
+
+
+def timescaledb_version(conn: psycopg.Connection) -> str | None:
+    """The version of the extension created in this database, None when it is not created."""
+    row = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'").fetchone()
+    return str(row[0]) if row else None
+
+
+def explain_extension_failure(error: psycopg.Error) -> Fallback:
+    """The cause and the fix of a failed `CREATE EXTENSION timescaledb`, from the server's error."""
+    first = (str(error).strip().splitlines() or ["no message"])[0]
+    if "preload" in first:
+        return Fallback("TimescaleDB is installed but not preloaded", _PRELOAD_FIX)
+    if isinstance(error, psycopg.errors.InsufficientPrivilege):
+        return Fallback(f"the role may not create the extension ({first})",
+                        "run CREATE EXTENSION timescaledb once in this database as a superuser, then migrate again")
+    return Fallback(f"CREATE EXTENSION timescaledb failed: {first}",
+                    "see the server log and docs/timescaledb.md (the library and the SQL files must be of one release)")
+
+
+def _try_create_extension(conn: psycopg.Connection) -> Fallback | None:
+    """Create the extension if it works on this server: None when it did, else why not.
+
+    Tried first on a throwaway connection and rolled back there: without the preload line the
+    server ends the session with FATAL, which no savepoint survives. When the trial works, the
+    extension is created in a savepoint of the caller's transaction, so a failure there is an
+    ordinary ERROR that rolls back alone.
+    """
+    params = {**conn.info.get_parameters(), "connect_timeout": "10"}
+    if conn.info.password:
+        params["password"] = conn.info.password
+    try:
+        with psycopg.connect(**params) as trial:  # type: ignore[arg-type]
+            trial.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+            trial.rollback()
+        with conn.transaction():
+            conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+    except psycopg.Error as exc:
+        return explain_extension_failure(exc)
+    return None
+
+
+def _preloaded(conn: psycopg.Connection) -> bool:
+    row = conn.execute("SHOW shared_preload_libraries").fetchone()
+    return bool(row and "timescaledb" in str(row[0]))
+
+
+def _recorded_store(conn: psycopg.Connection) -> str | None:
+    row = conn.execute("SELECT store FROM schema_version ORDER BY version LIMIT 1").fetchone()
+    return str(row[0]) if row else None
+
+
+def decide_store(conn: psycopg.Connection, use_timescale: bool | None) -> bool:
+    """Whether this store is (or becomes) TimescaleDB, decided on what works, not on what is listed.
+
+    A store keeps the kind its first migration recorded: it is never switched silently. A new one
+    is TimescaleDB when `CREATE EXTENSION` succeeds (see `_try_create_extension`), else native PostgreSQL with one log line naming the cause and the fix. With
+    `use_timescale` given, that kind is required: StoreError when it cannot be had.
+    """
+    recorded = _recorded_store(conn)
+    if recorded is not None:
+        wanted = STORE_TIMESCALEDB if use_timescale else STORE_POSTGRESQL
+        if use_timescale is not None and wanted != recorded:
+            raise StoreError(f"this database was created as a {recorded} store; it is never switched to {wanted}. "
+                             f"Migrate into a new database to change the kind of store.")
+        if recorded == STORE_POSTGRESQL and use_timescale is None and _preloaded(conn):
+            log.info("db.store_kept", store=recorded, database=conn.info.dbname,
+                     note="the server preloads TimescaleDB but this store was created native and stays so",
+                     fix="to use TimescaleDB, migrate into a new database and copy the data (docs/timescaledb.md)")
+        return recorded == STORE_TIMESCALEDB
+    if use_timescale is False:
+        return False
+    if use_timescale is None and not timescaledb_installed(conn):
+        log.info("db.store_chosen", store=STORE_POSTGRESQL, cause="TimescaleDB is not installed on this server",
+                 fix="install it (docs/timescaledb.md) before the first migration to get a TimescaleDB store")
+        return False
+    failure = _try_create_extension(conn)
+    if failure is None:
+        return True
+    if use_timescale:
+        raise StoreError(f"a TimescaleDB store was asked for but {failure.cause}; fix: {failure.fix}")
+    log.warning("db.store_fallback", store=STORE_POSTGRESQL, cause=failure.cause, fix=failure.fix)
+    return False
+
+
+@dataclass(frozen=True)
+class StoreInfo:
+    """Which store a database is, for /healthz and `quantrac stack status`."""
+
+    kind: str  # timescaledb, postgresql, or none (not migrated yet)
+    timescaledb_version: str | None  # of the extension created in this database
+    server_version: str
+    summary: str
+
+
+def describe_store(conn: psycopg.Connection) -> StoreInfo:
+    """The kind of store recorded by the migrations, with the extension's and the server's versions."""
+    server = str(conn.execute("SHOW server_version").fetchone()[0]).split()[0]  # type: ignore[index]
+    has_table = conn.execute("SELECT to_regclass('schema_version') IS NOT NULL").fetchone()
+    kind = (_recorded_store(conn) if has_table and has_table[0] else None) or "none"
+    version = timescaledb_version(conn)
+    if kind == STORE_TIMESCALEDB:
+        summary = f"TimescaleDB {version} on PostgreSQL {server}"
+    elif kind == STORE_POSTGRESQL:
+        summary = f"native PostgreSQL {server}"
+    else:
+        state = "preloaded" if _preloaded(conn) else "installed, not preloaded" if timescaledb_installed(conn) else "not installed"
+        summary = f"not migrated yet (PostgreSQL {server}, TimescaleDB {state})"
+    return StoreInfo(kind, version, server, summary)
 
 
 def plan_migrations(use_timescale: bool, directory: Path = MIGRATIONS_DIR) -> list[Migration]:
@@ -66,13 +195,12 @@ def migrate(conn: psycopg.Connection, use_timescale: bool | None = None, target:
 
     With `target`, stop after that version (to build a database at an earlier version).
     """
-    if use_timescale is None:
-        use_timescale = timescaledb_available(conn)
     with conn.transaction():
         conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version integer PRIMARY KEY, name text NOT NULL, "
                      "store text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())")
         conn.execute("SELECT pg_advisory_xact_lock(hashtext('quantrac.migrate'))")
         done = {row[0] for row in conn.execute("SELECT version FROM schema_version")}
+        use_timescale = decide_store(conn, use_timescale)
     applied = []
     for migration in plan_migrations(use_timescale):
         if migration.version in done:
@@ -85,7 +213,7 @@ def migrate(conn: psycopg.Connection, use_timescale: bool | None = None, target:
                 continue
             conn.execute(migration.path.read_text(encoding="utf-8"))  # type: ignore[arg-type]
             conn.execute("INSERT INTO schema_version (version, name, store) VALUES (%s, %s, %s)",
-                         (migration.version, migration.name, "timescaledb" if use_timescale else "postgresql"))
+                         (migration.version, migration.name, STORE_TIMESCALEDB if use_timescale else STORE_POSTGRESQL))
         log.info("db.migrated", version=migration.version, name=migration.name, timescale=use_timescale)
         applied.append(migration.version)
     return applied

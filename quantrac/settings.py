@@ -62,6 +62,12 @@ class Settings(BaseSettings):
     pg_user: str = Field("quantrac", description="PostgreSQL role.")
     pg_password: SecretStr | None = Field(None, description="Its password (the local stack trusts loopback).")
     pg_database: str = Field("quantrac", description="Database name.")
+    pg_timescaledb: bool = Field(True, description="The local PostgreSQL preloads TimescaleDB when the extension is installed (false: plain PostgreSQL, the native store path).")
+    pg_native_port: int | None = Field(None, description="Port of the second local PostgreSQL, without TimescaleDB, that the tests and the store bench start for the native store path (none: pg_port + 1).")
+    timescaledb_source: Path | None = Field(REPO_ROOT.parent / "shared" / "vendor" / "timescaledb" / "timescaledb-2.28.3.tar.gz",
+                                            description="Source tarball `make deps` builds TimescaleDB from when the extension is not installed (none or missing: plain PostgreSQL).")
+    timescaledb_cache: Path = Field(Path.home() / ".cache" / "quantrac" / "timescaledb",
+                                    description="Build cache of TimescaleDB outside the clone (one folder per release and PostgreSQL version), so a machine builds it once.")
     db_migrate_on_start: bool = Field(False, description="Apply pending database migrations when the bridge, worker, API or notifier starts (several at once take turns on an advisory lock).")
 
     api_host: str = Field("127.0.0.1", description="Address the API listens on.")
@@ -158,6 +164,11 @@ class Settings(BaseSettings):
         return " ".join(parts)
 
     @property
+    def native_pg_port(self) -> int:
+        """Port of the local native-PostgreSQL server (tests, store bench)."""
+        return self.pg_native_port if self.pg_native_port is not None else self.pg_port + 1
+
+    @property
     def kafka_url(self) -> str:
         """Broker URL in the form faust expects."""
         return "kafka://" + ",".join(self.kafka_bootstrap.split(","))
@@ -168,13 +179,25 @@ def mqtt_credentials_file(run_dir: Path) -> Path:
     return run_dir / "mosquitto" / "credentials.json"
 
 
+def _portable(path: Path) -> str:
+    """A default path as the README shows it, the same on every machine: relative to the repository,
+    `../` for the folder beside it, `~/` for the home directory."""
+    if path.is_relative_to(REPO_ROOT):
+        return str(path.relative_to(REPO_ROOT))
+    if path.is_relative_to(REPO_ROOT.parent):
+        return str(Path("..") / path.relative_to(REPO_ROOT.parent))
+    if path.is_relative_to(Path.home()):
+        return str(Path("~") / path.relative_to(Path.home()))
+    return str(path)
+
+
 def settings_table() -> str:
     """The settings as a Markdown table (environment variable, default, meaning) for the README."""
     rows = ["| Variable | Default | Meaning |", "|---|---|---|"]
     for name, field in Settings.model_fields.items():
         default = field.default
         if isinstance(default, Path):
-            default = default.relative_to(REPO_ROOT) if default.is_relative_to(REPO_ROOT) else default
+            default = _portable(default)
         shown = "" if default is None else f"`{default}`"
         rows.append(f"| `QUANTRAC_{name.upper()}` | {shown} | {field.description or ''} |")
     return "\n".join(rows)

@@ -424,6 +424,10 @@ class Service:
     def after_start(self) -> None:
         """Idempotent set-up that needs the running server (e.g. create the database)."""
 
+    def stale(self) -> str | None:
+        """Why a healthy running server no longer matches what `prepare` would start, None when it does."""
+        return None
+
 
 class Mosquitto(Service):
     name = "mosquitto"
@@ -758,6 +762,26 @@ class Postgres(Service):
     def ready(self) -> None:
         self._query("postgres", "SELECT 1")
 
+    def wants_timescaledb(self) -> bool:
+        """Whether this server is to preload TimescaleDB: asked for, and installed on this machine."""
+        return self.settings.pg_timescaledb and timescaledb_available(postgres_bin_dir())
+
+    def stale(self) -> str | None:
+        running = self._query("postgres", "SHOW shared_preload_libraries")
+        preloaded = "timescaledb" in str(running[0][0]) if running else False
+        if self.wants_timescaledb() and not preloaded:
+            return "TimescaleDB is installed but the running server does not preload it (started before it was installed)"
+        if preloaded and not self.settings.pg_timescaledb:
+            return "the running server preloads TimescaleDB but this one is to run plain PostgreSQL"
+        return None
+
+    def store(self) -> str:
+        """Which store the quantrac database is (TimescaleDB and its version, or native PostgreSQL)."""
+        from quantrac.db import connect, describe_store
+
+        with connect(self.settings.pg_dsn, connect_timeout=int(_PROBE_TIMEOUT_S)) as conn:
+            return describe_store(conn).summary
+
     def after_start(self) -> None:
         from psycopg import sql
 
@@ -783,7 +807,7 @@ class Postgres(Service):
             host=self.settings.pg_host,
             port=self.settings.pg_port,
             socket_dir=self._socket_dir_setting(),
-            preload="timescaledb" if timescaledb_available(bin_dir) else "",
+            preload="timescaledb" if self.wants_timescaledb() else "",
             log_file=self.process.output_log,
         )
         if os.geteuid() == 0:
@@ -816,6 +840,13 @@ class Postgres(Service):
         """The socket directory, or '' (TCP only) when the path is too long for a unix socket."""
         path = str(self.socket_dir)
         return path if len(path) + len(f"/.s.PGSQL.{self.settings.pg_port}.lock") < 100 else ""
+
+
+def native_postgres_settings(settings: Settings) -> Settings:
+    """Settings of a second local PostgreSQL that never preloads TimescaleDB (the native store path the
+    tests and the store bench run beside the TimescaleDB one): its own port and run folder, same role and database."""
+    return settings.model_copy(update={"pg_port": settings.native_pg_port, "pg_native_port": settings.native_pg_port,
+                                       "run_dir": settings.run_dir / "native", "pg_timescaledb": False})
 
 
 def postgres_bin_dir() -> Path:
@@ -902,7 +933,15 @@ def _ensure_ports_free(service: Service, reason: str) -> None:
 def _begin(service: Service) -> int | None:
     """Start service unless it is healthy already; returns the pid to wait for, or None if reused."""
     reason = _probe(service.check)
+    stale = service.stale() if reason is None else None
+    if stale is not None and _running_pid(service.process) is not None:
+        log.info("service.restarting", service=service.name, why=stale)
+        stop_process(service.process, service.settings.stack_stop_timeout_s)
+        reason = stale
     if reason is None:
+        if stale is not None:
+            log.warning("service.stale", service=service.name, endpoint=service.endpoint, why=stale,
+                        fix="restart it; this stack did not start it, so it leaves it alone")
         log.info("service.reused", service=service.name, endpoint=service.endpoint, pid=_running_pid(service.process))
         service.after_start()
         return None
@@ -977,8 +1016,17 @@ def status(settings: Settings, only: Iterable[str] | None = None) -> dict[str, S
             detail = "started by this stack"
         else:
             detail = "healthy, not started by this stack (reused)"
+        if reason is None and isinstance(service, Postgres):
+            detail += f"; store: {_probe_store(service)}"
         result[service.name] = ServiceStatus(service.name, reason is None, pid, service.endpoint, detail)
     return result
+
+
+def _probe_store(service: Postgres) -> str:
+    try:
+        return service.store()
+    except Exception as exc:  # the database may not exist yet: say so rather than fail the status
+        return f"unknown ({type(exc).__name__}: {' '.join(str(exc).split())})"
 
 
 def ensure_topics(settings: Settings) -> None:

@@ -65,3 +65,18 @@ def status(only: Only = None) -> None:
     Console(width=None if sys.stdout.isatty() else 160).print(table)
     if not all(item.healthy for item in found.values()):
         raise typer.Exit(code=1)
+
+
+@stack_app.command("timescaledb")
+def timescaledb() -> None:
+    """Make TimescaleDB available to the local PostgreSQL: use it when installed, else build it once
+    from QUANTRAC_TIMESCALEDB_SOURCE into QUANTRAC_TIMESCALEDB_CACHE and install it, else leave plain PostgreSQL."""
+    from quantrac.logs import configure
+    from quantrac.timescaledb_install import ensure
+
+    settings = get_settings()
+    configure(settings.log_level, settings.log_format, "timescaledb")
+    try:
+        ensure(settings)
+    except stack.StackError as exc:
+        raise _fail(exc) from None

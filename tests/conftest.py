@@ -33,7 +33,7 @@ os.environ.setdefault("QUANTRAC_REGISTRY_MISS_RELOAD_S", "0")
 os.environ.setdefault("QUANTRAC_MQTT_TEST_ACCOUNT", "true")
 
 from quantrac import stack as local_stack  # noqa: E402
-from quantrac.db import connect, migrate, save_stations  # noqa: E402
+from quantrac.db import STORE_POSTGRESQL, STORE_TIMESCALEDB, connect, describe_store, migrate, save_stations  # noqa: E402
 from quantrac.registry import load_registry  # noqa: E402
 from quantrac.settings import Settings, get_settings  # noqa: E402
 from tests.utils.builders import make_station, payload, topic  # noqa: E402
@@ -57,6 +57,7 @@ def stack(settings: Settings) -> Iterator[Settings]:
     if settings.mqtt_username is None:  # built before `up` generated the bridge account: take it now
         fresh = Settings()
         settings.mqtt_username, settings.mqtt_password = fresh.mqtt_username, fresh.mqtt_password
+    _drop_if_created_native(settings)
     with connect(settings.pg_dsn) as conn:
         migrate(conn)
         save_stations(conn, load_registry(settings.registry_file, settings.limits_dir))
@@ -64,6 +65,103 @@ def stack(settings: Settings) -> Iterator[Settings]:
     started = [name for name in local_stack.SERVICE_NAMES if name not in already]
     if started:
         local_stack.down(settings, only=started)
+
+
+def _drop_if_created_native(settings: Settings) -> None:
+    """The tests' own database, created native by a session that ran before TimescaleDB was installed,
+    would stay native for good (a store never switches): drop it so that it is created on TimescaleDB."""
+    from psycopg import sql
+
+    admin = settings.pg_dsn.replace(f"dbname={settings.pg_database}", "dbname=postgres")
+    with connect(settings.pg_dsn) as conn:
+        preloaded = "timescaledb" in str(conn.execute("SHOW shared_preload_libraries").fetchone()[0])  # type: ignore[index]
+        if not preloaded or describe_store(conn).kind != STORE_POSTGRESQL:
+            return
+    with connect(admin) as conn:
+        conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(settings.pg_database)))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(settings.pg_database)))
+
+
+STORE_KINDS = (STORE_TIMESCALEDB, STORE_POSTGRESQL)
+
+
+@pytest.fixture(scope="session")
+def native_server(stack: Settings) -> Iterator[Settings]:
+    """A second real PostgreSQL that never preloads TimescaleDB (its own port, `native_pg_port`, and data
+    under run_dir/native), with the session's database migrated and seeded: the native store path.
+
+    The extension is installed on this machine but not preloaded there, so `migrate` meets the very
+    trap of issue 17 (listed, yet CREATE EXTENSION fails) and must fall back to native PostgreSQL.
+    """
+    server = local_stack.native_postgres_settings(stack)
+    already = local_stack.status(server, only=["postgres"])["postgres"].healthy
+    local_stack.up(server, only=["postgres"])
+    with connect(server.pg_dsn) as conn:
+        migrate(conn)
+        assert describe_store(conn).kind == STORE_POSTGRESQL
+        save_stations(conn, load_registry(server.registry_file, server.limits_dir))
+    # The server's own run folder is for its data and pid only: clients keep the session's (MQTT accounts, logs).
+    yield server.model_copy(update={"run_dir": stack.run_dir})
+    if not already:
+        local_stack.down(server, only=["postgres"])
+
+
+@pytest.fixture(scope="session", params=STORE_KINDS)
+def store(request: pytest.FixtureRequest, stack: Settings) -> Settings:
+    """The session's database on one store path, both on real servers started by the session:
+    TimescaleDB (the stack's PostgreSQL, which preloads the extension) and native PostgreSQL
+    (`native_server`). Store tests take this instead of `stack` to run on both."""
+    if request.param == STORE_POSTGRESQL:
+        return request.getfixturevalue("native_server")  # type: ignore[no-any-return]
+    _assert_timescaledb(stack)
+    return stack
+
+
+@pytest.fixture()
+def store_db(store: Settings) -> Iterator[psycopg.Connection]:
+    """A connection to the session's database on the store path under test."""
+    with connect(store.pg_dsn) as conn:
+        yield conn
+
+
+@pytest.fixture()
+def native_db(native_server: Settings) -> Iterator[psycopg.Connection]:
+    """A connection to the session's database on the native PostgreSQL server (native-only store tests)."""
+    with connect(native_server.pg_dsn) as conn:
+        yield conn
+
+
+@pytest.fixture()
+def timescale_db(store_kinds_checked: None, stack: Settings) -> Iterator[psycopg.Connection]:
+    """A connection to the session's database on the TimescaleDB server (TimescaleDB-only store tests)."""
+    with connect(stack.pg_dsn) as conn:
+        yield conn
+
+
+@pytest.fixture(scope="session")
+def store_kinds_checked(stack: Settings) -> None:
+    _assert_timescaledb(stack)
+
+
+def _assert_timescaledb(stack: Settings) -> None:
+    with connect(stack.pg_dsn) as conn:
+        info = describe_store(conn)
+    assert info.kind == STORE_TIMESCALEDB, (
+        f"the tests' database on {stack.pg_host}:{stack.pg_port} is {info.summary}, not TimescaleDB: run `make timescaledb` "
+        "(builds and installs the extension), and restart that PostgreSQL if this stack did not start it")
+
+
+@pytest.fixture(scope="session")
+def store_api(store: Settings) -> Iterator["TestClient"]:
+    """The API in-process over the store path under test, with an admin key (like `api`)."""
+    from fastapi.testclient import TestClient
+
+    from api.auth import create_key
+    from api.main import create_app
+    with connect(store.pg_dsn) as conn:
+        key, _ = create_key(conn, "test-admin", "admin", "tests")
+    with TestClient(create_app(store), headers={"X-API-Key": key}) as client:
+        yield client
 
 
 @pytest.fixture(scope="session")
@@ -147,18 +245,44 @@ def stored_count(conn: psycopg.Connection, station_id: str) -> int:
 @pytest.fixture(scope="session")
 def pipeline(stack: Settings) -> Iterator[dict[str, Process]]:
     """The bridge and the worker as subprocesses, ready once a probe reading has reached PostgreSQL."""
-    log_dir = stack.run_dir / "test-logs" / _ns
+    yield from _run_pipeline(stack, {}, stack.run_dir / "test-logs" / _ns)
+
+
+@pytest.fixture(scope="session")
+def store_pipeline(store: Settings, stack: Settings, request: pytest.FixtureRequest) -> Iterator[dict[str, Process]]:
+    """A bridge and a worker writing to the store path under test: the session `pipeline` on TimescaleDB;
+    on native PostgreSQL its own pair (own topics, consumer group and MQTT session) on the native server."""
+    if store.pg_port == stack.pg_port:
+        yield request.getfixturevalue("pipeline")
+        return
+    from quantrac.stack import ensure_topics
+
+    tag = "native"
+    own = store.model_copy(update={
+        "readings_topic": f"quantrac.{_ns}.{tag}.readings", "deadletter_topic": f"quantrac.{_ns}.{tag}.readings.deadletter",
+        "alerts_topic": f"quantrac.{_ns}.{tag}.alerts", "worker_id": f"quantrac-worker-{_ns}-{tag}",
+        "mqtt_bridge_client_id": f"quantrac-bridge-{_ns}-{tag}"})
+    ensure_topics(own)
+    env = {"QUANTRAC_PG_PORT": str(own.pg_port), "QUANTRAC_READINGS_TOPIC": own.readings_topic,
+           "QUANTRAC_DEADLETTER_TOPIC": own.deadletter_topic, "QUANTRAC_ALERTS_TOPIC": own.alerts_topic,
+           "QUANTRAC_WORKER_ID": own.worker_id, "QUANTRAC_MQTT_BRIDGE_CLIENT_ID": own.mqtt_bridge_client_id}
+    yield from _run_pipeline(own, env, stack.run_dir / "test-logs" / _ns / tag)
+
+
+def _run_pipeline(settings: Settings, env: dict[str, str], log_dir: Path) -> Iterator[dict[str, Process]]:
+    """Start the bridge and the worker for `settings` (their environment: `env` over the session's), wait
+    until a probe reading has travelled MQTT → Kafka → PostgreSQL, yield them, stop them."""
     # A session left by an earlier run may hold a backlog (other sessions' traffic on a shared broker).
-    end_mqtt_session(stack, stack.mqtt_bridge_client_id)
-    procs = {"bridge": Process("bridge", ["bridge"], log_dir), "worker": Process("worker", ["worker"], log_dir)}
+    end_mqtt_session(settings, settings.mqtt_bridge_client_id)
+    procs = {"bridge": Process("bridge", ["bridge"], log_dir, env), "worker": Process("worker", ["worker"], log_dir, env)}
     probe = make_station()
-    with connect(stack.pg_dsn) as conn:
+    with connect(settings.pg_dsn) as conn:
         save_stations(conn, {probe.id: probe})
 
         def probe_stored() -> bool:
             for p in procs.values():
                 assert p.alive(), f"{p.name} exited with {p.proc.returncode}:\n{p.tail()}"
-            publish(stack, probe.id, payload(COD=10.0))
+            publish(settings, probe.id, payload(COD=10.0))
             return stored_count(conn, probe.id) > 0
 
         try:

@@ -1,5 +1,7 @@
-"""The history API on the real PostgreSQL: raw readings with gaps, buckets with missing marks,
-`auto`, CSV, compliance, clear errors; and a CSV export of a million rows with bounded memory."""
+"""The history API on both store paths, real servers (TimescaleDB: hypertable and continuous aggregates;
+native PostgreSQL: day partitions and rollup tables): raw readings with gaps, buckets with missing marks,
+`auto`, CSV, compliance, clear errors; and a CSV export of a million rows with bounded memory (on the
+default store, TimescaleDB)."""
 
 from __future__ import annotations
 
@@ -34,11 +36,17 @@ DAY_START = datetime(2026, 11, 17, 17, 0, tzinfo=timezone.utc)  # 2026-11-18 00:
 
 
 @pytest.fixture()
-def station(stack: Settings, db: psycopg.Connection) -> Station:
+def api(store_api: TestClient) -> TestClient:
+    """The in-process API over the store path under test: every test below taking it runs on both."""
+    return store_api
+
+
+@pytest.fixture()
+def station(store: Settings, store_db: psycopg.Connection) -> Station:
     """A station reporting every 5 minutes over the local day DAY, with a hole from 02:00 to 03:00 local,
     COD over its limit (100) from 10:00 to 12:00 local, and one device-fault reading."""
     s = make_station(cod_limit=100.0, expected_interval_s=300)
-    save_stations(db, {s.id: s})
+    save_stations(store_db, {s.id: s})
     readings = []
     for n in range(288):
         ts = DAY_START + timedelta(minutes=5 * n)
@@ -48,7 +56,7 @@ def station(stack: Settings, db: psycopg.Connection) -> Station:
         status = Status.FAULT if n == 200 else Status.MEASURING
         readings.append(Reading(station_id=s.id, parameter="COD", value=cod, unit="mg/L", ts=ts, status=status))
         readings.append(Reading(station_id=s.id, parameter="pH", value=7.0, unit="-", ts=ts))
-    asyncio.run(_store(stack.pg_dsn, readings))
+    asyncio.run(_store(store.pg_dsn, readings))  # late for TimescaleDB's aggregates, refreshed past this day by other tests
     return s
 
 

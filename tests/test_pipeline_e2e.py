@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from kafka import KafkaConsumer, TopicPartition
 
 from ingest.producer import CONSUMER_OPTIONS
-from quantrac.db import save_stations
+from quantrac.db import describe_store, save_stations
 from quantrac.domain import Station
 from quantrac.settings import Settings
 from quantrac.wire import decode_deadletter
@@ -52,10 +52,19 @@ def open_alerts(api: TestClient, station_id: str) -> list[dict]:
     return response.json()["data"]
 
 
+@pytest.fixture()
+def store_station(store_db: psycopg.Connection) -> Station:
+    s = make_station(cod_limit=100.0)
+    save_stations(store_db, {s.id: s})
+    return s
+
+
 def test_exceedance_over_mqtt_becomes_an_open_alert_and_the_reading_is_served(
-        pipeline: dict, station: Station, stack: Settings, api: TestClient) -> None:
+        store_pipeline: dict, store_station: Station, store: Settings, store_db: psycopg.Connection, store_api: TestClient) -> None:
+    """On each store path (TimescaleDB, native PostgreSQL): a bridge and a worker of their own write there."""
+    station, api = store_station, store_api
     ts = datetime.now(timezone.utc).replace(microsecond=0)
-    publish(stack, station.id, payload(ts, COD=250.5, pH=7.1))
+    publish(store, station.id, payload(ts, COD=250.5, pH=7.1))
 
     [alert] = wait_for(lambda: open_alerts(api, station.id), timeout=30, what=f"an open alert for {station.id}")
     assert (alert["parameter"], alert["rule"], alert["severity"], alert["status"]) == ("COD", "exceedance", "critical", "open")
@@ -67,6 +76,10 @@ def test_exceedance_over_mqtt_becomes_an_open_alert_and_the_reading_is_served(
                    params={"parameter": "COD", "from": (ts - timedelta(minutes=1)).isoformat(), "to": (ts + timedelta(minutes=1)).isoformat()}).json()
     assert [(r["parameter"], r["value"], r["status"]) for r in body["data"]] == [("COD", 250.5, "00")]
     assert datetime.fromisoformat(body["data"][0]["ts"]) == ts
+    assert stored_count(store_db, station.id) == 2
+    health = api.get("/healthz").json()["store"]
+    assert health["kind"] == describe_store(store_db).kind == ("postgresql" if store.pg_timescaledb is False else "timescaledb")
+    assert health["timescaledb_version"] == (None if store.pg_timescaledb is False else "2.28.3")
 
 
 def test_malformed_payload_is_dead_lettered_and_the_next_valid_reading_arrives(

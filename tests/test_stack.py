@@ -186,3 +186,30 @@ def test_stop_kills_a_process_that_ignores_sigterm_and_its_children(tmp_path: Pa
     assert _process_group(pid) == []
     assert not spec.pid_file.exists()
     assert not local_stack.stop_process(spec, timeout_s=1)  # nothing left to stop
+
+
+def test_status_names_the_store_of_each_server(stack: Settings, native_server: Settings) -> None:
+    """The stack's PostgreSQL preloads TimescaleDB and the tests' database is on it; the native server's is not."""
+    assert re.search(r"store: TimescaleDB 2\.28\.3 on PostgreSQL 15\.\d+$", local_stack.status(stack, only=["postgres"])["postgres"].detail)
+    native = local_stack.status(local_stack.native_postgres_settings(stack), only=["postgres"])["postgres"]
+    assert native.healthy and re.search(r"store: native PostgreSQL 15\.\d+$", native.detail), native
+    result = CliRunner().invoke(stack_app, ["status", "--only", "postgres"])
+    assert result.exit_code == 0 and "TimescaleDB 2.28.3" in result.output, result.output
+
+
+def test_up_restarts_its_postgresql_started_without_the_preload_line(private_settings: Settings) -> None:
+    """A server this stack started before TimescaleDB was installed (here: told not to preload it) is
+    restarted with the preload line by the next `up`, so its databases can be TimescaleDB stores."""
+    plain = private_settings.model_copy(update={"pg_timescaledb": False})
+    try:
+        local_stack.up(plain, only=["postgres"])
+        first = local_stack.status(plain, only=["postgres"])["postgres"]
+        assert first.healthy and first.detail.endswith("TimescaleDB installed, not preloaded)"), first
+        local_stack.up(private_settings, only=["postgres"])
+        again = local_stack.status(private_settings, only=["postgres"])["postgres"]
+        assert again.healthy and again.pid != first.pid and again.detail.endswith("TimescaleDB preloaded)"), again
+        local_stack.up(private_settings, only=["postgres"])  # now in step: reused as it is
+        assert local_stack.status(private_settings, only=["postgres"])["postgres"].pid == again.pid
+    finally:
+        local_stack.down(private_settings, only=["postgres"])
+    assert not local_stack.status(private_settings, only=["postgres"])["postgres"].healthy

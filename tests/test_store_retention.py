@@ -1,4 +1,6 @@
-"""Partitions ahead and retention on the real PostgreSQL: old day partitions and rollups go, recent ones stay."""
+"""Partitions ahead and retention on native PostgreSQL (a real server): old day partitions and rollups
+go, recent ones stay; the tables beside the readings age alike on both store paths. TimescaleDB's
+retention policies and compression are in tests/test_store_timescale.py."""
 
 from __future__ import annotations
 
@@ -22,7 +24,8 @@ NOW = datetime(2026, 11, 29, 12, 0, tzinfo=timezone.utc)
 OLD_DAYS = [date(2019, 3, 1), date(2019, 3, 2)]
 
 
-def test_partitions_are_created_ahead(db: psycopg.Connection) -> None:
+def test_partitions_are_created_ahead(native_db: psycopg.Connection) -> None:
+    db = native_db
     today = datetime.now(timezone.utc).date()
     ensure_partitions_ahead(db, 7)
     days = set(day_partitions(db).values())
@@ -31,13 +34,14 @@ def test_partitions_are_created_ahead(db: psycopg.Connection) -> None:
 
 
 def test_retention_drops_old_partitions_and_rollups_and_keeps_recent_ones(
-        stack: Settings, db: psycopg.Connection) -> None:
+        native_server: Settings, native_db: psycopg.Connection) -> None:
+    db = native_db
     station = make_station()
     save_stations(db, {station.id: station})
     old = [datetime.combine(d, datetime.min.time(), timezone.utc) + timedelta(hours=h) for d in OLD_DAYS for h in (1, 13)]
     recent = [NOW - timedelta(days=2), NOW - timedelta(hours=1)]
     readings = [Reading(station_id=station.id, parameter="COD", value=5.0, unit="mg/L", ts=ts) for ts in old + recent]
-    asyncio.run(_store(stack.pg_dsn, readings))
+    asyncio.run(_store(native_server.pg_dsn, readings))
     names = {f"readings_{d:%Y%m%d}" for d in OLD_DAYS}
     assert names <= set(day_partitions(db))
 
@@ -54,7 +58,8 @@ def test_retention_drops_old_partitions_and_rollups_and_keeps_recent_ones(
     assert result.deleted_rollup_rows >= 6  # 2 old days x (5m, 1h, 1d) at least
 
 
-def test_retention_keeps_a_partition_that_ends_after_the_cutoff(db: psycopg.Connection) -> None:
+def test_retention_keeps_a_partition_that_ends_after_the_cutoff(native_db: psycopg.Connection) -> None:
+    db = native_db
     day = date(2019, 6, 10)
     db.execute("SELECT quantrac_ensure_partitions(%s, %s)", (day, day))
     cutoff_inside_the_day = datetime.combine(day, datetime.min.time(), timezone.utc) + timedelta(hours=12)
@@ -66,17 +71,18 @@ def test_retention_keeps_a_partition_that_ends_after_the_cutoff(db: psycopg.Conn
     assert f"readings_{day:%Y%m%d}" not in day_partitions(db)
 
 
-def test_retention_refuses_a_non_positive_setting(db: psycopg.Connection) -> None:
+def test_retention_refuses_a_non_positive_setting(store_db: psycopg.Connection) -> None:
     with pytest.raises(ValueError, match="QUANTRAC_RETENTION_DAYS"):
-        apply_retention(db, 0)
+        apply_retention(store_db, 0)
 
 
-def test_aggregate_refresh_is_a_no_op_on_native_postgresql(db: psycopg.Connection) -> None:
-    assert refresh_aggregates(db) == []
+def test_aggregate_refresh_is_a_no_op_on_native_postgresql(native_db: psycopg.Connection) -> None:
+    assert refresh_aggregates(native_db) == []
 
 
-def test_retention_also_prunes_the_tables_kept_beside_the_readings(db: psycopg.Connection) -> None:
+def test_retention_also_prunes_the_tables_kept_beside_the_readings(store_db: psycopg.Connection) -> None:
     """TT10 originals, completeness and dead letters age like the readings (both store kinds)."""
+    db = store_db
     station = make_station()
     old, recent = datetime(2019, 3, 1, 6, tzinfo=timezone.utc), NOW - timedelta(hours=3)
     for ts in (old, recent):
@@ -85,10 +91,10 @@ def test_retention_also_prunes_the_tables_kept_beside_the_readings(db: psycopg.C
         db.execute("INSERT INTO completeness (station_id, period, bucket, expected) VALUES (%s, 'hour', %s, 12)",
                    (station.id, ts))
         db.execute("INSERT INTO deadletters (topic_partition, topic_offset, kafka_topic, source, topic, reason, message, "
-                   "received_at, station_id, payload) VALUES (0, %s, 'retention-test', 'mqtt', 't', 'bad_json', 'm', %s, %s, '\\x00')",
-                   (int(ts.timestamp()), ts, station.id))
+                   "received_at, station_id, payload) VALUES (0, %s, %s, 'mqtt', 't', 'bad_json', 'm', %s, %s, '\\x00')",
+                   (int(ts.timestamp()), f"retention-test-{station.id}", ts, station.id))  # unique: the database outlives a session
 
-    result = apply_retention(db, (NOW.date() - date(2019, 3, 2)).days, now=NOW)
+    result = apply_retention(store_db, (NOW.date() - date(2019, 3, 2)).days, now=NOW)
 
     assert all(result.deleted_side_rows[t] >= 1 for t in ("tt10_values", "completeness", "deadletters")), result
     for table, column in (("tt10_values", "ts"), ("completeness", "bucket"), ("deadletters", "received_at")):

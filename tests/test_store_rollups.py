@@ -1,5 +1,7 @@
-"""Rollups on the real PostgreSQL: SQL buckets match the Python rule, a late reading corrects
-exactly its buckets, a replayed batch is stored once and leaves the rollups unchanged."""
+"""Rollups on both store paths, real servers: rollup tables kept by the writer (native PostgreSQL)
+and continuous aggregates (TimescaleDB) hold the same numbers as a GROUP BY over the raw readings;
+SQL buckets match the Python rule, a late reading corrects exactly its buckets, a replayed batch is
+stored once (binary COPY through the writer) and leaves the rollups unchanged."""
 
 from __future__ import annotations
 
@@ -12,9 +14,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
 from processors.pipeline import BatchProcessor
-from processors.rollups import ROLLUPS, bucket_sql, rebuild_rollups, update_rollups
+from processors.partitions import refresh_aggregates
+from processors.rollups import ROLLUPS, VALID_SQL, bucket_sql, rebuild_rollups, refresh_late_aggregates, update_rollups
 from processors.store import ReadingWriter
-from quantrac.db import save_stations
+from quantrac.db import connect, save_stations
 from quantrac.domain import Reading, Station, Status
 from quantrac.settings import Settings
 from quantrac.timebuckets import bucket_start
@@ -27,9 +30,9 @@ T0 = datetime(2026, 11, 20, 16, 0, tzinfo=timezone.utc)  # 23:00 in Hanoi: the l
 
 
 @pytest.fixture()
-def station(db: psycopg.Connection) -> Station:
+def station(store_db: psycopg.Connection) -> Station:
     s = make_station(cod_limit=1000.0)
-    save_stations(db, {s.id: s})
+    save_stations(store_db, {s.id: s})
     return s
 
 
@@ -39,16 +42,18 @@ def reading(station: Station, ts: datetime, value: float | None, status: Status 
 
 
 async def _store(dsn: str, readings: Sequence[Reading], writer: ReadingWriter | None = None) -> list[Reading]:
-    """What the worker does with a batch, minus the rules: store, then roll up the new readings, one transaction."""
+    """What the worker does with a batch, minus the rules: store, then roll up the new readings, one transaction;
+    then (TimescaleDB) refresh the aggregates for readings older than their last refresh."""
     writer = writer or ReadingWriter()
     async with await psycopg.AsyncConnection.connect(dsn) as conn:
         async with conn.transaction():
             new = await writer.write(conn, readings)
             await update_rollups(conn, new)
+        await refresh_late_aggregates(conn, new)
     return new
 
 
-def store(settings: Settings, readings: Sequence[Reading]) -> list[Reading]:
+def store_readings(settings: Settings, readings: Sequence[Reading]) -> list[Reading]:
     return asyncio.run(_store(settings.pg_dsn, readings))
 
 
@@ -88,24 +93,24 @@ def test_sql_buckets_match_the_python_rule(db: psycopg.Connection, ts: datetime,
 
 
 def test_rollups_hold_mean_min_max_over_valid_readings_and_count_all(
-        stack: Settings, db: psycopg.Connection, station: Station) -> None:
+        store: Settings, store_db: psycopg.Connection, station: Station) -> None:
     readings = [reading(station, T0 + timedelta(minutes=m), float(m)) for m in range(0, 120, 1)]
     readings += [reading(station, T0 + timedelta(minutes=3, seconds=30), None, Status.FAULT),
                  reading(station, T0 + timedelta(minutes=61, seconds=30), 9999.0, Status.CALIBRATING)]
-    store(stack, readings)
-    assert rollup_rows(db, station.id) == approx(expected_rollups(readings))
-    assert rollup_rows(db, station.id)[("5m", "COD", T0)] == (2.0, 0.0, 4.0, 6, 5)
+    store_readings(store, readings)
+    assert rollup_rows(store_db, station.id) == approx(expected_rollups(readings))
+    assert rollup_rows(store_db, station.id)[("5m", "COD", T0)] == (2.0, 0.0, 4.0, 6, 5)
 
 
-def test_a_late_reading_corrects_exactly_its_buckets(stack: Settings, db: psycopg.Connection, station: Station) -> None:
+def test_a_late_reading_corrects_exactly_its_buckets(store: Settings, store_db: psycopg.Connection, station: Station) -> None:
     on_time = [reading(station, T0 + timedelta(minutes=m), 10.0 + m % 7, parameter=p)
                for m in range(0, 180, 5) for p in ("COD", "pH")]
-    store(stack, on_time)
-    before = rollup_rows(db, station.id)
+    store_readings(store, on_time)
+    before = rollup_rows(store_db, station.id)
 
     late = reading(station, T0 + timedelta(minutes=62), 500.0)
-    assert store(stack, [late]) == [late]
-    after = rollup_rows(db, station.id)
+    assert store_readings(store, [late]) == [late]
+    after = rollup_rows(store_db, station.id)
 
     changed = {k for k in after if after[k] != before.get(k)}
     assert changed == {("5m", "COD", T0 + timedelta(minutes=60)), ("1h", "COD", T0 + timedelta(hours=1)),
@@ -114,23 +119,23 @@ def test_a_late_reading_corrects_exactly_its_buckets(stack: Settings, db: psycop
 
 
 def test_a_replayed_batch_is_stored_once_and_leaves_the_rollups_unchanged(
-        stack: Settings, db: psycopg.Connection, station: Station) -> None:
+        store: Settings, store_db: psycopg.Connection, station: Station) -> None:
     batch = [reading(station, T0 + timedelta(minutes=m), float(m)) for m in range(30)]
-    assert len(store(stack, batch)) == 30
-    before = rollup_rows(db, station.id)
-    assert store(stack, batch) == []
-    assert store(stack, [*batch[:10], *batch[:10]]) == []
-    assert db.execute("SELECT count(*) FROM readings WHERE station_id = %s", (station.id,)).fetchone() == (30,)
-    assert rollup_rows(db, station.id) == before
+    assert len(store_readings(store, batch)) == 30
+    before = rollup_rows(store_db, station.id)
+    assert store_readings(store, batch) == []
+    assert store_readings(store, [*batch[:10], *batch[:10]]) == []
+    assert store_db.execute("SELECT count(*) FROM readings WHERE station_id = %s", (station.id,)).fetchone() == (30,)
+    assert rollup_rows(store_db, station.id) == before
 
 
-def test_the_worker_batch_path_maintains_the_rollups(stack: Settings, db: psycopg.Connection, station: Station) -> None:
+def test_the_worker_batch_path_maintains_the_rollups(store: Settings, store_db: psycopg.Connection, station: Station) -> None:
     """`BatchProcessor` (what the Faust agent calls) updates the rollups in the batch's transaction."""
     readings = [reading(station, T0 + timedelta(minutes=m), 20.0) for m in range(10)]
     record = encode_readings(station.id, readings, T0, "test")
 
     async def run() -> tuple[int, int]:
-        processor = BatchProcessor(stack.pg_dsn, {station.id: station})
+        processor = BatchProcessor(store.pg_dsn, {station.id: station})
         try:
             first = (await processor.process([record])).new
             replay = (await processor.process([record])).new
@@ -139,15 +144,69 @@ def test_the_worker_batch_path_maintains_the_rollups(stack: Settings, db: psycop
         return first, replay
 
     assert asyncio.run(run()) == (10, 0)
-    assert rollup_rows(db, station.id) == approx(expected_rollups(readings))
+    assert rollup_rows(store_db, station.id) == approx(expected_rollups(readings))
 
 
-def test_rebuild_recomputes_the_same_rollups_in_sql(stack: Settings, db: psycopg.Connection, station: Station) -> None:
-    readings = [reading(station, T0 + timedelta(minutes=7 * m), float(m % 11)) for m in range(40)]
-    store(stack, readings)
-    incremental = rollup_rows(db, station.id)
-    for table in ROLLUPS.values():
-        db.execute(f"DELETE FROM {table} WHERE station_id = %s", (station.id,))
-    day = bucket_start(T0, "1d")
-    rebuild_rollups(db, day, day + timedelta(days=2), station.id)
-    assert rollup_rows(db, station.id) == approx(incremental)
+def test_rebuild_recomputes_the_same_rollups_in_sql(native_server: Settings) -> None:
+    """Native PostgreSQL only: its rollups are tables the writer maintains (TimescaleDB recomputes its own)."""
+    with connect(native_server.pg_dsn) as db:
+        station = make_station(cod_limit=1000.0)
+        save_stations(db, {station.id: station})
+        readings = [reading(station, T0 + timedelta(minutes=7 * m), float(m % 11)) for m in range(40)]
+        store_readings(native_server, readings)
+        incremental = rollup_rows(db, station.id)
+        for table in ROLLUPS.values():
+            db.execute(f"DELETE FROM {table} WHERE station_id = %s", (station.id,))
+        day = bucket_start(T0, "1d")
+        rebuild_rollups(db, day, day + timedelta(days=2), station.id)
+        assert rollup_rows(db, station.id) == approx(incremental)
+
+
+def group_by_raw(conn: psycopg.Connection, station_id: str) -> dict[tuple[str, str, datetime], tuple[Any, ...]]:
+    """The rollups as one GROUP BY over the raw readings, with the buckets of `bucket_sql` (the oracle in SQL)."""
+    rows = {}
+    for bucket in ROLLUPS:
+        for r in conn.execute(f"SELECT parameter, {bucket_sql(bucket)} AS b, avg(value) FILTER (WHERE {VALID_SQL}), "
+                              f"min(value) FILTER (WHERE {VALID_SQL}), max(value) FILTER (WHERE {VALID_SQL}), count(*), "
+                              f"count(*) FILTER (WHERE {VALID_SQL}) FROM readings WHERE station_id = %s GROUP BY 1, 2",
+                              (station_id,)):
+            rows[(bucket, r[0], r[1])] = tuple(r[2:])
+    return rows
+
+
+def test_the_rollups_equal_a_group_by_over_the_raw_readings_before_and_after_refresh(
+        store: Settings, store_db: psycopg.Connection, station: Station) -> None:
+    """Two days of 1-minute readings of two parameters, some faulty, NaN and calibrating: the rollups
+    equal a GROUP BY over raw, as written (TimescaleDB: real-time aggregation of unmaterialised
+    buckets) and after the refresh the worker's maintenance makes (TimescaleDB: materialised)."""
+    start = T0 - timedelta(days=1)
+    readings = []
+    for m in range(0, 2 * 24 * 60, 1):
+        status = Status.FAULT if m % 97 == 0 else Status.CALIBRATING if m % 89 == 0 else Status.MEASURING
+        value = float("nan") if m % 113 == 0 else float((m * 37) % 101)
+        readings += [reading(station, start + timedelta(minutes=m), value, status),
+                     reading(station, start + timedelta(minutes=m), 7.0 + (m % 5) / 10, parameter="pH")]
+    store_readings(store, readings)
+    oracle = group_by_raw(store_db, station.id)
+    assert len(oracle) == 2 * (2 * 24 * 12 + 2 * 24 + 3)  # two parameters; two UTC days touch three local days
+    assert rollup_rows(store_db, station.id) == approx(oracle)
+    refreshed = refresh_aggregates(store_db, until=T0 + timedelta(days=2))
+    assert refreshed == (list(ROLLUPS.values()) if store.pg_timescaledb else [])
+    assert rollup_rows(store_db, station.id) == approx(oracle)
+
+
+def test_values_whose_bucket_sums_overflow_fail_the_batch_on_both_stores(
+        store: Settings, store_db: psycopg.Connection, station: Station) -> None:
+    """Two readings at float64's edge in one bucket: the batch fails with NumericValueOutOfRange on both
+    stores (the worker then stores record by record and quarantines the record), and nothing is stored.
+    On TimescaleDB, storing it would break every later refresh of the aggregates over its window."""
+    edge = [reading(station, T0 + timedelta(minutes=m), 1.7e308) for m in (1, 2)]
+    with pytest.raises(psycopg.errors.NumericValueOutOfRange):
+        store_readings(store, edge)
+    assert store_db.execute("SELECT count(*) FROM readings WHERE station_id = %s", (station.id,)).fetchone() == (0,)
+    assert len(store_readings(store, edge[:1])) == 1  # alone in its buckets it sums: stored
+    assert rollup_rows(store_db, station.id)[("5m", "COD", T0)] == (1.7e308, 1.7e308, 1.7e308, 1, 1)
+    with pytest.raises(psycopg.errors.NumericValueOutOfRange):
+        store_readings(store, edge[1:])  # but a second one in the same buckets no longer does
+    refresh_aggregates(store_db, until=T0 + timedelta(days=2))  # the aggregates still refresh
+    assert rollup_rows(store_db, station.id) == approx(group_by_raw(store_db, station.id))

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Response
 from pydantic import BaseModel
 
 from api.deps import ConnDep, SettingsDep
+from quantrac.db import describe_store
 
 router = APIRouter(tags=["health"])
 
@@ -19,9 +20,19 @@ class DependencyState(BaseModel):
     detail: str = ""
 
 
+class StoreState(BaseModel):
+    """The store the API reads: `timescaledb` (with the extension's version) or `postgresql`."""
+
+    kind: str
+    timescaledb_version: str | None = None
+    postgresql_version: str
+    summary: str
+
+
 class Health(BaseModel):
     status: Literal["ok", "degraded"]
     dependencies: dict[str, DependencyState]
+    store: StoreState | None = None
 
 
 def _tcp_probe(host: str, port: int, hello: bytes, timeout: float = 1.0) -> tuple[bool, str]:
@@ -44,9 +55,12 @@ _KAFKA_API_VERSIONS = bytes([0, 0, 0, 17, 0, 18, 0, 0, 0, 0, 0, 1, 0, 7]) + b"he
 @router.get("/healthz", response_model=Health, summary="Liveness and the state of each dependency")
 def healthz(conn: ConnDep, settings: SettingsDep, response: Response) -> Health:
     deps: dict[str, DependencyState] = {}
+    store = None
     try:
-        conn.execute("SELECT 1")
-        deps["postgresql"] = DependencyState(ok=True, endpoint=f"{settings.pg_host}:{settings.pg_port}")
+        info = describe_store(conn)
+        store = StoreState(kind=info.kind, timescaledb_version=info.timescaledb_version,
+                           postgresql_version=info.server_version, summary=info.summary)
+        deps["postgresql"] = DependencyState(ok=True, endpoint=f"{settings.pg_host}:{settings.pg_port}", detail=info.summary)
     except Exception as exc:
         deps["postgresql"] = DependencyState(ok=False, endpoint=f"{settings.pg_host}:{settings.pg_port}", detail=str(exc))
     host, _, port = settings.kafka_bootstrap.split(",")[0].rpartition(":")
@@ -57,4 +71,4 @@ def healthz(conn: ConnDep, settings: SettingsDep, response: Response) -> Health:
     healthy = all(d.ok for d in deps.values())
     if not healthy:
         response.status_code = 503
-    return Health(status="ok" if healthy else "degraded", dependencies=deps)
+    return Health(status="ok" if healthy else "degraded", dependencies=deps, store=store)
