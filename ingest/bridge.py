@@ -33,7 +33,7 @@ from paho.mqtt.properties import Properties
 
 from ingest.accounting import UNKNOWN_STATION, CounterName, DeliveryCounts
 from ingest.deadletter import start_keeper
-from ingest.payload import SUBSCRIPTION, Limits, MessageRejected, decode_message, now_utc, station_from_topic
+from ingest.payload import SUBSCRIPTION, Limits, MessageRejected, Rejection, decode_message, now_utc, station_from_topic
 from ingest.producer import make_producer
 from quantrac import metrics
 from quantrac.domain import Station
@@ -253,7 +253,7 @@ class Bridge:
         except MessageRejected as rejected:
             r = rejected.rejection
             metrics.DEADLETTERS.labels(r.reason).inc()
-            self._log("warning", "bridge.rejected", key=(self._known(r.station_id), r.reason), station=safe_optional(r.station_id, 200),
+            self._log("warning", "bridge.rejected", key=self._log_key(r), station=safe_optional(r.station_id, 200),
                       reason=r.reason, error=safe_text(r.message, 500))
             records.append(self._deadletter_record(msg, r.reason, r.message, received_at, r.station_id, None, None)
                            + ((Count(station_key, "deadlettered", reason=r.reason),),))
@@ -268,15 +268,20 @@ class Bridge:
                 metrics.BRIDGE_READINGS_FORWARDED.inc(len(batch.readings))
             for r in batch.rejections:
                 metrics.DEADLETTERS.labels(r.reason).inc()
-                self._log("warning", "bridge.rejected", key=(self._known(r.station_id), r.reason), station=r.station_id,
+                self._log("warning", "bridge.rejected", key=self._log_key(r), station=r.station_id,
                           parameter=safe_optional(r.parameter, 200), reason=r.reason, error=safe_text(r.message, 500))
                 records.append(self._deadletter_record(msg, r.reason, r.message, received_at, r.station_id, r.parameter, r.index)
                                + ((Count(batch.station_id, "deadlettered", reason=r.reason),),))
         self._enqueue(msg, records)
 
-    def _known(self, station_id: str | None) -> str | None:
-        """The station id when registered, else None: log repeats fold per registered station, not per invented id."""
-        return station_id if station_id in self.stations else None
+    @staticmethod
+    def _log_key(r: Rejection) -> tuple[str | None, str]:
+        """Repeats of a rejection fold per registered station and reason; invented station ids fold together.
+
+        Decided from the rejection alone: asking the registry would reload it for every unknown id.
+        """
+        invented = r.reason in ("unknown_station", "station_retired", "topic_mismatch")
+        return (None if invented else r.station_id), r.reason
 
     def _deadletter_record(self, msg: mqtt.MQTTMessage, reason: str, message: str, received_at: object,
                            station_id: str | None, parameter: str | None, index: int | None) -> tuple[str, bytes | None, bytes]:
