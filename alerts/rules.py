@@ -106,8 +106,16 @@ def in_range(spec: ParameterSpec, value: float) -> bool:
 
 
 def judge_rate(station: Station, spec: ParameterSpec, prev_ts: datetime, prev_value: float, ts: datetime,
-               value: float) -> Condition | None:
-    """`rate_of_change`: the change per minute since the previous valid value above the parameter's bound."""
+               value: float, *, at: datetime | None = None, smoothed: bool = False) -> Condition | None:
+    """`rate_of_change`: the change per minute from `prev_value` at `prev_ts` to `value` at `ts`, against the bound.
+
+    `max_rate_per_min` is the largest change per minute of the parameter's *level* the process can
+    plausibly make, judged over a span (`QUANTRAC_DETECT_RATE_SPAN_S`, default 5 min, or the station's
+    interval when longer): the worker passes robust levels about a span apart (`smoothed`, see
+    `processors.rate_span`), so a bound of 0.2 pH/min means "the level moved more than 1 pH within
+    5 minutes", not "two readings a second apart differ by 0.0033". `at` is the reading that completed
+    the span (the condition's time; default `ts`).
+    """
     if spec.max_rate_per_min is None:
         return None
     minutes = (ts - prev_ts).total_seconds() / 60.0
@@ -115,10 +123,11 @@ def judge_rate(station: Station, spec: ParameterSpec, prev_ts: datetime, prev_va
         return None
     rate = abs(value - prev_value) / minutes
     fast = rate > spec.max_rate_per_min
+    what = "level" if smoothed else "value"
     return Condition(
         station.id, spec.symbol, "rate_of_change", "instant", Severity.WARNING, rate, spec.max_rate_per_min,
-        "parameter catalogue max_rate_per_min", ts,
-        f"{_where(station, spec.symbol)}: changed {prev_value:g} → {value:g} {spec.unit} in {minutes:g} min "
+        "parameter catalogue max_rate_per_min", at or ts,
+        f"{_where(station, spec.symbol)}: {what} changed {prev_value:g} → {value:g} {spec.unit} in {minutes:.3g} min "
         f"({rate:.3g} {spec.unit}/min, bound {spec.max_rate_per_min:g}/min)", active=fast)
 
 

@@ -31,9 +31,9 @@ import orjson
 
 from alerts.rules import (Condition, in_range, judge_anomaly, judge_calibration, judge_fault, judge_limit, judge_range,
                           judge_rate)
-from processors import windows
+from processors import rate_span, windows
 from processors.detectors import DETECTORS, Detector
-from quantrac.domain import Reading, Station, Status
+from quantrac.domain import ParameterSpec, Reading, Station, Status
 from quantrac.settings import Settings
 
 
@@ -46,6 +46,7 @@ class DetectionConfig:
     fault_after_s: float = 1800.0
     calibration_max_s: float = 3600.0
     calibration_daily_s: float = 7200.0
+    rate_span_s: float = 300.0
     detectors: tuple[str, ...] = ("spike", "drift", "flatline")
     detector_params: dict[str, dict[str, Any]] = field(default_factory=dict)
     multivariate_groups: tuple[tuple[str, ...], ...] = (("COD", "TSS", "NH4"), ("PM", "SO2", "NO2", "CO"))
@@ -65,7 +66,7 @@ class DetectionConfig:
         return cls(lateness_s=s.detect_lateness_s, detector_params=params, min_coverage=s.detect_window_min_coverage,
                    early_fraction=s.detect_early_warning_fraction, fault_after_n=s.detect_fault_after_n,
                    fault_after_s=s.detect_fault_after_s, calibration_max_s=s.detect_calibration_max_s,
-                   calibration_daily_s=s.detect_calibration_daily_s, detectors=names, multivariate_groups=groups)
+                   calibration_daily_s=s.detect_calibration_daily_s, rate_span_s=s.detect_rate_span_s, detectors=names, multivariate_groups=groups)
 
 
 @dataclass
@@ -84,7 +85,7 @@ def new_state() -> dict[str, Any]:
 
 
 def _param_state(state: dict[str, Any], parameter: str) -> dict[str, Any]:
-    return state["p"].setdefault(parameter, {"t": None, "w": {}, "last": None, "fault": None, "cal": None, "det": {}})
+    return state["p"].setdefault(parameter, {"t": None, "w": {}, "rate": [], "fault": None, "cal": None, "det": {}})
 
 
 def _detector(name: str, config: DetectionConfig, saved: dict[str, Any] | None, **extra: Any) -> Detector:
@@ -205,11 +206,9 @@ def detect(state: dict[str, Any] | None, readings: Sequence[Reading], station: S
             ps["t"] = t
             found.extend(_status_rules(ps, r, station, config, t))
             if value is not None:
-                if ps["last"] is not None:
-                    rate = judge_rate(station, spec, windows.from_epoch(ps["last"][0]), ps["last"][1], r.ts, value)
-                    if rate is not None:
-                        found.append(rate)
-                ps["last"] = [t, value]
+                rate = _rate(ps, station, spec, config, t, value, r.ts)
+                if rate is not None:
+                    found.append(rate)
                 for name in config.detectors:
                     if spec.detectors is not None and name not in spec.detectors:
                         continue
@@ -232,6 +231,24 @@ def detect(state: dict[str, Any] | None, readings: Sequence[Reading], station: S
         state["token"] = os.urandom(8).hex()
         live[station.id] = (state["token"], run.live)
     return Outcome(state, found, late)
+
+
+def rate_span_s(station: Station, spec: ParameterSpec, config: DetectionConfig) -> float:
+    """The span a parameter's rate of change is judged over: its own, else the worker's, and never under the station's interval."""
+    return max(spec.rate_span_s or config.rate_span_s, float(station.expected_interval_s))
+
+
+def _rate(ps: dict[str, Any], station: Station, spec: ParameterSpec, config: DetectionConfig, t: float, value: float,
+          ts: datetime) -> Condition | None:
+    """`rate_of_change` between robust levels about a span apart (`processors.rate_span`); None while warming up."""
+    if spec.max_rate_per_min is None:
+        return None
+    ps["rate"] = rate_span.add(ps.get("rate") or [], t, value, rate_span_s(station, spec, config))
+    found = rate_span.levels(ps["rate"])
+    if found is None:
+        return None
+    return judge_rate(station, spec, windows.from_epoch(found.from_t), found.from_level, windows.from_epoch(found.to_t),
+                      found.to_level, at=ts, smoothed=True)
 
 
 def _due(state: dict[str, Any], station: Station, config: DetectionConfig, parameters: list[str]) -> list[Condition]:

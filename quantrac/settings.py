@@ -124,6 +124,7 @@ class Settings(BaseSettings):
     detect_fault_after_s: int = Field(1800, description="Status 02 lasting this long (event time) makes a `device_fault` alert, whatever the count.")
     detect_calibration_max_s: int = Field(3600, description="Continuous calibration (status 01) longer than this raises `calibration_overrun` [U].")
     detect_calibration_daily_s: int = Field(7200, description="Calibration allowance per local day; more status 01 time in a day raises `calibration_overrun` [U].")
+    detect_rate_span_s: int = Field(300, gt=0, description="Span a rate of change is judged over: robust levels about this far apart (or the station's interval when longer); a parameter's `rate_span_s` overrides it.")
     detect_detectors: str = Field("spike,drift,flatline", description="Streaming anomaly detectors run on every parameter, comma-separated (names of processors.detectors.DETECTORS).")
     detect_detector_params: str = Field('{"spike": {"threshold": 8.0, "relearn_after": 60}, "drift": {"k": 1.0, "h": 20.0}, "flatline": {"n_intervals": 12}}',
                                         description="Hyperparameters of the anomaly detectors (JSON object by detector name); unnamed ones keep their defaults.")
