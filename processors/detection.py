@@ -17,6 +17,7 @@ Per reading:
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 
@@ -92,6 +93,22 @@ def _detector(name: str, config: DetectionConfig, saved: dict[str, Any] | None, 
     params = {**config.detector_params.get(name, {}), **extra}
     cls = DETECTORS[name]
     return cls.from_state(saved, **params) if saved is not None else cls(**params)
+
+
+def instrument_params(name: str, specs: list[ParameterSpec], config: DetectionConfig) -> dict[str, Any]:
+    """The instrument's resolution as the detector's scale floor, unless the detector's parameters set one.
+
+    Scalar detectors take `resolution` (None: they learn it); the multivariate one takes `eps`, one
+    per parameter, when every parameter of its group has a resolution.
+    """
+    configured = config.detector_params.get(name, {})
+    resolutions = [spec.resolution for spec in specs]
+    if any(r is None for r in resolutions):
+        return {}
+    if name == "multivariate":
+        return {} if "eps" in configured else {"eps": resolutions}
+    accepts = "resolution" in inspect.signature(DETECTORS[name].__init__).parameters
+    return {"resolution": resolutions[0]} if accepts and "resolution" not in configured else {}
 
 
 def _threshold(det: Detector) -> float:
@@ -212,7 +229,7 @@ def detect(state: dict[str, Any] | None, readings: Sequence[Reading], station: S
                 for name in config.detectors:
                     if spec.detectors is not None and name not in spec.detectors:
                         continue
-                    det = run.get(r.parameter, name)
+                    det = run.get(r.parameter, name, **instrument_params(name, [spec], config))
                     v = det.update(value, r.ts)
                     found.append(judge_anomaly(station, r.parameter, v.kind, v.is_anomaly, v.score, _threshold(det), v.detail, r.ts))
                 by_ts[t][r.parameter] = value
@@ -282,7 +299,8 @@ def _multivariate(state: dict[str, Any], run: _Run, by_ts: dict[float, dict[str,
             values = by_ts[t]
             if (last is not None and t <= last) or not all(p in values for p in group):
                 continue
-            det = run.get(key, "multivariate", names=list(group))
+            det = run.get(key, "multivariate", names=list(group),
+                          **instrument_params("multivariate", [station.parameters[p] for p in group], config))
             v = det.update({p: values[p] for p in group}, windows.from_epoch(t))
             found.append(judge_anomaly(station, ",".join(group), v.kind, v.is_anomaly, v.score, _threshold(det), v.detail,
                                        windows.from_epoch(t)))

@@ -6,7 +6,7 @@ import math
 from datetime import datetime
 from typing import Any
 
-from processors.detectors.base import Detector, Verdict, epoch_seconds, fmt, is_finite
+from processors.detectors.base import Detector, StepEstimate, Verdict, epoch_seconds, fmt, is_finite
 from processors.detectors.stats import EWVar
 
 __all__ = ["CusumDrift"]
@@ -28,7 +28,7 @@ class CusumDrift(Detector):
       seconds of event time, each the exponentially weighted mean of the values in its bin;
       the deviation ``y = x - profile[bin]`` is what the CUSUM watches;
     - standardises ``y`` against its exponentially weighted baseline with the long-run standard
-      deviation, ``z = (y - mean) / (std * sqrt((1 + rho) / (1 - rho)) + eps)``, where ``rho``
+      deviation, ``z = (y - mean) / (max(std * sqrt((1 + rho) / (1 - rho)), resolution) + eps)``, where ``rho``
       is the learned lag-1 autocorrelation of ``y``, capped at 0.5 (``decorrelate=False``: ``rho = 0``);
     - accumulates ``S+ <- max(0, S+ + z - k)`` and ``S- <- max(0, S- - z - k)``; the value is
       anomalous when ``max(S+, S-) > h``, and the sums are then reset.
@@ -63,6 +63,10 @@ class CusumDrift(Detector):
         EW weight of a new value in its profile bin.
     decorrelate
         Scale by the long-run standard deviation of autocorrelated deviations (see above).
+    resolution
+        Smallest step the instrument reports; floors the standard deviation, so that a quantised
+        series whose values mostly repeat does not sum tiny deviations into a drift. None: learned
+        from the data (half the smallest non-zero change between consecutive learned values).
 
     Examples
     --------
@@ -95,6 +99,7 @@ class CusumDrift(Detector):
         season_bins: int = 48,
         season_alpha: float = 0.05,
         decorrelate: bool = True,
+        resolution: float | None = None,
     ) -> None:
         if not 0.0 < alpha <= 1.0 or k < 0 or h <= 0 or grace_period < 0 or eps < 0:
             raise ValueError("0 < alpha <= 1, k >= 0, h > 0, grace_period >= 0 and eps >= 0 are required")
@@ -110,6 +115,8 @@ class CusumDrift(Detector):
         self.season_bins = season_bins
         self.season_alpha = season_alpha
         self.decorrelate = decorrelate
+        self.resolution = resolution
+        self._step = StepEstimate()
         self._reset_baseline()
         self._pos = 0.0
         self._neg = 0.0
@@ -121,7 +128,8 @@ class CusumDrift(Detector):
     @classmethod
     def _unit_test_params(cls) -> dict[str, Any]:
         return {"alpha": 0.05, "k": 0.5, "h": 4.0, "grace_period": 5, "eps": 1e-6, "relearn_after": 10,
-                "season_s": 3600.0, "season_bins": 6, "season_alpha": 0.2, "decorrelate": True}
+                "season_s": 3600.0, "season_bins": 6, "season_alpha": 0.2, "decorrelate": True,
+                "resolution": None}
 
     def _reset_baseline(self) -> None:
         self._baseline = EWVar(self.alpha)
@@ -171,7 +179,11 @@ class CusumDrift(Detector):
         y = x - expected
         mean = self._baseline.mean
         rho = self.rho
-        std = math.sqrt(self._baseline.var) * math.sqrt((1.0 + rho) / (1.0 - rho))
+        std = max(math.sqrt(self._baseline.var) * math.sqrt((1.0 + rho) / (1.0 - rho)), self._step.floor(self.resolution))
+        if std == 0.0:
+            # Only constant values learned and no step known: no scale to judge against; learn this one.
+            self._learn(x, b)
+            return Verdict(False, 0.0, self.name, f"value {fmt(x)}: no variability learned yet")
         z = (y - mean) / (std + self.eps)
         pos = max(0.0, self._pos + z - self.k)
         neg = max(0.0, self._neg - z - self.k)
@@ -201,6 +213,7 @@ class CusumDrift(Detector):
         The deviation is taken before the bin learns ``x`` (an honest prediction error), and only
         once the bin has a value, so the baseline's spread is that of real deviations.
         """
+        self._step.update(x)
         if self.season_s is None:
             self._learn_deviation(x)
             return
@@ -227,7 +240,8 @@ class CusumDrift(Detector):
     def state(self) -> dict[str, Any]:
         return {"baseline": self._baseline.state(), "lag_cov": self._lag_cov, "prev": self._prev,
                 "pos": self._pos, "neg": self._neg, "run": self._run,
-                "profile": list(self._profile), "profile_n": list(self._profile_n), "first": self._first}
+                "profile": list(self._profile), "profile_n": list(self._profile_n), "first": self._first,
+                "step": self._step.state()}
 
     def load_state(self, state: dict[str, Any]) -> None:
         """Load a state; one saved before the profile existed starts its profile (and warm-up period) afresh."""
@@ -238,6 +252,8 @@ class CusumDrift(Detector):
         self._pos = float(state["pos"])
         self._neg = float(state["neg"])
         self._run = int(state["run"])
+        self._step = StepEstimate()
+        self._step.load_state(state.get("step"))
         profile = state.get("profile")
         if profile is not None and len(profile) == self.season_bins:
             self._profile = [float(p) for p in profile]
