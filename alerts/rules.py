@@ -35,6 +35,8 @@ class Condition:
     """False when the rule was evaluated and the condition is clear (lets the lifecycle resolve alerts)."""
     historical: bool = False
     """Raised from imported (backfilled) readings: the alert is marked historical and never notified."""
+    data_stopped: bool = False
+    """The series' data stopped at `ts` for longer than the gap span: an open alert closes at once, at `ts`."""
 
 
 def rule_name(rule: str, basis: str) -> str:
@@ -160,6 +162,14 @@ def judge_anomaly(station: Station, parameter: str, kind: str, is_anomaly: bool,
     """`anomaly_<kind>` from a streaming detector's verdict (severity warning)."""
     return Condition(station.id, parameter, f"anomaly_{kind}", "instant", Severity.WARNING, score, threshold,
                      f"{kind} detector", ts, f"{_where(station, parameter)}: {kind} anomaly: {detail}", active=is_anomaly)
+
+
+def judge_data_stopped(station: Station, parameter: str, rule: str, last_ts: datetime, resumed_ts: datetime) -> Condition:
+    """Clear `rule` at the series' last reading before a gap: an alert does not bridge a gap (`data_stopped`)."""
+    gap_min = (resumed_ts - last_ts).total_seconds() / 60
+    return Condition(station.id, parameter, rule, "instant", Severity.WARNING, 0.0, 0.0, "data gap", last_ts,
+                     f"{_where(station, parameter)}: data stopped at {last_ts.isoformat()} for {gap_min:.0f} min; "
+                     f"closed at the gap (the detectors relearn before judging again)", active=False, data_stopped=True)
 
 
 def judge_offline(station: Station, last_received: datetime, deadline: datetime, now: datetime, offline: bool) -> Condition:

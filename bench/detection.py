@@ -109,7 +109,7 @@ class AlarmLog:
                     self.alarms.append(Alarm(c.station_id, c.parameter, c.rule, c.ts, at))
                     self.open.add(key)
                 self.last_active[key] = at
-            elif key in self.open and at - self.last_active[key] >= self.clear_hold:
+            elif key in self.open and (c.data_stopped or at - self.last_active[key] >= self.clear_hold):
                 self.open.discard(key)
 
 

@@ -30,8 +30,8 @@ import json
 
 import orjson
 
-from alerts.rules import (Condition, in_range, judge_anomaly, judge_calibration, judge_fault, judge_limit, judge_range,
-                          judge_rate)
+from alerts.rules import (Condition, in_range, judge_anomaly, judge_calibration, judge_data_stopped, judge_fault,
+                          judge_limit, judge_range, judge_rate)
 from processors import rate_span, windows
 from processors.detectors import DETECTORS, Detector
 from quantrac.domain import ParameterSpec, Reading, Station, Status
@@ -48,6 +48,8 @@ class DetectionConfig:
     calibration_max_s: float = 3600.0
     calibration_daily_s: float = 7200.0
     rate_span_s: float = 300.0
+    gap_intervals: float = 6.0
+    gap_min_s: float = 900.0
     detectors: tuple[str, ...] = ("spike", "drift", "flatline")
     detector_params: dict[str, dict[str, Any]] = field(default_factory=dict)
     multivariate_groups: tuple[tuple[str, ...], ...] = (("COD", "TSS", "NH4"), ("PM", "SO2", "NO2", "CO"))
@@ -67,7 +69,8 @@ class DetectionConfig:
         return cls(lateness_s=s.detect_lateness_s, detector_params=params, min_coverage=s.detect_window_min_coverage,
                    early_fraction=s.detect_early_warning_fraction, fault_after_n=s.detect_fault_after_n,
                    fault_after_s=s.detect_fault_after_s, calibration_max_s=s.detect_calibration_max_s,
-                   calibration_daily_s=s.detect_calibration_daily_s, rate_span_s=s.detect_rate_span_s, detectors=names, multivariate_groups=groups)
+                   calibration_daily_s=s.detect_calibration_daily_s, rate_span_s=s.detect_rate_span_s,
+                   gap_intervals=s.detect_gap_intervals, gap_min_s=s.detect_gap_min_s, detectors=names, multivariate_groups=groups)
 
 
 @dataclass
@@ -220,6 +223,8 @@ def detect(state: dict[str, Any] | None, readings: Sequence[Reading], station: S
             continue
         windows.add(ps["w"], r.ts, value, station.expected_interval_s)
         if in_order:
+            if ps["t"] is not None and t - ps["t"] > gap_s(station, config):
+                found.extend(_relearn_after_gap(run, station, spec, config, ps["t"], r.ts))
             ps["t"] = t
             found.extend(_status_rules(ps, r, station, config, t))
             if value is not None:
@@ -248,6 +253,27 @@ def detect(state: dict[str, Any] | None, readings: Sequence[Reading], station: S
         state["token"] = os.urandom(8).hex()
         live[station.id] = (state["token"], run.live)
     return Outcome(state, found, late)
+
+
+def gap_s(station: Station, config: DetectionConfig) -> float:
+    """A silence longer than this (event time) in a series is a gap: its alerts close and its detectors relearn."""
+    return max(config.gap_intervals * station.expected_interval_s, config.gap_min_s)
+
+
+def _relearn_after_gap(run: "_Run", station: Station, spec: ParameterSpec, config: DetectionConfig, last_t: float,
+                       resumed: datetime) -> list[Condition]:
+    """After a gap: every detector of the parameter relearns, and its anomaly and rate alerts close at the
+    last reading before the gap (`data_stopped`). Multivariate groups do the same in `_multivariate`."""
+    last = windows.from_epoch(last_t)
+    found: list[Condition] = []
+    for name in config.detectors:
+        if name == "multivariate" or (spec.detectors is not None and name not in spec.detectors):
+            continue
+        run.get(spec.symbol, name, **instrument_params(name, [spec], config)).relearn()
+        found.append(judge_data_stopped(station, spec.symbol, f"anomaly_{name}", last, resumed))
+    if spec.max_rate_per_min is not None:
+        found.append(judge_data_stopped(station, spec.symbol, "rate_of_change", last, resumed))
+    return found
 
 
 def rate_span_s(station: Station, spec: ParameterSpec, config: DetectionConfig) -> float:
@@ -301,6 +327,10 @@ def _multivariate(state: dict[str, Any], run: _Run, by_ts: dict[float, dict[str,
                 continue
             det = run.get(key, "multivariate", names=list(group),
                           **instrument_params("multivariate", [station.parameters[p] for p in group], config))
+            if last is not None and t - last > gap_s(station, config):
+                det.relearn()
+                found.append(judge_data_stopped(station, ",".join(group), "anomaly_multivariate", windows.from_epoch(last),
+                                                windows.from_epoch(t)))
             v = det.update({p: values[p] for p in group}, windows.from_epoch(t))
             found.append(judge_anomaly(station, ",".join(group), v.kind, v.is_anomaly, v.score, _threshold(det), v.detail,
                                        windows.from_epoch(t)))

@@ -118,6 +118,14 @@ class Detector(Parametrised):
         """Constructor keyword arguments used by the contract tests."""
         return {}
 
+    def relearn(self) -> None:
+        """Forget the short-term baseline (after a data gap), keeping what describes the instrument.
+
+        The default forgets everything learned; detectors override it to keep, e.g., the learned
+        resolution or a daily profile, which a gap does not make stale.
+        """
+        self.load_state(self.clone().state())
+
     def _skip(self, why: str) -> Verdict:
         return Verdict(False, 0.0, self.name, why)
 

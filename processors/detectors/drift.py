@@ -207,6 +207,12 @@ class CusumDrift(Detector):
         self._learn(x, b)
         return Verdict(False, score, self.name, detail)
 
+    def relearn(self) -> None:
+        """Rebuild the baseline and clear the sums; the daily profile and the learned step are kept."""
+        self._reset_baseline()
+        self._pos = self._neg = 0.0
+        self._run = 0
+
     def _learn(self, x: float, b: int) -> None:
         """Learn ``x``: its deviation from its bin into the baseline, then ``x`` into its bin.
 

@@ -128,6 +128,10 @@ class Flatline(Detector):
         )
         return Verdict(stuck, score, self.name, detail)
 
+    def relearn(self) -> None:
+        """Start a new run at the next value (a gap breaks a stretch); the repeat probability and held values are kept."""
+        self._anchor, self._run, self._stuck = None, 0, False
+
     def _end_run(self) -> None:
         """Learn a completed run: its repeats into the repeat probability (unless it was stuck), its length per value.
 

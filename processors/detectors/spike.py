@@ -127,6 +127,10 @@ class RobustSpike(Detector):
         self._step.update(x)
         self._n += 1
 
+    def relearn(self) -> None:
+        """Warm up again from the next value; the learned step is kept."""
+        self._reset()
+
     def _reset(self) -> None:
         self._buffer = RingBuffer(self.window)
         self._n = 0
