@@ -17,6 +17,7 @@ Per reading:
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import os
@@ -98,6 +99,11 @@ def _detector(name: str, config: DetectionConfig, saved: dict[str, Any] | None, 
     return cls.from_state(saved, **params) if saved is not None else cls(**params)
 
 
+@functools.cache
+def _takes_resolution(name: str) -> bool:
+    return "resolution" in inspect.signature(DETECTORS[name].__init__).parameters
+
+
 def instrument_params(name: str, specs: list[ParameterSpec], config: DetectionConfig) -> dict[str, Any]:
     """The instrument's resolution as the detector's scale floor, unless the detector's parameters set one.
 
@@ -110,7 +116,7 @@ def instrument_params(name: str, specs: list[ParameterSpec], config: DetectionCo
         return {}
     if name == "multivariate":
         return {} if "eps" in configured else {"eps": resolutions}
-    accepts = "resolution" in inspect.signature(DETECTORS[name].__init__).parameters
+    accepts = _takes_resolution(name)
     return {"resolution": resolutions[0]} if accepts and "resolution" not in configured else {}
 
 
