@@ -275,7 +275,7 @@ def _relearn_after_gap(run: "_Run", station: Station, spec: ParameterSpec, confi
     for name in config.detectors:
         if name == "multivariate" or (spec.detectors is not None and name not in spec.detectors):
             continue
-        run.get(spec.symbol, name, **instrument_params(name, [spec], config)).relearn()
+        run.get(spec.symbol, name, **instrument_params(name, [spec], config)).relearn(windows.epoch(resumed) - last_t)
         found.append(judge_data_stopped(station, spec.symbol, f"anomaly_{name}", last, resumed))
     if spec.max_rate_per_min is not None:
         found.append(judge_data_stopped(station, spec.symbol, "rate_of_change", last, resumed))
@@ -334,7 +334,7 @@ def _multivariate(state: dict[str, Any], run: _Run, by_ts: dict[float, dict[str,
             det = run.get(key, "multivariate", names=list(group),
                           **instrument_params("multivariate", [station.parameters[p] for p in group], config))
             if last is not None and t - last > gap_s(station, config):
-                det.relearn()
+                det.relearn(t - last)
                 found.append(judge_data_stopped(station, ",".join(group), "anomaly_multivariate", windows.from_epoch(last),
                                                 windows.from_epoch(t)))
             v = det.update({p: values[p] for p in group}, windows.from_epoch(t))

@@ -100,7 +100,17 @@ def test_relearn_keeps_what_describes_the_instrument() -> None:
         spike.update(v, ts), drift.update(v, ts), flat.update(v, ts)
     profile, step = drift.profile, spike.state()["step"]
     for det in (spike, drift, flat):
-        det.relearn()
+        det.relearn(3 * 86400.0)
     assert spike.state()["buffer"] == [] and spike.state()["step"] == step
     assert drift.profile == profile and drift.sums == (0.0, 0.0)
     assert flat.state()["anchor"] is None and flat.state()["repeat"]["n"] > 0
+    assert drift.state()["baseline"]["n"] == 0  # a gap longer than the daily period: the baseline is rebuilt
+
+
+def test_drift_keeps_its_baseline_over_a_gap_shorter_than_its_period() -> None:
+    drift = CusumDrift()
+    for ts, v in normal(T0, 400):
+        drift.update(v, ts)
+    n = drift.state()["baseline"]["n"]
+    drift.relearn(2 * 3600.0)
+    assert drift.state()["baseline"]["n"] == n and drift.sums == (0.0, 0.0)

@@ -118,8 +118,8 @@ class Detector(Parametrised):
         """Constructor keyword arguments used by the contract tests."""
         return {}
 
-    def relearn(self) -> None:
-        """Forget the short-term baseline (after a data gap), keeping what describes the instrument.
+    def relearn(self, gap_s: float | None = None) -> None:
+        """Forget the short-term baseline after a data gap of `gap_s` seconds, keeping what describes the instrument.
 
         The default forgets everything learned; detectors override it to keep, e.g., the learned
         resolution or a daily profile, which a gap does not make stale.

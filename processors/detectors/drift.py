@@ -207,9 +207,17 @@ class CusumDrift(Detector):
         self._learn(x, b)
         return Verdict(False, score, self.name, detail)
 
-    def relearn(self) -> None:
-        """Rebuild the baseline and clear the sums; the daily profile and the learned step are kept."""
-        self._reset_baseline()
+    def relearn(self, gap_s: float | None = None) -> None:
+        """After a gap: clear the sums; rebuild the baseline too when the gap is longer than the period.
+
+        The baseline is slow (``alpha``) and the daily profile learns over a period, so a gap shorter
+        than that (an hour's outage) does not make them stale, and rebuilding would blind the detector
+        for ``grace_period`` values. The daily profile and the learned step are always kept.
+        """
+        if gap_s is None or gap_s >= (self.season_s or DAY_S):
+            self._reset_baseline()
+        else:
+            self._prev = None
         self._pos = self._neg = 0.0
         self._run = 0
 

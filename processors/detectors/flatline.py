@@ -128,7 +128,7 @@ class Flatline(Detector):
         )
         return Verdict(stuck, score, self.name, detail)
 
-    def relearn(self) -> None:
+    def relearn(self, gap_s: float | None = None) -> None:
         """Start a new run at the next value (a gap breaks a stretch); the repeat probability and held values are kept."""
         self._anchor, self._run, self._stuck = None, 0, False
 

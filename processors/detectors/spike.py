@@ -127,7 +127,7 @@ class RobustSpike(Detector):
         self._step.update(x)
         self._n += 1
 
-    def relearn(self) -> None:
+    def relearn(self, gap_s: float | None = None) -> None:
         """Warm up again from the next value; the learned step is kept."""
         self._reset()
 
