@@ -92,6 +92,12 @@ def detection_rows(det: dict[str, Any]) -> list[str]:
         drift = sim["quantrac"]["per_rule"].get("anomaly_drift")
         if drift is not None:
             out.append(f"| ↳ drift detector alarms matching an incident | {drift['matched']}/{drift['alarms']} | | | |")
+    if (quiet := det.get("quiet")) is not None:
+        out.append(f"| Alert budget on normal data (no incidents, {quiet[0]['stations']} stations): anomaly and rate-of-change "
+                   f"alarms per station-week, by reporting interval | | | | {_when(det)} |")
+        for q in quiet:
+            out.append(f"| ↳ every {q['interval_s']} s ({q['span_h']:g} h played) | {q['per_station_week']} "
+                       f"({q['false_alarms']} alarms) | | | |")
     return [row for row in out if row]
 
 
