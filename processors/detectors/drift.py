@@ -30,8 +30,9 @@ class CusumDrift(Detector):
     - standardises ``y`` against its exponentially weighted baseline with the long-run standard
       deviation, ``z = (y - mean) / (max(std * sqrt((1 + rho) / (1 - rho)), resolution) + eps)``, where ``rho``
       is the learned lag-1 autocorrelation of ``y``, capped at 0.5 (``decorrelate=False``: ``rho = 0``);
-    - accumulates ``S+ <- max(0, S+ + z - k)`` and ``S- <- max(0, S- - z - k)``; the value is
-      anomalous when ``max(S+, S-) > h``, and the sums are then reset.
+    - accumulates ``S+ <- max(0, S+ + z - k)`` and ``S- <- max(0, S- - z - k)``, with ``z`` clipped
+      to ``[-clip, clip]`` so that one spike cannot make a drift by itself (that is the spike
+      detector's alarm); the value is anomalous when ``max(S+, S-) > h``, and the sums are then reset.
 
     Only non-anomalous values update the profile and the baseline. No verdict is anomalous
     before ``grace_period`` deviations and, with a profile, one whole period of event time
@@ -63,6 +64,8 @@ class CusumDrift(Detector):
         EW weight of a new value in its profile bin.
     decorrelate
         Scale by the long-run standard deviation of autocorrelated deviations (see above).
+    clip
+        Largest standardised deviation one value adds to the sums (None: unclipped).
     resolution
         Smallest step the instrument reports; floors the standard deviation, so that a quantised
         series whose values mostly repeat does not sum tiny deviations into a drift. None: learned
@@ -99,6 +102,7 @@ class CusumDrift(Detector):
         season_bins: int = 48,
         season_alpha: float = 0.05,
         decorrelate: bool = True,
+        clip: float | None = 4.0,
         resolution: float | None = None,
     ) -> None:
         if not 0.0 < alpha <= 1.0 or k < 0 or h <= 0 or grace_period < 0 or eps < 0:
@@ -115,6 +119,7 @@ class CusumDrift(Detector):
         self.season_bins = season_bins
         self.season_alpha = season_alpha
         self.decorrelate = decorrelate
+        self.clip = clip
         self.resolution = resolution
         self._step = StepEstimate()
         self._reset_baseline()
@@ -129,7 +134,7 @@ class CusumDrift(Detector):
     def _unit_test_params(cls) -> dict[str, Any]:
         return {"alpha": 0.05, "k": 0.5, "h": 4.0, "grace_period": 5, "eps": 1e-6, "relearn_after": 10,
                 "season_s": 3600.0, "season_bins": 6, "season_alpha": 0.2, "decorrelate": True,
-                "resolution": None}
+                "clip": 4.0, "resolution": None}
 
     def _reset_baseline(self) -> None:
         self._baseline = EWVar(self.alpha)
@@ -185,8 +190,9 @@ class CusumDrift(Detector):
             self._learn(x, b)
             return Verdict(False, 0.0, self.name, f"value {fmt(x)}: no variability learned yet")
         z = (y - mean) / (std + self.eps)
-        pos = max(0.0, self._pos + z - self.k)
-        neg = max(0.0, self._neg - z - self.k)
+        step = z if self.clip is None else min(self.clip, max(-self.clip, z))
+        pos = max(0.0, self._pos + step - self.k)
+        neg = max(0.0, self._neg - step - self.k)
         score = max(pos, neg)
         side = "upward" if pos >= neg else "downward"
         usual = f"the baseline mean {fmt(mean)}" if self.season_s is None else \
@@ -208,18 +214,19 @@ class CusumDrift(Detector):
         return Verdict(False, score, self.name, detail)
 
     def relearn(self, gap_s: float | None = None) -> None:
-        """After a gap: clear the sums; rebuild the baseline too when the gap is longer than the period.
+        """After a gap longer than the period: rebuild the baseline and clear the sums.
 
         The baseline is slow (``alpha``) and the daily profile learns over a period, so a gap shorter
-        than that (an hour's outage) does not make them stale, and rebuilding would blind the detector
-        for ``grace_period`` values. The daily profile and the learned step are always kept.
+        than that (an hour's outage) does not make them or the evidence summed so far stale, and
+        rebuilding would blind the detector for ``grace_period`` values: only the lag is forgotten.
+        The daily profile and the learned step are always kept.
         """
         if gap_s is None or gap_s >= (self.season_s or DAY_S):
             self._reset_baseline()
+            self._pos = self._neg = 0.0
+            self._run = 0
         else:
             self._prev = None
-        self._pos = self._neg = 0.0
-        self._run = 0
 
     def _learn(self, x: float, b: int) -> None:
         """Learn ``x``: its deviation from its bin into the baseline, then ``x`` into its bin.
