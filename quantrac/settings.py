@@ -128,7 +128,7 @@ class Settings(BaseSettings):
     detect_gap_intervals: float = Field(6, gt=0, description="A series silent for this many of its station's intervals (and at least QUANTRAC_DETECT_GAP_MIN_S) has a gap: its anomaly and rate alerts close at the last reading before it and its detectors relearn.")
     detect_gap_min_s: int = Field(900, ge=0, description="Shortest silence taken as a gap in a series, whatever the station's interval (see QUANTRAC_DETECT_GAP_INTERVALS).")
     detect_detectors: str = Field("spike,drift,flatline", description="Streaming anomaly detectors run on every parameter, comma-separated (names of processors.detectors.DETECTORS).")
-    detect_detector_params: str = Field('{"spike": {"threshold": 8.0, "relearn_after": 6}, "drift": {"k": 1.0, "h": 20.0, "relearn_after": 3}, "flatline": {"n_intervals": 12}}',
+    detect_detector_params: str = Field('{"spike": {"threshold": 8.0, "relearn_after": 6, "center_window": 5}, "drift": {"k": 1.0, "h": 20.0, "relearn_after": 3}, "flatline": {"n_intervals": 12}}',
                                         description="Hyperparameters of the anomaly detectors (JSON object by detector name); unnamed ones keep their defaults.")
     detect_multivariate_groups: str = Field("COD,TSS,NH4;PM,SO2,NO2,CO", description="Correlated parameter groups (`;`-separated) scored by the multivariate detector at stations reporting all of a group.")
     offline_grace_s: int = Field(60, description="Default grace after a station's missed slot before it is reported offline (a station's `offline_grace_s` overrides it).")

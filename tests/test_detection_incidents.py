@@ -114,3 +114,16 @@ def test_drift_keeps_its_baseline_over_a_gap_shorter_than_its_period() -> None:
     n = drift.state()["baseline"]["n"]
     drift.relearn(2 * 3600.0)
     assert drift.state()["baseline"]["n"] == n and drift.state()["prev"] is None
+
+
+def test_a_slow_daily_rise_is_not_a_spike_when_the_level_follows_it() -> None:
+    """Temperature rising 1.3 °C over 5 h, reported to 0.1: the median of the last 60 values lags behind the
+    rise and took it for a spike (the quiet bench's most common false alarm); the median of the last 5 follows it."""
+    rng = np.random.default_rng(6)
+    values = [(T0 + timedelta(minutes=5 * i), round(28.5 + 1.3 * max(0, i - 100) / 60 + float(rng.normal(0, 0.03)), 1))
+              for i in range(160)]
+    lagging = RobustSpike(threshold=8.0, relearn_after=6)
+    following = RobustSpike(threshold=8.0, relearn_after=6, center_window=5)
+    assert any(lagging.update(v, ts).is_anomaly for ts, v in values)
+    assert not any(following.update(v, ts).is_anomaly for ts, v in values)
+    assert following.update(35.0, values[-1][0] + timedelta(minutes=5)).is_anomaly  # a real spike still is one

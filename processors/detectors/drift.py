@@ -102,7 +102,7 @@ class CusumDrift(Detector):
         season_bins: int = 48,
         season_alpha: float = 0.05,
         decorrelate: bool = True,
-        clip: float | None = 4.0,
+        clip: float | None = None,
         resolution: float | None = None,
     ) -> None:
         if not 0.0 < alpha <= 1.0 or k < 0 or h <= 0 or grace_period < 0 or eps < 0:

@@ -36,6 +36,11 @@ class RobustSpike(Detector):
     relearn_after
         Consecutive anomalies after which the baseline is rebuilt; None never rebuilds.
         After a level shift this is when the new level is accepted, and the verdict says so.
+    center_window
+        Number of the most recent learned values whose median is the level a value is compared
+        with; None: the whole window. A short one follows a slow trend (a temperature rising
+        through the day), which the median of a long window lags behind and would take for a
+        spike; the scale stays the MAD of the whole window.
     resolution
         Smallest step the instrument reports; floors the scale so that a quantised, almost
         constant signal (MAD 0) does not turn every step into a spike. None: learned from the
@@ -66,6 +71,7 @@ class RobustSpike(Detector):
         eps: float = 1e-9,
         relearn_after: int | None = None,
         resolution: float | None = None,
+        center_window: int | None = None,
     ) -> None:
         if window < 1 or grace_period < 0 or threshold <= 0 or eps < 0 or (resolution is not None and resolution < 0):
             raise ValueError("window >= 1, grace_period >= 0, threshold > 0, eps >= 0 and resolution >= 0 are required")
@@ -75,6 +81,7 @@ class RobustSpike(Detector):
         self.eps = eps
         self.relearn_after = relearn_after
         self.resolution = resolution
+        self.center_window = center_window
         self._step = StepEstimate()
         self._buffer = RingBuffer(window)
         self._n = 0
@@ -82,7 +89,8 @@ class RobustSpike(Detector):
 
     @classmethod
     def _unit_test_params(cls) -> dict[str, Any]:
-        return {"window": 20, "threshold": 4.0, "grace_period": 5, "eps": 1e-6, "relearn_after": 15, "resolution": None}
+        return {"window": 20, "threshold": 4.0, "grace_period": 5, "eps": 1e-6, "relearn_after": 15, "resolution": None,
+                "center_window": None}
 
     def median_mad(self) -> tuple[float, float]:
         """Median and MAD of the current window (NaN when empty)."""
@@ -100,6 +108,8 @@ class RobustSpike(Detector):
             self._learn(x)
             return self._warming(self._n, self.grace_period)
         center, mad = self.median_mad()
+        if self.center_window is not None and len(self._buffer) > self.center_window:
+            center = median(np.asarray(self._buffer.to_list()[-self.center_window:]))
         floor = self._step.floor(self.resolution)
         if mad == 0.0 and floor == 0.0 and x != center:
             # A constant window and no step learned yet: nothing tells how large a change is; the first one sets the step.
