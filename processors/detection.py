@@ -51,6 +51,7 @@ class DetectionConfig:
     rate_span_s: float = 300.0
     gap_intervals: float = 6.0
     gap_min_s: float = 900.0
+    relearn_gap_s: float = 21600.0
     detectors: tuple[str, ...] = ("spike", "drift", "flatline")
     detector_params: dict[str, dict[str, Any]] = field(default_factory=dict)
     multivariate_groups: tuple[tuple[str, ...], ...] = (("COD", "TSS", "NH4"), ("PM", "SO2", "NO2", "CO"))
@@ -71,7 +72,8 @@ class DetectionConfig:
                    early_fraction=s.detect_early_warning_fraction, fault_after_n=s.detect_fault_after_n,
                    fault_after_s=s.detect_fault_after_s, calibration_max_s=s.detect_calibration_max_s,
                    calibration_daily_s=s.detect_calibration_daily_s, rate_span_s=s.detect_rate_span_s,
-                   gap_intervals=s.detect_gap_intervals, gap_min_s=s.detect_gap_min_s, detectors=names, multivariate_groups=groups)
+                   gap_intervals=s.detect_gap_intervals, gap_min_s=s.detect_gap_min_s,
+                   relearn_gap_s=s.detect_relearn_gap_s, detectors=names, multivariate_groups=groups)
 
 
 @dataclass
@@ -268,14 +270,20 @@ def gap_s(station: Station, config: DetectionConfig) -> float:
 
 def _relearn_after_gap(run: "_Run", station: Station, spec: ParameterSpec, config: DetectionConfig, last_t: float,
                        resumed: datetime) -> list[Condition]:
-    """After a gap: every detector of the parameter relearns, and its anomaly and rate alerts close at the
-    last reading before the gap (`data_stopped`). Multivariate groups do the same in `_multivariate`."""
+    """After a gap: the parameter's anomaly and rate alerts close at the last reading before it (`data_stopped`),
+    and, when it lasted `relearn_gap_s` or more, its detectors relearn. Multivariate groups do the same in `_multivariate`.
+
+    A short outage (an hour) leaves the baselines valid, and relearning would blind the detectors for
+    their warm-up; a new level after it is accepted by the detectors' own `relearn_after`.
+    """
     last = windows.from_epoch(last_t)
+    silent_s = windows.epoch(resumed) - last_t
     found: list[Condition] = []
     for name in config.detectors:
         if name == "multivariate" or (spec.detectors is not None and name not in spec.detectors):
             continue
-        run.get(spec.symbol, name, **instrument_params(name, [spec], config)).relearn(windows.epoch(resumed) - last_t)
+        if silent_s >= config.relearn_gap_s:
+            run.get(spec.symbol, name, **instrument_params(name, [spec], config)).relearn(silent_s)
         found.append(judge_data_stopped(station, spec.symbol, f"anomaly_{name}", last, resumed))
     if spec.max_rate_per_min is not None:
         found.append(judge_data_stopped(station, spec.symbol, "rate_of_change", last, resumed))
@@ -334,7 +342,8 @@ def _multivariate(state: dict[str, Any], run: _Run, by_ts: dict[float, dict[str,
             det = run.get(key, "multivariate", names=list(group),
                           **instrument_params("multivariate", [station.parameters[p] for p in group], config))
             if last is not None and t - last > gap_s(station, config):
-                det.relearn(t - last)
+                if t - last >= config.relearn_gap_s:
+                    det.relearn(t - last)
                 found.append(judge_data_stopped(station, ",".join(group), "anomaly_multivariate", windows.from_epoch(last),
                                                 windows.from_epoch(t)))
             v = det.update({p: values[p] for p in group}, windows.from_epoch(t))

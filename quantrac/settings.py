@@ -127,6 +127,7 @@ class Settings(BaseSettings):
     detect_rate_span_s: int = Field(300, gt=0, description="Span a rate of change is judged over: robust levels about this far apart (or the station's interval when longer); a parameter's `rate_span_s` overrides it.")
     detect_gap_intervals: float = Field(6, gt=0, description="A series silent for this many of its station's intervals (and at least QUANTRAC_DETECT_GAP_MIN_S) has a gap: its anomaly and rate alerts close at the last reading before it and its detectors relearn.")
     detect_gap_min_s: int = Field(900, ge=0, description="Shortest silence taken as a gap in a series, whatever the station's interval (see QUANTRAC_DETECT_GAP_INTERVALS).")
+    detect_relearn_gap_s: int = Field(21600, ge=0, description="After a gap at least this long (event time) a series' detectors relearn before judging; shorter gaps only close its open anomaly alerts.")
     detect_detectors: str = Field("spike,drift,flatline", description="Streaming anomaly detectors run on every parameter, comma-separated (names of processors.detectors.DETECTORS).")
     detect_detector_params: str = Field('{"spike": {"threshold": 8.0, "relearn_after": 6, "center_window": 5}, "drift": {"k": 1.0, "h": 20.0, "relearn_after": 3}, "flatline": {"n_intervals": 12}}',
                                         description="Hyperparameters of the anomaly detectors (JSON object by detector name); unnamed ones keep their defaults.")

@@ -127,3 +127,14 @@ def test_a_slow_daily_rise_is_not_a_spike_when_the_level_follows_it() -> None:
     assert any(lagging.update(v, ts).is_anomaly for ts, v in values)
     assert not any(following.update(v, ts).is_anomaly for ts, v in values)
     assert following.update(35.0, values[-1][0] + timedelta(minutes=5)).is_anomaly  # a real spike still is one
+
+
+def test_a_short_outage_closes_the_alerts_but_keeps_the_baselines() -> None:
+    """Two hours of silence: past the gap span (alerts close at it) but under QUANTRAC_DETECT_RELEARN_GAP_S."""
+    before = normal(T0, 2 * 288)
+    stuck = [(before[-1][0] + timedelta(minutes=5 * (i + 1)), 61.3) for i in range(20)]
+    resumed = normal(stuck[-1][0] + timedelta(hours=2), 3, seed=7)
+    _, conditions = play(before + stuck + resumed)
+    assert any(c.data_stopped and c.rule == "anomaly_flatline" for c in conditions)
+    after = [c for c in conditions if c.rule == "anomaly_spike" and c.ts >= resumed[0][0]]
+    assert after and all("warming up" not in c.message for c in after)  # judged at once: the baseline was kept
