@@ -24,7 +24,8 @@ Usage::
     python bench/detection.py [--days 7] [--seed 7] [--per-day 2] [--gecco-data CSV | --no-gecco] [--quiet-rates R]
 
 (c) The alert budget on normal data (`bench/quiet.py`): every station without incidents at 5 min
-to 1 s, anomaly and rate-of-change alarms (all false) per station-week.
+to 1 s, anomaly and rate-of-change alarms (all false) per station-week. (d) Synthetic stress series
+(`bench/stress.py`): alarms per injected event, false alarms per series-week.
 """
 
 from __future__ import annotations
@@ -438,6 +439,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.quiet_rates:
         from bench.quiet import quiet_figures
         result["quiet"] = quiet_figures(args.quiet_rates, args.seed)
+    from bench.stress import stress_figures
+    result["stress"] = stress_figures(args.seed)
     result["seconds"] = round(time.perf_counter() - started, 1)
     from bench.common import write_result
     write_result("detection", json.loads(json.dumps(result, default=str)))
