@@ -101,9 +101,13 @@ def repeat(state: AlertState, condition: Condition, now: datetime) -> tuple[Aler
 def observe_clear(state: AlertState, condition: Condition, policy: Policy, now: datetime) -> tuple[AlertState, Event | None]:
     """An evaluation found the condition inactive: start or continue the hold, resolving once it has passed.
 
-    A value inside the hysteresis band is not clear: it restarts the hold.
+    A value inside the hysteresis band is not clear: it restarts the hold. A condition whose data
+    stopped (a gap) resolves at once, clear since the last reading before the gap.
     """
     _require_active(state, "clear")
+    if condition.data_stopped:
+        closed = replace(state, status="resolved", clear_since=condition.ts, resolved_at=now, resolved_by=SYSTEM_ACTOR)
+        return closed, Event("resolved", SYSTEM_ACTOR, "resolved", now, condition.value, condition.message)
     if not is_clear(condition, policy.hysteresis):
         return (replace(state, clear_since=None) if state.clear_since is not None else state), None
     since = state.clear_since if state.clear_since is not None and state.clear_since <= condition.ts else condition.ts

@@ -35,6 +35,8 @@ class Condition:
     """False when the rule was evaluated and the condition is clear (lets the lifecycle resolve alerts)."""
     historical: bool = False
     """Raised from imported (backfilled) readings: the alert is marked historical and never notified."""
+    data_stopped: bool = False
+    """The series' data stopped at `ts` for longer than the gap span: an open alert closes at once, at `ts`."""
 
 
 def rule_name(rule: str, basis: str) -> str:
@@ -106,8 +108,16 @@ def in_range(spec: ParameterSpec, value: float) -> bool:
 
 
 def judge_rate(station: Station, spec: ParameterSpec, prev_ts: datetime, prev_value: float, ts: datetime,
-               value: float) -> Condition | None:
-    """`rate_of_change`: the change per minute since the previous valid value above the parameter's bound."""
+               value: float, *, at: datetime | None = None, smoothed: bool = False) -> Condition | None:
+    """`rate_of_change`: the change per minute from `prev_value` at `prev_ts` to `value` at `ts`, against the bound.
+
+    `max_rate_per_min` is the largest change per minute of the parameter's *level* the process can
+    plausibly make, judged over a span (`QUANTRAC_DETECT_RATE_SPAN_S`, default 5 min, or the station's
+    interval when longer): the worker passes robust levels about a span apart (`smoothed`, see
+    `processors.rate_span`), so a bound of 0.2 pH/min means "the level moved more than 1 pH within
+    5 minutes", not "two readings a second apart differ by 0.0033". `at` is the reading that completed
+    the span (the condition's time; default `ts`).
+    """
     if spec.max_rate_per_min is None:
         return None
     minutes = (ts - prev_ts).total_seconds() / 60.0
@@ -115,10 +125,11 @@ def judge_rate(station: Station, spec: ParameterSpec, prev_ts: datetime, prev_va
         return None
     rate = abs(value - prev_value) / minutes
     fast = rate > spec.max_rate_per_min
+    what = "level" if smoothed else "value"
     return Condition(
         station.id, spec.symbol, "rate_of_change", "instant", Severity.WARNING, rate, spec.max_rate_per_min,
-        "parameter catalogue max_rate_per_min", ts,
-        f"{_where(station, spec.symbol)}: changed {prev_value:g} → {value:g} {spec.unit} in {minutes:g} min "
+        "parameter catalogue max_rate_per_min", at or ts,
+        f"{_where(station, spec.symbol)}: {what} changed {prev_value:g} → {value:g} {spec.unit} in {minutes:.3g} min "
         f"({rate:.3g} {spec.unit}/min, bound {spec.max_rate_per_min:g}/min)", active=fast)
 
 
@@ -151,6 +162,14 @@ def judge_anomaly(station: Station, parameter: str, kind: str, is_anomaly: bool,
     """`anomaly_<kind>` from a streaming detector's verdict (severity warning)."""
     return Condition(station.id, parameter, f"anomaly_{kind}", "instant", Severity.WARNING, score, threshold,
                      f"{kind} detector", ts, f"{_where(station, parameter)}: {kind} anomaly: {detail}", active=is_anomaly)
+
+
+def judge_data_stopped(station: Station, parameter: str, rule: str, last_ts: datetime, resumed_ts: datetime) -> Condition:
+    """Clear `rule` at the series' last reading before a gap: an alert does not bridge a gap (`data_stopped`)."""
+    gap_min = (resumed_ts - last_ts).total_seconds() / 60
+    return Condition(station.id, parameter, rule, "instant", Severity.WARNING, 0.0, 0.0, "data gap", last_ts,
+                     f"{_where(station, parameter)}: data stopped at {last_ts.isoformat()} for {gap_min:.0f} min; "
+                     f"closed at the gap (the detectors relearn before judging again)", active=False, data_stopped=True)
 
 
 def judge_offline(station: Station, last_received: datetime, deadline: datetime, now: datetime, offline: bool) -> Condition:

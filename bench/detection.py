@@ -21,7 +21,11 @@ picked on the training rows.
 
 Usage::
 
-    python bench/detection.py [--days 7] [--seed 7] [--per-day 2] [--gecco-data CSV | --no-gecco]
+    python bench/detection.py [--days 7] [--seed 7] [--per-day 2] [--gecco-data CSV | --no-gecco] [--quiet-rates R]
+
+(c) The alert budget on normal data (`bench/quiet.py`): every station without incidents at 5 min
+to 1 s, anomaly and rate-of-change alarms (all false) per station-week. (d) Synthetic stress series
+(`bench/stress.py`): alarms per injected event, false alarms per series-week.
 """
 
 from __future__ import annotations
@@ -109,7 +113,7 @@ class AlarmLog:
                     self.alarms.append(Alarm(c.station_id, c.parameter, c.rule, c.ts, at))
                     self.open.add(key)
                 self.last_active[key] = at
-            elif key in self.open and at - self.last_active[key] >= self.clear_hold:
+            elif key in self.open and (c.data_stopped or at - self.last_active[key] >= self.clear_hold):
                 self.open.discard(key)
 
 
@@ -421,6 +425,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--warmup-days", type=float, default=1.0, help="days of normal operation before the scored days")
     parser.add_argument("--gecco-data", type=Path, default=GECCO_DATA, help="the GECCO 2018 training CSV")
     parser.add_argument("--no-gecco", action="store_true")
+    parser.add_argument("--quiet-rates", default="300:7d,60:2d,10:12h,1:2h",
+                        help="alert budget on normal data: interval_s:span pairs (bench/quiet.py); empty to skip")
     args = parser.parse_args(argv)
     if not args.no_gecco and not args.gecco_data.is_file():
         parser.error(f"the GECCO 2018 training CSV is not at {args.gecco_data}; it comes with the shared folder beside the "
@@ -430,6 +436,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result: dict[str, Any] = {"simulator": simulator_figures(args.days, args.seed, args.per_day, args.tick, args.tolerance, args.warmup_days)}
     if not args.no_gecco:
         result["gecco2018"] = gecco_figures(args.gecco_data)
+    if args.quiet_rates:
+        from bench.quiet import quiet_figures
+        result["quiet"] = quiet_figures(args.quiet_rates, args.seed)
+    from bench.stress import stress_figures
+    result["stress"] = stress_figures(args.seed)
     result["seconds"] = round(time.perf_counter() - started, 1)
     from bench.common import write_result
     write_result("detection", json.loads(json.dumps(result, default=str)))

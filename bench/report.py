@@ -87,6 +87,17 @@ def detection_rows(det: dict[str, Any]) -> list[str]:
         drift = sim["quantrac"]["per_rule"].get("anomaly_drift")
         if drift is not None:
             out.append(f"| ↳ drift detector alarms matching an incident | {drift['matched']}/{drift['alarms']} | | | |")
+    if (quiet := det.get("quiet")) is not None:
+        out.append(f"| Alert budget on normal data (no incidents, {quiet[0]['stations']} stations): anomaly and rate-of-change "
+                   f"alarms per station-week, by reporting interval | | | | {_when(det)} |")
+        for q in quiet:
+            out.append(f"| ↳ every {q['interval_s']} s ({q['span_h']:g} h played) | {q['per_station_week']} "
+                       f"({q['false_alarms']} alarms) | | | |")
+    if (stress := det.get("stress")) is not None:
+        out.append(f"| Synthetic stress series (a week at 1 min each): events caught, most alarms per event, false alarms "
+                   f"per series-week | | | | {_when(det)} |")
+        for name, v in stress.items():
+            out.append(f"| ↳ {name} | {v['caught']}/{v['events']}, {v['most_alarms_per_event']}, {v['false_alarms_per_week']} | | | |")
     return [row for row in out if row]
 
 

@@ -17,6 +17,8 @@ Per reading:
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 import os
 
@@ -29,11 +31,11 @@ import json
 
 import orjson
 
-from alerts.rules import (Condition, in_range, judge_anomaly, judge_calibration, judge_fault, judge_limit, judge_range,
-                          judge_rate)
-from processors import windows
+from alerts.rules import (Condition, in_range, judge_anomaly, judge_calibration, judge_data_stopped, judge_fault,
+                          judge_limit, judge_range, judge_rate)
+from processors import rate_span, windows
 from processors.detectors import DETECTORS, Detector
-from quantrac.domain import Reading, Station, Status
+from quantrac.domain import ParameterSpec, Reading, Station, Status
 from quantrac.settings import Settings
 
 
@@ -46,6 +48,10 @@ class DetectionConfig:
     fault_after_s: float = 1800.0
     calibration_max_s: float = 3600.0
     calibration_daily_s: float = 7200.0
+    rate_span_s: float = 300.0
+    gap_intervals: float = 6.0
+    gap_min_s: float = 900.0
+    relearn_gap_s: float = 21600.0
     detectors: tuple[str, ...] = ("spike", "drift", "flatline")
     detector_params: dict[str, dict[str, Any]] = field(default_factory=dict)
     multivariate_groups: tuple[tuple[str, ...], ...] = (("COD", "TSS", "NH4"), ("PM", "SO2", "NO2", "CO"))
@@ -65,7 +71,9 @@ class DetectionConfig:
         return cls(lateness_s=s.detect_lateness_s, detector_params=params, min_coverage=s.detect_window_min_coverage,
                    early_fraction=s.detect_early_warning_fraction, fault_after_n=s.detect_fault_after_n,
                    fault_after_s=s.detect_fault_after_s, calibration_max_s=s.detect_calibration_max_s,
-                   calibration_daily_s=s.detect_calibration_daily_s, detectors=names, multivariate_groups=groups)
+                   calibration_daily_s=s.detect_calibration_daily_s, rate_span_s=s.detect_rate_span_s,
+                   gap_intervals=s.detect_gap_intervals, gap_min_s=s.detect_gap_min_s,
+                   relearn_gap_s=s.detect_relearn_gap_s, detectors=names, multivariate_groups=groups)
 
 
 @dataclass
@@ -84,13 +92,34 @@ def new_state() -> dict[str, Any]:
 
 
 def _param_state(state: dict[str, Any], parameter: str) -> dict[str, Any]:
-    return state["p"].setdefault(parameter, {"t": None, "w": {}, "last": None, "fault": None, "cal": None, "det": {}})
+    return state["p"].setdefault(parameter, {"t": None, "w": {}, "rate": [], "fault": None, "cal": None, "det": {}})
 
 
 def _detector(name: str, config: DetectionConfig, saved: dict[str, Any] | None, **extra: Any) -> Detector:
     params = {**config.detector_params.get(name, {}), **extra}
     cls = DETECTORS[name]
     return cls.from_state(saved, **params) if saved is not None else cls(**params)
+
+
+@functools.cache
+def _takes_resolution(name: str) -> bool:
+    return "resolution" in inspect.signature(DETECTORS[name].__init__).parameters
+
+
+def instrument_params(name: str, specs: list[ParameterSpec], config: DetectionConfig) -> dict[str, Any]:
+    """The instrument's resolution as the detector's scale floor, unless the detector's parameters set one.
+
+    Scalar detectors take `resolution` (None: they learn it); the multivariate one takes `eps`, one
+    per parameter, when every parameter of its group has a resolution.
+    """
+    configured = config.detector_params.get(name, {})
+    resolutions = [spec.resolution for spec in specs]
+    if any(r is None for r in resolutions):
+        return {}
+    if name == "multivariate":
+        return {} if "eps" in configured else {"eps": resolutions}
+    accepts = _takes_resolution(name)
+    return {"resolution": resolutions[0]} if accepts and "resolution" not in configured else {}
 
 
 def _threshold(det: Detector) -> float:
@@ -202,18 +231,18 @@ def detect(state: dict[str, Any] | None, readings: Sequence[Reading], station: S
             continue
         windows.add(ps["w"], r.ts, value, station.expected_interval_s)
         if in_order:
+            if ps["t"] is not None and t - ps["t"] > gap_s(station, config):
+                found.extend(_relearn_after_gap(run, station, spec, config, ps["t"], r.ts))
             ps["t"] = t
             found.extend(_status_rules(ps, r, station, config, t))
             if value is not None:
-                if ps["last"] is not None:
-                    rate = judge_rate(station, spec, windows.from_epoch(ps["last"][0]), ps["last"][1], r.ts, value)
-                    if rate is not None:
-                        found.append(rate)
-                ps["last"] = [t, value]
+                rate = _rate(ps, station, spec, config, t, value, r.ts)
+                if rate is not None:
+                    found.append(rate)
                 for name in config.detectors:
                     if spec.detectors is not None and name not in spec.detectors:
                         continue
-                    det = run.get(r.parameter, name)
+                    det = run.get(r.parameter, name, **instrument_params(name, [spec], config))
                     v = det.update(value, r.ts)
                     found.append(judge_anomaly(station, r.parameter, v.kind, v.is_anomaly, v.score, _threshold(det), v.detail, r.ts))
                 by_ts[t][r.parameter] = value
@@ -232,6 +261,51 @@ def detect(state: dict[str, Any] | None, readings: Sequence[Reading], station: S
         state["token"] = os.urandom(8).hex()
         live[station.id] = (state["token"], run.live)
     return Outcome(state, found, late)
+
+
+def gap_s(station: Station, config: DetectionConfig) -> float:
+    """A silence longer than this (event time) in a series is a gap: its alerts close and its detectors relearn."""
+    return max(config.gap_intervals * station.expected_interval_s, config.gap_min_s)
+
+
+def _relearn_after_gap(run: "_Run", station: Station, spec: ParameterSpec, config: DetectionConfig, last_t: float,
+                       resumed: datetime) -> list[Condition]:
+    """After a gap: the parameter's anomaly and rate alerts close at the last reading before it (`data_stopped`),
+    and, when it lasted `relearn_gap_s` or more, its detectors relearn. Multivariate groups do the same in `_multivariate`.
+
+    A short outage (an hour) leaves the baselines valid, and relearning would blind the detectors for
+    their warm-up; a new level after it is accepted by the detectors' own `relearn_after`.
+    """
+    last = windows.from_epoch(last_t)
+    silent_s = windows.epoch(resumed) - last_t
+    found: list[Condition] = []
+    for name in config.detectors:
+        if name == "multivariate" or (spec.detectors is not None and name not in spec.detectors):
+            continue
+        if silent_s >= config.relearn_gap_s:
+            run.get(spec.symbol, name, **instrument_params(name, [spec], config)).relearn(silent_s)
+        found.append(judge_data_stopped(station, spec.symbol, f"anomaly_{name}", last, resumed))
+    if spec.max_rate_per_min is not None:
+        found.append(judge_data_stopped(station, spec.symbol, "rate_of_change", last, resumed))
+    return found
+
+
+def rate_span_s(station: Station, spec: ParameterSpec, config: DetectionConfig) -> float:
+    """The span a parameter's rate of change is judged over: its own, else the worker's, and never under the station's interval."""
+    return max(spec.rate_span_s or config.rate_span_s, float(station.expected_interval_s))
+
+
+def _rate(ps: dict[str, Any], station: Station, spec: ParameterSpec, config: DetectionConfig, t: float, value: float,
+          ts: datetime) -> Condition | None:
+    """`rate_of_change` between robust levels about a span apart (`processors.rate_span`); None while warming up."""
+    if spec.max_rate_per_min is None:
+        return None
+    ps["rate"] = rate_span.add(ps.get("rate") or [], t, value, rate_span_s(station, spec, config))
+    found = rate_span.levels(ps["rate"])
+    if found is None:
+        return None
+    return judge_rate(station, spec, windows.from_epoch(found.from_t), found.from_level, windows.from_epoch(found.to_t),
+                      found.to_level, at=ts, smoothed=True)
 
 
 def _due(state: dict[str, Any], station: Station, config: DetectionConfig, parameters: list[str]) -> list[Condition]:
@@ -265,7 +339,13 @@ def _multivariate(state: dict[str, Any], run: _Run, by_ts: dict[float, dict[str,
             values = by_ts[t]
             if (last is not None and t <= last) or not all(p in values for p in group):
                 continue
-            det = run.get(key, "multivariate", names=list(group))
+            det = run.get(key, "multivariate", names=list(group),
+                          **instrument_params("multivariate", [station.parameters[p] for p in group], config))
+            if last is not None and t - last > gap_s(station, config):
+                if t - last >= config.relearn_gap_s:
+                    det.relearn(t - last)
+                found.append(judge_data_stopped(station, ",".join(group), "anomaly_multivariate", windows.from_epoch(last),
+                                                windows.from_epoch(t)))
             v = det.update({p: values[p] for p in group}, windows.from_epoch(t))
             found.append(judge_anomaly(station, ",".join(group), v.kind, v.is_anomaly, v.score, _threshold(det), v.detail,
                                        windows.from_epoch(t)))

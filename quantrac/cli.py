@@ -541,5 +541,55 @@ def import_history(
                f"{result.readings_sent} readings sent, {result.rejected} rejected (dead-lettered), "
                f"{result.rate:.0f} readings/s")
 
+@app.command("detect")
+def detect_backtest(
+    path: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="CSV file, wide or long as for `quantrac import`.")],
+    station: Annotated[Optional[str], typer.Option("--station", help="Id of a station in the registry seed (QUANTRAC_REGISTRY_FILE).")] = None,
+    station_file: Annotated[Optional[Path], typer.Option("--station-file", exists=True, dir_okay=False,
+                                                         help="A station's registry entry as JSON (GET /api/v1/stations/{id}).")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="CSV layout: wide, long or auto (from the header).")] = "auto",
+    tz: Annotated[str, typer.Option(help="Time zone of CSV times written without an offset.")] = "Asia/Ho_Chi_Minh",
+    output: Annotated[str, typer.Option(help="csv or json.")] = "csv",
+    out: Annotated[Optional[Path], typer.Option("--out", help="Write the alarms here instead of stdout.")] = None,
+) -> None:
+    """Backtest: stream a CSV through the worker's rules and detectors and write the alarms, without Kafka or PostgreSQL.
+
+    Each alarm is the time it opened (event time), station, parameter, rule, the reading's value, the
+    detector score (anomalies), the limit and the message. Detector settings are the worker's
+    (QUANTRAC_DETECT_*), so "what would these settings have flagged last month?" is one command.
+    """
+    _setup("detect")
+    from zoneinfo import ZoneInfo
+
+    from ingest.import_sources import ImportSourceError
+    from processors.backtest import backtest_csv, render
+    from processors.detection import DetectionConfig
+    from quantrac.domain import Station
+    from quantrac.registry import load_registry
+    if output not in ("csv", "json") or fmt not in ("wide", "long", "auto") or (station is None) == (station_file is None):
+        typer.echo("error: give --station ID or --station-file FILE (one of them); --output csv|json; "
+                   "--format wide|long|auto", err=True)
+        raise typer.Exit(2)
+    s = get_settings()
+    if station_file is not None:
+        entry = Station.model_validate_json(station_file.read_text(encoding="utf-8"))
+    else:
+        entry = load_registry(s.registry_file, s.limits_dir).get(station)  # type: ignore[arg-type]
+        if entry is None:
+            typer.echo(f"error: station {station} is not in {s.registry_file}; pass --station-file with its entry", err=True)
+            raise typer.Exit(2)
+    try:
+        alarms = backtest_csv(path, entry, DetectionConfig.from_settings(s), fmt, ZoneInfo(tz))
+    except ImportSourceError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    text = render(alarms, output == "json")
+    if out is None:
+        typer.echo(text, nl=False)
+    else:
+        out.write_text(text, encoding="utf-8")
+        typer.echo(f"{entry.id}: {len(alarms)} alarms written to {out}", err=True)
+
+
 if __name__ == "__main__":
     app()

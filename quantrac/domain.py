@@ -79,7 +79,9 @@ class ParameterSpec(BaseModel):
     limit: Limit | None = None
     range_min: float | None = Field(None, description="Instrument range; values outside it mean a device fault.")
     range_max: float | None = None
-    max_rate_per_min: float | None = Field(None, description="Largest plausible change per minute (in the unit); faster means a rate-of-change alert. Configuration [U].")
+    max_rate_per_min: float | None = Field(None, description="Largest plausible change per minute (in the unit); faster means a rate-of-change alert. Judged on robust levels about a span apart (`rate_span_s`), not on two readings. Configuration [U].")
+    resolution: float | None = Field(None, gt=0, description="Smallest step the instrument reports (in the unit); floors every detector's scale estimate. None: learned from the data. Configuration [U].")
+    rate_span_s: float | None = Field(None, gt=0, description="Span the rate of change is judged over (seconds); None: QUANTRAC_DETECT_RATE_SPAN_S. The station's interval when that is longer.")
     detectors: tuple[str, ...] | None = Field(None, description="Anomaly detectors run on this parameter (names of processors.detectors.DETECTORS); None: all configured ones, empty: none.")
 
 

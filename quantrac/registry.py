@@ -70,7 +70,8 @@ def _station_from_seed(raw: dict[str, Any], catalogue: dict[str, Any], profiles:
             regulatory_limit(table, symbol, raw["column"], factors) if table is not None else None)
         low, high = spec.get("range", (None, None))
         parameters[symbol] = ParameterSpec(symbol=symbol, unit=spec["unit"], limit=limit, range_min=low, range_max=high,
-                                           max_rate_per_min=spec.get("max_rate_per_min"))
+                                           max_rate_per_min=spec.get("max_rate_per_min"), resolution=spec.get("resolution"),
+                                           rate_span_s=spec.get("rate_span_s"))
     fields = {k: raw[k] for k in ("id", "name", "zone", "facility", "kind", "expected_interval_s", "offline_grace_s",
                                   "regulation", "column") if k in raw}
     return Station(**fields, factors={k: float(v) for k, v in factors.items()}, parameters=parameters)

@@ -130,8 +130,12 @@ class Settings(BaseSettings):
     detect_fault_after_s: int = Field(1800, description="Status 02 lasting this long (event time) makes a `device_fault` alert, whatever the count.")
     detect_calibration_max_s: int = Field(3600, description="Continuous calibration (status 01) longer than this raises `calibration_overrun` [U].")
     detect_calibration_daily_s: int = Field(7200, description="Calibration allowance per local day; more status 01 time in a day raises `calibration_overrun` [U].")
+    detect_rate_span_s: int = Field(300, gt=0, description="Span a rate of change is judged over: robust levels about this far apart (or the station's interval when longer); a parameter's `rate_span_s` overrides it.")
+    detect_gap_intervals: float = Field(6, gt=0, description="A series silent for this many of its station's intervals (and at least QUANTRAC_DETECT_GAP_MIN_S) has a gap: its anomaly and rate alerts close at the last reading before it and its detectors relearn.")
+    detect_gap_min_s: int = Field(900, ge=0, description="Shortest silence taken as a gap in a series, whatever the station's interval (see QUANTRAC_DETECT_GAP_INTERVALS).")
+    detect_relearn_gap_s: int = Field(21600, ge=0, description="After a gap at least this long (event time) a series' detectors relearn before judging; shorter gaps only close its open anomaly alerts.")
     detect_detectors: str = Field("spike,drift,flatline", description="Streaming anomaly detectors run on every parameter, comma-separated (names of processors.detectors.DETECTORS).")
-    detect_detector_params: str = Field('{"spike": {"threshold": 8.0, "relearn_after": 60}, "drift": {"k": 1.0, "h": 20.0}, "flatline": {"n_intervals": 12}}',
+    detect_detector_params: str = Field('{"spike": {"threshold": 8.0, "relearn_after": 6, "center_window": 5}, "drift": {"k": 1.0, "h": 14.0, "relearn_after": 3}, "flatline": {"n_intervals": 12}}',
                                         description="Hyperparameters of the anomaly detectors (JSON object by detector name); unnamed ones keep their defaults.")
     detect_multivariate_groups: str = Field("COD,TSS,NH4;PM,SO2,NO2,CO", description="Correlated parameter groups (`;`-separated) scored by the multivariate detector at stations reporting all of a group.")
     offline_grace_s: int = Field(60, description="Default grace after a station's missed slot before it is reported offline (a station's `offline_grace_s` overrides it).")

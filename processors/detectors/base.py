@@ -10,7 +10,7 @@ from typing import Any, ClassVar, Literal, Self
 
 import numpy as np
 
-__all__ = ["Detector", "RingBuffer", "Verdict", "epoch_seconds", "fmt", "median"]
+__all__ = ["Detector", "RingBuffer", "StepEstimate", "Verdict", "epoch_seconds", "fmt", "median"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +118,14 @@ class Detector(Parametrised):
         """Constructor keyword arguments used by the contract tests."""
         return {}
 
+    def relearn(self, gap_s: float | None = None) -> None:
+        """Forget the short-term baseline after a data gap of `gap_s` seconds, keeping what describes the instrument.
+
+        The default forgets everything learned; detectors override it to keep, e.g., the learned
+        resolution or a daily profile, which a gap does not make stale.
+        """
+        self.load_state(self.clone().state())
+
     def _skip(self, why: str) -> Verdict:
         return Verdict(False, 0.0, self.name, why)
 
@@ -188,3 +196,52 @@ class RingBuffer:
         for x in values[-capacity:]:
             rb.append(float(x))
         return rb
+
+
+class StepEstimate:
+    """The instrument's resolution learned from data: the smallest non-zero change between consecutive values.
+
+    A quantised series (pH reported to 0.01, counts) has a median absolute deviation of 0 whenever
+    most values repeat; any scale estimate must then be floored by the smallest step the instrument
+    can report, or any change scores ~1e9. A configured resolution wins (`floor(configured)`); without
+    one, half the learned step is used: the smallest change seen is a multiple of the true step (a
+    series alternating between two values 2 apart shows a step of 2 whatever its instrument), so it
+    is an over-estimate, and half a step is the largest rounding error of a reading. Changes below
+    ``1e-9`` relative to the value are float noise, not steps. On a continuous series the learned
+    step is tiny and floors nothing.
+
+    Examples
+    --------
+    >>> s = StepEstimate()
+    >>> for x in (7.0, 7.0, 7.01, 7.0, 7.02):
+    ...     s.update(x)
+    >>> round(s.step, 6), round(s.floor(None), 6), s.floor(0.05)
+    (0.01, 0.005, 0.05)
+    """
+
+    __slots__ = ("step", "prev")
+
+    def __init__(self) -> None:
+        self.step: float | None = None
+        self.prev: float | None = None
+
+    def update(self, x: float) -> None:
+        if self.prev is not None:
+            d = abs(x - self.prev)
+            if d > 1e-9 * max(1.0, abs(x)) and (self.step is None or d < self.step):
+                self.step = d
+        self.prev = x
+
+    def floor(self, configured: float | None) -> float:
+        """The floor of a scale: the configured resolution, else half the learned step (0.0 before any change)."""
+        if configured is not None:
+            return configured
+        return (self.step or 0.0) / 2.0
+
+    def state(self) -> dict[str, Any]:
+        return {"step": self.step, "prev": self.prev}
+
+    def load_state(self, state: dict[str, Any] | None) -> None:
+        state = state or {}
+        self.step = None if state.get("step") is None else float(state["step"])
+        self.prev = None if state.get("prev") is None else float(state["prev"])

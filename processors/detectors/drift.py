@@ -6,7 +6,7 @@ import math
 from datetime import datetime
 from typing import Any
 
-from processors.detectors.base import Detector, Verdict, epoch_seconds, fmt, is_finite
+from processors.detectors.base import Detector, StepEstimate, Verdict, epoch_seconds, fmt, is_finite
 from processors.detectors.stats import EWVar
 
 __all__ = ["CusumDrift"]
@@ -28,10 +28,11 @@ class CusumDrift(Detector):
       seconds of event time, each the exponentially weighted mean of the values in its bin;
       the deviation ``y = x - profile[bin]`` is what the CUSUM watches;
     - standardises ``y`` against its exponentially weighted baseline with the long-run standard
-      deviation, ``z = (y - mean) / (std * sqrt((1 + rho) / (1 - rho)) + eps)``, where ``rho``
+      deviation, ``z = (y - mean) / (max(std * sqrt((1 + rho) / (1 - rho)), resolution) + eps)``, where ``rho``
       is the learned lag-1 autocorrelation of ``y``, capped at 0.5 (``decorrelate=False``: ``rho = 0``);
-    - accumulates ``S+ <- max(0, S+ + z - k)`` and ``S- <- max(0, S- - z - k)``; the value is
-      anomalous when ``max(S+, S-) > h``, and the sums are then reset.
+    - accumulates ``S+ <- max(0, S+ + z - k)`` and ``S- <- max(0, S- - z - k)``, with ``z`` clipped
+      to ``[-clip, clip]`` so that one spike cannot make a drift by itself (that is the spike
+      detector's alarm); the value is anomalous when ``max(S+, S-) > h``, and the sums are then reset.
 
     Only non-anomalous values update the profile and the baseline. No verdict is anomalous
     before ``grace_period`` deviations and, with a profile, one whole period of event time
@@ -63,6 +64,12 @@ class CusumDrift(Detector):
         EW weight of a new value in its profile bin.
     decorrelate
         Scale by the long-run standard deviation of autocorrelated deviations (see above).
+    clip
+        Largest standardised deviation one value adds to the sums (None: unclipped).
+    resolution
+        Smallest step the instrument reports; floors the standard deviation, so that a quantised
+        series whose values mostly repeat does not sum tiny deviations into a drift. None: learned
+        from the data (half the smallest non-zero change between consecutive learned values).
 
     Examples
     --------
@@ -95,6 +102,8 @@ class CusumDrift(Detector):
         season_bins: int = 48,
         season_alpha: float = 0.05,
         decorrelate: bool = True,
+        clip: float | None = None,
+        resolution: float | None = None,
     ) -> None:
         if not 0.0 < alpha <= 1.0 or k < 0 or h <= 0 or grace_period < 0 or eps < 0:
             raise ValueError("0 < alpha <= 1, k >= 0, h > 0, grace_period >= 0 and eps >= 0 are required")
@@ -110,6 +119,9 @@ class CusumDrift(Detector):
         self.season_bins = season_bins
         self.season_alpha = season_alpha
         self.decorrelate = decorrelate
+        self.clip = clip
+        self.resolution = resolution
+        self._step = StepEstimate()
         self._reset_baseline()
         self._pos = 0.0
         self._neg = 0.0
@@ -121,7 +133,8 @@ class CusumDrift(Detector):
     @classmethod
     def _unit_test_params(cls) -> dict[str, Any]:
         return {"alpha": 0.05, "k": 0.5, "h": 4.0, "grace_period": 5, "eps": 1e-6, "relearn_after": 10,
-                "season_s": 3600.0, "season_bins": 6, "season_alpha": 0.2, "decorrelate": True}
+                "season_s": 3600.0, "season_bins": 6, "season_alpha": 0.2, "decorrelate": True,
+                "clip": 4.0, "resolution": None}
 
     def _reset_baseline(self) -> None:
         self._baseline = EWVar(self.alpha)
@@ -171,10 +184,15 @@ class CusumDrift(Detector):
         y = x - expected
         mean = self._baseline.mean
         rho = self.rho
-        std = math.sqrt(self._baseline.var) * math.sqrt((1.0 + rho) / (1.0 - rho))
+        std = max(math.sqrt(self._baseline.var) * math.sqrt((1.0 + rho) / (1.0 - rho)), self._step.floor(self.resolution))
+        if std == 0.0:
+            # Only constant values learned and no step known: no scale to judge against; learn this one.
+            self._learn(x, b)
+            return Verdict(False, 0.0, self.name, f"value {fmt(x)}: no variability learned yet")
         z = (y - mean) / (std + self.eps)
-        pos = max(0.0, self._pos + z - self.k)
-        neg = max(0.0, self._neg - z - self.k)
+        step = z if self.clip is None else min(self.clip, max(-self.clip, z))
+        pos = max(0.0, self._pos + step - self.k)
+        neg = max(0.0, self._neg - step - self.k)
         score = max(pos, neg)
         side = "upward" if pos >= neg else "downward"
         usual = f"the baseline mean {fmt(mean)}" if self.season_s is None else \
@@ -195,12 +213,28 @@ class CusumDrift(Detector):
         self._learn(x, b)
         return Verdict(False, score, self.name, detail)
 
+    def relearn(self, gap_s: float | None = None) -> None:
+        """After a gap longer than the period: rebuild the baseline and clear the sums.
+
+        The baseline is slow (``alpha``) and the daily profile learns over a period, so a gap shorter
+        than that (an hour's outage) does not make them or the evidence summed so far stale, and
+        rebuilding would blind the detector for ``grace_period`` values: only the lag is forgotten.
+        The daily profile and the learned step are always kept.
+        """
+        if gap_s is None or gap_s >= (self.season_s or DAY_S):
+            self._reset_baseline()
+            self._pos = self._neg = 0.0
+            self._run = 0
+        else:
+            self._prev = None
+
     def _learn(self, x: float, b: int) -> None:
         """Learn ``x``: its deviation from its bin into the baseline, then ``x`` into its bin.
 
         The deviation is taken before the bin learns ``x`` (an honest prediction error), and only
         once the bin has a value, so the baseline's spread is that of real deviations.
         """
+        self._step.update(x)
         if self.season_s is None:
             self._learn_deviation(x)
             return
@@ -227,7 +261,8 @@ class CusumDrift(Detector):
     def state(self) -> dict[str, Any]:
         return {"baseline": self._baseline.state(), "lag_cov": self._lag_cov, "prev": self._prev,
                 "pos": self._pos, "neg": self._neg, "run": self._run,
-                "profile": list(self._profile), "profile_n": list(self._profile_n), "first": self._first}
+                "profile": list(self._profile), "profile_n": list(self._profile_n), "first": self._first,
+                "step": self._step.state()}
 
     def load_state(self, state: dict[str, Any]) -> None:
         """Load a state; one saved before the profile existed starts its profile (and warm-up period) afresh."""
@@ -238,6 +273,8 @@ class CusumDrift(Detector):
         self._pos = float(state["pos"])
         self._neg = float(state["neg"])
         self._run = int(state["run"])
+        self._step = StepEstimate()
+        self._step.load_state(state.get("step"))
         profile = state.get("profile")
         if profile is not None and len(profile) == self.season_bins:
             self._profile = [float(p) for p in profile]

@@ -1,0 +1,136 @@
+"""Synthetic stress series: only the injected events are true; alarms per event and false alarms per series-week.
+
+Each series is a week of one-minute readings of one parameter through the worker's detection step
+(`processors.backtest`, the `quantrac detect` path), with the worker's default settings and no
+configured resolution (it is learned):
+
+- `quantised_ph`: N(7, 0.004) rounded to 0.01; three spikes of +0.5;
+- `counts`: Poisson(0.3); three bursts of +12;
+- `flow_nights`: a flow at 40 +- 3 m3/h by day and exactly 0 from 22:00 to 06:00; two stuck stretches at
+  41.3 for two hours by day;
+- `level_shifts`: 60 +- 2 with three lasting shifts of +25;
+- `gaps`: 60 +- 2 with three one-day gaps (not events: no alarm may bridge them) and two spikes of +30;
+- `heavy_tails`: 60 + 2 t(3); two spikes of +60.
+
+An alarm (anomaly or rate of change) counts for an event when it opens within the event or 30 min after
+it; any other alarm is false.
+
+Usage::
+
+    python bench/stress.py
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from processors.backtest import backtest  # noqa: E402
+from processors.detection import DetectionConfig  # noqa: E402
+from quantrac.domain import ParameterSpec, Reading, Station, StationKind  # noqa: E402
+from quantrac.settings import get_settings  # noqa: E402
+
+T0 = datetime(2026, 11, 2, tzinfo=timezone.utc)
+MINUTES = 7 * 1440
+TOLERANCE = timedelta(minutes=30)
+
+
+@dataclass(frozen=True)
+class Series:
+    values: np.ndarray          # NaN: no reading (a gap)
+    events: list[tuple[int, int]]  # [start, end) minute indices of the injected events
+
+
+def _spikes(x: np.ndarray, at: list[int], size: float) -> list[tuple[int, int]]:
+    for i in at:
+        x[i] += size
+    return [(i, i + 1) for i in at]
+
+
+def quantised_ph(rng: np.random.Generator) -> Series:
+    x = 7.0 + rng.normal(0, 0.004, MINUTES)
+    events = _spikes(x, [2000, 5000, 8000], 0.5)
+    return Series(np.round(x, 2), events)
+
+
+def counts(rng: np.random.Generator) -> Series:
+    x = rng.poisson(0.3, MINUTES).astype(float)
+    return Series(x, _spikes(x, [2500, 5500, 8500], 12.0))
+
+
+def flow_nights(rng: np.random.Generator) -> Series:
+    hour = (np.arange(MINUTES) % 1440) / 60
+    x = np.where((hour >= 22) | (hour < 6), 0.0, np.round(40 + rng.normal(0, 3, MINUTES), 1))
+    events = []
+    for day in (3, 5):
+        start = day * 1440 + 10 * 60
+        x[start:start + 120] = 41.3
+        events.append((start, start + 120))
+    return Series(x, events)
+
+
+def level_shifts(rng: np.random.Generator) -> Series:
+    x = 60 + rng.normal(0, 2, MINUTES)
+    events = []
+    for start in (2500, 5000, 7500):
+        x[start:] += 25.0
+        events.append((start, start + 1))
+    return Series(np.round(x, 1), events)
+
+
+def gaps(rng: np.random.Generator) -> Series:
+    x = 60 + rng.normal(0, 2, MINUTES)
+    events = _spikes(x, [3500, 7000], 30.0)
+    for start in (1600, 4300, 8300):
+        x[start:start + 1440] = np.nan
+    return Series(np.round(x, 1), events)
+
+
+def heavy_tails(rng: np.random.Generator) -> Series:
+    x = 60 + 2 * rng.standard_t(3, MINUTES)
+    events = _spikes(x, [3000, 7000], 60.0)
+    return Series(np.round(x, 2), events)
+
+
+KINDS: dict[str, Callable[[np.random.Generator], Series]] = {
+    f.__name__: f for f in (quantised_ph, counts, flow_nights, level_shifts, gaps, heavy_tails)}
+
+
+def score_series(name: str, series: Series, config: DetectionConfig) -> dict[str, Any]:
+    spec = ParameterSpec(symbol="X", unit="u", max_rate_per_min=None)
+    station = Station(id=f"STRESS-{name}", name=name, zone="Z", facility="F", kind=StationKind.WASTEWATER,
+                      expected_interval_s=60, parameters={"X": spec})
+    messages = [[Reading(station_id=station.id, parameter="X", value=float(v), unit="u", ts=T0 + timedelta(minutes=i))]
+                for i, v in enumerate(series.values) if np.isfinite(v)]
+    alarms = [a for a in backtest(messages, station, config) if a.rule.startswith("anomaly_") or a.rule == "rate_of_change"]
+    per_event = [0] * len(series.events)
+    false = 0
+    for a in alarms:
+        minute = (datetime.fromisoformat(a.time) - T0) / timedelta(minutes=1)
+        hit = [k for k, (s, e) in enumerate(series.events) if s <= minute < e + TOLERANCE / timedelta(minutes=1)]
+        if hit:
+            per_event[hit[0]] += 1
+        else:
+            false += 1
+    return {"events": len(series.events), "caught": sum(1 for n in per_event if n), "most_alarms_per_event": max(per_event, default=0),
+            "false_alarms_per_week": false,
+            "alarms_by_rule": {r: sum(1 for a in alarms if a.rule == r) for r in sorted({a.rule for a in alarms})}}
+
+
+def stress_figures(seed: int = 7) -> dict[str, Any]:
+    config = DetectionConfig.from_settings(get_settings())
+    return {name: score_series(name, make(np.random.default_rng(seed)), config) for name, make in KINDS.items()}
+
+
+if __name__ == "__main__":
+    print(json.dumps(stress_figures(), indent=1))
