@@ -7,8 +7,9 @@ the agent is stopped half-way through it (stack notes, faust trap 9). The pipeli
 batch until the database takes it.
 
 The stations' detection state and last-seen times live in Faust tables (`processors.app`):
-read before the batch, written back after it is stored. A timer on the wall clock reports
-silent stations.
+read before the batch, written back after it is stored. A timer reports silent stations,
+judged against the arrival frontier of the partitions this worker owns (`liveness.frontier`), so a
+worker that is behind does not mistake its backlog for silence.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ log = structlog.get_logger(__name__)
 
 
 _stations: RegistryCache | None = None
+_processed: dict[Any, tuple[int, float | None]] = {}
+"""Readings partition → (offset, Kafka timestamp in s) of the last record this worker stored and acknowledged."""
 
 
 def _registry() -> RegistryCache:
@@ -101,6 +104,8 @@ async def store_readings(stream: Any) -> None:
                 await deadletter_topic.send(key=key, value=value)
             for event in events:
                 await stream.ack(event)
+                message = event.message
+                _processed[message.tp] = (message.offset, message.timestamp)
             log.debug("worker.batch", records=len(batch), new_readings=result.new, alerts=len(result.alerts), late=result.late)
     finally:
         await processor.close()
@@ -111,11 +116,18 @@ _liveness_processor: BatchProcessor | None = None
 
 @app.timer(interval=settings.liveness_check_s)
 async def check_liveness() -> None:
-    """Report stations that missed their slot plus grace (wall clock), whether or not others send."""
+    """Report stations that missed their slot plus grace, up to the arrival frontier, whether or not others send."""
     global _liveness_processor
     stations = _registry()
+    now = datetime.now(timezone.utc)
+    at = liveness.frontier(_partition_views(), now)
+    if at is None:
+        log.info("worker.liveness_deferred", reason="a readings partition has a backlog not yet reached; silence is "
+                 "judged once the worker has processed something of it")
+        return
+    metrics.WORKER_ARRIVAL_FRONTIER_AGE.set((now - at).total_seconds())
     entries = [(k.decode(), orjson.loads(v)) for k, v in list(liveness_table.items()) if v is not None]
-    found = liveness.overdue(entries, stations, datetime.now(timezone.utc), settings.offline_grace_s)
+    found = liveness.overdue(entries, stations, at, settings.offline_grace_s)
     if not found:
         return
     if _liveness_processor is None:
@@ -125,6 +137,19 @@ async def check_liveness() -> None:
         _put(liveness_table, station_id, entry)
         log.warning("worker.station_offline", station=station_id, received_at=entry["received_at"])
     await _publish(alerts)
+
+
+def _partition_views() -> list[liveness.PartitionView]:
+    """What this worker knows of each readings partition it owns (empty while unassigned)."""
+    consumer = app.consumer
+    views = []
+    for tp in consumer.assignment():
+        if tp.topic != readings_topic.get_topic_name():
+            continue
+        offset, timestamp = _processed.get(tp, (None, None))
+        views.append(liveness.PartitionView(consumer.highwater(tp), offset, liveness.kafka_time(timestamp),
+                                            consumer._committed_offset.get(tp)))  # noqa: SLF001 (no public accessor)
+    return views
 
 
 @app.timer(interval=5.0)
