@@ -323,9 +323,10 @@ def _keep_for(conn: psycopg.Connection, station: Station, retention_days: int, a
     return kept
 
 
-def _units_to_read(path: Path, fmt: Format, tz: str, done: int, retry: set[int]) -> Iterator[tuple[int, Unit]]:
+def _units_to_read(path: Path, fmt: Format, tz: str, done: int, retry: set[int],
+                   skip: frozenset[str]) -> Iterator[tuple[int, Unit]]:
     """(position, unit) of the units after the resume point, and before it those rejected earlier (retried)."""
-    units = read_units(path, fmt, ZoneInfo(tz))
+    units = read_units(path, fmt, ZoneInfo(tz), skip)
     if not retry:
         yield from enumerate(islice(units, done, None), start=done)
         return
@@ -337,7 +338,7 @@ def _units_to_read(path: Path, fmt: Format, tz: str, done: int, retry: set[int])
 def run_import(settings: Settings, station_id: str, path: Path, *, fmt: Format = "auto", tz: str = "Asia/Ho_Chi_Minh",
                rate: float | None = None, show_progress: bool = True, chunk_units: int = CHUNK_UNITS,
                dry_run: bool = False, retry_rejected: bool = True, retention_days: int | None = None,
-               actor: str = "import") -> ImportResult:
+               actor: str = "import", skip_columns: frozenset[str] = frozenset()) -> ImportResult:
     """Import one CSV file or TT10 folder for `station_id`; see the module docstring.
 
     `retention_days` first sets the station's own retention in the registry (so old rows pass
@@ -365,7 +366,7 @@ def run_import(settings: Settings, station_id: str, path: Path, *, fmt: Format =
         result.units_skipped = done - len(retry)
         log.info("import.started", station=station_id, file=str(path), sha256=sha, units=total, already_confirmed=done,
                  retried=len(retry), dry_run=dry_run)
-        units = _units_to_read(path, fmt, tz, done, retry)
+        units = _units_to_read(path, fmt, tz, done, retry, skip_columns)
         producer = make_producer(settings, f"quantrac-import-{os.getpid()}") if (done < total or retry) and not dry_run else None
         started = time.monotonic()
         bar = _bar(show_progress, total, done)

@@ -526,6 +526,8 @@ def import_history(
     retention_days: Annotated[Optional[int], typer.Option(min=1, help="First set the station's own retention (registry, "
                                                           "audited) to this many days: keeps an archive older than "
                                                           "QUANTRAC_RETENTION_DAYS; the worker's retention honours it.")] = None,
+    skip_column: Annotated[Optional[list[str]], typer.Option(help="A wide CSV column that holds no readings (e.g. a "
+                                                             "label such as EVENT); repeat for several.")] = None,
 ) -> None:
     """Backfill a station's history through the pipeline (validated, stored, rolled up, evaluated; alerts marked historical).
 
@@ -543,7 +545,8 @@ def import_history(
     try:
         result = run_import(get_settings(), station, path, fmt=fmt, tz=tz, rate=rate, show_progress=progress,  # type: ignore[arg-type]
                             chunk_units=chunk, dry_run=dry_run, retry_rejected=retry_rejected,
-                            retention_days=retention_days, actor=_cli_actor())
+                            retention_days=retention_days, actor=_cli_actor(),
+                            skip_columns=frozenset(skip_column or ()))
     except (ImportRefused, ImportSourceError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
