@@ -14,6 +14,7 @@ worker that is behind does not mistake its backlog for silence.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timezone
 from typing import Any
 
@@ -27,6 +28,7 @@ from processors.detection import DetectionConfig
 from processors.pipeline import BatchProcessor, DeadLetter, alert_record, decode_records, last_seen
 from quantrac import metrics
 from quantrac.db import live_registry
+from quantrac.failures import describe
 from quantrac.registry import RegistryCache
 
 log = structlog.get_logger(__name__)
@@ -119,8 +121,14 @@ async def check_liveness() -> None:
     """Report stations that missed their slot plus grace, up to the arrival frontier, whether or not others send."""
     global _liveness_processor
     stations = _registry()
-    now = datetime.now(timezone.utc)
-    at = liveness.frontier(_partition_views(), now)
+    now = datetime.now(timezone.utc)  # before asking the broker: what arrived by now is below the end offsets
+    try:
+        views = await asyncio.wait_for(_partition_views(), timeout=settings.liveness_check_s)
+    except Exception as exc:  # noqa: BLE001 (Kafka unreachable: judge nobody rather than everybody)
+        log.warning("worker.liveness_deferred", reason="end offsets unavailable", error=describe(exc),
+                    fix="check Kafka (quantrac stack status); silence is judged again at the next check")
+        return
+    at = liveness.frontier(views, now)
     if at is None:
         log.info("worker.liveness_deferred", reason="a readings partition has a backlog not yet reached; silence is "
                  "judged once the worker has processed something of it")
@@ -139,15 +147,20 @@ async def check_liveness() -> None:
     await _publish(alerts)
 
 
-def _partition_views() -> list[liveness.PartitionView]:
-    """What this worker knows of each readings partition it owns (empty while unassigned)."""
+async def _partition_views() -> list[liveness.PartitionView]:
+    """What this worker knows of each readings partition it owns (empty while unassigned).
+
+    End offsets come from the broker at each check: the consumer's own high watermark is only as
+    fresh as its last fetch, which after a pause (or a long batch) would hide the backlog."""
     consumer = app.consumer
+    tps = [tp for tp in consumer.assignment() if tp.topic == readings_topic.get_topic_name()]
+    if not tps:
+        return []
+    ends = await consumer.highwaters(*tps)
     views = []
-    for tp in consumer.assignment():
-        if tp.topic != readings_topic.get_topic_name():
-            continue
+    for tp in tps:
         offset, timestamp = _processed.get(tp, (None, None))
-        views.append(liveness.PartitionView(consumer.highwater(tp), offset, liveness.kafka_time(timestamp),
+        views.append(liveness.PartitionView(ends.get(tp), offset, liveness.kafka_time(timestamp),
                                             consumer._committed_offset.get(tp)))  # noqa: SLF001 (no public accessor)
     return views
 
