@@ -70,6 +70,8 @@ def partition_frontier(view: PartitionView, now: datetime) -> datetime | None:
     """Up to when this partition's arrivals have been seen: now when caught up, else the last processed record's time."""
     if view.highwater is None or view.highwater < 0:
         return None
+    if view.highwater == 0:  # nothing ever arrived on it
+        return now
     position = view.processed_offset + 1 if view.processed_offset is not None else view.committed
     if position is not None and position >= view.highwater:
         return now

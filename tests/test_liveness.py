@@ -88,6 +88,7 @@ def test_a_caught_up_partition_is_known_up_to_now_and_a_lagging_one_up_to_its_la
     assert liveness.frontier([caught_up, unknown], now) is None
     assert liveness.frontier([liveness.PartitionView(highwater=None)], now) is None
     assert liveness.frontier([], now) is None  # no partition owned (rebalancing): nobody is judged
+    assert liveness.frontier([liveness.PartitionView(highwater=0)], now) == now  # an empty partition, never committed
 
 
 @given(pause_s=st.integers(0, 24 * 3600), interval=st.integers(1, 3600), grace=st.integers(0, 600),
