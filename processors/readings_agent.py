@@ -123,7 +123,7 @@ async def check_liveness() -> None:
     stations = _registry()
     now = datetime.now(timezone.utc)  # before asking the broker: what arrived by now is below the end offsets
     try:
-        views = await asyncio.wait_for(_partition_views(), timeout=settings.liveness_check_s)
+        views = await asyncio.wait_for(asyncio.shield(_partition_views()), timeout=settings.liveness_check_s)
     except Exception as exc:  # noqa: BLE001 (Kafka unreachable: judge nobody rather than everybody)
         log.warning("worker.liveness_deferred", reason="end offsets unavailable", error=describe(exc),
                     fix="check Kafka (quantrac stack status); silence is judged again at the next check")
@@ -147,20 +147,43 @@ async def check_liveness() -> None:
     await _publish(alerts)
 
 
+_offsets_client: Any = None
+_offsets_lock = asyncio.Lock()
+
+
+def _end_offsets(partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+    """End offsets from the broker on a connection of its own (kafka-python, no group), never on Faust's
+    consumer thread: a slow answer there would hold up the fetches of the readings themselves."""
+    global _offsets_client
+    from kafka import KafkaConsumer, TopicPartition
+
+    from ingest.producer import CONSUMER_OPTIONS
+    if _offsets_client is None:
+        _offsets_client = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap.split(","), enable_auto_commit=False,
+                                        request_timeout_ms=int(max(settings.liveness_check_s, 5) * 1000) + 1000,
+                                        client_id=f"{settings.worker_id}-liveness", **CONSUMER_OPTIONS)
+    ends = _offsets_client.end_offsets([TopicPartition(t, p) for t, p in partitions])
+    return {(tp.topic, tp.partition): int(offset) for tp, offset in ends.items()}
+
+
 async def _partition_views() -> list[liveness.PartitionView]:
     """What this worker knows of each readings partition it owns (empty while unassigned).
 
     End offsets come from the broker at each check: the consumer's own high watermark is only as
-    fresh as its last fetch, which after a pause (or a long batch) would hide the backlog."""
+    fresh as its last fetch, which after a pause (or a long batch) would hide the backlog. One query
+    at a time: a check that finds the previous one still waiting judges nobody."""
     consumer = app.consumer
     tps = [tp for tp in consumer.assignment() if tp.topic == readings_topic.get_topic_name()]
     if not tps:
         return []
-    ends = await consumer.highwaters(*tps)
+    if _offsets_lock.locked():
+        raise TimeoutError("the previous end-offsets query has not answered yet")
+    async with _offsets_lock:
+        ends = await asyncio.to_thread(_end_offsets, [(tp.topic, tp.partition) for tp in tps])
     views = []
     for tp in tps:
         offset, timestamp = _processed.get(tp, (None, None))
-        views.append(liveness.PartitionView(ends.get(tp), offset, liveness.kafka_time(timestamp),
+        views.append(liveness.PartitionView(ends.get((tp.topic, tp.partition)), offset, liveness.kafka_time(timestamp),
                                             consumer._committed_offset.get(tp)))  # noqa: SLF001 (no public accessor)
     return views
 
