@@ -99,8 +99,9 @@ def _row_time(cells: list[str], index: int, tz: tzinfo) -> tuple[datetime | None
         return None, f"time {text!r} is not ISO 8601 (e.g. 2026-11-29 21:05:00 or 2026-11-29T21:05:00+07:00)"
 
 
-def read_csv(path: Path, fmt: Format, tz: tzinfo) -> Iterator[CsvRow]:
-    """The data rows of a CSV file, numbered from 2 (the header is line 1)."""
+def read_csv(path: Path, fmt: Format, tz: tzinfo, skip: frozenset[str] = frozenset()) -> Iterator[CsvRow]:
+    """The data rows of a CSV file, numbered from 2 (the header is line 1); wide columns named in `skip`
+    (case-insensitive, e.g. a label column such as GECCO's EVENT) are not readings and are left out."""
     # Bytes that are not UTF-8 become U+FFFD: such a cell is then refused as a bad value, with its row,
     # instead of the whole file failing half-way.
     with path.open(newline="", encoding="utf-8-sig", errors="replace") as handle:
@@ -110,6 +111,7 @@ def read_csv(path: Path, fmt: Format, tz: tzinfo) -> Iterator[CsvRow]:
             raise ImportSourceError(f"{path.name}: the file is empty; export it with a header row")
         kind = detect_format(header) if fmt == "auto" else fmt
         time_at = _time_column(header, path)
+        skipped = {i for i, h in enumerate(header) if h.strip().lower() in {c.lower() for c in skip}}
         columns = {h.strip().lower(): i for i, h in enumerate(header)}
         for number, cells in enumerate(reader, start=2):
             if not any(c.strip() for c in cells):
@@ -118,7 +120,8 @@ def read_csv(path: Path, fmt: Format, tz: tzinfo) -> Iterator[CsvRow]:
             ts, error = _row_time(cells, time_at, tz)
             if kind == "wide":
                 items = [{"parameter": header[i].strip(), "value": _number(cell)}
-                         for i, cell in enumerate(cells) if i != time_at and i < len(header) and cell.strip()]
+                         for i, cell in enumerate(cells)
+                         if i != time_at and i not in skipped and i < len(header) and cell.strip()]
             else:
                 def cell(name: str) -> str | None:
                     i = columns.get(name)
@@ -132,7 +135,7 @@ def read_csv(path: Path, fmt: Format, tz: tzinfo) -> Iterator[CsvRow]:
             yield CsvRow(number, raw, ts, error, items)
 
 
-def read_units(path: Path, fmt: Format, tz: tzinfo) -> Iterator[Unit]:
+def read_units(path: Path, fmt: Format, tz: tzinfo, skip: frozenset[str] = frozenset()) -> Iterator[Unit]:
     """The units of a CSV file or a TT10 folder, in order."""
     if path.is_dir():
         for file in tt10_files(path):
@@ -140,7 +143,7 @@ def read_units(path: Path, fmt: Format, tz: tzinfo) -> Iterator[Unit]:
         return
     if not path.is_file():
         raise ImportSourceError(f"{path}: no such file or folder; give a CSV file or a folder of TT10 files")
-    yield from read_csv(path, fmt, tz)
+    yield from read_csv(path, fmt, tz, skip)
 
 
 def count_units(path: Path) -> int:

@@ -7,22 +7,30 @@ dead-letter topic with its reason, as on every other path. The worker stores, ro
 evaluates them like live data; alerts they raise are marked historical and never notified.
 
 Resumable: after Kafka confirmed a chunk, `import_progress` records how many units (CSV rows or
-TT10 files) of this input (by SHA-256) are safe; a rerun skips them. Idempotent: the store's key
-dedups readings, and a finished input sends nothing again. `--rate` caps readings per second with
-a token bucket so live traffic keeps its share of the worker.
+TT10 files) of this input (by SHA-256) were read and their readings confirmed; units with a rejected
+reading are kept in `import_rejected_units`, so the next run (after the registry or the station's
+retention is fixed) reads them again unless told `--no-retry-rejected`. Idempotent: the store's key
+dedups readings, and a finished input with nothing rejected sends nothing again. `--rate` caps
+readings per second with a token bucket so live traffic keeps its share of the worker.
+
+The run ends with the truth: rows read, readings sent, and readings rejected by reason with the
+first examples and the fix (`ImportResult.outcomes`, also kept in `import_log.outcomes`);
+`--dry-run` judges the file the same way and sends nothing.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import islice
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 from zoneinfo import ZoneInfo
 
+import orjson
 import psycopg
 import structlog
 
@@ -31,7 +39,7 @@ from ingest.payload import Limits, Rejection, check_time, now_utc, validate_read
 from ingest.producer import Record, make_producer, send_or_quarantine
 from ingest.tt10_watch import judge_file, verdict_records
 from quantrac import metrics
-from quantrac.db import connect, load_station_record
+from quantrac.db import connect, load_station_record, save_station_audited
 from quantrac.domain import Reading, Station, utc
 from quantrac.failures import describe
 from quantrac.settings import Settings
@@ -48,6 +56,55 @@ class ImportRefused(RuntimeError):
     """The import cannot start (unknown or retired station); the message names the fix."""
 
 
+FIXES: dict[str, str] = {
+    "too_old": "give the station its own retention (retention_days in its registry record, quantrac stations update) "
+               "or import with --retention-days N, then run the same import again: rejected rows are sent again",
+    "future": "check the times' offsets and --tz (times without an offset are read in --tz), then import again",
+    "unknown_parameter": "add the parameter to the station (quantrac stations update FILE) or rename the column to the "
+                         "registry's symbol, then run the same import again: rejected rows are sent again",
+    "bad_time": "write the time as ISO 8601, e.g. 2026-11-29 21:05:00 or 2026-11-29T21:05:00+07:00, and import the file again",
+    "bad_value": "write numbers with a decimal point or comma (an empty cell is no reading) and import the file again",
+    "bad_unit": "use the registry's unit (or one with an exact conversion) in the unit column and import the file again",
+    "missing_value": "give a value, or status 01/02 for a parameter that could not measure, and import the file again",
+    "conflict": "the file holds two different values for one parameter and time; keep one and import the file again",
+    "quarantined": "a row the importer failed on; report it with the dead letter (quantrac deadletters), then import again",
+}
+"""What to do about a rejection reason, printed with its first examples."""
+
+EXAMPLES = 3
+
+
+@dataclass
+class Outcomes:
+    """What became of a run's readings: rejections by reason with examples, and which units had any."""
+
+    counts: Counter[str] = field(default_factory=Counter)
+    examples: dict[str, list[str]] = field(default_factory=dict)
+    rejected_units: dict[int, str] = field(default_factory=dict)
+    """Position (in the chunk being judged) of each unit with a rejection → its first reason."""
+    record_units: dict[int, tuple[list[int], int]] = field(default_factory=dict)
+    """Readings record (position in the chunk's records) → (unit positions in it, readings in it)."""
+
+    def note(self, position: int, reason: str, message: str, n: int = 1) -> None:
+        self.counts[reason] += n
+        shown = self.examples.setdefault(reason, [])
+        if len(shown) < EXAMPLES:
+            shown.append(message)
+        self.rejected_units.setdefault(position, reason)
+
+    def merge(self, other: "Outcomes") -> None:
+        self.counts.update(other.counts)
+        for reason, shown in other.examples.items():
+            mine = self.examples.setdefault(reason, [])
+            mine.extend(shown[:EXAMPLES - len(mine)])
+
+    def as_json(self) -> dict[str, dict[str, Any]]:
+        return {reason: {"count": n, "examples": self.examples.get(reason, []),
+                         "fix": FIXES.get(reason, "see the examples and the dead letters (quantrac deadletters); fix the "
+                                          "file or the registry and import again")}
+                for reason, n in self.counts.most_common()}
+
+
 @dataclass
 class ImportResult:
     station_id: str
@@ -58,10 +115,40 @@ class ImportResult:
     readings_sent: int = 0
     rejected: int = 0
     seconds: float = 0.0
+    units_retried: int = 0
+    """Units rejected by an earlier run and read again."""
+    units_rejected: int = 0
+    """Units with at least one rejected reading in this run (kept for the next run to retry)."""
+    rejected_pending: int = 0
+    """Units rejected by earlier runs that this run did not retry (--no-retry-rejected)."""
+    dry_run: bool = False
+    outcomes: Outcomes = field(default_factory=Outcomes)
 
     @property
     def rate(self) -> float:
         return self.readings_sent / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def nothing_sent(self) -> bool:
+        """Rows were read and not one reading could be sent: the run failed (the CLI exits 1)."""
+        return self.units_read > 0 and self.readings_sent == 0
+
+    def summary(self) -> str:
+        """The lines the CLI prints: counts, then each rejection reason with its examples and fix."""
+        earlier = f", {self.units_retried} rejected earlier read again" if self.units_retried else ""
+        verb = "readings valid (dry run, nothing sent)" if self.dry_run else "readings sent"
+        lines = [f"{self.station_id}: {self.units_read} rows read ({self.units_skipped} already confirmed{earlier}), "
+                 f"{self.readings_sent} {verb}, {self.rejected} rejected (dead-lettered), {self.rate:.0f} readings/s"]
+        for reason, outcome in self.outcomes.as_json().items():
+            lines.append(f"  rejected {reason}: {outcome['count']}; fix: {outcome['fix']}")
+            lines.extend(f"    e.g. {example}" for example in outcome["examples"])
+        if self.rejected_pending:
+            lines.append(f"  {self.rejected_pending} rows rejected by an earlier run were not retried; "
+                         "run again without --no-retry-rejected to send them")
+        if self.nothing_sent:
+            lines.append(f"  nothing could be {'sent' if not self.dry_run else 'kept'}: fix the causes above and run the same "
+                         "import again")
+        return "\n".join(lines)
 
 
 class TokenBucket:
@@ -87,7 +174,7 @@ def judge_row(row: CsvRow, station: Station, now: datetime, limits: Limits) -> t
     if row.ts is None:
         return [], [Rejection("bad_time", f"station {station.id}, row {row.number}: {row.time_error}", station.id, None, row.number)]  # type: ignore[arg-type]
     ts = utc(row.ts)
-    late_or_early = check_time(ts, now, limits, station.id)
+    late_or_early = check_time(ts, now, limits.for_station(station), station.id)
     if late_or_early is not None:
         return [], [Rejection(late_or_early.reason, f"row {row.number}: {late_or_early.message}", station.id, None, row.number)]
     readings: list[Reading] = []
@@ -108,32 +195,42 @@ wide row) would otherwise grow one record past Kafka's 1 MiB request limit."""
 
 
 def chunk_records(units: Iterable[Unit], station: Station, now: datetime, limits: Limits, settings: Settings,
-                  label: str) -> tuple[list[Record], int, int]:
+                  label: str, outcomes: Outcomes | None = None) -> tuple[list[Record], int, int]:
     """Kafka records of a chunk: one readings record per run of equal timestamps, one dead letter per rejection.
 
-    Returns (records, readings, rejections)."""
+    Returns (records, readings, rejections); `outcomes` collects the rejections by reason and unit."""
     key = station.id.encode()
     records: list[Record] = []
     pending: list[Reading] = []
+    pending_units: list[int] = []
     sent = rejected = 0
+    seen = outcomes if outcomes is not None else Outcomes()
 
     def flush() -> None:
         if pending:
+            seen.record_units[len(records)] = (sorted(set(pending_units)), len(pending))
             records.append((settings.readings_topic, key, encode_readings(station.id, pending, now, SOURCE)))
             pending.clear()
+            pending_units.clear()
 
-    for unit in units:
+    for position, unit in enumerate(units):
         if isinstance(unit, TT10File):
             data = unit.path.read_bytes()
             verdict = judge_file(unit.path.name, data, {station.id: station}, _any_code(unit.path.name, station.id), now, limits)
             flush()
             pending.extend(verdict.readings)
+            pending_units.extend([position] * len(verdict.readings))
             sent += len(verdict.readings)
             dead = [r for r in verdict_records(verdict, data, now, settings.readings_topic, settings.deadletter_topic,
                                                limits.deadletter_payload_cap)
                     if r[0] == settings.deadletter_topic]
             records.extend(dead)
             rejected += len(dead)
+            if verdict.file_rejection is not None:
+                seen.note(position, verdict.file_rejection.reason, f"{unit.path.name}: {verdict.file_rejection.message}",
+                          max(len(dead), 1))
+            for line in verdict.rejected_lines:
+                seen.note(position, line.reason, line.message)
             continue
         try:
             readings, rejections = judge_row(unit, station, now, limits)
@@ -144,11 +241,15 @@ def chunk_records(units: Iterable[Unit], station: Station, now: datetime, limits
                 stage="import", raw=unit.raw.encode("utf-8", "backslashreplace"), error=describe(exc), received_at=now,
                 topic=label, source=SOURCE, station_id=station.id)))
             rejected += 1
+            seen.note(position, "quarantined", f"row {unit.number}: {describe(exc)}")
             continue
         if pending and readings and (pending[-1].ts != readings[0].ts or len(pending) >= READINGS_PER_RECORD):
             flush()
         pending.extend(readings)
+        pending_units.extend([position] * len(readings))
         sent += len(readings)
+        for r in rejections:
+            seen.note(position, r.reason, r.message)
         for r in rejections:
             records.append((settings.deadletter_topic, key, encode_deadletter(
                 topic=label, payload=unit.raw.encode("utf-8", "backslashreplace"), reason=r.reason, message=r.message,
@@ -171,15 +272,32 @@ def _progress(conn: psycopg.Connection, sha: str, station_id: str) -> int:
     return int(row[0]) if row else 0
 
 
-def _save_progress(conn: psycopg.Connection, sha: str, station_id: str, total: int, confirmed: int, sent: int, rejected: int) -> None:
-    conn.execute("INSERT INTO import_progress (file_sha256, station_id, rows_total, rows_confirmed, readings_sent, rejected) "
-                 "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (file_sha256, station_id) DO UPDATE SET "
-                 "rows_total = EXCLUDED.rows_total, rows_confirmed = EXCLUDED.rows_confirmed, "
-                 "readings_sent = import_progress.readings_sent + %s, rejected = import_progress.rejected + %s, updated_at = now()",
-                 (sha, station_id, total, confirmed, sent, rejected, sent, rejected))
+def _rejected_before(conn: psycopg.Connection, sha: str, station_id: str) -> set[int]:
+    rows = conn.execute("SELECT unit_index FROM import_rejected_units WHERE file_sha256 = %s AND station_id = %s",
+                        (sha, station_id)).fetchall()
+    return {int(r[0]) for r in rows}
 
 
-def _chunks(units: Iterator[Unit], size: int) -> Iterator[list[Unit]]:
+def _save_progress(conn: psycopg.Connection, sha: str, station_id: str, total: int, confirmed: int, sent: int, rejected: int,
+                   read_indices: list[int], rejected_units: dict[int, str]) -> None:
+    """After Kafka confirmed a chunk: the resume point, and which of its units had rejections (retried next run)."""
+    with conn.transaction():
+        conn.execute("INSERT INTO import_progress (file_sha256, station_id, rows_total, rows_confirmed, readings_sent, rejected) "
+                     "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (file_sha256, station_id) DO UPDATE SET "
+                     "rows_total = EXCLUDED.rows_total, rows_confirmed = greatest(import_progress.rows_confirmed, "
+                     "EXCLUDED.rows_confirmed), readings_sent = import_progress.readings_sent + %s, "
+                     "rejected = import_progress.rejected + %s, updated_at = now()",
+                     (sha, station_id, total, confirmed, sent, rejected, sent, rejected))
+        conn.execute("DELETE FROM import_rejected_units WHERE file_sha256 = %s AND station_id = %s AND unit_index = ANY(%s)",
+                     (sha, station_id, read_indices))
+        if rejected_units:
+            with conn.cursor() as cur:
+                cur.executemany("INSERT INTO import_rejected_units (file_sha256, station_id, unit_index, reason) "
+                                "VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                                [(sha, station_id, i, reason) for i, reason in rejected_units.items()])
+
+
+def _chunks(units: Iterator[tuple[int, Unit]], size: int) -> Iterator[list[tuple[int, Unit]]]:
     while chunk := list(islice(units, size)):
         yield chunk
 
@@ -195,9 +313,37 @@ def _station(conn: psycopg.Connection, station_id: str) -> Station:
     return station
 
 
+def _keep_for(conn: psycopg.Connection, station: Station, retention_days: int, actor: str) -> Station:
+    """The station with its own retention set in the registry (audited): the worker's retention then keeps the archive."""
+    if station.retention_days == retention_days:
+        return station
+    kept = station.model_copy(update={"retention_days": retention_days})
+    save_station_audited(conn, kept, actor)
+    log.info("import.station_retention", station=station.id, retention_days=retention_days, before=station.retention_days)
+    return kept
+
+
+def _units_to_read(path: Path, fmt: Format, tz: str, done: int, retry: set[int],
+                   skip: frozenset[str]) -> Iterator[tuple[int, Unit]]:
+    """(position, unit) of the units after the resume point, and before it those rejected earlier (retried)."""
+    units = read_units(path, fmt, ZoneInfo(tz), skip)
+    if not retry:
+        yield from enumerate(islice(units, done, None), start=done)
+        return
+    for i, unit in enumerate(units):
+        if i >= done or i in retry:
+            yield i, unit
+
+
 def run_import(settings: Settings, station_id: str, path: Path, *, fmt: Format = "auto", tz: str = "Asia/Ho_Chi_Minh",
-               rate: float | None = None, show_progress: bool = True, chunk_units: int = CHUNK_UNITS) -> ImportResult:
-    """Import one CSV file or TT10 folder for `station_id`; see the module docstring."""
+               rate: float | None = None, show_progress: bool = True, chunk_units: int = CHUNK_UNITS,
+               dry_run: bool = False, retry_rejected: bool = True, retention_days: int | None = None,
+               actor: str = "import", skip_columns: frozenset[str] = frozenset()) -> ImportResult:
+    """Import one CSV file or TT10 folder for `station_id`; see the module docstring.
+
+    `retention_days` first sets the station's own retention in the registry (so old rows pass
+    ingest's too_old bound and survive the worker's retention pass); `dry_run` judges every unit and
+    sends and records nothing but the import_log row."""
     limits = Limits.from_settings(settings)
     sha = fingerprint(path)
     total = count_units(path)
@@ -205,24 +351,49 @@ def run_import(settings: Settings, station_id: str, path: Path, *, fmt: Format =
     label = f"import:{path.name}"
     with connect(settings.pg_dsn) as conn:
         station = _station(conn, station_id)
-        done = _progress(conn, sha, station_id)
-        result = ImportResult(station_id, sha, total, done)
-        log_id = conn.execute("INSERT INTO import_log (station_id, source, file_sha256, rows_skipped) VALUES (%s, %s, %s, %s) "
-                              "RETURNING id", (station_id, str(path), sha, done)).fetchone()[0]  # type: ignore[index]
-        log.info("import.started", station=station_id, file=str(path), sha256=sha, units=total, already_confirmed=done)
-        units = islice(read_units(path, fmt, ZoneInfo(tz)), done, None)
-        producer = make_producer(settings, f"quantrac-import-{os.getpid()}") if done < total else None
+        if retention_days is not None and not dry_run:
+            station = _keep_for(conn, station, retention_days, actor)
+        elif retention_days is not None:
+            station = station.model_copy(update={"retention_days": retention_days})
+        done = 0 if dry_run else _progress(conn, sha, station_id)
+        earlier = set() if dry_run else _rejected_before(conn, sha, station_id)
+        retry = earlier if retry_rejected else set()
+        result = ImportResult(station_id, sha, total, done, dry_run=dry_run,
+                              rejected_pending=0 if retry_rejected else len(earlier))
+        log_id = conn.execute("INSERT INTO import_log (station_id, source, file_sha256, rows_skipped, dry_run) "
+                              "VALUES (%s, %s, %s, %s, %s) RETURNING id",
+                              (station_id, str(path), sha, done - len(retry), dry_run)).fetchone()[0]  # type: ignore[index]
+        result.units_skipped = done - len(retry)
+        log.info("import.started", station=station_id, file=str(path), sha256=sha, units=total, already_confirmed=done,
+                 retried=len(retry), dry_run=dry_run)
+        units = _units_to_read(path, fmt, tz, done, retry, skip_columns)
+        producer = make_producer(settings, f"quantrac-import-{os.getpid()}") if (done < total or retry) and not dry_run else None
         started = time.monotonic()
         bar = _bar(show_progress, total, done)
         try:
             for chunk in _chunks(units, chunk_units):
-                records, sent, rejected = chunk_records(chunk, station, now_utc(), limits, settings, label)
+                outcomes = Outcomes()
+                records, sent, rejected = chunk_records([u for _, u in chunk], station, now_utc(), limits, settings, label,
+                                                        outcomes)
                 if bucket is not None:
                     bucket.take(sent)
                 if records and producer is not None:
-                    send_or_quarantine(producer, records, stage="import", deadletter_topic=settings.deadletter_topic)
-                done += len(chunk)
-                _save_progress(conn, sha, station_id, total, done, sent, rejected)
+                    quarantined = send_or_quarantine(producer, records, stage="import", deadletter_topic=settings.deadletter_topic)
+                    for position in quarantined:  # a readings record Kafka refused: its rows are not confirmed as readings
+                        if position in outcomes.record_units:
+                            unit_positions, n = outcomes.record_units[position]
+                            sent -= n
+                            rejected += n
+                            for p in unit_positions:
+                                outcomes.note(p, "quarantined", f"row {_unit_name(chunk[p][1])}: Kafka refused its record")
+                indices = [i for i, _ in chunk]
+                done = max(done, indices[-1] + 1)
+                rejected_units = {chunk[p][0]: reason for p, reason in outcomes.rejected_units.items()}
+                if not dry_run:
+                    _save_progress(conn, sha, station_id, total, done, sent, rejected, indices, rejected_units)
+                result.units_retried += sum(1 for i in indices if i in retry)
+                result.units_rejected += len(rejected_units)
+                result.outcomes.merge(outcomes)
                 result.units_read += len(chunk)
                 result.readings_sent += sent
                 result.rejected += rejected
@@ -236,12 +407,19 @@ def run_import(settings: Settings, station_id: str, path: Path, *, fmt: Format =
                 bar[0].stop()
             if producer is not None:
                 producer.close(timeout=10)
-            conn.execute("UPDATE import_log SET finished_at = now(), rows_read = %s, readings_sent = %s, rejected = %s "
-                         "WHERE id = %s", (result.units_read, result.readings_sent, result.rejected, log_id))
+            conn.execute("UPDATE import_log SET finished_at = now(), rows_read = %s, readings_sent = %s, rejected = %s, "
+                         "rows_retried = %s, rows_rejected = %s, outcomes = %s::jsonb WHERE id = %s",
+                         (result.units_read, result.readings_sent, result.rejected, result.units_retried,
+                          result.units_rejected, orjson.dumps(result.outcomes.as_json()).decode(), log_id))
     log.info("import.finished", station=station_id, units_read=result.units_read, skipped=result.units_skipped,
-             readings=result.readings_sent, rejected=result.rejected, seconds=round(result.seconds, 2),
-             readings_per_s=round(result.rate, 1))
+             retried=result.units_retried, readings=result.readings_sent, rejected=result.rejected,
+             by_reason=dict(result.outcomes.counts), seconds=round(result.seconds, 2), readings_per_s=round(result.rate, 1),
+             dry_run=dry_run)
     return result
+
+
+def _unit_name(unit: Unit) -> str:
+    return unit.path.name if isinstance(unit, TT10File) else str(unit.number)
 
 
 def _bar(show: bool, total: int, done: int) -> tuple[object, object] | None:

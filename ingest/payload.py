@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
@@ -81,6 +81,12 @@ class Limits:
     deadletter_payload_cap: int = DEADLETTER_PAYLOAD_CAP
     max_rejections_per_message: int = 20
 
+    def for_station(self, station: Station) -> "Limits":
+        """These limits with the station's own retention, when the registry gives it one."""
+        if station.retention_days is None:
+            return self
+        return replace(self, retention=timedelta(days=station.retention_days))
+
     @classmethod
     def from_settings(cls, settings: "Settings") -> "Limits":
         return cls(settings.max_payload_bytes, timedelta(seconds=settings.max_future_s),
@@ -144,7 +150,8 @@ def check_time(ts: datetime, now: datetime, limits: Limits, station_id: str) -> 
                          f"the receive time {now.isoformat()}; check the gateway's clock (NTP)", station_id=station_id)
     if now - ts > limits.retention:
         return Rejection("too_old", f"station {station_id}: ts {ts.isoformat()} is older than the retention of "
-                         f"{limits.retention.days} days; such data cannot be stored", station_id=station_id)
+                         f"{limits.retention.days} days; such data cannot be stored; to keep an archive, give the station its own "
+                         "retention_days (quantrac stations update) or import with --retention-days", station_id=station_id)
     return None
 
 
@@ -221,7 +228,7 @@ def decode_message(topic: str, payload: bytes, stations: Mapping[str, Station], 
         ts = parse_timestamp(body.get("ts"))
     except ValueError as exc:
         raise _reject("no_offset", f"station {station_id}: {exc}", station_id=station_id) from None
-    _check_time(ts, now, limits, station_id)
+    _check_time(ts, now, limits.for_station(station), station_id)
     if not body["readings"]:
         raise _reject("empty", f"station {station_id}: the message has an empty 'readings' list, nothing to store; "
                       "send readings, or status 01/02 for a parameter that cannot measure (a gateway with nothing "

@@ -139,7 +139,7 @@ def judge_file(name: str, data: bytes, stations: Mapping[str, Station], station_
 
 def _judge_line(line: TT10Line, station: Station, now: datetime, limits: Limits) -> Reading | Rejection:
     ts = utc(line.ts)
-    late_or_early = check_time(ts, now, limits, station.id)
+    late_or_early = check_time(ts, now, limits.for_station(station), station.id)
     if late_or_early is not None:
         return late_or_early
     item = {"parameter": line.symbol, "value": line.value, "unit": line.unit, "status": line.status.value}

@@ -1,10 +1,22 @@
-"""Silent stations, on the wall clock: who missed their expected slot plus a grace.
+"""Silent stations: who missed their expected slot plus a grace, judged on what *arrived*.
 
 Key-based event-time windows never close for a station that stops sending, so silence is
-judged by a timer on the wall clock against what the worker last received from each station:
-the event time of its newest reading and the bridge's receive time. The deadline is
+judged by a timer against what the worker last received from each station: the event time of
+its newest reading and the bridge's receive time. The deadline is
 `received_at + expected_interval_s + grace` (receive time, not event time: a datalogger that
 resends a backlog after an outage is alive, and a wrong station clock does not make it silent).
+
+The deadline is compared with the arrival *frontier*, not the wall clock (`frontier`): the time up
+to which the worker has seen everything that arrived in Kafka. A readings partition the worker has
+caught up with is known up to now; one it is behind on only up to the Kafka timestamp of the last
+record it processed (a station's messages arrive in order on its partition, so one that kept
+sending has a record before that point). The frontier is the oldest of the assigned partitions';
+while it is unknown (just started, nothing processed yet on a partition with a backlog) nobody is
+judged. So a paused or slow worker, or an import's backlog, never makes a station look silent.
+
+Only live readings make an entry: imported (historical) records don't (`pipeline.last_seen`), so
+a station that never had a live reading is never reported offline, nor is one the registry marks
+`history_only`.
 
 An entry is a JSON dict `{"event_ts", "received_at", "offline"}` kept in a Faust table keyed by
 station id, so a restarted worker neither forgets who is silent nor reports it twice.
@@ -12,7 +24,8 @@ station id, so a restarted worker neither forgets who is silent nor reports it t
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable, Mapping
 
 from alerts.rules import Condition, judge_offline
@@ -39,13 +52,56 @@ def seen(entry: Entry | None, station: Station, event_ts: datetime, received_at:
     return updated, recovered
 
 
+@dataclass(frozen=True)
+class PartitionView:
+    """What the worker knows of one readings partition it owns."""
+
+    highwater: int | None
+    """Offset the next record appended will get (None or negative: not fetched yet)."""
+    processed_offset: int | None = None
+    """Offset of the last record this worker processed (stored and acknowledged) since it started."""
+    processed_ts: datetime | None = None
+    """Kafka timestamp of that record (the bridge's or importer's send time)."""
+    committed: int | None = None
+    """The consumer group's committed offset (where this worker started)."""
+
+
+def partition_frontier(view: PartitionView, now: datetime) -> datetime | None:
+    """Up to when this partition's arrivals have been seen: now when caught up, else the last processed record's time."""
+    if view.highwater is None or view.highwater < 0:
+        return None
+    if view.highwater == 0:  # nothing ever arrived on it
+        return now
+    position = view.processed_offset + 1 if view.processed_offset is not None else view.committed
+    if position is not None and position >= view.highwater:
+        return now
+    return view.processed_ts
+
+
+def frontier(views: Iterable[PartitionView], now: datetime) -> datetime | None:
+    """The oldest partition frontier, capped at now; None when any is unknown or the worker owns no partition."""
+    found: list[datetime] = []
+    for view in views:
+        at = partition_frontier(view, now)
+        if at is None:
+            return None
+        found.append(min(at, now))
+    return min(found) if found else None
+
+
+def kafka_time(timestamp_s: float | None) -> datetime | None:
+    return None if timestamp_s is None or timestamp_s <= 0 else datetime.fromtimestamp(timestamp_s, timezone.utc)
+
+
 def overdue(entries: Iterable[tuple[str, Entry]], stations: Mapping[str, Station], now: datetime,
             default_grace_s: float) -> list[tuple[str, Entry, Condition]]:
-    """Stations past their deadline and not yet reported offline: (id, new entry, active condition)."""
+    """Stations past their deadline and not yet reported offline: (id, new entry, active condition).
+
+    `now` is the arrival frontier (`frontier`), the wall clock only when the worker is caught up."""
     found = []
     for station_id, entry in entries:
         station = stations.get(station_id)
-        if station is None or entry.get("offline"):
+        if station is None or entry.get("offline") or station.history_only:
             continue
         received = datetime.fromisoformat(entry["received_at"])
         due = deadline(station, received, default_grace_s)

@@ -5,6 +5,9 @@ Native PostgreSQL: readings are partitioned by UTC day (`readings_YYYYMMDD`, cre
 and deletes rollup rows of buckets before it. TimescaleDB: chunks and compression are the
 extension's; retention is a policy installed from the settings, and continuous aggregates are
 refreshed over their whole range so late rows older than a policy window are not missed.
+
+Per-station retention (`Station.retention_days`): whole partitions or chunks go only before the
+longest retention any station has; rows of stations with a shorter one are deleted one by one.
 """
 
 from __future__ import annotations
@@ -31,16 +34,69 @@ class RetentionResult:
     dropped_partitions: list[str] = field(default_factory=list)
     deleted_rollup_rows: int = 0
     deleted_side_rows: dict[str, int] = field(default_factory=dict)
+    own_retention: dict[str, int] = field(default_factory=dict)
+    """Stations with their own `retention_days` (registry), which the pass honoured."""
+    deleted_rows: int = 0
+    """Raw readings deleted row by row: those of stations whose retention ends before the oldest kept day."""
 
 
 SIDE_TABLES = {"tt10_values": "ts", "completeness": "bucket", "deadletters": "received_at"}
 """Tables kept beside the readings, and the time column that ages them: same retention, both store kinds."""
 
+PER_STATION_SIDE_TABLES = ("tt10_values", "completeness")
+"""Side tables aged per station like the readings (dead letters age on their receive time, globally)."""
 
-def _prune_side_tables(conn: psycopg.Connection, cutoff: datetime) -> dict[str, int]:
+
+def own_retentions(conn: psycopg.Connection) -> dict[str, int]:
+    """`retention_days` of the stations that have their own (active or retired: a retired station's history stays)."""
+    rows = conn.execute("SELECT id, (spec->>'retention_days')::int FROM stations "
+                        "WHERE spec->>'retention_days' IS NOT NULL").fetchall()
+    return {station_id: int(days) for station_id, days in rows if days}
+
+
+@dataclass(frozen=True)
+class Cutoffs:
+    """Where retention cuts, per station: the default cutoff, stations' own, and the oldest of all.
+
+    Whole day partitions (or TimescaleDB chunks) go only before `oldest`, the cutoff of the longest
+    retention; between `oldest` and each station's cutoff its rows are deleted one by one."""
+
+    default: datetime
+    own: dict[str, datetime]
+
+    @property
+    def oldest(self) -> datetime:
+        return min([self.default, *self.own.values()])
+
+    def delete_statements(self, table: str, column: str) -> list[tuple[str, tuple[object, ...]]]:
+        """DELETEs that remove, from `table`, the rows each station's own or the default cutoff has passed."""
+        statements: list[tuple[str, tuple[object, ...]]] = []
+        if self.default > self.oldest:
+            statements.append((f"DELETE FROM {table} WHERE {column} < %s AND {column} >= %s AND NOT (station_id = ANY(%s))",
+                               (self.default, self.oldest, list(self.own))))
+        for station_id, cutoff in sorted(self.own.items()):
+            if cutoff > self.oldest:
+                statements.append((f"DELETE FROM {table} WHERE station_id = %s AND {column} < %s AND {column} >= %s",
+                                   (station_id, cutoff, self.oldest)))
+        return statements
+
+
+def cutoffs(retention_days: int, own: dict[str, int], now: datetime) -> Cutoffs:
+    return Cutoffs(now - timedelta(days=retention_days), {sid: now - timedelta(days=days) for sid, days in own.items()})
+
+
+def _prune_side_tables(conn: psycopg.Connection, cuts: Cutoffs) -> dict[str, int]:
     with conn.transaction():
-        return {table: conn.execute(f"DELETE FROM {table} WHERE {column} < %s", (cutoff,)).rowcount
-                for table, column in SIDE_TABLES.items()}
+        deleted = {}
+        for table, column in SIDE_TABLES.items():
+            if table not in PER_STATION_SIDE_TABLES:
+                deleted[table] = conn.execute(f"DELETE FROM {table} WHERE {column} < %s", (cuts.default,)).rowcount
+                continue
+            n = conn.execute(f"DELETE FROM {table} WHERE {column} < %s", (cuts.oldest,)).rowcount
+            for sql, params in cuts.delete_statements(table, column):
+                n += conn.execute(sql, params).rowcount
+            deleted[table] = n
+        return deleted
 
 
 def ensure_partitions_ahead(conn: psycopg.Connection, days_ahead: int, today: date | None = None) -> int:
@@ -66,23 +122,37 @@ def day_partitions(conn: psycopg.Connection) -> dict[str, date]:
 
 
 def apply_retention(conn: psycopg.Connection, retention_days: int, now: datetime | None = None) -> RetentionResult:
-    """Drop what is older than `retention_days` (PostgreSQL) or install the retention policies (TimescaleDB)."""
+    """Drop what is older than each station's retention: its own `retention_days` (registry), else `retention_days`.
+
+    Native PostgreSQL drops whole day partitions before the oldest cutoff (the longest retention) and
+    deletes, row by row, what is older than a shorter one. TimescaleDB gets retention policies at the
+    longest retention (whole chunks) and the same row deletes; its continuous aggregates follow at the
+    next refresh. With no station of its own retention both behave exactly as before.
+    """
     if retention_days <= 0:
         raise ValueError(f"retention_days must be positive, got {retention_days}; fix QUANTRAC_RETENTION_DAYS")
-    cutoff = (now or datetime.now(timezone.utc)) - timedelta(days=retention_days)
+    own = own_retentions(conn)
+    cuts = cutoffs(retention_days, own, now or datetime.now(timezone.utc))
     kind = store_kind(conn)
-    result = RetentionResult(store=kind, cutoff=cutoff, deleted_side_rows=_prune_side_tables(conn, cutoff))
+    result = RetentionResult(store=kind, cutoff=cuts.default, deleted_side_rows=_prune_side_tables(conn, cuts),
+                             own_retention=own)
+    with conn.transaction():
+        for sql, params in cuts.delete_statements("readings", "ts"):
+            result.deleted_rows += conn.execute(sql, params).rowcount
     if kind == "timescaledb":
-        _timescale_retention_policies(conn, retention_days)
+        _timescale_retention_policies(conn, max([retention_days, *own.values()]))
         return result
     with conn.transaction():
         for name, day in sorted(day_partitions(conn).items(), key=lambda item: item[1]):
-            if datetime.combine(day + timedelta(days=1), datetime.min.time(), timezone.utc) <= cutoff:
+            if datetime.combine(day + timedelta(days=1), datetime.min.time(), timezone.utc) <= cuts.oldest:
                 conn.execute(f'DROP TABLE "{name}"')
                 result.dropped_partitions.append(name)
         for table in ROLLUPS.values():
-            result.deleted_rollup_rows += conn.execute(f"DELETE FROM {table} WHERE bucket < %s", (cutoff,)).rowcount
-    log.info("store.retention", store=kind, cutoff=cutoff.isoformat(), dropped=result.dropped_partitions,
+            result.deleted_rollup_rows += conn.execute(f"DELETE FROM {table} WHERE bucket < %s", (cuts.oldest,)).rowcount
+            for sql, params in cuts.delete_statements(table, "bucket"):
+                result.deleted_rollup_rows += conn.execute(sql, params).rowcount
+    log.info("store.retention", store=kind, cutoff=cuts.default.isoformat(), oldest_cutoff=cuts.oldest.isoformat(),
+             own_retention=own, dropped=result.dropped_partitions, deleted_rows=result.deleted_rows,
              deleted_rollup_rows=result.deleted_rollup_rows, deleted_side_rows=result.deleted_side_rows)
     return result
 

@@ -96,9 +96,14 @@ def conflict_deadletter(reading: Reading, stored_value: float | None, stored_sta
 
 
 def last_seen(records: Iterable[tuple[Any, ...]]) -> dict[str, tuple[datetime, datetime]]:
-    """Per station: the newest event time and the newest receive time in the records."""
+    """Per station: the newest event time and the newest receive time of its *live* readings in the records.
+
+    Imported records don't count: an import says nothing about whether the station is alive now,
+    and a station that only ever had imported readings must not be expected to keep sending."""
     seen: dict[str, tuple[datetime, datetime]] = {}
-    for readings, received_at, *_ in records:
+    for readings, received_at, *rest in records:
+        if rest and rest[0] in HISTORICAL_SOURCES:
+            continue
         for r in readings:
             event, receipt = seen.get(r.station_id, (r.ts, received_at))
             seen[r.station_id] = (max(event, r.ts), max(receipt, received_at))

@@ -7,12 +7,14 @@ the agent is stopped half-way through it (stack notes, faust trap 9). The pipeli
 batch until the database takes it.
 
 The stations' detection state and last-seen times live in Faust tables (`processors.app`):
-read before the batch, written back after it is stored. A timer on the wall clock reports
-silent stations.
+read before the batch, written back after it is stored. A timer reports silent stations,
+judged against the arrival frontier of the partitions this worker owns (`liveness.frontier`), so a
+worker that is behind does not mistake its backlog for silence.
 """
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timezone
 from typing import Any
 
@@ -26,12 +28,15 @@ from processors.detection import DetectionConfig
 from processors.pipeline import BatchProcessor, DeadLetter, alert_record, decode_records, last_seen
 from quantrac import metrics
 from quantrac.db import live_registry
+from quantrac.failures import describe
 from quantrac.registry import RegistryCache
 
 log = structlog.get_logger(__name__)
 
 
 _stations: RegistryCache | None = None
+_processed: dict[Any, tuple[int, float | None]] = {}
+"""Readings partition → (offset, Kafka timestamp in s) of the last record this worker stored and acknowledged."""
 
 
 def _registry() -> RegistryCache:
@@ -101,6 +106,8 @@ async def store_readings(stream: Any) -> None:
                 await deadletter_topic.send(key=key, value=value)
             for event in events:
                 await stream.ack(event)
+                message = event.message
+                _processed[message.tp] = (message.offset, message.timestamp)
             log.debug("worker.batch", records=len(batch), new_readings=result.new, alerts=len(result.alerts), late=result.late)
     finally:
         await processor.close()
@@ -111,11 +118,24 @@ _liveness_processor: BatchProcessor | None = None
 
 @app.timer(interval=settings.liveness_check_s)
 async def check_liveness() -> None:
-    """Report stations that missed their slot plus grace (wall clock), whether or not others send."""
+    """Report stations that missed their slot plus grace, up to the arrival frontier, whether or not others send."""
     global _liveness_processor
     stations = _registry()
+    now = datetime.now(timezone.utc)  # before asking the broker: what arrived by now is below the end offsets
+    try:
+        views = await asyncio.wait_for(asyncio.shield(_partition_views()), timeout=settings.liveness_check_s)
+    except Exception as exc:  # noqa: BLE001 (Kafka unreachable: judge nobody rather than everybody)
+        log.warning("worker.liveness_deferred", reason="end offsets unavailable", error=describe(exc),
+                    fix="check Kafka (quantrac stack status); silence is judged again at the next check")
+        return
+    at = liveness.frontier(views, now)
+    if at is None:
+        log.info("worker.liveness_deferred", reason="a readings partition has a backlog not yet reached; silence is "
+                 "judged once the worker has processed something of it")
+        return
+    metrics.WORKER_ARRIVAL_FRONTIER_AGE.set((now - at).total_seconds())
     entries = [(k.decode(), orjson.loads(v)) for k, v in list(liveness_table.items()) if v is not None]
-    found = liveness.overdue(entries, stations, datetime.now(timezone.utc), settings.offline_grace_s)
+    found = liveness.overdue(entries, stations, at, settings.offline_grace_s)
     if not found:
         return
     if _liveness_processor is None:
@@ -125,6 +145,47 @@ async def check_liveness() -> None:
         _put(liveness_table, station_id, entry)
         log.warning("worker.station_offline", station=station_id, received_at=entry["received_at"])
     await _publish(alerts)
+
+
+_offsets_client: Any = None
+_offsets_lock = asyncio.Lock()
+
+
+def _end_offsets(partitions: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+    """End offsets from the broker on a connection of its own (kafka-python, no group), never on Faust's
+    consumer thread: a slow answer there would hold up the fetches of the readings themselves."""
+    global _offsets_client
+    from kafka import KafkaConsumer, TopicPartition
+
+    from ingest.producer import CONSUMER_OPTIONS
+    if _offsets_client is None:
+        _offsets_client = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap.split(","), enable_auto_commit=False,
+                                        request_timeout_ms=int(max(settings.liveness_check_s, 5) * 1000) + 1000,
+                                        client_id=f"{settings.worker_id}-liveness", **CONSUMER_OPTIONS)
+    ends = _offsets_client.end_offsets([TopicPartition(t, p) for t, p in partitions])
+    return {(tp.topic, tp.partition): int(offset) for tp, offset in ends.items()}
+
+
+async def _partition_views() -> list[liveness.PartitionView]:
+    """What this worker knows of each readings partition it owns (empty while unassigned).
+
+    End offsets come from the broker at each check: the consumer's own high watermark is only as
+    fresh as its last fetch, which after a pause (or a long batch) would hide the backlog. One query
+    at a time: a check that finds the previous one still waiting judges nobody."""
+    consumer = app.consumer
+    tps = [tp for tp in consumer.assignment() if tp.topic == readings_topic.get_topic_name()]
+    if not tps:
+        return []
+    if _offsets_lock.locked():
+        raise TimeoutError("the previous end-offsets query has not answered yet")
+    async with _offsets_lock:
+        ends = await asyncio.to_thread(_end_offsets, [(tp.topic, tp.partition) for tp in tps])
+    views = []
+    for tp in tps:
+        offset, timestamp = _processed.get(tp, (None, None))
+        views.append(liveness.PartitionView(ends.get((tp.topic, tp.partition)), offset, liveness.kafka_time(timestamp),
+                                            consumer._committed_offset.get(tp)))  # noqa: SLF001 (no public accessor)
+    return views
 
 
 @app.timer(interval=5.0)

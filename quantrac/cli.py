@@ -519,11 +519,22 @@ def import_history(
                                     "times with an offset keep it.")] = "Asia/Ho_Chi_Minh",
     progress: Annotated[bool, typer.Option(help="Show a progress bar with rate and ETA on stderr.")] = True,
     chunk: Annotated[int, typer.Option(min=1, help="Rows sent before each wait for Kafka's confirmation (the resume step).")] = 2000,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate the whole file and print what would be sent and "
+                                          "rejected; send nothing.")] = False,
+    retry_rejected: Annotated[bool, typer.Option(help="Read again the rows an earlier run of this file rejected (after "
+                                                 "fixing the registry or the retention).")] = True,
+    retention_days: Annotated[Optional[int], typer.Option(min=1, help="First set the station's own retention (registry, "
+                                                          "audited) to this many days: keeps an archive older than "
+                                                          "QUANTRAC_RETENTION_DAYS; the worker's retention honours it.")] = None,
+    skip_column: Annotated[Optional[list[str]], typer.Option(help="A wide CSV column that holds no readings (e.g. a "
+                                                             "label such as EVENT); repeat for several.")] = None,
 ) -> None:
     """Backfill a station's history through the pipeline (validated, stored, rolled up, evaluated; alerts marked historical).
 
-    Resumable: rerun the same command after an interruption and confirmed rows are skipped.
-    Idempotent: importing the same file again stores nothing new.
+    Resumable: rerun the same command after an interruption and confirmed rows are skipped; rows
+    rejected earlier are read again. Idempotent: importing the same file again stores nothing new.
+    Prints rows read, readings sent and rejections by reason with examples and the fix; exits 1
+    when rows were read and no reading could be sent.
     """
     _setup("import")
     from ingest.import_sources import ImportSourceError
@@ -533,13 +544,15 @@ def import_history(
         raise typer.Exit(2)
     try:
         result = run_import(get_settings(), station, path, fmt=fmt, tz=tz, rate=rate, show_progress=progress,  # type: ignore[arg-type]
-                            chunk_units=chunk)
+                            chunk_units=chunk, dry_run=dry_run, retry_rejected=retry_rejected,
+                            retention_days=retention_days, actor=_cli_actor(),
+                            skip_columns=frozenset(skip_column or ()))
     except (ImportRefused, ImportSourceError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
-    typer.echo(f"{station}: {result.units_read} rows read ({result.units_skipped} already confirmed), "
-               f"{result.readings_sent} readings sent, {result.rejected} rejected (dead-lettered), "
-               f"{result.rate:.0f} readings/s")
+    typer.echo(result.summary())
+    if result.nothing_sent:
+        raise typer.Exit(1)
 
 @app.command("detect")
 def detect_backtest(

@@ -101,6 +101,8 @@ class Station(BaseModel):
     column: str | None = Field(None, description="Column of the regulation that applies (A or B).")
     factors: dict[str, float] = Field(default_factory=dict, description="Adjustment factor values (Kq, Kf, Kp, Kv) the limits were computed with.")
     gateway: str | None = Field(None, description="Id of the gateway (MQTT account) that publishes for this station; None: its own id.")
+    retention_days: int | None = Field(None, gt=0, description="Days of this station's readings kept (ingest's too_old bound and the worker's retention pass); None: QUANTRAC_RETENTION_DAYS. Set it to keep an archive older than the live window.")
+    history_only: bool = Field(False, description="The station exists for its imported history (no live gateway): never reported offline.")
     parameters: dict[str, ParameterSpec]
 
     def parameter(self, symbol: str) -> ParameterSpec | None:

@@ -60,6 +60,9 @@ WORKER_BATCH_RETRIES = Counter(
 WORKER_CONSUMER_LAG = Gauge(
     "quantrac_worker_consumer_lag", "Records in the partition not yet committed by this worker (high watermark - committed).",
     ["topic", "partition"])
+WORKER_ARRIVAL_FRONTIER_AGE = Gauge(
+    "quantrac_worker_arrival_frontier_age_seconds", "How far behind the wall clock silence is judged: now minus the "
+    "arrival frontier (Kafka time of the last processed record on the slowest partition with a backlog; 0 when caught up).")
 ALERT_TRANSITIONS = Counter(
     "quantrac_alert_transitions", "Alert transitions published by the worker.", ["transition"])
 

@@ -70,6 +70,30 @@ def test_rows_become_one_record_per_timestamp_and_bad_ones_dead_letters(tmp_path
     assert all("A-UNIT" in d["message"] and d["source"] == "import" for d in dead)
 
 
+def test_outcomes_name_the_rejected_rows_count_by_reason_and_keep_three_examples(tmp_path: Path) -> None:
+    from ingest.importer import Outcomes
+
+    station = Station.model_validate(river_station("A-OUT"))
+    now = datetime.now(timezone.utc)
+    t0 = (now - timedelta(hours=1)).astimezone(HCM).replace(tzinfo=None)
+    file = tmp_path / "x.csv"
+    file.write_text("time,ClO2,Turb\n" + "".join(f"{(t0 + timedelta(minutes=i)).isoformat()},0.5,{i}\n" for i in range(5))
+                    + "2010-01-01 00:00:00,0.5,\n", encoding="utf-8")
+    outcomes = Outcomes()
+    _, sent, rejected = chunk_records(list(read_csv(file, "auto", HCM)), station, now, Limits(), get_settings(), "x", outcomes)
+    assert (sent, rejected) == (5, 6)
+    assert dict(outcomes.counts) == {"unknown_parameter": 5, "too_old": 1}
+    assert outcomes.rejected_units == {0: "unknown_parameter", 1: "unknown_parameter", 2: "unknown_parameter",
+                                       3: "unknown_parameter", 4: "unknown_parameter", 5: "too_old"}
+    shown = outcomes.as_json()
+    assert len(shown["unknown_parameter"]["examples"]) == 3 and "Turb" in shown["unknown_parameter"]["examples"][0]
+    assert "--retention-days" in shown["too_old"]["fix"] and "retention_days" in shown["too_old"]["examples"][0]
+    own = station.model_copy(update={"retention_days": 10_000})
+    kept = Outcomes()
+    chunk_records(list(read_csv(file, "auto", HCM))[5:], own, now, Limits(), get_settings(), "x", kept)
+    assert "too_old" not in kept.counts  # the station's own retention admits the old row
+
+
 # ---- through the pipeline ------------------------------------------------------------------------
 
 

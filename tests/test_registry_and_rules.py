@@ -90,3 +90,21 @@ def test_registry_cache_reloads_on_a_miss_but_not_more_often_than_allowed() -> N
     now[0] = 1.5
     assert cache["T-NEW"] is station
     assert calls == [0.0, 1.5]
+
+
+def test_the_seed_file_gives_a_station_its_own_retention_and_history_only(tmp_path) -> None:
+    """Issue 19: `retention_days` and `history_only` are registry fields the seed file can set."""
+    import yaml
+
+    from quantrac.settings import get_settings
+    s = get_settings()
+    seed = yaml.safe_load(s.registry_file.read_text(encoding="utf-8"))
+    seed["stations"] = [{"id": "ARCHIVE-1", "name": "Archive", "zone": "Z", "facility": "F", "kind": "surface_water",
+                         "extra_parameters": ["pH"], "retention_days": 4000, "history_only": True},
+                        {"id": "LIVE-1", "name": "Live", "zone": "Z", "facility": "F", "kind": "surface_water",
+                         "extra_parameters": ["pH"]}]
+    path = tmp_path / "stations.yaml"
+    path.write_text(yaml.safe_dump(seed, allow_unicode=True), encoding="utf-8")
+    stations = load_registry(path, s.limits_dir)
+    assert (stations["ARCHIVE-1"].retention_days, stations["ARCHIVE-1"].history_only) == (4000, True)
+    assert (stations["LIVE-1"].retention_days, stations["LIVE-1"].history_only) == (None, False)

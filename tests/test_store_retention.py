@@ -100,3 +100,86 @@ def test_retention_also_prunes_the_tables_kept_beside_the_readings(store_db: psy
     for table, column in (("tt10_values", "ts"), ("completeness", "bucket"), ("deadletters", "received_at")):
         left = [r[0] for r in db.execute(f"SELECT {column} FROM {table} WHERE station_id = %s", (station.id,))]
         assert left == [recent], table
+
+
+# ---- per-station retention (issue 19): both store kinds, each in a scratch database ----------------
+
+from typing import Iterator  # noqa: E402
+
+from psycopg import sql  # noqa: E402
+
+from processors.partitions import Cutoffs, cutoffs  # noqa: E402
+from quantrac.db import connect, migrate, timescaledb_available  # noqa: E402
+
+
+@pytest.fixture(params=["postgresql", "timescaledb"])
+def scratch_store(request: pytest.FixtureRequest, stack: Settings) -> Iterator[tuple[str, str]]:
+    """A new database migrated as the given store kind (skipped when TimescaleDB is not installed); dropped afterwards."""
+    name = f"{stack.pg_database}_ret_{request.param[:2]}"
+    admin_dsn = stack.pg_dsn.replace(f"dbname={stack.pg_database}", "dbname=postgres")
+    with connect(admin_dsn) as admin:
+        if request.param == "timescaledb" and not timescaledb_available(admin):
+            pytest.skip("TimescaleDB is not installed on this PostgreSQL")
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        dsn = stack.pg_dsn.replace(f"dbname={stack.pg_database}", f"dbname={name}")
+        try:
+            with connect(dsn) as conn:
+                migrate(conn, use_timescale=request.param == "timescaledb")
+            yield request.param, dsn
+        finally:
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def test_a_stations_own_retention_keeps_its_archive_and_a_shorter_one_drops_more(scratch_store: tuple[str, str]) -> None:
+    kind, dsn = scratch_store
+    archive = make_station().model_copy(update={"retention_days": 4000})
+    short = make_station().model_copy(update={"retention_days": 10})
+    default = make_station()
+    old, month, hour = datetime(2019, 3, 1, 10, tzinfo=timezone.utc), NOW - timedelta(days=20), NOW - timedelta(hours=1)
+    with connect(dsn) as conn:
+        save_stations(conn, {s.id: s for s in (archive, short, default)})
+    readings = [Reading(station_id=s.id, parameter="COD", value=5.0, unit="mg/L", ts=ts)
+                for s in (archive, short, default) for ts in (old, month, hour)]
+    asyncio.run(_store(dsn, readings))
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        if kind == "timescaledb":  # old chunks are compressed in production: the row deletes must work on them
+            compressed = conn.execute("SELECT count(compress_chunk(c, if_not_compressed => true)) "
+                                      "FROM show_chunks('readings', older_than => %s) c", (NOW - timedelta(days=5),)).fetchone()[0]
+            assert compressed >= 2
+        result = apply_retention(conn, 730, now=NOW)
+        left = {sid: sorted(r[0] for r in conn.execute("SELECT ts FROM readings WHERE station_id = %s", (sid,)))
+                for sid in (archive.id, short.id, default.id)}
+        assert result.store == kind and result.own_retention == {archive.id: 4000, short.id: 10}
+        assert left == {archive.id: [old, month, hour], short.id: [hour], default.id: [month, hour]}
+        if kind == "postgresql":
+            assert "readings_20190301" not in result.dropped_partitions  # the archive holds its day
+            hours = {sid: conn.execute("SELECT count(*) FROM readings_1h WHERE station_id = %s", (sid,)).fetchone()[0]
+                     for sid in (archive.id, short.id, default.id)}
+            assert hours == {archive.id: 3, short.id: 1, default.id: 2}
+        else:
+            policies = {r[0] for r in conn.execute("SELECT config->>'drop_after' FROM timescaledb_information.jobs "
+                                                   "WHERE proc_name = 'policy_retention'")}
+            assert policies == {"4000 days"}  # whole chunks go only after the longest retention
+            refresh_aggregates(conn, until=NOW)
+            hours = {sid: conn.execute("SELECT count(*) FROM readings_1h WHERE station_id = %s", (sid,)).fetchone()[0]
+                     for sid in (archive.id, short.id, default.id)}
+            assert hours == {archive.id: 3, short.id: 1, default.id: 2}
+        # without the archive's own retention the day of 2019 goes whole, as before
+        conn.execute("UPDATE stations SET spec = spec - 'retention_days' WHERE id = %s", (archive.id,))
+        again = apply_retention(conn, 730, now=NOW)
+        if kind == "postgresql":
+            assert "readings_20190301" in again.dropped_partitions
+            assert conn.execute("SELECT count(*) FROM readings WHERE ts < %s", (NOW - timedelta(days=730),)).fetchone()[0] == 0
+        else:
+            assert {r[0] for r in conn.execute("SELECT config->>'drop_after' FROM timescaledb_information.jobs "
+                                               "WHERE proc_name = 'policy_retention'")} == {"730 days"}
+
+
+def test_cutoffs_delete_only_between_the_oldest_cutoff_and_each_stations_own() -> None:
+    cuts = cutoffs(730, {"LONG": 4000, "SHORT": 10}, NOW)
+    assert isinstance(cuts, Cutoffs) and cuts.oldest == NOW - timedelta(days=4000)
+    statements = cuts.delete_statements("readings", "ts")
+    assert [params[0] for _, params in statements] == [NOW - timedelta(days=730), "SHORT"]
+    assert cutoffs(730, {}, NOW).delete_statements("readings", "ts") == []  # no own retention: partitions do it all
