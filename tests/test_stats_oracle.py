@@ -92,7 +92,14 @@ def test_robust_spike_median_mad_match_numpy(window: int, grace: int, threshold:
         if learned and len(learned) >= grace:
             tail = np.array(learned[-window:])
             median = np.median(tail)
-            score = abs(x - median) / (1.4826 * np.median(np.abs(tail - median)) + 1e-9)
+            mad = np.median(np.abs(tail - median))
+            # The learned resolution: half the smallest change between consecutive learned values.
+            steps = [abs(b - a) for a, b in zip(learned, learned[1:]) if abs(b - a) > 1e-9 * max(1.0, abs(b))]
+            floor = min(steps) / 2 if steps else 0.0
+            if mad == 0 and floor == 0 and x != median:  # the first change from a constant sets the step
+                score = 0.0
+            else:
+                score = abs(x - median) / (max(1.4826 * mad, floor) + 1e-9)
             assert np.isclose(verdict.score, score, rtol=1e-9)
             assert verdict.is_anomaly is bool(verdict.score > threshold)
         else:

@@ -109,7 +109,7 @@ from typing import Iterator  # noqa: E402
 from psycopg import sql  # noqa: E402
 
 from processors.partitions import Cutoffs, cutoffs  # noqa: E402
-from quantrac.db import connect, migrate, timescaledb_available  # noqa: E402
+from quantrac.db import connect, migrate, timescaledb_installed  # noqa: E402
 
 
 @pytest.fixture(params=["postgresql", "timescaledb"])
@@ -118,7 +118,7 @@ def scratch_store(request: pytest.FixtureRequest, stack: Settings) -> Iterator[t
     name = f"{stack.pg_database}_ret_{request.param[:2]}"
     admin_dsn = stack.pg_dsn.replace(f"dbname={stack.pg_database}", "dbname=postgres")
     with connect(admin_dsn) as admin:
-        if request.param == "timescaledb" and not timescaledb_available(admin):
+        if request.param == "timescaledb" and not timescaledb_installed(admin):
             pytest.skip("TimescaleDB is not installed on this PostgreSQL")
         admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
