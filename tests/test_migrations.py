@@ -12,13 +12,13 @@ from typing import Iterator
 
 import psycopg
 import pytest
-from psycopg import sql
 from structlog.testing import capture_logs
 
 from quantrac.db import (STORE_POSTGRESQL, STORE_TIMESCALEDB, StoreError, connect, describe_store, migrate,
                          plan_migrations, save_stations, schema_version, store_kind)
 from quantrac.settings import Settings
 from tests.utils.builders import make_station
+from tests.utils.databases import scratch_database
 
 pytestmark = pytest.mark.integration
 
@@ -29,16 +29,8 @@ BEFORE_ROLLUPS = 3
 @pytest.fixture()
 def scratch(store: Settings) -> Iterator[psycopg.Connection]:
     """A new empty database of its own on the server of the store path under test, dropped afterwards."""
-    name = f"{store.pg_database}_mig"
-    admin_dsn = store.pg_dsn.replace(f"dbname={store.pg_database}", "dbname=postgres")
-    with connect(admin_dsn) as admin:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        try:
-            with connect(store.pg_dsn.replace(f"dbname={store.pg_database}", f"dbname={name}")) as conn:
-                yield conn
-        finally:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    with scratch_database(store, f"{store.pg_database}_mig") as dsn, connect(dsn) as conn:
+        yield conn
 
 
 def kind_of(store: Settings) -> str:
@@ -113,20 +105,12 @@ def test_a_store_is_never_switched_to_the_other_kind(store: Settings, scratch: p
 def test_a_native_store_on_a_timescaledb_server_stays_native(stack: Settings) -> None:
     """A database created native (use_timescale=False) on a server that preloads TimescaleDB keeps the
     native migrations when later migrated with the automatic choice."""
-    name = f"{stack.pg_database}_stay_native"
-    admin_dsn = stack.pg_dsn.replace(f"dbname={stack.pg_database}", "dbname=postgres")
-    with connect(admin_dsn) as admin:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        try:
-            with connect(stack.pg_dsn.replace(f"dbname={stack.pg_database}", f"dbname={name}")) as conn:
-                migrate(conn, use_timescale=False, target=BEFORE_ROLLUPS)
-                with capture_logs() as logs:
-                    assert migrate(conn) and store_kind(conn) == STORE_POSTGRESQL
-                assert [e["event"] for e in logs if e["event"].startswith("db.store")] == ["db.store_kept"]
-                assert describe_store(conn).timescaledb_version is None and "readings_5m" in tables(conn)
-        finally:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    with scratch_database(stack, f"{stack.pg_database}_stay_native") as dsn, connect(dsn) as conn:
+        migrate(conn, use_timescale=False, target=BEFORE_ROLLUPS)
+        with capture_logs() as logs:
+            assert migrate(conn) and store_kind(conn) == STORE_POSTGRESQL
+        assert [e["event"] for e in logs if e["event"].startswith("db.store")] == ["db.store_kept"]
+        assert describe_store(conn).timescaledb_version is None and "readings_5m" in tables(conn)
 
 
 def test_installed_but_not_preloaded_falls_back_with_one_clear_line_and_no_failed_migration(
@@ -135,32 +119,27 @@ def test_installed_but_not_preloaded_falls_back_with_one_clear_line_and_no_faile
     pg_available_extensions) but not preloaded, so CREATE EXTENSION fails. `quantrac db migrate`
     builds a native store anyway and logs one line with the cause and the fix."""
     name = f"{native_server.pg_database}_fallback"
-    admin_dsn = native_server.pg_dsn.replace(f"dbname={native_server.pg_database}", "dbname=postgres")
-    with connect(admin_dsn) as admin:
+    with connect(native_server.pg_dsn.replace(f"dbname={native_server.pg_database}", "dbname=postgres")) as admin:
         listed = admin.execute("SELECT count(*) FROM pg_available_extensions WHERE name = 'timescaledb'").fetchone()
-        assert listed == (1,), "the extension must be installed on this machine (make timescaledb) for this test"
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        try:
-            with connect(native_server.pg_dsn.replace(f"dbname={native_server.pg_database}", f"dbname={name}")) as conn:
-                with pytest.raises(StoreError, match="not preloaded; fix: add shared_preload_libraries"):
-                    migrate(conn, use_timescale=True)  # asked for explicitly, TimescaleDB cannot fall back
-                assert "schema_version" not in tables(conn)
-            done = subprocess.run([sys.executable, "-m", "quantrac.cli", "db", "migrate", "--no-seed"], capture_output=True, text=True,
-                                  timeout=120, env={**os.environ, "QUANTRAC_PG_PORT": str(native_server.pg_port),
-                                                    "QUANTRAC_PG_DATABASE": name, "QUANTRAC_LOG_FORMAT": "console"})
-            assert done.returncode == 0, done.stderr
-            assert done.stdout.strip().endswith(f"schema version {LATEST} (postgresql); applied now: "
-                                                f"{[m.version for m in plan_migrations(use_timescale=False)]}")
-            fallback = [line for line in done.stderr.splitlines() if "db.store_fallback" in line]
-            assert len(fallback) == 1, done.stderr
-            assert "cause='TimescaleDB is installed but not preloaded'" in fallback[0]
-            assert "shared_preload_libraries = 'timescaledb'" in fallback[0] and "[warning" in fallback[0]
-            assert not [line for line in done.stderr.splitlines() if "[error" in line], done.stderr
-            with connect(native_server.pg_dsn.replace(f"dbname={native_server.pg_database}", f"dbname={name}")) as conn:
-                assert store_kind(conn) == STORE_POSTGRESQL and describe_store(conn).timescaledb_version is None
-        finally:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    assert listed == (1,), "the extension must be installed on this machine (make timescaledb) for this test"
+    with scratch_database(native_server, name) as dsn:
+        with connect(dsn) as conn:
+            with pytest.raises(StoreError, match="not preloaded; fix: add shared_preload_libraries"):
+                migrate(conn, use_timescale=True)  # asked for explicitly, TimescaleDB cannot fall back
+            assert "schema_version" not in tables(conn)
+        done = subprocess.run([sys.executable, "-m", "quantrac.cli", "db", "migrate", "--no-seed"], capture_output=True, text=True,
+                              timeout=120, env={**os.environ, "QUANTRAC_PG_PORT": str(native_server.pg_port),
+                                                "QUANTRAC_PG_DATABASE": name, "QUANTRAC_LOG_FORMAT": "console"})
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip().endswith(f"schema version {LATEST} (postgresql); applied now: "
+                                            f"{[m.version for m in plan_migrations(use_timescale=False)]}")
+        fallback = [line for line in done.stderr.splitlines() if "db.store_fallback" in line]
+        assert len(fallback) == 1, done.stderr
+        assert "cause='TimescaleDB is installed but not preloaded'" in fallback[0]
+        assert "shared_preload_libraries = 'timescaledb'" in fallback[0] and "[warning" in fallback[0]
+        assert not [line for line in done.stderr.splitlines() if "[error" in line], done.stderr
+        with connect(dsn) as conn:
+            assert store_kind(conn) == STORE_POSTGRESQL and describe_store(conn).timescaledb_version is None
 
 
 def test_a_service_started_with_migrate_on_start_brings_an_empty_database_to_the_latest_version(

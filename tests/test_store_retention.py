@@ -106,29 +106,18 @@ def test_retention_also_prunes_the_tables_kept_beside_the_readings(store_db: psy
 
 from typing import Iterator  # noqa: E402
 
-from psycopg import sql  # noqa: E402
-
 from processors.partitions import Cutoffs, cutoffs  # noqa: E402
-from quantrac.db import connect, migrate, timescaledb_installed  # noqa: E402
+from quantrac.db import connect, migrate  # noqa: E402
+from tests.utils.databases import scratch_database  # noqa: E402
 
 
 @pytest.fixture(params=["postgresql", "timescaledb"])
 def scratch_store(request: pytest.FixtureRequest, stack: Settings) -> Iterator[tuple[str, str]]:
-    """A new database migrated as the given store kind (skipped when TimescaleDB is not installed); dropped afterwards."""
-    name = f"{stack.pg_database}_ret_{request.param[:2]}"
-    admin_dsn = stack.pg_dsn.replace(f"dbname={stack.pg_database}", "dbname=postgres")
-    with connect(admin_dsn) as admin:
-        if request.param == "timescaledb" and not timescaledb_installed(admin):
-            pytest.skip("TimescaleDB is not installed on this PostgreSQL")
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        dsn = stack.pg_dsn.replace(f"dbname={stack.pg_database}", f"dbname={name}")
-        try:
-            with connect(dsn) as conn:
-                migrate(conn, use_timescale=request.param == "timescaledb")
-            yield request.param, dsn
-        finally:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    """A new database migrated as the given store kind (the stack installs TimescaleDB); dropped afterwards."""
+    with scratch_database(stack, f"{stack.pg_database}_ret_{request.param[:2]}") as dsn:
+        with connect(dsn) as conn:
+            migrate(conn, use_timescale=request.param == "timescaledb")
+        yield request.param, dsn
 
 
 def test_a_stations_own_retention_keeps_its_archive_and_a_shorter_one_drops_more(scratch_store: tuple[str, str]) -> None:

@@ -22,6 +22,7 @@ from quantrac.domain import Reading, Station, Status
 from quantrac.settings import Settings
 from tests.test_store_rollups import _store, approx, group_by_raw, rollup_rows
 from tests.utils.builders import make_station
+from tests.utils.databases import scratch_database
 
 pytestmark = pytest.mark.integration
 
@@ -172,29 +173,22 @@ def test_a_late_reading_is_in_its_buckets_once_committed_without_waiting_for_a_r
 def test_a_store_never_refreshed_needs_no_late_refresh(stack: Settings) -> None:
     """A new TimescaleDB store (every aggregate's watermark at the lowest timestamp) takes readings of any
     age through the worker's path without a refresh and without a warning."""
-    from psycopg import sql
     from structlog.testing import capture_logs
 
     from quantrac.db import connect, migrate
 
     name = f"{stack.pg_database}_fresh_cagg"
-    admin_dsn = stack.pg_dsn.replace(f"dbname={stack.pg_database}", "dbname=postgres")
     fresh = stack.model_copy(update={"pg_database": name})
-    with connect(admin_dsn) as admin:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        try:
-            with connect(fresh.pg_dsn) as conn:
-                migrate(conn)
-                station = make_station()
-                save_stations(conn, {station.id: station})
-            with capture_logs() as logs:
-                new = write(fresh, day_of_readings(station, COMPRESSED_DAY)[:10])
-            assert len(new) == 10 and not [e for e in logs if e["log_level"] in ("warning", "error")], logs
-            with connect(fresh.pg_dsn) as conn:
-                assert rollup_rows(conn, station.id) == approx(group_by_raw(conn, station.id))  # real-time aggregation
-        finally:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    with scratch_database(stack, name):
+        with connect(fresh.pg_dsn) as conn:
+            migrate(conn)
+            station = make_station()
+            save_stations(conn, {station.id: station})
+        with capture_logs() as logs:
+            new = write(fresh, day_of_readings(station, COMPRESSED_DAY)[:10])
+        assert len(new) == 10 and not [e for e in logs if e["log_level"] in ("warning", "error")], logs
+        with connect(fresh.pg_dsn) as conn:
+            assert rollup_rows(conn, station.id) == approx(group_by_raw(conn, station.id))  # real-time aggregation
 
 
 async def _store_without_refresh(dsn: str, readings: Sequence[Reading]) -> None:
