@@ -128,7 +128,7 @@ def main() -> None:
     result = {
         "method": "wide CSV (9 parameters, one-minute rows from 2016, gaps and empty cells) imported with `quantrac import` "
                   "into a station with its own retention, one worker storing it; time to stored from the command's start",
-        "file": str(path), "rows_read": rows_read, "readings_sent": sent, "rejected": rejected, "outcomes": outcomes,
+        "file": path.name, "rows_read": rows_read, "readings_sent": sent, "rejected": rejected, "outcomes": outcomes,
         "import": {"seconds": round(float(seconds), 1), "command_seconds": round(import_s, 1),
                    "readings_per_s": round(sent / float(seconds))},
         "stored": {"readings": stored, "seconds_from_start": round(stored_s, 1), "readings_per_s": round(stored / stored_s),
