@@ -58,12 +58,13 @@ def make_keeper_consumer(settings: Settings) -> KafkaConsumer:
                          client_id="quantrac-deadletter-keeper")
 
 
-def keep_batch(consumer: KafkaConsumer, dsn: str, timeout_ms: int = 1000) -> int:
+def keep_batch(consumer: KafkaConsumer, conn: psycopg.Connection[Any], timeout_ms: int = 1000) -> int:
     """Copy one poll's worth of dead letters into PostgreSQL, then commit their offsets; returns rows stored.
 
     A record that does not decode, or that PostgreSQL refuses, is quarantined (a small row standing
     for it) instead of holding back the records behind it; PostgreSQL or Kafka being unavailable
-    raises, and the offsets stay where they were.
+    raises, and the offsets stay where they were. `conn` is an autocommit connection the caller keeps
+    across batches (one connection per batch cost a connect for every dead letter of a slow trickle).
     """
     polled = consumer.poll(timeout_ms=timeout_ms, max_records=1000)
     rows = []
@@ -75,8 +76,7 @@ def keep_batch(consumer: KafkaConsumer, dsn: str, timeout_ms: int = 1000) -> int
                 _quarantined(tp.partition, record.offset, exc)
                 rows.append(quarantine_row(tp.topic, tp.partition, record.offset, record.value or b"", describe(exc)))
     if rows:
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            store_rows(conn, rows)
+        store_rows(conn, rows)
     if polled:
         consumer.commit()
     return len(rows)
@@ -130,12 +130,15 @@ def _quarantined(partition: int, offset: int, exc: BaseException) -> None:
 def run_keeper(settings: Settings, stop: threading.Event) -> None:
     """Copy dead letters until `stop`; waits out Kafka or PostgreSQL being unavailable (offsets held meanwhile)."""
     consumer: KafkaConsumer | None = None
+    conn: psycopg.Connection[Any] | None = None
     backoff = 1.0
     while not stop.is_set():
         try:
             if consumer is None:
                 consumer = make_keeper_consumer(settings)
-            kept = keep_batch(consumer, settings.pg_dsn)
+            if conn is None or conn.closed:
+                conn = psycopg.connect(settings.pg_dsn, autocommit=True)
+            kept = keep_batch(consumer, conn)
             backoff = 1.0
             if kept:
                 log.info("deadletter.kept", rows=kept)
@@ -145,10 +148,15 @@ def run_keeper(settings: Settings, stop: threading.Event) -> None:
             if consumer is not None:
                 consumer.close()
                 consumer = None
+            if conn is not None:
+                conn.close()
+                conn = None
             stop.wait(backoff)
             backoff = min(backoff * 2, 30.0)
     if consumer is not None:
         consumer.close()
+    if conn is not None:
+        conn.close()
 
 
 def start_keeper(settings: Settings, stop: threading.Event) -> threading.Thread:

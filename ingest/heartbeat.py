@@ -21,6 +21,8 @@ from typing import Literal
 import psycopg
 import structlog
 
+from quantrac.failures import RateLimitedLog
+
 log = structlog.get_logger(__name__)
 
 State = Literal["running", "stopping", "stopped"]
@@ -91,7 +93,7 @@ class Heartbeat(threading.Thread):
         super().__init__(name="bridge-heartbeat", daemon=True)
         self.dsn, self.client_id, self.subscription, self.interval_s, self.stop = dsn, client_id, subscription, interval_s, stop
         self._failing_since: float | None = None
-        self._last_warning = 0.0
+        self._log = RateLimitedLog(log, interval_s=60.0)  # one warning a minute while PostgreSQL is unreachable
 
     def beat(self, state: State = "running") -> bool:
         try:
@@ -100,11 +102,9 @@ class Heartbeat(threading.Thread):
         except psycopg.Error as exc:
             now = time.monotonic()
             self._failing_since = self._failing_since or now
-            if now - self._last_warning >= 60:  # one warning a minute while PostgreSQL is unreachable
-                self._last_warning = now
-                log.warning("bridge.heartbeat_failed", client_id=self.client_id, error=str(exc).strip(),
-                            failing_for_s=round(now - self._failing_since),
-                            fix="check PostgreSQL (QUANTRAC_PG_*); until it answers this bridge may be reported stranded")
+            self._log("warning", "bridge.heartbeat_failed", client_id=self.client_id, error=str(exc).strip(),
+                      failing_for_s=round(now - self._failing_since),
+                      fix="check PostgreSQL (QUANTRAC_PG_*); until it answers this bridge may be reported stranded")
             return False
         if self._failing_since is not None:
             log.info("bridge.heartbeat_recovered", client_id=self.client_id)

@@ -31,13 +31,14 @@ from typing import Callable, Iterable, Mapping
 
 import psycopg
 import structlog
+from kafka.errors import KafkaError
 
 from ingest.payload import Limits, Rejection, check_time, find_conflicts, missing_station, now_utc, validate_reading
 from ingest.producer import Record, send_or_quarantine
 from ingest.tt10 import TT10FormatError, TT10Line, parse_content, parse_filename
 from quantrac import metrics
 from quantrac.domain import Reading, Station, utc
-from quantrac.failures import RateLimitedLog, describe
+from quantrac.failures import Attempts, RateLimitedLog, describe, is_record_failure
 from quantrac.safe_text import safe_optional, safe_text
 from quantrac.settings import Settings
 from quantrac.wire import DEADLETTER_PAYLOAD_CAP, encode_deadletter, encode_quarantine, encode_readings
@@ -245,6 +246,7 @@ class Watcher:
         self.counts = {"files_done": 0, "files_rejected": 0, "readings": 0, "deadletters": 0, "retries": 0}
         self._stop = threading.Event()
         self._log = RateLimitedLog(log, settings.log_repeat_interval_s)
+        self._attempts = Attempts()
         self._conn: psycopg.Connection | None = None
         for sub in (DONE_DIR, REJECTED_DIR):
             (directory / sub).mkdir(parents=True, exist_ok=True)
@@ -291,6 +293,8 @@ class Watcher:
         except Exception as exc:
             self.counts["retries"] += 1
             self._drop_connection()
+            if is_record_failure(exc):
+                return self._after_record_failure([path for path, _, _ in judged], exc, received_at)
             self._log("warning", "tt10.send_failed", key=type(exc).__name__, files=len(judged), error=safe_text(describe(exc), 300),
                       action="files kept; retried on the next scan",
                       fix=f"check Kafka at {self.settings.kafka_bootstrap} and PostgreSQL (quantrac stack status)")
@@ -305,6 +309,25 @@ class Watcher:
                   readings=len(verdict.kept), rejected_lines=len(verdict.rejected_lines),
                   reason=verdict.file_rejection.reason if verdict.file_rejection else None)
         return len(judged)
+
+    def _after_record_failure(self, paths: list[Path], exc: BaseException, received_at: datetime) -> int:
+        """A batch failed for its content: each file on its own; a file that fails RECORD_ATTEMPTS scans is set aside."""
+        if len(paths) > 1:
+            return sum(self.handle([path]) for path in paths)
+        [path] = paths
+        if not self._attempts.failed(path):
+            self._log("warning", "tt10.file_refused", key=type(exc).__name__, file=safe_text(path.name, 300),
+                      error=safe_text(describe(exc), 300), attempt=self._attempts.count(path), action="retried on the next scan")
+            return 0
+        self._attempts.forget(path)
+        try:
+            verdict, records = self._quarantine(path, path.read_bytes(), exc, received_at)
+            send_or_quarantine(self.producer, records, stage="tt10", deadletter_topic=self.settings.deadletter_topic)  # type: ignore[arg-type]
+        except (FileNotFoundError, KafkaError):
+            return 0  # gone meanwhile, or Kafka down: the next scan decides again
+        self._file_away(path, verdict)
+        self.counts["files_rejected"] += 1
+        return 1
 
     def _quarantine(self, path: Path, data: bytes, exc: BaseException, received_at: datetime) -> tuple[FileVerdict, list[Record]]:
         """A file the watcher failed on: to `rejected/` with the error, and a quarantine dead letter (head, size, SHA-256)."""

@@ -362,8 +362,9 @@ def deadletter_replay(
         raise typer.BadParameter(str(exc)) from None
     consumer = make_keeper_consumer(s)
     try:
-        while keep_batch(consumer, s.pg_dsn, timeout_ms=2000):
-            pass  # catch up with the dead-letter topic first
+        with connect(s.pg_dsn) as kept_into:
+            while keep_batch(consumer, kept_into, timeout_ms=2000):
+                pass  # catch up with the dead-letter topic first
     finally:
         consumer.close()
     with connect(s.pg_dsn) as conn:
