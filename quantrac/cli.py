@@ -71,7 +71,7 @@ def _stop_on_signals(stop: object) -> None:
 
 @app.command("settings")
 def show_settings() -> None:
-    """Print every setting as a Markdown table (the README's settings table)."""
+    """Print every setting as a Markdown table (the table in docs/settings.md)."""
     from quantrac.settings import settings_table
     typer.echo(settings_table())
 
