@@ -41,11 +41,12 @@ from ingest.tt10_watch import judge_file, verdict_records
 from quantrac import metrics
 from quantrac.db import connect, load_station_record, save_station_audited
 from quantrac.domain import Reading, Station, utc
-from quantrac.failures import describe
+from quantrac.failures import RateLimitedLog, describe
 from quantrac.settings import Settings
 from quantrac.wire import encode_deadletter, encode_quarantine, encode_readings
 
 log = structlog.get_logger(__name__)
+_log = RateLimitedLog(log)
 
 SOURCE = "import"
 CHUNK_UNITS = 2000
@@ -235,7 +236,8 @@ def chunk_records(units: Iterable[Unit], station: Station, now: datetime, limits
         try:
             readings, rejections = judge_row(unit, station, now, limits)
         except Exception as exc:  # a bug of ours on this row: set it aside, go on with the next
-            log.exception("import.row_quarantined", station=station.id, row=unit.number, error=describe(exc))
+            _log("exception", "import.row_quarantined", key=type(exc).__name__, station=station.id, row=unit.number,
+                 error=describe(exc))
             metrics.QUARANTINED.labels("import").inc()
             records.append((settings.deadletter_topic, key, encode_quarantine(
                 stage="import", raw=unit.raw.encode("utf-8", "backslashreplace"), error=describe(exc), received_at=now,

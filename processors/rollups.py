@@ -21,9 +21,11 @@ import psycopg
 import structlog
 
 from quantrac.domain import Reading
+from quantrac.failures import RateLimitedLog
 from quantrac.timebuckets import BUCKET_WIDTHS, DAY_ZONE, bucket_end, bucket_start
 
 log = structlog.get_logger(__name__)
+_log = RateLimitedLog(log)
 
 ROLLUPS: dict[str, str] = {"5m": "readings_5m", "1h": "readings_1h", "1d": "readings_1d"}
 
@@ -188,8 +190,9 @@ async def refresh_late_aggregates(conn: psycopg.AsyncConnection[Any], new: Seque
                 await conn.execute("CALL refresh_continuous_aggregate(%s, %s, %s)", (view, start, bucket_end(last, bucket)))
                 refreshed.append(view)
     except psycopg.Error as exc:
-        log.warning("rollups.late_refresh_failed", error=str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
-                    aggregates=list(ROLLUPS.values()), fix="none needed: the maintenance pass refreshes the aggregates")
+        _log("warning", "rollups.late_refresh_failed", key=type(exc).__name__,
+             error=str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+             aggregates=list(ROLLUPS.values()), fix="none needed: the maintenance pass refreshes the aggregates")
     finally:
         if not conn.closed and not conn.broken:
             await conn.set_autocommit(autocommit)
