@@ -1,0 +1,1 @@
+"""The command line: `quantrac <command>`, one module per command group (cli/main.py assembles them)."""
