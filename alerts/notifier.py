@@ -93,7 +93,7 @@ def build_channels(settings: Settings, conn_for_log: Callable[[], psycopg.Connec
                              webhook_channel("webhook-escalation", settings.notify_escalation_webhook_url, settings, conn_for_log),
                              lambda n: n.escalation))
     if settings.notify_mqtt_enabled:
-        from ingest.gateways import notifier_auth
+        from quantrac.mqtt_accounts import notifier_auth
 
         auth = notifier_auth(settings)  # its own account: may write the alert topics only
         found.append(Channel("mqtt", lambda n: channels.send_mqtt(n, host=settings.mqtt_host, port=settings.mqtt_port,

@@ -39,7 +39,7 @@ os.environ.update(namespace_env(NS))
 
 import psycopg  # noqa: E402
 
-from quantrac import stack  # noqa: E402
+from stack import services as stack  # noqa: E402
 from quantrac.db import migrate, save_stations  # noqa: E402
 from quantrac.domain import ParameterSpec, Station, StationKind  # noqa: E402
 from quantrac.settings import get_settings  # noqa: E402
@@ -105,7 +105,7 @@ def main() -> None:
         try:
             worker_sample = ProcessSample(worker.pid).start()
             began = time.monotonic()
-            cmd = [sys.executable, "-m", "quantrac.cli", "import", "--station", station.id, str(path), "--no-progress",
+            cmd = [sys.executable, "-m", "cli", "import", "--station", station.id, str(path), "--no-progress",
                    "--skip-column", "EVENT", *(["--rate", str(args.rate)] if args.rate else [])]
             done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **env}, timeout=3600)
             import_s = time.monotonic() - began

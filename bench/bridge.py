@@ -40,7 +40,7 @@ from paho.mqtt.packettypes import PacketTypes  # noqa: E402
 from paho.mqtt.properties import Properties  # noqa: E402
 
 from ingest.producer import CONSUMER_OPTIONS  # noqa: E402
-from quantrac import stack  # noqa: E402
+from stack import services as stack  # noqa: E402
 from quantrac.db import connect, migrate, save_stations  # noqa: E402
 from quantrac.registry import load_registry  # noqa: E402
 from quantrac.settings import Settings  # noqa: E402

@@ -124,7 +124,7 @@ class ProcessSample:
 def quantrac_process(args: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
     """A `quantrac ...` subprocess with its output in `log_path`."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    return subprocess.Popen([sys.executable, "-m", "quantrac.cli", *args], env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
+    return subprocess.Popen([sys.executable, "-m", "cli", *args], env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
                             stdout=log_path.open("ab"), stderr=subprocess.STDOUT)
 
 
@@ -166,7 +166,8 @@ def mqtt_logins(settings: "Settings") -> dict[str, tuple[str, str]]:
     """MQTT logins for a benchmark on a broker without anonymous access: `publisher`, the test
     account (may publish for any station; created if missing), and `reader`, the bridge's account
     (may read the readings topics). The settings object may predate the accounts (a fresh stack)."""
-    from ingest.gateways import bridge_login, sync, tester_credential
+    from quantrac.mqtt_accounts import bridge_login, tester_credential
+    from stack.mosquitto_accounts import sync
 
     tester = tester_credential(settings)
     if tester is None:
@@ -182,7 +183,8 @@ def prepare_private_stack(s: "Settings", keep: bool) -> None:
     """A fresh private stack, or the running one with `keep`; the broker's jars are copied from the shared run dir."""
     import shutil
 
-    from quantrac import stack
+    from quantrac.kafka_topics import ensure_topics
+    from stack import services as stack
 
     if not keep:
         stack.down(s)
@@ -194,7 +196,7 @@ def prepare_private_stack(s: "Settings", keep: bool) -> None:
         s.run_dir.mkdir(parents=True, exist_ok=True)
         shutil.copytree(shared_libs, s.run_dir / "kafka-libs")
     stack.up(s)
-    stack.ensure_topics(s)
+    ensure_topics(s)
 
 
 def start_profile(pid: int, out: Path) -> subprocess.Popen[bytes]:

@@ -43,7 +43,8 @@ from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition  # noqa: E402
 
 from ingest.bridge import end_session  # noqa: E402
 from ingest.producer import CONSUMER_OPTIONS  # noqa: E402
-from quantrac import stack  # noqa: E402
+from stack import services as stack  # noqa: E402
+from quantrac.kafka_topics import ensure_topics  # noqa: E402
 from quantrac.db import migrate, save_stations  # noqa: E402
 from quantrac.domain import Station  # noqa: E402
 from quantrac.registry import load_registry  # noqa: E402
@@ -78,7 +79,7 @@ def fresh_topics(settings) -> None:
         while any(n in admin.list_topics() for n in existing) and time.monotonic() < deadline:
             time.sleep(0.2)  # topic deletion is asynchronous; poll with a deadline
     admin.close()
-    stack.ensure_topics(settings)
+    ensure_topics(settings)
 
 
 def bench_stations(settings, count: int) -> dict[str, Station]:

@@ -51,7 +51,8 @@ from bench.common import percentiles, write_result  # noqa: E402
 from processors.partitions import refresh_aggregates  # noqa: E402
 from processors.rollups import bucket_sql, rebuild_rollups, update_rollups  # noqa: E402
 from processors.store import ReadingWriter  # noqa: E402
-from quantrac import stack as local_stack  # noqa: E402
+from stack import services as local_stack  # noqa: E402
+from stack.postgres import native_postgres_settings  # noqa: E402
 from quantrac.db import STORE_POSTGRESQL, STORE_TIMESCALEDB, describe_store, migrate  # noqa: E402
 from quantrac.domain import Reading  # noqa: E402
 from quantrac.settings import Settings  # noqa: E402
@@ -226,7 +227,7 @@ def bench_path(settings: Settings, kind: str, args: argparse.Namespace) -> dict[
 
 def servers(settings: Settings) -> dict[str, Settings]:
     """The two local PostgreSQL servers, by store kind; started when not running (and stopped by `main` after)."""
-    return {STORE_TIMESCALEDB: settings, STORE_POSTGRESQL: local_stack.native_postgres_settings(settings)}
+    return {STORE_TIMESCALEDB: settings, STORE_POSTGRESQL: native_postgres_settings(settings)}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -32,7 +32,7 @@ from bench.common import (ProcessSample, prepare_private_stack, private_settings
 
 import structlog  # noqa: E402
 
-from quantrac import stack  # noqa: E402
+from stack import services as stack  # noqa: E402
 from quantrac.db import connect, migrate, save_stations  # noqa: E402
 from quantrac.domain import Reading, Station, Status  # noqa: E402
 from quantrac.registry import load_registry  # noqa: E402

@@ -9,18 +9,19 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from quantrac import stack
 from quantrac.settings import get_settings
+from stack import services
+from stack.process import StackError
 
 stack_app = typer.Typer(help="Start, stop and check the local Mosquitto, Kafka and PostgreSQL.", no_args_is_help=True)
 
 Only = Annotated[
     list[str] | None,
-    typer.Option("--only", "-s", help=f"Only this service (repeatable): {', '.join(stack.SERVICE_NAMES)}."),
+    typer.Option("--only", "-s", help=f"Only this service (repeatable): {', '.join(services.SERVICE_NAMES)}."),
 ]
 
 
-def _fail(exc: stack.StackError) -> typer.Exit:
+def _fail(exc: StackError) -> typer.Exit:
     Console(stderr=True).print(f"[bold red]stack error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
     return typer.Exit(code=1)
 
@@ -29,8 +30,8 @@ def _fail(exc: stack.StackError) -> typer.Exit:
 def up(only: Only = None) -> None:
     """Start every service that is not already healthy, and create the Kafka topics."""
     try:
-        stack.up(get_settings(), only=only)
-    except stack.StackError as exc:
+        services.up(get_settings(), only=only)
+    except StackError as exc:
         raise _fail(exc) from None
 
 
@@ -38,8 +39,8 @@ def up(only: Only = None) -> None:
 def down(only: Only = None) -> None:
     """Stop the services this stack started (the ones it merely reused are left alone)."""
     try:
-        stack.down(get_settings(), only=only)
-    except stack.StackError as exc:
+        services.down(get_settings(), only=only)
+    except StackError as exc:
         raise _fail(exc) from None
 
 
@@ -47,8 +48,8 @@ def down(only: Only = None) -> None:
 def status(only: Only = None) -> None:
     """Probe each service; exits with 1 if any is unhealthy."""
     try:
-        found = stack.status(get_settings(), only=only)
-    except stack.StackError as exc:
+        found = services.status(get_settings(), only=only)
+    except StackError as exc:
         raise _fail(exc) from None
     table = Table("service", "healthy", "pid")
     table.add_column("endpoint", no_wrap=True)
@@ -72,11 +73,11 @@ def timescaledb() -> None:
     """Make TimescaleDB available to the local PostgreSQL: use it when installed, else build it once
     from QUANTRAC_TIMESCALEDB_SOURCE into QUANTRAC_TIMESCALEDB_CACHE and install it, else leave plain PostgreSQL."""
     from quantrac.logs import configure
-    from quantrac.timescaledb_install import ensure
+    from stack.timescaledb import ensure
 
     settings = get_settings()
     configure(settings.log_level, settings.log_format, "timescaledb")
     try:
         ensure(settings)
-    except stack.StackError as exc:
+    except StackError as exc:
         raise _fail(exc) from None

@@ -31,7 +31,7 @@ from kafka.errors import KafkaError
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from ingest.accounting import UNKNOWN_STATION, CounterName, DeliveryCounts
+from quantrac.delivery_accounting import UNKNOWN_STATION, CounterName, DeliveryCounts
 from ingest.deadletter import start_keeper
 from ingest.payload import SUBSCRIPTION, Limits, MessageRejected, Rejection, decode_message, now_utc, station_from_topic
 from ingest.producer import make_producer
@@ -465,7 +465,7 @@ def end_session(settings: Settings, client_id: str, timeout_s: float = 10.0) -> 
     not come back (scale-down, a benchmark's or a test's own bridge): what its session held is gone.
     To forward what it held first, drain it instead (`quantrac bridge drain`, ingest/drain.py).
     """
-    from ingest.gateways import bridge_login
+    from quantrac.mqtt_accounts import bridge_login
 
     connected = threading.Event()
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)

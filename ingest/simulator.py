@@ -208,7 +208,7 @@ class TT10Sink:
 def gateway_accounts(settings: object, stations: Iterable[str]) -> dict[str, tuple[str | None, str | None]]:
     """station id -> (username, password) of its gateway, from `ingest.gateways` when accounts exist."""
     try:
-        from ingest.gateways import gateway_credentials
+        from quantrac.mqtt_accounts import gateway_credentials
     except ImportError:
         return {}
     wanted = set(stations)

@@ -25,7 +25,7 @@ from tenacity import AsyncRetrying, retry_if_exception, wait_exponential
 
 from alerts.rules import Condition
 from alerts.store import apply_conditions
-from ingest.accounting import record_store_counts
+from quantrac.delivery_accounting import record_store_counts
 from processors import completeness
 from processors.detection import DetectionConfig, LiveDetectors, detect_batch
 from processors.rollups import refresh_late_aggregates, update_rollups

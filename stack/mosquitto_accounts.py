@@ -32,33 +32,26 @@ import subprocess
 import tempfile
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import structlog
 
 from quantrac.domain import Station
+from quantrac.mqtt_accounts import (
+    ALERTS_TOPICS,
+    BRIDGE_ACCOUNT,
+    BRIDGE_DRAIN_TOPICS,
+    NOTIFIER_ACCOUNT,
+    READINGS_TOPIC,
+    TEST_ACCOUNT,
+    mosquitto_dir,
+    read_accounts,
+)
 from quantrac.settings import Settings, mqtt_credentials_file
 
 log = structlog.get_logger(__name__)
-
-BRIDGE_ACCOUNT = "quantrac-bridge"
-NOTIFIER_ACCOUNT = "quantrac-notifier"
-TEST_ACCOUNT = "quantrac-test-gateway"
-READINGS_TOPIC = "quantrac/v1/stations/{station}/readings"
-ALERTS_TOPICS = "quantrac/v1/alerts/#"
-BRIDGE_DRAIN_TOPICS = "quantrac/v1/bridges/+/drain"
-"""Where a draining bridge sends itself the marker that tells it its session is empty (ingest/drain.py)."""
-
-
-@dataclass(frozen=True)
-class GatewayCredential:
-    """The MQTT account of one gateway and the stations it may publish for."""
-
-    username: str
-    password: str = field(repr=False)
-    station_ids: tuple[str, ...] = ()
 
 
 def gateway_of(station: Station) -> str:
@@ -67,15 +60,6 @@ def gateway_of(station: Station) -> str:
 
 def username_for(gateway: str) -> str:
     return f"gw-{gateway}"
-
-
-def mosquitto_dir(run_dir: Path) -> Path:
-    return run_dir / "mosquitto"
-
-
-def _read(run_dir: Path) -> dict[str, object]:
-    path = mqtt_credentials_file(run_dir)
-    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -90,48 +74,6 @@ def _write_private(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-
-
-def gateway_credentials(settings: Settings) -> dict[str, GatewayCredential]:
-    """Every gateway account generated under settings.run_dir, keyed by gateway id (empty before setup)."""
-    gateways = _read(settings.run_dir).get("gateways", {})
-    assert isinstance(gateways, dict)
-    return {gw: GatewayCredential(a["username"], a["password"], tuple(a["station_ids"])) for gw, a in gateways.items()}
-
-
-def tester_credential(settings: Settings) -> GatewayCredential | None:
-    """The test gateway account (may publish for any station), if it was generated."""
-    account = _read(settings.run_dir).get("test")
-    return GatewayCredential(account["username"], account["password"]) if isinstance(account, dict) else None
-
-
-def bridge_login(settings: Settings) -> tuple[str | None, str | None]:
-    """(username, password) of the bridge: the settings' account, else the generated one, read now.
-
-    Settings read the generated account when they are built; a process that built them before
-    `stack up` generated it (a test session's first start) still logs in through this.
-    """
-    if settings.mqtt_username:
-        return settings.mqtt_username, settings.mqtt_password.get_secret_value() if settings.mqtt_password else None
-    bridge = _read(settings.run_dir).get("bridge")
-    return (bridge["username"], bridge["password"]) if isinstance(bridge, dict) else (None, None)
-
-
-def notifier_auth(settings: Settings) -> dict[str, str | None] | None:
-    """paho `auth` of the alert notifier: its generated account, else the settings' account, else None."""
-    account = _read(settings.run_dir).get("notifier")
-    if isinstance(account, dict):
-        return {"username": account["username"], "password": account["password"]}
-    username, password = bridge_login(settings)
-    return {"username": username, "password": password} if username else None
-
-
-def credential_for(settings: Settings, station_id: str) -> GatewayCredential | None:
-    """The account to publish as for a station: its gateway's, else the test account (if generated), else None."""
-    for credential in gateway_credentials(settings).values():
-        if station_id in credential.station_ids:
-            return credential
-    return tester_credential(settings)
 
 
 def acl_text(gateways: Mapping[str, Iterable[str]], test_account: bool,
@@ -179,7 +121,7 @@ def sync(settings: Settings, stations: Mapping[str, Station], *, test_account: b
     home.mkdir(parents=True, exist_ok=True)
     with (home / ".sync.lock").open("a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        data = _read(run_dir)
+        data = read_accounts(run_dir)
         bridge = _bridge_account(settings, data.get("bridge"))
         notifier = data.get("notifier") or _new_account(NOTIFIER_ACCOUNT)
         accounts: dict[str, dict[str, object]] = dict(data.get("gateways", {})) if keep_existing else {}  # type: ignore[arg-type]
@@ -253,9 +195,10 @@ def _write_passwd(path: Path, accounts: Iterable[tuple[object, object]]) -> None
 
 def reload_broker(settings: Settings) -> bool:
     """SIGHUP the Mosquitto this run_dir's stack started (it rereads passwd and acl); False if none runs."""
-    from quantrac.stack import Mosquitto, _running_pid
+    from stack.mosquitto import Mosquitto  # the broker's module builds its config from this one
+    from stack.process import running_pid
 
-    pid = _running_pid(Mosquitto(settings).process)
+    pid = running_pid(Mosquitto(settings).process)
     if pid is None:
         return False
     os.kill(pid, signal.SIGHUP)
@@ -279,11 +222,12 @@ class TlsFiles:
 
 def ensure_tls(run_dir: Path, host: str) -> TlsFiles:
     """A local CA and a broker certificate for `host` under run_dir/mosquitto/tls (made once, kept)."""
+    import ipaddress
+
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
-    import ipaddress
 
     tls = mosquitto_dir(run_dir) / "tls"
     files = TlsFiles(tls / "ca.crt", tls / "server.crt", tls / "server.key")

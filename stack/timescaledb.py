@@ -30,7 +30,8 @@ from typing import Literal
 import structlog
 
 from quantrac.settings import Settings
-from quantrac.stack import StackError, postgres_bin_dir
+from stack.postgres import postgres_bin_dir
+from stack.process import StackError
 
 log = structlog.get_logger(__name__)
 

@@ -32,7 +32,8 @@ os.environ.setdefault("QUANTRAC_REGISTRY_MISS_RELOAD_S", "0")
 # test account (any station's readings topic), which `stack up` creates only when asked.
 os.environ.setdefault("QUANTRAC_MQTT_TEST_ACCOUNT", "true")
 
-from quantrac import stack as local_stack  # noqa: E402
+from stack import services as local_stack  # noqa: E402
+from stack.postgres import native_postgres_settings  # noqa: E402
 from quantrac.db import STORE_POSTGRESQL, STORE_TIMESCALEDB, connect, describe_store, migrate, save_stations  # noqa: E402
 from quantrac.registry import load_registry  # noqa: E402
 from quantrac.settings import Settings, get_settings  # noqa: E402
@@ -93,7 +94,7 @@ def native_server(stack: Settings) -> Iterator[Settings]:
     The extension is installed on this machine but not preloaded there, so `migrate` meets the very
     trap of issue 17 (listed, yet CREATE EXTENSION fails) and must fall back to native PostgreSQL.
     """
-    server = local_stack.native_postgres_settings(stack)
+    server = native_postgres_settings(stack)
     already = local_stack.status(server, only=["postgres"])["postgres"].healthy
     local_stack.up(server, only=["postgres"])
     with connect(server.pg_dsn) as conn:
@@ -195,7 +196,7 @@ class Process:
         self.log_path = log_dir / f"{name}.log"
         log_dir.mkdir(parents=True, exist_ok=True)
         self._log = self.log_path.open("ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "quantrac.cli", *args], stdout=self._log,
+        self.proc = subprocess.Popen([sys.executable, "-m", "cli", *args], stdout=self._log,
                                      stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
 
     def alive(self) -> bool:
@@ -222,7 +223,7 @@ def publish(settings: Settings, station_id: str, body: bytes, *, qos: int = 1) -
     It logs in as the station's gateway, else as the test account (QUANTRAC_MQTT_TEST_ACCOUNT),
     both generated under the run_dir by `stack up` / `quantrac gateways sync`.
     """
-    from ingest.gateways import credential_for
+    from quantrac.mqtt_accounts import credential_for
 
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
     credential = credential_for(settings, station_id)
@@ -255,7 +256,7 @@ def store_pipeline(store: Settings, stack: Settings, request: pytest.FixtureRequ
     if store.pg_port == stack.pg_port:
         yield request.getfixturevalue("pipeline")
         return
-    from quantrac.stack import ensure_topics
+    from quantrac.kafka_topics import ensure_topics
 
     tag = "native"
     own = store.model_copy(update={
@@ -336,7 +337,7 @@ def own_pipeline(stack: Settings, tag: str) -> tuple[Settings, dict[str, str]]:
     """
     from psycopg import sql
 
-    from quantrac.stack import ensure_topics
+    from quantrac.kafka_topics import ensure_topics
 
     own = stack.model_copy(update={
         "pg_database": f"{stack.pg_database}_{tag}",

@@ -38,7 +38,7 @@ def write_wide(path: Path, days: int = 2, spike_at: int | None = 400, gap_after:
 
 def test_the_cli_writes_the_alarms_of_a_wide_csv_as_csv_and_json(tmp_path: Path) -> None:
     data = write_wide(tmp_path / "history.csv")
-    run = [sys.executable, "-m", "quantrac.cli", "detect", str(data), "--station", STATION.id]
+    run = [sys.executable, "-m", "cli", "detect", str(data), "--station", STATION.id]
     as_csv = subprocess.run(run, capture_output=True, text=True, check=True).stdout
     rows = list(csv.DictReader(io.StringIO(as_csv)))
     spikes = [r for r in rows if r["rule"] == "anomaly_spike"]
@@ -50,7 +50,7 @@ def test_the_cli_writes_the_alarms_of_a_wide_csv_as_csv_and_json(tmp_path: Path)
 
 def test_the_cli_refuses_an_unknown_station_and_says_what_to_do(tmp_path: Path) -> None:
     data = write_wide(tmp_path / "history.csv", days=1)
-    done = subprocess.run([sys.executable, "-m", "quantrac.cli", "detect", str(data), "--station", "NOPE"],
+    done = subprocess.run([sys.executable, "-m", "cli", "detect", str(data), "--station", "NOPE"],
                           capture_output=True, text=True)
     assert done.returncode == 2 and "--station-file" in done.stderr
 

@@ -31,7 +31,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from prometheus_client.parser import text_string_to_metric_families
 
-from ingest.gateways import bridge_login
+from quantrac.mqtt_accounts import bridge_login
 from ingest.heartbeat import forget
 from quantrac.db import connect, save_stations
 from quantrac.settings import Settings
@@ -142,7 +142,7 @@ def start_load(settings: Settings) -> tuple[Publisher, threading.Thread]:
 
 def quantrac(args: list[str], env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """A quantrac command in another process, as an operator would run it."""
-    return subprocess.run([sys.executable, "-m", "quantrac.cli", *args], capture_output=True, text=True, timeout=timeout,
+    return subprocess.run([sys.executable, "-m", "cli", *args], capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, **env})
 
 

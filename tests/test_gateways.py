@@ -23,10 +23,10 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 
-from ingest.gateways import (BRIDGE_ACCOUNT, NOTIFIER_ACCOUNT, TEST_ACCOUNT, GatewayCredential, acl_text, bridge_login,
-                             gateway_credentials, notifier_auth, sync)
-from ingest.gateways import tester_credential as credential_of_tester
-from quantrac import stack as local_stack
+from quantrac.mqtt_accounts import BRIDGE_ACCOUNT, NOTIFIER_ACCOUNT, TEST_ACCOUNT, GatewayCredential, bridge_login, gateway_credentials, notifier_auth
+from stack.mosquitto_accounts import acl_text, sync
+from quantrac.mqtt_accounts import tester_credential as credential_of_tester
+from stack import services as local_stack
 from quantrac.registry import load_registry
 from quantrac.settings import REPO_ROOT, Settings, mqtt_credentials_file
 from tests.utils.builders import make_station, payload, topic

@@ -204,7 +204,7 @@ def api_process(stack: Settings) -> Iterator[tuple[subprocess.Popen[bytes], str,
     log_path = stack.run_dir / "test-logs" / os.environ.get("QUANTRAC_TEST_NAMESPACE", "test") / "api-history.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "quantrac.cli", "api"], stdout=log, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen([sys.executable, "-m", "cli", "api"], stdout=log, stderr=subprocess.STDOUT,
                                 env={**os.environ, "QUANTRAC_API_PORT": str(port), "PYTHONUNBUFFERED": "1"})
     url = f"http://127.0.0.1:{port}"
 

@@ -117,7 +117,7 @@ def write_long_csv(path: Path, rows: int, end: datetime) -> tuple[int, float]:
 
 
 def import_cmd(station: str, path: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "quantrac.cli", "import", "--station", station, str(path), "--no-progress", *extra]
+    return [sys.executable, "-m", "cli", "import", "--station", station, str(path), "--no-progress", *extra]
 
 
 def fingerprint(db: Any, station: str) -> tuple[Any, ...]:

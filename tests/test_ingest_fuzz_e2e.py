@@ -26,7 +26,7 @@ from hypothesis import HealthCheck, Phase, given, settings as hsettings
 from hypothesis import strategies as st
 from kafka import KafkaConsumer, TopicPartition
 
-from ingest import gateways
+from quantrac.mqtt_accounts import tester_credential
 from ingest.producer import CONSUMER_OPTIONS
 from ingest.tt10 import format_stamp
 from quantrac.db import save_stations
@@ -304,7 +304,7 @@ class DeadLetters:
 
 def _mqtt_client(settings: Settings) -> mqtt.Client:
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311, client_id=f"quantrac-fuzz-{uuid.uuid4().hex[:8]}")
-    credential = gateways.tester_credential(settings)
+    credential = tester_credential(settings)
     if credential is not None:
         client.username_pw_set(credential.username, credential.password)
     client.max_inflight_messages_set(200)

@@ -20,7 +20,7 @@ import pytest
 from kafka import KafkaConsumer, TopicPartition
 
 from ingest.producer import CONSUMER_OPTIONS
-from quantrac import stack as local_stack
+from stack import services as local_stack
 from quantrac.db import connect, migrate, save_stations
 from quantrac.settings import REPO_ROOT, Settings
 from tests.conftest import Process, publish

@@ -10,10 +10,11 @@ import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ingest.accounting import DeliveryCounts, hour_of, store_counts
+from quantrac.delivery_accounting import DeliveryCounts, hour_of, store_counts
 from ingest.bridge import AckQueue, PendingMessage
 from ingest.deadletter import plan_replay
-from ingest.gateways import credential_for, gateway_credentials, sync
+from quantrac.mqtt_accounts import credential_for, gateway_credentials
+from stack.mosquitto_accounts import sync
 from ingest.payload import Limits
 from quantrac.domain import Reading, Status
 from quantrac.settings import Settings

@@ -127,7 +127,7 @@ def test_installed_but_not_preloaded_falls_back_with_one_clear_line_and_no_faile
             with pytest.raises(StoreError, match="not preloaded; fix: add shared_preload_libraries"):
                 migrate(conn, use_timescale=True)  # asked for explicitly, TimescaleDB cannot fall back
             assert "schema_version" not in tables(conn)
-        done = subprocess.run([sys.executable, "-m", "quantrac.cli", "db", "migrate", "--no-seed"], capture_output=True, text=True,
+        done = subprocess.run([sys.executable, "-m", "cli", "db", "migrate", "--no-seed"], capture_output=True, text=True,
                               timeout=120, env={**os.environ, "QUANTRAC_PG_PORT": str(native_server.pg_port),
                                                 "QUANTRAC_PG_DATABASE": name, "QUANTRAC_LOG_FORMAT": "console"})
         assert done.returncode == 0, done.stderr

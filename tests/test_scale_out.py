@@ -36,7 +36,7 @@ import pytest
 from quantrac.db import save_stations
 from quantrac.domain import Station
 from quantrac.settings import Settings
-from ingest.gateways import credential_for
+from quantrac.mqtt_accounts import credential_for
 from tests.conftest import _ns, end_mqtt_session, publish, own_pipeline
 from tests.utils.builders import make_station, payload, topic
 from tests.utils.fleet import Fleet, owned_partitions, scrape
@@ -228,7 +228,7 @@ def test_killing_a_bridge_and_a_worker_loses_nothing_and_duplicates_nothing(
 
 
 def test_run_gives_each_bridge_its_own_client_id_and_metrics_port_on_one_shared_group() -> None:
-    from quantrac.cli import scale_out
+    from cli.run import scale_out
     settings = Settings(bridge_metrics_port=9101, worker_metrics_port=9102, mqtt_shared_group="")
     procs = scale_out({"bridge": "quantrac bridge", "worker": "quantrac worker", "api": "quantrac api"}, 2, 3, settings)
     assert sorted(procs) == ["api", "bridge1", "bridge2", "worker1", "worker2", "worker3"]

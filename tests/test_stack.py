@@ -16,11 +16,14 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from quantrac import stack as local_stack
+from stack import services as local_stack
+from stack import process as stack_process
+from quantrac.kafka_topics import kafka_admin
+from stack.postgres import native_postgres_settings
 from quantrac.settings import Settings
-from quantrac.stack import ProcessSpec, StackError
+from stack.process import ProcessSpec, StackError
 from tests.utils.poll import wait_for
-from quantrac.stack_cli import stack_app
+from cli.stack import stack_app
 
 pytestmark = pytest.mark.integration
 
@@ -91,7 +94,7 @@ def test_up_again_reuses_the_running_services(stack: Settings) -> None:
 
 
 def test_up_creates_the_topics(stack: Settings) -> None:
-    admin = local_stack.kafka_admin(stack)
+    admin = kafka_admin(stack)
     try:
         topics = {
             t["topic"]: len(t["partitions"])
@@ -144,10 +147,10 @@ def test_a_process_dying_at_start_reports_its_log(tmp_path: Path) -> None:
         output_log=tmp_path / "doomed.log",
         logs=(tmp_path / "doomed.log",),
     )
-    pid = local_stack.spawn(spec, ["sh", "-c", "echo 'fatal: no such table'; exit 3", "doomed-marker"])
+    pid = stack_process.spawn(spec, ["sh", "-c", "echo 'fatal: no such table'; exit 3", "doomed-marker"])
 
     with pytest.raises(StackError) as caught:
-        local_stack.wait_started(spec, pid, ready=lambda: (_ for _ in ()).throw(ConnectionRefusedError()), endpoint="nowhere", timeout_s=10)
+        stack_process.wait_started(spec, pid, ready=lambda: (_ for _ in ()).throw(ConnectionRefusedError()), endpoint="nowhere", timeout_s=10)
 
     message = str(caught.value)
     assert "exit code 3" in message and "fatal: no such table" in message and str(spec.output_log) in message
@@ -175,23 +178,23 @@ def test_stop_kills_a_process_that_ignores_sigterm_and_its_children(tmp_path: Pa
         output_log=tmp_path / "stubborn.log",
         logs=(tmp_path / "stubborn.log",),
     )
-    pid = local_stack.spawn(spec, ["sh", "-c", "trap '' TERM; sleep 300 & echo child=$!; wait", "stubborn-marker"])
+    pid = stack_process.spawn(spec, ["sh", "-c", "trap '' TERM; sleep 300 & echo child=$!; wait", "stubborn-marker"])
     request.addfinalizer(lambda: os.killpg(pid, signal.SIGKILL) if _process_group(pid) else None)
     # the child's pid in the log (the log's header line holds the script itself)
     wait_for(lambda: re.search(r"child=\d+", spec.output_log.read_text()), timeout=10, interval=0.05, what="the child's pid in the log")
     assert len(_process_group(pid)) == 2  # sh and its sleep
 
-    assert local_stack.stop_process(spec, timeout_s=1)
+    assert stack_process.stop_process(spec, timeout_s=1)
 
     assert _process_group(pid) == []
     assert not spec.pid_file.exists()
-    assert not local_stack.stop_process(spec, timeout_s=1)  # nothing left to stop
+    assert not stack_process.stop_process(spec, timeout_s=1)  # nothing left to stop
 
 
 def test_status_names_the_store_of_each_server(stack: Settings, native_server: Settings) -> None:
     """The stack's PostgreSQL preloads TimescaleDB and the tests' database is on it; the native server's is not."""
     assert re.search(r"store: TimescaleDB 2\.28\.3 on PostgreSQL 15\.\d+$", local_stack.status(stack, only=["postgres"])["postgres"].detail)
-    native = local_stack.status(local_stack.native_postgres_settings(stack), only=["postgres"])["postgres"]
+    native = local_stack.status(native_postgres_settings(stack), only=["postgres"])["postgres"]
     assert native.healthy and re.search(r"store: native PostgreSQL 15\.\d+$", native.detail), native
     result = CliRunner().invoke(stack_app, ["status", "--only", "postgres"])
     assert result.exit_code == 0 and "TimescaleDB 2.28.3" in result.output, result.output

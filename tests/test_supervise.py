@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from ingest.heartbeat import forget
 from quantrac.db import connect, save_stations
 from quantrac.settings import Settings
-from quantrac.supervise import Backoff, Supervisor
+from stack.supervise import Backoff, Supervisor
 from tests.conftest import Process, _ns, end_mqtt_session, own_pipeline, publish
 from tests.utils.builders import make_station, payload
 from tests.utils.fleet import owned_partitions, scrape

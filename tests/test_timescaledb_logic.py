@@ -14,8 +14,8 @@ import pytest
 
 from quantrac.db import explain_extension_failure
 from quantrac.settings import Settings
-from quantrac.stack import StackError
-from quantrac.timescaledb_install import cache_dir, control_version, tarball_version
+from stack.process import StackError
+from stack.timescaledb import cache_dir, control_version, tarball_version
 
 
 def test_the_release_comes_from_the_tarball_name() -> None:
@@ -68,7 +68,7 @@ def test_the_deployments_run_the_timescaledb_release_the_tests_build() -> None:
 
 def test_make_timescaledb_on_a_machine_where_it_is_installed_says_so_and_builds_nothing() -> None:
     """`make deps` runs this on every `make run` / `make test`: once installed, one line and no build."""
-    done = subprocess.run([sys.executable, "-m", "quantrac.cli", "stack", "timescaledb"], capture_output=True, text=True, timeout=60,
+    done = subprocess.run([sys.executable, "-m", "cli", "stack", "timescaledb"], capture_output=True, text=True, timeout=60,
                           env={**os.environ, "QUANTRAC_LOG_FORMAT": "console"})
     assert done.returncode == 0, done.stderr
     lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]

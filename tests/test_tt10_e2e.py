@@ -83,7 +83,7 @@ def test_full_table_34_file_round_trips_byte_identical(watch_dir: Path, db: psyc
 
     out = tmp_path / "export"
     result = subprocess.run(
-        [sys.executable, "-m", "quantrac.cli", "tt10", "export", str(out), "--station", station.id,
+        [sys.executable, "-m", "cli", "tt10", "export", str(out), "--station", station.id,
          "--from", (ts - timedelta(minutes=1)).isoformat(), "--to", (ts + timedelta(minutes=1)).isoformat()],
         capture_output=True, env=os.environ.copy(), timeout=60)
     assert result.returncode == 0, result.stderr.decode()

@@ -8,7 +8,7 @@ from fastapi import APIRouter, HTTPException, Query
 from pydantic import AwareDatetime, BaseModel, Field
 
 from api.deps import ConnDep
-from ingest.accounting import delivery_summary
+from quantrac.delivery_accounting import delivery_summary
 
 router = APIRouter(tags=["ingest"])
 

@@ -16,7 +16,7 @@ import orjson
 import paho.mqtt.client as mqtt
 import psycopg
 
-from ingest.gateways import credential_for
+from quantrac.mqtt_accounts import credential_for
 from quantrac.settings import Settings
 from tests.utils.builders import topic
 

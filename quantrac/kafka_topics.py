@@ -1,0 +1,87 @@
+"""The Kafka topics the pipeline needs, created when missing: production (the worker) and the local stack both use this."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+import structlog
+
+from quantrac.settings import Settings
+
+if TYPE_CHECKING:
+    from kafka.admin import KafkaAdminClient
+
+log = structlog.get_logger(__name__)
+
+ADMIN_TIMEOUT_S = 3.0
+
+
+class TopicsError(RuntimeError):
+    """The topics could not be created before the deadline; the message names them and the broker."""
+
+
+def kafka_admin(settings: Settings) -> KafkaAdminClient:
+    """A kafka-python admin client for settings.kafka_bootstrap with short timeouts (for probes and topics)."""
+    from kafka.admin import KafkaAdminClient
+
+    return KafkaAdminClient(
+        bootstrap_servers=settings.kafka_bootstrap.split(","),
+        client_id="quantrac-stack",
+        request_timeout_ms=10_000,
+        api_version_auto_timeout_ms=int(ADMIN_TIMEOUT_S * 1000),
+    )
+
+
+def ensure_topics(settings: Settings) -> None:
+    """Create the quantrac topics if missing (replication factor 1), and grow any with too few partitions.
+
+    Retries until settings.stack_start_timeout_s: right after start the controller may not be ready.
+    """
+    wanted = {
+        settings.readings_topic: settings.topic_partitions,
+        settings.deadletter_topic: settings.topic_partitions,
+        settings.alerts_topic: settings.topic_partitions,
+    }
+    deadline = time.monotonic() + settings.stack_start_timeout_s
+    while True:
+        try:
+            _create_topics(settings, wanted)
+            return
+        except Exception as exc:
+            if time.monotonic() >= deadline:
+                raise TopicsError(f"could not create the Kafka topics {sorted(wanted)} on {settings.kafka_bootstrap}: {exc}") from exc
+            log.info("kafka.topics.retry", error=f"{type(exc).__name__}: {exc}")
+            time.sleep(1.0)
+
+
+def ensure_changelog_topics(settings: Settings, names: Iterable[str]) -> None:
+    """Create the worker's table changelogs (compacted, one partition per source partition) if missing.
+
+    Faust would create them itself, but on a brand-new cluster a table written with
+    `use_partitioner=True` asks the producer for the partitions of a changelog it has no metadata
+    for yet (TypeError in aiokafka's partitioner); creating them before the worker starts avoids that.
+    """
+    _create_topics(settings, {name: settings.topic_partitions for name in names}, {"cleanup.policy": "compact"})
+
+
+def _create_topics(settings: Settings, wanted: dict[str, int], configs: dict[str, str] | None = None) -> None:
+    from kafka.admin import NewPartitions, NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    admin = kafka_admin(settings)
+    try:
+        existing = {t["topic"]: len(t["partitions"]) for t in admin.describe_topics() if t["topic"] in wanted}
+        missing = [NewTopic(name, count, 1, topic_configs=configs or {}) for name, count in wanted.items() if name not in existing]
+        if missing:
+            with contextlib.suppress(TopicAlreadyExistsError):
+                admin.create_topics(missing, timeout_ms=30_000)
+            log.info("kafka.topics.created", topics=[t.name for t in missing])
+        grow = {name: NewPartitions(wanted[name]) for name, count in existing.items() if count < wanted[name]}
+        if grow:
+            admin.create_partitions(grow, timeout_ms=30_000)
+            log.info("kafka.topics.grown", topics={name: wanted[name] for name in grow})
+    finally:
+        admin.close()

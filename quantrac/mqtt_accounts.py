@@ -1,0 +1,82 @@
+"""The MQTT accounts a quantrac process logs in with, read from the file the local stack generates.
+
+stack/mosquitto_accounts.py writes `<run_dir>/mosquitto/credentials.json` (the bridge's, the notifier's,
+one per gateway and the optional test account) with the broker's passwd and ACL; the bridge, the
+notifier, the simulator and the tests only read it, through this module.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from quantrac.settings import Settings, mqtt_credentials_file
+
+BRIDGE_ACCOUNT = "quantrac-bridge"
+NOTIFIER_ACCOUNT = "quantrac-notifier"
+TEST_ACCOUNT = "quantrac-test-gateway"
+READINGS_TOPIC = "quantrac/v1/stations/{station}/readings"
+ALERTS_TOPICS = "quantrac/v1/alerts/#"
+BRIDGE_DRAIN_TOPICS = "quantrac/v1/bridges/+/drain"
+"""Where a draining bridge sends itself the marker that tells it its session is empty (ingest/drain.py)."""
+
+
+@dataclass(frozen=True)
+class GatewayCredential:
+    """The MQTT account of one gateway and the stations it may publish for."""
+
+    username: str
+    password: str = field(repr=False)
+    station_ids: tuple[str, ...] = ()
+
+
+def mosquitto_dir(run_dir: Path) -> Path:
+    return run_dir / "mosquitto"
+
+
+def read_accounts(run_dir: Path) -> dict[str, object]:
+    path = mqtt_credentials_file(run_dir)
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def gateway_credentials(settings: Settings) -> dict[str, GatewayCredential]:
+    """Every gateway account generated under settings.run_dir, keyed by gateway id (empty before setup)."""
+    gateways = read_accounts(settings.run_dir).get("gateways", {})
+    assert isinstance(gateways, dict)
+    return {gw: GatewayCredential(a["username"], a["password"], tuple(a["station_ids"])) for gw, a in gateways.items()}
+
+
+def tester_credential(settings: Settings) -> GatewayCredential | None:
+    """The test gateway account (may publish for any station), if it was generated."""
+    account = read_accounts(settings.run_dir).get("test")
+    return GatewayCredential(account["username"], account["password"]) if isinstance(account, dict) else None
+
+
+def bridge_login(settings: Settings) -> tuple[str | None, str | None]:
+    """(username, password) of the bridge: the settings' account, else the generated one, read now.
+
+    Settings read the generated account when they are built; a process that built them before
+    `stack up` generated it (a test session's first start) still logs in through this.
+    """
+    if settings.mqtt_username:
+        return settings.mqtt_username, settings.mqtt_password.get_secret_value() if settings.mqtt_password else None
+    bridge = read_accounts(settings.run_dir).get("bridge")
+    return (bridge["username"], bridge["password"]) if isinstance(bridge, dict) else (None, None)
+
+
+def notifier_auth(settings: Settings) -> dict[str, str | None] | None:
+    """paho `auth` of the alert notifier: its generated account, else the settings' account, else None."""
+    account = read_accounts(settings.run_dir).get("notifier")
+    if isinstance(account, dict):
+        return {"username": account["username"], "password": account["password"]}
+    username, password = bridge_login(settings)
+    return {"username": username, "password": password} if username else None
+
+
+def credential_for(settings: Settings, station_id: str) -> GatewayCredential | None:
+    """The account to publish as for a station: its gateway's, else the test account (if generated), else None."""
+    for credential in gateway_credentials(settings).values():
+        if station_id in credential.station_ids:
+            return credential
+    return tester_credential(settings)
