@@ -33,7 +33,7 @@ import psycopg
 import structlog
 from paho.mqtt.properties import Properties
 
-from ingest import heartbeat
+from quantrac import bridge_sessions
 from ingest.bridge import Bridge, PendingMessage, subscription_for
 from quantrac.domain import Station
 from quantrac.settings import Settings
@@ -178,9 +178,9 @@ def stop_gracefully(bridge: Bridge) -> bool:
     s = bridge.settings
     client_id, deadline = s.mqtt_bridge_client_id, time.monotonic() + s.bridge_stop_timeout_s
     mode = s.bridge_on_stop
-    _with_db(s, "stopping", lambda c: heartbeat.record(c, client_id, bridge.subscription, "stopping", s.bridge_heartbeat_s))
+    _with_db(s, "stopping", lambda c: bridge_sessions.record(c, client_id, bridge.subscription, "stopping", s.bridge_heartbeat_s))
     if mode == "drain":
-        others = _with_db(s, "others", lambda c: heartbeat.others_alive(c, client_id, bridge.subscription))
+        others = _with_db(s, "others", lambda c: bridge_sessions.others_alive(c, client_id, bridge.subscription))
         if not others:
             log.warning("bridge.drain_skipped", client_id=client_id, reason="no other bridge of the group is alive",
                         fix=f"the session is kept; once another bridge runs: quantrac bridge drain {client_id}")
@@ -196,13 +196,13 @@ def stop_gracefully(bridge: Bridge) -> bool:
             log.error("bridge.drain_failed", client_id=client_id, error=str(exc),
                       fix=f"the session is kept (unsubscribed); finish with: quantrac bridge drain {client_id}")
         else:
-            _with_db(s, "forget", lambda c: heartbeat.forget(c, client_id))
+            _with_db(s, "forget", lambda c: bridge_sessions.forget(c, client_id))
             log.info("bridge.drained", client_id=client_id, messages=forwarded)
             return True
     bridge.refusing.set()
     while len(bridge.acks) and time.monotonic() < deadline:
         time.sleep(0.05)  # poll interval while the in-flight messages reach Kafka, bounded by the deadline
-    _with_db(s, "stopped", lambda c: heartbeat.record(c, client_id, bridge.subscription, "stopped", s.bridge_heartbeat_s))
+    _with_db(s, "stopped", lambda c: bridge_sessions.record(c, client_id, bridge.subscription, "stopped", s.bridge_heartbeat_s))
     log.info("bridge.session_kept", client_id=client_id, unacked=len(bridge.acks),
              note="the broker keeps dealing this session its share until a bridge with the same client id returns")
     return False
@@ -220,7 +220,7 @@ def drain(settings: Settings, client_id: str, stations: Mapping[str, Station], *
           force: bool = False, timeout_s: float = 1800.0) -> DrainReport:
     """Empty and end the session of a bridge that is gone (`quantrac bridge drain`)."""
     drain_topic(client_id)  # refuses a client id that cannot name the marker's topic, before connecting anything
-    sessions = _with_db(settings, "read", heartbeat.known_sessions)
+    sessions = _with_db(settings, "read", bridge_sessions.known_sessions)
     known = next((k for k in sessions or [] if k.client_id == client_id), None)
     filters = list(dict.fromkeys(f for f in (known.subscription if known else None,
                                              subscription_for(settings.mqtt_shared_group if group is None else group)) if f))
@@ -251,7 +251,7 @@ def drain(settings: Settings, client_id: str, stations: Mapping[str, Station], *
         drained = True
     finally:
         bridge.close(end_session=drained)
-    _with_db(settings, "forget", lambda c: heartbeat.forget(c, client_id))
+    _with_db(settings, "forget", lambda c: bridge_sessions.forget(c, client_id))
     report = DrainReport(client_id, bridge.session_present, forwarded, bridge.counts.snapshot())
     log.info("bridge.drained", client_id=client_id, session_present=report.session_present, messages=forwarded,
              readings=report.counts)

@@ -26,7 +26,7 @@ from tenacity import AsyncRetrying, retry_if_exception, wait_exponential
 from alerts.rules import Condition
 from alerts.store import apply_conditions
 from quantrac.delivery_accounting import record_store_counts
-from processors import completeness
+from quantrac import completeness
 from processors.detection import DetectionConfig, LiveDetectors, detect_batch
 from processors.rollups import refresh_late_aggregates, update_rollups
 from processors.store import ReadingWriter

@@ -22,12 +22,11 @@ import structlog
 
 from quantrac.domain import Reading
 from quantrac.failures import RateLimitedLog
-from quantrac.timebuckets import BUCKET_WIDTHS, DAY_ZONE, bucket_end, bucket_start
+from quantrac.timebuckets import BUCKET_WIDTHS, DAY_ZONE, ROLLUPS, bucket_end, bucket_start
 
 log = structlog.get_logger(__name__)
 _log = RateLimitedLog(log)
 
-ROLLUPS: dict[str, str] = {"5m": "readings_5m", "1h": "readings_1h", "1d": "readings_1d"}
 
 VALID_SQL = "status = '00' AND value IS NOT NULL AND value NOT IN ('NaN', 'Infinity', '-Infinity')"
 """A reading that counts towards means and limits (`Reading.is_valid_measurement` in SQL)."""

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from quantrac.timebuckets import BUCKET_WIDTHS, bucket_end, bucket_start
+from quantrac.timebuckets import BUCKET_WIDTHS, bucket_end, bucket_start, readings_in
 
 BASES: dict[str, str] = {"5m": "5m", "1h": "1h", "24h": "1d"}
 """Averaging basis → `quantrac.timebuckets` bucket."""
@@ -48,16 +48,6 @@ def epoch(ts: datetime) -> float:
 
 def from_epoch(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, tz=timezone.utc)
-
-
-def expected_count(start: datetime, end: datetime, interval_s: int) -> int:
-    """Readings a station reporting every `interval_s` sends in [start, end)."""
-    return readings_in((end - start).total_seconds(), interval_s)
-
-
-def readings_in(span_s: float, interval_s: int) -> int:
-    """Readings a station reporting every `interval_s` sends in `span_s` seconds (at least one)."""
-    return max(1, int(span_s // interval_s))
 
 
 _FIXED_WIDTH_S = {bucket: int(width.total_seconds()) for bucket, width in BUCKET_WIDTHS.items() if bucket != "1d"}

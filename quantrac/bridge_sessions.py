@@ -13,18 +13,10 @@ Ages are computed by PostgreSQL (`now() - last_seen`), so clocks of bridge and A
 
 from __future__ import annotations
 
-import threading
-import time
 from dataclasses import dataclass
 from typing import Literal
 
 import psycopg
-import structlog
-
-from quantrac.failures import RateLimitedLog
-
-log = structlog.get_logger(__name__)
-
 State = Literal["running", "stopping", "stopped"]
 
 
@@ -84,33 +76,3 @@ def others_alive(conn: psycopg.Connection, client_id: str, subscription: str) ->
     least one sees the other stopping and keeps its session (the group never loses its last member).
     """
     return [s.client_id for s in known_sessions(conn) if s.is_other_live_member(client_id, subscription)]
-
-
-class Heartbeat(threading.Thread):
-    """Refreshes a bridge's row every `interval_s` until `stop` is set; failures are logged, rate-limited."""
-
-    def __init__(self, dsn: str, client_id: str, subscription: str, interval_s: float, stop: threading.Event) -> None:
-        super().__init__(name="bridge-heartbeat", daemon=True)
-        self.dsn, self.client_id, self.subscription, self.interval_s, self.stop = dsn, client_id, subscription, interval_s, stop
-        self._failing_since: float | None = None
-        self._log = RateLimitedLog(log, interval_s=60.0)  # one warning a minute while PostgreSQL is unreachable
-
-    def beat(self, state: State = "running") -> bool:
-        try:
-            with psycopg.connect(self.dsn, autocommit=True, connect_timeout=5) as conn:
-                record(conn, self.client_id, self.subscription, state, self.interval_s)
-        except psycopg.Error as exc:
-            now = time.monotonic()
-            self._failing_since = self._failing_since or now
-            self._log("warning", "bridge.heartbeat_failed", client_id=self.client_id, error=str(exc).strip(),
-                      failing_for_s=round(now - self._failing_since),
-                      fix="check PostgreSQL (QUANTRAC_PG_*); until it answers this bridge may be reported stranded")
-            return False
-        if self._failing_since is not None:
-            log.info("bridge.heartbeat_recovered", client_id=self.client_id)
-            self._failing_since = None
-        return True
-
-    def run(self) -> None:
-        while not self.stop.wait(self.interval_s):
-            self.beat()

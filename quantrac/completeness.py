@@ -12,9 +12,8 @@ from typing import Any, Iterable, Mapping
 
 import psycopg
 
-from processors.windows import expected_count
 from quantrac.domain import Reading, Station
-from quantrac.timebuckets import bucket_end, bucket_start
+from quantrac.timebuckets import bucket_end, bucket_start, expected_count
 
 PERIODS: dict[str, str] = {"hour": "1h", "day": "1d"}
 """Completeness period → `quantrac.timebuckets` bucket."""

@@ -12,6 +12,8 @@ from zoneinfo import ZoneInfo
 
 BUCKET_WIDTHS: dict[str, timedelta] = {"5m": timedelta(minutes=5), "1h": timedelta(hours=1), "1d": timedelta(days=1)}
 DAY_ZONE = ZoneInfo("Asia/Ho_Chi_Minh")
+ROLLUPS: dict[str, str] = {"5m": "readings_5m", "1h": "readings_1h", "1d": "readings_1d"}
+"""The store's rollup table of each bucket width (written by processors/rollups.py, read by the API)."""
 
 
 def bucket_start(ts: datetime, bucket: str, day_zone: ZoneInfo = DAY_ZONE) -> datetime:
@@ -29,3 +31,13 @@ def bucket_start(ts: datetime, bucket: str, day_zone: ZoneInfo = DAY_ZONE) -> da
 
 def bucket_end(start: datetime, bucket: str) -> datetime:
     return start + BUCKET_WIDTHS[bucket]
+
+
+def expected_count(start: datetime, end: datetime, interval_s: int) -> int:
+    """Readings a station reporting every `interval_s` sends in [start, end)."""
+    return readings_in((end - start).total_seconds(), interval_s)
+
+
+def readings_in(span_s: float, interval_s: int) -> int:
+    """Readings a station reporting every `interval_s` sends in `span_s` seconds (at least one)."""
+    return max(1, int(span_s // interval_s))

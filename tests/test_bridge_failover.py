@@ -32,7 +32,7 @@ from paho.mqtt.properties import Properties
 from prometheus_client.parser import text_string_to_metric_families
 
 from quantrac.mqtt_accounts import bridge_login
-from ingest.heartbeat import forget
+from quantrac.bridge_sessions import forget
 from quantrac.db import connect, save_stations
 from quantrac.settings import Settings
 from tests.conftest import Process, _ns, end_mqtt_session, own_pipeline, publish

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ingest.drain import DrainFailed, drain_topic
-from ingest.heartbeat import KnownSession, forget, known_sessions, others_alive, record, session_of
+from quantrac.bridge_sessions import KnownSession, forget, known_sessions, others_alive, record, session_of
 
 
 @given(st.sampled_from(["running", "stopping", "stopped"]), st.floats(min_value=0.1, max_value=600),

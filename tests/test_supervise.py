@@ -21,7 +21,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ingest.heartbeat import forget
+from quantrac.bridge_sessions import forget
 from quantrac.db import connect, save_stations
 from quantrac.settings import Settings
 from stack.supervise import Backoff, Supervisor

@@ -9,7 +9,7 @@ from fastapi import APIRouter, HTTPException, Query
 from pydantic import AwareDatetime, BaseModel
 
 from api.deps import ConnDep, SettingsDep, local_time
-from processors.completeness import PERIODS, expected_readings
+from quantrac.completeness import PERIODS, expected_readings
 from quantrac.domain import Station
 from quantrac.timebuckets import bucket_end, bucket_start
 

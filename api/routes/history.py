@@ -20,9 +20,8 @@ from psycopg.rows import dict_row
 from pydantic import BaseModel
 
 from api.deps import ConnDep, SettingsDep, local_time
-from processors.rollups import ROLLUPS
 from quantrac.domain import Limit, Station
-from quantrac.timebuckets import BUCKET_WIDTHS, DAY_ZONE, bucket_start
+from quantrac.timebuckets import BUCKET_WIDTHS, DAY_ZONE, ROLLUPS, bucket_start
 
 router = APIRouter(prefix="/api/v1/stations", tags=["history"])
 

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api.deps import ConnDep, SettingsDep
-from ingest.heartbeat import known_sessions
+from quantrac.bridge_sessions import known_sessions
 from quantrac import metrics
 
 router = APIRouter(tags=["operations"])
