@@ -63,7 +63,7 @@ stack-status:
 clean: stack-down
 	rm -rf .run
 
-# Benchmarks print JSON and keep it under bench/results/; the README's table is made from them.
+# Benchmarks print JSON and keep it under bench/results/; the table in docs/performance.md is made from them.
 # QUICK=1 keeps the whole run within about 5 minutes. The detection bench needs the GECCO 2018 CSV
 # (../shared/data/gecco2018/ beside the repository, or QUANTRAC_GECCO_DATA=<path>).
 bench: deps
@@ -73,4 +73,4 @@ bench: deps
 	$(BIN)/python bench/store.py $(if $(QUICK),--write-rows 50000 --days 1 --stations 10 --queries 50,--days 7 --stations 100)
 	$(BIN)/python bench/detection.py $(if $(QUICK),--days 1,)
 	$(if $(QUICK),,$(BIN)/python bench/soak.py --minutes 30 --rate 5000)
-	$(BIN)/python bench/report.py --readme
+	$(BIN)/python bench/report.py --write

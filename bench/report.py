@@ -1,7 +1,7 @@
-"""The README's performance table, from the newest result of each benchmark in bench/results/.
+"""The performance table of docs/performance.md, from the newest result of each benchmark in bench/results/.
 
-    python bench/report.py            # print the table
-    python bench/report.py --readme   # also replace it in README.md between the bench markers
+    python bench/report.py           # print the table
+    python bench/report.py --write   # also replace it in docs/performance.md between the bench markers
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
+TABLE_FILE = REPO / "docs" / "performance.md"
+MARKERS = re.compile(r"<!-- bench:start -->\n(.*?)\n<!-- bench:end -->", re.S)
 
 
 def newest(name: str) -> dict[str, Any] | None:
@@ -135,18 +137,16 @@ def _kind(k: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--readme", action="store_true")
+    parser.add_argument("--write", action="store_true", help=f"replace the table in {TABLE_FILE.relative_to(REPO)}")
     args = parser.parse_args()
     table = "\n".join(rows())
     print(table)
-    if args.readme:
-        readme = REPO / "README.md"
-        text = readme.read_text(encoding="utf-8")
-        new, count = re.subn(r"<!-- bench:start -->\n.*?<!-- bench:end -->",
-                             lambda _m: f"<!-- bench:start -->\n{table}\n<!-- bench:end -->", text, flags=re.S)
+    if args.write:
+        text = TABLE_FILE.read_text(encoding="utf-8")
+        new, count = MARKERS.subn(lambda _m: f"<!-- bench:start -->\n{table}\n<!-- bench:end -->", text)
         if count != 1:
-            sys.exit("README.md has no <!-- bench:start --> / <!-- bench:end --> markers")
-        readme.write_text(new, encoding="utf-8")
+            sys.exit(f"{TABLE_FILE} has no <!-- bench:start --> / <!-- bench:end --> markers")
+        TABLE_FILE.write_text(new, encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from quantrac.mqtt_accounts import BRIDGE_ACCOUNT, NOTIFIER_ACCOUNT, TEST_ACCOUN
 from stack.mosquitto_accounts import acl_text, sync
 from quantrac.mqtt_accounts import tester_credential as credential_of_tester
 from stack import services as local_stack
+from stack.mosquitto import mqtt_connack
 from quantrac.registry import load_registry
 from quantrac.settings import REPO_ROOT, Settings, mqtt_credentials_file
 from tests.utils.builders import make_station, payload, topic
@@ -176,9 +177,9 @@ def test_no_anonymous_access_and_wrong_password_refused(broker: dict[str, Any]) 
     settings: Settings = broker["settings"]
     gateway_a = _gateway(settings, broker["a"])
 
-    assert local_stack.mqtt_connack(settings.mqtt_host, settings.mqtt_port) == 5  # not authorised
-    assert local_stack.mqtt_connack(settings.mqtt_host, settings.mqtt_port, gateway_a.username, "wrong") in (4, 5)
-    assert local_stack.mqtt_connack(settings.mqtt_host, settings.mqtt_port, gateway_a.username, gateway_a.password) == 0
+    assert mqtt_connack(settings.mqtt_host, settings.mqtt_port) == 5  # not authorised
+    assert mqtt_connack(settings.mqtt_host, settings.mqtt_port, gateway_a.username, "wrong") in (4, 5)
+    assert mqtt_connack(settings.mqtt_host, settings.mqtt_port, gateway_a.username, gateway_a.password) == 0
 
 
 @pytest.mark.integration
@@ -274,7 +275,7 @@ def test_a_station_registered_later_can_publish_after_sync(broker: dict[str, Any
     assert result.reloaded and result.created == (late.id,)
     credential = _gateway(settings, late.id)
     # Mosquitto rereads its files on SIGHUP asynchronously: poll until the new account is accepted.
-    wait_for(lambda: local_stack.mqtt_connack(settings.mqtt_host, settings.mqtt_port, credential.username,
+    wait_for(lambda: mqtt_connack(settings.mqtt_host, settings.mqtt_port, credential.username,
                                               credential.password) == 0, timeout=10, what="the broker to reload its accounts")
     gw = Session(settings, credential.username, credential.password)
     try:
@@ -296,7 +297,7 @@ def test_stack_up_on_a_running_broker_adds_the_test_account_on_request_without_r
     assert local_stack.status(settings, only=["mosquitto"])["mosquitto"].pid == pid
     tester = credential_of_tester(settings)
     assert tester is not None
-    wait_for(lambda: local_stack.mqtt_connack(settings.mqtt_host, settings.mqtt_port, tester.username, tester.password) == 0,
+    wait_for(lambda: mqtt_connack(settings.mqtt_host, settings.mqtt_port, tester.username, tester.password) == 0,
              timeout=10, what="the broker to reload its accounts")
     gw = Session(settings, tester.username, tester.password, tls=True)
     try:
