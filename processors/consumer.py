@@ -1,7 +1,7 @@
 """A Faust consumer that never commits an offset past a reading that was not processed.
 
 faust-streaming decides what to commit from the offsets acknowledged since the last commit
-(`Consumer._new_offset`). Three holes let it commit past a message that was never processed:
+(`Consumer._new_offset`, reached through processors/faust_compat.py). Three holes let it commit past a message that was never processed:
 
 - its head-gap guard is off by one (faust-streaming #606, fix proposed in #707): with committed
   offset C and acknowledged offsets C+1, C+2, … it commits past C although C was never
@@ -32,6 +32,8 @@ import structlog
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, Message
 
+from processors.faust_compat import CompatConsumer
+
 log = structlog.get_logger(__name__)
 
 
@@ -49,7 +51,7 @@ def first_uncommittable(acked: Iterable[int], gap_starts: Iterable[int], committ
     return min(limits, default=None)
 
 
-class HoldingConsumer(faust_aiokafka.Consumer):
+class HoldingConsumer(CompatConsumer):
     """faust's aiokafka consumer with held offsets, a strict head-gap guard and rewinds."""
 
     gapless_topics: ClassVar[frozenset[str]] = frozenset()
@@ -83,26 +85,26 @@ class HoldingConsumer(faust_aiokafka.Consumer):
             self.held_offsets[message.tp].discard(message.offset)
         return acked
 
-    async def _add_gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
+    async def record_gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
         if tp.topic in self.gapless_topics:
             log.warning("worker.records_skipped", topic=tp.topic, partition=tp.partition, first=offset_from,
                         last=offset_to - 1, action="not committed past; read again from the committed offset")
             return
-        await super()._add_gap(tp, offset_from, offset_to)
+        await self.faust_record_gap(tp, offset_from, offset_to)
 
-    def _new_offset(self, tp: TP) -> Optional[int]:
-        acked = self._acked[tp]
+    def next_commit(self, tp: TP) -> Optional[int]:
+        acked = self.acked_offsets(tp)
         if not acked:
             return None
-        committed = self._committed_offset[tp]
-        limit = first_uncommittable(acked, (iv.begin for iv in self._gap[tp]), committed, self.held_offsets[tp])
+        committed = self.committed(tp)
+        limit = first_uncommittable(acked, self.gap_starts(tp), committed, self.held_offsets[tp])
         if limit is None:
             self._stalls().pop(tp, None)
-            return super()._new_offset(tp)
+            return self.faust_next_commit(tp)
         later = [o for o in acked if o >= limit]
         acked[:] = [o for o in acked if o < limit]
         try:
-            new = super()._new_offset(tp) if acked else None
+            new = self.faust_next_commit(tp) if acked else None
         finally:
             acked.extend(later)
         if new is None and later and committed is not None:

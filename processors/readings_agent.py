@@ -25,6 +25,7 @@ from alerts.rules import Condition
 from processors import liveness
 from processors.app import alerts_topic, app, deadletter_topic, detection_table, liveness_table, readings_topic, settings
 from processors.detection import DetectionConfig
+from processors.faust_compat import committed_offset
 from processors.pipeline import BatchProcessor, DeadLetter, alert_record, decode_records, last_seen
 from quantrac import metrics
 from quantrac.db import live_registry
@@ -184,7 +185,7 @@ async def _partition_views() -> list[liveness.PartitionView]:
     for tp in tps:
         offset, timestamp = _processed.get(tp, (None, None))
         views.append(liveness.PartitionView(ends.get((tp.topic, tp.partition)), offset, liveness.kafka_time(timestamp),
-                                            consumer._committed_offset.get(tp)))  # noqa: SLF001 (no public accessor)
+                                            committed_offset(consumer, tp)))
     return views
 
 
@@ -196,6 +197,6 @@ async def report_consumer_lag() -> None:
     for tp in consumer.assignment():
         if tp.topic != readings_topic.get_topic_name():
             continue
-        lag = metrics.consumer_lag(consumer.highwater(tp), consumer._committed_offset.get(tp))  # noqa: SLF001 (Faust keeps no public accessor)
+        lag = metrics.consumer_lag(consumer.highwater(tp), committed_offset(consumer, tp))
         if lag is not None:
             metrics.WORKER_CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(lag)

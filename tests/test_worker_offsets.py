@@ -1,30 +1,24 @@
 """The worker's consumer never commits past an offset that was not acknowledged (processors/consumer.py).
 
-The commit decision runs on faust's own `_new_offset` bookkeeping; these tests drive it with the
-acknowledged offsets, gaps and holds a running consumer would have.
+The commit decision runs on faust's own bookkeeping (reached only through processors/faust_compat.py);
+these tests drive it with the acknowledged offsets, gaps and holds a running consumer would have.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-
 from hypothesis import given
 from hypothesis import strategies as st
-from intervaltree import IntervalTree
 
 from faust.types import TP
 from processors.consumer import HoldingConsumer, first_uncommittable
+from processors.faust_compat import commit_acknowledged, offline_consumer
 
 TP0 = TP("quantrac.readings", 0)
 
 
 def consumer(committed: int | None, acked: list[int], held: set[int] = frozenset(), gaps: list[tuple[int, int]] = ()) -> HoldingConsumer:
     """A consumer in the state the commit decision reads: only the bookkeeping, no connection."""
-    c = HoldingConsumer.__new__(HoldingConsumer)
-    c._acked = defaultdict(list, {TP0: list(acked)})
-    c._acked_index = defaultdict(set, {TP0: set(acked)})
-    c._gap = defaultdict(IntervalTree, {TP0: IntervalTree.from_tuples(gaps)})
-    c._committed_offset = defaultdict(lambda: None, {TP0: committed})
+    c = offline_consumer(HoldingConsumer, TP0, committed, acked, gaps)
     for offset in held:
         c.hold(TP0, offset)
     return c
@@ -32,27 +26,26 @@ def consumer(committed: int | None, acked: list[int], held: set[int] = frozenset
 
 def test_a_single_unacknowledged_offset_at_the_head_is_not_committed_past() -> None:
     """faust-streaming #606: committed 100, acked 101..104 (100 never acked) must not commit 105."""
-    assert consumer(100, [101, 102, 103, 104])._new_offset(TP0) is None
+    assert consumer(100, [101, 102, 103, 104]).next_commit(TP0) is None
 
 
 def test_an_unknown_or_zero_committed_offset_does_not_switch_the_guard_off() -> None:
-    assert consumer(0, [1, 2, 3])._new_offset(TP0) is None
-    assert consumer(None, [1, 2, 3], held={0})._new_offset(TP0) is None
+    assert consumer(0, [1, 2, 3]).next_commit(TP0) is None
+    assert consumer(None, [1, 2, 3], held={0}).next_commit(TP0) is None
 
 
 def test_a_held_offset_stops_the_commit_just_before_it_and_releases_it_once_acknowledged() -> None:
     c = consumer(100, [100, 101, 103, 104], held={102})
-    assert c._new_offset(TP0) == 102
-    assert sorted(c._acked[TP0]) == [103, 104], "acknowledged offsets past the hold are kept for later"
-    c._committed_offset[TP0] = 102
-    c._acked[TP0].append(102)
+    assert c.next_commit(TP0) == 102
+    assert sorted(c.acked_offsets(TP0)) == [103, 104], "acknowledged offsets past the hold are kept for later"
+    commit_acknowledged(c, TP0, 102, [102])
     c.held_offsets[TP0].discard(102)
-    assert c._new_offset(TP0) == 105
+    assert c.next_commit(TP0) == 105
 
 
 def test_a_gap_the_fetcher_recorded_is_stepped_over() -> None:
     """Offsets that do not exist in the log (compaction, transaction markers) are not waited for."""
-    assert consumer(100, [102, 103], gaps=[(100, 102)])._new_offset(TP0) == 104
+    assert consumer(100, [102, 103], gaps=[(100, 102)]).next_commit(TP0) == 104
 
 
 def test_first_uncommittable_names_the_lowest_limit() -> None:
@@ -69,7 +62,7 @@ def test_the_commit_never_passes_an_offset_that_was_not_acknowledged(
     acked = [o for o, done in zip(offsets, processed) if done]
     order.shuffle(acked)
     held = {o for o, done, h in zip(offsets, processed, held_mask) if not done and h}
-    new = consumer(committed, acked, held)._new_offset(TP0)
+    new = consumer(committed, acked, held).next_commit(TP0)
     first_missing = next((o for o, done in zip(offsets, processed) if not done), offsets[-1] + 1)
     if first_missing == committed:
         assert new is None
@@ -94,11 +87,24 @@ def test_a_jump_in_offsets_of_the_readings_topic_is_not_a_gap_and_a_stalled_comm
 
         c.seek = seek  # type: ignore[method-assign]
         c.app = types.SimpleNamespace(loop=asyncio.get_running_loop())
-        await c._add_gap(TP0, 1512, 1532)
-        assert not c._gap[TP0], "no gap recorded on the readings topic"
-        assert c._new_offset(TP0) is None and c._new_offset(TP0) is None
+        await c.record_gap(TP0, 1512, 1532)
+        assert not list(c.gap_starts(TP0)), "no gap recorded on the readings topic"
+        assert c.next_commit(TP0) is None and c.next_commit(TP0) is None
         await asyncio.sleep(0)
         return seeks
 
     seeks = asyncio.run(scenario())
     assert seeks and seeks[0] == (TP0, 1512), "read again from the committed offset"
+
+
+def test_the_faust_compatibility_module_is_pinned_to_the_installed_and_required_faust() -> None:
+    """processors/faust_compat.py refuses another faust-streaming; its version is the one pyproject.toml pins."""
+    import tomllib
+    from importlib.metadata import version
+
+    from processors.faust_compat import FAUST_VERSION
+    from quantrac.settings import REPO_ROOT
+
+    pins = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert f"faust-streaming=={FAUST_VERSION}" in pins
+    assert version("faust-streaming") == FAUST_VERSION
