@@ -6,19 +6,17 @@ Unit tests never touch these fixtures, so `pytest tests/test_payload.py` runs wi
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Iterator
 
-import paho.mqtt.client as mqtt
 import psycopg
 import pytest
+
+from tests.utils.processes import NAMESPACE as _ns
 
 # Tests share the services with `make run` but not its data: their own database, topics,
 # consumer group and MQTT session, named after QUANTRAC_TEST_NAMESPACE (default "test") so
 # that several test sessions can run side by side. Their processes reload the registry quickly.
-_ns = os.environ.get("QUANTRAC_TEST_NAMESPACE", "test")
 os.environ.setdefault("QUANTRAC_PG_DATABASE", f"quantrac_{_ns}")
 os.environ.setdefault("QUANTRAC_READINGS_TOPIC", f"quantrac.{_ns}.readings")
 os.environ.setdefault("QUANTRAC_DEADLETTER_TOPIC", f"quantrac.{_ns}.readings.deadletter")
@@ -37,8 +35,23 @@ from stack.postgres import native_postgres_settings  # noqa: E402
 from quantrac.db import STORE_POSTGRESQL, STORE_TIMESCALEDB, connect, describe_store, migrate, save_stations  # noqa: E402
 from quantrac.registry import load_registry  # noqa: E402
 from quantrac.settings import Settings, get_settings  # noqa: E402
-from tests.utils.builders import make_station, payload, topic  # noqa: E402
+from tests.utils.builders import make_station, payload  # noqa: E402
 from tests.utils.poll import wait_for  # noqa: E402
+from tests.utils.processes import Process, end_mqtt_session, publish, stored_count  # noqa: E402
+
+
+SERVICE_FIXTURES = frozenset({"stack", "native_server", "store", "store_db", "native_db", "timescale_db",
+                              "store_kinds_checked", "store_api", "api", "api_as", "db", "pipeline", "store_pipeline"})
+"""Fixtures that start or reach the real services: a test using one, even through another fixture, is `integration`."""
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Keep the tiers honest: `-m "not integration"` (make test-unit) must never start a service."""
+    unmarked = [item.nodeid for item in items if SERVICE_FIXTURES & set(getattr(item, "fixturenames", ()))
+                and item.get_closest_marker("integration") is None]
+    if unmarked:
+        raise pytest.UsageError("these tests use the services but are not marked integration "
+                                f"(@pytest.mark.integration or pytestmark): {unmarked}")
 
 
 @pytest.fixture(scope="session")
@@ -188,61 +201,6 @@ def db(stack: Settings) -> Iterator[psycopg.Connection]:
         yield conn
 
 
-class Process:
-    """A quantrac command run as a real subprocess, its output in a log file under the run folder."""
-
-    def __init__(self, name: str, args: list[str], log_dir: Path, env: dict[str, str] | None = None) -> None:
-        self.name = name
-        self.log_path = log_dir / f"{name}.log"
-        log_dir.mkdir(parents=True, exist_ok=True)
-        self._log = self.log_path.open("ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "cli", *args], stdout=self._log,
-                                     stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def tail(self, lines: int = 30) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-
-    def stop(self, timeout: float = 20.0) -> int:
-        if self.alive():
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self._log.close()
-        return self.proc.returncode
-
-
-def publish(settings: Settings, station_id: str, body: bytes, *, qos: int = 1) -> None:
-    """Publish one message like a gateway and wait for the broker's PUBACK.
-
-    It logs in as the station's gateway, else as the test account (QUANTRAC_MQTT_TEST_ACCOUNT),
-    both generated under the run_dir by `stack up` / `quantrac gateways sync`.
-    """
-    from quantrac.mqtt_accounts import credential_for
-
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
-    credential = credential_for(settings, station_id)
-    if credential is not None:
-        client.username_pw_set(credential.username, credential.password)
-    client.connect(settings.mqtt_host, settings.mqtt_port)
-    client.loop_start()
-    try:
-        client.publish(topic(station_id), body, qos=qos).wait_for_publish(timeout=10)
-    finally:
-        client.disconnect()
-        client.loop_stop()
-
-
-def stored_count(conn: psycopg.Connection, station_id: str) -> int:
-    row = conn.execute("SELECT count(*) FROM readings WHERE station_id = %s", (station_id,)).fetchone()
-    return int(row[0]) if row else 0
-
-
 @pytest.fixture(scope="session")
 def pipeline(stack: Settings) -> Iterator[dict[str, Process]]:
     """The bridge and the worker as subprocesses, ready once a probe reading has reached PostgreSQL."""
@@ -318,46 +276,3 @@ def api_as(api: "TestClient", stack: Settings) -> "Callable[[str | None], TestCl
             clients[role] = TestClient(api.app, headers=headers)
         return clients[role]
     return client_for
-
-
-def end_mqtt_session(settings: Settings, client_id: str) -> None:
-    """Delete the persistent session of a bridge a test started and stopped (`ingest.bridge.end_session`)."""
-    from ingest.bridge import end_session
-
-    end_session(settings, client_id)
-
-
-def own_pipeline(stack: Settings, tag: str) -> tuple[Settings, dict[str, str]]:
-    """Settings and subprocess environment for a test that runs its own bridge/worker processes.
-
-    Own database, topics, consumer group and MQTT client id, so they neither join the session
-    `pipeline`'s consumer group, take over its MQTT session, nor race its worker to store the
-    same readings (both bridges receive every MQTT message; the session's dead-letters the
-    stations it does not know). Idempotent: call it as often as needed.
-    """
-    from psycopg import sql
-
-    from quantrac.kafka_topics import ensure_topics
-
-    own = stack.model_copy(update={
-        "pg_database": f"{stack.pg_database}_{tag}",
-        "readings_topic": f"quantrac.{_ns}.{tag}.readings", "deadletter_topic": f"quantrac.{_ns}.{tag}.readings.deadletter",
-        "alerts_topic": f"quantrac.{_ns}.{tag}.alerts", "worker_id": f"quantrac-worker-{_ns}-{tag}",
-        "mqtt_bridge_client_id": f"quantrac-bridge-{_ns}-{tag}",
-    })
-    if own.pg_database not in _own_databases:
-        admin = stack.pg_dsn.replace(f"dbname={stack.pg_database}", "dbname=postgres")
-        with psycopg.connect(admin, autocommit=True) as conn:
-            if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (own.pg_database,)).fetchone() is None:
-                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(own.pg_database)))
-        with connect(own.pg_dsn) as conn:
-            migrate(conn)
-        ensure_topics(own)
-        _own_databases.add(own.pg_database)
-    env = {"QUANTRAC_PG_DATABASE": own.pg_database, "QUANTRAC_READINGS_TOPIC": own.readings_topic,
-           "QUANTRAC_DEADLETTER_TOPIC": own.deadletter_topic, "QUANTRAC_ALERTS_TOPIC": own.alerts_topic,
-           "QUANTRAC_WORKER_ID": own.worker_id, "QUANTRAC_MQTT_BRIDGE_CLIENT_ID": own.mqtt_bridge_client_id}
-    return own, env
-
-
-_own_databases: set[str] = set()

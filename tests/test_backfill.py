@@ -19,7 +19,7 @@ import pytest
 from processors.partitions import apply_retention, refresh_aggregates
 from quantrac.domain import Reading
 from quantrac.settings import Settings
-from tests.conftest import stored_count
+from tests.utils.processes import stored_count
 from tests.test_import import HCM, import_cmd
 from tests.test_store_rollups import store_readings as store
 from tests.utils.poll import wait_for

@@ -35,7 +35,8 @@ from quantrac.mqtt_accounts import bridge_login
 from quantrac.bridge_sessions import forget
 from quantrac.db import connect, save_stations
 from quantrac.settings import Settings
-from tests.conftest import Process, _ns, end_mqtt_session, own_pipeline, publish
+from tests.utils.ports import free_ports
+from tests.utils.processes import NAMESPACE, Process, end_mqtt_session, own_pipeline, publish
 from tests.utils.builders import make_station, payload
 from tests.utils.fleet import Fleet, owned_partitions, scrape
 from tests.utils.load import Publisher, stored
@@ -43,7 +44,7 @@ from tests.utils.poll import wait_for
 
 pytestmark = pytest.mark.integration
 
-PORTS = {"bridge1": 22110, "bridge2": 22111, "worker1": 22112}
+PORTS = dict(zip(("bridge1", "bridge2", "worker1"), free_ports(3)))
 READINGS = 3_000           # 1,000 messages of COD, pH and Flow
 RATE = 100.0               # messages per second
 LEAVE_AFTER = 300          # messages acknowledged by the broker before a bridge is killed or stopped
@@ -60,7 +61,7 @@ def own(stack: Settings) -> tuple[Settings, dict[str, str]]:
 def worker(stack: Settings, own: tuple[Settings, dict[str, str]]) -> Iterator[Fleet]:
     """One worker for the module, owning every readings partition."""
     settings, env = own
-    fleet = Fleet(stack.run_dir / "test-logs" / _ns, PORTS, env, prefix="failover")
+    fleet = Fleet(stack.run_dir / "test-logs" / NAMESPACE, PORTS, env, prefix="failover")
     fleet.start("worker1")
     try:
         wait_for(lambda: len(owned_partitions(PORTS["worker1"], settings.readings_topic)) == stack.topic_partitions,
@@ -78,7 +79,7 @@ def bridges(stack: Settings, own: tuple[Settings, dict[str, str]], worker: Fleet
     fleets: list[Fleet] = []
 
     def start(on_stop: str) -> Fleet:
-        fleet = Fleet(stack.run_dir / "test-logs" / _ns, PORTS, env, prefix="failover")
+        fleet = Fleet(stack.run_dir / "test-logs" / NAMESPACE, PORTS, env, prefix="failover")
         fleets.append(fleet)
         for name in ("bridge1", "bridge2"):
             fleet.start(name, QUANTRAC_BRIDGE_HEARTBEAT_S="2", QUANTRAC_BRIDGE_ON_STOP=on_stop)

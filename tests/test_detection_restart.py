@@ -22,7 +22,7 @@ from quantrac.domain import Reading
 from quantrac.settings import Settings
 from quantrac.timebuckets import bucket_start
 from quantrac.wire import encode_readings
-from tests.conftest import Process, _ns, own_pipeline
+from tests.utils.processes import NAMESPACE, Process, own_pipeline
 from tests.utils.builders import make_station
 from tests.utils.poll import wait_for
 
@@ -36,7 +36,7 @@ def own(stack: Settings) -> Settings:
 
 def _worker(own: Settings) -> Process:
     env = {"QUANTRAC_READINGS_TOPIC": own.readings_topic, "QUANTRAC_ALERTS_TOPIC": own.alerts_topic, "QUANTRAC_WORKER_ID": own.worker_id}
-    return Process("worker-restart", ["worker"], own.run_dir / "test-logs" / _ns, env=env)
+    return Process("worker-restart", ["worker"], own.run_dir / "test-logs" / NAMESPACE, env=env)
 
 
 @pytest.fixture()

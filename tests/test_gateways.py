@@ -1,4 +1,4 @@
-"""Gateway identity on a PRIVATE Mosquitto (own run_dir, ports 21300-21301): accounts, ACL, TLS.
+"""Gateway identity on a PRIVATE Mosquitto (own run_dir, ports taken free at run time): accounts, ACL, TLS.
 
 `quantrac stack up` itself generates the accounts (no explicit sync first), so the broker never
 allows anonymous access. It must refuse a gateway's publish to another station's topic (MQTT 5
@@ -30,6 +30,7 @@ from stack import services as local_stack
 from stack.mosquitto import mqtt_connack
 from quantrac.registry import load_registry
 from quantrac.settings import REPO_ROOT, Settings, mqtt_credentials_file
+from tests.utils.ports import free_ports
 from tests.utils.builders import make_station, payload, topic
 from tests.utils.poll import wait_for
 
@@ -38,13 +39,15 @@ NOT_AUTHORIZED = 135
 ACCEPTED = (0, 16)
 """PUBACK reason codes of an accepted publish: success, or "no matching subscribers"."""
 
+MQTT_PORT, TLS_PORT = free_ports(2)
+
 
 def _settings() -> Settings:
     """Built anew after each sync: Settings reads the bridge account from the run_dir at construction.
 
     The test account is NOT asked for (unlike the rest of the suite): `stack up` must leave it out.
     """
-    return Settings(run_dir=RUN_DIR, mqtt_port=21300, mosquitto_tls_port=21301, mqtt_test_account=False,
+    return Settings(run_dir=RUN_DIR, mqtt_port=MQTT_PORT, mosquitto_tls_port=TLS_PORT, mqtt_test_account=False,
                     stack_start_timeout_s=20, stack_stop_timeout_s=10)
 
 

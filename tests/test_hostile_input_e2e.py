@@ -31,7 +31,7 @@ from quantrac.db import save_stations
 from quantrac.safe_text import safe_text
 from quantrac.settings import Settings
 from quantrac.wire import encode_deadletter, encode_readings
-from tests.conftest import Process, stored_count
+from tests.utils.processes import Process, stored_count
 from tests.utils.builders import make_station, topic
 from tests.utils.poll import wait_for
 
@@ -297,7 +297,7 @@ def test_a_poison_message_in_a_restarted_bridges_session_does_not_block_it(stack
 
     from ingest.producer import CONSUMER_OPTIONS
     from quantrac.wire import decode_deadletter
-    from tests.conftest import end_mqtt_session, own_pipeline
+    from tests.utils.processes import end_mqtt_session, own_pipeline
 
     own, env = own_pipeline(stack, "poison")
     station = make_station()

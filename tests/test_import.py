@@ -25,7 +25,7 @@ from ingest.payload import Limits
 from quantrac.domain import Station
 from quantrac.settings import Settings, get_settings
 from quantrac.wire import decode_deadletter, decode_sourced
-from tests.conftest import stored_count
+from tests.utils.processes import stored_count
 from tests.test_stations_admin import river_station
 from tests.utils.poll import wait_for
 

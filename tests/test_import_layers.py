@@ -19,3 +19,19 @@ def test_the_import_layers_contract_is_kept() -> None:
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "1 kept, 0 broken" in done.stdout, done.stdout
+
+
+def test_tests_take_their_helpers_from_the_support_modules_and_their_ports_at_run_time() -> None:
+    """Helpers live in tests/utils/ (never imported from conftest); ports come from tests/utils/ports.py."""
+    import re
+
+    conftest_import = re.compile(r"^\s*(from tests\.conftest import|import tests\.conftest)", re.M)
+    fixed_port = re.compile(r"port\w*\W.{0,30}?\b[1-6][0-9]{4}\b|\b[1-6][0-9]{4}\b\W{1,6}\w*port", re.I)
+    offenders: list[str] = []
+    for path in sorted((REPO_ROOT / "tests").rglob("*.py")):
+        if "node_modules" in path.parts or path.name == "test_import_layers.py":
+            continue
+        text = path.read_text(encoding="utf-8")
+        offenders += [f"{path.name}: imports from conftest (use tests/utils/)" for _ in conftest_import.findall(text)]
+        offenders += [f"{path.name}: fixed port in {line.strip()!r}" for line in text.splitlines() if fixed_port.search(line)]
+    assert not offenders, offenders

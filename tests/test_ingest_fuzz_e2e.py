@@ -33,7 +33,7 @@ from quantrac.db import save_stations
 from quantrac.domain import Station
 from quantrac.settings import Settings
 from quantrac.wire import decode_deadletter
-from tests.conftest import Process, stored_count
+from tests.utils.processes import Process, stored_count
 from tests.utils.builders import make_station, topic
 from tests.utils.poll import wait_for
 

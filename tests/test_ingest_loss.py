@@ -1,8 +1,8 @@
 """No loss from gateway to PostgreSQL, proven on a PRIVATE stack (own run_dir and ports).
 
 These tests kill the bridge with SIGKILL and stop Kafka, so they never touch the shared stack:
-the module starts its own Mosquitto, Kafka and PostgreSQL under .run/private-ingest (ports
-21200-21209) and stops them at its end. What was published is compared with what reached Kafka and what
+the module starts its own Mosquitto, Kafka and PostgreSQL under .run/private-ingest (on ports
+taken free at run time) and stops them at its end. What was published is compared with what reached Kafka and what
 PostgreSQL holds, by count and by checksum (tests/utils/load.py).
 """
 
@@ -23,14 +23,15 @@ from ingest.producer import CONSUMER_OPTIONS
 from stack import services as local_stack
 from quantrac.db import connect, migrate, save_stations
 from quantrac.settings import REPO_ROOT, Settings
-from tests.conftest import Process, publish
+from tests.utils.ports import free_ports
+from tests.utils.processes import Process, publish
 from tests.utils.builders import make_station, payload
 from tests.utils.load import Publisher, digest, stored
 from tests.utils.poll import wait_for
 
 pytestmark = pytest.mark.integration
 
-PORTS = {"mqtt": 21201, "kafka": 21202, "controller": 21203, "pg": 21204}
+PORTS = dict(zip(("mqtt", "kafka", "controller", "pg", "bridge_metrics"), free_ports(5)))
 
 
 def private_env(settings: Settings) -> dict[str, str]:
@@ -47,7 +48,7 @@ def private_env(settings: Settings) -> dict[str, str]:
         "QUANTRAC_ALERTS_TOPIC": settings.alerts_topic,
         "QUANTRAC_MQTT_BRIDGE_CLIENT_ID": settings.mqtt_bridge_client_id,
         "QUANTRAC_WORKER_ID": settings.worker_id,
-        "QUANTRAC_BRIDGE_METRICS_PORT": "21205",
+        "QUANTRAC_BRIDGE_METRICS_PORT": str(PORTS["bridge_metrics"]),
     }
 
 

@@ -12,7 +12,7 @@ from psycopg.rows import dict_row
 from processors import liveness
 from quantrac.db import save_stations
 from quantrac.settings import Settings
-from tests.conftest import publish, stored_count
+from tests.utils.processes import publish, stored_count
 from tests.utils.builders import make_station, payload
 from tests.utils.poll import wait_for
 

@@ -21,11 +21,12 @@ from quantrac import metrics
 from quantrac.db import save_stations
 from quantrac.domain import Station
 from quantrac.settings import Settings
-from tests.conftest import Process, _ns, end_mqtt_session, publish, stored_count, own_pipeline
+from tests.utils.ports import free_ports
+from tests.utils.processes import NAMESPACE, Process, end_mqtt_session, own_pipeline, publish, stored_count
 from tests.utils.builders import make_station, payload
 from tests.utils.poll import wait_for
 
-BRIDGE_PORT, WORKER_PORT = 21510, 21511
+BRIDGE_PORT, WORKER_PORT = free_ports(2)
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -82,7 +83,7 @@ def test_metrics_off_by_default_and_a_taken_port_is_reported_not_fatal() -> None
 @pytest.fixture(scope="module")
 def processes(stack: Settings) -> Iterator[dict[str, Process]]:
     """A bridge and a worker with metrics on; the bridge's MQTT session is ended after the module."""
-    log_dir = stack.run_dir / "test-logs" / _ns
+    log_dir = stack.run_dir / "test-logs" / NAMESPACE
     own, env = own_pipeline(stack, "metrics")
     client_id = own.mqtt_bridge_client_id
     env = {**env, "QUANTRAC_MQTT_SESSION_EXPIRY_S": "60"}
@@ -120,6 +121,7 @@ def traffic(processes: dict[str, Process], stack: Settings) -> Station:
     return station
 
 
+@pytest.mark.integration
 def test_bridge_endpoint_counts_messages_deadletters_and_connection(traffic: Station) -> None:
     def deadletter_counted() -> Samples | None:
         s = scrape(BRIDGE_PORT)
@@ -134,6 +136,7 @@ def test_bridge_endpoint_counts_messages_deadletters_and_connection(traffic: Sta
     assert scrape(BRIDGE_PORT, "/healthz"), "the Kubernetes probes call /healthz on the metrics port"
 
 
+@pytest.mark.integration
 def test_worker_endpoint_shows_readings_batches_latency_alerts_and_lag(traffic: Station, stack: Settings) -> None:
     topic = own_pipeline(stack, "metrics")[0].readings_topic
     def lag_reported() -> Samples | None:
@@ -167,6 +170,7 @@ def own_api(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         yield client
 
 
+@pytest.mark.integration
 def test_api_endpoint_shows_alerts_by_status_and_defines_notification_failures(traffic: Station, own_api: TestClient) -> None:
     api = own_api
     def open_alert_counted() -> Samples | None:

@@ -148,14 +148,14 @@ def test_a_service_started_with_migrate_on_start_brings_an_empty_database_to_the
     migrates before it serves, so a deployment needs no separate migration step."""
     import socket
 
-    from tests.conftest import Process, _ns
+    from tests.utils.processes import NAMESPACE, Process
     from tests.utils.poll import wait_for
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     name = scratch.info.dbname
-    api = Process(f"migrate-on-start-api-{kind_of(store)}", ["api"], store.run_dir / "test-logs" / _ns,
+    api = Process(f"migrate-on-start-api-{kind_of(store)}", ["api"], store.run_dir / "test-logs" / NAMESPACE,
                   {"QUANTRAC_PG_DATABASE": name, "QUANTRAC_PG_PORT": str(store.pg_port), "QUANTRAC_DB_MIGRATE_ON_START": "true",
                    "QUANTRAC_API_PORT": str(port)})
     try:

@@ -207,11 +207,11 @@ def test_a_failing_channel_is_logged_and_does_not_stop_the_others(stack: Setting
 
 
 def test_notifier_process_delivers_people_actions_and_new_alerts(stack: Settings, db: psycopg.Connection) -> None:
-    from tests.conftest import Process, _ns
+    from tests.utils.processes import NAMESPACE, Process
     station = new_station(db)
     notifier.read_cursor(db)
     with http_receiver() as (url, got):
-        proc = Process("notifier", ["notifier"], stack.run_dir / "test-logs" / _ns,
+        proc = Process("notifier", ["notifier"], stack.run_dir / "test-logs" / NAMESPACE,
                        env={"QUANTRAC_NOTIFY_WEBHOOK_URL": url, "QUANTRAC_NOTIFIER_POLL_S": "0.2",
                             "QUANTRAC_NOTIFY_MQTT_ENABLED": "false", "QUANTRAC_NOTIFY_WEBHOOK_SECRET": SECRET})
         try:

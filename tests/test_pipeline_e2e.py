@@ -19,7 +19,7 @@ from quantrac.db import describe_store, save_stations
 from quantrac.domain import Station
 from quantrac.settings import Settings
 from quantrac.wire import decode_deadletter
-from tests.conftest import publish, stored_count
+from tests.utils.processes import publish, stored_count
 from tests.utils.builders import make_station, payload
 from tests.utils.poll import wait_for
 

@@ -37,7 +37,8 @@ from quantrac.db import save_stations
 from quantrac.domain import Station
 from quantrac.settings import Settings
 from quantrac.mqtt_accounts import credential_for
-from tests.conftest import _ns, end_mqtt_session, publish, own_pipeline
+from tests.utils.ports import free_ports
+from tests.utils.processes import NAMESPACE, end_mqtt_session, own_pipeline, publish
 from tests.utils.builders import make_station, payload, topic
 from tests.utils.fleet import Fleet, owned_partitions, scrape
 from tests.utils.poll import wait_for
@@ -50,7 +51,7 @@ PUBLISH_SECONDS = 24.0
 KILL_AFTER = 600           # messages published before the kills
 EXCEED_EVERY = 50          # every 50th message of a station carries COD above its limit
 COD_LIMIT = 100.0
-PORTS = {"bridge1": 21520, "bridge2": 21521, "worker1": 21522, "worker2": 21523}
+PORTS = dict(zip(("bridge1", "bridge2", "worker1", "worker2"), free_ports(4)))
 
 
 @dataclass
@@ -111,7 +112,7 @@ def fleet(stack: Settings, stations: list[Station]) -> Iterator[Fleet]:
     """Two bridges and two workers, ready: both bridges subscribed, both workers owning partitions."""
     own, env = own_pipeline(stack, "scale")
     topic = own.readings_topic
-    fleet = Fleet(stack.run_dir / "test-logs" / _ns, PORTS, env)
+    fleet = Fleet(stack.run_dir / "test-logs" / NAMESPACE, PORTS, env)
     for name in PORTS:
         fleet.start(name)
 

@@ -15,7 +15,7 @@ from processors.detectors import DETECTORS
 from quantrac.domain import Limit, ParameterSpec, Station
 from quantrac.registry import RegistryError, check_station, load_catalogue
 from quantrac.settings import get_settings
-from tests.conftest import publish, stored_count
+from tests.utils.processes import publish, stored_count
 from tests.utils.poll import wait_for
 
 

@@ -25,7 +25,8 @@ from quantrac.bridge_sessions import forget
 from quantrac.db import connect, save_stations
 from quantrac.settings import Settings
 from stack.supervise import Backoff, Supervisor
-from tests.conftest import Process, _ns, end_mqtt_session, own_pipeline, publish
+from tests.utils.ports import free_port_run
+from tests.utils.processes import NAMESPACE, Process, end_mqtt_session, own_pipeline, publish
 from tests.utils.builders import make_station, payload
 from tests.utils.fleet import owned_partitions, scrape
 from tests.utils.load import Publisher, stored
@@ -76,7 +77,7 @@ def test_supervisor_restarts_a_killed_process_and_stops_all(tmp_path: Path) -> N
 
 # --- `quantrac run` with the real processes -------------------------------------------------------
 
-BRIDGE_PORT, WORKER_PORT = 22120, 22122   # replicas serve on base + index - 1: 22120-22121, 22122-22123
+BRIDGE_PORT, WORKER_PORT = free_port_run(2), free_port_run(2)   # replicas serve on base + index - 1
 READINGS, RATE, KILL_AFTER = 3_000, 100.0, 300
 
 
@@ -103,14 +104,14 @@ def gone(pid: int) -> bool:
 def test_run_restarts_a_killed_bridge_and_worker_and_stores_every_reading_once(stack: Settings, tmp_path: Path) -> None:
     own, env = own_pipeline(stack, "supervise")
     run_id = uuid.uuid4().hex[:6]
-    client_id = f"quantrac-{_ns}-sup-{run_id}"
+    client_id = f"quantrac-{NAMESPACE}-sup-{run_id}"
     env |= {"QUANTRAC_BRIDGE_METRICS_PORT": str(BRIDGE_PORT), "QUANTRAC_WORKER_METRICS_PORT": str(WORKER_PORT),
-            "QUANTRAC_MQTT_BRIDGE_CLIENT_ID": client_id, "QUANTRAC_MQTT_SHARED_GROUP": f"quantrac-{_ns}-sup-{run_id}",
+            "QUANTRAC_MQTT_BRIDGE_CLIENT_ID": client_id, "QUANTRAC_MQTT_SHARED_GROUP": f"quantrac-{NAMESPACE}-sup-{run_id}",
             "QUANTRAC_MQTT_SESSION_EXPIRY_S": "300"}
     procfile = tmp_path / "Procfile"
     procfile.write_text("bridge: quantrac bridge\nworker: quantrac worker\n")
     run = Process("supervise-run", ["run", "--no-stack", "--bridges", "2", "--workers", "2", "--procfile", str(procfile)],
-                  stack.run_dir / "test-logs" / _ns, env)
+                  stack.run_dir / "test-logs" / NAMESPACE, env)
     bridge_ports, worker_ports = (BRIDGE_PORT, BRIDGE_PORT + 1), (WORKER_PORT, WORKER_PORT + 1)
 
     def ready() -> bool:

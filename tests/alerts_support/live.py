@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -12,22 +11,9 @@ import pytest
 from api.auth import create_key
 from quantrac.db import connect
 from quantrac.settings import Settings
-from tests.conftest import Process, _ns
+from tests.utils.processes import NAMESPACE, Process
 from tests.utils.poll import wait_for
-
-PORTS = range(21400, 21500)
-
-
-def free_port() -> int:
-    for port in PORTS:
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError(f"no free port in {PORTS.start}-{PORTS.stop - 1}")
-
+from tests.utils.ports import free_port
 
 @dataclass(frozen=True)
 class LiveApi:
@@ -42,7 +28,7 @@ def live_api(stack: Settings) -> Iterator[LiveApi]:
     with connect(stack.pg_dsn) as conn:
         admin, _ = create_key(conn, "live-admin", "admin", "tests")
         operator, _ = create_key(conn, "live-operator", "operator", "tests")
-    proc = Process(f"api-{port}", ["api"], stack.run_dir / "test-logs" / _ns,
+    proc = Process(f"api-{port}", ["api"], stack.run_dir / "test-logs" / NAMESPACE,
                    env={"QUANTRAC_API_PORT": str(port), "QUANTRAC_SSE_POLL_S": "0.2"})
     url = f"http://127.0.0.1:{port}"
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import Process, _ns
+from tests.utils.processes import NAMESPACE, Process
 
 
 def scrape(port: int) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -45,14 +45,14 @@ class Fleet:
         command = name.rstrip("0123456789")
         env = {**self.base_env, f"QUANTRAC_{command.upper()}_METRICS_PORT": str(self.ports[name]), **extra_env}
         if command == "bridge":
-            env |= {"QUANTRAC_MQTT_SHARED_GROUP": f"quantrac-{_ns}-{self.run_id}",
+            env |= {"QUANTRAC_MQTT_SHARED_GROUP": f"quantrac-{NAMESPACE}-{self.run_id}",
                     "QUANTRAC_MQTT_BRIDGE_CLIENT_ID": self.client_id(name),
                     "QUANTRAC_MQTT_SESSION_EXPIRY_S": "300"}  # outlives the kill, not the test session by much
         self.procs[name] = Process(f"{self.prefix}-{name}", [command], self.log_dir, env)
         return self.procs[name]
 
     def client_id(self, name: str) -> str:
-        return f"quantrac-{_ns}-{self.run_id}-{name}"
+        return f"quantrac-{NAMESPACE}-{self.run_id}-{name}"
 
     def tails(self) -> str:
         return "\n".join(f"--- {p.name} ---\n{p.tail(12)}" for p in self.procs.values())
