@@ -14,9 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Iterable, Mapping
 
-from quantrac.domain import ParameterSpec, Reading, Severity, Station
+from quantrac.domain import ParameterSpec, Severity, Station
 
 
 @dataclass(frozen=True)
@@ -181,21 +180,3 @@ def judge_offline(station: Station, last_received: datetime, deadline: datetime,
         f"station {station.id} ({station.name}) has sent nothing for {silent_s:.0f} s (expected every "
         f"{station.expected_interval_s} s; deadline {deadline.isoformat()}); check its datalogger and link"
         if offline else f"station {station.id} ({station.name}) is reporting again", active=offline)
-
-
-def limit_conditions(reading: Reading, station: Station, basis: str = "instant") -> list[Condition]:
-    """Active conditions of one valid reading against its station's limit: above the maximum, below the minimum."""
-    if not reading.is_valid_measurement:
-        return []
-    return [c for c in judge_limit(station, reading.parameter, float(reading.value), reading.ts, basis,  # type: ignore[arg-type]
-                                   early_fraction=None) if c.active]
-
-
-def evaluate(readings: Iterable[Reading], stations: Mapping[str, Station]) -> list[Condition]:
-    """Every active limit condition the given readings break; readings of unknown stations are skipped."""
-    found: list[Condition] = []
-    for reading in readings:
-        station = stations.get(reading.station_id)
-        if station is not None:
-            found.extend(limit_conditions(reading, station))
-    return found

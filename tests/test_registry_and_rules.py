@@ -1,4 +1,5 @@
-"""Limits computed from the regulation tables, and the limit rules on single readings."""
+"""Limits computed from the regulation tables, and the limit rules on single readings (through the worker's
+detection step, the path every reading takes)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ from datetime import datetime, timezone
 
 import pytest
 
-from alerts.rules import evaluate, limit_conditions
-from quantrac.domain import Reading, Severity, Status
+from alerts.rules import Condition
+from processors.detection import DetectionConfig, detect_batch
+from quantrac.domain import Reading, Severity, Station, Status
 from quantrac.registry import RegistryCache, load_registry
 from quantrac.settings import get_settings
 from tests.utils.builders import make_station
@@ -52,6 +54,12 @@ def _reading(value: float | None, parameter: str = "COD", status: Status = Statu
     return Reading(station_id="T-1", parameter=parameter, value=value, unit="mg/L", ts=TS, status=status)
 
 
+def limit_conditions(reading: Reading, station: Station) -> list[Condition]:
+    """The active limit conditions the worker's detection step finds for one reading on its instantaneous value."""
+    _, conditions, _ = detect_batch([reading], {}, {station.id: station}, DetectionConfig())
+    return [c for c in conditions if c.active and c.basis == "instant" and c.rule in ("exceedance", "below_minimum")]
+
+
 def test_exceedance_names_rule_basis_limit_and_source() -> None:
     station = make_station("T-1", cod_limit=100)
     [c] = limit_conditions(_reading(150.0), station)
@@ -70,8 +78,8 @@ def test_ph_below_minimum_and_calibration_is_ignored() -> None:
     assert limit_conditions(_reading(None, status=Status.FAULT), station) == []
 
 
-def test_evaluate_skips_unknown_stations() -> None:
-    assert evaluate([_reading(500.0)], {}) == []
+def test_readings_of_unknown_stations_are_not_judged() -> None:
+    assert detect_batch([_reading(500.0)], {}, {}, DetectionConfig()) == ({}, [], [])
 
 
 def test_registry_cache_reloads_on_a_miss_but_not_more_often_than_allowed() -> None:
