@@ -14,7 +14,7 @@ gateways_app = typer.Typer(help="Gateway MQTT accounts and the broker's ACL.", n
 
 @gateways_app.command("sync")
 def gateways_sync(
-    test_account: Annotated[Optional[bool], typer.Option(help="Create (or remove) the account that may publish for any station (tests, installers; never production). Default: QUANTRAC_MQTT_TEST_ACCOUNT, else keep what exists.")] = None,
+    test_account: Annotated[Optional[bool], typer.Option(help="Create (or remove) the account that may publish for any station (tests, installers; never production). Default: QUANTRAC_MQTT_TEST_ACCOUNT (false: remove it).")] = None,
     prune: Annotated[bool, typer.Option(help="Drop accounts of gateways no longer in this registry.")] = False,
 ) -> None:
     """Create accounts for the registry's gateways, write Mosquitto's password and ACL files, reload the broker."""

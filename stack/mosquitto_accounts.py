@@ -17,7 +17,7 @@ Every file lives under `<run_dir>/mosquitto/` and never in the repository:
 password and ACL files on SIGHUP, so a station registered at runtime can publish a moment later.
 `quantrac stack up` runs it over the seed registry before Mosquitto starts (so the local broker
 never allows anonymous access) and again when it finds Mosquitto running (new seed stations, the
-test account when asked for).
+test account added or removed as QUANTRAC_MQTT_TEST_ACCOUNT says).
 """
 
 from __future__ import annotations
@@ -111,9 +111,9 @@ def sync(settings: Settings, stations: Mapping[str, Station], *, test_account: b
 
     Existing passwords are kept. With `keep_existing`, gateways no longer in `stations` keep their
     accounts (several registries, e.g. test databases, may share one broker). `test_account`: True
-    creates (or keeps) the test account, False removes it, None creates it when
-    `settings.mqtt_test_account` asks for it and otherwise keeps whatever exists (so a `make run`
-    beside a test session does not take the tests' account away). Serialised by a lock file, so
+    creates (or keeps) the test account, False removes it, None follows `settings.mqtt_test_account`:
+    the account exists only while the last process to sync asked for it, so `make run` after `make test`
+    in the same folder takes it away (a test session asks for it again). Serialised by a lock file, so
     concurrent syncs never hand out two passwords for one account.
     """
     run_dir = settings.run_dir
@@ -138,7 +138,7 @@ def sync(settings: Settings, stations: Mapping[str, Station], *, test_account: b
             accounts[gateway] = {**known, "station_ids": sorted(merged)}
         out: dict[str, object] = {"bridge": bridge, "notifier": notifier, "gateways": accounts}
         if test_account is None:
-            test_account = settings.mqtt_test_account or "test" in data
+            test_account = settings.mqtt_test_account
         test = data.get("test") or _new_account(TEST_ACCOUNT)
         if test_account:
             out["test"] = test

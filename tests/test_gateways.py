@@ -291,6 +291,25 @@ def test_a_station_registered_later_can_publish_after_sync(broker: dict[str, Any
 
 
 @pytest.mark.integration
+def test_make_run_after_make_test_takes_the_test_account_away(broker: dict[str, Any]) -> None:
+    """`make test` asks for the test account (QUANTRAC_MQTT_TEST_ACCOUNT=true); `make run` in the same folder
+    does not, and its `stack up` (what `quantrac run` starts with) must leave that account unable to log in."""
+    settings: Settings = broker["settings"]
+    local_stack.up(settings.model_copy(update={"mqtt_test_account": True}), only=["mosquitto"])
+    tester = credential_of_tester(settings)
+    assert tester is not None
+    wait_for(lambda: mqtt_connack(settings.mqtt_host, settings.mqtt_port, tester.username, tester.password) == 0,
+             timeout=10, what="the broker to accept the test account")
+
+    local_stack.up(settings, only=["mosquitto"])  # settings as `make run` has them: no test account asked for
+
+    assert credential_of_tester(settings) is None
+    assert TEST_ACCOUNT not in (settings.run_dir / "mosquitto" / "acl").read_text()
+    wait_for(lambda: mqtt_connack(settings.mqtt_host, settings.mqtt_port, tester.username, tester.password) != 0,
+             timeout=10, what="the broker to refuse the test account after the reload")
+
+
+@pytest.mark.integration
 def test_stack_up_on_a_running_broker_adds_the_test_account_on_request_without_restart_and_tls(broker: dict[str, Any]) -> None:
     settings: Settings = broker["settings"]
     pid = local_stack.status(settings, only=["mosquitto"])["mosquitto"].pid

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from quantrac.delivery_accounting import DeliveryCounts, hour_of, store_counts
 from ingest.bridge import AckQueue, PendingMessage
 from ingest.deadletter import plan_replay
-from quantrac.mqtt_accounts import credential_for, gateway_credentials
+from quantrac.mqtt_accounts import credential_for, gateway_credentials, tester_credential
 from stack.mosquitto_accounts import sync
 from ingest.payload import Limits
 from quantrac.domain import Reading, Status
@@ -136,3 +136,18 @@ def test_sync_keeps_passwords_and_writes_private_files(tmp_path: Path) -> None:
     assert first.password not in (tmp_path / "mosquitto" / "passwd").read_text()
     reloaded = Settings(run_dir=tmp_path)
     assert reloaded.mqtt_username == "quantrac-bridge" and reloaded.mqtt_password is not None
+
+
+def test_a_sync_that_does_not_ask_for_the_test_account_removes_it(tmp_path: Path) -> None:
+    """What `make run` after `make test` in one folder does to the accounts: the test account goes."""
+    station = make_station("A1")
+    sync(Settings(run_dir=tmp_path, mqtt_test_account=True), {station.id: station})
+    assert tester_credential(Settings(run_dir=tmp_path)) is not None
+
+    sync(Settings(run_dir=tmp_path, mqtt_test_account=False), {station.id: station})
+
+    assert tester_credential(Settings(run_dir=tmp_path)) is None
+    assert "quantrac-test-gateway" not in (tmp_path / "mosquitto" / "acl").read_text()
+    assert "quantrac-test-gateway" not in (tmp_path / "mosquitto" / "passwd").read_text()
+    assert gateway_credentials(Settings(run_dir=tmp_path))["A1"].station_ids == ("A1",)
+
