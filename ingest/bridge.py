@@ -14,7 +14,7 @@ unacknowledged messages the bridge holds, so memory stays bounded while Kafka is
 
 So a reading is lost only if the broker loses it; a crash between the Kafka write and the
 PUBACK redelivers it, and the store's primary key makes the duplicate harmless. Delivery counts
-(ingest/accounting.py) are taken when Kafka confirms, per station.
+(quantrac/delivery_accounting.py) are taken when Kafka confirms, per station.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ interval is shortened to reach R; above a few hundred messages a second the publ
 bursts and sleeps only when ahead of schedule.
 
 Output:
-- MQTT, QoS 1, one connection per gateway with its account (`ingest.gateways`) when accounts
+- MQTT, QoS 1, one connection per gateway with its account (`quantrac.mqtt_accounts`) when accounts
   were generated, one anonymous (or `QUANTRAC_MQTT_USERNAME`) connection before that;
 - TT10: one file per message in a folder, written under a `.part` name and renamed.
 Incidents (including `--inject`) go to a ground-truth log, one JSON object a line.
@@ -206,7 +206,7 @@ class TT10Sink:
 
 
 def gateway_accounts(settings: object, stations: Iterable[str]) -> dict[str, tuple[str | None, str | None]]:
-    """station id -> (username, password) of its gateway, from `ingest.gateways` when accounts exist."""
+    """station id -> (username, password) of its gateway, from `quantrac.mqtt_accounts` when accounts exist."""
     try:
         from quantrac.mqtt_accounts import gateway_credentials
     except ImportError:
