@@ -4,18 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import (
-    db,
-    deadletter,
-    gateways,
-    history,
-    keys,
-    processes,
-    run,
-    simulate,
-    stations,
-    tt10,
-)
+from cli import db, deadletter, gateways, history, keys, processes, run, simulate, stations, tt10
 from cli.stack import stack_app
 
 app = typer.Typer(help="quantrac: real-time monitoring of industrial discharge stations.", no_args_is_help=True)

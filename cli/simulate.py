@@ -29,13 +29,7 @@ def simulate(
     from datetime import datetime, timedelta, timezone
 
     from ingest.scenarios import random_incidents
-    from ingest.simulator import (
-        MqttSink,
-        TT10Sink,
-        gateway_accounts,
-        parse_injection,
-        run_processes,
-    )
+    from ingest.simulator import MqttSink, TT10Sink, gateway_accounts, parse_injection, run_processes
     from quantrac.mqtt_accounts import tester_credential
     from quantrac.registry import load_registry
     s = get_settings()

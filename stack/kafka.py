@@ -11,14 +11,7 @@ import structlog
 
 from quantrac.kafka_topics import kafka_admin
 from quantrac.settings import REPO_ROOT
-from stack.process import (
-    ProcessSpec,
-    render,
-    require_binary,
-    run,
-    split_host_port,
-    tcp_connect,
-)
+from stack.process import ProcessSpec, render, require_binary, run, split_host_port, tcp_connect
 from stack.service import PortUse, Service
 
 log = structlog.get_logger(__name__)
