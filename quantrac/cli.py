@@ -23,6 +23,7 @@ def _stack_app() -> typer.Typer:
 
 
 app.add_typer(_stack_app(), name="stack", help="Start, stop and check the local Mosquitto, Kafka and PostgreSQL.")
+app.add_typer(__import__("quantrac.presets_cli", fromlist=["presets_app"]).presets_app, name="presets")
 
 
 def _setup(process: str) -> None:
@@ -446,7 +447,11 @@ def _station_records(file: Path) -> list["object"]:
 
     from quantrac.domain import Station
     raw = yaml.safe_load(file.read_text(encoding="utf-8"))
-    return [Station.model_validate(item) for item in (raw if isinstance(raw, list) else [raw])]
+    try:
+        return [Station.model_validate(item) for item in (raw if isinstance(raw, list) else [raw])]
+    except ValueError as exc:
+        typer.echo(f"error: {file}: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 def _save_from_file(file: Path, must_exist: bool) -> None:
@@ -564,18 +569,21 @@ def detect_backtest(
     fmt: Annotated[str, typer.Option("--format", help="CSV layout: wide, long or auto (from the header).")] = "auto",
     tz: Annotated[str, typer.Option(help="Time zone of CSV times written without an offset.")] = "Asia/Ho_Chi_Minh",
     output: Annotated[str, typer.Option(help="csv or json.")] = "csv",
+    preset: Annotated[Optional[str], typer.Option(help="Run this detector preset instead of the station's own (`quantrac presets list`).")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="Write the alarms here instead of stdout.")] = None,
 ) -> None:
     """Backtest: stream a CSV through the worker's rules and detectors and write the alarms, without Kafka or PostgreSQL.
 
     Each alarm is the time it opened (event time), station, parameter, rule, the reading's value, the
-    detector score (anomalies), the limit and the message. Detector settings are the worker's
-    (QUANTRAC_DETECT_*), so "what would these settings have flagged last month?" is one command.
+    detector score (anomalies), the limit and the message. Detectors are the station's (its preset or
+    channels, or --preset) with the worker's QUANTRAC_DETECT_* settings, so "what would these settings
+    have flagged last month?" is one command.
     """
     _setup("detect")
     from zoneinfo import ZoneInfo
 
     from ingest.import_sources import ImportSourceError
+    from alerts.store import policy_from_settings
     from processors.backtest import backtest_csv, render
     from processors.detection import DetectionConfig
     from quantrac.domain import Station
@@ -593,8 +601,10 @@ def detect_backtest(
             typer.echo(f"error: station {station} is not in {s.registry_file}; pass --station-file with its entry", err=True)
             raise typer.Exit(2)
     try:
-        alarms = backtest_csv(path, entry, DetectionConfig.from_settings(s), fmt, ZoneInfo(tz))
-    except ImportSourceError as exc:
+        if preset is not None:
+            entry = Station.model_validate({**entry.model_dump(mode="json"), "detector_preset": preset, "channels": None})
+        alarms = backtest_csv(path, entry, DetectionConfig.from_settings(s), fmt, ZoneInfo(tz), policy_from_settings())
+    except (ImportSourceError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     text = render(alarms, output == "json")

@@ -22,7 +22,7 @@ router = APIRouter(prefix="/api/v1/alerts", tags=["alerts"], responses=ERRORS)
 
 _COLUMNS = ("id, station_id, parameter, rule, basis, severity, status, zone, opened_at, updated_at, first_ts, last_ts, "
             "last_value, peak_value, limit_value AS limit, limit_source, count, message, acknowledged_at, "
-            "acknowledged_by, resolved_at, resolved_by, escalated_at, historical")
+            "acknowledged_by, resolved_at, resolved_by, escalated_at, historical, score")
 
 
 class AlertOut(Alert):

@@ -1,0 +1,112 @@
+"""Detector presets: one per station kind with its provenance, named by a station or replaced by its own channels,
+checked with errors that name the station, the parameter and the fix; the worker runs a preset as the bench scores it."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from processors.detection import DetectionConfig, Plan, detect
+from processors.detectors.presets import preset, preset_names, station_channels
+from quantrac.domain import DetectorChannel, Reading, StationKind
+from quantrac.registry import load_registry
+from quantrac.settings import get_settings
+from tests.utils.builders import make_station
+from tests.utils.gecco import gecco_data, gecco_station
+
+
+def test_every_station_kind_has_a_preset_that_says_where_its_numbers_come_from() -> None:
+    assert {k.value for k in StationKind} <= set(preset_names())
+    for kind in StationKind:
+        p = preset(kind.value)
+        assert p.channels and len(p.provenance) > 40, kind
+    assert "bench/tune_gecco.py" in preset("drinking_water").provenance and "held out" in preset("drinking_water").provenance
+    assert "[U]" in preset("wastewater").provenance
+
+
+def test_a_station_runs_its_own_channels_else_the_preset_it_names_else_its_kinds() -> None:
+    station = make_station("P-1")
+    assert station_channels(station) == preset("wastewater").channels
+    named = station.model_copy(update={"detector_preset": "drinking_water"})
+    assert station_channels(named) == preset("drinking_water").channels
+    own = (DetectorChannel(detector="spike", columns=("pH",), params={"threshold": 10.0}),)
+    assert station_channels(named.model_copy(update={"channels": own})) == own
+
+
+def test_a_channel_on_a_parameter_wins_and_a_parameters_own_list_decides_what_runs_on_it() -> None:
+    station = make_station("P-2")
+    cod = station.parameters["COD"].model_copy(update={"detectors": ("flatline",)})
+    station = station.model_copy(update={"parameters": {**station.parameters, "COD": cod}, "channels": (
+        DetectorChannel(detector="spike"), DetectorChannel(detector="spike", columns=("pH",), params={"threshold": 10.0}),
+        DetectorChannel(detector="drift"))})
+    plan = Plan.of(station, DetectionConfig())
+    assert [(c.detector, c.params) for c in plan.scalar["pH"]] == [("spike", {"threshold": 10.0}), ("drift", None)]
+    assert [(c.detector, c.params) for c in plan.scalar["COD"]] == [("flatline", None)]
+    assert [c.detector for c in Plan.of(station, DetectionConfig(detectors=("drift",))).scalar["Flow"]] == ["drift"]
+
+
+@pytest.mark.parametrize(("update", "expected"), [
+    ({"detector_preset": "tap_water"}, r"station P-3: detector_preset 'tap_water' is not a preset; name one of .*'drinking_water'.* "
+                                       r"or leave it out for its kind's preset \(wastewater\)"),
+    ({"channels": [{"detector": "zscore", "columns": ["pH"]}]}, r"station P-3, parameter pH: unknown detector 'zscore'; use one of"),
+    ({"channels": [{"detector": "spike", "columns": ["pH"], "params": {"treshold": 9}}]},
+     r"station P-3, parameter pH: spike has no hyperparameter \['treshold'\]; its hyperparameters are \[.*'threshold'"),
+    ({"channels": [{"detector": "spike", "columns": ["pH"], "params": {"window": 0}}]},
+     r"station P-3, parameter pH: its hyperparameters are refused: .*; fix them"),
+    ({"channels": [{"detector": "spike", "columns": ["NH4"]}]},
+     r"station P-3, parameter NH4: channel spike names \['NH4'\], which the station does not report; use some of"),
+    ({"channels": [{"detector": "multivariate"}]}, r"multivariate scores a group of parameters; list them in columns"),
+    ({"channels": [{"detector": "spike", "columns": ["pH", "COD"]}]}, r"spike runs on one parameter"),
+])
+def test_a_wrong_preset_or_channel_is_refused_naming_the_station_the_parameter_and_the_fix(update: dict, expected: str) -> None:
+    body = {**make_station("P-3").model_dump(mode="json"), **update}
+    with pytest.raises(ValidationError, match=expected):
+        type(make_station()).model_validate(body)
+
+
+def test_the_seed_file_names_presets_and_channels(tmp_path: Path) -> None:
+    s = get_settings()
+    seed = yaml.safe_load(s.registry_file.read_text(encoding="utf-8"))
+    first, second = seed["stations"][0], seed["stations"][1]
+    seed["stations"] = [{**first, "detector_preset": "surface_water"},
+                        {**second, "channels": [{"detector": "spike", "columns": ["pH"], "params": {"threshold": 9.0}}]}]
+    path = tmp_path / "stations.yaml"
+    path.write_text(yaml.safe_dump(seed, allow_unicode=True), encoding="utf-8")
+    stations = load_registry(path, s.limits_dir)
+    assert station_channels(stations[first["id"]]) == preset("surface_water").channels
+    assert station_channels(stations[second["id"]])[0].params == {"threshold": 9.0}
+    seed["stations"] = [{**first, "detector_preset": "nope"}]
+    path.write_text(yaml.safe_dump(seed, allow_unicode=True), encoding="utf-8")
+    with pytest.raises(ValidationError, match=f"station {first['id']}: detector_preset 'nope' is not a preset"):
+        load_registry(path, s.limits_dir)
+
+
+def test_the_worker_runs_the_drinking_water_preset_exactly_as_the_bench_scores_it() -> None:
+    """GECCO held-out rows streamed through the worker's detection step for a station naming the preset flag the same
+    rows, channel by channel, as the bench's scoring (`bench/detection.py gecco_flags`)."""
+    from bench.detection import GECCO_COLUMNS, gecco_flags, gecco_load
+    g = gecco_load(gecco_data())
+    start = g.part("test").start + 400
+    stop = start + 1700  # the first held-out event and an alarm before it, with no gap or missing value
+    station = gecco_station("GECCO-PRESET")
+    state = None
+    flagged: dict[tuple[str, str], np.ndarray] = {}
+    for i in range(start, stop):
+        readings = [Reading(station_id=station.id, parameter=c, value=float(v), unit=station.parameters[c].unit, ts=g.times[i])
+                    for c, v in zip(GECCO_COLUMNS, g.data[i]) if not math.isnan(v)]
+        out = detect(state, readings, station, DetectionConfig())
+        state = out.state
+        for c in out.conditions:
+            if c.rule.startswith("anomaly_") and c.active:
+                flagged.setdefault((c.parameter, c.rule), np.zeros(len(g.y), dtype=bool))[i] = True
+    assert flagged, "the slice must raise alarms for the comparison to mean something"
+    for channel in preset("drinking_water").channels:
+        ours = flagged.pop((",".join(channel.columns or ()), f"anomaly_{channel.detector}"), np.zeros(len(g.y), dtype=bool))
+        bench = gecco_flags(channel.model_dump(), g, start, stop)
+        assert np.array_equal(ours[start:stop], bench[start:stop]), (channel.detector, np.flatnonzero(ours != bench)[:10])
+    assert flagged == {}, f"the worker ran channels the preset does not have: {list(flagged)}"
