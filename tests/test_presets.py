@@ -4,7 +4,10 @@ checked with errors that name the station, the parameter and the fix; the worker
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -110,3 +113,34 @@ def test_the_worker_runs_the_drinking_water_preset_exactly_as_the_bench_scores_i
         bench = gecco_flags(channel.model_dump(), g, start, stop)
         assert np.array_equal(ours[start:stop], bench[start:stop]), (channel.detector, np.flatnonzero(ours != bench)[:10])
     assert flagged == {}, f"the worker ran channels the preset does not have: {list(flagged)}"
+
+
+@pytest.mark.integration
+def test_a_preset_or_channels_are_set_through_the_api_and_the_cli_and_refused_with_the_fix(
+        api: Any, db: Any, tmp_path: Path) -> None:
+    from tests.test_stations_admin import river_station
+    body = {**river_station(), "detector_preset": "surface_water"}
+    sid = body["id"]
+    created = api.post("/api/v1/stations", json=body)
+    assert created.status_code == 201, created.text
+    assert api.get(f"/api/v1/stations/{sid}").json()["detector_preset"] == "surface_water"
+    refused = api.put(f"/api/v1/stations/{sid}", json={**body, "detector_preset": "tap_water"})
+    assert refused.status_code == 422 and f"station {sid}: detector_preset 'tap_water' is not a preset" in refused.text
+    own = {**body, "channels": [{"detector": "spike", "columns": ["ORP"], "params": {"treshold": 9}}]}
+    refused = api.put(f"/api/v1/stations/{sid}", json=own)
+    assert refused.status_code == 422 and f"station {sid}, parameter ORP: spike has no hyperparameter ['treshold']" in refused.text
+    own["channels"][0]["params"] = {"threshold": 9.0}
+    assert api.put(f"/api/v1/stations/{sid}", json=own).json()["action"] == "updated"
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "quantrac.cli", *args], capture_output=True, text=True, timeout=60)
+
+    done = cli("presets", "use", sid, "drinking_water")
+    assert done.returncode == 0 and "runs preset drinking_water" in done.stdout, done.stderr
+    spec = db.execute("SELECT spec FROM stations WHERE id = %s", (sid,)).fetchone()[0]
+    assert (spec["detector_preset"], spec["channels"]) == ("drinking_water", None)  # a station runs its channels or a preset
+    assert cli("presets", "use", sid, "tap_water").returncode == 2
+    wrong = tmp_path / "station.yaml"
+    wrong.write_text(yaml.safe_dump({**body, "detector_preset": "tap_water"}, allow_unicode=True), encoding="utf-8")
+    done = cli("stations", "update", str(wrong))
+    assert done.returncode == 2 and f"station {sid}: detector_preset 'tap_water' is not a preset" in done.stderr
