@@ -17,14 +17,6 @@ const I18N = {
     threshold: "ngưỡng", reading: "giá trị đo",
     suppressed: (n, s, i) => `Đang chặn thông báo: ${n} (${s} tạm im lặng, ${i} do trạm mất tín hiệu)`,
     silenced: "tạm im lặng", inhibited: "trạm mất tín hiệu",
-    rules: {
-      exceedance: "Vượt giới hạn", early_warning: "Cảnh báo sớm (gần giới hạn)", below_minimum: "Dưới giới hạn dưới",
-      out_of_range: "Ngoài dải đo của thiết bị", rate_of_change: "Thay đổi quá nhanh", device_fault: "Lỗi thiết bị (trạng thái 02)",
-      calibration_overrun: "Hiệu chuẩn quá thời gian", station_offline: "Trạm mất tín hiệu",
-      anomaly_spike: "Bất thường: đột biến", anomaly_drift: "Bất thường: trôi dần", anomaly_flatline: "Bất thường: giá trị đứng yên",
-      anomaly_multivariate: "Bất thường: tương quan nhiều thông số",
-    },
-    bases: { instant: "giá trị tức thời", "5m": "trung bình 5 phút", "1h": "trung bình 1 giờ", "24h": "trung bình 24 giờ" },
   },
   en: {
     title: "Automatic monitoring supervision centre", offline: "Disconnected", live: "Live",
@@ -39,21 +31,30 @@ const I18N = {
     threshold: "threshold", reading: "reading",
     suppressed: (n, s, i) => `Notifications held back: ${n} (${s} silenced, ${i} inhibited by an offline station)`,
     silenced: "silenced", inhibited: "inhibited",
-    rules: {
-      exceedance: "Above limit", early_warning: "Early warning (near limit)", below_minimum: "Below minimum",
-      out_of_range: "Outside instrument range", rate_of_change: "Changing too fast", device_fault: "Device fault (status 02)",
-      calibration_overrun: "Calibration overrun", station_offline: "Station offline",
-      anomaly_spike: "Anomaly: spike", anomaly_drift: "Anomaly: drift", anomaly_flatline: "Anomaly: stuck value",
-      anomaly_multivariate: "Anomaly: parameters out of step",
-    },
-    bases: { instant: "instantaneous value", "5m": "5-minute mean", "1h": "1-hour mean", "24h": "24-hour mean" },
   },
+};
+
+// Rule families and averaging bases in words, [vi, en].
+const RULES = {
+  exceedance: ["Vượt giới hạn", "Above limit"], below_minimum: ["Dưới giới hạn dưới", "Below minimum"],
+  early_warning: ["Cảnh báo sớm (gần giới hạn)", "Early warning (near limit)"],
+  out_of_range: ["Ngoài dải đo của thiết bị", "Outside instrument range"], rate_of_change: ["Thay đổi quá nhanh", "Changing too fast"],
+  device_fault: ["Lỗi thiết bị (trạng thái 02)", "Device fault (status 02)"],
+  calibration_overrun: ["Hiệu chuẩn quá thời gian", "Calibration overrun"], station_offline: ["Trạm mất tín hiệu", "Station offline"],
+  anomaly_spike: ["Bất thường: đột biến", "Anomaly: spike"], anomaly_drift: ["Bất thường: trôi dần", "Anomaly: drift"],
+  anomaly_flatline: ["Bất thường: giá trị đứng yên", "Anomaly: stuck value"],
+  anomaly_multivariate: ["Bất thường: tương quan nhiều thông số", "Anomaly: parameters out of step"],
+};
+const BASES = {
+  instant: ["giá trị tức thời", "instantaneous value"], "5m": ["trung bình 5 phút", "5-minute mean"],
+  "1h": ["trung bình 1 giờ", "1-hour mean"], "24h": ["trung bình 24 giờ", "24-hour mean"],
 };
 
 const state = { lang: localStorage.getItem("quantrac.lang") || "vi", alerts: new Map(), lastEventId: null,
                 stations: [], stream: null, suppressed: null };
 const $ = (sel) => document.querySelector(sel);
 const t = (k) => (I18N[state.lang] || I18N.vi)[k] || k;
+const words = (table, key) => (table[key] ? table[key][state.lang === "en" ? 1 : 0] : key);
 
 function applyLanguage() {
   document.documentElement.lang = state.lang;
@@ -85,8 +86,8 @@ function fmtTime(iso) {
 
 // A window rule's name carries its basis (`exceedance_1h`); the family is the rule without it.
 const ruleFamily = (a) => (a.basis !== "instant" && a.rule.endsWith("_" + a.basis) ? a.rule.slice(0, -a.basis.length - 1) : a.rule);
-const ruleWords = (a) => t("rules")[ruleFamily(a)] || ruleFamily(a);
-const basisWords = (a) => t("bases")[a.basis] || a.basis;
+const ruleWords = (a) => words(RULES, ruleFamily(a));
+const basisWords = (a) => words(BASES, a.basis);
 
 // The instrument's resolution (registry `resolution`) decides the decimals: 2.999999999999936 at 0.01 is 3.00.
 function fmtNumber(v, resolution) {
@@ -129,7 +130,7 @@ function renderAlerts() {
   const active = [...state.alerts.values()].filter((a) => a.status !== "resolved");
   fillFilter("#f-severity", ["critical", "warning"], t);
   fillFilter("#f-zone", active.map((a) => a.zone), (z) => z);
-  fillFilter("#f-rule", active.map(ruleFamily), (r) => t("rules")[r] || r);
+  fillFilter("#f-rule", active.map(ruleFamily), (r) => words(RULES, r));
   const severity = $("#f-severity").value, zone = $("#f-zone").value, rule = $("#f-rule").value;
   const rows = active.filter((a) => (!severity || a.severity === severity) && (!zone || a.zone === zone)
                                     && (!rule || ruleFamily(a) === rule));
@@ -197,7 +198,7 @@ function renderSuppressed() {
   root.querySelector("ul").replaceChildren(...s.data.map((a) => {
     const li = document.createElement("li");
     li.dataset.alertId = a.alert_id;
-    li.textContent = `${a.station_id} · ${a.parameter} · ${t("rules")[a.rule] || a.rule}: ${t(a.why)} (${a.detail})`;
+    li.textContent = `${a.station_id} · ${a.parameter} · ${words(RULES, a.rule)}: ${t(a.why)} (${a.detail})`;
     return li;
   }));
 }
