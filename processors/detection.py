@@ -111,6 +111,18 @@ class Plan:
 
     @classmethod
     def of(cls, station: Station, config: DetectionConfig) -> "Plan":
+        """The station's plan; kept while the worker is handed the same station and config objects (one registry load)."""
+        kept = _PLANS.get(id(station))
+        if kept is not None and kept[0] is station and kept[1] is config:
+            return kept[2]
+        if len(_PLANS) >= 4096:
+            _PLANS.clear()
+        plan = cls._build(station, config)
+        _PLANS[id(station)] = (station, config, plan)
+        return plan
+
+    @classmethod
+    def _build(cls, station: Station, config: DetectionConfig) -> "Plan":
         allowed = [c for c in station_channels(station) if c.detector in config.detectors]
         vector = tuple(c for c in allowed if DETECTORS[c.detector].input_kind == "vector"
                        and all(p in station.parameters for p in c.columns or ()))
@@ -129,6 +141,9 @@ class Plan:
                 scalar[symbol] = tuple(offered.get(name) or DetectorChannel(detector=name)
                                        for name in spec.detectors if name in config.detectors)
         return cls(scalar, vector)
+
+
+_PLANS: dict[int, tuple[Station, DetectionConfig, Plan]] = {}
 
 
 def detector_params(channel: DetectorChannel, specs: list[ParameterSpec], config: DetectionConfig) -> dict[str, Any]:
