@@ -18,6 +18,7 @@ Per reading:
 from __future__ import annotations
 
 import functools
+import hashlib
 import inspect
 import math
 import os
@@ -108,6 +109,8 @@ class Plan:
 
     scalar: dict[str, tuple[DetectorChannel, ...]]
     vector: tuple[DetectorChannel, ...]
+    key: str
+    """A digest of the channels and the worker's hyperparameters: learned state is kept only under the same key."""
 
     @classmethod
     def of(cls, station: Station, config: DetectionConfig) -> "Plan":
@@ -140,7 +143,10 @@ class Plan:
             else:
                 scalar[symbol] = tuple(offered.get(name) or DetectorChannel(detector=name)
                                        for name in spec.detectors if name in config.detectors)
-        return cls(scalar, vector)
+        key = hashlib.sha256(orjson.dumps(
+            [{p: [c.model_dump() for c in cs] for p, cs in scalar.items()}, [c.model_dump() for c in vector],
+             config.detector_params], option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+        return cls(scalar, vector, key)
 
 
 _PLANS: dict[int, tuple[Station, DetectionConfig, Plan]] = {}
@@ -252,10 +258,15 @@ def detect(state: dict[str, Any] | None, readings: Sequence[Reading], station: S
     """
     fresh = state is None or state.get("v") != STATE_VERSION
     state = new_state() if fresh else orjson.loads(orjson.dumps(state))  # a copy: the caller's state stays as it was
-    run = _Run(state, config)
     plan = Plan.of(station, config)
+    replanned = state.setdefault("plan", plan.key) != plan.key
+    if replanned:  # another preset or channels: what the detectors learned was learned under other hyperparameters
+        for ps in state["p"].values():
+            ps["det"] = {}
+        state["mv"], state["mv_t"], state["plan"] = {}, {}, plan.key
+    run = _Run(state, config)
     kept = live.get(station.id) if live is not None else None
-    if kept is not None and not fresh and state.get("token") == kept[0]:
+    if kept is not None and not fresh and not replanned and state.get("token") == kept[0]:
         run.live = kept[1]
     found: list[Condition] = []
     late: list[Reading] = []

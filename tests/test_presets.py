@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -144,3 +145,19 @@ def test_a_preset_or_channels_are_set_through_the_api_and_the_cli_and_refused_wi
     wrong.write_text(yaml.safe_dump({**body, "detector_preset": "tap_water"}, allow_unicode=True), encoding="utf-8")
     done = cli("stations", "update", str(wrong))
     assert done.returncode == 2 and f"station {sid}: detector_preset 'tap_water' is not a preset" in done.stderr
+
+
+def test_a_station_given_other_channels_relearns_under_them_instead_of_reusing_what_the_old_ones_learned() -> None:
+    station = make_station("P-5", expected_interval_s=60)
+    t0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
+    cod = [Reading(station_id=station.id, parameter="COD", value=50.0 + (i % 5) * 0.5, unit="mg/L", ts=t0 + timedelta(minutes=i))
+           for i in range(61)]
+    live: dict = {}
+    before = detect(None, cod[:60], station, DetectionConfig(), live)
+    assert {"spike", "drift", "flatline"} <= set(before.state["p"]["COD"]["det"])
+    own = station.model_copy(update={"channels": (DetectorChannel(detector="spike", columns=("COD",), params={"threshold": 1000.0}),)})
+    after = detect(before.state, cod[60:], own, DetectionConfig(), live)
+    assert after.state["plan"] != before.state["plan"] and set(after.state["p"]["COD"]["det"]) == {"spike"}
+    assert live[station.id][1][("COD", "spike")].threshold == 1000.0  # built afresh, not the wastewater preset's live one
+    again = detect(after.state, [], own, DetectionConfig(), live)
+    assert again.state["p"]["COD"]["det"] == after.state["p"]["COD"]["det"]  # the same channels keep what they learned
