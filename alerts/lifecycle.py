@@ -43,6 +43,8 @@ class AlertState:
     peak_value: float | None
     limit: float | None
     clear_since: datetime | None = None
+    score: float | None = None
+    """The detector score of the latest condition (anomaly rules)."""
     acknowledged_at: datetime | None = None
     acknowledged_by: str | None = None
     resolved_at: datetime | None = None
@@ -69,15 +71,16 @@ def is_clear(condition: Condition, hysteresis: float) -> bool:
     """True when the condition is inactive and, if it has a value and a limit, back past the hysteresis band."""
     if condition.active:
         return False
-    if condition.value is None or condition.limit is None:
+    judged = condition.score if condition.score is not None else condition.value
+    if judged is None or condition.limit is None:
         return True
     threshold = clear_threshold(condition.rule, condition.limit, hysteresis)
-    return condition.value >= threshold if condition.rule in LOW_RULES else condition.value <= threshold
+    return judged >= threshold if condition.rule in LOW_RULES else judged <= threshold
 
 
 def open_alert(condition: Condition, now: datetime) -> tuple[AlertState, Event]:
     state = AlertState(rule=condition.rule, status="open", count=1, last_ts=condition.ts, last_value=condition.value,
-                       peak_value=condition.value, limit=condition.limit)
+                       peak_value=condition.value, limit=condition.limit, score=condition.score)
     return state, Event("opened", SYSTEM_ACTOR, "open", now, condition.value, condition.message)
 
 
@@ -94,7 +97,7 @@ def repeat(state: AlertState, condition: Condition, now: datetime) -> tuple[Aler
     new = replace(state, count=state.count + 1, last_ts=max(state.last_ts, condition.ts),
                   last_value=condition.value if newer else state.last_value,
                   peak_value=_peak(state.rule, state.peak_value, condition.value),
-                  limit=condition.limit, clear_since=None)
+                  limit=condition.limit, clear_since=None, score=condition.score if newer else state.score)
     return new, Event("updated", SYSTEM_ACTOR, new.status, now, condition.value)
 
 

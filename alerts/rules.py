@@ -25,7 +25,8 @@ class Condition:
     rule: str
     basis: str
     severity: Severity
-    value: float
+    value: float | None
+    """The reading's value (a mean's for a window rule; the measured quantity for status and liveness rules); None for a group."""
     limit: float
     limit_source: str
     ts: datetime
@@ -36,6 +37,8 @@ class Condition:
     """Raised from imported (backfilled) readings: the alert is marked historical and never notified."""
     data_stopped: bool = False
     """The series' data stopped at `ts` for longer than the gap span: an open alert closes at once, at `ts`."""
+    score: float | None = None
+    """A detector's score (anomaly rules), judged against `limit`; None for the other rules."""
 
 
 def rule_name(rule: str, basis: str) -> str:
@@ -156,11 +159,13 @@ def judge_calibration(station: Station, parameter: str, run_seconds: float, day_
         "ask the facility why" if over else f"{_where(station, parameter)}: calibration within its allowance", active=over)
 
 
-def judge_anomaly(station: Station, parameter: str, kind: str, is_anomaly: bool, score: float, threshold: float,
-                  detail: str, ts: datetime) -> Condition:
-    """`anomaly_<kind>` from a streaming detector's verdict (severity warning)."""
-    return Condition(station.id, parameter, f"anomaly_{kind}", "instant", Severity.WARNING, score, threshold,
-                     f"{kind} detector", ts, f"{_where(station, parameter)}: {kind} anomaly: {detail}", active=is_anomaly)
+def judge_anomaly(station: Station, parameter: str, kind: str, is_anomaly: bool, value: float | None, score: float,
+                  threshold: float, detail: str, ts: datetime) -> Condition:
+    """`anomaly_<kind>` from a streaming detector's verdict (severity warning): the reading's value, and the score
+    judged against the detector's threshold (`limit`). A group's verdict has no one value."""
+    return Condition(station.id, parameter, f"anomaly_{kind}", "instant", Severity.WARNING, value, threshold,
+                     f"{kind} detector", ts, f"{_where(station, parameter)}: {kind} anomaly: {detail}", active=is_anomaly,
+                     score=score)
 
 
 def judge_data_stopped(station: Station, parameter: str, rule: str, last_ts: datetime, resumed_ts: datetime) -> Condition:

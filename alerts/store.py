@@ -42,15 +42,15 @@ _ACTIVE = "SELECT * FROM alerts WHERE station_id = %s AND parameter = %s AND rul
 _ACTIVE_OF_STATIONS = "SELECT * FROM alerts WHERE status <> 'resolved' AND station_id = ANY(%s) ORDER BY id FOR UPDATE"
 _INSERT = """
 INSERT INTO alerts (station_id, parameter, rule, basis, severity, status, opened_at, updated_at, first_ts, last_ts,
-                    last_value, peak_value, limit_value, limit_source, count, message, zone, historical)
+                    last_value, peak_value, limit_value, limit_source, count, message, zone, historical, score)
 VALUES (%(station_id)s, %(parameter)s, %(rule)s, %(basis)s, %(severity)s, 'open', %(now)s, %(now)s, %(ts)s, %(ts)s,
         %(value)s, %(value)s, %(limit)s, %(limit_source)s, 1, %(message)s,
-        (SELECT zone FROM stations WHERE id = %(station_id)s), %(historical)s)
+        (SELECT zone FROM stations WHERE id = %(station_id)s), %(historical)s, %(score)s)
 ON CONFLICT (station_id, parameter, rule) WHERE status <> 'resolved' DO NOTHING
 RETURNING *
 """
 _UPDATE = """
-UPDATE alerts SET status = %(status)s, count = %(count)s, last_ts = %(last_ts)s, last_value = %(last_value)s,
+UPDATE alerts SET status = %(status)s, count = %(count)s, last_ts = %(last_ts)s, last_value = %(last_value)s, score = %(score)s,
     peak_value = %(peak_value)s, limit_value = %(limit)s, clear_since = %(clear_since)s,
     acknowledged_at = %(acknowledged_at)s, acknowledged_by = %(acknowledged_by)s,
     resolved_at = %(resolved_at)s, resolved_by = %(resolved_by)s, updated_at = %(now)s,
@@ -63,14 +63,14 @@ _EVENT = ("INSERT INTO alert_events (alert_id, at, kind, actor, status, value, n
 
 def state_of(row: dict[str, Any]) -> AlertState:
     return AlertState(rule=row["rule"], status=row["status"], count=row["count"], last_ts=row["last_ts"],
-                      last_value=row["last_value"], peak_value=row["peak_value"], limit=row["limit_value"],
+                      last_value=row["last_value"], peak_value=row["peak_value"], limit=row["limit_value"], score=row.get("score"),
                       clear_since=row["clear_since"], acknowledged_at=row["acknowledged_at"],
                       acknowledged_by=row["acknowledged_by"], resolved_at=row["resolved_at"], resolved_by=row["resolved_by"])
 
 
 def _update_params(row_id: int, state: AlertState, now: datetime, condition: Condition | None = None) -> dict[str, Any]:
     return {"id": row_id, "status": state.status, "count": state.count, "last_ts": state.last_ts,
-            "last_value": state.last_value, "peak_value": state.peak_value, "limit": state.limit,
+            "last_value": state.last_value, "peak_value": state.peak_value, "limit": state.limit, "score": state.score,
             "clear_since": state.clear_since, "acknowledged_at": state.acknowledged_at,
             "acknowledged_by": state.acknowledged_by, "resolved_at": state.resolved_at,
             "resolved_by": state.resolved_by, "now": now,
@@ -149,7 +149,8 @@ async def apply_conditions(conn: psycopg.AsyncConnection[Any], conditions: Itera
                 await cur.execute(_INSERT, {"station_id": c.station_id, "parameter": c.parameter, "rule": c.rule,
                                             "basis": c.basis, "severity": c.severity.value, "now": now, "ts": c.ts,
                                             "value": c.value, "limit": c.limit, "limit_source": c.limit_source,
-                                            "message": safe_text(c.message, 4 * TEXT_LIMIT), "historical": c.historical})
+                                            "message": safe_text(c.message, 4 * TEXT_LIMIT), "historical": c.historical,
+                                            "score": c.score})
                 inserted = await cur.fetchone()
                 if inserted is not None:
                     await cur.execute(_EVENT, _event_params(inserted["id"], event))
@@ -188,6 +189,7 @@ async def apply_conditions(conn: psycopg.AsyncConnection[Any], conditions: Itera
 def _with_state(row: dict[str, Any], state: AlertState) -> dict[str, Any]:
     """An alert row with a state not written yet."""
     return {**row, "status": state.status, "count": state.count, "last_ts": state.last_ts, "last_value": state.last_value,
+            "score": state.score,
             "peak_value": state.peak_value, "limit_value": state.limit, "clear_since": state.clear_since,
             "acknowledged_at": state.acknowledged_at, "acknowledged_by": state.acknowledged_by,
             "resolved_at": state.resolved_at, "resolved_by": state.resolved_by}

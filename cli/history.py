@@ -65,17 +65,20 @@ def detect_backtest(
     fmt: Annotated[str, typer.Option("--format", help="CSV layout: wide, long or auto (from the header).")] = "auto",
     tz: Annotated[str, typer.Option(help="Time zone of CSV times written without an offset.")] = "Asia/Ho_Chi_Minh",
     output: Annotated[str, typer.Option(help="csv or json.")] = "csv",
+    preset: Annotated[Optional[str], typer.Option(help="Run this detector preset instead of the station's own (`quantrac presets list`).")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="Write the alarms here instead of stdout.")] = None,
 ) -> None:
     """Backtest: stream a CSV through the worker's rules and detectors and write the alarms, without Kafka or PostgreSQL.
 
     Each alarm is the time it opened (event time), station, parameter, rule, the reading's value, the
-    detector score (anomalies), the limit and the message. Detector settings are the worker's
-    (QUANTRAC_DETECT_*), so "what would these settings have flagged last month?" is one command.
+    detector score (anomalies), the limit and the message. Detectors are the station's (its preset or
+    channels, or --preset) with the worker's QUANTRAC_DETECT_* settings, so "what would these settings
+    have flagged last month?" is one command.
     """
     setup("detect")
     from zoneinfo import ZoneInfo
 
+    from alerts.store import policy_from_settings
     from ingest.import_sources import ImportSourceError
     from processors.backtest import backtest_csv, render
     from processors.detection import DetectionConfig
@@ -94,8 +97,10 @@ def detect_backtest(
             typer.echo(f"error: station {station} is not in {s.registry_file}; pass --station-file with its entry", err=True)
             raise typer.Exit(2)
     try:
-        alarms = backtest_csv(path, entry, DetectionConfig.from_settings(s), fmt, ZoneInfo(tz))
-    except ImportSourceError as exc:
+        if preset is not None:
+            entry = Station.model_validate({**entry.model_dump(mode="json"), "detector_preset": preset, "channels": None})
+        alarms = backtest_csv(path, entry, DetectionConfig.from_settings(s), fmt, ZoneInfo(tz), policy_from_settings())
+    except (ImportSourceError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     text = render(alarms, output == "json")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import db, deadletter, gateways, history, keys, processes, run, simulate, stations, tt10
+from cli import db, deadletter, gateways, history, keys, presets, processes, run, simulate, stations, tt10
 from cli.stack import stack_app
 
 app = typer.Typer(help="quantrac: real-time monitoring of industrial discharge stations.", no_args_is_help=True)
@@ -21,6 +21,7 @@ app.add_typer(gateways.gateways_app, name="gateways")
 app.add_typer(deadletter.deadletter_app, name="deadletter")
 app.command("run")(run.run_all)
 app.add_typer(stations.stations_app, name="stations")
+app.add_typer(presets.presets_app, name="presets")
 app.command("import")(history.import_history)
 app.command("detect")(history.detect_backtest)
 

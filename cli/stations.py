@@ -20,7 +20,11 @@ def _station_records(file: Path) -> list["object"]:
 
     from quantrac.domain import Station
     raw = yaml.safe_load(file.read_text(encoding="utf-8"))
-    return [Station.model_validate(item) for item in (raw if isinstance(raw, list) else [raw])]
+    try:
+        return [Station.model_validate(item) for item in (raw if isinstance(raw, list) else [raw])]
+    except ValueError as exc:
+        typer.echo(f"error: {file}: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 def _save_from_file(file: Path, must_exist: bool) -> None:

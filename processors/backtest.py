@@ -2,9 +2,9 @@
 
 Each CSV row (one time, one or more readings) is validated as the importer does (`validate_reading`,
 with no age limit: a backtest is about the past) and handed to the worker's own pure detection
-step (`processors.detection.detect`) as one message. An alarm is a condition turning active for a
-station + parameter + rule; it stays one alarm until it has been clear for the lifecycle's hold time
-(event time) or its data stopped at a gap, as the alert store would keep one alert open.
+step (`processors.detection.detect`) as one message. An alarm is an alert the store would open: the
+conditions go through the same transitions (`alerts.lifecycle`), so it stays one alarm until it has
+been clear (past the hysteresis) for the hold time in event time, or its data stopped at a gap.
 """
 
 from __future__ import annotations
@@ -13,11 +13,12 @@ import csv
 import io
 import json
 from dataclasses import asdict, dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta, timezone
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from alerts.lifecycle import Policy
+from alerts import lifecycle
+from alerts.lifecycle import AlertState, Policy
 from ingest.import_sources import CsvRow, read_csv
 from ingest.payload import validate_reading
 from processors.detection import DetectionConfig, detect
@@ -52,33 +53,40 @@ def readings_of(rows: Iterable[CsvRow], station: Station) -> Iterator[list[Readi
 
 
 def backtest(messages: Iterable[list[Reading]], station: Station, config: DetectionConfig,
-             clear_hold: timedelta = Policy().clear_hold) -> list[BacktestAlarm]:
-    """The alarms the worker would open on these messages, in order."""
+             policy: Policy = Policy()) -> list[BacktestAlarm]:
+    """The alarms the worker would open on these messages, in order.
+
+    Conditions go through the alert store's own transitions (`alerts.lifecycle`: open, repeat, clear
+    with hysteresis and hold in event time, close at a gap), so an alarm here is an alert there.
+    """
     state: dict[str, Any] | None = None
-    open_since: dict[tuple[str, str], datetime] = {}
+    open_alerts: dict[tuple[str, str], AlertState] = {}
     alarms: list[BacktestAlarm] = []
     for readings in messages:
-        values = {(r.parameter, r.ts): r.value for r in readings}
         out = detect(state, readings, station, config)
         state = out.state
         for c in out.conditions:
             key = (c.parameter, c.rule)
+            alert = open_alerts.get(key)
             if c.active:
-                if key not in open_since:
-                    anomaly = c.rule.startswith("anomaly_")
-                    alarms.append(BacktestAlarm(
-                        c.ts.isoformat(), c.station_id, c.parameter, c.rule,
-                        values.get((c.parameter, c.ts)) if anomaly else c.value,
-                        c.value if anomaly else None, c.limit, c.message))
-                open_since[key] = c.ts
-            elif key in open_since and (c.data_stopped or c.ts - open_since[key] >= clear_hold):
-                del open_since[key]
+                if alert is None:
+                    alarms.append(BacktestAlarm(c.ts.isoformat(), c.station_id, c.parameter, c.rule, c.value, c.score,
+                                                c.limit, c.message))
+                    open_alerts[key] = lifecycle.open_alert(c, c.ts)[0]
+                else:
+                    open_alerts[key] = lifecycle.repeat(alert, c, c.ts)[0]
+            elif alert is not None:
+                alert = lifecycle.observe_clear(alert, c, policy, c.ts)[0]
+                if alert.status == "resolved":
+                    del open_alerts[key]
+                else:
+                    open_alerts[key] = alert
     return alarms
 
 
 def backtest_csv(path: Path, station: Station, config: DetectionConfig, fmt: str = "auto",
-                 tz: Any = timezone(timedelta(hours=7))) -> list[BacktestAlarm]:
-    return backtest(readings_of(read_csv(path, fmt, tz), station), station, config)  # type: ignore[arg-type]
+                 tz: Any = timezone(timedelta(hours=7)), policy: Policy = Policy()) -> list[BacktestAlarm]:
+    return backtest(readings_of(read_csv(path, fmt, tz), station), station, config, policy)  # type: ignore[arg-type]
 
 
 def render(alarms: list[BacktestAlarm], as_json: bool) -> str:

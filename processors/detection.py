@@ -18,6 +18,7 @@ Per reading:
 from __future__ import annotations
 
 import functools
+import hashlib
 import inspect
 import math
 import os
@@ -35,7 +36,8 @@ from alerts.rules import (Condition, in_range, judge_anomaly, judge_calibration,
                           judge_limit, judge_range, judge_rate)
 from processors import rate_span, windows
 from processors.detectors import DETECTORS, Detector
-from quantrac.domain import ParameterSpec, Reading, Station, Status
+from processors.detectors.presets import params_of, station_channels
+from quantrac.domain import DetectorChannel, ParameterSpec, Reading, Station, Status
 from quantrac.settings import Settings
 
 
@@ -52,9 +54,10 @@ class DetectionConfig:
     gap_intervals: float = 6.0
     gap_min_s: float = 900.0
     relearn_gap_s: float = 21600.0
-    detectors: tuple[str, ...] = ("spike", "drift", "flatline")
+    detectors: tuple[str, ...] = ("spike", "drift", "flatline", "multivariate")
+    """The detectors the worker may run: a station's channel naming another is left out."""
     detector_params: dict[str, dict[str, Any]] = field(default_factory=dict)
-    multivariate_groups: tuple[tuple[str, ...], ...] = (("COD", "TSS", "NH4"), ("PM", "SO2", "NO2", "CO"))
+    """Hyperparameters of the channels that give none (the generic channels of the kind presets)."""
 
     @classmethod
     def from_settings(cls, s: Settings) -> "DetectionConfig":
@@ -62,7 +65,6 @@ class DetectionConfig:
         unknown = [n for n in names if n not in DETECTORS]
         if unknown:
             raise ValueError(f"QUANTRAC_DETECT_DETECTORS names unknown detectors {unknown}; known: {sorted(DETECTORS)}")
-        groups = tuple(tuple(p.strip() for p in g.split(",") if p.strip()) for g in s.detect_multivariate_groups.split(";") if g.strip())
         try:
             params = json.loads(s.detect_detector_params)
         except json.JSONDecodeError as exc:
@@ -73,7 +75,7 @@ class DetectionConfig:
                    fault_after_s=s.detect_fault_after_s, calibration_max_s=s.detect_calibration_max_s,
                    calibration_daily_s=s.detect_calibration_daily_s, rate_span_s=s.detect_rate_span_s,
                    gap_intervals=s.detect_gap_intervals, gap_min_s=s.detect_gap_min_s,
-                   relearn_gap_s=s.detect_relearn_gap_s, detectors=names, multivariate_groups=groups)
+                   relearn_gap_s=s.detect_relearn_gap_s, detectors=names)
 
 
 @dataclass
@@ -95,10 +97,65 @@ def _param_state(state: dict[str, Any], parameter: str) -> dict[str, Any]:
     return state["p"].setdefault(parameter, {"t": None, "w": {}, "rate": [], "fault": None, "cal": None, "det": {}})
 
 
-def _detector(name: str, config: DetectionConfig, saved: dict[str, Any] | None, **extra: Any) -> Detector:
-    params = {**config.detector_params.get(name, {}), **extra}
-    cls = DETECTORS[name]
-    return cls.from_state(saved, **params) if saved is not None else cls(**params)
+@dataclass(frozen=True)
+class Plan:
+    """The channels a station runs, as the worker applies them: per parameter the scalar ones, and the groups.
+
+    On a parameter, a channel naming it wins over a channel of the same detector on every parameter.
+    A parameter's own `detectors` list decides which detectors run on it: each takes the preset's
+    channel for it if there is one, else the worker's hyperparameters. A group runs where the station
+    reports all of it.
+    """
+
+    scalar: dict[str, tuple[DetectorChannel, ...]]
+    vector: tuple[DetectorChannel, ...]
+    key: str
+    """A digest of the channels and the worker's hyperparameters: learned state is kept only under the same key."""
+
+    @classmethod
+    def of(cls, station: Station, config: DetectionConfig) -> "Plan":
+        """The station's plan; kept while the worker is handed the same station and config objects (one registry load)."""
+        kept = _PLANS.get(id(station))
+        if kept is not None and kept[0] is station and kept[1] is config:
+            return kept[2]
+        if len(_PLANS) >= 4096:
+            _PLANS.clear()
+        plan = cls._build(station, config)
+        _PLANS[id(station)] = (station, config, plan)
+        return plan
+
+    @classmethod
+    def _build(cls, station: Station, config: DetectionConfig) -> "Plan":
+        allowed = [c for c in station_channels(station) if c.detector in config.detectors]
+        vector = tuple(c for c in allowed if DETECTORS[c.detector].input_kind == "vector"
+                       and all(p in station.parameters for p in c.columns or ()))
+        scalar: dict[str, tuple[DetectorChannel, ...]] = {}
+        for symbol, spec in station.parameters.items():
+            offered: dict[str, DetectorChannel] = {}
+            for c in allowed:
+                if c.columns == (symbol,) and DETECTORS[c.detector].input_kind == "scalar":
+                    offered.setdefault(c.detector, c)
+            for c in allowed:
+                if c.columns is None:
+                    offered.setdefault(c.detector, c)
+            if spec.detectors is None:
+                scalar[symbol] = tuple(offered.values())
+            else:
+                scalar[symbol] = tuple(offered.get(name) or DetectorChannel(detector=name)
+                                       for name in spec.detectors if name in config.detectors)
+        key = hashlib.sha256(orjson.dumps(
+            [{p: [c.model_dump() for c in cs] for p, cs in scalar.items()}, [c.model_dump() for c in vector],
+             config.detector_params], option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+        return cls(scalar, vector, key)
+
+
+_PLANS: dict[int, tuple[Station, DetectionConfig, Plan]] = {}
+
+
+def detector_params(channel: DetectorChannel, specs: list[ParameterSpec], config: DetectionConfig) -> dict[str, Any]:
+    """What a channel's detector is built with: its own params, else the worker's with the instruments' resolution."""
+    name = channel.detector
+    return params_of(channel, {**config.detector_params.get(name, {}), **instrument_params(name, specs, config)})
 
 
 @functools.cache
@@ -136,11 +193,14 @@ class _Run:
         self.state, self.config = state, config
         self.live: dict[tuple[str, str], Detector] = {}
 
-    def get(self, parameter: str, name: str, **extra: Any) -> Detector:
-        key = (parameter, name)
+    def get(self, parameter: str, channel: DetectorChannel, specs: list[ParameterSpec]) -> Detector:
+        key = (parameter, channel.detector)
         if key not in self.live:
-            target, slot = self._slot(parameter, name)
-            self.live[key] = _detector(name, self.config, target.get(slot), **extra)
+            target, slot = self._slot(parameter, channel.detector)
+            saved = target.get(slot)
+            params = detector_params(channel, specs, self.config)
+            cls = DETECTORS[channel.detector]
+            self.live[key] = cls.from_state(saved, **params) if saved is not None else cls(**params)
         return self.live[key]
 
     def _slot(self, parameter: str, name: str) -> tuple[dict[str, Any], str]:
@@ -198,9 +258,15 @@ def detect(state: dict[str, Any] | None, readings: Sequence[Reading], station: S
     """
     fresh = state is None or state.get("v") != STATE_VERSION
     state = new_state() if fresh else orjson.loads(orjson.dumps(state))  # a copy: the caller's state stays as it was
+    plan = Plan.of(station, config)
+    replanned = state.setdefault("plan", plan.key) != plan.key
+    if replanned:  # another preset or channels: what the detectors learned was learned under other hyperparameters
+        for ps in state["p"].values():
+            ps["det"] = {}
+        state["mv"], state["mv_t"], state["plan"] = {}, {}, plan.key
     run = _Run(state, config)
     kept = live.get(station.id) if live is not None else None
-    if kept is not None and not fresh and state.get("token") == kept[0]:
+    if kept is not None and not fresh and not replanned and state.get("token") == kept[0]:
         run.live = kept[1]
     found: list[Condition] = []
     late: list[Reading] = []
@@ -232,19 +298,18 @@ def detect(state: dict[str, Any] | None, readings: Sequence[Reading], station: S
         windows.add(ps["w"], r.ts, value, station.expected_interval_s)
         if in_order:
             if ps["t"] is not None and t - ps["t"] > gap_s(station, config):
-                found.extend(_relearn_after_gap(run, station, spec, config, ps["t"], r.ts))
+                found.extend(_relearn_after_gap(run, plan, station, spec, config, ps["t"], r.ts))
             ps["t"] = t
             found.extend(_status_rules(ps, r, station, config, t))
             if value is not None:
                 rate = _rate(ps, station, spec, config, t, value, r.ts)
                 if rate is not None:
                     found.append(rate)
-                for name in config.detectors:
-                    if spec.detectors is not None and name not in spec.detectors:
-                        continue
-                    det = run.get(r.parameter, name, **instrument_params(name, [spec], config))
+                for channel in plan.scalar[r.parameter]:
+                    det = run.get(r.parameter, channel, [spec])
                     v = det.update(value, r.ts)
-                    found.append(judge_anomaly(station, r.parameter, v.kind, v.is_anomaly, v.score, _threshold(det), v.detail, r.ts))
+                    found.append(judge_anomaly(station, r.parameter, v.kind, v.is_anomaly, value, v.score, _threshold(det),
+                                               v.detail, r.ts))
                 by_ts[t][r.parameter] = value
         watermark = state["newest"] - config.lateness_s
         if watermark >= next_close:
@@ -253,7 +318,7 @@ def detect(state: dict[str, Any] | None, readings: Sequence[Reading], station: S
         else:
             found.extend(_due(state, station, config, [r.parameter]))
             next_close = min(next_close, windows.earliest_end(ps["w"]))
-    found.extend(_multivariate(state, run, by_ts, station, config))
+    found.extend(_multivariate(state, run, plan, by_ts, station, config))
     run.save()
     if live is None:
         state.pop("token", None)
@@ -268,7 +333,7 @@ def gap_s(station: Station, config: DetectionConfig) -> float:
     return max(config.gap_intervals * station.expected_interval_s, config.gap_min_s)
 
 
-def _relearn_after_gap(run: "_Run", station: Station, spec: ParameterSpec, config: DetectionConfig, last_t: float,
+def _relearn_after_gap(run: "_Run", plan: Plan, station: Station, spec: ParameterSpec, config: DetectionConfig, last_t: float,
                        resumed: datetime) -> list[Condition]:
     """After a gap: the parameter's anomaly and rate alerts close at the last reading before it (`data_stopped`),
     and, when it lasted `relearn_gap_s` or more, its detectors relearn. Multivariate groups do the same in `_multivariate`.
@@ -279,12 +344,10 @@ def _relearn_after_gap(run: "_Run", station: Station, spec: ParameterSpec, confi
     last = windows.from_epoch(last_t)
     silent_s = windows.epoch(resumed) - last_t
     found: list[Condition] = []
-    for name in config.detectors:
-        if name == "multivariate" or (spec.detectors is not None and name not in spec.detectors):
-            continue
+    for channel in plan.scalar[spec.symbol]:
         if silent_s >= config.relearn_gap_s:
-            run.get(spec.symbol, name, **instrument_params(name, [spec], config)).relearn(silent_s)
-        found.append(judge_data_stopped(station, spec.symbol, f"anomaly_{name}", last, resumed))
+            run.get(spec.symbol, channel, [spec]).relearn(silent_s)
+        found.append(judge_data_stopped(station, spec.symbol, f"anomaly_{channel.detector}", last, resumed))
     if spec.max_rate_per_min is not None:
         found.append(judge_data_stopped(station, spec.symbol, "rate_of_change", last, resumed))
     return found
@@ -325,30 +388,26 @@ def _due(state: dict[str, Any], station: Station, config: DetectionConfig, param
     return found
 
 
-def _multivariate(state: dict[str, Any], run: _Run, by_ts: dict[float, dict[str, float]], station: Station,
+def _multivariate(state: dict[str, Any], run: _Run, plan: Plan, by_ts: dict[float, dict[str, float]], station: Station,
                   config: DetectionConfig) -> list[Condition]:
-    if "multivariate" not in DETECTORS:
-        return []
     found: list[Condition] = []
-    for group in config.multivariate_groups:
-        if not all(p in station.parameters for p in group):
-            continue
+    for channel in plan.vector:
+        group = channel.columns or ()
         key = "mv:" + ",".join(group)
         last = state["mv_t"].get(key)
         for t in sorted(by_ts):
             values = by_ts[t]
             if (last is not None and t <= last) or not all(p in values for p in group):
                 continue
-            det = run.get(key, "multivariate", names=list(group),
-                          **instrument_params("multivariate", [station.parameters[p] for p in group], config))
+            det = run.get(key, channel, [station.parameters[p] for p in group])
             if last is not None and t - last > gap_s(station, config):
                 if t - last >= config.relearn_gap_s:
                     det.relearn(t - last)
-                found.append(judge_data_stopped(station, ",".join(group), "anomaly_multivariate", windows.from_epoch(last),
+                found.append(judge_data_stopped(station, ",".join(group), f"anomaly_{channel.detector}", windows.from_epoch(last),
                                                 windows.from_epoch(t)))
             v = det.update({p: values[p] for p in group}, windows.from_epoch(t))
-            found.append(judge_anomaly(station, ",".join(group), v.kind, v.is_anomaly, v.score, _threshold(det), v.detail,
-                                       windows.from_epoch(t)))
+            found.append(judge_anomaly(station, ",".join(group), v.kind, v.is_anomaly, None, v.score, _threshold(det),
+                                       v.detail, windows.from_epoch(t)))
             last = t
         state["mv_t"][key] = last
     return found

@@ -9,9 +9,9 @@ from __future__ import annotations
 import math
 from datetime import datetime, timedelta, timezone
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 NATIONAL_SYMBOLS: tuple[str, ...] = (
     "Flow", "Temp", "Color", "pH", "TSS", "COD", "NH4", "TP", "TN", "TOC", "Cl", "RH", "P",
@@ -82,7 +82,21 @@ class ParameterSpec(BaseModel):
     max_rate_per_min: float | None = Field(None, description="Largest plausible change per minute (in the unit); faster means a rate-of-change alert. Judged on robust levels about a span apart (`rate_span_s`), not on two readings. Configuration [U].")
     resolution: float | None = Field(None, gt=0, description="Smallest step the instrument reports (in the unit); floors every detector's scale estimate. None: learned from the data. Configuration [U].")
     rate_span_s: float | None = Field(None, gt=0, description="Span the rate of change is judged over (seconds); None: QUANTRAC_DETECT_RATE_SPAN_S. The station's interval when that is longer.")
-    detectors: tuple[str, ...] | None = Field(None, description="Anomaly detectors run on this parameter (names of processors.detectors.DETECTORS); None: all configured ones, empty: none.")
+    detectors: tuple[str, ...] | None = Field(None, description="Anomaly detectors run on this parameter (names of processors.detectors.DETECTORS), each from the station's preset when it has a channel for it, else at the worker's hyperparameters; None: what the station's preset runs on it, empty: none.")
+
+
+class DetectorChannel(BaseModel):
+    """One anomaly detector over one parameter (a vector detector: over a group), as a preset or a station gives it.
+
+    The worker builds it as `bench/` does (`processors.detectors.presets.build`): the same detector,
+    the same hyperparameters, so a preset's bench figure describes what the worker runs.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    detector: str = Field(description="Name of a detector of processors.detectors.DETECTORS (spike, drift, flatline, multivariate).")
+    columns: tuple[str, ...] | None = Field(None, description="Parameters it runs on: one for a scalar detector, the group for a vector one. None: every parameter of the station (scalar detectors only).")
+    params: dict[str, Any] | None = Field(None, description="Hyperparameters, exactly (over the detector's own defaults). None: the worker's QUANTRAC_DETECT_DETECTOR_PARAMS with the parameter's resolution as scale floor.")
 
 
 class Station(BaseModel):
@@ -104,6 +118,14 @@ class Station(BaseModel):
     retention_days: int | None = Field(None, gt=0, description="Days of this station's readings kept (ingest's too_old bound and the worker's retention pass); None: QUANTRAC_RETENTION_DAYS. Set it to keep an archive older than the live window.")
     history_only: bool = Field(False, description="The station exists for its imported history (no live gateway): never reported offline.")
     parameters: dict[str, ParameterSpec]
+    detector_preset: str | None = Field(None, description="Detector preset it runs (a file processors/detectors/<name>.json; `quantrac presets list`). None: the preset of its kind. Ignored when `channels` is given.")
+    channels: tuple[DetectorChannel, ...] | None = Field(None, description="Its own detector channels; they replace any preset. None: the named preset, else its kind's.")
+
+    @model_validator(mode="after")
+    def _detection_is_known(self) -> "Station":
+        from processors.detectors.presets import check_detection
+        check_detection(self)
+        return self
 
     def parameter(self, symbol: str) -> ParameterSpec | None:
         return self.parameters.get(symbol)
@@ -139,9 +161,10 @@ class Alert(BaseModel):
     status: AlertStatus
     opened_at: datetime
     updated_at: datetime
-    last_value: float | None
+    last_value: float | None = Field(description="The latest reading's value (a window mean for a window rule); for an anomaly too, the reading's value, not the score.")
     peak_value: float | None
-    limit: float | None
+    limit: float | None = Field(description="The limit the value broke; for an anomaly the detector's score threshold.")
+    score: float | None = Field(None, description="Anomaly rules: the detector's score of the latest reading, judged against `limit`; null for the others.")
     limit_source: str | None
     count: int
     message: str

@@ -134,10 +134,9 @@ class Settings(BaseSettings):
     detect_gap_intervals: float = Field(6, gt=0, description="A series silent for this many of its station's intervals (and at least QUANTRAC_DETECT_GAP_MIN_S) has a gap: its anomaly and rate alerts close at the last reading before it and its detectors relearn.")
     detect_gap_min_s: int = Field(900, ge=0, description="Shortest silence taken as a gap in a series, whatever the station's interval (see QUANTRAC_DETECT_GAP_INTERVALS).")
     detect_relearn_gap_s: int = Field(21600, ge=0, description="After a gap at least this long (event time) a series' detectors relearn before judging; shorter gaps only close its open anomaly alerts.")
-    detect_detectors: str = Field("spike,drift,flatline", description="Streaming anomaly detectors run on every parameter, comma-separated (names of processors.detectors.DETECTORS).")
+    detect_detectors: str = Field("spike,drift,flatline,multivariate", description="Anomaly detectors the worker may run, comma-separated (names of processors.detectors.DETECTORS); a station's preset or channel naming another is left out. Which run where is the station's preset (docs/detection.md, Presets).")
     detect_detector_params: str = Field('{"spike": {"threshold": 8.0, "relearn_after": 6, "center_window": 5}, "drift": {"k": 1.0, "h": 14.0, "relearn_after": 3}, "flatline": {"n_intervals": 12}}',
-                                        description="Hyperparameters of the anomaly detectors (JSON object by detector name); unnamed ones keep their defaults.")
-    detect_multivariate_groups: str = Field("COD,TSS,NH4;PM,SO2,NO2,CO", description="Correlated parameter groups (`;`-separated) scored by the multivariate detector at stations reporting all of a group.")
+                                        description="Hyperparameters (JSON object by detector name) of the preset channels that give none, as the kind presets' generic channels do; unnamed ones keep their defaults.")
     offline_grace_s: int = Field(60, description="Default grace after a station's missed slot before it is reported offline (a station's `offline_grace_s` overrides it).")
     liveness_check_s: float = Field(10.0, description="How often (wall clock) the worker checks for silent stations.")
     metrics_host: str = Field("127.0.0.1", description="Address the bridge's and worker's Prometheus endpoints listen on (0.0.0.0 in containers).")

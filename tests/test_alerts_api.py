@@ -97,3 +97,24 @@ def test_station_summary_groups_by_zone(stack: Settings, db: psycopg.Connection,
     states = {st["id"]: (st["state"], st["open_alerts"]) for st in z["stations"]}
     assert states == {a.id: ("online", 1), b.id: ("offline", 1)}
     assert (z["online"], z["offline"], z["open_alerts"]) == (1, 1, 2)
+
+
+def test_suppressed_lists_what_a_silence_or_an_offline_station_holds_back(
+        stack: Settings, db: psycopg.Connection, api_as: Callable[[str | None], TestClient]) -> None:
+    quiet, offline, plain = new_station(db), new_station(db), new_station(db)
+    operator = api_as("operator")
+    ends = (datetime.now(timezone.utc) + timedelta(hours=1)).isoformat()
+    assert operator.post("/api/v1/silences", json={"station_id": quiet.id, "parameter": "COD", "ends_at": ends,
+                                                   "reason": "maintenance"}).status_code == 201
+    silenced = apply(stack.pg_dsn, [condition(quiet.id, 150.0), condition(quiet.id, 3.0, rule="below_minimum", parameter="pH",
+                                                                            limit=5.5)])
+    [down] = apply(stack.pg_dsn, [condition(offline.id, 400.0, rule="station_offline", parameter="*", limit=360.0)])
+    [held] = apply(stack.pg_dsn, [condition(offline.id, 150.0)])
+    apply(stack.pg_dsn, [condition(plain.id, 150.0)])
+    body = operator.get("/api/v1/alerts/suppressed").json()
+    mine = {a["alert_id"]: a for a in body["data"] if a["station_id"] in {quiet.id, offline.id, plain.id}}
+    cod = next(a for a in silenced if a["parameter"] == "COD")
+    assert set(mine) == {cod["id"], held["id"]}  # the pH alert is outside the COD silence; the offline alert itself is not held
+    assert mine[cod["id"]]["why"] == "silenced" and "(maintenance)" in mine[cod["id"]]["detail"]
+    assert (mine[held["id"]]["why"], mine[held["id"]]["detail"]) == ("inhibited", f"station offline (alert {down['id']})")
+    assert body["silenced"] + body["inhibited"] == len(body["data"]) and body["silenced"] >= 1 and body["inhibited"] >= 1

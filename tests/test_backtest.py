@@ -55,6 +55,15 @@ def test_the_cli_refuses_an_unknown_station_and_says_what_to_do(tmp_path: Path) 
     assert done.returncode == 2 and "--station-file" in done.stderr
 
 
+def test_the_cli_runs_the_stations_preset_or_the_one_named(tmp_path: Path) -> None:
+    data = write_wide(tmp_path / "history.csv")
+    run = [sys.executable, "-m", "cli", "detect", str(data), "--station", STATION.id, "--output", "json"]
+    named = json.loads(subprocess.run(run + ["--preset", "drinking_water"], capture_output=True, text=True, check=True).stdout)
+    assert not [a for a in named if a["rule"].startswith("anomaly_")]  # GECCO's channels name no parameter of this station
+    done = subprocess.run(run + ["--preset", "tap_water"], capture_output=True, text=True)
+    assert done.returncode == 2 and f"station {STATION.id}: detector_preset 'tap_water' is not a preset" in done.stderr
+
+
 def test_the_backtest_opens_the_alarms_the_worker_step_opens(tmp_path: Path) -> None:
     """The same readings through `detect` message by message, into the bench's alarm log, give the same alarms."""
     data = write_wide(tmp_path / "history.csv", days=3, gap_after=500)

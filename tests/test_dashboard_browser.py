@@ -1,6 +1,8 @@
 """The dashboard end to end in headless Debian chromium (npm playwright-core): the page asks for the key
 (HTTP Basic), the browser's cached credential then carries the page's fetch and EventSource requests; see a
-new alert arrive live over SSE, acknowledge it; the screenshot is kept in tests/artifacts/dashboard.png."""
+new alert arrive live over SSE, acknowledge it; triage: alerts grouped by station, rule and basis in words, values
+rounded to the parameter's resolution, an anomaly's reading apart from its score, filters by severity, zone and rule,
+the suppressed count one click away. The screenshot is kept in tests/artifacts/dashboard.png."""
 
 from __future__ import annotations
 
@@ -16,9 +18,14 @@ import orjson
 import psycopg
 import pytest
 
-from quantrac.domain import Reading
+import re
+
+from alerts import silences
+from alerts.rules import Condition
+from quantrac.db import save_stations
+from quantrac.domain import Reading, Severity, Station
 from quantrac.settings import Settings
-from tests.alerts_support.helpers import apply, condition, new_station, store_readings
+from tests.alerts_support.helpers import NOW, apply, condition, new_station, store_readings
 from tests.alerts_support.live import LiveApi, live_api  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.integration
@@ -42,6 +49,17 @@ def test_new_alert_appears_live_and_is_acknowledged(stack: Settings, db: psycopg
     screenshot = ARTIFACTS / "dashboard.png"
     screenshot.unlink(missing_ok=True)
     station = new_station(db, zone="KCN Đại An")
+    cod = station.parameters["COD"].model_copy(update={"resolution": 0.1})
+    station = Station.model_validate(station.model_copy(update={"parameters": {**station.parameters, "COD": cod}}).model_dump())
+    save_stations(db, {station.id: station})
+    other = new_station(db, zone="KCN Phúc Điền")
+    apply(stack.pg_dsn, [condition(station.id, 204.1234, rule="anomaly_spike", limit=6.0, score=15.2834,
+                                   severity=Severity.WARNING, minutes=-5)])
+    [silenced] = apply(stack.pg_dsn, [Condition(other.id, "COD", "early_warning_1h", "1h", Severity.WARNING, 85.04999, 100.0,
+                                                "test limit", NOW, "1-h mean near the limit")])
+    with db.transaction():
+        silences.create(db, station_id=other.id, parameter=None, starts_at=datetime.now(timezone.utc) - timedelta(minutes=1),
+                        ends_at=datetime.now(timezone.utc) + timedelta(hours=1), reason="maintenance", note=None, actor="test")
     now = datetime.now(timezone.utc)
     store_readings(stack.pg_dsn, [Reading(station_id=station.id, parameter="COD", value=60.0 + 10 * (i % 5), unit="mg/L",
                                           ts=now - timedelta(minutes=5 * i)) for i in range(24)])
@@ -53,8 +71,9 @@ def test_new_alert_appears_live_and_is_acknowledged(stack: Settings, db: psycopg
     try:
         first = lines.get(timeout=60)
         assert first.strip() == "READY", first + "".join(lines.queue)
-        [alert] = apply(stack.pg_dsn, [condition(station.id, 250.0)])
-        node.stdin.write(station.id + "\n")  # type: ignore[union-attr]
+        [alert] = apply(stack.pg_dsn, [condition(station.id, 250.04321)])
+        setup = {"station": station.id, "other": other.id, "otherZone": other.zone, "silencedAlert": silenced["id"]}
+        node.stdin.write(orjson.dumps(setup).decode() + "\n")  # type: ignore[union-attr]
         node.stdin.flush()  # type: ignore[union-attr]
         result = orjson.loads(lines.get(timeout=90))
         assert node.wait(timeout=30) == 0
@@ -63,7 +82,7 @@ def test_new_alert_appears_live_and_is_acknowledged(stack: Settings, db: psycopg
             node.kill()
             node.wait(5)
     assert result["errors"] == [] and result["pageStatus"] == 200
-    assert int(result["alertId"]) == alert["id"] and station.id in result["rowBefore"]
+    assert int(result["alertId"]) == alert["id"] and "250.0 mg/L" in result["rowBefore"]
     assert "Đã xác nhận" in result["rowAfter"] or "Acknowledged" in result["rowAfter"]
     assert result["titleVi"].startswith("Trung tâm") and result["titleEn"].startswith("Automatic monitoring")
     assert result["zones"] >= 1 and result["external"] == [], "the dashboard must load nothing from outside"
@@ -71,3 +90,24 @@ def test_new_alert_appears_live_and_is_acknowledged(stack: Settings, db: psycopg
     assert row == ("acknowledged", "live-operator (operator)")
     assert result["chartPoints"] == 24 and result["limitLines"] == 1
     assert screenshot.stat().st_size > 10_000
+    # triage: one group per station, its alerts right under it
+    assert result["grouped"] and {station.id, other.id} <= set(result["groups"])
+    rows = {r["rule"]: r["cells"] for r in result["stationRows"]}
+    assert set(rows) == {"exceedance", "anomaly_spike"} and all(len(cells) == 8 and cells[6] for cells in rows.values())
+    assert "Above limit" in rows["exceedance"][2] and "instantaneous value" in rows["exceedance"][2]
+    assert rows["exceedance"][3] == "250.0 mg/L / 100.0"  # rounded to COD's resolution, 0.1
+    assert "Anomaly: spike" in rows["anomaly_spike"][2]
+    assert rows["anomaly_spike"][3] == "reading 204.1 mg/L" and rows["anomaly_spike"][4] == "15.28 (threshold 6)"
+    [other_row] = result["otherRows"]
+    assert "Early warning" in other_row["cells"][2] and "1-hour mean" in other_row["cells"][2]
+    assert other_row["cells"][3] == "85.05 mg/L / 100"  # no resolution configured: four significant digits
+    # filters
+    assert result["byRule"] and {r["rule"] for r in result["byRule"]} == {"anomaly_spike"}
+    assert other.id in result["byZone"] and station.id not in result["byZone"]
+    assert result["bySeverity"] and {r["severity"] for r in result["bySeverity"]} == {"warning"}
+    assert {r["station"] for r in result["bySeverity"]} >= {station.id, other.id}
+    # suppressed: counted in the summary, listed one click away
+    assert re.fullmatch(r"Notifications held back: \d+ \(\d+ silenced, \d+ inhibited by an offline station\)",
+                        result["suppressedSummary"]), result["suppressedSummary"]
+    assert not result["suppressedVisibleBefore"] and result["suppressedVisibleAfter"]
+    assert other.id in result["suppressedItem"] and "silenced" in result["suppressedItem"] and "maintenance" in result["suppressedItem"]

@@ -8,7 +8,7 @@ import orjson
 from hypothesis import given, settings as hsettings, strategies as st
 
 from processors.detection import DetectionConfig, detect, detect_batch
-from quantrac.domain import Reading, Status
+from quantrac.domain import DetectorChannel, Reading, Status
 from tests.utils.builders import make_station
 
 T0 = datetime(2026, 11, 29, 3, 0, tzinfo=timezone.utc)
@@ -62,13 +62,16 @@ def test_a_spike_after_warm_up_raises_anomaly_spike_and_does_not_shift_the_basel
     out = detect(None, series + [cod(60, 95.0, minutes=1)], ST, DetectionConfig(detectors=("spike",)))
     [spike] = active(out.conditions, "anomaly_spike")
     assert spike.ts == T0 + timedelta(minutes=60) and spike.severity.value == "warning"
+    assert spike.value == 95.0 and spike.score is not None and spike.score > spike.limit  # the reading, and its score apart
     again = detect(out.state, [cod(61, 51.0, minutes=1)], ST, DetectionConfig(detectors=("spike",)))
     assert active(again.conditions, "anomaly_spike") == []
 
 
 def test_multivariate_runs_over_a_group_the_station_reports() -> None:
-    station = make_station("T-1").model_copy(update={"parameters": {**ST.parameters, "TSS": ST.parameters["COD"].model_copy(update={"symbol": "TSS"})}})
-    cfg = DetectionConfig(detectors=(), multivariate_groups=(("COD", "TSS"),))
+    station = make_station("T-1").model_copy(update={
+        "parameters": {**ST.parameters, "TSS": ST.parameters["COD"].model_copy(update={"symbol": "TSS"})},
+        "channels": (DetectorChannel(detector="multivariate", columns=("COD", "TSS")),)})
+    cfg = DetectionConfig()
     rs = []
     for i in range(80):
         base = 50.0 + (i % 7)
@@ -76,7 +79,7 @@ def test_multivariate_runs_over_a_group_the_station_reports() -> None:
     rs += [cod(80, 56.0, minutes=1), cod(80, 20.0, minutes=1).model_copy(update={"parameter": "TSS"})]  # breaks the correlation
     out = detect(None, rs, station, cfg)
     [mv] = active(out.conditions, "anomaly_multivariate")
-    assert mv.parameter == "COD,TSS" and mv.ts == T0 + timedelta(minutes=80)
+    assert mv.parameter == "COD,TSS" and mv.ts == T0 + timedelta(minutes=80) and mv.value is None and mv.score > mv.limit
 
 
 values = st.one_of(st.floats(0, 400, allow_nan=False), st.just(None))

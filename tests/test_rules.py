@@ -93,8 +93,8 @@ def test_calibration_beyond_continuous_or_daily_allowance() -> None:
 
 
 def test_anomaly_rule_is_named_after_the_detector() -> None:
-    c = judge_anomaly(ST, "COD", "spike", True, 9.0, 6.0, "value 300 is 9 MADs above", TS)
-    assert (c.rule, c.severity, c.value, c.limit, c.active) == ("anomaly_spike", Severity.WARNING, 9.0, 6.0, True)
+    c = judge_anomaly(ST, "COD", "spike", True, 300.0, 9.0, 6.0, "value 300 is 9 MADs above", TS)
+    assert (c.rule, c.severity, c.value, c.score, c.limit, c.active) == ("anomaly_spike", Severity.WARNING, 300.0, 9.0, 6.0, True)
 
 
 def test_offline_names_the_station_and_its_deadline() -> None:

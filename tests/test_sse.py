@@ -101,3 +101,18 @@ def test_a_transition_between_the_list_and_the_stream_is_delivered(stack: Settin
     # Without the list's id the stream starts at "now" and the acknowledgement would be lost.
     assert listed_at < int(mine(events)[0]["id"])
 
+
+
+def test_an_anomaly_alert_keeps_the_readings_value_and_its_score_apart_in_the_list_and_the_stream(
+        stack: Settings, db: psycopg.Connection, api: Any, live_api: LiveApi) -> None:  # noqa: F811
+    station = new_station(db)
+    before = api.get("/api/v1/alerts", params={"limit": 1}).json()["last_event_id"]
+    [alert] = apply(stack.pg_dsn, [condition(station.id, 204.1, rule="anomaly_spike", limit=6.0, score=15.28)])
+    mine = lambda evs: [e for e in evs if e["data"]["alert"]["id"] == alert["id"]]  # noqa: E731
+    [opened] = mine(read_events(live_api.url, live_api.operator_key, after=before, until=lambda evs: mine(evs)))
+    assert (opened["data"]["alert"]["last_value"], opened["data"]["alert"]["score"]) == (204.1, 15.28)
+    apply(stack.pg_dsn, [condition(station.id, 190.5, rule="anomaly_spike", limit=6.0, score=9.5, minutes=1)])
+    [updated] = mine(read_events(live_api.url, live_api.operator_key, after=int(opened["id"]), until=lambda evs: mine(evs)))
+    assert (updated["data"]["alert"]["last_value"], updated["data"]["alert"]["score"]) == (190.5, 9.5)
+    [listed] = api.get("/api/v1/alerts", params={"station": station.id}).json()["data"]
+    assert (listed["last_value"], listed["peak_value"], listed["score"], listed["limit"]) == (190.5, 204.1, 9.5, 6.0)

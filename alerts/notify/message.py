@@ -9,7 +9,7 @@ import orjson
 
 ALERT_FIELDS = ("id", "station_id", "parameter", "rule", "basis", "severity", "status", "zone", "opened_at",
                 "updated_at", "last_value", "peak_value", "limit_value", "limit_source", "count", "message",
-                "acknowledged_by", "acknowledged_at", "resolved_by", "resolved_at", "escalated_at")
+                "acknowledged_by", "acknowledged_at", "resolved_by", "resolved_at", "escalated_at", "score")
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,10 @@ const I18N = {
     online: "hoạt động", offlineStation: "mất tín hiệu",
     badKey: "Khóa không hợp lệ hoặc đã bị thu hồi: đóng trình duyệt rồi mở lại trang để đăng nhập bằng khóa khác.",
     forbidden: "Vai trò của khóa này không được phép thao tác này.", noData: "Chưa có dữ liệu.", limit: "Giới hạn",
-    other: "English",
+    other: "English", rule: "Loại cảnh báo", score: "Điểm bất thường", all: "Tất cả", alerts: "cảnh báo",
+    threshold: "ngưỡng", reading: "giá trị đo",
+    suppressed: (n, s, i) => `Đang chặn thông báo: ${n} (${s} tạm im lặng, ${i} do trạm mất tín hiệu)`,
+    silenced: "tạm im lặng", inhibited: "trạm mất tín hiệu",
   },
   en: {
     title: "Automatic monitoring supervision centre", offline: "Disconnected", live: "Live",
@@ -24,14 +27,34 @@ const I18N = {
     online: "online", offlineStation: "offline",
     badKey: "Unknown or revoked key: close the browser and open the page again to sign in with another key.",
     forbidden: "This key's role may not do that.", noData: "No data yet.", limit: "Limit",
-    other: "Tiếng Việt",
+    other: "Tiếng Việt", rule: "Rule", score: "Anomaly score", all: "All", alerts: "alerts",
+    threshold: "threshold", reading: "reading",
+    suppressed: (n, s, i) => `Notifications held back: ${n} (${s} silenced, ${i} inhibited by an offline station)`,
+    silenced: "silenced", inhibited: "inhibited",
   },
 };
 
+// Rule families and averaging bases in words, [vi, en].
+const RULES = {
+  exceedance: ["Vượt giới hạn", "Above limit"], below_minimum: ["Dưới giới hạn dưới", "Below minimum"],
+  early_warning: ["Cảnh báo sớm (gần giới hạn)", "Early warning (near limit)"],
+  out_of_range: ["Ngoài dải đo của thiết bị", "Outside instrument range"], rate_of_change: ["Thay đổi quá nhanh", "Changing too fast"],
+  device_fault: ["Lỗi thiết bị (trạng thái 02)", "Device fault (status 02)"],
+  calibration_overrun: ["Hiệu chuẩn quá thời gian", "Calibration overrun"], station_offline: ["Trạm mất tín hiệu", "Station offline"],
+  anomaly_spike: ["Bất thường: đột biến", "Anomaly: spike"], anomaly_drift: ["Bất thường: trôi dần", "Anomaly: drift"],
+  anomaly_flatline: ["Bất thường: giá trị đứng yên", "Anomaly: stuck value"],
+  anomaly_multivariate: ["Bất thường: tương quan nhiều thông số", "Anomaly: parameters out of step"],
+};
+const BASES = {
+  instant: ["giá trị tức thời", "instantaneous value"], "5m": ["trung bình 5 phút", "5-minute mean"],
+  "1h": ["trung bình 1 giờ", "1-hour mean"], "24h": ["trung bình 24 giờ", "24-hour mean"],
+};
+
 const state = { lang: localStorage.getItem("quantrac.lang") || "vi", alerts: new Map(), lastEventId: null,
-                stations: [], stream: null };
+                stations: [], stream: null, suppressed: null };
 const $ = (sel) => document.querySelector(sel);
 const t = (k) => (I18N[state.lang] || I18N.vi)[k] || k;
+const words = (table, key) => (table[key] ? table[key][state.lang === "en" ? 1 : 0] : key);
 
 function applyLanguage() {
   document.documentElement.lang = state.lang;
@@ -61,29 +84,127 @@ function fmtTime(iso) {
                                             { timeZone: "Asia/Ho_Chi_Minh", hour12: false }) : "";
 }
 
+// A window rule's name carries its basis (`exceedance_1h`); the family is the rule without it.
+const ruleFamily = (a) => (a.basis !== "instant" && a.rule.endsWith("_" + a.basis) ? a.rule.slice(0, -a.basis.length - 1) : a.rule);
+const ruleWords = (a) => words(RULES, ruleFamily(a));
+const basisWords = (a) => words(BASES, a.basis);
+
+// The instrument's resolution (registry `resolution`) decides the decimals: 2.999999999999936 at 0.01 is 3.00.
+function fmtNumber(v, resolution) {
+  if (v === null || v === undefined) return "–";
+  if (resolution) {
+    const decimals = Math.max(0, Math.ceil(-Math.log10(resolution) - 1e-9));
+    return (Math.round(v / resolution) * resolution).toFixed(decimals);
+  }
+  return String(Number(v.toPrecision(4)));
+}
+
+function specOf(a) {
+  const station = state.stations.find((s) => s.id === a.station_id);
+  return station ? station.parameters[a.parameter] : undefined;
+}
+
+const UNITLESS = { station_offline: "s", calibration_overrun: "min", device_fault: "" };
+
+function valueText(a) {
+  const family = ruleFamily(a), spec = specOf(a);
+  if (family in UNITLESS) return `${fmtNumber(a.last_value)} / ${fmtNumber(a.limit)} ${UNITLESS[family]}`.trim();
+  const unit = spec ? (family === "rate_of_change" ? `${spec.unit}/min` : spec.unit) : "";
+  const value = `${fmtNumber(a.last_value, spec?.resolution)} ${unit}`.trim();
+  if (a.rule.startsWith("anomaly_")) return a.last_value === null ? "–" : `${t("reading")} ${value}`;
+  return `${value} / ${fmtNumber(a.limit, spec?.resolution)}`;
+}
+
+const scoreText = (a) => (a.score === null || a.score === undefined ? ""
+                          : `${fmtNumber(a.score)} (${t("threshold")} ${fmtNumber(a.limit)})`);
+
+function fillFilter(id, values, label) {
+  const select = $(id), chosen = select.value;
+  const options = [...new Set([...values, chosen].filter(Boolean))].sort();
+  select.replaceChildren(new Option(t("all"), ""), ...options.map((v) => new Option(label(v), v)));
+  select.value = chosen;
+}
+
 function renderAlerts() {
   const body = $("#alerts tbody");
-  const rows = [...state.alerts.values()].filter((a) => a.status !== "resolved").sort((a, b) => b.id - a.id);
-  body.replaceChildren(...rows.map((a) => {
-    const tr = document.createElement("tr");
-    tr.dataset.alertId = a.id;
-    tr.className = `${a.severity} ${a.status}${a._fresh ? " fresh" : ""}`;
-    const cells = [t(a.severity), a.station_id, a.zone || "", a.parameter,
-                   `${a.last_value ?? "–"} / ${a.limit ?? "–"}`, t(a.status), fmtTime(a.updated_at)];
-    cells.forEach((text) => { const td = document.createElement("td"); td.textContent = text; tr.append(td); });
-    const td = document.createElement("td");
-    if (a.status === "open") {
-      const button = document.createElement("button");
-      button.className = "ack";
-      button.textContent = t("ack");
-      button.addEventListener("click", () => acknowledge(a.id, button));
-      td.append(button);
-    }
-    tr.append(td);
-    tr.title = a.message;
-    return tr;
-  }));
+  const active = [...state.alerts.values()].filter((a) => a.status !== "resolved");
+  fillFilter("#f-severity", ["critical", "warning"], t);
+  fillFilter("#f-zone", active.map((a) => a.zone), (z) => z);
+  fillFilter("#f-rule", active.map(ruleFamily), (r) => words(RULES, r));
+  const severity = $("#f-severity").value, zone = $("#f-zone").value, rule = $("#f-rule").value;
+  const rows = active.filter((a) => (!severity || a.severity === severity) && (!zone || a.zone === zone)
+                                    && (!rule || ruleFamily(a) === rule));
+  const byStation = new Map();
+  rows.sort((a, b) => b.id - a.id).forEach((a) => {
+    if (!byStation.has(a.station_id)) byStation.set(a.station_id, []);
+    byStation.get(a.station_id).push(a);
+  });
+  const out = [];
+  byStation.forEach((alerts, stationId) => {
+    const station = state.stations.find((s) => s.id === stationId);
+    const head = document.createElement("tr");
+    head.className = "group";
+    head.dataset.stationId = stationId;
+    const th = document.createElement("th");
+    th.colSpan = 8;
+    th.textContent = `${stationId} `;
+    const sub = document.createElement("span");
+    sub.className = "sub";
+    sub.textContent = `${station ? station.name + " · " : ""}${alerts[0].zone || ""} · ${alerts.length} ${t("alerts")}`;
+    th.append(sub);
+    head.append(th);
+    out.push(head, ...alerts.map(alertRow));
+  });
+  body.replaceChildren(...out);
   $("#no-alerts").hidden = rows.length > 0;
+  renderSuppressed();
+}
+
+function alertRow(a) {
+  const tr = document.createElement("tr");
+  tr.dataset.alertId = a.id;
+  tr.dataset.stationId = a.station_id;
+  tr.dataset.rule = ruleFamily(a);
+  tr.className = `alert ${a.severity} ${a.status}${a._fresh ? " fresh" : ""}`;
+  const cell = (text, cls) => { const td = document.createElement("td"); td.textContent = text; if (cls) td.className = cls; tr.append(td); return td; };
+  cell(t(a.severity));
+  cell(a.parameter);
+  const rule = cell(ruleWords(a), "rule");
+  const basis = document.createElement("span");
+  basis.className = "basis";
+  basis.textContent = basisWords(a);
+  rule.append(basis);
+  cell(valueText(a), "value");
+  cell(scoreText(a), "score");
+  cell(t(a.status));
+  cell(fmtTime(a.updated_at));
+  const actions = cell("");
+  if (a.status === "open") {
+    const button = document.createElement("button");
+    button.className = "ack";
+    button.textContent = t("ack");
+    button.addEventListener("click", () => acknowledge(a.id, button));
+    actions.append(button);
+  }
+  tr.title = a.message;
+  return tr;
+}
+
+function renderSuppressed() {
+  const root = $("#suppressed"), s = state.suppressed;
+  root.hidden = !s;
+  if (!s) return;
+  root.querySelector("summary").textContent = t("suppressed")(s.data.length, s.silenced, s.inhibited);
+  root.querySelector("ul").replaceChildren(...s.data.map((a) => {
+    const li = document.createElement("li");
+    li.dataset.alertId = a.alert_id;
+    li.textContent = `${a.station_id} · ${a.parameter} · ${words(RULES, a.rule)}: ${t(a.why)} (${a.detail})`;
+    return li;
+  }));
+}
+
+async function refreshSuppressed() {
+  try { state.suppressed = await api("/api/v1/alerts/suppressed"); renderSuppressed(); } catch (_) { /* shown on next try */ }
 }
 
 async function acknowledge(id, button) {
@@ -137,7 +258,7 @@ function onEvent(id, data) {
   const alert = { ...event.alert, _fresh: true };
   state.alerts.set(alert.id, alert);
   renderAlerts();
-  if (["opened", "resolved"].includes(event.kind)) refreshSummary();
+  if (["opened", "resolved"].includes(event.kind)) { refreshSummary(); refreshSuppressed(); }
 }
 
 function setLive(live) {
@@ -163,6 +284,7 @@ function stream() {
 async function loadStations() {
   const list = await api("/api/v1/stations");
   state.stations = list.data;
+  renderAlerts();
   const select = $("#chart-station");
   select.replaceChildren(...state.stations.map((s) => new Option(`${s.id} – ${s.name}`, s.id)));
   select.onchange = fillParameters;
@@ -223,9 +345,12 @@ async function start() {
   } catch (err) { showError(err.message); return; }
   stream();
   refreshSummary();
-  setInterval(refreshSummary, 30000);
+  refreshSuppressed();
+  setInterval(() => { refreshSummary(); refreshSuppressed(); }, 30000);
   loadStations().catch(() => {});
 }
+
+["#f-severity", "#f-zone", "#f-rule"].forEach((id) => $(id).addEventListener("change", renderAlerts));
 
 $("#lang-toggle").addEventListener("click", () => {
   state.lang = state.lang === "vi" ? "en" : "vi";

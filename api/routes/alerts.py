@@ -12,6 +12,7 @@ from psycopg.rows import dict_row
 from pydantic import AwareDatetime, BaseModel, Field
 
 from alerts import store
+from alerts.inhibition import OFFLINE_RULE
 from alerts.lifecycle import TransitionError
 from api.auth import Principal, require
 from api.deps import ERRORS, ConnDep, SettingsDep, local_time
@@ -22,7 +23,7 @@ router = APIRouter(prefix="/api/v1/alerts", tags=["alerts"], responses=ERRORS)
 
 _COLUMNS = ("id, station_id, parameter, rule, basis, severity, status, zone, opened_at, updated_at, first_ts, last_ts, "
             "last_value, peak_value, limit_value AS limit, limit_source, count, message, acknowledged_at, "
-            "acknowledged_by, resolved_at, resolved_by, escalated_at, historical")
+            "acknowledged_by, resolved_at, resolved_by, escalated_at, historical, score")
 
 
 class AlertOut(Alert):
@@ -188,6 +189,49 @@ def export_alerts(
     for r in rows:
         writer.writerow(alert_out(r, settings).model_dump(mode="json"))
     return Response(out.getvalue(), media_type="text/csv")
+
+
+class SuppressedAlert(BaseModel):
+    alert_id: int
+    station_id: str
+    zone: str | None
+    parameter: str
+    rule: str
+    why: str = Field(description="`silenced` (a silence covers it now) or `inhibited` (its station is offline).")
+    detail: str = Field(description="The silence (id, reason, end) or the station's offline alert.")
+
+
+class SuppressedAlerts(BaseModel):
+    silenced: int
+    inhibited: int
+    data: list[SuppressedAlert]
+
+
+_SUPPRESSED = f"""
+SELECT a.id AS alert_id, a.station_id, a.zone, a.parameter, a.rule,
+       CASE WHEN s.id IS NOT NULL THEN 'silenced' ELSE 'inhibited' END AS why,
+       CASE WHEN s.id IS NOT NULL THEN 'silence ' || s.id || ' (' || s.reason || ') until ' || to_char(s.ends_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
+            ELSE 'station offline (alert ' || o.id || ')' END AS detail
+FROM alerts a
+LEFT JOIN LATERAL (SELECT id, reason, ends_at FROM silences WHERE station_id = a.station_id AND deleted_at IS NULL
+                   AND (parameter IS NULL OR parameter = a.parameter) AND starts_at <= now() AND now() < ends_at
+                   ORDER BY id LIMIT 1) s ON TRUE
+LEFT JOIN LATERAL (SELECT id FROM alerts WHERE station_id = a.station_id AND rule = '{OFFLINE_RULE}' AND status <> 'resolved'
+                   AND a.rule <> '{OFFLINE_RULE}' LIMIT 1) o ON TRUE
+WHERE a.status <> 'resolved' AND NOT a.historical AND (s.id IS NOT NULL OR o.id IS NOT NULL)
+ORDER BY a.station_id, a.id
+"""
+
+
+@router.get("/suppressed", response_model=SuppressedAlerts,
+            summary="Active alerts whose notifications are held back now: silenced, or inhibited by their station being offline")
+def suppressed_alerts(conn: ConnDep) -> SuppressedAlerts:
+    """What the duty officer is not being told about, and why (the same rules as the notifier's `suppression`)."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(_SUPPRESSED).fetchall()
+    data = [SuppressedAlert(**r) for r in rows]
+    return SuppressedAlerts(silenced=sum(a.why == "silenced" for a in data), inhibited=sum(a.why == "inhibited" for a in data),
+                            data=data)
 
 
 @router.get("/{alert_id}", response_model=AlertDetail, summary="One alert with its full history and delivery log",

@@ -79,6 +79,14 @@ def list_stations(conn: ConnDep, zone: str | None = None) -> StationList:
     return StationList(data=stations, count=len(stations))
 
 
+@router.get("/{station_id}", response_model=Station, summary="One station's registry record (active or retired)",
+            responses={404: {"description": "Unknown station"}})
+def get_station(station_id: str, conn: ConnDep) -> Station:
+    """The record as registered, with the detector preset or channels it runs; `quantrac detect --station-file` takes it."""
+    from api.routes.history import station_row
+    return station_row(conn, station_id)
+
+
 @router.get("/{station_id}/readings", response_model=ReadingList | BucketList, response_model_by_alias=True,
             summary="Readings of a station over a time range: raw or in buckets, JSON or CSV",
             responses={404: {"description": "Unknown station"}, 422: {"description": "Unknown parameter or bad range"},

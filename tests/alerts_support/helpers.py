@@ -19,11 +19,15 @@ NOW = datetime.now(timezone.utc).replace(microsecond=0)
 
 
 def condition(station_id: str, value: float, *, minutes: float = 0, rule: str = "exceedance", parameter: str = "COD",
-              limit: float = 100.0, active: bool | None = None, severity: Severity = Severity.CRITICAL) -> Condition:
+              limit: float = 100.0, active: bool | None = None, severity: Severity = Severity.CRITICAL,
+              score: float | None = None) -> Condition:
+    """A condition; with `score`, an anomaly's: the score is judged against `limit`, `value` is the reading's."""
+    judged = value if score is None else score
     if active is None:
-        active = value < limit if rule == "below_minimum" else value > limit
+        active = judged < limit if rule == "below_minimum" else judged > limit
     return Condition(station_id, parameter, rule, "instant", severity, value, limit, "test limit",
-                     NOW + timedelta(minutes=minutes), f"station {station_id}, {parameter}: {value:g} vs {limit:g}", active)
+                     NOW + timedelta(minutes=minutes), f"station {station_id}, {parameter}: {judged:g} vs {limit:g}", active,
+                     score=score)
 
 
 def apply(dsn: str, conditions: Sequence[Condition], policy: Policy | None = None,

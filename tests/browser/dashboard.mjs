@@ -2,8 +2,10 @@
 // Usage: node dashboard.mjs <base url> <api key> <screenshot path>
 // The key is given as HTTP Basic credentials (Playwright answers the page's Basic challenge; chromium then
 // sends them with the page's own fetch and EventSource requests, as for a person who typed it in the
-// browser's prompt). Prints "READY" once the page is loaded with the live stream connected; then reads a station id on stdin, waits for
-// that station's alert to appear live, acknowledges it, waits for the acknowledged state, takes a screenshot
+// browser's prompt). Prints "READY" once the page is loaded with the live stream connected; then reads one JSON line on stdin
+// ({station, other, otherZone, silencedAlert}), waits for the station's exceedance alert to appear live, acknowledges it,
+// waits for the acknowledged state, reads the triage view (groups by station, rule and basis in words, rounded values,
+// anomaly score apart), tries the severity, zone and rule filters, opens the suppressed count, takes a screenshot
 // and prints one JSON line with what it saw.
 import { chromium } from "playwright-core";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -34,8 +36,9 @@ try {
   result.titleVi = await page.textContent("header h1");
   console.log("READY");
   const lines = createInterface({ input: process.stdin });
-  const stationId = (await lines[Symbol.asyncIterator]().next()).value.trim();
-  const row = page.locator("#alerts tbody tr", { hasText: stationId });
+  const setup = JSON.parse((await lines[Symbol.asyncIterator]().next()).value);
+  const stationId = setup.station;
+  const row = page.locator(`#alerts tbody tr.alert[data-station-id="${stationId}"][data-rule="exceedance"]`);
   await row.waitFor({ timeout: 20000 });
   result.alertId = await row.getAttribute("data-alert-id");
   result.rowBefore = await row.textContent();
@@ -44,6 +47,32 @@ try {
   result.rowAfter = await page.locator(`#alerts tbody tr[data-alert-id="${result.alertId}"]`).textContent();
   await page.click("#lang-toggle");
   result.titleEn = await page.textContent("header h1");
+  const rowsOf = (sel) => page.locator(sel).evaluateAll((els) => els.map((e) => ({
+    station: e.dataset.stationId, rule: e.dataset.rule, severity: [...e.classList].find((c) => ["critical", "warning"].includes(c)),
+    cells: [...e.cells].map((c) => c.textContent) })));
+  result.groups = await page.locator("#alerts tbody tr.group").evaluateAll((els) => els.map((e) => e.dataset.stationId));
+  result.grouped = await page.locator("#alerts tbody tr").evaluateAll((els) => {
+    let current = null;
+    return els.every((e) => (e.classList.contains("group") ? ((current = e.dataset.stationId), true) : e.dataset.stationId === current));
+  });
+  result.stationRows = await rowsOf(`#alerts tbody tr.alert[data-station-id="${stationId}"]`);
+  result.otherRows = await rowsOf(`#alerts tbody tr.alert[data-station-id="${setup.other}"]`);
+  await page.selectOption("#f-rule", "anomaly_spike");
+  result.byRule = await rowsOf("#alerts tbody tr.alert");
+  await page.selectOption("#f-rule", "");
+  await page.selectOption("#f-zone", setup.otherZone);
+  result.byZone = await page.locator("#alerts tbody tr.group").evaluateAll((els) => els.map((e) => e.dataset.stationId));
+  await page.selectOption("#f-zone", "");
+  await page.selectOption("#f-severity", "warning");
+  result.bySeverity = await rowsOf("#alerts tbody tr.alert");
+  await page.selectOption("#f-severity", "");
+  const silenced = page.locator(`#suppressed li[data-alert-id="${setup.silencedAlert}"]`);
+  await silenced.waitFor({ state: "attached", timeout: 20000 });
+  result.suppressedVisibleBefore = await silenced.isVisible();
+  await page.click("#suppressed summary");
+  result.suppressedSummary = await page.textContent("#suppressed summary");
+  result.suppressedItem = await silenced.textContent();
+  result.suppressedVisibleAfter = await silenced.isVisible();
   await page.waitForSelector("#zones .station", { timeout: 20000 });
   result.zones = await page.locator("#zones .zone").count();
   await page.selectOption("#chart-station", stationId);
