@@ -24,6 +24,7 @@ log = structlog.get_logger(__name__)
 
 @dataclass(frozen=True)
 class EscalationPolicy:
+    """How long an alert may stay unacknowledged per severity, and how often it is reminded."""
     ack_timeout: Mapping[str, timedelta] = field(default_factory=lambda: {
         "warning": timedelta(hours=1), "critical": timedelta(minutes=15)})
     reminder_first: timedelta = timedelta(minutes=15)
@@ -32,6 +33,7 @@ class EscalationPolicy:
 
 
 def policy_from_settings() -> EscalationPolicy:
+    """The escalation policy configured by the `QUANTRAC_ESCALATION_*` settings."""
     from quantrac.settings import get_settings
     s = get_settings()
     return EscalationPolicy(

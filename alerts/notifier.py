@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Callable
 
 import orjson
@@ -23,6 +23,7 @@ from alerts.lifecycle import SYSTEM_ACTOR
 from alerts.notify import channels, webhook
 from alerts.notify.message import Notification
 from quantrac import metrics
+from quantrac.clock import utc_now
 from quantrac.deadletter_rows import insert_quarantine
 from quantrac.failures import Attempts, RateLimitedLog, describe, is_record_failure
 from quantrac.safe_text import safe_text
@@ -40,6 +41,7 @@ Send = Callable[[Notification], tuple[bool, str]]
 
 @dataclass(frozen=True)
 class Channel:
+    """A named notification route: how to send, and which notifications it wants."""
     name: str
     send: Send
     wants: Callable[[Notification], bool]
@@ -67,6 +69,7 @@ def _log_delivery(conn: psycopg.Connection[Any], n: Notification, channel: str, 
 
 
 def webhook_channel(name: str, url: str, settings: Settings, conn_for_log: Callable[[], psycopg.Connection[Any]]) -> Send:
+    """A sender that posts notifications to `url`, signed when a webhook secret is set, logging each delivery."""
     secret = settings.notify_webhook_secret.get_secret_value().encode() if settings.notify_webhook_secret else None
 
     def send(n: Notification) -> tuple[bool, str]:
@@ -206,11 +209,8 @@ def release_held_back(conn: psycopg.Connection[Any], station_id: str, chans: lis
     return len(rows)
 
 
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
-
-def run(settings: Settings, stop: threading.Event, clock: Callable[[], datetime] = utcnow) -> None:
+def run(settings: Settings, stop: threading.Event, clock: Callable[[], datetime] = utc_now) -> None:
     """Poll events and tick escalations until `stop` is set; a lost database connection is retried."""
     policy = escalation.policy_from_settings()
     conn: psycopg.Connection[Any] | None = None

@@ -210,6 +210,7 @@ def stop_gracefully(bridge: Bridge) -> bool:
 
 @dataclass(frozen=True)
 class DrainReport:
+    """What draining a stopped bridge's MQTT session forwarded."""
     client_id: str
     session_present: bool
     forwarded: int

@@ -68,12 +68,14 @@ def forget(conn: psycopg.Connection, client_id: str) -> bool:
 
 
 def known_sessions(conn: psycopg.Connection) -> list[KnownSession]:
+    """Every bridge session the database knows, with the seconds since its last heartbeat."""
     rows = conn.execute("SELECT client_id, subscription, state, heartbeat_s, "
                         "extract(epoch FROM now() - last_seen)::float8 FROM bridge_sessions ORDER BY client_id").fetchall()
     return [KnownSession(r[0], r[1], r[2], float(r[3]), max(0.0, float(r[4]))) for r in rows]
 
 
 def session_of(conn: psycopg.Connection, client_id: str) -> KnownSession | None:
+    """The recorded session of one bridge client id, if any."""
     return next((s for s in known_sessions(conn) if s.client_id == client_id), None)
 
 

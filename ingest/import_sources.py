@@ -42,6 +42,7 @@ class CsvRow:
 
 @dataclass(frozen=True)
 class TT10File:
+    """A TT10 file given to the importer, read line by line like the watcher reads it."""
     path: Path
 
 
@@ -61,6 +62,7 @@ def fingerprint(path: Path) -> str:
 
 
 def tt10_files(directory: Path) -> list[Path]:
+    """The TT10 files of a folder, in name order (names carry the time)."""
     return sorted((p for p in directory.iterdir() if is_candidate(p)), key=lambda p: p.name)
 
 
@@ -79,6 +81,7 @@ def _number(text: str) -> float | str:
 
 
 def detect_format(header: list[str]) -> Literal["wide", "long"]:
+    """`long` when the header has `parameter` and `value` columns, else `wide` (one column per parameter)."""
     lowered = {h.strip().lower() for h in header}
     return "long" if {"parameter", "value"} <= lowered else "wide"
 

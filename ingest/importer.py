@@ -35,10 +35,11 @@ import psycopg
 import structlog
 
 from ingest.import_sources import CsvRow, Format, TT10File, Unit, count_units, fingerprint, read_units
-from ingest.payload import Limits, Rejection, check_time, now_utc, validate_reading
+from ingest.payload import Limits, Rejection, check_time, validate_reading
 from ingest.producer import Record, make_producer, send_or_quarantine
 from ingest.tt10_watch import judge_file, verdict_records
 from quantrac import metrics
+from quantrac.clock import utc_now
 from quantrac.db import connect, load_station_record, save_station_audited
 from quantrac.domain import Reading, Station, utc
 from quantrac.failures import RateLimitedLog, describe
@@ -108,6 +109,7 @@ class Outcomes:
 
 @dataclass
 class ImportResult:
+    """What importing one file did: counts of sent, rejected and duplicate readings, and the file's hash."""
     station_id: str
     sha256: str
     units_total: int
@@ -375,7 +377,7 @@ def run_import(settings: Settings, station_id: str, path: Path, *, fmt: Format =
         try:
             for chunk in _chunks(units, chunk_units):
                 outcomes = Outcomes()
-                records, sent, rejected = chunk_records([u for _, u in chunk], station, now_utc(), limits, settings, label,
+                records, sent, rejected = chunk_records([u for _, u in chunk], station, utc_now(), limits, settings, label,
                                                         outcomes)
                 if bucket is not None:
                     bucket.take(sent)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 import orjson
@@ -95,6 +95,7 @@ class Limits:
 
 
 def normalise_unit(unit: str) -> str:
+    """The catalogue's spelling of a unit written another way (`mg/l` is `mg/L`)."""
     return UNIT_ALIASES.get(unit.strip().lower(), unit.strip())
 
 
@@ -121,6 +122,7 @@ def parse_timestamp(raw: Any) -> datetime:
 
 
 def station_from_topic(topic: str) -> str | None:
+    """The station id in a readings topic, or None for a topic outside the contract."""
     match = TOPIC_PATTERN.match(topic)
     return match.group("station") if match else None
 
@@ -285,7 +287,3 @@ def cap_rejections(rejections: list[Rejection], most: int, station_id: str) -> l
     return [*rejections[:most], Rejection(
         "too_many_rejections", f"station {station_id}: {len(rest)} more readings of this message were refused ({summary}), "
         f"beyond the {most} explained one by one; fix the gateway, the first ones say how", station_id=station_id)]
-
-
-def now_utc() -> datetime:
-    return datetime.now(timezone.utc)

@@ -28,7 +28,7 @@ import heapq
 import math
 import random
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Iterable, Iterator, Literal, Mapping
 from zoneinfo import ZoneInfo
 
@@ -328,7 +328,3 @@ def _poisson(rng: random.Random, lam: float) -> int:
         if p <= threshold:
             return k
         k += 1
-
-
-def utc_now() -> datetime:
-    return datetime.now(timezone.utc)

@@ -33,10 +33,11 @@ import psycopg
 import structlog
 from kafka.errors import KafkaError
 
-from ingest.payload import Limits, Rejection, check_time, find_conflicts, missing_station, now_utc, validate_reading
+from ingest.payload import Limits, Rejection, check_time, find_conflicts, missing_station, validate_reading
 from ingest.producer import Record, send_or_quarantine
 from ingest.tt10 import TT10FormatError, TT10Line, parse_content, parse_filename
 from quantrac import metrics
+from quantrac.clock import utc_now
 from quantrac.domain import Reading, Station, utc
 from quantrac.failures import Attempts, RateLimitedLog, describe, is_record_failure
 from quantrac.safe_text import safe_optional, safe_text
@@ -66,6 +67,7 @@ class LineRejection:
 
 @dataclass(frozen=True)
 class KeptLine:
+    """A valid line of a TT10 file, with its text kept for the conflict check."""
     reading: Reading
     value_text: str
     line_no: int
@@ -197,6 +199,7 @@ def save_value_texts(conn: psycopg.Connection, verdicts: Iterable[FileVerdict]) 
 
 
 def is_candidate(path: Path) -> bool:
+    """A file the watcher may take: not hidden, not still being written, not a rejection note."""
     name = path.name
     return path.is_file() and not name.startswith(".") and not name.lower().endswith(IN_PROGRESS_SUFFIXES) \
         and not name.endswith(".reason")
@@ -234,7 +237,7 @@ class Watcher:
     """Scans the drop folder, sends each complete file to Kafka and files it away."""
 
     def __init__(self, settings: Settings, directory: Path, producer: object, stations: Mapping[str, Station],
-                 connect: Callable[[], psycopg.Connection], clock: Callable[[], datetime] = now_utc) -> None:
+                 connect: Callable[[], psycopg.Connection], clock: Callable[[], datetime] = utc_now) -> None:
         self.settings = settings
         self.directory = directory
         self.producer = producer

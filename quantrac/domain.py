@@ -29,6 +29,7 @@ class Status(StrEnum):
 
 
 class StationKind(StrEnum):
+    """What a station monitors; it selects the regulation and the detector preset."""
     WASTEWATER = "wastewater"
     EMISSION = "emission"
     DRINKING_WATER = "drinking_water"
@@ -36,11 +37,13 @@ class StationKind(StrEnum):
 
 
 class Severity(StrEnum):
+    """How urgently an alert needs a person."""
     WARNING = "warning"
     CRITICAL = "critical"
 
 
 class AlertStatus(StrEnum):
+    """Where an alert is in its lifecycle."""
     OPEN = "open"
     ACKNOWLEDGED = "acknowledged"
     RESOLVED = "resolved"

@@ -15,6 +15,7 @@ import structlog
 
 
 def configure(level: str = "INFO", fmt: str = "console", process: str | None = None) -> None:
+    """Structured logs for one process, as console lines or JSON."""
     def add_process(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
         if process:
             event.setdefault("process", process)
