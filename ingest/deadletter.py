@@ -186,7 +186,7 @@ def select_pending(conn: psycopg.Connection[Any], station: str | None, reason: s
     """Dead letters from MQTT not yet replayed, oldest first, filtered by station, reason and age."""
     where, params = where_clause(("replayed_at IS NULL", True), ("source = 'mqtt'", True), ("station_id = %s", station or None),
                                  ("reason = %s", reason or None), ("received_at >= %s", since))
-    return conn.execute(f"SELECT id, topic, payload, received_at, item_index, reason FROM deadletters "  # type: ignore[call-overload]
+    return conn.execute(f"SELECT id, topic, payload, received_at, item_index, reason FROM deadletters "
                         f"{where} ORDER BY received_at, id", params).fetchall()
 
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import islice
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 from zoneinfo import ZoneInfo
 
 import orjson
@@ -45,6 +45,9 @@ from quantrac.domain import Reading, Station, utc
 from quantrac.failures import RateLimitedLog, describe
 from quantrac.settings import Settings
 from quantrac.wire import encode_deadletter, encode_quarantine, encode_readings
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
 
 log = structlog.get_logger(__name__)
 _log = RateLimitedLog(log)
@@ -403,7 +406,7 @@ def run_import(settings: Settings, station_id: str, path: Path, *, fmt: Format =
                 result.rejected += rejected
                 result.seconds = time.monotonic() - started
                 if bar is not None:
-                    bar[0].update(bar[1], completed=done, readings=result.readings_sent, rate=round(result.rate))  # type: ignore[attr-defined]
+                    bar[0].update(bar[1], completed=done, readings=result.readings_sent, rate=round(result.rate))
                 log.info("import.progress", station=station_id, confirmed=done, total=total, readings=result.readings_sent,
                          rejected=result.rejected, readings_per_s=round(result.rate, 1))
         finally:
@@ -426,7 +429,7 @@ def _unit_name(unit: Unit) -> str:
     return unit.path.name if isinstance(unit, TT10File) else str(unit.number)
 
 
-def _bar(show: bool, total: int, done: int) -> tuple[object, object] | None:
+def _bar(show: bool, total: int, done: int) -> tuple[Progress, TaskID] | None:
     """A rich progress bar on stderr with rate and ETA (rows), or None."""
     if not show:
         return None

@@ -168,11 +168,11 @@ def validate_reading(item: Any, index: int, station: Station, ts: datetime) -> R
 
     Shared by every ingest path (MQTT messages, TT10 file lines), so they reject alike.
     """
-    where = {"station_id": station.id, "index": index}
     if not isinstance(item, dict) or not isinstance(item.get("parameter"), str):
-        return Rejection("schema", f"station {station.id}: readings[{index}] must be an object with a 'parameter' string", **where)
+        return Rejection("schema", f"station {station.id}: readings[{index}] must be an object with a 'parameter' string",
+                         station_id=station.id, index=index)
     symbol = item["parameter"]
-    where["parameter"] = symbol
+    where: dict[str, Any] = {"station_id": station.id, "parameter": symbol, "index": index}
     spec = station.parameter(symbol)
     if spec is None:
         return Rejection("unknown_parameter", f"station {station.id}: parameter {symbol!r} is not configured for this "

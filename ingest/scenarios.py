@@ -236,8 +236,8 @@ def generate(stations: Mapping[str, Station], start: datetime, duration: timedel
         heapq.heappush(clocks, clock)
         station = stations[clock.station_id]
         here = [i for i in incidents if i.station == station.id and i.active(ts)]
-        phase = day_phase(ts)
-        readings = [_reading(station, sym, series[(station.id, sym)], ts, phase, here, rng) for sym in station.parameters]
+        sun = day_phase(ts)
+        readings = [_reading(station, sym, series[(station.id, sym)], ts, sun, here, rng) for sym in station.parameters]
         deliver_at = ts
         if any(i.kind == "silent" and i.parameter is None for i in here):
             continue

@@ -171,10 +171,11 @@ def verdict_records(verdict: FileVerdict, data: bytes, received_at: datetime, re
         records.append((deadletter_topic, key, encode_deadletter(
             topic=verdict.name, payload=data, reason=r.reason, message=r.message, received_at=received_at,
             station_id=verdict.station_id, source=SOURCE, cap=cap)))
-    for r in verdict.rejected_lines:
+    for line in verdict.rejected_lines:
         records.append((deadletter_topic, key, encode_deadletter(
-            topic=verdict.name, payload=r.raw_line.encode("utf-8", errors="backslashreplace"), reason=r.reason, message=r.message,
-            received_at=received_at, station_id=verdict.station_id, parameter=r.parameter, index=r.line_no, source=SOURCE,
+            topic=verdict.name, payload=line.raw_line.encode("utf-8", errors="backslashreplace"), reason=line.reason,
+            message=line.message, received_at=received_at, station_id=verdict.station_id, parameter=line.parameter,
+            index=line.line_no, source=SOURCE,
             cap=cap)))
     if not verdict.kept and verdict.file_rejection is None and not verdict.rejected_lines:
         records.append((deadletter_topic, key, encode_deadletter(
@@ -289,7 +290,7 @@ class Watcher:
             records.extend(mine)
             judged.append((path, verdict, len(mine)))
         try:
-            send_or_quarantine(self.producer, records, stage="tt10", deadletter_topic=self.settings.deadletter_topic)  # type: ignore[arg-type]
+            send_or_quarantine(self.producer, records, stage="tt10", deadletter_topic=self.settings.deadletter_topic)
             kept = [verdict for _, verdict, _ in judged if verdict.kept]
             if kept:
                 save_value_texts(self._connection(), kept)
@@ -325,7 +326,7 @@ class Watcher:
         self._attempts.forget(path)
         try:
             verdict, records = self._quarantine(path, path.read_bytes(), exc, received_at)
-            send_or_quarantine(self.producer, records, stage="tt10", deadletter_topic=self.settings.deadletter_topic)  # type: ignore[arg-type]
+            send_or_quarantine(self.producer, records, stage="tt10", deadletter_topic=self.settings.deadletter_topic)
         except (FileNotFoundError, KafkaError):
             return 0  # gone meanwhile, or Kafka down: the next scan decides again
         self._file_away(path, verdict)

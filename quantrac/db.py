@@ -212,7 +212,7 @@ def migrate(conn: psycopg.Connection, use_timescale: bool | None = None, target:
             conn.execute("SELECT pg_advisory_xact_lock(hashtext('quantrac.migrate'))")
             if conn.execute("SELECT 1 FROM schema_version WHERE version = %s", (migration.version,)).fetchone():
                 continue
-            conn.execute(migration.path.read_text(encoding="utf-8"))  # type: ignore[arg-type]
+            conn.execute(migration.path.read_text(encoding="utf-8"))
             conn.execute("INSERT INTO schema_version (version, name, store) VALUES (%s, %s, %s)",
                          (migration.version, migration.name, STORE_TIMESCALEDB if use_timescale else STORE_POSTGRESQL))
         log.info("db.migrated", version=migration.version, name=migration.name, timescale=use_timescale)

@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import smtplib
 from email.message import EmailMessage
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.publish as mqtt_publish
 
 from alerts.notify.message import Notification
 
+if TYPE_CHECKING:
+    from paho.mqtt.publish import AuthParameter
+
 
 def mqtt_topic(template: str, zone: str | None) -> str:
     """The zone as one topic level: MQTT wildcards and separators in its name become '_'."""
-    level = (zone or "unknown").translate(str.maketrans({"/": "_", "+": "_", "#": "_"}))
+    level = (zone or "unknown").translate(str.maketrans("/+#", "___"))
     return template.format(zone=level)
 
 
-def send_mqtt(n: Notification, *, host: str, port: int, template: str, auth: dict[str, Any] | None) -> tuple[bool, str]:
+def send_mqtt(n: Notification, *, host: str, port: int, template: str, auth: AuthParameter | None) -> tuple[bool, str]:
     """Publish the notification on the zone's MQTT topic (QoS 1); returns (delivered, detail)."""
     topic = mqtt_topic(template, n.alert.get("zone"))
     mqtt_publish.single(topic, n.body(), qos=1, hostname=host, port=port, auth=auth,
