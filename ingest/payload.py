@@ -212,17 +212,7 @@ def decode_message(topic: str, payload: bytes, stations: Mapping[str, Station], 
     if len(payload) > limits.max_payload_bytes:
         raise _reject("oversize", f"station {station_id}: payload of {len(payload)} bytes exceeds {limits.max_payload_bytes}; "
                       "split it into several messages", station_id=station_id)
-    try:
-        body = orjson.loads(payload)
-    except orjson.JSONDecodeError as exc:
-        reason: ReasonCode = "not_utf8" if isinstance(exc.__cause__, UnicodeDecodeError) or b"\xff" in payload else "bad_json"
-        raise _reject(reason, f"station {station_id}: payload is not valid UTF-8 JSON ({exc}); send JSON as in the contract",
-                      station_id=station_id) from None
-    if not isinstance(body, dict) or not isinstance(body.get("readings"), list):
-        raise _reject("schema", f"station {station_id}: payload must be an object with 'ts' and a 'readings' list", station_id=station_id)
-    if "station_id" in body and body["station_id"] != station_id:
-        raise _reject("topic_mismatch", f"payload names station {body['station_id']!r} but was published on the topic of "
-                      f"{station_id!r}; publish each station on its own topic", station_id=station_id)
+    body = _envelope(payload, station_id)
     station = stations.get(station_id)
     if station is None:
         raise MessageRejected(missing_station(station_id, stations, f"station {station_id!r}"))
@@ -248,6 +238,22 @@ def decode_message(topic: str, payload: bytes, stations: Mapping[str, Station], 
     rejections = cap_rejections(sorted([*rejections, *conflicts.values()], key=lambda r: r.index or 0),
                                 limits.max_rejections_per_message, station_id)
     return StationBatch(station_id=station_id, readings=readings, rejections=rejections)
+
+
+def _envelope(payload: bytes, station_id: str) -> dict[str, Any]:
+    """The message's JSON object, with a `readings` list and no other station's id in it."""
+    try:
+        body = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        reason: ReasonCode = "not_utf8" if isinstance(exc.__cause__, UnicodeDecodeError) or b"\xff" in payload else "bad_json"
+        raise _reject(reason, f"station {station_id}: payload is not valid UTF-8 JSON ({exc}); send JSON as in the contract",
+                      station_id=station_id) from None
+    if not isinstance(body, dict) or not isinstance(body.get("readings"), list):
+        raise _reject("schema", f"station {station_id}: payload must be an object with 'ts' and a 'readings' list", station_id=station_id)
+    if "station_id" in body and body["station_id"] != station_id:
+        raise _reject("topic_mismatch", f"payload names station {body['station_id']!r} but was published on the topic of "
+                      f"{station_id!r}; publish each station on its own topic", station_id=station_id)
+    return body
 
 
 def find_conflicts(readings: Iterable[tuple[int, Reading]]) -> dict[int, Rejection]:
