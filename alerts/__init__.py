@@ -1,0 +1,1 @@
+"""Alert rules, the alert lifecycle, silences, escalation and notifications."""

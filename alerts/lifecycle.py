@@ -27,6 +27,7 @@ class TransitionError(ValueError):
 
 @dataclass(frozen=True)
 class Policy:
+    """When an active condition opens an alert and when a clear one resolves it."""
     hysteresis: float = 0.05
     """Fraction of the limit a value must be back inside before it counts as clear."""
     clear_hold: timedelta = timedelta(minutes=15)
@@ -35,6 +36,7 @@ class Policy:
 
 @dataclass(frozen=True)
 class AlertState:
+    """What the lifecycle knows of one alert: its status, counts and the values it has seen."""
     rule: str
     status: str
     count: int
@@ -53,6 +55,7 @@ class AlertState:
 
 @dataclass(frozen=True)
 class Event:
+    """One entry of an alert's history (opened, updated, acknowledged, resolved, commented)."""
     kind: str
     actor: str
     status: str
@@ -79,6 +82,7 @@ def is_clear(condition: Condition, hysteresis: float) -> bool:
 
 
 def open_alert(condition: Condition, now: datetime) -> tuple[AlertState, Event]:
+    """A new open alert for an active condition, with its `opened` event."""
     state = AlertState(rule=condition.rule, status="open", count=1, last_ts=condition.ts, last_value=condition.value,
                        peak_value=condition.value, limit=condition.limit, score=condition.score)
     return state, Event("opened", SYSTEM_ACTOR, "open", now, condition.value, condition.message)
@@ -122,6 +126,7 @@ def observe_clear(state: AlertState, condition: Condition, policy: Policy, now: 
 
 
 def acknowledge(state: AlertState, actor: str, note: str | None, now: datetime) -> tuple[AlertState, Event]:
+    """Mark an active alert as seen by `actor`; an alert is acknowledged once."""
     if state.status == "acknowledged":
         raise TransitionError(f"the alert was already acknowledged by {state.acknowledged_by}; add a comment instead")
     _require_active(state, "acknowledge")
@@ -130,12 +135,14 @@ def acknowledge(state: AlertState, actor: str, note: str | None, now: datetime) 
 
 
 def resolve(state: AlertState, actor: str, note: str | None, now: datetime) -> tuple[AlertState, Event]:
+    """Close an active alert by hand, keeping the last value it had."""
     _require_active(state, "resolve")
     new = replace(state, status="resolved", resolved_at=now, resolved_by=actor)
     return new, Event("resolved", actor, "resolved", now, state.last_value, note)
 
 
 def comment(state: AlertState, actor: str, note: str, now: datetime) -> Event:
+    """A note on an alert's history that does not change its status."""
     if not note.strip():
         raise TransitionError("a comment needs text")
     return Event("commented", actor, state.status, now, state.last_value, note)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
-from datetime import datetime, timezone
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Callable
 
 import orjson
@@ -23,6 +23,7 @@ from alerts.lifecycle import SYSTEM_ACTOR
 from alerts.notify import channels, webhook
 from alerts.notify.message import Notification
 from quantrac import metrics
+from quantrac.clock import utc_now
 from quantrac.deadletter_rows import insert_quarantine
 from quantrac.failures import Attempts, RateLimitedLog, describe, is_record_failure
 from quantrac.safe_text import safe_text
@@ -40,6 +41,7 @@ Send = Callable[[Notification], tuple[bool, str]]
 
 @dataclass(frozen=True)
 class Channel:
+    """A named notification route: how to send, and which notifications it wants."""
     name: str
     send: Send
     wants: Callable[[Notification], bool]
@@ -67,6 +69,7 @@ def _log_delivery(conn: psycopg.Connection[Any], n: Notification, channel: str, 
 
 
 def webhook_channel(name: str, url: str, settings: Settings, conn_for_log: Callable[[], psycopg.Connection[Any]]) -> Send:
+    """A sender that posts notifications to `url`, signed when a webhook secret is set, logging each delivery."""
     secret = settings.notify_webhook_secret.get_secret_value().encode() if settings.notify_webhook_secret else None
 
     def send(n: Notification) -> tuple[bool, str]:
@@ -206,39 +209,57 @@ def release_held_back(conn: psycopg.Connection[Any], station_id: str, chans: lis
     return len(rows)
 
 
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
+@dataclass
+class _Session:
+    """The notifier's database connection and channels, made when first needed and remade after a loss."""
 
-def run(settings: Settings, stop: threading.Event, clock: Callable[[], datetime] = utcnow) -> None:
-    """Poll events and tick escalations until `stop` is set; a lost database connection is retried."""
-    policy = escalation.policy_from_settings()
+    settings: Settings
     conn: psycopg.Connection[Any] | None = None
     chans: list[Channel] | None = None
+    escalation_attempts: Attempts = field(default_factory=Attempts)
+
+    def connection(self) -> psycopg.Connection[Any]:
+        if self.conn is None or self.conn.closed:
+            self.conn = psycopg.connect(self.settings.pg_dsn, autocommit=True)
+        return self.conn
+
+    def channels(self) -> list[Channel]:
+        if self.chans is None:
+            self.chans = build_channels(self.settings, self.connection)
+            log.info("notifier.started", channels=[c.name for c in self.chans])
+        return self.chans
+
+    def drop_connection(self) -> None:
+        self.conn = None
+
+    def close(self) -> None:
+        for c in self.chans or []:
+            close = getattr(c.send, "close", None)
+            if close:
+                close()
+        if self.conn is not None:
+            self.conn.close()
+
+
+def run(settings: Settings, stop: threading.Event, clock: Callable[[], datetime] = utc_now) -> None:
+    """Poll events and tick escalations until `stop` is set; a lost database connection is retried."""
+    policy = escalation.policy_from_settings()
+    session = _Session(settings)
     next_tick = 0.0
     while not stop.is_set():
         try:
-            if conn is None or conn.closed:
-                conn = psycopg.connect(settings.pg_dsn, autocommit=True)
-            if chans is None:
-                chans = build_channels(settings, lambda: conn)  # type: ignore[arg-type,return-value]
-                log.info("notifier.started", channels=[c.name for c in chans])
-            handled = poll_once(conn, chans)
+            handled = poll_once(session.connection(), session.channels())
             if time.monotonic() >= next_tick:
-                escalation.run_escalations(conn, policy, clock())
+                escalation.run_escalations(session.connection(), policy, clock(), session.escalation_attempts)
                 next_tick = time.monotonic() + settings.notifier_tick_s
             if handled:
                 continue
         except psycopg.OperationalError as exc:
             _log("warning", "notifier.db_unavailable", key=type(exc).__name__, error=safe_text(str(exc), 300),
                  fix="check PostgreSQL (quantrac stack status)")
-            conn = None
+            session.drop_connection()
         except Exception as exc:  # an event failing is retried a bounded number of times (poll_once), then passed
             _log("exception", "notifier.error", key=type(exc).__name__, error=safe_text(describe(exc), 300))
         stop.wait(settings.notifier_poll_s)
-    for c in chans or []:
-        close = getattr(c.send, "close", None)
-        if close:
-            close()
-    if conn is not None:
-        conn.close()
+    session.close()

@@ -20,6 +20,7 @@ from quantrac.domain import ParameterSpec, Severity, Station
 
 @dataclass(frozen=True)
 class Condition:
+    """One judgement of a rule on a series at an event time: active or clear, with its value and limit."""
     station_id: str
     parameter: str
     rule: str
@@ -106,6 +107,7 @@ def judge_range(station: Station, spec: ParameterSpec, value: float, ts: datetim
 
 
 def in_range(spec: ParameterSpec, value: float) -> bool:
+    """Whether the value lies inside the analyser's measuring range (out of range is an instrument problem, not a breach)."""
     return not ((spec.range_min is not None and value < spec.range_min) or (spec.range_max is not None and value > spec.range_max))
 
 

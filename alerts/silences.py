@@ -17,6 +17,7 @@ REASONS = ("calibration", "maintenance", "device_fault", "other")
 
 @dataclass(frozen=True)
 class Silence:
+    """A maintenance window during which a station's (or one parameter's) alerts are not notified."""
     id: int
     station_id: str
     parameter: str | None
@@ -32,6 +33,7 @@ def matches(silence: Silence, station_id: str, parameter: str, at: datetime) -> 
 
 
 def first_match(silences: Iterable[Silence], station_id: str, parameter: str, at: datetime) -> Silence | None:
+    """The first silence covering this station and parameter at `at`, if any."""
     return next((s for s in silences if matches(s, station_id, parameter, at)), None)
 
 
@@ -44,6 +46,7 @@ def for_station(conn: psycopg.Connection[Any], station_id: str) -> list[Silence]
 
 def create(conn: psycopg.Connection[Any], *, station_id: str, parameter: str | None, starts_at: datetime,
            ends_at: datetime, reason: str, note: str | None, actor: str) -> dict[str, Any]:
+    """Store a silence and return its row; refuses a window that ends before it starts."""
     if ends_at <= starts_at:
         raise ValueError(f"silence for station {station_id}: ends_at {ends_at.isoformat()} must be after "
                          f"starts_at {starts_at.isoformat()}")
@@ -57,6 +60,7 @@ def create(conn: psycopg.Connection[Any], *, station_id: str, parameter: str | N
 
 
 def delete(conn: psycopg.Connection[Any], silence_id: int, actor: str) -> dict[str, Any] | None:
+    """Withdraw a silence (kept, marked deleted by `actor`); None when it does not exist."""
     with conn.cursor(row_factory=dict_row) as cur:
         return cur.execute("UPDATE silences SET deleted_at = now(), deleted_by = %s WHERE id = %s AND deleted_at IS NULL "
                            "RETURNING *", (actor, silence_id)).fetchone()

@@ -14,7 +14,7 @@ from quantrac.settings import Settings
 
 
 def get_settings_dep(request: Request) -> Settings:
-    return request.app.state.settings  # type: ignore[no-any-return]
+    return request.app.state.settings
 
 
 def get_conn(request: Request) -> Iterator[psycopg.Connection[Any]]:
@@ -24,7 +24,7 @@ def get_conn(request: Request) -> Iterator[psycopg.Connection[Any]]:
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
-ERRORS = {401: {"description": "No API key, or an unknown or revoked one"},
+ERRORS: dict[int | str, dict[str, Any]] = {401: {"description": "No API key, or an unknown or revoked one"},
           403: {"description": "The key's role does not allow this operation"}}
 """Error responses every authenticated route can give (documented in OpenAPI)."""
 ConnDep = Annotated[psycopg.Connection, Depends(get_conn)]

@@ -18,6 +18,7 @@ from quantrac.client import ZONE, Client
 
 
 def month_range(month: str) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """First and last instant of a month in Vietnam time, as the API expects them."""
     start = pd.Timestamp(f"{month}-01").tz_localize(ZONE)
     return start, start + pd.offsets.MonthBegin(1)
 
@@ -30,6 +31,7 @@ def exceedance_hours(hourly: pd.DataFrame, limit: float | None) -> pd.Series:
 
 
 def main() -> None:
+    """Fetch a month of one station's hourly history and print it as a table."""
     args = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     args.add_argument("--url", default="http://127.0.0.1:8000")
     args.add_argument("--key", required=True, help="API key with the history permission (analyst or admin).")

@@ -33,9 +33,10 @@ from paho.mqtt.properties import Properties
 
 from quantrac.delivery_accounting import UNKNOWN_STATION, CounterName, DeliveryCounts
 from ingest.deadletter import start_keeper
-from ingest.payload import SUBSCRIPTION, Limits, MessageRejected, Rejection, decode_message, now_utc, station_from_topic
+from ingest.payload import SUBSCRIPTION, Limits, MessageRejected, Rejection, decode_message, station_from_topic
 from ingest.producer import make_producer
 from quantrac import metrics
+from quantrac.clock import utc_now
 from quantrac.domain import Station
 from quantrac.failures import RECORD_ATTEMPTS, RateLimitedLog, describe, is_record_failure
 from quantrac.safe_text import safe_optional, safe_text
@@ -75,6 +76,7 @@ class PendingMessage:
 
 @dataclass(frozen=True)
 class OutgoingRecord:
+    """A Kafka record the bridge will send for one MQTT message: a reading batch or a dead letter."""
     topic: str
     key: bytes | None
     value: bytes
@@ -243,7 +245,7 @@ class Bridge:
             self._quarantine_message(msg, exc)
 
     def _route(self, msg: mqtt.MQTTMessage) -> None:
-        received_at = now_utc()
+        received_at = utc_now()
         station_key = station_from_topic(msg.topic) or UNKNOWN_STATION
         self.counts.add(station_key, "received", at=received_at)
         metrics.BRIDGE_MESSAGES_RECEIVED.inc()
@@ -294,7 +296,7 @@ class Bridge:
         """Set aside a message the bridge failed on: a small quarantine dead letter, then the usual PUBACK."""
         topic = _topic_of(msg)
         station_id = station_from_topic(topic)
-        value = encode_quarantine(stage="bridge", raw=msg.payload, error=describe(exc), received_at=now_utc(),
+        value = encode_quarantine(stage="bridge", raw=msg.payload, error=describe(exc), received_at=utc_now(),
                                   topic=topic, source="mqtt", station_id=station_id)
         self._count_quarantine()
         count = Count(station_id or UNKNOWN_STATION, "deadlettered", reason="quarantined")
@@ -348,7 +350,7 @@ class Bridge:
         return backoff
 
     def _on_delivered(self, record: OutgoingRecord, _metadata: object) -> None:
-        now = now_utc()
+        now = utc_now()
         for c in record.counts:
             self.counts.add(c.station_id, c.counter, c.n, reason=c.reason, at=now)
         self.acks.confirm(record.message)
@@ -379,7 +381,7 @@ class Bridge:
                   fix="see the `quarantined` dead letter (GET /api/v1/deadletters?reason=quarantined)")
         self._count_quarantine()
         station = record.key.decode("utf-8", "replace") if record.key else None
-        value = encode_quarantine(stage="bridge", raw=record.value, error=describe(exc), received_at=now_utc(),
+        value = encode_quarantine(stage="bridge", raw=record.value, error=describe(exc), received_at=utc_now(),
                                   topic=f"kafka:{record.topic}", source="mqtt", station_id=station)
         count = Count(station or UNKNOWN_STATION, "deadlettered", reason="quarantined")
         self._outbox.put(OutgoingRecord(self.settings.deadletter_topic, record.key, value, record.message, (count,),

@@ -26,9 +26,10 @@ import psycopg
 import structlog
 from kafka import KafkaConsumer
 
-from ingest.payload import Limits, MessageRejected, decode_message, now_utc
+from ingest.payload import Limits, MessageRejected, decode_message
 from ingest.producer import CONSUMER_OPTIONS, Record, make_producer, send_or_quarantine
 from quantrac import metrics
+from quantrac.clock import utc_now
 from quantrac.db import where_clause
 from quantrac.domain import Station
 from quantrac.failures import RECORD_ATTEMPTS, RateLimitedLog, describe, is_record_failure
@@ -42,17 +43,19 @@ log = structlog.get_logger(__name__)
 _log = RateLimitedLog(log)
 
 def keeper_group(settings: Settings) -> str:
+    """The keeper's consumer group, named after the bridge so two deployments don't share it."""
     return f"{settings.mqtt_bridge_client_id}-deadletters"
 
 
 def quarantine_row(kafka_topic: str, partition: int, offset: int, raw: bytes, error: str) -> tuple[Any, ...]:
     """The row that stands for a dead-letter record the keeper could not decode or store: its head, size and SHA-256."""
     return row_of(kafka_topic, partition, offset, encode_quarantine(
-        stage="deadletter-keeper", raw=raw, error=error, received_at=now_utc(), topic=f"kafka:{kafka_topic}",
+        stage="deadletter-keeper", raw=raw, error=error, received_at=utc_now(), topic=f"kafka:{kafka_topic}",
         source="deadletter"))
 
 
 def make_keeper_consumer(settings: Settings) -> KafkaConsumer:
+    """A consumer of the dead-letter topic that commits only what the keeper has stored."""
     return KafkaConsumer(settings.deadletter_topic, bootstrap_servers=settings.kafka_bootstrap.split(","), **CONSUMER_OPTIONS,
                          group_id=keeper_group(settings), enable_auto_commit=False, auto_offset_reset="earliest",
                          client_id="quantrac-deadletter-keeper")
@@ -160,6 +163,7 @@ def run_keeper(settings: Settings, stop: threading.Event) -> None:
 
 
 def start_keeper(settings: Settings, stop: threading.Event) -> threading.Thread:
+    """Run the dead-letter keeper in a daemon thread until `stop` is set."""
     thread = threading.Thread(target=run_keeper, args=(settings, stop), name="deadletter-keeper", daemon=True)
     thread.start()
     return thread
@@ -170,6 +174,7 @@ def start_keeper(settings: Settings, stop: threading.Event) -> threading.Thread:
 
 @dataclass(frozen=True)
 class ReplayResult:
+    """What a replay of dead letters did: how many it tried, sent, and why the rest still fail."""
     considered: int
     replayed: int
     still_rejected: dict[str, int]
@@ -178,9 +183,10 @@ class ReplayResult:
 
 def select_pending(conn: psycopg.Connection[Any], station: str | None, reason: str | None,
                    since: datetime | None) -> list[tuple[Any, ...]]:
+    """Dead letters from MQTT not yet replayed, oldest first, filtered by station, reason and age."""
     where, params = where_clause(("replayed_at IS NULL", True), ("source = 'mqtt'", True), ("station_id = %s", station or None),
                                  ("reason = %s", reason or None), ("received_at >= %s", since))
-    return conn.execute(f"SELECT id, topic, payload, received_at, item_index, reason FROM deadletters "  # type: ignore[call-overload]
+    return conn.execute(f"SELECT id, topic, payload, received_at, item_index, reason FROM deadletters "
                         f"{where} ORDER BY received_at, id", params).fetchall()
 
 

@@ -121,7 +121,7 @@ class SessionDrain:
         codes = self._await_reply(self.client.unsubscribe(filters), "UNSUBSCRIBE", deadline)
         # "No subscription found" is no error: the session was lost, expired or drained before.
         log.info("bridge.drain_unsubscribed", client_id=self.client_id,
-                 unsuback={f: str(code) for f, code in zip(filters, codes)})
+                 unsuback={f: str(code) for f, code in zip(filters, codes, strict=False)})
         granted = self._await_reply(self.client.subscribe(self.topic, qos=1), "SUBSCRIBE to the drain topic", deadline)
         if granted[0].is_failure:
             raise DrainFailed(f"the broker refused {self.topic} to {self.client_id} ({granted[0]}); the bridge account needs "
@@ -210,6 +210,7 @@ def stop_gracefully(bridge: Bridge) -> bool:
 
 @dataclass(frozen=True)
 class DrainReport:
+    """What draining a stopped bridge's MQTT session forwarded."""
     client_id: str
     session_present: bool
     forwarded: int

@@ -42,6 +42,7 @@ class CsvRow:
 
 @dataclass(frozen=True)
 class TT10File:
+    """A TT10 file given to the importer, read line by line like the watcher reads it."""
     path: Path
 
 
@@ -61,6 +62,7 @@ def fingerprint(path: Path) -> str:
 
 
 def tt10_files(directory: Path) -> list[Path]:
+    """The TT10 files of a folder, in name order (names carry the time)."""
     return sorted((p for p in directory.iterdir() if is_candidate(p)), key=lambda p: p.name)
 
 
@@ -79,6 +81,7 @@ def _number(text: str) -> float | str:
 
 
 def detect_format(header: list[str]) -> Literal["wide", "long"]:
+    """`long` when the header has `parameter` and `value` columns, else `wide` (one column per parameter)."""
     lowered = {h.strip().lower() for h in header}
     return "long" if {"parameter", "value"} <= lowered else "wide"
 
@@ -123,16 +126,22 @@ def read_csv(path: Path, fmt: Format, tz: tzinfo, skip: frozenset[str] = frozens
                          for i, cell in enumerate(cells)
                          if i != time_at and i not in skipped and i < len(header) and cell.strip()]
             else:
-                def cell(name: str) -> str | None:
-                    i = columns.get(name)
-                    return cells[i].strip() if i is not None and i < len(cells) else None
-                value = cell("value")
-                item: dict[str, Any] = {"parameter": cell("parameter") or "", "value": _number(value) if value else None}
-                for optional in ("unit", "status"):
-                    if cell(optional):
-                        item[optional] = cell(optional)
-                items = [item]
+                items = [_long_item(cells, columns)]
             yield CsvRow(number, raw, ts, error, items)
+
+
+def _long_item(cells: list[str], columns: dict[str, int]) -> dict[str, Any]:
+    """The reading of a long-format row (`parameter`, `value`, optional `unit` and `status` columns)."""
+    def cell(name: str) -> str | None:
+        i = columns.get(name)
+        return cells[i].strip() if i is not None and i < len(cells) else None
+
+    value = cell("value")
+    item: dict[str, Any] = {"parameter": cell("parameter") or "", "value": _number(value) if value else None}
+    for optional in ("unit", "status"):
+        if cell(optional):
+            item[optional] = cell(optional)
+    return item
 
 
 def read_units(path: Path, fmt: Format, tz: tzinfo, skip: frozenset[str] = frozenset()) -> Iterator[Unit]:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import islice
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 from zoneinfo import ZoneInfo
 
 import orjson
@@ -35,15 +35,19 @@ import psycopg
 import structlog
 
 from ingest.import_sources import CsvRow, Format, TT10File, Unit, count_units, fingerprint, read_units
-from ingest.payload import Limits, Rejection, check_time, now_utc, validate_reading
+from ingest.payload import Limits, Rejection, check_time, validate_reading
 from ingest.producer import Record, make_producer, send_or_quarantine
 from ingest.tt10_watch import judge_file, verdict_records
 from quantrac import metrics
+from quantrac.clock import utc_now
 from quantrac.db import connect, load_station_record, save_station_audited
 from quantrac.domain import Reading, Station, utc
 from quantrac.failures import RateLimitedLog, describe
 from quantrac.settings import Settings
 from quantrac.wire import encode_deadletter, encode_quarantine, encode_readings
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
 
 log = structlog.get_logger(__name__)
 _log = RateLimitedLog(log)
@@ -108,6 +112,7 @@ class Outcomes:
 
 @dataclass
 class ImportResult:
+    """What importing one file did: counts of sent, rejected and duplicate readings, and the file's hash."""
     station_id: str
     sha256: str
     units_total: int
@@ -200,66 +205,92 @@ def chunk_records(units: Iterable[Unit], station: Station, now: datetime, limits
     """Kafka records of a chunk: one readings record per run of equal timestamps, one dead letter per rejection.
 
     Returns (records, readings, rejections); `outcomes` collects the rejections by reason and unit."""
-    key = station.id.encode()
-    records: list[Record] = []
-    pending: list[Reading] = []
-    pending_units: list[int] = []
-    sent = rejected = 0
-    seen = outcomes if outcomes is not None else Outcomes()
-
-    def flush() -> None:
-        if pending:
-            seen.record_units[len(records)] = (sorted(set(pending_units)), len(pending))
-            records.append((settings.readings_topic, key, encode_readings(station.id, pending, now, SOURCE)))
-            pending.clear()
-            pending_units.clear()
-
+    chunk = _Chunk(station, now, limits, settings, label, outcomes if outcomes is not None else Outcomes())
     for position, unit in enumerate(units):
         if isinstance(unit, TT10File):
-            data = unit.path.read_bytes()
-            verdict = judge_file(unit.path.name, data, {station.id: station}, _any_code(unit.path.name, station.id), now, limits)
-            flush()
-            pending.extend(verdict.readings)
-            pending_units.extend([position] * len(verdict.readings))
-            sent += len(verdict.readings)
-            dead = [r for r in verdict_records(verdict, data, now, settings.readings_topic, settings.deadletter_topic,
-                                               limits.deadletter_payload_cap)
-                    if r[0] == settings.deadletter_topic]
-            records.extend(dead)
-            rejected += len(dead)
-            if verdict.file_rejection is not None:
-                seen.note(position, verdict.file_rejection.reason, f"{unit.path.name}: {verdict.file_rejection.message}",
-                          max(len(dead), 1))
-            for line in verdict.rejected_lines:
-                seen.note(position, line.reason, line.message)
+            chunk.add_file(position, unit)
             continue
         try:
             readings, rejections = judge_row(unit, station, now, limits)
         except Exception as exc:  # a bug of ours on this row: set it aside, go on with the next
-            _log("exception", "import.row_quarantined", key=type(exc).__name__, station=station.id, row=unit.number,
-                 error=describe(exc))
-            metrics.QUARANTINED.labels("import").inc()
-            records.append((settings.deadletter_topic, key, encode_quarantine(
-                stage="import", raw=unit.raw.encode("utf-8", "backslashreplace"), error=describe(exc), received_at=now,
-                topic=label, source=SOURCE, station_id=station.id)))
-            rejected += 1
-            seen.note(position, "quarantined", f"row {unit.number}: {describe(exc)}")
+            chunk.quarantine_row(position, unit, exc)
             continue
-        if pending and readings and (pending[-1].ts != readings[0].ts or len(pending) >= READINGS_PER_RECORD):
-            flush()
-        pending.extend(readings)
-        pending_units.extend([position] * len(readings))
-        sent += len(readings)
+        chunk.add_row(position, unit, readings, rejections)
+    chunk.flush()
+    return chunk.records, chunk.sent, chunk.rejected
+
+
+@dataclass
+class _Chunk:
+    """The records of one chunk as they are built: readings wait in `pending` until their timestamp changes."""
+
+    station: Station
+    now: datetime
+    limits: Limits
+    settings: Settings
+    label: str
+    seen: Outcomes
+    records: list[Record] = field(default_factory=list)
+    pending: list[Reading] = field(default_factory=list)
+    pending_units: list[int] = field(default_factory=list)
+    sent: int = 0
+    rejected: int = 0
+
+    @property
+    def key(self) -> bytes:
+        return self.station.id.encode()
+
+    def flush(self) -> None:
+        if self.pending:
+            self.seen.record_units[len(self.records)] = (sorted(set(self.pending_units)), len(self.pending))
+            self.records.append((self.settings.readings_topic, self.key,
+                                 encode_readings(self.station.id, self.pending, self.now, SOURCE)))
+            self.pending = []
+            self.pending_units = []
+
+    def _keep(self, position: int, readings: list[Reading]) -> None:
+        self.pending.extend(readings)
+        self.pending_units.extend([position] * len(readings))
+        self.sent += len(readings)
+
+    def add_file(self, position: int, unit: TT10File) -> None:
+        data = unit.path.read_bytes()
+        verdict = judge_file(unit.path.name, data, {self.station.id: self.station}, _any_code(unit.path.name, self.station.id),
+                             self.now, self.limits)
+        self.flush()
+        self._keep(position, verdict.readings)
+        dead = [r for r in verdict_records(verdict, data, self.now, self.settings.readings_topic,
+                                           self.settings.deadletter_topic, self.limits.deadletter_payload_cap)
+                if r[0] == self.settings.deadletter_topic]
+        self.records.extend(dead)
+        self.rejected += len(dead)
+        if verdict.file_rejection is not None:
+            self.seen.note(position, verdict.file_rejection.reason, f"{unit.path.name}: {verdict.file_rejection.message}",
+                           max(len(dead), 1))
+        for line in verdict.rejected_lines:
+            self.seen.note(position, line.reason, line.message)
+
+    def quarantine_row(self, position: int, unit: CsvRow, exc: Exception) -> None:
+        _log("exception", "import.row_quarantined", key=type(exc).__name__, station=self.station.id, row=unit.number,
+             error=describe(exc))
+        metrics.QUARANTINED.labels("import").inc()
+        self.records.append((self.settings.deadletter_topic, self.key, encode_quarantine(
+            stage="import", raw=unit.raw.encode("utf-8", "backslashreplace"), error=describe(exc), received_at=self.now,
+            topic=self.label, source=SOURCE, station_id=self.station.id)))
+        self.rejected += 1
+        self.seen.note(position, "quarantined", f"row {unit.number}: {describe(exc)}")
+
+    def add_row(self, position: int, unit: CsvRow, readings: list[Reading], rejections: list[Rejection]) -> None:
+        if self.pending and readings and (self.pending[-1].ts != readings[0].ts or len(self.pending) >= READINGS_PER_RECORD):
+            self.flush()
+        self._keep(position, readings)
         for r in rejections:
-            seen.note(position, r.reason, r.message)
-        for r in rejections:
-            records.append((settings.deadletter_topic, key, encode_deadletter(
-                topic=label, payload=unit.raw.encode("utf-8", "backslashreplace"), reason=r.reason, message=r.message,
-                received_at=now, station_id=station.id, parameter=r.parameter, index=unit.number, source=SOURCE,
-                cap=limits.deadletter_payload_cap)))
-        rejected += len(rejections)
-    flush()
-    return records, sent, rejected
+            self.seen.note(position, r.reason, r.message)
+            self.records.append((self.settings.deadletter_topic, self.key, encode_deadletter(
+                topic=self.label, payload=unit.raw.encode("utf-8", "backslashreplace"), reason=r.reason, message=r.message,
+                received_at=self.now, station_id=self.station.id, parameter=r.parameter, index=unit.number, source=SOURCE,
+                cap=self.limits.deadletter_payload_cap)))
+        self.rejected += len(rejections)
 
 
 def _any_code(name: str, station_id: str) -> dict[str, str]:
@@ -375,19 +406,15 @@ def run_import(settings: Settings, station_id: str, path: Path, *, fmt: Format =
         try:
             for chunk in _chunks(units, chunk_units):
                 outcomes = Outcomes()
-                records, sent, rejected = chunk_records([u for _, u in chunk], station, now_utc(), limits, settings, label,
+                records, sent, rejected = chunk_records([u for _, u in chunk], station, utc_now(), limits, settings, label,
                                                         outcomes)
                 if bucket is not None:
                     bucket.take(sent)
                 if records and producer is not None:
                     quarantined = send_or_quarantine(producer, records, stage="import", deadletter_topic=settings.deadletter_topic)
-                    for position in quarantined:  # a readings record Kafka refused: its rows are not confirmed as readings
-                        if position in outcomes.record_units:
-                            unit_positions, n = outcomes.record_units[position]
-                            sent -= n
-                            rejected += n
-                            for p in unit_positions:
-                                outcomes.note(p, "quarantined", f"row {_unit_name(chunk[p][1])}: Kafka refused its record")
+                    refused = _refused_readings(quarantined, outcomes, chunk)
+                    sent -= refused
+                    rejected += refused
                 indices = [i for i, _ in chunk]
                 done = max(done, indices[-1] + 1)
                 rejected_units = {chunk[p][0]: reason for p, reason in outcomes.rejected_units.items()}
@@ -401,7 +428,7 @@ def run_import(settings: Settings, station_id: str, path: Path, *, fmt: Format =
                 result.rejected += rejected
                 result.seconds = time.monotonic() - started
                 if bar is not None:
-                    bar[0].update(bar[1], completed=done, readings=result.readings_sent, rate=round(result.rate))  # type: ignore[attr-defined]
+                    bar[0].update(bar[1], completed=done, readings=result.readings_sent, rate=round(result.rate))
                 log.info("import.progress", station=station_id, confirmed=done, total=total, readings=result.readings_sent,
                          rejected=result.rejected, readings_per_s=round(result.rate, 1))
         finally:
@@ -420,11 +447,23 @@ def run_import(settings: Settings, station_id: str, path: Path, *, fmt: Format =
     return result
 
 
+def _refused_readings(quarantined: Iterable[int], outcomes: Outcomes, chunk: list[tuple[int, Unit]]) -> int:
+    """Readings in the records Kafka refused (quarantined): their rows are noted as not confirmed."""
+    refused = 0
+    for position in quarantined:
+        if position in outcomes.record_units:
+            unit_positions, n = outcomes.record_units[position]
+            refused += n
+            for p in unit_positions:
+                outcomes.note(p, "quarantined", f"row {_unit_name(chunk[p][1])}: Kafka refused its record")
+    return refused
+
+
 def _unit_name(unit: Unit) -> str:
     return unit.path.name if isinstance(unit, TT10File) else str(unit.number)
 
 
-def _bar(show: bool, total: int, done: int) -> tuple[object, object] | None:
+def _bar(show: bool, total: int, done: int) -> tuple[Progress, TaskID] | None:
     """A rich progress bar on stderr with rate and ETA (rows), or None."""
     if not show:
         return None

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 import orjson
@@ -95,6 +95,7 @@ class Limits:
 
 
 def normalise_unit(unit: str) -> str:
+    """The catalogue's spelling of a unit written another way (`mg/l` is `mg/L`)."""
     return UNIT_ALIASES.get(unit.strip().lower(), unit.strip())
 
 
@@ -121,6 +122,7 @@ def parse_timestamp(raw: Any) -> datetime:
 
 
 def station_from_topic(topic: str) -> str | None:
+    """The station id in a readings topic, or None for a topic outside the contract."""
     match = TOPIC_PATTERN.match(topic)
     return match.group("station") if match else None
 
@@ -166,11 +168,11 @@ def validate_reading(item: Any, index: int, station: Station, ts: datetime) -> R
 
     Shared by every ingest path (MQTT messages, TT10 file lines), so they reject alike.
     """
-    where = {"station_id": station.id, "index": index}
     if not isinstance(item, dict) or not isinstance(item.get("parameter"), str):
-        return Rejection("schema", f"station {station.id}: readings[{index}] must be an object with a 'parameter' string", **where)
+        return Rejection("schema", f"station {station.id}: readings[{index}] must be an object with a 'parameter' string",
+                         station_id=station.id, index=index)
     symbol = item["parameter"]
-    where["parameter"] = symbol
+    where: dict[str, Any] = {"station_id": station.id, "parameter": symbol, "index": index}
     spec = station.parameter(symbol)
     if spec is None:
         return Rejection("unknown_parameter", f"station {station.id}: parameter {symbol!r} is not configured for this "
@@ -210,17 +212,7 @@ def decode_message(topic: str, payload: bytes, stations: Mapping[str, Station], 
     if len(payload) > limits.max_payload_bytes:
         raise _reject("oversize", f"station {station_id}: payload of {len(payload)} bytes exceeds {limits.max_payload_bytes}; "
                       "split it into several messages", station_id=station_id)
-    try:
-        body = orjson.loads(payload)
-    except orjson.JSONDecodeError as exc:
-        reason: ReasonCode = "not_utf8" if isinstance(exc.__cause__, UnicodeDecodeError) or b"\xff" in payload else "bad_json"
-        raise _reject(reason, f"station {station_id}: payload is not valid UTF-8 JSON ({exc}); send JSON as in the contract",
-                      station_id=station_id) from None
-    if not isinstance(body, dict) or not isinstance(body.get("readings"), list):
-        raise _reject("schema", f"station {station_id}: payload must be an object with 'ts' and a 'readings' list", station_id=station_id)
-    if "station_id" in body and body["station_id"] != station_id:
-        raise _reject("topic_mismatch", f"payload names station {body['station_id']!r} but was published on the topic of "
-                      f"{station_id!r}; publish each station on its own topic", station_id=station_id)
+    body = _envelope(payload, station_id)
     station = stations.get(station_id)
     if station is None:
         raise MessageRejected(missing_station(station_id, stations, f"station {station_id!r}"))
@@ -246,6 +238,22 @@ def decode_message(topic: str, payload: bytes, stations: Mapping[str, Station], 
     rejections = cap_rejections(sorted([*rejections, *conflicts.values()], key=lambda r: r.index or 0),
                                 limits.max_rejections_per_message, station_id)
     return StationBatch(station_id=station_id, readings=readings, rejections=rejections)
+
+
+def _envelope(payload: bytes, station_id: str) -> dict[str, Any]:
+    """The message's JSON object, with a `readings` list and no other station's id in it."""
+    try:
+        body = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        reason: ReasonCode = "not_utf8" if isinstance(exc.__cause__, UnicodeDecodeError) or b"\xff" in payload else "bad_json"
+        raise _reject(reason, f"station {station_id}: payload is not valid UTF-8 JSON ({exc}); send JSON as in the contract",
+                      station_id=station_id) from None
+    if not isinstance(body, dict) or not isinstance(body.get("readings"), list):
+        raise _reject("schema", f"station {station_id}: payload must be an object with 'ts' and a 'readings' list", station_id=station_id)
+    if "station_id" in body and body["station_id"] != station_id:
+        raise _reject("topic_mismatch", f"payload names station {body['station_id']!r} but was published on the topic of "
+                      f"{station_id!r}; publish each station on its own topic", station_id=station_id)
+    return body
 
 
 def find_conflicts(readings: Iterable[tuple[int, Reading]]) -> dict[int, Rejection]:
@@ -285,7 +293,3 @@ def cap_rejections(rejections: list[Rejection], most: int, station_id: str) -> l
     return [*rejections[:most], Rejection(
         "too_many_rejections", f"station {station_id}: {len(rest)} more readings of this message were refused ({summary}), "
         f"beyond the {most} explained one by one; fix the gateway, the first ones say how", station_id=station_id)]
-
-
-def now_utc() -> datetime:
-    return datetime.now(timezone.utc)

@@ -77,7 +77,7 @@ def _refused(producer: KafkaProducer, records: Sequence[Record], positions: Sequ
     """Send the records; the positions of those Kafka refused for what they are. Raises on anything else."""
     futures: list[tuple[int, Any]] = []
     refused: list[int] = []
-    for position, (topic, key, value) in zip(positions, records):
+    for position, (topic, key, value) in zip(positions, records, strict=True):
         try:
             futures.append((position, producer.send(topic, key=key, value=value)))
         except KafkaError as exc:

@@ -28,7 +28,7 @@ import heapq
 import math
 import random
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Iterable, Iterator, Literal, Mapping
 from zoneinfo import ZoneInfo
 
@@ -236,8 +236,8 @@ def generate(stations: Mapping[str, Station], start: datetime, duration: timedel
         heapq.heappush(clocks, clock)
         station = stations[clock.station_id]
         here = [i for i in incidents if i.station == station.id and i.active(ts)]
-        phase = day_phase(ts)
-        readings = [_reading(station, sym, series[(station.id, sym)], ts, phase, here, rng) for sym in station.parameters]
+        sun = day_phase(ts)
+        readings = [_reading(station, sym, series[(station.id, sym)], ts, sun, here, rng) for sym in station.parameters]
         deliver_at = ts
         if any(i.kind == "silent" and i.parameter is None for i in here):
             continue
@@ -267,17 +267,8 @@ def _reading(station: Station, symbol: str, s: _Series, ts: datetime, phase: tup
     mine = [i for i in here if i.parameter == symbol] if here else []
     limit = reference_limit(s.spec, base)
     for i in mine:
-        if i.kind == "exceedance":
-            value = i.value if i.value is not None else limit * i.magnitude + abs(s.noise)
-        elif i.kind == "spike" and _first_slot(i, ts, station):
-            value = base.mean * i.magnitude
-        elif i.kind == "drift":
-            progress = (ts - i.start) / (i.end - i.start)
-            value = (value or 0.0) + (limit * i.magnitude - base.mean) * progress
-        elif i.kind == "spill":
-            tau = (i.end - i.start) / 3
-            value = (value or 0.0) + (limit * i.magnitude - base.mean) * math.exp(-((ts - i.start) / tau))
-        elif i.kind == "calibration" and status is not Status.FAULT:
+        value = _incident_value(i, value, s, limit, ts, station)
+        if i.kind == "calibration" and status is not Status.FAULT:
             status = Status.CALIBRATING
         elif i.kind == "fault":
             status = Status.FAULT
@@ -293,6 +284,22 @@ def _reading(station: Station, symbol: str, s: _Series, ts: datetime, phase: tup
     # Built without re-validation: every field is made here from validated registry data.
     return Reading.model_construct(station_id=station.id, parameter=symbol, value=value, unit=s.spec.unit, ts=ts,
                                    status=status)
+
+
+def _incident_value(i: Incident, value: float | None, s: _Series, limit: float, ts: datetime, station: Station) -> float | None:
+    """The value an exceedance, spike, drift or spill makes of the normal one at `ts`."""
+    base = s.base
+    if i.kind == "exceedance":
+        return i.value if i.value is not None else limit * i.magnitude + abs(s.noise)
+    if i.kind == "spike" and _first_slot(i, ts, station):
+        return base.mean * i.magnitude
+    if i.kind == "drift":
+        progress = (ts - i.start) / (i.end - i.start)
+        return (value or 0.0) + (limit * i.magnitude - base.mean) * progress
+    if i.kind == "spill":
+        tau = (i.end - i.start) / 3
+        return (value or 0.0) + (limit * i.magnitude - base.mean) * math.exp(-((ts - i.start) / tau))
+    return value
 
 
 def _first_slot(incident: Incident, ts: datetime, station: Station) -> bool:
@@ -328,7 +335,3 @@ def _poisson(rng: random.Random, lam: float) -> int:
         if p <= threshold:
             return k
         k += 1
-
-
-def utc_now() -> datetime:
-    return datetime.now(timezone.utc)

@@ -66,6 +66,7 @@ class Injection:
 
 
 def parse_injection(spec: str) -> Injection:
+    """Parse `--inject STATION:PARAMETER[:VALUE]`."""
     parts = spec.split(":")
     if len(parts) not in (2, 3):
         raise ValueError(f"--inject {spec!r}: write STATION:PARAMETER or STATION:PARAMETER:VALUE")
@@ -77,6 +78,7 @@ def parse_injection(spec: str) -> Injection:
 
 
 def topic_for(station_id: str, root: str = "quantrac/v1") -> str:
+    """The MQTT topic a station publishes its readings on."""
     return f"{root}/stations/{station_id}/readings"
 
 
@@ -121,6 +123,7 @@ def in_delivery_order(messages: Iterable[Message], slack: timedelta = FOREVER) -
 
 
 class Sink(Protocol):
+    """Where the simulator sends its messages (MQTT, Kafka or a file)."""
     def send(self, message: Message) -> None: ...
     def close(self) -> None: ...
 
@@ -221,6 +224,7 @@ def gateway_accounts(settings: object, stations: Iterable[str]) -> dict[str, tup
 
 
 def write_ground_truth(path: Path, incidents: Iterable[Incident], stations: Mapping[str, Station]) -> int:
+    """Write the injected incidents as JSON lines for the detection bench; returns how many."""
     path.parent.mkdir(parents=True, exist_ok=True)
     rows = [orjson.dumps(ground_truth(i, stations)) + b"\n" for i in incidents]
     path.write_bytes(b"".join(rows))

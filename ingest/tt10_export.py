@@ -52,6 +52,7 @@ class StoredValue:
 
 @dataclass(frozen=True)
 class ExportedFile:
+    """One TT10 file produced by the exporter: its name, text and line count."""
     name: str
     content: str
     lines: int
@@ -59,6 +60,7 @@ class ExportedFile:
 
 @dataclass(frozen=True)
 class Export:
+    """The files an export wrote and the stored values it could not express in TT10."""
     files: list[ExportedFile]
     skipped: list[StoredValue]
 

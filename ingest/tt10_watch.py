@@ -33,10 +33,11 @@ import psycopg
 import structlog
 from kafka.errors import KafkaError
 
-from ingest.payload import Limits, Rejection, check_time, find_conflicts, missing_station, now_utc, validate_reading
+from ingest.payload import Limits, Rejection, check_time, find_conflicts, missing_station, validate_reading
 from ingest.producer import Record, send_or_quarantine
 from ingest.tt10 import TT10FormatError, TT10Line, parse_content, parse_filename
 from quantrac import metrics
+from quantrac.clock import utc_now
 from quantrac.domain import Reading, Station, utc
 from quantrac.failures import Attempts, RateLimitedLog, describe, is_record_failure
 from quantrac.safe_text import safe_optional, safe_text
@@ -66,6 +67,7 @@ class LineRejection:
 
 @dataclass(frozen=True)
 class KeptLine:
+    """A valid line of a TT10 file, with its text kept for the conflict check."""
     reading: Reading
     value_text: str
     line_no: int
@@ -169,10 +171,11 @@ def verdict_records(verdict: FileVerdict, data: bytes, received_at: datetime, re
         records.append((deadletter_topic, key, encode_deadletter(
             topic=verdict.name, payload=data, reason=r.reason, message=r.message, received_at=received_at,
             station_id=verdict.station_id, source=SOURCE, cap=cap)))
-    for r in verdict.rejected_lines:
+    for line in verdict.rejected_lines:
         records.append((deadletter_topic, key, encode_deadletter(
-            topic=verdict.name, payload=r.raw_line.encode("utf-8", errors="backslashreplace"), reason=r.reason, message=r.message,
-            received_at=received_at, station_id=verdict.station_id, parameter=r.parameter, index=r.line_no, source=SOURCE,
+            topic=verdict.name, payload=line.raw_line.encode("utf-8", errors="backslashreplace"), reason=line.reason,
+            message=line.message, received_at=received_at, station_id=verdict.station_id, parameter=line.parameter,
+            index=line.line_no, source=SOURCE,
             cap=cap)))
     if not verdict.kept and verdict.file_rejection is None and not verdict.rejected_lines:
         records.append((deadletter_topic, key, encode_deadletter(
@@ -197,6 +200,7 @@ def save_value_texts(conn: psycopg.Connection, verdicts: Iterable[FileVerdict]) 
 
 
 def is_candidate(path: Path) -> bool:
+    """A file the watcher may take: not hidden, not still being written, not a rejection note."""
     name = path.name
     return path.is_file() and not name.startswith(".") and not name.lower().endswith(IN_PROGRESS_SUFFIXES) \
         and not name.endswith(".reason")
@@ -234,7 +238,7 @@ class Watcher:
     """Scans the drop folder, sends each complete file to Kafka and files it away."""
 
     def __init__(self, settings: Settings, directory: Path, producer: object, stations: Mapping[str, Station],
-                 connect: Callable[[], psycopg.Connection], clock: Callable[[], datetime] = now_utc) -> None:
+                 connect: Callable[[], psycopg.Connection], clock: Callable[[], datetime] = utc_now) -> None:
         self.settings = settings
         self.directory = directory
         self.producer = producer
@@ -286,7 +290,7 @@ class Watcher:
             records.extend(mine)
             judged.append((path, verdict, len(mine)))
         try:
-            send_or_quarantine(self.producer, records, stage="tt10", deadletter_topic=self.settings.deadletter_topic)  # type: ignore[arg-type]
+            send_or_quarantine(self.producer, records, stage="tt10", deadletter_topic=self.settings.deadletter_topic)
             kept = [verdict for _, verdict, _ in judged if verdict.kept]
             if kept:
                 save_value_texts(self._connection(), kept)
@@ -322,7 +326,7 @@ class Watcher:
         self._attempts.forget(path)
         try:
             verdict, records = self._quarantine(path, path.read_bytes(), exc, received_at)
-            send_or_quarantine(self.producer, records, stage="tt10", deadletter_topic=self.settings.deadletter_topic)  # type: ignore[arg-type]
+            send_or_quarantine(self.producer, records, stage="tt10", deadletter_topic=self.settings.deadletter_topic)
         except (FileNotFoundError, KafkaError):
             return 0  # gone meanwhile, or Kafka down: the next scan decides again
         self._file_away(path, verdict)

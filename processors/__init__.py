@@ -1,0 +1,1 @@
+"""The Faust worker: agents, windows, rollups, detectors and the batch pipeline behind them."""

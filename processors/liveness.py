@@ -35,6 +35,7 @@ Entry = dict[str, Any]
 
 
 def deadline(station: Station, received_at: datetime, default_grace_s: float) -> datetime:
+    """When a station that delivered at `received_at` becomes overdue: its interval plus its grace."""
     grace = station.offline_grace_s if station.offline_grace_s is not None else default_grace_s
     return received_at + timedelta(seconds=station.expected_interval_s + grace)
 
@@ -90,6 +91,7 @@ def frontier(views: Iterable[PartitionView], now: datetime) -> datetime | None:
 
 
 def kafka_time(timestamp_s: float | None) -> datetime | None:
+    """A Kafka record timestamp as an aware datetime (None when the broker gave none)."""
     return None if timestamp_s is None or timestamp_s <= 0 else datetime.fromtimestamp(timestamp_s, timezone.utc)
 
 

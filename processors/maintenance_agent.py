@@ -27,9 +27,11 @@ async def _maintain() -> None:
 
 @app.task(on_leader=True)
 async def maintain_at_start() -> None:
+    """Drop expired partitions and refresh aggregates once when the worker starts."""
     await _maintain()
 
 
 @app.timer(interval=settings.maintenance_interval_s, on_leader=True)
 async def maintain_periodically() -> None:
+    """The same maintenance on the configured interval."""
     await _maintain()

@@ -29,6 +29,7 @@ _PARTITION = re.compile(r"^readings_(\d{8})$")
 
 @dataclass
 class RetentionResult:
+    """What one retention pass dropped from a store."""
     store: str
     cutoff: datetime
     dropped_partitions: list[str] = field(default_factory=list)
@@ -82,6 +83,7 @@ class Cutoffs:
 
 
 def cutoffs(retention_days: int, own: dict[str, int], now: datetime) -> Cutoffs:
+    """The retention cutoff for everyone and for stations with their own retention."""
     return Cutoffs(now - timedelta(days=retention_days), {sid: now - timedelta(days=days) for sid, days in own.items()})
 
 

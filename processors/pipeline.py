@@ -128,6 +128,7 @@ def mark_historical(conditions: Sequence[Condition], until: Mapping[str, datetim
 
 @dataclass
 class BatchResult:
+    """What judging one batch produced: new readings stored, alerts to publish, detector states to keep."""
     new: int
     alerts: list[dict[str, Any]]
     states: dict[str, dict[str, Any]] = field(default_factory=dict)

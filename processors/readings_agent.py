@@ -85,6 +85,7 @@ def _note_seen(seen: dict[str, tuple[datetime, datetime]], stations: RegistryCac
 
 @app.agent(readings_topic, concurrency=1)
 async def store_readings(stream: Any) -> None:
+    """The readings agent: store, judge and alert on every batch of the readings topic."""
     stations = _registry()
     processor = BatchProcessor(settings.pg_dsn, stations, DetectionConfig.from_settings(settings))
     try:

@@ -128,7 +128,7 @@ async def update_rollups(conn: psycopg.AsyncConnection[Any], new: Sequence[Readi
     async with conn.cursor() as cur:
         for bucket in ROLLUPS:  # narrowest first: each width is computed from the one before
             keys = touched_buckets(new, bucket)
-            stations, parameters, starts, ends = (list(column) for column in zip(*keys))
+            stations, parameters, starts, ends = (list(column) for column in zip(*keys, strict=True))
             await cur.execute(_recompute_sql(bucket), {"stations": stations, "parameters": parameters, "starts": starts,
                                                        "ends": ends, "first": min(starts), "last": max(ends)})
             written += cur.rowcount

@@ -33,6 +33,7 @@ SUM, VALID, TOTAL, DIRTY, END, EXPECTED = range(6)
 
 @dataclass(frozen=True)
 class WindowMean:
+    """A regulatory average (5 min, 1 h, day) closed over its bucket."""
     basis: str
     start: datetime
     end: datetime
@@ -43,10 +44,12 @@ class WindowMean:
 
 
 def epoch(ts: datetime) -> float:
+    """Seconds since the epoch, the time axis of window arithmetic."""
     return ts.timestamp()
 
 
 def from_epoch(seconds: float) -> datetime:
+    """The aware UTC datetime of an epoch second."""
     return datetime.fromtimestamp(seconds, tz=timezone.utc)
 
 

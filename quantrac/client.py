@@ -12,14 +12,14 @@ the API's cursor.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Iterable, Literal
+from typing import Any, Iterable, Literal, TypeAlias
 from zoneinfo import ZoneInfo
 
 import httpx
 import pandas as pd
 
 ZONE = ZoneInfo("Asia/Ho_Chi_Minh")
-When = datetime | str | pd.Timestamp
+When: TypeAlias = datetime | str | pd.Timestamp
 
 
 def _instant(when: When) -> str:
@@ -53,7 +53,7 @@ class Client:
         response = self.http.get(path, params={k: v for k, v in params.items() if v is not None})
         if response.status_code >= 400:
             raise RuntimeError(f"GET {path} answered {response.status_code}: {response.text[:500]}")
-        return response.json()  # type: ignore[no-any-return]
+        return response.json()
 
     def readings(self, station: str, parameters: Iterable[str] | None, start: When, end: When,
                  bucket: Literal["raw", "5m", "1h", "1d"] = "raw") -> pd.DataFrame:

@@ -33,6 +33,7 @@ log = structlog.get_logger(__name__)
 
 @dataclass(frozen=True)
 class Migration:
+    """One numbered SQL migration file."""
     version: int
     name: str
     path: Path
@@ -211,7 +212,7 @@ def migrate(conn: psycopg.Connection, use_timescale: bool | None = None, target:
             conn.execute("SELECT pg_advisory_xact_lock(hashtext('quantrac.migrate'))")
             if conn.execute("SELECT 1 FROM schema_version WHERE version = %s", (migration.version,)).fetchone():
                 continue
-            conn.execute(migration.path.read_text(encoding="utf-8"))  # type: ignore[arg-type]
+            conn.execute(migration.path.read_text(encoding="utf-8"))
             conn.execute("INSERT INTO schema_version (version, name, store) VALUES (%s, %s, %s)",
                          (migration.version, migration.name, STORE_TIMESCALEDB if use_timescale else STORE_POSTGRESQL))
         log.info("db.migrated", version=migration.version, name=migration.name, timescale=use_timescale)
@@ -230,6 +231,7 @@ def migrate_on_start(settings: Settings) -> list[int]:
 
 
 def schema_version(conn: psycopg.Connection) -> int:
+    """The highest migration applied to this database (0 when none)."""
     row = conn.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()
     return int(row[0]) if row else 0
 
@@ -333,6 +335,7 @@ def station_audit(conn: psycopg.Connection, station_id: str) -> list[dict[str, o
 
 
 def connect(dsn: str, **kwargs: object) -> psycopg.Connection:
+    """An autocommit connection; callers open transactions explicitly."""
     return psycopg.connect(dsn, autocommit=True, **kwargs)  # type: ignore[arg-type]
 
 

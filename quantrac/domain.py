@@ -29,6 +29,7 @@ class Status(StrEnum):
 
 
 class StationKind(StrEnum):
+    """What a station monitors; it selects the regulation and the detector preset."""
     WASTEWATER = "wastewater"
     EMISSION = "emission"
     DRINKING_WATER = "drinking_water"
@@ -36,11 +37,13 @@ class StationKind(StrEnum):
 
 
 class Severity(StrEnum):
+    """How urgently an alert needs a person."""
     WARNING = "warning"
     CRITICAL = "critical"
 
 
 class AlertStatus(StrEnum):
+    """Where an alert is in its lifecycle."""
     OPEN = "open"
     ACKNOWLEDGED = "acknowledged"
     RESOLVED = "resolved"
@@ -176,7 +179,7 @@ BUCKETS: dict[str, timedelta] = {"5m": timedelta(minutes=5), "1h": timedelta(hou
 ReasonCode = Literal[
     "oversize", "not_utf8", "bad_json", "schema", "topic_mismatch", "unknown_station", "station_retired", "unknown_parameter",
     "bad_unit", "bad_value", "bad_status", "missing_value", "no_offset", "future", "too_old", "empty", "conflict",
-    "too_many_rejections", "quarantined",
+    "too_many_rejections", "quarantined", "bad_filename", "empty_file",
 ]
 
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any
+from typing import Any, MutableMapping
 
 import structlog
 
 
 def configure(level: str = "INFO", fmt: str = "console", process: str | None = None) -> None:
-    def add_process(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
+    """Structured logs for one process, as console lines or JSON."""
+    def add_process(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
         if process:
             event.setdefault("process", process)
         return event

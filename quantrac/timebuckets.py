@@ -30,6 +30,7 @@ def bucket_start(ts: datetime, bucket: str, day_zone: ZoneInfo = DAY_ZONE) -> da
 
 
 def bucket_end(start: datetime, bucket: str) -> datetime:
+    """The end of the bucket that starts at `start`."""
     return start + BUCKET_WIDTHS[bucket]
 
 

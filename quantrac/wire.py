@@ -22,6 +22,7 @@ WIRE_VERSION = 1
 
 
 def encode_readings(station_id: str, readings: Iterable[Reading], received_at: datetime, source: str) -> bytes:
+    """The Kafka value of a batch of one station's readings."""
     return orjson.dumps({
         "v": WIRE_VERSION,
         "station_id": station_id,
@@ -94,6 +95,7 @@ def encode_quarantine(*, stage: str, raw: bytes, error: str, received_at: dateti
 
 
 def decode_deadletter(raw: bytes) -> dict[str, Any]:
+    """A dead-letter record with its payload bytes restored."""
     body: dict[str, Any] = orjson.loads(raw)
     body["payload"] = base64.b64decode(body["payload_b64"])
     return body

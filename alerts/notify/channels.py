@@ -4,20 +4,24 @@ from __future__ import annotations
 
 import smtplib
 from email.message import EmailMessage
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.publish as mqtt_publish
 
 from alerts.notify.message import Notification
 
+if TYPE_CHECKING:
+    from paho.mqtt.publish import AuthParameter
+
 
 def mqtt_topic(template: str, zone: str | None) -> str:
     """The zone as one topic level: MQTT wildcards and separators in its name become '_'."""
-    level = (zone or "unknown").translate(str.maketrans({"/": "_", "+": "_", "#": "_"}))
+    level = (zone or "unknown").translate(str.maketrans("/+#", "___"))
     return template.format(zone=level)
 
 
-def send_mqtt(n: Notification, *, host: str, port: int, template: str, auth: dict[str, Any] | None) -> tuple[bool, str]:
+def send_mqtt(n: Notification, *, host: str, port: int, template: str, auth: AuthParameter | None) -> tuple[bool, str]:
+    """Publish the notification on the zone's MQTT topic (QoS 1); returns (delivered, detail)."""
     topic = mqtt_topic(template, n.alert.get("zone"))
     mqtt_publish.single(topic, n.body(), qos=1, hostname=host, port=port, auth=auth,
                         client_id="", keepalive=10)
@@ -26,6 +30,7 @@ def send_mqtt(n: Notification, *, host: str, port: int, template: str, auth: dic
 
 def send_email(n: Notification, *, host: str, port: int, sender: str, recipients: list[str], starttls: bool,
                username: str | None, password: str | None, timeout_s: float = 10.0) -> tuple[bool, str]:
+    """Mail the notification through SMTP; returns (delivered, detail) and never raises on a refusal."""
     msg = EmailMessage()
     msg["Subject"] = n.subject()
     msg["From"] = sender

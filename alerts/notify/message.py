@@ -14,6 +14,7 @@ ALERT_FIELDS = ("id", "station_id", "parameter", "rule", "basis", "severity", "s
 
 @dataclass(frozen=True)
 class Notification:
+    """An alert event to tell people about, with the alert it belongs to."""
     event_id: int
     kind: str
     actor: str

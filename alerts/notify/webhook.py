@@ -25,6 +25,7 @@ class RetryableStatus(Exception):
 
 
 def sign(secret: bytes, timestamp: str, body: bytes) -> str:
+    """HMAC-SHA256 over `timestamp.body`, the signature a receiver checks against replays and forgery."""
     return "sha256=" + hmac.new(secret, timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
 
 

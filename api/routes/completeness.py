@@ -68,7 +68,7 @@ def station_completeness(
     for s in starts:
         received, valid, late = stored.get(s, (0, 0, 0))
         expected = expected_readings(station, s, period)
-        data.append(CompletenessOut(start=local_time(s, settings), end=local_time(bucket_end(s, bucket), settings),  # type: ignore[arg-type]
+        data.append(CompletenessOut(start=local_time(s, settings), end=local_time(bucket_end(s, bucket), settings),
                                     expected=expected, received=received, valid=valid, late=late,
                                     completeness=round(valid / expected, 4) if expected else 0.0))
     return CompletenessList(station_id=station_id, period=period, data=data, count=len(data))

@@ -90,7 +90,7 @@ def count_deadletters(
 ) -> list[DeadLetterCount]:
     """How many rejections and quarantined records there are, per stage and reason (`quarantined` ones need a look)."""
     where, params = where_clause(("received_at >= %s", since))
-    rows = conn.execute(f"SELECT stage, reason, count(*), max(received_at) FROM deadletters {where} "  # type: ignore[call-overload]
+    rows = conn.execute(f"SELECT stage, reason, count(*), max(received_at) FROM deadletters {where} "
                         f"GROUP BY stage, reason ORDER BY stage, reason", params).fetchall()
     return [DeadLetterCount(stage=stage, reason=reason, count=n, newest=local_time(newest, settings))
             for stage, reason, n, newest in rows]

@@ -217,8 +217,8 @@ def stream_raw_parquet(conn: psycopg.Connection, station_id: str, parameters: Se
                     "AND parameter = ANY(%s) AND ts >= %s AND ts < %s ORDER BY ts, parameter",
                     (station_id, list(parameters), start, end))
         while rows := cur.fetchmany(PARQUET_ROW_GROUP):
-            columns = list(zip(*rows))
-            writer.write_table(pa.Table.from_arrays([pa.array(c, type=f.type) for c, f in zip(columns, schema)], schema=schema))
+            columns = list(zip(*rows, strict=True))
+            writer.write_table(pa.Table.from_arrays([pa.array(c, type=f.type) for c, f in zip(columns, schema, strict=True)], schema=schema))
             yield sink.drain()
     writer.close()
     yield sink.drain()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query
 from psycopg.rows import dict_row
@@ -60,14 +60,14 @@ class SilenceList(BaseModel):
         "data": SilenceOut.model_config["json_schema_extra"]["examples"], "count": 1}]}}  # type: ignore[index]
 
 
-def _out(row: dict, settings: Settings) -> SilenceOut:  # type: ignore[type-arg]
+def _out(row: dict[str, Any], settings: Settings) -> SilenceOut:
     now = datetime.now(timezone.utc)
     active = row["deleted_at"] is None and row["starts_at"] <= now < row["ends_at"]
     times = ("starts_at", "ends_at", "created_at", "deleted_at")
     return SilenceOut(**{**row, **{t: local_time(row[t], settings) for t in times}, "active": active})
 
 
-_NOT_FOUND = {404: {"description": "No such silence (or already deleted)"}}
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No such silence (or already deleted)"}}
 
 
 @router.get("", response_model=SilenceList, summary="List silences")

@@ -87,4 +87,4 @@ def station_summary(conn: ConnDep, settings: SettingsDep,
                        offline=sum(s.state == "offline" for s in ss), open_alerts=sum(s.open_alerts for s in ss),
                        open_critical=sum(s.open_critical for s in ss)) for z, ss in zones.items()]
     return Summary(zones=out, stations=len(rows), offline=sum(z.offline for z in out),
-                   open_alerts=sum(z.open_alerts for z in out), generated_at=local_time(now, settings))  # type: ignore[arg-type]
+                   open_alerts=sum(z.open_alerts for z in out), generated_at=local_time(now, settings))
