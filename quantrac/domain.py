@@ -88,6 +88,12 @@ class ParameterSpec(BaseModel):
     detectors: tuple[str, ...] | None = Field(None, description="Anomaly detectors run on this parameter (names of processors.detectors.DETECTORS), each from the station's preset when it has a channel for it, else at the worker's hyperparameters; None: what the station's preset runs on it, empty: none.")
 
 
+WEEK_S = 7 * 86400
+"""The longest interval and offline grace a station may have: beyond it, time arithmetic is no longer about a station."""
+MAX_RETENTION_DAYS = 36500
+"""A century: a longer retention keeps everything anyway, and cutoffs before year 1 cannot be computed."""
+
+
 class DetectorChannel(BaseModel):
     """One anomaly detector over one parameter (a vector detector: over a group), as a preset or a station gives it.
 
@@ -112,13 +118,13 @@ class Station(BaseModel):
     zone: str = Field(description="Industrial zone or cluster.")
     facility: str
     kind: StationKind
-    expected_interval_s: int = Field(300, gt=0, description="How often the station should report.")
-    offline_grace_s: int | None = Field(None, ge=0, description="Grace after a missed slot before the station is reported offline; None: the worker's default.")
+    expected_interval_s: int = Field(300, gt=0, le=WEEK_S, description="How often the station should report (at most a week).")
+    offline_grace_s: int | None = Field(None, ge=0, le=WEEK_S, description="Grace after a missed slot before the station is reported offline; None: the worker's default.")
     regulation: str | None = Field(None, description="Regulation table its limits come from, e.g. 'qcvn40_2011'; None when only permit limits apply.")
     column: str | None = Field(None, description="Column of the regulation that applies (A or B).")
     factors: dict[str, float] = Field(default_factory=dict, description="Adjustment factor values (Kq, Kf, Kp, Kv) the limits were computed with.")
     gateway: str | None = Field(None, description="Id of the gateway (MQTT account) that publishes for this station; None: its own id.")
-    retention_days: int | None = Field(None, gt=0, description="Days of this station's readings kept (ingest's too_old bound and the worker's retention pass); None: QUANTRAC_RETENTION_DAYS. Set it to keep an archive older than the live window.")
+    retention_days: int | None = Field(None, gt=0, le=MAX_RETENTION_DAYS, description="Days of this station's readings kept (ingest's too_old bound and the worker's retention pass); None: QUANTRAC_RETENTION_DAYS. Set it to keep an archive older than the live window.")
     history_only: bool = Field(False, description="The station exists for its imported history (no live gateway): never reported offline.")
     parameters: dict[str, ParameterSpec]
     detector_preset: str | None = Field(None, description="Detector preset it runs (a file processors/detectors/<name>.json; `quantrac presets list`). None: the preset of its kind. Ignored when `channels` is given.")

@@ -100,3 +100,9 @@ def test_a_station_created_through_the_api_is_accepted_by_the_running_pipeline(a
     wait_for(stored, timeout=60, interval=1.0, what=f"readings of the new station {sid} stored by the running bridge and worker")
     units = dict(db.execute("SELECT parameter, unit FROM readings WHERE station_id = %s", (sid,)).fetchall())
     assert units == {"ClO2": "mg/L", "ORP": "mV"}
+
+
+@pytest.mark.parametrize("field, value", [("retention_days", 3_099_319), ("expected_interval_s", 10**9), ("offline_grace_s", 10**9)])
+def test_a_record_beyond_the_time_bounds_is_refused_before_a_retention_pass_or_a_summary_overflows(field: str, value: int) -> None:
+    with pytest.raises(ValueError, match=field):
+        Station.model_validate({**river_station(), field: value})

@@ -56,16 +56,20 @@ class Summary(BaseModel):
         "stations": 1, "offline": 0, "open_alerts": 1, "generated_at": "2026-11-29T21:06:00+07:00"}]}}
 
 
+# One pass over the week's readings: a max(ts) per station in a correlated subquery becomes a scan of the
+# ts index filtered by station, which reads the whole week for every station that sent nothing in it.
 _SQL = f"""
-SELECT s.id, s.name, s.zone, s.facility, s.kind, s.expected_interval_s,
-  (SELECT max(r.ts) FROM readings r WHERE r.station_id = s.id AND r.ts > now() - interval '7 days') AS last_reading_at,
+SELECT s.id, s.name, s.zone, s.facility, s.kind, s.expected_interval_s, r.last_reading_at,
   count(a.id) AS open_alerts,
   count(a.id) FILTER (WHERE a.severity = 'critical') AS open_critical,
   count(a.id) FILTER (WHERE a.status = 'open') AS unacknowledged,
   bool_or(a.rule = '{OFFLINE_RULE}') AS offline_alert
-FROM stations s LEFT JOIN alerts a ON a.station_id = s.id AND a.status <> 'resolved'
+FROM stations s
+LEFT JOIN (SELECT station_id, max(ts) AS last_reading_at FROM readings WHERE ts > now() - interval '7 days'
+           GROUP BY station_id) r ON r.station_id = s.id
+LEFT JOIN alerts a ON a.station_id = s.id AND a.status <> 'resolved'
 WHERE s.retired_at IS NULL {{zone}}
-GROUP BY s.id ORDER BY s.zone, s.id
+GROUP BY s.id, r.last_reading_at ORDER BY s.zone, s.id
 """
 
 
