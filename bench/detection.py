@@ -13,7 +13,7 @@ z-score (|z| > 4 against the first day's mean and standard deviation of each ser
 silence noticed only when the station sends again (a key-based window).
 
 (b) The GECCO 2018 drinking-water training set (one labelled file, so split by time at
-`GECCO_SPLIT`): the channels of `processors/detectors/drinking_water.json`, tuned by
+`GECCO_SPLIT`): the channels of `quantrac/data/presets/drinking_water.json`, tuned by
 `bench/tune_gecco.py` on the rows before the split, are scored on the rows after it with
 `gecco_score` (point-wise F1 of the EVENT flag, the challenge's metric; event recall, alarm
 precision, delay, false alarms per day). Same-run baseline: a static z-score whose threshold is
@@ -405,7 +405,7 @@ def gecco_figures(path: Path, preset: str = "drinking_water") -> dict[str, Any]:
         "data": path.name, "rows": len(g.y), "split_at": GECCO_SPLIT.isoformat(),
         "train": {"rows": train.stop, "events": len(runs(g.y[train]))},
         "test": {"rows": len(g.y) - test.start, "events": len(runs(g.y[test])), "from": g.times[test.start].isoformat()},
-        "preset": f"processors/detectors/{preset}.json",
+        "preset": f"quantrac/data/presets/{preset}.json",
         "detectors": ours,
         "baseline": {"what": "static |z| > threshold on the preset's columns, mean/std of the first day, threshold "
                              "picked on the training part", "z_threshold": z, "columns": columns,

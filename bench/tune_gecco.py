@@ -9,7 +9,7 @@ Method (deterministic: a fixed grid, no randomness):
 2. greedy forward selection on the training point-wise F1 of the union of flags: add the channel
    that raises it most, at most one per (detector, columns), until no channel adds `--min-gain`.
 
-The chosen channels are written to `processors/detectors/drinking_water.json` with how they were
+The chosen channels are written to `quantrac/data/presets/drinking_water.json` with how they were
 chosen and their training figures. The grid is small enough for a few minutes on one core;
 `--max-seconds` stops streaming candidates once spent (the selection then uses those streamed,
 and the file says so).

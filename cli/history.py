@@ -81,6 +81,7 @@ def detect_backtest(
     from alerts.store import policy_from_settings
     from ingest.import_sources import ImportSourceError
     from processors.backtest import backtest_csv, render
+    from processors.detectors.presets import check_detection
     from processors.detection import DetectionConfig
     from quantrac.domain import Station
     from quantrac.registry import load_registry
@@ -97,6 +98,7 @@ def detect_backtest(
             typer.echo(f"error: station {station} is not in {s.registry_file}; pass --station-file with its entry", err=True)
             raise typer.Exit(2)
     try:
+        check_detection(entry)
         if preset is not None:
             entry = Station.model_validate({**entry.model_dump(mode="json"), "detector_preset": preset, "channels": None})
         alarms = backtest_csv(path, entry, DetectionConfig.from_settings(s), fmt, ZoneInfo(tz), policy_from_settings())

@@ -30,6 +30,7 @@ def _station_records(file: Path) -> list["object"]:
 def _save_from_file(file: Path, must_exist: bool) -> None:
     setup("stations")
     from processors.detectors import DETECTORS
+    from processors.detectors.presets import check_detection
     from quantrac.db import connect, load_station_record, save_station_audited
     from quantrac.registry import RegistryError, check_station, load_catalogue
     s = get_settings()
@@ -38,7 +39,8 @@ def _save_from_file(file: Path, must_exist: bool) -> None:
         for station in _station_records(file):
             try:
                 check_station(station, catalogue, DETECTORS)  # type: ignore[arg-type]
-            except RegistryError as exc:
+                check_detection(station)  # type: ignore[arg-type]
+            except (RegistryError, ValueError) as exc:
                 typer.echo(f"error: {exc}", err=True)
                 raise typer.Exit(2) from None
             exists = load_station_record(conn, station.id) is not None  # type: ignore[attr-defined]

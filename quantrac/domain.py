@@ -127,13 +127,26 @@ class Station(BaseModel):
     retention_days: int | None = Field(None, gt=0, le=MAX_RETENTION_DAYS, description="Days of this station's readings kept (ingest's too_old bound and the worker's retention pass); None: QUANTRAC_RETENTION_DAYS. Set it to keep an archive older than the live window.")
     history_only: bool = Field(False, description="The station exists for its imported history (no live gateway): never reported offline.")
     parameters: dict[str, ParameterSpec]
-    detector_preset: str | None = Field(None, description="Detector preset it runs (a file processors/detectors/<name>.json; `quantrac presets list`). None: the preset of its kind. Ignored when `channels` is given.")
+    detector_preset: str | None = Field(None, description="Detector preset it runs (a file quantrac/data/presets/<name>.json; `quantrac presets list`). None: the preset of its kind. Ignored when `channels` is given.")
     channels: tuple[DetectorChannel, ...] | None = Field(None, description="Its own detector channels; they replace any preset. None: the named preset, else its kind's.")
 
     @model_validator(mode="after")
     def _detection_is_known(self) -> "Station":
-        from processors.detectors.presets import check_detection
-        check_detection(self)
+        """The preset it names exists and its channels watch its own parameters (detectors: `processors.detectors.presets`)."""
+        from quantrac.presets import preset_names, preset_path
+
+        if self.channels is None:
+            name = self.detector_preset
+            if name is not None and not preset_path(name).is_file():
+                raise ValueError(f"station {self.id}: detector_preset {name!r} is not a preset; name one of "
+                                 f"{preset_names()} or leave it out for its kind's preset ({self.kind.value})")
+            return self
+        for channel in self.channels:
+            missing = [c for c in channel.columns or () if c not in self.parameters]
+            if missing:
+                raise ValueError(f"station {self.id}, parameter {', '.join(channel.columns or ())}: channel "
+                                 f"{channel.detector} names {missing}, which the station does not report; use some of "
+                                 f"{sorted(self.parameters)}")
         return self
 
     def parameter(self, symbol: str) -> ParameterSpec | None:

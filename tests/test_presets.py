@@ -16,7 +16,7 @@ import yaml
 from pydantic import ValidationError
 
 from processors.detection import DetectionConfig, Plan, detect
-from processors.detectors.presets import preset, preset_names, station_channels
+from processors.detectors.presets import check_detection, preset, preset_names, station_channels
 from quantrac.domain import DetectorChannel, Reading, StationKind
 from quantrac.registry import load_registry
 from quantrac.settings import get_settings
@@ -69,8 +69,8 @@ def test_a_channel_on_a_parameter_wins_and_a_parameters_own_list_decides_what_ru
 ])
 def test_a_wrong_preset_or_channel_is_refused_naming_the_station_the_parameter_and_the_fix(update: dict, expected: str) -> None:
     body = {**make_station("P-3").model_dump(mode="json"), **update}
-    with pytest.raises(ValidationError, match=expected):
-        type(make_station()).model_validate(body)
+    with pytest.raises(ValueError, match=expected):  # the domain model's checks (a ValidationError), then the detectors'
+        check_detection(type(make_station()).model_validate(body))
 
 
 def test_the_seed_file_names_presets_and_channels(tmp_path: Path) -> None:

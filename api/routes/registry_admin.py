@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from api.auth import Principal, require
 from api.deps import ConnDep, SettingsDep, local_time
 from processors.detectors import DETECTORS
+from processors.detectors.presets import check_detection
 from quantrac.db import load_station_record, retire_station, save_station_audited, station_audit
 from quantrac.domain import Station
 from quantrac.registry import RegistryError, check_station, load_catalogue
@@ -42,7 +43,8 @@ class AuditEntry(BaseModel):
 def _checked(station: Station, settings: Any) -> Station:
     try:
         check_station(station, load_catalogue(settings.registry_file), DETECTORS)
-    except RegistryError as exc:
+        check_detection(station)
+    except (RegistryError, ValueError) as exc:
         raise HTTPException(422, str(exc)) from None
     return station
 

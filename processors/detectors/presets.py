@@ -19,21 +19,19 @@ from __future__ import annotations
 import functools
 import inspect
 import json
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
 
 from processors.detectors.base import Detector
 from quantrac.domain import DetectorChannel
+from quantrac.presets import PRESETS_DIR, preset_names, preset_path
 
 if TYPE_CHECKING:
     from quantrac.domain import Station
 
 __all__ = ["PRESETS_DIR", "Preset", "build", "check_detection", "load_preset", "params_of", "preset", "preset_names",
            "preset_path", "station_channels"]
-
-PRESETS_DIR = Path(__file__).resolve().parent
 
 
 class Preset(BaseModel):
@@ -44,14 +42,6 @@ class Preset(BaseModel):
     name: str
     provenance: str
     channels: tuple[DetectorChannel, ...]
-
-
-def preset_path(name: str) -> Path:
-    return PRESETS_DIR / f"{name}.json"
-
-
-def preset_names() -> list[str]:
-    return sorted(p.stem for p in PRESETS_DIR.glob("*.json"))
 
 
 def load_preset(name: str) -> dict[str, Any]:
@@ -130,21 +120,15 @@ def channel_problem(channel: DetectorChannel) -> str | None:
 
 
 def check_detection(station: "Station") -> None:
-    """ValueError naming the station, the parameter and the fix when its preset or channels cannot run."""
-    if station.channels is None:
-        name = station.detector_preset
-        if name is not None and not preset_path(name).is_file():
-            raise ValueError(f"station {station.id}: detector_preset {name!r} is not a preset; name one of "
-                             f"{preset_names()} or leave it out for its kind's preset ({station.kind.value})")
-        return
-    for channel in station.channels:
-        where = f"station {station.id}, parameter {', '.join(channel.columns) if channel.columns else '(every)'}"
-        missing = [c for c in channel.columns or () if c not in station.parameters]
-        if missing:
-            raise ValueError(f"{where}: channel {channel.detector} names {missing}, which the station does not report; "
-                             f"use some of {sorted(station.parameters)}")
+    """ValueError naming the station, the parameter and the fix when its own channels cannot run.
+
+    The domain model has already checked what needs no detector (the preset exists, the columns
+    are the station's parameters); this checks the detectors and their hyperparameters.
+    """
+    for channel in station.channels or ():
         problem = channel_problem(channel)
         if problem:
+            where = f"station {station.id}, parameter {', '.join(channel.columns) if channel.columns else '(every)'}"
             raise ValueError(f"{where}: {problem}")
 
 
