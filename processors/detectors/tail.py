@@ -37,12 +37,13 @@ class TailQuantile:
     (6.17, 0.55)
     """
 
-    __slots__ = ("counts", "total", "memory")
+    __slots__ = ("counts", "total", "memory", "_top")
 
     def __init__(self, memory: float = 10080.0) -> None:
         self.memory = memory
         self.counts = [0.0] * BINS
         self.total = 0.0
+        self._top = 0
 
     @staticmethod
     def _bin(score: float) -> int:
@@ -52,7 +53,9 @@ class TailQuantile:
 
     def update(self, score: float) -> None:
         """Count one learned score (non-negative)."""
-        self.counts[self._bin(score)] += 1.0
+        k = self._bin(score)
+        self.counts[k] += 1.0
+        self._top = max(self._top, k)
         self.total += 1.0
         if self.total >= self.memory:
             self.counts = [c / 2.0 for c in self.counts]
@@ -67,7 +70,7 @@ class TailQuantile:
             return 0.0
         need = max(p * self.total, FEWEST)
         above = 0.0
-        for k in range(BINS - 1, -1, -1):
+        for k in range(self._top, -1, -1):
             above += self.counts[k]
             if above >= need - 1e-9:
                 return 0.0 if k == 0 else LOWEST * 2.0 ** ((k - 0.5) / BINS_PER_OCTAVE)
@@ -81,3 +84,4 @@ class TailQuantile:
         counts = state.get("counts")
         self.counts = [float(c) for c in counts] if counts and len(counts) == BINS else [0.0] * BINS
         self.total = float(state.get("total", 0.0)) if counts else 0.0
+        self._top = max((k for k, c in enumerate(self.counts) if c > 0.0), default=0)
