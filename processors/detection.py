@@ -37,6 +37,7 @@ from alerts.rules import (Condition, in_range, judge_anomaly, judge_calibration,
 from processors import rate_span, windows
 from processors.detectors import DETECTORS, Detector
 from processors.detectors.presets import params_of, station_channels
+from processors.incident import Judged, join
 from quantrac.domain import DetectorChannel, ParameterSpec, Reading, Station, Status
 from quantrac.settings import Settings
 
@@ -54,6 +55,8 @@ class DetectionConfig:
     gap_intervals: float = 6.0
     gap_min_s: float = 900.0
     relearn_gap_s: float = 21600.0
+    incident_hold_s: float = 900.0
+    """How long all detectors of a series must be clear before a new anomaly is a new incident (the alerts' clear hold)."""
     detectors: tuple[str, ...] = ("spike", "drift", "flatline", "multivariate")
     """The detectors the worker may run: a station's channel naming another is left out."""
     detector_params: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -75,7 +78,7 @@ class DetectionConfig:
                    fault_after_s=s.detect_fault_after_s, calibration_max_s=s.detect_calibration_max_s,
                    calibration_daily_s=s.detect_calibration_daily_s, rate_span_s=s.detect_rate_span_s,
                    gap_intervals=s.detect_gap_intervals, gap_min_s=s.detect_gap_min_s,
-                   relearn_gap_s=s.detect_relearn_gap_s, detectors=names)
+                   relearn_gap_s=s.detect_relearn_gap_s, incident_hold_s=s.alert_clear_hold_s, detectors=names)
 
 
 @dataclass
@@ -305,11 +308,13 @@ def detect(state: dict[str, Any] | None, readings: Sequence[Reading], station: S
                 rate = _rate(ps, station, spec, config, t, value, r.ts)
                 if rate is not None:
                     found.append(rate)
+                judged = []
                 for channel in plan.scalar[r.parameter]:
                     det = run.get(r.parameter, channel, [spec])
-                    v = det.update(value, r.ts)
-                    found.append(judge_anomaly(station, r.parameter, v.kind, v.is_anomaly, value, v.score, _threshold(det),
-                                               v.detail, r.ts))
+                    judged.append(Judged(det.update(value, r.ts), _threshold(det)))
+                ps["claim"], judged = join(ps.get("claim"), judged, t, config.incident_hold_s)
+                found.extend(judge_anomaly(station, r.parameter, j.verdict.kind, j.verdict.is_anomaly, value, j.verdict.score,
+                                           j.threshold, j.verdict.detail, r.ts) for j in judged)
                 by_ts[t][r.parameter] = value
         watermark = state["newest"] - config.lateness_s
         if watermark >= next_close:
@@ -343,6 +348,7 @@ def _relearn_after_gap(run: "_Run", plan: Plan, station: Station, spec: Paramete
     """
     last = windows.from_epoch(last_t)
     silent_s = windows.epoch(resumed) - last_t
+    run.state["p"][spec.symbol]["claim"] = None
     found: list[Condition] = []
     for channel in plan.scalar[spec.symbol]:
         if silent_s >= config.relearn_gap_s:

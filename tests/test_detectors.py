@@ -116,9 +116,10 @@ def test_cusum_stable_series_is_not_flagged() -> None:
 def test_cusum_resets_sums_after_alarm_and_keeps_baseline() -> None:
     det = CusumDrift(alpha=0.01, k=0.5, h=3.0, grace_period=50, season_s=None, decorrelate=False)
     feed(det, noise(200))
+    far = [det.update(85.0 + 50.0, ts(200 + i)) for i in range(3)]  # one reading adds at most h / 2 - k = 1
     before = det.state()["baseline"]
-    v = det.update(85.0 + 50.0, ts(200))
-    assert v.is_anomaly
+    assert not any(v.is_anomaly for v in far) and det.sums[0] == pytest.approx(3.0)
+    assert det.update(85.0 + 50.0, ts(203)).is_anomaly
     assert det.sums == (0.0, 0.0)
     assert det.state()["baseline"] == before
 

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bench.detection import GECCO_COLUMNS, GECCO_SPLIT, Gecco, gecco_flags, gecco_metrics, runs
-from bench.tune_gecco import select
+from bench.tune_gecco import first_channel, select
 from ingest.scenarios import Incident, ground_truth, incident_from_truth
 from processors.detectors import DETECTORS
 from processors.detectors.presets import build, load_preset
@@ -65,6 +65,21 @@ def test_greedy_selection_takes_the_best_union_and_stops_without_gain() -> None:
     noisy = np.array([1, 1, 1, 0, 1, 1, 1, 1], dtype=bool)
     grid = [{"detector": "spike", "columns": [c]} for c in ("Cl", "pH", "Leit")]
     assert select([a, b, noisy], grid, y, min_gain=0.01) in ([0, 1], [1, 0])
+
+
+def test_the_first_channel_watches_the_most_parameters_within_the_alarm_budget() -> None:
+    """Coverage first: the widest multivariate group whose training figures keep the budget, whatever its F1."""
+    y = np.zeros(4 * 1440, dtype=bool)
+    y[100:120] = y[3000:3020] = True
+    exact = y.copy()
+    wider = y.copy()
+    wider[100:105] = False
+    noisy = y.copy()
+    noisy[[500, 900, 1300, 1700, 2100, 2500, 3500, 3900, 4300, 4700, 5000, 5400]] = True  # 3 false alarms a day
+    grid = [{"detector": "multivariate", "columns": c} for c in (["Cl", "pH"], ["Cl", "pH", "Leit"], ["Cl", "pH", "Leit", "Trueb"])]
+    grid.append({"detector": "spike", "columns": ["Cl", "pH", "Leit", "Trueb", "Redox"]})
+    assert first_channel([exact, wider, noisy, noisy], grid, y, max_false_per_day=1.0, min_event_recall=0.8) == 1
+    assert select([exact, wider, noisy, noisy], grid, y, min_gain=0.01, first=1)[0] == 1
 
 
 def test_the_drinking_water_preset_is_tuned_on_the_training_part_and_builds() -> None:

@@ -12,6 +12,10 @@ from processors.detectors.stats import EWVar
 __all__ = ["CusumDrift"]
 
 DAY_S = 86400.0
+BIN_SPREAD_SHARE = 0.5
+"""Share of the usual spread at this time of day that floors the scale: enough that the day's noise, judged
+against a baseline that remembers the night, does not sum into a drift; small enough that a series with
+the same noise all day keeps its long-run standard deviation."""
 MAX_RHO = 0.5
 """Cap on the autocorrelation used: a drift is persistent itself, and an uncapped estimate learned from it would hide it."""
 
@@ -28,10 +32,14 @@ class CusumDrift(Detector):
       seconds of event time, each the exponentially weighted mean of the values in its bin;
       the deviation ``y = x - profile[bin]`` is what the CUSUM watches;
     - standardises ``y`` against its exponentially weighted baseline with the long-run standard
-      deviation, ``z = (y - mean) / (max(std * sqrt((1 + rho) / (1 - rho)), resolution) + eps)``, where ``rho``
-      is the learned lag-1 autocorrelation of ``y``, capped at 0.5 (``decorrelate=False``: ``rho = 0``);
+      deviation, ``z = (y - mean) / (max(std * sqrt((1 + rho) / (1 - rho)), bin_std, resolution) + eps)``, where
+      ``rho`` is the learned lag-1 autocorrelation of ``y``, capped at 0.5 (``decorrelate=False``: ``rho = 0``), and
+      ``bin_std`` half the usual spread of ``y`` at this time of day (an EW variance per bin, like the profile). A
+      series whose noise depends on the hour (a flow at exactly 0 by night, 40 +- 3 by day) is judged at
+      06:00 against the day's spread, not against the night's, which the slow baseline still remembers;
     - accumulates ``S+ <- max(0, S+ + z - k)`` and ``S- <- max(0, S- - z - k)``, with ``z`` clipped
-      to ``[-clip, clip]`` so that one spike cannot make a drift by itself (that is the spike
+      to ``[-clip, clip]``, and never to more than ``h / 2``, so that one reading, however far out,
+      cannot make a drift by itself (heavy-tailed noise has such readings; a spike is the spike
       detector's alarm); the value is anomalous when ``max(S+, S-) > h``, and the sums are then reset.
 
     Only non-anomalous values update the profile and the baseline. No verdict is anomalous
@@ -65,7 +73,7 @@ class CusumDrift(Detector):
     decorrelate
         Scale by the long-run standard deviation of autocorrelated deviations (see above).
     clip
-        Largest standardised deviation one value adds to the sums (None: unclipped).
+        Largest standardised deviation one value adds to the sums (None: ``h / 2``, which any value obeys).
     resolution
         Smallest step the instrument reports; floors the standard deviation, so that a quantised
         series whose values mostly repeat does not sum tiny deviations into a drift. None: learned
@@ -104,6 +112,7 @@ class CusumDrift(Detector):
         decorrelate: bool = True,
         clip: float | None = None,
         resolution: float | None = None,
+        seasonal_spread: bool = True,
     ) -> None:
         if not 0.0 < alpha <= 1.0 or k < 0 or h <= 0 or grace_period < 0 or eps < 0:
             raise ValueError("0 < alpha <= 1, k >= 0, h > 0, grace_period >= 0 and eps >= 0 are required")
@@ -121,6 +130,7 @@ class CusumDrift(Detector):
         self.decorrelate = decorrelate
         self.clip = clip
         self.resolution = resolution
+        self.seasonal_spread = seasonal_spread
         self._step = StepEstimate()
         self._reset_baseline()
         self._pos = 0.0
@@ -128,6 +138,7 @@ class CusumDrift(Detector):
         self._run = 0
         self._profile = [0.0] * season_bins
         self._profile_n = [0] * season_bins
+        self._profile_var = [0.0] * season_bins
         self._first: float | None = None
 
     @classmethod
@@ -167,6 +178,11 @@ class CusumDrift(Detector):
     def _expected(self, b: int) -> float:
         return self._profile[b] if self.season_s is not None and self._profile_n[b] else 0.0
 
+    def _bin_std(self, b: int) -> float:
+        if not self.seasonal_spread or self.season_s is None or self._profile_n[b] < 2:
+            return 0.0
+        return BIN_SPREAD_SHARE * math.sqrt(self._profile_var[b])
+
     def update(self, value: float, ts: datetime) -> Verdict:
         if not is_finite(value):
             return self._skip(f"ignored non-finite value {value!r}")
@@ -184,13 +200,15 @@ class CusumDrift(Detector):
         y = x - expected
         mean = self._baseline.mean
         rho = self.rho
-        std = max(math.sqrt(self._baseline.var) * math.sqrt((1.0 + rho) / (1.0 - rho)), self._step.floor(self.resolution))
+        std = max(math.sqrt(self._baseline.var) * math.sqrt((1.0 + rho) / (1.0 - rho)), self._bin_std(b),
+                  self._step.floor(self.resolution))
         if std == 0.0:
             # Only constant values learned and no step known: no scale to judge against; learn this one.
             self._learn(x, b)
             return Verdict(False, 0.0, self.name, f"value {fmt(x)}: no variability learned yet")
         z = (y - mean) / (std + self.eps)
-        step = z if self.clip is None else min(self.clip, max(-self.clip, z))
+        cap = self.h / 2.0 if self.clip is None else min(self.clip, self.h / 2.0)
+        step = min(cap, max(-cap, z))
         pos = max(0.0, self._pos + step - self.k)
         neg = max(0.0, self._neg - step - self.k)
         score = max(pos, neg)
@@ -241,7 +259,10 @@ class CusumDrift(Detector):
         if self._profile_n[b]:
             self._learn_deviation(x - self._profile[b])
         self._profile_n[b] += 1
-        self._profile[b] += max(self.season_alpha, 1.0 / self._profile_n[b]) * (x - self._profile[b])
+        a = max(self.season_alpha, 1.0 / self._profile_n[b])
+        d = x - self._profile[b]
+        self._profile[b] += a * d
+        self._profile_var[b] = (1.0 - a) * (self._profile_var[b] + a * d * d)
 
     def _learn_deviation(self, y: float) -> None:
         d = y - self._baseline.mean
@@ -261,7 +282,8 @@ class CusumDrift(Detector):
     def state(self) -> dict[str, Any]:
         return {"baseline": self._baseline.state(), "lag_cov": self._lag_cov, "prev": self._prev,
                 "pos": self._pos, "neg": self._neg, "run": self._run,
-                "profile": list(self._profile), "profile_n": list(self._profile_n), "first": self._first,
+                "profile": list(self._profile), "profile_n": list(self._profile_n),
+                "profile_var": list(self._profile_var), "first": self._first,
                 "step": self._step.state()}
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -279,8 +301,12 @@ class CusumDrift(Detector):
         if profile is not None and len(profile) == self.season_bins:
             self._profile = [float(p) for p in profile]
             self._profile_n = [int(n) for n in state["profile_n"]]
+            spread = state.get("profile_var")
+            self._profile_var = [float(v) for v in spread] if spread and len(spread) == self.season_bins else \
+                [0.0] * self.season_bins
             self._first = None if state.get("first") is None else float(state["first"])
         else:
             self._profile = [0.0] * self.season_bins
             self._profile_n = [0] * self.season_bins
+            self._profile_var = [0.0] * self.season_bins
             self._first = None

@@ -44,6 +44,14 @@ class Mahalanobis(Detector):
         per name; about the sensor resolution.
     relearn_after
         Consecutive anomalies after which the baseline is rebuilt; None never rebuilds.
+    threshold_off
+        Hysteresis: once a vector is anomalous, the following ones stay anomalous while their
+        distance is above ``threshold_off`` (None: ``threshold``), so one excursion is one anomaly.
+    learn_clip
+        Bounded influence (Huber): a vector learned at a distance above ``learn_clip`` is learned as if
+        it lay at ``learn_clip``, along the same direction. The edges of an excursion (readings
+        just under the threshold) then cannot inflate the covariance, which would hide the next
+        excursion of the same kind. None: every learned vector counts in full.
 
     Examples
     --------
@@ -72,11 +80,17 @@ class Mahalanobis(Detector):
         shrinkage: float = 0.01,
         eps: float | Sequence[float] = 1e-6,
         relearn_after: int | None = None,
+        threshold_off: float | None = None,
+        learn_clip: float | None = None,
     ) -> None:
         if len(names) < 1 or len(set(names)) != len(names):
             raise ValueError("names must be a non-empty list of distinct names")
         if not 0.0 < alpha <= 1.0 or threshold <= 0 or grace_period < 0 or not 0.0 <= shrinkage <= 1.0:
             raise ValueError("0 < alpha <= 1, threshold > 0, grace_period >= 0 and 0 <= shrinkage <= 1 are required")
+        if threshold_off is not None and not 0 < threshold_off <= threshold:
+            raise ValueError("0 < threshold_off <= threshold is required")
+        if learn_clip is not None and learn_clip <= 0:
+            raise ValueError("learn_clip > 0 is required")
         self.names = names
         self.alpha = alpha
         self.threshold = threshold
@@ -84,6 +98,8 @@ class Mahalanobis(Detector):
         self.shrinkage = shrinkage
         self.eps = eps
         self.relearn_after = relearn_after
+        self.threshold_off = threshold_off
+        self.learn_clip = learn_clip
         self._names = tuple(names)
         floor = np.broadcast_to(np.asarray(eps, dtype=np.float64), (len(names),))
         if np.any(floor < 0):
@@ -93,7 +109,8 @@ class Mahalanobis(Detector):
 
     @classmethod
     def _unit_test_params(cls) -> dict[str, Any]:
-        return {"names": ["a", "b", "c"], "alpha": 0.05, "threshold": 4.0, "grace_period": 10, "relearn_after": 10}
+        return {"names": ["a", "b", "c"], "alpha": 0.05, "threshold": 4.0, "grace_period": 10, "relearn_after": 10,
+                "threshold_off": 3.0, "learn_clip": 3.0}
 
     def _reset(self) -> None:
         d = len(self._names)
@@ -137,7 +154,8 @@ class Mahalanobis(Detector):
             f"Mahalanobis distance {score:.4g} (threshold {fmt(self.threshold)}) over {len(names)} parameters; "
             + ", ".join(f"{n} {zi:+.3g} std" for n, zi in top)
         )
-        if score > self.threshold:
+        bar = self.threshold_off if self._run and self.threshold_off is not None else self.threshold
+        if score > bar:
             self._run += 1
             if self.relearn_after is not None and self._run >= self.relearn_after:
                 self._reset()
@@ -147,15 +165,17 @@ class Mahalanobis(Detector):
             return Verdict(True, score, self.name, detail)
         self._run = 0
         if complete:
-            self._learn(x)
+            self._learn(x, score)
         else:
             detail += "; incomplete vector not learned"
         return Verdict(False, score, self.name, detail)
 
-    def _learn(self, x: np.ndarray) -> None:
+    def _learn(self, x: np.ndarray, distance: float = 0.0) -> None:
         self._n += 1
         a = max(self.alpha, 1.0 / self._n)
         d = x - self._mean
+        if self.learn_clip is not None and distance > self.learn_clip:
+            d = d * (self.learn_clip / distance)
         self._mean = self._mean + a * d
         self._cov = (1.0 - a) * (self._cov + a * np.outer(d, d))
 

@@ -8,10 +8,10 @@ from typing import Any
 import numpy as np
 
 from processors.detectors.base import Detector, RingBuffer, StepEstimate, Verdict, fmt, is_finite, median
+from processors.detectors.levels import MAD_TO_SIGMA, KnownLevels
+from processors.detectors.tail import TailQuantile
 
 __all__ = ["RobustSpike"]
-
-MAD_TO_SIGMA = 1.4826
 
 
 class RobustSpike(Detector):
@@ -46,6 +46,26 @@ class RobustSpike(Detector):
         constant signal (MAD 0) does not turn every step into a spike. None: learned from the
         data (half the smallest non-zero change between consecutive learned values, see
         ``StepEstimate``).
+    threshold_off
+        Hysteresis: once a value is anomalous, the following ones stay anomalous while their score
+        is above ``threshold_off`` (None: ``threshold``). An excursion that hovers about the
+        threshold is then one contiguous anomaly, not a flicker of them, and it is not learned.
+    levels
+        How many levels the series held and left are remembered (``KnownLevels``); a value back at
+        one of them is a known change of state (a pump switching on), not an anomaly: the baseline
+        switches to that level, seeded from its remembered median and MAD. 0 remembers none.
+    tail_p, tail_ref
+        Tail-adaptive threshold. ``q`` is the series' own upper ``tail_p`` quantile of its scores
+        (``TailQuantile``; the third largest before ``3 / tail_p`` are counted). The scores counted
+        are those of learned values and the first of each anomalous run: the tail must see the
+        outliers it is to explain, or it is cut at the threshold, and a level shift counts once. A
+        value is anomalous above ``threshold * max(1, q / tail_ref) ** 2``. On Gaussian noise ``q``
+        is about 3.7 (one reading in a thousand, with this detector's short centre), and rounding
+        or a slow trend keep it under ``tail_ref``, so ``threshold`` decides. On heavy-tailed noise
+        (Student t(3)) ``q`` is about 12, and the threshold follows the tail: the square
+        extrapolates from one reading in a thousand to the rarer ones a threshold must clear
+        (a power-law tail's quantiles grow by about ``q / q_gaussian`` a decade). ``tail_ref``
+        None: ``threshold`` alone.
 
     Examples
     --------
@@ -72,9 +92,17 @@ class RobustSpike(Detector):
         relearn_after: int | None = None,
         resolution: float | None = None,
         center_window: int | None = None,
+        threshold_off: float | None = None,
+        levels: int = 4,
+        tail_p: float = 0.001,
+        tail_ref: float | None = 6.5,
     ) -> None:
         if window < 1 or grace_period < 0 or threshold <= 0 or eps < 0 or (resolution is not None and resolution < 0):
             raise ValueError("window >= 1, grace_period >= 0, threshold > 0, eps >= 0 and resolution >= 0 are required")
+        if threshold_off is not None and not 0 < threshold_off <= threshold:
+            raise ValueError("0 < threshold_off <= threshold is required")
+        if levels < 0 or not 0.0 < tail_p < 1.0 or (tail_ref is not None and tail_ref <= 0):
+            raise ValueError("levels >= 0, 0 < tail_p < 1 and tail_ref > 0 (or None) are required")
         self.window = window
         self.threshold = threshold
         self.grace_period = grace_period
@@ -82,6 +110,12 @@ class RobustSpike(Detector):
         self.relearn_after = relearn_after
         self.resolution = resolution
         self.center_window = center_window
+        self.threshold_off = threshold_off
+        self.levels = levels
+        self.tail_p = tail_p
+        self.tail_ref = tail_ref
+        self._known = KnownLevels(levels)
+        self._tail = TailQuantile()
         self._step = StepEstimate()
         self._buffer = RingBuffer(window)
         self._n = 0
@@ -90,7 +124,7 @@ class RobustSpike(Detector):
     @classmethod
     def _unit_test_params(cls) -> dict[str, Any]:
         return {"window": 20, "threshold": 4.0, "grace_period": 5, "eps": 1e-6, "relearn_after": 15, "resolution": None,
-                "center_window": None}
+                "center_window": None, "threshold_off": 2.5, "levels": 2, "tail_p": 0.01, "tail_ref": 2.0}
 
     def median_mad(self) -> tuple[float, float]:
         """Median and MAD of the current window (NaN when empty)."""
@@ -121,16 +155,54 @@ class RobustSpike(Detector):
         score = abs(x - center) / scale
         direction = "above" if x >= center else "below"
         detail = f"value {fmt(x)} is {score:.4g} MADs {direction} the rolling median {fmt(center)} (scale {fmt(scale)})"
-        if score > self.threshold:
+        known = self._known.match(x, self.threshold, floor) if score > self.threshold else None
+        if known is not None:
+            level = self._switch(known, floor)
+            self._learn(x)
+            return Verdict(False, score, self.name, f"{detail}; back at level {fmt(level)}, which this series has held "
+                                                    "before: a known change of state, baseline switched to it")
+        bar = self._bar()
+        if score > bar:
             self._run += 1
+            if self._run == 1:
+                self._tail.update(score)
             if self.relearn_after is not None and self._run >= self.relearn_after:
+                self._leave(floor)
                 self._reset()
                 self._learn(x)
                 detail += f"; {self.relearn_after} anomalies in a row: new level accepted, baseline rebuilt from here"
+            elif bar > self.threshold and self._run == 1:
+                detail += f"; threshold {fmt(bar)} follows this series' heavy tail"
             return Verdict(True, score, self.name, detail)
         self._run = 0
         self._learn(x)
+        self._tail.update(score)
         return Verdict(False, score, self.name, detail)
+
+    def _bar(self) -> float:
+        """The score a value must pass: ``threshold_off`` while the previous value was anomalous, else the tail-adaptive threshold."""
+        if self._run and self.threshold_off is not None:
+            return self.threshold_off
+        if self.tail_ref is None:
+            return self.threshold
+        return self.threshold * max(1.0, self._tail.quantile(self.tail_p) / self.tail_ref) ** 2
+
+    def _leave(self, floor: float) -> None:
+        """Remember the level being left, if it was held for a whole window."""
+        if len(self._buffer) == self.window:
+            center, mad = self.median_mad()
+            self._known.remember(center, mad, self.threshold, floor)
+
+    def _switch(self, known: int, floor: float) -> float:
+        """Make remembered level `known` the baseline, seeded so that its median and MAD are the remembered ones."""
+        center, mad = self._known.pop(known)
+        self._leave(floor)
+        self._reset()
+        seeded = min(self.window, 3 * max(1, -(-self.grace_period // 3)))
+        for k in range(seeded):
+            self._buffer.append(center + (k % 3 - 1) * mad)
+        self._n = seeded
+        return center
 
     def _learn(self, x: float) -> None:
         self._buffer.append(x)
@@ -138,7 +210,7 @@ class RobustSpike(Detector):
         self._n += 1
 
     def relearn(self, gap_s: float | None = None) -> None:
-        """Warm up again from the next value; the learned step is kept."""
+        """Warm up again from the next value; the learned step, known levels and tail are kept."""
         self._reset()
 
     def _reset(self) -> None:
@@ -147,7 +219,8 @@ class RobustSpike(Detector):
         self._run = 0
 
     def state(self) -> dict[str, Any]:
-        return {"buffer": self._buffer.to_list(), "n": self._n, "run": self._run, "step": self._step.state()}
+        return {"buffer": self._buffer.to_list(), "n": self._n, "run": self._run, "step": self._step.state(),
+                "levels": self._known.state(), "tail": self._tail.state()}
 
     def load_state(self, state: dict[str, Any]) -> None:
         self._buffer = RingBuffer.from_list(self.window, state["buffer"])
@@ -155,3 +228,7 @@ class RobustSpike(Detector):
         self._run = int(state["run"])
         self._step = StepEstimate()
         self._step.load_state(state.get("step"))
+        self._known = KnownLevels(self.levels)
+        self._known.load_state(state.get("levels"))
+        self._tail = TailQuantile()
+        self._tail.load_state(state.get("tail"))
