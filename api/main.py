@@ -15,8 +15,21 @@ from fastapi.staticfiles import StaticFiles
 from psycopg_pool import ConnectionPool
 
 from api.auth import browser_authenticated, require
-from api.routes import alerts, completeness, health, history, keys, metrics, silences, stations, stream, summary
-from api.routes import deadletters, delivery, registry_admin
+from api.routes import (
+    alerts,
+    completeness,
+    deadletters,
+    delivery,
+    health,
+    history,
+    keys,
+    metrics,
+    registry_admin,
+    silences,
+    stations,
+    stream,
+    summary,
+)
 from quantrac import __version__
 from quantrac.settings import Settings, get_settings
 

@@ -31,7 +31,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.common import RESULTS, ProcessSample, namespace_env, quantrac_process, write_result  # noqa: E402
-
 from bench.e2e import fresh_database, fresh_topics  # noqa: E402  (sets the e2e namespace: set ours after it)
 
 NS = "backfill"
@@ -39,10 +38,10 @@ os.environ.update(namespace_env(NS))
 
 import psycopg  # noqa: E402
 
-from stack import services as stack  # noqa: E402
 from quantrac.db import migrate, save_stations  # noqa: E402
 from quantrac.domain import ParameterSpec, Station, StationKind  # noqa: E402
 from quantrac.settings import get_settings  # noqa: E402
+from stack import services as stack  # noqa: E402
 
 COLUMNS = {"Tp": ("°C", 8.5), "Cl": ("mg/L", 0.17), "pH": ("-", 8.3), "Redox": ("mV", 750.0), "Leit": ("µS/cm", 210.0),
            "Trueb": ("NTU", 0.012), "Cl_2": ("mg/L", 0.12), "Fm": ("m3/h", 1600.0), "Fm_2": ("m3/h", 700.0)}

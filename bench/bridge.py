@@ -30,20 +30,27 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.common import (ProcessSample, mqtt_logins, prepare_private_stack, private_settings, quantrac_process,  # noqa: E402
-                          settings_env, start_profile, stop_profile, write_result)
-
 import orjson  # noqa: E402
 import paho.mqtt.client as mqtt  # noqa: E402
 from kafka import KafkaConsumer, TopicPartition  # noqa: E402
 from paho.mqtt.packettypes import PacketTypes  # noqa: E402
 from paho.mqtt.properties import Properties  # noqa: E402
 
+from bench.common import (  # noqa: E402
+    ProcessSample,
+    mqtt_logins,
+    prepare_private_stack,
+    private_settings,
+    quantrac_process,
+    settings_env,
+    start_profile,
+    stop_profile,
+    write_result,
+)
 from ingest.producer import CONSUMER_OPTIONS  # noqa: E402
-from stack import services as stack  # noqa: E402
 from quantrac.db import connect, migrate, save_stations  # noqa: E402
 from quantrac.registry import load_registry  # noqa: E402
-from quantrac.settings import Settings  # noqa: E402
+from stack import services as stack  # noqa: E402
 
 STATION = "HD-DAIAN-WW01"
 SETTINGS = private_settings("benchbridge")

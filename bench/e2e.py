@@ -30,8 +30,16 @@ from typing import Any, Iterator
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.common import (ProcessSample, lag_bounded, lag_slope, mqtt_logins, namespace_env, percentiles,  # noqa: E402
-                          quantrac_process, write_result)
+from bench.common import (  # noqa: E402
+    ProcessSample,
+    lag_bounded,
+    lag_slope,
+    mqtt_logins,
+    namespace_env,
+    percentiles,
+    quantrac_process,
+    write_result,
+)
 
 NS = "bench"
 os.environ.update(namespace_env(NS))
@@ -43,12 +51,12 @@ from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition  # noqa: E402
 
 from ingest.bridge import end_session  # noqa: E402
 from ingest.producer import CONSUMER_OPTIONS  # noqa: E402
-from stack import services as stack  # noqa: E402
-from quantrac.kafka_topics import ensure_topics  # noqa: E402
 from quantrac.db import migrate, save_stations  # noqa: E402
 from quantrac.domain import Station  # noqa: E402
+from quantrac.kafka_topics import ensure_topics  # noqa: E402
 from quantrac.registry import load_registry  # noqa: E402
 from quantrac.settings import get_settings  # noqa: E402
+from stack import services as stack  # noqa: E402
 
 MAX_LAG_GROWTH = 0.1
 """Largest lag slope of a sustained step, as a share of the offered messages/s (a short step's

@@ -32,7 +32,6 @@ import paho.mqtt.client as mqtt
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import mqtt_logins  # noqa: E402
-
 from ingest.scenarios import generate, random_incidents
 from ingest.simulator import PUBLISH_MAX_INFLIGHT, MqttSink, TT10Sink, in_delivery_order, mqtt_payload, play, run_processes
 from quantrac.registry import load_registry

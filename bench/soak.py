@@ -23,12 +23,11 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.common import ProcessSample, write_result  # noqa: E402
-from bench.e2e import consumer_lag, publish_at, running_pipeline, stored_since  # noqa: E402
-
 import numpy as np  # noqa: E402
 from kafka import KafkaAdminClient, KafkaConsumer  # noqa: E402
 
+from bench.common import ProcessSample, write_result  # noqa: E402
+from bench.e2e import consumer_lag, publish_at, running_pipeline, stored_since  # noqa: E402
 from ingest.producer import CONSUMER_OPTIONS  # noqa: E402
 
 

@@ -51,11 +51,11 @@ from bench.common import percentiles, write_result  # noqa: E402
 from processors.partitions import refresh_aggregates  # noqa: E402
 from processors.rollups import bucket_sql, rebuild_rollups, update_rollups  # noqa: E402
 from processors.store import ReadingWriter  # noqa: E402
-from stack import services as local_stack  # noqa: E402
-from stack.postgres import native_postgres_settings  # noqa: E402
 from quantrac.db import STORE_POSTGRESQL, STORE_TIMESCALEDB, describe_store, migrate  # noqa: E402
 from quantrac.domain import Reading  # noqa: E402
 from quantrac.settings import Settings  # noqa: E402
+from stack import services as local_stack  # noqa: E402
+from stack.postgres import native_postgres_settings  # noqa: E402
 
 PARAMETERS = ("COD", "BOD5", "TSS", "NH4", "pH", "Temp", "Flow", "Color")
 DATABASE = "quantrac_bench"

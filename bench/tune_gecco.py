@@ -38,8 +38,17 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bench.detection import (GECCO_DATA, GECCO_RESOLUTION, GECCO_SPLIT, Gecco, gecco_flags, gecco_load,  # noqa: E402
-                             gecco_metrics, gecco_score, runs)
+from bench.detection import (  # noqa: E402
+    GECCO_DATA,
+    GECCO_RESOLUTION,
+    GECCO_SPLIT,
+    Gecco,
+    gecco_flags,
+    gecco_load,
+    gecco_metrics,
+    gecco_score,
+    runs,
+)
 from processors.detectors.presets import preset_path  # noqa: E402
 
 QUALITY = ["Cl", "pH", "Redox", "Cl_2"]

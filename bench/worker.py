@@ -27,16 +27,23 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.common import (ProcessSample, prepare_private_stack, private_settings, quantrac_process,  # noqa: E402
-                          settings_env, start_profile, stop_profile, write_result)
-
 import structlog  # noqa: E402
 
-from stack import services as stack  # noqa: E402
+from bench.common import (  # noqa: E402
+    ProcessSample,
+    prepare_private_stack,
+    private_settings,
+    quantrac_process,
+    settings_env,
+    start_profile,
+    stop_profile,
+    write_result,
+)
 from quantrac.db import connect, migrate, save_stations  # noqa: E402
 from quantrac.domain import Reading, Station, Status  # noqa: E402
 from quantrac.registry import load_registry  # noqa: E402
 from quantrac.wire import encode_readings  # noqa: E402
+from stack import services as stack  # noqa: E402
 
 log = structlog.get_logger(__name__)
 SETTINGS = private_settings("benchworker")

@@ -81,8 +81,8 @@ def detect_backtest(
     from alerts.store import policy_from_settings
     from ingest.import_sources import ImportSourceError
     from processors.backtest import backtest_csv, render
-    from processors.detectors.presets import check_detection
     from processors.detection import DetectionConfig
+    from processors.detectors.presets import check_detection
     from quantrac.domain import Station
     from quantrac.registry import load_registry
     if output not in ("csv", "json") or fmt not in ("wide", "long", "auto") or (station is None) == (station_file is None):

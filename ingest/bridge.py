@@ -31,12 +31,12 @@ from kafka.errors import KafkaError
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from quantrac.delivery_accounting import UNKNOWN_STATION, CounterName, DeliveryCounts
 from ingest.deadletter import start_keeper
 from ingest.payload import SUBSCRIPTION, Limits, MessageRejected, Rejection, decode_message, station_from_topic
 from ingest.producer import make_producer
 from quantrac import metrics
 from quantrac.clock import utc_now
+from quantrac.delivery_accounting import UNKNOWN_STATION, CounterName, DeliveryCounts
 from quantrac.domain import Station
 from quantrac.failures import RECORD_ATTEMPTS, RateLimitedLog, describe, is_record_failure
 from quantrac.safe_text import safe_optional, safe_text

@@ -31,12 +31,12 @@ from ingest.producer import CONSUMER_OPTIONS, Record, make_producer, send_or_qua
 from quantrac import metrics
 from quantrac.clock import utc_now
 from quantrac.db import where_clause
+from quantrac.deadletter_rows import INSERT as _INSERT
+from quantrac.deadletter_rows import row_of
 from quantrac.domain import Station
 from quantrac.failures import RECORD_ATTEMPTS, RateLimitedLog, describe, is_record_failure
 from quantrac.safe_text import safe_text
 from quantrac.settings import Settings
-from quantrac.deadletter_rows import INSERT as _INSERT
-from quantrac.deadletter_rows import row_of
 from quantrac.wire import encode_quarantine, encode_readings
 
 log = structlog.get_logger(__name__)

@@ -33,8 +33,8 @@ import psycopg
 import structlog
 from paho.mqtt.properties import Properties
 
-from quantrac import bridge_sessions
 from ingest.bridge import Bridge, PendingMessage, subscription_for
+from quantrac import bridge_sessions
 from quantrac.domain import Station
 from quantrac.settings import Settings
 

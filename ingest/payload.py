@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 import orjson
 
-from quantrac.domain import ReasonCode, Reading, Station, Status
+from quantrac.domain import Reading, ReasonCode, Station, Status
 from quantrac.safe_text import safe_text
 from quantrac.wire import DEADLETTER_PAYLOAD_CAP
 

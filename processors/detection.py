@@ -20,20 +20,27 @@ from __future__ import annotations
 import functools
 import hashlib
 import inspect
+import json
 import math
 import os
-
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Mapping, Sequence
 
-import json
-
 import orjson
 
-from alerts.rules import (Condition, in_range, judge_anomaly, judge_calibration, judge_data_stopped, judge_fault,
-                          judge_limit, judge_range, judge_rate)
+from alerts.rules import (
+    Condition,
+    in_range,
+    judge_anomaly,
+    judge_calibration,
+    judge_data_stopped,
+    judge_fault,
+    judge_limit,
+    judge_range,
+    judge_rate,
+)
 from processors import rate_span, windows
 from processors.detectors import DETECTORS, Detector
 from processors.detectors.presets import params_of, station_channels

@@ -25,12 +25,11 @@ from tenacity import AsyncRetrying, retry_if_exception, wait_exponential
 
 from alerts.rules import Condition
 from alerts.store import apply_conditions
-from quantrac.delivery_accounting import record_store_counts
-from quantrac import completeness
 from processors.detection import DetectionConfig, LiveDetectors, detect_batch
 from processors.rollups import refresh_late_aggregates, update_rollups
 from processors.store import ReadingWriter
-from quantrac import metrics
+from quantrac import completeness, metrics
+from quantrac.delivery_accounting import record_store_counts
 from quantrac.domain import Reading, Station
 from quantrac.failures import RECORD_ATTEMPTS, RateLimitedLog, describe, is_record_failure
 from quantrac.safe_text import safe_text

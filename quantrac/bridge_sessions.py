@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import psycopg
+
 State = Literal["running", "stopping", "stopped"]
 
 

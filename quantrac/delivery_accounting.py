@@ -18,8 +18,8 @@ from typing import Any, Literal
 import psycopg
 import structlog
 
-from quantrac.domain import Reading
 from quantrac.db import where_clause
+from quantrac.domain import Reading
 from quantrac.failures import describe, is_record_failure
 from quantrac.safe_text import safe_text
 

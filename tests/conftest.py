@@ -30,15 +30,14 @@ os.environ.setdefault("QUANTRAC_REGISTRY_MISS_RELOAD_S", "0")
 # test account (any station's readings topic), which `stack up` creates only when asked.
 os.environ.setdefault("QUANTRAC_MQTT_TEST_ACCOUNT", "true")
 
-from stack import services as local_stack  # noqa: E402
-from stack.postgres import native_postgres_settings  # noqa: E402
 from quantrac.db import STORE_POSTGRESQL, STORE_TIMESCALEDB, connect, describe_store, migrate, save_stations  # noqa: E402
 from quantrac.registry import load_registry  # noqa: E402
 from quantrac.settings import Settings, get_settings  # noqa: E402
+from stack import services as local_stack  # noqa: E402
+from stack.postgres import native_postgres_settings  # noqa: E402
 from tests.utils.builders import make_station, payload  # noqa: E402
 from tests.utils.poll import wait_for  # noqa: E402
 from tests.utils.processes import Process, end_mqtt_session, publish, stored_count  # noqa: E402
-
 
 SERVICE_FIXTURES = frozenset({"stack", "native_server", "store", "store_db", "native_db", "timescale_db",
                               "store_kinds_checked", "store_api", "api", "api_as", "db", "pipeline", "store_pipeline"})

@@ -9,8 +9,8 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
-from quantrac.settings import Settings
 from quantrac.domain import Reading
+from quantrac.settings import Settings
 from tests.alerts_support.helpers import apply, condition, new_station, store_readings
 
 pytestmark = pytest.mark.integration

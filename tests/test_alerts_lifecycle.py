@@ -10,10 +10,10 @@ from hypothesis import strategies as st
 
 from alerts import lifecycle
 from alerts.escalation import EscalationPolicy, due, reminder_delay
+from alerts.inhibition import OFFLINE_RULE, inhibited
 from alerts.lifecycle import Policy, TransitionError
 from alerts.rules import Condition
 from alerts.silences import Silence, first_match, matches
-from alerts.inhibition import OFFLINE_RULE, inhibited
 from quantrac.domain import Severity
 
 T0 = datetime(2026, 11, 29, 14, 0, tzinfo=timezone.utc)

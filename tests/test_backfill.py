@@ -19,10 +19,10 @@ import pytest
 from processors.partitions import apply_retention, refresh_aggregates
 from quantrac.domain import Reading
 from quantrac.settings import Settings
-from tests.utils.processes import stored_count
 from tests.test_import import HCM, import_cmd
 from tests.test_store_rollups import store_readings as store
 from tests.utils.poll import wait_for
+from tests.utils.processes import stored_count
 
 pytestmark = pytest.mark.integration
 

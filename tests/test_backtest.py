@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from bench.detection import AlarmLog
+from ingest.import_sources import read_csv
 from processors.backtest import backtest, backtest_csv, readings_of
 from processors.detection import DetectionConfig, detect
-from ingest.import_sources import read_csv
 from quantrac.registry import load_registry
 from quantrac.settings import Settings
 

@@ -20,11 +20,11 @@ import pytest
 from quantrac.db import save_stations
 from quantrac.domain import Station
 from quantrac.settings import Settings
-from tests.utils.processes import stored_count
 from tests.test_import import import_cmd
 from tests.utils.builders import make_station
 from tests.utils.gecco import gecco_station, write_gecco_slice
 from tests.utils.poll import wait_for
+from tests.utils.processes import stored_count
 
 pytestmark = pytest.mark.integration
 

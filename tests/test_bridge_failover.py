@@ -31,16 +31,16 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from prometheus_client.parser import text_string_to_metric_families
 
-from quantrac.mqtt_accounts import bridge_login
 from quantrac.bridge_sessions import forget
 from quantrac.db import connect, save_stations
+from quantrac.mqtt_accounts import bridge_login
 from quantrac.settings import Settings
-from tests.utils.ports import free_ports
-from tests.utils.processes import NAMESPACE, Process, end_mqtt_session, own_pipeline, publish
 from tests.utils.builders import make_station, payload
 from tests.utils.fleet import Fleet, owned_partitions, scrape
 from tests.utils.load import Publisher, stored
 from tests.utils.poll import wait_for
+from tests.utils.ports import free_ports
+from tests.utils.processes import NAMESPACE, end_mqtt_session, own_pipeline, publish
 
 pytestmark = pytest.mark.integration
 

@@ -7,6 +7,7 @@ the suppressed count one click away. The screenshot is kept in tests/artifacts/d
 from __future__ import annotations
 
 import queue
+import re
 import shutil
 import subprocess
 import threading
@@ -17,8 +18,6 @@ import httpx
 import orjson
 import psycopg
 import pytest
-
-import re
 
 from alerts import silences
 from alerts.rules import Condition

@@ -17,9 +17,9 @@ os.environ.setdefault("QUANTRAC_BRIDGE_COUNTS_FLUSH_S", "0.5")  # before the ses
 from ingest.deadletter import replay  # noqa: E402
 from quantrac.db import load_stations, retire_station, save_stations  # noqa: E402
 from quantrac.settings import Settings  # noqa: E402
-from tests.utils.processes import publish, stored_count  # noqa: E402
 from tests.utils.builders import make_station, payload  # noqa: E402
 from tests.utils.poll import wait_for  # noqa: E402
+from tests.utils.processes import publish, stored_count  # noqa: E402
 
 pytestmark = pytest.mark.integration
 

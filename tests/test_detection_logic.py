@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import orjson
-from hypothesis import given, settings as hsettings, strategies as st
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from processors.detection import DetectionConfig, detect, detect_batch
 from quantrac.domain import DetectorChannel, Reading, Status

@@ -18,9 +18,9 @@ from quantrac.domain import Station
 from quantrac.registry import load_registry
 from quantrac.settings import Settings
 from quantrac.timebuckets import bucket_start
-from tests.utils.processes import publish, stored_count
 from tests.utils.builders import make_station, payload
 from tests.utils.poll import wait_for
+from tests.utils.processes import publish, stored_count
 
 pytestmark = pytest.mark.integration
 

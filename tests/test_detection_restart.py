@@ -22,9 +22,9 @@ from quantrac.domain import Reading
 from quantrac.settings import Settings
 from quantrac.timebuckets import bucket_start
 from quantrac.wire import encode_readings
-from tests.utils.processes import NAMESPACE, Process, own_pipeline
 from tests.utils.builders import make_station
 from tests.utils.poll import wait_for
+from tests.utils.processes import NAMESPACE, Process, own_pipeline
 
 pytestmark = pytest.mark.integration
 

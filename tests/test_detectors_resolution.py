@@ -6,7 +6,8 @@ from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from processors.detection import DetectionConfig, detect
 from processors.detectors import CusumDrift, Flatline, RobustSpike

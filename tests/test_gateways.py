@@ -23,16 +23,24 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 
-from quantrac.mqtt_accounts import BRIDGE_ACCOUNT, NOTIFIER_ACCOUNT, TEST_ACCOUNT, GatewayCredential, bridge_login, gateway_credentials, notifier_auth
-from stack.mosquitto_accounts import acl_text, sync
+from quantrac.mqtt_accounts import (
+    BRIDGE_ACCOUNT,
+    NOTIFIER_ACCOUNT,
+    TEST_ACCOUNT,
+    GatewayCredential,
+    bridge_login,
+    gateway_credentials,
+    notifier_auth,
+)
 from quantrac.mqtt_accounts import tester_credential as credential_of_tester
-from stack import services as local_stack
-from stack.mosquitto import mqtt_connack
 from quantrac.registry import load_registry
 from quantrac.settings import REPO_ROOT, Settings, mqtt_credentials_file
-from tests.utils.ports import free_ports
+from stack import services as local_stack
+from stack.mosquitto import mqtt_connack
+from stack.mosquitto_accounts import acl_text, sync
 from tests.utils.builders import make_station, payload, topic
 from tests.utils.poll import wait_for
+from tests.utils.ports import free_ports
 
 RUN_DIR = REPO_ROOT / ".run" / "private-gate"
 NOT_AUTHORIZED = 135

@@ -25,15 +25,15 @@ import paho.mqtt.client as mqtt
 import psycopg
 import pytest
 
-from quantrac.mqtt_accounts import tester_credential
 from ingest.producer import make_producer, send_confirmed
 from quantrac.db import save_stations
+from quantrac.mqtt_accounts import tester_credential
 from quantrac.safe_text import safe_text
 from quantrac.settings import Settings
 from quantrac.wire import encode_deadletter, encode_readings
-from tests.utils.processes import Process, stored_count
 from tests.utils.builders import make_station, topic
 from tests.utils.poll import wait_for
+from tests.utils.processes import Process, stored_count
 
 pytestmark = pytest.mark.integration
 

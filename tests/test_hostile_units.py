@@ -11,11 +11,11 @@ from datetime import datetime, timedelta, timezone
 import orjson
 import psycopg
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from kafka import errors as kafka_errors
 
-from ingest.payload import Limits, MessageRejected, cap_rejections, decode_message
-from ingest.payload import Rejection
+from ingest.payload import Limits, MessageRejected, Rejection, cap_rejections, decode_message
 from ingest.tt10 import format_stamp
 from ingest.tt10_watch import judge_file
 from quantrac.failures import Attempts, RateLimitedLog, is_record_failure

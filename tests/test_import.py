@@ -17,7 +17,8 @@ from typing import Any, Iterator
 from zoneinfo import ZoneInfo
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ingest.import_sources import detect_format, parse_time, read_csv
 from ingest.importer import TokenBucket, chunk_records
@@ -25,9 +26,9 @@ from ingest.payload import Limits
 from quantrac.domain import Station
 from quantrac.settings import Settings, get_settings
 from quantrac.wire import decode_deadletter, decode_sourced
-from tests.utils.processes import stored_count
 from tests.test_stations_admin import river_station
 from tests.utils.poll import wait_for
+from tests.utils.processes import stored_count
 
 HCM = ZoneInfo("Asia/Ho_Chi_Minh")
 

@@ -22,20 +22,21 @@ import orjson
 import paho.mqtt.client as mqtt
 import psycopg
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings as hsettings
+from hypothesis import HealthCheck, Phase, given
+from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from kafka import KafkaConsumer, TopicPartition
 
-from quantrac.mqtt_accounts import tester_credential
 from ingest.producer import CONSUMER_OPTIONS
 from ingest.tt10 import format_stamp
 from quantrac.db import save_stations
 from quantrac.domain import Station
+from quantrac.mqtt_accounts import tester_credential
 from quantrac.settings import Settings
 from quantrac.wire import decode_deadletter
-from tests.utils.processes import Process, stored_count
 from tests.utils.builders import make_station, topic
 from tests.utils.poll import wait_for
+from tests.utils.processes import Process, stored_count
 
 pytestmark = pytest.mark.integration
 

@@ -20,14 +20,14 @@ import pytest
 from kafka import KafkaConsumer, TopicPartition
 
 from ingest.producer import CONSUMER_OPTIONS
-from stack import services as local_stack
 from quantrac.db import connect, migrate, save_stations
 from quantrac.settings import REPO_ROOT, Settings
-from tests.utils.ports import free_ports
-from tests.utils.processes import Process, publish
+from stack import services as local_stack
 from tests.utils.builders import make_station, payload
 from tests.utils.load import Publisher, digest, stored
 from tests.utils.poll import wait_for
+from tests.utils.ports import free_ports
+from tests.utils.processes import Process, publish
 
 pytestmark = pytest.mark.integration
 

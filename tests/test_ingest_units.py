@@ -10,14 +10,14 @@ import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
-from quantrac.delivery_accounting import DeliveryCounts, hour_of, store_counts
 from ingest.bridge import AckQueue, PendingMessage
 from ingest.deadletter import plan_replay
-from quantrac.mqtt_accounts import credential_for, gateway_credentials, tester_credential
-from stack.mosquitto_accounts import sync
 from ingest.payload import Limits
+from quantrac.delivery_accounting import DeliveryCounts, hour_of, store_counts
 from quantrac.domain import Reading, Status
+from quantrac.mqtt_accounts import credential_for, gateway_credentials, tester_credential
 from quantrac.settings import Settings
+from stack.mosquitto_accounts import sync
 from tests.utils.builders import make_station, payload, topic
 
 NOW = datetime(2026, 11, 29, 14, 5, tzinfo=timezone.utc)

@@ -12,9 +12,9 @@ from psycopg.rows import dict_row
 from processors import liveness
 from quantrac.db import save_stations
 from quantrac.settings import Settings
-from tests.utils.processes import publish, stored_count
 from tests.utils.builders import make_station, payload
 from tests.utils.poll import wait_for
+from tests.utils.processes import publish, stored_count
 
 T0 = datetime(2026, 11, 29, 3, 0, tzinfo=timezone.utc)
 
@@ -71,7 +71,8 @@ def test_a_silent_station_is_reported_offline_within_60_s_of_its_deadline(
 
 # ---- judged on what arrived (issue 18.5, 19.4) -----------------------------------------------------
 
-from hypothesis import given, strategies as st  # noqa: E402
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st
 
 from processors.pipeline import last_seen  # noqa: E402
 from quantrac.domain import Reading  # noqa: E402

@@ -5,8 +5,8 @@ series with values that follow from what the test sent."""
 from __future__ import annotations
 
 import socket
-from pathlib import Path
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Iterator
 
 import httpx
@@ -21,10 +21,10 @@ from quantrac import metrics
 from quantrac.db import save_stations
 from quantrac.domain import Station
 from quantrac.settings import Settings
-from tests.utils.ports import free_ports
-from tests.utils.processes import NAMESPACE, Process, end_mqtt_session, own_pipeline, publish, stored_count
 from tests.utils.builders import make_station, payload
 from tests.utils.poll import wait_for
+from tests.utils.ports import free_ports
+from tests.utils.processes import NAMESPACE, Process, end_mqtt_session, own_pipeline, publish, stored_count
 
 BRIDGE_PORT, WORKER_PORT = free_ports(2)
 

@@ -14,8 +14,18 @@ import psycopg
 import pytest
 from structlog.testing import capture_logs
 
-from quantrac.db import (STORE_POSTGRESQL, STORE_TIMESCALEDB, StoreError, connect, describe_store, migrate,
-                         plan_migrations, save_stations, schema_version, store_kind)
+from quantrac.db import (
+    STORE_POSTGRESQL,
+    STORE_TIMESCALEDB,
+    StoreError,
+    connect,
+    describe_store,
+    migrate,
+    plan_migrations,
+    save_stations,
+    schema_version,
+    store_kind,
+)
 from quantrac.settings import Settings
 from tests.utils.builders import make_station
 from tests.utils.databases import scratch_database
@@ -148,8 +158,8 @@ def test_a_service_started_with_migrate_on_start_brings_an_empty_database_to_the
     migrates before it serves, so a deployment needs no separate migration step."""
     import socket
 
-    from tests.utils.processes import NAMESPACE, Process
     from tests.utils.poll import wait_for
+    from tests.utils.processes import NAMESPACE, Process
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

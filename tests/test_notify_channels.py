@@ -16,8 +16,8 @@ from alerts import notifier, silences, store
 from alerts.escalation import EscalationPolicy, run_escalations
 from alerts.notify import webhook
 from alerts.notify.channels import mqtt_topic
-from quantrac.mqtt_accounts import tester_credential as mqtt_tester  # not `test*`: pytest would collect it as a test
 from ingest.producer import CONSUMER_OPTIONS
+from quantrac.mqtt_accounts import tester_credential as mqtt_tester  # not `test*`: pytest would collect it as a test
 from quantrac.settings import Settings
 from tests.alerts_support.helpers import apply, condition, new_station
 from tests.alerts_support.receivers import http_receiver, smtp_receiver

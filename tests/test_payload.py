@@ -6,7 +6,8 @@ from datetime import datetime, timedelta, timezone
 
 import orjson
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ingest.payload import Limits, MessageRejected, decode_message
 from quantrac.domain import Status

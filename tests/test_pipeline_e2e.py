@@ -8,7 +8,6 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from typing import Iterator
 
-import orjson
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
@@ -19,9 +18,9 @@ from quantrac.db import describe_store, save_stations
 from quantrac.domain import Station
 from quantrac.settings import Settings
 from quantrac.wire import decode_deadletter
-from tests.utils.processes import publish, stored_count
 from tests.utils.builders import make_station, payload
 from tests.utils.poll import wait_for
+from tests.utils.processes import publish, stored_count
 
 pytestmark = pytest.mark.integration
 

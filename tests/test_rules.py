@@ -6,8 +6,16 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from alerts.rules import (judge_anomaly, judge_calibration, judge_fault, judge_limit, judge_offline, judge_range,
-                          judge_rate, rule_name)
+from alerts.rules import (
+    judge_anomaly,
+    judge_calibration,
+    judge_fault,
+    judge_limit,
+    judge_offline,
+    judge_range,
+    judge_rate,
+    rule_name,
+)
 from quantrac.domain import Severity
 from tests.utils.builders import make_station
 

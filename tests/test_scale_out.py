@@ -35,13 +35,13 @@ import pytest
 
 from quantrac.db import save_stations
 from quantrac.domain import Station
-from quantrac.settings import Settings
 from quantrac.mqtt_accounts import credential_for
-from tests.utils.ports import free_ports
-from tests.utils.processes import NAMESPACE, end_mqtt_session, own_pipeline, publish
+from quantrac.settings import Settings
 from tests.utils.builders import make_station, payload, topic
 from tests.utils.fleet import Fleet, owned_partitions, scrape
 from tests.utils.poll import wait_for
+from tests.utils.ports import free_ports
+from tests.utils.processes import NAMESPACE, end_mqtt_session, own_pipeline, publish
 
 pytestmark = pytest.mark.integration
 

@@ -16,14 +16,14 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from stack import services as local_stack
-from stack import process as stack_process
+from cli.stack import stack_app
 from quantrac.kafka_topics import kafka_admin
-from stack.postgres import native_postgres_settings
 from quantrac.settings import Settings
+from stack import process as stack_process
+from stack import services as local_stack
+from stack.postgres import native_postgres_settings
 from stack.process import ProcessSpec, StackError
 from tests.utils.poll import wait_for
-from cli.stack import stack_app
 
 pytestmark = pytest.mark.integration
 

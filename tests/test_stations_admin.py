@@ -7,16 +7,16 @@ from datetime import datetime, timezone
 from typing import Any
 
 import orjson
-
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from processors.detectors import DETECTORS
-from quantrac.domain import Limit, ParameterSpec, Station
+from quantrac.domain import ParameterSpec, Station
 from quantrac.registry import RegistryError, check_station, load_catalogue
 from quantrac.settings import get_settings
-from tests.utils.processes import publish, stored_count
 from tests.utils.poll import wait_for
+from tests.utils.processes import publish, stored_count
 
 
 def river_station(station_id: str | None = None) -> dict[str, Any]:

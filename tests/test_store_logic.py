@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from api.routes.history import bucket_starts, choose_bucket, hours_outside, local_day, with_missing
 from processors.rollups import touched_buckets

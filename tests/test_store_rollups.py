@@ -11,10 +11,12 @@ from typing import Any, Sequence
 
 import psycopg
 import pytest
-from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
-from processors.pipeline import BatchProcessor
 from processors.partitions import refresh_aggregates
+from processors.pipeline import BatchProcessor
 from processors.rollups import ROLLUPS, VALID_SQL, bucket_sql, rebuild_rollups, refresh_late_aggregates, update_rollups
 from processors.store import ReadingWriter
 from quantrac.db import connect, save_stations

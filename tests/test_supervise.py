@@ -25,13 +25,12 @@ from quantrac.bridge_sessions import forget
 from quantrac.db import connect, save_stations
 from quantrac.settings import Settings
 from stack.supervise import Backoff, Supervisor
-from tests.utils.ports import free_port_run
-from tests.utils.processes import NAMESPACE, Process, end_mqtt_session, own_pipeline, publish
 from tests.utils.builders import make_station, payload
 from tests.utils.fleet import owned_partitions, scrape
 from tests.utils.load import Publisher, stored
 from tests.utils.poll import wait_for
-
+from tests.utils.ports import free_port_run
+from tests.utils.processes import NAMESPACE, Process, end_mqtt_session, own_pipeline, publish
 
 # --- backoff -------------------------------------------------------------------------------------
 

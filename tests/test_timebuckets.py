@@ -1,6 +1,7 @@
 from datetime import datetime, timedelta, timezone
 
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from quantrac.timebuckets import BUCKET_WIDTHS, bucket_end, bucket_start
 

@@ -20,8 +20,8 @@ from ingest.tt10 import format_stamp
 from quantrac.db import save_stations
 from quantrac.domain import NATIONAL_SYMBOLS, ParameterSpec, Station, StationKind
 from quantrac.settings import Settings
-from tests.utils.processes import Process, stored_count
 from tests.utils.poll import wait_for
+from tests.utils.processes import Process, stored_count
 
 pytestmark = pytest.mark.integration
 

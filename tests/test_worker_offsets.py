@@ -6,10 +6,10 @@ these tests drive it with the acknowledged offsets, gaps and holds a running con
 
 from __future__ import annotations
 
+from faust.types import TP
 from hypothesis import given
 from hypothesis import strategies as st
 
-from faust.types import TP
 from processors.consumer import HoldingConsumer, first_uncommittable
 from processors.faust_compat import commit_acknowledged, offline_consumer
 

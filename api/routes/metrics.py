@@ -6,8 +6,8 @@ from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api.deps import ConnDep, SettingsDep
-from quantrac.bridge_sessions import known_sessions
 from quantrac import metrics
+from quantrac.bridge_sessions import known_sessions
 
 router = APIRouter(tags=["operations"])
 

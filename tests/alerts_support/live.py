@@ -11,9 +11,10 @@ import pytest
 from api.auth import create_key
 from quantrac.db import connect
 from quantrac.settings import Settings
-from tests.utils.processes import NAMESPACE, Process
 from tests.utils.poll import wait_for
 from tests.utils.ports import free_port
+from tests.utils.processes import NAMESPACE, Process
+
 
 @dataclass(frozen=True)
 class LiveApi:
