@@ -95,95 +95,120 @@ async def apply_conditions(conn: psycopg.AsyncConnection[Any], conditions: Itera
     conditions = list(conditions)
     if not conditions:
         return []
-    policy = policy or policy_from_settings()
-    rows: list[dict[str, Any]] = []
-    # The active alert of each key, as locked (FOR UPDATE) and since changed in this call.
-    locked: dict[tuple[str, str, str], dict[str, Any] | None] = {}
-    # Repeats not written yet: key -> (alert id, state, latest condition, latest event).
-    pending: dict[tuple[str, str, str], tuple[int, AlertState, Condition, Event]] = {}
     async with conn.cursor(row_factory=dict_row) as cur:
-
-        async def active(key: tuple[str, str, str]) -> dict[str, Any] | None:
-            if key not in locked:
-                await cur.execute(_ACTIVE, key)
-                locked[key] = await cur.fetchone()
-            return locked[key]
-
-        async def write_pending(keys: Iterable[tuple[str, str, str]]) -> None:
-            folded = [pending.pop(k) for k in list(keys) if k in pending]
-            if not folded:
-                return
-            now = clock()
-            await cur.executemany(_UPDATE, [_update_params(i, state, now, c) for i, state, c, _ in folded], returning=True)
-            updated = []
-            while True:
-                updated.extend(await cur.fetchall())
-                if not cur.nextset():
-                    break
-            await cur.executemany(_EVENT, [_event_params(i, ev) for i, _, _, ev in folded])
-            rows.extend({**row, "opened": False, "transition": "updated"} for row in updated)
-
+        writer = _AlertWriter(cur, policy or policy_from_settings(), clock)
         # One query locks every active alert of the stations concerned (in id order, as any other
         # writer would meet them); a key missing from it has no active alert.
         await cur.execute(_ACTIVE_OF_STATIONS, (sorted({c.station_id for c in conditions}),))
-        for row in await cur.fetchall():
-            locked[(row["station_id"], row["parameter"], row["rule"])] = row
+        for found in await cur.fetchall():
+            writer.locked[(found["station_id"], found["parameter"], found["rule"])] = found
         for c in conditions:
-            key = (c.station_id, c.parameter, c.rule)
-            row = locked.setdefault(key, None)
-            if row is None and not c.active:
-                continue
-            now = clock()
-            if row is not None and c.active and row.get("historical") and not c.historical:
-                # Live data meets an alert raised on imported history (never notified): close that one
-                # and open a live alert, which the notifier sends.
-                await write_pending([key])
-                closed, ev = lifecycle.resolve(state_of(row), "system", "superseded by live data", now)
-                await cur.execute(_UPDATE, _update_params(row["id"], closed, now))
-                superseded = await cur.fetchone()
-                await cur.execute(_EVENT, _event_params(row["id"], ev))
-                rows.append({**superseded, "opened": False, "transition": "resolved"})  # type: ignore[dict-item]
-                row = locked[key] = None
-            if row is None and c.active:
-                _state, event = lifecycle.open_alert(c, now)
-                await cur.execute(_INSERT, {"station_id": c.station_id, "parameter": c.parameter, "rule": c.rule,
-                                            "basis": c.basis, "severity": c.severity.value, "now": now, "ts": c.ts,
-                                            "value": c.value, "limit": c.limit, "limit_source": c.limit_source,
-                                            "message": safe_text(c.message, 4 * TEXT_LIMIT), "historical": c.historical,
-                                            "score": c.score})
-                inserted = await cur.fetchone()
-                if inserted is not None:
-                    await cur.execute(_EVENT, _event_params(inserted["id"], event))
-                    locked[key] = inserted
-                    rows.append({**inserted, "opened": True, "transition": "opened"})
-                    continue
-                del locked[key]  # another transaction opened it meanwhile: lock that one
-                row = await active(key)
-            if row is None:
-                continue
-            state = state_of(row)
-            if c.active:
-                new, ev = lifecycle.repeat(state, c, now)
-                pending[key] = (row["id"], new, c, ev)
-                locked[key] = _with_state(row, new)
-                continue
-            new, maybe = lifecycle.observe_clear(state, c, policy, now)
-            if maybe is None:
-                if new != state:
-                    locked[key] = _with_state(row, new)
-                    if key in pending:
-                        pending[key] = (row["id"], new, *pending[key][2:])
-                    else:
-                        await cur.execute("UPDATE alerts SET clear_since = %s WHERE id = %s", (new.clear_since, row["id"]))
-                continue
-            await write_pending([key])
-            await cur.execute(_UPDATE, _update_params(row["id"], new, now, c))
-            updated = await cur.fetchone()
-            locked[key] = updated if updated is not None and updated["status"] != "resolved" else None
-            await cur.execute(_EVENT, _event_params(row["id"], maybe))
-            rows.append({**updated, "opened": False, "transition": maybe.kind})  # type: ignore[dict-item]
-        await write_pending(list(pending))
-    return rows
+            await writer.apply(c)
+        await writer.write_pending(list(writer.pending))
+    return writer.rows
+
+
+Key = tuple[str, str, str]
+"""(station, parameter, rule): at most one active alert each."""
+
+
+class _AlertWriter:
+    """One `apply_conditions` call: the alerts it has locked and changed, and the repeats not written yet."""
+
+    def __init__(self, cur: psycopg.AsyncCursor[dict[str, Any]], policy: Policy, clock: Clock) -> None:
+        self.cur, self.policy, self.clock = cur, policy, clock
+        self.rows: list[dict[str, Any]] = []
+        self.locked: dict[Key, dict[str, Any] | None] = {}
+        """The active alert of each key, as locked (FOR UPDATE) and since changed in this call."""
+        self.pending: dict[Key, tuple[int, AlertState, Condition, Event]] = {}
+        """Repeats not written yet: key -> (alert id, state, latest condition, latest event)."""
+
+    async def active(self, key: Key) -> dict[str, Any] | None:
+        if key not in self.locked:
+            await self.cur.execute(_ACTIVE, key)
+            self.locked[key] = await self.cur.fetchone()
+        return self.locked[key]
+
+    async def write_pending(self, keys: Iterable[Key]) -> None:
+        """Write the folded repeats of `keys`: one pipelined round trip for all of them."""
+        folded = [self.pending.pop(k) for k in list(keys) if k in self.pending]
+        if not folded:
+            return
+        now = self.clock()
+        await self.cur.executemany(_UPDATE, [_update_params(i, state, now, c) for i, state, c, _ in folded], returning=True)
+        updated = []
+        while True:
+            updated.extend(await self.cur.fetchall())
+            if not self.cur.nextset():
+                break
+        await self.cur.executemany(_EVENT, [_event_params(i, ev) for i, _, _, ev in folded])
+        self.rows.extend({**row, "opened": False, "transition": "updated"} for row in updated)
+
+    async def apply(self, c: Condition) -> None:
+        key = (c.station_id, c.parameter, c.rule)
+        row = self.locked.setdefault(key, None)
+        if row is None and not c.active:
+            return
+        now = self.clock()
+        if row is not None and c.active and row.get("historical") and not c.historical:
+            await self._supersede(key, row, now)
+            row = None
+        if row is None and c.active:
+            row = await self._open(key, c, now)
+        if row is None:
+            return
+        if c.active:
+            new, ev = lifecycle.repeat(state_of(row), c, now)
+            self.pending[key] = (row["id"], new, c, ev)
+            self.locked[key] = _with_state(row, new)
+            return
+        await self._clear(key, row, c, now)
+
+    async def _supersede(self, key: Key, row: dict[str, Any], now: datetime) -> None:
+        """Live data meets an alert raised on imported history (never notified): close that one; a live one follows."""
+        await self.write_pending([key])
+        closed, ev = lifecycle.resolve(state_of(row), "system", "superseded by live data", now)
+        await self.cur.execute(_UPDATE, _update_params(row["id"], closed, now))
+        superseded = await self.cur.fetchone()
+        await self.cur.execute(_EVENT, _event_params(row["id"], ev))
+        self.rows.append({**(superseded or {}), "opened": False, "transition": "resolved"})
+        self.locked[key] = None
+
+    async def _open(self, key: Key, c: Condition, now: datetime) -> dict[str, Any] | None:
+        """Open an alert; None when opened, else the alert another transaction opened meanwhile (to update)."""
+        _state, event = lifecycle.open_alert(c, now)
+        await self.cur.execute(_INSERT, {"station_id": c.station_id, "parameter": c.parameter, "rule": c.rule,
+                                         "basis": c.basis, "severity": c.severity.value, "now": now, "ts": c.ts,
+                                         "value": c.value, "limit": c.limit, "limit_source": c.limit_source,
+                                         "message": safe_text(c.message, 4 * TEXT_LIMIT), "historical": c.historical,
+                                         "score": c.score})
+        inserted = await self.cur.fetchone()
+        if inserted is not None:
+            await self.cur.execute(_EVENT, _event_params(inserted["id"], event))
+            self.locked[key] = inserted
+            self.rows.append({**inserted, "opened": True, "transition": "opened"})
+            return None
+        del self.locked[key]
+        return await self.active(key)
+
+    async def _clear(self, key: Key, row: dict[str, Any], c: Condition, now: datetime) -> None:
+        """A clear condition on an active alert: start or continue its hold, or resolve it once held."""
+        state = state_of(row)
+        new, maybe = lifecycle.observe_clear(state, c, self.policy, now)
+        if maybe is None:
+            if new != state:
+                self.locked[key] = _with_state(row, new)
+                if key in self.pending:
+                    self.pending[key] = (row["id"], new, *self.pending[key][2:])
+                else:
+                    await self.cur.execute("UPDATE alerts SET clear_since = %s WHERE id = %s", (new.clear_since, row["id"]))
+            return
+        await self.write_pending([key])
+        await self.cur.execute(_UPDATE, _update_params(row["id"], new, now, c))
+        updated = await self.cur.fetchone()
+        self.locked[key] = updated if updated is not None and updated["status"] != "resolved" else None
+        await self.cur.execute(_EVENT, _event_params(row["id"], maybe))
+        self.rows.append({**(updated or {}), "opened": False, "transition": maybe.kind})
 
 
 def _with_state(row: dict[str, Any], state: AlertState) -> dict[str, Any]:

@@ -83,6 +83,10 @@ def family(rule: str) -> str:
     return rule
 
 
+CLEAR_HOLD = Policy().clear_hold
+"""How long an alarm's condition must be clear before it ends (the lifecycle's default hold)."""
+
+
 @dataclass(frozen=True)
 class Alarm:
     station: str
@@ -99,7 +103,7 @@ class AlarmLog:
     lifecycle's hold time (`alerts.lifecycle.Policy.clear_hold`); activity before that continues it.
     """
 
-    def __init__(self, clear_hold: timedelta = Policy().clear_hold) -> None:
+    def __init__(self, clear_hold: timedelta = CLEAR_HOLD) -> None:
         self.clear_hold = clear_hold
         self.last_active: dict[tuple[str, str, str], datetime] = {}
         self.open: set[tuple[str, str, str]] = set()

@@ -93,10 +93,11 @@ def detect_backtest(
     if station_file is not None:
         entry = Station.model_validate_json(station_file.read_text(encoding="utf-8"))
     else:
-        entry = load_registry(s.registry_file, s.limits_dir).get(station)  # type: ignore[arg-type]
-        if entry is None:
+        registered = load_registry(s.registry_file, s.limits_dir).get(station or "")
+        if registered is None:
             typer.echo(f"error: station {station} is not in {s.registry_file}; pass --station-file with its entry", err=True)
             raise typer.Exit(2)
+        entry = registered
     try:
         check_detection(entry)
         if preset is not None:

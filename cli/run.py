@@ -35,11 +35,15 @@ def scale_out(processes: dict[str, str], bridges: int, workers: int, s: Settings
     return out
 
 
+LOCAL_PROCFILE = Path(__file__).resolve().parent.parent / "deploy" / "local" / "Procfile"
+"""The processes `make run` supervises."""
+
+
 def run_all(
     rate: Annotated[float, typer.Option(help="Simulator readings per second.")] = 20.0,
     bridges: Annotated[int, typer.Option(min=1, help="Bridge processes; more than one share an MQTT subscription.")] = 1,
     workers: Annotated[int, typer.Option(min=1, help="Faust worker processes in one consumer group (at most the topic's partitions).")] = 1,
-    procfile: Annotated[Path, typer.Option(help="Processes to run.")] = Path(__file__).resolve().parent.parent / "deploy" / "local" / "Procfile",
+    procfile: Annotated[Path, typer.Option(help="Processes to run.")] = LOCAL_PROCFILE,
     services: Annotated[bool, typer.Option("--stack/--no-stack", help="Start Mosquitto, Kafka and PostgreSQL first and stop them at the end; --no-stack uses services already running.")] = True,
 ) -> None:
     """Start the services, then the bridge, worker, API and simulator; a process that dies is restarted; Ctrl-C stops everything."""

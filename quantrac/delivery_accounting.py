@@ -139,7 +139,7 @@ def delivery_summary(conn: psycopg.Connection[Any], station_id: str | None, sinc
     """Counts per station over [since, until): {station: {received, forwarded, deadlettered: {reason: n}, ...}}."""
     where, params = where_clause(("station_id = %s", station_id or None),
                                  ("hour >= date_trunc('hour', %s::timestamptz)", since), ("hour < %s", until))
-    rows = conn.execute(f"SELECT station_id, counter, reason, sum(n)::bigint FROM delivery_counts {where} "  # type: ignore[call-overload]
+    rows = conn.execute(f"SELECT station_id, counter, reason, sum(n)::bigint FROM delivery_counts {where} "
                         f"GROUP BY station_id, counter, reason ORDER BY station_id", params).fetchall()
     out: dict[str, dict[str, Any]] = {}
     for station, counter, reason, n in rows:

@@ -10,8 +10,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from quantrac.settings import Settings, mqtt_credentials_file
+
+if TYPE_CHECKING:
+    from paho.mqtt.publish import AuthParameter
 
 BRIDGE_ACCOUNT = "quantrac-bridge"
 NOTIFIER_ACCOUNT = "quantrac-notifier"
@@ -65,13 +69,15 @@ def bridge_login(settings: Settings) -> tuple[str | None, str | None]:
     return (bridge["username"], bridge["password"]) if isinstance(bridge, dict) else (None, None)
 
 
-def notifier_auth(settings: Settings) -> dict[str, str | None] | None:
+def notifier_auth(settings: Settings) -> AuthParameter | None:
     """paho `auth` of the alert notifier: its generated account, else the settings' account, else None."""
     account = read_accounts(settings.run_dir).get("notifier")
     if isinstance(account, dict):
         return {"username": account["username"], "password": account["password"]}
     username, password = bridge_login(settings)
-    return {"username": username, "password": password} if username else None
+    if not username:
+        return None
+    return {"username": username, "password": password} if password is not None else {"username": username}
 
 
 def credential_for(settings: Settings, station_id: str) -> GatewayCredential | None:

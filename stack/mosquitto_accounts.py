@@ -124,7 +124,8 @@ def sync(settings: Settings, stations: Mapping[str, Station], *, test_account: b
         data = read_accounts(run_dir)
         bridge = _bridge_account(settings, data.get("bridge"))
         notifier = data.get("notifier") or _new_account(NOTIFIER_ACCOUNT)
-        accounts: dict[str, dict[str, object]] = dict(data.get("gateways", {})) if keep_existing else {}  # type: ignore[arg-type]
+        kept = data.get("gateways", {})
+        accounts: dict[str, dict[str, object]] = dict(kept) if keep_existing and isinstance(kept, dict) else {}
         wanted: defaultdict[str, set[str]] = defaultdict(set)
         for station in stations.values():
             wanted[gateway_of(station)].add(station.id)

@@ -138,8 +138,9 @@ def list_alerts(
     if status:
         clauses.append("status = ANY(%s)")
         params.append([s.value for s in status])
-    for clause, value in (("updated_at >= %s", since), ("opened_at >= %s", from_), ("opened_at < %s", to),
-                          ("id < %s", cursor)):
+    bounds: tuple[tuple[str, Any], ...] = (("updated_at >= %s", since), ("opened_at >= %s", from_), ("opened_at < %s", to),
+                                           ("id < %s", cursor))
+    for clause, value in bounds:
         if value is not None:
             clauses.append(clause)
             params.append(value)
