@@ -25,14 +25,17 @@ Clock = Callable[[], datetime]
 
 
 def utcnow() -> datetime:
+    """The transitions' default clock: now, timezone-aware in UTC."""
     return datetime.now(timezone.utc)
 
 
 class AlertNotFound(LookupError):
+    """No alert has the given id (the API answers 404)."""
     pass
 
 
 def policy_from_settings() -> Policy:
+    """The auto-resolve policy (clear hysteresis, clear hold) from the current settings."""
     from quantrac.settings import get_settings
     s = get_settings()
     return Policy(hysteresis=s.alert_clear_hysteresis, clear_hold=timedelta(seconds=s.alert_clear_hold_s))
@@ -62,6 +65,7 @@ _EVENT = ("INSERT INTO alert_events (alert_id, at, kind, actor, status, value, n
 
 
 def state_of(row: dict[str, Any]) -> AlertState:
+    """An `alerts` row as the lifecycle's `AlertState` (the row's `limit_value` becomes `limit`)."""
     return AlertState(rule=row["rule"], status=row["status"], count=row["count"], last_ts=row["last_ts"],
                       last_value=row["last_value"], peak_value=row["peak_value"], limit=row["limit_value"], score=row.get("score"),
                       clear_since=row["clear_since"], acknowledged_at=row["acknowledged_at"],
@@ -238,6 +242,10 @@ def _write(conn: psycopg.Connection[Any], row: dict[str, Any], new: AlertState, 
 
 def acknowledge(conn: psycopg.Connection[Any], alert_id: int, actor: str, note: str | None,
                 clock: Clock = utcnow) -> dict[str, Any]:
+    """Acknowledge alert `alert_id` as `actor` and record the event, under a row lock; returns the updated row.
+
+    Raises AlertNotFound for an unknown id, TransitionError when the alert is resolved or already acknowledged.
+    """
     with conn.transaction():
         row = _locked(conn, alert_id)
         new, event = lifecycle.acknowledge(state_of(row), actor, note, clock())
@@ -246,6 +254,10 @@ def acknowledge(conn: psycopg.Connection[Any], alert_id: int, actor: str, note: 
 
 def resolve(conn: psycopg.Connection[Any], alert_id: int, actor: str, note: str | None,
             clock: Clock = utcnow) -> dict[str, Any]:
+    """Resolve alert `alert_id` by hand as `actor` and record the event, under a row lock; returns the updated row.
+
+    Raises AlertNotFound for an unknown id, TransitionError when the alert is already resolved.
+    """
     with conn.transaction():
         row = _locked(conn, alert_id)
         new, event = lifecycle.resolve(state_of(row), actor, note, clock())

@@ -64,6 +64,7 @@ _basic = _LenientBasic(scheme_name="HTTPBasic", auto_error=False, realm=REALM,
 
 @dataclass(frozen=True)
 class Principal:
+    """The API key a request authenticated with: its id, name and role."""
     key_id: int
     name: str
     role: str
@@ -74,10 +75,12 @@ class Principal:
         return f"{self.name} ({self.role})"
 
     def can(self, permission: str) -> bool:
+        """Whether the key's role grants `permission` (see PERMISSIONS); an unknown role grants nothing."""
         return permission in PERMISSIONS.get(self.role, frozenset())
 
 
 def hash_key(key: str) -> str:
+    """SHA-256 (hex) of a key: the only form of it stored, in `api_keys.key_hash`."""
     return hashlib.sha256(key.encode()).hexdigest()
 
 
@@ -99,6 +102,7 @@ def create_key(conn: psycopg.Connection[Any], name: str, role: str, created_by: 
 
 
 def lookup(conn: psycopg.Connection[Any], key: str) -> Principal | None:
+    """The principal of a well-formed, known, unrevoked key; None otherwise (the hash compared in constant time)."""
     prefix = _prefix_of(key)
     if prefix is None:
         return None

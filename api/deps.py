@@ -14,10 +14,12 @@ from quantrac.settings import Settings
 
 
 def get_settings_dep(request: Request) -> Settings:
+    """The settings the app was created with (not re-read from the environment per request)."""
     return request.app.state.settings
 
 
 def get_conn(request: Request) -> Iterator[psycopg.Connection[Any]]:
+    """A connection from the app's pool (autocommit), returned to the pool when the request ends."""
     pool: ConnectionPool = request.app.state.pool
     with pool.connection() as conn:
         yield conn

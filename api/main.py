@@ -53,6 +53,7 @@ BROWSER = [Depends(require("read", browser_authenticated))]
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
+    """The API app: each router behind its permission, the docs and dashboard behind the key; settings from the environment."""
     settings = settings or get_settings()
 
     @asynccontextmanager

@@ -9,6 +9,7 @@ from quantrac.settings import get_settings
 
 
 def setup(process: str) -> None:
+    """Configure logging for `process`; bridge, worker, api and notifier also migrate the database if `db_migrate_on_start`."""
     s = get_settings()
     configure(s.log_level, s.log_format, process)
     if process in ("bridge", "worker", "api", "notifier"):
@@ -17,10 +18,12 @@ def setup(process: str) -> None:
 
 
 def stop_on_signals(stop: object) -> None:
+    """On SIGINT or SIGTERM call `stop.stop()` (`stop.set()` for an Event), so the loop ends cleanly instead of mid-batch."""
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.stop() if hasattr(stop, "stop") else stop.set())  # type: ignore[attr-defined]
 
 
 def cli_actor() -> str:
+    """The actor recorded for changes made from the command line: `cli:<OS user name>`."""
     import getpass
     return f"cli:{getpass.getuser()}"

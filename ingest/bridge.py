@@ -97,6 +97,7 @@ class AckQueue:
         self._arrived: deque[PendingMessage] = deque()
 
     def arrived(self, message: PendingMessage) -> None:
+        """Queue a message for acknowledgement in arrival order; one that produced no records is confirmed at once."""
         with self._lock:
             self._arrived.append(message)
         if message.remaining == 0:
@@ -143,6 +144,7 @@ class Outbox:
         self._ready = threading.Event()
 
     def put(self, record: OutgoingRecord) -> None:
+        """Hand a record to the producer thread; called on the MQTT network thread, so it never blocks."""
         self._records.append(record)
         if not self._ready.is_set():
             self._ready.set()
@@ -164,6 +166,7 @@ class Outbox:
             return records
 
     def qsize(self) -> int:
+        """Records waiting for the producer thread (a snapshot: both threads change it)."""
         return len(self._records)
 
 

@@ -25,6 +25,7 @@ class Heartbeat(threading.Thread):
         self._log = RateLimitedLog(log, interval_s=60.0)  # one warning a minute while PostgreSQL is unreachable
 
     def beat(self, state: State = "running") -> bool:
+        """Write this bridge's row once with `state`; never raises: False (logged, rate-limited) when PostgreSQL is down."""
         try:
             with psycopg.connect(self.dsn, autocommit=True, connect_timeout=5) as conn:
                 record(conn, self.client_id, self.subscription, state, self.interval_s)
@@ -41,5 +42,6 @@ class Heartbeat(threading.Thread):
         return True
 
     def run(self) -> None:
+        """Beat every `interval_s` until `stop` is set; the first beat comes one interval after the start."""
         while not self.stop.wait(self.interval_s):
             self.beat()

@@ -91,6 +91,7 @@ class Outcomes:
     """Readings record (position in the chunk's records) → (unit positions in it, readings in it)."""
 
     def note(self, position: int, reason: str, message: str, n: int = 1) -> None:
+        """Count `n` rejections for `reason` at unit `position`, keeping the first EXAMPLES messages of each reason."""
         self.counts[reason] += n
         shown = self.examples.setdefault(reason, [])
         if len(shown) < EXAMPLES:
@@ -98,12 +99,14 @@ class Outcomes:
         self.rejected_units.setdefault(position, reason)
 
     def merge(self, other: "Outcomes") -> None:
+        """Add another chunk's counts and examples (up to EXAMPLES a reason); not its unit positions, which are chunk-local."""
         self.counts.update(other.counts)
         for reason, shown in other.examples.items():
             mine = self.examples.setdefault(reason, [])
             mine.extend(shown[:EXAMPLES - len(mine)])
 
     def as_json(self) -> dict[str, dict[str, Any]]:
+        """Rejections by reason, most frequent first, each with its count, first examples and the fix to print."""
         return {reason: {"count": n, "examples": self.examples.get(reason, []),
                          "fix": FIXES.get(reason, "see the examples and the dead letters (quantrac deadletters); fix the "
                                           "file or the registry and import again")}
@@ -132,6 +135,7 @@ class ImportResult:
 
     @property
     def rate(self) -> float:
+        """Readings sent per second of the run; 0 when it took no measurable time."""
         return self.readings_sent / self.seconds if self.seconds > 0 else 0.0
 
     @property
@@ -165,6 +169,10 @@ class TokenBucket:
         self.tokens, self.at = rate, clock()
 
     def take(self, n: int) -> None:
+        """Block (through `wait`) until `n` tokens are available, then spend them.
+
+        A take larger than one second's burst waits for a full bucket and leaves it in debt, so the average rate still holds.
+        """
         now = self.clock()
         self.tokens = min(self.rate, self.tokens + (now - self.at) * self.rate)
         self.at = now

@@ -89,6 +89,7 @@ class Limits:
 
     @classmethod
     def from_settings(cls, settings: "Settings") -> "Limits":
+        """The limits as configured: payload size, future skew, retention, dead-letter payload cap, rejections per message."""
         return cls(settings.max_payload_bytes, timedelta(seconds=settings.max_future_s),
                    timedelta(days=settings.retention_days), settings.deadletter_payload_cap_bytes,
                    settings.deadletter_max_per_message)

@@ -121,9 +121,11 @@ class Incident:
     """A fixed value for `exceedance` instead of `magnitude` x the limit (e.g. `simulate --inject`)."""
 
     def active(self, ts: datetime) -> bool:
+        """Whether the incident is under way at event time `ts` (start included, end excluded)."""
         return self.start <= ts < self.end
 
     def applies(self, station_id: str, parameter: str | None) -> bool:
+        """Whether it touches `parameter` of `station_id`; an incident without a parameter touches all of its station's."""
         return self.station == station_id and (self.parameter is None or self.parameter == parameter)
 
 

@@ -62,6 +62,7 @@ class Injection:
     value: float | None = None
 
     def incident(self, start: datetime, end: datetime) -> Incident:
+        """The injection as an exceedance over [start, end): at `value` when given, else 1.5 x the parameter's limit."""
         return Incident(self.station, self.parameter, "exceedance", start, end, 1.5, self.value)
 
 
@@ -124,8 +125,10 @@ def in_delivery_order(messages: Iterable[Message], slack: timedelta = FOREVER) -
 
 class Sink(Protocol):
     """Where the simulator sends its messages (MQTT, Kafka or a file)."""
-    def send(self, message: Message) -> None: ...
-    def close(self) -> None: ...
+    def send(self, message: Message) -> None:
+        """Deliver one message; raises when the transport refuses it."""
+    def close(self) -> None:
+        """Wait for what is still in flight, then release connections or files."""
 
 
 CONNACK_TIMEOUT_S = 10.0
@@ -177,6 +180,7 @@ class MqttSink:
         return client
 
     def send(self, message: Message) -> None:
+        """Publish at QoS 1 as the station's gateway (the default account if it has none); connects a gateway on first use."""
         client = self._by_station.get(message.station_id)
         if client is None:
             client = self._client(self._accounts.get(message.station_id, self._default))
@@ -184,6 +188,7 @@ class MqttSink:
         self._last = client.publish(topic_for(message.station_id, self._root), mqtt_payload(message), qos=1)
 
     def close(self) -> None:
+        """Wait up to 30 s for the last publish to be acknowledged, then disconnect every gateway."""
         if self._last is not None:
             self._last.wait_for_publish(timeout=30)
         for client in self._clients.values():
@@ -199,12 +204,14 @@ class TT10Sink:
         self.directory, self.province, self.facility = directory, province, facility
 
     def send(self, message: Message) -> None:
+        """Write the message as a TT10 file: a hidden `.part` first, then renamed, so a watcher never takes it half written."""
         name, data = tt10_file(message, self.province, self.facility)
         part = self.directory / f".{name}.part"
         part.write_bytes(data)
         os.replace(part, self.directory / name)
 
     def close(self) -> None:
+        """Nothing to release: each file is complete once `send` returns."""
         pass
 
 

@@ -110,6 +110,7 @@ class TT10Name:
 
     @property
     def filename(self) -> str:
+        """The name the file is delivered under: `<Province>_<Facility>_<Station>_<yyyyMMddHHmmss>.txt`, Vietnam local time."""
         return format_filename(self)
 
 
@@ -286,6 +287,7 @@ class TT10Parse:
 
     @property
     def ok(self) -> bool:
+        """True when no line of the file was rejected."""
         return not self.errors
 
 

@@ -85,10 +85,12 @@ class FileVerdict:
 
     @property
     def readings(self) -> list[Reading]:
+        """The readings of the kept lines, in file order."""
         return [k.reading for k in self.kept]
 
     @property
     def destination(self) -> str:
+        """The subfolder the file is moved to: `done` when any line was kept, else `rejected`."""
         return DONE_DIR if self.kept else REJECTED_DIR
 
     def reason_text(self) -> str:
@@ -214,6 +216,7 @@ class StableFiles:
     _seen: dict[Path, tuple[int, int, float]] = field(default_factory=dict)
 
     def ready(self, paths: Iterable[Path], now: float) -> list[Path]:
+        """The `paths` whose size and mtime held for `settle_s` (and mtime is that old); forgets paths no longer listed."""
         ready: list[Path] = []
         current: dict[Path, tuple[int, int, float]] = {}
         for path in paths:
@@ -231,6 +234,7 @@ class StableFiles:
         return ready
 
     def forget(self, path: Path) -> None:
+        """Drop what is known of `path` (e.g. once moved away), so a new file of that name must settle again."""
         self._seen.pop(path, None)
 
 
@@ -382,4 +386,5 @@ class Watcher:
         log.info("tt10.stopped", **self.counts)
 
     def stop(self) -> None:
+        """Ask `run` to stop after the current scan; returns at once."""
         self._stop.set()

@@ -61,12 +61,14 @@ def forget(conn: psycopg.Connection, client_id: str) -> bool:
 
 
 def known_sessions(conn: psycopg.Connection) -> list[KnownSession]:
+    """Every recorded bridge session, by client id, with its seconds since the last heartbeat by PostgreSQL's clock."""
     rows = conn.execute("SELECT client_id, subscription, state, heartbeat_s, "
                         "extract(epoch FROM now() - last_seen)::float8 FROM bridge_sessions ORDER BY client_id").fetchall()
     return [KnownSession(r[0], r[1], r[2], float(r[3]), max(0.0, float(r[4]))) for r in rows]
 
 
 def session_of(conn: psycopg.Connection, client_id: str) -> KnownSession | None:
+    """The recorded session of `client_id`; None when it has no row (never started, or its session has ended)."""
     return next((s for s in known_sessions(conn) if s.client_id == client_id), None)
 
 

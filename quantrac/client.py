@@ -47,6 +47,7 @@ class Client:
         self.close()
 
     def close(self) -> None:
+        """Release the HTTP connection pool; the client cannot be used afterwards."""
         self.http.close()
 
     def _get(self, path: str, params: dict[str, Any]) -> dict[str, Any]:

@@ -40,6 +40,7 @@ _UPSERT = ("INSERT INTO delivery_counts (hour, station_id, counter, reason, n) V
 
 
 def hour_of(ts: datetime) -> datetime:
+    """The UTC hour containing `ts`: the `hour` of the `delivery_counts` row it is counted in."""
     return ts.astimezone(timezone.utc).replace(minute=0, second=0, microsecond=0)
 
 
@@ -102,6 +103,7 @@ class DeliveryCounts:
 
 
 def write_counts(conn: psycopg.Connection[Any], counts: Mapping[CountKey, int]) -> None:
+    """Add the counts to their `delivery_counts` rows (upsert; rows only grow), in the caller's transaction."""
     with conn.cursor() as cur:
         cur.executemany(_UPSERT, [(hour, station, counter, reason, n) for (hour, station, counter, reason), n in counts.items()])
 

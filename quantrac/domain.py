@@ -150,6 +150,7 @@ class Station(BaseModel):
         return self
 
     def parameter(self, symbol: str) -> ParameterSpec | None:
+        """The station's spec of parameter `symbol`; None when the station does not report it."""
         return self.parameters.get(symbol)
 
 

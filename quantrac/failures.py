@@ -76,9 +76,11 @@ class Attempts:
         return count >= self.most
 
     def forget(self, key: Hashable) -> None:
+        """Drop the failures of `key`, once it has succeeded or been quarantined."""
         self._failed.pop(key, None)
 
     def count(self, key: Hashable) -> int:
+        """Failed tries of `key` remembered so far; 0 when none, or forgotten."""
         return self._failed.get(key, 0)
 
 

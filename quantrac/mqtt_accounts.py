@@ -36,10 +36,12 @@ class GatewayCredential:
 
 
 def mosquitto_dir(run_dir: Path) -> Path:
+    """The folder of the generated broker files (credentials.json, passwd, acl, tls/) under `run_dir`."""
     return run_dir / "mosquitto"
 
 
 def read_accounts(run_dir: Path) -> dict[str, object]:
+    """The generated credentials.json as parsed; empty when the stack has not generated it yet."""
     path = mqtt_credentials_file(run_dir)
     return json.loads(path.read_text()) if path.is_file() else {}
 

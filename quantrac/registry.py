@@ -116,6 +116,7 @@ class RegistryCache(Mapping[str, Station]):
         self.reload()
 
     def reload(self) -> None:
+        """Load the registry now; a failed load is logged and keeps the previous one (the next reload still waits `refresh_s`)."""
         try:
             loaded = self._load()
             if isinstance(loaded, RegistrySnapshot):

@@ -20,19 +20,23 @@ KAFKA_POM = REPO_ROOT / "deploy" / "kafka" / "pom.xml"
 
 
 class Kafka(Service):
+    """The single-node KRaft broker of the local stack, run with java from the jars of deploy/kafka/pom.xml."""
     name = "kafka"
     exe = "java"
 
     @property
     def home(self) -> Path:
+        """The broker's folder under run_dir: server.properties, log4j config, cluster id and data."""
         return self.run_dir / "kafka"
 
     @property
     def props(self) -> Path:
+        """The rendered server.properties; its path on the command line marks the process as this run_dir's broker."""
         return self.home / "server.properties"
 
     @property
     def libs(self) -> Path:
+        """The broker's jars, copied out of Maven; kept across runs until pom.xml changes."""
         return self.run_dir / "kafka-libs"
 
     @property
@@ -42,11 +46,13 @@ class Kafka(Service):
 
     @property
     def endpoint(self) -> str:
+        """`kafka://host:port` of the local listener, as `quantrac stack status` shows it."""
         host, port = self.bootstrap
         return f"kafka://{host}:{port}"
 
     @property
     def ports(self) -> list[PortUse]:
+        """The client listener and the KRaft controller port, each with the setting that moves it."""
         host, port = self.bootstrap
         return [
             PortUse(host, port, f"QUANTRAC_KAFKA_BOOTSTRAP={host}:<port>"),
@@ -55,6 +61,7 @@ class Kafka(Service):
 
     @property
     def process(self) -> ProcessSpec:
+        """Where the broker's pid and logs live, and its server.properties path that identifies its process."""
         return ProcessSpec(
             name=self.name,
             exe=self.exe,
@@ -65,6 +72,7 @@ class Kafka(Service):
         )
 
     def check(self) -> None:
+        """Healthy when the listener accepts TCP and the cluster answers a describe request; raises with the reason otherwise."""
         host, port = self.bootstrap
         tcp_connect(host, port)
         admin = kafka_admin(self.settings)
@@ -74,6 +82,7 @@ class Kafka(Service):
             admin.close()
 
     def prepare(self) -> tuple[list[str], Path | None]:
+        """Gather the jars, render the configs, format the storage on first run; returns the java argv and the broker's home."""
         java = require_binary("java", "default-jre-headless")
         libs = self._gather_libs()
         classpath = f"{libs}/*"  # java expands the wildcard itself

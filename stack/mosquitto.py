@@ -22,27 +22,33 @@ log = structlog.get_logger(__name__)
 
 
 class Mosquitto(Service):
+    """The local MQTT broker, with the generated accounts and ACL: it never accepts anonymous clients."""
     name = "mosquitto"
     exe = "mosquitto"
 
     @property
     def home(self) -> Path:
+        """The broker's folder under run_dir: config, persistence data and the generated accounts."""
         return self.run_dir / "mosquitto"
 
     @property
     def conf(self) -> Path:
+        """The rendered mosquitto.conf; its path on the command line marks the process as this run_dir's broker."""
         return self.home / "mosquitto.conf"
 
     @property
     def endpoint(self) -> str:
+        """`mqtt://host:port`, as `quantrac stack status` shows it."""
         return f"mqtt://{self.settings.mqtt_host}:{self.settings.mqtt_port}"
 
     @property
     def ports(self) -> list[PortUse]:
+        """The MQTT listener, with the setting that moves it."""
         return [PortUse(self.settings.mqtt_host, self.settings.mqtt_port, "QUANTRAC_MQTT_PORT=<port>")]
 
     @property
     def process(self) -> ProcessSpec:
+        """Where the broker's pid and logs live, and its config path that identifies its process."""
         return ProcessSpec(
             name=self.name,
             exe=self.exe,
@@ -53,6 +59,7 @@ class Mosquitto(Service):
         )
 
     def check(self) -> None:
+        """Healthy when the broker accepts the bridge's login; raises ConnectionRefusedError with the CONNACK code otherwise."""
         username, password = bridge_login(self.settings)
         code = mqtt_connack(self.settings.mqtt_host, self.settings.mqtt_port, username, password)
         if code != 0:
@@ -64,6 +71,7 @@ class Mosquitto(Service):
         ensure_accounts(self.settings)
 
     def prepare(self) -> tuple[list[str], Path | None]:
+        """Generate the accounts (before the config, so the broker never starts open), render the config; returns argv and cwd."""
         binary = require_binary("mosquitto", "mosquitto mosquitto-clients", extra_dirs=("/usr/sbin", "/usr/local/sbin"))
         ensure_accounts(self.settings)  # before the config is rendered: the broker never starts anonymous
         (self.home / "data").mkdir(parents=True, exist_ok=True)

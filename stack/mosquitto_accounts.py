@@ -55,10 +55,12 @@ log = structlog.get_logger(__name__)
 
 
 def gateway_of(station: Station) -> str:
+    """The gateway a station publishes through: its `gateway`, or the station itself when it has none."""
     return station.gateway or station.id
 
 
 def username_for(gateway: str) -> str:
+    """The broker account of a gateway: `gw-<gateway>`."""
     return f"gw-{gateway}"
 
 
@@ -100,6 +102,7 @@ def alerts_acl_topic(template: str) -> str:
 
 @dataclass(frozen=True)
 class SyncResult:
+    """What `sync` did: how many gateways have an account, which were created now, whether a running broker reloaded."""
     gateways: int
     created: tuple[str, ...]
     reloaded: bool
@@ -207,6 +210,7 @@ def reload_broker(settings: Settings) -> bool:
 
 
 def auth_configured(run_dir: Path) -> bool:
+    """Whether `sync` has generated the broker's passwd and acl under run_dir."""
     home = mosquitto_dir(run_dir)
     return (home / "passwd").is_file() and (home / "acl").is_file()
 
@@ -216,6 +220,7 @@ def auth_configured(run_dir: Path) -> bool:
 
 @dataclass(frozen=True)
 class TlsFiles:
+    """The local CA certificate, and the broker's certificate and private key, under run_dir/mosquitto/tls."""
     ca_cert: Path
     cert: Path
     key: Path

@@ -25,33 +25,40 @@ log = structlog.get_logger(__name__)
 
 
 class Postgres(Service):
+    """The local PostgreSQL server, run as the `postgres` OS user, preloading TimescaleDB when it is wanted and installed."""
     name = "postgres"
     exe = "postgres"
     os_user = "postgres"
 
     @property
     def home(self) -> Path:
+        """The server's folder under run_dir: data directory and unix socket directory."""
         return self.run_dir / "postgres"
 
     @property
     def data_dir(self) -> Path:
+        """The cluster's data directory; its path on the command line marks the process as this run_dir's server."""
         return self.home / "data"
 
     @property
     def socket_dir(self) -> Path:
+        """Where the server puts its unix socket, unless that path is too long for one (TCP only then)."""
         return self.home / "sock"
 
     @property
     def endpoint(self) -> str:
+        """The DSN without password, as `quantrac stack status` shows it."""
         s = self.settings
         return f"postgresql://{s.pg_user}@{s.pg_host}:{s.pg_port}/{s.pg_database}"
 
     @property
     def ports(self) -> list[PortUse]:
+        """The server's TCP port, with the setting that moves it."""
         return [PortUse(self.settings.pg_host, self.settings.pg_port, "QUANTRAC_PG_PORT=<port>")]
 
     @property
     def process(self) -> ProcessSpec:
+        """Where the server's pid and log live; it runs as `postgres` and stops on SIGINT (fast shutdown)."""
         return ProcessSpec(
             name=self.name,
             exe=self.exe,
@@ -76,9 +83,11 @@ class Postgres(Service):
             return cursor.fetchall() if cursor.description else []
 
     def check(self) -> None:
+        """Healthy when `SELECT 1` succeeds on the `postgres` database; raises with the reason otherwise."""
         self._query("postgres", "SELECT 1")
 
     def ready(self) -> None:
+        """Ready once the server answers on the `postgres` database: the quantrac one may not exist before `after_start`."""
         self._query("postgres", "SELECT 1")
 
     def wants_timescaledb(self) -> bool:
@@ -86,6 +95,7 @@ class Postgres(Service):
         return self.settings.pg_timescaledb and timescaledb_available(postgres_bin_dir())
 
     def stale(self) -> str | None:
+        """Why the running server's TimescaleDB preload differs from what is wanted now; None when it matches."""
         running = self._query("postgres", "SHOW shared_preload_libraries")
         preloaded = "timescaledb" in str(running[0][0]) if running else False
         if self.wants_timescaledb() and not preloaded:
@@ -102,6 +112,7 @@ class Postgres(Service):
             return describe_store(conn).summary
 
     def after_start(self) -> None:
+        """Create the quantrac database if it does not exist yet."""
         from psycopg import sql
 
         name = self.settings.pg_database
@@ -110,6 +121,7 @@ class Postgres(Service):
             log.info("postgres.database.created", database=name)
 
     def prepare(self) -> tuple[list[str], Path | None]:
+        """initdb on first run, refuse data of another major version, render quantrac.conf; returns argv and the data dir."""
         bin_dir = postgres_bin_dir()
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         self.socket_dir.mkdir(parents=True, exist_ok=True)

@@ -80,6 +80,7 @@ def probe(check: Callable[[], None]) -> str | None:
 
 
 def split_host_port(address: str) -> tuple[str, int]:
+    """`host:port` as (host, port), brackets of an IPv6 host removed; an empty host means 127.0.0.1."""
     host, _, port = address.strip().rpartition(":")
     return host.strip("[]") or "127.0.0.1", int(port)
 
@@ -277,6 +278,7 @@ def _wait_until(condition: Callable[[], bool], timeout_s: float) -> bool:
 
 
 def log_tails(spec: ProcessSpec) -> str:
+    """The last lines of each of the process's logs, for an error message; says so when they are all empty."""
     parts = []
     for path in spec.logs:
         tail = _tail(path)

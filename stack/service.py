@@ -36,14 +36,17 @@ class Service:
 
     @property
     def endpoint(self) -> str:
+        """Where the service answers, as `quantrac stack status` shows it."""
         raise NotImplementedError
 
     @property
     def ports(self) -> list[PortUse]:
+        """Every address the service listens on, checked to be free before it starts."""
         raise NotImplementedError
 
     @property
     def process(self) -> ProcessSpec:
+        """Where its pid and logs live, and how to recognise and stop its process."""
         raise NotImplementedError
 
     def check(self) -> None:

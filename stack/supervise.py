@@ -41,6 +41,7 @@ class Backoff:
     stable_s: float = 60.0
 
     def delay(self, restarts_in_a_row: int) -> float:
+        """Seconds to wait before the `restarts_in_a_row`-th restart: `first_s`, doubling each time, at most `max_s`."""
         if restarts_in_a_row <= 1:
             return self.first_s
         return min(self.max_s, self.first_s * 2.0 ** min(restarts_in_a_row - 1, 32))
@@ -81,6 +82,7 @@ class Supervisor:
         self._colours = get_colours()
 
     def add(self, name: str, command: str, env: dict[str, str]) -> None:
+        """Register a command under `name` (started by `run`); the longest name sets the width of the output prefix."""
         self.children[name] = Child(name, command, env, colour=next(self._colours))
         self.printer.width = max(len(n) for n in self.children)
 

@@ -51,6 +51,7 @@ class ServerDirs:
 
     @property
     def control_file(self) -> Path:
+        """TimescaleDB's control file for this server: it exists when the extension is installed."""
         return self.sharedir / "extension" / "timescaledb.control"
 
 

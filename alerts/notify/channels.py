@@ -66,6 +66,7 @@ class KafkaChannel:
         return self.producer
 
     def __call__(self, n: Notification) -> tuple[bool, str]:
+        """Publish the alert and this transition, keyed by station; raises if Kafka does not confirm within `timeout_s`."""
         import orjson
         producer = self._producer()
         body = orjson.loads(n.body())
@@ -74,5 +75,6 @@ class KafkaChannel:
         return True, f"published to {self.topic}"
 
     def close(self) -> None:
+        """Close the producer, waiting up to 5 s for records still in flight; nothing to do if it never connected."""
         if self.producer is not None:
             self.producer.close(timeout=5)

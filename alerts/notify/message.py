@@ -24,15 +24,18 @@ class Notification:
 
     @property
     def escalation(self) -> bool:
+        """True for an escalation or reminder about an unacknowledged alert, rather than a change to the alert itself."""
         return self.kind in ("escalated", "reminded")
 
     def body(self) -> bytes:
+        """The JSON every channel sends (`v` 1): the event, and the alert's public fields with `limit_value` named `limit`."""
         alert = {k: self.alert.get(k) for k in ALERT_FIELDS}
         alert["limit"] = alert.pop("limit_value")
         return orjson.dumps({"v": 1, "event": {"id": self.event_id, "kind": self.kind, "actor": self.actor,
                                                "at": self.at, "note": self.note}, "alert": alert})
 
     def subject(self) -> str:
+        """The e-mail subject: severity, event kind, station, parameter, rule and zone on one line."""
         a = self.alert
         return (f"[quantrac {a['severity']}] {self.kind}: {a['station_id']} {a['parameter']} {a['rule']}"
                 f" ({a.get('zone') or 'no zone'})")

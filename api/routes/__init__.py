@@ -1,0 +1,1 @@
+"""One module per resource, each with a `router` that `api.main` mounts (behind the API key, except `health`)."""

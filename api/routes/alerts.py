@@ -27,6 +27,7 @@ _COLUMNS = ("id, station_id, parameter, rule, basis, severity, status, zone, ope
 
 
 class AlertOut(Alert):
+    """An alert with its station's zone and its lifecycle times, shown in the display time zone."""
     zone: str | None = Field(None, description="Industrial zone of the station.")
     first_ts: datetime | None = Field(None, description="Event time of the first reading that raised it.")
     last_ts: datetime | None = Field(None, description="Event time of the latest reading that raised it.")
@@ -45,6 +46,7 @@ class AlertOut(Alert):
 
 
 class AlertPage(BaseModel):
+    """One page of alerts, newest first, and where the live stream continues from it."""
     data: list[AlertOut]
     count: int
     next_cursor: int | None = Field(None, description="Pass as `cursor` to get the next (older) page; null on the last page.")
@@ -56,6 +58,7 @@ class AlertPage(BaseModel):
 
 
 class AlertEventOut(BaseModel):
+    """One entry of an alert's history: a transition or a comment, who made it and when."""
     id: int = Field(description="Also the SSE event id of this transition.")
     alert_id: int
     at: datetime
@@ -67,6 +70,7 @@ class AlertEventOut(BaseModel):
 
 
 class DeliveryOut(BaseModel):
+    """One attempt to deliver a notification of an alert event through one channel."""
     id: int
     event_id: int
     channel: str
@@ -77,6 +81,7 @@ class DeliveryOut(BaseModel):
 
 
 class AlertDetail(BaseModel):
+    """An alert with its whole history, oldest first, and every notification delivery attempt."""
     alert: AlertOut
     events: list[AlertEventOut]
     deliveries: list[DeliveryOut]
@@ -90,18 +95,22 @@ class AlertDetail(BaseModel):
 
 
 class ActionBody(BaseModel):
+    """An optional note kept in the alert's history with an acknowledgement or a manual resolution."""
     note: str | None = Field(None, max_length=2000, pattern=r"^[^\x00]*$", description="Why, what was done.", examples=["Called the plant; aerator restarted."])
 
 
 class CommentBody(BaseModel):
+    """A comment for an alert's history; it does not change the alert's status."""
     text: str = Field(min_length=1, max_length=2000, pattern=r"^[^\x00]*\S[^\x00]*$", examples=["Sample taken for the lab at 21:30."])
 
 
 class CommentOut(BaseModel):
+    """Where the comment was recorded in the alert's history."""
     event_id: int = Field(description="The comment's alert event id.", examples=[1042])
 
 
 def alert_out(row: dict[str, Any], settings: Settings) -> AlertOut:
+    """An `alerts` row (or stream row) as AlertOut: `limit_value` read as `limit`, times in the display time zone."""
     if "limit" not in row:
         row = {**row, "limit": row.get("limit_value")}
     times = ("opened_at", "updated_at", "first_ts", "last_ts", "acknowledged_at", "resolved_at", "escalated_at")
@@ -128,6 +137,8 @@ def list_alerts(
     cursor: Annotated[int | None, Query(ge=1, le=2**62, description="`next_cursor` of the previous page")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> AlertPage:
+    """Filters combine with AND. For the next (older) page pass `next_cursor` as `cursor`;
+    `last_event_id` is where `GET /api/v1/alerts/stream` continues without a gap."""
     clauses: list[str] = []
     params: list[Any] = []
     for column, value in (("severity", severity.value if severity else None), ("zone", zone), ("station_id", station),
@@ -173,6 +184,7 @@ def export_alerts(
     to: Annotated[AwareDatetime | None, Query(description="Opened before")] = None,
     limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000,
 ) -> Response:
+    """One line per alert opened in [`from`, `to`), oldest first, at most `limit` lines; times in the display time zone."""
     clauses, params = ["TRUE"], []
     if from_ is not None:
         clauses.append("opened_at >= %s")
@@ -193,6 +205,7 @@ def export_alerts(
 
 
 class SuppressedAlert(BaseModel):
+    """An active alert whose notifications are held back now, and what holds them back."""
     alert_id: int
     station_id: str
     zone: str | None
@@ -203,6 +216,7 @@ class SuppressedAlert(BaseModel):
 
 
 class SuppressedAlerts(BaseModel):
+    """Every active alert held back now, with how many are silenced and how many inhibited."""
     silenced: int
     inhibited: int
     data: list[SuppressedAlert]
@@ -238,6 +252,7 @@ def suppressed_alerts(conn: ConnDep) -> SuppressedAlerts:
 @router.get("/{alert_id}", response_model=AlertDetail, summary="One alert with its full history and delivery log",
             responses={404: {"description": "No such alert"}})
 def get_alert(alert_id: int, conn: ConnDep, settings: SettingsDep) -> AlertDetail:
+    """The alert, its events oldest first, and every notification delivery attempt; times in the display time zone."""
     with conn.cursor(row_factory=dict_row) as cur:
         row = cur.execute(f"SELECT {_COLUMNS} FROM alerts WHERE id = %s", (alert_id,)).fetchone()
         if row is None:
@@ -267,6 +282,8 @@ def _act(action: Any, conn: Any, alert_id: int, *args: Any) -> Any:
              responses=_ACTION_ERRORS)
 def acknowledge(alert_id: int, conn: ConnDep, settings: SettingsDep,
                 who: Annotated[Principal, Depends(require("alerts.write"))], body: ActionBody | None = None) -> AlertOut:
+    """Records that someone has seen the alert, with the key's name and role and the optional note.
+    409 if it is resolved or already acknowledged."""
     row = _act(store.acknowledge, conn, alert_id, who.actor, body.note if body else None)
     return alert_out(row, settings)
 
@@ -275,6 +292,8 @@ def acknowledge(alert_id: int, conn: ConnDep, settings: SettingsDep,
              responses=_ACTION_ERRORS)
 def resolve(alert_id: int, conn: ConnDep, settings: SettingsDep,
             who: Annotated[Principal, Depends(require("alerts.write"))], body: ActionBody | None = None) -> AlertOut:
+    """Closes an active alert before its condition clears by itself; a new alert opens if the condition returns.
+    409 if it is already resolved."""
     row = _act(store.resolve, conn, alert_id, who.actor, body.note if body else None)
     return alert_out(row, settings)
 
@@ -283,4 +302,5 @@ def resolve(alert_id: int, conn: ConnDep, settings: SettingsDep,
              summary="Comment on an alert (operator, admin)", responses=_ACTION_ERRORS)
 def add_comment(alert_id: int, body: CommentBody, conn: ConnDep,
                 who: Annotated[Principal, Depends(require("alerts.write"))]) -> CommentOut:
+    """Adds a note to the alert's history without changing its status; resolved alerts take comments too."""
     return CommentOut(event_id=_act(store.comment, conn, alert_id, who.actor, body.text))

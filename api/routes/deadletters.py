@@ -17,6 +17,7 @@ router = APIRouter(prefix="/api/v1/deadletters", tags=["ingest"])
 
 
 class DeadLetter(BaseModel):
+    """A rejected message or reading, or a record a loop quarantined, with its payload kept for inspection and replay."""
     id: int
     received_at: datetime
     source: str
@@ -38,6 +39,7 @@ class DeadLetter(BaseModel):
 
 
 class DeadLetterPage(BaseModel):
+    """One page of dead letters: `total` of them match the filters; `next_offset` is null on the last page."""
     data: list[DeadLetter]
     count: int
     total: int
@@ -55,6 +57,7 @@ def list_deadletters(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> DeadLetterPage:
+    """Newest first, filtered by station, reason, stage, time and replay state; page on with `offset=next_offset`."""
     where, params = where_clause(("station_id = %s", station or None), ("reason = %s", reason or None),
                                  ("stage = %s", stage or None),
                                  ("received_at >= %s", since),
@@ -77,6 +80,7 @@ def list_deadletters(
 
 
 class DeadLetterCount(BaseModel):
+    """How many dead letters one stage set aside for one reason, and when the newest arrived."""
     stage: str
     reason: str
     count: int

@@ -14,6 +14,7 @@ router = APIRouter(tags=["ingest"])
 
 
 class Delivery(BaseModel):
+    """What became of one station's messages and readings over the range, from the bridge to the store."""
     station_id: str
     received: int = Field(description="MQTT messages the bridge received for the station.")
     forwarded: int = Field(description="Readings the bridge forwarded, confirmed by Kafka.")
@@ -26,6 +27,7 @@ class Delivery(BaseModel):
 
 
 class DeliveryList(BaseModel):
+    """Delivery accounting of every station that had anything counted in the range."""
     data: list[Delivery]
     count: int
 
@@ -36,12 +38,14 @@ Until = Annotated[AwareDatetime | None, Query(description="Before this instant")
 
 @router.get("/api/v1/delivery", response_model=DeliveryList, summary="Delivery accounting of every station")
 def list_delivery(conn: ConnDep, since: Since = None, until: Until = None) -> DeliveryList:
+    """Stations with nothing counted in the range are left out. Counts are hourly, so `since` takes in its whole hour."""
     data = [Delivery(station_id=s, **c) for s, c in delivery_summary(conn, None, since, until).items()]
     return DeliveryList(data=data, count=len(data))
 
 
 @router.get("/api/v1/stations/{station_id}/delivery", response_model=Delivery, summary="Delivery accounting of one station")
 def station_delivery(station_id: str, conn: ConnDep, since: Since = None, until: Until = None) -> Delivery:
+    """Zeros for a registered station that received nothing in the range; 404 for an id neither registered nor counted."""
     found = delivery_summary(conn, station_id, since, until).get(station_id)
     if found is None:
         known = conn.execute("SELECT 1 FROM stations WHERE id = %s", (station_id,)).fetchone()

@@ -15,6 +15,7 @@ router = APIRouter(tags=["health"])
 
 
 class DependencyState(BaseModel):
+    """Whether one dependency answered its probe, where it was probed, and the error when it did not."""
     ok: bool
     endpoint: str
     detail: str = ""
@@ -30,6 +31,7 @@ class StoreState(BaseModel):
 
 
 class Health(BaseModel):
+    """`ok` when PostgreSQL, Kafka and MQTT all answer, else `degraded` (with HTTP 503)."""
     status: Literal["ok", "degraded"]
     dependencies: dict[str, DependencyState]
     store: StoreState | None = None
@@ -54,6 +56,8 @@ _KAFKA_API_VERSIONS = bytes([0, 0, 0, 17, 0, 18, 0, 0, 0, 0, 0, 1, 0, 7]) + b"he
 
 @router.get("/healthz", response_model=Health, summary="Liveness and the state of each dependency")
 def healthz(conn: ConnDep, settings: SettingsDep, response: Response) -> Health:
+    """Probes PostgreSQL with a query, Kafka with an ApiVersions request and MQTT with a CONNECT
+    (a refused login still proves the broker up); answers 503 when any of them is down."""
     deps: dict[str, DependencyState] = {}
     store = None
     try:

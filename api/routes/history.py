@@ -119,6 +119,7 @@ def bucket_series(conn: psycopg.Connection, station_id: str, parameters: Sequenc
 
 def raw_rows(conn: psycopg.Connection, station_id: str, parameters: Sequence[str], start: datetime, end: datetime,
              limit: int) -> list[dict[str, Any]]:
+    """Raw readings of the parameters in [start, end), oldest first, at most `limit` rows."""
     with conn.cursor(row_factory=dict_row) as cur:
         return cur.execute(
             "SELECT parameter, ts, value, unit, status FROM readings WHERE station_id = %s AND parameter = ANY(%s) "
@@ -148,6 +149,7 @@ def raw_gaps(conn: psycopg.Connection, station_id: str, parameters: Sequence[str
 
 
 def csv_header() -> str:
+    """The first line of the raw readings CSV (CRLF-terminated, like the rows the csv module writes)."""
     return ",".join(CSV_COLUMNS) + "\r\n"
 
 
@@ -239,6 +241,7 @@ def overlapping_alerts(conn: psycopg.Connection, station_id: str, parameters: Se
 
 
 class HourOver(BaseModel):
+    """An hour whose mean of valid readings is outside the limit, and which bound it crossed."""
     hour: datetime
     mean: float
     bound: str
@@ -246,6 +249,7 @@ class HourOver(BaseModel):
 
 
 class ParameterCompliance(BaseModel):
+    """One parameter's day: mean of valid readings, hours with a mean outside the limit, and completeness so far."""
     parameter: str
     unit: str
     limit: Limit | None
@@ -258,6 +262,7 @@ class ParameterCompliance(BaseModel):
 
 
 class Compliance(BaseModel):
+    """A station's compliance on one local day, parameter by parameter; times in the display time zone."""
     station_id: str
     date: date
     timezone: str
@@ -269,6 +274,7 @@ class Compliance(BaseModel):
 
 @dataclass(frozen=True)
 class DayWindow:
+    """A local day as UTC instants [start, end), and how much of it had passed (zero before it, all of it after)."""
     start: datetime
     end: datetime
     elapsed: timedelta
@@ -329,6 +335,8 @@ def station_compliance(
     station_id: str, conn: ConnDep, settings: SettingsDep,
     date_: Annotated[date, Query(alias="date", description="Local day (YYYY-MM-DD) in the display time zone.")],
 ) -> Compliance:
+    """Per parameter: the day's mean of valid readings, each hour whose mean is above the high limit
+    or below the low one, and completeness of the part of the day elapsed."""
     station = station_row(conn, station_id)
     return compliance(conn, station, date_, ZoneInfo(settings.display_timezone))
 

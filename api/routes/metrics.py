@@ -14,6 +14,8 @@ router = APIRouter(tags=["operations"])
 
 @router.get("/metrics", summary="Prometheus metrics (text exposition format)", response_class=Response)
 def prometheus_metrics(conn: ConnDep, settings: SettingsDep) -> Response:
+    """Sets the alert-count and bridge-session gauges from the database at each scrape, then exposes every metric of the
+    API process; a session whose row is gone leaves no series."""
     counts = {status: 0 for status in metrics.ALERT_STATUSES}
     counts.update({status: int(n) for status, n in conn.execute("SELECT status, count(*) FROM alerts GROUP BY status")})
     for status, n in counts.items():

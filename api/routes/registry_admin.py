@@ -26,11 +26,13 @@ Admin = Annotated[Principal, Depends(require("stations.write"))]
 
 
 class SavedStation(BaseModel):
+    """A station as saved, and what the save did: `created`, `updated` or `unchanged` (no audit entry)."""
     action: str
     station: Station
 
 
 class AuditEntry(BaseModel):
+    """One change to a station's record: the action, who made it, when, and the record before and after."""
     id: int
     station_id: str
     action: str
@@ -52,6 +54,8 @@ def _checked(station: Station, settings: Any) -> Station:
 @router.post("", response_model=SavedStation, status_code=201, summary="Register a station (admin)",
              responses={409: {"description": "The id is taken"}, 422: {"description": "Inconsistent record"}})
 def create_station(station: Station, conn: ConnDep, settings: SettingsDep, who: Admin) -> SavedStation:
+    """Checked against the parameter catalogue, the detectors and the presets first (422 with the reason).
+    The bridge and the worker accept its readings without a restart."""
     if load_station_record(conn, station.id) is not None:
         raise HTTPException(409, f"station {station.id!r} exists; change it with PUT /api/v1/stations/{station.id}")
     action = save_station_audited(conn, _checked(station, settings), who.actor)
@@ -61,6 +65,7 @@ def create_station(station: Station, conn: ConnDep, settings: SettingsDep, who: 
 @router.put("/{station_id}", response_model=SavedStation, summary="Replace a station's record (admin); also un-retires it",
             responses={404: {"description": "Unknown station"}, 422: {"description": "Inconsistent record"}})
 def update_station(station_id: str, station: Station, conn: ConnDep, settings: SettingsDep, who: Admin) -> SavedStation:
+    """Replaces the whole record (the path and body ids must match) after the same checks as registration."""
     if station.id != station_id:
         raise HTTPException(422, f"the body names station {station.id!r} but the path {station_id!r}; make them equal")
     if load_station_record(conn, station_id) is None:
@@ -72,6 +77,7 @@ def update_station(station_id: str, station: Station, conn: ConnDep, settings: S
 @router.post("/{station_id}/retire", status_code=204, summary="Retire a station (admin): history kept, new readings refused",
              responses={404: {"description": "Unknown or already retired station"}})
 def retire(station_id: str, conn: ConnDep, who: Admin) -> Response:
+    """Its readings are refused from the next registry reload on; its history and alerts stay."""
     if not retire_station(conn, station_id, who.actor):
         raise HTTPException(404, f"station {station_id!r} is unknown or already retired; see GET /api/v1/stations")
     return Response(status_code=204)
@@ -79,4 +85,5 @@ def retire(station_id: str, conn: ConnDep, who: Admin) -> Response:
 
 @router.get("/{station_id}/audit", response_model=list[AuditEntry], summary="Registry changes of a station, with their actors")
 def audit(station_id: str, conn: ConnDep, settings: SettingsDep) -> list[AuditEntry]:
+    """Oldest first, each with who made the change and the record before and after it."""
     return [AuditEntry(**{**row, "at": local_time(row["at"], settings)}) for row in station_audit(conn, station_id)]  # type: ignore[arg-type]

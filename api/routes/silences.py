@@ -18,6 +18,7 @@ router = APIRouter(prefix="/api/v1/silences", tags=["silences"], responses=ERROR
 
 
 class SilenceIn(BaseModel):
+    """A silence to create: the station (or one of its parameters), the window, and why."""
     station_id: str = Field(max_length=64, examples=["HD-DAIAN-WW01"])
     parameter: str | None = Field(None, max_length=32, description="Only this parameter; all of the station's when omitted.")
     starts_at: AwareDatetime | None = Field(None, description="Default: now.")
@@ -34,6 +35,7 @@ class SilenceIn(BaseModel):
 
 
 class SilenceOut(BaseModel):
+    """A silence as recorded; `active` while it is in force (started, not ended, not deleted)."""
     id: int
     station_id: str
     parameter: str | None
@@ -53,6 +55,7 @@ class SilenceOut(BaseModel):
 
 
 class SilenceList(BaseModel):
+    """Silences, newest first (at most 1000)."""
     data: list[SilenceOut]
     count: int
 
@@ -74,6 +77,7 @@ _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No such sil
 def list_silences(conn: ConnDep, settings: SettingsDep,
                   station: Annotated[str | None, Query(max_length=64)] = None,
                   active: Annotated[bool, Query(description="Only those in force now")] = False) -> SilenceList:
+    """Newest first, at most 1000, deleted ones included; `active=true` keeps those in force now."""
     sql, params = "SELECT * FROM silences WHERE TRUE", []
     if station:
         sql += " AND station_id = %s"
@@ -89,6 +93,8 @@ def list_silences(conn: ConnDep, settings: SettingsDep,
              responses={404: {"description": "Unknown station"}})
 def create_silence(body: SilenceIn, conn: ConnDep, settings: SettingsDep,
                    who: Annotated[Principal, Depends(require("silences.write"))]) -> SilenceOut:
+    """Holds back notifications of the station's (or the parameter's) alerts from `starts_at` to `ends_at`;
+    alerts still open and are recorded."""
     if conn.execute("SELECT 1 FROM stations WHERE id = %s", (body.station_id,)).fetchone() is None:
         raise HTTPException(404, f"station {body.station_id!r} is not in the registry; see GET /api/v1/stations")
     row = silences.create(conn, station_id=body.station_id, parameter=body.parameter,
@@ -99,6 +105,7 @@ def create_silence(body: SilenceIn, conn: ConnDep, settings: SettingsDep,
 
 @router.get("/{silence_id}", response_model=SilenceOut, summary="One silence", responses=_NOT_FOUND)
 def get_silence(silence_id: int, conn: ConnDep, settings: SettingsDep) -> SilenceOut:
+    """The silence, deleted or not, and whether it is in force now."""
     with conn.cursor(row_factory=dict_row) as cur:
         row = cur.execute("SELECT * FROM silences WHERE id = %s", (silence_id,)).fetchone()
     if row is None:
@@ -110,6 +117,7 @@ def get_silence(silence_id: int, conn: ConnDep, settings: SettingsDep) -> Silenc
                responses=_NOT_FOUND)
 def delete_silence(silence_id: int, conn: ConnDep, settings: SettingsDep,
                    who: Annotated[Principal, Depends(require("silences.write"))]) -> SilenceOut:
+    """Ends the silence now, recording who ended it; the record stays, with `deleted_at`."""
     row = silences.delete(conn, silence_id, who.actor)
     if row is None:
         raise HTTPException(404, f"silence {silence_id} does not exist or was already deleted")

@@ -20,11 +20,13 @@ router = APIRouter(prefix="/api/v1/stations", tags=["stations"])
 
 
 class StationList(BaseModel):
+    """The active stations of the registry, by zone then id."""
     data: list[Station]
     count: int
 
 
 class ReadingOut(BaseModel):
+    """One raw reading; `status` is the device status sent with it: only 00 (measuring) with a finite value counts as valid."""
     parameter: str
     ts: datetime
     value: float | None
@@ -33,12 +35,14 @@ class ReadingOut(BaseModel):
 
 
 class Gap(BaseModel):
+    """A stretch with no reading of a parameter, from `from` to `to`."""
     parameter: str
     gap_from: datetime = Field(serialization_alias="from")
     gap_to: datetime = Field(serialization_alias="to")
 
 
 class ReadingList(BaseModel):
+    """Raw readings of a station over a range, oldest first, and the gaps in them."""
     station_id: str
     bucket: Literal["raw"] = "raw"
     data: list[ReadingOut]
@@ -49,6 +53,7 @@ class ReadingList(BaseModel):
 
 
 class BucketOut(BaseModel):
+    """One parameter over one bucket; avg, min and max of its valid readings, null when it had none."""
     parameter: str
     bucket: datetime
     avg: float | None
@@ -60,6 +65,7 @@ class BucketOut(BaseModel):
 
 
 class BucketList(BaseModel):
+    """Aggregated readings of a station over a range, by parameter and bucket, missing buckets marked."""
     station_id: str
     bucket: Literal["5m", "1h", "1d"]
     data: list[BucketOut]
@@ -69,6 +75,7 @@ class BucketList(BaseModel):
 
 @router.get("", response_model=StationList, summary="List the stations of the registry")
 def list_stations(conn: ConnDep, zone: str | None = None) -> StationList:
+    """Retired stations are left out; `zone` keeps one industrial zone."""
     sql = "SELECT spec FROM stations WHERE retired_at IS NULL"
     params: list[object] = []
     if zone:
@@ -102,6 +109,8 @@ def station_readings(
     include: Annotated[list[Literal["alerts"]] | None, Query(description="`alerts`: add the alerts overlapping the range (JSON answers).")] = None,
     limit: Annotated[int, Query(ge=1, le=100_000, description="Most raw readings in a JSON answer.")] = 10_000,
 ) -> ReadingList | BucketList | StreamingResponse:
+    """Raw readings or 5m/1h/1d aggregates of [`from`, `to`); `auto` picks by the range's length.
+    JSON answers stop at `limit` raw readings; CSV and Parquet stream the whole range."""
     station = history.station_row(conn, station_id)
     parameters = history.checked_parameters(station, parameter)
     end = to or datetime.now(timezone.utc)

@@ -70,6 +70,7 @@ async def stream(request: Request,
                  last_event_id: Annotated[int | None, Header(ge=0, le=2**62, description="Resume after this event id.")] = None,
                  after: Annotated[int | None, Query(ge=0, le=2**62, description="Same as Last-Event-ID, for clients that cannot set headers.")] = None,
                  ) -> EventSourceResponse:
+    """The events after `start`, polled every `sse_poll_s`; waits at a hole in the ids, ends when the client disconnects."""
     settings = request.app.state.settings
     pool = request.app.state.pool
     start = last_event_id if last_event_id is not None else after

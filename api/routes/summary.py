@@ -19,6 +19,7 @@ LATE_FACTOR = 2
 
 
 class StationState(BaseModel):
+    """A station's state: offline when silent for LATE_FACTOR expected intervals or its offline alert is open."""
     id: str
     name: str
     zone: str
@@ -32,6 +33,7 @@ class StationState(BaseModel):
 
 
 class ZoneSummary(BaseModel):
+    """The stations of one industrial zone, with online/offline and open-alert totals."""
     zone: str
     stations: list[StationState]
     online: int
@@ -41,6 +43,7 @@ class ZoneSummary(BaseModel):
 
 
 class Summary(BaseModel):
+    """Every active station grouped by zone, with totals over all zones."""
     zones: list[ZoneSummary]
     stations: int
     offline: int
@@ -76,6 +79,8 @@ GROUP BY s.id, r.last_reading_at ORDER BY s.zone, s.id
 @router.get("/stations", response_model=Summary, summary="Every station's state and open alerts, grouped by zone")
 def station_summary(conn: ConnDep, settings: SettingsDep,
                     zone: Annotated[str | None, Query(max_length=200)] = None) -> Summary:
+    """A station is offline when it sent nothing for twice its expected interval (looking back at most 7 days)
+    or its offline alert is open. `unacknowledged` counts the alerts still `open`."""
     now = datetime.now(timezone.utc)
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(_SQL.format(zone="AND s.zone = %s" if zone else ""), [zone] if zone else []).fetchall()
