@@ -119,12 +119,13 @@ def drain(topic: str, want: int, *procs: subprocess.Popen[bytes], timeout: float
     consumer = KafkaConsumer(bootstrap_servers=SETTINGS.kafka_bootstrap, **CONSUMER_OPTIONS)
     samples = [ProcessSample(proc.pid).start() for proc in procs]
     began = time.monotonic()
-    last, last_change = 0, began
+    last, last_change, first_record = 0, began, None
     try:
         while (got := records(consumer, topic)) < want:
             now = time.monotonic()
             if got != last:
                 last, last_change = got, now
+                first_record = first_record or now
             if (exited := next((p for p in procs if p.poll() is not None), None)) is not None:
                 raise RuntimeError(f"the consumer exited with {exited.returncode}")
             if now - last_change > 15 or now - began > timeout:
@@ -134,23 +135,27 @@ def drain(topic: str, want: int, *procs: subprocess.Popen[bytes], timeout: float
     finally:
         consumer.close()
     usage = [sample.usage() for sample in samples]
+    cpu_cores = sum(u["cpu_cores"] for u in usage)
     return {"seconds": round(elapsed, 2), "records": got, "missing": max(0, want - got),
-            "cpu_cores": round(sum(u["cpu_cores"] for u in usage), 3), "rss_mib": round(sum(u["rss_mib"] for u in usage), 1)}
+            "first_record_after_s": round((first_record or began) - began, 2), "cpu_cores": round(cpu_cores, 3),
+            "cpu_us_per_message": round(cpu_cores * elapsed / max(got, 1) * 1e6, 1),
+            "rss_mib": round(sum(u["rss_mib"] for u in usage), 1)}
 
 
 PROFILE_STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("pydantic Reading construction", ("pydantic/", "(quantrac/domain.py")),
+    ("pydantic Reading construction", ("BaseModel.__init__ (pydantic",)),
     ("validation (ingest/payload.py)", ("(ingest/payload.py",)),
     ("encoding (quantrac/wire.py)", ("(quantrac/wire.py",)),
-    ("PUBACK (paho ack, sent from the Kafka callback)", ("Bridge._ack ",)),
+    ("PUBACK (paho packet queue, from the Kafka callback)", ("Bridge._ack ", "Bridge._ack_all ")),
     ("delivery counts and PUBACK ordering (Kafka callback)", ("Bridge._on_delivered", "Bridge._confirmed", "AckQueue.")),
     ("our routing: counts, metrics, records, hand-over (network thread)", ("Bridge._on_message",)),
     ("kafka-python send (producer thread)", ("kafka-producer",)),
     ("kafka-python sender thread (batches, network, responses)", ("-network-thread",)),
     ("paho network loop (read, parse, write)", ("paho-mqtt-client",)),
-    ("other threads (dead-letter keeper, heartbeats, main)", ("",)),
+    ("start-up and other threads (dead-letter keeper, heartbeats, main)", ("",)),
 )
-"""Stages of the bridge's profile, by a frame or thread name in the stack: the first stage that matches takes the sample."""
+"""Stages of the bridge's profile, by a frame or thread name in the stack: the first stage that matches takes the
+sample (the validation stages only within the network thread's `Bridge._on_message`)."""
 
 
 def profile_stages(collapsed: Path, result: dict[str, float], messages: int) -> dict[str, dict[str, float]]:
@@ -162,7 +167,8 @@ def profile_stages(collapsed: Path, result: dict[str, float], messages: int) -> 
         stack_text, _, n = line.rpartition(" ")
         if any(marker in stack_text.rsplit(";", 1)[-1] for marker in IDLE_FRAMES):
             continue
-        stage = next(name for name, markers in PROFILE_STAGES if any(m in stack_text for m in markers))
+        stage = next(name for i, (name, markers) in enumerate(PROFILE_STAGES)
+                     if any(m in stack_text for m in markers) and (i > 2 or "Bridge._on_message" in stack_text))
         counts[stage] += int(n)
     busy = max(sum(counts.values()), 1)
     cpu_us_per_message = result["cpu_cores"] * result["seconds"] / messages * 1e6
