@@ -7,6 +7,8 @@ clock runs until Kafka holds N records. That measures draining speed, independen
 
 Contenders, same payloads, same broker, same run:
 - `bridge`: `quantrac bridge` (validation, dead letters, per-station accounting, ordered PUBACKs);
+- `two_bridges`: two `quantrac bridge` processes in one MQTT shared-subscription group
+  (`QUANTRAC_MQTT_SHARED_GROUP`), the backlog queued in their two sessions, combined rate;
 - `baseline`: `mosquitto_sub -c -q 1 ... | kcat -P` (no validation; mosquitto_sub acknowledges on receipt,
   so it would lose what the pipe holds on a crash; kcat uses its default acks).
 
@@ -37,6 +39,7 @@ from paho.mqtt.packettypes import PacketTypes  # noqa: E402
 from paho.mqtt.properties import Properties  # noqa: E402
 
 from bench.common import (  # noqa: E402
+    IDLE_FRAMES,
     ProcessSample,
     mqtt_logins,
     prepare_private_stack,
@@ -47,8 +50,11 @@ from bench.common import (  # noqa: E402
     stop_profile,
     write_result,
 )
+from ingest.bridge import end_session, subscription_for  # noqa: E402
+from ingest.payload import SUBSCRIPTION  # noqa: E402
 from ingest.producer import CONSUMER_OPTIONS  # noqa: E402
 from quantrac.db import connect, migrate, save_stations  # noqa: E402
+from quantrac.kafka_topics import ensure_topics  # noqa: E402
 from quantrac.registry import load_registry  # noqa: E402
 from stack import services as stack  # noqa: E402
 
@@ -70,7 +76,7 @@ def payloads(count: int, parameters: dict[str, str]) -> list[bytes]:
             for i in range(count)]
 
 
-def register_session(client_id: str, protocol: int, login: tuple[str, str]) -> None:
+def register_session(client_id: str, protocol: int, login: tuple[str, str], topic_filter: str = SUBSCRIPTION) -> None:
     """Create the persistent subscription the messages will queue in, then leave."""
     if protocol == mqtt.MQTTv5:
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol)
@@ -83,7 +89,7 @@ def register_session(client_id: str, protocol: int, login: tuple[str, str]) -> N
         client.username_pw_set(*login)
         client.connect(SETTINGS.mqtt_host, SETTINGS.mqtt_port)
     client.loop_start()
-    client.subscribe("quantrac/v1/stations/+/readings", qos=1)
+    client.subscribe(topic_filter, qos=1)
     time.sleep(0.5)  # let SUBACK arrive before disconnecting (set-up, not measured)
     client.disconnect()
     client.loop_stop()
@@ -114,26 +120,96 @@ def records(consumer: KafkaConsumer, topic: str) -> int:
     return sum(consumer.end_offsets(parts).values()) if parts else 0
 
 
-def drain(topic: str, want: int, proc: subprocess.Popen[bytes], timeout: float = 600) -> dict[str, float]:
-    """Seconds until Kafka holds `want` records, or until the count stalls for 15 s (then the shortfall is reported)."""
+def drain(topic: str, want: int, *procs: subprocess.Popen[bytes], timeout: float = 600) -> dict[str, float]:
+    """Seconds until Kafka holds `want` records, or until the count stalls for 15 s (then the shortfall is reported).
+
+    CPU (`cpu_cores`) and memory are summed over `procs`."""
     consumer = KafkaConsumer(bootstrap_servers=SETTINGS.kafka_bootstrap, **CONSUMER_OPTIONS)
-    sample = ProcessSample(proc.pid).start()
+    samples = [ProcessSample(proc.pid).start() for proc in procs]
     began = time.monotonic()
-    last, last_change = 0, began
+    last, last_change, first_record = 0, began, None
     try:
         while (got := records(consumer, topic)) < want:
             now = time.monotonic()
             if got != last:
                 last, last_change = got, now
-            if proc.poll() is not None:
-                raise RuntimeError(f"the consumer exited with {proc.returncode}")
+                first_record = first_record or now
+            if (exited := next((p for p in procs if p.poll() is not None), None)) is not None:
+                raise RuntimeError(f"the consumer exited with {exited.returncode}")
             if now - last_change > 15 or now - began > timeout:
                 break
             time.sleep(0.2)  # poll interval of the measurement
         elapsed = (time.monotonic() if got >= want else last_change) - began
     finally:
         consumer.close()
-    return {"seconds": round(elapsed, 2), "records": got, "missing": max(0, want - got), **sample.usage()}
+    usage = [sample.usage() for sample in samples]
+    cpu_cores = sum(u["cpu_cores"] for u in usage)
+    return {"seconds": round(elapsed, 2), "records": got, "missing": max(0, want - got),
+            "first_record_after_s": round((first_record or began) - began, 2), "cpu_cores": round(cpu_cores, 3),
+            "cpu_us_per_message": round(cpu_cores * elapsed / max(got, 1) * 1e6, 1),
+            "rss_mib": round(sum(u["rss_mib"] for u in usage), 1)}
+
+
+PROFILE_STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("pydantic Reading construction", ("BaseModel.__init__ (pydantic",)),
+    ("validation (ingest/payload.py)", ("(ingest/payload.py",)),
+    ("encoding (quantrac/wire.py)", ("(quantrac/wire.py",)),
+    ("PUBACK (paho packet queue, from the Kafka callback)", ("Bridge._ack ", "Bridge._ack_all ")),
+    ("delivery counts and PUBACK ordering (Kafka callback)", ("Bridge._on_delivered", "Bridge._confirmed", "AckQueue.")),
+    ("our routing: counts, metrics, records, hand-over (network thread)", ("Bridge._on_message",)),
+    ("kafka-python send (producer thread)", ("kafka-producer",)),
+    ("kafka-python sender thread (batches, network, responses)", ("-network-thread",)),
+    ("paho network loop (read, parse, write)", ("paho-mqtt-client",)),
+    ("start-up and other threads (dead-letter keeper, heartbeats, main)", ("",)),
+)
+"""Stages of the bridge's profile, by a frame or thread name in the stack: the first stage that matches takes the
+sample (the validation stages only within the network thread's `Bridge._on_message`)."""
+
+
+def profile_stages(collapsed: Path, result: dict[str, float], messages: int) -> dict[str, dict[str, float]]:
+    """µs of CPU per message for each stage: the process's CPU time apportioned by py-spy's busy samples."""
+    if not collapsed.is_file():
+        return {}
+    counts = dict.fromkeys((name for name, _ in PROFILE_STAGES), 0)
+    for line in collapsed.read_text().splitlines():
+        stack_text, _, n = line.rpartition(" ")
+        if any(marker in stack_text.rsplit(";", 1)[-1] for marker in IDLE_FRAMES):
+            continue
+        stage = next(name for i, (name, markers) in enumerate(PROFILE_STAGES)
+                     if any(m in stack_text for m in markers) and (i > 2 or "Bridge._on_message" in stack_text))
+        counts[stage] += int(n)
+    busy = max(sum(counts.values()), 1)
+    cpu_us_per_message = result["cpu_cores"] * result["seconds"] / messages * 1e6
+    return {name: {"share_of_busy": round(n / busy, 3), "us_per_message": round(n / busy * cpu_us_per_message, 1)}
+            for name, n in counts.items()}
+
+
+def stop_bridges(procs: list[subprocess.Popen[bytes]], client_ids: list[str]) -> None:
+    """Stop the bench's bridges and end their sessions, so later runs' messages do not pile up in them."""
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        proc.wait(30)
+    for client_id in client_ids:
+        end_session(SETTINGS, client_id)
+
+
+def two_bridges(bodies: list[bytes], logins: dict[str, tuple[str, str]], logs: Path) -> dict[str, float]:
+    """Two bridges in one shared-subscription group drain a backlog queued in their two sessions."""
+    group = f"bench-{RUN}"
+    topic = f"quantrac.{RUN}.readings.two"
+    ensure_topics(SETTINGS.model_copy(update={"readings_topic": topic}))
+    client_ids = [f"{SETTINGS.mqtt_bridge_client_id}-{side}" for side in "ab"]
+    for client_id in client_ids:
+        register_session(client_id, mqtt.MQTTv5, logins["reader"], subscription_for(group))
+    publish_all(bodies, logins["publisher"])
+    procs = [quantrac_process(["bridge"], {**env(), "QUANTRAC_READINGS_TOPIC": topic, "QUANTRAC_MQTT_SHARED_GROUP": group,
+                                           "QUANTRAC_MQTT_BRIDGE_CLIENT_ID": client_id}, logs / f"bridge-{client_id[-1]}.log")
+             for client_id in client_ids]
+    try:
+        return drain(topic, len(bodies), *procs)
+    finally:
+        stop_bridges(procs, client_ids)
 
 
 def produce_kafka_python(topic: str, key: bytes, values: list[bytes]) -> int:
@@ -215,13 +291,14 @@ def main() -> None:
         register_session(SETTINGS.mqtt_bridge_client_id, mqtt.MQTTv5, logins["reader"])
         publish_s = publish_all(bodies, logins["publisher"])
         bridge = quantrac_process(["bridge"], env(), logs / "bridge.log")
-        spy = start_profile(bridge.pid, logs / f"{RUN}.pyspy") if args.profile else None
+        spy = start_profile(bridge.pid, logs / f"{RUN}.pyspy", rate=100) if args.profile else None
         try:
             results["bridge"] = drain(SETTINGS.readings_topic, n, bridge)
         finally:
             profile = stop_profile(spy, logs / f"{RUN}.pyspy")
-            bridge.terminate()
-            bridge.wait(30)
+            stop_bridges([bridge], [SETTINGS.mqtt_bridge_client_id])
+
+        results["two_bridges"] = two_bridges(bodies, logins, logs)
 
         # baseline: mosquitto_sub | kcat
         register_session(BASELINE_CLIENT, mqtt.MQTTv311, logins["reader"])
@@ -238,6 +315,7 @@ def main() -> None:
             sub.terminate()
             sub.wait(10)
             kcat.wait(30)
+            end_session(SETTINGS, BASELINE_CLIENT)
 
         producers = compare_producers(bodies) if args.producers else None
         for r in results.values():
@@ -251,7 +329,10 @@ def main() -> None:
             "publish_seconds": round(publish_s, 2), "load_average_at_end": os.getloadavg(),
             "bridge": results["bridge"], "baseline_mosquitto_sub_kcat": results["baseline"],
             "bridge_vs_baseline": round(results["bridge"]["readings_per_s"] / results["baseline"]["readings_per_s"], 3),
-            **({"bridge_profile_top_frames": profile} if args.profile else {}),
+            "two_bridges": results["two_bridges"],
+            "two_bridges_vs_baseline": round(results["two_bridges"]["readings_per_s"] / results["baseline"]["readings_per_s"], 3),
+            **({"bridge_profile_top_frames": profile,
+                "bridge_profile_stages": profile_stages(logs / f"{RUN}.pyspy", results["bridge"], n)} if args.profile else {}),
             **({"producers_alone": producers} if producers else {}),
         })
     finally:

@@ -138,14 +138,16 @@ def namespace_env(ns: str) -> dict[str, str]:
 
 
 def private_settings(name: str, **overrides: Any) -> "Settings":
-    """Settings of the benchmarks' PRIVATE stack (.run/private-perf-bench, ports 21400-21403), with
-    topics, database and client ids of their own for this run, so runs never see each other's records."""
+    """Settings of the benchmarks' PRIVATE stack (.run/private-perf-bench, ports 21400-21403, or from
+    QUANTRAC_BENCH_PORT_BASE when several checkouts bench on one machine), with topics, database and
+    client ids of their own for this run, so runs never see each other's records."""
     from quantrac.settings import Settings
 
     run = f"{name}{int(time.time())}"
+    base = int(os.environ.get("QUANTRAC_BENCH_PORT_BASE", "21400"))
     return Settings(
-        run_dir=REPO / ".run" / "private-perf-bench", mqtt_port=21400, kafka_bootstrap="127.0.0.1:21401",
-        kafka_controller_port=21402, pg_port=21403, pg_database=f"quantrac_{name}",
+        run_dir=REPO / ".run" / "private-perf-bench", mqtt_port=base, kafka_bootstrap=f"127.0.0.1:{base + 1}",
+        kafka_controller_port=base + 2, pg_port=base + 3, pg_database=f"quantrac_{name}",
         readings_topic=f"quantrac.{run}.readings", deadletter_topic=f"quantrac.{run}.readings.deadletter",
         alerts_topic=f"quantrac.{run}.alerts", mqtt_bridge_client_id=f"quantrac-bridge-{run}", worker_id=f"quantrac-worker-{run}",
         stack_start_timeout_s=180, **overrides,
@@ -199,10 +201,10 @@ def prepare_private_stack(s: "Settings", keep: bool) -> None:
     ensure_topics(s)
 
 
-def start_profile(pid: int, out: Path) -> subprocess.Popen[bytes]:
-    """py-spy sampling every thread of `pid`, idle ones included, as collapsed stacks (stop with SIGINT)."""
+def start_profile(pid: int, out: Path, rate: int = 50) -> subprocess.Popen[bytes]:
+    """py-spy sampling every thread of `pid` `rate` times a second, idle ones included, as collapsed stacks (stop with SIGINT)."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    return subprocess.Popen([str(Path(sys.executable).with_name("py-spy")), "record", "--idle", "--threads", "--rate", "50",
+    return subprocess.Popen([str(Path(sys.executable).with_name("py-spy")), "record", "--idle", "--threads", "--rate", str(rate),
                              "--format", "raw", "--output", str(out), "--pid", str(pid)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 

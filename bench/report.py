@@ -47,6 +47,9 @@ def rows() -> list[str]:
     if (bridge := newest("bridge")) is not None:
         ours, kcat = bridge["bridge"]["readings_per_s"], bridge["baseline_mosquitto_sub_kcat"]["readings_per_s"]
         out.append(f"| Bridge alone (readings/s) | {ours:,.0f} | {kcat:,.0f} (`mosquitto_sub \\| kcat -P`) | {ours / kcat:.2f} | {_when(bridge)} |")
+        if (pair := bridge.get("two_bridges")) is not None:
+            out.append(f"| ↳ two bridges on a shared subscription (readings/s, together) | {pair['readings_per_s']:,.0f} | "
+                       f"{kcat:,.0f} | {pair['readings_per_s'] / kcat:.2f} | |")
     if (worker := newest("worker")) is not None:
         ours, base = worker["worker"]["readings_per_s"], worker["baseline_aiokafka_count"]["readings_per_s"]
         out.append(f"| Worker alone (readings/s: store, rollups, every rule) | {ours:,.0f} | {base:,.0f} (bare aiokafka consumer that "

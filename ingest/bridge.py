@@ -19,11 +19,12 @@ PUBACK redelivers it, and the store's primary key makes the duplicate harmless. 
 
 from __future__ import annotations
 
+import struct
 import threading
 from collections import deque
 from dataclasses import dataclass, replace
 from datetime import timedelta
-from typing import Callable, Mapping
+from typing import Callable, Mapping, NamedTuple
 
 import paho.mqtt.client as mqtt
 import structlog
@@ -32,7 +33,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from ingest.deadletter import start_keeper
-from ingest.payload import SUBSCRIPTION, Limits, MessageRejected, Rejection, decode_message, station_from_topic
+from ingest.payload import SUBSCRIPTION, Limits, MessageRejected, Rejection, decode_wire, station_from_topic
 from ingest.producer import make_producer
 from quantrac import metrics
 from quantrac.clock import utc_now
@@ -41,7 +42,7 @@ from quantrac.domain import Station
 from quantrac.failures import RECORD_ATTEMPTS, RateLimitedLog, describe, is_record_failure
 from quantrac.safe_text import safe_optional, safe_text
 from quantrac.settings import Settings
-from quantrac.wire import encode_deadletter, encode_quarantine, encode_readings
+from quantrac.wire import encode_deadletter, encode_quarantine, encode_wire_readings
 
 log = structlog.get_logger(__name__)
 
@@ -54,8 +55,7 @@ def subscription_for(group: str) -> str:
     return f"$share/{group}/{SUBSCRIPTION}" if group else SUBSCRIPTION
 
 
-@dataclass(frozen=True)
-class Count:
+class Count(NamedTuple):
     """A delivery count to take once Kafka has confirmed the record it belongs to."""
 
     station_id: str
@@ -64,7 +64,7 @@ class Count:
     reason: str = ""
 
 
-@dataclass
+@dataclass(slots=True)
 class PendingMessage:
     """One MQTT message waiting for all of its Kafka records to be confirmed."""
 
@@ -74,7 +74,7 @@ class PendingMessage:
     done: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class OutgoingRecord:
     """A Kafka record the bridge will send for one MQTT message: a reading batch or a dead letter."""
     topic: str
@@ -91,8 +91,10 @@ class OutgoingRecord:
 class AckQueue:
     """PUBACKs in arrival order: a message is acknowledged once it and every earlier one is confirmed."""
 
-    def __init__(self, send_ack: Callable[[int, int], object]) -> None:
-        self._send_ack = send_ack
+    def __init__(self, send_ack: Callable[[int, int], object],
+                 send_acks: Callable[[list[PendingMessage]], object] | None = None) -> None:
+        """`send_ack(mid, qos)` acknowledges one message; `send_acks`, when given, all those completed at once, in order."""
+        self._send_acks = send_acks or (lambda ready: [send_ack(m.mid, m.qos) for m in ready])
         self._lock = threading.Lock()
         self._arrived: deque[PendingMessage] = deque()
 
@@ -112,8 +114,8 @@ class AckQueue:
                 message.done = True
             while self._arrived and self._arrived[0].done:
                 ready.append(self._arrived.popleft())
-        for m in ready:
-            self._send_ack(m.mid, m.qos)
+        if ready:
+            self._send_acks(ready)
 
     def reset(self) -> int:
         """Forget the messages of a previous connection; returns how many were still unacknowledged.
@@ -184,7 +186,7 @@ class Bridge:
         self.quarantined = 0
         self._log = RateLimitedLog(log, settings.log_repeat_interval_s)
         self._retry_pause = threading.Event()
-        self.acks = AckQueue(self._ack)
+        self.acks = AckQueue(self._ack, self._ack_all)
         self.subscription = subscription_for(settings.mqtt_shared_group)
         self._outbox = Outbox()
         self._stop = threading.Event()
@@ -254,7 +256,7 @@ class Bridge:
         metrics.BRIDGE_MESSAGES_RECEIVED.inc()
         records: list[OutgoingRecordSpec] = []
         try:
-            batch = decode_message(msg.topic, msg.payload, self.stations, received_at, self.limits)
+            batch = decode_wire(msg.topic, msg.payload, self.stations, received_at, self.limits)
         except MessageRejected as rejected:
             r = rejected.rejection
             metrics.DEADLETTERS.labels(r.reason).inc()
@@ -263,14 +265,14 @@ class Bridge:
             records.append(self._deadletter_record(msg, r.reason, r.message, received_at, r.station_id, None, None)
                            + ((Count(station_key, "deadlettered", reason=r.reason),),))
         else:
-            key = batch.station_id.encode()
             if batch.readings:
-                late = sum(1 for r in batch.readings if received_at - r.ts > self.late_after)
-                records.append((self.settings.readings_topic, key,
-                                encode_readings(batch.station_id, batch.readings, received_at, "mqtt"),
-                                (Count(batch.station_id, "forwarded", len(batch.readings)),
-                                 Count(batch.station_id, "late", late))))
-                metrics.BRIDGE_READINGS_FORWARDED.inc(len(batch.readings))
+                forwarded = len(batch.readings)
+                counts = (Count(batch.station_id, "forwarded", forwarded),)
+                if received_at - batch.ts > self.late_after:  # every reading of a message has its time
+                    counts += (Count(batch.station_id, "late", forwarded),)
+                records.append((self.settings.readings_topic, batch.station_id.encode(),
+                                encode_wire_readings(batch.station_id, batch.readings, received_at, "mqtt"), counts))
+                metrics.BRIDGE_READINGS_FORWARDED.inc(forwarded)
             for r in batch.rejections:
                 metrics.DEADLETTERS.labels(r.reason).inc()
                 self._log("warning", "bridge.rejected", key=self._log_key(r), station=r.station_id,
@@ -320,6 +322,13 @@ class Bridge:
         if qos > 0:
             self.client.ack(mid, qos)
         metrics.BRIDGE_MESSAGES_ACKED.inc()
+
+    def _ack_all(self, messages: list[PendingMessage]) -> None:
+        queue_pubacks(self.client, [m.mid for m in messages if m.qos == 1])
+        for m in messages:
+            if m.qos > 1:
+                self.client.ack(m.mid, m.qos)
+        metrics.BRIDGE_MESSAGES_ACKED.inc(len(messages))
 
     # --- Kafka side (producer thread) ----------------------------------------------------------
 
@@ -449,6 +458,31 @@ class Bridge:
     def stop(self) -> None:
         """Ask `run()` to leave (signal handlers call this); the graceful part runs in `run()`'s thread."""
         self._stopping.set()
+
+
+def puback_packets(mids: list[int]) -> bytes:
+    """The PUBACK packets of `mids`, back to back (success: MQTT 5 §3.4.2.1 lets the reason code be left out)."""
+    return b"".join([_PUBACK.pack(mqtt.PUBACK, 2, mid) for mid in mids])
+
+
+_PUBACK = struct.Struct("!BBH")
+
+
+def queue_pubacks(client: mqtt.Client, mids: list[int]) -> None:
+    """PUBACK each of `mids` (QoS 1, received with `manual_ack`), in order, as one write.
+
+    paho's `ack()` queues one packet and wakes its network thread through a socket pair for each
+    message: a system call and a hand-over of the GIL per message, a tenth of the bridge's time.
+    Kafka confirms records in batches, so the PUBACKs a batch releases go out as one packet queue
+    entry here, through paho's own queue (paho-mqtt is pinned; tests/test_ingest_units.py checks
+    the bytes against paho's). Without that queue, one `ack()` per message.
+    """
+    queue = getattr(client, "_packet_queue", None)
+    if queue is None or len(mids) < 2:
+        for mid in mids:
+            client.ack(mid, 1)
+        return
+    queue(mqtt.PUBACK, puback_packets(mids), mids[-1], 1)
 
 
 def _topic_of(msg: mqtt.MQTTMessage) -> str:

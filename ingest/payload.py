@@ -72,6 +72,19 @@ class StationBatch:
 
 
 @dataclass(frozen=True)
+class WireBatch:
+    """The valid readings of one message as the wire's reading objects (`quantrac.wire.encode_wire_readings`).
+
+    What the bridge forwards: checked in one pass like `StationBatch`, without a model object per reading.
+    """
+
+    station_id: str
+    ts: datetime
+    readings: list[dict[str, Any]]
+    rejections: list[Rejection] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
 class Limits:
     """Ingest time bounds."""
 
@@ -169,6 +182,15 @@ def validate_reading(item: Any, index: int, station: Station, ts: datetime) -> R
 
     Shared by every ingest path (MQTT messages, TT10 file lines), so they reject alike.
     """
+    checked = check_reading(item, index, station)
+    if isinstance(checked, Rejection):
+        return checked
+    symbol, value, unit, status = checked
+    return Reading(station_id=station.id, parameter=symbol, value=value, unit=unit, ts=ts, status=status)
+
+
+def check_reading(item: Any, index: int, station: Station) -> tuple[str, float | None, str, Status] | Rejection:
+    """`validate_reading` without the model: (parameter, value in the registry's unit, that unit, status), or why it is refused."""
     if not isinstance(item, dict) or not isinstance(item.get("parameter"), str):
         return Rejection("schema", f"station {station.id}: readings[{index}] must be an object with a 'parameter' string",
                          station_id=station.id, index=index)
@@ -201,12 +223,114 @@ def validate_reading(item: Any, index: int, station: Station, ts: datetime) -> R
     except KeyError:
         return Rejection("bad_unit", f"station {station.id}, {symbol}: unit {unit!r} is not {spec.unit!r} and has no exact "
                          f"conversion; configure the gateway to send {spec.unit}", **where)
-    return Reading(station_id=station.id, parameter=symbol, value=value, unit=spec.unit, ts=ts, status=status)
+    return symbol, value, spec.unit, status
 
 
 def decode_message(topic: str, payload: bytes, stations: Mapping[str, Station], now: datetime,
                    limits: Limits = Limits()) -> StationBatch:
-    """Validate one MQTT message; raises MessageRejected when nothing in it can be kept."""
+    """Validate one MQTT message into `Reading`s; raises MessageRejected when nothing in it can be kept.
+
+    The reference for `decode_wire`, which the bridge uses (tests/test_payload_fast.py holds them equal).
+    """
+    station_id, station, ts, items = _message(topic, payload, stations, now, limits)
+    valid: list[tuple[int, Reading]] = []
+    rejections: list[Rejection] = []
+    for index, item in enumerate(items):
+        result = validate_reading(item, index, station, ts)
+        if isinstance(result, Reading):
+            valid.append((index, result))
+        else:
+            rejections.append(result)
+    conflicts = find_conflicts(valid)
+    readings = [r for index, r in valid if index not in conflicts]
+    return StationBatch(station_id=station_id, readings=readings,
+                        rejections=_ordered_rejections(rejections, conflicts, limits, station_id))
+
+
+def decode_wire(topic: str, payload: bytes, stations: Mapping[str, Station], now: datetime,
+                limits: Limits = Limits()) -> WireBatch:
+    """`decode_message` in one pass, its valid readings as the wire's objects; the same readings, rejections and reasons.
+
+    Every reading of a message has the message's time, so a conflict is a second reading of a parameter.
+    """
+    station_id, station, ts, items = _message(topic, payload, stations, now, limits)
+    ts_text = ts.isoformat()
+    readings: list[dict[str, Any]] = []
+    first: dict[str, tuple[float | None, Status]] = {}
+    rejections: list[Rejection] = []
+    conflicts: dict[int, Rejection] = {}
+    shapes = _accepted_shapes(station)
+    for index, item in enumerate(items):
+        checked = _check_known_shape(item, shapes) or _check_learning_shape(item, index, station, shapes)
+        if isinstance(checked, Rejection):
+            rejections.append(checked)
+            continue
+        symbol, value, unit, status = checked
+        seen = first.setdefault(symbol, (value, status))
+        if seen != (value, status):
+            conflicts[index] = _conflict(station.id, symbol, ts, (value, status), seen, index)
+            continue
+        readings.append({"parameter": symbol, "value": value, "unit": unit, "ts": ts_text, "status": status.value})
+    return WireBatch(station_id, ts, readings, _ordered_rejections(rejections, conflicts, limits, station_id))
+
+
+_ABSENT = object()
+ShapeKey = tuple[str, object, str]
+"""A reading's (parameter, unit text or _ABSENT, status text)."""
+Shape = tuple[str, Status, float | None]
+"""What `check_reading` made of a shape it accepted with a number: the registry's unit, the status, the unit factor (None: none)."""
+_SHAPES: dict[str, tuple[Station, dict[ShapeKey, Shape]]] = {}
+MAX_SHAPES = 1024
+"""Shapes remembered per station; beyond, they are forgotten and learnt again (a gateway inventing unit spellings)."""
+
+
+def _accepted_shapes(station: Station) -> dict[ShapeKey, Shape]:
+    """The shapes `check_reading` accepted for this station object (a reloaded registry starts afresh)."""
+    held = _SHAPES.get(station.id)
+    if held is None or held[0] is not station or len(held[1]) > MAX_SHAPES:
+        held = _SHAPES[station.id] = (station, {})
+    return held[1]
+
+
+def _check_known_shape(item: Any, shapes: dict[ShapeKey, Shape]) -> tuple[str, float, str, Status] | None:
+    """`check_reading` of a finite number in a shape accepted before, by a lookup; None for anything else."""
+    if type(item) is not dict:
+        return None
+    try:
+        shape = shapes.get((item.get("parameter"), item.get("unit", _ABSENT), item.get("status", "00")))  # type: ignore[arg-type]
+    except TypeError:  # a list or object where a text belongs
+        return None
+    raw_value = item.get("value")
+    if shape is None or not (type(raw_value) is int or (type(raw_value) is float and math.isfinite(raw_value))):
+        return None
+    unit, status, factor = shape
+    value = float(raw_value)
+    return item["parameter"], (value if factor is None else value * factor), unit, status
+
+
+def _check_learning_shape(item: Any, index: int, station: Station,
+                          shapes: dict[ShapeKey, Shape]) -> tuple[str, float | None, str, Status] | Rejection:
+    """`check_reading`, remembering the shape of an item it accepts with a number (then the unit was checked too)."""
+    checked = check_reading(item, index, station)
+    if isinstance(checked, Rejection) or checked[1] is None:
+        return checked
+    unit_raw, status_raw = item.get("unit", _ABSENT), item.get("status", "00")
+    if (unit_raw is _ABSENT or type(unit_raw) is str) and type(status_raw) is str and type(item["parameter"]) is str:
+        symbol, _value, unit, status = checked
+        received = normalise_unit(str(unit if unit_raw is _ABSENT else unit_raw))
+        shapes[(symbol, unit_raw, status_raw)] = (unit, status, None if received == unit else UNIT_FACTORS[(received, unit)])
+    return checked
+
+
+def _ordered_rejections(rejections: list[Rejection], conflicts: dict[int, Rejection], limits: Limits,
+                        station_id: str) -> list[Rejection]:
+    return cap_rejections(sorted([*rejections, *conflicts.values()], key=lambda r: r.index or 0),
+                          limits.max_rejections_per_message, station_id)
+
+
+def _message(topic: str, payload: bytes, stations: Mapping[str, Station], now: datetime,
+             limits: Limits) -> tuple[str, Station, datetime, list[Any]]:
+    """The message-level checks: its station id and station, its time and its non-empty list of reading items, or MessageRejected."""
     station_id = station_from_topic(topic)
     if station_id is None:
         raise _reject("topic_mismatch", f"topic {topic!r} is not quantrac/v1/stations/<station_id>/readings")
@@ -226,19 +350,7 @@ def decode_message(topic: str, payload: bytes, stations: Mapping[str, Station], 
         raise _reject("empty", f"station {station_id}: the message has an empty 'readings' list, nothing to store; "
                       "send readings, or status 01/02 for a parameter that cannot measure (a gateway with nothing "
                       "to report sends no message)", station_id=station_id)
-    valid: list[tuple[int, Reading]] = []
-    rejections: list[Rejection] = []
-    for index, item in enumerate(body["readings"]):
-        result = validate_reading(item, index, station, ts)
-        if isinstance(result, Reading):
-            valid.append((index, result))
-        else:
-            rejections.append(result)
-    conflicts = find_conflicts(valid)
-    readings = [r for index, r in valid if index not in conflicts]
-    rejections = cap_rejections(sorted([*rejections, *conflicts.values()], key=lambda r: r.index or 0),
-                                limits.max_rejections_per_message, station_id)
-    return StationBatch(station_id=station_id, readings=readings, rejections=rejections)
+    return station_id, station, ts, body["readings"]
 
 
 def _envelope(payload: bytes, station_id: str) -> dict[str, Any]:
@@ -270,12 +382,17 @@ def find_conflicts(readings: Iterable[tuple[int, Reading]]) -> dict[int, Rejecti
         seen = first.setdefault((r.parameter, r.ts), r)
         if seen is r or (seen.value == r.value and seen.status == r.status):
             continue
-        conflicts[position] = Rejection(
-            "conflict", f"station {r.station_id}, {r.parameter} at {r.ts.isoformat()}: value {r.value!r} (status "
-            f"{r.status.value}) contradicts {seen.value!r} (status {seen.status.value}) sent before it in the same "
-            "message or file; the first is kept. Fix the gateway so it sends one value per parameter and time",
-            station_id=r.station_id, parameter=r.parameter, index=position)
+        conflicts[position] = _conflict(r.station_id, r.parameter, r.ts, (r.value, r.status), (seen.value, seen.status), position)
     return conflicts
+
+
+def _conflict(station_id: str, parameter: str, ts: datetime, sent: tuple[float | None, Status],
+              kept: tuple[float | None, Status], position: int) -> Rejection:
+    return Rejection(
+        "conflict", f"station {station_id}, {parameter} at {ts.isoformat()}: value {sent[0]!r} (status "
+        f"{sent[1].value}) contradicts {kept[0]!r} (status {kept[1].value}) sent before it in the same "
+        "message or file; the first is kept. Fix the gateway so it sends one value per parameter and time",
+        station_id=station_id, parameter=parameter, index=position)
 
 
 def cap_rejections(rejections: list[Rejection], most: int, station_id: str) -> list[Rejection]:

@@ -23,15 +23,20 @@ WIRE_VERSION = 1
 
 def encode_readings(station_id: str, readings: Iterable[Reading], received_at: datetime, source: str) -> bytes:
     """The Kafka value of a batch of one station's readings."""
+    return encode_wire_readings(station_id, [
+        {"parameter": r.parameter, "value": r.value, "unit": r.unit, "ts": r.ts.isoformat(), "status": r.status.value}
+        for r in readings
+    ], received_at, source)
+
+
+def encode_wire_readings(station_id: str, readings: list[dict[str, Any]], received_at: datetime, source: str) -> bytes:
+    """`encode_readings` of readings already in the wire's shape (`parameter`, `value`, `unit`, `ts` text, `status` text)."""
     return orjson.dumps({
         "v": WIRE_VERSION,
         "station_id": station_id,
         "source": source,
         "received_at": received_at.isoformat(),
-        "readings": [
-            {"parameter": r.parameter, "value": r.value, "unit": r.unit, "ts": r.ts.isoformat(), "status": r.status.value}
-            for r in readings
-        ],
+        "readings": readings,
     })
 
 
