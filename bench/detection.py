@@ -213,7 +213,7 @@ def score(alarms: list[Alarm], incidents: list[Incident], tolerance: timedelta) 
         these = [i for i in incidents if i.kind == kind]
         if not these:
             continue
-        targeted = [(a, k) for a, k in zip(alarms, matched_kinds) if kind in TARGETS.get(family(a.rule), set())]
+        targeted = [(a, k) for a, k in zip(alarms, matched_kinds, strict=False) if kind in TARGETS.get(family(a.rule), set())]
         delays = []
         for incident in these:
             hits = [a.at for a, _ in targeted if _matches(a, incident, tolerance)]
@@ -229,7 +229,7 @@ def score(alarms: list[Alarm], incidents: list[Incident], tolerance: timedelta) 
                           "delay_min_median": round(statistics.median(delays), 1) if delays else None,
                           "delay_min_p90": round(float(np.percentile(delays, 90)), 1) if delays else None}
     per_rule: dict[str, Any] = defaultdict(lambda: {"alarms": 0, "matched": 0})
-    for a, k in zip(alarms, matched_kinds):
+    for a, k in zip(alarms, matched_kinds, strict=False):
         entry = per_rule[family(a.rule)]
         entry["alarms"] += 1
         entry["matched"] += int(bool(k))
@@ -334,7 +334,7 @@ def gecco_flags(channel: dict[str, Any], g: Gecco, start: int = 0, stop: int | N
 def runs(mask: np.ndarray) -> list[tuple[int, int]]:
     """Maximal runs of True as half-open (start, end) index pairs."""
     edges = np.flatnonzero(np.diff(np.concatenate(([0], mask.astype(np.int8), [0]))))
-    return list(zip(edges[::2].tolist(), edges[1::2].tolist()))
+    return list(zip(edges[::2].tolist(), edges[1::2].tolist(), strict=False))
 
 
 def gecco_metrics(y: np.ndarray, flags: np.ndarray) -> dict[str, Any]:

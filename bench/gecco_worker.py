@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     started = time.perf_counter()
     for i in range(warm, rows.stop):
         readings = [Reading(station_id=station.id, parameter=c, value=float(v), unit="-", ts=g.times[i])
-                    for c, v in zip(GECCO_COLUMNS, g.data[i]) if not math.isnan(v)]
+                    for c, v in zip(GECCO_COLUMNS, g.data[i], strict=False) if not math.isnan(v)]
         out = detect(state, readings, station, DetectionConfig())
         state = out.state
         worker[i] = any(c.active and c.rule.startswith("anomaly_") for c in out.conditions)

@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import psycopg
 import pytest
+
+if TYPE_CHECKING:
+    from fastapi.testclient import TestClient
 
 from tests.utils.processes import NAMESPACE as _ns
 

@@ -44,7 +44,7 @@ from tests.utils.processes import NAMESPACE, end_mqtt_session, own_pipeline, pub
 
 pytestmark = pytest.mark.integration
 
-PORTS = dict(zip(("bridge1", "bridge2", "worker1"), free_ports(3)))
+PORTS = dict(zip(("bridge1", "bridge2", "worker1"), free_ports(3), strict=False))
 READINGS = 3_000           # 1,000 messages of COD, pH and Flow
 RATE = 100.0               # messages per second
 LEAVE_AFTER = 300          # messages acknowledged by the broker before a bridge is killed or stopped

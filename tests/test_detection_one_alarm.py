@@ -22,7 +22,7 @@ NAMES = ("spike", "drift", "flatline")
 
 
 def verdicts(flags: tuple[bool, ...]) -> list[Judged]:
-    return [Judged(Verdict(f, 10.0 if f else 1.0, name, f"{name} says {f}"), 5.0) for name, f in zip(NAMES, flags)]
+    return [Judged(Verdict(f, 10.0 if f else 1.0, name, f"{name} says {f}"), 5.0) for name, f in zip(NAMES, flags, strict=False)]
 
 
 @settings(max_examples=200, deadline=None)

@@ -104,7 +104,7 @@ def test_replaying_readings_with_their_historical_timestamps_gives_the_alerts_of
     series = _series(past_hour(3))
     for n, (ts, values) in enumerate(series, start=1):  # live: one message at a time, each stored before the next
         publish(stack, live.id, payload(ts, **values))
-        wait_for(lambda: stored_count(db, live.id) == 3 * n, timeout=90, what=f"live reading {n}")
+        wait_for(lambda n=n: stored_count(db, live.id) == 3 * n, timeout=90, what=f"live reading {n}")
     for ts, values in series:  # replay: the same messages in one burst
         publish(stack, replay.id, payload(ts, **values))
     wait_for(lambda: stored_count(db, replay.id) == 3 * len(series), timeout=120, what="the replayed burst")

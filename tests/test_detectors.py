@@ -169,7 +169,7 @@ def correlated(n: int, seed: int = 5) -> list[dict[str, float]]:
     a = 20.0 + 2.0 * rng.standard_normal(n)
     b = 3.0 * a + 0.5 * rng.standard_normal(n)
     c = 7.0 + rng.standard_normal(n)
-    return [{"a": float(x), "b": float(y), "c": float(z)} for x, y, z in zip(a, b, c)]
+    return [{"a": float(x), "b": float(y), "c": float(z)} for x, y, z in zip(a, b, c, strict=False)]
 
 
 def test_mahalanobis_catches_broken_correlation_within_ranges() -> None:

@@ -34,16 +34,16 @@ def make_stream(det: Detector, n: int = 400, seed: int = 0) -> Stream:
     """A stream with noise, a trend, spikes, a flat stretch and a level shift, in the detector's input kind."""
     times = [T0 + timedelta(minutes=i) for i in range(n)]
     if det.input_kind == "scalar":
-        return list(zip(scalar_series(n, seed), times))
+        return list(zip(scalar_series(n, seed), times, strict=False))
     names = list(det.names)
     columns = [scalar_series(n, seed + j) for j in range(len(names))]
     rows: list[Any] = []
     for i in range(n):
-        row = {name: col[i] for name, col in zip(names, columns)}
+        row = {name: col[i] for name, col in zip(names, columns, strict=False)}
         if i % 53 == 7:
             row.pop(names[-1])
         rows.append(row if i % 2 else np.array([row.get(name, np.nan) for name in names]))
-    return list(zip(rows, times))
+    return list(zip(rows, times, strict=False))
 
 
 def run(det: Detector, stream: Stream) -> list[Verdict]:
@@ -106,7 +106,7 @@ def check_input_not_mutated(name: str) -> None:
     stream = make_stream(det, seed=7)
     snapshot = copy.deepcopy(stream)
     run(det, stream)
-    for (value, ts), (value0, ts0) in zip(stream, snapshot):
+    for (value, ts), (value0, ts0) in zip(stream, snapshot, strict=False):
         assert ts == ts0
         if isinstance(value, np.ndarray):
             np.testing.assert_array_equal(value, value0)

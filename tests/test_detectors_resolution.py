@@ -58,7 +58,7 @@ def test_the_worker_defaults_raise_no_anomaly_on_quantised_series(series) -> Non
 
 def test_a_configured_resolution_floors_the_spike_scale() -> None:
     det = RobustSpike(window=30, threshold=6.0, grace_period=10, resolution=0.1)
-    for i in range(30):
+    for _ in range(30):
         det.update(7.0, T0)
     assert not det.update(7.5, T0).is_anomaly  # 5 steps of 0.1: within 6 "MADs" of a flat series
     assert det.update(7.7, T0).is_anomaly
@@ -99,7 +99,7 @@ def test_flow_zero_through_the_night_is_a_normal_state_after_the_first_night() -
             value = 0.0 if hour >= 22 or hour < 6 else round(40 + rng.normal(0, 3), 1)
             flags.append(det.update(value, T0 + timedelta(days=night, minutes=minute)).is_anomaly)
         alarms_per_night.append(sum(flags))
-        stretches_per_night.append(sum(1 for a, b in zip([False] + flags, flags) if b and not a))
+        stretches_per_night.append(sum(1 for a, b in zip([False] + flags, flags, strict=False) if b and not a))
     assert stretches_per_night[0] <= 1  # the first night (from 22:00 of day 0) may be one stretch, not one per reading
     assert alarms_per_night[2:] == [0, 0]
 

@@ -179,7 +179,7 @@ def test_every_hostile_mqtt_item_is_explained_and_ingest_keeps_flowing(
         expected_stored += item.stored + 1
         follow_up = _body(valid_at + timedelta(seconds=n), _reading("Flow", float(n), "m3/h"))
         assert publisher.publish(topic(station.id), follow_up) == 0
-        wait_for(lambda: stored_count(db, station.id) >= expected_stored, timeout=60, interval=0.2,
+        wait_for(lambda want=expected_stored: stored_count(db, station.id) >= want, timeout=60, interval=0.2,
                  what=f"the valid reading after '{item.name}' stored ({expected_stored} in all)")
         for name, proc in pipeline.items():
             assert proc.alive(), f"{name} died after '{item.name}':\n{proc.tail()}"

@@ -122,6 +122,11 @@ def mqtt_items(draw: st.DrawFn, station: Station, index: int) -> Item:
         if conflicting:
             reasons.append((max(order.index(0), order.index(len(readings) - 1)), "conflict"))
         return Item("mqtt", marker, topic(station.id), orjson.dumps({**body, "readings": shuffled}), len(good), sorted(reasons))
+    return _bad_message_item(draw, station, marker, ts, body)
+
+
+def _bad_message_item(draw: st.DrawFn, station: Station, marker: str, ts: datetime, body: dict[str, object]) -> Item:
+    """A message refused whole, for one of the message-level reasons."""
     reason = draw(_bad_message)
     target = topic(station.id)
     raw: bytes

@@ -31,7 +31,7 @@ from tests.utils.processes import Process, publish
 
 pytestmark = pytest.mark.integration
 
-PORTS = dict(zip(("mqtt", "kafka", "controller", "pg", "bridge_metrics"), free_ports(5)))
+PORTS = dict(zip(("mqtt", "kafka", "controller", "pg", "bridge_metrics"), free_ports(5), strict=False))
 
 
 def private_env(settings: Settings) -> dict[str, str]:

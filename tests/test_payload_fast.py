@@ -10,7 +10,8 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import orjson
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ingest.payload import Limits, MessageRejected, decode_message, decode_wire
 from quantrac.wire import encode_readings, encode_wire_readings

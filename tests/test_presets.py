@@ -102,7 +102,7 @@ def test_the_worker_runs_the_drinking_water_preset_exactly_as_the_bench_scores_i
     flagged: dict[tuple[str, str], np.ndarray] = {}
     for i in range(start, stop):
         readings = [Reading(station_id=station.id, parameter=c, value=float(v), unit=station.parameters[c].unit, ts=g.times[i])
-                    for c, v in zip(GECCO_COLUMNS, g.data[i]) if not math.isnan(v)]
+                    for c, v in zip(GECCO_COLUMNS, g.data[i], strict=False) if not math.isnan(v)]
         out = detect(state, readings, station, DetectionConfig())
         state = out.state
         for c in out.conditions:

@@ -51,7 +51,7 @@ PUBLISH_SECONDS = 24.0
 KILL_AFTER = 600           # messages published before the kills
 EXCEED_EVERY = 50          # every 50th message of a station carries COD above its limit
 COD_LIMIT = 100.0
-PORTS = dict(zip(("bridge1", "bridge2", "worker1", "worker2"), free_ports(4)))
+PORTS = dict(zip(("bridge1", "bridge2", "worker1", "worker2"), free_ports(4), strict=False))
 
 
 @dataclass

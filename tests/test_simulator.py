@@ -50,9 +50,9 @@ START = datetime(2026, 11, 23, 17, 0, tzinfo=timezone.utc)  # Tuesday 00:00 in H
 DAY = timedelta(days=1)
 
 
-def stream(incidents: list[Incident] = [], seed: int = 1, span: timedelta = DAY, only: str | None = WW) -> list[Message]:
+def stream(incidents: tuple[Incident, ...] = (), seed: int = 1, span: timedelta = DAY, only: str | None = WW) -> list[Message]:
     stations = {only: STATIONS[only]} if only else STATIONS
-    return list(generate(stations, START, span, seed, incidents))
+    return list(generate(stations, START, span, seed, list(incidents)))
 
 
 def series(messages: list[Message], parameter: str) -> list[tuple[datetime, float | None, Status]]:
@@ -69,7 +69,7 @@ def test_messages_follow_the_registry_interval_in_event_time_order() -> None:
     assert all(m.ts.tzinfo is not None and START <= m.ts < START + DAY for m in messages)
     assert [m.ts for m in messages] == sorted(m.ts for m in messages)
     mine = [m for m in messages if m.station_id == WW]
-    assert len(mine) == 288 and {b.ts - a.ts for a, b in zip(mine, mine[1:])} == {timedelta(minutes=5)}
+    assert len(mine) == 288 and {b.ts - a.ts for a, b in zip(mine, mine[1:], strict=False)} == {timedelta(minutes=5)}
     assert {r.parameter for r in mine[0].readings} == set(STATIONS[WW].parameters)
     assert {m.station_id for m in messages} == set(STATIONS)
 

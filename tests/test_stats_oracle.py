@@ -94,7 +94,7 @@ def test_robust_spike_median_mad_match_numpy(window: int, grace: int, threshold:
             median = np.median(tail)
             mad = np.median(np.abs(tail - median))
             # The learned resolution: half the smallest change between consecutive learned values.
-            steps = [abs(b - a) for a, b in zip(learned, learned[1:]) if abs(b - a) > 1e-9 * max(1.0, abs(b))]
+            steps = [abs(b - a) for a, b in zip(learned, learned[1:], strict=False) if abs(b - a) > 1e-9 * max(1.0, abs(b))]
             floor = min(steps) / 2 if steps else 0.0
             if mad == 0 and floor == 0 and x != median:  # the first change from a constant sets the step
                 score = 0.0

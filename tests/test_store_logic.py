@@ -33,7 +33,7 @@ def test_bucket_starts_are_consecutive_buckets_covering_the_range(start: datetim
     assert starts[0] <= start < (starts[1] if len(starts) > 1 else end + timedelta(days=1))
     assert starts[-1] < end
     assert all(bucket_start(s, bucket) == s for s in starts)
-    assert all(bucket_start(b - timedelta(microseconds=1), bucket) == a for a, b in zip(starts, starts[1:]))
+    assert all(bucket_start(b - timedelta(microseconds=1), bucket) == a for a, b in zip(starts, starts[1:], strict=False))
 
 
 @given(ts=instants)

@@ -59,11 +59,11 @@ def test_first_uncommittable_names_the_lowest_limit() -> None:
 def test_the_commit_never_passes_an_offset_that_was_not_acknowledged(
         committed: int, processed: list[bool], held_mask: list[bool], order) -> None:
     offsets = [committed + i for i in range(len(processed))]
-    acked = [o for o, done in zip(offsets, processed) if done]
+    acked = [o for o, done in zip(offsets, processed, strict=False) if done]
     order.shuffle(acked)
-    held = {o for o, done, h in zip(offsets, processed, held_mask) if not done and h}
+    held = {o for o, done, h in zip(offsets, processed, held_mask, strict=False) if not done and h}
     new = consumer(committed, acked, held).next_commit(TP0)
-    first_missing = next((o for o, done in zip(offsets, processed) if not done), offsets[-1] + 1)
+    first_missing = next((o for o, done in zip(offsets, processed, strict=False) if not done), offsets[-1] + 1)
     if first_missing == committed:
         assert new is None
     else:
