@@ -13,13 +13,17 @@ TOOLS := .tools/bin
 KUBECONFORM_VERSION := v0.6.7
 QUICK ?=
 
-.PHONY: run test test-unit deps timescaledb validators browser-harness debs venv stack-up stack-down stack-status bench clean
+.PHONY: run test test-unit lint deps timescaledb validators browser-harness debs venv stack-up stack-down stack-status bench clean
 
 run: deps ## the whole pipeline on local services with the station simulator
 	$(BIN)/quantrac run --rate $(RATE) --bridges $(BRIDGES) --workers $(WORKERS)
 
-test: deps validators browser-harness ## every test, on real Mosquitto, Kafka and PostgreSQL (store tests on TimescaleDB and on native PostgreSQL)
+test: deps validators browser-harness lint ## style and types first, then every test, on real Mosquitto, Kafka and PostgreSQL (store tests on TimescaleDB and on native PostgreSQL)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: venv ## ruff (pyflakes, bugbear, complexity, imports, docstrings) and mypy (pydantic plugin), zero findings
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 # The tests that need no service (parsers, rules, detectors, registry, docs, import layers): the loop to run
 # all day. Needs only the virtualenv; tests/conftest.py refuses a test that uses a service unmarked.
