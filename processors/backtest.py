@@ -22,6 +22,7 @@ from alerts.lifecycle import AlertState, Policy
 from ingest.import_sources import CsvRow, read_csv
 from ingest.payload import validate_reading
 from processors.detection import DetectionConfig, detect
+from processors.detection_state import StationState
 from quantrac.domain import Reading, Station
 
 FIELDS = ("time", "station", "parameter", "rule", "value", "score", "limit", "message")
@@ -59,7 +60,7 @@ def backtest(messages: Iterable[list[Reading]], station: Station, config: Detect
     Conditions go through the alert store's own transitions (`alerts.lifecycle`: open, repeat, clear
     with hysteresis and hold in event time, close at a gap), so an alarm here is an alert there.
     """
-    state: dict[str, Any] | None = None
+    state: StationState | None = None
     open_alerts: dict[tuple[str, str], AlertState] = {}
     alarms: list[BacktestAlarm] = []
     for readings in messages:

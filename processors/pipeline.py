@@ -26,6 +26,7 @@ from tenacity import AsyncRetrying, retry_if_exception, wait_exponential
 from alerts.rules import Condition
 from alerts.store import apply_conditions
 from processors.detection import DetectionConfig, LiveDetectors, detect_batch
+from processors.detection_state import StationState
 from processors.rollups import refresh_late_aggregates, update_rollups
 from processors.store import ReadingWriter
 from quantrac import completeness, metrics
@@ -130,8 +131,8 @@ class BatchResult:
     """What judging one batch produced: new readings stored, alerts to publish, detector states to keep."""
     new: int
     alerts: list[dict[str, Any]]
-    states: dict[str, dict[str, Any]] = field(default_factory=dict)
-    """Detection state of every station with new readings, to be written back to the Faust table."""
+    states: dict[str, StationState] = field(default_factory=dict)
+    """Detection state of every station with new readings, to be written back to the Faust table (as `to_json()`)."""
     late: int = 0
     deadletters: list[DeadLetter] = field(default_factory=list)
     """Conflicts and quarantined records, for the agent to send to the dead-letter topic."""
@@ -169,7 +170,7 @@ class BatchProcessor:
             self.writer.forget_partitions()
         return self._conn
 
-    async def _process_once(self, records: Sequence[Record], states: Mapping[str, dict[str, Any] | None],
+    async def _process_once(self, records: Sequence[Record], states: Mapping[str, StationState | dict[str, Any] | None],
                             extra: Sequence[Condition], historical: Mapping[str, datetime] | None = None) -> BatchResult:
         readings = [r for rs, *_ in records for r in rs]
         conn = await self._connection()
@@ -198,7 +199,7 @@ class BatchProcessor:
         return BatchResult(len(new), alerts, new_states, len(late), deadletters)
 
     async def process(self, raws: Sequence[bytes] | None = None, *, records: Sequence[Record] | None = None,
-                      states: Mapping[str, dict[str, Any] | None] | None = None,
+                      states: Mapping[str, StationState | dict[str, Any] | None] | None = None,
                       extra: Sequence[Condition] = ()) -> BatchResult:
         """Store and evaluate one batch (raw records, or records already decoded); see the module docstring for failures.
 
@@ -224,7 +225,7 @@ class BatchProcessor:
         metrics.WORKER_READINGS_STORED.inc(result.new)
         return result
 
-    async def _one_by_one(self, records: Sequence[Record], states: Mapping[str, dict[str, Any] | None],
+    async def _one_by_one(self, records: Sequence[Record], states: Mapping[str, StationState | dict[str, Any] | None],
                           extra: Sequence[Condition], historical: Mapping[str, datetime]) -> BatchResult:
         """The batch record by record, each in its own transaction; a record that still fails is quarantined."""
         total = BatchResult(0, [], {})
