@@ -14,6 +14,7 @@ A reading that contradicts a stored one (same key, other value) is dead-lettered
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable, Iterable, Mapping, Sequence, TypeVar
@@ -233,8 +234,8 @@ class BatchProcessor:
         pending_extra = list(extra)
         for record in records:
             try:
-                part = await self._attempts(lambda r=record, e=tuple(pending_extra): self._process_once(  # type: ignore[misc]
-                    [r], current, e, historical))
+                part = await self._attempts(functools.partial(self._process_once, [record], current, tuple(pending_extra),
+                                                              historical))
             except Exception as exc:
                 if not is_record_failure(exc):
                     raise
@@ -280,6 +281,7 @@ class BatchProcessor:
         return await self._attempts(once)
 
     async def close(self) -> None:
+        """Close the database connection, if one is open."""
         if self._conn is not None:
             await self._conn.close()
 
