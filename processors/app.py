@@ -6,20 +6,20 @@ writes, explicit partitions, no standby replicas on one broker, no web server in
 
 from __future__ import annotations
 
-import faust
+from faust.types import TableT
 
 from processors.consumer import HoldingConsumer, HoldingTransport
 from processors.events import holding
+from processors.faust_compat import CompatApp
 from quantrac.settings import get_settings
 
 settings = get_settings()
 
 
-class App(faust.App):
+class App(CompatApp):
     """faust.App whose consumer never commits past an unprocessed reading (`processors/consumer.py`)."""
 
-    def _new_transport(self) -> HoldingTransport:
-        return HoldingTransport(self.conf.broker_consumer, self)
+    transport_class = HoldingTransport
 
 
 app = App(
@@ -55,7 +55,7 @@ deadletter_topic = app.topic(settings.deadletter_topic, value_type=bytes, key_ty
 """Conflicts and quarantined records the worker sets aside (the bridge's dead-letter keeper stores them)."""
 
 
-def _state_table(name: str, help_: str) -> "faust.Table":
+def _state_table(name: str, help_: str) -> TableT:
     """A changelog-backed table of JSON bytes keyed by station id (bytes; the app serialises raw).
 
     `use_partitioner=True`: the changelog partition comes from the key with Kafka's default

@@ -15,13 +15,14 @@ import json
 from dataclasses import asdict, dataclass
 from datetime import timedelta, timezone
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, cast, get_args
 
 from alerts import lifecycle
 from alerts.lifecycle import AlertState, Policy
-from ingest.import_sources import CsvRow, read_csv
+from ingest.import_sources import CsvRow, Format, read_csv
 from ingest.payload import validate_reading
 from processors.detection import DetectionConfig, detect
+from processors.detection_state import StationState
 from quantrac.domain import Reading, Station
 
 FIELDS = ("time", "station", "parameter", "rule", "value", "score", "limit", "message")
@@ -52,14 +53,18 @@ def readings_of(rows: Iterable[CsvRow], station: Station) -> Iterator[list[Readi
             yield found
 
 
+DEFAULT_POLICY = Policy()
+"""The alert lifecycle's default `Policy`: what a backtest judges alarms by unless it is given another."""
+
+
 def backtest(messages: Iterable[list[Reading]], station: Station, config: DetectionConfig,
-             policy: Policy = Policy()) -> list[BacktestAlarm]:
+             policy: Policy = DEFAULT_POLICY) -> list[BacktestAlarm]:
     """The alarms the worker would open on these messages, in order.
 
     Conditions go through the alert store's own transitions (`alerts.lifecycle`: open, repeat, clear
     with hysteresis and hold in event time, close at a gap), so an alarm here is an alert there.
     """
-    state: dict[str, Any] | None = None
+    state: StationState | None = None
     open_alerts: dict[tuple[str, str], AlertState] = {}
     alarms: list[BacktestAlarm] = []
     for readings in messages:
@@ -85,11 +90,15 @@ def backtest(messages: Iterable[list[Reading]], station: Station, config: Detect
 
 
 def backtest_csv(path: Path, station: Station, config: DetectionConfig, fmt: str = "auto",
-                 tz: Any = timezone(timedelta(hours=7)), policy: Policy = Policy()) -> list[BacktestAlarm]:
-    return backtest(readings_of(read_csv(path, fmt, tz), station), station, config, policy)  # type: ignore[arg-type]
+                 tz: Any = timezone(timedelta(hours=7)), policy: Policy = DEFAULT_POLICY) -> list[BacktestAlarm]:
+    """The alarms the worker would open on a history CSV (wide or long, as `quantrac import` reads it) of one station."""
+    if fmt not in get_args(Format):
+        raise ValueError(f"unknown CSV format {fmt!r}; give one of {', '.join(get_args(Format))}")
+    return backtest(readings_of(read_csv(path, cast(Format, fmt), tz), station), station, config, policy)
 
 
 def render(alarms: list[BacktestAlarm], as_json: bool) -> str:
+    """The alarms as a CSV table (header first) or, with `as_json`, a JSON list."""
     if as_json:
         return json.dumps([asdict(a) for a in alarms], ensure_ascii=False, indent=1)
     out = io.StringIO()

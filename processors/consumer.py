@@ -70,22 +70,25 @@ class HoldingConsumer(CompatConsumer):
 
     @property
     def held_offsets(self) -> defaultdict[TP, set[int]]:
-        return self._own("_held_offsets", lambda: defaultdict(set))  # type: ignore[no-any-return]
+        """Per partition: offsets whose acknowledgement was refused, below which nothing is committed."""
+        return self._own("_held_offsets", lambda: defaultdict(set))
 
     def _stalls(self) -> dict[TP, float]:
-        return self._own("_stalled_since", dict)  # type: ignore[no-any-return]
+        return self._own("_stalled_since", dict)
 
     def hold(self, tp: TP, offset: int) -> None:
         """Keep commits of `tp` below `offset` until a message at that offset is acknowledged."""
         self.held_offsets[tp].add(offset)
 
     def ack(self, message: Message) -> bool:
+        """Faust's acknowledgement, which also releases a hold on the message's offset."""
         acked = super().ack(message)
         if acked:
             self.held_offsets[message.tp].discard(message.offset)
         return acked
 
     async def record_gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
+        """A jump in offsets: a real gap only on topics that can have them; on the readings topic, records were dropped and are not committed over."""
         if tp.topic in self.gapless_topics:
             log.warning("worker.records_skipped", topic=tp.topic, partition=tp.partition, first=offset_from,
                         last=offset_to - 1, action="not committed past; read again from the committed offset")
@@ -93,6 +96,7 @@ class HoldingConsumer(CompatConsumer):
         await self.faust_record_gap(tp, offset_from, offset_to)
 
     def next_commit(self, tp: TP) -> Optional[int]:
+        """Faust's offset to commit, kept below the first held or never-acknowledged offset; rewinds a partition stalled there."""
         acked = self.acked_offsets(tp)
         if not acked:
             return None
@@ -126,6 +130,7 @@ class HoldingConsumer(CompatConsumer):
         self.app.loop.create_task(self.seek(tp, committed))
 
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
+        """Forget the holds and stalls of partitions this worker no longer reads."""
         for tp in revoked:
             self.held_offsets.pop(tp, None)
             self._stalls().pop(tp, None)
@@ -133,4 +138,5 @@ class HoldingConsumer(CompatConsumer):
 
 
 class HoldingTransport(faust_aiokafka.Transport):
+    """Faust's aiokafka transport with `HoldingConsumer` as its consumer (the app's `broker` transport)."""
     Consumer: ClassVar[Type[Any]] = HoldingConsumer

@@ -1,7 +1,8 @@
 """Detection for one station: windows, rules and streaming detectors over a batch of new readings.
 
-`detect(state, readings, station, config)` is pure: it takes the station's JSON state (from
-a Faust table) and its new readings, and returns the new state and every condition found,
+`detect(state, readings, station, config)` is pure: it takes the station's state
+(`processors.detection_state`, as kept in a Faust table) and its new readings, and returns the
+new state and every condition found,
 active or clear. Readings are taken one at a time in arrival order (a station's records keep
 their order on its Kafka partition), so the result does not depend on how the readings were
 cut into batches: a burst replayed with historical timestamps gives the same conditions as
@@ -42,6 +43,7 @@ from alerts.rules import (
     judge_rate,
 )
 from processors import rate_span, windows
+from processors.detection_state import CalibrationRun, FaultRun, IncidentClaim, ParameterState, StationState, load
 from processors.detectors import DETECTORS, Detector
 from processors.detectors.presets import params_of, station_channels
 from processors.incident import Judged, join
@@ -51,6 +53,8 @@ from quantrac.settings import Settings
 
 @dataclass(frozen=True)
 class DetectionConfig:
+    """The worker's detection settings (`QUANTRAC_DETECT_*`): lateness, window coverage, rule runs, gaps, detectors."""
+
     lateness_s: float = 600.0
     min_coverage: float = 0.5
     early_fraction: float = 0.8
@@ -71,6 +75,7 @@ class DetectionConfig:
 
     @classmethod
     def from_settings(cls, s: Settings) -> "DetectionConfig":
+        """The settings' values; unknown detector names or hyperparameters that are not JSON are refused."""
         names = tuple(n.strip() for n in s.detect_detectors.split(",") if n.strip())
         unknown = [n for n in names if n not in DETECTORS]
         if unknown:
@@ -90,21 +95,14 @@ class DetectionConfig:
 
 @dataclass
 class Outcome:
-    state: dict[str, Any]
+    """What `detect` gives for a station's batch of readings."""
+
+    state: StationState
+    """The station's state after the batch, to keep for its next one."""
     conditions: list[Condition]
+    """Every condition judged, active or clear, in reading order (multivariate groups last)."""
     late: list[Reading]
-
-
-STATE_VERSION = 1
-"""Bumped when the state's layout changes; a state of another version is started afresh."""
-
-
-def new_state() -> dict[str, Any]:
-    return {"v": STATE_VERSION, "newest": None, "late": 0, "p": {}, "mv": {}, "mv_t": {}}
-
-
-def _param_state(state: dict[str, Any], parameter: str) -> dict[str, Any]:
-    return state["p"].setdefault(parameter, {"t": None, "w": {}, "rate": [], "fault": None, "cal": None, "det": {}})
+    """Readings older than the lateness: judged on their instantaneous value only."""
 
 
 @dataclass(frozen=True)
@@ -199,53 +197,59 @@ def _threshold(det: Detector) -> float:
 class _Run:
     """The detectors of one station, built from their saved state once per batch and saved back at its end."""
 
-    def __init__(self, state: dict[str, Any], config: DetectionConfig) -> None:
+    def __init__(self, state: StationState, config: DetectionConfig) -> None:
         self.state, self.config = state, config
         self.live: dict[tuple[str, str], Detector] = {}
 
     def get(self, parameter: str, channel: DetectorChannel, specs: list[ParameterSpec]) -> Detector:
         key = (parameter, channel.detector)
         if key not in self.live:
-            target, slot = self._slot(parameter, channel.detector)
-            saved = target.get(slot)
+            saved = self._saved(parameter, channel.detector)
             params = detector_params(channel, specs, self.config)
             cls = DETECTORS[channel.detector]
             self.live[key] = cls.from_state(saved, **params) if saved is not None else cls(**params)
         return self.live[key]
 
-    def _slot(self, parameter: str, name: str) -> tuple[dict[str, Any], str]:
-        """Where a detector's state is kept: per parameter, or per multivariate group (`mv:COD,TSS,NH4`)."""
+    def _saved(self, parameter: str, name: str) -> dict[str, Any] | None:
+        """A detector's saved state: per parameter, or per multivariate group (`parameter` is `mv:COD,TSS,NH4`)."""
         if parameter.startswith("mv:"):
-            return self.state["mv"], parameter
-        return self.state["p"][parameter]["det"], name
+            return self.state.group(parameter.removeprefix("mv:")).detector
+        return self.state.parameters[parameter].detectors.get(name)
 
     def save(self) -> None:
+        """Write every live detector's state back into the station's state."""
         for (parameter, name), det in self.live.items():
-            target, slot = self._slot(parameter, name)
-            target[slot] = det.state()
+            if parameter.startswith("mv:"):
+                self.state.group(parameter.removeprefix("mv:")).detector = det.state()
+            else:
+                self.state.parameters[parameter].detectors[name] = det.state()
 
 
-def _status_rules(ps: dict[str, Any], r: Reading, station: Station, config: DetectionConfig, t: float) -> list[Condition]:
+def _status_rules(ps: ParameterState, r: Reading, station: Station, config: DetectionConfig, t: float) -> list[Condition]:
+    """Device-fault (status 02) and calibration (status 01) runs of an in-order reading's parameter."""
     found: list[Condition] = []
     if r.status is Status.FAULT:
-        first, count = ps["fault"] or (t, 0)
-        ps["fault"] = [first, count + 1]
-        found.append(judge_fault(station, r.parameter, count + 1, t - first, r.ts, config.fault_after_n, config.fault_after_s))
-    elif ps["fault"] is not None:
-        ps["fault"] = None
+        if ps.fault is None:
+            ps.fault = FaultRun(first_t=t, count=0)
+        ps.fault.count += 1
+        found.append(judge_fault(station, r.parameter, ps.fault.count, t - ps.fault.first_t, r.ts, config.fault_after_n,
+                                 config.fault_after_s))
+    elif ps.fault is not None:
+        ps.fault = None
         found.append(judge_fault(station, r.parameter, 0, 0.0, r.ts, config.fault_after_n, config.fault_after_s))
     day = windows.day_bounds(r.ts, t)[0]
-    run_first, day_start, day_s = ps["cal"] or (None, day, 0.0)
-    if day_start != day:
-        day_start, day_s = day, 0.0
+    cal = ps.calibration or CalibrationRun(run_start_t=None, day_start_t=day, day_s=0.0)
+    if cal.day_start_t != day:
+        cal = CalibrationRun(run_start_t=cal.run_start_t, day_start_t=day, day_s=0.0)
     if r.status is Status.CALIBRATING:
-        run_first = t if run_first is None else run_first
-        day_s += station.expected_interval_s
-        run_s = t - run_first + station.expected_interval_s
-        ps["cal"] = [run_first, day_start, day_s]
-        found.append(judge_calibration(station, r.parameter, run_s, day_s, r.ts, config.calibration_max_s, config.calibration_daily_s))
-    elif run_first is not None:
-        ps["cal"] = [None, day_start, day_s]
+        run_start = t if cal.run_start_t is None else cal.run_start_t
+        ps.calibration = CalibrationRun(run_start_t=run_start, day_start_t=cal.day_start_t,
+                                        day_s=cal.day_s + station.expected_interval_s)
+        run_s = t - run_start + station.expected_interval_s
+        found.append(judge_calibration(station, r.parameter, run_s, ps.calibration.day_s, r.ts, config.calibration_max_s,
+                                       config.calibration_daily_s))
+    elif cal.run_start_t is not None:
+        ps.calibration = CalibrationRun(run_start_t=None, day_start_t=cal.day_start_t, day_s=cal.day_s)
         found.append(judge_calibration(station, r.parameter, 0.0, 0.0, r.ts, config.calibration_max_s, config.calibration_daily_s))
     return found
 
@@ -260,24 +264,80 @@ token, that is, when the state is the one these detectors wrote (not a retried b
 nor one written meanwhile by another worker): the result is the same as building them afresh."""
 
 
-def detect(state: dict[str, Any] | None, readings: Sequence[Reading], station: Station,
+def _prepare(state: StationState | dict[str, Any] | None, station: Station, config: DetectionConfig,
+             live: LiveDetectors | None) -> tuple[StationState, Plan, _Run]:
+    """The station's state to work on (a copy: the caller's stays as it was), its plan, and its detectors.
+
+    A state of an unknown version starts afresh; a state learned under another plan (another preset
+    or channels) keeps its windows and rule runs but its detectors start afresh. The worker's live
+    detectors are taken when the state is the one they wrote (`LiveDetectors`).
+    """
+    loaded = load(state)
+    current = StationState() if loaded is None else loaded
+    plan = Plan.of(station, config)
+    if current.plan is None:
+        current.plan = plan.key
+    replanned = current.plan != plan.key
+    if replanned:  # what the detectors learned was learned under other hyperparameters
+        for ps in current.parameters.values():
+            ps.detectors = {}
+        current.groups, current.plan = {}, plan.key
+    run = _Run(current, config)
+    kept = live.get(station.id) if live is not None else None
+    if kept is not None and loaded is not None and not replanned and current.token == kept[0]:
+        run.live = kept[1]
+    return current, plan, run
+
+
+def _instant(r: Reading, spec: ParameterSpec, station: Station, config: DetectionConfig,
+             found: list[Condition]) -> float | None:
+    """Judge a reading's instantaneous value (range, limits); the value to learn from, None if invalid or out of range."""
+    if not r.is_valid_measurement or r.value is None:
+        return None
+    value = float(r.value)
+    ranged = judge_range(station, spec, value, r.ts)
+    if ranged is not None:
+        found.append(ranged)
+    if not in_range(spec, value):
+        return None
+    found.extend(judge_limit(station, r.parameter, value, r.ts, "instant", config.early_fraction))
+    return value
+
+
+def _in_order(run: _Run, plan: Plan, r: Reading, spec: ParameterSpec, value: float | None, t: float,
+              station: Station, config: DetectionConfig) -> list[Condition]:
+    """Rules that need order on a reading newer than its parameter's last: gap, status runs, rate, detectors."""
+    ps = run.state.parameters[r.parameter]
+    found: list[Condition] = []
+    if ps.last_t is not None and t - ps.last_t > gap_s(station, config):
+        found.extend(_relearn_after_gap(run, plan, station, spec, config, ps.last_t, r.ts))
+    ps.last_t = t
+    found.extend(_status_rules(ps, r, station, config, t))
+    if value is None:
+        return found
+    rate = _rate(ps, station, spec, config, t, value, r.ts)
+    if rate is not None:
+        found.append(rate)
+    judged = []
+    for channel in plan.scalar[r.parameter]:
+        det = run.get(r.parameter, channel, [spec])
+        judged.append(Judged(det.update(value, r.ts), _threshold(det)))
+    claim, judged = join(None if ps.incident is None else ps.incident.as_list(), judged, t, config.incident_hold_s)
+    ps.incident = IncidentClaim.of(claim)
+    found.extend(judge_anomaly(station, r.parameter, j.verdict.kind, j.verdict.is_anomaly, value, j.verdict.score,
+                               j.threshold, j.verdict.detail, r.ts) for j in judged)
+    return found
+
+
+def detect(state: StationState | dict[str, Any] | None, readings: Sequence[Reading], station: Station,
            config: DetectionConfig, live: LiveDetectors | None = None) -> Outcome:
     """New state and conditions after the station's new readings, taken in arrival order.
 
-    `live` (the worker's, see `LiveDetectors`) is read and updated; without it the state carries no token.
+    `state` is the station's state from its last batch, as a `StationState` or its JSON (of any
+    version `StationState.from_json` reads); None or an unknown version: start afresh. `live` (the
+    worker's, see `LiveDetectors`) is read and updated; without it the state carries no token.
     """
-    fresh = state is None or state.get("v") != STATE_VERSION
-    state = new_state() if fresh else orjson.loads(orjson.dumps(state))  # a copy: the caller's state stays as it was
-    plan = Plan.of(station, config)
-    replanned = state.setdefault("plan", plan.key) != plan.key
-    if replanned:  # another preset or channels: what the detectors learned was learned under other hyperparameters
-        for ps in state["p"].values():
-            ps["det"] = {}
-        state["mv"], state["mv_t"], state["plan"] = {}, {}, plan.key
-    run = _Run(state, config)
-    kept = live.get(station.id) if live is not None else None
-    if kept is not None and not fresh and not replanned and state.get("token") == kept[0]:
-        run.live = kept[1]
+    current, plan, run = _prepare(state, station, config, live)
     found: list[Condition] = []
     late: list[Reading] = []
     by_ts: dict[float, dict[str, float]] = defaultdict(dict)
@@ -287,57 +347,41 @@ def detect(state: dict[str, Any] | None, readings: Sequence[Reading], station: S
         if spec is None:
             continue
         t = windows.epoch(r.ts)
-        newest = state["newest"]
+        newest = current.newest_t
         is_late = newest is not None and t < newest - config.lateness_s
-        state["newest"] = t if newest is None else max(newest, t)
-        ps = _param_state(state, r.parameter)
-        in_order = ps["t"] is None or t > ps["t"]
-        value = float(r.value) if r.is_valid_measurement else None  # type: ignore[arg-type]
-        if value is not None:
-            ranged = judge_range(station, spec, value, r.ts)
-            if ranged is not None:
-                found.append(ranged)
-            if not in_range(spec, value):
-                value = None
-        if value is not None:
-            found.extend(judge_limit(station, r.parameter, value, r.ts, "instant", config.early_fraction))
+        current.newest_t = t if newest is None else max(newest, t)
+        ps = current.parameter(r.parameter)
+        in_order = ps.last_t is None or t > ps.last_t
+        value = _instant(r, spec, station, config, found)
         if is_late:
-            state["late"] += 1
+            current.late_count += 1
             late.append(r)
             continue
-        windows.add(ps["w"], r.ts, value, station.expected_interval_s)
+        windows.add(ps.windows, r.ts, value, station.expected_interval_s)
         if in_order:
-            if ps["t"] is not None and t - ps["t"] > gap_s(station, config):
-                found.extend(_relearn_after_gap(run, plan, station, spec, config, ps["t"], r.ts))
-            ps["t"] = t
-            found.extend(_status_rules(ps, r, station, config, t))
+            found.extend(_in_order(run, plan, r, spec, value, t, station, config))
             if value is not None:
-                rate = _rate(ps, station, spec, config, t, value, r.ts)
-                if rate is not None:
-                    found.append(rate)
-                judged = []
-                for channel in plan.scalar[r.parameter]:
-                    det = run.get(r.parameter, channel, [spec])
-                    judged.append(Judged(det.update(value, r.ts), _threshold(det)))
-                ps["claim"], judged = join(ps.get("claim"), judged, t, config.incident_hold_s)
-                found.extend(judge_anomaly(station, r.parameter, j.verdict.kind, j.verdict.is_anomaly, value, j.verdict.score,
-                                           j.threshold, j.verdict.detail, r.ts) for j in judged)
                 by_ts[t][r.parameter] = value
-        watermark = state["newest"] - config.lateness_s
-        if watermark >= next_close:
-            found.extend(_due(state, station, config, list(state["p"])))
-            next_close = min((windows.earliest_end(ps["w"]) for ps in state["p"].values()), default=math.inf)
-        else:
-            found.extend(_due(state, station, config, [r.parameter]))
-            next_close = min(next_close, windows.earliest_end(ps["w"]))
-    found.extend(_multivariate(state, run, plan, by_ts, station, config))
+        next_close = _close_due(current, station, config, r.parameter, next_close, found)
+    found.extend(_multivariate(current, run, plan, by_ts, station, config))
     run.save()
     if live is None:
-        state.pop("token", None)
+        current.token = None
     else:
-        state["token"] = os.urandom(8).hex()
-        live[station.id] = (state["token"], run.live)
-    return Outcome(state, found, late)
+        current.token = os.urandom(8).hex()
+        live[station.id] = (current.token, run.live)
+    return Outcome(current, found, late)
+
+
+def _close_due(state: StationState, station: Station, config: DetectionConfig, parameter: str, next_close: float,
+               found: list[Condition]) -> float:
+    """Judge the window means due after a reading of `parameter`; the new `next_close` (see `_due`)."""
+    watermark = (state.newest_t or 0.0) - config.lateness_s
+    if watermark >= next_close:
+        found.extend(_due(state, station, config, list(state.parameters)))
+        return min((windows.earliest_end(ps.windows) for ps in state.parameters.values()), default=math.inf)
+    found.extend(_due(state, station, config, [parameter]))
+    return min(next_close, windows.earliest_end(state.parameters[parameter].windows))
 
 
 def gap_s(station: Station, config: DetectionConfig) -> float:
@@ -355,7 +399,7 @@ def _relearn_after_gap(run: "_Run", plan: Plan, station: Station, spec: Paramete
     """
     last = windows.from_epoch(last_t)
     silent_s = windows.epoch(resumed) - last_t
-    run.state["p"][spec.symbol]["claim"] = None
+    run.state.parameters[spec.symbol].incident = None
     found: list[Condition] = []
     for channel in plan.scalar[spec.symbol]:
         if silent_s >= config.relearn_gap_s:
@@ -371,20 +415,20 @@ def rate_span_s(station: Station, spec: ParameterSpec, config: DetectionConfig) 
     return max(spec.rate_span_s or config.rate_span_s, float(station.expected_interval_s))
 
 
-def _rate(ps: dict[str, Any], station: Station, spec: ParameterSpec, config: DetectionConfig, t: float, value: float,
+def _rate(ps: ParameterState, station: Station, spec: ParameterSpec, config: DetectionConfig, t: float, value: float,
           ts: datetime) -> Condition | None:
     """`rate_of_change` between robust levels about a span apart (`processors.rate_span`); None while warming up."""
     if spec.max_rate_per_min is None:
         return None
-    ps["rate"] = rate_span.add(ps.get("rate") or [], t, value, rate_span_s(station, spec, config))
-    found = rate_span.levels(ps["rate"])
+    ps.rate_bins = rate_span.add(ps.rate_bins, t, value, rate_span_s(station, spec, config))
+    found = rate_span.levels(ps.rate_bins)
     if found is None:
         return None
     return judge_rate(station, spec, windows.from_epoch(found.from_t), found.from_level, windows.from_epoch(found.to_t),
                       found.to_level, at=ts, smoothed=True)
 
 
-def _due(state: dict[str, Any], station: Station, config: DetectionConfig, parameters: list[str]) -> list[Condition]:
+def _due(state: StationState, station: Station, config: DetectionConfig, parameters: list[str]) -> list[Condition]:
     """Judge the means that are due among `parameters`' windows.
 
     Called after every reading, so the result does not depend on how readings were cut into
@@ -392,22 +436,23 @@ def _due(state: dict[str, Any], station: Station, config: DetectionConfig, param
     its own parameter can make it, or when the watermark passes its end; so between closings
     only the reading's own parameter needs a look.
     """
-    watermark = state["newest"] - config.lateness_s
+    watermark = (state.newest_t or 0.0) - config.lateness_s
     found: list[Condition] = []
     for parameter in parameters:
-        ps = state["p"][parameter]
-        for mean in windows.due(ps["w"], watermark, config.min_coverage):
+        ps = state.parameters[parameter]
+        for mean in windows.due(ps.windows, watermark, config.min_coverage):
             found.extend(judge_limit(station, parameter, mean.mean, mean.start, mean.basis, config.early_fraction))
     return found
 
 
-def _multivariate(state: dict[str, Any], run: _Run, plan: Plan, by_ts: dict[float, dict[str, float]], station: Station,
+def _multivariate(state: StationState, run: _Run, plan: Plan, by_ts: dict[float, dict[str, float]], station: Station,
                   config: DetectionConfig) -> list[Condition]:
+    """Score the batch's complete vectors of each multivariate group, in event-time order, newer than its last."""
     found: list[Condition] = []
     for channel in plan.vector:
         group = channel.columns or ()
         key = "mv:" + ",".join(group)
-        last = state["mv_t"].get(key)
+        last = state.group(",".join(group)).last_t
         for t in sorted(by_ts):
             values = by_ts[t]
             if (last is not None and t <= last) or not all(p in values for p in group):
@@ -422,18 +467,18 @@ def _multivariate(state: dict[str, Any], run: _Run, plan: Plan, by_ts: dict[floa
             found.append(judge_anomaly(station, ",".join(group), v.kind, v.is_anomaly, None, v.score, _threshold(det),
                                        v.detail, windows.from_epoch(t)))
             last = t
-        state["mv_t"][key] = last
+        state.group(",".join(group)).last_t = last
     return found
 
 
-def detect_batch(readings: Sequence[Reading], states: Mapping[str, dict[str, Any] | None], stations: Mapping[str, Station],
-                 config: DetectionConfig, live: LiveDetectors | None = None
-                 ) -> tuple[dict[str, dict[str, Any]], list[Condition], list[Reading]]:
+def detect_batch(readings: Sequence[Reading], states: Mapping[str, StationState | dict[str, Any] | None],
+                 stations: Mapping[str, Station], config: DetectionConfig, live: LiveDetectors | None = None
+                 ) -> tuple[dict[str, StationState], list[Condition], list[Reading]]:
     """`detect` for every station in a batch: (new state per station, conditions, late readings)."""
     by_station: dict[str, list[Reading]] = defaultdict(list)
     for r in readings:
         by_station[r.station_id].append(r)
-    new_states: dict[str, dict[str, Any]] = {}
+    new_states: dict[str, StationState] = {}
     conditions: list[Condition] = []
     late: list[Reading] = []
     for station_id, rs in by_station.items():

@@ -15,7 +15,11 @@ otherwise commit the acknowledged offsets after it and so step over the hole.
 
 from __future__ import annotations
 
+from typing import cast
+
 import faust
+
+from processors.consumer import HoldingConsumer
 
 
 class HeldEvent(faust.Event):
@@ -25,10 +29,12 @@ class HeldEvent(faust.Event):
     held_topics: frozenset[str] = frozenset()
 
     def ack(self) -> bool:
+        """Acknowledge, unless Faust skipped this event of a held topic: then hold its offset and refuse."""
         app = self.app
         skipped = not app.flow_control.is_active() or self.message.generation_id != app.consumer_generation_id
         if skipped and self.message.topic in self.held_topics:
-            app.consumer.hold(self.message.tp, self.message.offset)
+            consumer = cast(HoldingConsumer, app.consumer)  # the app's transport is HoldingTransport (processors/app.py)
+            consumer.hold(self.message.tp, self.message.offset)
             return False
         return super().ack()
 

@@ -18,6 +18,9 @@ The overrides, and why:
   Records that Faust's `getmany` drops for a partition paused during a rebalance or a table recovery
   leave such a jump on a topic that has no gaps; no upstream issue names that case (the nearest are
   faust-streaming/faust#216 and #241, missed events on a rebalance).
+- `App._new_transport()`, which builds the transport from the broker URL's scheme, builds the class
+  named by `CompatApp.transport_class` instead: faust has no public setting for the transport class
+  (the worker's consumer is `processors.consumer.HoldingConsumer`).
 - Read only: `_acked` (acknowledged offsets per partition, a list Faust sorts and trims),
   `_acked_index` (the same as a set), `_gap` (an IntervalTree per partition) and `_committed_offset`.
 """
@@ -27,8 +30,9 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from importlib.metadata import version
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
+import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 from intervaltree import IntervalTree
@@ -48,7 +52,7 @@ class CompatConsumer(faust_aiokafka.Consumer):
 
     def acked_offsets(self, tp: TP) -> list[int]:
         """The acknowledged, not yet committed offsets of `tp`: Faust's own list (mutating it changes the commit)."""
-        return self._acked[tp]  # type: ignore[no-any-return]
+        return self._acked[tp]
 
     def gap_starts(self, tp: TP) -> Iterator[int]:
         """First offsets of the gaps Faust recorded for `tp`."""
@@ -56,11 +60,11 @@ class CompatConsumer(faust_aiokafka.Consumer):
 
     def committed(self, tp: TP) -> Optional[int]:
         """The offset last committed for `tp` (the next one to read), None when unknown."""
-        return self._committed_offset.get(tp)  # type: ignore[no-any-return]
+        return self._committed_offset.get(tp)
 
     def faust_next_commit(self, tp: TP) -> Optional[int]:
         """Faust's own choice of the offset to commit next."""
-        return super()._new_offset(tp)  # type: ignore[no-any-return]
+        return super()._new_offset(tp)
 
     async def faust_record_gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
         """Faust's own recording of a gap in the log."""
@@ -81,9 +85,18 @@ class CompatConsumer(faust_aiokafka.Consumer):
         await self.record_gap(tp, offset_from, offset_to)
 
 
+class CompatApp(faust.App):
+    """faust.App whose transport is an instance of `transport_class` (a subclass sets it)."""
+
+    transport_class: ClassVar[type[faust_aiokafka.Transport]] = faust_aiokafka.Transport
+
+    def _new_transport(self) -> faust_aiokafka.Transport:  # the override: no public setting chooses the transport class
+        return self.transport_class(self.conf.broker_consumer, self)
+
+
 def committed_offset(consumer: Any, tp: TP) -> Optional[int]:
     """The committed offset of `tp` in any Faust consumer (the readings agent's lag report)."""
-    return consumer._committed_offset.get(tp)  # type: ignore[no-any-return]
+    return consumer._committed_offset.get(tp)
 
 
 def offline_consumer(cls: type[CompatConsumer], tp: TP, committed: Optional[int], acked: Iterable[int],

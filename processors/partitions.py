@@ -67,6 +67,7 @@ class Cutoffs:
 
     @property
     def oldest(self) -> datetime:
+        """The oldest cut-off of any station: nothing older is kept anywhere."""
         return min([self.default, *self.own.values()])
 
     def delete_statements(self, table: str, column: str) -> list[tuple[str, tuple[object, ...]]]:

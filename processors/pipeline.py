@@ -14,6 +14,7 @@ A reading that contradicts a stored one (same key, other value) is dead-lettered
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable, Iterable, Mapping, Sequence, TypeVar
@@ -26,6 +27,7 @@ from tenacity import AsyncRetrying, retry_if_exception, wait_exponential
 from alerts.rules import Condition
 from alerts.store import apply_conditions
 from processors.detection import DetectionConfig, LiveDetectors, detect_batch
+from processors.detection_state import StationState
 from processors.rollups import refresh_late_aggregates, update_rollups
 from processors.store import ReadingWriter
 from quantrac import completeness, metrics
@@ -130,8 +132,8 @@ class BatchResult:
     """What judging one batch produced: new readings stored, alerts to publish, detector states to keep."""
     new: int
     alerts: list[dict[str, Any]]
-    states: dict[str, dict[str, Any]] = field(default_factory=dict)
-    """Detection state of every station with new readings, to be written back to the Faust table."""
+    states: dict[str, StationState] = field(default_factory=dict)
+    """Detection state of every station with new readings, to be written back to the Faust table (as `to_json()`)."""
     late: int = 0
     deadletters: list[DeadLetter] = field(default_factory=list)
     """Conflicts and quarantined records, for the agent to send to the dead-letter topic."""
@@ -169,7 +171,7 @@ class BatchProcessor:
             self.writer.forget_partitions()
         return self._conn
 
-    async def _process_once(self, records: Sequence[Record], states: Mapping[str, dict[str, Any] | None],
+    async def _process_once(self, records: Sequence[Record], states: Mapping[str, StationState | dict[str, Any] | None],
                             extra: Sequence[Condition], historical: Mapping[str, datetime] | None = None) -> BatchResult:
         readings = [r for rs, *_ in records for r in rs]
         conn = await self._connection()
@@ -198,7 +200,7 @@ class BatchProcessor:
         return BatchResult(len(new), alerts, new_states, len(late), deadletters)
 
     async def process(self, raws: Sequence[bytes] | None = None, *, records: Sequence[Record] | None = None,
-                      states: Mapping[str, dict[str, Any] | None] | None = None,
+                      states: Mapping[str, StationState | dict[str, Any] | None] | None = None,
                       extra: Sequence[Condition] = ()) -> BatchResult:
         """Store and evaluate one batch (raw records, or records already decoded); see the module docstring for failures.
 
@@ -224,7 +226,7 @@ class BatchProcessor:
         metrics.WORKER_READINGS_STORED.inc(result.new)
         return result
 
-    async def _one_by_one(self, records: Sequence[Record], states: Mapping[str, dict[str, Any] | None],
+    async def _one_by_one(self, records: Sequence[Record], states: Mapping[str, StationState | dict[str, Any] | None],
                           extra: Sequence[Condition], historical: Mapping[str, datetime]) -> BatchResult:
         """The batch record by record, each in its own transaction; a record that still fails is quarantined."""
         total = BatchResult(0, [], {})
@@ -232,8 +234,8 @@ class BatchProcessor:
         pending_extra = list(extra)
         for record in records:
             try:
-                part = await self._attempts(lambda r=record, e=tuple(pending_extra): self._process_once(  # type: ignore[misc]
-                    [r], current, e, historical))
+                part = await self._attempts(functools.partial(self._process_once, [record], current, tuple(pending_extra),
+                                                              historical))
             except Exception as exc:
                 if not is_record_failure(exc):
                     raise
@@ -279,6 +281,7 @@ class BatchProcessor:
         return await self._attempts(once)
 
     async def close(self) -> None:
+        """Close the database connection, if one is open."""
         if self._conn is not None:
             await self._conn.close()
 

@@ -41,10 +41,12 @@ class Levels:
 
     @property
     def minutes(self) -> float:
+        """Minutes between the two levels."""
         return (self.to_t - self.from_t) / 60.0
 
     @property
     def rate_per_min(self) -> float:
+        """The size of the change per minute, either direction."""
         return abs(self.to_level - self.from_level) / self.minutes
 
 

@@ -100,7 +100,7 @@ async def store_readings(stream: Any) -> None:
             result = await processor.process(records=records, states={i: _get(detection_table, i) for i in ids},
                                              extra=recoveries)
             for station_id, state in result.states.items():
-                _put(detection_table, station_id, state)
+                _put(detection_table, station_id, state.to_json())
             for station_id in recovered:
                 _put(liveness_table, station_id, {**(_get(liveness_table, station_id) or {}), "offline": False})
             await _publish(result.alerts)

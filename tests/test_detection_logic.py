@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import orjson
@@ -47,11 +48,11 @@ def test_a_reading_later_than_the_lateness_is_counted_late_judged_instantly_and_
     out = detect(None, [cod(0, 10.0), cod(3, 10.0)], ST, CFG)          # newest 03:15
     late = Reading(station_id="T-1", parameter="COD", value=300.0, unit="mg/L", ts=T0 - timedelta(minutes=1))  # 16 min behind
     out = detect(out.state, [late], ST, CFG)
-    assert out.late == [late] and out.state["late"] == 1
+    assert out.late == [late] and out.state.late_count == 1
     assert [c.rule for c in active(out.conditions)] == ["exceedance"]
     within = detect(out.state, [cod(1, 300.0)], ST, CFG)  # 10 min behind: within lateness, updates its windows
     assert within.late == [] and [c.rule for c in active(within.conditions)] == ["exceedance"]
-    assert int(within.state["p"]["COD"]["w"]["1h"][str(int(T0.timestamp()))][2]) == 3  # counted in its hour
+    assert int(within.state.parameters["COD"].windows["1h"][str(int(T0.timestamp()))][2]) == 3  # counted in its hour
 
 
 def test_an_out_of_range_value_is_a_device_fault_not_an_exceedance() -> None:
@@ -103,7 +104,7 @@ def test_the_same_readings_give_the_same_conditions_however_they_are_batched(ste
     while i < len(readings):
         n = cuts[k % len(cuts)]
         out = detect(state, readings[i:i + n], ST, CFG)
-        state = orjson.loads(orjson.dumps(out.state))
+        state = orjson.loads(orjson.dumps(out.state.to_json()))
         live += out.conditions
         i, k = i + n, k + 1
     assert live == burst
@@ -128,7 +129,7 @@ def test_detectors_kept_alive_between_batches_give_what_their_saved_state_gives(
             detect(warm_state, batch, ST, CFG, live)  # a first attempt whose transaction fails: its state is dropped
         warm = detect(warm_state, batch, ST, CFG, live)
         assert warm.conditions == cold.conditions
-        assert {**warm.state, "token": None} == {**cold.state, "token": None}
-        cold_state, warm_state = orjson.loads(orjson.dumps(cold.state)), orjson.loads(orjson.dumps(warm.state))
+        assert replace(warm.state, token=None) == replace(cold.state, token=None)
+        cold_state, warm_state = orjson.loads(orjson.dumps(cold.state.to_json())), orjson.loads(orjson.dumps(warm.state.to_json()))
         i, k = i + len(batch), k + 1
     assert "token" not in cold_state and warm_state["token"] == live["T-1"][0]

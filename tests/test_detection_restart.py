@@ -78,7 +78,7 @@ def _alerts(db: psycopg.Connection, station_id: str) -> list[dict[str, Any]]:
 def _hour_total(state: dict[str, Any] | None, start: datetime) -> int:
     if state is None:
         return 0
-    entry = state["p"].get("COD", {}).get("w", {}).get("1h", {}).get(str(int(start.timestamp())))
+    entry = state["parameters"].get("COD", {}).get("windows", {}).get("1h", {}).get(str(int(start.timestamp())))
     return 0 if entry is None else int(entry[2])
 
 

@@ -154,10 +154,10 @@ def test_a_station_given_other_channels_relearns_under_them_instead_of_reusing_w
            for i in range(61)]
     live: dict = {}
     before = detect(None, cod[:60], station, DetectionConfig(), live)
-    assert {"spike", "drift", "flatline"} <= set(before.state["p"]["COD"]["det"])
+    assert {"spike", "drift", "flatline"} <= set(before.state.parameters["COD"].detectors)
     own = station.model_copy(update={"channels": (DetectorChannel(detector="spike", columns=("COD",), params={"threshold": 1000.0}),)})
     after = detect(before.state, cod[60:], own, DetectionConfig(), live)
-    assert after.state["plan"] != before.state["plan"] and set(after.state["p"]["COD"]["det"]) == {"spike"}
+    assert after.state.plan != before.state.plan and set(after.state.parameters["COD"].detectors) == {"spike"}
     assert live[station.id][1][("COD", "spike")].threshold == 1000.0  # built afresh, not the wastewater preset's live one
     again = detect(after.state, [], own, DetectionConfig(), live)
-    assert again.state["p"]["COD"]["det"] == after.state["p"]["COD"]["det"]  # the same channels keep what they learned
+    assert again.state.parameters["COD"].detectors == after.state.parameters["COD"].detectors  # the same channels keep what they learned

@@ -226,6 +226,7 @@ class StepEstimate:
         self.prev: float | None = None
 
     def update(self, x: float) -> None:
+        """Learn from the next value: a smaller non-zero change than any seen is the new step."""
         if self.prev is not None:
             d = abs(x - self.prev)
             if d > 1e-9 * max(1.0, abs(x)) and (self.step is None or d < self.step):
@@ -239,9 +240,11 @@ class StepEstimate:
         return (self.step or 0.0) / 2.0
 
     def state(self) -> dict[str, Any]:
+        """The learned step and the last value, as JSON."""
         return {"step": self.step, "prev": self.prev}
 
     def load_state(self, state: dict[str, Any] | None) -> None:
+        """Resume from `state()` (None: nothing learned yet)."""
         state = state or {}
         self.step = None if state.get("step") is None else float(state["step"])
         self.prev = None if state.get("prev") is None else float(state["prev"])

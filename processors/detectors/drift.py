@@ -184,6 +184,7 @@ class CusumDrift(Detector):
         return BIN_SPREAD_SHARE * math.sqrt(self._profile_var[b])
 
     def update(self, value: float, ts: datetime) -> Verdict:
+        """Add the value to the drift sums and say whether either crossed `h` (a slow shift of the level)."""
         if not is_finite(value):
             return self._skip(f"ignored non-finite value {value!r}")
         x = float(value)
@@ -280,6 +281,7 @@ class CusumDrift(Detector):
                        f"warming up ({self._baseline.n}/{self.grace_period} samples, {hours} of the daily profile)")
 
     def state(self) -> dict[str, Any]:
+        """What it learned (baseline, sums, daily profile, step), as JSON for `from_state`."""
         return {"baseline": self._baseline.state(), "lag_cov": self._lag_cov, "prev": self._prev,
                 "pos": self._pos, "neg": self._neg, "run": self._run,
                 "profile": list(self._profile), "profile_n": list(self._profile_n),

@@ -105,6 +105,7 @@ class Flatline(Detector):
         return limit
 
     def update(self, value: float, ts: datetime) -> Verdict:
+        """Extend or end the current run of unchanged values and say whether it has been stuck too long."""
         if not is_finite(value):
             return self._skip(f"ignored non-finite value {value!r}")
         x = float(value)
@@ -150,10 +151,12 @@ class Flatline(Detector):
         self._stuck = False
 
     def state(self) -> dict[str, Any]:
+        """The open run, the repeat probability and the values held longest, as JSON for `from_state`."""
         return {"anchor": self._anchor, "run": self._run, "n": self._n, "stuck": self._stuck,
                 "repeat": self._repeat.state(), "held": dict(self._held)}
 
     def load_state(self, state: dict[str, Any]) -> None:
+        """Resume from `state()`."""
         self._anchor = None if state["anchor"] is None else float(state["anchor"])
         self._run = int(state["run"])
         self._n = int(state["n"])

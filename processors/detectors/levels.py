@@ -57,11 +57,14 @@ class KnownLevels:
         del self.levels[self.capacity:]
 
     def pop(self, i: int) -> tuple[float, float]:
+        """Forget level `i` and return its (median, MAD): the series went back to it."""
         center, mad = self.levels.pop(i)
         return center, mad
 
     def state(self) -> list[list[float]]:
+        """The remembered levels, oldest first, as [median, MAD] pairs."""
         return [list(lv) for lv in self.levels]
 
     def load_state(self, state: Any) -> None:
+        """Resume from `state()`, keeping at most `capacity` levels."""
         self.levels = [[float(c), float(m)] for c, m in (state or [])][: max(self.capacity, 0)]

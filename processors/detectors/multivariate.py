@@ -134,6 +134,7 @@ class Mahalanobis(Detector):
         return (1.0 - self.shrinkage) * self._cov + self.shrinkage * diag + np.diag(self._floor2)
 
     def update(self, value: Mapping[str, float] | Sequence[float] | np.ndarray, ts: datetime) -> Verdict:
+        """Score a vector by its Mahalanobis distance from the baseline; a complete, normal vector is learned."""
         x = self._vector(value)
         seen = np.isfinite(x)
         complete = bool(seen.all())
@@ -148,8 +149,8 @@ class Mahalanobis(Detector):
         cov = self.regularised_covariance()[np.ix_(seen, seen)]
         score = math.sqrt(max(0.0, float(diff @ np.linalg.solve(cov, diff))))
         z = diff / np.sqrt(np.diag(cov))
-        names = [n for n, s in zip(self._names, seen) if s]
-        top = sorted(zip(names, z.tolist()), key=lambda p: -abs(p[1]))[:3]
+        names = [n for n, s in zip(self._names, seen, strict=True) if s]
+        top = sorted(zip(names, z.tolist(), strict=True), key=lambda p: -abs(p[1]))[:3]
         detail = (
             f"Mahalanobis distance {score:.4g} (threshold {fmt(self.threshold)}) over {len(names)} parameters; "
             + ", ".join(f"{n} {zi:+.3g} std" for n, zi in top)
@@ -182,12 +183,14 @@ class Mahalanobis(Detector):
     @property
     def mean(self) -> dict[str, float]:
         """The baseline mean by parameter name."""
-        return dict(zip(self._names, self._mean.tolist()))
+        return dict(zip(self._names, self._mean.tolist(), strict=True))
 
     def state(self) -> dict[str, Any]:
+        """The baseline mean and covariance with their counts, as JSON for `from_state`."""
         return {"n": self._n, "run": self._run, "mean": self._mean.tolist(), "cov": self._cov.tolist()}
 
     def load_state(self, state: dict[str, Any]) -> None:
+        """Resume from `state()`; a state of another group size is refused."""
         d = len(self._names)
         mean = np.array(state["mean"], dtype=np.float64)
         cov = np.array(state["cov"], dtype=np.float64)

@@ -135,6 +135,7 @@ class RobustSpike(Detector):
         return center, median(np.abs(values - center))
 
     def update(self, value: float, ts: datetime) -> Verdict:
+        """Score the value against the recent median and MAD; a normal value (or a persisting new level) is learned."""
         if not is_finite(value):
             return self._skip(f"ignored non-finite value {value!r}")
         x = float(value)
@@ -219,10 +220,12 @@ class RobustSpike(Detector):
         self._run = 0
 
     def state(self) -> dict[str, Any]:
+        """The window, counts, step, known levels and tail histogram, as JSON for `from_state`."""
         return {"buffer": self._buffer.to_list(), "n": self._n, "run": self._run, "step": self._step.state(),
                 "levels": self._known.state(), "tail": self._tail.state()}
 
     def load_state(self, state: dict[str, Any]) -> None:
+        """Resume from `state()`."""
         self._buffer = RingBuffer.from_list(self.window, state["buffer"])
         self._n = int(state["n"])
         self._run = int(state["run"])

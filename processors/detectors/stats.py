@@ -67,9 +67,11 @@ class RollingMean(Parametrised):
         return math.fsum(self._values) / len(self._values)
 
     def state(self) -> dict[str, Any]:
+        """The window's times and values, as JSON."""
         return {"ts": list(self._ts), "values": list(self._values)}
 
     def load_state(self, state: dict[str, Any]) -> None:
+        """Resume from `state()`."""
         self._ts = [float(t) for t in state["ts"]]
         self._values = [float(v) for v in state["values"]]
 
@@ -113,9 +115,11 @@ class EWMean(Parametrised):
         return self.mean
 
     def state(self) -> dict[str, Any]:
+        """The count and mean, as JSON."""
         return {"n": self.n, "mean": self.mean}
 
     def load_state(self, state: dict[str, Any]) -> None:
+        """Resume from `state()`."""
         self.n = int(state["n"])
         self.mean = float(state["mean"])
 
@@ -169,9 +173,11 @@ class EWVar(Parametrised):
         return self.var
 
     def state(self) -> dict[str, Any]:
+        """The count, mean and variance, as JSON."""
         return {"n": self.n, "mean": self.mean, "var": self.var}
 
     def load_state(self, state: dict[str, Any]) -> None:
+        """Resume from `state()`."""
         self.n = int(state["n"])
         self.mean = float(state["mean"])
         self.var = float(state["var"])

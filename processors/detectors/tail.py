@@ -77,9 +77,11 @@ class TailQuantile:
         return 0.0
 
     def state(self) -> dict[str, Any]:
+        """The histogram's counts and total, as JSON."""
         return {"counts": list(self.counts), "total": self.total}
 
     def load_state(self, state: dict[str, Any] | None) -> None:
+        """Resume from `state()`; a missing or differently binned histogram starts empty."""
         state = state or {}
         counts = state.get("counts")
         self.counts = [float(c) for c in counts] if counts and len(counts) == BINS else [0.0] * BINS

@@ -1,0 +1,205 @@
+"""What detection keeps per station between batches, as typed records, and its versioned JSON form.
+
+The worker keeps one `StationState` per station in a Faust table, as the JSON of `to_json`. Its
+fields are plain numbers, strings, lists and dicts, so that a vectorised engine can map each field
+to an array: per parameter, the time of its last reading, its open window buckets
+(`processors.windows`), its rate-of-change bins (`processors.rate_span`), its open fault and
+calibration runs, the incident its detectors share (`processors.incident`) and each detector's
+own learned state (`Detector.state()`); per multivariate group, the time of its last complete
+vector and the detector's state.
+
+JSON versions (`version`):
+- 1 (before the typed state): `{"v": 1, "newest", "late", "plan", "token", "p": {parameter: {"t", "w",
+  "rate", "fault": [first, count], "cal": [run start, day start, day seconds], "claim": [detector,
+  last flag], "det"}}, "mv": {"mv:A,B": detector state}, "mv_t": {"mv:A,B": last time}}`; a state
+  with no version in that layout is read as version 1. `from_json` migrates it: a deployment's
+  changelog holds such states, and what the detectors learned is kept.
+- 2: the fields of `StationState` under their own names.
+A state of any other version is dropped (`from_json` gives None) and detection starts afresh.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+VERSION = 2
+"""The version `to_json` writes; bump it (and migrate in `from_json`) when the layout changes."""
+
+Json = dict[str, Any]
+
+
+@dataclass
+class FaultRun:
+    """A run of device-fault readings (status 02) of one parameter, still open."""
+
+    first_t: float
+    """Event time (epoch s) of the run's first fault reading."""
+    count: int
+    """How many fault readings in a row so far."""
+
+
+@dataclass
+class CalibrationRun:
+    """Calibration time (status 01) of one parameter: the open run and the local day's total."""
+
+    run_start_t: float | None
+    """Event time (epoch s) the open calibration run began; None: not calibrating now."""
+    day_start_t: float
+    """Start (epoch s) of the local day `day_s` counts in."""
+    day_s: float
+    """Seconds calibrated so far on that day."""
+
+
+@dataclass
+class IncidentClaim:
+    """The open incident of one series: which detector opened it, and when any detector last flagged."""
+
+    detector: str
+    last_flag_t: float
+
+    @classmethod
+    def of(cls, claim: list[Any] | None) -> IncidentClaim | None:
+        """From `processors.incident.join`'s `[detector, last flag time]`."""
+        return None if claim is None else cls(str(claim[0]), float(claim[1]))
+
+    def as_list(self) -> list[Any]:
+        """In `processors.incident.join`'s form."""
+        return [self.detector, self.last_flag_t]
+
+
+@dataclass
+class ParameterState:
+    """What detection keeps for one parameter of a station."""
+
+    last_t: float | None = None
+    """Event time (epoch s) of its newest in-order reading; None before the first."""
+    windows: Json = field(default_factory=dict)
+    """Open 5-min, 1-h and day buckets, in `processors.windows`' layout."""
+    rate_bins: list[list[Any]] = field(default_factory=list)
+    """Rate-of-change bins, in `processors.rate_span`' layout."""
+    fault: FaultRun | None = None
+    calibration: CalibrationRun | None = None
+    """None until its first calibration reading."""
+    incident: IncidentClaim | None = None
+    detectors: dict[str, Json] = field(default_factory=dict)
+    """Per detector name: its learned state (`Detector.state()`)."""
+
+    def to_json(self) -> Json:
+        """The JSON form (version 2)."""
+        return {"last_t": self.last_t, "windows": self.windows, "rate_bins": self.rate_bins,
+                "fault": None if self.fault is None else {"first_t": self.fault.first_t, "count": self.fault.count},
+                "calibration": None if self.calibration is None else {
+                    "run_start_t": self.calibration.run_start_t, "day_start_t": self.calibration.day_start_t,
+                    "day_s": self.calibration.day_s},
+                "incident": None if self.incident is None else {
+                    "detector": self.incident.detector, "last_flag_t": self.incident.last_flag_t},
+                "detectors": self.detectors}
+
+    @classmethod
+    def from_json(cls, d: Json) -> ParameterState:
+        """From the JSON form (version 2)."""
+        fault, cal, incident = d.get("fault"), d.get("calibration"), d.get("incident")
+        return cls(last_t=d.get("last_t"), windows=d.get("windows") or {}, rate_bins=d.get("rate_bins") or [],
+                   fault=None if fault is None else FaultRun(fault["first_t"], fault["count"]),
+                   calibration=None if cal is None else CalibrationRun(cal["run_start_t"], cal["day_start_t"], cal["day_s"]),
+                   incident=None if incident is None else IncidentClaim(incident["detector"], incident["last_flag_t"]),
+                   detectors=d.get("detectors") or {})
+
+    @classmethod
+    def from_v1(cls, d: Json) -> ParameterState:
+        """From a version-1 parameter entry (`t`, `w`, `rate`, `fault`, `cal`, `claim`, `det`)."""
+        fault, cal = d.get("fault"), d.get("cal")
+        return cls(last_t=d.get("t"), windows=d.get("w") or {}, rate_bins=d.get("rate") or [],
+                   fault=None if fault is None else FaultRun(fault[0], fault[1]),
+                   calibration=None if cal is None else CalibrationRun(cal[0], cal[1], cal[2]),
+                   incident=IncidentClaim.of(d.get("claim")), detectors=d.get("det") or {})
+
+
+@dataclass
+class GroupState:
+    """What detection keeps for one multivariate group of a station's parameters."""
+
+    last_t: float | None = None
+    """Event time (epoch s) of the newest complete vector scored; None before the first."""
+    detector: Json | None = None
+    """The group's detector's learned state (`Detector.state()`); None before it was built."""
+
+
+@dataclass
+class StationState:
+    """Everything detection keeps for one station between batches."""
+
+    newest_t: float | None = None
+    """The station's newest event time (epoch s) seen: the watermark is this minus the lateness."""
+    late_count: int = 0
+    """Readings that came later than the lateness, counted since the state began."""
+    plan: str | None = None
+    """The `Plan.key` the detectors learned under: another key (a new preset) makes them start afresh."""
+    token: str | None = None
+    """Names the worker's live detectors that wrote this state (`processors.detection.LiveDetectors`)."""
+    parameters: dict[str, ParameterState] = field(default_factory=dict)
+    groups: dict[str, GroupState] = field(default_factory=dict)
+    """Per multivariate group, keyed by its parameters joined with commas ("COD,TSS,NH4")."""
+
+    def parameter(self, symbol: str) -> ParameterState:
+        """The parameter's state, created empty on its first reading."""
+        ps = self.parameters.get(symbol)
+        if ps is None:
+            ps = self.parameters[symbol] = ParameterState()
+        return ps
+
+    def group(self, key: str) -> GroupState:
+        """The group's state, created empty on its first use."""
+        gs = self.groups.get(key)
+        if gs is None:
+            gs = self.groups[key] = GroupState()
+        return gs
+
+    def to_json(self) -> Json:
+        """The JSON form, version `VERSION`; `token` only when set."""
+        out: Json = {"version": VERSION, "newest_t": self.newest_t, "late_count": self.late_count, "plan": self.plan,
+                     "parameters": {p: ps.to_json() for p, ps in self.parameters.items()},
+                     "groups": {g: {"last_t": gs.last_t, "detector": gs.detector} for g, gs in self.groups.items()}}
+        if self.token is not None:
+            out["token"] = self.token
+        return out
+
+    @classmethod
+    def from_json(cls, d: Json) -> StationState | None:
+        """A state from its JSON form of any known version (migrated); None for an unknown version."""
+        version = d.get("version")
+        if version == VERSION:
+            return cls(newest_t=d.get("newest_t"), late_count=d.get("late_count", 0), plan=d.get("plan"),
+                       token=d.get("token"),
+                       parameters={p: ParameterState.from_json(ps) for p, ps in (d.get("parameters") or {}).items()},
+                       groups={g: GroupState(gs.get("last_t"), gs.get("detector")) for g, gs in (d.get("groups") or {}).items()})
+        if version is None and d.get("v", 1) == 1 and "p" in d:
+            return cls.from_v1(d)
+        return None
+
+    @classmethod
+    def from_v1(cls, d: Json) -> StationState:
+        """Migrate a version-1 state (see the module's docstring); the detectors keep what they learned."""
+        detectors: dict[str, Json] = d.get("mv") or {}
+        times: dict[str, float | None] = d.get("mv_t") or {}
+        groups = {key.removeprefix("mv:"): GroupState(times.get(key), detectors.get(key)) for key in dict.fromkeys([*times, *detectors])}
+        return cls(newest_t=d.get("newest"), late_count=d.get("late", 0), plan=d.get("plan"), token=d.get("token"),
+                   parameters={p: ParameterState.from_v1(ps) for p, ps in (d.get("p") or {}).items()}, groups=groups)
+
+    def copy(self) -> StationState:
+        """A deep copy (through JSON, as the Faust table would give it back)."""
+        copied = StationState.from_json(orjson.loads(orjson.dumps(self.to_json())))
+        assert copied is not None, "to_json writes the current version"
+        return copied
+
+
+def load(state: StationState | Json | None) -> StationState | None:
+    """The caller's state as a new `StationState` (theirs stays as it was); None when absent or of an unknown version."""
+    if state is None:
+        return None
+    if isinstance(state, StationState):
+        return state.copy()
+    return StationState.from_json(orjson.loads(orjson.dumps(state)))
