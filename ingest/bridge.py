@@ -267,7 +267,7 @@ class Bridge:
         else:
             if batch.readings:
                 forwarded = len(batch.readings)
-                counts = (Count(batch.station_id, "forwarded", forwarded),)
+                counts: tuple[Count, ...] = (Count(batch.station_id, "forwarded", forwarded),)
                 if received_at - batch.ts > self.late_after:  # every reading of a message has its time
                     counts += (Count(batch.station_id, "late", forwarded),)
                 records.append((self.settings.readings_topic, batch.station_id.encode(),
