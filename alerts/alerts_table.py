@@ -10,7 +10,7 @@ redelivered batch) updates count, last and peak value instead of opening another
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any, Callable, Iterable
 
 import psycopg
@@ -19,14 +19,10 @@ from psycopg.rows import dict_row
 from alerts import lifecycle
 from alerts.lifecycle import AlertState, Event, Policy
 from alerts.rules import Condition
+from quantrac.clock import utc_now
 from quantrac.safe_text import TEXT_LIMIT, safe_text
 
 Clock = Callable[[], datetime]
-
-
-def utcnow() -> datetime:
-    """The transitions' default clock: now, timezone-aware in UTC."""
-    return datetime.now(timezone.utc)
 
 
 class AlertNotFound(LookupError):
@@ -87,7 +83,7 @@ def _event_params(alert_id: int, e: Event) -> tuple[Any, ...]:
 
 
 async def apply_conditions(conn: psycopg.AsyncConnection[Any], conditions: Iterable[Condition], *,
-                           policy: Policy | None = None, clock: Clock = utcnow) -> list[dict[str, Any]]:
+                           policy: Policy | None = None, clock: Clock = utc_now) -> list[dict[str, Any]]:
     """Open, update or (once clear for the hold time) resolve one alert per condition, in the caller's transaction.
 
     Returns the alert rows that changed, each with `transition` (`opened`, `updated` or `resolved`)
@@ -241,7 +237,7 @@ def _write(conn: psycopg.Connection[Any], row: dict[str, Any], new: AlertState, 
 
 
 def acknowledge(conn: psycopg.Connection[Any], alert_id: int, actor: str, note: str | None,
-                clock: Clock = utcnow) -> dict[str, Any]:
+                clock: Clock = utc_now) -> dict[str, Any]:
     """Acknowledge alert `alert_id` as `actor` and record the event, under a row lock; returns the updated row.
 
     Raises AlertNotFound for an unknown id, TransitionError when the alert is resolved or already acknowledged.
@@ -253,7 +249,7 @@ def acknowledge(conn: psycopg.Connection[Any], alert_id: int, actor: str, note: 
 
 
 def resolve(conn: psycopg.Connection[Any], alert_id: int, actor: str, note: str | None,
-            clock: Clock = utcnow) -> dict[str, Any]:
+            clock: Clock = utc_now) -> dict[str, Any]:
     """Resolve alert `alert_id` by hand as `actor` and record the event, under a row lock; returns the updated row.
 
     Raises AlertNotFound for an unknown id, TransitionError when the alert is already resolved.
@@ -264,7 +260,7 @@ def resolve(conn: psycopg.Connection[Any], alert_id: int, actor: str, note: str 
         return _write(conn, row, new, event)[0]
 
 
-def comment(conn: psycopg.Connection[Any], alert_id: int, actor: str, note: str, clock: Clock = utcnow) -> int:
+def comment(conn: psycopg.Connection[Any], alert_id: int, actor: str, note: str, clock: Clock = utc_now) -> int:
     """Add a comment to the alert's history; returns the event id."""
     with conn.transaction():
         row = _locked(conn, alert_id)

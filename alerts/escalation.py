@@ -17,8 +17,8 @@ import psycopg
 import structlog
 from psycopg.rows import dict_row
 
+from alerts.alerts_table import record_event
 from alerts.lifecycle import SYSTEM_ACTOR, Event
-from alerts.store import record_event
 from quantrac import metrics
 from quantrac.deadletter_rows import insert_quarantine
 from quantrac.failures import Attempts, RateLimitedLog, describe, is_record_failure

@@ -1,6 +1,6 @@
 """Alert rules: pure functions from what a station reported to the conditions it breaks (or clears).
 
-A `Condition` is what a rule found; `alerts.store` turns conditions into alerts (one active alert
+A `Condition` is what a rule found; `alerts.alerts_table` turns conditions into alerts (one active alert
 per station + parameter + rule). Every condition names its rule, averaging basis, limit and the
 limit's source. A rule that was evaluated and found clear returns its condition with
 `active=False`, so the alert lifecycle can resolve an open alert after its hold time.

@@ -24,7 +24,7 @@ for the full one. Starts the two PostgreSQL servers when they are not running (a
 
 Usage::
 
-    .venv/bin/python bench/store.py [--days 3] [--stations 20] [--write-rows 200000] [--batch 4000] [--queries 200]
+    .venv/bin/python bench/store_writes.py [--days 3] [--stations 20] [--write-rows 200000] [--batch 4000] [--queries 200]
 """
 
 from __future__ import annotations
@@ -49,8 +49,8 @@ if str(REPO) not in sys.path:
 from api.routes.history import bucket_series  # noqa: E402
 from bench.common import percentiles, write_result  # noqa: E402
 from processors.partitions import refresh_aggregates  # noqa: E402
+from processors.reading_writer import ReadingWriter  # noqa: E402
 from processors.rollups import bucket_sql, rebuild_rollups, update_rollups  # noqa: E402
-from processors.store import ReadingWriter  # noqa: E402
 from quantrac.db import STORE_POSTGRESQL, STORE_TIMESCALEDB, describe_store, migrate  # noqa: E402
 from quantrac.domain import Reading  # noqa: E402
 from quantrac.settings import Settings  # noqa: E402

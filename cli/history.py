@@ -78,7 +78,7 @@ def detect_backtest(
     setup("detect")
     from zoneinfo import ZoneInfo
 
-    from alerts.store import policy_from_settings
+    from alerts.alerts_table import policy_from_settings
     from ingest.import_sources import ImportSourceError
     from processors.backtest import backtest_csv, render
     from processors.detection import DetectionConfig

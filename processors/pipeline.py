@@ -24,12 +24,12 @@ import psycopg
 import structlog
 from tenacity import AsyncRetrying, retry_if_exception, wait_exponential
 
+from alerts.alerts_table import apply_conditions
 from alerts.rules import Condition
-from alerts.store import apply_conditions
 from processors.detection import DetectionConfig, LiveDetectors, detect_batch
 from processors.detection_state import StationState
+from processors.reading_writer import ReadingWriter
 from processors.rollups import refresh_late_aggregates, update_rollups
-from processors.store import ReadingWriter
 from quantrac import completeness, metrics
 from quantrac.delivery_accounting import record_store_counts
 from quantrac.domain import Reading, Station

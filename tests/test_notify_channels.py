@@ -12,7 +12,7 @@ import psycopg
 import pytest
 from pydantic import SecretStr
 
-from alerts import notifier, silences, store
+from alerts import alerts_table, notifier, silences
 from alerts.escalation import EscalationPolicy, run_escalations
 from alerts.notify import webhook
 from alerts.notify.channels import mqtt_topic
@@ -115,7 +115,7 @@ def test_offline_station_inhibits_its_parameter_alerts(stack: Settings, db: psyc
     drain(db, chans)
     assert deliveries(db, offline["id"]) == [("opened", "webhook", "delivered")]
     assert deliveries(db, cod["id"]) == [("opened", "webhook", "suppressed")]
-    store.resolve(db, offline["id"], "tests", "back online")
+    alerts_table.resolve(db, offline["id"], "tests", "back online")
     [tss] = apply(stack.pg_dsn, [condition(station.id, 150.0, parameter="TSS")])
     drain(db, chans)
     assert deliveries(db, tss["id"]) == [("opened", "webhook", "delivered")]
@@ -131,15 +131,15 @@ def test_held_back_alerts_are_notified_once_when_the_station_is_back(stack: Sett
     [cod] = apply(stack.pg_dsn, [condition(station.id, 150.0)])
     [tss] = apply(stack.pg_dsn, [condition(station.id, 150.0, parameter="TSS")])
     [nh4] = apply(stack.pg_dsn, [condition(station.id, 150.0, parameter="NH4")])
-    store.acknowledge(db, tss["id"], "tests", "seen on the dashboard")  # someone saw it: no late notification
-    store.resolve(db, nh4["id"], "tests", "sensor cleaned")  # over: no late notification
+    alerts_table.acknowledge(db, tss["id"], "tests", "seen on the dashboard")  # someone saw it: no late notification
+    alerts_table.resolve(db, nh4["id"], "tests", "sensor cleaned")  # over: no late notification
     drain(db, chans)
     assert [deliveries(db, a["id"]) for a in (cod, tss)] == [[("opened", "webhook", "suppressed")]] * 2
     nh4_log = [("opened", "webhook", "suppressed"), ("resolved", "webhook", "suppressed")]
     assert deliveries(db, nh4["id"]) == nh4_log
     assert [orjson.loads(b)["alert"]["id"] for _, b in got.requests] == [offline["id"]]
 
-    store.resolve(db, offline["id"], "tests", "back online")
+    alerts_table.resolve(db, offline["id"], "tests", "back online")
     drain(db, chans)
     assert deliveries(db, cod["id"]) == [("opened", "webhook", "suppressed"), ("opened", "webhook", "delivered")]
     assert deliveries(db, tss["id"]) == [("opened", "webhook", "suppressed")] and deliveries(db, nh4["id"]) == nh4_log
@@ -151,7 +151,7 @@ def test_held_back_alerts_are_notified_once_when_the_station_is_back(stack: Sett
     [again] = apply(stack.pg_dsn, [condition(station.id, 900.0, parameter="*", rule="station_offline", limit=600.0,
                                              minutes=30)])
     drain(db, chans)
-    store.resolve(db, again["id"], "tests", "back online")
+    alerts_table.resolve(db, again["id"], "tests", "back online")
     drain(db, chans)
     assert len(deliveries(db, cod["id"])) == 2
     assert sum(orjson.loads(b)["alert"]["id"] == cod["id"] for _, b in got.requests) == 1
@@ -186,7 +186,7 @@ def test_escalation_and_reminders_on_an_injected_clock(stack: Settings, db: psyc
                 if orjson.loads(b)["alert"]["id"] == alert["id"]] == ["escalated", "reminded", "reminded"]
         assert [orjson.loads(b)["event"]["kind"] for _, b in main.requests
                 if orjson.loads(b)["alert"]["id"] == alert["id"]] == ["opened"]
-        store.acknowledge(db, alert["id"], "ana (operator)", None)
+        alerts_table.acknowledge(db, alert["id"], "ana (operator)", None)
         assert tick(500) == []
     kinds = [r[0] for r in db.execute("SELECT kind FROM alert_events WHERE alert_id = %s ORDER BY id", (alert["id"],))]
     assert kinds == ["opened", "escalated", "reminded", "reminded", "acknowledged"]
@@ -241,7 +241,7 @@ def test_people_actions_and_escalations_go_to_the_kafka_alerts_topic(stack: Sett
         wait_for(lambda: consumer.poll(timeout_ms=200) is not None and consumer.assignment(), timeout=20,
                  what="the Kafka consumer to be assigned")
         [alert] = apply(stack.pg_dsn, [condition(station.id, 150.0)])
-        store.acknowledge(db, alert["id"], "ana (operator)", "on it")
+        alerts_table.acknowledge(db, alert["id"], "ana (operator)", "on it")
         drain(db, chans)
         seen: list[dict[str, Any]] = []
 

@@ -12,7 +12,7 @@ import orjson
 import psycopg
 import pytest
 
-from alerts import store
+from alerts import alerts_table
 from quantrac.settings import Settings
 from tests.alerts_support.helpers import apply, condition, new_station
 from tests.alerts_support.live import LiveApi, live_api  # noqa: F401  (fixture)
@@ -63,9 +63,9 @@ def test_transitions_stream_and_resume_with_last_event_id(stack: Settings, db: p
     assert opened["event"] == "alert" and int(opened["id"]) == newest
     assert opened["data"]["kind"] == "opened" and opened["data"]["alert"]["station_id"] == station.id
 
-    store.acknowledge(db, alert["id"], "ana (operator)", "seen")
-    store.comment(db, alert["id"], "ana (operator)", "lab sample")
-    store.resolve(db, alert["id"], "ana (operator)", None)
+    alerts_table.acknowledge(db, alert["id"], "ana (operator)", "seen")
+    alerts_table.comment(db, alert["id"], "ana (operator)", "lab sample")
+    alerts_table.resolve(db, alert["id"], "ana (operator)", None)
     resumed = read_events(live_api.url, live_api.operator_key, last_event_id=int(opened["id"]),
                           until=lambda evs: len(mine(evs)) >= 3)
     kinds = [(e["data"]["kind"], e["data"]["actor"]) for e in mine(resumed)]
@@ -90,7 +90,7 @@ def test_a_transition_between_the_list_and_the_stream_is_delivered(stack: Settin
     listed_at = page["last_event_id"]
     assert listed_at >= db.execute("SELECT max(id) FROM alert_events WHERE alert_id = %s", (alert["id"],)).fetchone()[0]
 
-    store.acknowledge(db, alert["id"], "ana (operator)", "between the list and the stream")
+    alerts_table.acknowledge(db, alert["id"], "ana (operator)", "between the list and the stream")
     [later] = apply(stack.pg_dsn, [condition(station.id, 160.0, parameter="TSS")])
 
     mine = lambda evs: [e for e in evs if e["data"]["alert"]["station_id"] == station.id]  # noqa: E731

@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 
 from processors.partitions import refresh_aggregates
 from processors.pipeline import BatchProcessor
+from processors.reading_writer import ReadingWriter
 from processors.rollups import ROLLUPS, VALID_SQL, bucket_sql, rebuild_rollups, refresh_late_aggregates, update_rollups
-from processors.store import ReadingWriter
 from quantrac.db import connect, save_stations
 from quantrac.domain import Reading, Station, Status
 from quantrac.settings import Settings

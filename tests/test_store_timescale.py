@@ -15,8 +15,8 @@ import pytest
 
 from api.routes.history import bucket_series, compliance, raw_gaps
 from processors.partitions import apply_retention, refresh_aggregates
+from processors.reading_writer import ReadingWriter
 from processors.rollups import ROLLUPS, refresh_late_aggregates, update_rollups
-from processors.store import ReadingWriter
 from quantrac.db import plan_migrations, save_stations, schema_version, store_kind
 from quantrac.domain import Reading, Station, Status
 from quantrac.settings import Settings

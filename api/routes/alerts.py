@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Response
 from psycopg.rows import dict_row
 from pydantic import AwareDatetime, BaseModel, Field
 
-from alerts import store
+from alerts import alerts_table
 from alerts.inhibition import OFFLINE_RULE
 from alerts.lifecycle import TransitionError
 from api.auth import Principal, require
@@ -272,7 +272,7 @@ _ACTION_ERRORS: dict[int | str, dict[str, Any]] = {404: {"description": "No such
 def _act(action: Any, conn: Any, alert_id: int, *args: Any) -> Any:
     try:
         return action(conn, alert_id, *args)
-    except store.AlertNotFound:
+    except alerts_table.AlertNotFound:
         raise _not_found(alert_id) from None
     except TransitionError as exc:
         raise HTTPException(409, f"alert {alert_id}: {exc}") from None
@@ -284,7 +284,7 @@ def acknowledge(alert_id: int, conn: ConnDep, settings: SettingsDep,
                 who: Annotated[Principal, Depends(require("alerts.write"))], body: ActionBody | None = None) -> AlertOut:
     """Records that someone has seen the alert, with the key's name and role and the optional note.
     409 if it is resolved or already acknowledged."""
-    row = _act(store.acknowledge, conn, alert_id, who.actor, body.note if body else None)
+    row = _act(alerts_table.acknowledge, conn, alert_id, who.actor, body.note if body else None)
     return alert_out(row, settings)
 
 
@@ -294,7 +294,7 @@ def resolve(alert_id: int, conn: ConnDep, settings: SettingsDep,
             who: Annotated[Principal, Depends(require("alerts.write"))], body: ActionBody | None = None) -> AlertOut:
     """Closes an active alert before its condition clears by itself; a new alert opens if the condition returns.
     409 if it is already resolved."""
-    row = _act(store.resolve, conn, alert_id, who.actor, body.note if body else None)
+    row = _act(alerts_table.resolve, conn, alert_id, who.actor, body.note if body else None)
     return alert_out(row, settings)
 
 
@@ -303,4 +303,4 @@ def resolve(alert_id: int, conn: ConnDep, settings: SettingsDep,
 def add_comment(alert_id: int, body: CommentBody, conn: ConnDep,
                 who: Annotated[Principal, Depends(require("alerts.write"))]) -> CommentOut:
     """Adds a note to the alert's history without changing its status; resolved alerts take comments too."""
-    return CommentOut(event_id=_act(store.comment, conn, alert_id, who.actor, body.text))
+    return CommentOut(event_id=_act(alerts_table.comment, conn, alert_id, who.actor, body.text))

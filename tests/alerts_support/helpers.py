@@ -8,9 +8,9 @@ from typing import Any, Sequence
 
 import psycopg
 
+from alerts.alerts_table import apply_conditions
 from alerts.lifecycle import Policy
 from alerts.rules import Condition
-from alerts.store import apply_conditions
 from quantrac.db import save_stations
 from quantrac.domain import Severity, Station
 from tests.utils.builders import make_station
@@ -56,7 +56,7 @@ def events(conn: psycopg.Connection, alert_id: int) -> list[tuple[str, str, str]
 
 def store_readings(dsn: str, readings: Sequence[Any]) -> None:
     """Write readings with the worker's own writer (it creates the day partitions)."""
-    from processors.store import ReadingWriter
+    from processors.reading_writer import ReadingWriter
 
     async def run() -> None:
         async with await psycopg.AsyncConnection.connect(dsn) as conn:

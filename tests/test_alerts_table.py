@@ -7,7 +7,7 @@ from datetime import timedelta
 import psycopg
 import pytest
 
-from alerts import store
+from alerts import alerts_table
 from alerts.lifecycle import Policy, TransitionError
 from quantrac.settings import Settings
 from tests.alerts_support.helpers import NOW, apply, condition, events, new_station
@@ -64,19 +64,19 @@ def test_people_acknowledge_comment_resolve_with_actor(stack: Settings, db: psyc
     s = new_station(db)
     [alert] = apply(stack.pg_dsn, [condition(s.id, 150.0)])
     clock = lambda: NOW + timedelta(minutes=3)  # noqa: E731
-    row = store.acknowledge(db, alert["id"], "ana (operator)", "calling the plant", clock)
+    row = alerts_table.acknowledge(db, alert["id"], "ana (operator)", "calling the plant", clock)
     assert (row["status"], row["acknowledged_by"], row["acknowledged_at"]) == ("acknowledged", "ana (operator)", clock())
-    store.comment(db, alert["id"], "bob (operator)", "lab sample taken")
+    alerts_table.comment(db, alert["id"], "bob (operator)", "lab sample taken")
     with pytest.raises(TransitionError):
-        store.acknowledge(db, alert["id"], "bob (operator)", None)
-    row = store.resolve(db, alert["id"], "ana (operator)", "aerator fixed")
+        alerts_table.acknowledge(db, alert["id"], "bob (operator)", None)
+    row = alerts_table.resolve(db, alert["id"], "ana (operator)", "aerator fixed")
     assert (row["status"], row["resolved_by"]) == ("resolved", "ana (operator)")
     history = db.execute("SELECT kind, actor, value, note FROM alert_events WHERE alert_id = %s ORDER BY id",
                          (alert["id"],)).fetchall()
     assert history == [("opened", "system", 150.0, s.id and history[0][3]), ("acknowledged", "ana (operator)", 150.0, "calling the plant"),
                        ("commented", "bob (operator)", 150.0, "lab sample taken"), ("resolved", "ana (operator)", 150.0, "aerator fixed")]
-    with pytest.raises(store.AlertNotFound):
-        store.acknowledge(db, 2**60, "ana", None)
+    with pytest.raises(alerts_table.AlertNotFound):
+        alerts_table.acknowledge(db, 2**60, "ana", None)
 
 
 def test_live_data_on_an_alert_raised_from_imported_history_opens_a_live_alert(stack: Settings, db: psycopg.Connection) -> None:
