@@ -99,10 +99,13 @@ def detection_rows(det: dict[str, Any]) -> list[str]:
             out.append(f"| ↳ every {q['interval_s']} s ({q['span_h']:g} h played) | {q['per_station_week']} "
                        f"({q['false_alarms']} alarms) | | | |")
     if (stress := det.get("stress")) is not None:
-        out.append(f"| Synthetic stress series (a week at 1 min each): events caught, most alarms per event, false alarms "
-                   f"per series-week | | | | {_when(det)} |")
+        weeks = next(iter(stress.values()), {}).get("weeks", 1)
+        out.append(f"| Synthetic stress series ({weeks} seeded week(s) at 1 min each): events caught, most alarms per event, "
+                   f"false alarms per series-week (mean; worst week) | | | | {_when(det)} |")
         for name, v in stress.items():
-            out.append(f"| ↳ {name} | {v['caught']}/{v['events']}, {v['most_alarms_per_event']}, {v['false_alarms_per_week']} | | | |")
+            worst = f"; {v['worst_week_false_alarms']}" if "worst_week_false_alarms" in v else ""
+            out.append(f"| ↳ {name} | {v['caught']}/{v['events']}, {v['most_alarms_per_event']}, "
+                       f"{v['false_alarms_per_week']}{worst} | | | |")
     return [row for row in out if row]
 
 
