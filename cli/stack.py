@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from contextlib import contextmanager
+from typing import Annotated, Iterator
 
 import typer
 from rich.console import Console
@@ -26,31 +27,34 @@ def _fail(exc: StackError) -> typer.Exit:
     return typer.Exit(code=1)
 
 
+
+@contextmanager
+def _stack_errors() -> Iterator[None]:
+    """A StackError becomes its message on stderr and exit code 1, without a traceback."""
+    try:
+        yield
+    except StackError as exc:
+        raise _fail(exc) from None
+
 @stack_app.command()
 def up(only: Only = None) -> None:
     """Start every service that is not already healthy, and create the Kafka topics."""
-    try:
+    with _stack_errors():
         services.up(get_settings(), only=only)
-    except StackError as exc:
-        raise _fail(exc) from None
 
 
 @stack_app.command()
 def down(only: Only = None) -> None:
     """Stop the services this stack started (the ones it merely reused are left alone)."""
-    try:
+    with _stack_errors():
         services.down(get_settings(), only=only)
-    except StackError as exc:
-        raise _fail(exc) from None
 
 
 @stack_app.command()
 def status(only: Only = None) -> None:
     """Probe each service; exits with 1 if any is unhealthy."""
-    try:
+    with _stack_errors():
         found = services.status(get_settings(), only=only)
-    except StackError as exc:
-        raise _fail(exc) from None
     table = Table("service", "healthy", "pid")
     table.add_column("endpoint", no_wrap=True)
     table.add_column("detail", overflow="fold")
@@ -77,7 +81,5 @@ def timescaledb() -> None:
 
     settings = get_settings()
     configure(settings.log_level, settings.log_format, "timescaledb")
-    try:
+    with _stack_errors():
         ensure(settings)
-    except StackError as exc:
-        raise _fail(exc) from None
