@@ -34,6 +34,7 @@ import argparse
 import csv
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -272,9 +273,29 @@ def simulator_figures(days: float, seed: int, per_day: float, tick_s: float, tol
     }
 
 
-GECCO_DATA = Path(os.environ.get("QUANTRAC_GECCO_DATA") or REPO.parent / "shared/data/gecco2018/gecco2018_train.csv")
-"""The labelled data set is not in this repository (GPL-3.0, from the data strategy's shared folder,
-which sits beside the repository); QUANTRAC_GECCO_DATA points elsewhere."""
+_GECCO_IN_SHARED = Path("shared/data/gecco2018/gecco2018_train.csv")
+_GECCO_CACHE = Path.home() / ".cache" / "quantrac" / "gecco2018" / "gecco2018_train.csv"
+
+
+def find_gecco_data() -> Path:
+    """Where the GECCO 2018 training CSV is: QUANTRAC_GECCO_DATA, else the shared folder beside the
+    repository or beside one of its parent folders (a clone may sit deeper), else the copy a
+    previous run kept in ~/.cache/quantrac (as the TimescaleDB build is kept, so a fresh clone
+    elsewhere finds it). The data set is not in this repository: it is GPL-3.0, from the data
+    strategy's shared folder. Returns the first candidate when none exists, for the error message."""
+    if os.environ.get("QUANTRAC_GECCO_DATA"):
+        return Path(os.environ["QUANTRAC_GECCO_DATA"])
+    shared = next((p / _GECCO_IN_SHARED for p in REPO.parents if (p / _GECCO_IN_SHARED).is_file()), None)
+    if shared is None:
+        return _GECCO_CACHE if _GECCO_CACHE.is_file() else REPO.parent / _GECCO_IN_SHARED
+    if not _GECCO_CACHE.is_file() or _GECCO_CACHE.stat().st_size != shared.stat().st_size:
+        _GECCO_CACHE.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(shared, _GECCO_CACHE)
+    return shared
+
+
+GECCO_DATA = find_gecco_data()
+"""The labelled data set (`find_gecco_data`)."""
 GECCO_COLUMNS = ("Tp", "Cl", "pH", "Redox", "Leit", "Trueb", "Cl_2", "Fm", "Fm_2")
 GECCO_SPLIT = datetime(2016, 9, 21, tzinfo=timezone.utc)
 """Tuning uses the rows before this instant (29 of the 51 events), figures are reported on the rows from it (22 events)."""
