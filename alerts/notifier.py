@@ -106,7 +106,7 @@ def build_channels(settings: Settings, conn_for_log: Callable[[], psycopg.Connec
     if settings.smtp_host and recipients:
         password = settings.smtp_password.get_secret_value() if settings.smtp_password else None
         found.append(Channel("email", lambda n: channels.send_email(
-            n, host=settings.smtp_host, port=settings.smtp_port, sender=settings.smtp_from,  # type: ignore[arg-type]
+            n, host=settings.smtp_host, port=settings.smtp_port, sender=settings.smtp_from,  # type: ignore[arg-type]  # smtp_host is checked non-empty by the `if` above; mypy does not carry that narrowing into the lambda
             recipients=recipients, starttls=settings.smtp_starttls, username=settings.smtp_username, password=password),
             lambda n: n.kind in NOTIFY_KINDS))
     if kafka:

@@ -98,7 +98,7 @@ def judge_range(station: Station, spec: ParameterSpec, value: float, ts: datetim
     high_out = spec.range_max is not None and value > spec.range_max
     bound = spec.range_min if low_out else spec.range_max if spec.range_max is not None else spec.range_min
     return Condition(
-        station.id, spec.symbol, "out_of_range", "instant", Severity.WARNING, value, float(bound),  # type: ignore[arg-type]
+        station.id, spec.symbol, "out_of_range", "instant", Severity.WARNING, value, float(bound),  # type: ignore[arg-type]  # bound is not None: the early return leaves range_min or range_max set, and the one chosen is the set one
         f"instrument range {spec.range_min}–{spec.range_max} {spec.unit}", ts,
         f"{_where(station, spec.symbol)}: {value:g} {spec.unit} is outside the instrument range "
         f"{spec.range_min:g}–{spec.range_max:g} {spec.unit}; check the analyser (device fault), the value is kept out of means"

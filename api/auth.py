@@ -49,7 +49,7 @@ class _LenientBasic(HTTPBasic):
     """HTTP Basic that treats a malformed header like a missing one, so the caller gets the same 401
     (with the advice on how to send a key) whatever was wrong."""
 
-    async def __call__(self, request: HTTPConnection) -> HTTPBasicCredentials | None:  # type: ignore[override]
+    async def __call__(self, request: HTTPConnection) -> HTTPBasicCredentials | None:  # type: ignore[override]  # HTTPBase declares HTTPAuthorizationCredentials; HTTPBasic itself returns HTTPBasicCredentials, as this override does
         try:
             return await super().__call__(request)
         except HTTPException:
@@ -191,7 +191,7 @@ def require(permission: str, via: Callable[..., Principal] | None = None) -> Cal
             raise HTTPException(403, f"role {principal.role} may not do this ({permission}); "
                                      f"it needs a key with role {' or '.join(allowed)}")
         return principal
-    check.required_permission = permission  # type: ignore[attr-defined]
+    check.required_permission = permission  # type: ignore[attr-defined]  # an attribute set on the dependency function so callers can read which permission it checks
     return check
 
 

@@ -20,7 +20,7 @@ def setup(process: str) -> None:
 def stop_on_signals(stop: object) -> None:
     """On SIGINT or SIGTERM call `stop.stop()` (`stop.set()` for an Event), so the loop ends cleanly instead of mid-batch."""
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.stop() if hasattr(stop, "stop") else stop.set())  # type: ignore[attr-defined]
+        signal.signal(sig, lambda *_: stop.stop() if hasattr(stop, "stop") else stop.set())  # type: ignore[attr-defined]  # stop is an Event or an object with stop(); hasattr picks the method, which mypy cannot see on object
 
 
 def cli_actor() -> str:

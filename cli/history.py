@@ -45,7 +45,7 @@ def import_history(
         typer.echo(f"error: --format {fmt!r} is not wide, long or auto", err=True)
         raise typer.Exit(2)
     try:
-        result = run_import(get_settings(), station, path, fmt=fmt, tz=tz, rate=rate, show_progress=progress,  # type: ignore[arg-type]
+        result = run_import(get_settings(), station, path, fmt=fmt, tz=tz, rate=rate, show_progress=progress,  # type: ignore[arg-type]  # typer passes --format as str; the check above limits it to wide/long/auto, which mypy does not narrow from a tuple test
                             chunk_units=chunk, dry_run=dry_run, retry_rejected=retry_rejected,
                             retention_days=retention_days, actor=cli_actor(),
                             skip_columns=frozenset(skip_column or ()))

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from cli.common import setup, stop_on_signals
 from quantrac.settings import get_settings
+
+if TYPE_CHECKING:
+    from ingest.simulator import Sink
 
 
 def simulate(
@@ -52,15 +55,15 @@ def simulate(
     stop = threading.Event()
     stop_on_signals(stop)
     if tt10_dir is not None:
-        def make_sink() -> object:
+        def make_sink() -> Sink:
             return TT10Sink(tt10_dir, s.tt10_province_code)
     else:
         tester = tester_credential(s)  # only for stations without a gateway account (the bridge's may not publish)
         default = (tester.username, tester.password) if tester else (None, None)
         accounts = gateway_accounts(s, stations)
 
-        def make_sink() -> object:  # built in each publishing process: paho's threads do not survive a fork
+        def make_sink() -> Sink:  # built in each publishing process: paho's threads do not survive a fork
             return MqttSink(s.mqtt_host, s.mqtt_port, accounts, default)
-    run_processes(processes, stations, make_sink=make_sink, duration=duration, rate=rate if rate > 0 else None,  # type: ignore[arg-type]
+    run_processes(processes, stations, make_sink=make_sink, duration=duration, rate=rate if rate > 0 else None,
                   speedup=speedup, seed=seed, incidents=chosen, injections=injections, ground_truth_path=ground_truth,
                   stop=stop, now=now)

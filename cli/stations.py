@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from cli.common import cli_actor, setup
 from quantrac.settings import get_settings
 
+if TYPE_CHECKING:
+    from quantrac.domain import Station
+
 stations_app = typer.Typer(help="Station registry administration (changes are audited; bridge and worker pick them up).",
                            no_args_is_help=True)
 
 
-def _station_records(file: Path) -> list["object"]:
+def _station_records(file: Path) -> list[Station]:
     """Stations from a YAML or JSON file: one station object or a list of them."""
     import yaml
 
@@ -38,17 +41,17 @@ def _save_from_file(file: Path, must_exist: bool) -> None:
     with connect(s.pg_dsn) as conn:
         for station in _station_records(file):
             try:
-                check_station(station, catalogue, DETECTORS)  # type: ignore[arg-type]
-                check_detection(station)  # type: ignore[arg-type]
+                check_station(station, catalogue, DETECTORS)
+                check_detection(station)
             except (RegistryError, ValueError) as exc:
                 typer.echo(f"error: {exc}", err=True)
                 raise typer.Exit(2) from None
-            exists = load_station_record(conn, station.id) is not None  # type: ignore[attr-defined]
+            exists = load_station_record(conn, station.id) is not None
             if exists != must_exist:
                 hint = "use `quantrac stations update`" if exists else "use `quantrac stations add`"
-                typer.echo(f"error: station {station.id} {'exists' if exists else 'is not registered'}; {hint}", err=True)  # type: ignore[attr-defined]
+                typer.echo(f"error: station {station.id} {'exists' if exists else 'is not registered'}; {hint}", err=True)
                 raise typer.Exit(2)
-            typer.echo(f"{station.id}: {save_station_audited(conn, station, cli_actor())}")  # type: ignore[arg-type, attr-defined]
+            typer.echo(f"{station.id}: {save_station_audited(conn, station, cli_actor())}")
 
 
 @stations_app.command("list")

@@ -23,7 +23,7 @@ import struct
 import threading
 from collections import deque
 from dataclasses import dataclass, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Callable, Mapping, NamedTuple
 
 import paho.mqtt.client as mqtt
@@ -290,10 +290,10 @@ class Bridge:
         invented = r.reason in ("unknown_station", "station_retired", "topic_mismatch")
         return (None if invented else r.station_id), r.reason
 
-    def _deadletter_record(self, msg: mqtt.MQTTMessage, reason: str, message: str, received_at: object,
+    def _deadletter_record(self, msg: mqtt.MQTTMessage, reason: str, message: str, received_at: datetime,
                            station_id: str | None, parameter: str | None, index: int | None) -> tuple[str, bytes | None, bytes]:
         value = encode_deadletter(topic=msg.topic, payload=msg.payload, reason=reason, message=message,
-                                  received_at=received_at, station_id=station_id, parameter=parameter, index=index,  # type: ignore[arg-type]
+                                  received_at=received_at, station_id=station_id, parameter=parameter, index=index,
                                   cap=self.limits.deadletter_payload_cap)
         return self.settings.deadletter_topic, _key(station_id), value
 

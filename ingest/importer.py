@@ -186,7 +186,7 @@ class TokenBucket:
 def judge_row(row: CsvRow, station: Station, now: datetime, limits: Limits) -> tuple[list[Reading], list[Rejection]]:
     """The valid readings of one CSV row and the rejections of the rest (the row whole when its time is bad)."""
     if row.ts is None:
-        return [], [Rejection("bad_time", f"station {station.id}, row {row.number}: {row.time_error}", station.id, None, row.number)]  # type: ignore[arg-type]
+        return [], [Rejection("bad_time", f"station {station.id}, row {row.number}: {row.time_error}", station.id, None, row.number)]
     ts = utc(row.ts)
     late_or_early = check_time(ts, now, limits.for_station(station), station.id)
     if late_or_early is not None:
@@ -403,7 +403,7 @@ def run_import(settings: Settings, station_id: str, path: Path, *, fmt: Format =
                               rejected_pending=0 if retry_rejected else len(earlier))
         log_id = conn.execute("INSERT INTO import_log (station_id, source, file_sha256, rows_skipped, dry_run) "
                               "VALUES (%s, %s, %s, %s, %s) RETURNING id",
-                              (station_id, str(path), sha, done - len(retry), dry_run)).fetchone()[0]  # type: ignore[index]
+                              (station_id, str(path), sha, done - len(retry), dry_run)).fetchone()[0]  # type: ignore[index]  # fetchone() is typed Optional; INSERT ... RETURNING always returns one row
         result.units_skipped = done - len(retry)
         log.info("import.started", station=station_id, file=str(path), sha256=sha, units=total, already_confirmed=done,
                  retried=len(retry), dry_run=dry_run)

@@ -297,7 +297,7 @@ def _check_known_shape(item: Any, shapes: dict[ShapeKey, Shape]) -> tuple[str, f
     if type(item) is not dict:
         return None
     try:
-        shape = shapes.get((item.get("parameter"), item.get("unit", _ABSENT), item.get("status", "00")))  # type: ignore[arg-type]
+        shape = shapes.get((item.get("parameter"), item.get("unit", _ABSENT), item.get("status", "00")))  # type: ignore[arg-type]  # the keys of an unchecked payload item; a missing or non-str parameter or status just misses the lookup
     except TypeError:  # a list or object where a text belongs
         return None
     raw_value = item.get("value")

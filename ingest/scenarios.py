@@ -172,8 +172,8 @@ def incident_from_truth(record: Mapping[str, object]) -> Incident:
     exceedance's fixed `value` does not, since the record gives every exceedance its expected value.
     """
     return Incident(str(record["station"]), None if record["parameter"] is None else str(record["parameter"]),
-                    record["kind"], datetime.fromisoformat(str(record["start"])),  # type: ignore[arg-type]
-                    datetime.fromisoformat(str(record["end"])), float(record["magnitude"]))  # type: ignore[arg-type]
+                    record["kind"], datetime.fromisoformat(str(record["start"])),  # type: ignore[arg-type]  # record is an untyped ground-truth line; its kind was written from an Incident, so it is an IncidentKind
+                    datetime.fromisoformat(str(record["end"])), float(record["magnitude"]))  # type: ignore[arg-type]  # record is an untyped ground-truth line; its magnitude was written from an Incident's float
 
 
 @dataclass(frozen=True)

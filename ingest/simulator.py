@@ -32,7 +32,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Mapping, Protocol
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Mapping, Protocol
 from zoneinfo import ZoneInfo
 
 import orjson
@@ -42,6 +42,9 @@ import structlog
 from ingest.scenarios import Incident, Message, generate, ground_truth
 from ingest.tt10 import TT10Line, TT10Name, format_content
 from quantrac.domain import Station
+
+if TYPE_CHECKING:
+    from quantrac.settings import Settings
 
 log = structlog.get_logger(__name__)
 
@@ -215,7 +218,7 @@ class TT10Sink:
         pass
 
 
-def gateway_accounts(settings: object, stations: Iterable[str]) -> dict[str, tuple[str | None, str | None]]:
+def gateway_accounts(settings: Settings, stations: Iterable[str]) -> dict[str, tuple[str | None, str | None]]:
     """station id -> (username, password) of its gateway, from `quantrac.mqtt_accounts` when accounts exist."""
     try:
         from quantrac.mqtt_accounts import gateway_credentials
@@ -223,7 +226,7 @@ def gateway_accounts(settings: object, stations: Iterable[str]) -> dict[str, tup
         return {}
     wanted = set(stations)
     accounts: dict[str, tuple[str | None, str | None]] = {}
-    for credential in gateway_credentials(settings).values():  # type: ignore[arg-type]
+    for credential in gateway_credentials(settings).values():
         for station_id in credential.station_ids:
             if station_id in wanted:
                 accounts[station_id] = (credential.username, credential.password)
@@ -308,7 +311,7 @@ def _child(stations: Mapping[str, Station], make_sink: Callable[[], Sink], kwarg
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    results.put(run(stations, sink=make_sink(), stop=stop, **kwargs))  # type: ignore[arg-type]
+    results.put(run(stations, sink=make_sink(), stop=stop, **kwargs))  # type: ignore[arg-type]  # kwargs is the dict of run()'s keyword arguments that run_processes built; mypy sees only dict[str, object]
 
 
 def run_processes(processes: int, stations: Mapping[str, Station], *, make_sink: Callable[[], Sink],

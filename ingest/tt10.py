@@ -246,7 +246,7 @@ class TT10Line:
         what a parser will see in the written file.
         """
         text = format_value(value, decimals)
-        return cls(symbol, parse_value(text), text, unit, ts, status)  # type: ignore[arg-type]
+        return cls(symbol, parse_value(text), text, unit, ts, status)  # type: ignore[arg-type]  # `of` also takes a raw status code string; Status is a StrEnum, so the line compares and formats the same
 
 
 def _check_field(name: str, text: str, *, allow_empty: bool) -> None:
@@ -329,20 +329,20 @@ def _split_lines(text: str | bytes) -> tuple[list[str | bytes], Literal["\r\n", 
     left as bytes could not be decoded.
     """
     bom_mark: str | bytes = BOM.encode() if isinstance(text, bytes) else BOM
-    bom = text.startswith(bom_mark)  # type: ignore[arg-type]
+    bom = text.startswith(bom_mark)  # type: ignore[arg-type]  # text and bom_mark are both str or both bytes (chosen together above); mypy cannot tie the two unions
     body = text[len(bom_mark):] if bom else text
     nl: str | bytes = b"\n" if isinstance(body, bytes) else "\n"
     cr: str | bytes = b"\r" if isinstance(body, bytes) else "\r"
-    final_newline = body.endswith(nl)  # type: ignore[arg-type]
-    pieces = body.split(nl)  # type: ignore[arg-type]
+    final_newline = body.endswith(nl)  # type: ignore[arg-type]  # body and nl are both str or both bytes; mypy cannot tie the two unions
+    pieces = body.split(nl)  # type: ignore[arg-type]  # body and nl are both str or both bytes; mypy cannot tie the two unions
     if final_newline:
         pieces.pop()
     newline: Literal["\r\n", "\n"] | None = None
     if len(pieces) > 1 or final_newline:
-        newline = "\r\n" if pieces[0].endswith(cr) else "\n"  # type: ignore[arg-type]
+        newline = "\r\n" if pieces[0].endswith(cr) else "\n"  # type: ignore[arg-type]  # the pieces and cr are both str or both bytes; mypy cannot tie the two unions
     lines: list[str | bytes] = []
     for piece in pieces:
-        piece = piece[:-1] if piece.endswith(cr) else piece  # type: ignore[arg-type]
+        piece = piece[:-1] if piece.endswith(cr) else piece  # type: ignore[arg-type]  # piece and cr are both str or both bytes; mypy cannot tie the two unions
         lines.append(_decode(piece) if isinstance(piece, bytes) else piece)
     return lines, newline, final_newline, bom
 

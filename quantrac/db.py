@@ -95,7 +95,7 @@ def _try_create_extension(conn: psycopg.Connection) -> Fallback | None:
     if conn.info.password:
         params["password"] = conn.info.password
     try:
-        with psycopg.connect(**params) as trial:  # type: ignore[arg-type]
+        with psycopg.connect(**params) as trial:  # type: ignore[arg-type]  # psycopg's stubs give connect()'s named options (autocommit, row_factory...) their own types, so a **dict[str, str] of conninfo parameters matches none of them
             trial.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
             trial.rollback()
         with conn.transaction():
@@ -160,7 +160,7 @@ class StoreInfo:
 
 def describe_store(conn: psycopg.Connection) -> StoreInfo:
     """The kind of store recorded by the migrations, with the extension's and the server's versions."""
-    server = str(conn.execute("SHOW server_version").fetchone()[0]).split()[0]  # type: ignore[index]
+    server = str(conn.execute("SHOW server_version").fetchone()[0]).split()[0]  # type: ignore[index]  # fetchone() is typed Optional; SHOW always returns one row
     has_table = conn.execute("SELECT to_regclass('schema_version') IS NOT NULL").fetchone()
     kind = (_recorded_store(conn) if has_table and has_table[0] else None) or "none"
     version = timescaledb_version(conn)
@@ -336,7 +336,7 @@ def station_audit(conn: psycopg.Connection, station_id: str) -> list[dict[str, o
 
 def connect(dsn: str, **kwargs: object) -> psycopg.Connection:
     """An autocommit connection; callers open transactions explicitly."""
-    return psycopg.connect(dsn, autocommit=True, **kwargs)  # type: ignore[arg-type]
+    return psycopg.connect(dsn, autocommit=True, **kwargs)  # type: ignore[arg-type]  # psycopg's stubs give connect()'s named options their own types; the caller's **kwargs (object) are passed through unchecked
 
 
 def where_clause(*filters: tuple[str, object]) -> tuple[str, list[object]]:

@@ -138,7 +138,7 @@ def sync(settings: Settings, stations: Mapping[str, Station], *, test_account: b
             if known is None:
                 created.append(gateway)
                 known = {**_new_account(username_for(gateway)), "station_ids": []}
-            merged = set(known["station_ids"]) | ids if keep_existing else ids  # type: ignore[call-overload]
+            merged = set(known["station_ids"]) | ids if keep_existing else ids  # type: ignore[call-overload]  # accounts are JSON dicts of object; station_ids is always a list of station ids
             accounts[gateway] = {**known, "station_ids": sorted(merged)}
         out: dict[str, object] = {"bridge": bridge, "notifier": notifier, "gateways": accounts}
         if test_account is None:
@@ -147,11 +147,11 @@ def sync(settings: Settings, stations: Mapping[str, Station], *, test_account: b
         if test_account:
             out["test"] = test
         _write_private(mqtt_credentials_file(run_dir), json.dumps(out, indent=1, sort_keys=True))
-        plain = [(a["username"], a["password"]) for a in (bridge, notifier, *accounts.values())]  # type: ignore[index]
+        plain = [(a["username"], a["password"]) for a in (bridge, notifier, *accounts.values())]  # type: ignore[index]  # notifier is read from the JSON file as object, so the tuple's items join to object; every account dict has username and password
         if test_account:
-            plain.append((test["username"], test["password"]))  # type: ignore[index]
+            plain.append((test["username"], test["password"]))  # type: ignore[index]  # the test account is a JSON dict typed object; it has username and password
         _write_passwd(home / "passwd", plain)
-        _write_private(home / "acl", acl_text({g: a["station_ids"] for g, a in accounts.items()}, test_account,  # type: ignore[misc]
+        _write_private(home / "acl", acl_text({g: a["station_ids"] for g, a in accounts.items()}, test_account,  # type: ignore[misc]  # accounts are JSON dicts of object; station_ids is always a list of station ids
                                               alerts_acl_topic(settings.notify_mqtt_topic), str(bridge["username"])))
         reloaded = reload_broker(settings)
     log.info("gateways.synced", gateways=len(accounts), created=len(created), test_account=test_account,

@@ -213,7 +213,7 @@ def _grant_traversal(path: Path, user: str) -> None:
 
 
 def _user_can_traverse(path: Path, user: str) -> bool:
-    done = subprocess.run(["test", "-x", str(path)], check=False, **run_as(user))  # type: ignore[call-overload]
+    done = subprocess.run(["test", "-x", str(path)], check=False, **run_as(user))  # type: ignore[call-overload]  # run_as returns Popen keyword arguments as dict[str, object], which match no typed overload of subprocess.run
     return bool(done.returncode == 0)
 
 

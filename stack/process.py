@@ -180,7 +180,7 @@ def require_binary(name: str, package: str, extra_dirs: Sequence[str] = ()) -> s
 def run(argv: Sequence[str], what: str, **kwargs: object) -> str:
     """Run a short setup command; its output goes into the StackError if it fails."""
     try:
-        done = subprocess.run(list(argv), capture_output=True, text=True, check=False, **kwargs)  # type: ignore[call-overload]
+        done = subprocess.run(list(argv), capture_output=True, text=True, check=False, **kwargs)  # type: ignore[call-overload]  # kwargs are subprocess.run keywords passed through as object, which match no typed overload
     except OSError as exc:
         raise StackError(f"{what} failed: {exc}\ncommand: {shlex.join(argv)}") from exc
     if done.returncode != 0:
@@ -294,7 +294,7 @@ def spawn(spec: ProcessSpec, argv: Sequence[str], cwd: Path | None = None) -> in
     with spec.output_log.open("ab") as out:
         out.write(f"\n--- {datetime.now(UTC).isoformat(timespec='seconds')} quantrac stack: {shlex.join(argv)}\n".encode())
         out.flush()
-        child = subprocess.Popen(  # type: ignore[call-overload]
+        child = subprocess.Popen(  # type: ignore[call-overload]  # run_as's Popen keyword arguments are dict[str, object], which match no typed overload of Popen
             list(argv),
             stdin=subprocess.DEVNULL,
             stdout=out,

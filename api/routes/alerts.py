@@ -87,7 +87,7 @@ class AlertDetail(BaseModel):
     deliveries: list[DeliveryOut]
 
     model_config = {"json_schema_extra": {"examples": [{
-        "alert": AlertOut.model_config["json_schema_extra"]["examples"][0],  # type: ignore[index]
+        "alert": AlertOut.model_config["json_schema_extra"]["examples"][0],  # type: ignore[index]  # model_config's json_schema_extra is a union with callables; AlertOut's is the dict with an examples list set in its class
         "events": [{"id": 1041, "alert_id": 42, "at": "2026-11-29T21:05:03+07:00", "kind": "opened",
                     "actor": "quantrac", "status": "open", "value": 182.0, "note": None}],
         "deliveries": [{"id": 7, "event_id": 1041, "channel": "webhook", "attempt": 1, "outcome": "delivered",

@@ -63,7 +63,7 @@ def list_deadletters(
                                  ("received_at >= %s", since),
                                  ("replayed_at IS NOT NULL" if replayed else "replayed_at IS NULL", replayed))
     with conn.cursor(row_factory=dict_row) as cur:
-        total = cur.execute(f"SELECT count(*) AS n FROM deadletters {where}", params).fetchone()["n"]  # type: ignore[index]
+        total = cur.execute(f"SELECT count(*) AS n FROM deadletters {where}", params).fetchone()["n"]  # type: ignore[index]  # fetchone() is typed Optional; SELECT count(*) always returns one row
         rows = cur.execute(
             f"SELECT id, received_at, source, stage, topic, reason, message, station_id, parameter, item_index, payload, "
             f"payload_size, payload_sha256, truncated, replayed_at, replay_result FROM deadletters {where} "

@@ -60,7 +60,7 @@ def new_key(body: KeyIn, conn: ConnDep, who: Annotated[Principal, Depends(requir
     key, key_id = create_key(conn, body.name, body.role, who.actor)
     with conn.cursor(row_factory=dict_row) as cur:
         row = cur.execute(f"SELECT {_COLS} FROM api_keys WHERE id = %s", (key_id,)).fetchone()
-    return NewKey(**row, key=key)  # type: ignore[arg-type]
+    return NewKey(**row, key=key)  # type: ignore[arg-type]  # fetchone() is typed Optional; the key was inserted by create_key just above, so its row exists
 
 
 @router.delete("/{key_id}", response_model=KeyOut, summary="Revoke an API key",

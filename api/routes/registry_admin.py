@@ -86,4 +86,4 @@ def retire(station_id: str, conn: ConnDep, who: Admin) -> Response:
 @router.get("/{station_id}/audit", response_model=list[AuditEntry], summary="Registry changes of a station, with their actors")
 def audit(station_id: str, conn: ConnDep, settings: SettingsDep) -> list[AuditEntry]:
     """Oldest first, each with who made the change and the record before and after it."""
-    return [AuditEntry(**{**row, "at": local_time(row["at"], settings)}) for row in station_audit(conn, station_id)]  # type: ignore[arg-type]
+    return [AuditEntry(**{**row, "at": local_time(row["at"], settings)}) for row in station_audit(conn, station_id)]  # type: ignore[arg-type]  # station_audit rows are dict[str, object]; at is a non-null timestamptz column, so a datetime

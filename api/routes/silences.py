@@ -60,7 +60,7 @@ class SilenceList(BaseModel):
     count: int
 
     model_config = {"json_schema_extra": {"examples": [{
-        "data": SilenceOut.model_config["json_schema_extra"]["examples"], "count": 1}]}}  # type: ignore[index]
+        "data": SilenceOut.model_config["json_schema_extra"]["examples"], "count": 1}]}}  # type: ignore[index]  # model_config's json_schema_extra is a union with callables; SilenceOut's is the dict with examples set in its class
 
 
 def _out(row: dict[str, Any], settings: Settings) -> SilenceOut:

@@ -90,7 +90,7 @@ async def stream(request: Request,
                     break
                 cursor = r["event_id"]
                 body = {"event_id": r["event_id"], "kind": r["kind"], "actor": r["actor"],
-                        "at": local_time(r["at"], settings).isoformat(),  # type: ignore[union-attr]
+                        "at": local_time(r["at"], settings).isoformat(),  # type: ignore[union-attr]  # local_time returns None only for None; at is a non-null column
                         "note": r["note"], "value": r["event_value"],
                         "alert": alert_out(r, settings).model_dump(mode="json")}
                 yield ServerSentEvent(data=orjson.dumps(body).decode(), event="alert", id=str(r["event_id"]))
