@@ -31,7 +31,7 @@ from ingest.producer import CONSUMER_OPTIONS
 from ingest.tt10 import format_stamp
 from quantrac.db import save_stations
 from quantrac.domain import Station
-from quantrac.mqtt_accounts import tester_credential
+from quantrac.mqtt_accounts import tester_credential as credential_of_tester
 from quantrac.settings import Settings
 from quantrac.wire import decode_deadletter
 from tests.utils.builders import make_station, topic
@@ -310,7 +310,7 @@ class DeadLetters:
 
 def _mqtt_client(settings: Settings) -> mqtt.Client:
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311, client_id=f"quantrac-fuzz-{uuid.uuid4().hex[:8]}")
-    credential = tester_credential(settings)
+    credential = credential_of_tester(settings)
     if credential is not None:
         client.username_pw_set(credential.username, credential.password)
     client.max_inflight_messages_set(200)

@@ -15,7 +15,8 @@ from ingest.deadletter import plan_replay
 from ingest.payload import Limits
 from quantrac.delivery_accounting import DeliveryCounts, hour_of, store_counts
 from quantrac.domain import Reading, Status
-from quantrac.mqtt_accounts import credential_for, gateway_credentials, tester_credential
+from quantrac.mqtt_accounts import credential_for, gateway_credentials
+from quantrac.mqtt_accounts import tester_credential as credential_of_tester
 from quantrac.settings import Settings
 from stack.mosquitto_accounts import sync
 from tests.utils.builders import make_station, payload, topic
@@ -142,11 +143,11 @@ def test_a_sync_that_does_not_ask_for_the_test_account_removes_it(tmp_path: Path
     """What `make run` after `make test` in one folder does to the accounts: the test account goes."""
     station = make_station("A1")
     sync(Settings(run_dir=tmp_path, mqtt_test_account=True), {station.id: station})
-    assert tester_credential(Settings(run_dir=tmp_path)) is not None
+    assert credential_of_tester(Settings(run_dir=tmp_path)) is not None
 
     sync(Settings(run_dir=tmp_path, mqtt_test_account=False), {station.id: station})
 
-    assert tester_credential(Settings(run_dir=tmp_path)) is None
+    assert credential_of_tester(Settings(run_dir=tmp_path)) is None
     assert "quantrac-test-gateway" not in (tmp_path / "mosquitto" / "acl").read_text()
     assert "quantrac-test-gateway" not in (tmp_path / "mosquitto" / "passwd").read_text()
     assert gateway_credentials(Settings(run_dir=tmp_path))["A1"].station_ids == ("A1",)
