@@ -18,9 +18,7 @@ Per reading:
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import inspect
 import json
 import math
 import os
@@ -45,7 +43,7 @@ from alerts.rules import (
 from processors import rate_span, windows
 from processors.detection_state import CalibrationRun, FaultRun, IncidentClaim, ParameterState, StationState, load
 from processors.detectors import DETECTORS, Detector
-from processors.detectors.presets import params_of, station_channels
+from processors.detectors.presets import hyperparameters, params_of, station_channels
 from processors.incident import Judged, join
 from quantrac.domain import DetectorChannel, ParameterSpec, Reading, Station, Status
 from quantrac.settings import Settings
@@ -166,11 +164,6 @@ def detector_params(channel: DetectorChannel, specs: list[ParameterSpec], config
     return params_of(channel, {**config.detector_params.get(name, {}), **instrument_params(name, specs, config)})
 
 
-@functools.cache
-def _takes_resolution(name: str) -> bool:
-    return "resolution" in inspect.signature(DETECTORS[name].__init__).parameters
-
-
 def instrument_params(name: str, specs: list[ParameterSpec], config: DetectionConfig) -> dict[str, Any]:
     """The instrument's resolution as the detector's scale floor, unless the detector's parameters set one.
 
@@ -183,7 +176,7 @@ def instrument_params(name: str, specs: list[ParameterSpec], config: DetectionCo
         return {}
     if name == "multivariate":
         return {} if "eps" in configured else {"eps": resolutions}
-    accepts = _takes_resolution(name)
+    accepts = "resolution" in hyperparameters(name)
     return {"resolution": resolutions[0]} if accepts and "resolution" not in configured else {}
 
 
