@@ -9,13 +9,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from processors.detection import DetectionConfig
 from processors.detectors import CusumDrift, Mahalanobis, RobustSpike
 from processors.detectors.levels import KnownLevels
 from processors.detectors.tail import BINS_PER_OCTAVE, TailQuantile
+from quantrac.settings import Settings
 
 T0 = datetime(2026, 11, 2, tzinfo=timezone.utc)
-WORKER_SPIKE = {"threshold": 8.0, "relearn_after": 6, "center_window": 5}
-WORKER_DRIFT = {"k": 1.0, "h": 14.0, "relearn_after": 3}
+WORKER_PARAMS = DetectionConfig.from_settings(Settings()).detector_params
+WORKER_SPIKE = WORKER_PARAMS["spike"]
+WORKER_DRIFT = WORKER_PARAMS["drift"]
 
 
 def flags(det, values, step_min: float = 1.0) -> list[bool]:
