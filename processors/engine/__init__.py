@@ -1,0 +1,46 @@
+"""A columnar detection engine: the streaming detectors over many series at once, from numpy columns and array state.
+
+The scalar River-style classes of `processors.detectors` are the reference: a bank of this
+package gives, reading for reading, the verdicts (flag and score) that the scalar class gives, and
+converts its rows to and from those classes' states (`from_detectors`, `detector`).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+from processors.engine.common import steps
+
+__all__ = ["Bank", "advance"]
+
+MEASURING = 0
+"""The status code (Status.MEASURING, "00") of a reading the detectors judge; 01 and 02 runs are not judged."""
+
+
+class Bank(Protocol):
+    """What `advance` needs of a bank: one value per distinct row at a time."""
+
+    def step(self, rows: np.ndarray, x: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Flags and scores of one value for each of `rows`."""
+        ...
+
+
+def advance(bank: Bank, series: np.ndarray, t: np.ndarray, value: np.ndarray,
+            status: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Advance `bank` over a batch of columns, each series' readings in arrival order: (judged, flag, score) per reading.
+
+    `series` holds the bank's row of each reading, `t` its event time (epoch seconds), `value` its
+    value (NaN: none) and `status` its status code (none: all measuring). A reading whose status is
+    not measuring is not judged (`judged` False, flag False, score 0), as the worker never hands it to
+    a detector; a NaN value is judged and skipped, as the scalar detector skips it.
+    """
+    judged = np.ones(series.size, dtype=bool) if status is None else status == MEASURING
+    flag = np.zeros(series.size, dtype=bool)
+    score = np.zeros(series.size)
+    picked = np.flatnonzero(judged)
+    for idx in steps(series[picked]):
+        at = picked[idx]
+        flag[at], score[at] = bank.step(series[at], value[at], t[at])
+    return judged, flag, score

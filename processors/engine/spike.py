@@ -1,0 +1,189 @@
+"""`RobustSpike` over many series at once: the same verdicts from array state."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from processors.detectors.levels import MAD_TO_SIGMA
+from processors.detectors.spike import RobustSpike
+from processors.engine.common import Ring, StepArrays, opt, row_medians
+from processors.engine.levels_tail import LevelRows, TailRows
+
+__all__ = ["SpikeBank"]
+
+_NONE = -1
+"""An integer hyperparameter that is None (`relearn_after`, `center_window`)."""
+
+
+def _int_or_none(x: int | None) -> int:
+    return _NONE if x is None else int(x)
+
+
+class SpikeBank:
+    """Rows of `RobustSpike`, one per series, with per-row hyperparameters; `step` gives the scalar class's verdicts.
+
+    Build it from detectors (`from_detectors`), advance it with `step` (each row at most once per
+    call), and read a row back as a detector (`detector`), so the worker can move between the
+    scalar classes and the engine without losing what was learned.
+    """
+
+    def __init__(self, params: Sequence[dict[str, Any]]) -> None:
+        self.params = [dict(p) for p in params]
+        get = self._column
+        self.window = get("window", 60, np.int64)
+        self.threshold = get("threshold", 6.0)
+        self.grace = get("grace_period", 30, np.int64)
+        self.eps = get("eps", 1e-9)
+        self.relearn_after = np.array([_int_or_none(p.get("relearn_after")) for p in self.params], dtype=np.int64)
+        self.resolution = np.array([opt(p.get("resolution")) for p in self.params])
+        self.center_window = np.array([_int_or_none(p.get("center_window")) for p in self.params], dtype=np.int64)
+        self.threshold_off = np.array([opt(p.get("threshold_off")) for p in self.params])
+        self.tail_p = get("tail_p", 0.001)
+        self.tail_ref = np.array([opt(p.get("tail_ref", 6.5)) for p in self.params])
+        n = len(self.params)
+        self.ring = Ring(self.window)
+        self.stepper = StepArrays(n)
+        self.levels = LevelRows(get("levels", 4, np.int64))
+        self.tail = TailRows(n)
+        self.n = np.zeros(n, dtype=np.int64)
+        self.run = np.zeros(n, dtype=np.int64)
+
+    def _column(self, name: str, default: Any, dtype: Any = np.float64) -> np.ndarray:
+        return np.array([p.get(name, default) for p in self.params], dtype=dtype)
+
+    def __len__(self) -> int:
+        return len(self.params)
+
+    @classmethod
+    def from_detectors(cls, detectors: Sequence[RobustSpike]) -> SpikeBank:
+        """A bank whose row i is detector i: its hyperparameters and learned state."""
+        bank = cls([d._get_params() for d in detectors])
+        for i, det in enumerate(detectors):
+            bank.load(i, det.state())
+        return bank
+
+    def load(self, row: int, state: dict[str, Any]) -> None:
+        """Row `row` from a `RobustSpike.state()`."""
+        self.ring.load(row, state["buffer"])
+        self.n[row] = int(state["n"])
+        self.run[row] = int(state["run"])
+        self.stepper.load(row, state.get("step"))
+        self.levels.load(row, state.get("levels"))
+        self.tail.load(row, state.get("tail"))
+
+    def state(self, row: int) -> dict[str, Any]:
+        """Row `row` as `RobustSpike.state()`."""
+        return {"buffer": self.ring.to_list(row), "n": int(self.n[row]), "run": int(self.run[row]),
+                "step": self.stepper.state(row), "levels": self.levels.state(row), "tail": self.tail.state(row)}
+
+    def detector(self, row: int) -> RobustSpike:
+        """Row `row` as a scalar detector."""
+        return RobustSpike.from_state(self.state(row), **self.params[row])
+
+    def relearn(self, rows: np.ndarray, gap_s: np.ndarray | None = None) -> None:
+        """`RobustSpike.relearn` on `rows`: warm up again, keeping the step, the known levels and the tail."""
+        self._reset(rows)
+
+    def _reset(self, rows: np.ndarray) -> None:
+        self.ring.clear(rows)
+        self.n[rows] = 0
+        self.run[rows] = 0
+
+    def _learn(self, rows: np.ndarray, x: np.ndarray) -> None:
+        self.ring.append(rows, x)
+        self.stepper.update(rows, x)
+        self.n[rows] += 1
+
+    def _leave(self, rows: np.ndarray, center: np.ndarray, mad: np.ndarray, floor: np.ndarray) -> None:
+        """Remember the level each row leaves, if it held it for a whole window (`center`, `mad`: its full window)."""
+        whole = self.ring.size[rows] == self.window[rows]
+        self.levels.remember(rows[whole], center[whole], mad[whole], self.threshold[rows[whole]], floor[whole])
+
+    def _seed(self, rows: np.ndarray, center: np.ndarray, mad: np.ndarray) -> None:
+        """Fill the emptied rows with values whose median and MAD are the level's (`RobustSpike._switch`)."""
+        seeded = np.minimum(self.window[rows], 3 * np.maximum(1, -(-self.grace[rows] // 3)))
+        width = int(seeded.max()) if rows.size else 0
+        k = np.arange(width)
+        values = center[:, None] + (k % 3 - 1).astype(np.float64)[None, :] * mad[:, None]
+        for j in range(width):
+            more = j < seeded
+            self.ring.append(rows[more], values[more, j])
+        self.n[rows] = seeded
+
+    def _bar(self, rows: np.ndarray) -> np.ndarray:
+        """`RobustSpike._bar` per row."""
+        threshold = self.threshold[rows]
+        ref = self.tail_ref[rows]
+        q = self.tail.quantile(rows, self.tail_p[rows])
+        with np.errstate(invalid="ignore"):
+            adaptive = np.where(np.isnan(ref), threshold, threshold * np.maximum(1.0, q / ref) ** 2)
+        off = self.threshold_off[rows]
+        return np.where((self.run[rows] > 0) & ~np.isnan(off), off, adaptive)
+
+    def _center(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per row: the median and MAD of the whole window, and the median it compares with (of the last `center_window`)."""
+        values = self.ring.values(rows)
+        size = self.ring.size[rows]
+        center = row_medians(values, size)
+        mad = row_medians(np.where(np.isfinite(values), np.abs(values - center[:, None]), np.inf), size)
+        cw = self.center_window[rows]
+        short = (cw != _NONE) & (size > cw)
+        compared = center.copy()
+        if short.any():
+            count = np.where(cw[short] == 0, size[short], cw[short])
+            compared[short] = row_medians(self.ring.last(rows[short], count), count)
+        return center, mad, compared
+
+    def step(self, rows: np.ndarray, x: np.ndarray, t: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """One value for each of `rows` (distinct): the verdicts' flags and scores, as `RobustSpike.update` gives them."""
+        flag = np.zeros(rows.size, dtype=bool)
+        score = np.zeros(rows.size)
+        finite = np.isfinite(x)
+        r, xv = rows[finite], x[finite]
+        warm = (self.n[r] < self.grace[r]) | (self.ring.size[r] == 0)
+        learn = warm.copy()
+        judged = np.flatnonzero(~warm)
+        if judged.size:
+            s, f, extra = self._judge(r[judged], xv[judged])
+            sub = np.flatnonzero(finite)[judged]
+            score[sub], flag[sub] = s, f
+            learn[judged] = extra
+        self._learn(r[learn], xv[learn])
+        return flag, score
+
+    def _judge(self, rows: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Score values past warm-up; (scores, flags, which values are learned) — all state changes but the learning."""
+        center, mad, compared = self._center(rows)
+        floor = self.stepper.floor(rows, self.resolution[rows])
+        first = (mad == 0.0) & (floor == 0.0) & (x != compared)
+        self.run[rows[first]] = 0
+        scale = np.maximum(MAD_TO_SIGMA * mad, floor) + self.eps[rows]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            score = np.where(first, 0.0, np.abs(x - compared) / scale)
+        threshold = self.threshold[rows]
+        known = np.full(rows.size, -1)
+        candidates = ~first & (score > threshold) & (self.levels.count[rows] > 0)
+        if candidates.any():
+            known[candidates] = self.levels.match(rows[candidates], x[candidates], threshold[candidates], floor[candidates])
+        switch = known >= 0
+        rest = ~first & ~switch
+        anomalous = np.zeros(rows.size, dtype=bool)
+        anomalous[rest] = score[rest] > self._bar(rows[rest])
+        normal = rest & ~anomalous
+        self.run[rows[normal]] = 0
+        self.run[rows[anomalous]] += 1
+        opens = anomalous & (self.run[rows] == 1)
+        self.tail.update(rows[opens | normal], score[opens | normal])
+        limit = self.relearn_after[rows]
+        rebuilt = anomalous & (limit != _NONE) & (self.run[rows] >= limit)
+        if switch.any():
+            level_center, level_mad = self.levels.pop(rows[switch], known[switch])
+        leaving = switch | rebuilt
+        self._leave(rows[leaving], center[leaving], mad[leaving], floor[leaving])
+        self._reset(rows[leaving])
+        if switch.any():
+            self._seed(rows[switch], level_center, level_mad)
+        return score, anomalous, first | switch | rebuilt | normal

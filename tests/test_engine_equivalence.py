@@ -1,0 +1,124 @@
+"""The columnar engine gives the scalar detectors' verdicts, reading for reading, and converts state both ways."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from processors.detectors import Detector, RobustSpike
+from processors.engine import advance
+from processors.engine.common import steps
+from processors.engine.spike import SpikeBank
+from tests.engine_series import Batch, batches, pieces
+
+SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def spike_params() -> st.SearchStrategy[dict[str, Any]]:
+    return st.fixed_dictionaries({
+        "window": st.integers(3, 16), "threshold": st.sampled_from([3.0, 5.0, 8.0]), "grace_period": st.integers(0, 8),
+        "eps": st.sampled_from([1e-9, 1e-6]), "relearn_after": st.sampled_from([None, 1, 3, 6]),
+        "resolution": st.sampled_from([None, None, 0.01, 0.5]), "center_window": st.sampled_from([None, 0, 1, 3, 5]),
+        "threshold_off": st.sampled_from([None, 2.0]), "levels": st.integers(0, 3),
+        "tail_p": st.sampled_from([0.001, 0.05]), "tail_ref": st.sampled_from([None, 1.0, 6.5])})
+
+
+def stamp(t: float) -> datetime:
+    return datetime.fromtimestamp(t, tz=timezone.utc)
+
+
+def same_state(a: Any, b: Any, path: str = "state") -> None:
+    """Equal states: the same structure, floats within 1e-9 relative (NaN equal to NaN)."""
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and list(a) == list(b), f"{path}: keys {list(a)} != {list(b)}"
+        for key in a:
+            same_state(a[key], b[key], f"{path}.{key}")
+    elif isinstance(a, list):
+        assert isinstance(b, list) and len(a) == len(b), f"{path}: {a} != {b}"
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            same_state(x, y, f"{path}[{i}]")
+    elif isinstance(a, float) and isinstance(b, float):
+        assert (math.isnan(a) and math.isnan(b)) or math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12), f"{path}: {a} != {b}"
+    else:
+        assert type(a) is type(b) and a == b, f"{path}: {a!r} != {b!r}"
+
+
+def check(detectors: list[Detector], bank_of: Any, batch: Batch, roundtrip: list[bool]) -> int:
+    """Play the batch through the scalar detectors and through a bank built from them; the count of verdicts compared."""
+    bank = bank_of(detectors)
+    compared = 0
+    for k, piece in enumerate(pieces(batch)):
+        series, t, value, status = batch.series[piece], batch.t[piece], batch.value[piece], batch.status[piece]
+        judged, flag, score = advance(bank, series, t, value, status)
+        for i in range(series.size):
+            if status[i] != 0:
+                assert not judged[i]
+                continue
+            verdict = detectors[series[i]].update(float(value[i]), stamp(float(t[i])))
+            assert judged[i]
+            assert flag[i] == verdict.is_anomaly, f"reading {i} of piece {k}: {verdict}"
+            assert math.isclose(score[i], verdict.score, rel_tol=1e-9, abs_tol=1e-12), f"reading {i}: {score[i]} vs {verdict}"
+            compared += 1
+        for row, det in enumerate(detectors):
+            same_state(bank.state(row), det.state(), f"row {row} after piece {k}")
+        if roundtrip[k % len(roundtrip)]:
+            bank = bank_of([bank.detector(row) for row in range(len(detectors))])
+    return compared
+
+
+def test_steps_keep_each_series_order() -> None:
+    series = np.array([2, 0, 2, 1, 0, 2, 2])
+    cut = steps(series)
+    assert [series[s].tolist() for s in cut] == [[0, 1, 2], [0, 2], [2], [2]]
+    assert sorted(np.concatenate(cut).tolist()) == list(range(series.size))
+    for k in range(series.max() + 1):
+        mine = [int(i) for s in cut for i in s if series[i] == k]
+        assert mine == sorted(mine)
+
+
+@SETTINGS
+@given(batch=batches(), params=st.lists(spike_params(), min_size=4, max_size=4),
+       roundtrip=st.lists(st.booleans(), min_size=1, max_size=3))
+def test_spike_bank_equals_robust_spike(batch: Batch, params: list[dict[str, Any]], roundtrip: list[bool]) -> None:
+    detectors: list[Detector] = [RobustSpike(**p) for p in params]
+    check(detectors, SpikeBank.from_detectors, batch, roundtrip)
+
+
+def test_spike_bank_flags_what_robust_spike_flags_on_a_long_series() -> None:
+    """A fixed long series with every path (warm-up, spikes, known levels, relearning, the tail) compared; it must flag."""
+    rng = np.random.default_rng(3)
+    x = np.round(40.0 + 2.0 * rng.standard_t(3, 3000), 1)
+    x[500::97] += 60.0
+    x[1000:1400] = 0.0
+    x[1800:2200] = 0.0
+    t = 1.7e9 + 60.0 * np.arange(x.size)
+    params: dict[str, Any] = {"threshold": 8.0, "relearn_after": 6, "center_window": 5, "window": 60, "grace_period": 30}
+    detectors: list[Detector] = [RobustSpike(**params), RobustSpike(**params, threshold_off=4.0)]
+    series = np.repeat(np.arange(2, dtype=np.int32), x.size)
+    batch = Batch(series, np.tile(t, 2), np.tile(x, 2), np.zeros(series.size, dtype=np.int8), [1234, 4321])
+    assert check(detectors, SpikeBank.from_detectors, batch, [False]) == series.size
+    oracle = RobustSpike(**params)
+    verdicts = [oracle.update(float(v), stamp(float(s))) for v, s in zip(x, t, strict=True)]
+    assert sum(v.is_anomaly for v in verdicts) > 5
+    assert any("back at level" in v.detail for v in verdicts) and any("new level accepted" in v.detail for v in verdicts)
+
+
+@pytest.mark.parametrize("gap", [None, 3600.0, 86400.0])
+def test_spike_bank_relearns_as_robust_spike(gap: float | None) -> None:
+    rng = np.random.default_rng(5)
+    detectors = [RobustSpike(window=10, grace_period=4, levels=2) for _ in range(3)]
+    for det in detectors:
+        for i, v in enumerate(rng.normal(10.0, 1.0, 40)):
+            det.update(float(v), stamp(1.7e9 + 60.0 * i))
+    bank = SpikeBank.from_detectors(detectors)
+    bank.relearn(np.array([0, 2]), None if gap is None else np.full(2, gap))
+    for i in (0, 2):
+        detectors[i].relearn(gap)
+    for row, det in enumerate(detectors):
+        same_state(bank.state(row), det.state())
