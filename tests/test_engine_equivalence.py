@@ -11,9 +11,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from processors.detectors import Detector, RobustSpike
+from processors.detectors import CusumDrift, Detector, RobustSpike
 from processors.engine import advance
 from processors.engine.common import steps
+from processors.engine.drift import DriftBank
 from processors.engine.spike import SpikeBank
 from tests.engine_series import Batch, batches, pieces
 
@@ -49,10 +50,10 @@ def same_state(a: Any, b: Any, path: str = "state") -> None:
         assert type(a) is type(b) and a == b, f"{path}: {a!r} != {b!r}"
 
 
-def check(detectors: list[Detector], bank_of: Any, batch: Batch, roundtrip: list[bool]) -> int:
-    """Play the batch through the scalar detectors and through a bank built from them; the count of verdicts compared."""
+def check(detectors: list[Detector], bank_of: Any, batch: Batch, roundtrip: list[bool]) -> tuple[int, int]:
+    """Play the batch through the scalar detectors and through a bank built from them; (verdicts compared, anomalies)."""
     bank = bank_of(detectors)
-    compared = 0
+    compared = flagged = 0
     for k, piece in enumerate(pieces(batch)):
         series, t, value, status = batch.series[piece], batch.t[piece], batch.value[piece], batch.status[piece]
         judged, flag, score = advance(bank, series, t, value, status)
@@ -65,11 +66,12 @@ def check(detectors: list[Detector], bank_of: Any, batch: Batch, roundtrip: list
             assert flag[i] == verdict.is_anomaly, f"reading {i} of piece {k}: {verdict}"
             assert math.isclose(score[i], verdict.score, rel_tol=1e-9, abs_tol=1e-12), f"reading {i}: {score[i]} vs {verdict}"
             compared += 1
+            flagged += verdict.is_anomaly
         for row, det in enumerate(detectors):
             same_state(bank.state(row), det.state(), f"row {row} after piece {k}")
         if roundtrip[k % len(roundtrip)]:
             bank = bank_of([bank.detector(row) for row in range(len(detectors))])
-    return compared
+    return compared, flagged
 
 
 def test_steps_keep_each_series_order() -> None:
@@ -102,7 +104,7 @@ def test_spike_bank_flags_what_robust_spike_flags_on_a_long_series() -> None:
     detectors: list[Detector] = [RobustSpike(**params), RobustSpike(**params, threshold_off=4.0)]
     series = np.repeat(np.arange(2, dtype=np.int32), x.size)
     batch = Batch(series, np.tile(t, 2), np.tile(x, 2), np.zeros(series.size, dtype=np.int8), [1234, 4321])
-    assert check(detectors, SpikeBank.from_detectors, batch, [False]) == series.size
+    assert check(detectors, SpikeBank.from_detectors, batch, [False])[0] == series.size
     oracle = RobustSpike(**params)
     verdicts = [oracle.update(float(v), stamp(float(s))) for v, s in zip(x, t, strict=True)]
     assert sum(v.is_anomaly for v in verdicts) > 5
@@ -117,6 +119,52 @@ def test_spike_bank_relearns_as_robust_spike(gap: float | None) -> None:
         for i, v in enumerate(rng.normal(10.0, 1.0, 40)):
             det.update(float(v), stamp(1.7e9 + 60.0 * i))
     bank = SpikeBank.from_detectors(detectors)
+    bank.relearn(np.array([0, 2]), None if gap is None else np.full(2, gap))
+    for i in (0, 2):
+        detectors[i].relearn(gap)
+    for row, det in enumerate(detectors):
+        same_state(bank.state(row), det.state())
+
+
+def drift_params() -> st.SearchStrategy[dict[str, Any]]:
+    return st.fixed_dictionaries({
+        "alpha": st.sampled_from([0.01, 0.1, 0.5]), "k": st.sampled_from([0.0, 0.5, 1.0]), "h": st.sampled_from([2.0, 5.0, 14.0]),
+        "grace_period": st.integers(0, 10), "eps": st.sampled_from([1e-9, 1e-6]), "relearn_after": st.sampled_from([None, 1, 3]),
+        "season_s": st.sampled_from([None, 3600.0, 86400.0]), "season_bins": st.integers(1, 6),
+        "season_alpha": st.sampled_from([0.05, 0.3]), "decorrelate": st.booleans(), "clip": st.sampled_from([None, 1.0, 4.0]),
+        "resolution": st.sampled_from([None, None, 0.01, 0.5]), "seasonal_spread": st.booleans()})
+
+
+@SETTINGS
+@given(batch=batches(), params=st.lists(drift_params(), min_size=4, max_size=4),
+       roundtrip=st.lists(st.booleans(), min_size=1, max_size=3))
+def test_drift_bank_equals_cusum_drift(batch: Batch, params: list[dict[str, Any]], roundtrip: list[bool]) -> None:
+    detectors: list[Detector] = [CusumDrift(**p) for p in params]
+    check(detectors, DriftBank.from_detectors, batch, roundtrip)
+
+
+def test_drift_bank_flags_what_cusum_drift_flags_with_a_daily_profile() -> None:
+    """Three days at 5 minutes with a daily cycle and a slow drift on day 3, at the worker's hyperparameters; it must flag."""
+    rng = np.random.default_rng(11)
+    t = 1.7e9 + 300.0 * np.arange(3 * 288)
+    x = np.round(20.0 + 3.0 * np.sin(2 * np.pi * t / 86400.0) + 0.3 * rng.standard_normal(t.size), 2)
+    x[2 * 288:] += np.linspace(0.0, 15.0, 288)
+    params: dict[str, Any] = {"k": 1.0, "h": 14.0, "relearn_after": 3}
+    detectors: list[Detector] = [CusumDrift(**params), CusumDrift(**params, resolution=0.01)]
+    series = np.repeat(np.arange(2, dtype=np.int32), x.size)
+    batch = Batch(series, np.tile(t, 2), np.tile(x, 2), np.zeros(series.size, dtype=np.int8), [700])
+    compared, flagged = check(detectors, DriftBank.from_detectors, batch, [True])
+    assert compared == series.size and flagged > 0
+
+
+@pytest.mark.parametrize("gap", [None, 3600.0, 86400.0])
+def test_drift_bank_relearns_as_cusum_drift(gap: float | None) -> None:
+    rng = np.random.default_rng(6)
+    detectors = [CusumDrift(grace_period=4, season_s=7200.0, season_bins=4) for _ in range(3)]
+    for det in detectors:
+        for i, v in enumerate(rng.normal(10.0, 1.0, 200)):
+            det.update(float(v), stamp(1.7e9 + 60.0 * i))
+    bank = DriftBank.from_detectors(detectors)
     bank.relearn(np.array([0, 2]), None if gap is None else np.full(2, gap))
     for i in (0, 2):
         detectors[i].relearn(gap)
