@@ -11,10 +11,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from processors.detectors import CusumDrift, Detector, RobustSpike
+from processors.detectors import CusumDrift, Detector, Flatline, RobustSpike
 from processors.engine import advance
 from processors.engine.common import steps
 from processors.engine.drift import DriftBank
+from processors.engine.flatline import FlatlineBank
 from processors.engine.spike import SpikeBank
 from tests.engine_series import Batch, batches, pieces
 
@@ -168,5 +169,47 @@ def test_drift_bank_relearns_as_cusum_drift(gap: float | None) -> None:
     bank.relearn(np.array([0, 2]), None if gap is None else np.full(2, gap))
     for i in (0, 2):
         detectors[i].relearn(gap)
+    for row, det in enumerate(detectors):
+        same_state(bank.state(row), det.state())
+
+
+def flatline_params() -> st.SearchStrategy[dict[str, Any]]:
+    return st.fixed_dictionaries({
+        "n_intervals": st.integers(1, 6), "tolerance": st.sampled_from([0.0, 0.0, 0.01, 0.5]), "grace_period": st.integers(0, 4),
+        "rarity": st.sampled_from([1e-7, 1e-2]), "alpha": st.sampled_from([0.01, 0.3])})
+
+
+@SETTINGS
+@given(batch=batches(), params=st.lists(flatline_params(), min_size=4, max_size=4),
+       roundtrip=st.lists(st.booleans(), min_size=1, max_size=3))
+def test_flatline_bank_equals_flatline(batch: Batch, params: list[dict[str, Any]], roundtrip: list[bool]) -> None:
+    detectors: list[Detector] = [Flatline(**p) for p in params]
+    check(detectors, FlatlineBank.from_detectors, batch, roundtrip)
+
+
+def test_flatline_bank_flags_what_flatline_flags_on_flow_nights() -> None:
+    """A flow at 0 every night and noisy by day, quantised (more than 16 values held): every verdict equal, and it flags."""
+    rng = np.random.default_rng(2)
+    t = 1.7e9 + 300.0 * np.arange(4 * 288)
+    day = (t % 86400.0) > 6 * 3600.0
+    x = np.where(day, np.round(40.0 + 3.0 * rng.standard_normal(t.size), 1), 0.0)
+    x[700:760] = x[699]
+    detectors: list[Detector] = [Flatline(n_intervals=12), Flatline(n_intervals=3, tolerance=0.2, grace_period=5)]
+    series = np.repeat(np.arange(2, dtype=np.int32), x.size)
+    batch = Batch(series, np.tile(t, 2), np.tile(x, 2), np.zeros(series.size, dtype=np.int8), [100, 1500])
+    compared, flagged = check(detectors, FlatlineBank.from_detectors, batch, [False, True])
+    assert compared == series.size and flagged > 0
+    assert len(detectors[0].state()["held"]) == 16
+
+
+def test_flatline_bank_relearns_as_flatline() -> None:
+    detectors = [Flatline(n_intervals=3) for _ in range(3)]
+    for det in detectors:
+        for i, v in enumerate([1.0, 1.0, 2.0, 2.0, 2.0, 2.0, 2.0]):
+            det.update(v, stamp(1.7e9 + 60.0 * i))
+    bank = FlatlineBank.from_detectors(detectors)
+    bank.relearn(np.array([0, 2]))
+    for i in (0, 2):
+        detectors[i].relearn()
     for row, det in enumerate(detectors):
         same_state(bank.state(row), det.state())
