@@ -11,11 +11,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from processors.detectors import CusumDrift, Detector, Flatline, RobustSpike
+from processors.detectors import CusumDrift, Detector, Flatline, Mahalanobis, RobustSpike
 from processors.engine import advance
 from processors.engine.common import steps
 from processors.engine.drift import DriftBank
 from processors.engine.flatline import FlatlineBank
+from processors.engine.multivariate import MahalanobisBank
 from processors.engine.spike import SpikeBank
 from tests.engine_series import Batch, batches, pieces
 
@@ -62,7 +63,8 @@ def check(detectors: list[Detector], bank_of: Any, batch: Batch, roundtrip: list
             if status[i] != 0:
                 assert not judged[i]
                 continue
-            verdict = detectors[series[i]].update(float(value[i]), stamp(float(t[i])))
+            given = value[i] if value.ndim == 2 else float(value[i])
+            verdict = detectors[series[i]].update(given, stamp(float(t[i])))
             assert judged[i]
             assert flag[i] == verdict.is_anomaly, f"reading {i} of piece {k}: {verdict}"
             assert math.isclose(score[i], verdict.score, rel_tol=1e-9, abs_tol=1e-12), f"reading {i}: {score[i]} vs {verdict}"
@@ -213,3 +215,65 @@ def test_flatline_bank_relearns_as_flatline() -> None:
         detectors[i].relearn()
     for row, det in enumerate(detectors):
         same_state(bank.state(row), det.state())
+
+
+def mahalanobis_params(size: int) -> st.SearchStrategy[dict[str, Any]]:
+    names = ["COD", "TSS", "NH4", "pH", "Cl"][:size]
+    return st.fixed_dictionaries({
+        "names": st.just(names), "alpha": st.sampled_from([0.05, 0.2]), "threshold": st.sampled_from([3.0, 6.0]),
+        "grace_period": st.integers(0, 10), "shrinkage": st.sampled_from([0.0, 0.01, 0.5]),
+        "eps": st.sampled_from([1e-6, 0.01, [0.01 * (j + 1) for j in range(size)]]),
+        "relearn_after": st.sampled_from([None, 1, 3]), "threshold_off": st.sampled_from([None, 2.0]),
+        "learn_clip": st.sampled_from([None, 2.0])})
+
+
+def vectors(batch: Batch, size: int, seed: int) -> Batch:
+    """The batch's values as vectors of `size` correlated parameters, some missing, some with the correlation broken."""
+    rng = np.random.default_rng(seed)
+    v = batch.value
+    n = v.size
+    x = np.stack([v, 2.0 * v + rng.normal(0.0, 0.1, n), rng.normal(5.0, 1.0, n), v - rng.normal(3.0, 0.2, n),
+                  np.round(v / 3.0, 1)], axis=1)[:, :size]
+    x[rng.random((n, size)) < 0.03] = np.nan
+    broken = rng.random(n) < 0.03
+    x[broken, min(1, size - 1)] *= -1.0
+    return Batch(batch.series, batch.t, x, batch.status, batch.cuts)
+
+
+@SETTINGS
+@given(batch=batches(), size=st.integers(1, 5), seed=st.integers(0, 2**32 - 1), data=st.data(),
+       roundtrip=st.lists(st.booleans(), min_size=1, max_size=3))
+def test_mahalanobis_bank_equals_mahalanobis(batch: Batch, size: int, seed: int, data: st.DataObject,
+                                             roundtrip: list[bool]) -> None:
+    params = data.draw(st.lists(mahalanobis_params(size), min_size=4, max_size=4))
+    detectors: list[Detector] = [Mahalanobis(**p) for p in params]
+    check(detectors, MahalanobisBank.from_detectors, vectors(batch, size, seed), roundtrip)
+
+
+def test_mahalanobis_bank_flags_what_mahalanobis_flags() -> None:
+    """Three groups of COD, TSS, NH4 rising together, with a broken correlation at times: equal verdicts, and flags."""
+    rng = np.random.default_rng(9)
+    t = 1.7e9 + 60.0 * np.arange(2000)
+    base = 50.0 + 5.0 * np.sin(np.arange(2000) / 50.0)
+    x = np.stack([base + rng.normal(0, 0.5, 2000), 0.6 * base + rng.normal(0, 0.3, 2000), 0.1 * base + rng.normal(0, 0.05, 2000)], axis=1)
+    x[1500:1510, 1] += 15.0
+    detectors: list[Detector] = [Mahalanobis(["COD", "TSS", "NH4"], learn_clip=3.0), Mahalanobis(["COD", "TSS", "NH4"]),
+                                 Mahalanobis(["COD", "TSS", "NH4"], eps=[1.0, 1.0, 0.1], threshold_off=3.0)]
+    series = np.repeat(np.arange(3, dtype=np.int32), 2000)
+    batch = Batch(series, np.tile(t, 3), np.tile(x, (3, 1)), np.zeros(series.size, dtype=np.int8), [3000])
+    compared, flagged = check(detectors, MahalanobisBank.from_detectors, batch, [True])
+    assert compared == series.size and flagged >= 3
+
+
+def test_mahalanobis_bank_relearns_and_refuses_mixed_sizes() -> None:
+    detectors = [Mahalanobis(["a", "b"], grace_period=3) for _ in range(2)]
+    for det in detectors:
+        for i in range(10):
+            det.update([float(i), float(i % 3)], stamp(1.7e9 + 60.0 * i))
+    bank = MahalanobisBank.from_detectors(detectors)
+    bank.relearn(np.array([1]))
+    detectors[1].relearn(86400.0)
+    for row, det in enumerate(detectors):
+        same_state(bank.state(row), det.state())
+    with pytest.raises(ValueError, match="one size"):
+        MahalanobisBank.from_detectors([Mahalanobis(["a"]), Mahalanobis(["a", "b"])])

@@ -1,0 +1,145 @@
+"""`Mahalanobis` over many groups at once (one bank per group size): the same verdicts from array state."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from processors.detectors.multivariate import Mahalanobis
+from processors.engine.common import opt
+
+__all__ = ["MahalanobisBank"]
+
+
+class MahalanobisBank:
+    """Rows of `Mahalanobis` over groups of the same size, with per-row hyperparameters; `step` gives the scalar verdicts.
+
+    A value is a row of ``size`` numbers in the group's order, NaN where a parameter is missing.
+    """
+
+    def __init__(self, params: Sequence[dict[str, Any]]) -> None:
+        self.params = [dict(p) for p in params]
+        sizes = {len(p["names"]) for p in self.params}
+        if len(sizes) > 1:
+            raise ValueError(f"one bank holds groups of one size; got sizes {sorted(sizes)}")
+        self.size = sizes.pop() if sizes else 1
+        n, d = len(self.params), self.size
+        self.alpha = np.array([p.get("alpha", 0.01) for p in self.params], dtype=np.float64)
+        self.threshold = np.array([p.get("threshold", 6.0) for p in self.params], dtype=np.float64)
+        self.grace = np.array([p.get("grace_period", 60) for p in self.params], dtype=np.int64)
+        self.shrinkage = np.array([p.get("shrinkage", 0.01) for p in self.params], dtype=np.float64)
+        eps = [np.broadcast_to(np.asarray(p.get("eps", 1e-6), dtype=np.float64), (d,)) for p in self.params]
+        self.floor2 = np.array(eps).reshape(n, d) ** 2
+        self.relearn_after = np.array([-1 if p.get("relearn_after") is None else int(p["relearn_after"])
+                                       for p in self.params], dtype=np.int64)
+        self.threshold_off = np.array([opt(p.get("threshold_off")) for p in self.params])
+        self.learn_clip = np.array([opt(p.get("learn_clip")) for p in self.params])
+        self.n = np.zeros(n, dtype=np.int64)
+        self.run = np.zeros(n, dtype=np.int64)
+        self.mean = np.zeros((n, d))
+        self.cov = np.zeros((n, d, d))
+
+    def __len__(self) -> int:
+        return len(self.params)
+
+    @classmethod
+    def from_detectors(cls, detectors: Sequence[Mahalanobis]) -> MahalanobisBank:
+        """A bank whose row i is detector i: its hyperparameters and learned state."""
+        bank = cls([{**d._get_params(), "names": list(d.names)} for d in detectors])
+        for i, det in enumerate(detectors):
+            bank.load(i, det.state())
+        return bank
+
+    def load(self, row: int, state: dict[str, Any]) -> None:
+        """Row `row` from a `Mahalanobis.state()`; a state of another group size is refused."""
+        mean = np.array(state["mean"], dtype=np.float64)
+        cov = np.array(state["cov"], dtype=np.float64)
+        if mean.shape != (self.size,) or cov.shape != (self.size, self.size):
+            raise ValueError(f"state does not match {self.size} parameters")
+        self.n[row], self.run[row] = int(state["n"]), int(state["run"])
+        self.mean[row], self.cov[row] = mean, cov
+
+    def state(self, row: int) -> dict[str, Any]:
+        """Row `row` as `Mahalanobis.state()`."""
+        return {"n": int(self.n[row]), "run": int(self.run[row]), "mean": self.mean[row].tolist(), "cov": self.cov[row].tolist()}
+
+    def detector(self, row: int) -> Mahalanobis:
+        """Row `row` as a scalar detector."""
+        return Mahalanobis.from_state(self.state(row), **self.params[row])
+
+    def relearn(self, rows: np.ndarray, gap_s: np.ndarray | None = None) -> None:
+        """`Mahalanobis.relearn` on `rows`: everything learned is forgotten."""
+        self._reset(rows)
+
+    def _reset(self, rows: np.ndarray) -> None:
+        self.n[rows] = 0
+        self.run[rows] = 0
+        self.mean[rows] = 0.0
+        self.cov[rows] = 0.0
+
+    def _learn(self, rows: np.ndarray, x: np.ndarray, distance: np.ndarray) -> None:
+        """`Mahalanobis._learn`: Finch's recursion, a vector farther than `learn_clip` pulled in to it."""
+        self.n[rows] += 1
+        a = np.maximum(self.alpha[rows], 1.0 / self.n[rows])
+        d = x - self.mean[rows]
+        clip = self.learn_clip[rows]
+        far = ~np.isnan(clip) & (distance > clip)
+        d[far] = d[far] * (clip[far] / distance[far])[:, None]
+        self.mean[rows] = self.mean[rows] + a[:, None] * d
+        self.cov[rows] = (1.0 - a)[:, None, None] * (self.cov[rows] + a[:, None, None] * (d[:, :, None] * d[:, None, :]))
+
+    def regularised_covariance(self, rows: np.ndarray) -> np.ndarray:
+        """`Mahalanobis.regularised_covariance` per row."""
+        cov = self.cov[rows]
+        i = np.arange(self.size)
+        diag = np.zeros_like(cov)
+        diag[:, i, i] = cov[:, i, i]
+        floor = np.zeros_like(cov)
+        floor[:, i, i] = self.floor2[rows]
+        s = self.shrinkage[rows][:, None, None]
+        out: np.ndarray = (1.0 - s) * cov + s * diag + floor
+        return out
+
+    def _distances(self, rows: np.ndarray, x: np.ndarray, seen: np.ndarray) -> np.ndarray:
+        """The Mahalanobis distance of each vector over its observed parameters, grouped by which are observed."""
+        score = np.zeros(rows.size)
+        cov = self.regularised_covariance(rows)
+        diff = x - self.mean[rows]
+        patterns, which = np.unique(seen, axis=0, return_inverse=True)
+        for k, pattern in enumerate(patterns):
+            at = np.flatnonzero(which.reshape(-1) == k)
+            dk = diff[np.ix_(at, pattern)]
+            ck = cov[at][:, pattern][:, :, pattern]
+            solved = np.linalg.solve(ck, dk[:, :, None])
+            quad = (dk[:, None, :] @ solved)[:, 0, 0]
+            score[at] = np.sqrt(np.maximum(0.0, quad))
+        return score
+
+    def step(self, rows: np.ndarray, x: np.ndarray, t: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """One vector for each of `rows` (distinct): flags and scores, as `Mahalanobis.update` gives them."""
+        flag = np.zeros(rows.size, dtype=bool)
+        score = np.zeros(rows.size)
+        seen = np.isfinite(x)
+        complete = seen.all(axis=1)
+        warm = (self.n[rows] < self.grace[rows]) | (self.n[rows] == 0)
+        first = warm & complete
+        self._learn(rows[first], x[first], np.zeros(int(first.sum())))
+        judged = np.flatnonzero(~warm & seen.any(axis=1))
+        if judged.size == 0:
+            return flag, score
+        r, xv, full = rows[judged], x[judged], complete[judged]
+        s = self._distances(r, xv, seen[judged])
+        off = self.threshold_off[r]
+        bar = np.where((self.run[r] > 0) & ~np.isnan(off), off, self.threshold[r])
+        alarm = s > bar
+        self.run[r[alarm]] += 1
+        self.run[r[~alarm]] = 0
+        limit = self.relearn_after[r]
+        rebuilt = alarm & (limit >= 0) & (self.run[r] >= limit)
+        self._reset(r[rebuilt])
+        learn = full & (rebuilt | ~alarm)
+        self._learn(r[learn], xv[learn], np.where(rebuilt, 0.0, s)[learn])
+        score[judged], flag[judged] = s, alarm
+        return flag, score
