@@ -98,15 +98,21 @@ class FlatlineBank:
         self.stuck[rows] = False
 
     def _limits(self, rows: np.ndarray) -> None:
-        """The limit each row's repeat probability sets (`Flatline.limit` without the held values), with `math.log`."""
-        for row in rows.tolist():
-            p = float(self.repeat[row]) if self.repeat_n[row] else 0.0
-            limit = int(self.n_intervals[row])
-            if p >= 1.0:
-                limit = -1
-            elif p > 0.0:
-                limit = max(limit, math.ceil(math.log(float(self.rarity[row])) / math.log(p)))
-            self.base_limit[row] = limit
+        """The limit each row's repeat probability sets (`Flatline.limit` without the held values).
+
+        numpy's log may differ from `math.log` in the last bit, which moves the ceiling only when the
+        ratio is next to an integer: those rows are recomputed with `math.log`.
+        """
+        n = self.repeat_n[rows]
+        p = np.where(n > 0, self.repeat[rows], 0.0)
+        some = (p > 0.0) & (p < 1.0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.where(some, np.log(self.rarity[rows]) / np.log(np.where(some, p, 0.5)), 0.0)
+        near = some & (np.abs(ratio - np.rint(ratio)) <= 1e-9 * np.maximum(1.0, np.abs(ratio)))
+        for i in np.flatnonzero(near).tolist():
+            ratio[i] = math.log(float(self.rarity[rows[i]])) / math.log(float(p[i]))
+        limit = np.where(some, np.maximum(self.n_intervals[rows], np.ceil(ratio).astype(np.int64)), self.n_intervals[rows])
+        self.base_limit[rows] = np.where(p >= 1.0, -1, limit)
 
     def _learn_repeats(self, rows: np.ndarray) -> None:
         """`Flatline._end_run`'s repeat probability: each repeat of the run, then the change, into an EW mean."""

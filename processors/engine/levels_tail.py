@@ -83,9 +83,15 @@ class LevelRows:
 
 
 def _bins(scores: np.ndarray) -> np.ndarray:
-    """`TailQuantile._bin` of each score, with the same `math.log2` (numpy's may differ in the last bit)."""
-    return np.array([0 if s < LOWEST else min(BINS - 1, 1 + int(math.floor(math.log2(s / LOWEST) * BINS_PER_OCTAVE)))
-                     for s in scores.tolist()], dtype=np.int64)
+    """`TailQuantile._bin` of each score; where numpy's log2 may differ from `math.log2` in the last bit next to a bin
+    edge, with `math.log2`."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scaled = np.log2(scores / LOWEST) * BINS_PER_OCTAVE
+        near = (scores >= LOWEST) & (np.abs(scaled - np.rint(scaled)) <= 1e-9 * np.maximum(1.0, np.abs(scaled)))
+    for i in np.flatnonzero(near).tolist():
+        scaled[i] = math.log2(float(scores[i]) / LOWEST) * BINS_PER_OCTAVE
+    bins = np.minimum(BINS - 1, 1 + np.floor(np.where(scores >= LOWEST, scaled, 0.0)).astype(np.int64))
+    return np.where(scores < LOWEST, 0, bins)
 
 
 class TailRows:
