@@ -277,3 +277,35 @@ def test_mahalanobis_bank_relearns_and_refuses_mixed_sizes() -> None:
         same_state(bank.state(row), det.state())
     with pytest.raises(ValueError, match="one size"):
         MahalanobisBank.from_detectors([Mahalanobis(["a"]), Mahalanobis(["a", "b"])])
+
+
+@SETTINGS
+@given(batch=batches(), spike=st.lists(spike_params(), min_size=4, max_size=4),
+       drift=st.lists(drift_params(), min_size=4, max_size=4), flat=st.lists(flatline_params(), min_size=4, max_size=4),
+       relearn_after_s=st.sampled_from([900.0, 6 * 3600.0]))
+def test_banks_relearn_after_gaps_as_the_worker_does(batch: Batch, spike: list[dict[str, Any]], drift: list[dict[str, Any]],
+                                                     flat: list[dict[str, Any]], relearn_after_s: float) -> None:
+    """`advance` with a relearn gap on the first reading after a long silence: the scalar detector relearns there too."""
+    last: dict[int, float] = {}
+    gap = np.full(batch.series.size, np.nan)
+    for i, (row, ti, status) in enumerate(zip(batch.series.tolist(), batch.t.tolist(), batch.status.tolist(), strict=True)):
+        if status != 0:
+            continue
+        if row in last and ti - last[row] >= relearn_after_s:
+            gap[i] = ti - last[row]
+        last[row] = ti
+    cases: list[tuple[Any, Any, list[dict[str, Any]]]] = [
+        (RobustSpike, SpikeBank.from_detectors, spike), (CusumDrift, DriftBank.from_detectors, drift),
+        (Flatline, FlatlineBank.from_detectors, flat)]
+    for cls, bank_of, params in cases:
+        detectors: list[Detector] = [cls(**p) for p in params]
+        bank = bank_of(detectors)
+        _, flag, score = advance(bank, batch.series, batch.t, batch.value, batch.status, gap)
+        for i in np.flatnonzero(batch.status == 0).tolist():
+            det = detectors[batch.series[i]]
+            if not np.isnan(gap[i]):
+                det.relearn(float(gap[i]))
+            verdict = det.update(float(batch.value[i]), stamp(float(batch.t[i])))
+            assert flag[i] == verdict.is_anomaly and math.isclose(score[i], verdict.score, rel_tol=1e-9, abs_tol=1e-12)
+        for row, det in enumerate(detectors):
+            same_state(bank.state(row), det.state())

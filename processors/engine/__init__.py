@@ -26,15 +26,21 @@ class Bank(Protocol):
         """Flags and scores of one value for each of `rows`."""
         ...
 
+    def relearn(self, rows: np.ndarray, gap_s: np.ndarray | None = None) -> None:
+        """`Detector.relearn(gap_s)` on each of `rows`."""
+        ...
 
-def advance(bank: Bank, series: np.ndarray, t: np.ndarray, value: np.ndarray,
-            status: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+
+def advance(bank: Bank, series: np.ndarray, t: np.ndarray, value: np.ndarray, status: np.ndarray | None = None,
+            relearn_gap_s: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Advance `bank` over a batch of columns, each series' readings in arrival order: (judged, flag, score) per reading.
 
     `series` holds the bank's row of each reading, `t` its event time (epoch seconds), `value` its
     value (NaN: none) and `status` its status code (none: all measuring). A reading whose status is
     not measuring is not judged (`judged` False, flag False, score 0), as the worker never hands it to
-    a detector; a NaN value is judged and skipped, as the scalar detector skips it.
+    a detector; a NaN value is judged and skipped, as the scalar detector skips it. Where
+    `relearn_gap_s` is not NaN, the series relearns (`Detector.relearn(gap)`) just before that
+    reading, as the worker does on the first reading after a long gap.
     """
     judged = np.ones(series.size, dtype=bool) if status is None else status == MEASURING
     flag = np.zeros(series.size, dtype=bool)
@@ -42,5 +48,10 @@ def advance(bank: Bank, series: np.ndarray, t: np.ndarray, value: np.ndarray,
     picked = np.flatnonzero(judged)
     for idx in steps(series[picked]):
         at = picked[idx]
+        if relearn_gap_s is not None:
+            gap = relearn_gap_s[at]
+            after = ~np.isnan(gap)
+            if after.any():
+                bank.relearn(series[at][after], gap[after])
         flag[at], score[at] = bank.step(series[at], value[at], t[at])
     return judged, flag, score
