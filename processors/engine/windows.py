@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 
 from processors import windows
-from quantrac.timebuckets import readings_in
 
 __all__ = ["Means", "WindowRows"]
 
@@ -126,11 +125,12 @@ class WindowRows:
         new = ~known
         if new.any():
             r, p = rows[new], position[new]
-            shifted = np.maximum(j - (j > p[:, None]), 0)
-            for f in _FIELDS:
-                s[f][r] = np.take_along_axis(s[f][r], shifted, axis=1)
-            expected = np.array([readings_in(e - b, int(i)) for b, e, i in
-                                 zip(start[new].tolist(), end[new].tolist(), self.interval_s[r].tolist(), strict=True)])
+            inside = p < count[new]
+            if inside.any():
+                shifted = np.maximum(j - (j > p[inside, None]), 0)
+                for f in _FIELDS:
+                    s[f][r[inside]] = np.take_along_axis(s[f][r[inside]], shifted, axis=1)
+            expected = np.maximum(1, ((end[new] - start[new]) // self.interval_s[r]).astype(np.int64))  # readings_in
             for f, v in zip(_FIELDS, (start[new], 0.0, 0, 0, 0, end[new], expected), strict=True):
                 s[f][r, p] = v
             self.count[basis][r] += 1
