@@ -91,9 +91,9 @@ def play_engine(banks: dict[str, Any], series: np.ndarray, t: np.ndarray, x: np.
     for lo in range(0, series.size, batch):
         s, tt, xx = series[lo:lo + batch], t[lo:lo + batch], x[lo:lo + batch]
         for name in ("spike", "drift", "flatline"):
-            flags[name].append(advance(banks[name], s, tt, xx)[1])
+            flags[name].append(advance(banks[name], s, tt, xx).flag)
         mv = group_rows[lo:lo + batch]
-        flags["multivariate"].append(advance(banks["multivariate"], s[mv] // p, tt[mv], vec[lo // p:(lo + batch) // p])[1])
+        flags["multivariate"].append(advance(banks["multivariate"], s[mv] // p, tt[mv], vec[lo // p:(lo + batch) // p]).flag)
     return {name: np.concatenate(f) for name, f in flags.items()}, time.process_time() - start
 
 

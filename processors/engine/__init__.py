@@ -1,19 +1,21 @@
 """A columnar detection engine: the streaming detectors over many series at once, from numpy columns and array state.
 
 The scalar River-style classes of `processors.detectors` are the reference: a bank of this
-package gives, reading for reading, the verdicts (flag and score) that the scalar class gives, and
-converts its rows to and from those classes' states (`from_detectors`, `detector`).
+package gives, reading for reading, the verdicts (flag, score and, on request, the detail text)
+that the scalar class gives, and converts its rows to and from those classes' states
+(`from_detectors`, `detector`).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
 from processors.engine.common import steps
 
-__all__ = ["Bank", "advance"]
+__all__ = ["Bank", "Verdicts", "advance"]
 
 MEASURING = 0
 """The status code (Status.MEASURING, "00") of a reading the detectors judge; 01 and 02 runs are not judged."""
@@ -22,8 +24,9 @@ MEASURING = 0
 class Bank(Protocol):
     """What `advance` needs of a bank: one value per distinct row at a time."""
 
-    def step(self, rows: np.ndarray, x: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Flags and scores of one value for each of `rows`."""
+    def step(self, rows: np.ndarray, x: np.ndarray, t: np.ndarray,
+             explain: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, list[str | None] | None]:
+        """Flags and scores of one value for each of `rows`, and the details of those `explain` marks."""
         ...
 
     def relearn(self, rows: np.ndarray, gap_s: np.ndarray | None = None) -> None:
@@ -31,20 +34,33 @@ class Bank(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class Verdicts:
+    """Per reading of a batch: whether a detector judged it, and its verdict's flag, score and detail (if asked)."""
+
+    judged: np.ndarray
+    flag: np.ndarray
+    score: np.ndarray
+    detail: list[str | None]
+    """The verdict's detail text where `advance` was asked to explain, else None."""
+
+
 def advance(bank: Bank, series: np.ndarray, t: np.ndarray, value: np.ndarray, status: np.ndarray | None = None,
-            relearn_gap_s: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Advance `bank` over a batch of columns, each series' readings in arrival order: (judged, flag, score) per reading.
+            relearn_gap_s: np.ndarray | None = None, explain: np.ndarray | None = None) -> Verdicts:
+    """Advance `bank` over a batch of columns, each series' readings in arrival order.
 
     `series` holds the bank's row of each reading, `t` its event time (epoch seconds), `value` its
     value (NaN: none) and `status` its status code (none: all measuring). A reading whose status is
-    not measuring is not judged (`judged` False, flag False, score 0), as the worker never hands it to
-    a detector; a NaN value is judged and skipped, as the scalar detector skips it. Where
-    `relearn_gap_s` is not NaN, the series relearns (`Detector.relearn(gap)`) just before that
-    reading, as the worker does on the first reading after a long gap.
+    not measuring is not judged (flag False, score 0), as the worker never hands it to a detector; a
+    NaN value is judged and skipped, as the scalar detector skips it. Where `relearn_gap_s` is not
+    NaN, the series relearns (`Detector.relearn(gap)`) just before that reading, as the worker does
+    on the first reading after a long gap. Where `explain` is True, the verdict's detail is formatted
+    (the worker needs it only for the conditions it builds).
     """
     judged = np.ones(series.size, dtype=bool) if status is None else status == MEASURING
     flag = np.zeros(series.size, dtype=bool)
     score = np.zeros(series.size)
+    detail: list[str | None] = [None] * series.size
     picked = np.flatnonzero(judged)
     for idx in steps(series[picked]):
         at = picked[idx]
@@ -53,5 +69,9 @@ def advance(bank: Bank, series: np.ndarray, t: np.ndarray, value: np.ndarray, st
             after = ~np.isnan(gap)
             if after.any():
                 bank.relearn(series[at][after], gap[after])
-        flag[at], score[at] = bank.step(series[at], value[at], t[at])
-    return judged, flag, score
+        asked = None if explain is None else explain[at]
+        flag[at], score[at], said = bank.step(series[at], value[at], t[at], asked)
+        if said is not None and asked is not None:
+            for i in np.flatnonzero(asked).tolist():
+                detail[int(at[i])] = said[i]
+    return Verdicts(judged, flag, score, detail)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from processors.detectors.base import fmt
 from processors.detectors.drift import BIN_SPREAD_SHARE, DAY_S, MAX_RHO, CusumDrift
 from processors.engine.common import StepArrays, opt, unopt
 
@@ -149,8 +151,10 @@ class DriftBank:
         b = np.where(np.isnan(season), 0, np.minimum(self.bins[rows] - 1, np.nan_to_num(share).astype(np.int64)))
         return b.astype(np.int64)
 
-    def step(self, rows: np.ndarray, x: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """One value at event time `t` for each of `rows` (distinct): flags and scores, as `CusumDrift.update` gives them."""
+    def step(self, rows: np.ndarray, x: np.ndarray, t: np.ndarray,
+             explain: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, list[str | None] | None]:
+        """One value at event time `t` for each of `rows` (distinct): flags, scores and, where `explain` is True,
+        details, as `CusumDrift.update` gives them."""
         flag = np.zeros(rows.size, dtype=bool)
         score = np.zeros(rows.size)
         finite = np.flatnonzero(np.isfinite(x))
@@ -161,15 +165,54 @@ class DriftBank:
         warm = (n < self.grace[r]) | (n == 0) | (~np.isnan(self.season_s[r]) & (tv - self.first[r] < self.season_s[r]))
         judged = np.flatnonzero(~warm)
         learn = warm.copy()
+        judgement = None
         if judged.size:
-            s, f, learned = self._judge(r[judged], xv[judged], b[judged])
-            score[finite[judged]], flag[finite[judged]] = s, f
-            learn[judged] = learned
+            judgement = self._judge(r[judged], xv[judged], b[judged])
+            score[finite[judged]], flag[finite[judged]] = judgement.score, judgement.alarm
+            learn[judged] = judgement.learned
         self._learn(r[learn], xv[learn], b[learn])
-        return flag, score
+        if explain is None:
+            return flag, score, None
+        position = np.full(rows.size, -2)
+        position[finite] = -1
+        position[finite[judged]] = np.arange(judged.size)
+        details: list[str | None] = [None] * rows.size
+        for i in np.flatnonzero(explain).tolist():
+            row = int(rows[i])
+            if position[i] == -2:
+                details[i] = f"ignored non-finite value {float(x[i])!r}"
+            elif position[i] == -1:
+                details[i] = self._warming_up(row, float(t[i]) - float(self.first[row]))
+            elif judgement is not None:
+                details[i] = self._detail(judgement, int(position[i]), row, float(x[i]))
+        return flag, score, details
 
-    def _std(self, rows: np.ndarray, b: np.ndarray) -> np.ndarray:
-        """The scale a deviation is judged against (`CusumDrift.update`): long-run std, half the bin's spread, the floor."""
+    def _warming_up(self, row: int, learned_s: float) -> str:
+        """`CusumDrift._warming_up` of row `row`."""
+        samples = f"{int(self.count[row])}/{int(self.grace[row])} samples"
+        season = float(self.season_s[row])
+        if np.isnan(season):
+            return f"warming up ({samples})"
+        return f"warming up ({samples}, {min(learned_s, season) / 3600:.3g}/{season / 3600:.3g} h of the daily profile)"
+
+    def _detail(self, j: _Judgement, k: int, row: int, x: float) -> str:
+        """`CusumDrift.update`'s detail for judged value `k` (of row `row`)."""
+        if j.blind[k]:
+            return f"value {fmt(x)}: no variability learned yet"
+        mean, expected = float(j.mean[k]), float(j.expected[k])
+        side = "upward" if j.pos[k] >= j.neg[k] else "downward"
+        usual = f"the baseline mean {fmt(mean)}" if np.isnan(self.season_s[row]) else \
+            f"the usual level {fmt(mean + expected)} at this time of day"
+        detail = (f"{side} CUSUM {float(j.score[k]):.4g} (threshold {fmt(float(self.h[row]))}); value {fmt(x)} is "
+                  f"{float(j.z[k]):+.3g} long-run std from {usual} (std {fmt(float(j.std[k]))}, "
+                  f"autocorrelation {float(j.rho[k]):.2f})")
+        if j.rebuilt[k]:
+            detail += f"; {self.params[row]['relearn_after']} alarms in a row, baseline rebuilt from here"
+        return detail
+
+    def _std(self, rows: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The scale a deviation is judged against (`CusumDrift.update`: long-run std, half the bin's spread, the
+        floor), and the autocorrelation used."""
         var = self.var[rows]
         with np.errstate(divide="ignore", invalid="ignore"):
             rho = np.where(~self.decorrelate[rows] | (var <= 0.0), 0.0,
@@ -177,15 +220,18 @@ class DriftBank:
         long_run = np.sqrt(var) * np.sqrt((1.0 + rho) / (1.0 - rho))
         spread = self.spread[rows] & ~np.isnan(self.season_s[rows]) & (self.profile_n[rows, b] >= 2)
         bin_std = np.where(spread, BIN_SPREAD_SHARE * np.sqrt(self.profile_var[rows, b]), 0.0)
-        return np.maximum(np.maximum(long_run, bin_std), self.stepper.floor(rows, self.resolution[rows]))
+        return np.maximum(np.maximum(long_run, bin_std), self.stepper.floor(rows, self.resolution[rows])), rho
 
-    def _judge(self, rows: np.ndarray, x: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Score values past warm-up; (scores, flags, which values are learned), all other state changes done."""
+    def _judge(self, rows: np.ndarray, x: np.ndarray, b: np.ndarray) -> _Judgement:
+        """Score values past warm-up and make every state change but the learning."""
         seasonal = ~np.isnan(self.season_s[rows]) & (self.profile_n[rows, b] > 0)
-        y = x - np.where(seasonal, self.profile[rows, b], 0.0)
-        std = self._std(rows, b)
+        expected = np.where(seasonal, self.profile[rows, b], 0.0)
+        y = x - expected
+        std, rho = self._std(rows, b)
         blind = std == 0.0
-        z = (y - self.mean[rows]) / (std + self.eps[rows])
+        mean = self.mean[rows]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            z = (y - mean) / (std + self.eps[rows])
         cap = self.cap[rows]
         step = np.minimum(cap, np.maximum(-cap, z))
         k = self.k[rows]
@@ -200,9 +246,27 @@ class DriftBank:
         self.pos[r] = 0.0
         self.neg[r] = 0.0
         self.run[r] += 1
-        limit = self.relearn_after[r]
-        rebuilt = (limit >= 0) & (self.run[r] >= limit)
-        self._reset_baseline(r[rebuilt])
-        self._baseline_update(r[rebuilt], y[alarm][rebuilt])
-        self.run[r[rebuilt]] = 0
-        return score, alarm, blind | normal
+        limit = self.relearn_after[rows]
+        rebuilt = alarm & (limit >= 0) & (self.run[rows] >= limit)
+        self._reset_baseline(rows[rebuilt])
+        self._baseline_update(rows[rebuilt], y[rebuilt])
+        self.run[rows[rebuilt]] = 0
+        return _Judgement(score, alarm, blind | normal, blind, mean, expected, z, std, rho, pos, neg, rebuilt)
+
+
+@dataclass(frozen=True)
+class _Judgement:
+    """What `DriftBank._judge` found for values past warm-up (per value), and what their details need."""
+
+    score: np.ndarray
+    alarm: np.ndarray
+    learned: np.ndarray
+    blind: np.ndarray
+    mean: np.ndarray
+    expected: np.ndarray
+    z: np.ndarray
+    std: np.ndarray
+    rho: np.ndarray
+    pos: np.ndarray
+    neg: np.ndarray
+    rebuilt: np.ndarray

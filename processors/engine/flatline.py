@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from processors.detectors.base import fmt
 from processors.detectors.flatline import RUN_MEMORY, Flatline
 from processors.engine.common import opt, unopt
 
@@ -164,8 +165,10 @@ class FlatlineBank:
         base = self.base_limit[rows]
         return np.where(base < 0, ALWAYS, np.maximum(base, held))
 
-    def step(self, rows: np.ndarray, x: np.ndarray, t: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """One value for each of `rows` (distinct): flags and scores, as `Flatline.update` gives them."""
+    def step(self, rows: np.ndarray, x: np.ndarray, t: np.ndarray | None = None,
+             explain: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, list[str | None] | None]:
+        """One value for each of `rows` (distinct): flags, scores and, where `explain` is True, details, as
+        `Flatline.update` gives them."""
         flag = np.zeros(rows.size, dtype=bool)
         score = np.zeros(rows.size)
         finite = np.flatnonzero(np.isfinite(x))
@@ -186,4 +189,22 @@ class FlatlineBank:
         self.stuck[r] |= stuck
         flag[finite[judged]] = stuck
         score[finite[judged]] = run.astype(np.float64) * self.n_intervals[r] / limit
-        return flag, score
+        if explain is None:
+            return flag, score, None
+        limits = np.zeros(rows.size, dtype=np.int64)
+        limits[finite[judged]] = limit
+        details: list[str | None] = [None] * rows.size
+        for i in np.flatnonzero(explain).tolist():
+            details[i] = self._detail(int(rows[i]), float(x[i]), int(limits[i]))
+        return flag, score, details
+
+    def _detail(self, row: int, x: float, limit: int) -> str:
+        """`Flatline.update`'s detail for row `row` after value `x` (`limit`: its limit, 0 when not judged)."""
+        if not math.isfinite(x):
+            return f"ignored non-finite value {x!r}"
+        if not limit:
+            return f"warming up ({int(self.n[row])}/{int(self.grace[row])} samples)"
+        minimum = int(self.n_intervals[row])
+        return (f"value {fmt(x)} within {fmt(float(self.tolerance[row]))} of {fmt(float(self.anchor[row]))} "
+                f"for {int(self.run[row])} consecutive intervals (stuck from {limit}: "
+                f"{'the minimum' if limit == minimum else 'longer than this series normally holds a value'})")

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from processors.detectors.base import fmt
 from processors.detectors.multivariate import Mahalanobis
 from processors.engine.common import opt
 
@@ -102,11 +103,15 @@ class MahalanobisBank:
         out: np.ndarray = (1.0 - s) * cov + s * diag + floor
         return out
 
-    def _distances(self, rows: np.ndarray, x: np.ndarray, seen: np.ndarray) -> np.ndarray:
-        """The Mahalanobis distance of each vector over its observed parameters, grouped by which are observed."""
+    def _distances(self, rows: np.ndarray, x: np.ndarray, seen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The Mahalanobis distance of each vector over its observed parameters (grouped by which are observed), and
+        each observed parameter's deviation in its standard deviations (NaN where not observed)."""
         score = np.zeros(rows.size)
         cov = self.regularised_covariance(rows)
         diff = x - self.mean[rows]
+        i = np.arange(self.size)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            z = np.where(seen, diff / np.sqrt(cov[:, i, i]), np.nan)
         patterns, which = np.unique(seen, axis=0, return_inverse=True)
         for k, pattern in enumerate(patterns):
             at = np.flatnonzero(which.reshape(-1) == k)
@@ -115,10 +120,12 @@ class MahalanobisBank:
             solved = np.linalg.solve(ck, dk[:, :, None])
             quad = (dk[:, None, :] @ solved)[:, 0, 0]
             score[at] = np.sqrt(np.maximum(0.0, quad))
-        return score
+        return score, z
 
-    def step(self, rows: np.ndarray, x: np.ndarray, t: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """One vector for each of `rows` (distinct): flags and scores, as `Mahalanobis.update` gives them."""
+    def step(self, rows: np.ndarray, x: np.ndarray, t: np.ndarray | None = None,
+             explain: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, list[str | None] | None]:
+        """One vector for each of `rows` (distinct): flags, scores and, where `explain` is True, details, as
+        `Mahalanobis.update` gives them."""
         flag = np.zeros(rows.size, dtype=bool)
         score = np.zeros(rows.size)
         seen = np.isfinite(x)
@@ -127,19 +134,46 @@ class MahalanobisBank:
         first = warm & complete
         self._learn(rows[first], x[first], np.zeros(int(first.sum())))
         judged = np.flatnonzero(~warm & seen.any(axis=1))
-        if judged.size == 0:
-            return flag, score
-        r, xv, full = rows[judged], x[judged], complete[judged]
-        s = self._distances(r, xv, seen[judged])
-        off = self.threshold_off[r]
-        bar = np.where((self.run[r] > 0) & ~np.isnan(off), off, self.threshold[r])
-        alarm = s > bar
-        self.run[r[alarm]] += 1
-        self.run[r[~alarm]] = 0
-        limit = self.relearn_after[r]
-        rebuilt = alarm & (limit >= 0) & (self.run[r] >= limit)
-        self._reset(r[rebuilt])
-        learn = full & (rebuilt | ~alarm)
-        self._learn(r[learn], xv[learn], np.where(rebuilt, 0.0, s)[learn])
-        score[judged], flag[judged] = s, alarm
-        return flag, score
+        z = np.full(x.shape, np.nan)
+        rebuilt = np.zeros(rows.size, dtype=bool)
+        if judged.size:
+            r, xv, full = rows[judged], x[judged], complete[judged]
+            s, z[judged] = self._distances(r, xv, seen[judged])
+            off = self.threshold_off[r]
+            bar = np.where((self.run[r] > 0) & ~np.isnan(off), off, self.threshold[r])
+            alarm = s > bar
+            self.run[r[alarm]] += 1
+            self.run[r[~alarm]] = 0
+            limit = self.relearn_after[r]
+            rebuilt[judged] = alarm & (limit >= 0) & (self.run[r] >= limit)
+            self._reset(rows[rebuilt])
+            learn = full & (rebuilt[judged] | ~alarm)
+            self._learn(r[learn], xv[learn], np.where(rebuilt[judged], 0.0, s)[learn])
+            score[judged], flag[judged] = s, alarm
+        if explain is None:
+            return flag, score, None
+        details: list[str | None] = [None] * rows.size
+        scored = np.zeros(rows.size, dtype=bool)
+        scored[judged] = True
+        for i in np.flatnonzero(explain).tolist():
+            row = int(rows[i])
+            if not seen[i].any():
+                details[i] = "ignored: no finite parameter value"
+            elif not scored[i]:
+                details[i] = f"warming up ({int(self.n[row])}/{int(self.grace[row])} samples)" if complete[i] else \
+                    "ignored incomplete vector during warm-up"
+            else:
+                details[i] = self._detail(row, float(score[i]), z[i], bool(flag[i]), bool(rebuilt[i]), bool(complete[i]))
+        return flag, score, details
+
+    def _detail(self, row: int, score: float, z: np.ndarray, alarm: bool, rebuilt: bool, complete: bool) -> str:
+        """`Mahalanobis.update`'s detail for a judged vector of row `row`."""
+        names = [n for n, zi in zip(self.params[row]["names"], z.tolist(), strict=True) if not np.isnan(zi)]
+        top = sorted(zip(names, [zi for zi in z.tolist() if not np.isnan(zi)], strict=True), key=lambda p: -abs(p[1]))[:3]
+        detail = (f"Mahalanobis distance {score:.4g} (threshold {fmt(float(self.threshold[row]))}) over {len(names)} "
+                  "parameters; " + ", ".join(f"{n} {zi:+.3g} std" for n, zi in top))
+        if rebuilt:
+            detail += f"; {self.params[row]['relearn_after']} anomalies in a row, baseline rebuilt from here"
+        elif not alarm and not complete:
+            detail += "; incomplete vector not learned"
+        return detail

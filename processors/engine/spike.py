@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from processors.detectors.base import fmt
 from processors.detectors.levels import MAD_TO_SIGMA
 from processors.detectors.spike import RobustSpike
 from processors.engine.common import Ring, StepArrays, opt, row_medians
@@ -137,8 +139,10 @@ class SpikeBank:
             compared[short] = row_medians(self.ring.last(rows[short], count), count)
         return center, mad, compared
 
-    def step(self, rows: np.ndarray, x: np.ndarray, t: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """One value for each of `rows` (distinct): the verdicts' flags and scores, as `RobustSpike.update` gives them."""
+    def step(self, rows: np.ndarray, x: np.ndarray, t: np.ndarray | None = None,
+             explain: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, list[str | None] | None]:
+        """One value for each of `rows` (distinct): the verdicts' flags, scores and, where `explain` is True, details,
+        as `RobustSpike.update` gives them."""
         flag = np.zeros(rows.size, dtype=bool)
         score = np.zeros(rows.size)
         finite = np.isfinite(x)
@@ -146,16 +150,47 @@ class SpikeBank:
         warm = (self.n[r] < self.grace[r]) | (self.ring.size[r] == 0)
         learn = warm.copy()
         judged = np.flatnonzero(~warm)
+        judgement = None
         if judged.size:
-            s, f, extra = self._judge(r[judged], xv[judged])
+            judgement = self._judge(r[judged], xv[judged])
             sub = np.flatnonzero(finite)[judged]
-            score[sub], flag[sub] = s, f
-            learn[judged] = extra
+            score[sub], flag[sub] = judgement.score, judgement.anomalous
+            learn[judged] = judgement.learned
         self._learn(r[learn], xv[learn])
-        return flag, score
+        if explain is None:
+            return flag, score, None
+        details: list[str | None] = [None] * rows.size
+        position = np.full(rows.size, -1)
+        position[np.flatnonzero(finite)[judged]] = np.arange(judged.size)
+        for i in np.flatnonzero(explain).tolist():
+            if not finite[i]:
+                details[i] = f"ignored non-finite value {float(x[i])!r}"
+            elif position[i] < 0:
+                details[i] = f"warming up ({int(self.n[rows[i]])}/{int(self.grace[rows[i]])} samples)"
+            elif judgement is not None:
+                details[i] = self._detail(judgement, int(position[i]), int(rows[i]), float(x[i]))
+        return flag, score, details
 
-    def _judge(self, rows: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Score values past warm-up; (scores, flags, which values are learned) — all state changes but the learning."""
+    def _detail(self, j: _Judgement, k: int, row: int, x: float) -> str:
+        """`RobustSpike.update`'s detail for judged value `k` (of row `row`)."""
+        center = float(j.compared[k])
+        if j.first[k]:
+            return (f"value {fmt(x)} is the first change from a constant {fmt(center)}; "
+                    "its size is learned as the instrument's step")
+        direction = "above" if x >= center else "below"
+        detail = (f"value {fmt(x)} is {float(j.score[k]):.4g} MADs {direction} the rolling median {fmt(center)} "
+                  f"(scale {fmt(float(j.scale[k]))})")
+        if not np.isnan(j.level[k]):
+            return (f"{detail}; back at level {fmt(float(j.level[k]))}, which this series has held before: "
+                    "a known change of state, baseline switched to it")
+        if j.rebuilt[k]:
+            return f"{detail}; {self.params[row]['relearn_after']} anomalies in a row: new level accepted, baseline rebuilt from here"
+        if j.anomalous[k] and j.bar[k] > self.threshold[row] and j.run[k] == 1:
+            return f"{detail}; threshold {fmt(float(j.bar[k]))} follows this series' heavy tail"
+        return detail
+
+    def _judge(self, rows: np.ndarray, x: np.ndarray) -> _Judgement:
+        """Score values past warm-up and make every state change but the learning."""
         center, mad, compared = self._center(rows)
         floor = self.stepper.floor(rows, self.resolution[rows])
         first = (mad == 0.0) & (floor == 0.0) & (x != compared)
@@ -171,19 +206,40 @@ class SpikeBank:
         switch = known >= 0
         rest = ~first & ~switch
         anomalous = np.zeros(rows.size, dtype=bool)
-        anomalous[rest] = score[rest] > self._bar(rows[rest])
+        bar = np.full(rows.size, np.nan)
+        bar[rest] = self._bar(rows[rest])
+        anomalous[rest] = score[rest] > bar[rest]
         normal = rest & ~anomalous
         self.run[rows[normal]] = 0
         self.run[rows[anomalous]] += 1
-        opens = anomalous & (self.run[rows] == 1)
+        run = self.run[rows]
+        opens = anomalous & (run == 1)
         self.tail.update(rows[opens | normal], score[opens | normal])
         limit = self.relearn_after[rows]
-        rebuilt = anomalous & (limit != _NONE) & (self.run[rows] >= limit)
+        rebuilt = anomalous & (limit != _NONE) & (run >= limit)
+        level = np.full(rows.size, np.nan)
         if switch.any():
-            level_center, level_mad = self.levels.pop(rows[switch], known[switch])
+            level[switch], level_mad = self.levels.pop(rows[switch], known[switch])
         leaving = switch | rebuilt
         self._leave(rows[leaving], center[leaving], mad[leaving], floor[leaving])
         self._reset(rows[leaving])
         if switch.any():
-            self._seed(rows[switch], level_center, level_mad)
-        return score, anomalous, first | switch | rebuilt | normal
+            self._seed(rows[switch], level[switch], level_mad)
+        return _Judgement(score, anomalous, first | switch | rebuilt | normal, compared, scale, first, level, bar, rebuilt, run)
+
+
+@dataclass(frozen=True)
+class _Judgement:
+    """What `SpikeBank._judge` found for values past warm-up (per value), and what their details need."""
+
+    score: np.ndarray
+    anomalous: np.ndarray
+    learned: np.ndarray
+    compared: np.ndarray
+    scale: np.ndarray
+    first: np.ndarray
+    level: np.ndarray
+    """The known level switched to (NaN: none)."""
+    bar: np.ndarray
+    rebuilt: np.ndarray
+    run: np.ndarray
