@@ -86,6 +86,17 @@ def check(detectors: list[Detector], bank_of: Any, batch: Batch, roundtrip: list
     return compared, flagged
 
 
+def each_detector(detectors: list[Detector], bank_of: Any, t: np.ndarray, x: np.ndarray, cuts: list[int],
+                  roundtrip: list[bool]) -> int:
+    """One series played through each detector (one row each): every verdict compared; the anomalies."""
+    series = np.repeat(np.arange(len(detectors), dtype=np.int32), t.size)
+    batch = Batch(series, np.tile(t, len(detectors)), np.tile(x, (len(detectors),) + (1,) * (x.ndim - 1)),
+                  np.zeros(series.size, dtype=np.int8), cuts)
+    compared, flagged = check(detectors, bank_of, batch, roundtrip)
+    assert compared == series.size
+    return flagged
+
+
 def test_steps_keep_each_series_order() -> None:
     series = np.array([2, 0, 2, 1, 0, 2, 2])
     cut = steps(series)
@@ -94,14 +105,6 @@ def test_steps_keep_each_series_order() -> None:
     for k in range(series.max() + 1):
         mine = [int(i) for s in cut for i in s if series[i] == k]
         assert mine == sorted(mine)
-
-
-@SETTINGS
-@given(batch=batches(), params=st.lists(spike_params(), min_size=4, max_size=4),
-       roundtrip=st.lists(st.booleans(), min_size=1, max_size=3))
-def test_spike_bank_equals_robust_spike(batch: Batch, params: list[dict[str, Any]], roundtrip: list[bool]) -> None:
-    detectors: list[Detector] = [RobustSpike(**p) for p in params]
-    check(detectors, SpikeBank.from_detectors, batch, roundtrip)
 
 
 def test_spike_bank_flags_what_robust_spike_flags_on_a_long_series() -> None:
@@ -114,28 +117,11 @@ def test_spike_bank_flags_what_robust_spike_flags_on_a_long_series() -> None:
     t = 1.7e9 + 60.0 * np.arange(x.size)
     params: dict[str, Any] = {"threshold": 8.0, "relearn_after": 6, "center_window": 5, "window": 60, "grace_period": 30}
     detectors: list[Detector] = [RobustSpike(**params), RobustSpike(**params, threshold_off=4.0)]
-    series = np.repeat(np.arange(2, dtype=np.int32), x.size)
-    batch = Batch(series, np.tile(t, 2), np.tile(x, 2), np.zeros(series.size, dtype=np.int8), [1234, 4321])
-    assert check(detectors, SpikeBank.from_detectors, batch, [False])[0] == series.size
+    each_detector(detectors, SpikeBank.from_detectors, t, x, [1234, 4321], [False])
     oracle = RobustSpike(**params)
     verdicts = [oracle.update(float(v), stamp(float(s))) for v, s in zip(x, t, strict=True)]
     assert sum(v.is_anomaly for v in verdicts) > 5
     assert any("back at level" in v.detail for v in verdicts) and any("new level accepted" in v.detail for v in verdicts)
-
-
-@pytest.mark.parametrize("gap", [None, 3600.0, 86400.0])
-def test_spike_bank_relearns_as_robust_spike(gap: float | None) -> None:
-    rng = np.random.default_rng(5)
-    detectors = [RobustSpike(window=10, grace_period=4, levels=2) for _ in range(3)]
-    for det in detectors:
-        for i, v in enumerate(rng.normal(10.0, 1.0, 40)):
-            det.update(float(v), stamp(1.7e9 + 60.0 * i))
-    bank = SpikeBank.from_detectors(detectors)
-    bank.relearn(np.array([0, 2]), None if gap is None else np.full(2, gap))
-    for i in (0, 2):
-        detectors[i].relearn(gap)
-    for row, det in enumerate(detectors):
-        same_state(bank.state(row), det.state())
 
 
 def drift_params() -> st.SearchStrategy[dict[str, Any]]:
@@ -147,14 +133,6 @@ def drift_params() -> st.SearchStrategy[dict[str, Any]]:
         "resolution": st.sampled_from([None, None, 0.01, 0.5]), "seasonal_spread": st.booleans()})
 
 
-@SETTINGS
-@given(batch=batches(), params=st.lists(drift_params(), min_size=4, max_size=4),
-       roundtrip=st.lists(st.booleans(), min_size=1, max_size=3))
-def test_drift_bank_equals_cusum_drift(batch: Batch, params: list[dict[str, Any]], roundtrip: list[bool]) -> None:
-    detectors: list[Detector] = [CusumDrift(**p) for p in params]
-    check(detectors, DriftBank.from_detectors, batch, roundtrip)
-
-
 def test_drift_bank_flags_what_cusum_drift_flags_with_a_daily_profile() -> None:
     """Three days at 5 minutes with a daily cycle and a slow drift on day 3, at the worker's hyperparameters; it must flag."""
     rng = np.random.default_rng(11)
@@ -163,25 +141,7 @@ def test_drift_bank_flags_what_cusum_drift_flags_with_a_daily_profile() -> None:
     x[2 * 288:] += np.linspace(0.0, 15.0, 288)
     params: dict[str, Any] = {"k": 1.0, "h": 14.0, "relearn_after": 3}
     detectors: list[Detector] = [CusumDrift(**params), CusumDrift(**params, resolution=0.01)]
-    series = np.repeat(np.arange(2, dtype=np.int32), x.size)
-    batch = Batch(series, np.tile(t, 2), np.tile(x, 2), np.zeros(series.size, dtype=np.int8), [700])
-    compared, flagged = check(detectors, DriftBank.from_detectors, batch, [True])
-    assert compared == series.size and flagged > 0
-
-
-@pytest.mark.parametrize("gap", [None, 3600.0, 86400.0])
-def test_drift_bank_relearns_as_cusum_drift(gap: float | None) -> None:
-    rng = np.random.default_rng(6)
-    detectors = [CusumDrift(grace_period=4, season_s=7200.0, season_bins=4) for _ in range(3)]
-    for det in detectors:
-        for i, v in enumerate(rng.normal(10.0, 1.0, 200)):
-            det.update(float(v), stamp(1.7e9 + 60.0 * i))
-    bank = DriftBank.from_detectors(detectors)
-    bank.relearn(np.array([0, 2]), None if gap is None else np.full(2, gap))
-    for i in (0, 2):
-        detectors[i].relearn(gap)
-    for row, det in enumerate(detectors):
-        same_state(bank.state(row), det.state())
+    assert each_detector(detectors, DriftBank.from_detectors, t, x, [700], [True]) > 0
 
 
 def flatline_params() -> st.SearchStrategy[dict[str, Any]]:
@@ -190,12 +150,15 @@ def flatline_params() -> st.SearchStrategy[dict[str, Any]]:
         "rarity": st.sampled_from([1e-7, 1e-2]), "alpha": st.sampled_from([0.01, 0.3])})
 
 
+@pytest.mark.parametrize(("cls", "bank", "strategy"), [(RobustSpike, SpikeBank, spike_params), (CusumDrift, DriftBank, drift_params),
+                                                     (Flatline, FlatlineBank, flatline_params)], ids=["spike", "drift", "flatline"])
 @SETTINGS
-@given(batch=batches(), params=st.lists(flatline_params(), min_size=4, max_size=4),
-       roundtrip=st.lists(st.booleans(), min_size=1, max_size=3))
-def test_flatline_bank_equals_flatline(batch: Batch, params: list[dict[str, Any]], roundtrip: list[bool]) -> None:
-    detectors: list[Detector] = [Flatline(**p) for p in params]
-    check(detectors, FlatlineBank.from_detectors, batch, roundtrip)
+@given(batch=batches(), data=st.data(), roundtrip=st.lists(st.booleans(), min_size=1, max_size=3))
+def test_scalar_banks_equal_their_detectors(cls: Any, bank: Any, strategy: Any, batch: Batch, data: st.DataObject,
+                                            roundtrip: list[bool]) -> None:
+    """Four series with their own hyperparameters, interleaved, cut at random, state converted at random: equal verdicts."""
+    params = data.draw(st.lists(strategy(), min_size=4, max_size=4))
+    check([cls(**p) for p in params], bank.from_detectors, batch, roundtrip)
 
 
 def test_flatline_bank_flags_what_flatline_flags_on_flow_nights() -> None:
@@ -206,24 +169,8 @@ def test_flatline_bank_flags_what_flatline_flags_on_flow_nights() -> None:
     x = np.where(day, np.round(40.0 + 3.0 * rng.standard_normal(t.size), 1), 0.0)
     x[700:760] = x[699]
     detectors: list[Detector] = [Flatline(n_intervals=12), Flatline(n_intervals=3, tolerance=0.2, grace_period=5)]
-    series = np.repeat(np.arange(2, dtype=np.int32), x.size)
-    batch = Batch(series, np.tile(t, 2), np.tile(x, 2), np.zeros(series.size, dtype=np.int8), [100, 1500])
-    compared, flagged = check(detectors, FlatlineBank.from_detectors, batch, [False, True])
-    assert compared == series.size and flagged > 0
+    assert each_detector(detectors, FlatlineBank.from_detectors, t, x, [100, 1500], [False, True]) > 0
     assert len(detectors[0].state()["held"]) == 16
-
-
-def test_flatline_bank_relearns_as_flatline() -> None:
-    detectors = [Flatline(n_intervals=3) for _ in range(3)]
-    for det in detectors:
-        for i, v in enumerate([1.0, 1.0, 2.0, 2.0, 2.0, 2.0, 2.0]):
-            det.update(v, stamp(1.7e9 + 60.0 * i))
-    bank = FlatlineBank.from_detectors(detectors)
-    bank.relearn(np.array([0, 2]))
-    for i in (0, 2):
-        detectors[i].relearn()
-    for row, det in enumerate(detectors):
-        same_state(bank.state(row), det.state())
 
 
 def mahalanobis_params(size: int) -> st.SearchStrategy[dict[str, Any]]:
@@ -268,24 +215,36 @@ def test_mahalanobis_bank_flags_what_mahalanobis_flags() -> None:
     x[1500:1510, 1] += 15.0
     detectors: list[Detector] = [Mahalanobis(["COD", "TSS", "NH4"], learn_clip=3.0), Mahalanobis(["COD", "TSS", "NH4"]),
                                  Mahalanobis(["COD", "TSS", "NH4"], eps=[1.0, 1.0, 0.1], threshold_off=3.0)]
-    series = np.repeat(np.arange(3, dtype=np.int32), 2000)
-    batch = Batch(series, np.tile(t, 3), np.tile(x, (3, 1)), np.zeros(series.size, dtype=np.int8), [3000])
-    compared, flagged = check(detectors, MahalanobisBank.from_detectors, batch, [True])
-    assert compared == series.size and flagged >= 3
+    assert each_detector(detectors, MahalanobisBank.from_detectors, t, x, [3000], [True]) >= 3
 
 
-def test_mahalanobis_bank_relearns_and_refuses_mixed_sizes() -> None:
-    detectors = [Mahalanobis(["a", "b"], grace_period=3) for _ in range(2)]
-    for det in detectors:
-        for i in range(10):
-            det.update([float(i), float(i % 3)], stamp(1.7e9 + 60.0 * i))
-    bank = MahalanobisBank.from_detectors(detectors)
-    bank.relearn(np.array([1]))
-    detectors[1].relearn(86400.0)
-    for row, det in enumerate(detectors):
-        same_state(bank.state(row), det.state())
+def test_mahalanobis_bank_refuses_mixed_sizes() -> None:
     with pytest.raises(ValueError, match="one size"):
         MahalanobisBank.from_detectors([Mahalanobis(["a"]), Mahalanobis(["a", "b"])])
+
+
+RELEARNING: list[tuple[Any, Any]] = [
+    (lambda: RobustSpike(window=10, grace_period=4, levels=2), SpikeBank.from_detectors),
+    (lambda: CusumDrift(grace_period=4, season_s=7200.0, season_bins=4), DriftBank.from_detectors),
+    (lambda: Flatline(n_intervals=3), FlatlineBank.from_detectors),
+    (lambda: Mahalanobis(["a", "b"], grace_period=3), MahalanobisBank.from_detectors)]
+
+
+@pytest.mark.parametrize("gap", [None, 3600.0, 86400.0])
+@pytest.mark.parametrize(("build", "bank_of"), RELEARNING)
+def test_banks_relearn_as_the_detectors(build: Any, bank_of: Any, gap: float | None) -> None:
+    """After learning a while, rows 0 and 2 relearn after a gap (None: of unknown length): the states stay equal."""
+    rng = np.random.default_rng(6)
+    detectors = [build() for _ in range(3)]
+    for det in detectors:
+        for i, v in enumerate(np.round(rng.normal(10.0, 1.0, 200), 0)):
+            det.update([v, v % 3] if det.input_kind == "vector" else float(v), stamp(1.7e9 + 60.0 * i))
+    bank = bank_of(detectors)
+    bank.relearn(np.array([0, 2]), None if gap is None else np.full(2, gap))
+    for i in (0, 2):
+        detectors[i].relearn(gap)
+    for row, det in enumerate(detectors):
+        same_state(bank.state(row), det.state())
 
 
 @SETTINGS

@@ -7,11 +7,14 @@ step runs over many series at once, and each series still sees its readings in a
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, ClassVar, Self
 
 import numpy as np
 
-__all__ = ["Ring", "StepArrays", "opt", "row_medians", "steps", "unopt"]
+from processors.detectors.base import Detector
+
+__all__ = ["Ring", "Rows", "StepArrays", "opt", "row_medians", "steps", "unopt"]
 
 
 def opt(x: float | None) -> float:
@@ -137,3 +140,53 @@ class StepArrays:
         state = state or {}
         self.step[row] = opt(state.get("step"))
         self.prev[row] = opt(state.get("prev"))
+
+
+class Rows:
+    """Base of the banks: one row per series, each with its detector's hyperparameters, convertible both ways.
+
+    A bank is built from scalar detectors (`from_detectors`: their hyperparameters and learned
+    state) and reads a row back as one (`detector`), so the worker can move between the scalar
+    classes and the engine without losing what was learned.
+    """
+
+    scalar: ClassVar[type[Detector]]
+
+    def __init__(self, params: Sequence[dict[str, Any]]) -> None:
+        self.params = [dict(p) for p in params]
+
+    def __len__(self) -> int:
+        return len(self.params)
+
+    def column(self, name: str, default: Any, dtype: Any = np.float64) -> np.ndarray:
+        """Hyperparameter `name` of every row (`default` where a row does not give it)."""
+        return np.array([p.get(name, default) for p in self.params], dtype=dtype)
+
+    def optional(self, name: str, default: float | None = None) -> np.ndarray:
+        """An optional hyperparameter of every row, None as NaN."""
+        return np.array([opt(p.get(name, default)) for p in self.params])
+
+    @staticmethod
+    def params_of(detector: Detector) -> dict[str, Any]:
+        """The hyperparameters a row is built with."""
+        return detector._get_params()
+
+    @classmethod
+    def from_detectors(cls, detectors: Sequence[Detector]) -> Self:
+        """A bank whose row i is detector i: its hyperparameters and learned state."""
+        bank = cls([cls.params_of(d) for d in detectors])
+        for i, det in enumerate(detectors):
+            bank.load(i, det.state())
+        return bank
+
+    def load(self, row: int, state: dict[str, Any]) -> None:
+        """Row `row` from the scalar detector's `state()`."""
+        raise NotImplementedError
+
+    def state(self, row: int) -> dict[str, Any]:
+        """Row `row` as the scalar detector's `state()`."""
+        raise NotImplementedError
+
+    def detector(self, row: int) -> Detector:
+        """Row `row` as a scalar detector."""
+        return self.scalar.from_state(self.state(row), **self.params[row])

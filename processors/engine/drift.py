@@ -10,29 +10,31 @@ import numpy as np
 
 from processors.detectors.base import fmt
 from processors.detectors.drift import BIN_SPREAD_SHARE, DAY_S, MAX_RHO, CusumDrift
-from processors.engine.common import StepArrays, opt, unopt
+from processors.engine.common import Rows, StepArrays, opt, unopt
 
 __all__ = ["DriftBank"]
 
 
-class DriftBank:
+class DriftBank(Rows):
     """Rows of `CusumDrift`, one per series, with per-row hyperparameters; `step` gives the scalar class's verdicts."""
 
+    scalar = CusumDrift
+
     def __init__(self, params: Sequence[dict[str, Any]]) -> None:
-        self.params = [dict(p) for p in params]
-        get = self._column
+        super().__init__(params)
+        get = self.column
         self.alpha, self.k, self.h = get("alpha", 0.01), get("k", 0.5), get("h", 8.0)
         self.grace = get("grace_period", 60, np.int64)
         self.eps = get("eps", 1e-9)
         self.relearn_after = np.array([-1 if p.get("relearn_after") is None else int(p["relearn_after"])
                                        for p in self.params], dtype=np.int64)
-        self.season_s = np.array([opt(p.get("season_s", DAY_S)) for p in self.params])
+        self.season_s = self.optional("season_s", DAY_S)
         self.bins = get("season_bins", 48, np.int64)
         self.season_alpha = get("season_alpha", 0.05)
         self.decorrelate = get("decorrelate", True, bool)
-        clip = np.array([opt(p.get("clip")) for p in self.params])
+        clip = self.optional("clip")
         self.cap = np.where(np.isnan(clip), self.h / 2.0, np.minimum(clip, self.h / 2.0))
-        self.resolution = np.array([opt(p.get("resolution")) for p in self.params])
+        self.resolution = self.optional("resolution")
         self.spread = get("seasonal_spread", True, bool)
         n, width = len(self.params), max(int(self.bins.max()) if self.params else 1, 1)
         self.stepper = StepArrays(n)
@@ -48,20 +50,6 @@ class DriftBank:
         self.profile_n = np.zeros((n, width), dtype=np.int64)
         self.profile_var = np.zeros((n, width))
         self.first = np.full(n, np.nan)
-
-    def _column(self, name: str, default: Any, dtype: Any = np.float64) -> np.ndarray:
-        return np.array([p.get(name, default) for p in self.params], dtype=dtype)
-
-    def __len__(self) -> int:
-        return len(self.params)
-
-    @classmethod
-    def from_detectors(cls, detectors: Sequence[CusumDrift]) -> DriftBank:
-        """A bank whose row i is detector i: its hyperparameters and learned state."""
-        bank = cls([d._get_params() for d in detectors])
-        for i, det in enumerate(detectors):
-            bank.load(i, det.state())
-        return bank
 
     def load(self, row: int, state: dict[str, Any]) -> None:
         """Row `row` from a `CusumDrift.state()` (through the class, so an old state is migrated as it would be)."""
@@ -88,10 +76,6 @@ class DriftBank:
                 "profile_n": [int(v) for v in self.profile_n[row, :bins]],
                 "profile_var": [float(v) for v in self.profile_var[row, :bins]],
                 "first": unopt(self.first[row]), "step": self.stepper.state(row)}
-
-    def detector(self, row: int) -> CusumDrift:
-        """Row `row` as a scalar detector."""
-        return CusumDrift.from_state(self.state(row), **self.params[row])
 
     def relearn(self, rows: np.ndarray, gap_s: np.ndarray | None = None) -> None:
         """`CusumDrift.relearn` on `rows`: after a gap of a period or more (or unknown) rebuild the baseline, else forget the lag."""

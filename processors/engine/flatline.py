@@ -10,7 +10,7 @@ import numpy as np
 
 from processors.detectors.base import fmt
 from processors.detectors.flatline import RUN_MEMORY, Flatline
-from processors.engine.common import opt, unopt
+from processors.engine.common import Rows, opt, unopt
 
 __all__ = ["FlatlineBank"]
 
@@ -27,15 +27,17 @@ def _key_text(bits: int) -> str:
     return f"{np.int64(bits).view(np.float64):.9g}"
 
 
-class FlatlineBank:
+class FlatlineBank(Rows):
     """Rows of `Flatline`, one per series, with per-row hyperparameters; `step` gives the scalar class's verdicts.
 
     The values a row has held longest (`Flatline._held`, keyed by the value's nine-digit text) are
     kept in insertion order as integer keys, so eviction picks the same one as the dict does.
     """
 
+    scalar = Flatline
+
     def __init__(self, params: Sequence[dict[str, Any]]) -> None:
-        self.params = [dict(p) for p in params]
+        super().__init__(params)
         n = len(self.params)
         self.n_intervals = np.array([p.get("n_intervals", 30) for p in self.params], dtype=np.int64)
         self.tolerance = np.array([p.get("tolerance", 0.0) for p in self.params], dtype=np.float64)
@@ -53,17 +55,6 @@ class FlatlineBank:
         self.held_key = np.zeros((n, RUN_MEMORY + 1), dtype=np.int64)
         self.held = np.zeros((n, RUN_MEMORY + 1), dtype=np.int64)
         self.held_count = np.zeros(n, dtype=np.int64)
-
-    def __len__(self) -> int:
-        return len(self.params)
-
-    @classmethod
-    def from_detectors(cls, detectors: Sequence[Flatline]) -> FlatlineBank:
-        """A bank whose row i is detector i: its hyperparameters and learned state."""
-        bank = cls([d._get_params() for d in detectors])
-        for i, det in enumerate(detectors):
-            bank.load(i, det.state())
-        return bank
 
     def load(self, row: int, state: dict[str, Any]) -> None:
         """Row `row` from a `Flatline.state()`."""
@@ -87,10 +78,6 @@ class FlatlineBank:
                 "stuck": bool(self.stuck[row]), "repeat": {"n": int(self.repeat_n[row]), "mean": float(self.repeat[row])},
                 "held": {_key_text(int(k)): int(v) for k, v in zip(self.held_key[row, :count], self.held[row, :count],
                                                                   strict=True)}}
-
-    def detector(self, row: int) -> Flatline:
-        """Row `row` as a scalar detector."""
-        return Flatline.from_state(self.state(row), **self.params[row])
 
     def relearn(self, rows: np.ndarray, gap_s: np.ndarray | None = None) -> None:
         """`Flatline.relearn` on `rows`: a new run at the next value; the repeat probability and held values are kept."""

@@ -7,21 +7,30 @@ from typing import Any
 
 import numpy as np
 
-from processors.detectors.base import fmt
+from processors.detectors.base import Detector, fmt
 from processors.detectors.multivariate import Mahalanobis
-from processors.engine.common import opt
+from processors.engine.common import Rows
 
 __all__ = ["MahalanobisBank"]
 
 
-class MahalanobisBank:
+class MahalanobisBank(Rows):
     """Rows of `Mahalanobis` over groups of the same size, with per-row hyperparameters; `step` gives the scalar verdicts.
 
     A value is a row of ``size`` numbers in the group's order, NaN where a parameter is missing.
     """
 
+    scalar = Mahalanobis
+
+    @staticmethod
+    def params_of(detector: Detector) -> dict[str, Any]:
+        """The hyperparameters a row is built with, with its group's names."""
+        if not isinstance(detector, Mahalanobis):
+            raise TypeError(f"a multivariate bank holds Mahalanobis detectors, not {type(detector).__name__}")
+        return {**detector._get_params(), "names": list(detector.names)}
+
     def __init__(self, params: Sequence[dict[str, Any]]) -> None:
-        self.params = [dict(p) for p in params]
+        super().__init__(params)
         sizes = {len(p["names"]) for p in self.params}
         if len(sizes) > 1:
             raise ValueError(f"one bank holds groups of one size; got sizes {sorted(sizes)}")
@@ -35,23 +44,12 @@ class MahalanobisBank:
         self.floor2 = np.array(eps).reshape(n, d) ** 2
         self.relearn_after = np.array([-1 if p.get("relearn_after") is None else int(p["relearn_after"])
                                        for p in self.params], dtype=np.int64)
-        self.threshold_off = np.array([opt(p.get("threshold_off")) for p in self.params])
-        self.learn_clip = np.array([opt(p.get("learn_clip")) for p in self.params])
+        self.threshold_off = self.optional("threshold_off")
+        self.learn_clip = self.optional("learn_clip")
         self.n = np.zeros(n, dtype=np.int64)
         self.run = np.zeros(n, dtype=np.int64)
         self.mean = np.zeros((n, d))
         self.cov = np.zeros((n, d, d))
-
-    def __len__(self) -> int:
-        return len(self.params)
-
-    @classmethod
-    def from_detectors(cls, detectors: Sequence[Mahalanobis]) -> MahalanobisBank:
-        """A bank whose row i is detector i: its hyperparameters and learned state."""
-        bank = cls([{**d._get_params(), "names": list(d.names)} for d in detectors])
-        for i, det in enumerate(detectors):
-            bank.load(i, det.state())
-        return bank
 
     def load(self, row: int, state: dict[str, Any]) -> None:
         """Row `row` from a `Mahalanobis.state()`; a state of another group size is refused."""
@@ -65,10 +63,6 @@ class MahalanobisBank:
     def state(self, row: int) -> dict[str, Any]:
         """Row `row` as `Mahalanobis.state()`."""
         return {"n": int(self.n[row]), "run": int(self.run[row]), "mean": self.mean[row].tolist(), "cov": self.cov[row].tolist()}
-
-    def detector(self, row: int) -> Mahalanobis:
-        """Row `row` as a scalar detector."""
-        return Mahalanobis.from_state(self.state(row), **self.params[row])
 
     def relearn(self, rows: np.ndarray, gap_s: np.ndarray | None = None) -> None:
         """`Mahalanobis.relearn` on `rows`: everything learned is forgotten."""

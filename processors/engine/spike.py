@@ -11,7 +11,7 @@ import numpy as np
 from processors.detectors.base import fmt
 from processors.detectors.levels import MAD_TO_SIGMA
 from processors.detectors.spike import RobustSpike
-from processors.engine.common import Ring, StepArrays, opt, row_medians
+from processors.engine.common import Ring, Rows, StepArrays, row_medians
 from processors.engine.levels_tail import LevelRows, TailRows
 
 __all__ = ["SpikeBank"]
@@ -24,7 +24,7 @@ def _int_or_none(x: int | None) -> int:
     return _NONE if x is None else int(x)
 
 
-class SpikeBank:
+class SpikeBank(Rows):
     """Rows of `RobustSpike`, one per series, with per-row hyperparameters; `step` gives the scalar class's verdicts.
 
     Build it from detectors (`from_detectors`), advance it with `step` (each row at most once per
@@ -32,19 +32,21 @@ class SpikeBank:
     scalar classes and the engine without losing what was learned.
     """
 
+    scalar = RobustSpike
+
     def __init__(self, params: Sequence[dict[str, Any]]) -> None:
-        self.params = [dict(p) for p in params]
-        get = self._column
+        super().__init__(params)
+        get = self.column
         self.window = get("window", 60, np.int64)
         self.threshold = get("threshold", 6.0)
         self.grace = get("grace_period", 30, np.int64)
         self.eps = get("eps", 1e-9)
         self.relearn_after = np.array([_int_or_none(p.get("relearn_after")) for p in self.params], dtype=np.int64)
-        self.resolution = np.array([opt(p.get("resolution")) for p in self.params])
+        self.resolution = self.optional("resolution")
         self.center_window = np.array([_int_or_none(p.get("center_window")) for p in self.params], dtype=np.int64)
-        self.threshold_off = np.array([opt(p.get("threshold_off")) for p in self.params])
+        self.threshold_off = self.optional("threshold_off")
         self.tail_p = get("tail_p", 0.001)
-        self.tail_ref = np.array([opt(p.get("tail_ref", 6.5)) for p in self.params])
+        self.tail_ref = self.optional("tail_ref", 6.5)
         n = len(self.params)
         self.ring = Ring(self.window)
         self.stepper = StepArrays(n)
@@ -52,20 +54,6 @@ class SpikeBank:
         self.tail = TailRows(n)
         self.n = np.zeros(n, dtype=np.int64)
         self.run = np.zeros(n, dtype=np.int64)
-
-    def _column(self, name: str, default: Any, dtype: Any = np.float64) -> np.ndarray:
-        return np.array([p.get(name, default) for p in self.params], dtype=dtype)
-
-    def __len__(self) -> int:
-        return len(self.params)
-
-    @classmethod
-    def from_detectors(cls, detectors: Sequence[RobustSpike]) -> SpikeBank:
-        """A bank whose row i is detector i: its hyperparameters and learned state."""
-        bank = cls([d._get_params() for d in detectors])
-        for i, det in enumerate(detectors):
-            bank.load(i, det.state())
-        return bank
 
     def load(self, row: int, state: dict[str, Any]) -> None:
         """Row `row` from a `RobustSpike.state()`."""
@@ -80,10 +68,6 @@ class SpikeBank:
         """Row `row` as `RobustSpike.state()`."""
         return {"buffer": self.ring.to_list(row), "n": int(self.n[row]), "run": int(self.run[row]),
                 "step": self.stepper.state(row), "levels": self.levels.state(row), "tail": self.tail.state(row)}
-
-    def detector(self, row: int) -> RobustSpike:
-        """Row `row` as a scalar detector."""
-        return RobustSpike.from_state(self.state(row), **self.params[row])
 
     def relearn(self, rows: np.ndarray, gap_s: np.ndarray | None = None) -> None:
         """`RobustSpike.relearn` on `rows`: warm up again, keeping the step, the known levels and the tail."""
