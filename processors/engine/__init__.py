@@ -1,0 +1,77 @@
+"""A columnar detection engine: the streaming detectors over many series at once, from numpy columns and array state.
+
+The scalar River-style classes of `processors.detectors` are the reference: a bank of this
+package gives, reading for reading, the verdicts (flag, score and, on request, the detail text)
+that the scalar class gives, and converts its rows to and from those classes' states
+(`from_detectors`, `detector`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from processors.engine.common import steps
+
+__all__ = ["Bank", "Verdicts", "advance"]
+
+MEASURING = 0
+"""The status code (Status.MEASURING, "00") of a reading the detectors judge; 01 and 02 runs are not judged."""
+
+
+class Bank(Protocol):
+    """What `advance` needs of a bank: one value per distinct row at a time."""
+
+    def step(self, rows: np.ndarray, x: np.ndarray, t: np.ndarray,
+             explain: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, list[str | None] | None]:
+        """Flags and scores of one value for each of `rows`, and the details of those `explain` marks."""
+        ...
+
+    def relearn(self, rows: np.ndarray, gap_s: np.ndarray | None = None) -> None:
+        """`Detector.relearn(gap_s)` on each of `rows`."""
+        ...
+
+
+@dataclass(frozen=True)
+class Verdicts:
+    """Per reading of a batch: whether a detector judged it, and its verdict's flag, score and detail (if asked)."""
+
+    judged: np.ndarray
+    flag: np.ndarray
+    score: np.ndarray
+    detail: list[str | None]
+    """The verdict's detail text where `advance` was asked to explain, else None."""
+
+
+def advance(bank: Bank, series: np.ndarray, t: np.ndarray, value: np.ndarray, status: np.ndarray | None = None,
+            relearn_gap_s: np.ndarray | None = None, explain: np.ndarray | None = None) -> Verdicts:
+    """Advance `bank` over a batch of columns, each series' readings in arrival order.
+
+    `series` holds the bank's row of each reading, `t` its event time (epoch seconds), `value` its
+    value (NaN: none) and `status` its status code (none: all measuring). A reading whose status is
+    not measuring is not judged (flag False, score 0), as the worker never hands it to a detector; a
+    NaN value is judged and skipped, as the scalar detector skips it. Where `relearn_gap_s` is not
+    NaN, the series relearns (`Detector.relearn(gap)`) just before that reading, as the worker does
+    on the first reading after a long gap. Where `explain` is True, the verdict's detail is formatted
+    (the worker needs it only for the conditions it builds).
+    """
+    judged = np.ones(series.size, dtype=bool) if status is None else status == MEASURING
+    flag = np.zeros(series.size, dtype=bool)
+    score = np.zeros(series.size)
+    detail: list[str | None] = [None] * series.size
+    picked = np.flatnonzero(judged)
+    for idx in steps(series[picked]):
+        at = picked[idx]
+        if relearn_gap_s is not None:
+            gap = relearn_gap_s[at]
+            after = ~np.isnan(gap)
+            if after.any():
+                bank.relearn(series[at][after], gap[after])
+        asked = None if explain is None else explain[at]
+        flag[at], score[at], said = bank.step(series[at], value[at], t[at], asked)
+        if said is not None and asked is not None:
+            for i in np.flatnonzero(asked).tolist():
+                detail[int(at[i])] = said[i]
+    return Verdicts(judged, flag, score, detail)

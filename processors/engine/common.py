@@ -1,0 +1,192 @@
+"""Shared pieces of the columnar engine: a batch cut into steps across series, optional numbers as arrays, rings and medians.
+
+Each detector's recursion is sequential within a series, but independent across series. A step
+takes the k-th reading of every series that has one in the batch, so every numpy operation of a
+step runs over many series at once, and each series still sees its readings in arrival order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar, Self
+
+import numpy as np
+
+from processors.detectors.base import Detector
+
+__all__ = ["Ring", "Rows", "StepArrays", "opt", "row_medians", "steps", "unopt"]
+
+
+def opt(x: float | None) -> float:
+    """An optional number as a float, None as NaN (the engine's arrays hold no None)."""
+    return np.nan if x is None else float(x)
+
+
+def unopt(x: Any) -> float | None:
+    """A float of an array back as an optional number: NaN is None."""
+    value = float(x)
+    return None if np.isnan(value) else value
+
+
+def steps(series: np.ndarray) -> list[np.ndarray]:
+    """Indices of a batch's readings in steps: step k holds the k-th reading (arrival order) of every series that has one.
+
+    Examples
+    --------
+    >>> [s.tolist() for s in steps(np.array([3, 1, 3, 3, 1]))]
+    [[1, 0], [4, 2], [3]]
+    """
+    n = series.size
+    if n == 0:
+        return []
+    order = np.argsort(series, kind="stable")
+    ordered = series[order]
+    first = np.ones(n, dtype=bool)
+    first[1:] = ordered[1:] != ordered[:-1]
+    rank = np.arange(n) - np.maximum.accumulate(np.where(first, np.arange(n), 0))
+    by_rank = np.argsort(rank, kind="stable")
+    bounds = np.searchsorted(rank[by_rank], np.arange(int(rank.max()) + 2))
+    return [order[by_rank[bounds[k]:bounds[k + 1]]] for k in range(int(rank.max()) + 1)]
+
+
+def row_medians(values: np.ndarray, size: np.ndarray) -> np.ndarray:
+    """Per row, the median of its first ``size`` values once sorted, where every unused slot holds +inf.
+
+    Equal to `processors.detectors.base.median` of those values (the two middle values summed and halved).
+    """
+    ordered = np.sort(values, axis=1)
+    half = size // 2
+    rows = np.arange(values.shape[0])
+    hi = ordered[rows, half]
+    lo = ordered[rows, np.maximum(half - 1, 0)]
+    return np.where(size % 2 == 1, hi, (lo + hi) / 2.0)
+
+
+class Ring:
+    """Rows of `processors.detectors.base.RingBuffer`: per row a capacity, a start and a size over a shared width."""
+
+    def __init__(self, capacity: np.ndarray) -> None:
+        self.capacity = capacity.astype(np.int64)
+        width = int(self.capacity.max()) if self.capacity.size else 1
+        self.data = np.zeros((self.capacity.size, max(width, 1)))
+        self.start = np.zeros(self.capacity.size, dtype=np.int64)
+        self.size = np.zeros(self.capacity.size, dtype=np.int64)
+
+    def append(self, rows: np.ndarray, x: np.ndarray) -> None:
+        """Append one value to each of `rows` (distinct), dropping the oldest of a full row."""
+        cap, start, size = self.capacity[rows], self.start[rows], self.size[rows]
+        full = size == cap
+        self.data[rows, np.where(full, start, (start + size) % cap)] = x
+        self.start[rows] = np.where(full, (start + 1) % cap, start)
+        self.size[rows] = np.where(full, size, size + 1)
+
+    def clear(self, rows: np.ndarray) -> None:
+        """Empty `rows`."""
+        self.start[rows] = 0
+        self.size[rows] = 0
+
+    def values(self, rows: np.ndarray) -> np.ndarray:
+        """The rows' stored values in storage order, +inf in unused slots (the storage order is not chronological)."""
+        used = np.arange(self.data.shape[1])[None, :] < self.size[rows, None]
+        return np.where(used, self.data[rows], np.inf)
+
+    def last(self, rows: np.ndarray, count: np.ndarray) -> np.ndarray:
+        """The newest ``count`` values of each row (``count`` <= its size), +inf in the other slots."""
+        width = max(int(count.max()) if count.size else 1, 1)
+        j = np.arange(width)[None, :]
+        chrono = self.size[rows, None] - count[:, None] + j
+        pos = (self.start[rows, None] + np.maximum(chrono, 0)) % self.capacity[rows, None]
+        return np.where(j < count[:, None], self.data[rows[:, None], pos], np.inf)
+
+    def to_list(self, row: int) -> list[float]:
+        """Row `row`'s values, oldest first."""
+        idx = (self.start[row] + np.arange(self.size[row])) % self.capacity[row]
+        return [float(v) for v in self.data[row, idx]]
+
+    def load(self, row: int, values: list[float]) -> None:
+        """Row `row` holds the last ``capacity`` of ``values`` (oldest first), as `RingBuffer.from_list`."""
+        kept = [float(v) for v in values][-int(self.capacity[row]):]
+        self.data[row, : len(kept)] = kept
+        self.start[row] = 0
+        self.size[row] = len(kept)
+
+
+class StepArrays:
+    """Rows of `processors.detectors.base.StepEstimate`: the smallest non-zero change seen and the last value (NaN: none)."""
+
+    def __init__(self, n: int) -> None:
+        self.step = np.full(n, np.nan)
+        self.prev = np.full(n, np.nan)
+
+    def update(self, rows: np.ndarray, x: np.ndarray) -> None:
+        """Learn the next value of each of `rows` (distinct)."""
+        prev, step = self.prev[rows], self.step[rows]
+        d = np.abs(x - prev)
+        smaller = ~np.isnan(prev) & (d > 1e-9 * np.maximum(1.0, np.abs(x))) & (np.isnan(step) | (d < step))
+        self.step[rows[smaller]] = d[smaller]
+        self.prev[rows] = x
+
+    def floor(self, rows: np.ndarray, resolution: np.ndarray) -> np.ndarray:
+        """The scale floor of each row: its configured resolution (NaN: none), else half its learned step (0.0 before any)."""
+        step = self.step[rows]
+        return np.where(np.isnan(resolution), np.where(np.isnan(step), 0.0, step) / 2.0, resolution)
+
+    def state(self, row: int) -> dict[str, Any]:
+        """Row `row` as `StepEstimate.state()`."""
+        return {"step": unopt(self.step[row]), "prev": unopt(self.prev[row])}
+
+    def load(self, row: int, state: dict[str, Any] | None) -> None:
+        """Row `row` from a `StepEstimate.state()` (None: nothing learned)."""
+        state = state or {}
+        self.step[row] = opt(state.get("step"))
+        self.prev[row] = opt(state.get("prev"))
+
+
+class Rows:
+    """Base of the banks: one row per series, each with its detector's hyperparameters, convertible both ways.
+
+    A bank is built from scalar detectors (`from_detectors`: their hyperparameters and learned
+    state) and reads a row back as one (`detector`), so the worker can move between the scalar
+    classes and the engine without losing what was learned.
+    """
+
+    scalar: ClassVar[type[Detector]]
+
+    def __init__(self, params: Sequence[dict[str, Any]]) -> None:
+        self.params = [dict(p) for p in params]
+
+    def __len__(self) -> int:
+        return len(self.params)
+
+    def column(self, name: str, default: Any, dtype: Any = np.float64) -> np.ndarray:
+        """Hyperparameter `name` of every row (`default` where a row does not give it)."""
+        return np.array([p.get(name, default) for p in self.params], dtype=dtype)
+
+    def optional(self, name: str, default: float | None = None) -> np.ndarray:
+        """An optional hyperparameter of every row, None as NaN."""
+        return np.array([opt(p.get(name, default)) for p in self.params])
+
+    @staticmethod
+    def params_of(detector: Detector) -> dict[str, Any]:
+        """The hyperparameters a row is built with."""
+        return detector._get_params()
+
+    @classmethod
+    def from_detectors(cls, detectors: Sequence[Detector]) -> Self:
+        """A bank whose row i is detector i: its hyperparameters and learned state."""
+        bank = cls([cls.params_of(d) for d in detectors])
+        for i, det in enumerate(detectors):
+            bank.load(i, det.state())
+        return bank
+
+    def load(self, row: int, state: dict[str, Any]) -> None:
+        """Row `row` from the scalar detector's `state()`."""
+        raise NotImplementedError
+
+    def state(self, row: int) -> dict[str, Any]:
+        """Row `row` as the scalar detector's `state()`."""
+        raise NotImplementedError
+
+    def detector(self, row: int) -> Detector:
+        """Row `row` as a scalar detector."""
+        return self.scalar.from_state(self.state(row), **self.params[row])
