@@ -25,6 +25,7 @@ import structlog
 from tenacity import AsyncRetrying, retry_if_exception, wait_exponential
 
 from alerts.alerts_table import apply_conditions
+from alerts.open_alerts import open_alert_keys
 from alerts.rules import Condition
 from processors.detection import DetectionConfig, LiveDetectors, detect_batch
 from processors.detection_state import StationState
@@ -181,7 +182,8 @@ class BatchProcessor:
                 conflicts = await self.writer.conflicts(conn, readings, new)
                 await record_store_counts(conn, readings, new, [r for r, *_ in conflicts])
                 await update_rollups(conn, new)
-                new_states, conditions, late = detect_batch(new, states, self.stations, self.config, self.live)
+                open_keys = await open_alert_keys(conn, {r.station_id for r in new})
+                new_states, conditions, late = detect_batch(new, states, self.stations, self.config, self.live, open_keys)
                 conditions = mark_historical(conditions, historical or {})
                 await completeness.record(conn, completeness.tally(new, late), self.stations)
                 alerts = await apply_conditions(conn, [*extra, *conditions])
