@@ -267,14 +267,15 @@ nor one written meanwhile by another worker): the result is the same as building
 
 
 def _prepare(state: StationState | dict[str, Any] | None, station: Station, config: DetectionConfig,
-             live: LiveDetectors | None, open_keys: OpenKeys | None) -> tuple[StationState, Plan, _Run]:
-    """The station's state to work on (a copy: the caller's stays as it was), its plan, and its detectors.
+             live: LiveDetectors | None, open_keys: OpenKeys | None, owned: bool) -> tuple[StationState, Plan, _Run]:
+    """The station's state to work on (a copy, so the caller's stays as it was, unless `owned`), its plan,
+    and its detectors.
 
     A state of an unknown version starts afresh; a state learned under another plan (another preset
     or channels) keeps its windows and rule runs but its detectors start afresh. The worker's live
     detectors are taken when the state is the one they wrote (`LiveDetectors`).
     """
-    loaded = load(state)
+    loaded = state if owned and isinstance(state, StationState) else load(state)
     current = StationState() if loaded is None else loaded
     plan = Plan.of(station, config)
     if current.plan is None:
@@ -329,15 +330,17 @@ def _in_order(run: _Run, plan: Plan, r: Reading, spec: ParameterSpec, value: flo
 
 
 def detect(state: StationState | dict[str, Any] | None, readings: Sequence[Reading], station: Station,
-           config: DetectionConfig, live: LiveDetectors | None = None, open_keys: OpenKeys | None = None) -> Outcome:
+           config: DetectionConfig, live: LiveDetectors | None = None, open_keys: OpenKeys | None = None,
+           owned: bool = False) -> Outcome:
     """New state and conditions after the station's new readings, taken in arrival order.
 
     `state` is the station's state from its last batch, as a `StationState` or its JSON (of any
     version `StationState.from_json` reads); None or an unknown version: start afresh. `live` (the
     worker's, see `LiveDetectors`) is read and updated; without it the state carries no token. With
-    `open_keys` (`alerts.rules.OpenKeys`), a clear condition is found only for a key in it.
+    `open_keys` (`alerts.rules.OpenKeys`), a clear condition is found only for a key in it. An `owned`
+    `StationState` is worked on in place (`processors.detection_state.StateCache`), not copied.
     """
-    current, plan, run = _prepare(state, station, config, live, open_keys)
+    current, plan, run = _prepare(state, station, config, live, open_keys, owned)
     found: list[Condition] = []
     late: list[Reading] = []
     by_ts: dict[float, dict[str, float]] = defaultdict(dict)
@@ -476,7 +479,8 @@ def _multivariate(state: StationState, run: _Run, plan: Plan, by_ts: dict[float,
 
 def detect_batch(readings: Sequence[Reading], states: Mapping[str, StationState | dict[str, Any] | None],
                  stations: Mapping[str, Station], config: DetectionConfig, live: LiveDetectors | None = None,
-                 open_keys: OpenKeys | None = None) -> tuple[dict[str, StationState], list[Condition], list[Reading]]:
+                 open_keys: OpenKeys | None = None, owned: bool = False
+                 ) -> tuple[dict[str, StationState], list[Condition], list[Reading]]:
     """`detect` for every station in a batch: (new state per station, conditions, late readings)."""
     by_station: dict[str, list[Reading]] = defaultdict(list)
     for r in readings:
@@ -488,7 +492,7 @@ def detect_batch(readings: Sequence[Reading], states: Mapping[str, StationState 
         station = stations.get(station_id)
         if station is None:
             continue
-        outcome = detect(states.get(station_id), rs, station, config, live, open_keys)
+        outcome = detect(states.get(station_id), rs, station, config, live, open_keys, owned)
         new_states[station_id] = outcome.state
         conditions.extend(outcome.conditions)
         late.extend(outcome.late)

@@ -28,7 +28,7 @@ from alerts.alerts_table import apply_conditions
 from alerts.open_alerts import open_alert_keys
 from alerts.rules import Condition
 from processors.detection import DetectionConfig, LiveDetectors, detect_batch
-from processors.detection_state import StationState
+from processors.detection_state import StateCache, StationState, load
 from processors.reading_writer import ReadingWriter
 from processors.rollups import refresh_late_aggregates, update_rollups
 from quantrac import completeness, metrics
@@ -49,6 +49,10 @@ HISTORICAL_SOURCES = frozenset({"import"})
 
 Record = tuple[list[Reading], datetime, str]
 """Readings, receive time and source of one `quantrac.readings` record."""
+
+States = StationState | dict[str, Any] | bytes | None
+"""A station's detection state before a batch: the Faust table's bytes (see `BatchProcessor.cache`), or a state or
+its JSON (copied, never changed); None: fresh."""
 
 DeadLetter = tuple[bytes | None, bytes]
 """Key and value of a record for the dead-letter topic."""
@@ -164,6 +168,8 @@ class BatchProcessor:
         self.config = config or DetectionConfig()
         self.writer = ReadingWriter()
         self.live: LiveDetectors = {}
+        self.cache = StateCache()
+        """The stations' states alive between batches: hand `process` the table's bytes, write `cache.written`."""
         self._conn: psycopg.AsyncConnection[Any] | None = None
 
     async def _connection(self) -> psycopg.AsyncConnection[Any]:
@@ -172,25 +178,36 @@ class BatchProcessor:
             self.writer.forget_partitions()
         return self._conn
 
-    async def _process_once(self, records: Sequence[Record], states: Mapping[str, StationState | dict[str, Any] | None],
+    def _owned(self, station_ids: Iterable[str], states: Mapping[str, States]) -> dict[str, StationState | None]:
+        """The stations' states to work on in place: kept alive for the table's bytes, else parsed or copied."""
+        return {i: self.cache.state(i, s) if isinstance(s, bytes) else load(s)
+                for i in station_ids if (s := states.get(i)) is not None}
+
+    async def _process_once(self, records: Sequence[Record], states: Mapping[str, States],
                             extra: Sequence[Condition], historical: Mapping[str, datetime] | None = None) -> BatchResult:
         readings = [r for rs, *_ in records for r in rs]
         conn = await self._connection()
+        owned: dict[str, StationState | None] = {}
         try:
             async with conn.transaction():
                 new = await self.writer.write(conn, readings)
                 conflicts = await self.writer.conflicts(conn, readings, new)
                 await record_store_counts(conn, readings, new, [r for r, *_ in conflicts])
                 await update_rollups(conn, new)
-                open_keys = await open_alert_keys(conn, {r.station_id for r in new})
-                new_states, conditions, late = detect_batch(new, states, self.stations, self.config, self.live, open_keys)
+                judged = {r.station_id for r in new}
+                open_keys = await open_alert_keys(conn, judged)
+                owned = self._owned(judged, states)
+                new_states, conditions, late = detect_batch(new, owned, self.stations, self.config, self.live, open_keys,
+                                                            owned=True)
                 conditions = mark_historical(conditions, historical or {})
                 await completeness.record(conn, completeness.tally(new, late), self.stations)
                 alerts = await apply_conditions(conn, [*extra, *conditions])
         except psycopg.OperationalError:
+            self.cache.forget(owned)  # worked on in place by a batch that did not happen
             await conn.close()
             raise
         except Exception:
+            self.cache.forget(owned)
             self.writer.forget_partitions()  # partitions created in the rolled-back transaction are gone
             raise
         await refresh_late_aggregates(conn, new)
@@ -202,7 +219,7 @@ class BatchProcessor:
         return BatchResult(len(new), alerts, new_states, len(late), deadletters)
 
     async def process(self, raws: Sequence[bytes] | None = None, *, records: Sequence[Record] | None = None,
-                      states: Mapping[str, StationState | dict[str, Any] | None] | None = None,
+                      states: Mapping[str, States] | None = None,
                       extra: Sequence[Condition] = ()) -> BatchResult:
         """Store and evaluate one batch (raw records, or records already decoded); see the module docstring for failures.
 
@@ -228,7 +245,7 @@ class BatchProcessor:
         metrics.WORKER_READINGS_STORED.inc(result.new)
         return result
 
-    async def _one_by_one(self, records: Sequence[Record], states: Mapping[str, StationState | dict[str, Any] | None],
+    async def _one_by_one(self, records: Sequence[Record], states: Mapping[str, States],
                           extra: Sequence[Condition], historical: Mapping[str, datetime]) -> BatchResult:
         """The batch record by record, each in its own transaction; a record that still fails is quarantined."""
         total = BatchResult(0, [], {})
