@@ -87,6 +87,24 @@ def records(stations: dict[str, Station], messages: int) -> list[tuple[bytes, by
     return out
 
 
+def decode_costs(raws: list[bytes], per_message: int, batch: int = 500) -> dict[str, float]:
+    """CPU µs per reading to decode the records in the worker's batch size: the validated way (one pydantic
+    `Reading` each), into columns only, and into columns then back into `Reading`s (what the worker does today)."""
+    from quantrac.wire import decode_sourced
+    from quantrac.wire_columns import decode_columns
+
+    batches = [raws[i:i + batch] for i in range(0, len(raws), batch)]
+    ways = {"validated_readings": lambda b: [decode_sourced(r) for r in b], "columns": decode_columns,
+            "columns_then_readings": lambda b: decode_columns(b).records()}
+    out = {}
+    for name, decode in ways.items():
+        began = time.process_time()
+        for b in batches:
+            decode(b)
+        out[name] = round((time.process_time() - began) / (len(raws) * per_message) * 1e6, 2)
+    return out
+
+
 def fill_topic(values: list[tuple[bytes, bytes]]) -> float:
     from ingest.producer import make_producer
 
@@ -187,10 +205,12 @@ def drain_worker(want: int, profile: Path | None, timeout: float = 600, stall: f
 
 
 STAGES = (
+    ("Faust table writes (changelog)", ("(faust/tables/",)),
     ("decode", ("decode_records", "decode_sourced", "decode_columns", "(quantrac/wire.py")),
+    ("state: JSON dump and table write", ("StateCache.written", "_put (processors/readings_agent", "to_json",
+                                          "_Run.save", ".state (processors/detectors/")),
     ("state: table read, JSON load and copy", ("_get (processors/readings_agent", "(processors/detection_state.py",
-                                               "_prepare (processors/detection")),
-    ("state: JSON dump and table write", ("_put (processors/readings_agent", "to_json")),
+                                               "_prepare (processors/detection", "from_state (processors/detectors/")),
     ("conditions (alerts/rules.py)", ("(alerts/rules.py",)),
     ("detectors", ("(processors/detectors/",)),
     ("windows", ("(processors/windows.py",)),
@@ -254,6 +274,7 @@ def main() -> None:
         values = records(stations, args.messages)
         per_message = len(stations[min(stations)].parameters)
         fill_s = fill_topic(values)
+        decode = decode_costs([v for _, v in values], per_message)
 
         baseline = asyncio.run(count_with_aiokafka(args.messages))
         baseline["readings_per_s"] = round(baseline["records"] * per_message / max(baseline["seconds"], 1e-9), 1)
@@ -266,6 +287,7 @@ def main() -> None:
             "messages": args.messages, "readings_per_message": per_message, "stations": args.stations,
             "fill_seconds": round(fill_s, 2), "load_average_at_end": os.getloadavg(),
             "worker": worker, "baseline_aiokafka_count": baseline, "faust_count": faust,
+            "decode_cpu_us_per_reading": decode,
             "worker_vs_baseline": round(worker["readings_per_s"] / max(baseline["readings_per_s"], 1e-9), 4),
             "faust_count_vs_baseline": round(faust["readings_per_s"] / max(baseline["readings_per_s"], 1e-9), 4),
             "worker_vs_faust_count": round(worker["readings_per_s"] / max(faust["readings_per_s"], 1e-9), 4),

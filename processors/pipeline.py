@@ -37,6 +37,7 @@ from quantrac.domain import Reading, Station
 from quantrac.failures import RECORD_ATTEMPTS, RateLimitedLog, describe, is_record_failure
 from quantrac.safe_text import safe_text
 from quantrac.wire import decode_sourced, encode_deadletter, encode_quarantine, encode_readings
+from quantrac.wire_columns import decode_columns
 
 log = structlog.get_logger(__name__)
 _log = RateLimitedLog(log)
@@ -59,21 +60,26 @@ DeadLetter = tuple[bytes | None, bytes]
 
 
 def decode_records(raws: Sequence[bytes], undecodable: list[DeadLetter] | None = None) -> list[Record]:
-    """Readings, receive time and source of every record that decodes.
+    """Readings, receive time and source of every record that decodes, in the batch's order.
+
+    Records in the bridge's exact form are read in columns (`quantrac.wire_columns`), the others
+    the validated way (`quantrac.wire.decode_sourced`).
 
     A record that does not (the bridge validated it, so only a foreign producer or a bug of ours
     writes one) is quarantined into `undecodable` when given, else logged and skipped.
     """
-    records: list[Record] = []
-    for raw in raws:
+    columns = decode_columns(raws)
+    records = columns.records()
+    for index in columns.slow:  # not in the bridge's exact form: the validated way, which explains what is wrong
+        raw = raws[index]
         try:
-            records.append(decode_sourced(raw))
+            records[index] = decode_sourced(raw)
         except Exception as exc:
             _log("error", "worker.undecodable_record", key=type(exc).__name__, error=safe_text(describe(exc), 300),
                  size=len(raw), action="quarantined" if undecodable is not None else "skipped")
             if undecodable is not None:
                 undecodable.append(quarantine_record(raw, exc))
-    return records
+    return [records[index] for index in sorted(records)]
 
 
 def quarantine_record(raw: bytes, exc: BaseException, key: bytes | None = None) -> DeadLetter:
