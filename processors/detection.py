@@ -360,12 +360,12 @@ def detect(state: StationState | dict[str, Any] | None, readings: Sequence[Readi
             current.late_count += 1
             late.append(r)
             continue
-        windows.add(ps.windows, r.ts, value, station.expected_interval_s)
+        touched = windows.add(ps.windows, r.ts, value, station.expected_interval_s, t)
         if in_order:
             found.extend(_in_order(run, plan, r, spec, value, t, station, config))
             if value is not None:
                 by_ts[t][r.parameter] = value
-        next_close = _close_due(current, station, config, r.parameter, next_close, found, open_keys)
+        next_close = _close_due(current, station, config, r.parameter, touched, next_close, found, open_keys)
     found.extend(_multivariate(current, run, plan, by_ts, station, config))
     run.save()
     if live is None:
@@ -376,15 +376,20 @@ def detect(state: StationState | dict[str, Any] | None, readings: Sequence[Readi
     return Outcome(current, found, late)
 
 
-def _close_due(state: StationState, station: Station, config: DetectionConfig, parameter: str, next_close: float,
-               found: list[Condition], open_keys: OpenKeys | None) -> float:
-    """Judge the window means due after a reading of `parameter`; the new `next_close` (see `_due`)."""
+def _close_due(state: StationState, station: Station, config: DetectionConfig, parameter: str, touched: windows.Touched,
+               next_close: float, found: list[Condition], open_keys: OpenKeys | None) -> float:
+    """Judge the window means due after a reading of `parameter` that counted in the `touched` buckets;
+    the new `next_close` (see `_due`).
+
+    While the watermark is before `next_close` no bucket is closed, and every bucket due before this
+    reading was judged at its own reading: only the touched buckets can be due, by being complete, and
+    only they can end before `next_close` (a bucket is made only by the reading it counts)."""
     watermark = (state.newest_t or 0.0) - config.lateness_s
     if watermark >= next_close:
         found.extend(_due(state, station, config, list(state.parameters), open_keys))
         return min((windows.earliest_end(ps.windows) for ps in state.parameters.values()), default=math.inf)
-    found.extend(_due(state, station, config, [parameter], open_keys))
-    return min(next_close, windows.earliest_end(state.parameters[parameter].windows))
+    found.extend(_judge_means(station, parameter, windows.complete(touched, config.min_coverage), config, open_keys))
+    return min(next_close, *(entry[windows.END] for _, _, entry in touched))
 
 
 def gap_s(station: Station, config: DetectionConfig) -> float:
@@ -444,11 +449,15 @@ def _due(state: StationState, station: Station, config: DetectionConfig, paramet
     watermark = (state.newest_t or 0.0) - config.lateness_s
     found: list[Condition] = []
     for parameter in parameters:
-        ps = state.parameters[parameter]
-        for mean in windows.due(ps.windows, watermark, config.min_coverage):
-            found.extend(judge_limit(station, parameter, mean.mean, mean.start, mean.basis, config.early_fraction,
-                                     open_keys=open_keys))
+        found.extend(_judge_means(station, parameter, windows.due(state.parameters[parameter].windows, watermark,
+                                                                  config.min_coverage), config, open_keys))
     return found
+
+
+def _judge_means(station: Station, parameter: str, means: list[windows.WindowMean], config: DetectionConfig,
+                 open_keys: OpenKeys | None) -> list[Condition]:
+    return [c for mean in means for c in judge_limit(station, parameter, mean.mean, mean.start, mean.basis,
+                                                     config.early_fraction, open_keys=open_keys)]
 
 
 def _multivariate(state: StationState, run: _Run, plan: Plan, by_ts: dict[float, dict[str, float]], station: Station,
