@@ -17,6 +17,13 @@ from datetime import datetime
 
 from quantrac.domain import ParameterSpec, Severity, Station
 
+OpenKeys = set[tuple[str, str, str]]
+"""(station, parameter, rule) keys that may have an open alert.
+
+Given to a rule (`open_keys=`), it builds a clear condition only for a key in the set (a clear
+condition on a key with no open alert changes nothing, and about 99.9 % of them are), and adds the
+key of every active condition it builds, so that a clear one later in the same batch is built."""
+
 
 @dataclass(frozen=True)
 class Condition:
@@ -42,6 +49,17 @@ class Condition:
     """A detector's score (anomaly rules), judged against `limit`; None for the other rules."""
 
 
+def wanted(open_keys: OpenKeys | None, station_id: str, parameter: str, rule: str, active: bool) -> bool:
+    """Whether to build this condition (see `OpenKeys`); None: every condition is built."""
+    if open_keys is None:
+        return True
+    key = (station_id, parameter, rule)
+    if active:
+        open_keys.add(key)
+        return True
+    return key in open_keys
+
+
 def rule_name(rule: str, basis: str) -> str:
     """`exceedance` for the instantaneous value, `exceedance_1h` for the 1-h mean, and so on."""
     return rule if basis == "instant" else f"{rule}_{basis}"
@@ -56,7 +74,7 @@ def _what(basis: str) -> str:
 
 
 def judge_limit(station: Station, parameter: str, value: float, ts: datetime, basis: str = "instant",
-                early_fraction: float | None = 0.8) -> list[Condition]:
+                early_fraction: float | None = 0.8, *, open_keys: OpenKeys | None = None) -> list[Condition]:
     """Conditions of one value (or window mean) against its station's limit, active or clear.
 
     Rules: `exceedance` above the maximum, `below_minimum` under the minimum (pH), and
@@ -70,32 +88,38 @@ def judge_limit(station: Station, parameter: str, value: float, ts: datetime, ba
     found: list[Condition] = []
     if limit.high is not None:
         above = value > limit.high
-        found.append(Condition(
-            station.id, parameter, rule_name("exceedance", basis), basis, Severity.CRITICAL, value, limit.high, limit.source, ts,
-            f"{where}: {what} {value:g} {unit} is {'above' if above else 'within'} the limit {limit.high:g} {unit} ({basis}; {limit.source})",
-            active=above))
+        if wanted(open_keys, station.id, parameter, rule_name("exceedance", basis), above):
+            found.append(Condition(
+                station.id, parameter, rule_name("exceedance", basis), basis, Severity.CRITICAL, value, limit.high, limit.source,
+                ts, f"{where}: {what} {value:g} {unit} is {'above' if above else 'within'} the limit {limit.high:g} {unit} "
+                f"({basis}; {limit.source})", active=above))
         if early_fraction is not None and limit.low is None and limit.high > 0:
             threshold = early_fraction * limit.high
             warn = threshold < value <= limit.high
-            found.append(Condition(
-                station.id, parameter, rule_name("early_warning", basis), basis, Severity.WARNING, value, limit.high, limit.source, ts,
-                f"{where}: {what} {value:g} {unit} is {value / limit.high:.0%} of the limit {limit.high:g} {unit} "
-                f"(early warning above {early_fraction:.0%}; {basis}; {limit.source})", active=warn))
+            if wanted(open_keys, station.id, parameter, rule_name("early_warning", basis), warn):
+                found.append(Condition(
+                    station.id, parameter, rule_name("early_warning", basis), basis, Severity.WARNING, value, limit.high,
+                    limit.source, ts, f"{where}: {what} {value:g} {unit} is {value / limit.high:.0%} of the limit "
+                    f"{limit.high:g} {unit} (early warning above {early_fraction:.0%}; {basis}; {limit.source})", active=warn))
     if limit.low is not None:
         below = value < limit.low
-        found.append(Condition(
-            station.id, parameter, rule_name("below_minimum", basis), basis, Severity.CRITICAL, value, limit.low, limit.source, ts,
-            f"{where}: {what} {value:g} {unit} is {'below' if below else 'above'} the minimum {limit.low:g} {unit} ({basis}; {limit.source})",
-            active=below))
+        if wanted(open_keys, station.id, parameter, rule_name("below_minimum", basis), below):
+            found.append(Condition(
+                station.id, parameter, rule_name("below_minimum", basis), basis, Severity.CRITICAL, value, limit.low, limit.source,
+                ts, f"{where}: {what} {value:g} {unit} is {'below' if below else 'above'} the minimum {limit.low:g} {unit} "
+                f"({basis}; {limit.source})", active=below))
     return found
 
 
-def judge_range(station: Station, spec: ParameterSpec, value: float, ts: datetime) -> Condition | None:
+def judge_range(station: Station, spec: ParameterSpec, value: float, ts: datetime, *,
+                open_keys: OpenKeys | None = None) -> Condition | None:
     """`out_of_range`: a value outside the instrument's range is a device fault, not a measurement."""
     if spec.range_min is None and spec.range_max is None:
         return None
     low_out = spec.range_min is not None and value < spec.range_min
     high_out = spec.range_max is not None and value > spec.range_max
+    if not wanted(open_keys, station.id, spec.symbol, "out_of_range", low_out or high_out):
+        return None
     bound = spec.range_min if low_out else spec.range_max if spec.range_max is not None else spec.range_min
     return Condition(
         station.id, spec.symbol, "out_of_range", "instant", Severity.WARNING, value, float(bound),  # type: ignore[arg-type]  # bound is not None: the early return leaves range_min or range_max set, and the one chosen is the set one
@@ -112,7 +136,8 @@ def in_range(spec: ParameterSpec, value: float) -> bool:
 
 
 def judge_rate(station: Station, spec: ParameterSpec, prev_ts: datetime, prev_value: float, ts: datetime,
-               value: float, *, at: datetime | None = None, smoothed: bool = False) -> Condition | None:
+               value: float, *, at: datetime | None = None, smoothed: bool = False,
+               open_keys: OpenKeys | None = None) -> Condition | None:
     """`rate_of_change`: the change per minute from `prev_value` at `prev_ts` to `value` at `ts`, against the bound.
 
     `max_rate_per_min` is the largest change per minute of the parameter's *level* the process can
@@ -129,6 +154,8 @@ def judge_rate(station: Station, spec: ParameterSpec, prev_ts: datetime, prev_va
         return None
     rate = abs(value - prev_value) / minutes
     fast = rate > spec.max_rate_per_min
+    if not wanted(open_keys, station.id, spec.symbol, "rate_of_change", fast):
+        return None
     what = "level" if smoothed else "value"
     return Condition(
         station.id, spec.symbol, "rate_of_change", "instant", Severity.WARNING, rate, spec.max_rate_per_min,
@@ -138,9 +165,11 @@ def judge_rate(station: Station, spec: ParameterSpec, prev_ts: datetime, prev_va
 
 
 def judge_fault(station: Station, parameter: str, run_count: int, run_seconds: float, ts: datetime,
-                after_n: int, after_s: float) -> Condition:
+                after_n: int, after_s: float, *, open_keys: OpenKeys | None = None) -> Condition | None:
     """`device_fault`: status 02 for `after_n` consecutive readings or `after_s` seconds; clear once 00 returns."""
     persisting = run_count >= after_n or (run_count > 0 and run_seconds >= after_s)
+    if not wanted(open_keys, station.id, parameter, "device_fault", persisting):
+        return None
     return Condition(
         station.id, parameter, "device_fault", "instant", Severity.WARNING, float(run_count), float(after_n),
         f"status 02 for {after_n} readings or {after_s:g} s (worker setting)", ts,
@@ -150,9 +179,11 @@ def judge_fault(station: Station, parameter: str, run_count: int, run_seconds: f
 
 
 def judge_calibration(station: Station, parameter: str, run_seconds: float, day_seconds: float, ts: datetime,
-                      max_s: float, daily_s: float) -> Condition:
+                      max_s: float, daily_s: float, *, open_keys: OpenKeys | None = None) -> Condition | None:
     """`calibration_overrun`: status 01 continuously beyond `max_s`, or beyond `daily_s` in a local day."""
     over = run_seconds > max_s or day_seconds > daily_s
+    if not wanted(open_keys, station.id, parameter, "calibration_overrun", over):
+        return None
     return Condition(
         station.id, parameter, "calibration_overrun", "instant", Severity.WARNING, run_seconds / 60, max_s / 60,
         f"calibration allowance {max_s / 60:g} min continuous, {daily_s / 60:g} min a day (worker setting)", ts,
@@ -162,16 +193,21 @@ def judge_calibration(station: Station, parameter: str, run_seconds: float, day_
 
 
 def judge_anomaly(station: Station, parameter: str, kind: str, is_anomaly: bool, value: float | None, score: float,
-                  threshold: float, detail: str, ts: datetime) -> Condition:
+                  threshold: float, detail: str, ts: datetime, *, open_keys: OpenKeys | None = None) -> Condition | None:
     """`anomaly_<kind>` from a streaming detector's verdict (severity warning): the reading's value, and the score
     judged against the detector's threshold (`limit`). A group's verdict has no one value."""
+    if not wanted(open_keys, station.id, parameter, f"anomaly_{kind}", is_anomaly):
+        return None
     return Condition(station.id, parameter, f"anomaly_{kind}", "instant", Severity.WARNING, value, threshold,
                      f"{kind} detector", ts, f"{_where(station, parameter)}: {kind} anomaly: {detail}", active=is_anomaly,
                      score=score)
 
 
-def judge_data_stopped(station: Station, parameter: str, rule: str, last_ts: datetime, resumed_ts: datetime) -> Condition:
+def judge_data_stopped(station: Station, parameter: str, rule: str, last_ts: datetime, resumed_ts: datetime, *,
+                       open_keys: OpenKeys | None = None) -> Condition | None:
     """Clear `rule` at the series' last reading before a gap: an alert does not bridge a gap (`data_stopped`)."""
+    if not wanted(open_keys, station.id, parameter, rule, False):
+        return None
     gap_min = (resumed_ts - last_ts).total_seconds() / 60
     return Condition(station.id, parameter, rule, "instant", Severity.WARNING, 0.0, 0.0, "data gap", last_ts,
                      f"{_where(station, parameter)}: data stopped at {last_ts.isoformat()} for {gap_min:.0f} min; "

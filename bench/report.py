@@ -54,6 +54,9 @@ def rows() -> list[str]:
         ours, base = worker["worker"]["readings_per_s"], worker["baseline_aiokafka_count"]["readings_per_s"]
         out.append(f"| Worker alone (readings/s: store, rollups, every rule) | {ours:,.0f} | {base:,.0f} (bare aiokafka consumer that "
                    f"only counts) | {worker['worker_vs_baseline']} | {_when(worker)} |")
+        if (faust := worker.get("faust_count")) is not None:
+            out.append(f"| ↳ Faust alone: the worker's app and batch API, only counting (readings/s) | "
+                       f"{faust['readings_per_s']:,.0f} | {base:,.0f} | {worker['faust_count_vs_baseline']} | |")
     if (store := newest("store")) is not None:
         out.extend(_store_rows(store))
     if (soak := newest("soak")) is not None:

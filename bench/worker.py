@@ -6,7 +6,9 @@ topic and database:
    written to the readings topic before anything consumes it;
 2. baseline: an aiokafka consumer with no group reads the topic from the beginning and only counts
    records, until it has N (clock from its start, connection included);
-3. quantrac: `quantrac worker` (store, rollups, every rule, alerts) starts on the same topic; the
+3. Faust alone: the worker's app and batch API, only counting (bench/faust_count.py; clock from its
+   first record to its last), what Faust costs before the worker does any work;
+4. quantrac: `quantrac worker` (store, rollups, every rule, alerts) starts on the same topic; the
    clock runs from the first stored reading to the last (startup and the first rebalance excluded,
    reported apart), counted in PostgreSQL.
 
@@ -19,6 +21,7 @@ import argparse
 import asyncio
 import os
 import random
+import subprocess
 import sys
 import time
 from datetime import datetime, timedelta, timezone
@@ -27,9 +30,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+import orjson  # noqa: E402
 import structlog  # noqa: E402
 
 from bench.common import (  # noqa: E402
+    IDLE_FRAMES,
     ProcessSample,
     prepare_private_stack,
     private_settings,
@@ -82,6 +87,24 @@ def records(stations: dict[str, Station], messages: int) -> list[tuple[bytes, by
     return out
 
 
+def decode_costs(raws: list[bytes], per_message: int, batch: int = 500) -> dict[str, float]:
+    """CPU µs per reading to decode the records in the worker's batch size: the validated way (one pydantic
+    `Reading` each), into columns only, and into columns then back into `Reading`s (what the worker does today)."""
+    from quantrac.wire import decode_sourced
+    from quantrac.wire_columns import decode_columns
+
+    batches = [raws[i:i + batch] for i in range(0, len(raws), batch)]
+    ways = {"validated_readings": lambda b: [decode_sourced(r) for r in b], "columns": decode_columns,
+            "columns_then_readings": lambda b: decode_columns(b).records()}
+    out = {}
+    for name, decode in ways.items():
+        began = time.process_time()
+        for b in batches:
+            decode(b)
+        out[name] = round((time.process_time() - began) / (len(raws) * per_message) * 1e6, 2)
+    return out
+
+
 def fill_topic(values: list[tuple[bytes, bytes]]) -> float:
     from ingest.producer import make_producer
 
@@ -112,6 +135,33 @@ async def count_with_aiokafka(want: int, timeout: float = 300) -> dict[str, floa
         await consumer.stop()
     seconds = time.monotonic() - began
     return {"records": got, "seconds": round(seconds, 3), "cpu_cores": round((time.process_time() - cpu) / max(seconds, 1e-9), 3)}
+
+
+def count_with_faust(want: int, per_message: int, timeout: float = 300) -> dict[str, float]:
+    """Faust's own cost: the worker's app and batch API, only counting (bench/faust_count.py), in its own group."""
+    logs = SETTINGS.run_dir / "bench-logs"
+    out = logs / "faust-count.json"
+    out.unlink(missing_ok=True)
+    env = {**os.environ, **settings_env(SETTINGS), "QUANTRAC_WORKER_ID": f"{SETTINGS.worker_id}-faustcount",
+           "BENCH_FAUST_COUNT_WANT": str(want), "BENCH_FAUST_COUNT_OUT": str(out), "PYTHONUNBUFFERED": "1"}
+    logs.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen([sys.executable, str(REPO / "bench" / "faust_count.py")], env=env,
+                            stdout=(logs / "faust-count.log").open("ab"), stderr=subprocess.STDOUT)
+    sample = ProcessSample(proc.pid).start()
+    began = time.monotonic()
+    try:
+        while not out.exists():
+            if proc.poll() is not None:
+                raise RuntimeError(f"the Faust counter exited with {proc.returncode}; see {logs / 'faust-count.log'}")
+            if time.monotonic() - began > timeout:
+                raise TimeoutError(f"the Faust counter did not count {want} records in {timeout} s")
+            time.sleep(0.1)  # poll interval of the measurement
+        usage = sample.usage()
+    finally:
+        proc.terminate()
+        proc.wait(60)
+    result = orjson.loads(out.read_bytes())
+    return {**result, "readings_per_s": round(result["records"] * per_message / max(result["seconds"], 1e-9), 1), **usage}
 
 
 def stored(conn) -> int:  # type: ignore[no-untyped-def]
@@ -154,13 +204,61 @@ def drain_worker(want: int, profile: Path | None, timeout: float = 600, stall: f
             "readings_per_s": round((rows - first_rows) / seconds, 1), **usage}, frames
 
 
+STAGES = (
+    ("Faust table writes (changelog)", ("(faust/tables/",)),
+    ("decode", ("decode_records", "decode_sourced", "decode_columns", "(quantrac/wire.py")),
+    ("state: JSON dump and table write", ("StateCache.written", "_put (processors/readings_agent", "to_json",
+                                          "_Run.save", ".state (processors/detectors/")),
+    ("state: table read, JSON load and copy", ("_get (processors/readings_agent", "(processors/detection_state.py",
+                                               "_prepare (processors/detection", "from_state (processors/detectors/")),
+    ("conditions (alerts/rules.py)", ("(alerts/rules.py",)),
+    ("detectors", ("(processors/detectors/",)),
+    ("windows", ("(processors/windows.py",)),
+    ("detection, other", ("(processors/detection.py", "(processors/incident.py", "(processors/rate_span.py")),
+    ("alerts: apply and publish", ("(alerts/alerts_table.py", "(alerts/open_alerts.py", "_publish (processors")),
+    ("writes: readings, rollups, completeness, counts", ("(processors/reading_writer.py", "(processors/rollups.py",
+                                                        "(quantrac/completeness.py", "(quantrac/delivery_accounting.py")),
+    ("liveness", ("_note_seen", "last_seen", "(processors/liveness.py")),
+    ("Faust, aiokafka, asyncio and the rest", ("",)),
+)
+"""Profile stages: a busy sample counts in the first stage one of whose markers is in its innermost matching frame."""
+
+
+def stage_table(collapsed: Path, readings: int, rate: int = 50) -> dict[str, float]:
+    """CPU µs per reading of each stage (`STAGES`), from py-spy's raw output of the worker's busy samples
+    (every thread; a sample whose leaf is a wait is idle)."""
+    totals = dict.fromkeys([name for name, _ in STAGES], 0)
+    if not collapsed.is_file():
+        return {}
+    for line in collapsed.read_text().splitlines():
+        stack_text, _, count = line.rpartition(" ")
+        frames = stack_text.split(";")
+        if any(marker in frames[-1] for marker in IDLE_FRAMES):
+            continue
+        totals[_stage(frames)] += int(count)
+    per_reading = {name: round(n / rate / max(readings, 1) * 1e6, 1) for name, n in totals.items()}
+    return {**per_reading, "total": round(sum(per_reading.values()), 1)}
+
+
+def _stage(frames: list[str]) -> str:
+    for frame in reversed(frames):
+        for name, markers in STAGES[:-1]:
+            if any(m in frame for m in markers):
+                return name
+    return STAGES[-1][0]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--stations", type=int, default=100)
     parser.add_argument("--keep-stack", action="store_true", help="leave the private stack running (and reuse it)")
     parser.add_argument("--profile", action="store_true", help="record the worker with py-spy while it drains")
+    parser.add_argument("--stages", type=Path, help="only print the stage table of this py-spy file (of --messages)")
     args = parser.parse_args()
+    if args.stages:
+        print(orjson.dumps(stage_table(args.stages, args.messages * 8), option=orjson.OPT_INDENT_2).decode())
+        return
 
     prepare_private_stack(SETTINGS, args.keep_stack)
     try:
@@ -176,9 +274,11 @@ def main() -> None:
         values = records(stations, args.messages)
         per_message = len(stations[min(stations)].parameters)
         fill_s = fill_topic(values)
+        decode = decode_costs([v for _, v in values], per_message)
 
         baseline = asyncio.run(count_with_aiokafka(args.messages))
         baseline["readings_per_s"] = round(baseline["records"] * per_message / max(baseline["seconds"], 1e-9), 1)
+        faust = count_with_faust(args.messages, per_message)
         profile_path = SETTINGS.run_dir / "bench-logs" / f"{SETTINGS.worker_id}.pyspy" if args.profile else None
         worker, frames = drain_worker(args.messages * per_message, profile_path)
         write_result("worker", {
@@ -186,9 +286,14 @@ def main() -> None:
                       "(worker) or first to last record counted (baseline)",
             "messages": args.messages, "readings_per_message": per_message, "stations": args.stations,
             "fill_seconds": round(fill_s, 2), "load_average_at_end": os.getloadavg(),
-            "worker": worker, "baseline_aiokafka_count": baseline,
+            "worker": worker, "baseline_aiokafka_count": baseline, "faust_count": faust,
+            "decode_cpu_us_per_reading": decode,
             "worker_vs_baseline": round(worker["readings_per_s"] / max(baseline["readings_per_s"], 1e-9), 4),
-            **({"worker_profile_top_frames": frames} if args.profile else {}),
+            "faust_count_vs_baseline": round(faust["readings_per_s"] / max(baseline["readings_per_s"], 1e-9), 4),
+            "worker_vs_faust_count": round(worker["readings_per_s"] / max(faust["readings_per_s"], 1e-9), 4),
+            **({"worker_profile_top_frames": frames,
+                "worker_profile_stages_us_per_reading": stage_table(profile_path, args.messages * per_message)}
+               if profile_path else {}),
         })
     finally:
         if not args.keep_stack:

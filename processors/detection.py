@@ -31,6 +31,7 @@ import orjson
 
 from alerts.rules import (
     Condition,
+    OpenKeys,
     in_range,
     judge_anomaly,
     judge_calibration,
@@ -190,8 +191,8 @@ def _threshold(det: Detector) -> float:
 class _Run:
     """The detectors of one station, built from their saved state once per batch and saved back at its end."""
 
-    def __init__(self, state: StationState, config: DetectionConfig) -> None:
-        self.state, self.config = state, config
+    def __init__(self, state: StationState, config: DetectionConfig, open_keys: OpenKeys | None = None) -> None:
+        self.state, self.config, self.open_keys = state, config, open_keys
         self.live: dict[tuple[str, str], Detector] = {}
 
     def get(self, parameter: str, channel: DetectorChannel, specs: list[ParameterSpec]) -> Detector:
@@ -218,18 +219,25 @@ class _Run:
                 self.state.parameters[parameter].detectors[name] = det.state()
 
 
-def _status_rules(ps: ParameterState, r: Reading, station: Station, config: DetectionConfig, t: float) -> list[Condition]:
+def _add(found: list[Condition], condition: Condition | None) -> None:
+    if condition is not None:
+        found.append(condition)
+
+
+def _status_rules(ps: ParameterState, r: Reading, station: Station, config: DetectionConfig, t: float,
+                  open_keys: OpenKeys | None) -> list[Condition]:
     """Device-fault (status 02) and calibration (status 01) runs of an in-order reading's parameter."""
     found: list[Condition] = []
     if r.status is Status.FAULT:
         if ps.fault is None:
             ps.fault = FaultRun(first_t=t, count=0)
         ps.fault.count += 1
-        found.append(judge_fault(station, r.parameter, ps.fault.count, t - ps.fault.first_t, r.ts, config.fault_after_n,
-                                 config.fault_after_s))
+        _add(found, judge_fault(station, r.parameter, ps.fault.count, t - ps.fault.first_t, r.ts, config.fault_after_n,
+                                config.fault_after_s, open_keys=open_keys))
     elif ps.fault is not None:
         ps.fault = None
-        found.append(judge_fault(station, r.parameter, 0, 0.0, r.ts, config.fault_after_n, config.fault_after_s))
+        _add(found, judge_fault(station, r.parameter, 0, 0.0, r.ts, config.fault_after_n, config.fault_after_s,
+                                open_keys=open_keys))
     day = windows.day_bounds(r.ts, t)[0]
     cal = ps.calibration or CalibrationRun(run_start_t=None, day_start_t=day, day_s=0.0)
     if cal.day_start_t != day:
@@ -239,11 +247,12 @@ def _status_rules(ps: ParameterState, r: Reading, station: Station, config: Dete
         ps.calibration = CalibrationRun(run_start_t=run_start, day_start_t=cal.day_start_t,
                                         day_s=cal.day_s + station.expected_interval_s)
         run_s = t - run_start + station.expected_interval_s
-        found.append(judge_calibration(station, r.parameter, run_s, ps.calibration.day_s, r.ts, config.calibration_max_s,
-                                       config.calibration_daily_s))
+        _add(found, judge_calibration(station, r.parameter, run_s, ps.calibration.day_s, r.ts, config.calibration_max_s,
+                                      config.calibration_daily_s, open_keys=open_keys))
     elif cal.run_start_t is not None:
         ps.calibration = CalibrationRun(run_start_t=None, day_start_t=cal.day_start_t, day_s=cal.day_s)
-        found.append(judge_calibration(station, r.parameter, 0.0, 0.0, r.ts, config.calibration_max_s, config.calibration_daily_s))
+        _add(found, judge_calibration(station, r.parameter, 0.0, 0.0, r.ts, config.calibration_max_s,
+                                      config.calibration_daily_s, open_keys=open_keys))
     return found
 
 
@@ -258,14 +267,15 @@ nor one written meanwhile by another worker): the result is the same as building
 
 
 def _prepare(state: StationState | dict[str, Any] | None, station: Station, config: DetectionConfig,
-             live: LiveDetectors | None) -> tuple[StationState, Plan, _Run]:
-    """The station's state to work on (a copy: the caller's stays as it was), its plan, and its detectors.
+             live: LiveDetectors | None, open_keys: OpenKeys | None, owned: bool) -> tuple[StationState, Plan, _Run]:
+    """The station's state to work on (a copy, so the caller's stays as it was, unless `owned`), its plan,
+    and its detectors.
 
     A state of an unknown version starts afresh; a state learned under another plan (another preset
     or channels) keeps its windows and rule runs but its detectors start afresh. The worker's live
     detectors are taken when the state is the one they wrote (`LiveDetectors`).
     """
-    loaded = load(state)
+    loaded = state if owned and isinstance(state, StationState) else load(state)
     current = StationState() if loaded is None else loaded
     plan = Plan.of(station, config)
     if current.plan is None:
@@ -275,7 +285,7 @@ def _prepare(state: StationState | dict[str, Any] | None, station: Station, conf
         for ps in current.parameters.values():
             ps.detectors = {}
         current.groups, current.plan = {}, plan.key
-    run = _Run(current, config)
+    run = _Run(current, config, open_keys)
     kept = live.get(station.id) if live is not None else None
     if kept is not None and loaded is not None and not replanned and current.token == kept[0]:
         run.live = kept[1]
@@ -283,17 +293,15 @@ def _prepare(state: StationState | dict[str, Any] | None, station: Station, conf
 
 
 def _instant(r: Reading, spec: ParameterSpec, station: Station, config: DetectionConfig,
-             found: list[Condition]) -> float | None:
+             found: list[Condition], open_keys: OpenKeys | None) -> float | None:
     """Judge a reading's instantaneous value (range, limits); the value to learn from, None if invalid or out of range."""
     if not r.is_valid_measurement or r.value is None:
         return None
     value = float(r.value)
-    ranged = judge_range(station, spec, value, r.ts)
-    if ranged is not None:
-        found.append(ranged)
+    _add(found, judge_range(station, spec, value, r.ts, open_keys=open_keys))
     if not in_range(spec, value):
         return None
-    found.extend(judge_limit(station, r.parameter, value, r.ts, "instant", config.early_fraction))
+    found.extend(judge_limit(station, r.parameter, value, r.ts, "instant", config.early_fraction, open_keys=open_keys))
     return value
 
 
@@ -305,32 +313,34 @@ def _in_order(run: _Run, plan: Plan, r: Reading, spec: ParameterSpec, value: flo
     if ps.last_t is not None and t - ps.last_t > gap_s(station, config):
         found.extend(_relearn_after_gap(run, plan, station, spec, config, ps.last_t, r.ts))
     ps.last_t = t
-    found.extend(_status_rules(ps, r, station, config, t))
+    found.extend(_status_rules(ps, r, station, config, t, run.open_keys))
     if value is None:
         return found
-    rate = _rate(ps, station, spec, config, t, value, r.ts)
-    if rate is not None:
-        found.append(rate)
+    _add(found, _rate(ps, station, spec, config, t, value, r.ts, run.open_keys))
     judged = []
     for channel in plan.scalar[r.parameter]:
         det = run.get(r.parameter, channel, [spec])
         judged.append(Judged(det.update(value, r.ts), _threshold(det)))
     claim, judged = join(None if ps.incident is None else ps.incident.as_list(), judged, t, config.incident_hold_s)
     ps.incident = IncidentClaim.of(claim)
-    found.extend(judge_anomaly(station, r.parameter, j.verdict.kind, j.verdict.is_anomaly, value, j.verdict.score,
-                               j.threshold, j.verdict.detail, r.ts) for j in judged)
+    for j in judged:
+        _add(found, judge_anomaly(station, r.parameter, j.verdict.kind, j.verdict.is_anomaly, value, j.verdict.score,
+                                  j.threshold, j.verdict.detail, r.ts, open_keys=run.open_keys))
     return found
 
 
 def detect(state: StationState | dict[str, Any] | None, readings: Sequence[Reading], station: Station,
-           config: DetectionConfig, live: LiveDetectors | None = None) -> Outcome:
+           config: DetectionConfig, live: LiveDetectors | None = None, open_keys: OpenKeys | None = None,
+           owned: bool = False) -> Outcome:
     """New state and conditions after the station's new readings, taken in arrival order.
 
     `state` is the station's state from its last batch, as a `StationState` or its JSON (of any
     version `StationState.from_json` reads); None or an unknown version: start afresh. `live` (the
-    worker's, see `LiveDetectors`) is read and updated; without it the state carries no token.
+    worker's, see `LiveDetectors`) is read and updated; without it the state carries no token. With
+    `open_keys` (`alerts.rules.OpenKeys`), a clear condition is found only for a key in it. An `owned`
+    `StationState` is worked on in place (`processors.detection_state.StateCache`), not copied.
     """
-    current, plan, run = _prepare(state, station, config, live)
+    current, plan, run = _prepare(state, station, config, live, open_keys, owned)
     found: list[Condition] = []
     late: list[Reading] = []
     by_ts: dict[float, dict[str, float]] = defaultdict(dict)
@@ -345,17 +355,17 @@ def detect(state: StationState | dict[str, Any] | None, readings: Sequence[Readi
         current.newest_t = t if newest is None else max(newest, t)
         ps = current.parameter(r.parameter)
         in_order = ps.last_t is None or t > ps.last_t
-        value = _instant(r, spec, station, config, found)
+        value = _instant(r, spec, station, config, found, open_keys)
         if is_late:
             current.late_count += 1
             late.append(r)
             continue
-        windows.add(ps.windows, r.ts, value, station.expected_interval_s)
+        touched = windows.add(ps.windows, r.ts, value, station.expected_interval_s, t)
         if in_order:
             found.extend(_in_order(run, plan, r, spec, value, t, station, config))
             if value is not None:
                 by_ts[t][r.parameter] = value
-        next_close = _close_due(current, station, config, r.parameter, next_close, found)
+        next_close = _close_due(current, station, config, r.parameter, touched, next_close, found, open_keys)
     found.extend(_multivariate(current, run, plan, by_ts, station, config))
     run.save()
     if live is None:
@@ -366,15 +376,20 @@ def detect(state: StationState | dict[str, Any] | None, readings: Sequence[Readi
     return Outcome(current, found, late)
 
 
-def _close_due(state: StationState, station: Station, config: DetectionConfig, parameter: str, next_close: float,
-               found: list[Condition]) -> float:
-    """Judge the window means due after a reading of `parameter`; the new `next_close` (see `_due`)."""
+def _close_due(state: StationState, station: Station, config: DetectionConfig, parameter: str, touched: windows.Touched,
+               next_close: float, found: list[Condition], open_keys: OpenKeys | None) -> float:
+    """Judge the window means due after a reading of `parameter` that counted in the `touched` buckets;
+    the new `next_close` (see `_due`).
+
+    While the watermark is before `next_close` no bucket is closed, and every bucket due before this
+    reading was judged at its own reading: only the touched buckets can be due, by being complete, and
+    only they can end before `next_close` (a bucket is made only by the reading it counts)."""
     watermark = (state.newest_t or 0.0) - config.lateness_s
     if watermark >= next_close:
-        found.extend(_due(state, station, config, list(state.parameters)))
+        found.extend(_due(state, station, config, list(state.parameters), open_keys))
         return min((windows.earliest_end(ps.windows) for ps in state.parameters.values()), default=math.inf)
-    found.extend(_due(state, station, config, [parameter]))
-    return min(next_close, windows.earliest_end(state.parameters[parameter].windows))
+    found.extend(_judge_means(station, parameter, windows.complete(touched, config.min_coverage), config, open_keys))
+    return min(next_close, *(entry[windows.END] for _, _, entry in touched))
 
 
 def gap_s(station: Station, config: DetectionConfig) -> float:
@@ -397,9 +412,10 @@ def _relearn_after_gap(run: "_Run", plan: Plan, station: Station, spec: Paramete
     for channel in plan.scalar[spec.symbol]:
         if silent_s >= config.relearn_gap_s:
             run.get(spec.symbol, channel, [spec]).relearn(silent_s)
-        found.append(judge_data_stopped(station, spec.symbol, f"anomaly_{channel.detector}", last, resumed))
+        _add(found, judge_data_stopped(station, spec.symbol, f"anomaly_{channel.detector}", last, resumed,
+                                       open_keys=run.open_keys))
     if spec.max_rate_per_min is not None:
-        found.append(judge_data_stopped(station, spec.symbol, "rate_of_change", last, resumed))
+        _add(found, judge_data_stopped(station, spec.symbol, "rate_of_change", last, resumed, open_keys=run.open_keys))
     return found
 
 
@@ -409,7 +425,7 @@ def rate_span_s(station: Station, spec: ParameterSpec, config: DetectionConfig) 
 
 
 def _rate(ps: ParameterState, station: Station, spec: ParameterSpec, config: DetectionConfig, t: float, value: float,
-          ts: datetime) -> Condition | None:
+          ts: datetime, open_keys: OpenKeys | None) -> Condition | None:
     """`rate_of_change` between robust levels about a span apart (`processors.rate_span`); None while warming up."""
     if spec.max_rate_per_min is None:
         return None
@@ -418,10 +434,11 @@ def _rate(ps: ParameterState, station: Station, spec: ParameterSpec, config: Det
     if found is None:
         return None
     return judge_rate(station, spec, windows.from_epoch(found.from_t), found.from_level, windows.from_epoch(found.to_t),
-                      found.to_level, at=ts, smoothed=True)
+                      found.to_level, at=ts, smoothed=True, open_keys=open_keys)
 
 
-def _due(state: StationState, station: Station, config: DetectionConfig, parameters: list[str]) -> list[Condition]:
+def _due(state: StationState, station: Station, config: DetectionConfig, parameters: list[str],
+         open_keys: OpenKeys | None) -> list[Condition]:
     """Judge the means that are due among `parameters`' windows.
 
     Called after every reading, so the result does not depend on how readings were cut into
@@ -432,10 +449,15 @@ def _due(state: StationState, station: Station, config: DetectionConfig, paramet
     watermark = (state.newest_t or 0.0) - config.lateness_s
     found: list[Condition] = []
     for parameter in parameters:
-        ps = state.parameters[parameter]
-        for mean in windows.due(ps.windows, watermark, config.min_coverage):
-            found.extend(judge_limit(station, parameter, mean.mean, mean.start, mean.basis, config.early_fraction))
+        found.extend(_judge_means(station, parameter, windows.due(state.parameters[parameter].windows, watermark,
+                                                                  config.min_coverage), config, open_keys))
     return found
+
+
+def _judge_means(station: Station, parameter: str, means: list[windows.WindowMean], config: DetectionConfig,
+                 open_keys: OpenKeys | None) -> list[Condition]:
+    return [c for mean in means for c in judge_limit(station, parameter, mean.mean, mean.start, mean.basis,
+                                                     config.early_fraction, open_keys=open_keys)]
 
 
 def _multivariate(state: StationState, run: _Run, plan: Plan, by_ts: dict[float, dict[str, float]], station: Station,
@@ -454,18 +476,19 @@ def _multivariate(state: StationState, run: _Run, plan: Plan, by_ts: dict[float,
             if last is not None and t - last > gap_s(station, config):
                 if t - last >= config.relearn_gap_s:
                     det.relearn(t - last)
-                found.append(judge_data_stopped(station, ",".join(group), f"anomaly_{channel.detector}", windows.from_epoch(last),
-                                                windows.from_epoch(t)))
+                _add(found, judge_data_stopped(station, ",".join(group), f"anomaly_{channel.detector}",
+                                               windows.from_epoch(last), windows.from_epoch(t), open_keys=run.open_keys))
             v = det.update({p: values[p] for p in group}, windows.from_epoch(t))
-            found.append(judge_anomaly(station, ",".join(group), v.kind, v.is_anomaly, None, v.score, _threshold(det),
-                                       v.detail, windows.from_epoch(t)))
+            _add(found, judge_anomaly(station, ",".join(group), v.kind, v.is_anomaly, None, v.score, _threshold(det),
+                                      v.detail, windows.from_epoch(t), open_keys=run.open_keys))
             last = t
         state.group(",".join(group)).last_t = last
     return found
 
 
 def detect_batch(readings: Sequence[Reading], states: Mapping[str, StationState | dict[str, Any] | None],
-                 stations: Mapping[str, Station], config: DetectionConfig, live: LiveDetectors | None = None
+                 stations: Mapping[str, Station], config: DetectionConfig, live: LiveDetectors | None = None,
+                 open_keys: OpenKeys | None = None, owned: bool = False
                  ) -> tuple[dict[str, StationState], list[Condition], list[Reading]]:
     """`detect` for every station in a batch: (new state per station, conditions, late readings)."""
     by_station: dict[str, list[Reading]] = defaultdict(list)
@@ -478,7 +501,7 @@ def detect_batch(readings: Sequence[Reading], states: Mapping[str, StationState 
         station = stations.get(station_id)
         if station is None:
             continue
-        outcome = detect(states.get(station_id), rs, station, config, live)
+        outcome = detect(states.get(station_id), rs, station, config, live, open_keys, owned)
         new_states[station_id] = outcome.state
         conditions.extend(outcome.conditions)
         late.extend(outcome.late)

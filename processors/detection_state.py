@@ -21,7 +21,7 @@ A state of any other version is dropped (`from_json` gives None) and detection s
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterable
 
 import orjson
 
@@ -194,6 +194,40 @@ class StationState:
         copied = StationState.from_json(orjson.loads(orjson.dumps(self.to_json())))
         assert copied is not None, "to_json writes the current version"
         return copied
+
+
+class StateCache:
+    """The detection state of the stations this worker judges, alive, with the table bytes each was last written as.
+
+    Reading a station's state back from its JSON before every batch, and copying it so that a failed
+    batch leaves it as it was, cost about as much as the detectors themselves. The worker now works
+    on the state it kept: `state` gives it (no parsing, no copy) while the table still holds the
+    bytes written from it, and parses the table's bytes otherwise (a state restored from the
+    changelog, or written by another worker before a rebalance). A batch whose transaction fails
+    must `forget` its stations: their kept state may be half-way through that batch.
+    """
+
+    def __init__(self) -> None:
+        self._kept: dict[str, tuple[bytes, StationState]] = {}
+
+    def state(self, station_id: str, raw: bytes | None) -> StationState | None:
+        """The station's state to work on in place, from the table's current bytes (None: no state yet)."""
+        kept = self._kept.get(station_id)
+        if kept is not None and raw is not None and (kept[0] is raw or kept[0] == raw):
+            return kept[1]
+        self._kept.pop(station_id, None)
+        return None if raw is None else StationState.from_json(orjson.loads(raw))
+
+    def written(self, station_id: str, state: StationState) -> bytes:
+        """The bytes to write to the table for the station's new state, which is kept alive with them."""
+        raw = orjson.dumps(state.to_json())
+        self._kept[station_id] = (raw, state)
+        return raw
+
+    def forget(self, station_ids: Iterable[str]) -> None:
+        """Drop the kept states of these stations: the next batch parses the table's bytes."""
+        for station_id in station_ids:
+            self._kept.pop(station_id, None)
 
 
 def load(state: StationState | Json | None) -> StationState | None:

@@ -25,9 +25,10 @@ import structlog
 from tenacity import AsyncRetrying, retry_if_exception, wait_exponential
 
 from alerts.alerts_table import apply_conditions
+from alerts.open_alerts import open_alert_keys
 from alerts.rules import Condition
 from processors.detection import DetectionConfig, LiveDetectors, detect_batch
-from processors.detection_state import StationState
+from processors.detection_state import StateCache, StationState, load
 from processors.reading_writer import ReadingWriter
 from processors.rollups import refresh_late_aggregates, update_rollups
 from quantrac import completeness, metrics
@@ -36,6 +37,7 @@ from quantrac.domain import Reading, Station
 from quantrac.failures import RECORD_ATTEMPTS, RateLimitedLog, describe, is_record_failure
 from quantrac.safe_text import safe_text
 from quantrac.wire import decode_sourced, encode_deadletter, encode_quarantine, encode_readings
+from quantrac.wire_columns import decode_columns
 
 log = structlog.get_logger(__name__)
 _log = RateLimitedLog(log)
@@ -49,26 +51,35 @@ HISTORICAL_SOURCES = frozenset({"import"})
 Record = tuple[list[Reading], datetime, str]
 """Readings, receive time and source of one `quantrac.readings` record."""
 
+States = StationState | dict[str, Any] | bytes | None
+"""A station's detection state before a batch: the Faust table's bytes (see `BatchProcessor.cache`), or a state or
+its JSON (copied, never changed); None: fresh."""
+
 DeadLetter = tuple[bytes | None, bytes]
 """Key and value of a record for the dead-letter topic."""
 
 
 def decode_records(raws: Sequence[bytes], undecodable: list[DeadLetter] | None = None) -> list[Record]:
-    """Readings, receive time and source of every record that decodes.
+    """Readings, receive time and source of every record that decodes, in the batch's order.
+
+    Records in the bridge's exact form are read in columns (`quantrac.wire_columns`), the others
+    the validated way (`quantrac.wire.decode_sourced`).
 
     A record that does not (the bridge validated it, so only a foreign producer or a bug of ours
     writes one) is quarantined into `undecodable` when given, else logged and skipped.
     """
-    records: list[Record] = []
-    for raw in raws:
+    columns = decode_columns(raws)
+    records = columns.records()
+    for index in columns.slow:  # not in the bridge's exact form: the validated way, which explains what is wrong
+        raw = raws[index]
         try:
-            records.append(decode_sourced(raw))
+            records[index] = decode_sourced(raw)
         except Exception as exc:
             _log("error", "worker.undecodable_record", key=type(exc).__name__, error=safe_text(describe(exc), 300),
                  size=len(raw), action="quarantined" if undecodable is not None else "skipped")
             if undecodable is not None:
                 undecodable.append(quarantine_record(raw, exc))
-    return records
+    return [records[index] for index in sorted(records)]
 
 
 def quarantine_record(raw: bytes, exc: BaseException, key: bytes | None = None) -> DeadLetter:
@@ -163,6 +174,8 @@ class BatchProcessor:
         self.config = config or DetectionConfig()
         self.writer = ReadingWriter()
         self.live: LiveDetectors = {}
+        self.cache = StateCache()
+        """The stations' states alive between batches: hand `process` the table's bytes, write `cache.written`."""
         self._conn: psycopg.AsyncConnection[Any] | None = None
 
     async def _connection(self) -> psycopg.AsyncConnection[Any]:
@@ -171,24 +184,36 @@ class BatchProcessor:
             self.writer.forget_partitions()
         return self._conn
 
-    async def _process_once(self, records: Sequence[Record], states: Mapping[str, StationState | dict[str, Any] | None],
+    def _owned(self, station_ids: Iterable[str], states: Mapping[str, States]) -> dict[str, StationState | None]:
+        """The stations' states to work on in place: kept alive for the table's bytes, else parsed or copied."""
+        return {i: self.cache.state(i, s) if isinstance(s, bytes) else load(s)
+                for i in station_ids if (s := states.get(i)) is not None}
+
+    async def _process_once(self, records: Sequence[Record], states: Mapping[str, States],
                             extra: Sequence[Condition], historical: Mapping[str, datetime] | None = None) -> BatchResult:
         readings = [r for rs, *_ in records for r in rs]
         conn = await self._connection()
+        owned: dict[str, StationState | None] = {}
         try:
             async with conn.transaction():
                 new = await self.writer.write(conn, readings)
                 conflicts = await self.writer.conflicts(conn, readings, new)
                 await record_store_counts(conn, readings, new, [r for r, *_ in conflicts])
                 await update_rollups(conn, new)
-                new_states, conditions, late = detect_batch(new, states, self.stations, self.config, self.live)
+                judged = {r.station_id for r in new}
+                open_keys = await open_alert_keys(conn, judged)
+                owned = self._owned(judged, states)
+                new_states, conditions, late = detect_batch(new, owned, self.stations, self.config, self.live, open_keys,
+                                                            owned=True)
                 conditions = mark_historical(conditions, historical or {})
                 await completeness.record(conn, completeness.tally(new, late), self.stations)
                 alerts = await apply_conditions(conn, [*extra, *conditions])
         except psycopg.OperationalError:
+            self.cache.forget(owned)  # worked on in place by a batch that did not happen
             await conn.close()
             raise
         except Exception:
+            self.cache.forget(owned)
             self.writer.forget_partitions()  # partitions created in the rolled-back transaction are gone
             raise
         await refresh_late_aggregates(conn, new)
@@ -200,7 +225,7 @@ class BatchProcessor:
         return BatchResult(len(new), alerts, new_states, len(late), deadletters)
 
     async def process(self, raws: Sequence[bytes] | None = None, *, records: Sequence[Record] | None = None,
-                      states: Mapping[str, StationState | dict[str, Any] | None] | None = None,
+                      states: Mapping[str, States] | None = None,
                       extra: Sequence[Condition] = ()) -> BatchResult:
         """Store and evaluate one batch (raw records, or records already decoded); see the module docstring for failures.
 
@@ -226,7 +251,7 @@ class BatchProcessor:
         metrics.WORKER_READINGS_STORED.inc(result.new)
         return result
 
-    async def _one_by_one(self, records: Sequence[Record], states: Mapping[str, StationState | dict[str, Any] | None],
+    async def _one_by_one(self, records: Sequence[Record], states: Mapping[str, States],
                           extra: Sequence[Condition], historical: Mapping[str, datetime]) -> BatchResult:
         """The batch record by record, each in its own transaction; a record that still fails is quarantined."""
         total = BatchResult(0, [], {})

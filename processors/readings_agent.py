@@ -7,7 +7,9 @@ the agent is stopped half-way through it (stack notes, faust trap 9). The pipeli
 batch until the database takes it.
 
 The stations' detection state and last-seen times live in Faust tables (`processors.app`):
-read before the batch, written back after it is stored. A timer reports silent stations,
+read before the batch, written back after it is stored. The detection state is also kept alive in
+the worker (`BatchProcessor.cache`), so it is parsed from the table only when the table holds
+something else than what this worker wrote (after a restart or a rebalance). A timer reports silent stations,
 judged against the arrival frontier of the partitions this worker owns (`liveness.frontier`), so a
 worker that is behind does not mistake its backlog for silence.
 """
@@ -97,10 +99,10 @@ async def store_readings(stream: Any) -> None:
             records = decode_records(batch, undecodable)
             recoveries, recovered = _note_seen(last_seen(records), stations)
             ids = {r.station_id for readings, *_ in records for r in readings}
-            result = await processor.process(records=records, states={i: _get(detection_table, i) for i in ids},
+            result = await processor.process(records=records, states={i: detection_table.get(i.encode()) for i in ids},
                                              extra=recoveries)
             for station_id, state in result.states.items():
-                _put(detection_table, station_id, state.to_json())
+                detection_table[station_id.encode()] = processor.cache.written(station_id, state)
             for station_id in recovered:
                 _put(liveness_table, station_id, {**(_get(liveness_table, station_id) or {}), "offline": False})
             await _publish(result.alerts)

@@ -78,12 +78,18 @@ def _bounds(ts: datetime, t: float, bucket: str) -> tuple[float, float]:
     return start, start + width
 
 
-def add(windows: dict[str, Any], ts: datetime, value: float | None, interval_s: int) -> None:
+Touched = list[tuple[str, int, list[Any]]]
+"""(basis, bucket start in epoch s, bucket) of the buckets a reading was counted in."""
+
+
+def add(windows: dict[str, Any], ts: datetime, value: float | None, interval_s: int, t: float | None = None) -> Touched:
     """Count one reading in its bucket of every basis; `value` None (invalid) counts only in the total.
 
-    A bucket is `[sum, valid, total, dirty, end (epoch s), expected readings]`.
+    A bucket is `[sum, valid, total, dirty, end (epoch s), expected readings]`. `t`: the epoch of
+    `ts`, when the caller has it. Returns the buckets it was counted in.
     """
-    t = ts.timestamp()
+    t = ts.timestamp() if t is None else t
+    touched: Touched = []
     for basis, bucket in BASES.items():
         start, end = _bounds(ts, t, bucket)
         buckets = windows.setdefault(basis, {})
@@ -96,6 +102,8 @@ def add(windows: dict[str, Any], ts: datetime, value: float | None, interval_s: 
             entry[VALID] += 1
         entry[TOTAL] += 1
         entry[DIRTY] = 1
+        touched.append((basis, int(start), entry))
+    return touched
 
 
 def earliest_end(windows: dict[str, Any]) -> float:
@@ -115,11 +123,26 @@ def due(windows: dict[str, Any], watermark: float, min_coverage: float) -> list[
             entry = buckets[key]
             closed = entry[END] <= watermark
             if entry[DIRTY] and (closed or entry[TOTAL] >= entry[EXPECTED]):
-                entry[DIRTY] = 0
-                expected = entry[EXPECTED]
-                if expected > 1 and entry[VALID] > 0 and entry[VALID] >= math.ceil(min_coverage * expected):
-                    found.append(WindowMean(basis, from_epoch(int(key)), from_epoch(entry[END]), entry[SUM] / entry[VALID],
-                                            entry[VALID], entry[TOTAL], expected))
+                _judge(basis, int(key), entry, min_coverage, found)
             if closed:
                 del buckets[key]
     return found
+
+
+def complete(touched: Touched, min_coverage: float) -> list[WindowMean]:
+    """`due` when the watermark has passed no bucket's end: only the buckets a reading just counted in can be due,
+    and only by being complete."""
+    found: list[WindowMean] = []
+    for basis, start, entry in touched:
+        if entry[DIRTY] and entry[TOTAL] >= entry[EXPECTED]:
+            _judge(basis, start, entry, min_coverage, found)
+    return found
+
+
+def _judge(basis: str, start: int, entry: list[Any], min_coverage: float, found: list[WindowMean]) -> None:
+    """A due bucket is judged once until it takes another reading; its mean counts when enough readings were valid."""
+    entry[DIRTY] = 0
+    expected = entry[EXPECTED]
+    if expected > 1 and entry[VALID] > 0 and entry[VALID] >= math.ceil(min_coverage * expected):
+        found.append(WindowMean(basis, from_epoch(start), from_epoch(entry[END]), entry[SUM] / entry[VALID],
+                                entry[VALID], entry[TOTAL], expected))

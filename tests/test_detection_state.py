@@ -14,7 +14,7 @@ from pathlib import Path
 import orjson
 
 from processors.detection import DetectionConfig, detect
-from processors.detection_state import VERSION, CalibrationRun, FaultRun, GroupState, StationState
+from processors.detection_state import VERSION, CalibrationRun, FaultRun, GroupState, StateCache, StationState
 from quantrac.domain import DetectorChannel, Reading, Status
 from tests.utils.builders import make_station
 
@@ -100,3 +100,32 @@ def test_the_callers_state_is_left_as_it_was() -> None:
     before = out.state.to_json()
     detect(out.state, rest(), STATION, CFG)
     assert out.state.to_json() == before
+
+
+def test_the_worker_works_on_the_state_it_kept_while_the_table_holds_what_it_wrote() -> None:
+    cache, live = StateCache(), {}
+    first = detect(None, first_part(), STATION, CFG, live)
+    written = cache.written(STATION.id, first.state)
+    kept = cache.state(STATION.id, bytes(written))  # equal bytes, as a table gives them back
+    assert kept is first.state
+    in_place = detect(kept, rest(), STATION, CFG, live, owned=True)
+    assert in_place.state is kept
+    fresh = detect(orjson.loads(written), rest(), STATION, CFG)
+    assert in_place.conditions == fresh.conditions
+    assert orjson.loads(orjson.dumps(in_place.state.to_json())) | {"token": None} == (
+        orjson.loads(orjson.dumps(fresh.state.to_json())) | {"token": None})
+
+
+def test_the_kept_state_is_dropped_when_the_table_holds_another_or_after_a_failed_batch() -> None:
+    cache = StateCache()
+    first = detect(None, first_part(), STATION, CFG)
+    written = cache.written(STATION.id, first.state)
+    other = orjson.dumps({**first.state.to_json(), "late_count": 7})  # written by another worker before a rebalance
+    from_table = cache.state(STATION.id, other)
+    assert from_table is not first.state and from_table is not None and from_table.late_count == 7
+    assert cache.state(STATION.id, written) is not first.state  # no longer kept
+    cache.written(STATION.id, first.state)
+    cache.forget([STATION.id])  # its batch failed half-way
+    parsed = cache.state(STATION.id, written)
+    assert parsed is not first.state and parsed == StationState.from_json(orjson.loads(written))
+    assert cache.state("T-NONE", None) is None

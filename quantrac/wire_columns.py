@@ -1,0 +1,168 @@
+"""A batch of `quantrac.readings` records decoded straight into columns, one row per reading.
+
+`decode_columns` reads the records the bridge writes (orjson, then plain type checks, no model
+objects) into numpy columns: series index (station + parameter), event time, value, status, and the
+record's receive time and source. A record it cannot take exactly as `quantrac.wire.decode_sourced`
+would (a foreign producer's, a value pydantic would have to coerce, anything malformed) is left out
+and named in `slow`: the caller decodes those the validated way, which quarantines what is wrong.
+For the same bytes both ways give the same readings (tests/test_wire_columns.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Sequence
+
+import numpy as np
+import orjson
+
+from quantrac.domain import Reading, Status
+
+STATUSES: tuple[Status, ...] = tuple(Status)
+"""Status of each code in `ReadingColumns.status`."""
+_STATUS_CODE = {s.value: i for i, s in enumerate(STATUSES)}
+_FIELDS = frozenset({"parameter", "value", "unit", "ts", "status"})
+
+
+@dataclass
+class ReadingColumns:
+    """Readings of a batch of records in columns (row order: record order, then the record's own order)."""
+
+    series: list[tuple[str, str]] = field(default_factory=list)
+    """(station, parameter) of each series index."""
+    series_index: np.ndarray = field(default_factory=lambda: np.empty(0, np.int32))
+    event_t: np.ndarray = field(default_factory=lambda: np.empty(0, np.float64))
+    """Event time, epoch seconds."""
+    value: np.ndarray = field(default_factory=lambda: np.empty(0, np.float64))
+    """NaN where the reading has no value."""
+    status: np.ndarray = field(default_factory=lambda: np.empty(0, np.uint8))
+    """Index into `STATUSES`."""
+    record: np.ndarray = field(default_factory=lambda: np.empty(0, np.int32))
+    """Index (into the raw batch) of each row's record."""
+    received_t: np.ndarray = field(default_factory=lambda: np.empty(0, np.float64))
+    """Receive time of each row's record, epoch seconds (NaN when sent without a UTC offset)."""
+    ts: list[datetime] = field(default_factory=list)
+    """Event time of each row as sent (with its UTC offset), for the readings built from the columns."""
+    unit: list[str] = field(default_factory=list)
+    taken: dict[int, tuple[datetime, str]] = field(default_factory=dict)
+    """Receive time and source of each record taken, by its index in the raw batch."""
+    slow: list[int] = field(default_factory=list)
+    """Indices of the records left to the validated decoder."""
+
+    def __len__(self) -> int:
+        return len(self.event_t)
+
+    def records(self) -> dict[int, tuple[list[Reading], datetime, str]]:
+        """Per record index: its readings, receive time and source, as `quantrac.wire.decode_sourced` gives them.
+
+        What the columns cost to turn back into model objects, for the stages that still take `Reading`s."""
+        out: dict[int, tuple[list[Reading], datetime, str]] = {
+            index: ([], received_at, source) for index, (received_at, source) in self.taken.items()}
+        values = self.value.tolist()
+        codes = self.status.tolist()
+        for row, (index, series) in enumerate(zip(self.record.tolist(), self.series_index.tolist(), strict=True)):
+            station_id, parameter = self.series[series]
+            value = values[row]
+            out[index][0].append(Reading(station_id=station_id, parameter=parameter, value=None if value != value else value,
+                                         unit=self.unit[row], ts=self.ts[row], status=STATUSES[codes[row]]))
+        return out
+
+
+class _Builder:
+    """The columns as Python lists while records are read; parsed times are shared between rows."""
+
+    def __init__(self) -> None:
+        self.out = ReadingColumns()
+        self.series: dict[tuple[str, str], int] = {}
+        self.times: dict[str, tuple[datetime, float]] = {}
+        self.index: list[int] = []
+        self.event_t: list[float] = []
+        self.value: list[float] = []
+        self.status: list[int] = []
+        self.record: list[int] = []
+        self.received_t: list[float] = []
+
+    def time(self, text: Any, aware: bool) -> tuple[datetime, float] | None:
+        if type(text) is not str:
+            return None
+        found = self.times.get(text)
+        if found is None:
+            try:
+                parsed = datetime.fromisoformat(text)
+            except ValueError:
+                return None
+            if aware and parsed.utcoffset() is None:
+                return None
+            found = self.times[text] = (parsed, parsed.timestamp() if parsed.utcoffset() is not None else float("nan"))
+        return found
+
+    def take(self, index: int, raw: bytes) -> bool:
+        """Add the record's rows; False (and nothing added) when the record is not in the bridge's exact form."""
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return False
+        if type(body) is not dict:
+            return False
+        station_id, source, readings = body.get("station_id"), body.get("source", "mqtt"), body.get("readings")
+        received = self.time(body.get("received_at"), aware=False)
+        if type(station_id) is not str or type(source) is not str or type(readings) is not list or received is None:
+            return False
+        rows = [self._row(station_id, r) for r in readings]
+        if any(row is None for row in rows):
+            return False
+        out = self.out
+        out.taken[index] = (received[0], source)
+        for row in rows:
+            assert row is not None
+            series, ts, t, value, status, unit = row
+            self.index.append(series)
+            out.ts.append(ts)
+            self.event_t.append(t)
+            self.value.append(value)
+            self.status.append(status)
+            out.unit.append(unit)
+            self.record.append(index)
+            self.received_t.append(received[1])
+        return True
+
+    def _row(self, station_id: str, r: Any) -> tuple[int, datetime, float, float, int, str] | None:
+        if type(r) is not dict or not _FIELDS <= r.keys():
+            return None
+        parameter, unit, value, status = r["parameter"], r["unit"], r["value"], r["status"]
+        ts = self.time(r["ts"], aware=True)
+        code = _STATUS_CODE.get(status) if type(status) is str else None
+        if type(parameter) is not str or type(unit) is not str or ts is None or code is None:
+            return None
+        if value is None:
+            number = float("nan")
+        elif type(value) is float or (type(value) is int and abs(value) <= 2**53):
+            number = float(value)
+        else:
+            return None
+        key = (station_id, parameter)
+        series = self.series.get(key)
+        if series is None:
+            series = self.series[key] = len(self.out.series)
+            self.out.series.append(key)
+        return series, ts[0], ts[1], number, code, unit
+
+    def columns(self) -> ReadingColumns:
+        out = self.out
+        out.series_index = np.array(self.index, np.int32)
+        out.event_t = np.array(self.event_t, np.float64)
+        out.value = np.array(self.value, np.float64)
+        out.status = np.array(self.status, np.uint8)
+        out.record = np.array(self.record, np.int32)
+        out.received_t = np.array(self.received_t, np.float64)
+        return out
+
+
+def decode_columns(raws: Sequence[bytes]) -> ReadingColumns:
+    """The batch's readings in columns; the records not in the bridge's exact form are named in `slow`."""
+    builder = _Builder()
+    for index, raw in enumerate(raws):
+        if not builder.take(index, raw):
+            builder.out.slow.append(index)
+    return builder.columns()
