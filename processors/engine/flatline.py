@@ -10,7 +10,7 @@ import numpy as np
 
 from processors.detectors.base import fmt
 from processors.detectors.flatline import RUN_MEMORY, Flatline
-from processors.engine.common import Rows, opt, unopt
+from processors.engine.common import Rows, explained, opt, unopt
 
 __all__ = ["FlatlineBank"]
 
@@ -153,7 +153,8 @@ class FlatlineBank(Rows):
         return np.where(base < 0, ALWAYS, np.maximum(base, held))
 
     def step(self, rows: np.ndarray, x: np.ndarray, t: np.ndarray | None = None,
-             explain: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, list[str | None] | None]:
+             explain: np.ndarray | None = None, flagged: bool = False
+             ) -> tuple[np.ndarray, np.ndarray, list[str | None] | None]:
         """One value for each of `rows` (distinct): flags, scores and, where `explain` is True, details, as
         `Flatline.update` gives them."""
         flag = np.zeros(rows.size, dtype=bool)
@@ -176,6 +177,7 @@ class FlatlineBank(Rows):
         self.stuck[r] |= stuck
         flag[finite[judged]] = stuck
         score[finite[judged]] = run.astype(np.float64) * self.n_intervals[r] / limit
+        explain = explained(explain, flag, flagged)
         if explain is None:
             return flag, score, None
         limits = np.zeros(rows.size, dtype=np.int64)

@@ -1,0 +1,332 @@
+"""The worker's streaming detectors as engine banks (`processors.engine`), alive between batches.
+
+`processors.detection` goes through a batch's readings once, station by station, and hands every
+in-order valid reading a detector channel judges (and every gap a series relearns after) to a
+`Judgements`. Then each bank is advanced once (`processors.engine.advance`) over all the series of
+the batch, and each series' verdicts are joined into incidents (`processors.incident.join`) and
+turned into conditions, in the series' own order. Details are formatted only for the verdicts a
+condition is built for: flagged ones, and those of keys that may have an open alert.
+
+`LiveBanks` holds one row per (station, plan, series, detector): the worker keeps it for its
+stations, and a station's rows are taken as they are while its state carries the token they last
+wrote (`StationState.token`); otherwise they are loaded from the state's JSON. `LiveBanks(scalar=True)`
+runs the scalar River-style classes instead, one Python object per row: the oracle the engine is
+tested against.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from alerts.rules import Condition, OpenKeys, judge_anomaly, judge_data_stopped
+from processors import windows
+from processors.detection_state import IncidentClaim, ParameterState, StationState
+from processors.detectors import DETECTORS, Detector, Verdict
+from processors.engine import advance
+from processors.engine.drift import DriftBank
+from processors.engine.flatline import FlatlineBank
+from processors.engine.multivariate import MahalanobisBank
+from processors.engine.spike import SpikeBank
+from processors.incident import Judged, join
+from quantrac.domain import Station
+
+__all__ = ["ChannelSpec", "Judgements", "LiveBanks", "ScalarRows", "SeriesKey", "threshold_of"]
+
+ENGINE_BANKS: dict[str, type[Any]] = {"spike": SpikeBank, "drift": DriftBank, "flatline": FlatlineBank,
+                                      "multivariate": MahalanobisBank}
+"""The bank of each detector; a detector without one runs as `ScalarRows`."""
+
+
+def threshold_of(det: Detector) -> float:
+    """The threshold a detector's score is judged on (its `threshold`, `h` or `n_intervals`)."""
+    for attr in ("threshold", "h", "n_intervals"):
+        if hasattr(det, attr):
+            return float(getattr(det, attr))
+    return 0.0
+
+
+class ScalarRows:
+    """Rows of scalar detectors behind the bank interface: `step` calls each row's `update`."""
+
+    def __init__(self, cls: type[Detector], params: Sequence[dict[str, Any]]) -> None:
+        self.cls = cls
+        self.params = [dict(p) for p in params]
+        self.detectors = [cls(**p) for p in self.params]
+
+    def __len__(self) -> int:
+        return len(self.detectors)
+
+    def load(self, row: int, state: dict[str, Any]) -> None:
+        """Row `row` from its detector's `state()`."""
+        self.detectors[row] = self.cls.from_state(state, **self.params[row])
+
+    def state(self, row: int) -> dict[str, Any]:
+        """Row `row`'s detector's `state()`."""
+        return self.detectors[row].state()
+
+    def relearn(self, rows: np.ndarray, gap_s: np.ndarray | None = None) -> None:
+        """`Detector.relearn(gap)` on each of `rows`."""
+        for i, row in enumerate(rows.tolist()):
+            self.detectors[row].relearn(None if gap_s is None else float(gap_s[i]))
+
+    def step(self, rows: np.ndarray, x: np.ndarray, t: np.ndarray, explain: np.ndarray | None = None,
+             flagged: bool = False) -> tuple[np.ndarray, np.ndarray, list[str | None] | None]:
+        """Each row's `update` on its value (a vector's values in its group's order); every detail is given."""
+        verdicts: list[Verdict] = []
+        for i, row in enumerate(rows.tolist()):
+            det = self.detectors[row]
+            names = self.params[row].get("names")
+            value = {n: float(v) for n, v in zip(names, x[i], strict=True) if np.isfinite(v)} if names else float(x[i])
+            verdicts.append(det.update(value, windows.from_epoch(float(t[i]))))
+        flag = np.array([v.is_anomaly for v in verdicts], dtype=bool)
+        score = np.array([v.score for v in verdicts], dtype=np.float64)
+        return flag, score, [v.detail for v in verdicts]
+
+
+@dataclass
+class _Bank:
+    """One bank and, per row, what it was built with and the threshold its scores are on."""
+
+    make: Callable[[list[dict[str, Any]]], Any]
+    params: list[dict[str, Any]] = field(default_factory=list)
+    thresholds: list[float] = field(default_factory=list)
+    bank: Any = None
+    pending: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    """Rows to load before the next advance: (row, state)."""
+
+    def materialise(self) -> Any:
+        """The bank with every row added since, and every pending state loaded."""
+        if self.bank is None or len(self.bank) < len(self.params):
+            old = self.bank
+            self.bank = self.make(self.params)
+            for row in range(0 if old is None else len(old)):
+                self.bank.load(row, old.state(row))
+        for row, state in self.pending:
+            self.bank.load(row, state)
+        self.pending = []
+        return self.bank
+
+
+SeriesKey = tuple[str, str, str, str]
+"""(station, plan key, parameter or `mv:` group, detector)."""
+
+
+class LiveBanks(dict[str, tuple[str, set[SeriesKey]]]):
+    """The detectors of the worker's stations as bank rows, kept between batches (see the module's docstring).
+
+    As a mapping: per station, the token of the state its rows last wrote, and the rows loaded under it.
+    """
+
+    def __init__(self, scalar: bool = False) -> None:
+        super().__init__()
+        self.scalar = scalar
+        self.banks: dict[str, _Bank] = {}
+        self.rows: dict[SeriesKey, tuple[str, int]] = {}
+
+    def begin(self, station_id: str, state: StationState, fresh: bool) -> set[SeriesKey]:
+        """The station's rows taken as they are: those loaded under `state`'s token (none if `fresh` or another token)."""
+        kept = self.get(station_id)
+        if fresh or kept is None or state.token is None or kept[0] != state.token:
+            return set()
+        return kept[1]
+
+    def row(self, key: SeriesKey, params: dict[str, Any], saved: dict[str, Any] | None,
+            loaded: set[SeriesKey]) -> tuple[_Bank, int]:
+        """The row of a series' detector: kept if in `loaded`, else loaded from `saved` (None: fresh) and added to it."""
+        name = key[3]
+        found = self.rows.get(key)
+        if found is not None and key in loaded:
+            return self.banks[found[0]], found[1]
+        fresh = DETECTORS[name](**params)
+        bank_key = f"{name}:{len(params['names'])}" if "names" in params else name
+        holder = self.banks.get(bank_key)
+        if holder is None:
+            holder = self.banks[bank_key] = _Bank(self._maker(name))
+        if found is None:
+            row = len(holder.params)
+            holder.params.append(fresh._get_params() if self.scalar or name not in ENGINE_BANKS
+                                 else ENGINE_BANKS[name].params_of(fresh))
+            holder.thresholds.append(threshold_of(fresh))
+            self.rows[key] = (bank_key, row)
+        else:
+            row = found[1]
+        holder.pending.append((row, saved if saved is not None else fresh.state()))
+        loaded.add(key)
+        return holder, row
+
+    def _maker(self, name: str) -> Callable[[list[dict[str, Any]]], Any]:
+        if self.scalar or name not in ENGINE_BANKS:
+            cls = DETECTORS[name]
+            return lambda params: ScalarRows(cls, params)
+        maker: Callable[[list[dict[str, Any]]], Any] = ENGINE_BANKS[name]
+        return maker
+
+    def stamp(self, station_id: str, state: StationState, loaded: set[SeriesKey]) -> None:
+        """Give the station's state a new token, which its `loaded` rows now carry."""
+        state.token = os.urandom(8).hex()
+        self[station_id] = (state.token, loaded)
+
+
+@dataclass
+class _Channel:
+    """One detector of a series: its bank row and whether its details are needed from the start (a key maybe open)."""
+
+    name: str
+    holder: _Bank
+    row: int
+    explain: bool
+
+
+@dataclass
+class _Series:
+    """A series' (parameter's or group's) detector channels and the events of the batch, in arrival order."""
+
+    station: Station
+    label: str
+    """The parameter, or the group's parameters joined with commas."""
+    channels: list[_Channel]
+    incident: ParameterState | None
+    """Where the series' incident claim is kept (None: a group, whose verdicts are not joined)."""
+    save: Callable[[str, dict[str, Any]], None]
+    events: list[int] = field(default_factory=list)
+
+
+class _Event(NamedTuple):
+    """A series' reading handed to the detectors, or a gap it resumes after (see `Judgements.add`)."""
+
+    anchor: int
+    t: float
+    ts: datetime | None
+    """The reading's own time (None: `t`'s instant in UTC)."""
+    value: Any
+    judge: bool
+    stopped: float | None
+    """The last event time before the gap this event resumes after (its alerts close there), else None."""
+    relearn_s: float
+    """The gap to relearn after (NaN: none)."""
+
+
+ChannelSpec = tuple[str, SeriesKey, dict[str, Any], dict[str, Any] | None]
+"""A series' detector channel as `Judgements.add_series` takes it: (detector, key, params, saved state)."""
+
+_Verdicts = tuple[list[bool], list[float], list[str | None]]
+
+
+class Judgements:
+    """A batch's detector work: collected per series, advanced per bank, then joined and judged in series order."""
+
+    def __init__(self, live: LiveBanks, open_keys: OpenKeys | None, hold_s: float) -> None:
+        self.live, self.open_keys, self.hold_s = live, open_keys, hold_s
+        self.series: list[_Series] = []
+        self.events: list[_Event] = []
+
+    def add_series(self, station: Station, label: str, channels: list[ChannelSpec], loaded: set[SeriesKey],
+                   incident: ParameterState | None, save: Callable[[str, dict[str, Any]], None]) -> int:
+        """A series of a station with its channels; its index for `add`. A channel's details are formatted from the
+        start when its key may have an open alert, or it holds the series' incident claim (its alert is open)."""
+        owner = None if incident is None or incident.incident is None else incident.incident.detector
+        chans = []
+        for name, key, params, saved in channels:
+            holder, row = self.live.row(key, params, saved, loaded)
+            wanted = self.open_keys is None or owner == name or (station.id, label, f"anomaly_{name}") in self.open_keys
+            chans.append(_Channel(name, holder, row, wanted))
+        self.series.append(_Series(station, label, chans, incident, save))
+        return len(self.series) - 1
+
+    def add(self, series: int, anchor: int, t: float, value: Any, ts: datetime | None = None, judge: bool = True,
+            stopped: float | None = None, relearn_s: float | None = None) -> None:
+        """An event of a series: a value to judge (a vector: its values in the group's order), or with `judge` False
+        only a gap to close its alerts at (`stopped`) and to relearn after (`relearn_s`). Its conditions go before
+        the batch's other condition number `anchor` (`run`)."""
+        self.series[series].events.append(len(self.events))
+        self.events.append(_Event(anchor, t, ts, value, judge, stopped, np.nan if relearn_s is None else relearn_s))
+
+    def run(self, others: list[Condition]) -> list[Condition]:
+        """Advance every bank once over the batch, judge each series in order and save its rows' states; the batch's
+        `others` conditions with the detectors' put where each event's anchor says (as if judged reading by reading)."""
+        verdicts = self._advance()
+        found: list[tuple[int, Condition]] = []
+        for s, per_channel in zip(self.series, verdicts, strict=True):
+            found.extend(self._judge(s, per_channel))
+            for ch in s.channels:
+                s.save(ch.name, ch.holder.bank.state(ch.row))
+        found.sort(key=lambda pair: pair[0])
+        merged: list[Condition] = []
+        j = 0
+        for i, c in enumerate(others):
+            while j < len(found) and found[j][0] <= i:
+                merged.append(found[j][1])
+                j += 1
+            merged.append(c)
+        merged.extend(c for _, c in found[j:])
+        return merged
+
+    def _advance(self) -> list[list[_Verdicts]]:
+        """Per series, per channel: the flags, scores and details of its events; one advance per bank."""
+        t = np.array([e.t for e in self.events])
+        relearn = np.array([e.relearn_s for e in self.events])
+        judge = np.array([e.judge for e in self.events], dtype=bool)
+        members: dict[int, list[tuple[_Series, _Channel]]] = {}
+        for s in self.series:
+            for ch in s.channels:
+                members.setdefault(id(ch.holder), []).append((s, ch))
+        out: dict[tuple[int, int], _Verdicts] = {}
+        for group in members.values():
+            holder = group[0][1].holder
+            bank = holder.materialise()
+            idx = np.array([e for s, _ in group for e in s.events], dtype=np.int64)
+            rows = np.array([ch.row for s, ch in group for _ in s.events], dtype=np.int64)
+            explain = np.array([ch.explain for s, ch in group for _ in s.events], dtype=bool)
+            values = np.array([self.events[k].value for k in idx.tolist()], dtype=np.float64)
+            skip = ~judge[idx]
+            if skip.any():
+                values[skip] = np.nan
+            v = advance(bank, rows, t[idx], values, relearn_gap_s=relearn[idx], explain=explain, flagged=True)
+            flags, scores, start = v.flag.tolist(), v.score.tolist(), 0
+            for s, ch in group:
+                end = start + len(s.events)
+                out[id(s), id(ch)] = (flags[start:end], scores[start:end], v.detail[start:end])
+                start = end
+        return [[out[id(s), id(ch)] for ch in s.channels] for s in self.series]
+
+    def _judge(self, s: _Series, verdicts: list[_Verdicts]) -> list[tuple[int, Condition]]:
+        """The series' conditions with their anchors, event by event: gaps close its alerts; verdicts join into
+        incidents."""
+        found: list[tuple[int, Condition]] = []
+        station, label, keys = s.station, s.label, self.open_keys
+        for k, e in enumerate(self.events[i] for i in s.events):
+            t, stopped = e.t, e.stopped
+            if stopped is not None:
+                if s.incident is not None:
+                    s.incident.incident = None
+                last, resumed = windows.from_epoch(stopped), windows.from_epoch(t)
+                for ch in s.channels:
+                    _add(found, e.anchor, judge_data_stopped(station, label, f"anomaly_{ch.name}", last, resumed,
+                                                                   open_keys=keys))
+            if not e.judge:
+                continue
+            judged = [Judged(Verdict(flags[k], scores[k], ch.name, details[k] or ""), ch.holder.thresholds[ch.row])
+                      for ch, (flags, scores, details) in zip(s.channels, verdicts, strict=True)]
+            value = None
+            if s.incident is not None:
+                claim, judged = join(None if s.incident.incident is None else s.incident.incident.as_list(), judged, t,
+                                     self.hold_s)
+                s.incident.incident = IncidentClaim.of(claim)
+                value = float(e.value)
+            ts = e.ts or windows.from_epoch(t)
+            for j in judged:
+                v = j.verdict
+                _add(found, e.anchor, judge_anomaly(station, label, v.kind, v.is_anomaly, value, v.score,
+                                                          j.threshold, v.detail, ts, open_keys=keys))
+        return found
+
+
+def _add(found: list[tuple[int, Condition]], anchor: int, condition: Condition | None) -> None:
+    if condition is not None:
+        found.append((anchor, condition))
