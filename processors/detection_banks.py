@@ -299,32 +299,53 @@ class Judgements:
         """The series' conditions with their anchors, event by event: gaps close its alerts; verdicts join into
         incidents."""
         found: list[tuple[int, Condition]] = []
-        station, label, keys = s.station, s.label, self.open_keys
         for k, e in enumerate(self.events[i] for i in s.events):
-            t, stopped = e.t, e.stopped
-            if stopped is not None:
+            if e.stopped is not None:
                 if s.incident is not None:
                     s.incident.incident = None
-                last, resumed = windows.from_epoch(stopped), windows.from_epoch(t)
+                last, resumed = windows.from_epoch(e.stopped), windows.from_epoch(e.t)
                 for ch in s.channels:
-                    _add(found, e.anchor, judge_data_stopped(station, label, f"anomaly_{ch.name}", last, resumed,
-                                                                   open_keys=keys))
+                    _add(found, e.anchor, judge_data_stopped(s.station, s.label, f"anomaly_{ch.name}", last, resumed,
+                                                             open_keys=self.open_keys))
             if not e.judge:
                 continue
-            judged = [Judged(Verdict(flags[k], scores[k], ch.name, details[k] or ""), ch.holder.thresholds[ch.row])
-                      for ch, (flags, scores, details) in zip(s.channels, verdicts, strict=True)]
-            value = None
-            if s.incident is not None:
-                claim, judged = join(None if s.incident.incident is None else s.incident.incident.as_list(), judged, t,
-                                     self.hold_s)
-                s.incident.incident = IncidentClaim.of(claim)
-                value = float(e.value)
-            ts = e.ts or windows.from_epoch(t)
-            for j in judged:
-                v = j.verdict
-                _add(found, e.anchor, judge_anomaly(station, label, v.kind, v.is_anomaly, value, v.score,
-                                                          j.threshold, v.detail, ts, open_keys=keys))
+            if any(flags[k] for flags, _, _ in verdicts):
+                self._flagged(s, e, k, verdicts, found)
+            else:
+                self._quiet(s, e, k, verdicts, found)
         return found
+
+    def _flagged(self, s: _Series, e: _Event, k: int, verdicts: list[_Verdicts],
+                 found: list[tuple[int, Condition]]) -> None:
+        """An event some detector flags: the verdicts joined into the series' incident, a condition for each."""
+        judged = [Judged(Verdict(flags[k], scores[k], ch.name, details[k] or ""), ch.holder.thresholds[ch.row])
+                  for ch, (flags, scores, details) in zip(s.channels, verdicts, strict=True)]
+        value = None
+        if s.incident is not None:
+            claim, judged = join(None if s.incident.incident is None else s.incident.incident.as_list(), judged, e.t,
+                                 self.hold_s)
+            s.incident.incident = IncidentClaim.of(claim)
+            value = float(e.value)
+        ts = e.ts or windows.from_epoch(e.t)
+        for j in judged:
+            v = j.verdict
+            _add(found, e.anchor, judge_anomaly(s.station, s.label, v.kind, v.is_anomaly, value, v.score, j.threshold,
+                                                v.detail, ts, open_keys=self.open_keys))
+
+    def _quiet(self, s: _Series, e: _Event, k: int, verdicts: list[_Verdicts],
+               found: list[tuple[int, Condition]]) -> None:
+        """An event no detector flags (`join` then changes no verdict): the claim ends after the hold, and a clear
+        condition is built only for a key that may be open (the `_flagged` path, without its objects)."""
+        held = s.incident
+        if held is not None and held.incident is not None and e.t - held.incident.last_flag_t >= self.hold_s:
+            held.incident = None
+        keys = self.open_keys
+        for ch, (_, scores, details) in zip(s.channels, verdicts, strict=True):
+            if keys is None or (s.station.id, s.label, f"anomaly_{ch.name}") in keys:
+                value = None if s.incident is None else float(e.value)
+                _add(found, e.anchor, judge_anomaly(s.station, s.label, ch.name, False, value, scores[k],
+                                                    ch.holder.thresholds[ch.row], details[k] or "",
+                                                    e.ts or windows.from_epoch(e.t), open_keys=keys))
 
 
 def _add(found: list[tuple[int, Condition]], anchor: int, condition: Condition | None) -> None:
