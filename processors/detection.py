@@ -24,6 +24,7 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import Any, Mapping, Sequence
 
 import orjson
@@ -193,7 +194,7 @@ class _Work:
         if parameter not in self.series:
             ps = self.state.parameters[parameter]
             channels = [(c.detector, (self.station.id, self.plan.key, parameter, c.detector),
-                         detector_params(c, [spec], self.config), ps.detectors.get(c.detector))
+                         partial(detector_params, c, [spec], self.config), ps.detectors.get(c.detector))
                         for c in self.plan.scalar[parameter]]
             self.series[parameter] = self.judgements.add_series(
                 self.station, parameter, channels, self.loaded, ps, ps.detectors.__setitem__) if channels else None
@@ -209,7 +210,7 @@ class _Work:
             gs.detector = state
 
         spec = [(channel.detector, (self.station.id, self.plan.key, "mv:" + key, channel.detector),
-                 detector_params(channel, [self.station.parameters[p] for p in group], self.config), gs.detector)]
+                 partial(detector_params, channel, [self.station.parameters[p] for p in group], self.config), gs.detector)]
         return self.judgements.add_series(self.station, key, spec, self.loaded, None, save)
 
 

@@ -16,6 +16,7 @@ tested against.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -136,13 +137,15 @@ class LiveBanks(dict[str, tuple[str, set[SeriesKey]]]):
             return set()
         return kept[1]
 
-    def row(self, key: SeriesKey, params: dict[str, Any], saved: dict[str, Any] | None,
+    def row(self, key: SeriesKey, params_of: Callable[[], dict[str, Any]], saved: dict[str, Any] | None,
             loaded: set[SeriesKey]) -> tuple[_Bank, int]:
-        """The row of a series' detector: kept if in `loaded`, else loaded from `saved` (None: fresh) and added to it."""
+        """The row of a series' detector: kept if in `loaded`, else loaded from `saved` (None: fresh) and added to it;
+        `params_of` gives the detector's hyperparameters (asked only for a row to load)."""
         name = key[3]
         found = self.rows.get(key)
         if found is not None and key in loaded:
             return self.banks[found[0]], found[1]
+        params = params_of()
         fresh = DETECTORS[name](**params)
         bank_key = f"{name}:{len(params['names'])}" if "names" in params else name
         holder = self.banks.get(bank_key)
@@ -200,6 +203,7 @@ class _Series:
 class _Event(NamedTuple):
     """A series' reading handed to the detectors, or a gap it resumes after (see `Judgements.add`)."""
 
+    series: int
     anchor: int
     t: float
     ts: datetime | None
@@ -212,8 +216,8 @@ class _Event(NamedTuple):
     """The gap to relearn after (NaN: none)."""
 
 
-ChannelSpec = tuple[str, SeriesKey, dict[str, Any], dict[str, Any] | None]
-"""A series' detector channel as `Judgements.add_series` takes it: (detector, key, params, saved state)."""
+ChannelSpec = tuple[str, SeriesKey, Callable[[], dict[str, Any]], dict[str, Any] | None]
+"""A series' detector channel as `Judgements.add_series` takes it: (detector, key, its hyperparameters, saved state)."""
 
 _Verdicts = tuple[list[bool], list[float], list[str | None]]
 
@@ -225,8 +229,10 @@ class Judgements:
         self.live, self.open_keys, self.hold_s = live, open_keys, hold_s
         self.series: list[_Series] = []
         self.events: list[_Event] = []
+        self.scalar: list[float] = []
+        """Per event, its value if it is one number (NaN for a vector)."""
 
-    def add_series(self, station: Station, label: str, channels: list[ChannelSpec], loaded: set[SeriesKey],
+    def add_series(self, station: Station, label: str, channels: Sequence[ChannelSpec], loaded: set[SeriesKey],
                    incident: ParameterState | None, save: Callable[[str, dict[str, Any]], None]) -> int:
         """A series of a station with its channels; its index for `add`. A channel's details are formatted from the
         start when its key may have an open alert, or it holds the series' incident claim (its alert is open)."""
@@ -245,15 +251,16 @@ class Judgements:
         only a gap to close its alerts at (`stopped`) and to relearn after (`relearn_s`). Its conditions go before
         the batch's other condition number `anchor` (`run`)."""
         self.series[series].events.append(len(self.events))
-        self.events.append(_Event(anchor, t, ts, value, judge, stopped, np.nan if relearn_s is None else relearn_s))
+        self.events.append(_Event(series, anchor, t, ts, value, judge, stopped, np.nan if relearn_s is None else relearn_s))
+        self.scalar.append(math.nan if isinstance(value, list) else value)
 
     def run(self, others: list[Condition]) -> list[Condition]:
         """Advance every bank once over the batch, judge each series in order and save its rows' states; the batch's
         `others` conditions with the detectors' put where each event's anchor says (as if judged reading by reading)."""
-        verdicts = self._advance()
+        verdicts, flagged = self._advance() if self.events else ([[] for _ in self.series], [])
         found: list[tuple[int, Condition]] = []
         for s, per_channel in zip(self.series, verdicts, strict=True):
-            found.extend(self._judge(s, per_channel))
+            found.extend(self._judge(s, per_channel, flagged))
             for ch in s.channels:
                 s.save(ch.name, ch.holder.bank.state(ch.row))
         found.sort(key=lambda pair: pair[0])
@@ -267,39 +274,46 @@ class Judgements:
         merged.extend(c for _, c in found[j:])
         return merged
 
-    def _advance(self) -> list[list[_Verdicts]]:
-        """Per series, per channel: the flags, scores and details of its events; one advance per bank."""
+    def _advance(self) -> tuple[list[list[_Verdicts]], list[bool]]:
+        """Per series, per channel: its bank's flags, scores and details over the batch's events (by event index); one
+        advance per bank. And per event, whether any detector flagged it."""
+        n = len(self.events)
         t = np.array([e.t for e in self.events])
         relearn = np.array([e.relearn_s for e in self.events])
-        judge = np.array([e.judge for e in self.events], dtype=bool)
-        members: dict[int, list[tuple[_Series, _Channel]]] = {}
-        for s in self.series:
+        owner = np.array([e.series for e in self.events], dtype=np.int64)
+        members: dict[int, list[tuple[int, _Channel]]] = {}
+        for i, s in enumerate(self.series):
             for ch in s.channels:
-                members.setdefault(id(ch.holder), []).append((s, ch))
-        out: dict[tuple[int, int], _Verdicts] = {}
+                members.setdefault(id(ch.holder), []).append((i, ch))
+        found: dict[int, _Verdicts] = {}
+        flagged = np.zeros(n, dtype=bool)
         for group in members.values():
-            holder = group[0][1].holder
-            bank = holder.materialise()
-            idx = np.array([e for s, _ in group for e in s.events], dtype=np.int64)
-            rows = np.array([ch.row for s, ch in group for _ in s.events], dtype=np.int64)
-            explain = np.array([ch.explain for s, ch in group for _ in s.events], dtype=bool)
-            values = np.array([self.events[k].value for k in idx.tolist()], dtype=np.float64)
-            skip = ~judge[idx]
-            if skip.any():
-                values[skip] = np.nan
-            v = advance(bank, rows, t[idx], values, relearn_gap_s=relearn[idx], explain=explain, flagged=True)
-            flags, scores, start = v.flag.tolist(), v.score.tolist(), 0
-            for s, ch in group:
-                end = start + len(s.events)
-                out[id(s), id(ch)] = (flags[start:end], scores[start:end], v.detail[start:end])
-                start = end
-        return [[out[id(s), id(ch)] for ch in s.channels] for s in self.series]
+            row_of = np.full(len(self.series), -1, dtype=np.int64)
+            explain_of = np.zeros(len(self.series), dtype=bool)
+            for i, ch in group:
+                row_of[i], explain_of[i] = ch.row, ch.explain
+            idx = np.flatnonzero(row_of[owner] >= 0)
+            sample = self.events[int(idx[0])].value
+            values = np.array([self.events[k].value for k in idx.tolist()], dtype=np.float64) \
+                if isinstance(sample, list) else np.array(self.scalar)[idx]
+            v = advance(group[0][1].holder.materialise(), row_of[owner[idx]], t[idx], values, relearn_gap_s=relearn[idx],
+                        explain=explain_of[owner[idx]], flagged=True)
+            flag, score = np.zeros(n, dtype=bool), np.zeros(n)
+            flag[idx], score[idx] = v.flag, v.score
+            flagged |= flag
+            details: list[str | None] = [None] * n
+            for k, text in zip(idx.tolist(), v.detail, strict=True):
+                if text is not None:
+                    details[k] = text
+            found[id(group[0][1].holder)] = (flag.tolist(), score.tolist(), details)
+        return [[found[id(ch.holder)] for ch in s.channels] for s in self.series], flagged.tolist()
 
-    def _judge(self, s: _Series, verdicts: list[_Verdicts]) -> list[tuple[int, Condition]]:
+    def _judge(self, s: _Series, verdicts: list[_Verdicts], flagged: list[bool]) -> list[tuple[int, Condition]]:
         """The series' conditions with their anchors, event by event: gaps close its alerts; verdicts join into
         incidents."""
         found: list[tuple[int, Condition]] = []
-        for k, e in enumerate(self.events[i] for i in s.events):
+        for k in s.events:
+            e = self.events[k]
             if e.stopped is not None:
                 if s.incident is not None:
                     s.incident.incident = None
@@ -309,7 +323,7 @@ class Judgements:
                                                              open_keys=self.open_keys))
             if not e.judge:
                 continue
-            if any(flags[k] for flags, _, _ in verdicts):
+            if flagged[k]:
                 self._flagged(s, e, k, verdicts, found)
             else:
                 self._quiet(s, e, k, verdicts, found)

@@ -23,10 +23,6 @@ def _keys(x: np.ndarray) -> np.ndarray:
     return np.array([float(f"{v:.9g}") for v in x.tolist()], dtype=np.float64).view(np.int64)
 
 
-def _key_text(bits: int) -> str:
-    return f"{np.int64(bits).view(np.float64):.9g}"
-
-
 class FlatlineBank(Rows):
     """Rows of `Flatline`, one per series, with per-row hyperparameters; `step` gives the scalar class's verdicts.
 
@@ -76,8 +72,8 @@ class FlatlineBank(Rows):
         count = int(self.held_count[row])
         return {"anchor": unopt(self.anchor[row]), "run": int(self.run[row]), "n": int(self.n[row]),
                 "stuck": bool(self.stuck[row]), "repeat": {"n": int(self.repeat_n[row]), "mean": float(self.repeat[row])},
-                "held": {_key_text(int(k)): int(v) for k, v in zip(self.held_key[row, :count], self.held[row, :count],
-                                                                  strict=True)}}
+                "held": {f"{k:.9g}": v for k, v in zip(self.held_key[row, :count].view(np.float64).tolist(),
+                                                       self.held[row, :count].tolist(), strict=True)}}
 
     def relearn(self, rows: np.ndarray, gap_s: np.ndarray | None = None) -> None:
         """`Flatline.relearn` on `rows`: a new run at the next value; the repeat probability and held values are kept."""
