@@ -14,6 +14,10 @@ Per reading:
 - otherwise counted in its windows (status 01/02 and out-of-range values only in the totals);
 - in order for its parameter (newer than its last reading): status runs (device fault,
   calibration), rate of change and the anomaly detectors, which need order.
+
+The anomaly detectors run last, once per engine bank over every station of the batch
+(`processors.detection_banks`); their conditions are put back where judging reading by reading
+put them.
 """
 
 from __future__ import annotations
