@@ -14,6 +14,10 @@ Per reading:
 - otherwise counted in its windows (status 01/02 and out-of-range values only in the totals);
 - in order for its parameter (newer than its last reading): status runs (device fault,
   calibration), rate of change and the anomaly detectors, which need order.
+
+The anomaly detectors run last, once per engine bank over every station of the batch
+(`processors.detection_banks`); their conditions are put back where judging reading by reading
+put them.
 """
 
 from __future__ import annotations
@@ -21,10 +25,10 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import Any, Mapping, Sequence
 
 import orjson
@@ -33,7 +37,6 @@ from alerts.rules import (
     Condition,
     OpenKeys,
     in_range,
-    judge_anomaly,
     judge_calibration,
     judge_data_stopped,
     judge_fault,
@@ -42,10 +45,10 @@ from alerts.rules import (
     judge_rate,
 )
 from processors import rate_span, windows
-from processors.detection_state import CalibrationRun, FaultRun, IncidentClaim, ParameterState, StationState, load
-from processors.detectors import DETECTORS, Detector
+from processors.detection_banks import Judgements, LiveBanks, SeriesKey
+from processors.detection_state import CalibrationRun, FaultRun, ParameterState, StationState, load
+from processors.detectors import DETECTORS
 from processors.detectors.presets import hyperparameters, params_of, station_channels
-from processors.incident import Judged, join
 from quantrac.domain import DetectorChannel, ParameterSpec, Reading, Station, Status
 from quantrac.settings import Settings
 
@@ -181,42 +184,38 @@ def instrument_params(name: str, specs: list[ParameterSpec], config: DetectionCo
     return {"resolution": resolutions[0]} if accepts and "resolution" not in configured else {}
 
 
-def _threshold(det: Detector) -> float:
-    for attr in ("threshold", "h", "n_intervals"):
-        if hasattr(det, attr):
-            return float(getattr(det, attr))
-    return 0.0
+class _Work:
+    """A station's part of a batch: its state, plan and the series it hands the batch's `Judgements`."""
 
+    def __init__(self, state: StationState, plan: Plan, station: Station, config: DetectionConfig,
+                 judgements: Judgements, loaded: set[SeriesKey]) -> None:
+        self.state, self.plan, self.station, self.config = state, plan, station, config
+        self.judgements, self.loaded = judgements, loaded
+        self.series: dict[str, int | None] = {}
 
-class _Run:
-    """The detectors of one station, built from their saved state once per batch and saved back at its end."""
+    def series_of(self, parameter: str, spec: ParameterSpec) -> int | None:
+        """The index of the parameter's series in the judgements (None: no detector runs on it)."""
+        if parameter not in self.series:
+            ps = self.state.parameters[parameter]
+            channels = [(c.detector, (self.station.id, self.plan.key, parameter, c.detector),
+                         partial(detector_params, c, [spec], self.config), ps.detectors.get(c.detector))
+                        for c in self.plan.scalar[parameter]]
+            self.series[parameter] = self.judgements.add_series(
+                self.station, parameter, channels, self.loaded, ps, ps.detectors.__setitem__) if channels else None
+        return self.series[parameter]
 
-    def __init__(self, state: StationState, config: DetectionConfig, open_keys: OpenKeys | None = None) -> None:
-        self.state, self.config, self.open_keys = state, config, open_keys
-        self.live: dict[tuple[str, str], Detector] = {}
+    def group_series(self, channel: DetectorChannel) -> int:
+        """The index of a multivariate group's series in the judgements."""
+        group = channel.columns or ()
+        key = ",".join(group)
+        gs = self.state.group(key)
 
-    def get(self, parameter: str, channel: DetectorChannel, specs: list[ParameterSpec]) -> Detector:
-        key = (parameter, channel.detector)
-        if key not in self.live:
-            saved = self._saved(parameter, channel.detector)
-            params = detector_params(channel, specs, self.config)
-            cls = DETECTORS[channel.detector]
-            self.live[key] = cls.from_state(saved, **params) if saved is not None else cls(**params)
-        return self.live[key]
+        def save(_: str, state: dict[str, Any]) -> None:
+            gs.detector = state
 
-    def _saved(self, parameter: str, name: str) -> dict[str, Any] | None:
-        """A detector's saved state: per parameter, or per multivariate group (`parameter` is `mv:COD,TSS,NH4`)."""
-        if parameter.startswith("mv:"):
-            return self.state.group(parameter.removeprefix("mv:")).detector
-        return self.state.parameters[parameter].detectors.get(name)
-
-    def save(self) -> None:
-        """Write every live detector's state back into the station's state."""
-        for (parameter, name), det in self.live.items():
-            if parameter.startswith("mv:"):
-                self.state.group(parameter.removeprefix("mv:")).detector = det.state()
-            else:
-                self.state.parameters[parameter].detectors[name] = det.state()
+        spec = [(channel.detector, (self.station.id, self.plan.key, "mv:" + key, channel.detector),
+                 partial(detector_params, channel, [self.station.parameters[p] for p in group], self.config), gs.detector)]
+        return self.judgements.add_series(self.station, key, spec, self.loaded, None, save)
 
 
 def _add(found: list[Condition], condition: Condition | None) -> None:
@@ -256,24 +255,23 @@ def _status_rules(ps: ParameterState, r: Reading, station: Station, config: Dete
     return found
 
 
-LiveDetectors = dict[str, tuple[str, dict[tuple[str, str], Detector]]]
-"""Per station: the token of the state its detectors were saved into, and those detectors, alive.
+LiveDetectors = LiveBanks
+"""The worker's detectors, kept alive between batches as engine bank rows (`processors.detection_banks.LiveBanks`).
 
-Building detectors from their JSON state (numpy arrays from lists) cost about an eighth of the
-worker's time when each batch brings a station one reading per parameter. The worker keeps the
-detectors of its last batch and reuses them when the next state it is handed carries the same
-token, that is, when the state is the one these detectors wrote (not a retried batch's older state,
-nor one written meanwhile by another worker): the result is the same as building them afresh."""
+Building detectors from their JSON state cost about an eighth of the worker's time when each batch
+brings a station one reading per parameter. The worker keeps its stations' rows and takes a
+station's as they are when the next state it is handed carries the token they wrote: not a retried
+batch's older state, nor one written meanwhile by another worker; then they are loaded from that
+state. The result is the same as building them afresh."""
 
 
 def _prepare(state: StationState | dict[str, Any] | None, station: Station, config: DetectionConfig,
-             live: LiveDetectors | None, open_keys: OpenKeys | None, owned: bool) -> tuple[StationState, Plan, _Run]:
-    """The station's state to work on (a copy, so the caller's stays as it was, unless `owned`), its plan,
-    and its detectors.
+             live: LiveBanks, judgements: Judgements, owned: bool) -> _Work:
+    """The station's work: its state (a copy, so the caller's stays as it was, unless `owned`), plan and rows.
 
     A state of an unknown version starts afresh; a state learned under another plan (another preset
     or channels) keeps its windows and rule runs but its detectors start afresh. The worker's live
-    detectors are taken when the state is the one they wrote (`LiveDetectors`).
+    rows are taken when the state is the one they wrote (`LiveDetectors`).
     """
     loaded = state if owned and isinstance(state, StationState) else load(state)
     current = StationState() if loaded is None else loaded
@@ -285,11 +283,8 @@ def _prepare(state: StationState | dict[str, Any] | None, station: Station, conf
         for ps in current.parameters.values():
             ps.detectors = {}
         current.groups, current.plan = {}, plan.key
-    run = _Run(current, config, open_keys)
-    kept = live.get(station.id) if live is not None else None
-    if kept is not None and loaded is not None and not replanned and current.token == kept[0]:
-        run.live = kept[1]
-    return current, plan, run
+    kept = live.begin(station.id, current, loaded is None or replanned)
+    return _Work(current, plan, station, config, judgements, kept)
 
 
 def _instant(r: Reading, spec: ParameterSpec, station: Station, config: DetectionConfig,
@@ -305,34 +300,34 @@ def _instant(r: Reading, spec: ParameterSpec, station: Station, config: Detectio
     return value
 
 
-def _in_order(run: _Run, plan: Plan, r: Reading, spec: ParameterSpec, value: float | None, t: float,
-              station: Station, config: DetectionConfig) -> list[Condition]:
-    """Rules that need order on a reading newer than its parameter's last: gap, status runs, rate, detectors."""
-    ps = run.state.parameters[r.parameter]
-    found: list[Condition] = []
+def _in_order(work: _Work, r: Reading, spec: ParameterSpec, value: float | None, t: float,
+              found: list[Condition]) -> None:
+    """Rules that need order on a reading newer than its parameter's last: gap, status runs, rate; the detectors'
+    part (anomalies, and the gap's relearning and closing) goes to the batch's judgements."""
+    station, config = work.station, work.config
+    ps = work.state.parameters[r.parameter]
+    stopped = relearn = None
     if ps.last_t is not None and t - ps.last_t > gap_s(station, config):
-        found.extend(_relearn_after_gap(run, plan, station, spec, config, ps.last_t, r.ts))
+        stopped, silent_s = ps.last_t, t - ps.last_t
+        relearn = silent_s if silent_s >= config.relearn_gap_s else None
+        if spec.max_rate_per_min is not None:
+            _add(found, judge_data_stopped(station, spec.symbol, "rate_of_change", windows.from_epoch(ps.last_t), r.ts,
+                                           open_keys=work.judgements.open_keys))
     ps.last_t = t
-    found.extend(_status_rules(ps, r, station, config, t, run.open_keys))
-    if value is None:
-        return found
-    _add(found, _rate(ps, station, spec, config, t, value, r.ts, run.open_keys))
-    judged = []
-    for channel in plan.scalar[r.parameter]:
-        det = run.get(r.parameter, channel, [spec])
-        judged.append(Judged(det.update(value, r.ts), _threshold(det)))
-    claim, judged = join(None if ps.incident is None else ps.incident.as_list(), judged, t, config.incident_hold_s)
-    ps.incident = IncidentClaim.of(claim)
-    for j in judged:
-        _add(found, judge_anomaly(station, r.parameter, j.verdict.kind, j.verdict.is_anomaly, value, j.verdict.score,
-                                  j.threshold, j.verdict.detail, r.ts, open_keys=run.open_keys))
-    return found
+    found.extend(_status_rules(ps, r, station, config, t, work.judgements.open_keys))
+    if value is not None:
+        _add(found, _rate(ps, station, spec, config, t, value, r.ts, work.judgements.open_keys))
+    if value is not None or stopped is not None:
+        series = work.series_of(r.parameter, spec)
+        if series is not None:
+            work.judgements.add(series, len(found), t, math.nan if value is None else value, r.ts,
+                                judge=value is not None, stopped=stopped, relearn_s=relearn)
 
 
 def detect(state: StationState | dict[str, Any] | None, readings: Sequence[Reading], station: Station,
            config: DetectionConfig, live: LiveDetectors | None = None, open_keys: OpenKeys | None = None,
            owned: bool = False) -> Outcome:
-    """New state and conditions after the station's new readings, taken in arrival order.
+    """New state and conditions after the station's new readings, taken in arrival order (`detect_batch` of one station).
 
     `state` is the station's state from its last batch, as a `StationState` or its JSON (of any
     version `StationState.from_json` reads); None or an unknown version: start afresh. `live` (the
@@ -340,9 +335,13 @@ def detect(state: StationState | dict[str, Any] | None, readings: Sequence[Readi
     `open_keys` (`alerts.rules.OpenKeys`), a clear condition is found only for a key in it. An `owned`
     `StationState` is worked on in place (`processors.detection_state.StateCache`), not copied.
     """
-    current, plan, run = _prepare(state, station, config, live, open_keys, owned)
-    found: list[Condition] = []
-    late: list[Reading] = []
+    states, conditions, late = _judge_batch({station.id: (station, state, readings)}, config, live, open_keys, owned)
+    return Outcome(states[station.id], conditions, late)
+
+
+def _station_pass(work: _Work, readings: Sequence[Reading], found: list[Condition], late: list[Reading]) -> None:
+    """One station's readings in arrival order: windows and rules at once; detector work to the judgements."""
+    current, station, config, open_keys = work.state, work.station, work.config, work.judgements.open_keys
     by_ts: dict[float, dict[str, float]] = defaultdict(dict)
     next_close = -math.inf  # no bucket of any parameter closes before this watermark (see _due)
     for r in readings:
@@ -362,18 +361,34 @@ def detect(state: StationState | dict[str, Any] | None, readings: Sequence[Readi
             continue
         touched = windows.add(ps.windows, r.ts, value, station.expected_interval_s, t)
         if in_order:
-            found.extend(_in_order(run, plan, r, spec, value, t, station, config))
+            _in_order(work, r, spec, value, t, found)
             if value is not None:
                 by_ts[t][r.parameter] = value
         next_close = _close_due(current, station, config, r.parameter, touched, next_close, found, open_keys)
-    found.extend(_multivariate(current, run, plan, by_ts, station, config))
-    run.save()
-    if live is None:
-        current.token = None
-    else:
-        current.token = os.urandom(8).hex()
-        live[station.id] = (current.token, run.live)
-    return Outcome(current, found, late)
+    _multivariate(work, by_ts, len(found))
+
+
+def _judge_batch(batch: Mapping[str, tuple[Station, StationState | dict[str, Any] | None, Sequence[Reading]]],
+                 config: DetectionConfig, live: LiveDetectors | None, open_keys: OpenKeys | None, owned: bool
+                 ) -> tuple[dict[str, StationState], list[Condition], list[Reading]]:
+    """Every station's pass, then the detectors once over the whole batch (`Judgements.run`); with `live` the
+    states get the token of its rows, else none."""
+    banks = LiveBanks() if live is None else live
+    judgements = Judgements(banks, open_keys, config.incident_hold_s)
+    works: list[_Work] = []
+    found: list[Condition] = []
+    late: list[Reading] = []
+    for station, state, readings in batch.values():
+        work = _prepare(state, station, config, banks, judgements, owned)
+        _station_pass(work, readings, found, late)
+        works.append(work)
+    found = judgements.run(found)
+    for work in works:
+        if live is None:
+            work.state.token = None
+        else:
+            live.stamp(work.station.id, work.state, work.loaded)
+    return {w.station.id: w.state for w in works}, found, late
 
 
 def _close_due(state: StationState, station: Station, config: DetectionConfig, parameter: str, touched: windows.Touched,
@@ -395,28 +410,6 @@ def _close_due(state: StationState, station: Station, config: DetectionConfig, p
 def gap_s(station: Station, config: DetectionConfig) -> float:
     """A silence longer than this (event time) in a series is a gap: its alerts close and its detectors relearn."""
     return max(config.gap_intervals * station.expected_interval_s, config.gap_min_s)
-
-
-def _relearn_after_gap(run: "_Run", plan: Plan, station: Station, spec: ParameterSpec, config: DetectionConfig, last_t: float,
-                       resumed: datetime) -> list[Condition]:
-    """After a gap: the parameter's anomaly and rate alerts close at the last reading before it (`data_stopped`),
-    and, when it lasted `relearn_gap_s` or more, its detectors relearn. Multivariate groups do the same in `_multivariate`.
-
-    A short outage (an hour) leaves the baselines valid, and relearning would blind the detectors for
-    their warm-up; a new level after it is accepted by the detectors' own `relearn_after`.
-    """
-    last = windows.from_epoch(last_t)
-    silent_s = windows.epoch(resumed) - last_t
-    run.state.parameters[spec.symbol].incident = None
-    found: list[Condition] = []
-    for channel in plan.scalar[spec.symbol]:
-        if silent_s >= config.relearn_gap_s:
-            run.get(spec.symbol, channel, [spec]).relearn(silent_s)
-        _add(found, judge_data_stopped(station, spec.symbol, f"anomaly_{channel.detector}", last, resumed,
-                                       open_keys=run.open_keys))
-    if spec.max_rate_per_min is not None:
-        _add(found, judge_data_stopped(station, spec.symbol, "rate_of_change", last, resumed, open_keys=run.open_keys))
-    return found
 
 
 def rate_span_s(station: Station, spec: ParameterSpec, config: DetectionConfig) -> float:
@@ -460,49 +453,39 @@ def _judge_means(station: Station, parameter: str, means: list[windows.WindowMea
                                                      config.early_fraction, open_keys=open_keys)]
 
 
-def _multivariate(state: StationState, run: _Run, plan: Plan, by_ts: dict[float, dict[str, float]], station: Station,
-                  config: DetectionConfig) -> list[Condition]:
-    """Score the batch's complete vectors of each multivariate group, in event-time order, newer than its last."""
-    found: list[Condition] = []
-    for channel in plan.vector:
+def _multivariate(work: _Work, by_ts: dict[float, dict[str, float]], anchor: int) -> None:
+    """Hand the judgements the station's complete vectors of each multivariate group, in event-time order, newer than
+    its last (after a gap: the group's alerts close and, after a long one, it relearns)."""
+    for channel in work.plan.vector:
         group = channel.columns or ()
-        key = "mv:" + ",".join(group)
-        last = state.group(",".join(group)).last_t
+        gs = work.state.group(",".join(group))
+        last, series = gs.last_t, None
         for t in sorted(by_ts):
             values = by_ts[t]
             if (last is not None and t <= last) or not all(p in values for p in group):
                 continue
-            det = run.get(key, channel, [station.parameters[p] for p in group])
-            if last is not None and t - last > gap_s(station, config):
-                if t - last >= config.relearn_gap_s:
-                    det.relearn(t - last)
-                _add(found, judge_data_stopped(station, ",".join(group), f"anomaly_{channel.detector}",
-                                               windows.from_epoch(last), windows.from_epoch(t), open_keys=run.open_keys))
-            v = det.update({p: values[p] for p in group}, windows.from_epoch(t))
-            _add(found, judge_anomaly(station, ",".join(group), v.kind, v.is_anomaly, None, v.score, _threshold(det),
-                                      v.detail, windows.from_epoch(t), open_keys=run.open_keys))
+            series = work.group_series(channel) if series is None else series
+            stopped = relearn = None
+            if last is not None and t - last > gap_s(work.station, work.config):
+                stopped, relearn = last, (t - last if t - last >= work.config.relearn_gap_s else None)
+            work.judgements.add(series, anchor, t, [values[p] for p in group], stopped=stopped, relearn_s=relearn)
             last = t
-        state.group(",".join(group)).last_t = last
-    return found
+        gs.last_t = last
 
 
 def detect_batch(readings: Sequence[Reading], states: Mapping[str, StationState | dict[str, Any] | None],
                  stations: Mapping[str, Station], config: DetectionConfig, live: LiveDetectors | None = None,
                  open_keys: OpenKeys | None = None, owned: bool = False
                  ) -> tuple[dict[str, StationState], list[Condition], list[Reading]]:
-    """`detect` for every station in a batch: (new state per station, conditions, late readings)."""
+    """`detect` for every station in a batch: (new state per station, conditions, late readings).
+
+    Each station's readings are taken in arrival order for its windows and rules; the detectors then
+    run once per engine bank over the whole batch (`processors.detection_banks`). Conditions come
+    per station in reading order, then the detectors' per series in reading order (groups last).
+    """
     by_station: dict[str, list[Reading]] = defaultdict(list)
     for r in readings:
         by_station[r.station_id].append(r)
-    new_states: dict[str, StationState] = {}
-    conditions: list[Condition] = []
-    late: list[Reading] = []
-    for station_id, rs in by_station.items():
-        station = stations.get(station_id)
-        if station is None:
-            continue
-        outcome = detect(states.get(station_id), rs, station, config, live, open_keys, owned)
-        new_states[station_id] = outcome.state
-        conditions.extend(outcome.conditions)
-        late.extend(outcome.late)
-    return new_states, conditions, late
+    batch = {station_id: (station, states.get(station_id), rs) for station_id, rs in by_station.items()
+             if (station := stations.get(station_id)) is not None}
+    return _judge_batch(batch, config, live, open_keys, owned)

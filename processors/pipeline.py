@@ -173,7 +173,7 @@ class BatchProcessor:
         self.stations = stations
         self.config = config or DetectionConfig()
         self.writer = ReadingWriter()
-        self.live: LiveDetectors = {}
+        self.live = LiveDetectors()
         self.cache = StateCache()
         """The stations' states alive between batches: hand `process` the table's bytes, write `cache.written`."""
         self._conn: psycopg.AsyncConnection[Any] | None = None

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from processors.detection import DetectionConfig, detect, detect_batch
+from processors.detection import DetectionConfig, LiveDetectors, detect, detect_batch
 from quantrac.domain import DetectorChannel, Reading, Status
 from tests.utils.builders import make_station
 
@@ -121,7 +121,7 @@ def test_detectors_kept_alive_between_batches_give_what_their_saved_state_gives(
         status = Status.MEASURING if value is not None else Status.FAULT
         readings.append(Reading(station_id="T-1", parameter="COD", value=value, unit="mg/L", ts=T0 + timedelta(minutes=minute), status=status))
     readings = list({r.ts: r for r in readings}.values())
-    cold_state, warm_state, live, i, k = None, None, {}, 0, 0
+    cold_state, warm_state, live, i, k = None, None, LiveDetectors(), 0, 0
     while i < len(readings):
         batch = readings[i:i + cuts[k % len(cuts)]]
         cold = detect(cold_state, batch, ST, CFG)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import orjson
 
-from processors.detection import DetectionConfig, detect
+from processors.detection import DetectionConfig, LiveDetectors, detect
 from processors.detection_state import VERSION, CalibrationRun, FaultRun, GroupState, StateCache, StationState
 from quantrac.domain import DetectorChannel, Reading, Status
 from tests.utils.builders import make_station
@@ -78,7 +78,7 @@ def test_a_state_written_before_the_typed_state_is_migrated_and_detection_goes_o
 
 
 def test_the_json_form_is_versioned_and_reads_back_to_the_same_state() -> None:
-    out = detect(None, first_part(), STATION, CFG, live={})
+    out = detect(None, first_part(), STATION, CFG, live=LiveDetectors())
     as_json = orjson.loads(orjson.dumps(out.state.to_json()))
     assert as_json["version"] == VERSION and set(as_json) == {
         "version", "newest_t", "late_count", "plan", "token", "parameters", "groups"}
@@ -103,7 +103,7 @@ def test_the_callers_state_is_left_as_it_was() -> None:
 
 
 def test_the_worker_works_on_the_state_it_kept_while_the_table_holds_what_it_wrote() -> None:
-    cache, live = StateCache(), {}
+    cache, live = StateCache(), LiveDetectors()
     first = detect(None, first_part(), STATION, CFG, live)
     written = cache.written(STATION.id, first.state)
     kept = cache.state(STATION.id, bytes(written))  # equal bytes, as a table gives them back

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from processors.detection import DetectionConfig, Plan, detect
+from processors.detection import DetectionConfig, LiveDetectors, Plan, detect
 from processors.detectors.presets import check_detection, preset, preset_names, station_channels
 from quantrac.domain import DetectorChannel, Reading, StationKind
 from quantrac.registry import load_registry
@@ -152,12 +152,14 @@ def test_a_station_given_other_channels_relearns_under_them_instead_of_reusing_w
     t0 = datetime(2026, 11, 1, tzinfo=timezone.utc)
     cod = [Reading(station_id=station.id, parameter="COD", value=50.0 + (i % 5) * 0.5, unit="mg/L", ts=t0 + timedelta(minutes=i))
            for i in range(61)]
-    live: dict = {}
+    live = LiveDetectors()
     before = detect(None, cod[:60], station, DetectionConfig(), live)
     assert {"spike", "drift", "flatline"} <= set(before.state.parameters["COD"].detectors)
     own = station.model_copy(update={"channels": (DetectorChannel(detector="spike", columns=("COD",), params={"threshold": 1000.0}),)})
     after = detect(before.state, cod[60:], own, DetectionConfig(), live)
     assert after.state.plan != before.state.plan and set(after.state.parameters["COD"].detectors) == {"spike"}
-    assert live[station.id][1][("COD", "spike")].threshold == 1000.0  # built afresh, not the wastewater preset's live one
+    key = (station.id, after.state.plan, "COD", "spike")  # built afresh, not the wastewater preset's live row
+    bank, row = live.rows[key]
+    assert key in live[station.id][1] and live.banks[bank].params[row]["threshold"] == 1000.0
     again = detect(after.state, [], own, DetectionConfig(), live)
     assert again.state.parameters["COD"].detectors == after.state.parameters["COD"].detectors  # the same channels keep what they learned

@@ -24,9 +24,10 @@ MEASURING = 0
 class Bank(Protocol):
     """What `advance` needs of a bank: one value per distinct row at a time."""
 
-    def step(self, rows: np.ndarray, x: np.ndarray, t: np.ndarray,
-             explain: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, list[str | None] | None]:
-        """Flags and scores of one value for each of `rows`, and the details of those `explain` marks."""
+    def step(self, rows: np.ndarray, x: np.ndarray, t: np.ndarray, explain: np.ndarray | None = None,
+             flagged: bool = False) -> tuple[np.ndarray, np.ndarray, list[str | None] | None]:
+        """Flags and scores of one value for each of `rows`, and the details of those `explain` marks (and, with
+        `flagged`, of those it flags)."""
         ...
 
     def relearn(self, rows: np.ndarray, gap_s: np.ndarray | None = None) -> None:
@@ -46,7 +47,7 @@ class Verdicts:
 
 
 def advance(bank: Bank, series: np.ndarray, t: np.ndarray, value: np.ndarray, status: np.ndarray | None = None,
-            relearn_gap_s: np.ndarray | None = None, explain: np.ndarray | None = None) -> Verdicts:
+            relearn_gap_s: np.ndarray | None = None, explain: np.ndarray | None = None, flagged: bool = False) -> Verdicts:
     """Advance `bank` over a batch of columns, each series' readings in arrival order.
 
     `series` holds the bank's row of each reading, `t` its event time (epoch seconds), `value` its
@@ -55,13 +56,15 @@ def advance(bank: Bank, series: np.ndarray, t: np.ndarray, value: np.ndarray, st
     NaN value is judged and skipped, as the scalar detector skips it. Where `relearn_gap_s` is not
     NaN, the series relearns (`Detector.relearn(gap)`) just before that reading, as the worker does
     on the first reading after a long gap. Where `explain` is True, the verdict's detail is formatted
-    (the worker needs it only for the conditions it builds).
+    (the worker needs it only for the conditions it builds). With `flagged`, the details of every flagged
+    reading are formatted too, and of every later reading of a series once it flagged.
     """
     judged = np.ones(series.size, dtype=bool) if status is None else status == MEASURING
     flag = np.zeros(series.size, dtype=bool)
     score = np.zeros(series.size)
     detail: list[str | None] = [None] * series.size
     picked = np.flatnonzero(judged)
+    hot = np.zeros(int(series.max()) + 1 if series.size else 0, dtype=bool)
     for idx in steps(series[picked]):
         at = picked[idx]
         if relearn_gap_s is not None:
@@ -69,9 +72,16 @@ def advance(bank: Bank, series: np.ndarray, t: np.ndarray, value: np.ndarray, st
             after = ~np.isnan(gap)
             if after.any():
                 bank.relearn(series[at][after], gap[after])
+        rows = series[at]
         asked = None if explain is None else explain[at]
-        flag[at], score[at], said = bank.step(series[at], value[at], t[at], asked)
-        if said is not None and asked is not None:
-            for i in np.flatnonzero(asked).tolist():
-                detail[int(at[i])] = said[i]
+        if flagged:
+            asked = hot[rows] if asked is None else asked | hot[rows]
+            flag[at], score[at], said = bank.step(rows, value[at], t[at], asked, flagged=True)
+            hot[rows[flag[at]]] = True
+        else:
+            flag[at], score[at], said = bank.step(rows, value[at], t[at], asked)
+        if said is not None:
+            for i, text in enumerate(said):
+                if text is not None:
+                    detail[int(at[i])] = text
     return Verdicts(judged, flag, score, detail)

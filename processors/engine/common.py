@@ -14,7 +14,7 @@ import numpy as np
 
 from processors.detectors.base import Detector
 
-__all__ = ["Ring", "Rows", "StepArrays", "opt", "row_medians", "steps", "unopt"]
+__all__ = ["Ring", "Rows", "StepArrays", "explained", "opt", "row_medians", "steps", "unopt"]
 
 
 def opt(x: float | None) -> float:
@@ -26,6 +26,13 @@ def unopt(x: Any) -> float | None:
     """A float of an array back as an optional number: NaN is None."""
     value = float(x)
     return None if np.isnan(value) else value
+
+
+def explained(explain: np.ndarray | None, flag: np.ndarray, flagged: bool) -> np.ndarray | None:
+    """The values of a step to give a detail for: those `explain` marks, and with `flagged` those flagged too."""
+    if not flagged:
+        return explain
+    return flag if explain is None else explain | flag
 
 
 def steps(series: np.ndarray) -> list[np.ndarray]:

@@ -10,7 +10,7 @@ import numpy as np
 
 from processors.detectors.base import fmt
 from processors.detectors.drift import BIN_SPREAD_SHARE, DAY_S, MAX_RHO, CusumDrift
-from processors.engine.common import Rows, StepArrays, opt, unopt
+from processors.engine.common import Rows, StepArrays, explained, opt, unopt
 
 __all__ = ["DriftBank"]
 
@@ -136,7 +136,8 @@ class DriftBank(Rows):
         return b.astype(np.int64)
 
     def step(self, rows: np.ndarray, x: np.ndarray, t: np.ndarray,
-             explain: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, list[str | None] | None]:
+             explain: np.ndarray | None = None, flagged: bool = False
+             ) -> tuple[np.ndarray, np.ndarray, list[str | None] | None]:
         """One value at event time `t` for each of `rows` (distinct): flags, scores and, where `explain` is True,
         details, as `CusumDrift.update` gives them."""
         flag = np.zeros(rows.size, dtype=bool)
@@ -155,6 +156,7 @@ class DriftBank(Rows):
             score[finite[judged]], flag[finite[judged]] = judgement.score, judgement.alarm
             learn[judged] = judgement.learned
         self._learn(r[learn], xv[learn], b[learn])
+        explain = explained(explain, flag, flagged)
         if explain is None:
             return flag, score, None
         position = np.full(rows.size, -2)

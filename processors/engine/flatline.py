@@ -10,7 +10,7 @@ import numpy as np
 
 from processors.detectors.base import fmt
 from processors.detectors.flatline import RUN_MEMORY, Flatline
-from processors.engine.common import Rows, opt, unopt
+from processors.engine.common import Rows, explained, opt, unopt
 
 __all__ = ["FlatlineBank"]
 
@@ -21,10 +21,6 @@ ALWAYS = 2**31
 def _keys(x: np.ndarray) -> np.ndarray:
     """`Flatline._key` of each value (nine significant digits), as the bits of the float it spells: one integer per key."""
     return np.array([float(f"{v:.9g}") for v in x.tolist()], dtype=np.float64).view(np.int64)
-
-
-def _key_text(bits: int) -> str:
-    return f"{np.int64(bits).view(np.float64):.9g}"
 
 
 class FlatlineBank(Rows):
@@ -76,8 +72,8 @@ class FlatlineBank(Rows):
         count = int(self.held_count[row])
         return {"anchor": unopt(self.anchor[row]), "run": int(self.run[row]), "n": int(self.n[row]),
                 "stuck": bool(self.stuck[row]), "repeat": {"n": int(self.repeat_n[row]), "mean": float(self.repeat[row])},
-                "held": {_key_text(int(k)): int(v) for k, v in zip(self.held_key[row, :count], self.held[row, :count],
-                                                                  strict=True)}}
+                "held": {f"{k:.9g}": v for k, v in zip(self.held_key[row, :count].view(np.float64).tolist(),
+                                                       self.held[row, :count].tolist(), strict=True)}}
 
     def relearn(self, rows: np.ndarray, gap_s: np.ndarray | None = None) -> None:
         """`Flatline.relearn` on `rows`: a new run at the next value; the repeat probability and held values are kept."""
@@ -153,7 +149,8 @@ class FlatlineBank(Rows):
         return np.where(base < 0, ALWAYS, np.maximum(base, held))
 
     def step(self, rows: np.ndarray, x: np.ndarray, t: np.ndarray | None = None,
-             explain: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, list[str | None] | None]:
+             explain: np.ndarray | None = None, flagged: bool = False
+             ) -> tuple[np.ndarray, np.ndarray, list[str | None] | None]:
         """One value for each of `rows` (distinct): flags, scores and, where `explain` is True, details, as
         `Flatline.update` gives them."""
         flag = np.zeros(rows.size, dtype=bool)
@@ -176,6 +173,7 @@ class FlatlineBank(Rows):
         self.stuck[r] |= stuck
         flag[finite[judged]] = stuck
         score[finite[judged]] = run.astype(np.float64) * self.n_intervals[r] / limit
+        explain = explained(explain, flag, flagged)
         if explain is None:
             return flag, score, None
         limits = np.zeros(rows.size, dtype=np.int64)

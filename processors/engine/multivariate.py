@@ -9,7 +9,7 @@ import numpy as np
 
 from processors.detectors.base import Detector, fmt
 from processors.detectors.multivariate import Mahalanobis
-from processors.engine.common import Rows
+from processors.engine.common import Rows, explained
 
 __all__ = ["MahalanobisBank"]
 
@@ -117,7 +117,8 @@ class MahalanobisBank(Rows):
         return score, z
 
     def step(self, rows: np.ndarray, x: np.ndarray, t: np.ndarray | None = None,
-             explain: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, list[str | None] | None]:
+             explain: np.ndarray | None = None, flagged: bool = False
+             ) -> tuple[np.ndarray, np.ndarray, list[str | None] | None]:
         """One vector for each of `rows` (distinct): flags, scores and, where `explain` is True, details, as
         `Mahalanobis.update` gives them."""
         flag = np.zeros(rows.size, dtype=bool)
@@ -144,6 +145,7 @@ class MahalanobisBank(Rows):
             learn = full & (rebuilt[judged] | ~alarm)
             self._learn(r[learn], xv[learn], np.where(rebuilt[judged], 0.0, s)[learn])
             score[judged], flag[judged] = s, alarm
+        explain = explained(explain, flag, flagged)
         if explain is None:
             return flag, score, None
         details: list[str | None] = [None] * rows.size

@@ -11,7 +11,7 @@ import numpy as np
 from processors.detectors.base import fmt
 from processors.detectors.levels import MAD_TO_SIGMA
 from processors.detectors.spike import RobustSpike
-from processors.engine.common import Ring, Rows, StepArrays, row_medians
+from processors.engine.common import Ring, Rows, StepArrays, explained, row_medians
 from processors.engine.levels_tail import LevelRows, TailRows
 
 __all__ = ["SpikeBank"]
@@ -124,7 +124,8 @@ class SpikeBank(Rows):
         return center, mad, compared
 
     def step(self, rows: np.ndarray, x: np.ndarray, t: np.ndarray | None = None,
-             explain: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, list[str | None] | None]:
+             explain: np.ndarray | None = None, flagged: bool = False
+             ) -> tuple[np.ndarray, np.ndarray, list[str | None] | None]:
         """One value for each of `rows` (distinct): the verdicts' flags, scores and, where `explain` is True, details,
         as `RobustSpike.update` gives them."""
         flag = np.zeros(rows.size, dtype=bool)
@@ -141,6 +142,7 @@ class SpikeBank(Rows):
             score[sub], flag[sub] = judgement.score, judgement.anomalous
             learn[judged] = judgement.learned
         self._learn(r[learn], xv[learn])
+        explain = explained(explain, flag, flagged)
         if explain is None:
             return flag, score, None
         details: list[str | None] = [None] * rows.size

@@ -1,0 +1,367 @@
+"""The worker's streaming detectors as engine banks (`processors.engine`), alive between batches.
+
+`processors.detection` goes through a batch's readings once, station by station, and hands every
+in-order valid reading a detector channel judges (and every gap a series relearns after) to a
+`Judgements`. Then each bank is advanced once (`processors.engine.advance`) over all the series of
+the batch, and each series' verdicts are joined into incidents (`processors.incident.join`) and
+turned into conditions, in the series' own order. Details are formatted only for the verdicts a
+condition is built for: flagged ones, and those of keys that may have an open alert.
+
+`LiveBanks` holds one row per (station, plan, series, detector): the worker keeps it for its
+stations, and a station's rows are taken as they are while its state carries the token they last
+wrote (`StationState.token`); otherwise they are loaded from the state's JSON. `LiveBanks(scalar=True)`
+runs the scalar River-style classes instead, one Python object per row: the oracle the engine is
+tested against.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from alerts.rules import Condition, OpenKeys, judge_anomaly, judge_data_stopped
+from processors import windows
+from processors.detection_state import IncidentClaim, ParameterState, StationState
+from processors.detectors import DETECTORS, Detector, Verdict
+from processors.engine import advance
+from processors.engine.drift import DriftBank
+from processors.engine.flatline import FlatlineBank
+from processors.engine.multivariate import MahalanobisBank
+from processors.engine.spike import SpikeBank
+from processors.incident import Judged, join
+from quantrac.domain import Station
+
+__all__ = ["ChannelSpec", "Judgements", "LiveBanks", "ScalarRows", "SeriesKey", "threshold_of"]
+
+ENGINE_BANKS: dict[str, type[Any]] = {"spike": SpikeBank, "drift": DriftBank, "flatline": FlatlineBank,
+                                      "multivariate": MahalanobisBank}
+"""The bank of each detector; a detector without one runs as `ScalarRows`."""
+
+
+def threshold_of(det: Detector) -> float:
+    """The threshold a detector's score is judged on (its `threshold`, `h` or `n_intervals`)."""
+    for attr in ("threshold", "h", "n_intervals"):
+        if hasattr(det, attr):
+            return float(getattr(det, attr))
+    return 0.0
+
+
+class ScalarRows:
+    """Rows of scalar detectors behind the bank interface: `step` calls each row's `update`."""
+
+    def __init__(self, cls: type[Detector], params: Sequence[dict[str, Any]]) -> None:
+        self.cls = cls
+        self.params = [dict(p) for p in params]
+        self.detectors = [cls(**p) for p in self.params]
+
+    def __len__(self) -> int:
+        return len(self.detectors)
+
+    def load(self, row: int, state: dict[str, Any]) -> None:
+        """Row `row` from its detector's `state()`."""
+        self.detectors[row] = self.cls.from_state(state, **self.params[row])
+
+    def state(self, row: int) -> dict[str, Any]:
+        """Row `row`'s detector's `state()`."""
+        return self.detectors[row].state()
+
+    def relearn(self, rows: np.ndarray, gap_s: np.ndarray | None = None) -> None:
+        """`Detector.relearn(gap)` on each of `rows`."""
+        for i, row in enumerate(rows.tolist()):
+            self.detectors[row].relearn(None if gap_s is None else float(gap_s[i]))
+
+    def step(self, rows: np.ndarray, x: np.ndarray, t: np.ndarray, explain: np.ndarray | None = None,
+             flagged: bool = False) -> tuple[np.ndarray, np.ndarray, list[str | None] | None]:
+        """Each row's `update` on its value (a vector's values in its group's order); every detail is given."""
+        verdicts: list[Verdict] = []
+        for i, row in enumerate(rows.tolist()):
+            det = self.detectors[row]
+            names = self.params[row].get("names")
+            value = {n: float(v) for n, v in zip(names, x[i], strict=True) if np.isfinite(v)} if names else float(x[i])
+            verdicts.append(det.update(value, windows.from_epoch(float(t[i]))))
+        flag = np.array([v.is_anomaly for v in verdicts], dtype=bool)
+        score = np.array([v.score for v in verdicts], dtype=np.float64)
+        return flag, score, [v.detail for v in verdicts]
+
+
+@dataclass
+class _Bank:
+    """One bank and, per row, what it was built with and the threshold its scores are on."""
+
+    make: Callable[[list[dict[str, Any]]], Any]
+    params: list[dict[str, Any]] = field(default_factory=list)
+    thresholds: list[float] = field(default_factory=list)
+    bank: Any = None
+    pending: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    """Rows to load before the next advance: (row, state)."""
+
+    def materialise(self) -> Any:
+        """The bank with every row added since, and every pending state loaded."""
+        if self.bank is None or len(self.bank) < len(self.params):
+            old = self.bank
+            self.bank = self.make(self.params)
+            for row in range(0 if old is None else len(old)):
+                self.bank.load(row, old.state(row))
+        for row, state in self.pending:
+            self.bank.load(row, state)
+        self.pending = []
+        return self.bank
+
+
+SeriesKey = tuple[str, str, str, str]
+"""(station, plan key, parameter or `mv:` group, detector)."""
+
+
+class LiveBanks(dict[str, tuple[str, set[SeriesKey]]]):
+    """The detectors of the worker's stations as bank rows, kept between batches (see the module's docstring).
+
+    As a mapping: per station, the token of the state its rows last wrote, and the rows loaded under it.
+    """
+
+    def __init__(self, scalar: bool = False) -> None:
+        super().__init__()
+        self.scalar = scalar
+        self.banks: dict[str, _Bank] = {}
+        self.rows: dict[SeriesKey, tuple[str, int]] = {}
+
+    def begin(self, station_id: str, state: StationState, fresh: bool) -> set[SeriesKey]:
+        """The station's rows taken as they are: those loaded under `state`'s token (none if `fresh` or another token)."""
+        kept = self.get(station_id)
+        if fresh or kept is None or state.token is None or kept[0] != state.token:
+            return set()
+        return kept[1]
+
+    def row(self, key: SeriesKey, params_of: Callable[[], dict[str, Any]], saved: dict[str, Any] | None,
+            loaded: set[SeriesKey]) -> tuple[_Bank, int]:
+        """The row of a series' detector: kept if in `loaded`, else loaded from `saved` (None: fresh) and added to it;
+        `params_of` gives the detector's hyperparameters (asked only for a row to load)."""
+        name = key[3]
+        found = self.rows.get(key)
+        if found is not None and key in loaded:
+            return self.banks[found[0]], found[1]
+        params = params_of()
+        fresh = DETECTORS[name](**params)
+        bank_key = f"{name}:{len(params['names'])}" if "names" in params else name
+        holder = self.banks.get(bank_key)
+        if holder is None:
+            holder = self.banks[bank_key] = _Bank(self._maker(name))
+        if found is None:
+            row = len(holder.params)
+            holder.params.append(fresh._get_params() if self.scalar or name not in ENGINE_BANKS
+                                 else ENGINE_BANKS[name].params_of(fresh))
+            holder.thresholds.append(threshold_of(fresh))
+            self.rows[key] = (bank_key, row)
+        else:
+            row = found[1]
+        holder.pending.append((row, saved if saved is not None else fresh.state()))
+        loaded.add(key)
+        return holder, row
+
+    def _maker(self, name: str) -> Callable[[list[dict[str, Any]]], Any]:
+        if self.scalar or name not in ENGINE_BANKS:
+            cls = DETECTORS[name]
+            return lambda params: ScalarRows(cls, params)
+        maker: Callable[[list[dict[str, Any]]], Any] = ENGINE_BANKS[name]
+        return maker
+
+    def stamp(self, station_id: str, state: StationState, loaded: set[SeriesKey]) -> None:
+        """Give the station's state a new token, which its `loaded` rows now carry."""
+        state.token = os.urandom(8).hex()
+        self[station_id] = (state.token, loaded)
+
+
+@dataclass
+class _Channel:
+    """One detector of a series: its bank row and whether its details are needed from the start (a key maybe open)."""
+
+    name: str
+    holder: _Bank
+    row: int
+    explain: bool
+
+
+@dataclass
+class _Series:
+    """A series' (parameter's or group's) detector channels and the events of the batch, in arrival order."""
+
+    station: Station
+    label: str
+    """The parameter, or the group's parameters joined with commas."""
+    channels: list[_Channel]
+    incident: ParameterState | None
+    """Where the series' incident claim is kept (None: a group, whose verdicts are not joined)."""
+    save: Callable[[str, dict[str, Any]], None]
+    events: list[int] = field(default_factory=list)
+
+
+class _Event(NamedTuple):
+    """A series' reading handed to the detectors, or a gap it resumes after (see `Judgements.add`)."""
+
+    series: int
+    anchor: int
+    t: float
+    ts: datetime | None
+    """The reading's own time (None: `t`'s instant in UTC)."""
+    value: Any
+    judge: bool
+    stopped: float | None
+    """The last event time before the gap this event resumes after (its alerts close there), else None."""
+    relearn_s: float
+    """The gap to relearn after (NaN: none)."""
+
+
+ChannelSpec = tuple[str, SeriesKey, Callable[[], dict[str, Any]], dict[str, Any] | None]
+"""A series' detector channel as `Judgements.add_series` takes it: (detector, key, its hyperparameters, saved state)."""
+
+_Verdicts = tuple[list[bool], list[float], list[str | None]]
+
+
+class Judgements:
+    """A batch's detector work: collected per series, advanced per bank, then joined and judged in series order."""
+
+    def __init__(self, live: LiveBanks, open_keys: OpenKeys | None, hold_s: float) -> None:
+        self.live, self.open_keys, self.hold_s = live, open_keys, hold_s
+        self.series: list[_Series] = []
+        self.events: list[_Event] = []
+        self.scalar: list[float] = []
+        """Per event, its value if it is one number (NaN for a vector)."""
+
+    def add_series(self, station: Station, label: str, channels: Sequence[ChannelSpec], loaded: set[SeriesKey],
+                   incident: ParameterState | None, save: Callable[[str, dict[str, Any]], None]) -> int:
+        """A series of a station with its channels; its index for `add`. A channel's details are formatted from the
+        start when its key may have an open alert, or it holds the series' incident claim (its alert is open)."""
+        owner = None if incident is None or incident.incident is None else incident.incident.detector
+        chans = []
+        for name, key, params, saved in channels:
+            holder, row = self.live.row(key, params, saved, loaded)
+            wanted = self.open_keys is None or owner == name or (station.id, label, f"anomaly_{name}") in self.open_keys
+            chans.append(_Channel(name, holder, row, wanted))
+        self.series.append(_Series(station, label, chans, incident, save))
+        return len(self.series) - 1
+
+    def add(self, series: int, anchor: int, t: float, value: Any, ts: datetime | None = None, judge: bool = True,
+            stopped: float | None = None, relearn_s: float | None = None) -> None:
+        """An event of a series: a value to judge (a vector: its values in the group's order), or with `judge` False
+        only a gap to close its alerts at (`stopped`) and to relearn after (`relearn_s`). Its conditions go before
+        the batch's other condition number `anchor` (`run`)."""
+        self.series[series].events.append(len(self.events))
+        self.events.append(_Event(series, anchor, t, ts, value, judge, stopped, np.nan if relearn_s is None else relearn_s))
+        self.scalar.append(math.nan if isinstance(value, list) else value)
+
+    def run(self, others: list[Condition]) -> list[Condition]:
+        """Advance every bank once over the batch, judge each series in order and save its rows' states; the batch's
+        `others` conditions with the detectors' put where each event's anchor says (as if judged reading by reading)."""
+        verdicts, flagged = self._advance() if self.events else ([[] for _ in self.series], [])
+        found: list[tuple[int, Condition]] = []
+        for s, per_channel in zip(self.series, verdicts, strict=True):
+            found.extend(self._judge(s, per_channel, flagged))
+            for ch in s.channels:
+                s.save(ch.name, ch.holder.bank.state(ch.row))
+        found.sort(key=lambda pair: pair[0])
+        merged: list[Condition] = []
+        j = 0
+        for i, c in enumerate(others):
+            while j < len(found) and found[j][0] <= i:
+                merged.append(found[j][1])
+                j += 1
+            merged.append(c)
+        merged.extend(c for _, c in found[j:])
+        return merged
+
+    def _advance(self) -> tuple[list[list[_Verdicts]], list[bool]]:
+        """Per series, per channel: its bank's flags, scores and details over the batch's events (by event index); one
+        advance per bank. And per event, whether any detector flagged it."""
+        n = len(self.events)
+        t = np.array([e.t for e in self.events])
+        relearn = np.array([e.relearn_s for e in self.events])
+        owner = np.array([e.series for e in self.events], dtype=np.int64)
+        members: dict[int, list[tuple[int, _Channel]]] = {}
+        for i, s in enumerate(self.series):
+            for ch in s.channels:
+                members.setdefault(id(ch.holder), []).append((i, ch))
+        found: dict[int, _Verdicts] = {}
+        flagged = np.zeros(n, dtype=bool)
+        for group in members.values():
+            row_of = np.full(len(self.series), -1, dtype=np.int64)
+            explain_of = np.zeros(len(self.series), dtype=bool)
+            for i, ch in group:
+                row_of[i], explain_of[i] = ch.row, ch.explain
+            idx = np.flatnonzero(row_of[owner] >= 0)
+            sample = self.events[int(idx[0])].value
+            values = np.array([self.events[k].value for k in idx.tolist()], dtype=np.float64) \
+                if isinstance(sample, list) else np.array(self.scalar)[idx]
+            v = advance(group[0][1].holder.materialise(), row_of[owner[idx]], t[idx], values, relearn_gap_s=relearn[idx],
+                        explain=explain_of[owner[idx]], flagged=True)
+            flag, score = np.zeros(n, dtype=bool), np.zeros(n)
+            flag[idx], score[idx] = v.flag, v.score
+            flagged |= flag
+            details: list[str | None] = [None] * n
+            for k, text in zip(idx.tolist(), v.detail, strict=True):
+                if text is not None:
+                    details[k] = text
+            found[id(group[0][1].holder)] = (flag.tolist(), score.tolist(), details)
+        return [[found[id(ch.holder)] for ch in s.channels] for s in self.series], flagged.tolist()
+
+    def _judge(self, s: _Series, verdicts: list[_Verdicts], flagged: list[bool]) -> list[tuple[int, Condition]]:
+        """The series' conditions with their anchors, event by event: gaps close its alerts; verdicts join into
+        incidents."""
+        found: list[tuple[int, Condition]] = []
+        for k in s.events:
+            e = self.events[k]
+            if e.stopped is not None:
+                if s.incident is not None:
+                    s.incident.incident = None
+                last, resumed = windows.from_epoch(e.stopped), windows.from_epoch(e.t)
+                for ch in s.channels:
+                    _add(found, e.anchor, judge_data_stopped(s.station, s.label, f"anomaly_{ch.name}", last, resumed,
+                                                             open_keys=self.open_keys))
+            if not e.judge:
+                continue
+            if flagged[k]:
+                self._flagged(s, e, k, verdicts, found)
+            else:
+                self._quiet(s, e, k, verdicts, found)
+        return found
+
+    def _flagged(self, s: _Series, e: _Event, k: int, verdicts: list[_Verdicts],
+                 found: list[tuple[int, Condition]]) -> None:
+        """An event some detector flags: the verdicts joined into the series' incident, a condition for each."""
+        judged = [Judged(Verdict(flags[k], scores[k], ch.name, details[k] or ""), ch.holder.thresholds[ch.row])
+                  for ch, (flags, scores, details) in zip(s.channels, verdicts, strict=True)]
+        value = None
+        if s.incident is not None:
+            claim, judged = join(None if s.incident.incident is None else s.incident.incident.as_list(), judged, e.t,
+                                 self.hold_s)
+            s.incident.incident = IncidentClaim.of(claim)
+            value = float(e.value)
+        ts = e.ts or windows.from_epoch(e.t)
+        for j in judged:
+            v = j.verdict
+            _add(found, e.anchor, judge_anomaly(s.station, s.label, v.kind, v.is_anomaly, value, v.score, j.threshold,
+                                                v.detail, ts, open_keys=self.open_keys))
+
+    def _quiet(self, s: _Series, e: _Event, k: int, verdicts: list[_Verdicts],
+               found: list[tuple[int, Condition]]) -> None:
+        """An event no detector flags (`join` then changes no verdict): the claim ends after the hold, and a clear
+        condition is built only for a key that may be open (the `_flagged` path, without its objects)."""
+        held = s.incident
+        if held is not None and held.incident is not None and e.t - held.incident.last_flag_t >= self.hold_s:
+            held.incident = None
+        keys = self.open_keys
+        for ch, (_, scores, details) in zip(s.channels, verdicts, strict=True):
+            if keys is None or (s.station.id, s.label, f"anomaly_{ch.name}") in keys:
+                value = None if s.incident is None else float(e.value)
+                _add(found, e.anchor, judge_anomaly(s.station, s.label, ch.name, False, value, scores[k],
+                                                    ch.holder.thresholds[ch.row], details[k] or "",
+                                                    e.ts or windows.from_epoch(e.t), open_keys=keys))
+
+
+def _add(found: list[tuple[int, Condition]], anchor: int, condition: Condition | None) -> None:
+    if condition is not None:
+        found.append((anchor, condition))
