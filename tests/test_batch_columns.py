@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from processors.rollups import bucket_sums
+from quantrac import completeness
 from quantrac.batch_columns import EPOCH, as_datetime, batch_columns, bucket_starts_us
 from quantrac.domain import Reading, Status
 from quantrac.timebuckets import ROLLUPS, bucket_start
@@ -55,3 +56,19 @@ def test_bucket_sums_are_count_sum_min_max_of_valid_values_per_series_and_bucket
         assert (n, v) == (len(members), len(valid))
         assert math.isclose(total, math.fsum(valid), rel_tol=1e-12, abs_tol=1e-9)
         assert (low, high) == ((min(valid), max(valid)) if valid else (math.inf, -math.inf))
+
+
+@settings(deadline=None)
+@given(batch=readings, late=st.sets(st.integers(min_value=0, max_value=39)))
+def test_completeness_tally_counts_received_valid_and_late_per_station_period_and_bucket(batch: list[Reading],
+                                                                                        late: set[int]) -> None:
+    late_readings = [r for i, r in enumerate(batch) if i in late]
+    late_keys = {(r.station_id, r.parameter, r.ts) for r in late_readings}
+    expected: dict[tuple[str, str, datetime], list[int]] = {}
+    for r in batch:
+        for period, bucket in completeness.PERIODS.items():
+            entry = expected.setdefault((r.station_id, period, bucket_start(r.ts, bucket)), [0, 0, 0])
+            entry[0] += 1
+            entry[1] += int(r.is_valid_measurement)
+            entry[2] += int((r.station_id, r.parameter, r.ts) in late_keys)
+    assert completeness.tally(batch, late_readings) == expected
