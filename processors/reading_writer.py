@@ -22,12 +22,15 @@ from quantrac.domain import Reading
 _COLUMNS = "station_id, parameter, ts, value, unit, status"
 _TYPES = ["text", "text", "timestamptz", "float8", "text", "text"]
 _DIRECT = f"COPY readings ({_COLUMNS}) FROM STDIN (FORMAT BINARY)"
-_STAGE = ("CREATE TEMP TABLE IF NOT EXISTS readings_stage "
-          "(station_id text, parameter text, ts timestamptz, value double precision, unit text, status text) "
-          "ON COMMIT DELETE ROWS")
-_COPY = f"COPY readings_stage ({_COLUMNS}) FROM STDIN (FORMAT BINARY)"
-_INSERT = (f"INSERT INTO readings ({_COLUMNS}) SELECT {_COLUMNS} FROM readings_stage "
-           "ON CONFLICT (station_id, parameter, ts) DO NOTHING RETURNING station_id, parameter, ts")
+STAGE = ("CREATE TEMP TABLE IF NOT EXISTS readings_stage "
+         "(station_id text, parameter text, ts timestamptz, value double precision, unit text, status text) "
+         "ON COMMIT DELETE ROWS")
+"""The session's staging table of the idempotent way (public for bench/store_writes.py, which EXPLAINs it)."""
+STAGE_COPY = f"COPY readings_stage ({_COLUMNS}) FROM STDIN (FORMAT BINARY)"
+"""Binary COPY of a batch into the staging table."""
+STAGED_INSERT = (f"INSERT INTO readings ({_COLUMNS}) SELECT {_COLUMNS} FROM readings_stage "
+                 "ON CONFLICT (station_id, parameter, ts) DO NOTHING RETURNING station_id, parameter, ts")
+"""The staged readings whose key is not stored yet, inserted; returns their keys."""
 
 
 _CONFLICTS = ("SELECT s.station_id, s.parameter, s.ts, r.value, r.status FROM readings_stage s "
@@ -47,7 +50,7 @@ def _differs(r: Reading, value: float | None, status: str) -> bool:
     return r.value != value or r.status.value != status
 
 
-async def _copy_rows(cur: psycopg.AsyncCursor[Any], statement: str, readings: Sequence[Reading]) -> None:
+async def copy_rows(cur: psycopg.AsyncCursor[Any], statement: str, readings: Sequence[Reading]) -> None:
     """One binary COPY of the readings (`statement` names the table)."""
     async with cur.copy(statement) as copy:
         copy.set_types(_TYPES)
@@ -86,15 +89,15 @@ class ReadingWriter:
         if self._direct:
             try:
                 async with conn.transaction(), conn.cursor() as cur:
-                    await _copy_rows(cur, _DIRECT, readings)
+                    await copy_rows(cur, _DIRECT, readings)
                 return readings
             except psycopg.errors.UniqueViolation:
                 self._direct = False  # some are stored already: this batch and the next go the idempotent way
         self._staged = True
-        await conn.execute(_STAGE)
+        await conn.execute(STAGE)
         async with conn.cursor() as cur:
-            await _copy_rows(cur, _COPY, readings)
-            await cur.execute(_INSERT)
+            await copy_rows(cur, STAGE_COPY, readings)
+            await cur.execute(STAGED_INSERT)
             inserted = {(row[0], row[1], row[2]) for row in await cur.fetchall()}
         self._direct = len(inserted) == len(readings)
         return [r for r in readings if (r.station_id, r.parameter, r.ts) in inserted]

@@ -1,9 +1,10 @@
 """Rollups at 5 minutes, 1 hour and 1 day, kept exact on native PostgreSQL.
 
 After a batch is stored, `update_rollups` adds the batch's NEW readings to the buckets they fall
-in, in the batch's transaction: it sums them per bucket (count, valid count, sum, min, max; numpy,
-`quantrac.batch_columns`) and merges those sums into the rollup rows, one statement per width
-(`INSERT ... SELECT FROM unnest(...) ON CONFLICT DO UPDATE SET count = count + excluded.count, ...`).
+in, in the batch's transaction: it sums them per 5-minute bucket (count, valid count, sum, min, max;
+numpy, `quantrac.batch_columns`) and merges those sums, and their sums per hour and local day, into
+the rollup rows in one statement (`INSERT ... SELECT FROM unnest(...) ON CONFLICT DO UPDATE SET
+count = count + excluded.count, ...`, once per width in data-modifying CTEs).
 Only readings the writer actually stored are added, so a redelivered batch adds nothing, and a late
 reading corrects its own buckets and no others. Nothing is re-read from the raw readings, so a
 batch costs the same however full its buckets are. A batch holding a value of magnitude
@@ -18,6 +19,7 @@ both stores, not only at the next policy run or maintenance pass).
 
 from __future__ import annotations
 
+import functools
 import math
 from datetime import datetime
 from typing import Any, Sequence
@@ -120,8 +122,9 @@ async def _check_aggregates_hold(conn: psycopg.AsyncConnection[Any], new: Sequen
                                   "AND ts >= %s AND ts < %s", (station_id, parameter, start, end))
 
 
-_MERGE_KEYS = ("unnest(%(stations)b::text[], %(parameters)b::text[], %(starts)b::bigint[], %(totals)b::float8[], "
-               "%(mins)b::float8[], %(maxs)b::float8[], %(counts)b::integer[], %(valids)b::integer[]) "
+_MERGE_KEYS = ("SELECT k.station_id, k.parameter, to_timestamp(k.start_s) AS bucket, k.total, k.min, k.max, k.count, "
+               "k.count_valid FROM unnest(%(stations)b::text[], %(parameters)b::text[], %(starts)b::bigint[], "
+               "%(totals)b::float8[], %(mins)b::float8[], %(maxs)b::float8[], %(counts)b::integer[], %(valids)b::integer[]) "
                "AS k(station_id, parameter, start_s, total, min, max, count, count_valid)")
 _MERGE = ("ON CONFLICT (station_id, parameter, bucket) DO UPDATE SET "
           "avg = (coalesce(t.avg * t.count_valid, 0) + coalesce(EXCLUDED.avg * EXCLUDED.count_valid, 0)) "
@@ -130,20 +133,35 @@ _MERGE = ("ON CONFLICT (station_id, parameter, bucket) DO UPDATE SET "
           "count = t.count + EXCLUDED.count, count_valid = t.count_valid + EXCLUDED.count_valid")
 
 
-def _merge_sql(bucket: str) -> str:
-    """Add per-bucket sums to the rollup rows of `bucket` (the mean weighted by the valid counts).
+def _merge_into(bucket: str, source: str) -> str:
+    """Add the sums of `source` (a CTE of per-bucket sums) to the rollup rows of `bucket`: the mean weighted
+    by the valid counts, min and max over valid values only (NULL where a bucket has none)."""
+    return (f"INSERT INTO {ROLLUPS[bucket]} AS t (station_id, parameter, bucket, avg, min, max, count, count_valid) "
+            "SELECT station_id, parameter, bucket, total / nullif(count_valid, 0), CASE WHEN count_valid > 0 THEN min END, "
+            f"CASE WHEN count_valid > 0 THEN max END, count, count_valid FROM {source} {_MERGE} RETURNING 1")
+
+
+def _wider(bucket: str) -> str:
+    """Sums per `bucket` from the 5-minute sums (each hour and local day is a union of whole 5-minute buckets)."""
+    return (f"SELECT station_id, parameter, {bucket_sql(bucket, 'bucket')} AS bucket, sum(total) AS total, min(min) AS min, "
+            "max(max) AS max, sum(count)::integer AS count, sum(count_valid)::integer AS count_valid FROM s5 GROUP BY 1, 2, 3")
+
+
+@functools.cache
+def merge_sql() -> str:
+    """One statement: add the batch's 5-minute sums (`bucket_sums`) to the 5-minute rows, and their sums per
+    hour and per local day to the hour and day rows; returns the rows written.
 
     Arrays go in binary (`%(name)b`): psycopg's text arrays cost about five times more to build.
     """
-    return (f"INSERT INTO {ROLLUPS[bucket]} AS t (station_id, parameter, bucket, avg, min, max, count, count_valid) "
-            "SELECT k.station_id, k.parameter, to_timestamp(k.start_s), k.total / nullif(k.count_valid, 0), "
-            "CASE WHEN k.count_valid > 0 THEN k.min END, CASE WHEN k.count_valid > 0 THEN k.max END, k.count, k.count_valid "
-            f"FROM {_MERGE_KEYS} {_MERGE}")
+    return (f"WITH s5 AS ({_MERGE_KEYS}), s1h AS ({_wider('1h')}), s1d AS ({_wider('1d')}), "
+            f"m5 AS ({_merge_into('5m', 's5')}), m1h AS ({_merge_into('1h', 's1h')}), m1d AS ({_merge_into('1d', 's1d')}) "
+            "SELECT (SELECT count(*) FROM m5) + (SELECT count(*) FROM m1h) + (SELECT count(*) FROM m1d)")
 
 
-def bucket_sums(columns: BatchColumns, bucket: str) -> dict[str, list[Any]]:
-    """The readings' count, valid count, and sum, min and max of valid values per (series, bucket): the
-    parameters of `_merge_sql` (min and max are infinite where a bucket has no valid value)."""
+def bucket_sums(columns: BatchColumns, bucket: str = "5m") -> dict[str, list[Any]]:
+    """The readings' count, valid count, and sum, min and max of valid values per (series, bucket); of 5-minute
+    buckets, the parameters of `merge_sql` (min and max are infinite where a bucket has no valid value)."""
     groups = group(columns.series, bucket_starts_us(columns.ts_us, bucket))
     valid_values = columns.values[columns.valid]
     values = np.zeros(len(columns.values))
@@ -188,12 +206,9 @@ async def update_rollups(conn: psycopg.AsyncConnection[Any], new: Sequence[Readi
     async with conn.cursor() as cur:
         if _has_huge(new):
             return await _recompute(cur, new)
-        columns = batch_columns(new)
-        sums = {bucket: bucket_sums(columns, bucket) for bucket in ROLLUPS}
-        async with conn.pipeline():  # one round trip for the three widths
-            for bucket in ROLLUPS:
-                await cur.execute(_merge_sql(bucket), sums[bucket])
-    return sum(len(s["counts"]) for s in sums.values())
+        await cur.execute(merge_sql(), bucket_sums(batch_columns(new)))
+        row = await cur.fetchone()
+    return int(row[0]) if row else 0
 
 
 def rebuild_rollups(conn: psycopg.Connection, start: datetime, end: datetime, station_id: str | None = None) -> int:
