@@ -11,7 +11,7 @@ redelivered batch) updates count, last and peak value instead of opening another
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable
 
 import psycopg
 from psycopg.rows import dict_row
@@ -39,22 +39,15 @@ def policy_from_settings() -> Policy:
 
 _ACTIVE = "SELECT * FROM alerts WHERE station_id = %s AND parameter = %s AND rule = %s AND status <> 'resolved' FOR UPDATE"
 _ACTIVE_OF_STATIONS = "SELECT * FROM alerts WHERE status <> 'resolved' AND station_id = ANY(%s) ORDER BY id FOR UPDATE"
-_OPEN_COLUMNS = ("station_id", "parameter", "rule", "basis", "severity", "now", "ts", "value", "limit", "limit_source",
-                 "message", "historical", "score")
 _INSERT = """
 INSERT INTO alerts (station_id, parameter, rule, basis, severity, status, opened_at, updated_at, first_ts, last_ts,
                     last_value, peak_value, limit_value, limit_source, count, message, zone, historical, score)
-SELECT k.station_id, k.parameter, k.rule, k.basis, k.severity, 'open', k.now, k.now, k.ts, k.ts, k.value, k.value, k.lim,
-       k.limit_source, 1, k.message, (SELECT zone FROM stations WHERE id = k.station_id), k.historical, k.score
-FROM unnest(%(station_id)s::text[], %(parameter)s::text[], %(rule)s::text[], %(basis)s::text[], %(severity)s::text[],
-            %(now)s::timestamptz[], %(ts)s::timestamptz[], %(value)s::float8[], %(limit)s::float8[], %(limit_source)s::text[],
-            %(message)s::text[], %(historical)s::boolean[], %(score)s::float8[]) WITH ORDINALITY
-     AS k(station_id, parameter, rule, basis, severity, now, ts, value, lim, limit_source, message, historical, score, n)
-ORDER BY k.n
+VALUES (%(station_id)s, %(parameter)s, %(rule)s, %(basis)s, %(severity)s, 'open', %(now)s, %(now)s, %(ts)s, %(ts)s,
+        %(value)s, %(value)s, %(limit)s, %(limit_source)s, 1, %(message)s,
+        (SELECT zone FROM stations WHERE id = %(station_id)s), %(historical)s, %(score)s)
 ON CONFLICT (station_id, parameter, rule) WHERE status <> 'resolved' DO NOTHING
 RETURNING *
 """
-"""Open alerts, one per row of the arrays; a key with an active alert already is skipped (not returned)."""
 _UPDATE = """
 UPDATE alerts SET status = %(status)s, count = %(count)s, last_ts = %(last_ts)s, last_value = %(last_value)s, score = %(score)s,
     peak_value = %(peak_value)s, limit_value = %(limit)s, clear_since = %(clear_since)s,
@@ -63,33 +56,8 @@ UPDATE alerts SET status = %(status)s, count = %(count)s, last_ts = %(last_ts)s,
     message = coalesce(%(message)s, message), limit_source = coalesce(%(limit_source)s, limit_source)
 WHERE id = %(id)s RETURNING *
 """
-_UPDATE_MANY = """
-UPDATE alerts a SET status = u.status, count = u.count, last_ts = u.last_ts, last_value = u.last_value, score = u.score,
-    peak_value = u.peak_value, limit_value = u.lim, clear_since = u.clear_since,
-    acknowledged_at = u.acknowledged_at, acknowledged_by = u.acknowledged_by,
-    resolved_at = u.resolved_at, resolved_by = u.resolved_by, updated_at = u.now,
-    message = coalesce(u.message, a.message), limit_source = coalesce(u.limit_source, a.limit_source)
-FROM unnest(%(id)s::bigint[], %(status)s::text[], %(count)s::integer[], %(last_ts)s::timestamptz[], %(last_value)s::float8[],
-            %(score)s::float8[], %(peak_value)s::float8[], %(limit)s::float8[], %(clear_since)s::timestamptz[],
-            %(acknowledged_at)s::timestamptz[], %(acknowledged_by)s::text[], %(resolved_at)s::timestamptz[],
-            %(resolved_by)s::text[], %(now)s::timestamptz[], %(message)s::text[], %(limit_source)s::text[])
-     AS u(id, status, count, last_ts, last_value, score, peak_value, lim, clear_since, acknowledged_at, acknowledged_by,
-          resolved_at, resolved_by, now, message, limit_source)
-WHERE a.id = u.id RETURNING a.*
-"""
-"""`_UPDATE` of several alerts in one statement (arrays of `_update_params`)."""
 _EVENT = ("INSERT INTO alert_events (alert_id, at, kind, actor, status, value, note) "
           "VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id")
-_EVENTS = ("INSERT INTO alert_events (alert_id, at, kind, actor, status, value, note) "
-           "SELECT e.alert_id, e.at, e.kind, e.actor, e.status, e.value, e.note FROM unnest(%s::bigint[], %s::timestamptz[], "
-           "%s::text[], %s::text[], %s::text[], %s::float8[], %s::text[]) WITH ORDINALITY "
-           "AS e(alert_id, at, kind, actor, status, value, note, n) ORDER BY e.n")
-"""Several events in one statement, ids in the order given (the notifier reads its outbox by id)."""
-
-
-def _columns(rows: Sequence[Mapping[str, Any]], names: Iterable[str]) -> dict[str, list[Any]]:
-    """Rows of named parameters as one array per name (for an `unnest` statement)."""
-    return {name: [row[name] for row in rows] for name in names}
 
 
 def state_of(row: dict[str, Any]) -> AlertState:
@@ -114,13 +82,6 @@ def _event_params(alert_id: int, e: Event) -> tuple[Any, ...]:
     return alert_id, e.at, e.kind, e.actor, e.status, e.value, e.note
 
 
-def _open_params(c: Condition, now: datetime) -> dict[str, Any]:
-    return {"station_id": c.station_id, "parameter": c.parameter, "rule": c.rule, "basis": c.basis,
-            "severity": c.severity.value, "now": now, "ts": c.ts, "value": c.value, "limit": c.limit,
-            "limit_source": c.limit_source, "message": safe_text(c.message, 4 * TEXT_LIMIT), "historical": c.historical,
-            "score": c.score}
-
-
 async def apply_conditions(conn: psycopg.AsyncConnection[Any], conditions: Iterable[Condition], *,
                            policy: Policy | None = None, clock: Clock = utc_now) -> list[dict[str, Any]]:
     """Open, update or (once clear for the hold time) resolve one alert per condition, in the caller's transaction.
@@ -128,10 +89,8 @@ async def apply_conditions(conn: psycopg.AsyncConnection[Any], conditions: Itera
     Returns the alert rows that changed, each with `transition` (`opened`, `updated` or `resolved`)
     and `opened` (bool) for the Kafka record. Repeats of an open alert within one call are folded:
     a station over its limit reading after reading makes one `updated` row and event per call
-    (count, last and peak value include every repeat), not one per reading. Alerts opened by the
-    call are inserted together at the end (one statement, their events in another), then every
-    folded update (one statement, events in one more); a key that meets a clear or superseding
-    condition after it was opened in the call is written at that point instead.
+    (count, last and peak value include every repeat), not one per reading, and every such
+    update is written in one pipelined round trip at the end.
     """
     conditions = list(conditions)
     if not conditions:
@@ -145,8 +104,6 @@ async def apply_conditions(conn: psycopg.AsyncConnection[Any], conditions: Itera
             writer.locked[(found["station_id"], found["parameter"], found["rule"])] = found
         for c in conditions:
             await writer.apply(c)
-        while writer.opening:  # a key opened meanwhile by another transaction may come back resolved: open again
-            await writer.write_opens(list(writer.opening))
         await writer.write_pending(list(writer.pending))
     return writer.rows
 
@@ -165,8 +122,6 @@ class _AlertWriter:
         """The active alert of each key, as locked (FOR UPDATE) and since changed in this call."""
         self.pending: dict[Key, tuple[int, AlertState, Condition, Event]] = {}
         """Repeats not written yet: key -> (alert id, state, latest condition, latest event)."""
-        self.opening: dict[Key, list[Condition]] = {}
-        """Alerts to open, not written yet: key -> the condition that opens it, then its repeats in this call."""
 
     async def active(self, key: Key) -> dict[str, Any] | None:
         if key not in self.locked:
@@ -175,67 +130,22 @@ class _AlertWriter:
         return self.locked[key]
 
     async def write_pending(self, keys: Iterable[Key]) -> None:
-        """Write the folded repeats of `keys`: one statement for the alerts, one for their events."""
+        """Write the folded repeats of `keys`: one pipelined round trip for all of them."""
         folded = [self.pending.pop(k) for k in list(keys) if k in self.pending]
         if not folded:
             return
         now = self.clock()
-        params = [_update_params(i, state, now, c) for i, state, c, _ in folded]
-        await self.cur.execute(_UPDATE_MANY, _columns(params, params[0]))
-        updated = {row["id"]: row for row in await self.cur.fetchall()}
-        await self.write_events([(i, ev) for i, _, _, ev in folded])
-        self.rows.extend({**updated[i], "opened": False, "transition": "updated"} for i, *_ in folded if i in updated)
-
-    async def write_events(self, events: Sequence[tuple[int, Event]]) -> None:
-        """Append events to their alerts' histories, in this order (one statement)."""
-        if events:
-            await self.cur.execute(_EVENTS, [list(column) for column in zip(*(_event_params(i, e) for i, e in events),
-                                                                             strict=True)])
-
-    async def write_opens(self, keys: Iterable[Key]) -> None:
-        """Open the alerts of `keys` (one statement, their events in another), then fold their repeats.
-
-        A key another transaction opened meanwhile is not inserted: its conditions apply to that alert.
-        """
-        opening = [(k, self.opening.pop(k)) for k in list(keys) if k in self.opening]
-        if not opening:
-            return
-        now = self.clock()
-        params = [_open_params(conditions[0], now) for _, conditions in opening]
-        await self.cur.execute(_INSERT, _columns(params, _OPEN_COLUMNS))
-        inserted = {(row["station_id"], row["parameter"], row["rule"]): row for row in await self.cur.fetchall()}
-        events = []
-        for key, conditions in opening:
-            if (row := inserted.get(key)) is not None:
-                events.append((row["id"], lifecycle.open_alert(conditions[0], now)[1]))
-                self.locked[key] = row
-                self.rows.append({**row, "opened": True, "transition": "opened"})
-        await self.write_events(events)
-        for key, conditions in opening:
-            if (row := inserted.get(key)) is not None:
-                for c in conditions[1:]:
-                    row = self._fold(key, row, c, now)
-                continue
-            del self.locked[key]
-            await self.active(key)
-            for c in conditions:
-                await self.apply(c)
-
-    def _fold(self, key: Key, row: dict[str, Any], c: Condition, now: datetime) -> dict[str, Any]:
-        """An active condition on an active alert: a repeat, folded into the update written at the end; the row after it."""
-        new, ev = lifecycle.repeat(state_of(row), c, now)
-        self.pending[key] = (row["id"], new, c, ev)
-        folded = self.locked[key] = _with_state(row, new)
-        return folded
+        await self.cur.executemany(_UPDATE, [_update_params(i, state, now, c) for i, state, c, _ in folded], returning=True)
+        updated = []
+        while True:
+            updated.extend(await self.cur.fetchall())
+            if not self.cur.nextset():
+                break
+        await self.cur.executemany(_EVENT, [_event_params(i, ev) for i, _, _, ev in folded])
+        self.rows.extend({**row, "opened": False, "transition": "updated"} for row in updated)
 
     async def apply(self, c: Condition) -> None:
         key = (c.station_id, c.parameter, c.rule)
-        if key in self.opening:
-            first = self.opening[key][0]
-            if c.active and not (first.historical and not c.historical):
-                self.opening[key].append(c)
-                return
-            await self.write_opens([key])  # a clear or a superseding condition needs the alert written
         row = self.locked.setdefault(key, None)
         if row is None and not c.active:
             return
@@ -243,11 +153,14 @@ class _AlertWriter:
         if row is not None and c.active and row.get("historical") and not c.historical:
             await self._supersede(key, row, now)
             row = None
+        if row is None and c.active:
+            row = await self._open(key, c, now)
         if row is None:
-            self.opening[key] = [c]
             return
         if c.active:
-            self._fold(key, row, c, now)
+            new, ev = lifecycle.repeat(state_of(row), c, now)
+            self.pending[key] = (row["id"], new, c, ev)
+            self.locked[key] = _with_state(row, new)
             return
         await self._clear(key, row, c, now)
 
@@ -260,6 +173,23 @@ class _AlertWriter:
         await self.cur.execute(_EVENT, _event_params(row["id"], ev))
         self.rows.append({**(superseded or {}), "opened": False, "transition": "resolved"})
         self.locked[key] = None
+
+    async def _open(self, key: Key, c: Condition, now: datetime) -> dict[str, Any] | None:
+        """Open an alert; None when opened, else the alert another transaction opened meanwhile (to update)."""
+        _state, event = lifecycle.open_alert(c, now)
+        await self.cur.execute(_INSERT, {"station_id": c.station_id, "parameter": c.parameter, "rule": c.rule,
+                                         "basis": c.basis, "severity": c.severity.value, "now": now, "ts": c.ts,
+                                         "value": c.value, "limit": c.limit, "limit_source": c.limit_source,
+                                         "message": safe_text(c.message, 4 * TEXT_LIMIT), "historical": c.historical,
+                                         "score": c.score})
+        inserted = await self.cur.fetchone()
+        if inserted is not None:
+            await self.cur.execute(_EVENT, _event_params(inserted["id"], event))
+            self.locked[key] = inserted
+            self.rows.append({**inserted, "opened": True, "transition": "opened"})
+            return None
+        del self.locked[key]
+        return await self.active(key)
 
     async def _clear(self, key: Key, row: dict[str, Any], c: Condition, now: datetime) -> None:
         """A clear condition on an active alert: start or continue its hold, or resolve it once held."""
