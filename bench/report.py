@@ -128,6 +128,11 @@ def _store_rows(store: dict[str, Any]) -> list[str]:
         rollups = "continuous aggregates refreshed apart" if kind == "timescaledb" else "rollups in the transaction"
         out.append(f"| Store writes, {name} ({rollups}; rows/s) | {w['store_writer_with_rollups_rows_per_s']:,} | "
                    f"{w['baseline_raw_binary_copy_rows_per_s']:,} (raw binary COPY) | {w['ratio_store_with_rollups_to_raw_copy']} | {_when(store)} |")
+        if "worker_store_path_rows_per_s" in w:
+            stages = ", ".join(f"{stage} {us}" for stage, us in w["worker_store_path_us_per_reading"].items())
+            out.append(f"| ↳ every store statement of the worker's batch (rows/s; µs per reading: {stages}) | "
+                       f"{w['worker_store_path_rows_per_s']:,} | {w['baseline_raw_binary_copy_us_per_reading']} µs per reading "
+                       f"(raw binary COPY, batches interleaved) | {w['ratio_worker_store_path_to_raw_copy']} | |")
         out.append(f"| History query, {name}, one station-day at 5 min, p50/p95 (ms) | {h['api_bucket_query_ms']['p50']:.0f} / "
                    f"{h['api_bucket_query_ms']['p95']:.0f} | {h['baseline_group_by_raw_ms']['p50']:.0f} / {h['baseline_group_by_raw_ms']['p95']:.0f} "
                    f"(GROUP BY over raw readings) | | {_when(store)} |")

@@ -3,13 +3,18 @@ preloads the extension) and native PostgreSQL (a second local server without it,
 
 For each path, in a database of its own (quantrac_bench, dropped and re-created at each run):
 
-1. Write rate. The same number of readings, in the worker's transaction size, written three ways
+1. Write rate. The same number of readings, in the worker's transaction size, written four ways
    into the same `readings` table (each on its own stations, so no write conflicts with another):
-   the store writer as the worker runs it (binary COPY into a staging table, `INSERT ... ON
-   CONFLICT DO NOTHING RETURNING`, then the rollup upsert of the touched buckets on native
-   PostgreSQL; on TimescaleDB the continuous aggregates only record the invalidation), the writer
-   without the rollups, and a raw binary COPY straight into `readings` (the ceiling: no
-   idempotence, no rollups). Readings are built before timing.
+   the store writer with the rollups as the worker runs it (one binary COPY straight into
+   `readings`, falling back to a staging table and `INSERT ... ON CONFLICT DO NOTHING RETURNING`
+   when a key is stored already; then on native PostgreSQL the batch's bucket sums merged into
+   the rollup tables; on TimescaleDB the continuous aggregates only record the invalidation), the
+   writer without the rollups, every store statement of the worker's batch (writer, conflicts,
+   delivery counts, rollups, completeness; no rules), and a raw binary COPY straight into
+   `readings` (the ceiling: no idempotence, no rollups). Readings are built before timing. The
+   worker's path is also timed statement by statement (µs per reading, client side, commit
+   included), and one more batch is EXPLAIN ANALYZEd (server-side ms per statement, rolled back),
+   once as new readings and once redelivered (the staged insert).
 2. Query latency. DAYS x STATIONS x 8 parameters at a 1-minute cadence, loaded server-side and
    rolled up (native: `rebuild_rollups`; TimescaleDB: `refresh_continuous_aggregate`, what the
    worker's maintenance calls); then the API's 5-minute bucket query (`bucket_series`, all 8
@@ -37,7 +42,7 @@ import sys
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -49,10 +54,13 @@ if str(REPO) not in sys.path:
 from api.routes.history import bucket_series  # noqa: E402
 from bench.common import percentiles, write_result  # noqa: E402
 from processors.partitions import refresh_aggregates  # noqa: E402
-from processors.reading_writer import ReadingWriter  # noqa: E402
-from processors.rollups import bucket_sql, rebuild_rollups, update_rollups  # noqa: E402
+from processors.reading_writer import STAGE, STAGE_COPY, STAGED_INSERT, ReadingWriter, copy_rows  # noqa: E402
+from processors.rollups import bucket_sql, bucket_sums, merge_sql, rebuild_rollups, update_rollups  # noqa: E402
+from quantrac import completeness  # noqa: E402
+from quantrac.batch_columns import batch_columns  # noqa: E402
 from quantrac.db import STORE_POSTGRESQL, STORE_TIMESCALEDB, describe_store, migrate  # noqa: E402
-from quantrac.domain import Reading  # noqa: E402
+from quantrac.delivery_accounting import record_store_counts  # noqa: E402
+from quantrac.domain import ParameterSpec, Reading, Station, StationKind  # noqa: E402
 from quantrac.settings import Settings  # noqa: E402
 from stack import services as local_stack  # noqa: E402
 from stack.postgres import native_postgres_settings  # noqa: E402
@@ -92,36 +100,115 @@ def readings(prefix: str, rows: int, stations: int) -> list[Reading]:
     return out
 
 
-def batches(items: list[Reading], size: int) -> Iterator[list[Reading]]:
-    for first in range(0, len(items), size):
-        yield items[first:first + size]
+STAGES = ("write", "conflicts", "delivery_counts", "rollups", "completeness", "commit")
+METHODS = ("raw_copy", "store_with_rollups", "store_without_rollups", "worker_store_path")
 
 
-async def write_with_store(dsn: str, items: list[Reading], size: int, rollups: bool) -> float:
+class WriteMethod:
+    """One way of writing batches, on its own connection, stations and clock."""
+
+    def __init__(self, name: str, conn: psycopg.AsyncConnection[Any], stations: dict[str, Station]) -> None:
+        self.name, self.conn, self.stations = name, conn, stations
+        self.writer = ReadingWriter()
+        self.seconds = 0.0
+        self.stages = dict.fromkeys(STAGES, 0.0)
+
+    async def write(self, batch: list[Reading]) -> None:
+        """Write one batch in one transaction, adding the time it took."""
+        began = time.perf_counter()
+        if self.name == "raw_copy":
+            async with self.conn.transaction(), self.conn.cursor() as cur:
+                await copy_rows(cur, "COPY readings (station_id, parameter, ts, value, unit, status) FROM STDIN (FORMAT BINARY)",
+                                batch)
+        elif self.name == "worker_store_path":
+            await self._worker_batch(batch)
+        else:
+            async with self.conn.transaction():
+                new = await self.writer.write(self.conn, batch)
+                if self.name == "store_with_rollups":
+                    await update_rollups(self.conn, new)
+        self.seconds += time.perf_counter() - began
+
+    async def _worker_batch(self, batch: list[Reading]) -> None:
+        """Every store statement of the worker's batch (no rules), each stage timed."""
+        tick = time.perf_counter()
+
+        def lap(stage: str) -> None:
+            nonlocal tick
+            now = time.perf_counter()
+            self.stages[stage] += now - tick
+            tick = now
+
+        async with self.conn.transaction():
+            new = await self.writer.write(self.conn, batch)
+            lap("write")
+            conflicts = await self.writer.conflicts(self.conn, batch, new)
+            lap("conflicts")
+            await record_store_counts(self.conn, batch, new, [r for r, *_ in conflicts])
+            lap("delivery_counts")
+            await update_rollups(self.conn, new)
+            lap("rollups")
+            await completeness.record(self.conn, completeness.tally(new), self.stations)
+            lap("completeness")
+        lap("commit")
+
+
+async def write_rates(dsn: str, rows: int, size: int) -> dict[str, WriteMethod]:
+    """Each method writes `rows` readings of its own stations; batches are interleaved (batch 1 of every
+    method, then batch 2, ...), so that every method meets the same table sizes, checkpoints and load
+    from other work on the machine (written one method after the other, the last method's readings
+    met a table four times larger and a raw COPY ran at half the rate it had first)."""
+    items = {name: readings(prefix, rows, 50) for name, prefix in zip(METHODS, "CWNK", strict=True)}
+    days = sorted({r.ts.date() for batch in items.values() for r in batch})
+    methods: dict[str, WriteMethod] = {}
+    try:
+        for name in METHODS:
+            conn = await psycopg.AsyncConnection.connect(dsn)
+            methods[name] = WriteMethod(name, conn, bench_stations(items[name]))
+        await methods["raw_copy"].conn.execute("SELECT quantrac_ensure_partitions(%s, %s)", (days[0], days[-1]))
+        await methods["raw_copy"].conn.commit()
+        for first in range(0, rows, size):
+            for name, method in methods.items():
+                await method.write(items[name][first:first + size])
+    finally:
+        for method in methods.values():
+            await method.conn.close()
+    return methods
+
+
+def bench_stations(items: list[Reading]) -> dict[str, Station]:
+    """A registry entry for each station of the readings (completeness counts registered stations only)."""
+    specs = {p: ParameterSpec(symbol=p, unit="mg/L") for p in PARAMETERS}
+    return {s: Station(id=s, name=s, zone="bench", facility="bench", kind=StationKind.WASTEWATER, expected_interval_s=60,
+                       parameters=specs) for s in {r.station_id for r in items}}
+
+
+async def explain_batch(dsn: str, kind: str, batch: list[Reading]) -> dict[str, float]:
+    """Server-side ms of each statement of one batch, from EXPLAIN ANALYZE; rolled back.
+
+    The batch is written twice: new (the direct COPY, timed client side: COPY cannot be explained;
+    then the rollup merge) and redelivered (the staged `INSERT ... ON CONFLICT DO NOTHING`)."""
+    out: dict[str, float] = {}
     writer = ReadingWriter()
     async with await psycopg.AsyncConnection.connect(dsn) as conn:
-        began = time.perf_counter()
-        for batch in batches(items, size):
-            async with conn.transaction():
-                new = await writer.write(conn, batch)
-                if rollups:
-                    await update_rollups(conn, new)
-        return time.perf_counter() - began
+        async with conn.cursor() as cur:
+            await cur.execute("BEGIN")
+            began = time.perf_counter()
+            new = await writer.write(conn, batch)
+            out["direct_copy_client_ms"] = round((time.perf_counter() - began) * 1000, 2)
+            if kind == STORE_POSTGRESQL:
+                out["rollup_merge_ms"] = await _execution_ms(cur, merge_sql(), bucket_sums(batch_columns(new)))
+            await cur.execute(STAGE)
+            await copy_rows(cur, STAGE_COPY, batch)
+            out["staged_insert_redelivered_ms"] = await _execution_ms(cur, STAGED_INSERT, None)
+            await cur.execute("ROLLBACK")
+    return out
 
 
-def write_with_raw_copy(dsn: str, items: list[Reading], size: int) -> float:
-    with psycopg.connect(dsn) as conn:
-        days = sorted({r.ts.date() for r in items})
-        conn.execute("SELECT quantrac_ensure_partitions(%s, %s)", (days[0], days[-1]))
-        conn.commit()
-        began = time.perf_counter()
-        for batch in batches(items, size):
-            with conn.transaction(), conn.cursor() as cur:
-                with cur.copy("COPY readings (station_id, parameter, ts, value, unit, status) FROM STDIN (FORMAT BINARY)") as copy:
-                    copy.set_types(["text", "text", "timestamptz", "float8", "text", "text"])
-                    for r in batch:
-                        copy.write_row((r.station_id, r.parameter, r.ts, r.value, r.unit, r.status.value))
-        return time.perf_counter() - began
+async def _execution_ms(cur: psycopg.AsyncCursor[Any], statement: str, params: Any) -> float:
+    await cur.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {statement}", params)
+    row = await cur.fetchone()
+    return round(float(row[0][0]["Execution Time"]), 2) if row else -1.0
 
 
 def load_history(dsn: str, days: int, stations: int) -> tuple[int, float]:
@@ -195,19 +282,22 @@ def compress_all(dsn: str) -> dict[str, Any]:
 def bench_path(settings: Settings, kind: str, args: argparse.Namespace) -> dict[str, Any]:
     """Every figure of one store path, on a fresh quantrac_bench of that server."""
     dsn = fresh_database(settings, kind)
-    store_items = readings("W", args.write_rows, 50)
-    plain_items = readings("N", args.write_rows, 50)
-    copy_items = readings("C", args.write_rows, 50)
-    raw_copy_s = write_with_raw_copy(dsn, copy_items, args.batch)
-    store_s = asyncio.run(write_with_store(dsn, store_items, args.batch, rollups=True))
-    plain_s = asyncio.run(write_with_store(dsn, plain_items, args.batch, rollups=False))
+    methods = asyncio.run(write_rates(dsn, args.write_rows, args.batch))
+    explained = asyncio.run(explain_batch(dsn, kind, readings("E", args.batch, 50)))
+    raw_copy_s, store_s, plain_s, worker_s = (methods[name].seconds for name in METHODS)
     write = {
-        "rows": args.write_rows, "rows_per_transaction": args.batch,
+        "rows": args.write_rows, "rows_per_transaction": args.batch, "batches": "interleaved, one of each method in turn",
         "store_writer_with_rollups_rows_per_s": round(args.write_rows / store_s),
         "store_writer_without_rollups_rows_per_s": round(args.write_rows / plain_s),
         "baseline_raw_binary_copy_rows_per_s": round(args.write_rows / raw_copy_s),
         "ratio_store_with_rollups_to_raw_copy": round(raw_copy_s / store_s, 3),
         "ratio_store_without_rollups_to_raw_copy": round(raw_copy_s / plain_s, 3),
+        "worker_store_path_rows_per_s": round(args.write_rows / worker_s),
+        "ratio_worker_store_path_to_raw_copy": round(raw_copy_s / worker_s, 3),
+        "worker_store_path_us_per_reading": {stage: round(t / args.write_rows * 1e6, 2)
+                                             for stage, t in methods["worker_store_path"].stages.items()},
+        "baseline_raw_binary_copy_us_per_reading": round(raw_copy_s / args.write_rows * 1e6, 2),
+        "explain_one_batch": explained,
     }
     history_rows, load_s = load_history(dsn, args.days, args.stations)
     query = query_latencies(dsn, args.days, args.stations, args.queries)

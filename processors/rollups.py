@@ -1,9 +1,15 @@
 """Rollups at 5 minutes, 1 hour and 1 day, kept exact on native PostgreSQL.
 
-After a batch is stored, `update_rollups` recomputes exactly the buckets that the batch's new
-readings fall in (`INSERT ... SELECT ... GROUP BY ... ON CONFLICT DO UPDATE`; 5-minute buckets
-from the raw readings, hours from those, days from the hours), in the batch's transaction: a
-late reading corrects its own buckets and no others.
+After a batch is stored, `update_rollups` adds the batch's NEW readings to the buckets they fall
+in, in the batch's transaction: it sums them per 5-minute bucket (count, valid count, sum, min, max;
+numpy, `quantrac.batch_columns`) and merges those sums, and their sums per hour and local day, into
+the rollup rows in one statement (`INSERT ... SELECT FROM unnest(...) ON CONFLICT DO UPDATE SET
+count = count + excluded.count, ...`, once per width in data-modifying CTEs).
+Only readings the writer actually stored are added, so a redelivered batch adds nothing, and a late
+reading corrects its own buckets and no others. Nothing is re-read from the raw readings, so a
+batch costs the same however full its buckets are. A batch holding a value of magnitude
+`HUGE_VALUE` or more recomputes its buckets from the raw readings instead (`_recompute_sql`), so
+that sums overflowing float8 fail the batch with PostgreSQL's own error.
 Bucket boundaries come from `quantrac/timebuckets.py`; `bucket_sql` is the same rule in SQL.
 On TimescaleDB the rollups are continuous aggregates and `update_rollups` does nothing; after the
 batch commits, `refresh_late_aggregates` refreshes the buckets of readings older than an aggregate's
@@ -13,13 +19,16 @@ both stores, not only at the next policy run or maintenance pass).
 
 from __future__ import annotations
 
+import functools
 import math
 from datetime import datetime
 from typing import Any, Sequence
 
+import numpy as np
 import psycopg
 import structlog
 
+from quantrac.batch_columns import BatchColumns, batch_columns, bucket_starts_us, group
 from quantrac.domain import Reading
 from quantrac.failures import RateLimitedLog
 from quantrac.timebuckets import BUCKET_WIDTHS, DAY_ZONE, ROLLUPS, bucket_end, bucket_start
@@ -103,9 +112,9 @@ async def _check_aggregates_hold(conn: psycopg.AsyncConnection[Any], new: Sequen
     here lets the worker store the batch record by record and quarantine that record, as on native
     PostgreSQL. Only values of magnitude `HUGE_VALUE` or more are checked, so a normal batch costs nothing.
     """
-    huge = [r for r in new if r.value is not None and math.isfinite(r.value) and abs(r.value) >= HUGE_VALUE]
-    if not huge:
+    if not _has_huge(new):
         return
+    huge = [r for r in new if _has_huge([r])]
     async with conn.cursor() as cur:
         for bucket in ROLLUPS:
             for station_id, parameter, start, end in touched_buckets(huge, bucket):
@@ -113,8 +122,78 @@ async def _check_aggregates_hold(conn: psycopg.AsyncConnection[Any], new: Sequen
                                   "AND ts >= %s AND ts < %s", (station_id, parameter, start, end))
 
 
+_MERGE_KEYS = ("SELECT k.station_id, k.parameter, to_timestamp(k.start_s) AS bucket, k.total, k.min, k.max, k.count, "
+               "k.count_valid FROM unnest(%(stations)b::text[], %(parameters)b::text[], %(starts)b::bigint[], "
+               "%(totals)b::float8[], %(mins)b::float8[], %(maxs)b::float8[], %(counts)b::integer[], %(valids)b::integer[]) "
+               "AS k(station_id, parameter, start_s, total, min, max, count, count_valid)")
+_MERGE = ("ON CONFLICT (station_id, parameter, bucket) DO UPDATE SET "
+          "avg = (coalesce(t.avg * t.count_valid, 0) + coalesce(EXCLUDED.avg * EXCLUDED.count_valid, 0)) "
+          "/ nullif(t.count_valid + EXCLUDED.count_valid, 0), "
+          "min = least(t.min, EXCLUDED.min), max = greatest(t.max, EXCLUDED.max), "
+          "count = t.count + EXCLUDED.count, count_valid = t.count_valid + EXCLUDED.count_valid")
+
+
+def _merge_into(bucket: str, source: str) -> str:
+    """Add the sums of `source` (a CTE of per-bucket sums) to the rollup rows of `bucket`: the mean weighted
+    by the valid counts, min and max over valid values only (NULL where a bucket has none)."""
+    return (f"INSERT INTO {ROLLUPS[bucket]} AS t (station_id, parameter, bucket, avg, min, max, count, count_valid) "
+            "SELECT station_id, parameter, bucket, total / nullif(count_valid, 0), CASE WHEN count_valid > 0 THEN min END, "
+            f"CASE WHEN count_valid > 0 THEN max END, count, count_valid FROM {source} {_MERGE} RETURNING 1")
+
+
+def _wider(bucket: str) -> str:
+    """Sums per `bucket` from the 5-minute sums (each hour and local day is a union of whole 5-minute buckets)."""
+    return (f"SELECT station_id, parameter, {bucket_sql(bucket, 'bucket')} AS bucket, sum(total) AS total, min(min) AS min, "
+            "max(max) AS max, sum(count)::integer AS count, sum(count_valid)::integer AS count_valid FROM s5 GROUP BY 1, 2, 3")
+
+
+@functools.cache
+def merge_sql() -> str:
+    """One statement: add the batch's 5-minute sums (`bucket_sums`) to the 5-minute rows, and their sums per
+    hour and per local day to the hour and day rows; returns the rows written.
+
+    Arrays go in binary (`%(name)b`): psycopg's text arrays cost about five times more to build.
+    """
+    return (f"WITH s5 AS ({_MERGE_KEYS}), s1h AS ({_wider('1h')}), s1d AS ({_wider('1d')}), "
+            f"m5 AS ({_merge_into('5m', 's5')}), m1h AS ({_merge_into('1h', 's1h')}), m1d AS ({_merge_into('1d', 's1d')}) "
+            "SELECT (SELECT count(*) FROM m5) + (SELECT count(*) FROM m1h) + (SELECT count(*) FROM m1d)")
+
+
+def bucket_sums(columns: BatchColumns, bucket: str = "5m") -> dict[str, list[Any]]:
+    """The readings' count, valid count, and sum, min and max of valid values per (series, bucket); of 5-minute
+    buckets, the parameters of `merge_sql` (min and max are infinite where a bucket has no valid value)."""
+    groups = group(columns.series, bucket_starts_us(columns.ts_us, bucket))
+    valid_values = columns.values[columns.valid]
+    values = np.zeros(len(columns.values))
+    values[columns.valid] = valid_values
+    lows, highs = np.full(len(values), np.inf), np.full(len(values), -np.inf)
+    lows[columns.valid] = highs[columns.valid] = valid_values
+    keys = [columns.series_keys[k] for k in groups.keys.tolist()]
+    return {"stations": [k[0] for k in keys], "parameters": [k[1] for k in keys],
+            "starts": (groups.starts_us // 1_000_000).tolist(), "totals": groups.sum(values).tolist(),
+            "mins": groups.min(lows).tolist(), "maxs": groups.max(highs).tolist(),
+            "counts": np.diff(np.append(groups.firsts, len(values))).tolist(),
+            "valids": groups.sum(columns.valid.astype(np.int64)).tolist()}
+
+
+async def _recompute(cur: psycopg.AsyncCursor[Any], new: Sequence[Reading]) -> int:
+    """Recompute the buckets of `new` from the raw readings (5m), then hours and days from those."""
+    written = 0
+    for bucket in ROLLUPS:  # narrowest first: each width is computed from the one before
+        keys = touched_buckets(new, bucket)
+        stations, parameters, starts, ends = (list(column) for column in zip(*keys, strict=True))
+        await cur.execute(_recompute_sql(bucket), {"stations": stations, "parameters": parameters, "starts": starts,
+                                                   "ends": ends, "first": min(starts), "last": max(ends)})
+        written += cur.rowcount
+    return written
+
+
+def _has_huge(new: Sequence[Reading]) -> bool:
+    return any(r.value is not None and math.isfinite(r.value) and abs(r.value) >= HUGE_VALUE for r in new)
+
+
 async def update_rollups(conn: psycopg.AsyncConnection[Any], new: Sequence[Reading]) -> int:
-    """Recompute the rollup buckets touched by `new` (readings just stored) in the caller's transaction.
+    """Add `new` (readings just stored) to their rollup buckets in the caller's transaction.
 
     Returns how many bucket rows were written; 0 on TimescaleDB, where continuous aggregates do it
     (there it only checks that the aggregates can still be computed, see `_check_aggregates_hold`).
@@ -124,15 +203,12 @@ async def update_rollups(conn: psycopg.AsyncConnection[Any], new: Sequence[Readi
     if await _store_kind(conn) == "timescaledb":
         await _check_aggregates_hold(conn, new)
         return 0
-    written = 0
     async with conn.cursor() as cur:
-        for bucket in ROLLUPS:  # narrowest first: each width is computed from the one before
-            keys = touched_buckets(new, bucket)
-            stations, parameters, starts, ends = (list(column) for column in zip(*keys, strict=True))
-            await cur.execute(_recompute_sql(bucket), {"stations": stations, "parameters": parameters, "starts": starts,
-                                                       "ends": ends, "first": min(starts), "last": max(ends)})
-            written += cur.rowcount
-    return written
+        if _has_huge(new):
+            return await _recompute(cur, new)
+        await cur.execute(merge_sql(), bucket_sums(batch_columns(new)))
+        row = await cur.fetchone()
+    return int(row[0]) if row else 0
 
 
 def rebuild_rollups(conn: psycopg.Connection, start: datetime, end: datetime, station_id: str | None = None) -> int:

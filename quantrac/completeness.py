@@ -1,26 +1,29 @@
 """Completeness per station per hour and per local day: expected vs received and valid readings.
 
 Counted from the batch's NEW readings only, in the batch's transaction, so redelivery never
-counts a reading twice. Status 01/02 readings count as received but not as valid.
+counts a reading twice. Status 01/02 readings count as received but not as valid. The batch's
+counts per bucket are summed in numpy (`quantrac.batch_columns`) and added to the table in one
+statement (`INSERT ... SELECT FROM unnest(...) ON CONFLICT DO UPDATE SET received = received + ...`).
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from datetime import datetime
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
+import numpy as np
 import psycopg
 
+from quantrac.batch_columns import as_datetime, batch_columns, bucket_starts_us, group
 from quantrac.domain import Reading, Station
-from quantrac.timebuckets import bucket_end, bucket_start, expected_count
+from quantrac.timebuckets import bucket_end, expected_count
 
 PERIODS: dict[str, str] = {"hour": "1h", "day": "1d"}
 """Completeness period → `quantrac.timebuckets` bucket."""
 
 _UPSERT = """
 INSERT INTO completeness AS c (station_id, period, bucket, expected, received, valid, late)
-VALUES (%s, %s, %s, %s, %s, %s, %s)
+SELECT * FROM unnest(%b::text[], %b::text[], %b::timestamptz[], %b::integer[], %b::integer[], %b::integer[], %b::integer[])
 ON CONFLICT (station_id, period, bucket) DO UPDATE SET
     expected = EXCLUDED.expected, received = c.received + EXCLUDED.received, valid = c.valid + EXCLUDED.valid,
     late = c.late + EXCLUDED.late, updated_at = now()
@@ -33,28 +36,35 @@ def expected_readings(station: Station, start: datetime, period: str) -> int:
     return len(station.parameters) * expected_count(start, bucket_end(start, bucket), station.expected_interval_s)
 
 
-def tally(readings: Iterable[Reading], late: Iterable[Reading] = ()) -> dict[tuple[str, str, datetime], list[int]]:
+def tally(readings: Sequence[Reading], late: Iterable[Reading] = ()) -> dict[tuple[str, str, datetime], list[int]]:
     """[received, valid, late] per (station, period, bucket start)."""
-    late_keys = Counter((r.station_id, r.parameter, r.ts) for r in late)
+    if not readings:
+        return {}
+    late_keys = {(r.station_id, r.parameter, r.ts) for r in late}
+    columns = batch_columns(readings)
+    stations: dict[str, int] = {}
+    station_of = np.fromiter((stations.setdefault(r.station_id, len(stations)) for r in readings), np.int64, len(readings))
+    is_late = np.fromiter(((r.station_id, r.parameter, r.ts) in late_keys for r in readings), np.bool_, len(readings)) \
+        if late_keys else np.zeros(len(readings), dtype=np.bool_)
+    names = list(stations)
     counts: dict[tuple[str, str, datetime], list[int]] = {}
-    for r in readings:
-        is_late = late_keys[(r.station_id, r.parameter, r.ts)] > 0
-        for period, bucket in PERIODS.items():
-            entry = counts.setdefault((r.station_id, period, bucket_start(r.ts, bucket)), [0, 0, 0])
-            entry[0] += 1
-            entry[1] += int(r.is_valid_measurement)
-            entry[2] += int(is_late)
+    for period, bucket in PERIODS.items():
+        groups = group(station_of, bucket_starts_us(columns.ts_us, bucket))
+        received = np.diff(np.append(groups.firsts, len(readings)))
+        for station, start, n, valid, n_late in zip(groups.keys.tolist(), groups.starts_us.tolist(), received.tolist(),
+                                                     groups.sum(columns.valid.astype(np.int64)).tolist(),
+                                                     groups.sum(is_late.astype(np.int64)).tolist(), strict=True):
+            counts[(names[station], period, as_datetime(start))] = [n, valid, n_late]
     return counts
 
 
 async def record(conn: psycopg.AsyncConnection[Any], counts: Mapping[tuple[str, str, datetime], list[int]],
                  stations: Mapping[str, Station]) -> None:
-    """Add the counts to the completeness table in the caller's transaction."""
+    """Add the counts to the completeness table in the caller's transaction (one statement)."""
     rows = []
     for (station_id, period, start), (received, valid, late) in sorted(counts.items()):
         station = stations.get(station_id)
         if station is not None:
             rows.append((station_id, period, start, expected_readings(station, start, period), received, valid, late))
     if rows:
-        async with conn.cursor() as cur:
-            await cur.executemany(_UPSERT, rows)
+        await conn.execute(_UPSERT, [list(column) for column in zip(*rows, strict=True)])

@@ -212,3 +212,29 @@ def test_values_whose_bucket_sums_overflow_fail_the_batch_on_both_stores(
         store_readings(store, edge[1:])  # but a second one in the same buckets no longer does
     refresh_aggregates(store_db, until=T0 + timedelta(days=2))  # the aggregates still refresh
     assert rollup_rows(store_db, station.id) == approx(group_by_raw(store_db, station.id))
+
+
+@hsettings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(batches=st.lists(st.lists(st.tuples(st.integers(min_value=0, max_value=3 * 24 * 60), st.sampled_from(["COD", "pH"]),
+                                           st.one_of(st.none(), st.floats(min_value=-1e4, max_value=1e4),
+                                                     st.just(float("nan"))),
+                                           st.sampled_from(list(Status))),
+                                 min_size=1, max_size=60), min_size=1, max_size=6),
+       redeliver=st.lists(st.integers(min_value=0, max_value=5), max_size=3))
+def test_merged_rollups_equal_a_group_by_over_the_raw_readings_after_random_batches(
+        store: Settings, store_db: psycopg.Connection, batches: list[list[tuple[int, str, float | None, Status]]],
+        redeliver: list[int]) -> None:
+    """Batches in random time order (late readings: minutes anywhere in three days, out of order), repeats
+    of a key within and across batches (the store keeps the first), and whole batches delivered again:
+    the merged rollups equal a GROUP BY over the raw readings, so only the readings stored were added."""
+    station = make_station(cod_limit=1000.0)
+    save_stations(store_db, {station.id: station})
+    sent = [[reading(station, T0 - timedelta(days=1) + timedelta(minutes=m), value, status, parameter)
+             for m, parameter, value, status in batch] for batch in batches]
+    sent += [sent[i % len(sent)] for i in redeliver]
+    writer = ReadingWriter()  # one writer, as the worker has: it switches between the direct and the staged COPY
+    stored = [r for batch in sent for r in asyncio.run(_store(store.pg_dsn, batch, writer))]
+    assert len(stored) == len({(r.parameter, r.ts) for batch in sent for r in batch})
+    refresh_aggregates(store_db, until=T0 + timedelta(days=3))
+    assert rollup_rows(store_db, station.id) == approx(group_by_raw(store_db, station.id))
+    assert rollup_rows(store_db, station.id) == approx(expected_rollups(stored))
