@@ -14,6 +14,20 @@ from processors.detectors.base import Detector, Verdict, fmt
 __all__ = ["Mahalanobis"]
 
 
+
+def squared_distance(cov: np.ndarray, diff: np.ndarray) -> float:
+    """``diff' cov^-1 diff``; through the pseudo-inverse when ``cov`` is singular.
+
+    Parameters that move exactly together (one a multiple of the other) with no shrinkage and a
+    tiny ``eps`` make the learned covariance singular to machine precision; ``solve`` then raises,
+    and the station's batch would fail. The pseudo-inverse scores the vector over the directions
+    the baseline has seen. The engine (`processors.engine.multivariate`) falls back the same way.
+    """
+    try:
+        return float(diff @ np.linalg.solve(cov, diff))
+    except np.linalg.LinAlgError:
+        return float(diff @ (np.linalg.pinv(cov) @ diff))
+
 class Mahalanobis(Detector):
     """Multivariate detector over a station's correlated parameters.
 
@@ -147,7 +161,7 @@ class Mahalanobis(Detector):
             return self._warming(self._n, self.grace_period)
         diff = (x - self._mean)[seen]
         cov = self.regularised_covariance()[np.ix_(seen, seen)]
-        score = math.sqrt(max(0.0, float(diff @ np.linalg.solve(cov, diff))))
+        score = math.sqrt(max(0.0, squared_distance(cov, diff)))
         z = diff / np.sqrt(np.diag(cov))
         names = [n for n, s in zip(self._names, seen, strict=True) if s]
         top = sorted(zip(names, z.tolist(), strict=True), key=lambda p: -abs(p[1]))[:3]

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from processors.detectors.base import Detector, fmt
-from processors.detectors.multivariate import Mahalanobis
+from processors.detectors.multivariate import Mahalanobis, squared_distance
 from processors.engine.common import Rows, explained
 
 __all__ = ["MahalanobisBank"]
@@ -111,8 +111,10 @@ class MahalanobisBank(Rows):
             at = np.flatnonzero(which.reshape(-1) == k)
             dk = diff[np.ix_(at, pattern)]
             ck = cov[at][:, pattern][:, :, pattern]
-            solved = np.linalg.solve(ck, dk[:, :, None])
-            quad = (dk[:, None, :] @ solved)[:, 0, 0]
+            try:
+                quad = (dk[:, None, :] @ np.linalg.solve(ck, dk[:, :, None]))[:, 0, 0]
+            except np.linalg.LinAlgError:  # one of the stack is singular: each as the scalar class scores it
+                quad = np.array([squared_distance(c, d) for c, d in zip(ck, dk, strict=True)])
             score[at] = np.sqrt(np.maximum(0.0, quad))
         return score, z
 
