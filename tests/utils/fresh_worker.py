@@ -13,7 +13,7 @@ import json
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from quantrac.db import connect, save_stations
@@ -43,8 +43,9 @@ class FreshGroup:
         for worker in self.workers:
             worker.stop()
 
-    def send(self, per_partition: int = 1) -> None:
-        """`per_partition` records on every readings partition (the partition named explicitly), one reading each."""
+    def send(self, per_partition: int = 1, partitions: list[int] | None = None) -> None:
+        """`per_partition` records on every readings partition (or those of `partitions`, named explicitly),
+        one reading each, a minute apart."""
         from kafka import KafkaProducer
 
         from quantrac.wire import encode_wire_readings
@@ -53,8 +54,10 @@ class FreshGroup:
         try:
             now = datetime.now(timezone.utc).replace(microsecond=0)
             for partition, station_id in self.stations.items():
+                if partitions is not None and partition not in partitions:
+                    continue
                 for i in range(per_partition):
-                    ts = now.replace(second=i % 60).isoformat()
+                    ts = (now - timedelta(minutes=i)).isoformat()
                     reading = {"parameter": "COD", "value": 10.0 + i, "unit": "mg/L", "ts": ts, "status": "00"}
                     producer.send(self.settings.readings_topic, key=station_id.encode(), partition=partition,
                                   value=encode_wire_readings(station_id, [reading], now, "mqtt"))
@@ -100,26 +103,38 @@ def fresh_group(stack: Settings, log_dir: Path, create_topics: bool = True) -> F
     return FreshGroup(own, env, {p: s.id for p, s in stations.items()}, log_dir)
 
 
-def time_to_store(stack: Settings, log_dir: Path, deadline_s: float) -> dict[str, object]:
+def time_to_store(stack: Settings, log_dir: Path, deadline_s: float, burst: int = 0) -> dict[str, object]:
     """Start a worker on a fresh group, send one reading to every partition at once, and poll until each
-    is stored or `deadline_s` passes: seconds from the start to each partition's reading stored."""
+    is stored or `deadline_s` passes: seconds from the start to each partition's reading stored.
+
+    With `burst`, as a test session does: one reading on partition 0 first (the session's probe), stored,
+    then `burst` records on every other partition at once; `missing` then names partitions not stored whole."""
     group = fresh_group(stack, log_dir)
     started = time.monotonic()
     worker = group.start_worker()
     seen: dict[int, float] = {}
+    expected = dict.fromkeys(group.stations, 1)
     try:
-        group.send()
+        if burst:
+            group.send(partitions=[0])
+            while not group.stored()[0] and time.monotonic() - started < deadline_s:
+                time.sleep(0.2)  # poll interval, bounded by deadline_s
+            group.send(per_partition=burst, partitions=[p for p in group.stations if p])
+            expected = {p: 1 if p == 0 else burst for p in group.stations}
+        else:
+            group.send()
         while len(seen) < len(group.stations) and time.monotonic() - started < deadline_s:
             assert worker.alive(), f"the worker exited:\n{worker.tail()}"
             for p, n in group.stored().items():
-                if n and p not in seen:
+                if n >= expected[p] and p not in seen:
                     seen[p] = round(time.monotonic() - started, 1)
             time.sleep(0.5)  # poll interval, bounded by deadline_s
+        committed = group.committed()
     finally:
         group.stop()
     missing = sorted(set(group.stations) - set(seen))
     return {"group": group.settings.worker_id, "slowest_s": None if missing else max(seen.values()), "missing": missing,
-            "stored_after_s": seen, "log": str(worker.log_path)}
+            "stored": group.stored(), "committed": committed, "stored_after_s": seen, "log": str(worker.log_path)}
 
 
 def _fresh_kafka(stack: Settings) -> None:
@@ -137,6 +152,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--deadline", type=float, default=90.0)
+    parser.add_argument("--burst", type=int, default=0, help="probe partition 0, then this many records on every other one")
     parser.add_argument("--fresh-kafka", action="store_true",
                         help="before each run, stop this stack's Kafka, delete its data and start it again")
     args = parser.parse_args()
@@ -146,7 +162,7 @@ def main() -> None:
     for _ in range(args.runs):
         if args.fresh_kafka:
             _fresh_kafka(stack)
-        results.append(time_to_store(stack, log_dir, args.deadline))
+        results.append(time_to_store(stack, log_dir, args.deadline, args.burst))
         print(json.dumps(results[-1]), flush=True)
     print(json.dumps({"runs": len(results), "incomplete": sum(1 for r in results if r["slowest_s"] is None),
                       "slowest_s": sorted(float(str(r["slowest_s"])) for r in results if r["slowest_s"] is not None)}))
