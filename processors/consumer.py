@@ -22,9 +22,9 @@ consumer seeks back to the committed offset and reads the missing records again 
 already is a no-op for the idempotent store).
 
 A partition the group has never committed has no committed offset, and there Faust's guard and
-the one above had nothing to compare the head with: in a fresh consumer group, records dropped at
-the head of a partition (fetched while a rebalance or the start-up recovery stopped the flow, never
-delivered) were committed over as soon as the next records were stored. Seen in test runs: the first
+the one above had nothing to compare the head with: in a fresh consumer group, records that never
+reached the agent at the head of a partition were committed over as soon as the next records were
+stored (docs/operations.md, "a fresh consumer group"). Seen in test runs: the first
 5 of 999 archive records of a fresh group's partition never stored, the group's offset at the
 partition's end. On a gapless topic such a partition now starts from the log's first offset, as
 Kafka does for a new group reading from `earliest`: nothing of it is committed until that offset is
