@@ -123,7 +123,7 @@ class Settings(BaseSettings):
     worker_id: str = Field("quantrac-worker", description="Faust app id, also the Kafka consumer group.")
     worker_batch_size: int = Field(500, description="Most Kafka messages written to PostgreSQL in one transaction.")
     worker_batch_latency_s: float = Field(0.5, description="Longest a message waits for its batch to fill.")
-    worker_kafka_metadata_max_age_s: float = Field(30.0, gt=0, description="How often the worker's Kafka consumer refreshes its metadata even without a leadership change (Kafka's default: 300 s). Test runs saw a fresh worker fetch nothing from a readings partition for exactly 300 s, most likely metadata taken before that partition had a known leader; a short age bounds such a stall.")
+    worker_kafka_metadata_max_age_s: float = Field(30.0, gt=0, description="How often the worker's Kafka consumer refreshes its metadata even without a leadership change (Kafka's default: 300 s). Lowered for a 'stall of exactly 300 s' in test runs that turned out to be readings committed over by a fresh consumer group, not metadata (docs/operations.md); kept, as harmless.")
     detect_lateness_s: int = Field(600, description="Readings up to this much older than a station's newest event time still update their windows; older ones are stored and counted as late.")
     detect_window_min_coverage: float = Field(0.5, description="Share of a window's expected readings that must be valid (status 00) before its mean is judged against the limit.")
     detect_early_warning_fraction: float = Field(0.8, description="Early warning (severity warning) when a value or mean exceeds this fraction of its limit.")

@@ -74,8 +74,12 @@ def test_delivery_counts_per_station(stack: Settings, pipeline: dict, db: psycop
     publish(stack, station.id, b"{not json")
 
     def counts() -> dict | None:  # type: ignore[type-arg]
+        """Every counter settled: the bridge counts `received` on arrival but `forwarded`, `late` and
+        `deadlettered` once Kafka confirms, and flushes them on its own timer, so the worker can have
+        stored a reading before the bridge's count of it is written."""
         found = api.get(f"/api/v1/stations/{station.id}/delivery").json()
-        done = found["received"] == 3 and found["stored"] + found["duplicate"] == 2
+        done = (found["received"] == 3 and found["forwarded"] + sum(found["deadlettered"].values()) == 5
+                and found["stored"] + found["duplicate"] == 2)
         return found if done else None
 
     found = wait_for(counts, timeout=90, interval=0.5, what="the delivery counts of the station")

@@ -54,15 +54,43 @@ def test_first_uncommittable_names_the_lowest_limit() -> None:
     assert first_uncommittable([5, 6, 9], [], 5, [8, 7]) == 7
 
 
+def gapless(committed: int | None, acked: list[int], log_start: int | None) -> HoldingConsumer:
+    """A consumer of the readings topic (no gaps of its own); `log_start` is the log's first offset once known."""
+    c = consumer(committed, acked)
+    c.gapless_topics = frozenset({TP0.topic})
+    c._learn_log_start = lambda tp: None  # type: ignore[method-assign]  # no broker here: the test says what is known
+    if log_start is not None:
+        c.log_starts()[TP0] = log_start
+    return c
+
+
+def test_a_partition_the_group_never_committed_is_not_committed_past_an_unprocessed_head() -> None:
+    """A fresh consumer group has no committed offset. Offsets 0-4 dropped before delivery and 5-7 stored
+    must not commit 8 (what Faust did: 5 archive records lost in a test run); the log's first offset
+    stands in for the committed one, and until it is known nothing is committed."""
+    asked: list[TP] = []
+    c = gapless(None, [5, 6, 7], log_start=None)
+    c._learn_log_start = asked.append  # type: ignore[method-assign]
+    assert c.next_commit(TP0) is None and asked == [TP0], "nothing committed before the log's first offset is known"
+    assert gapless(None, [5, 6, 7], log_start=0).next_commit(TP0) is None, "head 5 after the log start 0: held"
+    assert gapless(None, [5, 6, 7], log_start=5).next_commit(TP0) == 8, "a log that starts at 5 (older records deleted)"
+    assert gapless(3, [3, 4], log_start=0).next_commit(TP0) == 5, "a committed offset wins over the log start"
+
+
 @given(committed=st.integers(0, 50), processed=st.lists(st.booleans(), min_size=1, max_size=40),
-       held_mask=st.lists(st.booleans(), min_size=40, max_size=40), order=st.randoms(use_true_random=False))
+       held_mask=st.lists(st.booleans(), min_size=40, max_size=40), order=st.randoms(use_true_random=False),
+       never_committed=st.booleans())
 def test_the_commit_never_passes_an_offset_that_was_not_acknowledged(
-        committed: int, processed: list[bool], held_mask: list[bool], order) -> None:
+        committed: int, processed: list[bool], held_mask: list[bool], order, never_committed: bool) -> None:
+    """`never_committed`: the group has no committed offset and the log starts at `committed`."""
     offsets = [committed + i for i in range(len(processed))]
     acked = [o for o, done in zip(offsets, processed, strict=False) if done]
     order.shuffle(acked)
     held = {o for o, done, h in zip(offsets, processed, held_mask, strict=False) if not done and h}
-    new = consumer(committed, acked, held).next_commit(TP0)
+    c = gapless(None, acked, log_start=committed) if never_committed else consumer(committed, acked)
+    for offset in held:
+        c.hold(TP0, offset)
+    new = c.next_commit(TP0)
     first_missing = next((o for o, done in zip(offsets, processed, strict=False) if not done), offsets[-1] + 1)
     if first_missing == committed:
         assert new is None

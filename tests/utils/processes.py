@@ -82,13 +82,14 @@ def end_mqtt_session(settings: Settings, client_id: str) -> None:
     end_session(settings, client_id)
 
 
-def own_pipeline(stack: Settings, tag: str) -> tuple[Settings, dict[str, str]]:
+def own_pipeline(stack: Settings, tag: str, *, create_topics: bool = True) -> tuple[Settings, dict[str, str]]:
     """Settings and subprocess environment for a test that runs its own bridge/worker processes.
 
     Own database, topics, consumer group and MQTT client id, so they neither join the session
     `pipeline`'s consumer group, take over its MQTT session, nor race its worker to store the
     same readings (both bridges receive every MQTT message; the session's dead-letters the
-    stations it does not know). Idempotent: call it as often as needed.
+    stations it does not know). Idempotent: call it as often as needed. `create_topics=False` leaves the
+    topics to the caller (tests/utils/fresh_worker.py names its own for every run).
     """
     from psycopg import sql
 
@@ -107,7 +108,8 @@ def own_pipeline(stack: Settings, tag: str) -> tuple[Settings, dict[str, str]]:
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(own.pg_database)))
         with connect(own.pg_dsn) as conn:
             migrate(conn)
-        ensure_topics(own)
+        if create_topics:
+            ensure_topics(own)
         _own_databases.add(own.pg_database)
     env = {"QUANTRAC_PG_DATABASE": own.pg_database, "QUANTRAC_READINGS_TOPIC": own.readings_topic,
            "QUANTRAC_DEADLETTER_TOPIC": own.deadletter_topic, "QUANTRAC_ALERTS_TOPIC": own.alerts_topic,
