@@ -11,6 +11,7 @@ psycopg's own binary `write_row` for the same rows (tests/test_copy_binary.py).
 
 from __future__ import annotations
 
+import functools
 import struct
 
 import numpy as np
@@ -34,12 +35,17 @@ def _text(value: str) -> bytes:
     return struct.pack(">i", len(data)) + data
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def _head(station_id: str, parameter: str) -> bytes:
+    """A series' piece: the row's field count, station and parameter (kept: a series comes back every batch)."""
+    return struct.pack(">h", 6) + _text(station_id) + _text(parameter)
+
+
 def copy_buffer(batch: BatchColumns) -> bytes:
     """The rows of `batch` in PostgreSQL's binary COPY format, header and trailer included."""
     n = len(batch)
     used_series, series = np.unique(batch.series, return_inverse=True)
-    heads = [struct.pack(">h", 6) + _text(batch.series_keys[k][0]) + _text(batch.series_keys[k][1])
-             for k in used_series.tolist()]
+    heads = [_head(*batch.series_keys[k]) for k in used_series.tolist()]
     pairs, pair = np.unique(batch.unit * len(STATUSES) + batch.status, return_inverse=True)
     tails = [_text(batch.unit_keys[p // len(STATUSES)]) + _text(STATUSES[p % len(STATUSES)].value) for p in pairs.tolist()]
     fixed = np.zeros(n, _FIXED)

@@ -19,7 +19,7 @@ import numpy as np
 import psycopg
 
 from processors.copy_binary import copy_buffer
-from quantrac.batch_columns import BatchColumns, Ints, as_datetime, batch_columns, epoch_us
+from quantrac.batch_columns import BatchColumns, Ints, as_datetime, batch_columns, epoch_us, group
 from quantrac.domain import Reading
 from quantrac.wire_columns import STATUSES
 
@@ -48,8 +48,8 @@ Conflict = tuple[Reading, float | None, str]
 
 def first_of_each_key(batch: BatchColumns) -> Ints:
     """The rows of the first reading of each (series, time), in batch order."""
-    _, firsts = np.unique(np.stack([batch.series, batch.ts_us]), axis=1, return_index=True)
-    return np.sort(firsts)
+    keys = group(batch.series, batch.ts_us)  # a stable sort: of equal keys, batch order
+    return np.sort(keys.order[keys.firsts])
 
 
 async def copy_rows(cur: psycopg.AsyncCursor[Any], statement: str, batch: BatchColumns) -> None:
