@@ -11,7 +11,11 @@ For each path, in a database of its own (quantrac_bench, dropped and re-created 
    the rollup tables; on TimescaleDB the continuous aggregates only record the invalidation), the
    writer without the rollups, every store statement of the worker's batch (writer, conflicts,
    delivery counts, rollups, completeness; no rules), and a raw binary COPY straight into
-   `readings` (the ceiling: no idempotence, no rollups). Readings are built before timing. The
+   `readings` (the ceiling: no idempotence, no rollups; psycopg's `write_row` per reading, the
+   baseline of every run since issue 15). Readings are built before timing, and so are the columns
+   the store methods take (the worker decodes its batch into them: `processors.pipeline.decode_batch`).
+   A fifth method COPYs a binary buffer built before timing (`copy_buffer`): the server's own
+   cost of the rows, a floor no client reaches. The
    worker's path is also timed statement by statement (µs per reading, client side, commit
    included), and one more batch is EXPLAIN ANALYZEd (server-side ms per statement, rolled back),
    once as new readings and once redelivered (the staged insert).
@@ -53,11 +57,12 @@ if str(REPO) not in sys.path:
 
 from api.routes.history import bucket_series  # noqa: E402
 from bench.common import percentiles, write_result  # noqa: E402
+from processors.copy_binary import copy_buffer  # noqa: E402
 from processors.partitions import refresh_aggregates  # noqa: E402
 from processors.reading_writer import STAGE, STAGE_COPY, STAGED_INSERT, ReadingWriter, copy_rows  # noqa: E402
 from processors.rollups import bucket_sql, bucket_sums, merge_sql, rebuild_rollups, update_rollups  # noqa: E402
 from quantrac import completeness  # noqa: E402
-from quantrac.batch_columns import batch_columns  # noqa: E402
+from quantrac.batch_columns import BatchColumns, batch_columns  # noqa: E402
 from quantrac.db import STORE_POSTGRESQL, STORE_TIMESCALEDB, describe_store, migrate  # noqa: E402
 from quantrac.delivery_accounting import record_store_counts  # noqa: E402
 from quantrac.domain import ParameterSpec, Reading, Station, StationKind  # noqa: E402
@@ -101,7 +106,17 @@ def readings(prefix: str, rows: int, stations: int) -> list[Reading]:
 
 
 STAGES = ("write", "conflicts", "delivery_counts", "rollups", "completeness", "commit")
-METHODS = ("raw_copy", "store_with_rollups", "store_without_rollups", "worker_store_path")
+METHODS = ("raw_copy", "store_with_rollups", "store_without_rollups", "worker_store_path", "raw_copy_prebuilt")
+_RAW_COPY = "COPY readings (station_id, parameter, ts, value, unit, status) FROM STDIN (FORMAT BINARY)"
+_TYPES = ["text", "text", "timestamptz", "float8", "text", "text"]
+
+
+def method_input(name: str, batch: list[Reading]) -> list[Reading] | BatchColumns | bytes:
+    """What each method is handed, built before timing: readings, the decoded columns, or a ready buffer."""
+    if name == "raw_copy":
+        return batch
+    columns = batch_columns(batch)
+    return copy_buffer(columns) if name == "raw_copy_prebuilt" else columns
 
 
 class WriteMethod:
@@ -113,13 +128,17 @@ class WriteMethod:
         self.seconds = 0.0
         self.stages = dict.fromkeys(STAGES, 0.0)
 
-    async def write(self, batch: list[Reading]) -> None:
-        """Write one batch in one transaction, adding the time it took."""
+    async def write(self, batch: Any) -> None:
+        """Write one batch (`method_input`) in one transaction, adding the time it took."""
         began = time.perf_counter()
         if self.name == "raw_copy":
-            async with self.conn.transaction(), self.conn.cursor() as cur:
-                await copy_rows(cur, "COPY readings (station_id, parameter, ts, value, unit, status) FROM STDIN (FORMAT BINARY)",
-                                batch)
+            async with self.conn.transaction(), self.conn.cursor() as cur, cur.copy(_RAW_COPY) as copy:
+                copy.set_types(_TYPES)
+                for r in batch:
+                    await copy.write_row((r.station_id, r.parameter, r.ts, r.value, r.unit, r.status.value))
+        elif self.name == "raw_copy_prebuilt":
+            async with self.conn.transaction(), self.conn.cursor() as cur, cur.copy(_RAW_COPY) as copy:
+                await copy.write(batch)
         elif self.name == "worker_store_path":
             await self._worker_batch(batch)
         else:
@@ -129,7 +148,7 @@ class WriteMethod:
                     await update_rollups(self.conn, new)
         self.seconds += time.perf_counter() - began
 
-    async def _worker_batch(self, batch: list[Reading]) -> None:
+    async def _worker_batch(self, batch: BatchColumns) -> None:
         """Every store statement of the worker's batch (no rules), each stage timed."""
         tick = time.perf_counter()
 
@@ -158,7 +177,9 @@ async def write_rates(dsn: str, rows: int, size: int) -> dict[str, WriteMethod]:
     method, then batch 2, ...), so that every method meets the same table sizes, checkpoints and load
     from other work on the machine (written one method after the other, the last method's readings
     met a table four times larger and a raw COPY ran at half the rate it had first)."""
-    items = {name: readings(prefix, rows, 50) for name, prefix in zip(METHODS, "CWNK", strict=True)}
+    items = {name: readings(prefix, rows, 50) for name, prefix in zip(METHODS, "CWNKB", strict=True)}
+    inputs = {name: [method_input(name, batch[first:first + size]) for first in range(0, rows, size)]
+              for name, batch in items.items()}
     days = sorted({r.ts.date() for batch in items.values() for r in batch})
     methods: dict[str, WriteMethod] = {}
     try:
@@ -167,9 +188,9 @@ async def write_rates(dsn: str, rows: int, size: int) -> dict[str, WriteMethod]:
             methods[name] = WriteMethod(name, conn, bench_stations(items[name]))
         await methods["raw_copy"].conn.execute("SELECT quantrac_ensure_partitions(%s, %s)", (days[0], days[-1]))
         await methods["raw_copy"].conn.commit()
-        for first in range(0, rows, size):
+        for batch in range(len(inputs["raw_copy"])):
             for name, method in methods.items():
-                await method.write(items[name][first:first + size])
+                await method.write(inputs[name][batch])
     finally:
         for method in methods.values():
             await method.conn.close()
@@ -199,7 +220,7 @@ async def explain_batch(dsn: str, kind: str, batch: list[Reading]) -> dict[str, 
             if kind == STORE_POSTGRESQL:
                 out["rollup_merge_ms"] = await _execution_ms(cur, merge_sql(), bucket_sums(batch_columns(new)))
             await cur.execute(STAGE)
-            await copy_rows(cur, STAGE_COPY, batch)
+            await copy_rows(cur, STAGE_COPY, batch_columns(batch))
             out["staged_insert_redelivered_ms"] = await _execution_ms(cur, STAGED_INSERT, None)
             await cur.execute("ROLLBACK")
     return out
@@ -284,7 +305,7 @@ def bench_path(settings: Settings, kind: str, args: argparse.Namespace) -> dict[
     dsn = fresh_database(settings, kind)
     methods = asyncio.run(write_rates(dsn, args.write_rows, args.batch))
     explained = asyncio.run(explain_batch(dsn, kind, readings("E", args.batch, 50)))
-    raw_copy_s, store_s, plain_s, worker_s = (methods[name].seconds for name in METHODS)
+    raw_copy_s, store_s, plain_s, worker_s, prebuilt_s = (methods[name].seconds for name in METHODS)
     write = {
         "rows": args.write_rows, "rows_per_transaction": args.batch, "batches": "interleaved, one of each method in turn",
         "store_writer_with_rollups_rows_per_s": round(args.write_rows / store_s),
@@ -297,6 +318,8 @@ def bench_path(settings: Settings, kind: str, args: argparse.Namespace) -> dict[
         "worker_store_path_us_per_reading": {stage: round(t / args.write_rows * 1e6, 2)
                                              for stage, t in methods["worker_store_path"].stages.items()},
         "baseline_raw_binary_copy_us_per_reading": round(raw_copy_s / args.write_rows * 1e6, 2),
+        "raw_copy_prebuilt_buffer_rows_per_s": round(args.write_rows / prebuilt_s),
+        "ratio_store_with_rollups_to_raw_copy_prebuilt_buffer": round(prebuilt_s / store_s, 3),
         "explain_one_batch": explained,
     }
     history_rows, load_s = load_history(dsn, args.days, args.stations)

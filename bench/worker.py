@@ -89,13 +89,18 @@ def records(stations: dict[str, Station], messages: int) -> list[tuple[bytes, by
 
 def decode_costs(raws: list[bytes], per_message: int, batch: int = 500) -> dict[str, float]:
     """CPU µs per reading to decode the records in the worker's batch size: the validated way (one pydantic
-    `Reading` each), into columns only, and into columns then back into `Reading`s (what the worker does today)."""
+    `Reading` each), into columns only, into columns then back into `Reading`s (the worker before issue 15
+    item 5), into the store's batch of columns (`decode_batch`), and that batch's `Reading`s for detection
+    (what the worker does now: the store takes the columns, detection still takes `Reading`s)."""
+    from quantrac.batch_columns import from_wire
     from quantrac.wire import decode_sourced
     from quantrac.wire_columns import decode_columns
 
     batches = [raws[i:i + batch] for i in range(0, len(raws), batch)]
     ways = {"validated_readings": lambda b: [decode_sourced(r) for r in b], "columns": decode_columns,
-            "columns_then_readings": lambda b: decode_columns(b).records()}
+            "columns_then_readings": lambda b: decode_columns(b).records(),
+            "store_batch": lambda b: from_wire(decode_columns(b)),
+            "store_batch_then_readings": lambda b: from_wire(decode_columns(b)).readings()}
     out = {}
     for name, decode in ways.items():
         began = time.process_time()
@@ -206,7 +211,8 @@ def drain_worker(want: int, profile: Path | None, timeout: float = 600, stall: f
 
 STAGES = (
     ("Faust table writes (changelog)", ("(faust/tables/",)),
-    ("decode", ("decode_records", "decode_sourced", "decode_columns", "(quantrac/wire.py")),
+    ("decode", ("decode_records", "decode_batch", "decode_sourced", "decode_columns", "(quantrac/wire.py", "from_wire",
+                "_columns (quantrac/batch_columns", "BatchColumns.readings")),
     ("state: JSON dump and table write", ("StateCache.written", "_put (processors/readings_agent", "to_json",
                                           "_Run.save", ".state (processors/detectors/")),
     ("state: table read, JSON load and copy", ("_get (processors/readings_agent", "(processors/detection_state.py",
@@ -216,7 +222,8 @@ STAGES = (
     ("windows", ("(processors/windows.py",)),
     ("detection, other", ("(processors/detection.py", "(processors/incident.py", "(processors/rate_span.py")),
     ("alerts: apply and publish", ("(alerts/alerts_table.py", "(alerts/open_alerts.py", "_publish (processors")),
-    ("writes: readings, rollups, completeness, counts", ("(processors/reading_writer.py", "(processors/rollups.py",
+    ("writes: readings, rollups, completeness, counts", ("(processors/reading_writer.py", "(processors/copy_binary.py",
+                                                        "(processors/rollups.py",
                                                         "(quantrac/completeness.py", "(quantrac/delivery_accounting.py")),
     ("liveness", ("_note_seen", "last_seen", "(processors/liveness.py")),
     ("Faust, aiokafka, asyncio and the rest", ("",)),

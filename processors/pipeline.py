@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable, Iterable, Mapping, Sequence, TypeVar
 
+import numpy as np
 import orjson
 import psycopg
 import structlog
@@ -32,12 +33,13 @@ from processors.detection_state import StateCache, StationState, load
 from processors.reading_writer import ReadingWriter
 from processors.rollups import refresh_late_aggregates, update_rollups
 from quantrac import completeness, metrics
+from quantrac.batch_columns import BatchColumns, Ints, from_records, from_wire
 from quantrac.delivery_accounting import record_store_counts
 from quantrac.domain import Reading, Station
 from quantrac.failures import RECORD_ATTEMPTS, RateLimitedLog, describe, is_record_failure
 from quantrac.safe_text import safe_text
 from quantrac.wire import decode_sourced, encode_deadletter, encode_quarantine, encode_readings
-from quantrac.wire_columns import decode_columns
+from quantrac.wire_columns import ReadingColumns, decode_columns
 
 log = structlog.get_logger(__name__)
 _log = RateLimitedLog(log)
@@ -68,7 +70,17 @@ def decode_records(raws: Sequence[bytes], undecodable: list[DeadLetter] | None =
     A record that does not (the bridge validated it, so only a foreign producer or a bug of ours
     writes one) is quarantined into `undecodable` when given, else logged and skipped.
     """
+    return _records(decode_columns(raws), raws, undecodable)
+
+
+def decode_batch(raws: Sequence[bytes], undecodable: list[DeadLetter] | None = None) -> BatchColumns:
+    """`decode_records` as one batch of columns, with no `Reading` built when every record is in the bridge's form."""
     columns = decode_columns(raws)
+    return from_wire(columns) if not columns.slow else from_records(_records(columns, raws, undecodable))
+
+
+def _records(columns: ReadingColumns, raws: Sequence[bytes], undecodable: list[DeadLetter] | None) -> list[Record]:
+    """The records of `columns`, and those it left to the validated decoder, in the batch's order."""
     records = columns.records()
     for index in columns.slow:  # not in the bridge's exact form: the validated way, which explains what is wrong
         raw = raws[index]
@@ -107,29 +119,41 @@ def conflict_deadletter(reading: Reading, stored_value: float | None, stored_sta
         source=source, stage="worker")
 
 
-def last_seen(records: Iterable[tuple[Any, ...]]) -> dict[str, tuple[datetime, datetime]]:
-    """Per station: the newest event time and the newest receive time of its *live* readings in the records.
+def _as_batch(records: BatchColumns | Sequence[Record]) -> BatchColumns:
+    return records if isinstance(records, BatchColumns) else from_records(records)
 
-    Imported records don't count: an import says nothing about whether the station is alive now,
+
+def _historical_records(batch: BatchColumns) -> Ints:
+    return np.array([i for i, (_, source) in enumerate(batch.records) if source in HISTORICAL_SOURCES], np.int64)
+
+
+def _newest(batch: BatchColumns, rows: Ints) -> dict[str, datetime]:
+    """Per station: the event time (as sent) of its newest reading among `rows`."""
+    names, station_of = batch.stations()
+    order = rows[np.lexsort((batch.ts_us[rows], station_of[rows]))]
+    last = np.flatnonzero(np.append(station_of[order][1:] != station_of[order][:-1], True)) if len(order) else order
+    return {names[station_of[row]]: batch.ts[row] for row in order[last].tolist()}
+
+
+def last_seen(records: BatchColumns | Sequence[Record]) -> dict[str, tuple[datetime, datetime]]:
+    """Per station: the newest event time and the newest receive time of its *live* readings in the batch.
+
+    Imported readings don't count: an import says nothing about whether the station is alive now,
     and a station that only ever had imported readings must not be expected to keep sending."""
-    seen: dict[str, tuple[datetime, datetime]] = {}
-    for readings, received_at, *rest in records:
-        if rest and rest[0] in HISTORICAL_SOURCES:
-            continue
-        for r in readings:
-            event, receipt = seen.get(r.station_id, (r.ts, received_at))
-            seen[r.station_id] = (max(event, r.ts), max(receipt, received_at))
-    return seen
+    batch = _as_batch(records)
+    live = np.flatnonzero(~np.isin(batch.record, _historical_records(batch)))
+    names, station_of = batch.stations()
+    received: dict[str, datetime] = {}
+    for station, record in set(zip(station_of[live].tolist(), batch.record[live].tolist(), strict=True)):
+        at = batch.records[record][0]
+        received[names[station]] = max(received.get(names[station], at), at)
+    return {station: (ts, received[station]) for station, ts in _newest(batch, live).items()}
 
 
-def historical_until(records: Iterable[tuple[Any, ...]]) -> dict[str, datetime]:
-    """Per station: the newest event time of its imported readings in the records (3-tuples carry the source)."""
-    until: dict[str, datetime] = {}
-    for readings, _received_at, *rest in records:
-        if rest and rest[0] in HISTORICAL_SOURCES:
-            for r in readings:
-                until[r.station_id] = max(until.get(r.station_id, r.ts), r.ts)
-    return until
+def historical_until(records: BatchColumns | Sequence[Record]) -> dict[str, datetime]:
+    """Per station: the newest event time of its imported readings in the batch."""
+    batch = _as_batch(records)
+    return _newest(batch, np.flatnonzero(np.isin(batch.record, _historical_records(batch))))
 
 
 def mark_historical(conditions: Sequence[Condition], until: Mapping[str, datetime]) -> list[Condition]:
@@ -189,22 +213,21 @@ class BatchProcessor:
         return {i: self.cache.state(i, s) if isinstance(s, bytes) else load(s)
                 for i in station_ids if (s := states.get(i)) is not None}
 
-    async def _process_once(self, records: Sequence[Record], states: Mapping[str, States],
+    async def _process_once(self, batch: BatchColumns, states: Mapping[str, States],
                             extra: Sequence[Condition], historical: Mapping[str, datetime] | None = None) -> BatchResult:
-        readings = [r for rs, *_ in records for r in rs]
         conn = await self._connection()
         owned: dict[str, StationState | None] = {}
         try:
             async with conn.transaction():
-                new = await self.writer.write(conn, readings)
-                conflicts = await self.writer.conflicts(conn, readings, new)
-                await record_store_counts(conn, readings, new, [r for r, *_ in conflicts])
+                new = await self.writer.write(conn, batch)
+                conflicts = await self.writer.conflicts(conn, batch, new)
+                await record_store_counts(conn, batch, new, [r for r, *_ in conflicts])
                 await update_rollups(conn, new)
-                judged = {r.station_id for r in new}
+                judged = {station for station, n in new.per_station().items() if n}
                 open_keys = await open_alert_keys(conn, judged)
                 owned = self._owned(judged, states)
-                new_states, conditions, late = detect_batch(new, owned, self.stations, self.config, self.live, open_keys,
-                                                            owned=True)
+                new_states, conditions, late = detect_batch(new.readings(), owned, self.stations, self.config, self.live,
+                                                            open_keys, owned=True)
                 conditions = mark_historical(conditions, historical or {})
                 await completeness.record(conn, completeness.tally(new, late), self.stations)
                 alerts = await apply_conditions(conn, [*extra, *conditions])
@@ -220,53 +243,58 @@ class BatchProcessor:
         if late:
             log.info("worker.late_readings", count=len(late), stations=sorted({r.station_id for r in late}),
                      lateness_s=self.config.lateness_s)
-        sources = {r.station_id: source for rs, _, source, *_ in records for r in rs}
+        sources = _sources(batch) if conflicts else {}
         deadletters = [conflict_deadletter(r, value, status, sources.get(r.station_id, "mqtt")) for r, value, status in conflicts]
         return BatchResult(len(new), alerts, new_states, len(late), deadletters)
 
     async def process(self, raws: Sequence[bytes] | None = None, *, records: Sequence[Record] | None = None,
-                      states: Mapping[str, States] | None = None,
+                      batch: BatchColumns | None = None, states: Mapping[str, States] | None = None,
                       extra: Sequence[Condition] = ()) -> BatchResult:
-        """Store and evaluate one batch (raw records, or records already decoded); see the module docstring for failures.
+        """Store and evaluate one batch (raw records, records already decoded, or their columns: `decode_batch`);
+        see the module docstring for failures.
 
         `states` are the stations' detection states before the batch (missing: fresh); `extra`
         conditions (e.g. a station back from silence) are applied in the same transaction.
         """
         undecodable: list[DeadLetter] = []
-        if records is None:
-            records = decode_records(raws or [], undecodable)
-        historical = historical_until(records)
+        if batch is None:
+            batch = from_records(records) if records is not None else decode_batch(raws or [], undecodable)
+        columns = batch
+        historical = historical_until(columns)
         states = states or {}
-        metrics.WORKER_READINGS_IN.inc(sum(len(rs) for rs, *_ in records))
+        metrics.WORKER_READINGS_IN.inc(len(columns))
         with metrics.WORKER_WRITE_SECONDS.time():
             try:
-                result = await self._attempts(lambda: self._process_once(records, states, extra, historical))
+                result = await self._attempts(lambda: self._process_once(columns, states, extra, historical))
             except Exception as exc:
                 if not is_record_failure(exc):
                     raise
-                _log("warning", "worker.batch_refused", key=type(exc).__name__, records=len(records),
+                _log("warning", "worker.batch_refused", key=type(exc).__name__, records=len(columns.records),
                      error=safe_text(describe(exc), 300), action="storing record by record")
-                result = await self._one_by_one(records, states, extra, historical)
+                result = await self._one_by_one(columns, states, extra, historical)
         result.deadletters[:0] = undecodable
         metrics.WORKER_READINGS_STORED.inc(result.new)
         return result
 
-    async def _one_by_one(self, records: Sequence[Record], states: Mapping[str, States],
+    async def _one_by_one(self, batch: BatchColumns, states: Mapping[str, States],
                           extra: Sequence[Condition], historical: Mapping[str, datetime]) -> BatchResult:
         """The batch record by record, each in its own transaction; a record that still fails is quarantined."""
         total = BatchResult(0, [], {})
         current = dict(states)
         pending_extra = list(extra)
-        for record in records:
+        for (received_at, source), rows in batch.record_rows():
+            record = batch.take(rows)
             try:
-                part = await self._attempts(functools.partial(self._process_once, [record], current, tuple(pending_extra),
+                part = await self._attempts(functools.partial(self._process_once, record, current, tuple(pending_extra),
                                                               historical))
             except Exception as exc:
                 if not is_record_failure(exc):
                     raise
-                total.deadletters.append(quarantine_record(_record_bytes(record), exc, _record_key(record)))
-                _log("error", "worker.record_quarantined", key=type(exc).__name__, station=_record_key(record),
-                     readings=len(record[0]), error=safe_text(describe(exc), 300),
+                readings = record.readings()
+                total.deadletters.append(quarantine_record(_record_bytes(readings, received_at, source), exc,
+                                                           _record_key(readings)))
+                _log("error", "worker.record_quarantined", key=type(exc).__name__, station=_record_key(readings),
+                     readings=len(readings), error=safe_text(describe(exc), 300),
                      fix="GET /api/v1/deadletters?reason=quarantined&stage=worker shows its head, size and SHA-256")
                 continue
             pending_extra = []
@@ -311,18 +339,22 @@ class BatchProcessor:
             await self._conn.close()
 
 
-def _record_key(record: Record) -> bytes | None:
-    readings = record[0]
+def _sources(batch: BatchColumns) -> dict[str, str]:
+    """Per station: the source of its last record in the batch."""
+    names, station_of = batch.stations()
+    return {names[station]: source for (_, source), rows in batch.record_rows() for station in station_of[rows].tolist()}
+
+
+def _record_key(readings: Sequence[Reading]) -> bytes | None:
     return readings[0].station_id.encode("utf-8", "backslashreplace") if readings else None
 
 
-def _record_bytes(record: Record) -> bytes:
+def _record_bytes(readings: Sequence[Reading], received_at: datetime, source: str) -> bytes:
     """A record as bytes again, for its quarantine head and hash (re-encoded: the raw bytes are not kept past decoding)."""
-    readings, received_at, source = record
     try:
         return encode_readings(readings[0].station_id if readings else "", readings, received_at, source)
     except Exception:  # the reading that broke the store may not encode either
-        return repr(record).encode("utf-8", "backslashreplace")
+        return repr((readings, received_at, source)).encode("utf-8", "backslashreplace")
 
 
 def _log_retry(state: Any) -> None:

@@ -1,4 +1,4 @@
-"""The readings writer: one batch, one transaction, one binary COPY; idempotent.
+"""The readings writer: one batch, one transaction, one binary COPY of the batch's columns; idempotent.
 
 A live batch is new readings only, so the writer first COPYs it straight into `readings` (in a
 savepoint): COPY inserts rows in bulk, where `INSERT ... SELECT ... ON CONFLICT` inserts them one by
@@ -12,15 +12,20 @@ turns out all new again.
 
 from __future__ import annotations
 
-from datetime import date, timezone
-from typing import Any, Sequence
+from datetime import date
+from typing import Any, Sequence, overload
 
+import numpy as np
 import psycopg
 
+from processors.copy_binary import copy_buffer
+from quantrac.batch_columns import BatchColumns, Ints, as_datetime, batch_columns, epoch_us, group
 from quantrac.domain import Reading
+from quantrac.wire_columns import STATUSES
+
+_DAY_US = 86_400_000_000
 
 _COLUMNS = "station_id, parameter, ts, value, unit, status"
-_TYPES = ["text", "text", "timestamptz", "float8", "text", "text"]
 _DIRECT = f"COPY readings ({_COLUMNS}) FROM STDIN (FORMAT BINARY)"
 STAGE = ("CREATE TEMP TABLE IF NOT EXISTS readings_stage "
          "(station_id text, parameter text, ts timestamptz, value double precision, unit text, status text) "
@@ -37,29 +42,33 @@ _CONFLICTS = ("SELECT s.station_id, s.parameter, s.ts, r.value, r.status FROM re
               "JOIN readings r ON r.station_id = s.station_id AND r.parameter = s.parameter AND r.ts = s.ts "
               "WHERE r.value IS DISTINCT FROM s.value OR r.status IS DISTINCT FROM s.status")
 
-
-def first_of_each_key(readings: Sequence[Reading]) -> dict[tuple[str, str, object], Reading]:
-    """The first reading of each (station, parameter, time), in batch order."""
-    first: dict[tuple[str, str, object], Reading] = {}
-    for r in readings:
-        first.setdefault((r.station_id, r.parameter, r.ts), r)
-    return first
+Conflict = tuple[Reading, float | None, str]
+"""A reading that contradicts a stored one: (reading, stored value, stored status)."""
 
 
-def _differs(r: Reading, value: float | None, status: str) -> bool:
-    return r.value != value or r.status.value != status
+def first_of_each_key(batch: BatchColumns) -> Ints:
+    """The rows of the first reading of each (series, time), in batch order."""
+    keys = group(batch.series, batch.ts_us)  # a stable sort: of equal keys, batch order
+    return np.sort(keys.order[keys.firsts])
 
 
-async def copy_rows(cur: psycopg.AsyncCursor[Any], statement: str, readings: Sequence[Reading]) -> None:
-    """One binary COPY of the readings (`statement` names the table)."""
+async def copy_rows(cur: psycopg.AsyncCursor[Any], statement: str, batch: BatchColumns) -> None:
+    """One binary COPY of the batch's rows, written as one buffer (`statement` names the table)."""
     async with cur.copy(statement) as copy:
-        copy.set_types(_TYPES)
-        for r in readings:
-            await copy.write_row((r.station_id, r.parameter, r.ts, r.value, r.unit, r.status.value))
+        await copy.write(copy_buffer(batch))
+
+
+def _keys(batch: BatchColumns, rows: Ints) -> dict[tuple[str, str, int], int]:
+    """(station, parameter, epoch µs) → row, for the given rows."""
+    return {(*batch.series_keys[k], t): row for row, k, t in zip(
+        rows.tolist(), batch.series[rows].tolist(), batch.ts_us[rows].tolist(), strict=True)}
 
 
 class ReadingWriter:
-    """Writes batches of readings on one connection; remembers which day partitions exist."""
+    """Writes batches of readings on one connection; remembers which day partitions exist.
+
+    `write` and `conflicts` take a batch as columns (what the worker has) or as `Reading`s, and
+    give back the same kind."""
 
     def __init__(self) -> None:
         self._days_ready: set[date] = set()
@@ -68,42 +77,57 @@ class ReadingWriter:
         self._staged = False
         """The last batch went through the staging table (so `conflicts` must look there)."""
 
-    async def _ensure_partitions(self, conn: psycopg.AsyncConnection[Any], readings: Sequence[Reading]) -> None:
+    async def _ensure_partitions(self, conn: psycopg.AsyncConnection[Any], ts_us: Ints) -> None:
         """Create the partitions of exactly the days present (a late reading must not create every day since)."""
-        days = sorted({r.ts.astimezone(timezone.utc).date() for r in readings} - self._days_ready)
+        days = sorted({as_datetime(d).date() for d in np.unique(ts_us // _DAY_US * _DAY_US).tolist()} - self._days_ready)
         if days:
             await conn.execute("SELECT quantrac_ensure_partitions(d, d) FROM unnest(%s::date[]) AS d", (days,))
             self._days_ready |= set(days)
 
-    async def write(self, conn: psycopg.AsyncConnection[Any], readings: Sequence[Reading]) -> list[Reading]:
+    @overload
+    async def write(self, conn: psycopg.AsyncConnection[Any], readings: BatchColumns) -> BatchColumns: ...
+
+    @overload
+    async def write(self, conn: psycopg.AsyncConnection[Any], readings: Sequence[Reading]) -> list[Reading]: ...
+
+    async def write(self, conn: psycopg.AsyncConnection[Any], readings: BatchColumns | Sequence[Reading]
+                    ) -> BatchColumns | list[Reading]:
         """Store the readings in the caller's transaction; returns those not stored before.
 
         Of several readings with one key in the batch, the first is written (as the store keeps
         the first of a key across batches); `conflicts` tells which of the others differ.
         """
-        readings = list(first_of_each_key(readings).values())
+        if isinstance(readings, BatchColumns):
+            return readings.take(await self.write_rows(conn, readings))
+        return [readings[i] for i in (await self.write_rows(conn, batch_columns(readings))).tolist()]
+
+    async def write_rows(self, conn: psycopg.AsyncConnection[Any], batch: BatchColumns) -> Ints:
+        """`write` on columns: the rows of `batch` that were new, in batch order."""
+        firsts = first_of_each_key(batch)
         self._staged = False
-        if not readings:
-            return []
-        await self._ensure_partitions(conn, readings)
+        if not len(firsts):
+            return firsts
+        kept = batch if len(firsts) == len(batch) else batch.take(firsts)
+        await self._ensure_partitions(conn, kept.ts_us)
         if self._direct:
             try:
                 async with conn.transaction(), conn.cursor() as cur:
-                    await copy_rows(cur, _DIRECT, readings)
-                return readings
+                    await copy_rows(cur, _DIRECT, kept)
+                return firsts
             except psycopg.errors.UniqueViolation:
                 self._direct = False  # some are stored already: this batch and the next go the idempotent way
         self._staged = True
         await conn.execute(STAGE)
         async with conn.cursor() as cur:
-            await copy_rows(cur, STAGE_COPY, readings)
+            await copy_rows(cur, STAGE_COPY, kept)
             await cur.execute(STAGED_INSERT)
-            inserted = {(row[0], row[1], row[2]) for row in await cur.fetchall()}
-        self._direct = len(inserted) == len(readings)
-        return [r for r in readings if (r.station_id, r.parameter, r.ts) in inserted]
+            inserted = {(row[0], row[1], epoch_us(row[2])) for row in await cur.fetchall()}
+        self._direct = len(inserted) == len(firsts)
+        rows = _keys(batch, firsts)
+        return np.array(sorted(rows[key] for key in inserted), np.int64)
 
-    async def conflicts(self, conn: psycopg.AsyncConnection[Any], readings: Sequence[Reading],
-                        new: Sequence[Reading]) -> list[tuple[Reading, float | None, str]]:
+    async def conflicts(self, conn: psycopg.AsyncConnection[Any], readings: BatchColumns | Sequence[Reading],
+                        new: BatchColumns | Sequence[Reading]) -> list[Conflict]:
         """The readings of the batch that contradict what is stored: (reading, stored value, stored status).
 
         Called after `write` in the same transaction. A reading that repeats a stored key with the
@@ -112,22 +136,38 @@ class ReadingWriter:
         """
         if len(new) == len(readings):
             return []
-        first = first_of_each_key(readings)
-        found: list[tuple[Reading, float | None, str]] = []
-        for r in readings:  # repeats within the batch, against the first of their key
-            kept = first[(r.station_id, r.parameter, r.ts)]
-            if r is not kept and _differs(r, kept.value, kept.status.value):
-                found.append((r, kept.value, kept.status.value))
+        if isinstance(readings, BatchColumns):
+            return [(readings.reading(row), value, status) for row, value, status in await self._conflict_rows(conn, readings)]
+        return [(readings[row], value, status)
+                for row, value, status in await self._conflict_rows(conn, batch_columns(readings))]
+
+    async def _conflict_rows(self, conn: psycopg.AsyncConnection[Any], batch: BatchColumns
+                             ) -> list[tuple[int, float | None, str]]:
+        firsts = first_of_each_key(batch)
+        found = _repeats_that_differ(batch, firsts)
         if not self._staged:  # written straight: every first reading of a key was new
             return found
         async with conn.cursor() as cur:  # the batch's first readings, against readings stored by earlier batches
             await cur.execute(_CONFLICTS)
-            stored = {(row[0], row[1], row[2]): (row[3], row[4]) for row in await cur.fetchall()}
-        for key, kept in first.items():
-            if key in stored:
-                found.append((kept, *stored[key]))
-        return found
+            stored = {(row[0], row[1], epoch_us(row[2])): (row[3], row[4]) for row in await cur.fetchall()}
+        return found + [(row, *stored[key]) for key, row in _keys(batch, firsts).items() if key in stored]
 
     def forget_partitions(self) -> None:
         """Forget the partition cache, e.g. after retention dropped some or the connection was replaced."""
         self._days_ready.clear()
+
+
+def _repeats_that_differ(batch: BatchColumns, firsts: Ints) -> list[tuple[int, float | None, str]]:
+    """Repeats of a key within the batch whose value or status differs from the first of their key, with the
+    first's value and status (a NaN value differs from every value, as in Python)."""
+    if len(firsts) == len(batch):
+        return []
+    first_of = _keys(batch, firsts)
+    rows = np.setdiff1d(np.arange(len(batch)), firsts).tolist()
+    kept = [first_of[(*batch.series_keys[int(batch.series[row])], int(batch.ts_us[row]))] for row in rows]
+    values, missing, status = batch.values, batch.missing, batch.status
+    found = []
+    for row, first in zip(rows, kept, strict=True):
+        if missing[row] != missing[first] or (not missing[row] and values[row] != values[first]) or status[row] != status[first]:
+            found.append((row, None if missing[first] else float(values[first]), STATUSES[int(status[first])].value))
+    return found

@@ -28,7 +28,7 @@ from processors import liveness
 from processors.app import alerts_topic, app, deadletter_topic, detection_table, liveness_table, readings_topic, settings
 from processors.detection import DetectionConfig
 from processors.faust_compat import committed_offset
-from processors.pipeline import BatchProcessor, DeadLetter, alert_record, decode_records, last_seen
+from processors.pipeline import BatchProcessor, DeadLetter, alert_record, decode_batch, last_seen
 from quantrac import metrics
 from quantrac.db import live_registry
 from quantrac.failures import describe
@@ -96,10 +96,10 @@ async def store_readings(stream: Any) -> None:
             metrics.WORKER_RECORDS_IN.inc(len(batch))
             metrics.WORKER_BATCH_RECORDS.observe(len(batch))
             undecodable: list[DeadLetter] = []
-            records = decode_records(batch, undecodable)
-            recoveries, recovered = _note_seen(last_seen(records), stations)
-            ids = {r.station_id for readings, *_ in records for r in readings}
-            result = await processor.process(records=records, states={i: detection_table.get(i.encode()) for i in ids},
+            columns = decode_batch(batch, undecodable)
+            recoveries, recovered = _note_seen(last_seen(columns), stations)
+            ids = columns.per_station()
+            result = await processor.process(batch=columns, states={i: detection_table.get(i.encode()) for i in ids},
                                              extra=recoveries)
             for station_id, state in result.states.items():
                 detection_table[station_id.encode()] = processor.cache.written(station_id, state)

@@ -20,7 +20,6 @@ both stores, not only at the next policy run or maintenance pass).
 from __future__ import annotations
 
 import functools
-import math
 from datetime import datetime
 from typing import Any, Sequence
 
@@ -28,7 +27,7 @@ import numpy as np
 import psycopg
 import structlog
 
-from quantrac.batch_columns import BatchColumns, batch_columns, bucket_starts_us, group
+from quantrac.batch_columns import BatchColumns, Bools, as_columns, as_datetime, bucket_starts_us, epoch_us, group
 from quantrac.domain import Reading
 from quantrac.failures import RateLimitedLog
 from quantrac.timebuckets import BUCKET_WIDTHS, DAY_ZONE, ROLLUPS, bucket_end, bucket_start
@@ -58,10 +57,13 @@ def bucket_sql(bucket: str, column: str = "ts") -> str:
     return f"date_bin(INTERVAL '{seconds} seconds', {column}, TIMESTAMPTZ '1970-01-01 00:00:00+00')"
 
 
-def touched_buckets(readings: Sequence[Reading], bucket: str) -> list[tuple[str, str, datetime, datetime]]:
+def touched_buckets(readings: BatchColumns | Sequence[Reading], bucket: str) -> list[tuple[str, str, datetime, datetime]]:
     """The distinct (station, parameter, bucket start, bucket end) the readings fall in, sorted."""
-    keys = {(r.station_id, r.parameter, bucket_start(r.ts, bucket)) for r in readings}
-    return [(s, p, start, bucket_end(start, bucket)) for s, p, start in sorted(keys)]
+    batch = as_columns(readings)
+    groups = group(batch.series, bucket_starts_us(batch.ts_us, bucket))
+    keys = sorted((*batch.series_keys[k], as_datetime(start))
+                  for k, start in zip(groups.keys.tolist(), groups.starts_us.tolist(), strict=True))
+    return [(s, p, start, bucket_end(start, bucket)) for s, p, start in keys]
 
 
 def _recompute_sql(bucket: str) -> str:
@@ -103,7 +105,7 @@ HUGE_VALUE = 1e150
 """No measurement comes near this; below it, sums of any real number of values cannot overflow float8."""
 
 
-async def _check_aggregates_hold(conn: psycopg.AsyncConnection[Any], new: Sequence[Reading]) -> None:
+async def _check_aggregates_hold(conn: psycopg.AsyncConnection[Any], new: BatchColumns) -> None:
     """TimescaleDB: fail the batch, in its transaction, when a new value is so large that its buckets'
     sums overflow float8 (`NumericValueOutOfRange`), as the native rollups do.
 
@@ -112,9 +114,10 @@ async def _check_aggregates_hold(conn: psycopg.AsyncConnection[Any], new: Sequen
     here lets the worker store the batch record by record and quarantine that record, as on native
     PostgreSQL. Only values of magnitude `HUGE_VALUE` or more are checked, so a normal batch costs nothing.
     """
-    if not _has_huge(new):
+    huge_rows = np.flatnonzero(_huge(new))
+    if not len(huge_rows):
         return
-    huge = [r for r in new if _has_huge([r])]
+    huge = new.take(huge_rows)
     async with conn.cursor() as cur:
         for bucket in ROLLUPS:
             for station_id, parameter, start, end in touched_buckets(huge, bucket):
@@ -176,7 +179,7 @@ def bucket_sums(columns: BatchColumns, bucket: str = "5m") -> dict[str, list[Any
             "valids": groups.sum(columns.valid.astype(np.int64)).tolist()}
 
 
-async def _recompute(cur: psycopg.AsyncCursor[Any], new: Sequence[Reading]) -> int:
+async def _recompute(cur: psycopg.AsyncCursor[Any], new: BatchColumns) -> int:
     """Recompute the buckets of `new` from the raw readings (5m), then hours and days from those."""
     written = 0
     for bucket in ROLLUPS:  # narrowest first: each width is computed from the one before
@@ -188,25 +191,27 @@ async def _recompute(cur: psycopg.AsyncCursor[Any], new: Sequence[Reading]) -> i
     return written
 
 
-def _has_huge(new: Sequence[Reading]) -> bool:
-    return any(r.value is not None and math.isfinite(r.value) and abs(r.value) >= HUGE_VALUE for r in new)
+def _huge(new: BatchColumns) -> Bools:
+    """Rows whose value is finite and of magnitude `HUGE_VALUE` or more."""
+    return np.isfinite(new.values) & (np.abs(new.values) >= HUGE_VALUE)
 
 
-async def update_rollups(conn: psycopg.AsyncConnection[Any], new: Sequence[Reading]) -> int:
+async def update_rollups(conn: psycopg.AsyncConnection[Any], readings: BatchColumns | Sequence[Reading]) -> int:
     """Add `new` (readings just stored) to their rollup buckets in the caller's transaction.
 
     Returns how many bucket rows were written; 0 on TimescaleDB, where continuous aggregates do it
     (there it only checks that the aggregates can still be computed, see `_check_aggregates_hold`).
     """
-    if not new:
+    new = as_columns(readings)
+    if not len(new):
         return 0
     if await _store_kind(conn) == "timescaledb":
         await _check_aggregates_hold(conn, new)
         return 0
     async with conn.cursor() as cur:
-        if _has_huge(new):
+        if _huge(new).any():
             return await _recompute(cur, new)
-        await cur.execute(merge_sql(), bucket_sums(batch_columns(new)))
+        await cur.execute(merge_sql(), bucket_sums(new))
         row = await cur.fetchone()
     return int(row[0]) if row else 0
 
@@ -239,7 +244,7 @@ _WATERMARKS = ("SELECT view, CASE WHEN mark > TIMESTAMPTZ '0001-01-02 00:00+00' 
                "FROM _timescaledb_catalog.continuous_agg WHERE user_view_schema = current_schema()) AS w")
 
 
-async def refresh_late_aggregates(conn: psycopg.AsyncConnection[Any], new: Sequence[Reading]) -> list[str]:
+async def refresh_late_aggregates(conn: psycopg.AsyncConnection[Any], new: BatchColumns | Sequence[Reading]) -> list[str]:
     """TimescaleDB: refresh, in each continuous aggregate, the buckets of readings just committed that are
     older than its watermark (the end of its last refresh); returns the aggregates refreshed.
 
@@ -249,8 +254,9 @@ async def refresh_late_aggregates(conn: psycopg.AsyncConnection[Any], new: Seque
     connection is switched to autocommit for it); a failure is logged, not raised: the readings are
     stored, and the worker's maintenance pass refreshes the whole range.
     """
-    if not new or await _store_kind(conn) != "timescaledb":
+    if not len(new) or await _store_kind(conn) != "timescaledb":
         return []
+    ts_us = as_columns(new).ts_us
     refreshed: list[str] = []
     autocommit = conn.autocommit
     try:
@@ -259,9 +265,9 @@ async def refresh_late_aggregates(conn: psycopg.AsyncConnection[Any], new: Seque
         watermarks = {str(view): mark for view, mark in await cur.fetchall()}
         for bucket, view in ROLLUPS.items():
             mark = watermarks.get(view)
-            late = [r.ts for r in new if mark is not None and r.ts < mark]
-            if late:
-                start, last = bucket_start(min(late), bucket), bucket_start(max(late), bucket)
+            late = ts_us[ts_us < epoch_us(mark)] if mark is not None else ts_us[:0]
+            if len(late):
+                start, last = bucket_start(as_datetime(late.min()), bucket), bucket_start(as_datetime(late.max()), bucket)
                 await conn.execute("CALL refresh_continuous_aggregate(%s, %s, %s)", (view, start, bucket_end(last, bucket)))
                 refreshed.append(view)
     except psycopg.Error as exc:

@@ -14,7 +14,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import psycopg
 
-from quantrac.batch_columns import as_datetime, batch_columns, bucket_starts_us, group
+from quantrac.batch_columns import BatchColumns, as_columns, as_datetime, bucket_starts_us, group
 from quantrac.domain import Reading, Station
 from quantrac.timebuckets import bucket_end, expected_count
 
@@ -36,21 +36,18 @@ def expected_readings(station: Station, start: datetime, period: str) -> int:
     return len(station.parameters) * expected_count(start, bucket_end(start, bucket), station.expected_interval_s)
 
 
-def tally(readings: Sequence[Reading], late: Iterable[Reading] = ()) -> dict[tuple[str, str, datetime], list[int]]:
+def tally(readings: BatchColumns | Sequence[Reading], late: Iterable[Reading] = ()
+          ) -> dict[tuple[str, str, datetime], list[int]]:
     """[received, valid, late] per (station, period, bucket start)."""
-    if not readings:
+    columns = as_columns(readings)
+    if not len(columns):
         return {}
-    late_keys = {(r.station_id, r.parameter, r.ts) for r in late}
-    columns = batch_columns(readings)
-    stations: dict[str, int] = {}
-    station_of = np.fromiter((stations.setdefault(r.station_id, len(stations)) for r in readings), np.int64, len(readings))
-    is_late = np.fromiter(((r.station_id, r.parameter, r.ts) in late_keys for r in readings), np.bool_, len(readings)) \
-        if late_keys else np.zeros(len(readings), dtype=np.bool_)
-    names = list(stations)
+    names, station_of = columns.stations()
+    is_late = columns.rows_of(late)
     counts: dict[tuple[str, str, datetime], list[int]] = {}
     for period, bucket in PERIODS.items():
         groups = group(station_of, bucket_starts_us(columns.ts_us, bucket))
-        received = np.diff(np.append(groups.firsts, len(readings)))
+        received = np.diff(np.append(groups.firsts, len(columns)))
         for station, start, n, valid, n_late in zip(groups.keys.tolist(), groups.starts_us.tolist(), received.tolist(),
                                                      groups.sum(columns.valid.astype(np.int64)).tolist(),
                                                      groups.sum(is_late.astype(np.int64)).tolist(), strict=True):

@@ -18,6 +18,7 @@ from typing import Any, Literal
 import psycopg
 import structlog
 
+from quantrac.batch_columns import BatchColumns, as_columns
 from quantrac.db import where_clause
 from quantrac.domain import Reading
 from quantrac.failures import describe, is_record_failure
@@ -116,7 +117,7 @@ def write_counts(conn: psycopg.Connection[Any], counts: Mapping[CountKey, int]) 
         conn.execute(_UPSERT, _upsert_params(counts))
 
 
-def store_counts(readings: Sequence[Reading], new: Iterable[Reading], at: datetime,
+def store_counts(readings: BatchColumns | Sequence[Reading], new: BatchColumns | Sequence[Reading], at: datetime,
                  conflicts: Iterable[Reading] = ()) -> Counter[CountKey]:
     """`stored`, `conflict` and `duplicate` per station for one stored batch.
 
@@ -124,8 +125,8 @@ def store_counts(readings: Sequence[Reading], new: Iterable[Reading], at: dateti
     (dead-lettered); every other reading repeated a stored one exactly (a duplicate).
     """
     hour = hour_of(at)
-    received = Counter(r.station_id for r in readings)
-    stored = Counter(r.station_id for r in new)
+    received = as_columns(readings).per_station()
+    stored = Counter(as_columns(new).per_station())
     conflicting = Counter(r.station_id for r in conflicts)
     counts: Counter[CountKey] = Counter()
     for station, n in received.items():
@@ -135,7 +136,8 @@ def store_counts(readings: Sequence[Reading], new: Iterable[Reading], at: dateti
     return +counts
 
 
-async def record_store_counts(conn: psycopg.AsyncConnection[Any], readings: Sequence[Reading], new: Sequence[Reading],
+async def record_store_counts(conn: psycopg.AsyncConnection[Any], readings: BatchColumns | Sequence[Reading],
+                              new: BatchColumns | Sequence[Reading],
                               conflicts: Sequence[Reading] = ()) -> None:
     """Worker side: add stored/conflict/duplicate counts in the caller's transaction (exact, like the readings)."""
     counts = store_counts(readings, new, datetime.now(timezone.utc), conflicts)

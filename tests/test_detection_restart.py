@@ -109,6 +109,10 @@ def test_sigkill_and_restart_resume_the_windows_without_duplicating_open_alerts(
                  what=f"the 1h exceedance, which needs the six readings from before the kill ({worker.log_path})")
         wait_for(lambda: [a for a in _alerts(db, station.id) if a["rule"] == "exceedance" and a["count"] == 12],
                  timeout=30, what="all twelve instant exceedances counted once")
+        # The table is written after the batch's transaction and its late-aggregate refresh: a worker stopped as
+        # soon as the alerts show cancels the batch before that (seen under load), so wait for the write.
+        wait_for(lambda: _hour_total(_changelog_state(own, station.id), start) == 12, timeout=30, interval=0.5,
+                 what="the full hour in the changelog")
     finally:
         worker.stop()
     after = _alerts(db, station.id)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime, timedelta, timezone
-from typing import Any, Sequence
+from typing import Any, Sequence, TypeVar
 
 import psycopg
 import pytest
@@ -16,9 +16,10 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from processors.partitions import refresh_aggregates
-from processors.pipeline import BatchProcessor
+from processors.pipeline import BatchProcessor, decode_batch
 from processors.reading_writer import ReadingWriter
 from processors.rollups import ROLLUPS, VALID_SQL, bucket_sql, rebuild_rollups, refresh_late_aggregates, update_rollups
+from quantrac.batch_columns import BatchColumns
 from quantrac.db import connect, save_stations
 from quantrac.domain import Reading, Station, Status
 from quantrac.settings import Settings
@@ -43,7 +44,10 @@ def reading(station: Station, ts: datetime, value: float | None, status: Status 
     return Reading(station_id=station.id, parameter=parameter, value=value, unit="mg/L", ts=ts, status=status)
 
 
-async def _store(dsn: str, readings: Sequence[Reading], writer: ReadingWriter | None = None) -> list[Reading]:
+Batch = TypeVar("Batch", BatchColumns, list[Reading])
+
+
+async def _store(dsn: str, readings: Batch, writer: ReadingWriter | None = None) -> Batch:
     """What the worker does with a batch, minus the rules: store, then roll up the new readings, one transaction;
     then (TimescaleDB) refresh the aggregates for readings older than their last refresh."""
     writer = writer or ReadingWriter()
@@ -55,7 +59,7 @@ async def _store(dsn: str, readings: Sequence[Reading], writer: ReadingWriter | 
     return new
 
 
-def store_readings(settings: Settings, readings: Sequence[Reading]) -> list[Reading]:
+def store_readings(settings: Settings, readings: list[Reading]) -> list[Reading]:
     return asyncio.run(_store(settings.pg_dsn, readings))
 
 
@@ -214,6 +218,21 @@ def test_values_whose_bucket_sums_overflow_fail_the_batch_on_both_stores(
     assert rollup_rows(store_db, station.id) == approx(group_by_raw(store_db, station.id))
 
 
+def raw_rows(conn: psycopg.Connection, station_id: str) -> dict[tuple[str, datetime], tuple[Any, ...]]:
+    """The stored readings of the station (a NaN value as the text 'NaN', so that rows compare)."""
+    return {(r[0], r[1]): ("NaN" if r[2] != r[2] else r[2], r[3], r[4]) for r in conn.execute(
+        "SELECT parameter, ts, value, unit, status FROM readings WHERE station_id = %s", (station_id,))}
+
+
+def first_of_keys(batches: Sequence[Sequence[Reading]]) -> dict[tuple[str, datetime], tuple[Any, ...]]:
+    """What the store must hold: the first reading of each key over the batches in order."""
+    first: dict[tuple[str, datetime], tuple[Any, ...]] = {}
+    for r in (r for batch in batches for r in batch):
+        value = "NaN" if r.value is not None and r.value != r.value else r.value
+        first.setdefault((r.parameter, r.ts), (value, r.unit, r.status.value))
+    return first
+
+
 @hsettings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(batches=st.lists(st.lists(st.tuples(st.integers(min_value=0, max_value=3 * 24 * 60), st.sampled_from(["COD", "pH"]),
                                            st.one_of(st.none(), st.floats(min_value=-1e4, max_value=1e4),
@@ -221,20 +240,29 @@ def test_values_whose_bucket_sums_overflow_fail_the_batch_on_both_stores(
                                            st.sampled_from(list(Status))),
                                  min_size=1, max_size=60), min_size=1, max_size=6),
        redeliver=st.lists(st.integers(min_value=0, max_value=5), max_size=3))
+@pytest.mark.parametrize("form", ["readings", "wire_columns"])
 def test_merged_rollups_equal_a_group_by_over_the_raw_readings_after_random_batches(
-        store: Settings, store_db: psycopg.Connection, batches: list[list[tuple[int, str, float | None, Status]]],
+        store: Settings, store_db: psycopg.Connection, form: str, batches: list[list[tuple[int, str, float | None, Status]]],
         redeliver: list[int]) -> None:
     """Batches in random time order (late readings: minutes anywhere in three days, out of order), repeats
     of a key within and across batches (the store keeps the first), and whole batches delivered again:
-    the merged rollups equal a GROUP BY over the raw readings, so only the readings stored were added."""
+    the merged rollups equal a GROUP BY over the raw readings, so only the readings stored were added,
+    and the stored rows are exactly the first reading of each key. The writer takes the batch as
+    `Reading`s, or as the worker has it: the columns decoded from the bridge's records (`wire_columns`)."""
     station = make_station(cod_limit=1000.0)
     save_stations(store_db, {station.id: station})
     sent = [[reading(station, T0 - timedelta(days=1) + timedelta(minutes=m), value, status, parameter)
              for m, parameter, value, status in batch] for batch in batches]
     sent += [sent[i % len(sent)] for i in redeliver]
     writer = ReadingWriter()  # one writer, as the worker has: it switches between the direct and the staged COPY
-    stored = [r for batch in sent for r in asyncio.run(_store(store.pg_dsn, batch, writer))]
+    if form == "readings":
+        stored = [r for batch in sent for r in asyncio.run(_store(store.pg_dsn, batch, writer))]
+    else:
+        columns = [decode_batch([encode_readings(station.id, batch, T0, "mqtt")]) for batch in sent]
+        sent = [batch.readings() for batch in columns]  # as decoded: a NaN value travels as null
+        stored = [r for batch in columns for r in asyncio.run(_store(store.pg_dsn, batch, writer)).readings()]
     assert len(stored) == len({(r.parameter, r.ts) for batch in sent for r in batch})
+    assert raw_rows(store_db, station.id) == first_of_keys(sent)
     refresh_aggregates(store_db, until=T0 + timedelta(days=3))
     assert rollup_rows(store_db, station.id) == approx(group_by_raw(store_db, station.id))
     assert rollup_rows(store_db, station.id) == approx(expected_rollups(stored))
