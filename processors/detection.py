@@ -45,7 +45,7 @@ from alerts.rules import (
     judge_rate,
 )
 from processors import rate_span, windows
-from processors.detection_banks import Judgements, LiveBanks, SeriesKey
+from processors.detection_banks import ChannelSpec, Judgements, LiveBanks, SeriesKey
 from processors.detection_state import CalibrationRun, FaultRun, ParameterState, StationState, load
 from processors.detectors import DETECTORS
 from processors.detectors.presets import hyperparameters, params_of, station_channels
@@ -197,11 +197,14 @@ class _Work:
         """The index of the parameter's series in the judgements (None: no detector runs on it)."""
         if parameter not in self.series:
             ps = self.state.parameters[parameter]
-            channels = [(c.detector, (self.station.id, self.plan.key, parameter, c.detector),
-                         partial(detector_params, c, [spec], self.config), ps.detectors.get(c.detector))
-                        for c in self.plan.scalar[parameter]]
-            self.series[parameter] = self.judgements.add_series(
-                self.station, parameter, channels, self.loaded, ps, ps.detectors.__setitem__) if channels else None
+            sid, plan = self.station.id, self.plan
+
+            def channels() -> list[ChannelSpec]:
+                return [(c.detector, (sid, plan.key, parameter, c.detector), partial(detector_params, c, [spec], self.config),
+                         ps.detectors.get(c.detector)) for c in plan.scalar[parameter]]
+
+            self.series[parameter] = self.judgements.add_series(self.station, parameter, (sid, plan.key, parameter),
+                                                                channels, self.loaded, ps, ps.detectors.__setitem__)
         return self.series[parameter]
 
     def group_series(self, channel: DetectorChannel) -> int:
@@ -213,9 +216,15 @@ class _Work:
         def save(_: str, state: dict[str, Any]) -> None:
             gs.detector = state
 
-        spec = [(channel.detector, (self.station.id, self.plan.key, "mv:" + key, channel.detector),
-                 partial(detector_params, channel, [self.station.parameters[p] for p in group], self.config), gs.detector)]
-        return self.judgements.add_series(self.station, key, spec, self.loaded, None, save)
+        def spec() -> list[ChannelSpec]:
+            return [(channel.detector, (self.station.id, self.plan.key, "mv:" + key, channel.detector),
+                     partial(detector_params, channel, [self.station.parameters[p] for p in group], self.config),
+                     gs.detector)]
+
+        series = self.judgements.add_series(self.station, key, (self.station.id, self.plan.key, "mv:" + key), spec,
+                                            self.loaded, None, save)
+        assert series is not None  # a group has its one channel
+        return series
 
 
 def _add(found: list[Condition], condition: Condition | None) -> None:
