@@ -19,6 +19,7 @@ when its bucket can hold more than one reading: the 5-min mean of a station repo
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -78,6 +79,8 @@ def _bounds(ts: datetime, t: float, bucket: str) -> tuple[float, float]:
     return start, start + width
 
 
+Keep = Callable[[float], bool]
+"""Which means `due` and `complete` give, by their value (`processors.rule_columns.MeanGate`)."""
 Touched = list[tuple[str, int, list[Any]]]
 """(basis, bucket start in epoch s, bucket) of the buckets a reading was counted in."""
 
@@ -112,8 +115,9 @@ def earliest_end(windows: dict[str, Any]) -> float:
     return min((entry[END] for buckets in windows.values() for entry in buckets.values()), default=math.inf)
 
 
-def due(windows: dict[str, Any], watermark: float, min_coverage: float) -> list[WindowMean]:
-    """Means to judge now (complete or closed buckets with news); closed buckets are dropped."""
+def due(windows: dict[str, Any], watermark: float, min_coverage: float, keep: Keep | None = None) -> list[WindowMean]:
+    """Means to judge now (complete or closed buckets with news); closed buckets are dropped. With `keep`, only the
+    means it passes are given (the others are judged all the same)."""
     found: list[WindowMean] = []
     for basis in BASES:
         buckets = windows.get(basis)
@@ -123,26 +127,28 @@ def due(windows: dict[str, Any], watermark: float, min_coverage: float) -> list[
             entry = buckets[key]
             closed = entry[END] <= watermark
             if entry[DIRTY] and (closed or entry[TOTAL] >= entry[EXPECTED]):
-                _judge(basis, int(key), entry, min_coverage, found)
+                _judge(basis, int(key), entry, min_coverage, found, keep)
             if closed:
                 del buckets[key]
     return found
 
 
-def complete(touched: Touched, min_coverage: float) -> list[WindowMean]:
+def complete(touched: Touched, min_coverage: float, keep: Keep | None = None) -> list[WindowMean]:
     """`due` when the watermark has passed no bucket's end: only the buckets a reading just counted in can be due,
     and only by being complete."""
     found: list[WindowMean] = []
     for basis, start, entry in touched:
         if entry[DIRTY] and entry[TOTAL] >= entry[EXPECTED]:
-            _judge(basis, start, entry, min_coverage, found)
+            _judge(basis, start, entry, min_coverage, found, keep)
     return found
 
 
-def _judge(basis: str, start: int, entry: list[Any], min_coverage: float, found: list[WindowMean]) -> None:
+def _judge(basis: str, start: int, entry: list[Any], min_coverage: float, found: list[WindowMean],
+           keep: Keep | None) -> None:
     """A due bucket is judged once until it takes another reading; its mean counts when enough readings were valid."""
     entry[DIRTY] = 0
     expected = entry[EXPECTED]
-    if expected > 1 and entry[VALID] > 0 and entry[VALID] >= math.ceil(min_coverage * expected):
+    if expected > 1 and entry[VALID] > 0 and entry[VALID] >= math.ceil(min_coverage * expected) and (
+            keep is None or keep(entry[SUM] / entry[VALID])):
         found.append(WindowMean(basis, from_epoch(start), from_epoch(entry[END]), entry[SUM] / entry[VALID],
                                 entry[VALID], entry[TOTAL], expected))
