@@ -29,7 +29,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import orjson
 
@@ -49,7 +49,7 @@ from processors.detection_banks import ChannelSpec, Judgements, LiveBanks, Serie
 from processors.detection_state import CalibrationRun, FaultRun, ParameterState, StationState, load
 from processors.detectors import DETECTORS
 from processors.detectors.presets import hyperparameters, params_of, station_channels
-from processors.rule_columns import Bounds, InstantColumns, MeanGate, instant_columns
+from processors.rule_columns import InstantColumns, MeanGate, instant_columns
 from quantrac.domain import DetectorChannel, ParameterSpec, Reading, Station, Status
 from quantrac.settings import Settings
 
@@ -193,19 +193,8 @@ class _Work:
         self.state, self.plan, self.station, self.config = state, plan, station, config
         self.judgements, self.loaded = judgements, loaded
         self.series: dict[str, int | None] = {}
-        keys = judgements.open_keys
-        self.gate = None if keys is None else MeanGate(keys)
-        self.keeps: dict[str, windows.Keep | None] = {}
-
-    def keep(self, parameter: str) -> windows.Keep | None:
-        """Which of the parameter's window means `judge_limit` needs to see (`rule_columns.MeanGate`; None: all)."""
-        if self.gate is None:
-            return None
-        if parameter not in self.keeps:
-            spec = self.station.parameter(parameter)
-            self.keeps[parameter] = _never if spec is None or spec.limit is None else partial(
-                self.gate.passes, self.station.id, parameter, Bounds.of(spec, self.config.early_fraction))
-        return self.keeps[parameter]
+        self.gate: MeanGate | None = None
+        """The batch's gate of window means (None: every mean is judged)."""
 
     def series_of(self, parameter: str, spec: ParameterSpec) -> int | None:
         """The index of the parameter's series in the judgements (None: no detector runs on it)."""
@@ -239,10 +228,6 @@ class _Work:
                                             self.loaded, None, save)
         assert series is not None  # a group has its one channel
         return series
-
-
-def _never(_: float) -> bool:
-    return False
 
 
 def _add(found: list[Condition], condition: Condition | None) -> None:
@@ -412,9 +397,11 @@ def _judge_batch(batch: Mapping[str, tuple[Station, StationState | dict[str, Any
     specs = [station.parameter(r.parameter) for station, _, readings in batch.values() for r in readings]
     everything = [r for _, _, readings in batch.values() for r in readings]
     columns = None if open_keys is None else instant_columns(everything, specs, config.early_fraction, open_keys)
+    gate = None if open_keys is None else MeanGate(open_keys)
     start = 0
     for station, state, readings in batch.values():
         work = _prepare(state, station, config, banks, judgements, owned)
+        work.gate = gate
         end = start + len(readings)
         _station_pass(work, readings, specs[start:end], None if columns is None else columns[start:end], found, late)
         works.append(work)
@@ -440,8 +427,7 @@ def _close_due(work: _Work, parameter: str, touched: windows.Touched, next_close
     if watermark >= next_close:
         found.extend(_due(work, list(state.parameters)))
         return min((windows.earliest_end(ps.windows) for ps in state.parameters.values()), default=math.inf)
-    means = windows.complete(touched, config.min_coverage, work.keep(parameter))
-    found.extend(_judge_means(work.station, parameter, means, config, work.judgements.open_keys))
+    found.extend(_judge_means(work, parameter, partial(windows.complete, touched, config.min_coverage)))
     return min(next_close, *(entry[windows.END] for _, _, entry in touched))
 
 
@@ -480,15 +466,22 @@ def _due(work: _Work, parameters: list[str]) -> list[Condition]:
     watermark = (state.newest_t or 0.0) - config.lateness_s
     found: list[Condition] = []
     for parameter in parameters:
-        means = windows.due(state.parameters[parameter].windows, watermark, config.min_coverage, work.keep(parameter))
-        found.extend(_judge_means(work.station, parameter, means, config, work.judgements.open_keys))
+        means_of = partial(windows.due, state.parameters[parameter].windows, watermark, config.min_coverage)
+        found.extend(_judge_means(work, parameter, means_of))
     return found
 
 
-def _judge_means(station: Station, parameter: str, means: list[windows.WindowMean], config: DetectionConfig,
-                 open_keys: OpenKeys | None) -> list[Condition]:
-    return [c for mean in means for c in judge_limit(station, parameter, mean.mean, mean.start, mean.basis,
-                                                     config.early_fraction, open_keys=open_keys)]
+def _judge_means(work: _Work, parameter: str, means_of: Callable[[tuple[float, float] | None], list[windows.WindowMean]]
+                 ) -> list[Condition]:
+    """The conditions of the means `means_of` gives: all of them, or with the batch's `MeanGate` those outside the
+    quiet interval it gives, which are the ones `judge_limit` can build a condition for."""
+    station, gate = work.station, work.gate
+    quiet = None if gate is None else gate.quiet(station.id, parameter, station.parameters[parameter], work.config.early_fraction)
+    found = [c for mean in means_of(quiet) for c in judge_limit(station, parameter, mean.mean, mean.start, mean.basis,
+                                                                work.config.early_fraction, open_keys=work.judgements.open_keys)]
+    if found and gate is not None:
+        gate.judged(station.id, parameter)
+    return found
 
 
 def _multivariate(work: _Work, by_ts: dict[float, dict[str, float]], anchor: int) -> None:

@@ -10,7 +10,8 @@ readings would give no condition; only their values to learn from are taken (val
 instrument's range), the value `processors.detection` would have taken.
 
 `MeanGate` does the same for window means, one at a time as they come due: a mean is judged by
-`judge_limit` only when it breaks a bound or its series may have an open window alert.
+`judge_limit` only when it lies outside its series' quiet interval (where no limit rule holds) or
+its series may have an open window alert.
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ class Bounds:
     low: float
     warn: float
     """Where `early_warning` begins (`alerts.rules.warn_from`)."""
+    quiet: tuple[float, float]
+    """[low, high]: a value in it breaks no limit rule (`alerts.rules.limit_flags` all false): not under the minimum,
+    not above the early-warning floor, else not above the maximum."""
 
     @classmethod
     def of(cls, spec: ParameterSpec, early_fraction: float | None) -> Bounds:
@@ -54,12 +58,18 @@ class Bounds:
         high = low = warn = None
         if limit is not None:
             high, low, warn = limit.high, limit.low, warn_from(limit, early_fraction)
-        bounds = cls(*(math.nan if b is None else float(b) for b in (spec.range_min, spec.range_max, high, low, warn)))
+        quiet = (-math.inf if low is None else float(low),
+                 math.inf if high is None else float(high) if warn is None else float(warn))
+        bounds = cls(_or_nan(spec.range_min), _or_nan(spec.range_max), _or_nan(high), _or_nan(low), _or_nan(warn), quiet)
         _BOUNDS[id(spec)] = (spec, early_fraction, bounds)
         return bounds
 
 
 _BOUNDS: dict[int, tuple[ParameterSpec, float | None, Bounds]] = {}
+
+
+def _or_nan(bound: float | None) -> float:
+    return math.nan if bound is None else float(bound)
 
 
 @dataclass(frozen=True)
@@ -108,18 +118,22 @@ def _row(spec: ParameterSpec | None, early_fraction: float | None) -> tuple[floa
 
 
 class MeanGate:
-    """Whether `judge_limit` can build a condition for a window mean: it breaks a bound, or its series may have an
-    open window alert (one of `WINDOW_RULES` in the open keys, or a mean of it broke a bound earlier in the batch)."""
+    """Which window means of a batch `judge_limit` can build a condition for: those outside their series' quiet
+    interval, or any of a series that may have an open window alert (one of `WINDOW_RULES` in the open keys, or a
+    mean of it judged earlier in the batch built a condition)."""
 
     def __init__(self, open_keys: OpenKeys) -> None:
         self.hot = {(station_id, parameter) for station_id, parameter, rule in open_keys if rule in WINDOW_RULES}
 
-    def passes(self, station_id: str, parameter: str, bounds: Bounds, mean: float) -> bool:
-        """Whether to judge this mean of the station's parameter."""
+    def quiet(self, station_id: str, parameter: str, spec: ParameterSpec, early_fraction: float | None
+              ) -> tuple[float, float] | None:
+        """The interval whose means need no judging (`processors.windows.due`'s `quiet`); None: judge them all."""
         if (station_id, parameter) in self.hot:
-            return True
-        above, early, below = limit_flags(mean, bounds.high, bounds.low, bounds.warn)
-        if above or early or below:
-            self.hot.add((station_id, parameter))
-            return True
-        return False
+            return None
+        if spec.limit is None:
+            return (-math.inf, math.inf)
+        return Bounds.of(spec, early_fraction).quiet
+
+    def judged(self, station_id: str, parameter: str) -> None:
+        """A mean of the series built a condition: its key is open now, so every later mean is judged."""
+        self.hot.add((station_id, parameter))

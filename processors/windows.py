@@ -19,7 +19,6 @@ when its bucket can hold more than one reading: the 5-min mean of a station repo
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -79,8 +78,6 @@ def _bounds(ts: datetime, t: float, bucket: str) -> tuple[float, float]:
     return start, start + width
 
 
-Keep = Callable[[float], bool]
-"""Which means `due` and `complete` give, by their value (`processors.rule_columns.MeanGate`)."""
 Touched = list[tuple[str, int, list[Any]]]
 """(basis, bucket start in epoch s, bucket) of the buckets a reading was counted in."""
 
@@ -115,9 +112,10 @@ def earliest_end(windows: dict[str, Any]) -> float:
     return min((entry[END] for buckets in windows.values() for entry in buckets.values()), default=math.inf)
 
 
-def due(windows: dict[str, Any], watermark: float, min_coverage: float, keep: Keep | None = None) -> list[WindowMean]:
-    """Means to judge now (complete or closed buckets with news); closed buckets are dropped. With `keep`, only the
-    means it passes are given (the others are judged all the same)."""
+def due(windows: dict[str, Any], watermark: float, min_coverage: float,
+        quiet: tuple[float, float] | None = None) -> list[WindowMean]:
+    """Means to judge now (complete or closed buckets with news); closed buckets are dropped. Means within `quiet`
+    ([low, high]) are judged all the same but not given (`processors.rule_columns.MeanGate`)."""
     found: list[WindowMean] = []
     for basis in BASES:
         buckets = windows.get(basis)
@@ -127,28 +125,33 @@ def due(windows: dict[str, Any], watermark: float, min_coverage: float, keep: Ke
             entry = buckets[key]
             closed = entry[END] <= watermark
             if entry[DIRTY] and (closed or entry[TOTAL] >= entry[EXPECTED]):
-                _judge(basis, int(key), entry, min_coverage, found, keep)
+                if _judge(basis, int(key), entry, min_coverage, found, quiet):
+                    quiet = None  # a mean outside may open its key: judge the rest
             if closed:
                 del buckets[key]
     return found
 
 
-def complete(touched: Touched, min_coverage: float, keep: Keep | None = None) -> list[WindowMean]:
+def complete(touched: Touched, min_coverage: float, quiet: tuple[float, float] | None = None) -> list[WindowMean]:
     """`due` when the watermark has passed no bucket's end: only the buckets a reading just counted in can be due,
     and only by being complete."""
     found: list[WindowMean] = []
     for basis, start, entry in touched:
         if entry[DIRTY] and entry[TOTAL] >= entry[EXPECTED]:
-            _judge(basis, start, entry, min_coverage, found, keep)
+            if _judge(basis, start, entry, min_coverage, found, quiet):
+                quiet = None
     return found
 
 
 def _judge(basis: str, start: int, entry: list[Any], min_coverage: float, found: list[WindowMean],
-           keep: Keep | None) -> None:
-    """A due bucket is judged once until it takes another reading; its mean counts when enough readings were valid."""
+           quiet: tuple[float, float] | None) -> bool:
+    """A due bucket is judged once until it takes another reading; its mean counts when enough readings were valid,
+    and is given unless within `quiet`. Whether it was given."""
     entry[DIRTY] = 0
     expected = entry[EXPECTED]
     if expected > 1 and entry[VALID] > 0 and entry[VALID] >= math.ceil(min_coverage * expected) and (
-            keep is None or keep(entry[SUM] / entry[VALID])):
+            quiet is None or not quiet[0] <= entry[SUM] / entry[VALID] <= quiet[1]):
         found.append(WindowMean(basis, from_epoch(start), from_epoch(entry[END]), entry[SUM] / entry[VALID],
                                 entry[VALID], entry[TOTAL], expected))
+        return True
+    return False
