@@ -12,10 +12,12 @@ one parameter are two alerts, each with its own basis.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from quantrac.domain import ParameterSpec, Severity, Station
+from quantrac.domain import Limit, ParameterSpec, Severity, Station
 
 OpenKeys = set[tuple[str, str, str]]
 """(station, parameter, rule) keys that may have an open alert.
@@ -73,6 +75,22 @@ def _what(basis: str) -> str:
     return "value" if basis == "instant" else f"{basis} mean"
 
 
+LIMIT_RULES = ("exceedance", "early_warning", "below_minimum")
+"""The rules `judge_limit` judges (with the basis suffix for a mean, `rule_name`)."""
+
+
+def warn_from(limit: Limit, early_fraction: float | None) -> float | None:
+    """The value above which `early_warning` holds (up to the limit): a fraction of a one-sided positive maximum."""
+    if early_fraction is None or limit.low is not None or limit.high is None or limit.high <= 0:
+        return None
+    return early_fraction * limit.high
+
+
+def limit_flags(value: Any, high: Any, low: Any, warn: Any) -> tuple[Any, Any, Any]:
+    """(above, early warning, below) of `judge_limit`, on numbers or numpy arrays alike; a missing bound is NaN."""
+    return value > high, (warn < value) & (value <= high), value < low
+
+
 def judge_limit(station: Station, parameter: str, value: float, ts: datetime, basis: str = "instant",
                 early_fraction: float | None = 0.8, *, open_keys: OpenKeys | None = None) -> list[Condition]:
     """Conditions of one value (or window mean) against its station's limit, active or clear.
@@ -86,29 +104,31 @@ def judge_limit(station: Station, parameter: str, value: float, ts: datetime, ba
     limit, unit, what = spec.limit, spec.unit, _what(basis)
     where = _where(station, parameter)
     found: list[Condition] = []
+    threshold = warn_from(limit, early_fraction)
+    above, warn, below = limit_flags(value, _or_nan(limit.high), _or_nan(limit.low), _or_nan(threshold))
     if limit.high is not None:
-        above = value > limit.high
         if wanted(open_keys, station.id, parameter, rule_name("exceedance", basis), above):
             found.append(Condition(
                 station.id, parameter, rule_name("exceedance", basis), basis, Severity.CRITICAL, value, limit.high, limit.source,
                 ts, f"{where}: {what} {value:g} {unit} is {'above' if above else 'within'} the limit {limit.high:g} {unit} "
                 f"({basis}; {limit.source})", active=above))
-        if early_fraction is not None and limit.low is None and limit.high > 0:
-            threshold = early_fraction * limit.high
-            warn = threshold < value <= limit.high
+        if threshold is not None:
             if wanted(open_keys, station.id, parameter, rule_name("early_warning", basis), warn):
                 found.append(Condition(
                     station.id, parameter, rule_name("early_warning", basis), basis, Severity.WARNING, value, limit.high,
                     limit.source, ts, f"{where}: {what} {value:g} {unit} is {value / limit.high:.0%} of the limit "
                     f"{limit.high:g} {unit} (early warning above {early_fraction:.0%}; {basis}; {limit.source})", active=warn))
     if limit.low is not None:
-        below = value < limit.low
         if wanted(open_keys, station.id, parameter, rule_name("below_minimum", basis), below):
             found.append(Condition(
                 station.id, parameter, rule_name("below_minimum", basis), basis, Severity.CRITICAL, value, limit.low, limit.source,
                 ts, f"{where}: {what} {value:g} {unit} is {'below' if below else 'above'} the minimum {limit.low:g} {unit} "
                 f"({basis}; {limit.source})", active=below))
     return found
+
+
+def _or_nan(bound: float | None) -> float:
+    return math.nan if bound is None else bound
 
 
 def judge_range(station: Station, spec: ParameterSpec, value: float, ts: datetime, *,
@@ -132,7 +152,12 @@ def judge_range(station: Station, spec: ParameterSpec, value: float, ts: datetim
 
 def in_range(spec: ParameterSpec, value: float) -> bool:
     """Whether the value lies inside the analyser's measuring range (out of range is an instrument problem, not a breach)."""
-    return not ((spec.range_min is not None and value < spec.range_min) or (spec.range_max is not None and value > spec.range_max))
+    return not outside(value, _or_nan(spec.range_min), _or_nan(spec.range_max))
+
+
+def outside(value: Any, low: Any, high: Any) -> Any:
+    """Whether values lie outside [low, high], on numbers or numpy arrays alike; a missing bound is NaN."""
+    return (value < low) | (value > high)
 
 
 def judge_rate(station: Station, spec: ParameterSpec, prev_ts: datetime, prev_value: float, ts: datetime,

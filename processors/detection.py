@@ -29,7 +29,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import orjson
 
@@ -45,10 +45,11 @@ from alerts.rules import (
     judge_rate,
 )
 from processors import rate_span, windows
-from processors.detection_banks import Judgements, LiveBanks, SeriesKey
+from processors.detection_banks import ChannelSpec, Judgements, LiveBanks, SeriesKey
 from processors.detection_state import CalibrationRun, FaultRun, ParameterState, StationState, load
 from processors.detectors import DETECTORS
 from processors.detectors.presets import hyperparameters, params_of, station_channels
+from processors.rule_columns import InstantColumns, MeanGate, instant_columns
 from quantrac.domain import DetectorChannel, ParameterSpec, Reading, Station, Status
 from quantrac.settings import Settings
 
@@ -192,16 +193,21 @@ class _Work:
         self.state, self.plan, self.station, self.config = state, plan, station, config
         self.judgements, self.loaded = judgements, loaded
         self.series: dict[str, int | None] = {}
+        self.gate: MeanGate | None = None
+        """The batch's gate of window means (None: every mean is judged)."""
 
     def series_of(self, parameter: str, spec: ParameterSpec) -> int | None:
         """The index of the parameter's series in the judgements (None: no detector runs on it)."""
         if parameter not in self.series:
             ps = self.state.parameters[parameter]
-            channels = [(c.detector, (self.station.id, self.plan.key, parameter, c.detector),
-                         partial(detector_params, c, [spec], self.config), ps.detectors.get(c.detector))
-                        for c in self.plan.scalar[parameter]]
-            self.series[parameter] = self.judgements.add_series(
-                self.station, parameter, channels, self.loaded, ps, ps.detectors.__setitem__) if channels else None
+            sid, plan = self.station.id, self.plan
+
+            def channels() -> list[ChannelSpec]:
+                return [(c.detector, (sid, plan.key, parameter, c.detector), partial(detector_params, c, [spec], self.config),
+                         ps.detectors.get(c.detector)) for c in plan.scalar[parameter]]
+
+            self.series[parameter] = self.judgements.add_series(self.station, parameter, (sid, plan.key, parameter),
+                                                                channels, self.loaded, ps, ps.detectors.__setitem__)
         return self.series[parameter]
 
     def group_series(self, channel: DetectorChannel) -> int:
@@ -213,9 +219,15 @@ class _Work:
         def save(_: str, state: dict[str, Any]) -> None:
             gs.detector = state
 
-        spec = [(channel.detector, (self.station.id, self.plan.key, "mv:" + key, channel.detector),
-                 partial(detector_params, channel, [self.station.parameters[p] for p in group], self.config), gs.detector)]
-        return self.judgements.add_series(self.station, key, spec, self.loaded, None, save)
+        def spec() -> list[ChannelSpec]:
+            return [(channel.detector, (self.station.id, self.plan.key, "mv:" + key, channel.detector),
+                     partial(detector_params, channel, [self.station.parameters[p] for p in group], self.config),
+                     gs.detector)]
+
+        series = self.judgements.add_series(self.station, key, (self.station.id, self.plan.key, "mv:" + key), spec,
+                                            self.loaded, None, save)
+        assert series is not None  # a group has its one channel
+        return series
 
 
 def _add(found: list[Condition], condition: Condition | None) -> None:
@@ -339,13 +351,16 @@ def detect(state: StationState | dict[str, Any] | None, readings: Sequence[Readi
     return Outcome(states[station.id], conditions, late)
 
 
-def _station_pass(work: _Work, readings: Sequence[Reading], found: list[Condition], late: list[Reading]) -> None:
-    """One station's readings in arrival order: windows and rules at once; detector work to the judgements."""
+def _station_pass(work: _Work, readings: Sequence[Reading], specs: Sequence[ParameterSpec | None],
+                  columns: InstantColumns | None, found: list[Condition], late: list[Reading]) -> None:
+    """One station's readings in arrival order: windows and rules at once; detector work to the judgements. `columns`
+    (this station's part of the batch's, see `processors.rule_columns`) say which readings the instantaneous rules
+    must judge; None: all."""
     current, station, config, open_keys = work.state, work.station, work.config, work.judgements.open_keys
     by_ts: dict[float, dict[str, float]] = defaultdict(dict)
     next_close = -math.inf  # no bucket of any parameter closes before this watermark (see _due)
-    for r in readings:
-        spec = station.parameter(r.parameter)
+    for i, r in enumerate(readings):
+        spec = specs[i]
         if spec is None:
             continue
         t = windows.epoch(r.ts)
@@ -354,7 +369,8 @@ def _station_pass(work: _Work, readings: Sequence[Reading], found: list[Conditio
         current.newest_t = t if newest is None else max(newest, t)
         ps = current.parameter(r.parameter)
         in_order = ps.last_t is None or t > ps.last_t
-        value = _instant(r, spec, station, config, found, open_keys)
+        value = _instant(r, spec, station, config, found, open_keys) if columns is None or columns.hot[i] \
+            else columns.learn[i]
         if is_late:
             current.late_count += 1
             late.append(r)
@@ -364,7 +380,7 @@ def _station_pass(work: _Work, readings: Sequence[Reading], found: list[Conditio
             _in_order(work, r, spec, value, t, found)
             if value is not None:
                 by_ts[t][r.parameter] = value
-        next_close = _close_due(current, station, config, r.parameter, touched, next_close, found, open_keys)
+        next_close = _close_due(work, r.parameter, touched, next_close, found)
     _multivariate(work, by_ts, len(found))
 
 
@@ -378,10 +394,18 @@ def _judge_batch(batch: Mapping[str, tuple[Station, StationState | dict[str, Any
     works: list[_Work] = []
     found: list[Condition] = []
     late: list[Reading] = []
+    specs = [station.parameter(r.parameter) for station, _, readings in batch.values() for r in readings]
+    everything = [r for _, _, readings in batch.values() for r in readings]
+    columns = None if open_keys is None else instant_columns(everything, specs, config.early_fraction, open_keys)
+    gate = None if open_keys is None else MeanGate(open_keys)
+    start = 0
     for station, state, readings in batch.values():
         work = _prepare(state, station, config, banks, judgements, owned)
-        _station_pass(work, readings, found, late)
+        work.gate = gate
+        end = start + len(readings)
+        _station_pass(work, readings, specs[start:end], None if columns is None else columns[start:end], found, late)
         works.append(work)
+        start = end
     found = judgements.run(found)
     for work in works:
         if live is None:
@@ -391,19 +415,19 @@ def _judge_batch(batch: Mapping[str, tuple[Station, StationState | dict[str, Any
     return {w.station.id: w.state for w in works}, found, late
 
 
-def _close_due(state: StationState, station: Station, config: DetectionConfig, parameter: str, touched: windows.Touched,
-               next_close: float, found: list[Condition], open_keys: OpenKeys | None) -> float:
+def _close_due(work: _Work, parameter: str, touched: windows.Touched, next_close: float, found: list[Condition]) -> float:
     """Judge the window means due after a reading of `parameter` that counted in the `touched` buckets;
     the new `next_close` (see `_due`).
 
     While the watermark is before `next_close` no bucket is closed, and every bucket due before this
     reading was judged at its own reading: only the touched buckets can be due, by being complete, and
     only they can end before `next_close` (a bucket is made only by the reading it counts)."""
+    state, config = work.state, work.config
     watermark = (state.newest_t or 0.0) - config.lateness_s
     if watermark >= next_close:
-        found.extend(_due(state, station, config, list(state.parameters), open_keys))
+        found.extend(_due(work, list(state.parameters)))
         return min((windows.earliest_end(ps.windows) for ps in state.parameters.values()), default=math.inf)
-    found.extend(_judge_means(station, parameter, windows.complete(touched, config.min_coverage), config, open_keys))
+    found.extend(_judge_means(work, parameter, partial(windows.complete, touched, config.min_coverage)))
     return min(next_close, *(entry[windows.END] for _, _, entry in touched))
 
 
@@ -430,8 +454,7 @@ def _rate(ps: ParameterState, station: Station, spec: ParameterSpec, config: Det
                       found.to_level, at=ts, smoothed=True, open_keys=open_keys)
 
 
-def _due(state: StationState, station: Station, config: DetectionConfig, parameters: list[str],
-         open_keys: OpenKeys | None) -> list[Condition]:
+def _due(work: _Work, parameters: list[str]) -> list[Condition]:
     """Judge the means that are due among `parameters`' windows.
 
     Called after every reading, so the result does not depend on how readings were cut into
@@ -439,18 +462,26 @@ def _due(state: StationState, station: Station, config: DetectionConfig, paramet
     its own parameter can make it, or when the watermark passes its end; so between closings
     only the reading's own parameter needs a look.
     """
+    state, config = work.state, work.config
     watermark = (state.newest_t or 0.0) - config.lateness_s
     found: list[Condition] = []
     for parameter in parameters:
-        found.extend(_judge_means(station, parameter, windows.due(state.parameters[parameter].windows, watermark,
-                                                                  config.min_coverage), config, open_keys))
+        means_of = partial(windows.due, state.parameters[parameter].windows, watermark, config.min_coverage)
+        found.extend(_judge_means(work, parameter, means_of))
     return found
 
 
-def _judge_means(station: Station, parameter: str, means: list[windows.WindowMean], config: DetectionConfig,
-                 open_keys: OpenKeys | None) -> list[Condition]:
-    return [c for mean in means for c in judge_limit(station, parameter, mean.mean, mean.start, mean.basis,
-                                                     config.early_fraction, open_keys=open_keys)]
+def _judge_means(work: _Work, parameter: str, means_of: Callable[[tuple[float, float] | None], list[windows.WindowMean]]
+                 ) -> list[Condition]:
+    """The conditions of the means `means_of` gives: all of them, or with the batch's `MeanGate` those outside the
+    quiet interval it gives, which are the ones `judge_limit` can build a condition for."""
+    station, gate = work.station, work.gate
+    quiet = None if gate is None else gate.quiet(station.id, parameter, station.parameters[parameter], work.config.early_fraction)
+    found = [c for mean in means_of(quiet) for c in judge_limit(station, parameter, mean.mean, mean.start, mean.basis,
+                                                                work.config.early_fraction, open_keys=work.judgements.open_keys)]
+    if found and gate is not None:
+        gate.judged(station.id, parameter)
+    return found
 
 
 def _multivariate(work: _Work, by_ts: dict[float, dict[str, float]], anchor: int) -> None:

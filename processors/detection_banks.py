@@ -9,7 +9,10 @@ condition is built for: flagged ones, and those of keys that may have an open al
 
 `LiveBanks` holds one row per (station, plan, series, detector): the worker keeps it for its
 stations, and a station's rows are taken as they are while its state carries the token they last
-wrote (`StationState.token`); otherwise they are loaded from the state's JSON. `LiveBanks(scalar=True)`
+wrote (`StationState.token`); otherwise they are loaded from the state's JSON. Each series keeps its channels
+(bank, row and alert key) while its station's rows stay loaded, so a batch neither looks its rows up nor builds
+their hyperparameters again, and each bank's rows are written back into the states gathered column by column
+(`states`). `LiveBanks(scalar=True)`
 runs the scalar River-style classes instead, one Python object per row: the oracle the engine is
 tested against.
 """
@@ -114,6 +117,16 @@ class _Bank:
         return self.bank
 
 
+class _Channel(NamedTuple):
+    """One detector of a series: its bank row and the key of the alert its verdicts judge."""
+
+    name: str
+    holder: _Bank
+    row: int
+    alert: tuple[str, str, str]
+    """(station, series label, rule), as in `alerts.rules.OpenKeys`."""
+
+
 SeriesKey = tuple[str, str, str, str]
 """(station, plan key, parameter or `mv:` group, detector)."""
 
@@ -129,6 +142,20 @@ class LiveBanks(dict[str, tuple[str, set[SeriesKey]]]):
         self.scalar = scalar
         self.banks: dict[str, _Bank] = {}
         self.rows: dict[SeriesKey, tuple[str, int]] = {}
+        self.series: dict[tuple[str, str, str], tuple[set[SeriesKey], list[_Channel]]] = {}
+        """Per (station, plan key, series): the station's loaded rows its channels were last looked up in, and those."""
+
+    def channels(self, series: tuple[str, str, str], label: str, specs: Callable[[], Sequence[ChannelSpec]],
+                 loaded: set[SeriesKey]) -> list[_Channel]:
+        """A series' channels and their rows: those it was last looked up with while the station's rows are still
+        `loaded` (the set `begin` gave, kept under the state's token), else looked up (`row`) from `specs`."""
+        kept = self.series.get(series)
+        if kept is not None and kept[0] is loaded:
+            return kept[1]
+        found = [_Channel(name, *self.row(key, params, saved, loaded), (series[0], label, f"anomaly_{name}"))
+                 for name, key, params, saved in specs()]
+        self.series[series] = (loaded, found)
+        return found
 
     def begin(self, station_id: str, state: StationState, fresh: bool) -> set[SeriesKey]:
         """The station's rows taken as they are: those loaded under `state`'s token (none if `fresh` or another token)."""
@@ -177,16 +204,6 @@ class LiveBanks(dict[str, tuple[str, set[SeriesKey]]]):
 
 
 @dataclass
-class _Channel:
-    """One detector of a series: its bank row and whether its details are needed from the start (a key maybe open)."""
-
-    name: str
-    holder: _Bank
-    row: int
-    explain: bool
-
-
-@dataclass
 class _Series:
     """A series' (parameter's or group's) detector channels and the events of the batch, in arrival order."""
 
@@ -194,6 +211,8 @@ class _Series:
     label: str
     """The parameter, or the group's parameters joined with commas."""
     channels: list[_Channel]
+    explain: list[bool]
+    """Per channel, whether its details are needed from the start (its alert may be open)."""
     incident: ParameterState | None
     """Where the series' incident claim is kept (None: a group, whose verdicts are not joined)."""
     save: Callable[[str, dict[str, Any]], None]
@@ -232,17 +251,19 @@ class Judgements:
         self.scalar: list[float] = []
         """Per event, its value if it is one number (NaN for a vector)."""
 
-    def add_series(self, station: Station, label: str, channels: Sequence[ChannelSpec], loaded: set[SeriesKey],
-                   incident: ParameterState | None, save: Callable[[str, dict[str, Any]], None]) -> int:
-        """A series of a station with its channels; its index for `add`. A channel's details are formatted from the
-        start when its key may have an open alert, or it holds the series' incident claim (its alert is open)."""
+    def add_series(self, station: Station, label: str, series: tuple[str, str, str],
+                   channels: Callable[[], Sequence[ChannelSpec]], loaded: set[SeriesKey],
+                   incident: ParameterState | None, save: Callable[[str, dict[str, Any]], None]) -> int | None:
+        """A series of a station with its channels (`LiveBanks.channels`); its index for `add`, None if it has no
+        channel. A channel's details are formatted from the start when its key may have an open alert, or it holds
+        the series' incident claim (its alert is open)."""
+        chans = self.live.channels(series, label, channels, loaded)
+        if not chans:
+            return None
         owner = None if incident is None or incident.incident is None else incident.incident.detector
-        chans = []
-        for name, key, params, saved in channels:
-            holder, row = self.live.row(key, params, saved, loaded)
-            wanted = self.open_keys is None or owner == name or (station.id, label, f"anomaly_{name}") in self.open_keys
-            chans.append(_Channel(name, holder, row, wanted))
-        self.series.append(_Series(station, label, chans, incident, save))
+        keys = self.open_keys
+        explain = [keys is None or owner == ch.name or ch.alert in keys for ch in chans]
+        self.series.append(_Series(station, label, chans, explain, incident, save))
         return len(self.series) - 1
 
     def add(self, series: int, anchor: int, t: float, value: Any, ts: datetime | None = None, judge: bool = True,
@@ -261,8 +282,7 @@ class Judgements:
         found: list[tuple[int, Condition]] = []
         for s, per_channel in zip(self.series, verdicts, strict=True):
             found.extend(self._judge(s, per_channel, flagged))
-            for ch in s.channels:
-                s.save(ch.name, ch.holder.bank.state(ch.row))
+        self._save()
         found.sort(key=lambda pair: pair[0])
         merged: list[Condition] = []
         j = 0
@@ -274,6 +294,20 @@ class Judgements:
         merged.extend(c for _, c in found[j:])
         return merged
 
+    def _save(self) -> None:
+        """Write every series' rows back into its state, each bank's rows gathered at once (`states`)."""
+        by_bank: dict[int, tuple[_Bank, list[int]]] = {}
+        for s in self.series:
+            for ch in s.channels:
+                by_bank.setdefault(id(ch.holder), (ch.holder, []))[1].append(ch.row)
+        states: dict[tuple[int, int], dict[str, Any]] = {}
+        for key, (holder, rows) in by_bank.items():
+            bank = holder.materialise()
+            states.update(zip([(key, row) for row in rows], _states(bank, np.array(rows, dtype=np.int64)), strict=True))
+        for s in self.series:
+            for ch in s.channels:
+                s.save(ch.name, states[id(ch.holder), ch.row])
+
     def _advance(self) -> tuple[list[list[_Verdicts]], list[bool]]:
         """Per series, per channel: its bank's flags, scores and details over the batch's events (by event index); one
         advance per bank. And per event, whether any detector flagged it."""
@@ -281,22 +315,26 @@ class Judgements:
         t = np.array([e.t for e in self.events])
         relearn = np.array([e.relearn_s for e in self.events])
         owner = np.array([e.series for e in self.events], dtype=np.int64)
-        members: dict[int, list[tuple[int, _Channel]]] = {}
+        members: dict[int, tuple[_Bank, list[int], list[int], list[bool]]] = {}
         for i, s in enumerate(self.series):
-            for ch in s.channels:
-                members.setdefault(id(ch.holder), []).append((i, ch))
+            for ch, explain in zip(s.channels, s.explain, strict=True):
+                member = members.get(id(ch.holder))
+                if member is None:
+                    member = members[id(ch.holder)] = (ch.holder, [], [], [])
+                member[1].append(i)
+                member[2].append(ch.row)
+                member[3].append(explain)
         found: dict[int, _Verdicts] = {}
         flagged = np.zeros(n, dtype=bool)
-        for group in members.values():
+        for holder, series_of, rows, explains in members.values():
             row_of = np.full(len(self.series), -1, dtype=np.int64)
             explain_of = np.zeros(len(self.series), dtype=bool)
-            for i, ch in group:
-                row_of[i], explain_of[i] = ch.row, ch.explain
+            row_of[series_of], explain_of[series_of] = rows, explains
             idx = np.flatnonzero(row_of[owner] >= 0)
             sample = self.events[int(idx[0])].value
             values = np.array([self.events[k].value for k in idx.tolist()], dtype=np.float64) \
                 if isinstance(sample, list) else np.array(self.scalar)[idx]
-            v = advance(group[0][1].holder.materialise(), row_of[owner[idx]], t[idx], values, relearn_gap_s=relearn[idx],
+            v = advance(holder.materialise(), row_of[owner[idx]], t[idx], values, relearn_gap_s=relearn[idx],
                         explain=explain_of[owner[idx]], flagged=True)
             flag, score = np.zeros(n, dtype=bool), np.zeros(n)
             flag[idx], score[idx] = v.flag, v.score
@@ -305,7 +343,7 @@ class Judgements:
             for k, text in zip(idx.tolist(), v.detail, strict=True):
                 if text is not None:
                     details[k] = text
-            found[id(group[0][1].holder)] = (flag.tolist(), score.tolist(), details)
+            found[id(holder)] = (flag.tolist(), score.tolist(), details)
         return [[found[id(ch.holder)] for ch in s.channels] for s in self.series], flagged.tolist()
 
     def _judge(self, s: _Series, verdicts: list[_Verdicts], flagged: list[bool]) -> list[tuple[int, Condition]]:
@@ -355,11 +393,17 @@ class Judgements:
             held.incident = None
         keys = self.open_keys
         for ch, (_, scores, details) in zip(s.channels, verdicts, strict=True):
-            if keys is None or (s.station.id, s.label, f"anomaly_{ch.name}") in keys:
+            if keys is None or ch.alert in keys:
                 value = None if s.incident is None else float(e.value)
                 _add(found, e.anchor, judge_anomaly(s.station, s.label, ch.name, False, value, scores[k],
                                                     ch.holder.thresholds[ch.row], details[k] or "",
                                                     e.ts or windows.from_epoch(e.t), open_keys=keys))
+
+
+def _states(bank: Any, rows: np.ndarray) -> list[dict[str, Any]]:
+    """The states of a bank's `rows`: gathered where the bank can (`Rows.states`), else row by row."""
+    gather = getattr(bank, "states", None)
+    return gather(rows) if gather is not None else [bank.state(row) for row in rows.tolist()]
 
 
 def _add(found: list[tuple[int, Condition]], anchor: int, condition: Condition | None) -> None:

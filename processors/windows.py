@@ -112,8 +112,10 @@ def earliest_end(windows: dict[str, Any]) -> float:
     return min((entry[END] for buckets in windows.values() for entry in buckets.values()), default=math.inf)
 
 
-def due(windows: dict[str, Any], watermark: float, min_coverage: float) -> list[WindowMean]:
-    """Means to judge now (complete or closed buckets with news); closed buckets are dropped."""
+def due(windows: dict[str, Any], watermark: float, min_coverage: float,
+        quiet: tuple[float, float] | None = None) -> list[WindowMean]:
+    """Means to judge now (complete or closed buckets with news); closed buckets are dropped. Means within `quiet`
+    ([low, high]) are judged all the same but not given (`processors.rule_columns.MeanGate`)."""
     found: list[WindowMean] = []
     for basis in BASES:
         buckets = windows.get(basis)
@@ -123,26 +125,33 @@ def due(windows: dict[str, Any], watermark: float, min_coverage: float) -> list[
             entry = buckets[key]
             closed = entry[END] <= watermark
             if entry[DIRTY] and (closed or entry[TOTAL] >= entry[EXPECTED]):
-                _judge(basis, int(key), entry, min_coverage, found)
+                if _judge(basis, int(key), entry, min_coverage, found, quiet):
+                    quiet = None  # a mean outside may open its key: judge the rest
             if closed:
                 del buckets[key]
     return found
 
 
-def complete(touched: Touched, min_coverage: float) -> list[WindowMean]:
+def complete(touched: Touched, min_coverage: float, quiet: tuple[float, float] | None = None) -> list[WindowMean]:
     """`due` when the watermark has passed no bucket's end: only the buckets a reading just counted in can be due,
     and only by being complete."""
     found: list[WindowMean] = []
     for basis, start, entry in touched:
         if entry[DIRTY] and entry[TOTAL] >= entry[EXPECTED]:
-            _judge(basis, start, entry, min_coverage, found)
+            if _judge(basis, start, entry, min_coverage, found, quiet):
+                quiet = None
     return found
 
 
-def _judge(basis: str, start: int, entry: list[Any], min_coverage: float, found: list[WindowMean]) -> None:
-    """A due bucket is judged once until it takes another reading; its mean counts when enough readings were valid."""
+def _judge(basis: str, start: int, entry: list[Any], min_coverage: float, found: list[WindowMean],
+           quiet: tuple[float, float] | None) -> bool:
+    """A due bucket is judged once until it takes another reading; its mean counts when enough readings were valid,
+    and is given unless within `quiet`. Whether it was given."""
     entry[DIRTY] = 0
     expected = entry[EXPECTED]
-    if expected > 1 and entry[VALID] > 0 and entry[VALID] >= math.ceil(min_coverage * expected):
+    if expected > 1 and entry[VALID] > 0 and entry[VALID] >= math.ceil(min_coverage * expected) and (
+            quiet is None or not quiet[0] <= entry[SUM] / entry[VALID] <= quiet[1]):
         found.append(WindowMean(basis, from_epoch(start), from_epoch(entry[END]), entry[SUM] / entry[VALID],
                                 entry[VALID], entry[TOTAL], expected))
+        return True
+    return False

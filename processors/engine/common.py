@@ -108,7 +108,13 @@ class Ring:
     def to_list(self, row: int) -> list[float]:
         """Row `row`'s values, oldest first."""
         idx = (self.start[row] + np.arange(self.size[row])) % self.capacity[row]
-        return [float(v) for v in self.data[row, idx]]
+        return self.data[row, idx].tolist()
+
+    def to_lists(self, rows: np.ndarray) -> list[list[float]]:
+        """`to_list` of each of `rows`, from one gather."""
+        idx = (self.start[rows, None] + np.arange(self.data.shape[1])[None, :]) % np.maximum(self.capacity[rows, None], 1)
+        return [values[:size] for values, size in zip(self.data[rows[:, None], idx].tolist(), self.size[rows].tolist(),
+                                                      strict=True)]
 
     def load(self, row: int, values: list[float]) -> None:
         """Row `row` holds the last ``capacity`` of ``values`` (oldest first), as `RingBuffer.from_list`."""
@@ -141,6 +147,11 @@ class StepArrays:
     def state(self, row: int) -> dict[str, Any]:
         """Row `row` as `StepEstimate.state()`."""
         return {"step": unopt(self.step[row]), "prev": unopt(self.prev[row])}
+
+    def states(self, rows: np.ndarray) -> list[dict[str, Any]]:
+        """`state` of each of `rows`."""
+        return [{"step": None if step != step else step, "prev": None if prev != prev else prev}
+                for step, prev in zip(self.step[rows].tolist(), self.prev[rows].tolist(), strict=True)]
 
     def load(self, row: int, state: dict[str, Any] | None) -> None:
         """Row `row` from a `StepEstimate.state()` (None: nothing learned)."""
@@ -193,6 +204,10 @@ class Rows:
     def state(self, row: int) -> dict[str, Any]:
         """Row `row` as the scalar detector's `state()`."""
         raise NotImplementedError
+
+    def states(self, rows: np.ndarray) -> list[dict[str, Any]]:
+        """`state` of each of `rows` (a bank may gather them column by column)."""
+        return [self.state(row) for row in rows.tolist()]
 
     def detector(self, row: int) -> Detector:
         """Row `row` as a scalar detector."""

@@ -72,10 +72,23 @@ class DriftBank(Rows):
         return {"baseline": {"n": int(self.count[row]), "mean": float(self.mean[row]), "var": float(self.var[row])},
                 "lag_cov": float(self.lag_cov[row]), "prev": unopt(self.prev[row]),
                 "pos": float(self.pos[row]), "neg": float(self.neg[row]), "run": int(self.run[row]),
-                "profile": [float(v) for v in self.profile[row, :bins]],
-                "profile_n": [int(v) for v in self.profile_n[row, :bins]],
-                "profile_var": [float(v) for v in self.profile_var[row, :bins]],
+                "profile": self.profile[row, :bins].tolist(),
+                "profile_n": self.profile_n[row, :bins].tolist(),
+                "profile_var": self.profile_var[row, :bins].tolist(),
                 "first": unopt(self.first[row]), "step": self.stepper.state(row)}
+
+    def states(self, rows: np.ndarray) -> list[dict[str, Any]]:
+        """`state` of each of `rows`, gathered column by column."""
+        columns = zip(self.bins[rows].tolist(), self.count[rows].tolist(), self.mean[rows].tolist(), self.var[rows].tolist(),
+                      self.lag_cov[rows].tolist(), self.prev[rows].tolist(), self.pos[rows].tolist(),
+                      self.neg[rows].tolist(), self.run[rows].tolist(), self.profile[rows].tolist(),
+                      self.profile_n[rows].tolist(), self.profile_var[rows].tolist(), self.first[rows].tolist(),
+                      self.stepper.states(rows), strict=True)
+        return [{"baseline": {"n": n, "mean": mean, "var": var}, "lag_cov": lag_cov, "prev": None if prev != prev else prev,
+                 "pos": pos, "neg": neg, "run": run, "profile": profile[:bins], "profile_n": profile_n[:bins],
+                 "profile_var": profile_var[:bins], "first": None if first != first else first, "step": step}
+                for bins, n, mean, var, lag_cov, prev, pos, neg, run, profile, profile_n, profile_var, first, step
+                in columns]
 
     def relearn(self, rows: np.ndarray, gap_s: np.ndarray | None = None) -> None:
         """`CusumDrift.relearn` on `rows`: after a gap of a period or more (or unknown) rebuild the baseline, else forget the lag."""

@@ -72,7 +72,14 @@ class LevelRows:
 
     def state(self, row: int) -> list[list[float]]:
         """Row `row` as `KnownLevels.state()`."""
-        return [[float(self.center[row, j]), float(self.mad[row, j])] for j in range(int(self.count[row]))]
+        count = int(self.count[row])
+        return [list(pair) for pair in zip(self.center[row, :count].tolist(), self.mad[row, :count].tolist(), strict=True)]
+
+    def states(self, rows: np.ndarray) -> list[list[list[float]]]:
+        """`state` of each of `rows`."""
+        return [[list(pair) for pair in zip(center[:count], mad[:count], strict=True)]
+                for center, mad, count in zip(self.center[rows].tolist(), self.mad[rows].tolist(),
+                                              self.count[rows].tolist(), strict=True)]
 
     def load(self, row: int, state: Any) -> None:
         """Row `row` from a `KnownLevels.state()`."""
@@ -123,7 +130,12 @@ class TailRows:
 
     def state(self, row: int) -> dict[str, Any]:
         """Row `row` as `TailQuantile.state()`."""
-        return {"counts": [float(c) for c in self.counts[row]], "total": float(self.total[row])}
+        return {"counts": self.counts[row].tolist(), "total": float(self.total[row])}
+
+    def states(self, rows: np.ndarray) -> list[dict[str, Any]]:
+        """`state` of each of `rows`."""
+        return [{"counts": counts, "total": total}
+                for counts, total in zip(self.counts[rows].tolist(), self.total[rows].tolist(), strict=True)]
 
     def load(self, row: int, state: dict[str, Any] | None) -> None:
         """Row `row` from a `TailQuantile.state()`."""

@@ -69,6 +69,13 @@ class SpikeBank(Rows):
         return {"buffer": self.ring.to_list(row), "n": int(self.n[row]), "run": int(self.run[row]),
                 "step": self.stepper.state(row), "levels": self.levels.state(row), "tail": self.tail.state(row)}
 
+    def states(self, rows: np.ndarray) -> list[dict[str, Any]]:
+        """`state` of each of `rows`, gathered column by column."""
+        return [{"buffer": buffer, "n": n, "run": run, "step": step, "levels": levels, "tail": tail}
+                for buffer, n, run, step, levels, tail in zip(
+                    self.ring.to_lists(rows), self.n[rows].tolist(), self.run[rows].tolist(), self.stepper.states(rows),
+                    self.levels.states(rows), self.tail.states(rows), strict=True)]
+
     def relearn(self, rows: np.ndarray, gap_s: np.ndarray | None = None) -> None:
         """`RobustSpike.relearn` on `rows`: warm up again, keeping the step, the known levels and the tail."""
         self._reset(rows)

@@ -1,0 +1,153 @@
+"""The worker's detection step in process: CPU µs per reading of `detect_batch`, beside the same step of a baseline commit.
+
+No services: the stations of `bench/worker.py` (its template, `--stations` of them, every rule and
+detector on) each send a message of 8 readings a minute, `--messages` messages a batch as the worker
+takes them, judged with the worker's live detectors, its state cache (each state written back as the
+table's bytes, as the worker does) and an empty set of open alerts. After `--warm` batches, `--batches`
+are timed (CPU time of `detect_batch` and the state write only; readings are made outside the clock),
+with the cyclic garbage collector's share beside it.
+
+The same-run baseline is the same measurement on the tree of `--baseline-ref` (default: the commit
+this branch started from), extracted with `git archive`; the two trees run in turns, `--rounds` each,
+in fresh processes, and the median of each is reported with their ratio.
+
+    python bench/detection_step.py [--stations 200] [--messages 500] [--warm 20] [--batches 20] [--rounds 3]
+                                   [--baseline-ref 767aa1a] [--gc-freeze 20000,50,100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import random
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from datetime import datetime, timedelta, timezone
+from io import BytesIO
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def measure(tree: Path, stations_n: int, messages: int, warm: int, batches: int,
+            gc_thresholds: tuple[int, ...] = ()) -> dict[str, Any]:
+    """µs per reading of the detection step of the code in `tree` (imported from there)."""
+    sys.path.insert(0, str(tree))
+    from bench.worker import bench_stations, value
+    from processors.detection import DetectionConfig, LiveDetectors, detect_batch
+    from processors.detection_state import StateCache
+    from quantrac.domain import Reading, Status
+
+    stations = bench_stations(stations_n)
+    ids = sorted(stations)
+    rng = random.Random(1)
+    start = datetime(2026, 12, 1, tzinfo=timezone.utc)
+    config, live, cache = DetectionConfig(), LiveDetectors(), StateCache()
+    raws: dict[str, bytes] = {}
+
+    def batch(b: int) -> list[Any]:
+        out = []
+        for i in range(b * messages, (b + 1) * messages):
+            station = stations[ids[i % len(ids)]]
+            ts = start + timedelta(minutes=i // len(ids))
+            out += [Reading(station_id=station.id, parameter=symbol, value=value(rng, symbol), unit=spec.unit, ts=ts,
+                            status=Status.MEASURING) for symbol, spec in station.parameters.items()]
+        return out
+
+    def step(readings: list[Any]) -> int:
+        owned = {i: cache.state(i, raws.get(i)) for i in {r.station_id for r in readings}}
+        states, conditions, _ = detect_batch(readings, owned, stations, config, live, set(), owned=True)
+        for i, s in states.items():
+            raws[i] = cache.written(i, s)
+        return len(conditions)
+
+    for b in range(warm):
+        step(batch(b))
+    if gc_thresholds:  # what a worker-level GC setting would give: the warm heap frozen, collections rarer
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(*gc_thresholds)
+    gc_s, gc_began, full = [0.0], [0.0], [0]
+
+    def on_gc(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            gc_began[0] = time.process_time()
+        else:
+            gc_s[0] += time.process_time() - gc_began[0]
+            full[0] += info["generation"] == 2
+
+    cpu = wall = 0.0
+    readings = conditions = 0
+    for b in range(warm, warm + batches):
+        rs = batch(b)
+        gc.callbacks.append(on_gc)  # only the collections inside the clock
+        c0, w0 = time.process_time(), time.perf_counter()
+        conditions += step(rs)
+        cpu += time.process_time() - c0
+        wall += time.perf_counter() - w0
+        gc.callbacks.remove(on_gc)
+        readings += len(rs)
+    return {"readings": readings, "conditions": conditions, "cpu_us_per_reading": round(cpu / readings * 1e6, 1),
+            "gc_cpu_us_per_reading": round(gc_s[0] / readings * 1e6, 1),
+            "full_collections": full[0], "wall_us_per_reading": round(wall / readings * 1e6, 1)}
+
+
+def extract(ref: str, into: Path) -> Path:
+    """The tree of commit `ref` under `into`."""
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", ref], check=True, capture_output=True).stdout
+    with tarfile.open(fileobj=BytesIO(archive)) as tar:
+        tar.extractall(into, filter="data")
+    return into
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--stations", type=int, default=200)
+    parser.add_argument("--messages", type=int, default=500, help="station messages (8 readings each) a batch")
+    parser.add_argument("--warm", type=int, default=20)
+    parser.add_argument("--batches", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--baseline-ref", default="767aa1a")
+    parser.add_argument("--gc-freeze", default="", metavar="T0,T1,T2",
+                        help="after the warm-up, gc.freeze() and gc.set_threshold(T0, T1, T2) in both trees")
+    parser.add_argument("--inner", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    sizes = [str(args.stations), str(args.messages), str(args.warm), str(args.batches)]
+    thresholds = tuple(int(t) for t in args.gc_freeze.split(",") if t)
+    if args.inner:
+        print(json.dumps(measure(args.inner, args.stations, args.messages, args.warm, args.batches, thresholds)))
+        return
+    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], check=True, capture_output=True,
+                          text=True).stdout.strip()
+    runs: dict[str, list[dict[str, Any]]] = {"this": [], "baseline": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        trees = {"this": REPO, "baseline": extract(args.baseline_ref, Path(tmp))}
+        for _ in range(args.rounds):
+            for name, tree in trees.items():
+                out = subprocess.run([sys.executable, __file__, "--inner", str(tree), "--stations", sizes[0],
+                                      "--messages", sizes[1], "--warm", sizes[2], "--batches", sizes[3], "--gc-freeze", args.gc_freeze],
+                                     check=True, capture_output=True, text=True, cwd=tree).stdout
+                runs[name].append(json.loads(out.strip().splitlines()[-1]))
+    median = {name: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for name, rs in runs.items()}
+    sys.path.insert(0, str(REPO))
+    from bench.common import write_result
+
+    write_result("detection_step", {
+        "method": "in-process detect_batch + state write, CPU time per reading after warm-up; baseline tree run in "
+                  "turns in fresh processes; medians of the rounds",
+        "stations": args.stations, "readings_per_batch": args.messages * 8, "warm_batches": args.warm,
+        "timed_batches": args.batches, "rounds": args.rounds, "gc_freeze_thresholds": thresholds or None, "commit": head, "baseline_ref": args.baseline_ref,
+        "this": median["this"], "baseline": median["baseline"], "runs": runs,
+        "cpu_ratio_this_to_baseline": round(median["this"]["cpu_us_per_reading"]
+                                            / median["baseline"]["cpu_us_per_reading"], 3),
+    })
+
+
+if __name__ == "__main__":
+    main()
