@@ -70,8 +70,10 @@ class RobustSpike(Detector):
         None: ``q`` is read off the histogram (:meth:`TailQuantile.quantile`), which rests on its few
         largest scores. A share (0.01): ``q`` is extrapolated from a power-law tail fitted to the top
         ``tail_fit`` of the scores (:meth:`TailQuantile.extrapolated`, Hill and Weissman), which uses
-        ten times as many and so swings less between series of the same noise: on the heavy-tailed
-        stress series, a worst week of 1 false alarm instead of 2 (docs/detection.md "Heavy tails").
+        ten times as many and so swings less between series of the same noise. With ``tail_ref`` 5.5 it
+        kept the heavy-tailed stress series to 1 false alarm in its worst week (2 read off), but it read
+        the simulator's flows, whose incidents sit in their own tails, as heavy too; the worker's
+        default does not use it (docs/detection.md "Heavy tails").
 
     Examples
     --------
