@@ -106,10 +106,13 @@ def detection_rows(det: dict[str, Any]) -> list[str]:
         out.append(f"| Synthetic stress series ({weeks} seeded week(s) at 1 min each, after a warm-up day): events caught, "
                    f"most alarms per event, false alarms per series-week (mean; worst week), alarms in the warm-up day "
                    f"(mean) | events above every noise reading of their week (single-reading spikes: what a threshold set "
-                   f"with hindsight catches with no false alarm) | | | {_when(det)} |")
+                   f"with hindsight catches with no false alarm); on heavy tails, the share a detector knowing the noise's "
+                   f"law catches at this false alarm rate | | | {_when(det)} |")
         for name, v in stress.items():
             worst = f"; {v['worst_week_false_alarms']}" if "worst_week_false_alarms" in v else ""
             separable = f"{v['separable']}/{v['events']}" if "separable" in v else ""
+            if "oracle_caught_share" in v:
+                separable += f"; {v['oracle_caught_share']}"
             warmup = f", {v['warmup_day_alarms']}" if "warmup_day_alarms" in v else ""
             out.append(f"| ↳ {name} | {v['caught']}/{v['events']}, {v['most_alarms_per_event']}, "
                        f"{v['false_alarms_per_week']}{worst}{warmup} | {separable} | | |")

@@ -30,7 +30,8 @@ def spike_params() -> st.SearchStrategy[dict[str, Any]]:
         "eps": st.sampled_from([1e-9, 1e-6]), "relearn_after": st.sampled_from([None, 1, 3, 6]),
         "resolution": st.sampled_from([None, None, 0.01, 0.5]), "center_window": st.sampled_from([None, 0, 1, 3, 5]),
         "threshold_off": st.sampled_from([None, 2.0]), "levels": st.integers(0, 3),
-        "tail_p": st.sampled_from([0.001, 0.05]), "tail_ref": st.sampled_from([None, 1.0, 6.5])})
+        "tail_p": st.sampled_from([0.001, 0.05]), "tail_ref": st.sampled_from([None, 1.0, 6.5]),
+        "tail_fit": st.sampled_from([None, 0.1, 0.5])})
 
 
 def stamp(t: float) -> datetime:

@@ -13,8 +13,12 @@ BINS_PER_OCTAVE = 4
 """Bins per doubling of the score: a quantile is known to within 2**(1/8) (9 %) of its true value."""
 BINS = 48
 """Bins up to 0.25 * 2**12 = 1024; larger scores fall in the last."""
+LN2_PER_BIN = math.log(2.0) / BINS_PER_OCTAVE
+"""The natural log of one bin's width."""
 FEWEST = 3.0
 """A quantile is never read above the third largest score: one or two outliers among few readings are not the tail."""
+TRIMMED = 2.0
+"""The largest scores left out of a fitted tail's index, for the same reason (`TailQuantile.extrapolated`)."""
 
 
 class TailQuantile:
@@ -75,6 +79,36 @@ class TailQuantile:
             if above >= need - 1e-9:
                 return 0.0 if k == 0 else LOWEST * 2.0 ** ((k - 0.5) / BINS_PER_OCTAVE)
         return 0.0
+
+    def extrapolated(self, p: float, fit: float) -> float:
+        """The score exceeded by a share `p`, extrapolated from a power-law tail fitted to the top share `fit`.
+
+        Reading a rare quantile straight off the histogram rests on the few largest scores, so it swings
+        between series of the same noise. Hill's estimator uses all the scores in the top `fit` share:
+        ``gamma`` is their mean log excess over ``u``, the lower edge of the bin where that share starts;
+        Weissman's extrapolation ``u * (share / p) ** gamma`` reads the quantile at `p` from it. The
+        ``TRIMMED`` largest scores are left out of ``gamma`` (a trimmed Hill estimator, after Bhattacharya,
+        Kallitsis and Stoev 2019): a couple of outliers of another kind, such as a pump's first switch on
+        and off (hundreds of MADs) among a day of flow readings, would otherwise make the tail look far
+        heavier than the noise is. With fewer than ``3 * FEWEST`` scores in the top share, or `p` not rarer than
+        it, :meth:`quantile`. Summed bin by bin from the top, in the order `TailRows.extrapolated` sums.
+        """
+        need = max(fit * self.total, 3.0 * FEWEST)
+        seen = kept = weighted = dropped = 0.0
+        for k in range(self._top, 0, -1):
+            seen += self.counts[k]
+            trimmed = min(seen, TRIMMED)
+            keep = self.counts[k] - (trimmed - dropped)
+            dropped = trimmed
+            kept += keep
+            weighted += keep * (k + 0.5)
+            if seen >= need - 1e-9:
+                share = seen / self.total
+                if p >= share or kept <= 0.0:
+                    break
+                gamma = (weighted / kept - k) * LN2_PER_BIN
+                return LOWEST * 2.0 ** ((k - 1) / BINS_PER_OCTAVE) * (share / p) ** gamma
+        return self.quantile(p)
 
     def state(self) -> dict[str, Any]:
         """The histogram's counts and total, as JSON."""

@@ -8,12 +8,15 @@ from typing import Any
 import numpy as np
 
 from processors.detectors.levels import MAD_TO_SIGMA
-from processors.detectors.tail import BINS, BINS_PER_OCTAVE, FEWEST, LOWEST, TailQuantile
+from processors.detectors.tail import BINS, BINS_PER_OCTAVE, FEWEST, LN2_PER_BIN, LOWEST, TRIMMED, TailQuantile
 
 __all__ = ["LevelRows", "TailRows"]
 
 _MIDDLES = np.array([0.0] + [LOWEST * 2.0 ** ((k - 0.5) / BINS_PER_OCTAVE) for k in range(1, BINS)])
 """The score each bin reads back as, computed as `TailQuantile.quantile` does."""
+_EDGES = [LOWEST * 2.0 ** ((k - 1) / BINS_PER_OCTAVE) for k in range(BINS)]
+"""The lower edge of each bin (from bin 1), computed as `TailQuantile.extrapolated` does; the power of the
+extrapolation is taken with Python's float too, as numpy's may differ from it in the last bit."""
 
 
 class LevelRows:
@@ -127,6 +130,30 @@ class TailRows:
         hit = above >= (need - 1e-9)[:, None]
         k = BINS - 1 - np.argmax(hit, axis=1)
         return np.where(hit.any(axis=1) & (total > 0.0), _MIDDLES[k], 0.0)
+
+    def extrapolated(self, rows: np.ndarray, p: np.ndarray, fit: np.ndarray) -> np.ndarray:
+        """`TailQuantile.extrapolated(p, fit)` per row, summed in the same order so that it is the same float."""
+        total = self.total[rows]
+        counts = self.counts[rows, ::-1]
+        seen = np.cumsum(counts, axis=1)
+        trimmed = np.minimum(seen, TRIMMED)
+        keep = counts - (trimmed - np.concatenate([np.zeros((rows.size, 1)), trimmed[:, :-1]], axis=1))
+        kept = np.cumsum(keep, axis=1)
+        weighted = np.cumsum(keep * (np.arange(BINS - 1, -1, -1) + 0.5), axis=1)
+        need = np.maximum(fit * total, 3.0 * FEWEST)
+        reached = (seen >= (need - 1e-9)[:, None]) & (np.arange(BINS) < BINS - 1)[None, :]
+        j = np.argmax(reached, axis=1)
+        k = BINS - 1 - j
+        idx = np.arange(rows.size)
+        a, w = kept[idx, j], weighted[idx, j]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            share = seen[idx, j] / total
+            fitted = reached.any(axis=1) & (p < share) & (a > 0.0)
+            gamma = (w / a - k) * LN2_PER_BIN
+        q = self.quantile(rows, p)
+        for i in np.flatnonzero(fitted).tolist():
+            q[i] = _EDGES[k[i]] * (float(share[i]) / float(p[i])) ** float(gamma[i])
+        return q
 
     def state(self, row: int) -> dict[str, Any]:
         """Row `row` as `TailQuantile.state()`."""

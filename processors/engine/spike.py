@@ -47,6 +47,7 @@ class SpikeBank(Rows):
         self.threshold_off = self.optional("threshold_off")
         self.tail_p = get("tail_p", 0.001)
         self.tail_ref = self.optional("tail_ref", 6.5)
+        self.tail_fit = self.optional("tail_fit")
         n = len(self.params)
         self.ring = Ring(self.window)
         self.stepper = StepArrays(n)
@@ -110,7 +111,10 @@ class SpikeBank(Rows):
         """`RobustSpike._bar` per row."""
         threshold = self.threshold[rows]
         ref = self.tail_ref[rows]
+        fit = self.tail_fit[rows]
         q = self.tail.quantile(rows, self.tail_p[rows])
+        if not np.isnan(fit).all():
+            q = np.where(np.isnan(fit), q, self.tail.extrapolated(rows, self.tail_p[rows], np.nan_to_num(fit, nan=0.5)))
         with np.errstate(invalid="ignore"):
             adaptive = np.where(np.isnan(ref), threshold, threshold * np.maximum(1.0, q / ref) ** 2)
         off = self.threshold_off[rows]
