@@ -44,6 +44,7 @@ app = App(
     broker_commit_every=1000,
     broker_commit_interval=1.0,
     consumer_metadata_max_age_ms=int(settings.worker_kafka_metadata_max_age_s * 1000),
+    producer_metadata_max_age_ms=int(settings.worker_kafka_metadata_max_age_s * 1000),
 )
 
 HoldingConsumer.gapless_topics = frozenset({settings.readings_topic})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -67,6 +67,32 @@ def ensure_changelog_topics(settings: Settings, names: Iterable[str]) -> None:
     _create_topics(settings, {name: settings.topic_partitions for name in names}, {"cleanup.policy": "compact"})
 
 
+LEADER_WAIT_S = 30.0
+"""Longest wait for a new topic's partitions to have leaders."""
+
+
+def _wait_for_leaders(admin: Any, names: list[str]) -> None:
+    """Return once every partition of `names` has a leader, or after ``LEADER_WAIT_S`` (logged).
+
+    A client that fetches a new topic's metadata before its partitions have leaders keeps that
+    view until its next metadata refresh (aiokafka: `metadata_max_age_ms`, 300 s by default): a
+    worker started right after creating its changelogs judged nothing for exactly 300 s in test
+    runs. Starting it once the leaders are known avoids that; the worker's clients also refresh
+    every `QUANTRAC_WORKER_KAFKA_METADATA_MAX_AGE_S`.
+    """
+    deadline = time.monotonic() + LEADER_WAIT_S
+    leaderless: list[str] = names
+    while time.monotonic() < deadline:
+        described = admin.describe_topics(names)
+        leaderless = sorted({t["topic"] for t in described
+                             if t.get("error_code") or not t["partitions"] or any(p["leader"] < 0 for p in t["partitions"])})
+        if not leaderless:
+            return
+        time.sleep(0.2)
+    log.warning("kafka.topics.leaderless", topics=leaderless, waited_s=LEADER_WAIT_S,
+                fix="check the broker's log; clients see these partitions once their metadata refreshes")
+
+
 def _create_topics(settings: Settings, wanted: dict[str, int], configs: dict[str, str] | None = None) -> None:
     from kafka.admin import NewPartitions, NewTopic
     from kafka.errors import TopicAlreadyExistsError
@@ -79,6 +105,7 @@ def _create_topics(settings: Settings, wanted: dict[str, int], configs: dict[str
             with contextlib.suppress(TopicAlreadyExistsError):
                 admin.create_topics(missing, timeout_ms=30_000)
             log.info("kafka.topics.created", topics=[t.name for t in missing])
+            _wait_for_leaders(admin, [t.name for t in missing])
         grow = {name: NewPartitions(wanted[name]) for name, count in existing.items() if count < wanted[name]}
         if grow:
             admin.create_partitions(grow, timeout_ms=30_000)

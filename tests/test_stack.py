@@ -17,7 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.stack import stack_app
-from quantrac.kafka_topics import kafka_admin
+from quantrac.kafka_topics import ensure_changelog_topics, kafka_admin
 from quantrac.settings import Settings
 from stack import process as stack_process
 from stack import services as local_stack
@@ -104,6 +104,20 @@ def test_up_creates_the_topics(stack: Settings) -> None:
         admin.close()
 
     assert topics == {name: stack.topic_partitions for name in (stack.readings_topic, stack.deadletter_topic, stack.alerts_topic)}
+
+
+def test_new_changelogs_have_a_leader_on_every_partition_when_created(stack: Settings) -> None:
+    """A worker starts right after creating its changelogs; a client that saw them leaderless kept that view 300 s."""
+    name = f"quantrac.test.leaders-{os.getpid()}-{os.urandom(3).hex()}"
+    ensure_changelog_topics(stack, [name])
+    admin = kafka_admin(stack)
+    try:
+        (described,) = admin.describe_topics([name])
+        admin.delete_topics([name])
+    finally:
+        admin.close()
+    assert len(described["partitions"]) == stack.topic_partitions
+    assert all(p["leader"] >= 0 for p in described["partitions"])
 
 
 def test_status_command_exits_zero_and_lists_the_endpoints(stack: Settings) -> None:
