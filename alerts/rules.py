@@ -105,7 +105,7 @@ def judge_limit(station: Station, parameter: str, value: float, ts: datetime, ba
     where = _where(station, parameter)
     found: list[Condition] = []
     threshold = warn_from(limit, early_fraction)
-    above, warn, below = limit_flags(value, _or_nan(limit.high), _or_nan(limit.low), _or_nan(threshold))
+    above, warn, below = limit_flags(value, or_nan(limit.high), or_nan(limit.low), or_nan(threshold))
     if limit.high is not None:
         if wanted(open_keys, station.id, parameter, rule_name("exceedance", basis), above):
             found.append(Condition(
@@ -127,8 +127,9 @@ def judge_limit(station: Station, parameter: str, value: float, ts: datetime, ba
     return found
 
 
-def _or_nan(bound: float | None) -> float:
-    return math.nan if bound is None else bound
+def or_nan(bound: float | None) -> float:
+    """A bound as a number for `limit_flags` and `outside`: NaN where there is none (every comparison with it is false)."""
+    return math.nan if bound is None else float(bound)
 
 
 def judge_range(station: Station, spec: ParameterSpec, value: float, ts: datetime, *,
@@ -152,7 +153,7 @@ def judge_range(station: Station, spec: ParameterSpec, value: float, ts: datetim
 
 def in_range(spec: ParameterSpec, value: float) -> bool:
     """Whether the value lies inside the analyser's measuring range (out of range is an instrument problem, not a breach)."""
-    return not outside(value, _or_nan(spec.range_min), _or_nan(spec.range_max))
+    return not outside(value, or_nan(spec.range_min), or_nan(spec.range_max))
 
 
 def outside(value: Any, low: Any, high: Any) -> Any:

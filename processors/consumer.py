@@ -151,8 +151,9 @@ class HoldingConsumer(CompatConsumer):
         if now - since < self.rewind_after_s:
             return
         self._stalls()[tp] = now
-        log.warning("worker.rewind", topic=tp.topic, partition=tp.partition, offset=committed,
-                    held=sorted(self.held_offsets[tp])[:5])
+        _log("warning", "worker.rewind", key=tp, topic=tp.topic, partition=tp.partition, offset=committed,
+             held=sorted(self.held_offsets[tp])[:5])
+        self.log_starts().pop(tp, None)  # a learned log start is asked again: retention may have moved it meanwhile
         self.app.loop.create_task(self.seek(tp, committed))
 
     def _learn_log_start(self, tp: TP) -> None:

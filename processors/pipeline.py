@@ -259,19 +259,18 @@ class BatchProcessor:
         undecodable: list[DeadLetter] = []
         if batch is None:
             batch = from_records(records) if records is not None else decode_batch(raws or [], undecodable)
-        columns = batch
-        historical = historical_until(columns)
+        historical = historical_until(batch)
         states = states or {}
-        metrics.WORKER_READINGS_IN.inc(len(columns))
+        metrics.WORKER_READINGS_IN.inc(len(batch))
         with metrics.WORKER_WRITE_SECONDS.time():
             try:
-                result = await self._attempts(lambda: self._process_once(columns, states, extra, historical))
+                result = await self._attempts(lambda: self._process_once(batch, states, extra, historical))
             except Exception as exc:
                 if not is_record_failure(exc):
                     raise
-                _log("warning", "worker.batch_refused", key=type(exc).__name__, records=len(columns.records),
+                _log("warning", "worker.batch_refused", key=type(exc).__name__, records=len(batch.records),
                      error=safe_text(describe(exc), 300), action="storing record by record")
-                result = await self._one_by_one(columns, states, extra, historical)
+                result = await self._one_by_one(batch, states, extra, historical)
         result.deadletters[:0] = undecodable
         metrics.WORKER_READINGS_STORED.inc(result.new)
         return result

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from alerts.rules import LIMIT_RULES, OpenKeys, limit_flags, outside, rule_name, warn_from
+from alerts.rules import LIMIT_RULES, OpenKeys, limit_flags, or_nan, outside, rule_name, warn_from
 from processors.windows import BASES
 from quantrac.domain import ParameterSpec, Reading
 
@@ -60,16 +60,12 @@ class Bounds:
             high, low, warn = limit.high, limit.low, warn_from(limit, early_fraction)
         quiet = (-math.inf if low is None else float(low),
                  math.inf if high is None else float(high) if warn is None else float(warn))
-        bounds = cls(_or_nan(spec.range_min), _or_nan(spec.range_max), _or_nan(high), _or_nan(low), _or_nan(warn), quiet)
+        bounds = cls(or_nan(spec.range_min), or_nan(spec.range_max), or_nan(high), or_nan(low), or_nan(warn), quiet)
         _BOUNDS[id(spec)] = (spec, early_fraction, bounds)
         return bounds
 
 
 _BOUNDS: dict[int, tuple[ParameterSpec, float | None, Bounds]] = {}
-
-
-def _or_nan(bound: float | None) -> float:
-    return math.nan if bound is None else float(bound)
 
 
 @dataclass(frozen=True)
