@@ -22,13 +22,13 @@ consumer seeks back to the committed offset and reads the missing records again 
 already is a no-op for the idempotent store).
 
 A partition the group has never committed has no committed offset, and there Faust's guard and
-the one above had nothing to compare the head with: in a fresh consumer group, records that never
-reached the agent at the head of a partition were committed over as soon as the next records were
-stored (docs/operations.md, "a fresh consumer group"). Seen in test runs: the first
-5 of 999 archive records of a fresh group's partition never stored, the group's offset at the
-partition's end. On a gapless topic such a partition now starts from the log's first offset, as
-Kafka does for a new group reading from `earliest`: nothing of it is committed until that offset is
-known, and a head after it is held and read again like any other hole.
+the one above have nothing to compare the head with: in a fresh consumer group, records that never
+reached the agent at the head of a partition would be committed over as soon as the next records
+were stored. (The loss that first raised this, in test runs, turned out to be TimescaleDB's retention
+job dropping stored rows: docs/operations.md. The hole is real all the same.) On a gapless topic
+such a partition starts from the log's first offset, as Kafka does for a new group reading from
+`earliest`: nothing of it is committed until that offset is known, and a head after it is held and
+read again like any other hole.
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@
 Native PostgreSQL: readings are partitioned by UTC day (`readings_YYYYMMDD`, created by
 `quantrac_ensure_partitions`); retention drops whole day partitions that end before the cutoff
 and deletes rollup rows of buckets before it. TimescaleDB: chunks and compression are the
-extension's; retention is a policy installed from the settings, and continuous aggregates are
-refreshed over their whole range so late rows older than a policy window are not missed.
+extension's; retention drops chunks from the maintenance pass (no policy job of the extension's own),
+and continuous aggregates are refreshed over their whole range so late rows are not missed.
 
 Per-station retention (`Station.retention_days`): whole partitions or chunks go only before the
 longest retention any station has; rows of stations with a shorter one are deleted one by one.
@@ -124,50 +124,70 @@ def day_partitions(conn: psycopg.Connection) -> dict[str, date]:
     return found
 
 
+LOCK_TIMEOUT = "30s"
+"""Longest wait of a retention pass for a lock (the registry's, or an old partition's)."""
+
+
 def apply_retention(conn: psycopg.Connection, retention_days: int, now: datetime | None = None) -> RetentionResult:
     """Drop what is older than each station's retention: its own `retention_days` (registry), else `retention_days`.
 
-    Native PostgreSQL drops whole day partitions before the oldest cutoff (the longest retention) and
-    deletes, row by row, what is older than a shorter one. TimescaleDB gets retention policies at the
-    longest retention (whole chunks) and the same row deletes; its continuous aggregates follow at the
-    next refresh. With no station of its own retention both behave exactly as before.
+    Whole day partitions (native PostgreSQL) or chunks (TimescaleDB, `drop_chunks` on the hypertable
+    and its continuous aggregates) go before the oldest cutoff, the longest retention; what is older
+    than a shorter one is deleted row by row. With no station of its own retention both behave
+    exactly as before.
+
+    One transaction, with the registry locked against changes (`SHARE`: reads go on, a station
+    saved meanwhile waits for the pass to end), so what is dropped follows the retentions the registry
+    holds when it is dropped. TimescaleDB's own retention policies are removed, not installed: their
+    job ran on the extension's schedule with the registry as it was when the policy was set, and
+    dropped, seconds later, the archive of a station registered meanwhile with a longer retention.
+    A lock not granted within `LOCK_TIMEOUT` (a registry edit left open, a long query on an old
+    partition) fails the pass, which the worker retries at its next tick, rather than queueing
+    everything behind it.
     """
     if retention_days <= 0:
         raise ValueError(f"retention_days must be positive, got {retention_days}; fix QUANTRAC_RETENTION_DAYS")
-    own = own_retentions(conn)
-    cuts = cutoffs(retention_days, own, now or datetime.now(timezone.utc))
     kind = store_kind(conn)
-    result = RetentionResult(store=kind, cutoff=cuts.default, deleted_side_rows=_prune_side_tables(conn, cuts),
-                             own_retention=own)
     with conn.transaction():
+        conn.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
+        conn.execute("LOCK TABLE stations IN SHARE MODE")
+        own = own_retentions(conn)
+        cuts = cutoffs(retention_days, own, now or datetime.now(timezone.utc))
+        result = RetentionResult(store=kind, cutoff=cuts.default, deleted_side_rows=_prune_side_tables(conn, cuts),
+                                 own_retention=own)
         for sql, params in cuts.delete_statements("readings", "ts"):
             result.deleted_rows += conn.execute(sql, params).rowcount
-    if kind == "timescaledb":
-        _timescale_retention_policies(conn, max([retention_days, *own.values()]))
-        return result
-    with conn.transaction():
-        for name, day in sorted(day_partitions(conn).items(), key=lambda item: item[1]):
-            if datetime.combine(day + timedelta(days=1), datetime.min.time(), timezone.utc) <= cuts.oldest:
-                conn.execute(f'DROP TABLE "{name}"')
-                result.dropped_partitions.append(name)
-        for table in ROLLUPS.values():
-            result.deleted_rollup_rows += conn.execute(f"DELETE FROM {table} WHERE bucket < %s", (cuts.oldest,)).rowcount
-            for sql, params in cuts.delete_statements(table, "bucket"):
-                result.deleted_rollup_rows += conn.execute(sql, params).rowcount
+        if kind == "timescaledb":
+            result.dropped_partitions = _drop_chunks(conn, cuts.oldest)
+        else:
+            _drop_day_partitions(conn, cuts, result)
     log.info("store.retention", store=kind, cutoff=cuts.default.isoformat(), oldest_cutoff=cuts.oldest.isoformat(),
              own_retention=own, dropped=result.dropped_partitions, deleted_rows=result.deleted_rows,
              deleted_rollup_rows=result.deleted_rollup_rows, deleted_side_rows=result.deleted_side_rows)
     return result
 
 
-def _timescale_retention_policies(conn: psycopg.Connection, retention_days: int) -> None:
-    """Replace the retention policies of the hypertable and the continuous aggregates (idempotent)."""
-    drop_after = timedelta(days=retention_days)
-    with conn.transaction():
-        for relation in ("readings", *ROLLUPS.values()):
-            conn.execute("SELECT remove_retention_policy(%s, if_exists => true)", (relation,))
-            conn.execute("SELECT add_retention_policy(%s, drop_after => %s)", (relation, drop_after))
-    log.info("store.retention_policies", retention_days=retention_days)
+def _drop_day_partitions(conn: psycopg.Connection, cuts: Cutoffs, result: RetentionResult) -> None:
+    """Native PostgreSQL: the day partitions that end before the oldest cutoff, and the rollup rows aged out."""
+    for name, day in sorted(day_partitions(conn).items(), key=lambda item: item[1]):
+        if datetime.combine(day + timedelta(days=1), datetime.min.time(), timezone.utc) <= cuts.oldest:
+            conn.execute(f'DROP TABLE "{name}"')
+            result.dropped_partitions.append(name)
+    for table in ROLLUPS.values():
+        result.deleted_rollup_rows += conn.execute(f"DELETE FROM {table} WHERE bucket < %s", (cuts.oldest,)).rowcount
+        for sql, params in cuts.delete_statements(table, "bucket"):
+            result.deleted_rollup_rows += conn.execute(sql, params).rowcount
+
+
+def _drop_chunks(conn: psycopg.Connection, older_than: datetime) -> list[str]:
+    """TimescaleDB: the chunks of the hypertable and of the continuous aggregates that end before
+    `older_than`; the retention policies an earlier version installed are removed first."""
+    dropped: list[str] = []
+    for relation in ("readings", *ROLLUPS.values()):
+        conn.execute("SELECT remove_retention_policy(%s, if_exists => true)", (relation,))
+        rows = conn.execute("SELECT drop_chunks(%s, older_than => %s)", (relation, older_than)).fetchall()
+        dropped += [str(chunk) for (chunk,) in rows]
+    return dropped
 
 
 def refresh_aggregates(conn: psycopg.Connection, until: datetime | None = None) -> list[str]:

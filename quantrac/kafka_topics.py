@@ -75,10 +75,9 @@ def _wait_for_leaders(admin: Any, names: list[str]) -> None:
     """Return once every partition of `names` has a leader, or after ``LEADER_WAIT_S`` (logged).
 
     A client that fetches a new topic's metadata before its partitions have leaders keeps that
-    view until its next metadata refresh (aiokafka: `metadata_max_age_ms`, 300 s by default): a
-    worker started right after creating its changelogs judged nothing for exactly 300 s in test
-    runs. Starting it once the leaders are known avoids that; the worker's clients also refresh
-    every `QUANTRAC_WORKER_KAFKA_METADATA_MAX_AGE_S`.
+    view until its next metadata refresh (aiokafka: `metadata_max_age_ms`, 300 s by default;
+    faust-streaming PR 279). Starting the worker once the leaders are known avoids that; its clients
+    also refresh every `QUANTRAC_WORKER_KAFKA_METADATA_MAX_AGE_S`.
     """
     deadline = time.monotonic() + LEADER_WAIT_S
     leaderless: list[str] = names
