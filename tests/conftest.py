@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Generator, Iterator
 
 import psycopg
 import pytest
@@ -54,6 +54,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if unmarked:
         raise pytest.UsageError("these tests use the services but are not marked integration "
                                 f"(@pytest.mark.integration or pytestmark): {unmarked}")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
+    """A failed test that ran on the session's bridge and worker shows the end of their logs beside its
+    error: a CI run keeps only the test output, and a pipeline failure is read in those logs."""
+    outcome = yield
+    report = outcome.get_result()
+    procs = getattr(item, "funcargs", {}).get("pipeline") or getattr(item, "funcargs", {}).get("store_pipeline")
+    if report.failed and report.when == "call" and isinstance(procs, dict):
+        for name, proc in procs.items():
+            report.sections.append((f"{name} log (last 40 lines, {proc.log_path})", proc.tail(40)))
 
 
 @pytest.fixture(scope="session")
