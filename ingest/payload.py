@@ -26,6 +26,12 @@ from quantrac.wire import DEADLETTER_PAYLOAD_CAP
 if TYPE_CHECKING:
     from quantrac.settings import Settings
 
+MAX_MAGNITUDE = 1e12
+"""The largest |value| a reading may have. No instrument of the catalogue reports near it (a stack's
+flow is some 1e7 Nm3/h, coliforms some 1e9 MPN/100 mL); beyond it a value is a gateway's scaling or
+garbling, and its square, summed into a rollup, could overflow float8: the worker then set the whole
+record aside ("value out of range: overflow") or stored it, depending on what shared its bucket."""
+
 TOPIC_PATTERN = re.compile(r"^quantrac/v1/stations/(?P<station>[^/+#]+)/readings$")
 SUBSCRIPTION = "quantrac/v1/stations/+/readings"
 
@@ -215,6 +221,9 @@ def check_reading(item: Any, index: int, station: Station) -> tuple[str, float |
     elif isinstance(raw_value, bool) or not isinstance(raw_value, (int, float)) or not math.isfinite(raw_value):
         return Rejection("bad_value", f"station {station.id}, {symbol}: value {raw_value!r} is not a finite number; "
                          "send a JSON number", **where)
+    elif not abs(raw_value) <= MAX_MAGNITUDE:
+        return Rejection("bad_value", f"station {station.id}, {symbol}: value {raw_value!r} is beyond what any instrument "
+                         f"reports (|value| <= {MAX_MAGNITUDE:g}); check the gateway's scaling and units", **where)
     else:
         value = float(raw_value)
     unit = normalise_unit(str(item.get("unit", spec.unit)))
@@ -293,7 +302,7 @@ def _accepted_shapes(station: Station) -> dict[ShapeKey, Shape]:
 
 
 def _check_known_shape(item: Any, shapes: dict[ShapeKey, Shape]) -> tuple[str, float, str, Status] | None:
-    """`check_reading` of a finite number in a shape accepted before, by a lookup; None for anything else."""
+    """`check_reading` of a number within `MAX_MAGNITUDE` in a shape accepted before, by a lookup; None for anything else."""
     if type(item) is not dict:
         return None
     try:
@@ -301,7 +310,7 @@ def _check_known_shape(item: Any, shapes: dict[ShapeKey, Shape]) -> tuple[str, f
     except TypeError:  # a list or object where a text belongs
         return None
     raw_value = item.get("value")
-    if shape is None or not (type(raw_value) is int or (type(raw_value) is float and math.isfinite(raw_value))):
+    if shape is None or not ((type(raw_value) is float or type(raw_value) is int) and abs(raw_value) <= MAX_MAGNITUDE):
         return None
     unit, status, factor = shape
     value = float(raw_value)

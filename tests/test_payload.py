@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ingest.payload import Limits, MessageRejected, decode_message
+from ingest.payload import MAX_MAGNITUDE, Limits, MessageRejected, decode_message
 from quantrac.domain import Status
 from quantrac.registry import RegistryCache, RegistrySnapshot
 from tests.utils.builders import make_station, topic
@@ -105,6 +105,21 @@ def test_nan_and_infinity_are_rejected() -> None:
     assert exc.value.rejection.reason == "bad_json"
 
 
+@pytest.mark.parametrize("value", [1e12, -1e12, 0.0, 10**12])
+def test_a_value_within_any_instruments_reach_is_kept(value: float) -> None:
+    assert [r.value for r in decode({"ts": NOW.isoformat(), "readings": [reading(value=value)]}).readings] == [value]
+
+
+@pytest.mark.parametrize("value", [1.7976931348623157e308, -1e13, 1.000001e12, 10**13])
+def test_a_value_beyond_any_instruments_reach_is_refused_with_its_station_parameter_and_fix(value: float) -> None:
+    batch = decode({"ts": NOW.isoformat(), "readings": [reading(value=value), reading(parameter="pH", value=7.0, unit="-")]})
+    assert [r.parameter for r in batch.readings] == ["pH"]
+    [rejection] = batch.rejections
+    assert (rejection.reason, rejection.parameter) == ("bad_value", "COD")
+    assert STATION.id in rejection.message and "beyond what any instrument reports" in rejection.message
+    assert "check the gateway's scaling" in rejection.message
+
+
 def test_exact_unit_conversion_and_aliases() -> None:
     batch = decode({"ts": NOW.isoformat(), "readings": [reading(value=0.0852, unit="g/L"), reading(parameter="Flow", value=1.0, unit="m3/s")]})
     assert [(r.value, r.unit) for r in batch.readings] == [(pytest.approx(85.2), "mg/L"), (3600.0, "m3/h")]
@@ -128,7 +143,7 @@ def test_arbitrary_bytes_are_decoded_or_rejected_with_a_reason(raw: bytes) -> No
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from(["COD", "pH", "Flow"]), st.floats(allow_nan=False, allow_infinity=False, width=32),
+@given(st.lists(st.tuples(st.sampled_from(["COD", "pH", "Flow"]), st.floats(-MAX_MAGNITUDE, MAX_MAGNITUDE),
                           st.sampled_from(["00", "01", "02"])), min_size=1, max_size=10, unique_by=lambda t: t[0]),
        st.integers(min_value=-12, max_value=14))
 def test_valid_payloads_keep_every_value_and_the_instant(items: list[tuple[str, float, str]], offset_h: int) -> None:

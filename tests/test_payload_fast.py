@@ -23,7 +23,8 @@ STATIONS = {STATION.id: STATION}
 LIMITS = Limits(max_payload_bytes=4096, max_rejections_per_message=5)
 
 parameters = st.sampled_from(["COD", "pH", "Flow"] * 4 + ["BOD", "", "cod", None, 3, ["COD"]])
-values = (st.sampled_from([0, 1, -0.0, 85.2, 85.2, 1e308, True, None, "85", float("nan"), float("inf")])
+values = (st.sampled_from([0, 1, -0.0, 85.2, 85.2, 1e308, 1e12, -1e12, 1.0000001e12, 10**13, True, None, "85", float("nan"),
+                           float("inf")])
           | st.floats(allow_nan=True) | st.integers(-2**63, 2**63 - 1))
 units = st.sampled_from(["mg/L", "mg/l", "g/L", "ug/L", "-", "", "m3/s", "m3/h", "L/s", "kPa", "°C", " MG/L ", "x", None, 1, ["mg/L"]])
 statuses = st.sampled_from(["00"] * 4 + ["01", "02", "03", "", 0, None, ["00"]])
