@@ -74,6 +74,17 @@ class RobustSpike(Detector):
         kept the heavy-tailed stress series to 1 false alarm in its worst week (2 read off), but it read
         the simulator's flows, whose incidents sit in their own tails, as heavy too; the worker's
         default does not use it (docs/detection.md "Heavy tails").
+    tail_power
+        The exponent of ``q / tail_ref`` in the tail-adaptive threshold (2: extrapolate one decade of
+        rarity past ``q``). 2.5 kept the heavy-tailed stress series to 1 false alarm in its worst week,
+        but it also missed 3 of 32 +150 spikes that 2 catches; the worker keeps 2.
+    refractory_s
+        One alarm per incident: an anomalous run that starts within ``refractory_s`` seconds (event
+        time) of the last flagged value is the same incident. It is scored and treated like any
+        anomaly (not learned, counted in the tail), but not flagged, and its detail says so. The span
+        runs from the last *flagged* value, so a series that keeps re-firing still raises an alarm
+        each span. A run that lasts until its new level is accepted (``relearn_after``) is flagged at
+        that reading. None: no span.
 
     Examples
     --------
