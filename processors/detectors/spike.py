@@ -78,13 +78,6 @@ class RobustSpike(Detector):
         The exponent of ``q / tail_ref`` in the tail-adaptive threshold (2: extrapolate one decade of
         rarity past ``q``). 2.5 kept the heavy-tailed stress series to 1 false alarm in its worst week,
         but it also missed 3 of 32 +150 spikes that 2 catches; the worker keeps 2.
-    refractory_s
-        One alarm per incident: an anomalous run that starts within ``refractory_s`` seconds (event
-        time) of the last flagged value is the same incident. It is scored and treated like any
-        anomaly (not learned, counted in the tail), but not flagged, and its detail says so. The span
-        runs from the last *flagged* value, so a series that keeps re-firing still raises an alarm
-        each span. A run that lasts until its new level is accepted (``relearn_after``) is flagged at
-        that reading. None: no span.
 
     Examples
     --------
@@ -117,7 +110,6 @@ class RobustSpike(Detector):
         tail_ref: float | None = 6.5,
         tail_fit: float | None = None,
         tail_power: float = 2.0,
-        refractory_s: float | None = None,
     ) -> None:
         if window < 1 or grace_period < 0 or threshold <= 0 or eps < 0 or (resolution is not None and resolution < 0):
             raise ValueError("window >= 1, grace_period >= 0, threshold > 0, eps >= 0 and resolution >= 0 are required")
@@ -127,8 +119,8 @@ class RobustSpike(Detector):
             raise ValueError("levels >= 0, 0 < tail_p < 1 and tail_ref > 0 (or None) are required")
         if tail_fit is not None and not tail_p < tail_fit < 1.0:
             raise ValueError("tail_p < tail_fit < 1 (or None) is required")
-        if tail_power < 1.0 or (refractory_s is not None and refractory_s < 0):
-            raise ValueError("tail_power >= 1 and refractory_s >= 0 (or None) are required")
+        if tail_power < 1.0:
+            raise ValueError("tail_power >= 1 is required")
         self.window = window
         self.threshold = threshold
         self.grace_period = grace_period
@@ -142,21 +134,18 @@ class RobustSpike(Detector):
         self.tail_ref = tail_ref
         self.tail_fit = tail_fit
         self.tail_power = tail_power
-        self.refractory_s = refractory_s
         self._known = KnownLevels(levels)
         self._tail = TailQuantile()
         self._step = StepEstimate()
         self._buffer = RingBuffer(window)
         self._n = 0
         self._run = 0
-        self._flagged_t: float | None = None
-        self._echo = False
 
     @classmethod
     def _unit_test_params(cls) -> dict[str, Any]:
         return {"window": 20, "threshold": 4.0, "grace_period": 5, "eps": 1e-6, "relearn_after": 15, "resolution": None,
                 "center_window": None, "threshold_off": 2.5, "levels": 2, "tail_p": 0.01, "tail_ref": 2.0,
-                "tail_fit": 0.05, "tail_power": 2.5, "refractory_s": 600.0}
+                "tail_fit": 0.05, "tail_power": 2.5}
 
     def median_mad(self) -> tuple[float, float]:
         """Median and MAD of the current window (NaN when empty)."""
@@ -199,7 +188,6 @@ class RobustSpike(Detector):
             self._run += 1
             if self._run == 1:
                 self._tail.update(score)
-                self._echo = self._within_refractory(ts)
             if self.relearn_after is not None and self._run >= self.relearn_after:
                 self._leave(floor)
                 self._reset()
@@ -207,10 +195,6 @@ class RobustSpike(Detector):
                 detail += f"; {self.relearn_after} anomalies in a row: new level accepted, baseline rebuilt from here"
             elif bar > self.threshold and self._run == 1:
                 detail += f"; threshold {fmt(bar)} follows this series' heavy tail"
-            if self._echo and self._run:
-                return Verdict(False, score, self.name, f"{detail}; within {fmt(self.refractory_s or 0.0)} s of this "
-                                                        "series' last anomaly: the same incident, not a new alarm")
-            self._flagged_t = ts.timestamp()
             return Verdict(True, score, self.name, detail)
         self._run = 0
         self._learn(x)
@@ -225,12 +209,6 @@ class RobustSpike(Detector):
             return self.threshold
         q = self._tail.quantile(self.tail_p) if self.tail_fit is None else self._tail.extrapolated(self.tail_p, self.tail_fit)
         return self.threshold * max(1.0, q / self.tail_ref) ** self.tail_power
-
-    def _within_refractory(self, ts: datetime) -> bool:
-        """True when an anomalous run starting at `ts` re-fires within ``refractory_s`` of the last flagged value."""
-        if self.refractory_s is None or self._flagged_t is None:
-            return False
-        return ts.timestamp() - self._flagged_t < self.refractory_s
 
     def _leave(self, floor: float) -> None:
         """Remember the level being left, if it was held for a whole window."""
@@ -266,16 +244,13 @@ class RobustSpike(Detector):
     def state(self) -> dict[str, Any]:
         """The window, counts, step, known levels and tail histogram, as JSON for `from_state`."""
         return {"buffer": self._buffer.to_list(), "n": self._n, "run": self._run, "step": self._step.state(),
-                "levels": self._known.state(), "tail": self._tail.state(), "flagged_t": self._flagged_t, "echo": self._echo}
+                "levels": self._known.state(), "tail": self._tail.state()}
 
     def load_state(self, state: dict[str, Any]) -> None:
         """Resume from `state()`."""
         self._buffer = RingBuffer.from_list(self.window, state["buffer"])
         self._n = int(state["n"])
         self._run = int(state["run"])
-        flagged_t = state.get("flagged_t")
-        self._flagged_t = None if flagged_t is None else float(flagged_t)
-        self._echo = bool(state.get("echo", False))
         self._step = StepEstimate()
         self._step.load_state(state.get("step"))
         self._known = KnownLevels(self.levels)

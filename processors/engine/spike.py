@@ -11,7 +11,7 @@ import numpy as np
 from processors.detectors.base import fmt
 from processors.detectors.levels import MAD_TO_SIGMA
 from processors.detectors.spike import RobustSpike
-from processors.engine.common import Ring, Rows, StepArrays, explained, row_medians, unopt
+from processors.engine.common import Ring, Rows, StepArrays, explained, row_medians
 from processors.engine.levels_tail import LevelRows, TailRows
 
 __all__ = ["SpikeBank"]
@@ -49,7 +49,6 @@ class SpikeBank(Rows):
         self.tail_ref = self.optional("tail_ref", 6.5)
         self.tail_fit = self.optional("tail_fit")
         self.tail_power = get("tail_power", 2.0)
-        self.refractory_s = self.optional("refractory_s")
         n = len(self.params)
         self.ring = Ring(self.window)
         self.stepper = StepArrays(n)
@@ -57,17 +56,12 @@ class SpikeBank(Rows):
         self.tail = TailRows(n)
         self.n = np.zeros(n, dtype=np.int64)
         self.run = np.zeros(n, dtype=np.int64)
-        self.flagged_t = np.full(n, np.nan)
-        self.echo = np.zeros(n, dtype=bool)
 
     def load(self, row: int, state: dict[str, Any]) -> None:
         """Row `row` from a `RobustSpike.state()`."""
         self.ring.load(row, state["buffer"])
         self.n[row] = int(state["n"])
         self.run[row] = int(state["run"])
-        flagged_t = state.get("flagged_t")
-        self.flagged_t[row] = np.nan if flagged_t is None else float(flagged_t)
-        self.echo[row] = bool(state.get("echo", False))
         self.stepper.load(row, state.get("step"))
         self.levels.load(row, state.get("levels"))
         self.tail.load(row, state.get("tail"))
@@ -75,17 +69,14 @@ class SpikeBank(Rows):
     def state(self, row: int) -> dict[str, Any]:
         """Row `row` as `RobustSpike.state()`."""
         return {"buffer": self.ring.to_list(row), "n": int(self.n[row]), "run": int(self.run[row]),
-                "step": self.stepper.state(row), "levels": self.levels.state(row), "tail": self.tail.state(row),
-                "flagged_t": unopt(self.flagged_t[row]), "echo": bool(self.echo[row])}
+                "step": self.stepper.state(row), "levels": self.levels.state(row), "tail": self.tail.state(row)}
 
     def states(self, rows: np.ndarray) -> list[dict[str, Any]]:
         """`state` of each of `rows`, gathered column by column."""
-        return [{"buffer": buffer, "n": n, "run": run, "step": step, "levels": levels, "tail": tail,
-                 "flagged_t": None if flagged_t != flagged_t else flagged_t, "echo": echo}
-                for buffer, n, run, step, levels, tail, flagged_t, echo in zip(
+        return [{"buffer": buffer, "n": n, "run": run, "step": step, "levels": levels, "tail": tail}
+                for buffer, n, run, step, levels, tail in zip(
                     self.ring.to_lists(rows), self.n[rows].tolist(), self.run[rows].tolist(), self.stepper.states(rows),
-                    self.levels.states(rows), self.tail.states(rows), self.flagged_t[rows].tolist(),
-                    self.echo[rows].tolist(), strict=True)]
+                    self.levels.states(rows), self.tail.states(rows), strict=True)]
 
     def relearn(self, rows: np.ndarray, gap_s: np.ndarray | None = None) -> None:
         """`RobustSpike.relearn` on `rows`: warm up again, keeping the step, the known levels and the tail."""
@@ -144,7 +135,7 @@ class SpikeBank(Rows):
             compared[short] = row_medians(self.ring.last(rows[short], count), count)
         return center, mad, compared
 
-    def step(self, rows: np.ndarray, x: np.ndarray, t: np.ndarray,
+    def step(self, rows: np.ndarray, x: np.ndarray, t: np.ndarray | None = None,
              explain: np.ndarray | None = None, flagged: bool = False
              ) -> tuple[np.ndarray, np.ndarray, list[str | None] | None]:
         """One value for each of `rows` (distinct): the verdicts' flags, scores and, where `explain` is True, details,
@@ -158,9 +149,9 @@ class SpikeBank(Rows):
         judged = np.flatnonzero(~warm)
         judgement = None
         if judged.size:
-            judgement = self._judge(r[judged], xv[judged], t[finite][judged])
+            judgement = self._judge(r[judged], xv[judged])
             sub = np.flatnonzero(finite)[judged]
-            score[sub], flag[sub] = judgement.score, judgement.anomalous & ~judgement.echo
+            score[sub], flag[sub] = judgement.score, judgement.anomalous
             learn[judged] = judgement.learned
         self._learn(r[learn], xv[learn])
         explain = explained(explain, flag, flagged)
@@ -193,13 +184,10 @@ class SpikeBank(Rows):
         if j.rebuilt[k]:
             return f"{detail}; {self.params[row]['relearn_after']} anomalies in a row: new level accepted, baseline rebuilt from here"
         if j.anomalous[k] and j.bar[k] > self.threshold[row] and j.run[k] == 1:
-            detail += f"; threshold {fmt(float(j.bar[k]))} follows this series' heavy tail"
-        if j.echo[k]:
-            return (f"{detail}; within {fmt(float(self.refractory_s[row]))} s of this series' last anomaly: "
-                    "the same incident, not a new alarm")
+            return f"{detail}; threshold {fmt(float(j.bar[k]))} follows this series' heavy tail"
         return detail
 
-    def _judge(self, rows: np.ndarray, x: np.ndarray, t: np.ndarray) -> _Judgement:
+    def _judge(self, rows: np.ndarray, x: np.ndarray) -> _Judgement:
         """Score values past warm-up and make every state change but the learning."""
         center, mad, compared = self._center(rows)
         floor = self.stepper.floor(rows, self.resolution[rows])
@@ -225,13 +213,8 @@ class SpikeBank(Rows):
         run = self.run[rows]
         opens = anomalous & (run == 1)
         self.tail.update(rows[opens | normal], score[opens | normal])
-        with np.errstate(invalid="ignore"):
-            self.echo[rows[opens]] = t[opens] - self.flagged_t[rows[opens]] < self.refractory_s[rows[opens]]
         limit = self.relearn_after[rows]
         rebuilt = anomalous & (limit != _NONE) & (run >= limit)
-        echo = anomalous & ~rebuilt & self.echo[rows]
-        alarm = anomalous & ~echo
-        self.flagged_t[rows[alarm]] = t[alarm]
         level = np.full(rows.size, np.nan)
         if switch.any():
             level[switch], level_mad = self.levels.pop(rows[switch], known[switch])
@@ -240,8 +223,7 @@ class SpikeBank(Rows):
         self._reset(rows[leaving])
         if switch.any():
             self._seed(rows[switch], level[switch], level_mad)
-        return _Judgement(score, anomalous, first | switch | rebuilt | normal, compared, scale, first, level, bar, rebuilt, run,
-                          echo)
+        return _Judgement(score, anomalous, first | switch | rebuilt | normal, compared, scale, first, level, bar, rebuilt, run)
 
 
 @dataclass(frozen=True)
@@ -259,5 +241,3 @@ class _Judgement:
     bar: np.ndarray
     rebuilt: np.ndarray
     run: np.ndarray
-    echo: np.ndarray
-    """Anomalous, but a re-fire within ``refractory_s`` of the series' last flagged value: not flagged."""
