@@ -71,6 +71,8 @@ class DetectionConfig:
     relearn_gap_s: float = 21600.0
     incident_hold_s: float = 900.0
     """How long all detectors of a series must be clear before a new anomaly is a new incident (the alerts' clear hold)."""
+    incident_refractory_s: float = 1800.0
+    """After a series' incident ended, how long (from its last flag) an anomaly is an echo of it, not a new alert."""
     detectors: tuple[str, ...] = ("spike", "drift", "flatline", "multivariate")
     """The detectors the worker may run: a station's channel naming another is left out."""
     detector_params: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -93,7 +95,8 @@ class DetectionConfig:
                    fault_after_s=s.detect_fault_after_s, calibration_max_s=s.detect_calibration_max_s,
                    calibration_daily_s=s.detect_calibration_daily_s, rate_span_s=s.detect_rate_span_s,
                    gap_intervals=s.detect_gap_intervals, gap_min_s=s.detect_gap_min_s,
-                   relearn_gap_s=s.detect_relearn_gap_s, incident_hold_s=s.alert_clear_hold_s, detectors=names)
+                   relearn_gap_s=s.detect_relearn_gap_s, incident_hold_s=s.alert_clear_hold_s,
+                   incident_refractory_s=s.detect_refractory_s, detectors=names)
 
 
 @dataclass
@@ -390,7 +393,7 @@ def _judge_batch(batch: Mapping[str, tuple[Station, StationState | dict[str, Any
     """Every station's pass, then the detectors once over the whole batch (`Judgements.run`); with `live` the
     states get the token of its rows, else none."""
     banks = LiveBanks() if live is None else live
-    judgements = Judgements(banks, open_keys, config.incident_hold_s)
+    judgements = Judgements(banks, open_keys, config.incident_hold_s, config.incident_refractory_s)
     works: list[_Work] = []
     found: list[Condition] = []
     late: list[Reading] = []

@@ -37,7 +37,7 @@ from processors.engine.drift import DriftBank
 from processors.engine.flatline import FlatlineBank
 from processors.engine.multivariate import MahalanobisBank
 from processors.engine.spike import SpikeBank
-from processors.incident import Judged, join
+from processors.incident import Judged, join, settle
 from quantrac.domain import Station
 
 __all__ = ["ChannelSpec", "Judgements", "LiveBanks", "ScalarRows", "SeriesKey", "threshold_of"]
@@ -244,8 +244,8 @@ _Verdicts = tuple[list[bool], list[float], list[str | None]]
 class Judgements:
     """A batch's detector work: collected per series, advanced per bank, then joined and judged in series order."""
 
-    def __init__(self, live: LiveBanks, open_keys: OpenKeys | None, hold_s: float) -> None:
-        self.live, self.open_keys, self.hold_s = live, open_keys, hold_s
+    def __init__(self, live: LiveBanks, open_keys: OpenKeys | None, hold_s: float, refractory_s: float = 0.0) -> None:
+        self.live, self.open_keys, self.hold_s, self.refractory_s = live, open_keys, hold_s, refractory_s
         self.series: list[_Series] = []
         self.events: list[_Event] = []
         self.scalar: list[float] = []
@@ -260,7 +260,7 @@ class Judgements:
         chans = self.live.channels(series, label, channels, loaded)
         if not chans:
             return None
-        owner = None if incident is None or incident.incident is None else incident.incident.detector
+        owner = None if incident is None or incident.incident is None or incident.incident.ended else incident.incident.detector
         keys = self.open_keys
         explain = [keys is None or owner == ch.name or ch.alert in keys for ch in chans]
         self.series.append(_Series(station, label, chans, explain, incident, save))
@@ -375,7 +375,7 @@ class Judgements:
         value = None
         if s.incident is not None:
             claim, judged = join(None if s.incident.incident is None else s.incident.incident.as_list(), judged, e.t,
-                                 self.hold_s)
+                                 self.hold_s, self.refractory_s)
             s.incident.incident = IncidentClaim.of(claim)
             value = float(e.value)
         ts = e.ts or windows.from_epoch(e.t)
@@ -389,8 +389,8 @@ class Judgements:
         """An event no detector flags (`join` then changes no verdict): the claim ends after the hold, and a clear
         condition is built only for a key that may be open (the `_flagged` path, without its objects)."""
         held = s.incident
-        if held is not None and held.incident is not None and e.t - held.incident.last_flag_t >= self.hold_s:
-            held.incident = None
+        if held is not None and held.incident is not None:
+            held.incident = IncidentClaim.of(settle(held.incident.as_list(), e.t, self.hold_s, self.refractory_s))
         keys = self.open_keys
         for ch, (_, scores, details) in zip(s.channels, verdicts, strict=True):
             if keys is None or ch.alert in keys:

@@ -55,19 +55,21 @@ class CalibrationRun:
 
 @dataclass
 class IncidentClaim:
-    """The open incident of one series: which detector opened it, and when any detector last flagged."""
+    """The incident of one series: which detector opened it, when any detector last flagged, and whether it has
+    ended (its alert resolved) and is in its refractory span."""
 
     detector: str
     last_flag_t: float
+    ended: bool = False
 
     @classmethod
     def of(cls, claim: list[Any] | None) -> IncidentClaim | None:
-        """From `processors.incident.join`'s `[detector, last flag time]`."""
-        return None if claim is None else cls(str(claim[0]), float(claim[1]))
+        """From `processors.incident.join`'s `[detector, last flag time]` (and `True` once ended)."""
+        return None if claim is None else cls(str(claim[0]), float(claim[1]), len(claim) > 2 and bool(claim[2]))
 
     def as_list(self) -> list[Any]:
         """In `processors.incident.join`'s form."""
-        return [self.detector, self.last_flag_t]
+        return [self.detector, self.last_flag_t, True] if self.ended else [self.detector, self.last_flag_t]
 
 
 @dataclass
@@ -95,7 +97,8 @@ class ParameterState:
                     "run_start_t": self.calibration.run_start_t, "day_start_t": self.calibration.day_start_t,
                     "day_s": self.calibration.day_s},
                 "incident": None if self.incident is None else {
-                    "detector": self.incident.detector, "last_flag_t": self.incident.last_flag_t},
+                    "detector": self.incident.detector, "last_flag_t": self.incident.last_flag_t,
+                    "ended": self.incident.ended},
                 "detectors": self.detectors}
 
     @classmethod
@@ -105,7 +108,8 @@ class ParameterState:
         return cls(last_t=d.get("last_t"), windows=d.get("windows") or {}, rate_bins=d.get("rate_bins") or [],
                    fault=None if fault is None else FaultRun(fault["first_t"], fault["count"]),
                    calibration=None if cal is None else CalibrationRun(cal["run_start_t"], cal["day_start_t"], cal["day_s"]),
-                   incident=None if incident is None else IncidentClaim(incident["detector"], incident["last_flag_t"]),
+                   incident=None if incident is None else IncidentClaim(incident["detector"], incident["last_flag_t"],
+                                                                        bool(incident.get("ended", False))),
                    detectors=d.get("detectors") or {})
 
     @classmethod

@@ -137,6 +137,7 @@ class Settings(BaseSettings):
     detect_gap_min_s: int = Field(900, ge=0, description="Shortest silence taken as a gap in a series, whatever the station's interval (see QUANTRAC_DETECT_GAP_INTERVALS).")
     detect_relearn_gap_s: int = Field(21600, ge=0, description="After a gap at least this long (event time) a series' detectors relearn before judging; shorter gaps only close its open anomaly alerts.")
     detect_detectors: str = Field("spike,drift,flatline,multivariate", description="Anomaly detectors the worker may run, comma-separated (names of processors.detectors.DETECTORS); a station's preset or channel naming another is left out. Which run where is the station's preset (docs/detection.md, Presets).")
+    detect_refractory_s: float = Field(1800.0, ge=0, description="One alarm per incident: after a series' anomaly alert resolved, an anomaly within this long (event time) of its last flag is the same incident, not a new alert (docs/detection.md).")
     detect_detector_params: str = Field('{"spike": {"threshold": 8.0, "relearn_after": 6, "center_window": 5, "tail_ref": 6.0}, "drift": {"k": 1.0, "h": 14.0, "relearn_after": 3}, "flatline": {"n_intervals": 12}}',
                                         description="Hyperparameters (JSON object by detector name) of the preset channels that give none, as the kind presets' generic channels do; unnamed ones keep their defaults.")
     offline_grace_s: int = Field(60, description="Default grace after a station's missed slot before it is reported offline (a station's `offline_grace_s` overrides it).")

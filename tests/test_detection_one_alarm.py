@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from alerts.rules import Condition
 from bench.detection import AlarmLog
 from processors.detection import DetectionConfig, detect
 from processors.detectors import CusumDrift, RobustSpike, Verdict
@@ -111,3 +113,64 @@ def test_both_detectors_flag_that_shift_so_the_joining_is_what_makes_it_one_aler
             if det.update(v, ts).is_anomaly:
                 flagged[det.name].append(i)
     assert all(any(2 * 1440 <= i < 2 * 1440 + 15 for i in flags) for flags in flagged.values())
+
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 20), st.booleans()), min_size=1, max_size=80),
+       st.sampled_from([0.0, 900.0, 1800.0, 3600.0]))
+def test_after_an_incident_ends_an_echo_within_the_refractory_span_is_no_new_alarm(
+        steps: list[tuple[int, bool]], refractory: float) -> None:
+    """Any sequence of flags: a new alert opens exactly when a flag comes after the claim ended (clear for the hold)
+    and at least `refractory` after the last flag that counted; an echo is clear, says so, and does not extend it."""
+    claim, t, log = None, 0.0, AlarmLog(timedelta(seconds=HOLD))
+    last_counted: float | None = None
+    quiet_since_hold = True
+    expected = 0
+    for gap_min, flag in steps:
+        t += 60.0 * gap_min
+        if last_counted is not None and not flag and t - last_counted >= HOLD:
+            quiet_since_hold = True
+        claim, out = join(claim, verdicts((flag,)), t, HOLD, refractory)
+        [j] = out
+        if flag:
+            if last_counted is None or (quiet_since_hold and t - last_counted >= refractory):
+                expected += 1
+            echo = last_counted is not None and quiet_since_hold and t - last_counted < refractory
+            assert j.verdict.is_anomaly == (not echo)
+            assert ("the same incident" in j.verdict.detail) == echo
+            if not echo:
+                last_counted, quiet_since_hold = t, False
+        log.feed([Condition("S", "X", f"anomaly_{j.verdict.kind}", "instant", "warning", j.verdict.score, 5.0, "",
+                            T0 + timedelta(seconds=t), "", active=j.verdict.is_anomaly)], T0 + timedelta(seconds=t))
+    assert len(log.alarms) == expected
+
+
+def _spike_series(second_at: int) -> list[float]:
+    """60 + N(0, 1) at one minute, +40 spikes at minute 200 and at `second_at`."""
+    x = 60.0 + np.random.default_rng(5).normal(0.0, 1.0, 400)
+    x[200] += 40.0
+    x[second_at] += 40.0
+    return [float(v) for v in np.round(x, 2)]
+
+
+def _worker_alarms(values: list[float], config: DetectionConfig) -> list[datetime]:
+    station = Station(id="ECHO-1", name="echo", zone="Z", facility="F", kind=StationKind.WASTEWATER, expected_interval_s=60,
+                      parameters={"X": ParameterSpec(symbol="X", unit="u", max_rate_per_min=None)})
+    log, state = AlarmLog(timedelta(seconds=HOLD)), None
+    for i, v in enumerate(values):
+        at = T0 + timedelta(minutes=i)
+        outcome = detect(state, [Reading(station_id=station.id, parameter="X", value=v, unit="u", ts=at)], station, config)
+        state = outcome.state
+        log.feed(outcome.conditions, at)
+    return [a.ts for a in log.alarms if a.rule.startswith("anomaly_")]
+
+
+def test_the_worker_makes_one_alert_of_a_spike_and_its_echo_past_the_alert_hold() -> None:
+    """Through the worker's step and the alert lifecycle: a second spike 20 min after the first (past the 15-min hold)
+    is the same incident at the worker's defaults, and its own alert without the span; 40 min later it is news."""
+    first = T0 + timedelta(minutes=200)
+    assert WORKER.incident_refractory_s == 1800.0
+    assert _worker_alarms(_spike_series(220), WORKER) == [first]
+    assert _worker_alarms(_spike_series(220), replace(WORKER, incident_refractory_s=0.0)) == [first, first + timedelta(minutes=20)]
+    assert _worker_alarms(_spike_series(240), WORKER) == [first, first + timedelta(minutes=40)]

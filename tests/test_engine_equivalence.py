@@ -31,7 +31,7 @@ def spike_params() -> st.SearchStrategy[dict[str, Any]]:
         "resolution": st.sampled_from([None, None, 0.01, 0.5]), "center_window": st.sampled_from([None, 0, 1, 3, 5]),
         "threshold_off": st.sampled_from([None, 2.0]), "levels": st.integers(0, 3),
         "tail_p": st.sampled_from([0.001, 0.05]), "tail_ref": st.sampled_from([None, 1.0, 6.5]),
-        "tail_fit": st.sampled_from([None, 0.1, 0.5])})
+        "tail_fit": st.sampled_from([None, 0.1, 0.5]), "tail_power": st.sampled_from([2.0, 2.5])})
 
 
 def stamp(t: float) -> datetime:
@@ -117,12 +117,16 @@ def test_spike_bank_flags_what_robust_spike_flags_on_a_long_series() -> None:
     x[1800:2200] = 0.0
     t = 1.7e9 + 60.0 * np.arange(x.size)
     params: dict[str, Any] = {"threshold": 8.0, "relearn_after": 6, "center_window": 5, "window": 60, "grace_period": 30}
-    detectors: list[Detector] = [RobustSpike(**params), RobustSpike(**params, threshold_off=4.0)]
+    detectors: list[Detector] = [RobustSpike(**params), RobustSpike(**params, threshold_off=4.0),
+                                 RobustSpike(**params, tail_power=2.5)]
     each_detector(detectors, SpikeBank.from_detectors, t, x, [1234, 4321], [False])
     oracle = RobustSpike(**params)
     verdicts = [oracle.update(float(v), stamp(float(s))) for v, s in zip(x, t, strict=True)]
     assert sum(v.is_anomaly for v in verdicts) > 5
     assert any("back at level" in v.detail for v in verdicts) and any("new level accepted" in v.detail for v in verdicts)
+    steeper = RobustSpike(**params, tail_power=2.5)
+    steep = [steeper.update(float(v), stamp(float(s))) for v, s in zip(x, t, strict=True)]
+    assert 0 < sum(v.is_anomaly for v in steep) <= sum(v.is_anomaly for v in verdicts)
 
 
 def drift_params() -> st.SearchStrategy[dict[str, Any]]:

@@ -48,6 +48,7 @@ class SpikeBank(Rows):
         self.tail_p = get("tail_p", 0.001)
         self.tail_ref = self.optional("tail_ref", 6.5)
         self.tail_fit = self.optional("tail_fit")
+        self.tail_power = get("tail_power", 2.0)
         n = len(self.params)
         self.ring = Ring(self.window)
         self.stepper = StepArrays(n)
@@ -116,7 +117,7 @@ class SpikeBank(Rows):
         if not np.isnan(fit).all():
             q = np.where(np.isnan(fit), q, self.tail.extrapolated(rows, self.tail_p[rows], np.nan_to_num(fit, nan=0.5)))
         with np.errstate(invalid="ignore"):
-            adaptive = np.where(np.isnan(ref), threshold, threshold * np.maximum(1.0, q / ref) ** 2)
+            adaptive = np.where(np.isnan(ref), threshold, threshold * np.maximum(1.0, q / ref) ** self.tail_power[rows])
         off = self.threshold_off[rows]
         return np.where((self.run[rows] > 0) & ~np.isnan(off), off, adaptive)
 
