@@ -37,6 +37,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from ingest.deadletter import start_keeper
+from ingest.mqtt_buffered import BufferedClient
 from ingest.payload import SUBSCRIPTION, Limits, MessageRejected, Rejection, decode_wire, station_from_topic
 from ingest.producer import make_producer
 from quantrac import metrics
@@ -302,8 +303,8 @@ class Bridge:
         self.client = self._make_client()
 
     def _make_client(self) -> mqtt.Client:
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.settings.mqtt_bridge_client_id,
-                             protocol=mqtt.MQTTv5, manual_ack=True)
+        client = BufferedClient(mqtt.CallbackAPIVersion.VERSION2, client_id=self.settings.mqtt_bridge_client_id,
+                                protocol=mqtt.MQTTv5, manual_ack=True)
         if self.settings.mqtt_username:
             password = self.settings.mqtt_password.get_secret_value() if self.settings.mqtt_password else None
             client.username_pw_set(self.settings.mqtt_username, password)
