@@ -28,7 +28,7 @@ import threading
 from collections import deque
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Callable, Mapping, NamedTuple
+from typing import Callable, Iterable, Mapping, NamedTuple
 
 import paho.mqtt.client as mqtt
 import structlog
@@ -165,22 +165,17 @@ class AckQueue:
 
     def confirm(self, message: PendingMessage, records: int = 1) -> None:
         """Count `records` confirmed records of message, then acknowledge the completed prefix."""
-        ready = []
-        with self._lock:
-            message.remaining -= records
-            if message.remaining <= 0:
-                message.done = True
-            while self._arrived and self._arrived[0].done:
-                ready.append(self._arrived.popleft())
-        if ready:
-            self._send_acks(ready)
+        self._settle(((message, records),))
 
     def confirm_all(self, messages: list[PendingMessage]) -> None:
         """`confirm(m)` for each of messages (one record each), acknowledging the completed prefix once."""
+        self._settle([(message, 1) for message in messages])
+
+    def _settle(self, confirmed: Iterable[tuple[PendingMessage, int]]) -> None:
         ready = []
         with self._lock:
-            for message in messages:
-                message.remaining -= 1
+            for message, records in confirmed:
+                message.remaining -= records
                 if message.remaining <= 0:
                     message.done = True
             while self._arrived and self._arrived[0].done:

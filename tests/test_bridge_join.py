@@ -6,10 +6,13 @@ from collections import Counter
 from datetime import datetime, timedelta, timezone
 
 import orjson
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ingest.bridge import AckQueue, Count, OutgoingRecord, PendingMessage, join_records
+from ingest.bridge import AckQueue, Bridge, Count, OutgoingRecord, PendingMessage, join_records
+from quantrac.failures import RECORD_ATTEMPTS
+from quantrac.settings import Settings
 from quantrac.wire import encode_wire_readings, join_wire_readings
 
 READINGS, DEADLETTERS = "quantrac.readings", "quantrac.readings.deadletter"
@@ -33,7 +36,7 @@ record_plans = st.lists(st.tuples(st.sampled_from(["A", "B", 'C"readings":[']), 
                                   st.integers(0, 2)), max_size=40)
 
 
-def plan_records(plan: list[tuple[str, bool, int, int]]) -> list[OutgoingRecord]:
+def plan_records(plan: list[tuple[str, bool, int, int]], topic: str = READINGS) -> list[OutgoingRecord]:
     """One record per (station, is readings, readings, failures so far); dead letters and retried ones are never joined."""
     records = []
     for mid, (station, is_readings, n, failures) in enumerate(plan):
@@ -41,7 +44,7 @@ def plan_records(plan: list[tuple[str, bool, int, int]]) -> list[OutgoingRecord]
         readings = [{"parameter": f"P{mid}", "value": float(i), "unit": "mg/L", "ts": f"t{i}", "status": "00"} for i in range(n)]
         value = encode_wire_readings(station, readings, T0 + timedelta(seconds=mid), "mqtt")
         counts = (Count(station, "forwarded", n),) + ((Count(station, "late", n),) if mid % 3 == 0 else ())
-        records.append(OutgoingRecord(READINGS if is_readings else DEADLETTERS, station.encode(), value, message, counts,
+        records.append(OutgoingRecord(topic if is_readings else DEADLETTERS, station.encode(), value, message, counts,
                                       failures=failures if mid % 4 == 0 else 0))
     return records
 
@@ -95,3 +98,32 @@ def test_pubacks_of_joined_records_go_out_in_arrival_order(plan: list[tuple[str,
             queue.confirm(record.message)
         assert acked == [] or acked == list(range(len(acked)))
     assert acked == list(range(len(records))) and len(queue) == 0
+
+
+@pytest.mark.integration
+def test_a_joined_record_kafka_refuses_goes_back_as_its_messages_each_tried_and_quarantined_alone(stack: Settings) -> None:
+    from kafka.errors import MessageSizeTooLargeError
+
+    own = stack.model_copy(update={"readings_topic": "quantrac.test.join-refused", "deadletter_topic": "quantrac.test.join-refused.dl"})
+    bridge = Bridge(own, {})  # its producer on the session's Kafka; its MQTT client never connects
+    refused = MessageSizeTooLargeError("refused by the test")
+    try:
+        records = plan_records([("A", True, 2, 0), ("A", True, 3, 0), ("B", True, 1, 0)], own.readings_topic)
+        for record in records:
+            bridge.acks.arrived(record.message)
+        joined, alone = join_records(records, own.readings_topic, 10_000)
+        assert joined.parts == tuple(records[:2]) and alone is records[2]
+        bridge._on_failed(joined, refused)  # noqa: SLF001 (kafka-python's errback)
+        parts = bridge._outbox.take(timeout=0)  # noqa: SLF001
+        assert [p.value for p in parts] == [r.value for r in records[:2]] and all(p.alone and not p.parts for p in parts)
+        assert join_records(parts, own.readings_topic, 10_000) == parts  # never joined again
+        for part in parts:  # each is now tried on its own, then replaced by its own quarantine stand-in
+            record = part
+            for _ in range(RECORD_ATTEMPTS):
+                bridge._on_failed(record, refused)  # noqa: SLF001
+                [record] = bridge._outbox.take(timeout=0)  # noqa: SLF001
+            assert record.quarantine and record.topic == own.deadletter_topic and record.message is part.message
+            assert orjson.loads(record.value)["payload_size"] == len(part.value)
+        assert len(bridge.acks) == 3  # nothing acknowledged before Kafka confirms the stand-ins
+    finally:
+        bridge.producer.close(timeout=5)
