@@ -3,7 +3,10 @@
 On a PRIVATE stack (run_dir .run/private-perf-bench, ports 21400-21403), for each contender:
 N QoS 1 messages (one station message of 8 readings each, the seed's HD-DAIAN-WW01) are queued in
 the broker for a persistent session while the consumer is away, then the consumer starts and the
-clock runs until Kafka holds N records. That measures draining speed, independent of the publisher.
+clock runs until Kafka holds the N messages' readings. That measures draining speed, independent of the
+publisher. The bridge joins a station's waiting messages into fewer records, so the readings are
+counted (by reading the topic once its end offsets have been still for `QUIET_S`, so the count costs
+nothing while a contender drains); the clock stops when the last record arrived.
 
 Contenders, same payloads, same broker, same run:
 - `bridge`: `quantrac bridge` (validation, dead letters, per-station accounting, ordered PUBACKs);
@@ -116,37 +119,79 @@ def publish_all(bodies: list[bytes], login: tuple[str, str]) -> float:
 
 
 def records(consumer: KafkaConsumer, topic: str) -> int:
+    return sum(end_offsets(consumer, topic).values())
+
+
+def end_offsets(consumer: KafkaConsumer, topic: str) -> dict[TopicPartition, int]:
     parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-    return sum(consumer.end_offsets(parts).values()) if parts else 0
+    return consumer.end_offsets(parts) if parts else {}
 
 
-def drain(topic: str, want: int, *procs: subprocess.Popen[bytes], timeout: float = 600) -> dict[str, float]:
-    """Seconds until Kafka holds `want` records, or until the count stalls for 15 s (then the shortfall is reported).
+QUIET_S = 0.6
+"""The readings are counted once the topic's end offsets have not moved for this long."""
+
+
+class ReadingCounter:
+    """Counts the readings of a topic's records (a bridge record or a gateway payload: its `readings` list)."""
+
+    def __init__(self, topic: str) -> None:
+        self.topic, self.readings = topic, 0
+        self.consumer = KafkaConsumer(bootstrap_servers=SETTINGS.kafka_bootstrap, **CONSUMER_OPTIONS)
+        self.assigned: set[TopicPartition] = set()
+
+    def count_to(self, ends: dict[TopicPartition, int]) -> int:
+        """Read up to `ends`; the readings counted so far."""
+        if set(ends) != self.assigned:
+            self.assigned = set(ends)
+            self.consumer.assign(list(ends))
+            self.consumer.seek_to_beginning()
+            self.readings = 0
+        while any(self.consumer.position(tp) < end for tp, end in ends.items()):
+            for batch in self.consumer.poll(timeout_ms=1000).values():
+                self.readings += sum(len(orjson.loads(record.value)["readings"]) for record in batch)
+        return self.readings
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+def drain(topic: str, want: int, readings_per_message: int, *procs: subprocess.Popen[bytes],
+          timeout: float = 600) -> dict[str, float]:
+    """Seconds until Kafka holds the readings of `want` messages, or until the topic stalls for 15 s (then the
+    shortfall is reported).
 
     CPU (`cpu_cores`) and memory are summed over `procs`."""
     consumer = KafkaConsumer(bootstrap_servers=SETTINGS.kafka_bootstrap, **CONSUMER_OPTIONS)
+    counter = ReadingCounter(topic)
     samples = [ProcessSample(proc.pid).start() for proc in procs]
     began = time.monotonic()
-    last, last_change, first_record = 0, began, None
+    last, last_change, first_record, readings = 0, began, None, 0
     try:
-        while (got := records(consumer, topic)) < want:
-            now = time.monotonic()
+        while True:
+            ends = end_offsets(consumer, topic)
+            got, now = sum(ends.values()), time.monotonic()
             if got != last:
                 last, last_change = got, now
                 first_record = first_record or now
+            elif got and now - last_change >= QUIET_S and counter.count_to(ends) >= want * readings_per_message:
+                readings = counter.readings
+                break
             if (exited := next((p for p in procs if p.poll() is not None), None)) is not None:
                 raise RuntimeError(f"the consumer exited with {exited.returncode}")
             if now - last_change > 15 or now - began > timeout:
+                readings = counter.count_to(ends)
                 break
             time.sleep(0.2)  # poll interval of the measurement
-        elapsed = (time.monotonic() if got >= want else last_change) - began
+        elapsed = last_change - began
     finally:
         consumer.close()
+        counter.close()
     usage = [sample.usage() for sample in samples]
     cpu_cores = sum(u["cpu_cores"] for u in usage)
-    return {"seconds": round(elapsed, 2), "records": got, "missing": max(0, want - got),
+    messages = readings // readings_per_message
+    return {"seconds": round(elapsed, 2), "records": got, "messages": messages, "missing": max(0, want - messages),
             "first_record_after_s": round((first_record or began) - began, 2), "cpu_cores": round(cpu_cores, 3),
-            "cpu_us_per_message": round(cpu_cores * elapsed / max(got, 1) * 1e6, 1),
+            "cpu_us_per_message": round(cpu_cores * elapsed / max(messages, 1) * 1e6, 1),
             "rss_mib": round(sum(u["rss_mib"] for u in usage), 1)}
 
 
@@ -194,7 +239,8 @@ def stop_bridges(procs: list[subprocess.Popen[bytes]], client_ids: list[str]) ->
         end_session(SETTINGS, client_id)
 
 
-def two_bridges(bodies: list[bytes], logins: dict[str, tuple[str, str]], logs: Path) -> dict[str, float]:
+def two_bridges(bodies: list[bytes], readings_per_message: int, logins: dict[str, tuple[str, str]],
+                logs: Path) -> dict[str, float]:
     """Two bridges in one shared-subscription group drain a backlog queued in their two sessions."""
     group = f"bench-{RUN}"
     topic = f"quantrac.{RUN}.readings.two"
@@ -207,7 +253,7 @@ def two_bridges(bodies: list[bytes], logins: dict[str, tuple[str, str]], logs: P
                                            "QUANTRAC_MQTT_BRIDGE_CLIENT_ID": client_id}, logs / f"bridge-{client_id[-1]}.log")
              for client_id in client_ids]
     try:
-        return drain(topic, len(bodies), *procs)
+        return drain(topic, len(bodies), readings_per_message, *procs)
     finally:
         stop_bridges(procs, client_ids)
 
@@ -293,12 +339,12 @@ def main() -> None:
         bridge = quantrac_process(["bridge"], env(), logs / "bridge.log")
         spy = start_profile(bridge.pid, logs / f"{RUN}.pyspy", rate=100) if args.profile else None
         try:
-            results["bridge"] = drain(SETTINGS.readings_topic, n, bridge)
+            results["bridge"] = drain(SETTINGS.readings_topic, n, readings_per_message, bridge)
         finally:
             profile = stop_profile(spy, logs / f"{RUN}.pyspy")
             stop_bridges([bridge], [SETTINGS.mqtt_bridge_client_id])
 
-        results["two_bridges"] = two_bridges(bodies, logins, logs)
+        results["two_bridges"] = two_bridges(bodies, readings_per_message, logins, logs)
 
         # baseline: mosquitto_sub | kcat
         register_session(BASELINE_CLIENT, mqtt.MQTTv311, logins["reader"])
@@ -310,7 +356,7 @@ def main() -> None:
         assert sub.stdout is not None
         sub.stdout.close()
         try:
-            results["baseline"] = drain(BASELINE_TOPIC, n, kcat)
+            results["baseline"] = drain(BASELINE_TOPIC, n, readings_per_message, kcat)
         finally:
             sub.terminate()
             sub.wait(10)
@@ -319,12 +365,12 @@ def main() -> None:
 
         producers = compare_producers(bodies) if args.producers else None
         for r in results.values():
-            delivered = min(n, r["records"])
+            delivered = min(n, r["messages"])
             r["messages_per_s"] = round(delivered / r["seconds"], 1)
             r["readings_per_s"] = round(delivered * readings_per_message / r["seconds"], 1)
         write_result("bridge", {
             "method": "N QoS 1 messages queued in Mosquitto for a persistent session, then drained into Kafka; "
-                      "time until Kafka holds N records",
+                      "time until Kafka holds the N messages' readings (the last record's arrival)",
             "messages": n, "readings_per_message": readings_per_message, "payload_bytes": len(bodies[0]),
             "publish_seconds": round(publish_s, 2), "load_average_at_end": os.getloadavg(),
             "bridge": results["bridge"], "baseline_mosquitto_sub_kcat": results["baseline"],

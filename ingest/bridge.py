@@ -7,6 +7,10 @@ Threads:
   record of a message is confirmed, kafka-python's callback acknowledges the message to the
   broker (paho `manual_ack`). A failed send goes back on the queue; while Kafka is down the
   bridge simply stops acknowledging, and the broker keeps the messages in our persistent session.
+  The readings records of one station that wait together are joined into one Kafka record
+  (`join_records`, up to `bridge_record_max_bytes`): Kafka's cost is per record, and a backlog
+  drains in far fewer of them. A joined record Kafka refuses for what it is goes back as the
+  records it joined, each then tried and quarantined on its own.
 
 PUBACKs go out in the order the messages arrived (MQTT-4.6.0-2): a message confirmed early waits
 for the ones before it. The MQTT 5 receive maximum (`bridge_max_inflight`) bounds how many
@@ -24,7 +28,7 @@ import threading
 from collections import deque
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Callable, Mapping, NamedTuple
+from typing import Callable, Iterable, Mapping, NamedTuple
 
 import paho.mqtt.client as mqtt
 import structlog
@@ -33,6 +37,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from ingest.deadletter import start_keeper
+from ingest.mqtt_buffered import BufferedClient
 from ingest.payload import SUBSCRIPTION, Limits, MessageRejected, Rejection, decode_wire, station_from_topic
 from ingest.producer import make_producer
 from quantrac import metrics
@@ -42,7 +47,7 @@ from quantrac.domain import Station
 from quantrac.failures import RECORD_ATTEMPTS, RateLimitedLog, describe, is_record_failure
 from quantrac.safe_text import safe_optional, safe_text
 from quantrac.settings import Settings
-from quantrac.wire import encode_deadletter, encode_quarantine, encode_wire_readings
+from quantrac.wire import encode_deadletter, encode_quarantine, encode_wire_readings, join_wire_readings
 
 log = structlog.get_logger(__name__)
 
@@ -86,6 +91,59 @@ class OutgoingRecord:
     """Record failures so far (Kafka refused this record for what it is); at RECORD_ATTEMPTS it is quarantined."""
     quarantine: bool = False
     """This is the small stand-in of a record that was set aside."""
+    parts: tuple[OutgoingRecord, ...] = ()
+    """The records of single messages this joined record stands for (empty: it is one message's record)."""
+    alone: bool = False
+    """Never joined with others (it was part of a joined record Kafka refused)."""
+
+    def messages(self) -> list[PendingMessage]:
+        """The MQTT messages this record belongs to, in arrival order."""
+        return [part.message for part in self.parts] if self.parts else [self.message]
+
+
+JOIN_WAIT_S = 0.1
+"""Longest the producer thread gathers records while Kafka has some unconfirmed (it is answered in milliseconds)."""
+
+
+def join_records(records: list[OutgoingRecord], topic: str, max_bytes: int) -> list[OutgoingRecord]:
+    """`records` with the readings records (`topic`) of each station joined, up to `max_bytes` a record.
+
+    A joined record takes the place of its station's first record, and a station's record that is
+    not joined ends its run, so a station's readings stay in the order they were taken. Dead letters,
+    records that failed before, quarantine stand-ins and joined records are left alone. Delivery
+    counts are added up.
+    """
+    out: list[OutgoingRecord] = []
+    runs: list[tuple[int, list[OutgoingRecord]]] = []
+    open_runs: dict[bytes | None, tuple[int, int]] = {}  # station key → (its run in `runs`, the run's bytes)
+    for record in records:
+        if record.topic != topic or record.failures or record.alone or record.parts or record.quarantine:
+            if record.topic == topic:  # what follows of this station may not overtake it
+                open_runs.pop(record.key, None)
+            out.append(record)
+            continue
+        run = open_runs.get(record.key)
+        size = len(record.value)
+        if run is None or run[1] + size > max_bytes:
+            open_runs[record.key] = (len(runs), size)
+            runs.append((len(out), [record]))
+            out.append(record)
+            continue
+        runs[run[0]][1].append(record)
+        open_runs[record.key] = (run[0], run[1] + size)
+    for position, parts in runs:
+        if len(parts) > 1:
+            out[position] = OutgoingRecord(topic, parts[0].key, join_wire_readings([p.value for p in parts]), parts[-1].message,
+                                           _added_counts(parts), parts=tuple(parts))
+    return out
+
+
+def _added_counts(parts: list[OutgoingRecord]) -> tuple[Count, ...]:
+    totals: dict[tuple[str, CounterName, str], int] = {}
+    for part in parts:
+        for c in part.counts:
+            totals[(c.station_id, c.counter, c.reason)] = totals.get((c.station_id, c.counter, c.reason), 0) + c.n
+    return tuple(Count(station, counter, n, reason) for (station, counter, reason), n in totals.items())
 
 
 class AckQueue:
@@ -107,11 +165,19 @@ class AckQueue:
 
     def confirm(self, message: PendingMessage, records: int = 1) -> None:
         """Count `records` confirmed records of message, then acknowledge the completed prefix."""
+        self._settle(((message, records),))
+
+    def confirm_all(self, messages: list[PendingMessage]) -> None:
+        """`confirm(m)` for each of messages (one record each), acknowledging the completed prefix once."""
+        self._settle([(message, 1) for message in messages])
+
+    def _settle(self, confirmed: Iterable[tuple[PendingMessage, int]]) -> None:
         ready = []
         with self._lock:
-            message.remaining -= records
-            if message.remaining <= 0:
-                message.done = True
+            for message, records in confirmed:
+                message.remaining -= records
+                if message.remaining <= 0:
+                    message.done = True
             while self._arrived and self._arrived[0].done:
                 ready.append(self._arrived.popleft())
         if ready:
@@ -172,6 +238,36 @@ class Outbox:
         return len(self._records)
 
 
+class InKafka:
+    """How many records Kafka has not settled yet (confirmed or failed), so the producer thread can gather meanwhile.
+
+    kafka-python sends one request at a time to a broker (idempotence), so what arrives while a
+    request is out waits anyway: taken when the request is answered, it goes as fewer, joined records.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._unsettled = 0
+        self._settled = threading.Event()
+
+    def sent(self) -> None:
+        """A record was handed to the producer (before its callbacks are added)."""
+        with self._lock:
+            self._unsettled += 1
+
+    def settled(self, _result: object) -> None:
+        """A record was confirmed or failed (kafka-python's callback and errback)."""
+        with self._lock:
+            self._unsettled -= 1
+        self._settled.set()
+
+    def wait_while_busy(self, timeout: float) -> None:
+        """While records are out, wait until one is settled or `timeout`; returns at once when none are."""
+        self._settled.clear()
+        if self._unsettled > 0:
+            self._settled.wait(timeout)
+
+
 class Bridge:
     """Owns the MQTT client, the Kafka producer and the queue between them."""
 
@@ -189,6 +285,8 @@ class Bridge:
         self.acks = AckQueue(self._ack, self._ack_all)
         self.subscription = subscription_for(settings.mqtt_shared_group)
         self._outbox = Outbox()
+        self._in_kafka = InKafka()
+        self._join_max_bytes = min(settings.bridge_record_max_bytes, settings.kafka_max_request_bytes // 2)
         self._stop = threading.Event()
         self._stopping = threading.Event()  # SIGTERM: leave gracefully (ingest/drain.py, `stop_gracefully`)
         self.refusing = threading.Event()  # while set, new messages stay unacknowledged (redelivered to the next connection)
@@ -200,8 +298,8 @@ class Bridge:
         self.client = self._make_client()
 
     def _make_client(self) -> mqtt.Client:
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.settings.mqtt_bridge_client_id,
-                             protocol=mqtt.MQTTv5, manual_ack=True)
+        client = BufferedClient(mqtt.CallbackAPIVersion.VERSION2, client_id=self.settings.mqtt_bridge_client_id,
+                                protocol=mqtt.MQTTv5, manual_ack=True)
         if self.settings.mqtt_username:
             password = self.settings.mqtt_password.get_secret_value() if self.settings.mqtt_password else None
             client.username_pw_set(self.settings.mqtt_username, password)
@@ -339,7 +437,12 @@ class Bridge:
                 self._retry_pause.clear()
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 10.0)
-            for record in self._outbox.take(timeout=0.5):
+            if self._join_max_bytes:
+                self._in_kafka.wait_while_busy(JOIN_WAIT_S)
+            records = self._outbox.take(timeout=0.5)
+            if self._join_max_bytes and len(records) > 1:
+                records = join_records(records, self.settings.readings_topic, self._join_max_bytes)
+            for record in records:
                 backoff = self._send(record, backoff)
 
     def _send(self, record: OutgoingRecord, backoff: float) -> float:
@@ -356,8 +459,10 @@ class Bridge:
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 10.0)
                 continue
+            self._in_kafka.sent()
             future.add_callback(self._on_delivered, record)
             future.add_errback(self._on_failed, record)
+            future.add_both(self._in_kafka.settled)
             return 0.5
         return backoff
 
@@ -365,7 +470,10 @@ class Bridge:
         now = utc_now()
         for c in record.counts:
             self.counts.add(c.station_id, c.counter, c.n, reason=c.reason, at=now)
-        self.acks.confirm(record.message)
+        if record.parts:
+            self.acks.confirm_all(record.messages())
+        else:
+            self.acks.confirm(record.message)
 
     def _on_failed(self, record: OutgoingRecord, exc: BaseException) -> None:
         """A send failed: Kafka's state is waited out; a record Kafka refuses is tried RECORD_ATTEMPTS times, then set aside."""
@@ -376,6 +484,12 @@ class Bridge:
                       error=describe(exc), action="requeued after a pause")
             self._retry_pause.set()
             self._outbox.put(record)
+            return
+        if record.parts:  # which message Kafka refused is not known: each is tried on its own
+            self._log("warning", "bridge.joined_record_refused", key=(record.topic, type(exc).__name__), topic=record.topic,
+                      size=len(record.value), messages=len(record.parts), error=describe(exc), action="split and retried")
+            for part in record.parts:
+                self._outbox.put(replace(part, alone=True))
             return
         failures = record.failures + 1
         if failures < RECORD_ATTEMPTS:

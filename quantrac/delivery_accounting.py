@@ -13,16 +13,18 @@ import threading
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import psycopg
 import structlog
 
-from quantrac.batch_columns import BatchColumns, as_columns
 from quantrac.db import where_clause
 from quantrac.domain import Reading
 from quantrac.failures import describe, is_record_failure
 from quantrac.safe_text import safe_text
+
+if TYPE_CHECKING:  # numpy is the worker's: the bridge, which counts here too, starts without it
+    from quantrac.batch_columns import BatchColumns
 
 log = structlog.get_logger(__name__)
 
@@ -124,6 +126,8 @@ def store_counts(readings: BatchColumns | Sequence[Reading], new: BatchColumns |
     new = readings not seen before; conflicts = readings whose key was stored with another value
     (dead-lettered); every other reading repeated a stored one exactly (a duplicate).
     """
+    from quantrac.batch_columns import as_columns
+
     hour = hour_of(at)
     received = as_columns(readings).per_station()
     stored = Counter(as_columns(new).per_station())

@@ -41,6 +41,7 @@ class Settings(BaseSettings):
     mqtt_tls_ca_file: Path | None = Field(None, description="CA certificate of the broker's TLS listener; when set, clients connect with TLS.")
     mosquitto_tls_port: int | None = Field(None, description="Extra TLS listener of the local Mosquitto, certificate from a CA generated under run_dir.")
     bridge_max_inflight: int = Field(1000, description="Most unacknowledged MQTT messages the bridge holds (its MQTT 5 receive maximum).")
+    bridge_record_max_bytes: int = Field(256 * 1024, ge=0, description="The bridge joins the readings of one station's messages that wait for Kafka together into one record of at most this size (and at most half of kafka_max_request_bytes); 0: one record per message.")
     bridge_counts_flush_s: float = Field(30.0, description="How often the bridge adds its per-station delivery counts to PostgreSQL.")
     delivery_late_after_s: int = Field(3600, description="Readings received this long after their event time are counted as late in delivery accounting (and still stored).")
     mqtt_shared_group: str = Field("", description="MQTT shared-subscription group of the bridges (`$share/<group>/...`); empty: one bridge takes every message.")

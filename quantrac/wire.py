@@ -1,7 +1,8 @@
 """The Kafka record formats shared by every stage (JSON, version field `v`).
 
-`quantrac.readings`: one record per station message, keyed by station id, so a station's
-readings stay in order on one partition.
+`quantrac.readings`: a batch of one station's readings, keyed by station id, so a station's
+readings stay in order on one partition (the bridge joins the messages of a station that wait
+together into one record: `join_wire_readings`).
 `quantrac.readings.deadletter`: one record per rejection, with the original bytes.
 `quantrac.alerts`: one record per alert transition.
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 from datetime import datetime
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import orjson
 
@@ -38,6 +39,25 @@ def encode_wire_readings(station_id: str, readings: list[dict[str, Any]], receiv
         "received_at": received_at.isoformat(),
         "readings": readings,
     })
+
+
+_READINGS_KEY = b'"readings":['
+
+
+def join_wire_readings(values: Sequence[bytes]) -> bytes:
+    """One record holding the readings of `values`, in order; the receive time is the last one's.
+
+    `values` are `encode_wire_readings` records of one station and one source. The result is
+    byte for byte `encode_wire_readings` of their readings joined with the last record's
+    `received_at`, made without decoding them: in JSON a quote inside a string is always escaped,
+    so the first `"readings":[` of a record is its last key, and the record ends with `]}`.
+    """
+    if len(values) == 1:
+        return bytes(values[0])
+    last = values[-1]
+    head = last.index(_READINGS_KEY) + len(_READINGS_KEY)
+    bodies = [value[value.index(_READINGS_KEY) + len(_READINGS_KEY):-2] for value in values]
+    return b"".join((last[:head], b",".join([body for body in bodies if body]), b"]}"))
 
 
 def decode_readings(raw: bytes) -> tuple[list[Reading], datetime]:
