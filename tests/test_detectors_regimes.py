@@ -191,3 +191,100 @@ def test_drift_judges_the_morning_against_the_days_spread_not_the_nights() -> No
     assert sum(f[2 * 1440:]) == 0
     g = flags(CusumDrift(**WORKER_DRIFT, seasonal_spread=False), on_off_flow(7, seed=3))
     assert sum(g[2 * 1440:]) > 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.floats(0.0, 500.0, allow_nan=False), min_size=30, max_size=400), st.sampled_from([0.5, 0.1, 0.01]))
+def test_the_tail_read_within_its_bin_stays_in_the_bin_the_middle_is_read_from(scores: list[float], p: float) -> None:
+    tail = TailQuantile()
+    for s in scores:
+        tail.update(s)
+    middle, within = tail.quantile(p), tail.interpolated(p)
+    if middle == 0.0:
+        assert within == 0.0
+    else:
+        half_bin = 2.0 ** (0.5 / BINS_PER_OCTAVE)
+        assert middle / half_bin * (1 - 1e-12) <= within <= middle * half_bin * (1 + 1e-12)
+
+
+@pytest.mark.parametrize("scores", [1440, 3000, 10_000])
+def test_a_blended_tail_swings_less_between_weeks_of_the_same_noise_than_the_read_one(scores: int) -> None:
+    """Before (`tail_blend` off), q(0.001) read at the middle of its bin moved in 19 % steps between seeds of |t(3)|
+    scores (exact q 12.9), and the threshold, its square, in 41 % steps."""
+    read, blended = [], []
+    for seed in range(16):
+        tail = TailQuantile()
+        for s in np.abs(np.random.default_rng(seed).standard_t(3, scores)).tolist():
+            tail.update(s)
+        read.append(tail.quantile(0.001))
+        blended.append(tail.blended(0.001, 0.01))
+    assert np.std(np.log(blended)) < 0.75 * np.std(np.log(read))
+    assert 0.75 < np.exp(np.mean(np.log(blended))) / 12.92 < 1.25
+
+
+def test_the_tail_blend_needs_a_fitted_tail() -> None:
+    with pytest.raises(ValueError, match="tail_blend"):
+        RobustSpike(tail_blend=True)
+
+
+@pytest.mark.parametrize("blend", [False, True])
+def test_a_score_against_the_instruments_step_alone_is_not_counted_in_a_blended_tail(blend: bool) -> None:
+    """A constant window (MAD 0): a change of five steps scores 5 against the step, which says nothing of the noise."""
+    det = RobustSpike(window=10, threshold=8.0, grace_period=5, resolution=0.1, tail_ref=5.5, tail_fit=0.01, tail_blend=blend)
+    flags(det, [40.0] * 20)
+    counted = det._tail.total
+    det.update(40.5, T0)
+    assert det._tail.total == counted + (0.0 if blend else 1.0)
+
+
+@pytest.mark.parametrize("seed", [19])
+def test_the_first_morning_of_an_on_off_flow_leaves_the_threshold_alone(seed: int) -> None:
+    """A series that starts at midnight reads 0 until 06:00; as the day's flow fills a window of zeros its MAD is 0
+    and every reading scores tens of steps. Counted in the blended tail (before), they raised the threshold, which
+    let more be learned and counted, to a threshold in the thousands by night (this seed) that missed a stuck
+    stretch days later."""
+    det = RobustSpike(**WORKER_SPIKE)
+    flags(det, on_off_flow(2, seed))
+    assert det._bar() < 1.5 * WORKER_SPIKE["threshold"]
+
+
+def spill_then_drift(seed: int) -> tuple[np.ndarray, int]:
+    """Three days of a 5-minute flow (100 +- 5, a daily swing): three times the flow from 21:00 to 23:00 on day 2, and on
+    day 3 from 21:00 a climb to three times within 50 minutes that stays."""
+    t = np.arange(3 * 288)
+    x = 100 + 20 * np.sin(2 * np.pi * t / 288) + np.random.default_rng(seed).normal(0, 5, t.size)
+    x[288 + 252:288 + 276] *= 3
+    start = 2 * 288 + 252
+    x[start:] *= 1 + 2 * np.minimum(1.0, (t[start:] - start) / 10)
+    return x, start
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_drift_at_the_hour_of_yesterdays_spill_is_caught_within_those_hours_with_bounded_learning(seed: int) -> None:
+    """Without `learn_clip` the spill, once its alarms rebuilt the baseline, taught 21:00-23:00 a level and a spread that
+    hid the next day's drift until those hours were over (as on HD-VIETHOA-WW01's Flow in the incident run)."""
+    x, start = spill_then_drift(seed)
+    first = {}
+    for clip in (None, WORKER_DRIFT["learn_clip"]):
+        hits = flags(CusumDrift(**{**WORKER_DRIFT, "learn_clip": clip}), x, step_min=5.0)[start:]
+        first[clip] = hits.index(True) if True in hits else len(hits)
+    assert first[WORKER_DRIFT["learn_clip"]] < 24 <= first[None]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.floats(-1e4, 1e4, allow_nan=False), st.floats(0.5, 8.0))
+def test_one_learned_value_moves_its_profile_bin_by_at_most_the_clip(value: float, clip: float) -> None:
+    """Huber's bounded influence: at most the bin's weight times `learn_clip` scales; the instrument's step still
+    learns the value itself, as it does without the clip."""
+    clipped = CusumDrift(grace_period=0, season_s=3600.0, season_bins=1, learn_clip=clip, resolution=0.01)
+    free = CusumDrift(grace_period=0, season_s=3600.0, season_bins=1, resolution=0.01)
+    for det in (clipped, free):
+        flags(det, [10.0, 10.2, 9.8, 10.1, 9.9] * 4)
+    before = clipped.profile[0]
+    spread = max(np.sqrt(clipped._profile_var[0]), np.sqrt(clipped._baseline.var), 0.01)
+    for det in (clipped, free):
+        det.update(value, T0 + timedelta(minutes=20))
+    moved, free_moved = abs(clipped.profile[0] - before), abs(free.profile[0] - before)
+    assert moved <= 0.05 * clip * spread * (1 + 1e-9)
+    assert moved <= free_moved * (1 + 1e-9)
+    assert clipped.state()["step"] == free.state()["step"]

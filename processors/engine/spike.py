@@ -49,6 +49,7 @@ class SpikeBank(Rows):
         self.tail_ref = self.optional("tail_ref", 6.5)
         self.tail_fit = self.optional("tail_fit")
         self.tail_power = get("tail_power", 2.0)
+        self.tail_blend = get("tail_blend", False, bool)
         n = len(self.params)
         self.ring = Ring(self.window)
         self.stepper = StepArrays(n)
@@ -115,7 +116,11 @@ class SpikeBank(Rows):
         fit = self.tail_fit[rows]
         q = self.tail.quantile(rows, self.tail_p[rows])
         if not np.isnan(fit).all():
-            q = np.where(np.isnan(fit), q, self.tail.extrapolated(rows, self.tail_p[rows], np.nan_to_num(fit, nan=0.5)))
+            fitted = np.nan_to_num(fit, nan=0.5)
+            q = np.where(np.isnan(fit), q, self.tail.extrapolated(rows, self.tail_p[rows], fitted))
+            blend = self.tail_blend[rows]
+            if blend.any():
+                q[blend] = self.tail.blended(rows[blend], self.tail_p[rows[blend]], fitted[blend])
         with np.errstate(invalid="ignore"):
             adaptive = np.where(np.isnan(ref), threshold, threshold * np.maximum(1.0, q / ref) ** self.tail_power[rows])
         off = self.threshold_off[rows]
@@ -212,7 +217,8 @@ class SpikeBank(Rows):
         self.run[rows[anomalous]] += 1
         run = self.run[rows]
         opens = anomalous & (run == 1)
-        self.tail.update(rows[opens | normal], score[opens | normal])
+        counted = (opens | normal) & (~self.tail_blend[rows] | (MAD_TO_SIGMA * mad >= floor))
+        self.tail.update(rows[counted], score[counted])
         limit = self.relearn_after[rows]
         rebuilt = anomalous & (limit != _NONE) & (run >= limit)
         level = np.full(rows.size, np.nan)
