@@ -217,6 +217,18 @@ def test_a_score_against_the_instruments_step_alone_is_not_counted_in_a_blended_
     assert det._tail.total == counted + (0.0 if blend else 1.0)
 
 
+@pytest.mark.parametrize("blend", [False, True])
+def test_consecutive_scores_above_the_threshold_count_once_in_a_blended_tail(blend: bool) -> None:
+    """A ramp learned under a raised threshold (here `tail_ref` makes it huge) is one excursion, not one score per
+    reading: counted per reading (before), a temperature climbing 13 MADs a reading raised its own threshold from 12
+    to 337 in the incident run."""
+    det = RobustSpike(window=30, threshold=4.0, grace_period=10, tail_ref=0.1, tail_fit=0.01, tail_blend=blend)
+    flags(det, 10.0 + np.random.default_rng(3).normal(0.0, 1.0, 200))
+    counted = det._tail.total
+    assert not any(flags(det, [20.0, 22.0, 24.0, 10.0]))
+    assert det._tail.total == counted + (2.0 if blend else 4.0)
+
+
 @pytest.mark.parametrize("seed", [19])
 def test_the_first_morning_of_an_on_off_flow_leaves_the_threshold_alone(seed: int) -> None:
     """A series that starts at midnight reads 0 until 06:00; as the day's flow fills a window of zeros its MAD is 0

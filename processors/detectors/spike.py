@@ -83,9 +83,11 @@ class RobustSpike(Detector):
         (:meth:`TailQuantile.blended`), which swings less between weeks of the same noise than either and
         leans on neither's assumption alone. And a score judged against the instrument's step alone (the
         window's MAD is 0, or below the step) is not counted in the tail: it counts steps, not spreads, so
-        it says nothing of how heavy the noise is. Counted, such scores raise the threshold, which lets more
-        of them be learned and counted: on a flow whose first morning rose from a night of zeros, the
-        threshold ran away to thousands and missed a stuck stretch days later. The worker runs it
+        it says nothing of how heavy the noise is. Nor is a score above ``threshold`` that follows another:
+        consecutive scores above it are one excursion (a ramp, a level rising), learned or flagged, and count
+        once, as an anomalous run does. Counted, either raises the threshold, which lets more of them be
+        learned and counted: on a flow whose first morning rose from a night of zeros, and on a temperature
+        ramping up 13 MADs a reading, the threshold ran away to hundreds or thousands. The worker runs it
         (docs/detection.md "Heavy tails").
 
     Examples
@@ -153,6 +155,7 @@ class RobustSpike(Detector):
         self._buffer = RingBuffer(window)
         self._n = 0
         self._run = 0
+        self._over = False
 
     @classmethod
     def _unit_test_params(cls) -> dict[str, Any]:
@@ -183,12 +186,15 @@ class RobustSpike(Detector):
         if mad == 0.0 and floor == 0.0 and x != center:
             # A constant window and no step learned yet: nothing tells how large a change is; the first one sets the step.
             self._run = 0
+            self._over = False
             self._learn(x)
             return Verdict(False, 0.0, self.name, f"value {fmt(x)} is the first change from a constant {fmt(center)}; "
                                                   "its size is learned as the instrument's step")
         scale = max(MAD_TO_SIGMA * mad, floor) + self.eps
-        counted = not self.tail_blend or MAD_TO_SIGMA * mad >= floor
         score = abs(x - center) / scale
+        over = score > self.threshold
+        counted = not self.tail_blend or (MAD_TO_SIGMA * mad >= floor and not (over and self._over))
+        self._over = over
         direction = "above" if x >= center else "below"
         detail = f"value {fmt(x)} is {score:.4g} MADs {direction} the rolling median {fmt(center)} (scale {fmt(scale)})"
         known = self._known.match(x, self.threshold, floor) if score > self.threshold else None
@@ -260,17 +266,19 @@ class RobustSpike(Detector):
         self._buffer = RingBuffer(self.window)
         self._n = 0
         self._run = 0
+        self._over = False
 
     def state(self) -> dict[str, Any]:
         """The window, counts, step, known levels and tail histogram, as JSON for `from_state`."""
-        return {"buffer": self._buffer.to_list(), "n": self._n, "run": self._run, "step": self._step.state(),
-                "levels": self._known.state(), "tail": self._tail.state()}
+        return {"buffer": self._buffer.to_list(), "n": self._n, "run": self._run, "over": self._over,
+                "step": self._step.state(), "levels": self._known.state(), "tail": self._tail.state()}
 
     def load_state(self, state: dict[str, Any]) -> None:
         """Resume from `state()`."""
         self._buffer = RingBuffer.from_list(self.window, state["buffer"])
         self._n = int(state["n"])
         self._run = int(state["run"])
+        self._over = bool(state.get("over", False))
         self._step = StepEstimate()
         self._step.load_state(state.get("step"))
         self._known = KnownLevels(self.levels)

@@ -57,12 +57,14 @@ class SpikeBank(Rows):
         self.tail = TailRows(n)
         self.n = np.zeros(n, dtype=np.int64)
         self.run = np.zeros(n, dtype=np.int64)
+        self.over = np.zeros(n, dtype=bool)
 
     def load(self, row: int, state: dict[str, Any]) -> None:
         """Row `row` from a `RobustSpike.state()`."""
         self.ring.load(row, state["buffer"])
         self.n[row] = int(state["n"])
         self.run[row] = int(state["run"])
+        self.over[row] = bool(state.get("over", False))
         self.stepper.load(row, state.get("step"))
         self.levels.load(row, state.get("levels"))
         self.tail.load(row, state.get("tail"))
@@ -70,14 +72,15 @@ class SpikeBank(Rows):
     def state(self, row: int) -> dict[str, Any]:
         """Row `row` as `RobustSpike.state()`."""
         return {"buffer": self.ring.to_list(row), "n": int(self.n[row]), "run": int(self.run[row]),
-                "step": self.stepper.state(row), "levels": self.levels.state(row), "tail": self.tail.state(row)}
+                "over": bool(self.over[row]), "step": self.stepper.state(row), "levels": self.levels.state(row),
+                "tail": self.tail.state(row)}
 
     def states(self, rows: np.ndarray) -> list[dict[str, Any]]:
         """`state` of each of `rows`, gathered column by column."""
-        return [{"buffer": buffer, "n": n, "run": run, "step": step, "levels": levels, "tail": tail}
-                for buffer, n, run, step, levels, tail in zip(
-                    self.ring.to_lists(rows), self.n[rows].tolist(), self.run[rows].tolist(), self.stepper.states(rows),
-                    self.levels.states(rows), self.tail.states(rows), strict=True)]
+        return [{"buffer": buffer, "n": n, "run": run, "over": over, "step": step, "levels": levels, "tail": tail}
+                for buffer, n, run, over, step, levels, tail in zip(
+                    self.ring.to_lists(rows), self.n[rows].tolist(), self.run[rows].tolist(), self.over[rows].tolist(),
+                    self.stepper.states(rows), self.levels.states(rows), self.tail.states(rows), strict=True)]
 
     def relearn(self, rows: np.ndarray, gap_s: np.ndarray | None = None) -> None:
         """`RobustSpike.relearn` on `rows`: warm up again, keeping the step, the known levels and the tail."""
@@ -87,6 +90,7 @@ class SpikeBank(Rows):
         self.ring.clear(rows)
         self.n[rows] = 0
         self.run[rows] = 0
+        self.over[rows] = False
 
     def _learn(self, rows: np.ndarray, x: np.ndarray) -> None:
         self.ring.append(rows, x)
@@ -202,6 +206,9 @@ class SpikeBank(Rows):
         with np.errstate(divide="ignore", invalid="ignore"):
             score = np.where(first, 0.0, np.abs(x - compared) / scale)
         threshold = self.threshold[rows]
+        over = score > threshold
+        fresh = (MAD_TO_SIGMA * mad >= floor) & ~(over & self.over[rows])
+        self.over[rows] = over
         known = np.full(rows.size, -1)
         candidates = ~first & (score > threshold) & (self.levels.count[rows] > 0)
         if candidates.any():
@@ -217,7 +224,7 @@ class SpikeBank(Rows):
         self.run[rows[anomalous]] += 1
         run = self.run[rows]
         opens = anomalous & (run == 1)
-        counted = (opens | normal) & (~self.tail_blend[rows] | (MAD_TO_SIGMA * mad >= floor))
+        counted = (opens | normal) & (~self.tail_blend[rows] | fresh)
         self.tail.update(rows[counted], score[counted])
         limit = self.relearn_after[rows]
         rebuilt = anomalous & (limit != _NONE) & (run >= limit)
