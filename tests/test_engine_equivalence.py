@@ -31,7 +31,8 @@ def spike_params() -> st.SearchStrategy[dict[str, Any]]:
         "resolution": st.sampled_from([None, None, 0.01, 0.5]), "center_window": st.sampled_from([None, 0, 1, 3, 5]),
         "threshold_off": st.sampled_from([None, 2.0]), "levels": st.integers(0, 3),
         "tail_p": st.sampled_from([0.001, 0.05]), "tail_ref": st.sampled_from([None, 1.0, 6.5]),
-        "tail_fit": st.sampled_from([None, 0.1, 0.5]), "tail_power": st.sampled_from([2.0, 2.5])})
+        "tail_fit": st.sampled_from([None, 0.1, 0.5]), "tail_power": st.sampled_from([2.0, 2.5]),
+        "tail_blend": st.booleans()}).map(lambda d: {**d, "tail_blend": d["tail_blend"] and d["tail_fit"] is not None})
 
 
 def stamp(t: float) -> datetime:
@@ -135,7 +136,8 @@ def drift_params() -> st.SearchStrategy[dict[str, Any]]:
         "grace_period": st.integers(0, 10), "eps": st.sampled_from([1e-9, 1e-6]), "relearn_after": st.sampled_from([None, 1, 3]),
         "season_s": st.sampled_from([None, 3600.0, 86400.0]), "season_bins": st.integers(1, 6),
         "season_alpha": st.sampled_from([0.05, 0.3]), "decorrelate": st.booleans(), "clip": st.sampled_from([None, 1.0, 4.0]),
-        "resolution": st.sampled_from([None, None, 0.01, 0.5]), "seasonal_spread": st.booleans()})
+        "resolution": st.sampled_from([None, None, 0.01, 0.5]), "seasonal_spread": st.booleans(),
+        "learn_clip": st.sampled_from([None, None, 1.0, 4.0])})
 
 
 def test_drift_bank_flags_what_cusum_drift_flags_with_a_daily_profile() -> None:

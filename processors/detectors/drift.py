@@ -78,6 +78,14 @@ class CusumDrift(Detector):
         Smallest step the instrument reports; floors the standard deviation, so that a quantised
         series whose values mostly repeat does not sum tiny deviations into a drift. None: learned
         from the data (half the smallest non-zero change between consecutive learned values).
+    learn_clip
+        Bounded influence (Huber) on the daily profile: a value learned farther than ``learn_clip`` times the
+        scale from its bin's usual level is learned as if it lay at ``learn_clip`` on the same side (the
+        scale: the larger of the bin's spread, the deviations' standard deviation and the resolution; once the
+        bin holds two values). An incident the detector has taken as the new normal (a spill of three times the
+        flow, after its alarms rebuilt the baseline) then cannot teach that hour of the day a level and a spread
+        that hide the next incident at the same hour. The instrument's step still learns the value itself.
+        None: every learned value counts in full.
 
     Examples
     --------
@@ -113,11 +121,14 @@ class CusumDrift(Detector):
         clip: float | None = None,
         resolution: float | None = None,
         seasonal_spread: bool = True,
+        learn_clip: float | None = None,
     ) -> None:
         if not 0.0 < alpha <= 1.0 or k < 0 or h <= 0 or grace_period < 0 or eps < 0:
             raise ValueError("0 < alpha <= 1, k >= 0, h > 0, grace_period >= 0 and eps >= 0 are required")
         if (season_s is not None and season_s <= 0) or season_bins < 1 or not 0.0 < season_alpha <= 1.0:
             raise ValueError("season_s > 0 (or None), season_bins >= 1 and 0 < season_alpha <= 1 are required")
+        if learn_clip is not None and learn_clip <= 0:
+            raise ValueError("learn_clip > 0 is required")
         self.alpha = alpha
         self.k = k
         self.h = h
@@ -131,6 +142,7 @@ class CusumDrift(Detector):
         self.clip = clip
         self.resolution = resolution
         self.seasonal_spread = seasonal_spread
+        self.learn_clip = learn_clip
         self._step = StepEstimate()
         self._reset_baseline()
         self._pos = 0.0
@@ -145,7 +157,7 @@ class CusumDrift(Detector):
     def _unit_test_params(cls) -> dict[str, Any]:
         return {"alpha": 0.05, "k": 0.5, "h": 4.0, "grace_period": 5, "eps": 1e-6, "relearn_after": 10,
                 "season_s": 3600.0, "season_bins": 6, "season_alpha": 0.2, "decorrelate": True,
-                "clip": 4.0, "resolution": None}
+                "clip": 4.0, "resolution": None, "learn_clip": 3.0}
 
     def _reset_baseline(self) -> None:
         self._baseline = EWVar(self.alpha)
@@ -257,6 +269,7 @@ class CusumDrift(Detector):
         if self.season_s is None:
             self._learn_deviation(x)
             return
+        x = self._bounded(x, b)
         if self._profile_n[b]:
             self._learn_deviation(x - self._profile[b])
         self._profile_n[b] += 1
@@ -264,6 +277,15 @@ class CusumDrift(Detector):
         d = x - self._profile[b]
         self._profile[b] += a * d
         self._profile_var[b] = (1.0 - a) * (self._profile_var[b] + a * d * d)
+
+    def _bounded(self, x: float, b: int) -> float:
+        """``x`` pulled in to ``learn_clip`` scales from bin ``b``'s usual level (``x`` itself when nearer, or no clip)."""
+        if self.learn_clip is None or self._profile_n[b] < 2:
+            return x
+        scale = max(math.sqrt(self._profile_var[b]), math.sqrt(self._baseline.var), self._step.floor(self.resolution))
+        reach = self.learn_clip * scale
+        d = x - self._profile[b]
+        return self._profile[b] + math.copysign(reach, d) if abs(d) > reach else x
 
     def _learn_deviation(self, y: float) -> None:
         d = y - self._baseline.mean

@@ -78,6 +78,17 @@ class RobustSpike(Detector):
         The exponent of ``q / tail_ref`` in the tail-adaptive threshold (2: extrapolate one decade of
         rarity past ``q``). 2.5 kept the heavy-tailed stress series to 1 false alarm in its worst week,
         but it also missed 3 of 32 +150 spikes that 2 catches; the worker keeps 2.
+    tail_blend
+        With ``tail_fit``: ``q`` is the geometric mean of the quantile read within its bin and the fitted one
+        (:meth:`TailQuantile.blended`), which swings less between weeks of the same noise than either and
+        leans on neither's assumption alone. And a score judged against the instrument's step alone (the
+        window's MAD is 0, or below the step) is not counted in the tail: it counts steps, not spreads, so
+        it says nothing of how heavy the noise is. Nor is a score above ``threshold`` that follows another:
+        consecutive scores above it are one excursion (a ramp, a level rising), learned or flagged, and count
+        once, as an anomalous run does. Counted, either raises the threshold, which lets more of them be
+        learned and counted: on a flow whose first morning rose from a night of zeros, and on a temperature
+        ramping up 13 MADs a reading, the threshold ran away to hundreds or thousands. The worker runs it
+        (docs/detection.md "Heavy tails").
 
     Examples
     --------
@@ -110,6 +121,7 @@ class RobustSpike(Detector):
         tail_ref: float | None = 6.5,
         tail_fit: float | None = None,
         tail_power: float = 2.0,
+        tail_blend: bool = False,
     ) -> None:
         if window < 1 or grace_period < 0 or threshold <= 0 or eps < 0 or (resolution is not None and resolution < 0):
             raise ValueError("window >= 1, grace_period >= 0, threshold > 0, eps >= 0 and resolution >= 0 are required")
@@ -121,6 +133,8 @@ class RobustSpike(Detector):
             raise ValueError("tail_p < tail_fit < 1 (or None) is required")
         if tail_power < 1.0:
             raise ValueError("tail_power >= 1 is required")
+        if tail_blend and tail_fit is None:
+            raise ValueError("tail_blend needs tail_fit")
         self.window = window
         self.threshold = threshold
         self.grace_period = grace_period
@@ -134,18 +148,20 @@ class RobustSpike(Detector):
         self.tail_ref = tail_ref
         self.tail_fit = tail_fit
         self.tail_power = tail_power
+        self.tail_blend = tail_blend
         self._known = KnownLevels(levels)
         self._tail = TailQuantile()
         self._step = StepEstimate()
         self._buffer = RingBuffer(window)
         self._n = 0
         self._run = 0
+        self._over = False
 
     @classmethod
     def _unit_test_params(cls) -> dict[str, Any]:
         return {"window": 20, "threshold": 4.0, "grace_period": 5, "eps": 1e-6, "relearn_after": 15, "resolution": None,
                 "center_window": None, "threshold_off": 2.5, "levels": 2, "tail_p": 0.01, "tail_ref": 2.0,
-                "tail_fit": 0.05, "tail_power": 2.5}
+                "tail_fit": 0.05, "tail_power": 2.5, "tail_blend": True}
 
     def median_mad(self) -> tuple[float, float]:
         """Median and MAD of the current window (NaN when empty)."""
@@ -170,11 +186,15 @@ class RobustSpike(Detector):
         if mad == 0.0 and floor == 0.0 and x != center:
             # A constant window and no step learned yet: nothing tells how large a change is; the first one sets the step.
             self._run = 0
+            self._over = False
             self._learn(x)
             return Verdict(False, 0.0, self.name, f"value {fmt(x)} is the first change from a constant {fmt(center)}; "
                                                   "its size is learned as the instrument's step")
         scale = max(MAD_TO_SIGMA * mad, floor) + self.eps
         score = abs(x - center) / scale
+        over = score > self.threshold
+        counted = not self.tail_blend or (MAD_TO_SIGMA * mad >= floor and not (over and self._over))
+        self._over = over
         direction = "above" if x >= center else "below"
         detail = f"value {fmt(x)} is {score:.4g} MADs {direction} the rolling median {fmt(center)} (scale {fmt(scale)})"
         known = self._known.match(x, self.threshold, floor) if score > self.threshold else None
@@ -186,7 +206,7 @@ class RobustSpike(Detector):
         bar = self._bar()
         if score > bar:
             self._run += 1
-            if self._run == 1:
+            if self._run == 1 and counted:
                 self._tail.update(score)
             if self.relearn_after is not None and self._run >= self.relearn_after:
                 self._leave(floor)
@@ -198,7 +218,8 @@ class RobustSpike(Detector):
             return Verdict(True, score, self.name, detail)
         self._run = 0
         self._learn(x)
-        self._tail.update(score)
+        if counted:
+            self._tail.update(score)
         return Verdict(False, score, self.name, detail)
 
     def _bar(self) -> float:
@@ -207,7 +228,12 @@ class RobustSpike(Detector):
             return self.threshold_off
         if self.tail_ref is None:
             return self.threshold
-        q = self._tail.quantile(self.tail_p) if self.tail_fit is None else self._tail.extrapolated(self.tail_p, self.tail_fit)
+        if self.tail_fit is None:
+            q = self._tail.quantile(self.tail_p)
+        elif self.tail_blend:
+            q = self._tail.blended(self.tail_p, self.tail_fit)
+        else:
+            q = self._tail.extrapolated(self.tail_p, self.tail_fit)
         return self.threshold * max(1.0, q / self.tail_ref) ** self.tail_power
 
     def _leave(self, floor: float) -> None:
@@ -240,17 +266,19 @@ class RobustSpike(Detector):
         self._buffer = RingBuffer(self.window)
         self._n = 0
         self._run = 0
+        self._over = False
 
     def state(self) -> dict[str, Any]:
         """The window, counts, step, known levels and tail histogram, as JSON for `from_state`."""
-        return {"buffer": self._buffer.to_list(), "n": self._n, "run": self._run, "step": self._step.state(),
-                "levels": self._known.state(), "tail": self._tail.state()}
+        return {"buffer": self._buffer.to_list(), "n": self._n, "run": self._run, "over": self._over,
+                "step": self._step.state(), "levels": self._known.state(), "tail": self._tail.state()}
 
     def load_state(self, state: dict[str, Any]) -> None:
         """Resume from `state()`."""
         self._buffer = RingBuffer.from_list(self.window, state["buffer"])
         self._n = int(state["n"])
         self._run = int(state["run"])
+        self._over = bool(state.get("over", False))
         self._step = StepEstimate()
         self._step.load_state(state.get("step"))
         self._known = KnownLevels(self.levels)

@@ -36,6 +36,7 @@ class DriftBank(Rows):
         self.cap = np.where(np.isnan(clip), self.h / 2.0, np.minimum(clip, self.h / 2.0))
         self.resolution = self.optional("resolution")
         self.spread = get("seasonal_spread", True, bool)
+        self.learn_clip = self.optional("learn_clip")
         n, width = len(self.params), max(int(self.bins.max()) if self.params else 1, 1)
         self.stepper = StepArrays(n)
         self.count = np.zeros(n, dtype=np.int64)
@@ -133,6 +134,7 @@ class DriftBank(Rows):
         seasonal = ~np.isnan(self.season_s[rows])
         self._learn_deviation(rows[~seasonal], x[~seasonal])
         rows, x, b = rows[seasonal], x[seasonal], b[seasonal]
+        x = self._bounded(rows, x, b)
         known = self.profile_n[rows, b] > 0
         self._learn_deviation(rows[known], x[known] - self.profile[rows[known], b[known]])
         self.profile_n[rows, b] += 1
@@ -140,6 +142,17 @@ class DriftBank(Rows):
         d = x - self.profile[rows, b]
         self.profile[rows, b] += a * d
         self.profile_var[rows, b] = (1.0 - a) * (self.profile_var[rows, b] + a * d * d)
+
+    def _bounded(self, rows: np.ndarray, x: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """`CusumDrift._bounded`: each value pulled in to `learn_clip` scales from its bin's usual level."""
+        clip = self.learn_clip[rows]
+        scale = np.maximum(np.maximum(np.sqrt(self.profile_var[rows, b]), np.sqrt(self.var[rows])),
+                           self.stepper.floor(rows, self.resolution[rows]))
+        reach = clip * scale
+        d = x - self.profile[rows, b]
+        with np.errstate(invalid="ignore"):
+            far = ~np.isnan(clip) & (self.profile_n[rows, b] >= 2) & (np.abs(d) > reach)
+        return np.where(far, self.profile[rows, b] + np.copysign(reach, d), x)
 
     def _bin(self, rows: np.ndarray, t: np.ndarray) -> np.ndarray:
         season = self.season_s[rows]

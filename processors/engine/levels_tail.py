@@ -122,14 +122,36 @@ class TailRows:
         self.counts[full] /= 2.0
         self.total[full] /= 2.0
 
-    def quantile(self, rows: np.ndarray, p: np.ndarray) -> np.ndarray:
-        """`TailQuantile.quantile(p)` per row."""
+    def _locate(self, rows: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`TailQuantile._locate` per row: the bin (-1: none), the share of its counts above the quantile, summed from the
+        top bin down as the class sums."""
         total = self.total[rows]
         need = np.maximum(p * total, FEWEST)
-        above = np.cumsum(self.counts[rows, ::-1], axis=1)
+        counts = self.counts[rows, ::-1]
+        above = np.cumsum(counts, axis=1)
         hit = above >= (need - 1e-9)[:, None]
-        k = BINS - 1 - np.argmax(hit, axis=1)
-        return np.where(hit.any(axis=1) & (total > 0.0), _MIDDLES[k], 0.0)
+        j = np.argmax(hit, axis=1)
+        idx = np.arange(rows.size)
+        below = np.where(j > 0, above[idx, np.maximum(j - 1, 0)], 0.0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            share = np.minimum(1.0, (need - below) / counts[idx, j])
+        return np.where(hit.any(axis=1) & (total > 0.0), BINS - 1 - j, -1), share
+
+    def quantile(self, rows: np.ndarray, p: np.ndarray) -> np.ndarray:
+        """`TailQuantile.quantile(p)` per row."""
+        k, _ = self._locate(rows, p)
+        return np.where(k > 0, _MIDDLES[np.maximum(k, 0)], 0.0)
+
+    def interpolated(self, rows: np.ndarray, p: np.ndarray) -> np.ndarray:
+        """`TailQuantile.interpolated(p)` per row, the power taken with Python's float as the class takes it."""
+        k, share = self._locate(rows, p)
+        return np.array([LOWEST * 2.0 ** ((b - s) / BINS_PER_OCTAVE) if b > 0 else 0.0
+                         for b, s in zip(k.tolist(), share.tolist(), strict=True)])
+
+    def blended(self, rows: np.ndarray, p: np.ndarray, fit: np.ndarray) -> np.ndarray:
+        """`TailQuantile.blended(p, fit)` per row."""
+        products = self.interpolated(rows, p) * self.extrapolated(rows, p, fit)
+        return np.array([math.sqrt(v) for v in products.tolist()])
 
     def extrapolated(self, rows: np.ndarray, p: np.ndarray, fit: np.ndarray) -> np.ndarray:
         """`TailQuantile.extrapolated(p, fit)` per row, summed in the same order so that it is the same float."""

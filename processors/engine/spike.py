@@ -49,6 +49,7 @@ class SpikeBank(Rows):
         self.tail_ref = self.optional("tail_ref", 6.5)
         self.tail_fit = self.optional("tail_fit")
         self.tail_power = get("tail_power", 2.0)
+        self.tail_blend = get("tail_blend", False, bool)
         n = len(self.params)
         self.ring = Ring(self.window)
         self.stepper = StepArrays(n)
@@ -56,12 +57,14 @@ class SpikeBank(Rows):
         self.tail = TailRows(n)
         self.n = np.zeros(n, dtype=np.int64)
         self.run = np.zeros(n, dtype=np.int64)
+        self.over = np.zeros(n, dtype=bool)
 
     def load(self, row: int, state: dict[str, Any]) -> None:
         """Row `row` from a `RobustSpike.state()`."""
         self.ring.load(row, state["buffer"])
         self.n[row] = int(state["n"])
         self.run[row] = int(state["run"])
+        self.over[row] = bool(state.get("over", False))
         self.stepper.load(row, state.get("step"))
         self.levels.load(row, state.get("levels"))
         self.tail.load(row, state.get("tail"))
@@ -69,14 +72,15 @@ class SpikeBank(Rows):
     def state(self, row: int) -> dict[str, Any]:
         """Row `row` as `RobustSpike.state()`."""
         return {"buffer": self.ring.to_list(row), "n": int(self.n[row]), "run": int(self.run[row]),
-                "step": self.stepper.state(row), "levels": self.levels.state(row), "tail": self.tail.state(row)}
+                "over": bool(self.over[row]), "step": self.stepper.state(row), "levels": self.levels.state(row),
+                "tail": self.tail.state(row)}
 
     def states(self, rows: np.ndarray) -> list[dict[str, Any]]:
         """`state` of each of `rows`, gathered column by column."""
-        return [{"buffer": buffer, "n": n, "run": run, "step": step, "levels": levels, "tail": tail}
-                for buffer, n, run, step, levels, tail in zip(
-                    self.ring.to_lists(rows), self.n[rows].tolist(), self.run[rows].tolist(), self.stepper.states(rows),
-                    self.levels.states(rows), self.tail.states(rows), strict=True)]
+        return [{"buffer": buffer, "n": n, "run": run, "over": over, "step": step, "levels": levels, "tail": tail}
+                for buffer, n, run, over, step, levels, tail in zip(
+                    self.ring.to_lists(rows), self.n[rows].tolist(), self.run[rows].tolist(), self.over[rows].tolist(),
+                    self.stepper.states(rows), self.levels.states(rows), self.tail.states(rows), strict=True)]
 
     def relearn(self, rows: np.ndarray, gap_s: np.ndarray | None = None) -> None:
         """`RobustSpike.relearn` on `rows`: warm up again, keeping the step, the known levels and the tail."""
@@ -86,6 +90,7 @@ class SpikeBank(Rows):
         self.ring.clear(rows)
         self.n[rows] = 0
         self.run[rows] = 0
+        self.over[rows] = False
 
     def _learn(self, rows: np.ndarray, x: np.ndarray) -> None:
         self.ring.append(rows, x)
@@ -115,7 +120,11 @@ class SpikeBank(Rows):
         fit = self.tail_fit[rows]
         q = self.tail.quantile(rows, self.tail_p[rows])
         if not np.isnan(fit).all():
-            q = np.where(np.isnan(fit), q, self.tail.extrapolated(rows, self.tail_p[rows], np.nan_to_num(fit, nan=0.5)))
+            fitted = np.nan_to_num(fit, nan=0.5)
+            q = np.where(np.isnan(fit), q, self.tail.extrapolated(rows, self.tail_p[rows], fitted))
+            blend = self.tail_blend[rows]
+            if blend.any():
+                q[blend] = self.tail.blended(rows[blend], self.tail_p[rows[blend]], fitted[blend])
         with np.errstate(invalid="ignore"):
             adaptive = np.where(np.isnan(ref), threshold, threshold * np.maximum(1.0, q / ref) ** self.tail_power[rows])
         off = self.threshold_off[rows]
@@ -197,6 +206,9 @@ class SpikeBank(Rows):
         with np.errstate(divide="ignore", invalid="ignore"):
             score = np.where(first, 0.0, np.abs(x - compared) / scale)
         threshold = self.threshold[rows]
+        over = score > threshold
+        fresh = (MAD_TO_SIGMA * mad >= floor) & ~(over & self.over[rows])
+        self.over[rows] = over
         known = np.full(rows.size, -1)
         candidates = ~first & (score > threshold) & (self.levels.count[rows] > 0)
         if candidates.any():
@@ -212,7 +224,8 @@ class SpikeBank(Rows):
         self.run[rows[anomalous]] += 1
         run = self.run[rows]
         opens = anomalous & (run == 1)
-        self.tail.update(rows[opens | normal], score[opens | normal])
+        counted = (opens | normal) & (~self.tail_blend[rows] | fresh)
+        self.tail.update(rows[counted], score[counted])
         limit = self.relearn_after[rows]
         rebuilt = anomalous & (limit != _NONE) & (run >= limit)
         level = np.full(rows.size, np.nan)
