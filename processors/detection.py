@@ -46,7 +46,7 @@ from alerts.rules import (
 )
 from processors import rate_span, windows
 from processors.detection_banks import ChannelSpec, Judgements, LiveBanks, SeriesKey
-from processors.detection_state import CalibrationRun, FaultRun, ParameterState, StationState, load
+from processors.detection_state import CalibrationRun, DetectorState, FaultRun, ParameterState, StationState, load
 from processors.detectors import DETECTORS
 from processors.detectors.presets import hyperparameters, params_of, station_channels
 from processors.rule_columns import InstantColumns, MeanGate, instant_columns
@@ -219,7 +219,7 @@ class _Work:
         key = ",".join(group)
         gs = self.state.group(key)
 
-        def save(_: str, state: dict[str, Any]) -> None:
+        def save(_: str, state: DetectorState) -> None:
             gs.detector = state
 
         def spec() -> list[ChannelSpec]:
@@ -393,7 +393,7 @@ def _judge_batch(batch: Mapping[str, tuple[Station, StationState | dict[str, Any
     """Every station's pass, then the detectors once over the whole batch (`Judgements.run`); with `live` the
     states get the token of its rows, else none."""
     banks = LiveBanks() if live is None else live
-    judgements = Judgements(banks, open_keys, config.incident_hold_s, config.incident_refractory_s)
+    judgements = Judgements(banks, open_keys, config.incident_hold_s, config.incident_refractory_s, as_json=owned)
     works: list[_Work] = []
     found: list[Condition] = []
     late: list[Reading] = []
@@ -430,7 +430,8 @@ def _close_due(work: _Work, parameter: str, touched: windows.Touched, next_close
     if watermark >= next_close:
         found.extend(_due(work, list(state.parameters)))
         return min((windows.earliest_end(ps.windows) for ps in state.parameters.values()), default=math.inf)
-    found.extend(_judge_means(work, parameter, partial(windows.complete, touched, config.min_coverage)))
+    if windows.completes(touched):
+        found.extend(_judge_means(work, parameter, partial(windows.complete, touched, config.min_coverage)))
     return min(next_close, *(entry[windows.END] for _, _, entry in touched))
 
 

@@ -30,7 +30,7 @@ import numpy as np
 
 from alerts.rules import Condition, OpenKeys, judge_anomaly, judge_data_stopped
 from processors import windows
-from processors.detection_state import IncidentClaim, ParameterState, StationState
+from processors.detection_state import DetectorState, IncidentClaim, ParameterState, RowJson, StationState, plain
 from processors.detectors import DETECTORS, Detector, Verdict
 from processors.engine import advance
 from processors.engine.drift import DriftBank
@@ -164,7 +164,7 @@ class LiveBanks(dict[str, tuple[str, set[SeriesKey]]]):
             return set()
         return kept[1]
 
-    def row(self, key: SeriesKey, params_of: Callable[[], dict[str, Any]], saved: dict[str, Any] | None,
+    def row(self, key: SeriesKey, params_of: Callable[[], dict[str, Any]], saved: DetectorState | None,
             loaded: set[SeriesKey]) -> tuple[_Bank, int]:
         """The row of a series' detector: kept if in `loaded`, else loaded from `saved` (None: fresh) and added to it;
         `params_of` gives the detector's hyperparameters (asked only for a row to load)."""
@@ -186,7 +186,8 @@ class LiveBanks(dict[str, tuple[str, set[SeriesKey]]]):
             self.rows[key] = (bank_key, row)
         else:
             row = found[1]
-        holder.pending.append((row, saved if saved is not None else fresh.state()))
+        state = plain(saved)
+        holder.pending.append((row, state if state is not None else fresh.state()))
         loaded.add(key)
         return holder, row
 
@@ -215,7 +216,7 @@ class _Series:
     """Per channel, whether its details are needed from the start (its alert may be open)."""
     incident: ParameterState | None
     """Where the series' incident claim is kept (None: a group, whose verdicts are not joined)."""
-    save: Callable[[str, dict[str, Any]], None]
+    save: Callable[[str, DetectorState], None]
     events: list[int] = field(default_factory=list)
 
 
@@ -235,7 +236,7 @@ class _Event(NamedTuple):
     """The gap to relearn after (NaN: none)."""
 
 
-ChannelSpec = tuple[str, SeriesKey, Callable[[], dict[str, Any]], dict[str, Any] | None]
+ChannelSpec = tuple[str, SeriesKey, Callable[[], dict[str, Any]], DetectorState | None]
 """A series' detector channel as `Judgements.add_series` takes it: (detector, key, its hyperparameters, saved state)."""
 
 _Verdicts = tuple[list[bool], list[float], list[str | None]]
@@ -244,8 +245,12 @@ _Verdicts = tuple[list[bool], list[float], list[str | None]]
 class Judgements:
     """A batch's detector work: collected per series, advanced per bank, then joined and judged in series order."""
 
-    def __init__(self, live: LiveBanks, open_keys: OpenKeys | None, hold_s: float, refractory_s: float = 0.0) -> None:
+    def __init__(self, live: LiveBanks, open_keys: OpenKeys | None, hold_s: float, refractory_s: float = 0.0,
+                 as_json: bool = False) -> None:
         self.live, self.open_keys, self.hold_s, self.refractory_s = live, open_keys, hold_s, refractory_s
+        self.as_json = as_json
+        """Save the rows of banks that write JSON (`states_json`) as their text (`RowJson`): the caller writes the
+        states as JSON next (the worker), and reads them back only after a failed batch."""
         self.series: list[_Series] = []
         self.events: list[_Event] = []
         self.scalar: list[float] = []
@@ -253,7 +258,7 @@ class Judgements:
 
     def add_series(self, station: Station, label: str, series: tuple[str, str, str],
                    channels: Callable[[], Sequence[ChannelSpec]], loaded: set[SeriesKey],
-                   incident: ParameterState | None, save: Callable[[str, dict[str, Any]], None]) -> int | None:
+                   incident: ParameterState | None, save: Callable[[str, DetectorState], None]) -> int | None:
         """A series of a station with its channels (`LiveBanks.channels`); its index for `add`, None if it has no
         channel. A channel's details are formatted from the start when its key may have an open alert, or it holds
         the series' incident claim (its alert is open)."""
@@ -296,17 +301,24 @@ class Judgements:
 
     def _save(self) -> None:
         """Write every series' rows back into its state, each bank's rows gathered at once (`states`)."""
-        by_bank: dict[int, tuple[_Bank, list[int]]] = {}
+        by_bank: dict[int, tuple[_Bank, list[int], list[tuple[Callable[[str, DetectorState], None], str]]]] = {}
         for s in self.series:
             for ch in s.channels:
-                by_bank.setdefault(id(ch.holder), (ch.holder, []))[1].append(ch.row)
-        states: dict[tuple[int, int], dict[str, Any]] = {}
-        for key, (holder, rows) in by_bank.items():
-            bank = holder.materialise()
-            states.update(zip([(key, row) for row in rows], _states(bank, np.array(rows, dtype=np.int64)), strict=True))
-        for s in self.series:
-            for ch in s.channels:
-                s.save(ch.name, states[id(ch.holder), ch.row])
+                member = by_bank.get(id(ch.holder))
+                if member is None:
+                    member = by_bank[id(ch.holder)] = (ch.holder, [], [])
+                member[1].append(ch.row)
+                member[2].append((s.save, ch.name))
+        for holder, rows, targets in by_bank.values():
+            for (save, name), state in zip(targets, self._states(holder.materialise(), np.array(rows, dtype=np.int64)),
+                                           strict=True):
+                save(name, state)
+
+    def _states(self, bank: Any, rows: np.ndarray) -> Sequence[DetectorState]:
+        """The states of a bank's `rows`: as JSON text where wanted and the bank writes it, else gathered (`_states`)."""
+        if self.as_json and hasattr(bank, "states_json"):
+            return [RowJson(raw) for raw in bank.states_json(rows)]
+        return _states(bank, rows)
 
     def _advance(self) -> tuple[list[list[_Verdicts]], list[bool]]:
         """Per series, per channel: its bank's flags, scores and details over the batch's events (by event index); one

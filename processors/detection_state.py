@@ -31,6 +31,41 @@ VERSION = 2
 Json = dict[str, Any]
 
 
+class RowJson:
+    """A detector's learned state as the JSON text the worker's bank wrote for it (`processors.engine.row_json`).
+
+    The worker writes its stations' states as JSON after every batch: a row's text goes into it as is
+    (`to_json` gives it as an `orjson.Fragment`) and is parsed only if the state is read back.
+    """
+
+    __slots__ = ("raw",)
+
+    def __init__(self, raw: bytes) -> None:
+        self.raw = raw
+
+    def value(self) -> Json:
+        """The state as `Detector.state()` gives it."""
+        parsed: Json = orjson.loads(self.raw)
+        return parsed
+
+    def __eq__(self, other: object) -> bool:
+        return self.value() == (other.value() if isinstance(other, RowJson) else other)
+
+    __hash__ = None  # type: ignore[assignment]  # equal to the dict it spells, which is unhashable
+
+
+DetectorState = Json | RowJson
+
+
+def plain(state: DetectorState | None) -> Json | None:
+    """A detector's state as a dict, whichever form it is kept in."""
+    return state.value() if isinstance(state, RowJson) else state
+
+
+def _written(state: DetectorState | None) -> Json | orjson.Fragment | None:
+    return orjson.Fragment(state.raw) if isinstance(state, RowJson) else state
+
+
 @dataclass
 class FaultRun:
     """A run of device-fault readings (status 02) of one parameter, still open."""
@@ -86,8 +121,8 @@ class ParameterState:
     calibration: CalibrationRun | None = None
     """None until its first calibration reading."""
     incident: IncidentClaim | None = None
-    detectors: dict[str, Json] = field(default_factory=dict)
-    """Per detector name: its learned state (`Detector.state()`)."""
+    detectors: dict[str, DetectorState] = field(default_factory=dict)
+    """Per detector name: its learned state (`Detector.state()`, or its JSON text: `RowJson`)."""
 
     def to_json(self) -> Json:
         """The JSON form (version 2)."""
@@ -99,7 +134,7 @@ class ParameterState:
                 "incident": None if self.incident is None else {
                     "detector": self.incident.detector, "last_flag_t": self.incident.last_flag_t,
                     "ended": self.incident.ended},
-                "detectors": self.detectors}
+                "detectors": {name: _written(state) for name, state in self.detectors.items()}}
 
     @classmethod
     def from_json(cls, d: Json) -> ParameterState:
@@ -128,8 +163,8 @@ class GroupState:
 
     last_t: float | None = None
     """Event time (epoch s) of the newest complete vector scored; None before the first."""
-    detector: Json | None = None
-    """The group's detector's learned state (`Detector.state()`); None before it was built."""
+    detector: DetectorState | None = None
+    """The group's detector's learned state (`Detector.state()` or `RowJson`); None before it was built."""
 
 
 @dataclass
@@ -166,7 +201,7 @@ class StationState:
         """The JSON form, version `VERSION`; `token` only when set."""
         out: Json = {"version": VERSION, "newest_t": self.newest_t, "late_count": self.late_count, "plan": self.plan,
                      "parameters": {p: ps.to_json() for p, ps in self.parameters.items()},
-                     "groups": {g: {"last_t": gs.last_t, "detector": gs.detector} for g, gs in self.groups.items()}}
+                     "groups": {g: {"last_t": gs.last_t, "detector": _written(gs.detector)} for g, gs in self.groups.items()}}
         if self.token is not None:
             out["token"] = self.token
         return out

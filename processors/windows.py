@@ -132,6 +132,11 @@ def due(windows: dict[str, Any], watermark: float, min_coverage: float,
     return found
 
 
+def completes(touched: Touched) -> bool:
+    """Whether a bucket a reading just counted in is complete: only then can `complete` find a mean."""
+    return any(entry[TOTAL] >= entry[EXPECTED] for _, _, entry in touched)
+
+
 def complete(touched: Touched, min_coverage: float, quiet: tuple[float, float] | None = None) -> list[WindowMean]:
     """`due` when the watermark has passed no bucket's end: only the buckets a reading just counted in can be due,
     and only by being complete."""

@@ -11,8 +11,10 @@ from collections.abc import Sequence
 from typing import Any, ClassVar, Self
 
 import numpy as np
+import orjson
 
 from processors.detectors.base import Detector
+from processors.engine.row_json import cells, ragged
 
 __all__ = ["Ring", "Rows", "StepArrays", "explained", "opt", "row_medians", "steps", "unopt"]
 
@@ -110,11 +112,18 @@ class Ring:
         idx = (self.start[row] + np.arange(self.size[row])) % self.capacity[row]
         return self.data[row, idx].tolist()
 
+    def _ordered(self, rows: np.ndarray) -> np.ndarray:
+        """Each of `rows`' slots, oldest first (its first `size` hold its values)."""
+        idx = (self.start[rows, None] + np.arange(self.data.shape[1])[None, :]) % np.maximum(self.capacity[rows, None], 1)
+        return self.data[rows[:, None], idx]
+
     def to_lists(self, rows: np.ndarray) -> list[list[float]]:
         """`to_list` of each of `rows`, from one gather."""
-        idx = (self.start[rows, None] + np.arange(self.data.shape[1])[None, :]) % np.maximum(self.capacity[rows, None], 1)
-        return [values[:size] for values, size in zip(self.data[rows[:, None], idx].tolist(), self.size[rows].tolist(),
-                                                      strict=True)]
+        return [values[:size] for values, size in zip(self._ordered(rows).tolist(), self.size[rows].tolist(), strict=True)]
+
+    def json(self, rows: np.ndarray) -> list[bytes]:
+        """`to_list` of each of `rows` as JSON text (`processors.engine.row_json`)."""
+        return ragged(self._ordered(rows), self.size[rows])
 
     def load(self, row: int, values: list[float]) -> None:
         """Row `row` holds the last ``capacity`` of ``values`` (oldest first), as `RingBuffer.from_list`."""
@@ -152,6 +161,10 @@ class StepArrays:
         """`state` of each of `rows`."""
         return [{"step": None if step != step else step, "prev": None if prev != prev else prev}
                 for step, prev in zip(self.step[rows].tolist(), self.prev[rows].tolist(), strict=True)]
+
+    def json(self, rows: np.ndarray) -> list[bytes]:
+        """`state` of each of `rows` as JSON text (`processors.engine.row_json`)."""
+        return [b'{"step":%b,"prev":%b}' % pair for pair in zip(cells(self.step[rows]), cells(self.prev[rows]), strict=True)]
 
     def load(self, row: int, state: dict[str, Any] | None) -> None:
         """Row `row` from a `StepEstimate.state()` (None: nothing learned)."""
@@ -208,6 +221,10 @@ class Rows:
     def states(self, rows: np.ndarray) -> list[dict[str, Any]]:
         """`state` of each of `rows` (a bank may gather them column by column)."""
         return [self.state(row) for row in rows.tolist()]
+
+    def states_json(self, rows: np.ndarray) -> list[bytes]:
+        """`orjson.dumps` of each of `rows`' `state` (a bank may write them column by column, `processors.engine.row_json`)."""
+        return [orjson.dumps(state) for state in self.states(rows)]
 
     def detector(self, row: int) -> Detector:
         """Row `row` as a scalar detector."""

@@ -11,6 +11,7 @@ import numpy as np
 from processors.detectors.base import fmt
 from processors.detectors.drift import BIN_SPREAD_SHARE, DAY_S, MAX_RHO, CusumDrift
 from processors.engine.common import Rows, StepArrays, explained, opt, unopt
+from processors.engine.row_json import cells, ragged
 
 __all__ = ["DriftBank"]
 
@@ -90,6 +91,16 @@ class DriftBank(Rows):
                  "profile_var": profile_var[:bins], "first": None if first != first else first, "step": step}
                 for bins, n, mean, var, lag_cov, prev, pos, neg, run, profile, profile_n, profile_var, first, step
                 in columns]
+
+    def states_json(self, rows: np.ndarray) -> list[bytes]:
+        """`states` as JSON text, column by column (`processors.engine.row_json`)."""
+        bins = self.bins[rows]
+        return [b'{"baseline":{"n":%b,"mean":%b,"var":%b},"lag_cov":%b,"prev":%b,"pos":%b,"neg":%b,"run":%b,'
+                b'"profile":%b,"profile_n":%b,"profile_var":%b,"first":%b,"step":%b}' % parts for parts in zip(
+                    cells(self.count[rows]), cells(self.mean[rows]), cells(self.var[rows]), cells(self.lag_cov[rows]),
+                    cells(self.prev[rows]), cells(self.pos[rows]), cells(self.neg[rows]), cells(self.run[rows]),
+                    ragged(self.profile[rows], bins), ragged(self.profile_n[rows], bins),
+                    ragged(self.profile_var[rows], bins), cells(self.first[rows]), self.stepper.json(rows), strict=True)]
 
     def relearn(self, rows: np.ndarray, gap_s: np.ndarray | None = None) -> None:
         """`CusumDrift.relearn` on `rows`: after a gap of a period or more (or unknown) rebuild the baseline, else forget the lag."""

@@ -7,10 +7,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import orjson
 
 from processors.detectors.base import fmt
 from processors.detectors.flatline import RUN_MEMORY, Flatline
 from processors.engine.common import Rows, explained, opt, unopt
+from processors.engine.row_json import cells
 
 __all__ = ["FlatlineBank"]
 
@@ -51,6 +53,8 @@ class FlatlineBank(Rows):
         self.held_key = np.zeros((n, RUN_MEMORY + 1), dtype=np.int64)
         self.held = np.zeros((n, RUN_MEMORY + 1), dtype=np.int64)
         self.held_count = np.zeros(n, dtype=np.int64)
+        self._held_text: dict[int, str] = {}
+        """The nine-digit text of held values by key, kept between `states` calls: held values change slowly."""
 
     def load(self, row: int, state: dict[str, Any]) -> None:
         """Row `row` from a `Flatline.state()`."""
@@ -74,6 +78,33 @@ class FlatlineBank(Rows):
                 "stuck": bool(self.stuck[row]), "repeat": {"n": int(self.repeat_n[row]), "mean": float(self.repeat[row])},
                 "held": {f"{k:.9g}": v for k, v in zip(self.held_key[row, :count].view(np.float64).tolist(),
                                                        self.held[row, :count].tolist(), strict=True)}}
+
+    def _held(self, rows: np.ndarray) -> list[dict[str, int]]:
+        """Each of `rows`' held values as `Flatline.state()` gives them; a value's text is made once (`_held_text`)."""
+        keys, counts = self.held_key[rows], self.held_count[rows]
+        text = self._held_text
+        if len(text) > 4 * keys.size:
+            text.clear()
+        used = np.unique(keys[np.arange(keys.shape[1])[None, :] < counts[:, None]])
+        text.update((k, f"{v:.9g}") for k, v in zip(used.tolist(), used.view(np.float64).tolist(), strict=True)
+                    if k not in text)
+        return [{text[k]: v for k, v in zip(key[:count], held[:count], strict=True)}
+                for key, held, count in zip(keys.tolist(), self.held[rows].tolist(), counts.tolist(), strict=True)]
+
+    def states(self, rows: np.ndarray) -> list[dict[str, Any]]:
+        """`state` of each of `rows`, gathered column by column."""
+        return [{"anchor": None if anchor != anchor else anchor, "run": run, "n": n, "stuck": stuck,
+                 "repeat": {"n": repeat_n, "mean": repeat}, "held": held}
+                for anchor, run, n, stuck, repeat_n, repeat, held in zip(
+                    self.anchor[rows].tolist(), self.run[rows].tolist(), self.n[rows].tolist(), self.stuck[rows].tolist(),
+                    self.repeat_n[rows].tolist(), self.repeat[rows].tolist(), self._held(rows), strict=True)]
+
+    def states_json(self, rows: np.ndarray) -> list[bytes]:
+        """`states` as JSON text, column by column (`processors.engine.row_json`)."""
+        return [b'{"anchor":%b,"run":%b,"n":%b,"stuck":%b,"repeat":{"n":%b,"mean":%b},"held":%b}' % parts
+                for parts in zip(cells(self.anchor[rows]), cells(self.run[rows]), cells(self.n[rows]),
+                                 cells(self.stuck[rows]), cells(self.repeat_n[rows]), cells(self.repeat[rows]),
+                                 map(orjson.dumps, self._held(rows)), strict=True)]
 
     def relearn(self, rows: np.ndarray, gap_s: np.ndarray | None = None) -> None:
         """`Flatline.relearn` on `rows`: a new run at the next value; the repeat probability and held values are kept."""

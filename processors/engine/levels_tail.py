@@ -9,6 +9,7 @@ import numpy as np
 
 from processors.detectors.levels import MAD_TO_SIGMA
 from processors.detectors.tail import BINS, BINS_PER_OCTAVE, FEWEST, LN2_PER_BIN, LOWEST, TRIMMED, TailQuantile
+from processors.engine.row_json import cells, ragged
 
 __all__ = ["LevelRows", "TailRows"]
 
@@ -83,6 +84,10 @@ class LevelRows:
         return [[list(pair) for pair in zip(center[:count], mad[:count], strict=True)]
                 for center, mad, count in zip(self.center[rows].tolist(), self.mad[rows].tolist(),
                                               self.count[rows].tolist(), strict=True)]
+
+    def json(self, rows: np.ndarray) -> list[bytes]:
+        """`state` of each of `rows` as JSON text (`processors.engine.row_json`)."""
+        return ragged(np.stack([self.center[rows], self.mad[rows]], axis=2), self.count[rows])
 
     def load(self, row: int, state: Any) -> None:
         """Row `row` from a `KnownLevels.state()`."""
@@ -185,6 +190,12 @@ class TailRows:
         """`state` of each of `rows`."""
         return [{"counts": counts, "total": total}
                 for counts, total in zip(self.counts[rows].tolist(), self.total[rows].tolist(), strict=True)]
+
+    def json(self, rows: np.ndarray) -> list[bytes]:
+        """`state` of each of `rows` as JSON text (`processors.engine.row_json`)."""
+        counts = self.counts[rows]
+        return [b'{"counts":%b,"total":%b}' % pair for pair in zip(
+            ragged(counts, np.full(rows.size, counts.shape[1])), cells(self.total[rows]), strict=True)]
 
     def load(self, row: int, state: dict[str, Any] | None) -> None:
         """Row `row` from a `TailQuantile.state()`."""

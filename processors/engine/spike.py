@@ -13,6 +13,7 @@ from processors.detectors.levels import MAD_TO_SIGMA
 from processors.detectors.spike import RobustSpike
 from processors.engine.common import Ring, Rows, StepArrays, explained, row_medians
 from processors.engine.levels_tail import LevelRows, TailRows
+from processors.engine.row_json import cells
 
 __all__ = ["SpikeBank"]
 
@@ -81,6 +82,12 @@ class SpikeBank(Rows):
                 for buffer, n, run, over, step, levels, tail in zip(
                     self.ring.to_lists(rows), self.n[rows].tolist(), self.run[rows].tolist(), self.over[rows].tolist(),
                     self.stepper.states(rows), self.levels.states(rows), self.tail.states(rows), strict=True)]
+
+    def states_json(self, rows: np.ndarray) -> list[bytes]:
+        """`states` as JSON text, column by column (`processors.engine.row_json`)."""
+        return [b'{"buffer":%b,"n":%b,"run":%b,"step":%b,"levels":%b,"tail":%b}' % parts for parts in zip(
+            self.ring.json(rows), cells(self.n[rows]), cells(self.run[rows]), self.stepper.json(rows),
+            self.levels.json(rows), self.tail.json(rows), strict=True)]
 
     def relearn(self, rows: np.ndarray, gap_s: np.ndarray | None = None) -> None:
         """`RobustSpike.relearn` on `rows`: warm up again, keeping the step, the known levels and the tail."""
