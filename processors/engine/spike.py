@@ -85,8 +85,8 @@ class SpikeBank(Rows):
 
     def states_json(self, rows: np.ndarray) -> list[bytes]:
         """`states` as JSON text, column by column (`processors.engine.row_json`)."""
-        return [b'{"buffer":%b,"n":%b,"run":%b,"step":%b,"levels":%b,"tail":%b}' % parts for parts in zip(
-            self.ring.json(rows), cells(self.n[rows]), cells(self.run[rows]), self.stepper.json(rows),
+        return [b'{"buffer":%b,"n":%b,"run":%b,"over":%b,"step":%b,"levels":%b,"tail":%b}' % parts for parts in zip(
+            self.ring.json(rows), cells(self.n[rows]), cells(self.run[rows]), cells(self.over[rows]), self.stepper.json(rows),
             self.levels.json(rows), self.tail.json(rows), strict=True)]
 
     def relearn(self, rows: np.ndarray, gap_s: np.ndarray | None = None) -> None:
