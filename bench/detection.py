@@ -61,6 +61,7 @@ from processors.detectors.presets import build, load_preset  # noqa: E402
 from quantrac.domain import Station  # noqa: E402
 from quantrac.registry import load_registry  # noqa: E402
 from quantrac.settings import get_settings  # noqa: E402
+from quantrac.shared_folder import find_shared  # noqa: E402
 
 VALUE_KINDS = {"exceedance", "spike", "drift", "spill"}
 TARGETS: dict[str, set[str]] = {
@@ -273,21 +274,21 @@ def simulator_figures(days: float, seed: int, per_day: float, tick_s: float, tol
     }
 
 
-_GECCO_IN_SHARED = Path("shared/data/gecco2018/gecco2018_train.csv")
+_GECCO_IN_SHARED = Path("data/gecco2018/gecco2018_train.csv")
 _GECCO_CACHE = Path.home() / ".cache" / "quantrac" / "gecco2018" / "gecco2018_train.csv"
 
 
 def find_gecco_data() -> Path:
     """Where the GECCO 2018 training CSV is: QUANTRAC_GECCO_DATA, else the shared folder beside the
-    repository or beside one of its parent folders (a clone may sit deeper), else the copy a
+    repository, one of its parents or the checkout it was cloned from (`quantrac.shared_folder`), else the copy a
     previous run kept in ~/.cache/quantrac (as the TimescaleDB build is kept, so a fresh clone
     elsewhere finds it). The data set is not in this repository: it is GPL-3.0, from the data
     strategy's shared folder. Returns the first candidate when none exists, for the error message."""
     if os.environ.get("QUANTRAC_GECCO_DATA"):
         return Path(os.environ["QUANTRAC_GECCO_DATA"])
-    shared = next((p / _GECCO_IN_SHARED for p in REPO.parents if (p / _GECCO_IN_SHARED).is_file()), None)
+    shared = find_shared(_GECCO_IN_SHARED)
     if shared is None:
-        return _GECCO_CACHE if _GECCO_CACHE.is_file() else REPO.parent / _GECCO_IN_SHARED
+        return _GECCO_CACHE if _GECCO_CACHE.is_file() else REPO.parent / "shared" / _GECCO_IN_SHARED
     if not _GECCO_CACHE.is_file() or _GECCO_CACHE.stat().st_size != shared.stat().st_size:
         _GECCO_CACHE.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(shared, _GECCO_CACHE)

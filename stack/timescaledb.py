@@ -30,6 +30,7 @@ from typing import Literal
 import structlog
 
 from quantrac.settings import Settings
+from quantrac.shared_folder import find_shared
 from stack.postgres import postgres_bin_dir
 from stack.process import StackError
 
@@ -109,6 +110,8 @@ def ensure(settings: Settings) -> Outcome:
     if present:
         return _done(Outcome("installed", present, f"already installed for PostgreSQL {dirs.major} ({dirs.control_file})"))
     source = settings.timescaledb_source
+    if source is not None and not source.is_file() and "timescaledb_source" not in settings.model_fields_set:
+        source = find_shared(Path("vendor") / "timescaledb" / source.name) or source  # a clone made elsewhere
     if source is None or not source.is_file():
         return _done(Outcome("absent", None, f"not installed and no source tarball at {source} "
                                              "(set QUANTRAC_TIMESCALEDB_SOURCE): the local stack runs on plain PostgreSQL"))

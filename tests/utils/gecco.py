@@ -16,7 +16,8 @@ def gecco_data() -> Path:
     """The training CSV (bench/detection.py GECCO_DATA); a clear failure when it is missing."""
     from bench.detection import GECCO_DATA
     assert GECCO_DATA.is_file(), (f"the GECCO 2018 training CSV is not at {GECCO_DATA}; it comes with the shared folder "
-                                  "beside the repository or a parent folder (shared/data/gecco2018/), or in ~/.cache/quantrac/gecco2018/ "
+                                  "beside the repository, a parent folder or the checkout this one was cloned from (shared/data/gecco2018/), "
+                                  "or in ~/.cache/quantrac/gecco2018/ "
                                   "from an earlier run; or set QUANTRAC_GECCO_DATA")
     return GECCO_DATA
 
