@@ -69,6 +69,26 @@ def lag_bounded(samples: list[int], messages_per_s: float) -> bool:
     return max(samples[-third:]) <= 1.1 * max(samples[third:2 * third]) + messages_per_s
 
 
+def stored_rates(samples: list[tuple[float, int]], window_min: float = 5.0) -> dict[str, float] | None:
+    """Readings stored a second over the run's first and last `window_min` minutes, and their ratio.
+
+    `samples` are (minute since the start, readings stored since the start), in order. The first
+    window runs from the start to the first sample at least `window_min` in; the last, from the
+    last sample back to the newest sample at least `window_min` before it. A falling ratio is a
+    worker that slows as its tables grow (the soak of 2026-11-29: 1,070 → 530 readings/s). None
+    when the run is shorter than two windows.
+    """
+    if not samples or samples[-1][0] < 2 * window_min:
+        return None
+    first_at, first_stored = next((m, n) for m, n in samples if m >= window_min)
+    last_at, last_stored = samples[-1]
+    back_at, back_stored = next((m, n) for m, n in reversed(samples) if m <= last_at - window_min)
+    first = first_stored / (first_at * 60)
+    last = (last_stored - back_stored) / ((last_at - back_at) * 60)
+    return {"first_per_s": round(first, 1), "last_per_s": round(last, 1),
+            "last_to_first": round(last / first, 3) if first else 0.0}
+
+
 def process_tree(pid: int) -> list[int]:
     """`pid` and all of its descendants (PostgreSQL does its work in child backends)."""
     found, todo = [], [pid]

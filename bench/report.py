@@ -13,6 +13,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import stored_rates  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
 TABLE_FILE = REPO / "docs" / "performance.md"
@@ -65,6 +69,9 @@ def rows() -> list[str]:
         out.append(f"| Soak, {soak['minutes']:.0f} min at {soak['offered_readings_per_s']:,.0f} readings/s offered: stored; "
                    f"consumer lag first → last (messages) | {soak['stored']:,}; {soak['lag_messages']['first']:,} → "
                    f"{soak['lag_messages']['last']:,} | {offered} | | {_when(soak)} |")
+        if (rates := stored_rates([(s["minute"], s["stored"]) for s in soak["samples"]])) is not None:
+            out.append(f"| ↳ stored, first 5 min → last 5 min (readings/s) | {rates['first_per_s']:,.0f} → "
+                       f"{rates['last_per_s']:,.0f} | first 5 min | {rates['last_to_first']} | |")
         for name, m in soak["memory"].items():
             out.append(f"| ↳ {name} RSS first → last (MiB), slope | {m['first_mib']:.0f} → {m['last_mib']:.0f}, "
                        f"{m['slope_mib_per_hour']} MiB/h | first sample | {m['ratio_last_to_first']} | |")

@@ -26,7 +26,7 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 from kafka import KafkaAdminClient, KafkaConsumer  # noqa: E402
 
-from bench.common import ProcessSample, write_result  # noqa: E402
+from bench.common import ProcessSample, stored_rates, write_result  # noqa: E402
 from bench.e2e import consumer_lag, publish_at, running_pipeline, stored_since  # noqa: E402
 from ingest.producer import CONSUMER_OPTIONS  # noqa: E402
 
@@ -89,6 +89,7 @@ def main() -> None:
         "minutes": args.minutes, "offered_readings_per_s": args.rate, "stations": len(stations), **offered,
         "stored": stored, "not_stored_after_drain": offered.get("readings", 0) - stored,
         "drain_s_allowed": 300, "lag_after_drain_messages": lag_after_drain,
+        "stored_rate": stored_rates([(s["minute"], s["stored"]) for s in samples]),
         "lag_messages": {"first": samples[0]["lag_messages"], "last": samples[-1]["lag_messages"],
                          "max": max(s["lag_messages"] for s in samples)},
         "memory": memory, "samples": samples,

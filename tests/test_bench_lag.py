@@ -1,11 +1,11 @@
-"""The end-to-end benchmark's verdict on consumer lag (bench/common.py): pure, so tested here."""
+"""The benchmarks' pure verdicts (bench/common.py): consumer lag of the end-to-end bench, the soak's stored rate."""
 
 from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bench.common import lag_bounded, lag_slope
+from bench.common import lag_bounded, lag_slope, stored_rates
 
 
 def test_a_commit_saw_tooth_is_bounded_and_a_growing_backlog_is_not() -> None:
@@ -25,3 +25,17 @@ def test_slope_of_a_line_is_its_slope(slope: float, start: float, n: int) -> Non
 @given(st.lists(st.integers(0, 10_000), min_size=3, max_size=90), st.integers(1, 10_000))
 def test_a_lag_that_only_falls_is_bounded(samples: list[int], rate: int) -> None:
     assert lag_bounded(sorted(samples, reverse=True), messages_per_s=rate)
+
+
+def test_the_soak_stored_rate_compares_the_first_and_last_five_minutes() -> None:
+    minutes = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0]
+    halving = [(m, int(600 * 60 * m if m <= 5 else 600 * 60 * 5 + 300 * 60 * (m - 5))) for m in minutes]
+    rates = stored_rates(halving)
+    assert rates == {"first_per_s": 600.0, "last_per_s": 300.0, "last_to_first": 0.5}
+    assert stored_rates(halving[:8]) is None  # 8 minutes: no two separate windows
+
+
+@given(st.floats(1, 50_000), st.integers(10, 60))
+def test_a_steady_soak_keeps_its_stored_rate(rate: float, n: int) -> None:
+    rates = stored_rates([(float(m), int(rate * 60 * m)) for m in range(1, n + 1)])
+    assert rates is not None and abs(rates["last_to_first"] - 1) < 0.01
