@@ -69,6 +69,29 @@ def lag_bounded(samples: list[int], messages_per_s: float) -> bool:
     return max(samples[-third:]) <= 1.1 * max(samples[third:2 * third]) + messages_per_s
 
 
+def slope_per_hour(minutes: list[float], values: list[float]) -> float | None:
+    """Least-squares slope of `values` against `minutes`, per hour; None for fewer than 3 samples."""
+    n = len(minutes)
+    if n < 3:
+        return None
+    mean_x, mean_y = sum(minutes) / n, sum(values) / n
+    spread = sum((x - mean_x) ** 2 for x in minutes)
+    if spread == 0:
+        return None
+    return round(sum((x - mean_x) * (y - mean_y) for x, y in zip(minutes, values, strict=True)) / spread * 60, 2)
+
+
+def memory_trend(minutes: list[float], rss: list[float]) -> dict[str, float | None]:
+    """A component's resident memory over a soak: first, last, largest, their ratio, and the slope over the whole
+    run and over its last third. A process that warms up (caches and state filling to their size) and then
+    stays flat has a steep whole-run slope and a flat last third; a leak is steep in both."""
+    third = len(rss) // 3
+    return {"first_mib": rss[0], "last_mib": rss[-1], "max_mib": max(rss),
+            "ratio_last_to_first": round(rss[-1] / rss[0], 3) if rss[0] else None,
+            "slope_mib_per_hour": slope_per_hour(minutes, rss),
+            "last_third_slope_mib_per_hour": slope_per_hour(minutes[-third:], rss[-third:]) if third else None}
+
+
 def stored_rates(samples: list[tuple[float, int]], window_min: float = 5.0) -> dict[str, float] | None:
     """Readings stored a second over the run's first and last `window_min` minutes, and their ratio.
 

@@ -15,7 +15,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import stored_rates  # noqa: E402
+from bench.common import memory_trend, stored_rates  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
@@ -72,9 +72,12 @@ def rows() -> list[str]:
         if (rates := stored_rates([(s["minute"], s["stored"]) for s in soak["samples"]])) is not None:
             out.append(f"| ↳ stored, first 5 min → last 5 min (readings/s) | {rates['first_per_s']:,.0f} → "
                        f"{rates['last_per_s']:,.0f} | first 5 min | {rates['last_to_first']} | |")
-        for name, m in soak["memory"].items():
-            out.append(f"| ↳ {name} RSS first → last (MiB), slope | {m['first_mib']:.0f} → {m['last_mib']:.0f}, "
-                       f"{m['slope_mib_per_hour']} MiB/h | first sample | {m['ratio_last_to_first']} | |")
+        minutes = [s["minute"] for s in soak["samples"]]
+        for name in soak["memory"]:
+            m = memory_trend(minutes, [s["components"][name]["rss_mib"] for s in soak["samples"]])
+            out.append(f"| ↳ {name} RSS first → last (MiB), slope over the run; over its last third | {m['first_mib']:.0f} → "
+                       f"{m['last_mib']:.0f}, {m['slope_mib_per_hour']} MiB/h; {m['last_third_slope_mib_per_hour']} MiB/h | "
+                       f"first sample | {m['ratio_last_to_first']} | |")
     if (det := newest("detection")) is not None:
         out.extend(detection_rows(det))
     return out

@@ -23,18 +23,11 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import numpy as np  # noqa: E402
 from kafka import KafkaAdminClient, KafkaConsumer  # noqa: E402
 
-from bench.common import ProcessSample, stored_rates, write_result  # noqa: E402
+from bench.common import ProcessSample, memory_trend, stored_rates, write_result  # noqa: E402
 from bench.e2e import consumer_lag, publish_at, running_pipeline, stored_since  # noqa: E402
 from ingest.producer import CONSUMER_OPTIONS  # noqa: E402
-
-
-def slope_mib_per_hour(minutes: list[float], rss: list[float]) -> float | None:
-    if len(minutes) < 3:
-        return None
-    return round(float(np.polyfit(minutes, rss, 1)[0]) * 60, 2)
 
 
 def main() -> None:
@@ -79,12 +72,7 @@ def main() -> None:
         consumer.close()
         admin.close()
     minutes = [s["minute"] for s in samples]
-    memory = {}
-    for name in pids:
-        rss = [s["components"][name]["rss_mib"] for s in samples]
-        memory[name] = {"first_mib": rss[0], "last_mib": rss[-1], "max_mib": max(rss),
-                        "ratio_last_to_first": round(rss[-1] / rss[0], 3) if rss[0] else None,
-                        "slope_mib_per_hour": slope_mib_per_hour(minutes, rss)}
+    memory = {name: memory_trend(minutes, [s["components"][name]["rss_mib"] for s in samples]) for name in pids}
     write_result("soak", {
         "minutes": args.minutes, "offered_readings_per_s": args.rate, "stations": len(stations), **offered,
         "stored": stored, "not_stored_after_drain": offered.get("readings", 0) - stored,

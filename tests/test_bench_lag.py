@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bench.common import lag_bounded, lag_slope, stored_rates
+from bench.common import lag_bounded, lag_slope, memory_trend, slope_per_hour, stored_rates
 
 
 def test_a_commit_saw_tooth_is_bounded_and_a_growing_backlog_is_not() -> None:
@@ -39,3 +39,20 @@ def test_the_soak_stored_rate_compares_the_first_and_last_five_minutes() -> None
 def test_a_steady_soak_keeps_its_stored_rate(rate: float, n: int) -> None:
     rates = stored_rates([(float(m), int(rate * 60 * m)) for m in range(1, n + 1)])
     assert rates is not None and abs(rates["last_to_first"] - 1) < 0.01
+
+
+def test_a_worker_that_warms_up_then_stays_flat_is_told_from_a_leak() -> None:
+    minutes = [float(m) for m in range(1, 31)]
+    warming = [176 + 8 * min(m, 20) for m in minutes]  # the soak of 2026-12-03: up for 20 minutes, then flat
+    leaking = [176 + 8 * m for m in minutes]
+    warm, leak = memory_trend(minutes, warming), memory_trend(minutes, leaking)
+    assert warm["slope_mib_per_hour"] is not None and warm["slope_mib_per_hour"] > 200
+    assert warm["last_third_slope_mib_per_hour"] == 0.0
+    assert leak["slope_mib_per_hour"] == leak["last_third_slope_mib_per_hour"] == 480.0
+
+
+@given(st.floats(-100, 100), st.floats(1, 1000), st.integers(3, 60))
+def test_the_slope_of_a_line_per_hour(per_min: float, start: float, n: int) -> None:
+    minutes = [float(m) for m in range(n)]
+    slope = slope_per_hour(minutes, [start + per_min * m for m in minutes])
+    assert slope is not None and abs(slope - per_min * 60) < 0.01 + 1e-9 * abs(per_min)
