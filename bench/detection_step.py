@@ -35,37 +35,61 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 
 
+class Harness:
+    """The worker's detection step over generated messages: `stations_n` stations of `bench/worker.py`, each sending
+    a message of 8 readings every `seconds_apart` of event time, judged with the worker's live detectors, its state
+    cache (each state written back as the table's bytes) and an empty set of open alerts. Its modules are imported
+    when it is made, so a harness made after a tree is put first on `sys.path` runs that tree's code."""
+
+    def __init__(self, stations_n: int, seconds_apart: float = 60.0) -> None:
+        from bench.worker import bench_stations, value
+        from processors.detection import DetectionConfig, LiveDetectors, detect_batch
+        from processors.detection_state import StateCache
+        from quantrac.domain import Reading, Status
+
+        self.stations = bench_stations(stations_n)
+        self.ids = sorted(self.stations)
+        self.seconds_apart = seconds_apart
+        self.rng = random.Random(1)
+        self.start = datetime(2026, 12, 1, tzinfo=timezone.utc)
+        self.config, self.live, self.cache = DetectionConfig(), LiveDetectors(), StateCache()
+        self.raws: dict[str, bytes] = {}
+        self._value, self._detect, self._reading, self._measuring = value, detect_batch, Reading, Status.MEASURING
+
+    def event_s(self, message: int) -> float:
+        """Seconds of event time from the start to message number `message`."""
+        return (message // len(self.ids)) * self.seconds_apart
+
+    def messages(self, first: int, count: int) -> list[Any]:
+        """The readings of messages `first` to `first + count - 1`, in order."""
+        out = []
+        for i in range(first, first + count):
+            station = self.stations[self.ids[i % len(self.ids)]]
+            ts = self.start + timedelta(seconds=self.event_s(i))
+            out += [self._reading(station_id=station.id, parameter=symbol, value=self._value(self.rng, symbol),
+                                  unit=spec.unit, ts=ts, status=self._measuring)
+                    for symbol, spec in station.parameters.items()]
+        return out
+
+    def step(self, readings: list[Any]) -> int:
+        """Judge one batch as the worker does; the number of conditions."""
+        owned = {i: self.cache.state(i, self.raws.get(i)) for i in {r.station_id for r in readings}}
+        states, conditions, _ = self._detect(readings, owned, self.stations, self.config, self.live, set(), owned=True)
+        for i, s in states.items():
+            self.raws[i] = self.cache.written(i, s)
+        return len(conditions)
+
+
 def measure(tree: Path, stations_n: int, messages: int, warm: int, batches: int,
             gc_thresholds: tuple[int, ...] = ()) -> dict[str, Any]:
     """µs per reading of the detection step of the code in `tree` (imported from there)."""
     sys.path.insert(0, str(tree))
-    from bench.worker import bench_stations, value
-    from processors.detection import DetectionConfig, LiveDetectors, detect_batch
-    from processors.detection_state import StateCache
-    from quantrac.domain import Reading, Status
-
-    stations = bench_stations(stations_n)
-    ids = sorted(stations)
-    rng = random.Random(1)
-    start = datetime(2026, 12, 1, tzinfo=timezone.utc)
-    config, live, cache = DetectionConfig(), LiveDetectors(), StateCache()
-    raws: dict[str, bytes] = {}
+    harness = Harness(stations_n)
 
     def batch(b: int) -> list[Any]:
-        out = []
-        for i in range(b * messages, (b + 1) * messages):
-            station = stations[ids[i % len(ids)]]
-            ts = start + timedelta(minutes=i // len(ids))
-            out += [Reading(station_id=station.id, parameter=symbol, value=value(rng, symbol), unit=spec.unit, ts=ts,
-                            status=Status.MEASURING) for symbol, spec in station.parameters.items()]
-        return out
+        return harness.messages(b * messages, messages)
 
-    def step(readings: list[Any]) -> int:
-        owned = {i: cache.state(i, raws.get(i)) for i in {r.station_id for r in readings}}
-        states, conditions, _ = detect_batch(readings, owned, stations, config, live, set(), owned=True)
-        for i, s in states.items():
-            raws[i] = cache.written(i, s)
-        return len(conditions)
+    step = harness.step
 
     for b in range(warm):
         step(batch(b))

@@ -17,11 +17,9 @@ levels too, so a 60-s step measures a worker that has not started judging rates 
 from __future__ import annotations
 
 import argparse
-import random
 import statistics
 import sys
 import time
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.common import write_result  # noqa: E402
-from bench.worker import bench_stations, value  # noqa: E402
-from processors.detection import DetectionConfig, LiveDetectors, detect_batch  # noqa: E402
-from processors.detection_state import StateCache  # noqa: E402
-from quantrac.domain import Reading, Status  # noqa: E402
+from bench.detection_step import Harness  # noqa: E402
 
 BASELINE_MINUTES = 3
 """Minutes 0-2 of event time: no series has readings 225 s old yet."""
@@ -40,30 +35,15 @@ BASELINE_MINUTES = 3
 
 def per_minute(stations_n: int, per_s: float, minutes: int, messages: int) -> list[dict[str, Any]]:
     """CPU µs per reading of `detect_batch` and the state write, per minute of event time."""
-    stations = bench_stations(stations_n)
-    ids = sorted(stations)
-    rng = random.Random(1)
-    start = datetime(2026, 12, 1, tzinfo=timezone.utc)
-    config, live, cache = DetectionConfig(), LiveDetectors(), StateCache()
-    raws: dict[str, bytes] = {}
+    harness = Harness(stations_n, seconds_apart=1 / per_s)
     total = int(stations_n * per_s * minutes * 60)
     spent: dict[int, list[float]] = {}
     for first in range(0, total, messages):
-        readings = []
-        for i in range(first, min(total, first + messages)):
-            station = stations[ids[i % stations_n]]
-            ts = start + timedelta(seconds=(i // stations_n) / per_s)
-            readings += [Reading(station_id=station.id, parameter=symbol, value=value(rng, symbol), unit=spec.unit, ts=ts,
-                                 status=Status.MEASURING) for symbol, spec in station.parameters.items()]
+        readings = harness.messages(first, min(messages, total - first))
         began = time.process_time()
-        owned = {i: cache.state(i, raws.get(i)) for i in {r.station_id for r in readings}}
-        states, _, _ = detect_batch(readings, owned, stations, config, live, set(), owned=True)
-        for station_id, state in states.items():
-            raws[station_id] = cache.written(station_id, state)
-        cpu = time.process_time() - began
-        minute = int((first // stations_n) / per_s // 60)
-        bucket = spent.setdefault(minute, [0.0, 0])
-        bucket[0] += cpu
+        harness.step(readings)
+        bucket = spent.setdefault(int(harness.event_s(first) // 60), [0.0, 0])
+        bucket[0] += time.process_time() - began
         bucket[1] += len(readings)
     return [{"minute": m, "readings": int(n), "cpu_us_per_reading": round(c / n * 1e6, 1)} for m, (c, n) in sorted(spent.items())]
 
@@ -75,6 +55,8 @@ def main() -> None:
     parser.add_argument("--minutes", type=int, default=11)
     parser.add_argument("--messages", type=int, default=50, help="station messages (8 readings each) a batch")
     args = parser.parse_args()
+    if args.minutes <= BASELINE_MINUTES + 3:
+        parser.error(f"--minutes must be over {BASELINE_MINUTES + 3}: the warm figure is read from minute {BASELINE_MINUTES + 3} on")
     minutes = per_minute(args.stations, args.per_s, args.minutes, args.messages)
     cold = statistics.median(m["cpu_us_per_reading"] for m in minutes[:BASELINE_MINUTES])
     warm = statistics.median(m["cpu_us_per_reading"] for m in minutes[BASELINE_MINUTES + 3:])
