@@ -224,7 +224,9 @@ class _Event(NamedTuple):
     """A series' reading handed to the detectors, or a gap it resumes after (see `Judgements.add`)."""
 
     series: int
-    anchor: int
+    anchor: tuple[int, int]
+    """The batch's other condition its conditions go before, then the event's place in the batch: events of
+    readings with no other condition between them keep their readings' order, whatever their series."""
     t: float
     ts: datetime | None
     """The reading's own time (None: `t`'s instant in UTC)."""
@@ -235,6 +237,9 @@ class _Event(NamedTuple):
     relearn_s: float
     """The gap to relearn after (NaN: none)."""
 
+
+Anchored = list[tuple[tuple[int, int], Condition]]
+"""Conditions with the anchor of the event that gave them (`_Event.anchor`)."""
 
 ChannelSpec = tuple[str, SeriesKey, Callable[[], dict[str, Any]], DetectorState | None]
 """A series' detector channel as `Judgements.add_series` takes it: (detector, key, its hyperparameters, saved state)."""
@@ -277,14 +282,14 @@ class Judgements:
         only a gap to close its alerts at (`stopped`) and to relearn after (`relearn_s`). Its conditions go before
         the batch's other condition number `anchor` (`run`)."""
         self.series[series].events.append(len(self.events))
-        self.events.append(_Event(series, anchor, t, ts, value, judge, stopped, np.nan if relearn_s is None else relearn_s))
+        self.events.append(_Event(series, (anchor, len(self.events)), t, ts, value, judge, stopped, np.nan if relearn_s is None else relearn_s))
         self.scalar.append(math.nan if isinstance(value, list) else value)
 
     def run(self, others: list[Condition]) -> list[Condition]:
         """Advance every bank once over the batch, judge each series in order and save its rows' states; the batch's
         `others` conditions with the detectors' put where each event's anchor says (as if judged reading by reading)."""
         verdicts, flagged = self._advance() if self.events else ([[] for _ in self.series], [])
-        found: list[tuple[int, Condition]] = []
+        found: Anchored = []
         for s, per_channel in zip(self.series, verdicts, strict=True):
             found.extend(self._judge(s, per_channel, flagged))
         self._save()
@@ -292,7 +297,7 @@ class Judgements:
         merged: list[Condition] = []
         j = 0
         for i, c in enumerate(others):
-            while j < len(found) and found[j][0] <= i:
+            while j < len(found) and found[j][0][0] <= i:
                 merged.append(found[j][1])
                 j += 1
             merged.append(c)
@@ -358,10 +363,10 @@ class Judgements:
             found[id(holder)] = (flag.tolist(), score.tolist(), details)
         return [[found[id(ch.holder)] for ch in s.channels] for s in self.series], flagged.tolist()
 
-    def _judge(self, s: _Series, verdicts: list[_Verdicts], flagged: list[bool]) -> list[tuple[int, Condition]]:
+    def _judge(self, s: _Series, verdicts: list[_Verdicts], flagged: list[bool]) -> Anchored:
         """The series' conditions with their anchors, event by event: gaps close its alerts; verdicts join into
         incidents."""
-        found: list[tuple[int, Condition]] = []
+        found: Anchored = []
         for k in s.events:
             e = self.events[k]
             if e.stopped is not None:
@@ -380,7 +385,7 @@ class Judgements:
         return found
 
     def _flagged(self, s: _Series, e: _Event, k: int, verdicts: list[_Verdicts],
-                 found: list[tuple[int, Condition]]) -> None:
+                 found: Anchored) -> None:
         """An event some detector flags: the verdicts joined into the series' incident, a condition for each."""
         judged = [Judged(Verdict(flags[k], scores[k], ch.name, details[k] or ""), ch.holder.thresholds[ch.row])
                   for ch, (flags, scores, details) in zip(s.channels, verdicts, strict=True)]
@@ -397,7 +402,7 @@ class Judgements:
                                                 v.detail, ts, open_keys=self.open_keys))
 
     def _quiet(self, s: _Series, e: _Event, k: int, verdicts: list[_Verdicts],
-               found: list[tuple[int, Condition]]) -> None:
+               found: Anchored) -> None:
         """An event no detector flags (`join` then changes no verdict): the claim ends after the hold, and a clear
         condition is built only for a key that may be open (the `_flagged` path, without its objects)."""
         held = s.incident
@@ -418,6 +423,6 @@ def _states(bank: Any, rows: np.ndarray) -> list[dict[str, Any]]:
     return gather(rows) if gather is not None else [bank.state(row) for row in rows.tolist()]
 
 
-def _add(found: list[tuple[int, Condition]], anchor: int, condition: Condition | None) -> None:
+def _add(found: Anchored, anchor: tuple[int, int], condition: Condition | None) -> None:
     if condition is not None:
         found.append((anchor, condition))
