@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterable
 
 if TYPE_CHECKING:
     from quantrac.settings import Settings
@@ -51,13 +51,19 @@ def percentiles(values: list[float], points: tuple[int, ...] = (50, 95, 99)) -> 
     return {f"p{p}": round(ordered[min(len(ordered) - 1, int(len(ordered) * p / 100))], 4) for p in points}
 
 
+def _slope(xs: list[float], ys: list[float]) -> float | None:
+    """Least-squares slope of `ys` against `xs`; None for fewer than 3 points or no spread in `xs`."""
+    n = len(xs)
+    if n < 3:
+        return None
+    mean_x, mean_y = sum(xs) / n, sum(ys) / n
+    spread = sum((x - mean_x) ** 2 for x in xs)
+    return sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True)) / spread if spread else None
+
+
 def lag_slope(samples: list[int]) -> float:
     """Least-squares slope of one-second lag samples (messages/s); 0 for fewer than 3 samples."""
-    n = len(samples)
-    if n < 3:
-        return 0.0
-    mean_x, mean_y = (n - 1) / 2, sum(samples) / n
-    return sum((x - mean_x) * (y - mean_y) for x, y in enumerate(samples)) / sum((x - mean_x) ** 2 for x in range(n))
+    return _slope([float(x) for x in range(len(samples))], [float(y) for y in samples]) or 0.0
 
 
 def lag_bounded(samples: list[int], messages_per_s: float) -> bool:
@@ -71,14 +77,8 @@ def lag_bounded(samples: list[int], messages_per_s: float) -> bool:
 
 def slope_per_hour(minutes: list[float], values: list[float]) -> float | None:
     """Least-squares slope of `values` against `minutes`, per hour; None for fewer than 3 samples."""
-    n = len(minutes)
-    if n < 3:
-        return None
-    mean_x, mean_y = sum(minutes) / n, sum(values) / n
-    spread = sum((x - mean_x) ** 2 for x in minutes)
-    if spread == 0:
-        return None
-    return round(sum((x - mean_x) * (y - mean_y) for x, y in zip(minutes, values, strict=True)) / spread * 60, 2)
+    slope = _slope(minutes, values)
+    return None if slope is None else round(slope * 60, 2)
 
 
 def memory_trend(minutes: list[float], rss: list[float]) -> dict[str, float | None]:
@@ -110,6 +110,13 @@ def stored_rates(samples: list[tuple[float, int]], window_min: float = 5.0) -> d
     last = (last_stored - back_stored) / ((last_at - back_at) * 60)
     return {"first_per_s": round(first, 1), "last_per_s": round(last, 1),
             "last_to_first": round(last / first, 3) if first else 0.0}
+
+
+def soak_figures(samples: list[dict[str, Any]], names: Iterable[str]) -> tuple[dict[str, float] | None, dict[str, Any]]:
+    """A soak's stored rate (`stored_rates`) and each named component's memory (`memory_trend`), from its samples."""
+    minutes = [s["minute"] for s in samples]
+    return (stored_rates([(s["minute"], s["stored"]) for s in samples]),
+            {name: memory_trend(minutes, [s["components"][name]["rss_mib"] for s in samples]) for name in names})
 
 
 def process_tree(pid: int) -> list[int]:

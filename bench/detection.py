@@ -61,7 +61,7 @@ from processors.detectors.presets import build, load_preset  # noqa: E402
 from quantrac.domain import Station  # noqa: E402
 from quantrac.registry import load_registry  # noqa: E402
 from quantrac.settings import get_settings  # noqa: E402
-from quantrac.shared_folder import find_shared  # noqa: E402
+from quantrac.shared_folder import find_shared, shared_candidates  # noqa: E402
 
 VALUE_KINDS = {"exceedance", "spike", "drift", "spill"}
 TARGETS: dict[str, set[str]] = {
@@ -288,7 +288,7 @@ def find_gecco_data() -> Path:
         return Path(os.environ["QUANTRAC_GECCO_DATA"])
     shared = find_shared(_GECCO_IN_SHARED)
     if shared is None:
-        return _GECCO_CACHE if _GECCO_CACHE.is_file() else REPO.parent / "shared" / _GECCO_IN_SHARED
+        return _GECCO_CACHE if _GECCO_CACHE.is_file() else shared_candidates(_GECCO_IN_SHARED)[0]
     if not _GECCO_CACHE.is_file() or _GECCO_CACHE.stat().st_size != shared.stat().st_size:
         _GECCO_CACHE.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(shared, _GECCO_CACHE)

@@ -15,7 +15,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import memory_trend, stored_rates  # noqa: E402
+from bench.common import soak_figures  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
@@ -33,10 +33,10 @@ def results(name: str) -> list[dict[str, Any]]:
     return [json.loads(f.read_text()) for f in sorted(RESULTS.glob(f"{name}-*.json"))]
 
 
-def _held_rows(scan: dict[str, Any]) -> list[str]:
-    """The newest end-to-end run of one long step (5 min or more) after the rate scan `scan`: a rate held that long
-    can fall behind where a 60-s step did not."""
-    held = [r for r in results("e2e") if len(r["steps"]) == 1 and r["steps"][0]["seconds"] >= 300
+def _held_rows(scan: dict[str, Any], runs: list[dict[str, Any]]) -> list[str]:
+    """The newest end-to-end run of `runs` of one long step (5 min or more) after the rate scan `scan`: a rate held
+    that long can fall behind where a 60-s step did not."""
+    held = [r for r in runs if len(r["steps"]) == 1 and r["steps"][0]["seconds"] >= 300
             and r["finished_at"] > scan["finished_at"]]
     if not held:
         return []
@@ -58,8 +58,9 @@ def _when(result: dict[str, Any]) -> str:
 
 def rows() -> list[str]:
     out = ["| Figure | quantrac | Baseline (same run) | Ratio | Measured |", "|---|---|---|---|---|"]
-    scans = [r for r in results("e2e") if len(r["steps"]) > 1]
-    if (e2e := scans[-1] if scans else newest("e2e")) is not None:
+    runs = results("e2e")
+    scans = [r for r in runs if len(r["steps"]) > 1]
+    if (e2e := scans[-1] if scans else (runs[-1] if runs else None)) is not None:
         base = e2e["baseline"]["publisher_only"]["achieved_readings_per_s"]
         best = e2e["highest_sustained_readings_per_s"]
         out.append(f"| End to end, highest rate sustained in {e2e['seconds_per_step']:g}-s steps (readings/s) | {best:,.0f} | {base:,.0f} (publisher alone into Mosquitto) "
@@ -69,7 +70,7 @@ def rows() -> list[str]:
             out.append(f"| ↳ at {step['offered_readings_per_s']:,.0f} readings/s: publish→stored p50/p95/p99 (s); publish→alert p99 "
                        f"| {stored['p50']} / {stored['p95']} / {stored['p99']}; {alert['p99']} | | | sustained: {step['sustained']} "
                        f"({step['seconds']:g}-s step) |")
-        out.extend(_held_rows(e2e))
+        out.extend(_held_rows(e2e, runs))
     if (bridge := newest("bridge")) is not None:
         ours, kcat = bridge["bridge"]["readings_per_s"], bridge["baseline_mosquitto_sub_kcat"]["readings_per_s"]
         out.append(f"| Bridge alone (readings/s) | {ours:,.0f} | {kcat:,.0f} (`mosquitto_sub \\| kcat -P`) | {ours / kcat:.2f} | {_when(bridge)} |")
@@ -91,12 +92,11 @@ def rows() -> list[str]:
         out.append(f"| Soak, {soak['minutes']:.0f} min at {soak['offered_readings_per_s']:,.0f} readings/s offered: stored; "
                    f"consumer lag first → last (messages) | {soak['stored']:,}; {soak['lag_messages']['first']:,} → "
                    f"{soak['lag_messages']['last']:,} | {offered} | | {_when(soak)} |")
-        if (rates := stored_rates([(s["minute"], s["stored"]) for s in soak["samples"]])) is not None:
+        rates, memory = soak_figures(soak["samples"], soak["memory"])
+        if rates is not None:
             out.append(f"| ↳ stored, first 5 min → last 5 min (readings/s) | {rates['first_per_s']:,.0f} → "
                        f"{rates['last_per_s']:,.0f} | first 5 min | {rates['last_to_first']} | |")
-        minutes = [s["minute"] for s in soak["samples"]]
-        for name in soak["memory"]:
-            m = memory_trend(minutes, [s["components"][name]["rss_mib"] for s in soak["samples"]])
+        for name, m in memory.items():
             out.append(f"| ↳ {name} RSS first → last (MiB), slope over the run; over its last third | {m['first_mib']:.0f} → "
                        f"{m['last_mib']:.0f}, {m['slope_mib_per_hour']} MiB/h; {m['last_third_slope_mib_per_hour']} MiB/h | "
                        f"first sample | {m['ratio_last_to_first']} | |")

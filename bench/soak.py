@@ -25,7 +25,7 @@ sys.path.insert(0, str(REPO))
 
 from kafka import KafkaAdminClient, KafkaConsumer  # noqa: E402
 
-from bench.common import ProcessSample, memory_trend, stored_rates, write_result  # noqa: E402
+from bench.common import ProcessSample, soak_figures, write_result  # noqa: E402
 from bench.e2e import consumer_lag, publish_at, running_pipeline, stored_since  # noqa: E402
 from ingest.producer import CONSUMER_OPTIONS  # noqa: E402
 
@@ -71,13 +71,12 @@ def main() -> None:
         lag_after_drain = consumer_lag(settings, consumer, admin)
         consumer.close()
         admin.close()
-    minutes = [s["minute"] for s in samples]
-    memory = {name: memory_trend(minutes, [s["components"][name]["rss_mib"] for s in samples]) for name in pids}
+    stored_rate, memory = soak_figures(samples, pids)
     write_result("soak", {
         "minutes": args.minutes, "offered_readings_per_s": args.rate, "stations": len(stations), **offered,
         "stored": stored, "not_stored_after_drain": offered.get("readings", 0) - stored,
         "drain_s_allowed": 300, "lag_after_drain_messages": lag_after_drain,
-        "stored_rate": stored_rates([(s["minute"], s["stored"]) for s in samples]),
+        "stored_rate": stored_rate,
         "lag_messages": {"first": samples[0]["lag_messages"], "last": samples[-1]["lag_messages"],
                          "max": max(s["lag_messages"] for s in samples)},
         "memory": memory, "samples": samples,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from quantrac.settings import REPO_ROOT
 
 
 def origin_checkout(repo: Path = REPO_ROOT) -> Path | None:
