@@ -430,8 +430,10 @@ def _close_due(work: _Work, parameter: str, touched: windows.Touched, next_close
     if watermark >= next_close:
         found.extend(_due(work, list(state.parameters)))
         return min((windows.earliest_end(ps.windows) for ps in state.parameters.values()), default=math.inf)
-    if windows.completes(touched):
+    if windows.can_give_mean(touched):
         found.extend(_judge_means(work, parameter, partial(windows.complete, touched, config.min_coverage)))
+    elif windows.completes(touched):
+        windows.complete(touched, config.min_coverage)  # settles them: a bucket of one reading gives no mean
     return min(next_close, *(entry[windows.END] for _, _, entry in touched))
 
 
@@ -445,6 +447,11 @@ def rate_span_s(station: Station, spec: ParameterSpec, config: DetectionConfig) 
     return max(spec.rate_span_s or config.rate_span_s, float(station.expected_interval_s))
 
 
+RATE_MARGIN = 1e-6
+"""A level rate this much under its bound is clear whatever `judge_rate` makes of the times' microseconds: such a rate
+with no open key builds no condition, so it is not handed over (times turned into datetimes, the condition's text)."""
+
+
 def _rate(ps: ParameterState, station: Station, spec: ParameterSpec, config: DetectionConfig, t: float, value: float,
           ts: datetime, open_keys: OpenKeys | None) -> Condition | None:
     """`rate_of_change` between robust levels about a span apart (`processors.rate_span`); None while warming up."""
@@ -452,7 +459,8 @@ def _rate(ps: ParameterState, station: Station, spec: ParameterSpec, config: Det
         return None
     ps.rate_bins = rate_span.add(ps.rate_bins, t, value, rate_span_s(station, spec, config))
     found = rate_span.levels(ps.rate_bins)
-    if found is None:
+    if found is None or (open_keys is not None and found.rate_per_min < spec.max_rate_per_min * (1 - RATE_MARGIN)
+                         and (station.id, spec.symbol, "rate_of_change") not in open_keys):
         return None
     return judge_rate(station, spec, windows.from_epoch(found.from_t), found.from_level, windows.from_epoch(found.to_t),
                       found.to_level, at=ts, smoothed=True, open_keys=open_keys)

@@ -18,7 +18,6 @@ relearns by itself.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from statistics import median
 from typing import Any
 
 BINS_PER_SPAN = 12
@@ -54,7 +53,7 @@ def add(bins: list[list[Any]], t: float, value: float, span_s: float) -> list[li
     """`bins` after a valid reading at `t` (in order); each bin is `[index, count, sum_t, sum_value]`."""
     width = span_s / BINS_PER_SPAN
     index = int(t // width)
-    kept = [b for b in bins if b[0] >= index - KEEP_BINS]
+    kept = bins[:] if not bins or bins[0][0] >= index - KEEP_BINS else [b for b in bins if b[0] >= index - KEEP_BINS]
     if kept and kept[-1][0] == index:
         last = kept[-1]
         kept[-1] = [index, last[1] + 1, last[2] + t, last[3] + value]
@@ -68,9 +67,16 @@ def levels(bins: list[list[Any]]) -> Levels | None:
     if not bins:
         return None
     newest = bins[-1][0]
+    if bins[0][0] > newest - HEAD_MIN_AGE_BINS:
+        return None
     head = [b for b in bins if b[0] <= newest - HEAD_MIN_AGE_BINS]
     tail = [b for b in bins if b[0] >= newest - TAIL_MAX_AGE_BINS]
-    if not head or not tail:
-        return None
-    return Levels(from_t=sum(b[2] / b[1] for b in head) / len(head), from_level=median(b[3] / b[1] for b in head),
-                  to_t=sum(b[2] / b[1] for b in tail) / len(tail), to_level=median(b[3] / b[1] for b in tail))
+    return Levels(from_t=sum(b[2] / b[1] for b in head) / len(head), from_level=_median([b[3] / b[1] for b in head]),
+                  to_t=sum(b[2] / b[1] for b in tail) / len(tail), to_level=_median([b[3] / b[1] for b in tail]))
+
+
+def _median(values: list[float]) -> float:
+    """`statistics.median` of a non-empty list, without its generality."""
+    values.sort()
+    half = len(values) // 2
+    return values[half] if len(values) % 2 else (values[half - 1] + values[half]) / 2

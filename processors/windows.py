@@ -137,6 +137,13 @@ def completes(touched: Touched) -> bool:
     return any(entry[TOTAL] >= entry[EXPECTED] for _, _, entry in touched)
 
 
+def can_give_mean(touched: Touched) -> bool:
+    """Whether `complete` can find a mean among the buckets a reading just counted in: one complete, not judged since
+    its last reading, and able to hold more than one reading (a station reporting every 5 minutes completes its 5-min
+    bucket with each reading, and that bucket's mean is the reading itself)."""
+    return any(entry[DIRTY] and entry[TOTAL] >= entry[EXPECTED] > 1 for _, _, entry in touched)
+
+
 def complete(touched: Touched, min_coverage: float, quiet: tuple[float, float] | None = None) -> list[WindowMean]:
     """`due` when the watermark has passed no bucket's end: only the buckets a reading just counted in can be due,
     and only by being complete."""

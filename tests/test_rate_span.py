@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
@@ -99,3 +100,52 @@ def test_the_span_is_the_parameters_own_else_the_workers_never_under_the_station
     assert rate_span_s(station(60), PH, CONFIG) == 300.0
     assert rate_span_s(station(900), PH, CONFIG) == 900.0
     assert rate_span_s(station(60), PH.model_copy(update={"rate_span_s": 600.0}), CONFIG) == 600.0
+
+
+def reference_levels(bins: list[list[float]]) -> rate_span.Levels | None:
+    """`rate_span.levels` as first written: filters and `statistics.median`."""
+    if not bins:
+        return None
+    newest = bins[-1][0]
+    head = [b for b in bins if b[0] <= newest - rate_span.HEAD_MIN_AGE_BINS]
+    tail = [b for b in bins if b[0] >= newest - rate_span.TAIL_MAX_AGE_BINS]
+    if not head or not tail:
+        return None
+    return rate_span.Levels(sum(b[2] / b[1] for b in head) / len(head), statistics.median(b[3] / b[1] for b in head),
+                            sum(b[2] / b[1] for b in tail) / len(tail), statistics.median(b[3] / b[1] for b in tail))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.floats(0, 10_000, allow_nan=False), st.floats(-1e6, 1e6, allow_nan=False)),
+                min_size=1, max_size=200), st.sampled_from([1.0, 60.0, 300.0, 3600.0]))
+def test_the_levels_are_those_of_the_filters_and_statistics_median(points: list[tuple[float, float]], span_s: float) -> None:
+    bins: list[list[float]] = []
+    for t, value in sorted(points):
+        bins = rate_span.add(bins, t, value, span_s)
+        assert rate_span.levels(bins) == reference_levels(bins)
+
+
+@settings(max_examples=25, deadline=None)
+@given(interval_s=st.sampled_from([10, 60, 300]), speed=st.floats(0.0, 0.6), seed=st.integers(0, 2**31),
+       opened=st.booleans())
+def test_with_open_keys_the_rate_conditions_are_the_ones_wanted_of_all(interval_s: int, speed: float, seed: int,
+                                                                       opened: bool) -> None:
+    """The open-keys path skips a clear rate with no open key before building it; what it keeps is what `wanted`
+    keeps of every condition the oracle builds, near the bound too."""
+    rng = np.random.default_rng(seed)
+    n = readings_for(30, interval_s)
+    values = 7 + speed * np.arange(n) * interval_s / 60 + rng.normal(0, 0.01, n)
+    st_ = station(interval_s)
+    state_all = state_keys = None
+    keys: set[tuple[str, str, str]] = {(st_.id, "pH", "rate_of_change")} if opened else set()
+    for i, v in enumerate(values):
+        r = Reading(station_id=st_.id, parameter="pH", value=float(v), unit="-", ts=T0 + timedelta(seconds=interval_s * i))
+        every = detect(state_all, [r], st_, CONFIG)
+        kept = detect(state_keys, [r], st_, CONFIG, open_keys=keys)
+        state_all, state_keys = every.state, kept.state
+        wanted = [c for c in every.conditions if c.rule == "rate_of_change" and (c.active or
+                  (c.station_id, c.parameter, c.rule) in keys)]
+        for c in wanted:
+            if c.active:
+                keys.add((c.station_id, c.parameter, c.rule))
+        assert [c for c in kept.conditions if c.rule == "rate_of_change"] == wanted

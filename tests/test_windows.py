@@ -100,3 +100,15 @@ def test_window_bounds_on_numbers_are_the_time_buckets(ts: datetime, bucket: str
     from quantrac.timebuckets import bucket_end
     start = bucket_start(ts, bucket)
     assert windows._bounds(ts, ts.timestamp(), bucket) == (start.timestamp(), bucket_end(start, bucket).timestamp())
+
+
+@hsettings(max_examples=100, deadline=None)
+@given(readings, st.sampled_from([60, 300, 3600]), st.floats(0.0, 1.0))
+def test_a_reading_that_can_give_no_mean_by_completing_finds_none(rs: list[tuple[int, float | None]], interval_s: int,
+                                                                   coverage: float) -> None:
+    """`can_give_mean` False: `complete` finds nothing (it only settles the buckets), so the worker may skip judging."""
+    w: dict = {}
+    for offset, value in rs:
+        touched = windows.add(w, T0 + timedelta(seconds=offset), value, interval_s)
+        if not windows.can_give_mean(touched):
+            assert windows.complete(touched, coverage) == []
