@@ -119,7 +119,10 @@ def publish_at(settings, stations: list[Station], readings_per_s: float, seconds
                exceed_stations: set[str], topic_root: str = "quantrac/v1/stations") -> dict[str, float]:
     """Publish for `seconds` at `readings_per_s`; returns what was offered and achieved.
 
-    `topic_root` other than the stations' one: nothing subscribes (the baseline, publisher alone)."""
+    Each of `exceed_stations` sends one exceedance, at its own time spread evenly over the step (the
+    first a step's length over their number plus one in), so publish→alert is measured while the
+    pipeline runs at the rate, not only as it wakes up. `topic_root` other than the stations' one:
+    nothing subscribes (the baseline, publisher alone)."""
     per_message = len(stations[0].parameters)
     messages_per_s = readings_per_s / per_message
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{os.getpid()}", protocol=mqtt.MQTTv311)
@@ -131,6 +134,7 @@ def publish_at(settings, stations: list[Station], readings_per_s: float, seconds
     sent, last = 0, None
     start = time.monotonic()
     exceeded: set[str] = set()
+    exceed_at = {sid: seconds * (k + 1) / (len(exceed_stations) + 1) for k, sid in enumerate(sorted(exceed_stations))}
     while True:
         elapsed = time.monotonic() - start
         if elapsed >= seconds:
@@ -139,7 +143,7 @@ def publish_at(settings, stations: list[Station], readings_per_s: float, seconds
         now = datetime.now(timezone.utc)
         while sent < due:
             station = stations[sent % len(stations)]
-            exceed = station.id in exceed_stations and station.id not in exceeded
+            exceed = station.id not in exceeded and elapsed >= exceed_at.get(station.id, math.inf)
             if exceed:
                 exceeded.add(station.id)
             last = client.publish(f"{topic_root}/{station.id}/readings", message(station, now, exceed), qos=1)
@@ -275,6 +279,7 @@ def main() -> None:
             "quick": args.quick, "seconds_per_step": seconds, "stations": len(station_list),
             "readings_per_message": len(station_list[0].parameters),
             "highest_sustained_readings_per_s": max(sustained, default=0.0),
+            "alert_exceedances": "spread",
             "baseline": baseline, "steps": steps,
         })
 

@@ -34,18 +34,39 @@ def results(name: str) -> list[dict[str, Any]]:
 
 
 def _held_rows(scan: dict[str, Any], runs: list[dict[str, Any]]) -> list[str]:
-    """The newest end-to-end run of `runs` of one long step (5 min or more) after the rate scan `scan`: a rate held
-    that long can fall behind where a 60-s step did not."""
+    """The newest end-to-end run of `runs` of one long step (5 min or more), shown under the rate scan `scan` when it is
+    of the same day or later: a rate held that long can fall behind where a 60-s step did not."""
     held = [r for r in runs if len(r["steps"]) == 1 and r["steps"][0]["seconds"] >= 300
-            and r["finished_at"] > scan["finished_at"]]
+            and r["finished_at"][:10] >= scan["finished_at"][:10]]
     if not held:
         return []
     step = held[-1]["steps"][0]
     stored, alert = step["publish_to_stored_s"], step["publish_to_alert_s"]
     return [f"| ↳ {step['offered_readings_per_s']:,.0f} readings/s held {step['seconds'] / 60:.0f} min: stored of offered; lag growth "
-            f"(messages/s); drain (s); publish→stored p99 (s); publish→alert p99 (s) | {step['stored']:,} of {step['readings']:,}; "
+            f"(messages/s); drain (s); publish→stored p99 (s); publish→alert p99 (s) {_alerts_when(held[-1])} | {step['stored']:,} of {step['readings']:,}; "
             f"{step['lag_growth_messages_per_s']}; {step['drain_s']}; {stored['p99']}; {alert['p99']} | | | "
             f"sustained: {step['sustained']} ({_when(held[-1])}) |"]
+
+
+def _alerts_when(e2e: dict[str, Any]) -> str:
+    """When in each step the measured exceedances were sent: the e2e bench spread them over the step from
+    2026-12-03 10:20 UTC; before, every one went with the step's first messages, while the pipeline was idle."""
+    return "(exceedances spread over the step)" if e2e.get("alert_exceedances") == "spread" else "(exceedances at the step's start)"
+
+
+def _worker_rows(worker: dict[str, Any]) -> list[str]:
+    """The worker alone, Faust alone and PostgreSQL alone, against the bare consumer of the same run."""
+    ours, base = worker["worker"]["readings_per_s"], worker["baseline_aiokafka_count"]["readings_per_s"]
+    out = [f"| Worker alone (readings/s: store, rollups, every rule) | {ours:,.0f} | {base:,.0f} (bare aiokafka consumer that "
+           f"only counts) | {worker['worker_vs_baseline']} | {_when(worker)} |"]
+    if (faust := worker.get("faust_count")) is not None:
+        out.append(f"| ↳ Faust alone: the worker's app and batch API, only counting (readings/s) | "
+                   f"{faust['readings_per_s']:,.0f} | {base:,.0f} | {worker['faust_count_vs_baseline']} | |")
+    if (copy := worker.get("postgres_copy_prebuilt")) is not None:
+        out.append(f"| ↳ PostgreSQL alone: the same readings as prebuilt binary COPY buffers, "
+                   f"{copy['batch_messages']:,} messages a transaction (readings/s) | {copy['readings_per_s']:,.0f} | "
+                   f"{base:,.0f} | {worker['postgres_copy_vs_baseline']} | worker: {worker['worker_vs_postgres_copy']} of it |")
+    return out
 
 
 def _when(result: dict[str, Any]) -> str:
@@ -68,7 +89,7 @@ def rows() -> list[str]:
         for step in e2e["steps"]:
             stored, alert = step["publish_to_stored_s"], step["publish_to_alert_s"]
             out.append(f"| ↳ at {step['offered_readings_per_s']:,.0f} readings/s: publish→stored p50/p95/p99 (s); publish→alert p99 "
-                       f"| {stored['p50']} / {stored['p95']} / {stored['p99']}; {alert['p99']} | | | sustained: {step['sustained']} "
+                       f"{_alerts_when(e2e)} | {stored['p50']} / {stored['p95']} / {stored['p99']}; {alert['p99']} | | | sustained: {step['sustained']} "
                        f"({step['seconds']:g}-s step) |")
         out.extend(_held_rows(e2e, runs))
     if (bridge := newest("bridge")) is not None:
@@ -78,12 +99,7 @@ def rows() -> list[str]:
             out.append(f"| ↳ two bridges on a shared subscription (readings/s, together) | {pair['readings_per_s']:,.0f} | "
                        f"{kcat:,.0f} | {pair['readings_per_s'] / kcat:.2f} | |")
     if (worker := newest("worker")) is not None:
-        ours, base = worker["worker"]["readings_per_s"], worker["baseline_aiokafka_count"]["readings_per_s"]
-        out.append(f"| Worker alone (readings/s: store, rollups, every rule) | {ours:,.0f} | {base:,.0f} (bare aiokafka consumer that "
-                   f"only counts) | {worker['worker_vs_baseline']} | {_when(worker)} |")
-        if (faust := worker.get("faust_count")) is not None:
-            out.append(f"| ↳ Faust alone: the worker's app and batch API, only counting (readings/s) | "
-                       f"{faust['readings_per_s']:,.0f} | {base:,.0f} | {worker['faust_count_vs_baseline']} | |")
+        out.extend(_worker_rows(worker))
     if (store := newest("store")) is not None:
         out.extend(_store_rows(store))
     if (soak := newest("soak")) is not None:

@@ -10,7 +10,10 @@ topic and database:
    first record to its last), what Faust costs before the worker does any work;
 4. quantrac: `quantrac worker` (store, rollups, every rule, alerts) starts on the same topic; the
    clock runs from the first stored reading to the last (startup and the first rebalance excluded,
-   reported apart), counted in PostgreSQL.
+   reported apart), counted in PostgreSQL;
+5. PostgreSQL alone: the same readings as binary COPY buffers built before the clock, in the worker's
+   batch size, one transaction each, into a fresh database of the same store: the most readings a
+   second any worker that stores every reading can reach on this machine.
 
     python bench/worker.py [--messages 20000] [--stations 100] [--keep-stack] [--profile]
 """
@@ -30,6 +33,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+import numpy as np  # noqa: E402
 import orjson  # noqa: E402
 import structlog  # noqa: E402
 
@@ -169,6 +173,46 @@ def count_with_faust(want: int, per_message: int, timeout: float = 300) -> dict[
     return {**result, "readings_per_s": round(result["records"] * per_message / max(result["seconds"], 1e-9), 1), **usage}
 
 
+def copy_ceiling(raws: list[bytes], per_message: int) -> dict[str, float]:
+    """PostgreSQL alone: the readings of `raws` COPYed from prebuilt binary buffers (the worker's batch size, one
+    transaction each) into a fresh database migrated as the worker's; clock around the COPYs only."""
+    from processors.copy_binary import copy_buffer
+    from processors.pipeline import decode_batch
+
+    database = f"{SETTINGS.pg_database}_copy"
+    admin = SETTINGS.pg_dsn.replace(f"dbname={SETTINGS.pg_database}", "dbname=postgres")
+    dsn = SETTINGS.pg_dsn.replace(f"dbname={SETTINGS.pg_database}", f"dbname={database}")
+    size = SETTINGS.worker_batch_size
+    batches = [decode_batch(raws[i:i + size]) for i in range(0, len(raws), size)]
+    buffers = [copy_buffer(b) for b in batches]
+    days = sorted({d for b in batches for d in np.unique(b.ts_us // 86_400_000_000).tolist()})
+    with connect(admin) as conn:
+        conn.autocommit = True
+        conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{database}"')
+    try:
+        with connect(dsn) as conn:
+            migrate(conn)
+            first, last = (datetime.fromtimestamp(d * 86_400, timezone.utc).date() for d in (days[0], days[-1]))
+            conn.execute("SELECT quantrac_ensure_partitions(%s, %s)", (first, last))
+            conn.commit()
+            began = time.perf_counter()
+            for buffer in buffers:
+                with conn.transaction(), conn.cursor() as cur, cur.copy(COPY_READINGS) as copy:
+                    copy.write(buffer)
+            seconds = time.perf_counter() - began
+            copied = stored(conn)
+    finally:
+        with connect(admin) as conn:
+            conn.autocommit = True
+            conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+    return {"readings": copied, "seconds": round(seconds, 3), "batch_messages": size,
+            "readings_per_s": round(len(raws) * per_message / max(seconds, 1e-9), 1)}
+
+
+COPY_READINGS = "COPY readings (station_id, parameter, ts, value, unit, status) FROM STDIN (FORMAT BINARY)"
+
+
 def stored(conn) -> int:  # type: ignore[no-untyped-def]
     return conn.execute("SELECT count(*) FROM readings").fetchone()[0]
 
@@ -288,12 +332,16 @@ def main() -> None:
         faust = count_with_faust(args.messages, per_message)
         profile_path = SETTINGS.run_dir / "bench-logs" / f"{SETTINGS.worker_id}.pyspy" if args.profile else None
         worker, frames = drain_worker(args.messages * per_message, profile_path)
+        ceiling = copy_ceiling([v for _, v in values], per_message)
         write_result("worker", {
             "method": "N readings records pre-filled in Kafka; time from the first stored reading to the last "
                       "(worker) or first to last record counted (baseline)",
             "messages": args.messages, "readings_per_message": per_message, "stations": args.stations,
             "fill_seconds": round(fill_s, 2), "load_average_at_end": os.getloadavg(),
             "worker": worker, "baseline_aiokafka_count": baseline, "faust_count": faust,
+            "postgres_copy_prebuilt": ceiling,
+            "postgres_copy_vs_baseline": round(ceiling["readings_per_s"] / max(baseline["readings_per_s"], 1e-9), 4),
+            "worker_vs_postgres_copy": round(worker["readings_per_s"] / max(ceiling["readings_per_s"], 1e-9), 4),
             "decode_cpu_us_per_reading": decode,
             "worker_vs_baseline": round(worker["readings_per_s"] / max(baseline["readings_per_s"], 1e-9), 4),
             "faust_count_vs_baseline": round(faust["readings_per_s"] / max(baseline["readings_per_s"], 1e-9), 4),
