@@ -59,7 +59,7 @@ from api.routes.history import bucket_series  # noqa: E402
 from bench.common import percentiles, write_result  # noqa: E402
 from processors.copy_binary import copy_buffer  # noqa: E402
 from processors.partitions import refresh_aggregates  # noqa: E402
-from processors.reading_writer import STAGE, STAGE_COPY, STAGED_INSERT, ReadingWriter, copy_rows  # noqa: E402
+from processors.reading_writer import DIRECT_COPY, STAGE, STAGE_COPY, STAGED_INSERT, ReadingWriter, copy_rows  # noqa: E402
 from processors.rollups import bucket_sql, bucket_sums, merge_sql, rebuild_rollups, update_rollups  # noqa: E402
 from quantrac import completeness  # noqa: E402
 from quantrac.batch_columns import BatchColumns, batch_columns  # noqa: E402
@@ -107,7 +107,6 @@ def readings(prefix: str, rows: int, stations: int) -> list[Reading]:
 
 STAGES = ("write", "conflicts", "delivery_counts", "rollups", "completeness", "commit")
 METHODS = ("raw_copy", "store_with_rollups", "store_without_rollups", "worker_store_path", "raw_copy_prebuilt")
-_RAW_COPY = "COPY readings (station_id, parameter, ts, value, unit, status) FROM STDIN (FORMAT BINARY)"
 _TYPES = ["text", "text", "timestamptz", "float8", "text", "text"]
 
 
@@ -132,12 +131,12 @@ class WriteMethod:
         """Write one batch (`method_input`) in one transaction, adding the time it took."""
         began = time.perf_counter()
         if self.name == "raw_copy":
-            async with self.conn.transaction(), self.conn.cursor() as cur, cur.copy(_RAW_COPY) as copy:
+            async with self.conn.transaction(), self.conn.cursor() as cur, cur.copy(DIRECT_COPY) as copy:
                 copy.set_types(_TYPES)
                 for r in batch:
                     await copy.write_row((r.station_id, r.parameter, r.ts, r.value, r.unit, r.status.value))
         elif self.name == "raw_copy_prebuilt":
-            async with self.conn.transaction(), self.conn.cursor() as cur, cur.copy(_RAW_COPY) as copy:
+            async with self.conn.transaction(), self.conn.cursor() as cur, cur.copy(DIRECT_COPY) as copy:
                 await copy.write(batch)
         elif self.name == "worker_store_path":
             await self._worker_batch(batch)

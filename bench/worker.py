@@ -178,39 +178,47 @@ def copy_ceiling(raws: list[bytes], per_message: int) -> dict[str, float]:
     transaction each) into a fresh database migrated as the worker's; clock around the COPYs only."""
     from processors.copy_binary import copy_buffer
     from processors.pipeline import decode_batch
+    from processors.reading_writer import DIRECT_COPY
 
-    database = f"{SETTINGS.pg_database}_copy"
-    admin = SETTINGS.pg_dsn.replace(f"dbname={SETTINGS.pg_database}", "dbname=postgres")
-    dsn = SETTINGS.pg_dsn.replace(f"dbname={SETTINGS.pg_database}", f"dbname={database}")
     size = SETTINGS.worker_batch_size
     batches = [decode_batch(raws[i:i + size]) for i in range(0, len(raws), size)]
     buffers = [copy_buffer(b) for b in batches]
     days = sorted({d for b in batches for d in np.unique(b.ts_us // 86_400_000_000).tolist()})
-    with connect(admin) as conn:
-        conn.autocommit = True
-        conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{database}"')
+    database = f"{SETTINGS.pg_database}_copy"
     try:
-        with connect(dsn) as conn:
+        with connect(fresh_database(database)) as conn:
             migrate(conn)
             first, last = (datetime.fromtimestamp(d * 86_400, timezone.utc).date() for d in (days[0], days[-1]))
             conn.execute("SELECT quantrac_ensure_partitions(%s, %s)", (first, last))
             conn.commit()
             began = time.perf_counter()
             for buffer in buffers:
-                with conn.transaction(), conn.cursor() as cur, cur.copy(COPY_READINGS) as copy:
+                with conn.transaction(), conn.cursor() as cur, cur.copy(DIRECT_COPY) as copy:
                     copy.write(buffer)
             seconds = time.perf_counter() - began
             copied = stored(conn)
     finally:
-        with connect(admin) as conn:
-            conn.autocommit = True
-            conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        drop_database(database)
     return {"readings": copied, "seconds": round(seconds, 3), "batch_messages": size,
             "readings_per_s": round(len(raws) * per_message / max(seconds, 1e-9), 1)}
 
 
-COPY_READINGS = "COPY readings (station_id, parameter, ts, value, unit, status) FROM STDIN (FORMAT BINARY)"
+def _admin(statement: str) -> None:
+    """Run `statement` on the private server's `postgres` database, outside a transaction."""
+    with connect(SETTINGS.pg_dsn.replace(f"dbname={SETTINGS.pg_database}", "dbname=postgres")) as conn:
+        conn.autocommit = True
+        conn.execute(statement)
+
+
+def drop_database(database: str) -> None:
+    _admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+
+
+def fresh_database(database: str) -> str:
+    """`database` on the private server, dropped and created empty; its DSN."""
+    drop_database(database)
+    _admin(f'CREATE DATABASE "{database}"')
+    return SETTINGS.pg_dsn.replace(f"dbname={SETTINGS.pg_database}", f"dbname={database}")
 
 
 def stored(conn) -> int:  # type: ignore[no-untyped-def]
@@ -314,12 +322,7 @@ def main() -> None:
     prepare_private_stack(SETTINGS, args.keep_stack)
     try:
         stations = bench_stations(args.stations)
-        admin = SETTINGS.pg_dsn.replace(f"dbname={SETTINGS.pg_database}", "dbname=postgres")
-        with connect(admin) as conn:
-            conn.autocommit = True
-            conn.execute(f'DROP DATABASE IF EXISTS "{SETTINGS.pg_database}" WITH (FORCE)')
-            conn.execute(f'CREATE DATABASE "{SETTINGS.pg_database}"')
-        with connect(SETTINGS.pg_dsn) as conn:
+        with connect(fresh_database(SETTINGS.pg_database)) as conn:
             migrate(conn)
             save_stations(conn, stations)
         values = records(stations, args.messages)

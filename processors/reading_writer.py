@@ -26,7 +26,8 @@ from quantrac.wire_columns import STATUSES
 _DAY_US = 86_400_000_000
 
 _COLUMNS = "station_id, parameter, ts, value, unit, status"
-_DIRECT = f"COPY readings ({_COLUMNS}) FROM STDIN (FORMAT BINARY)"
+DIRECT_COPY = f"COPY readings ({_COLUMNS}) FROM STDIN (FORMAT BINARY)"
+"""The binary COPY straight into `readings` (the benches' raw COPY baselines use it too)."""
 STAGE = ("CREATE TEMP TABLE IF NOT EXISTS readings_stage "
          "(station_id text, parameter text, ts timestamptz, value double precision, unit text, status text) "
          "ON COMMIT DELETE ROWS")
@@ -112,7 +113,7 @@ class ReadingWriter:
         if self._direct:
             try:
                 async with conn.transaction(), conn.cursor() as cur:
-                    await copy_rows(cur, _DIRECT, kept)
+                    await copy_rows(cur, DIRECT_COPY, kept)
                 return firsts
             except psycopg.errors.UniqueViolation:
                 self._direct = False  # some are stored already: this batch and the next go the idempotent way
