@@ -38,10 +38,11 @@ REPO = Path(__file__).resolve().parents[1]
 class Harness:
     """The worker's detection step over generated messages: `stations_n` stations of `bench/worker.py`, each sending
     a message of 8 readings every `seconds_apart` of event time, judged with the worker's live detectors, its state
-    cache (each state written back as the table's bytes) and an empty set of open alerts. Its modules are imported
-    when it is made, so a harness made after a tree is put first on `sys.path` runs that tree's code."""
+    cache (states written back as the table's bytes as the worker writes them: `step`) and an empty set of open
+    alerts. Its modules are imported when it is made, so a harness made after a tree is put first on `sys.path` runs
+    that tree's code."""
 
-    def __init__(self, stations_n: int, seconds_apart: float = 60.0) -> None:
+    def __init__(self, stations_n: int, seconds_apart: float = 60.0, batch_s: float = 0.5, snapshot_s: float = 5.0) -> None:
         from bench.worker import bench_stations, value
         from processors.detection import DetectionConfig, LiveDetectors, detect_batch
         from processors.detection_state import StateCache
@@ -55,6 +56,14 @@ class Harness:
         self.config, self.live, self.cache = DetectionConfig(), LiveDetectors(), StateCache()
         self.raws: dict[str, bytes] = {}
         self._value, self._detect, self._reading, self._measuring = value, detect_batch, Reading, Status.MEASURING
+        try:
+            from processors.detection import snapshot_states
+            from processors.detection_state import SnapshotPlan
+        except ImportError:  # a tree from before state snapshots
+            self.plan: Any = None
+        else:
+            self.plan, self._snapshot = SnapshotPlan(snapshot_s), snapshot_states
+        self.batch_s, self.clock = batch_s, 0.0
 
     def event_s(self, message: int) -> float:
         """Seconds of event time from the start to message number `message`."""
@@ -72,11 +81,23 @@ class Harness:
         return out
 
     def step(self, readings: list[Any]) -> int:
-        """Judge one batch as the worker does; the number of conditions."""
+        """Judge one batch as the worker does; the number of conditions.
+
+        A tree with state snapshots (`SnapshotPlan`) keeps the states alive and writes them as the worker does, with
+        batches `batch_s` of the worker's time apart; an older tree writes every state after every batch."""
         owned = {i: self.cache.state(i, self.raws.get(i)) for i in {r.station_id for r in readings}}
-        states, conditions, _ = self._detect(readings, owned, self.stations, self.config, self.live, set(), owned=True)
-        for i, s in states.items():
-            self.raws[i] = self.cache.written(i, s)
+        if self.plan is None:
+            states, conditions, _ = self._detect(readings, owned, self.stations, self.config, self.live, set(), owned=True)
+            for i, s in states.items():
+                self.raws[i] = self.cache.written(i, s)
+            return len(conditions)
+        states, conditions, _ = self._detect(readings, owned, self.stations, self.config, self.live, set(), owned=True,
+                                             save_rows=False)
+        for i, state in states.items():
+            self.cache.keep(i, state, self.raws.get(i))
+        self.clock += self.batch_s
+        due = self.plan.due(states, [i for i in states if i not in self.raws], self.clock)
+        self.raws.update(self._snapshot(self.cache, self.live, due))
         return len(conditions)
 
 

@@ -29,7 +29,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import orjson
 
@@ -46,7 +46,7 @@ from alerts.rules import (
 )
 from processors import rate_span, windows
 from processors.detection_banks import ChannelSpec, Judgements, LiveBanks, SeriesKey
-from processors.detection_state import CalibrationRun, DetectorState, FaultRun, ParameterState, StationState, load
+from processors.detection_state import CalibrationRun, DetectorState, FaultRun, ParameterState, StateCache, StationState, load
 from processors.detectors import DETECTORS
 from processors.detectors.presets import hyperparameters, params_of, station_channels
 from processors.rule_columns import InstantColumns, MeanGate, instant_columns
@@ -388,12 +388,13 @@ def _station_pass(work: _Work, readings: Sequence[Reading], specs: Sequence[Para
 
 
 def _judge_batch(batch: Mapping[str, tuple[Station, StationState | dict[str, Any] | None, Sequence[Reading]]],
-                 config: DetectionConfig, live: LiveDetectors | None, open_keys: OpenKeys | None, owned: bool
-                 ) -> tuple[dict[str, StationState], list[Condition], list[Reading]]:
+                 config: DetectionConfig, live: LiveDetectors | None, open_keys: OpenKeys | None, owned: bool,
+                 save_rows: bool = True) -> tuple[dict[str, StationState], list[Condition], list[Reading]]:
     """Every station's pass, then the detectors once over the whole batch (`Judgements.run`); with `live` the
     states get the token of its rows, else none."""
     banks = LiveBanks() if live is None else live
-    judgements = Judgements(banks, open_keys, config.incident_hold_s, config.incident_refractory_s, as_json=owned)
+    judgements = Judgements(banks, open_keys, config.incident_hold_s, config.incident_refractory_s, as_json=owned,
+                            save=save_rows or live is None)
     works: list[_Work] = []
     found: list[Condition] = []
     late: list[Reading] = []
@@ -518,17 +519,27 @@ def _multivariate(work: _Work, by_ts: dict[float, dict[str, float]], anchor: int
 
 def detect_batch(readings: Sequence[Reading], states: Mapping[str, StationState | dict[str, Any] | None],
                  stations: Mapping[str, Station], config: DetectionConfig, live: LiveDetectors | None = None,
-                 open_keys: OpenKeys | None = None, owned: bool = False
+                 open_keys: OpenKeys | None = None, owned: bool = False, save_rows: bool = True
                  ) -> tuple[dict[str, StationState], list[Condition], list[Reading]]:
     """`detect` for every station in a batch: (new state per station, conditions, late readings).
 
     Each station's readings are taken in arrival order for its windows and rules; the detectors then
     run once per engine bank over the whole batch (`processors.detection_banks`). Conditions come
     per station in reading order, then the detectors' per series in reading order (groups last).
+    With `save_rows` False (and `live`), the detectors' rows stay in `live` and the states carry what
+    they last saved: `live.save_rows` writes them in before a state is written out (the worker's snapshots).
     """
     by_station: dict[str, list[Reading]] = defaultdict(list)
     for r in readings:
         by_station[r.station_id].append(r)
     batch = {station_id: (station, states.get(station_id), rs) for station_id, rs in by_station.items()
              if (station := stations.get(station_id)) is not None}
-    return _judge_batch(batch, config, live, open_keys, owned)
+    return _judge_batch(batch, config, live, open_keys, owned, save_rows)
+
+
+def snapshot_states(cache: StateCache, live: LiveDetectors, station_ids: Iterable[str]) -> dict[str, bytes]:
+    """The table bytes of these stations' kept states with their detectors' rows written in (`save_rows`), each kept
+    with them; a station whose state is not kept (its batch failed) is left out."""
+    states = {i: state for i in station_ids if (state := cache.kept(i)) is not None}
+    live.save_rows(states)
+    return {i: cache.written(i, state) for i, state in states.items()}

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -198,6 +198,33 @@ class LiveBanks(dict[str, tuple[str, set[SeriesKey]]]):
         maker: Callable[[list[dict[str, Any]]], Any] = ENGINE_BANKS[name]
         return maker
 
+    def forget(self, station_ids: Sequence[str]) -> None:
+        """Stop taking these stations' rows as they are (a batch failed half-way through them): the next state they are
+        handed loads its rows from what it saved."""
+        for station_id in station_ids:
+            self.pop(station_id, None)
+
+    def save_rows(self, states: Mapping[str, StationState]) -> None:
+        """Write the rows each station's state carries the token of into it (as `RowJson` where the bank writes JSON),
+        each bank's rows gathered at once: what `Judgements` leaves in the banks when it does not save."""
+        by_bank: dict[str, tuple[list[int], list[tuple[StationState, str, str]]]] = {}
+        for station_id, state in states.items():
+            kept = self.get(station_id)
+            if kept is None or state.token is None or kept[0] != state.token:
+                continue
+            for key in kept[1]:
+                bank_key, row = self.rows[key]
+                rows, targets = by_bank.setdefault(bank_key, ([], []))
+                rows.append(row)
+                targets.append((state, key[2], key[3]))
+        for bank_key, (rows, targets) in by_bank.items():
+            saved = _saved(self.banks[bank_key].materialise(), np.array(rows, dtype=np.int64), True)
+            for (state, series, name), row_state in zip(targets, saved, strict=True):
+                if series.startswith("mv:"):
+                    state.group(series.removeprefix("mv:")).detector = row_state
+                else:
+                    state.parameter(series).detectors[name] = row_state
+
     def stamp(self, station_id: str, state: StationState, loaded: set[SeriesKey]) -> None:
         """Give the station's state a new token, which its `loaded` rows now carry."""
         state.token = os.urandom(8).hex()
@@ -251,11 +278,14 @@ class Judgements:
     """A batch's detector work: collected per series, advanced per bank, then joined and judged in series order."""
 
     def __init__(self, live: LiveBanks, open_keys: OpenKeys | None, hold_s: float, refractory_s: float = 0.0,
-                 as_json: bool = False) -> None:
+                 as_json: bool = False, save: bool = True) -> None:
         self.live, self.open_keys, self.hold_s, self.refractory_s = live, open_keys, hold_s, refractory_s
         self.as_json = as_json
         """Save the rows of banks that write JSON (`states_json`) as their text (`RowJson`): the caller writes the
         states as JSON next (the worker), and reads them back only after a failed batch."""
+        self.save = save
+        """Write the rows back into the states after the batch; False: they stay in `live` (`LiveBanks.save_rows`
+        writes them when the worker snapshots)."""
         self.series: list[_Series] = []
         self.events: list[_Event] = []
         self.scalar: list[float] = []
@@ -292,7 +322,8 @@ class Judgements:
         found: Anchored = []
         for s, per_channel in zip(self.series, verdicts, strict=True):
             found.extend(self._judge(s, per_channel, flagged))
-        self._save()
+        if self.save:
+            self._save()
         found.sort(key=lambda pair: pair[0])
         merged: list[Condition] = []
         j = 0
@@ -315,15 +346,9 @@ class Judgements:
                 member[1].append(ch.row)
                 member[2].append((s.save, ch.name))
         for holder, rows, targets in by_bank.values():
-            for (save, name), state in zip(targets, self._states(holder.materialise(), np.array(rows, dtype=np.int64)),
-                                           strict=True):
+            for (save, name), state in zip(targets, _saved(holder.materialise(), np.array(rows, dtype=np.int64),
+                                                           self.as_json), strict=True):
                 save(name, state)
-
-    def _states(self, bank: Any, rows: np.ndarray) -> Sequence[DetectorState]:
-        """The states of a bank's `rows`: as JSON text where wanted and the bank writes it, else gathered (`_states`)."""
-        if self.as_json and hasattr(bank, "states_json"):
-            return [RowJson(raw) for raw in bank.states_json(rows)]
-        return _states(bank, rows)
 
     def _advance(self) -> tuple[list[list[_Verdicts]], list[bool]]:
         """Per series, per channel: its bank's flags, scores and details over the batch's events (by event index); one
@@ -415,6 +440,13 @@ class Judgements:
                 _add(found, e.anchor, judge_anomaly(s.station, s.label, ch.name, False, value, scores[k],
                                                     ch.holder.thresholds[ch.row], details[k] or "",
                                                     e.ts or windows.from_epoch(e.t), open_keys=keys))
+
+
+def _saved(bank: Any, rows: np.ndarray, as_json: bool) -> Sequence[DetectorState]:
+    """The states of a bank's `rows`: as JSON text (`RowJson`) where wanted and the bank writes it, else gathered."""
+    if as_json and hasattr(bank, "states_json"):
+        return [RowJson(raw) for raw in bank.states_json(rows)]
+    return _states(bank, rows)
 
 
 def _states(bank: Any, rows: np.ndarray) -> list[dict[str, Any]]:

@@ -179,6 +179,10 @@ class StationState:
     """The `Plan.key` the detectors learned under: another key (a new preset) makes them start afresh."""
     token: str | None = None
     """Names the worker's live detectors that wrote this state (`processors.detection.LiveDetectors`)."""
+    stored_through_us: int | None = None
+    """The store transaction time (`readings.received_at`, epoch µs) of the newest batch this state has judged: a
+    state read back from a snapshot replays the station's readings stored after it (`processors.pipeline`). None:
+    unknown (a state written before snapshots), nothing is replayed."""
     parameters: dict[str, ParameterState] = field(default_factory=dict)
     groups: dict[str, GroupState] = field(default_factory=dict)
     """Per multivariate group, keyed by its parameters joined with commas ("COD,TSS,NH4")."""
@@ -204,6 +208,8 @@ class StationState:
                      "groups": {g: {"last_t": gs.last_t, "detector": _written(gs.detector)} for g, gs in self.groups.items()}}
         if self.token is not None:
             out["token"] = self.token
+        if self.stored_through_us is not None:
+            out["stored_through_us"] = self.stored_through_us
         return out
 
     @classmethod
@@ -212,7 +218,7 @@ class StationState:
         version = d.get("version")
         if version == VERSION:
             return cls(newest_t=d.get("newest_t"), late_count=d.get("late_count", 0), plan=d.get("plan"),
-                       token=d.get("token"),
+                       token=d.get("token"), stored_through_us=d.get("stored_through_us"),
                        parameters={p: ParameterState.from_json(ps) for p, ps in (d.get("parameters") or {}).items()},
                        groups={g: GroupState(gs.get("last_t"), gs.get("detector")) for g, gs in (d.get("groups") or {}).items()})
         if version is None and d.get("v", 1) == 1 and "p" in d:
@@ -236,26 +242,40 @@ class StationState:
 
 
 class StateCache:
-    """The detection state of the stations this worker judges, alive, with the table bytes each was last written as.
+    """The detection state of the stations this worker judges, alive, with the table bytes it was last snapshotted as.
 
     Reading a station's state back from its JSON before every batch, and copying it so that a failed
-    batch leaves it as it was, cost about as much as the detectors themselves. The worker now works
-    on the state it kept: `state` gives it (no parsing, no copy) while the table still holds the
-    bytes written from it, and parses the table's bytes otherwise (a state restored from the
-    changelog, or written by another worker before a rebalance). A batch whose transaction fails
-    must `forget` its stations: their kept state may be half-way through that batch.
+    batch leaves it as it was, cost about as much as the detectors themselves. The worker works on
+    the state it kept: `state` gives it (no parsing, no copy) while the table still holds the bytes
+    the worker last wrote for it (or nothing, when it never wrote), and parses the table's bytes
+    otherwise (a state restored from the changelog, or written by another worker before a
+    rebalance). Between snapshots the kept state runs ahead of the table (`keep`). A batch whose
+    transaction fails must `forget` its stations: their kept state may be half-way through that batch.
     """
 
     def __init__(self) -> None:
-        self._kept: dict[str, tuple[bytes, StationState]] = {}
+        self._kept: dict[str, tuple[bytes | None, StationState]] = {}
+
+    def is_kept(self, station_id: str, raw: bytes | None) -> bool:
+        """Whether `state(station_id, raw)` gives the kept state (the table holds what this worker last wrote)."""
+        kept = self._kept.get(station_id)
+        return kept is not None and (kept[0] is raw or (raw is not None and kept[0] == raw))
 
     def state(self, station_id: str, raw: bytes | None) -> StationState | None:
         """The station's state to work on in place, from the table's current bytes (None: no state yet)."""
-        kept = self._kept.get(station_id)
-        if kept is not None and raw is not None and (kept[0] is raw or kept[0] == raw):
-            return kept[1]
+        if self.is_kept(station_id, raw):
+            return self._kept[station_id][1]
         self._kept.pop(station_id, None)
         return None if raw is None else StationState.from_json(orjson.loads(raw))
+
+    def keep(self, station_id: str, state: StationState, raw: bytes | None) -> None:
+        """Keep `state` alive while the table holds `raw` (what it held when the batch began)."""
+        self._kept[station_id] = (raw, state)
+
+    def kept(self, station_id: str) -> StationState | None:
+        """The kept state of a station, if any."""
+        kept = self._kept.get(station_id)
+        return None if kept is None else kept[1]
 
     def written(self, station_id: str, state: StationState) -> bytes:
         """The bytes to write to the table for the station's new state, which is kept alive with them."""
@@ -267,6 +287,32 @@ class StateCache:
         """Drop the kept states of these stations: the next batch parses the table's bytes."""
         for station_id in station_ids:
             self._kept.pop(station_id, None)
+
+
+class SnapshotPlan:
+    """Which stations' states the worker writes to its table after a batch: every `interval_s`, those judged since the
+    last snapshot; in between, only a station the table holds nothing for yet (so a restart knows where to replay it
+    from, `processors.pipeline`).
+
+    Serialising every state after every batch cost about half of detection's time with small batches; between
+    snapshots the worker's kept states (`StateCache.keep`) run ahead of the table."""
+
+    def __init__(self, interval_s: float, now: float = 0.0) -> None:
+        self.interval_s = interval_s
+        self.dirty: set[str] = set()
+        """Stations judged since their last snapshot."""
+        self.last = now
+
+    def due(self, judged: Iterable[str], unwritten: Iterable[str], now: float) -> set[str]:
+        """The stations to snapshot after a batch that judged `judged` (`unwritten`: those with nothing in the table),
+        at monotonic time `now`."""
+        self.dirty.update(judged)
+        if now - self.last < self.interval_s:
+            due = set(unwritten) & self.dirty
+            self.dirty -= due
+            return due
+        due, self.dirty, self.last = self.dirty, set(), now
+        return due
 
 
 def load(state: StationState | Json | None) -> StationState | None:

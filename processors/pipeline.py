@@ -2,8 +2,12 @@
 
 decode → store new readings → detection on them (windows, rules, detectors; pure, from the
 stations' state) → completeness → open or update alerts, all in one transaction; the alert rows
-and the stations' new detection state are returned for publishing and for the Faust table.
-Detection sees only NEW readings, so a redelivered batch changes no state.
+are returned for publishing. Detection sees only NEW readings, so a redelivered batch changes no
+state. The stations' states stay alive in the processor between batches (`cache`); `snapshot` gives
+their table bytes when the worker writes them. A state read back from an older snapshot (the cache
+lost it: a restart, a rebalance, a failed batch) first replays the readings stored after it
+(`_replay`): each state records the store transaction of its newest batch (`stored_through_us`),
+and every stored reading carries its transaction's time (`readings.received_at`).
 
 Failures (`quantrac.failures`): while PostgreSQL is unavailable a batch is retried for as long as
 it takes, its offset held. A batch that fails for its content (a value PostgreSQL refuses, a bug
@@ -16,7 +20,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Awaitable, Callable, Iterable, Mapping, Sequence, TypeVar
 
 import numpy as np
@@ -27,15 +31,16 @@ from tenacity import AsyncRetrying, retry_if_exception, wait_exponential
 
 from alerts.alerts_table import apply_conditions
 from alerts.open_alerts import open_alert_keys
-from alerts.rules import Condition
-from processors.detection import DetectionConfig, LiveDetectors, detect_batch
+from alerts.rules import Condition, OpenKeys
+from processors import windows
+from processors.detection import DetectionConfig, LiveDetectors, detect_batch, snapshot_states
 from processors.detection_state import StateCache, StationState, load
 from processors.reading_writer import ReadingWriter
 from processors.rollups import refresh_late_aggregates, update_rollups
 from quantrac import completeness, metrics
 from quantrac.batch_columns import BatchColumns, Ints, from_records, from_wire
 from quantrac.delivery_accounting import record_store_counts
-from quantrac.domain import Reading, Station
+from quantrac.domain import Reading, Station, Status
 from quantrac.failures import RECORD_ATTEMPTS, RateLimitedLog, describe, is_record_failure
 from quantrac.safe_text import safe_text
 from quantrac.wire import decode_sourced, encode_deadletter, encode_quarantine, encode_readings
@@ -168,7 +173,7 @@ class BatchResult:
     new: int
     alerts: list[dict[str, Any]]
     states: dict[str, StationState] = field(default_factory=dict)
-    """Detection state of every station with new readings, to be written back to the Faust table (as `to_json()`)."""
+    """Detection state of every station with new readings, alive in the processor (`BatchProcessor.snapshot` writes them out)."""
     late: int = 0
     deadletters: list[DeadLetter] = field(default_factory=list)
     """Conflicts and quarantined records, for the agent to send to the dead-letter topic."""
@@ -208,10 +213,55 @@ class BatchProcessor:
             self.writer.forget_partitions()
         return self._conn
 
-    def _owned(self, station_ids: Iterable[str], states: Mapping[str, States]) -> dict[str, StationState | None]:
-        """The stations' states to work on in place: kept alive for the table's bytes, else parsed or copied."""
-        return {i: self.cache.state(i, s) if isinstance(s, bytes) else load(s)
-                for i in station_ids if (s := states.get(i)) is not None}
+    def _owned(self, station_ids: Iterable[str], states: Mapping[str, States]) -> tuple[dict[str, StationState | None], list[str]]:
+        """The stations' states to work on in place (kept alive while the table holds what this worker last wrote,
+        else parsed; a caller's own state is copied), and those read back from a snapshot, to replay (`_replay`)."""
+        owned: dict[str, StationState | None] = {}
+        restored: list[str] = []
+        for i in station_ids:
+            s = states.get(i)
+            if s is not None and not isinstance(s, bytes):
+                owned[i] = load(s)
+                continue
+            kept = self.cache.is_kept(i, s)
+            if s is None and not kept:
+                continue
+            state = owned[i] = self.cache.state(i, s)
+            if not kept and state is not None and state.stored_through_us is not None:
+                restored.append(i)
+        return owned, restored
+
+    async def _replay(self, conn: psycopg.AsyncConnection[Any], owned: Mapping[str, StationState | None],
+                      restored: Sequence[str], open_keys: OpenKeys) -> None:
+        """Bring states read back from a snapshot up to date: the readings of their stations stored after it, judged
+        again for the state only (their alerts were applied when they were stored).
+
+        In store order, a station's readings of one batch in time order. A reading older than the snapshot's watermark
+        was late when stored and only counted so; it is left out (its state's `late_count` stays lower)."""
+        stations = [i for i in restored if (state := owned.get(i)) is not None and state.stored_through_us is not None]
+        if not stations:
+            return
+        since = [from_epoch_us(owned[i].stored_through_us) for i in stations]  # type: ignore[union-attr,arg-type]
+        oldest = [None if (n := owned[i].newest_t) is None else windows.from_epoch(n - self.config.lateness_s)  # type: ignore[union-attr]
+                  for i in stations]
+        async with conn.cursor() as cur:
+            await cur.execute(_REPLAY, (stations, since, oldest))
+            rows = await cur.fetchall()
+        readings = [Reading(station_id=sid, parameter=p, ts=ts, value=v, unit=u, status=Status(c)) for sid, p, ts, v, u, c in rows]
+        if readings:
+            detect_batch(readings, owned, self.stations, self.config, self.live, open_keys, owned=True, save_rows=False)
+        log.info("worker.state_replayed", stations=len(stations), readings=len(readings),
+                 reason="state read back from a snapshot (restart, rebalance or a failed batch)")
+
+    def _forget(self, station_ids: Iterable[str]) -> None:
+        """Drop what a batch that did not happen worked on in place: the next reads the snapshot and replays."""
+        ids = list(station_ids)
+        self.cache.forget(ids)
+        self.live.forget(ids)
+
+    def snapshot(self, station_ids: Iterable[str]) -> dict[str, bytes]:
+        """`processors.detection.snapshot_states` of this processor's kept states."""
+        return snapshot_states(self.cache, self.live, station_ids)
 
     async def _process_once(self, batch: BatchColumns, states: Mapping[str, States],
                             extra: Sequence[Condition], historical: Mapping[str, datetime] | None = None) -> BatchResult:
@@ -219,26 +269,34 @@ class BatchProcessor:
         owned: dict[str, StationState | None] = {}
         try:
             async with conn.transaction():
+                stored_us = await _transaction_time_us(conn)
                 new = await self.writer.write(conn, batch)
                 conflicts = await self.writer.conflicts(conn, batch, new)
                 await record_store_counts(conn, batch, new, [r for r, *_ in conflicts])
                 await update_rollups(conn, new)
                 judged = {station for station, n in new.per_station().items() if n}
                 open_keys = await open_alert_keys(conn, judged)
-                owned = self._owned(judged, states)
+                owned, restored = self._owned(judged, states)
+                await self._replay(conn, owned, restored, open_keys)
                 new_states, conditions, late = detect_batch(new.readings(), owned, self.stations, self.config, self.live,
-                                                            open_keys, owned=True)
+                                                            open_keys, owned=True, save_rows=False)
+                for state in new_states.values():
+                    state.stored_through_us = stored_us
                 conditions = mark_historical(conditions, historical or {})
                 await completeness.record(conn, completeness.tally(new, late), self.stations)
                 alerts = await apply_conditions(conn, [*extra, *conditions])
         except psycopg.OperationalError:
-            self.cache.forget(owned)  # worked on in place by a batch that did not happen
+            self._forget(owned)
             await conn.close()
             raise
         except Exception:
-            self.cache.forget(owned)
+            self._forget(owned)
             self.writer.forget_partitions()  # partitions created in the rolled-back transaction are gone
             raise
+        for station_id, state in new_states.items():
+            raw = states.get(station_id)
+            if raw is None or isinstance(raw, bytes):
+                self.cache.keep(station_id, state, raw)
         await refresh_late_aggregates(conn, new)
         if late:
             log.info("worker.late_readings", count=len(late), stations=sorted({r.station_id for r in late}),
@@ -279,12 +337,11 @@ class BatchProcessor:
                           extra: Sequence[Condition], historical: Mapping[str, datetime]) -> BatchResult:
         """The batch record by record, each in its own transaction; a record that still fails is quarantined."""
         total = BatchResult(0, [], {})
-        current = dict(states)
         pending_extra = list(extra)
         for (received_at, source), rows in batch.record_rows():
             record = batch.take(rows)
             try:
-                part = await self._attempts(functools.partial(self._process_once, record, current, tuple(pending_extra),
+                part = await self._attempts(functools.partial(self._process_once, record, states, tuple(pending_extra),
                                                               historical))
             except Exception as exc:
                 if not is_record_failure(exc):
@@ -297,7 +354,6 @@ class BatchProcessor:
                      fix="GET /api/v1/deadletters?reason=quarantined&stage=worker shows its head, size and SHA-256")
                 continue
             pending_extra = []
-            current.update(part.states)
             total.merge(part)
         if pending_extra:
             total.alerts.extend(await self.apply(pending_extra))
@@ -336,6 +392,33 @@ class BatchProcessor:
         """Close the database connection, if one is open."""
         if self._conn is not None:
             await self._conn.close()
+
+
+_REPLAY = """
+SELECT r.station_id, r.parameter, r.ts, r.value, r.unit, r.status
+FROM unnest(%s::text[], %s::timestamptz[], %s::timestamptz[]) AS s(station_id, since, oldest)
+JOIN LATERAL (SELECT * FROM readings r WHERE r.station_id = s.station_id AND r.received_at > s.since
+              AND r.received_at < now() AND r.ts >= coalesce(s.oldest, '-infinity')) r ON true
+ORDER BY r.received_at, r.station_id, r.ts, r.parameter
+"""
+"""A station's readings stored after its snapshot (`received_at` is the storing transaction's time) and before this
+transaction, from its watermark on."""
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def from_epoch_us(us: int) -> datetime:
+    """An exact instant from epoch microseconds (a float would round PostgreSQL's microseconds)."""
+    return _EPOCH + timedelta(microseconds=us)
+
+
+async def _transaction_time_us(conn: psycopg.AsyncConnection[Any]) -> int:
+    """The transaction's `now()`, which the readings it stores get as `received_at`, in epoch microseconds."""
+    async with conn.cursor() as cur:
+        await cur.execute("SELECT now()")
+        row = await cur.fetchone()
+    assert row is not None
+    return (row[0] - _EPOCH) // timedelta(microseconds=1)
 
 
 def _sources(batch: BatchColumns) -> dict[str, str]:

@@ -6,10 +6,12 @@ once stored and published: `stream.take` would acknowledge a batch in a `finally
 the agent is stopped half-way through it (stack notes, faust trap 9). The pipeline retries a
 batch until the database takes it.
 
-The stations' detection state and last-seen times live in Faust tables (`processors.app`):
-read before the batch, written back after it is stored. The detection state is also kept alive in
-the worker (`BatchProcessor.cache`), so it is parsed from the table only when the table holds
-something else than what this worker wrote (after a restart or a rebalance). A timer reports silent stations,
+The stations' detection state and last-seen times live in Faust tables (`processors.app`). The
+detection state is kept alive in the worker (`BatchProcessor.cache`) and written to its table as a
+snapshot every `QUANTRAC_WORKER_STATE_SNAPSHOT_S` (`SnapshotPlan`), not after every batch. It is
+parsed from the table only when the table holds something else than what this worker last wrote
+(after a restart, a rebalance or a failed batch), and then brought up to date from the readings
+stored since the snapshot (`BatchProcessor._replay`). A timer reports silent stations,
 judged against the arrival frontier of the partitions this worker owns (`liveness.frontier`), so a
 worker that is behind does not mistake its backlog for silence.
 """
@@ -17,8 +19,9 @@ worker that is behind does not mistake its backlog for silence.
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Iterable
 
 import orjson
 import structlog
@@ -27,6 +30,7 @@ from alerts.rules import Condition
 from processors import liveness
 from processors.app import alerts_topic, app, deadletter_topic, detection_table, liveness_table, readings_topic, settings
 from processors.detection import DetectionConfig
+from processors.detection_state import SnapshotPlan
 from processors.faust_compat import committed_offset
 from processors.pipeline import BatchProcessor, DeadLetter, alert_record, decode_batch, last_seen
 from quantrac import metrics
@@ -85,11 +89,17 @@ def _note_seen(seen: dict[str, tuple[datetime, datetime]], stations: RegistryCac
     return recoveries, recovered
 
 
+def _write_snapshot(processor: BatchProcessor, station_ids: Iterable[str]) -> None:
+    for station_id, raw in processor.snapshot(station_ids).items():
+        detection_table[station_id.encode()] = raw
+
+
 @app.agent(readings_topic, concurrency=1)
 async def store_readings(stream: Any) -> None:
     """The readings agent: store, judge and alert on every batch of the readings topic."""
     stations = _registry()
     processor = BatchProcessor(settings.pg_dsn, stations, DetectionConfig.from_settings(settings))
+    snapshots = SnapshotPlan(settings.worker_state_snapshot_s)
     try:
         async for events in stream.noack_take(settings.worker_batch_size, within=settings.worker_batch_latency_s):
             batch = [event.value for event in events]
@@ -98,11 +108,10 @@ async def store_readings(stream: Any) -> None:
             undecodable: list[DeadLetter] = []
             columns = decode_batch(batch, undecodable)
             recoveries, recovered = _note_seen(last_seen(columns), stations)
-            ids = columns.per_station()
-            result = await processor.process(batch=columns, states={i: detection_table.get(i.encode()) for i in ids},
-                                             extra=recoveries)
-            for station_id, state in result.states.items():
-                detection_table[station_id.encode()] = processor.cache.written(station_id, state)
+            states = {i: detection_table.get(i.encode()) for i in columns.per_station()}
+            result = await processor.process(batch=columns, states=states, extra=recoveries)
+            _write_snapshot(processor, snapshots.due(result.states, [i for i in result.states if states.get(i) is None],
+                                                     time.monotonic()))
             for station_id in recovered:
                 _put(liveness_table, station_id, {**(_get(liveness_table, station_id) or {}), "offline": False})
             await _publish(result.alerts)
@@ -114,6 +123,10 @@ async def store_readings(stream: Any) -> None:
                 _processed[message.tp] = (message.offset, message.timestamp)
             log.debug("worker.batch", records=len(batch), new_readings=result.new, alerts=len(result.alerts), late=result.late)
     finally:
+        try:
+            _write_snapshot(processor, snapshots.dirty)
+        except Exception as exc:  # noqa: BLE001 (stopping: the next owner replays from the store instead)
+            log.warning("worker.final_snapshot_failed", error=describe(exc), action="the states are replayed from the store")
         await processor.close()
 
 

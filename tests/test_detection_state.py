@@ -14,7 +14,7 @@ from pathlib import Path
 import orjson
 
 from processors.detection import DetectionConfig, LiveDetectors, detect
-from processors.detection_state import VERSION, CalibrationRun, FaultRun, GroupState, StateCache, StationState
+from processors.detection_state import VERSION, CalibrationRun, FaultRun, GroupState, SnapshotPlan, StateCache, StationState
 from quantrac.domain import DetectorChannel, Reading, Status
 from tests.utils.builders import make_station
 
@@ -129,3 +129,12 @@ def test_the_kept_state_is_dropped_when_the_table_holds_another_or_after_a_faile
     parsed = cache.state(STATION.id, written)
     assert parsed is not first.state and parsed == StationState.from_json(orjson.loads(written))
     assert cache.state("T-NONE", None) is None
+
+
+def test_snapshots_come_every_interval_and_at_once_for_a_station_the_table_lacks() -> None:
+    plan = SnapshotPlan(5.0, now=100.0)
+    assert plan.due(["A", "B"], ["B"], now=101.0) == {"B"}  # B has nothing in the table yet
+    assert plan.due(["A", "C"], [], now=104.9) == set()
+    assert plan.due(["D"], [], now=105.0) == {"A", "C", "D"}  # every station judged since the last snapshot
+    assert plan.due(["A"], [], now=106.0) == set()
+    assert plan.dirty == {"A"}

@@ -1,0 +1,144 @@
+"""The worker's detection state snapshots, real PostgreSQL: a state read back from an older snapshot (a restart, a
+rebalance, a failed batch) is brought up to date from the readings stored since, and judges on as if nothing
+had happened.
+
+The oracle is `detect` in memory, batch after batch, with no snapshot and no store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import orjson
+import psycopg
+import pytest
+
+from processors import pipeline
+from processors.detection import DetectionConfig, detect
+from processors.detection_state import StationState
+from processors.pipeline import BatchProcessor
+from quantrac.db import save_stations
+from quantrac.domain import DetectorChannel, Reading, Station, Status
+from quantrac.settings import Settings
+from quantrac.wire import encode_readings
+from tests.utils.builders import make_station
+
+pytestmark = pytest.mark.integration
+
+T0 = datetime(2026, 11, 29, 3, 0, tzinfo=timezone.utc)
+BATCH = 20
+"""Readings times per batch (each with COD, pH and Flow)."""
+
+
+def _station() -> Station:
+    return make_station(cod_limit=100.0).model_copy(update={"channels": (
+        DetectorChannel(detector="spike"), DetectorChannel(detector="drift"), DetectorChannel(detector="flatline"),
+        DetectorChannel(detector="multivariate", columns=("COD", "pH")))})
+
+
+def _batch(station: Station, k: int) -> list[Reading]:
+    """Batch `k`: COD, pH and Flow every 5 min, with a calibration run, device faults and an excursion in later batches."""
+    out: list[Reading] = []
+    for i in range(k * BATCH, (k + 1) * BATCH):
+        ts = T0 + timedelta(minutes=5 * i)
+        cod = 40.0 + 10.0 * math.sin(i / 20.0) + (150.0 if 95 <= i < 102 else 0.0)
+        out.append(Reading(station_id=station.id, parameter="COD", value=round(cod, 1), unit="mg/L", ts=ts,
+                           status=Status.CALIBRATING if 50 <= i < 54 else Status.MEASURING))
+        faulty = 70 <= i < 73
+        out.append(Reading(station_id=station.id, parameter="pH", value=None if faulty else round(7.0 + 0.1 * math.cos(i / 7.0), 2),
+                           unit="-", ts=ts, status=Status.FAULT if faulty else Status.MEASURING))
+        out.append(Reading(station_id=station.id, parameter="Flow", value=float(i % 3), unit="m3/h", ts=ts))
+    return out
+
+
+def _comparable(state: StationState | bytes) -> dict[str, Any]:
+    """A state's JSON without what names the writer (token) or the store transaction."""
+    raw = state if isinstance(state, bytes) else orjson.dumps(state.to_json())
+    found: dict[str, Any] = orjson.loads(raw)
+    found.pop("token", None)
+    found.pop("stored_through_us", None)
+    return found
+
+
+def _oracle(station: Station, batches: int) -> StationState:
+    state: StationState | None = None
+    for k in range(batches):
+        state = detect(state, _batch(station, k), station, DetectionConfig()).state
+    assert state is not None
+    return state
+
+
+async def _process(processor: BatchProcessor, station: Station, k: int, table: dict[str, bytes]) -> None:
+    record = encode_readings(station.id, _batch(station, k), T0 + timedelta(minutes=5 * BATCH * (k + 1)), "mqtt")
+    result = await processor.process([record], states={station.id: table.get(station.id)})
+    assert result.new == 3 * BATCH
+
+
+def test_a_state_read_back_from_an_older_snapshot_replays_what_was_stored_since(stack: Settings, db: psycopg.Connection,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Worker A snapshots after batch 2 only, and its batch 5 fails once after detection (so its kept state is dropped);
+    worker B takes over from the snapshot for batch 6. Each ends with the oracle's state."""
+    station = _station()
+    save_stations(db, {station.id: station})
+    table: dict[str, bytes] = {}
+    record_completeness = pipeline.completeness.record
+    failures = []
+
+    async def fail_once(conn: Any, *args: Any) -> None:
+        if failures == ["armed"]:
+            failures.append("failed")
+            raise psycopg.OperationalError("injected: the connection broke after detection")
+        await record_completeness(conn, *args)
+
+    async def run() -> tuple[bytes, bytes, bytes]:
+        a = BatchProcessor(stack.pg_dsn, {station.id: station})
+        try:
+            for k in range(5):
+                if k == 2:
+                    table.update(a.snapshot([station.id]))
+                if k == 4:
+                    failures.append("armed")
+                await _process(a, station, k, table)
+            after_a = a.snapshot([station.id])[station.id]
+        finally:
+            await a.close()
+        b = BatchProcessor(stack.pg_dsn, {station.id: station})
+        try:
+            await _process(b, station, 5, table)
+            after_b = b.snapshot([station.id])[station.id]
+        finally:
+            await b.close()
+        return table[station.id], after_a, after_b
+
+    monkeypatch.setattr(pipeline.completeness, "record", fail_once)
+    snapshot, after_a, after_b = asyncio.run(run())
+    assert failures == ["armed", "failed"]
+    assert _comparable(snapshot) == _comparable(_oracle(station, 2))
+    assert _comparable(after_a) == _comparable(_oracle(station, 5))
+    assert _comparable(after_b) == _comparable(_oracle(station, 6))
+    without_replay = detect(orjson.loads(snapshot), _batch(station, 5), station, DetectionConfig()).state
+    assert _comparable(without_replay) != _comparable(after_b), "the replay is what brings the snapshot up to date"
+    stored_through = orjson.loads(after_b)["stored_through_us"]
+    newest = db.execute("SELECT max(received_at) FROM readings WHERE station_id = %s", (station.id,)).fetchone()
+    assert newest is not None and pipeline.from_epoch_us(stored_through) == newest[0]
+
+
+def test_a_worker_keeps_judging_on_its_kept_state_between_snapshots(stack: Settings, db: psycopg.Connection) -> None:
+    """No snapshot at all: the kept state carries every batch (the table stays empty), and its snapshot at the end is
+    the oracle's."""
+    station = _station()
+    save_stations(db, {station.id: station})
+
+    async def run() -> bytes:
+        processor = BatchProcessor(stack.pg_dsn, {station.id: station})
+        try:
+            for k in range(4):
+                await _process(processor, station, k, {})
+            return processor.snapshot([station.id])[station.id]
+        finally:
+            await processor.close()
+
+    assert _comparable(asyncio.run(run())) == _comparable(_oracle(station, 4))
