@@ -140,8 +140,8 @@ def publish_at(settings, stations: list[Station], readings_per_s: float, seconds
         if elapsed >= seconds:
             break
         due = int(elapsed * messages_per_s) + 1
-        now = datetime.now(timezone.utc)
         while sent < due:
+            now = datetime.now(timezone.utc)  # per message: after a hiccup of the loop, a station's two messages differ
             station = stations[sent % len(stations)]
             exceed = station.id not in exceeded and elapsed >= exceed_at.get(station.id, math.inf)
             if exceed:

@@ -122,11 +122,7 @@ async def store_readings(stream: Any) -> None:
                 message = event.message
                 _processed[message.tp] = (message.offset, message.timestamp)
             log.debug("worker.batch", records=len(batch), new_readings=result.new, alerts=len(result.alerts), late=result.late)
-    finally:
-        try:
-            _write_snapshot(processor, snapshots.dirty)
-        except Exception as exc:  # noqa: BLE001 (stopping: the next owner replays from the store instead)
-            log.warning("worker.final_snapshot_failed", error=describe(exc), action="the states are replayed from the store")
+    finally:  # no snapshot here: Faust's producer may be stopping already, and the next owner replays from the store
         await processor.close()
 
 
