@@ -131,10 +131,13 @@ def test_the_kept_state_is_dropped_when_the_table_holds_another_or_after_a_faile
     assert cache.state("T-NONE", None) is None
 
 
-def test_snapshots_come_every_interval_and_at_once_for_a_station_the_table_lacks() -> None:
-    plan = SnapshotPlan(5.0, now=100.0)
-    assert plan.due(["A", "B"], ["B"], now=101.0) == {"B"}  # B has nothing in the table yet
-    assert plan.due(["A", "C"], [], now=104.9) == set()
-    assert plan.due(["D"], [], now=105.0) == {"A", "C", "D"}  # every station judged since the last snapshot
-    assert plan.due(["A"], [], now=106.0) == set()
-    assert plan.dirty == {"A"}
+def test_snapshots_come_once_an_interval_per_station_spread_over_the_batches() -> None:
+    plan = SnapshotPlan(5.0)
+    stations = [f"S{i:03d}" for i in range(200)]
+    assert plan.due(stations, ["S000"], now=100.0) == {"S000"}  # nothing in the table yet: at once
+    per_batch = [plan.due(stations, [], now=100.0 + 0.5 * k) for k in range(1, 41)]  # 20 s of batches
+    written = [station for batch in per_batch for station in batch]
+    assert sorted(set(written)) == stations and len(written) in range(3 * 200, 4 * 200 + 1)  # once every 5 s each
+    assert max(len(batch) for batch in per_batch) <= 40  # a trickle, never all 200 at once
+    restarted = SnapshotPlan(5.0)  # the table holds X's state already: written in its first period
+    assert restarted.due(["X"], [], now=0.0) == set() and restarted.due(["X"], [], now=5.0) == {"X"}
