@@ -8,7 +8,8 @@ batch until the database takes it.
 
 The stations' detection state and last-seen times live in Faust tables (`processors.app`). The
 detection state is kept alive in the worker (`BatchProcessor.cache`) and written to its table as a
-snapshot every `QUANTRAC_WORKER_STATE_SNAPSHOT_S` (`SnapshotPlan`), not after every batch. It is
+snapshot every `QUANTRAC_WORKER_STATE_SNAPSHOT_S` (`SnapshotPlan`; a timer writes those due when no
+batch comes), not after every batch. It is
 parsed from the table only when the table holds something else than what this worker last wrote
 (after a restart, a rebalance or a failed batch), and then brought up to date from the readings
 stored since the snapshot (`BatchProcessor._replay`). A timer reports silent stations,
@@ -94,12 +95,19 @@ def _write_snapshot(processor: BatchProcessor, station_ids: Iterable[str]) -> No
         detection_table[station_id.encode()] = raw
 
 
+_snapshots = SnapshotPlan(settings.worker_state_snapshot_s)
+_judging = asyncio.Lock()
+"""Held while a batch works on the kept states, so that the snapshot timer never writes one half-way through it."""
+_processors: list[BatchProcessor] = []
+"""The agent's processor, once it runs (for the snapshot timer)."""
+
+
 @app.agent(readings_topic, concurrency=1)
 async def store_readings(stream: Any) -> None:
     """The readings agent: store, judge and alert on every batch of the readings topic."""
     stations = _registry()
     processor = BatchProcessor(settings.pg_dsn, stations, DetectionConfig.from_settings(settings))
-    snapshots = SnapshotPlan(settings.worker_state_snapshot_s)
+    _processors[:] = [processor]
     try:
         async for events in stream.noack_take(settings.worker_batch_size, within=settings.worker_batch_latency_s):
             batch = [event.value for event in events]
@@ -109,9 +117,10 @@ async def store_readings(stream: Any) -> None:
             columns = decode_batch(batch, undecodable)
             recoveries, recovered = _note_seen(last_seen(columns), stations)
             states = {i: detection_table.get(i.encode()) for i in columns.per_station()}
-            result = await processor.process(batch=columns, states=states, extra=recoveries)
-            _write_snapshot(processor, snapshots.due(result.states, [i for i in result.states if states.get(i) is None],
-                                                     time.monotonic()))
+            async with _judging:
+                result = await processor.process(batch=columns, states=states, extra=recoveries)
+                _write_snapshot(processor, _snapshots.due(result.states, [i for i in result.states if states.get(i) is None],
+                                                          time.monotonic()))
             for station_id in recovered:
                 _put(liveness_table, station_id, {**(_get(liveness_table, station_id) or {}), "offline": False})
             await _publish(result.alerts)
@@ -123,7 +132,18 @@ async def store_readings(stream: Any) -> None:
                 _processed[message.tp] = (message.offset, message.timestamp)
             log.debug("worker.batch", records=len(batch), new_readings=result.new, alerts=len(result.alerts), late=result.late)
     finally:  # no snapshot here: Faust's producer may be stopping already, and the next owner replays from the store
+        _processors.clear()
         await processor.close()
+
+
+@app.timer(interval=settings.worker_state_snapshot_s / 2)
+async def snapshot_quiet_stations() -> None:
+    """Snapshot the states judged since their last snapshot whose time has come, also when no batch comes to do it."""
+    if not _processors:
+        return
+    async with _judging:
+        if _processors:
+            _write_snapshot(_processors[0], _snapshots.due((), (), time.monotonic()))
 
 
 _liveness_processor: BatchProcessor | None = None

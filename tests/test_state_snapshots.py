@@ -1,4 +1,4 @@
-"""The worker's detection state snapshots, real PostgreSQL: a state read back from an older snapshot (a restart, a
+"""The worker's detection state snapshots, on both store paths (TimescaleDB and native PostgreSQL): a state read back from an older snapshot (a restart, a
 rebalance, a failed batch) is brought up to date from the readings stored since, and judges on as if nothing
 had happened.
 
@@ -77,12 +77,12 @@ async def _process(processor: BatchProcessor, station: Station, k: int, table: d
     assert result.new == 3 * BATCH
 
 
-def test_a_state_read_back_from_an_older_snapshot_replays_what_was_stored_since(stack: Settings, db: psycopg.Connection,
+def test_a_state_read_back_from_an_older_snapshot_replays_what_was_stored_since(store: Settings, store_db: psycopg.Connection,
                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """Worker A snapshots after batch 2 only, and its batch 5 fails once after detection (so its kept state is dropped);
     worker B takes over from the snapshot for batch 6. Each ends with the oracle's state."""
     station = _station()
-    save_stations(db, {station.id: station})
+    save_stations(store_db, {station.id: station})
     table: dict[str, bytes] = {}
     record_completeness = pipeline.completeness.record
     failures = []
@@ -94,7 +94,7 @@ def test_a_state_read_back_from_an_older_snapshot_replays_what_was_stored_since(
         await record_completeness(conn, *args)
 
     async def run() -> tuple[bytes, bytes, bytes]:
-        a = BatchProcessor(stack.pg_dsn, {station.id: station})
+        a = BatchProcessor(store.pg_dsn, {station.id: station})
         try:
             for k in range(5):
                 if k == 2:
@@ -105,7 +105,7 @@ def test_a_state_read_back_from_an_older_snapshot_replays_what_was_stored_since(
             after_a = a.snapshot([station.id])[station.id]
         finally:
             await a.close()
-        b = BatchProcessor(stack.pg_dsn, {station.id: station})
+        b = BatchProcessor(store.pg_dsn, {station.id: station})
         try:
             await _process(b, station, 5, table)
             after_b = b.snapshot([station.id])[station.id]
@@ -122,18 +122,18 @@ def test_a_state_read_back_from_an_older_snapshot_replays_what_was_stored_since(
     without_replay = detect(orjson.loads(snapshot), _batch(station, 5), station, DetectionConfig()).state
     assert _comparable(without_replay) != _comparable(after_b), "the replay is what brings the snapshot up to date"
     stored_through = orjson.loads(after_b)["stored_through_us"]
-    newest = db.execute("SELECT max(received_at) FROM readings WHERE station_id = %s", (station.id,)).fetchone()
+    newest = store_db.execute("SELECT max(received_at) FROM readings WHERE station_id = %s", (station.id,)).fetchone()
     assert newest is not None and pipeline.from_epoch_us(stored_through) == newest[0]
 
 
-def test_a_worker_keeps_judging_on_its_kept_state_between_snapshots(stack: Settings, db: psycopg.Connection) -> None:
+def test_a_worker_keeps_judging_on_its_kept_state_between_snapshots(store: Settings, store_db: psycopg.Connection) -> None:
     """No snapshot at all: the kept state carries every batch (the table stays empty), and its snapshot at the end is
     the oracle's."""
     station = _station()
-    save_stations(db, {station.id: station})
+    save_stations(store_db, {station.id: station})
 
     async def run() -> bytes:
-        processor = BatchProcessor(stack.pg_dsn, {station.id: station})
+        processor = BatchProcessor(store.pg_dsn, {station.id: station})
         try:
             for k in range(4):
                 await _process(processor, station, k, {})
