@@ -320,9 +320,12 @@ class SnapshotPlan:
             self.dirty.add(station_id)
             if station_id not in unwritten:
                 self.written.setdefault(station_id, self.period(station_id, now))
-        due = {i for i in self.dirty if i in unwritten or self.written.get(i) != self.period(i, now)}
-        for station_id in due:
-            self.written[station_id] = self.period(station_id, now)
+        due = set()
+        for station_id in self.dirty:
+            period = self.period(station_id, now)
+            if station_id in unwritten or self.written.get(station_id) != period:
+                self.written[station_id] = period
+                due.add(station_id)
         self.dirty -= due
         return due
 

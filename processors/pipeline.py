@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable, Iterable, Mapping, Sequence, TypeVar
 
 import numpy as np
@@ -38,7 +38,7 @@ from processors.detection_state import StateCache, StationState, load
 from processors.reading_writer import ReadingWriter
 from processors.rollups import refresh_late_aggregates, update_rollups
 from quantrac import completeness, metrics
-from quantrac.batch_columns import BatchColumns, Ints, from_records, from_wire
+from quantrac.batch_columns import BatchColumns, Ints, as_datetime, epoch_us, from_records, from_wire
 from quantrac.delivery_accounting import record_store_counts
 from quantrac.domain import Reading, Station, Status
 from quantrac.failures import RECORD_ATTEMPTS, RateLimitedLog, describe, is_record_failure
@@ -213,11 +213,12 @@ class BatchProcessor:
             self.writer.forget_partitions()
         return self._conn
 
-    def _owned(self, station_ids: Iterable[str], states: Mapping[str, States]) -> tuple[dict[str, StationState | None], list[str]]:
+    def _owned(self, station_ids: Iterable[str], states: Mapping[str, States]
+               ) -> tuple[dict[str, StationState | None], dict[str, StationState]]:
         """The stations' states to work on in place (kept alive while the table holds what this worker last wrote,
         else parsed; a caller's own state is copied), and those read back from a snapshot, to replay (`_replay`)."""
         owned: dict[str, StationState | None] = {}
-        restored: list[str] = []
+        restored: dict[str, StationState] = {}
         for i in station_ids:
             s = states.get(i)
             if s is not None and not isinstance(s, bytes):
@@ -228,28 +229,28 @@ class BatchProcessor:
                 continue
             state = owned[i] = self.cache.state(i, s)
             if not kept and state is not None and state.stored_through_us is not None:
-                restored.append(i)
+                restored[i] = state
         return owned, restored
 
-    async def _replay(self, conn: psycopg.AsyncConnection[Any], owned: Mapping[str, StationState | None],
-                      restored: Sequence[str], open_keys: OpenKeys) -> None:
+    async def _replay(self, conn: psycopg.AsyncConnection[Any], restored: Mapping[str, StationState],
+                      open_keys: OpenKeys) -> None:
         """Bring states read back from a snapshot up to date: the readings of their stations stored after it, judged
         again for the state only (their alerts were applied when they were stored).
 
         In store order, a station's readings of one batch in time order. A reading older than the snapshot's watermark
         was late when stored and only counted so; it is left out (its state's `late_count` stays lower)."""
-        stations = [i for i in restored if (state := owned.get(i)) is not None and state.stored_through_us is not None]
-        if not stations:
+        if not restored:
             return
-        since = [from_epoch_us(owned[i].stored_through_us) for i in stations]  # type: ignore[union-attr,arg-type]
-        oldest = [None if (n := owned[i].newest_t) is None else windows.from_epoch(n - self.config.lateness_s)  # type: ignore[union-attr]
-                  for i in stations]
+        stations = list(restored)
+        since = [as_datetime(state.stored_through_us or 0) for state in restored.values()]
+        oldest = [None if state.newest_t is None else windows.from_epoch(state.newest_t - self.config.lateness_s)
+                  for state in restored.values()]
         async with conn.cursor() as cur:
             await cur.execute(_REPLAY, (stations, since, oldest))
             rows = await cur.fetchall()
         readings = [Reading(station_id=sid, parameter=p, ts=ts, value=v, unit=u, status=Status(c)) for sid, p, ts, v, u, c in rows]
         if readings:
-            detect_batch(readings, owned, self.stations, self.config, self.live, open_keys, owned=True, save_rows=False)
+            detect_batch(readings, restored, self.stations, self.config, self.live, open_keys, owned=True, save_rows=False)
         log.info("worker.state_replayed", stations=len(stations), readings=len(readings),
                  reason="state read back from a snapshot (restart, rebalance or a failed batch)")
 
@@ -277,7 +278,7 @@ class BatchProcessor:
                 judged = {station for station, n in new.per_station().items() if n}
                 open_keys = await open_alert_keys(conn, judged)
                 owned, restored = self._owned(judged, states)
-                await self._replay(conn, owned, restored, open_keys)
+                await self._replay(conn, restored, open_keys)
                 new_states, conditions, late = detect_batch(new.readings(), owned, self.stations, self.config, self.live,
                                                             open_keys, owned=True, save_rows=False)
                 for state in new_states.values():
@@ -404,21 +405,13 @@ ORDER BY r.received_at, r.station_id, r.ts, r.parameter
 """A station's readings stored after its snapshot (`received_at` is the storing transaction's time) and before this
 transaction, from its watermark on."""
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-
-
-def from_epoch_us(us: int) -> datetime:
-    """An exact instant from epoch microseconds (a float would round PostgreSQL's microseconds)."""
-    return _EPOCH + timedelta(microseconds=us)
-
-
 async def _transaction_time_us(conn: psycopg.AsyncConnection[Any]) -> int:
     """The transaction's `now()`, which the readings it stores get as `received_at`, in epoch microseconds."""
     async with conn.cursor() as cur:
         await cur.execute("SELECT now()")
         row = await cur.fetchone()
     assert row is not None
-    return (row[0] - _EPOCH) // timedelta(microseconds=1)
+    return epoch_us(row[0])
 
 
 def _sources(batch: BatchColumns) -> dict[str, str]:

@@ -20,6 +20,7 @@ from processors import pipeline
 from processors.detection import DetectionConfig, detect
 from processors.detection_state import StationState
 from processors.pipeline import BatchProcessor
+from quantrac.batch_columns import as_datetime
 from quantrac.db import save_stations
 from quantrac.domain import DetectorChannel, Reading, Station, Status
 from quantrac.settings import Settings
@@ -123,7 +124,7 @@ def test_a_state_read_back_from_an_older_snapshot_replays_what_was_stored_since(
     assert _comparable(without_replay) != _comparable(after_b), "the replay is what brings the snapshot up to date"
     stored_through = orjson.loads(after_b)["stored_through_us"]
     newest = store_db.execute("SELECT max(received_at) FROM readings WHERE station_id = %s", (station.id,)).fetchone()
-    assert newest is not None and pipeline.from_epoch_us(stored_through) == newest[0]
+    assert newest is not None and as_datetime(stored_through) == newest[0]
 
 
 def test_a_worker_keeps_judging_on_its_kept_state_between_snapshots(store: Settings, store_db: psycopg.Connection) -> None:
