@@ -64,6 +64,18 @@ class Harness:
         else:
             self.plan, self._snapshot = SnapshotPlan(snapshot_s), snapshot_states
         self.batch_s, self.clock = batch_s, 0.0
+        self._table_cache = hasattr(StateCache, "is_kept")
+        """A tree from before the state moved to the store: its cache compares the Faust table's bytes."""
+
+    def _kept(self, station_id: str) -> Any:
+        """The station's state as the worker finds it at a batch: kept, else read from its last written bytes."""
+        if self._table_cache:
+            return self.cache.state(station_id, self.raws.get(station_id))
+        kept = self.cache.kept(station_id)
+        if kept is None and station_id in self.raws:
+            from processors.detection_state import decode_state
+            return decode_state(self.raws[station_id])
+        return kept
 
     def event_s(self, message: int) -> float:
         """Seconds of event time from the start to message number `message`."""
@@ -85,7 +97,7 @@ class Harness:
 
         A tree with state snapshots (`SnapshotPlan`) keeps the states alive and writes them as the worker does, with
         batches `batch_s` of the worker's time apart; an older tree writes every state after every batch."""
-        owned = {i: self.cache.state(i, self.raws.get(i)) for i in {r.station_id for r in readings}}
+        owned = {i: self._kept(i) for i in {r.station_id for r in readings}}
         if self.plan is None:
             states, conditions, _ = self._detect(readings, owned, self.stations, self.config, self.live, set(), owned=True)
             for i, s in states.items():
@@ -94,7 +106,10 @@ class Harness:
         states, conditions, _ = self._detect(readings, owned, self.stations, self.config, self.live, set(), owned=True,
                                              save_rows=False)
         for i, state in states.items():
-            self.cache.keep(i, state, self.raws.get(i))
+            if self._table_cache:
+                self.cache.keep(i, state, self.raws.get(i))
+            else:
+                self.cache.keep(i, state)
         self.clock += self.batch_s
         due = self.plan.due(states, [i for i in states if i not in self.raws], self.clock)
         self.raws.update(self._snapshot(self.cache, self.live, due))

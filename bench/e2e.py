@@ -78,8 +78,8 @@ def fresh_database(settings) -> None:
 def fresh_topics(settings) -> None:
     admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     names = [settings.readings_topic, settings.deadletter_topic, settings.alerts_topic]
-    # and the worker's own topics (state changelogs): a fresh run starts from empty state, not
-    # from the changelog of an earlier run, which the worker would first read back
+    # and the worker's own topics (the state changelogs of a tree that kept its state in Faust tables):
+    # a fresh run starts from empty state, not from the changelog of an earlier run
     existing = [n for n in admin.list_topics() if n in names or n.startswith(f"{settings.worker_id}-")]
     if existing:
         admin.delete_topics(existing)

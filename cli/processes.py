@@ -63,9 +63,7 @@ def worker() -> None:
     import processors.readings_agent  # noqa: F401  (registers the agent)
     from processors.app import app as faust_app
     from processors.gc_tuning import tune_gc
-    from quantrac.kafka_topics import ensure_changelog_topics
     from quantrac.metrics import serve
-    ensure_changelog_topics(s, [table.changelog_topic.get_topic_name() for table in faust_app.tables.values()])
     serve(s.worker_metrics_port, "worker", s.metrics_host)
     faust_level = {"WARNING": "warn", "CRITICAL": "crit"}.get(s.log_level.upper(), s.log_level.lower())
     sys.argv = ["quantrac-worker", "worker", "--without-web", "--loglevel", faust_level]

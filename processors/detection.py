@@ -46,7 +46,16 @@ from alerts.rules import (
 )
 from processors import rate_span, windows
 from processors.detection_banks import ChannelSpec, Judgements, LiveBanks, SeriesKey
-from processors.detection_state import CalibrationRun, DetectorState, FaultRun, ParameterState, StateCache, StationState, load
+from processors.detection_state import (
+    CalibrationRun,
+    DetectorState,
+    FaultRun,
+    ParameterState,
+    StateCache,
+    StationState,
+    encode_state,
+    load,
+)
 from processors.detectors import DETECTORS
 from processors.detectors.presets import hyperparameters, params_of, station_channels
 from processors.rule_columns import InstantColumns, MeanGate, instant_columns
@@ -538,8 +547,8 @@ def detect_batch(readings: Sequence[Reading], states: Mapping[str, StationState 
 
 
 def snapshot_states(cache: StateCache, live: LiveDetectors, station_ids: Iterable[str]) -> dict[str, bytes]:
-    """The table bytes of these stations' kept states with their detectors' rows written in (`save_rows`), each kept
-    with them; a station whose state is not kept (its batch failed) is left out."""
+    """The snapshot bytes of these stations' kept states with their detectors' rows written in (`save_rows`); a
+    station whose state is not kept (its batch failed, or a rebalance took it) is left out."""
     states = {i: state for i in station_ids if (state := cache.kept(i)) is not None}
     live.save_rows(states)
-    return {i: cache.written(i, state) for i, state in states.items()}
+    return {i: encode_state(state) for i, state in states.items()}

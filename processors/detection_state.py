@@ -1,6 +1,7 @@
 """What detection keeps per station between batches, as typed records, and its versioned JSON form.
 
-The worker keeps one `StationState` per station in a Faust table, as the JSON of `to_json`. Its
+The worker keeps one `StationState` per station alive, and snapshots it in the store as the JSON of
+`to_json` (`processors.worker_state`). Its
 fields are plain numbers, strings, lists and dicts, so that a vectorised engine can map each field
 to an array: per parameter, the time of its last reading, its open window buckets
 (`processors.windows`), its rate-of-change bins (`processors.rate_span`), its open fault and
@@ -12,8 +13,8 @@ JSON versions (`version`):
 - 1 (before the typed state): `{"v": 1, "newest", "late", "plan", "token", "p": {parameter: {"t", "w",
   "rate", "fault": [first, count], "cal": [run start, day start, day seconds], "claim": [detector,
   last flag], "det"}}, "mv": {"mv:A,B": detector state}, "mv_t": {"mv:A,B": last time}}`; a state
-  with no version in that layout is read as version 1. `from_json` migrates it: a deployment's
-  changelog holds such states, and what the detectors learned is kept.
+  with no version in that layout is read as version 1. `from_json` migrates it, so that what the
+  detectors learned is kept.
 - 2: the fields of `StationState` under their own names.
 A state of any other version is dropped (`from_json` gives None) and detection starts afresh.
 """
@@ -236,69 +237,63 @@ class StationState:
                    parameters={p: ParameterState.from_v1(ps) for p, ps in (d.get("p") or {}).items()}, groups=groups)
 
     def copy(self) -> StationState:
-        """A deep copy (through JSON, as the Faust table would give it back)."""
+        """A deep copy (through JSON, as a snapshot would give it back)."""
         copied = StationState.from_json(orjson.loads(orjson.dumps(self.to_json())))
         assert copied is not None, "to_json writes the current version"
         return copied
 
 
 class StateCache:
-    """The detection state of the stations this worker judges, alive, with the table bytes it was last snapshotted as.
+    """The detection state of the stations this worker judges, alive between batches.
 
     Reading a station's state back from its JSON before every batch, and copying it so that a failed
     batch leaves it as it was, cost about as much as the detectors themselves. The worker works on
-    the state it kept: `state` gives it (no parsing, no copy) while the table still holds the bytes
-    the worker last wrote for it (or nothing, when it never wrote), and parses the table's bytes
-    otherwise (a state restored from the changelog, or written by another worker before a
-    rebalance). Between snapshots the kept state runs ahead of the table (`keep`). A batch whose
-    transaction fails must `forget` its stations: their kept state may be half-way through that batch.
+    the state it kept, in place. A state it does not keep (the station's first batch on this worker,
+    after a rebalance, or after a failed batch) is read from its stored snapshot
+    (`processors.worker_state`). Between snapshots the kept state runs ahead of the stored one. A batch
+    whose transaction fails must `forget` its stations: their kept state may be half-way through that
+    batch; a rebalance must `clear` them all: another worker may have judged them meanwhile.
     """
 
     def __init__(self) -> None:
-        self._kept: dict[str, tuple[bytes | None, StationState]] = {}
-
-    def is_kept(self, station_id: str, raw: bytes | None) -> bool:
-        """Whether `state(station_id, raw)` gives the kept state (the table holds what this worker last wrote)."""
-        kept = self._kept.get(station_id)
-        return kept is not None and (kept[0] is raw or (raw is not None and kept[0] == raw))
-
-    def state(self, station_id: str, raw: bytes | None) -> StationState | None:
-        """The station's state to work on in place, from the table's current bytes (None: no state yet)."""
-        if self.is_kept(station_id, raw):
-            return self._kept[station_id][1]
-        self._kept.pop(station_id, None)
-        return None if raw is None else StationState.from_json(orjson.loads(raw))
-
-    def keep(self, station_id: str, state: StationState, raw: bytes | None) -> None:
-        """Keep `state` alive while the table holds `raw` (what it held when the batch began)."""
-        self._kept[station_id] = (raw, state)
+        self._kept: dict[str, StationState] = {}
 
     def kept(self, station_id: str) -> StationState | None:
         """The kept state of a station, if any."""
-        kept = self._kept.get(station_id)
-        return None if kept is None else kept[1]
+        return self._kept.get(station_id)
 
-    def written(self, station_id: str, state: StationState) -> bytes:
-        """The bytes to write to the table for the station's new state, which is kept alive with them."""
-        raw = orjson.dumps(state.to_json())
-        self._kept[station_id] = (raw, state)
-        return raw
+    def keep(self, station_id: str, state: StationState) -> None:
+        """Keep `state` alive: the station's next batch works on it in place."""
+        self._kept[station_id] = state
 
     def forget(self, station_ids: Iterable[str]) -> None:
-        """Drop the kept states of these stations: the next batch parses the table's bytes."""
+        """Drop the kept states of these stations: their next batch reads the snapshot."""
         for station_id in station_ids:
             self._kept.pop(station_id, None)
 
+    def clear(self) -> None:
+        """Drop every kept state."""
+        self._kept.clear()
+
+
+def encode_state(state: StationState) -> bytes:
+    """A state as the bytes of its snapshot."""
+    return orjson.dumps(state.to_json())
+
+
+def decode_state(raw: bytes) -> StationState | None:
+    """A snapshot's state (None when it is of an unknown version)."""
+    return StationState.from_json(orjson.loads(raw))
+
 
 class SnapshotPlan:
-    """Which stations' states the worker writes to its table after a batch: each station judged since its last snapshot
-    once every `interval_s`, at its own phase of the interval (so the writes trickle, a few stations a batch, instead of
-    every station at once); a station the table holds nothing for yet at once (so a restart knows where to replay it
-    from, `processors.pipeline`).
+    """Which stations' states the worker snapshots after a batch: each station judged since its last snapshot once
+    every `interval_s`, at its own phase of the interval (so the writes trickle, a few stations a batch, instead of
+    every station at once); a station with no snapshot yet at once (so a restart knows where to replay it from,
+    `processors.pipeline`).
 
     Serialising every state after every batch cost about half of detection's time with small batches; between
-    snapshots the worker's kept states (`StateCache.keep`) run ahead of the table. Writing all 200 states at once
-    fills Faust's producer buffer, and a full buffer holds up Faust's fetching."""
+    snapshots the worker's kept states (`StateCache.keep`) run ahead of the stored ones."""
 
     def __init__(self, interval_s: float) -> None:
         self.interval_s = interval_s
@@ -313,8 +308,8 @@ class SnapshotPlan:
         return int((now + phase) // self.interval_s)
 
     def due(self, judged: Iterable[str], unwritten: Iterable[str], now: float) -> set[str]:
-        """The stations to snapshot after a batch that judged `judged` (`unwritten`: those with nothing in the table),
-        at monotonic time `now`. A station first seen with a state in the table counts as written in this period."""
+        """The stations to snapshot after a batch that judged `judged` (`unwritten`: those with no snapshot yet), at
+        monotonic time `now`. A station first seen with a snapshot counts as written in this period."""
         unwritten = set(unwritten)
         for station_id in judged:
             self.dirty.add(station_id)

@@ -3,11 +3,12 @@
 decode → store new readings → detection on them (windows, rules, detectors; pure, from the
 stations' state) → completeness → open or update alerts, all in one transaction; the alert rows
 are returned for publishing. Detection sees only NEW readings, so a redelivered batch changes no
-state. The stations' states stay alive in the processor between batches (`cache`); `snapshot` gives
-their table bytes when the worker writes them. A state read back from an older snapshot (the cache
-lost it: a restart, a rebalance, a failed batch) first replays the readings stored after it
-(`_replay`): each state records the store transaction of its newest batch (`stored_through_us`),
-and every stored reading carries its transaction's time (`readings.received_at`).
+state. The stations' states stay alive in the processor between batches (`cache`); `save_state`
+writes their snapshots and the stations' liveness entries (`processors.worker_state`). A state the
+cache does not hold (a restart, a rebalance, a failed batch) is read from its snapshot and first
+replays the readings stored after it (`_replay`): each state records the store transaction of its
+newest batch (`stored_through_us`), and every stored reading carries its transaction's time
+(`readings.received_at`).
 
 Failures (`quantrac.failures`): while PostgreSQL is unavailable a batch is retried for as long as
 it takes, its offset held. A batch that fails for its content (a value PostgreSQL refuses, a bug
@@ -34,9 +35,10 @@ from alerts.open_alerts import open_alert_keys
 from alerts.rules import Condition, OpenKeys
 from processors import windows
 from processors.detection import DetectionConfig, LiveDetectors, detect_batch, snapshot_states
-from processors.detection_state import StateCache, StationState, load
+from processors.detection_state import StateCache, StationState, decode_state, load
 from processors.reading_writer import ReadingWriter
 from processors.rollups import refresh_late_aggregates, update_rollups
+from processors.worker_state import Entry, load_liveness, load_snapshots, save_liveness, save_snapshots
 from quantrac import completeness, metrics
 from quantrac.batch_columns import BatchColumns, Ints, as_datetime, epoch_us, from_records, from_wire
 from quantrac.delivery_accounting import record_store_counts
@@ -58,9 +60,9 @@ HISTORICAL_SOURCES = frozenset({"import"})
 Record = tuple[list[Reading], datetime, str]
 """Readings, receive time and source of one `quantrac.readings` record."""
 
-States = StationState | dict[str, Any] | bytes | None
-"""A station's detection state before a batch: the Faust table's bytes (see `BatchProcessor.cache`), or a state or
-its JSON (copied, never changed); None: fresh."""
+States = StationState | dict[str, Any] | None
+"""A caller's own detection state of a station before a batch, or its JSON (copied, never changed); None: the
+processor's own (kept, else from the station's snapshot, else fresh)."""
 
 DeadLetter = tuple[bytes | None, bytes]
 """Key and value of a record for the dead-letter topic."""
@@ -204,7 +206,9 @@ class BatchProcessor:
         self.writer = ReadingWriter()
         self.live = LiveDetectors()
         self.cache = StateCache()
-        """The stations' states alive between batches: hand `process` the table's bytes, write `cache.written`."""
+        """The stations' states alive between batches (`snapshot` gives their bytes, `save_state` writes them)."""
+        self.unsnapshotted: set[str] = set()
+        """Stations found with no snapshot in the store and not snapshotted since (`SnapshotPlan` writes them at once)."""
         self._conn: psycopg.AsyncConnection[Any] | None = None
 
     async def _connection(self) -> psycopg.AsyncConnection[Any]:
@@ -213,22 +217,28 @@ class BatchProcessor:
             self.writer.forget_partitions()
         return self._conn
 
-    def _owned(self, station_ids: Iterable[str], states: Mapping[str, States]
-               ) -> tuple[dict[str, StationState | None], dict[str, StationState]]:
-        """The stations' states to work on in place (kept alive while the table holds what this worker last wrote,
-        else parsed; a caller's own state is copied), and those read back from a snapshot, to replay (`_replay`)."""
+    async def _owned(self, conn: psycopg.AsyncConnection[Any], station_ids: Iterable[str], states: Mapping[str, States]
+                     ) -> tuple[dict[str, StationState | None], dict[str, StationState]]:
+        """The stations' states to work on in place (a caller's own is copied; else kept alive in `cache`; else read
+        from its snapshot), and those read from a snapshot, to replay (`_replay`)."""
         owned: dict[str, StationState | None] = {}
         restored: dict[str, StationState] = {}
+        unknown: list[str] = []
         for i in station_ids:
-            s = states.get(i)
-            if s is not None and not isinstance(s, bytes):
-                owned[i] = load(s)
+            if (given := states.get(i)) is not None:
+                owned[i] = load(given)
+            elif (kept := self.cache.kept(i)) is not None:
+                owned[i] = kept
+            else:
+                unknown.append(i)
+        snapshots = await load_snapshots(conn, unknown) if unknown else {}
+        for i in unknown:
+            raw = snapshots.get(i)
+            if raw is None:
+                self.unsnapshotted.add(i)
                 continue
-            kept = self.cache.is_kept(i, s)
-            if s is None and not kept:
-                continue
-            state = owned[i] = self.cache.state(i, s)
-            if not kept and state is not None and state.stored_through_us is not None:
+            state = owned[i] = decode_state(raw)
+            if state is not None and state.stored_through_us is not None:
                 restored[i] = state
         return owned, restored
 
@@ -260,9 +270,44 @@ class BatchProcessor:
         self.cache.forget(ids)
         self.live.forget(ids)
 
+    def forget_all(self) -> None:
+        """Drop every kept state (a rebalance: another worker may have judged the stations meanwhile)."""
+        self.cache.clear()
+        self.live.forget(list(self.live))
+        self.unsnapshotted.clear()
+
     def snapshot(self, station_ids: Iterable[str]) -> dict[str, bytes]:
         """`processors.detection.snapshot_states` of this processor's kept states."""
         return snapshot_states(self.cache, self.live, station_ids)
+
+    async def save_state(self, snapshots: Mapping[str, bytes], liveness: Mapping[str, Entry]) -> None:
+        """Write detection snapshots and liveness entries in one transaction; waits out PostgreSQL."""
+        if not snapshots and not liveness:
+            return
+
+        async def once() -> None:
+            conn = await self._connection()
+            try:
+                async with conn.transaction():
+                    await save_snapshots(conn, snapshots)
+                    await save_liveness(conn, liveness)
+            except psycopg.OperationalError:
+                await conn.close()
+                raise
+        await self._attempts(once)
+        self.unsnapshotted.difference_update(snapshots)
+
+    async def load_liveness(self) -> dict[str, Entry]:
+        """Every stored liveness entry (`processors.worker_state`); waits out PostgreSQL."""
+        async def once() -> dict[str, Entry]:
+            conn = await self._connection()
+            try:
+                async with conn.transaction():
+                    return await load_liveness(conn)
+            except psycopg.OperationalError:
+                await conn.close()
+                raise
+        return await self._attempts(once)
 
     async def _process_once(self, batch: BatchColumns, states: Mapping[str, States],
                             extra: Sequence[Condition], historical: Mapping[str, datetime] | None = None) -> BatchResult:
@@ -277,7 +322,7 @@ class BatchProcessor:
                 await update_rollups(conn, new)
                 judged = {station for station, n in new.per_station().items() if n}
                 open_keys = await open_alert_keys(conn, judged)
-                owned, restored = self._owned(judged, states)
+                owned, restored = await self._owned(conn, judged, states)
                 await self._replay(conn, restored, open_keys)
                 new_states, conditions, late = detect_batch(new.readings(), owned, self.stations, self.config, self.live,
                                                             open_keys, owned=True, save_rows=False)
@@ -295,9 +340,8 @@ class BatchProcessor:
             self.writer.forget_partitions()  # partitions created in the rolled-back transaction are gone
             raise
         for station_id, state in new_states.items():
-            raw = states.get(station_id)
-            if raw is None or isinstance(raw, bytes):
-                self.cache.keep(station_id, state, raw)
+            if states.get(station_id) is None:
+                self.cache.keep(station_id, state)
         await refresh_late_aggregates(conn, new)
         if late:
             log.info("worker.late_readings", count=len(late), stations=sorted({r.station_id for r in late}),

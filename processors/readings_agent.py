@@ -6,15 +6,16 @@ once stored and published: `stream.take` would acknowledge a batch in a `finally
 the agent is stopped half-way through it (stack notes, faust trap 9). The pipeline retries a
 batch until the database takes it.
 
-The stations' detection state and last-seen times live in Faust tables (`processors.app`). The
-detection state is kept alive in the worker (`BatchProcessor.cache`) and written to its table as a
-snapshot every `QUANTRAC_WORKER_STATE_SNAPSHOT_S` (`SnapshotPlan`; a timer writes those due when no
-batch comes), not after every batch. It is
-parsed from the table only when the table holds something else than what this worker last wrote
-(after a restart, a rebalance or a failed batch), and then brought up to date from the readings
-stored since the snapshot (`BatchProcessor._replay`). A timer reports silent stations,
-judged against the arrival frontier of the partitions this worker owns (`liveness.frontier`), so a
-worker that is behind does not mistake its backlog for silence.
+The stations' detection states and last-seen times (liveness entries) live in the worker for the
+stations of the readings partitions it owns, and in the store (`processors.worker_state`). A
+detection state is snapshotted every `QUANTRAC_WORKER_STATE_SNAPSHOT_S` (`SnapshotPlan`; a timer
+writes those due when no batch comes), not after every batch; liveness entries are written with
+every batch, before it is acknowledged. After a rebalance (a new consumer generation) the worker
+drops what it kept: a station's state is read from its snapshot at its next batch and brought up to
+date from the readings stored since (`BatchProcessor._replay`), and the liveness entries of the
+owned partitions are read back at once. A timer reports silent stations, judged against the arrival
+frontier of the partitions this worker owns (`liveness.frontier`), so a worker that is behind does
+not mistake its backlog for silence.
 """
 
 from __future__ import annotations
@@ -24,16 +25,16 @@ import time
 from datetime import datetime, timezone
 from typing import Any, Iterable
 
-import orjson
 import structlog
 
 from alerts.rules import Condition
 from processors import liveness
-from processors.app import alerts_topic, app, deadletter_topic, detection_table, liveness_table, readings_topic, settings
+from processors.app import alerts_topic, app, deadletter_topic, readings_topic, settings
 from processors.detection import DetectionConfig
 from processors.detection_state import SnapshotPlan
 from processors.faust_compat import committed_offset
 from processors.pipeline import BatchProcessor, DeadLetter, alert_record, decode_batch, last_seen
+from processors.worker_state import Entry, partition_of
 from quantrac import metrics
 from quantrac.db import live_registry
 from quantrac.failures import describe
@@ -56,15 +57,6 @@ def _registry() -> RegistryCache:
     return _stations
 
 
-def _get(table: Any, station_id: str) -> dict[str, Any] | None:
-    raw = table.get(station_id.encode())
-    return None if raw is None else orjson.loads(raw)
-
-
-def _put(table: Any, station_id: str, value: dict[str, Any]) -> None:
-    table[station_id.encode()] = orjson.dumps(value)
-
-
 async def _publish(alerts: list[dict[str, Any]]) -> None:
     for row in alerts:
         key, value = alert_record(row)
@@ -72,34 +64,59 @@ async def _publish(alerts: list[dict[str, Any]]) -> None:
         await alerts_topic.send(key=key, value=value)
 
 
-def _note_seen(seen: dict[str, tuple[datetime, datetime]], stations: RegistryCache) -> tuple[list[Condition], list[str]]:
-    """Record receipt in the liveness table (keeping the offline flag until the recovery is stored)."""
+def _note_seen(seen: dict[str, tuple[datetime, datetime]], stations: RegistryCache) -> tuple[list[Condition], dict[str, Entry]]:
+    """The liveness entries after a batch's receipts, and the conditions clearing `station_offline` for stations back
+    from silence (their entries keep the offline flag until the batch that clears it is stored)."""
     recoveries: list[Condition] = []
-    recovered: list[str] = []
+    entries: dict[str, Entry] = {}
     for station_id, (event_ts, received_at) in seen.items():
         station = stations.get(station_id)
         if station is None:
             continue
-        before = _get(liveness_table, station_id)
-        entry, recovery = liveness.seen(before, station, event_ts, received_at)
+        entry, recovery = liveness.seen(_liveness.get(station_id), station, event_ts, received_at)
         if recovery is not None:
             recoveries.append(recovery)
-            recovered.append(station_id)
-            entry["offline"] = True
-        _put(liveness_table, station_id, entry)
-    return recoveries, recovered
-
-
-def _write_snapshot(processor: BatchProcessor, station_ids: Iterable[str]) -> None:
-    for station_id, raw in processor.snapshot(station_ids).items():
-        detection_table[station_id.encode()] = raw
+        entries[station_id] = entry
+    return recoveries, entries
 
 
 _snapshots = SnapshotPlan(settings.worker_state_snapshot_s)
 _judging = asyncio.Lock()
-"""Held while a batch works on the kept states, so that the snapshot timer never writes one half-way through it."""
+"""Held while a batch or a timer works on the kept states and liveness entries."""
 _processors: list[BatchProcessor] = []
-"""The agent's processor, once it runs (for the snapshot timer)."""
+"""The agent's processor, once it runs (for the timers)."""
+_liveness: dict[str, Entry] = {}
+"""Liveness entries of the stations of the readings partitions this worker owns."""
+_generation: list[int] = []
+"""The consumer generation the kept states and `_liveness` belong to."""
+
+
+def _owned_partitions() -> set[int]:
+    topic = readings_topic.get_topic_name()
+    return {tp.partition for tp in app.consumer.assignment() if tp.topic == topic}
+
+
+async def _follow_rebalance(processor: BatchProcessor) -> None:
+    """After a rebalance, drop the kept states and read the owned stations' liveness entries back from the store.
+
+    Another worker may have judged any station meanwhile; its snapshots and entries are in the store. Held under
+    `_judging`."""
+    generation = app.consumer_generation_id
+    if _generation == [generation]:
+        return
+    processor.forget_all()
+    owned = _owned_partitions()
+    stored = await processor.load_liveness()
+    _liveness.clear()
+    _liveness.update({i: e for i, e in stored.items() if partition_of(i, settings.topic_partitions) in owned})
+    _generation[:] = [generation]
+    log.info("worker.state_reset", generation=generation, partitions=sorted(owned), liveness_entries=len(_liveness),
+             reason="a rebalance: detection states are read from their snapshots at their next batch")
+
+
+async def _save_snapshots_due(processor: BatchProcessor, judged: Iterable[str], liveness_entries: dict[str, Entry]) -> None:
+    due = _snapshots.due(judged, processor.unsnapshotted, time.monotonic())
+    await processor.save_state(processor.snapshot(due), liveness_entries)
 
 
 @app.agent(readings_topic, concurrency=1)
@@ -115,14 +132,12 @@ async def store_readings(stream: Any) -> None:
             metrics.WORKER_BATCH_RECORDS.observe(len(batch))
             undecodable: list[DeadLetter] = []
             columns = decode_batch(batch, undecodable)
-            recoveries, recovered = _note_seen(last_seen(columns), stations)
-            states = {i: detection_table.get(i.encode()) for i in columns.per_station()}
             async with _judging:
-                result = await processor.process(batch=columns, states=states, extra=recoveries)
-                _write_snapshot(processor, _snapshots.due(result.states, [i for i in result.states if states.get(i) is None],
-                                                          time.monotonic()))
-            for station_id in recovered:
-                _put(liveness_table, station_id, {**(_get(liveness_table, station_id) or {}), "offline": False})
+                await _follow_rebalance(processor)
+                recoveries, entries = _note_seen(last_seen(columns), stations)
+                result = await processor.process(batch=columns, extra=recoveries)
+                _liveness.update(entries)
+                await _save_snapshots_due(processor, result.states, entries)
             await _publish(result.alerts)
             for key, value in [*undecodable, *result.deadletters]:
                 await deadletter_topic.send(key=key, value=value)
@@ -143,16 +158,13 @@ async def snapshot_quiet_stations() -> None:
         return
     async with _judging:
         if _processors:
-            _write_snapshot(_processors[0], _snapshots.due((), (), time.monotonic()))
-
-
-_liveness_processor: BatchProcessor | None = None
+            await _follow_rebalance(_processors[0])
+            await _save_snapshots_due(_processors[0], (), {})
 
 
 @app.timer(interval=settings.liveness_check_s)
 async def check_liveness() -> None:
     """Report stations that missed their slot plus grace, up to the arrival frontier, whether or not others send."""
-    global _liveness_processor
     stations = _registry()
     now = datetime.now(timezone.utc)  # before asking the broker: what arrived by now is below the end offsets
     try:
@@ -167,15 +179,18 @@ async def check_liveness() -> None:
                  "judged once the worker has processed something of it")
         return
     metrics.WORKER_ARRIVAL_FRONTIER_AGE.set((now - at).total_seconds())
-    entries = [(k.decode(), orjson.loads(v)) for k, v in list(liveness_table.items()) if v is not None]
-    found = liveness.overdue(entries, stations, at, settings.offline_grace_s)
-    if not found:
-        return
-    if _liveness_processor is None:
-        _liveness_processor = BatchProcessor(settings.pg_dsn, stations)
-    alerts = await _liveness_processor.apply([condition for _, _, condition in found])
-    for station_id, entry, _ in found:
-        _put(liveness_table, station_id, entry)
+    async with _judging:
+        if not _processors:
+            return
+        await _follow_rebalance(_processors[0])
+        found = liveness.overdue(list(_liveness.items()), stations, at, settings.offline_grace_s)
+        if not found:
+            return
+        alerts = await _processors[0].apply([condition for _, _, condition in found])
+        entries = {station_id: entry for station_id, entry, _ in found}
+        await _processors[0].save_state({}, entries)
+        _liveness.update(entries)
+    for station_id, entry in entries.items():
         log.warning("worker.station_offline", station=station_id, received_at=entry["received_at"])
     await _publish(alerts)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -55,16 +54,6 @@ def ensure_topics(settings: Settings) -> None:
                 raise TopicsError(f"could not create the Kafka topics {sorted(wanted)} on {settings.kafka_bootstrap}: {exc}") from exc
             log.info("kafka.topics.retry", error=f"{type(exc).__name__}: {exc}")
             time.sleep(1.0)
-
-
-def ensure_changelog_topics(settings: Settings, names: Iterable[str]) -> None:
-    """Create the worker's table changelogs (compacted, one partition per source partition) if missing.
-
-    Faust would create them itself, but on a brand-new cluster a table written with
-    `use_partitioner=True` asks the producer for the partitions of a changelog it has no metadata
-    for yet (TypeError in aiokafka's partitioner); creating them before the worker starts avoids that.
-    """
-    _create_topics(settings, {name: settings.topic_partitions for name in names}, {"cleanup.policy": "compact"})
 
 
 LEADER_WAIT_S = 30.0

@@ -128,9 +128,9 @@ class Settings(BaseSettings):
                                    "readings a second as 500 (docs/performance.md).")
     worker_batch_latency_s: float = Field(0.5, description="Longest a message waits for its batch to fill.")
     worker_state_snapshot_s: float = Field(5.0, gt=0, description="How often the worker writes its stations' detection "
-                                           "state to its Faust table (changelog). After a restart or a rebalance, a "
-                                           "station's state is read back and the readings stored since are judged "
-                                           "again for it: at most about this many seconds of them.")
+                                           "state to the store (table detection_snapshots). After a restart or a "
+                                           "rebalance, a station's state is read back and the readings stored since are "
+                                           "judged again for it: at most about this many seconds of them.")
     worker_gc_thresholds: tuple[int, ...] = Field((20000, 50, 100), description="Python's garbage collector in the worker: after start-up the heap is frozen (`gc.freeze()`, never scanned again) and collections use these thresholds (generations 0, 1, 2; Python's default is 700, 10, 10). The worker keeps every series' detector state alive, so with the defaults full collections rescanned it every few batches (docs/performance.md). A JSON list of three; [] leaves the collector as Python sets it.")
     worker_kafka_metadata_max_age_s: float = Field(30.0, gt=0, description="How often the worker's Kafka consumer and producer refresh their metadata even without a leadership change (Kafka's default: 300 s). A client that saw a new topic before its partitions had leaders keeps that view until then (faust-streaming PR 279).")
     detect_lateness_s: int = Field(600, description="Readings up to this much older than a station's newest event time still update their windows; older ones are stored and counted as late.")

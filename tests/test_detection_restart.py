@@ -1,4 +1,4 @@
-"""SIGKILL and restart of the worker: window and rule state come back from the Faust changelog, no alert is duplicated.
+"""SIGKILL and restart of the worker: window and rule state come back from the stored snapshot, no alert is duplicated.
 
 This test runs its own worker (own consumer group and topics) so that killing it disturbs no other test;
 it feeds Kafka directly in the bridge's record format.
@@ -13,10 +13,9 @@ from typing import Any, Iterator
 import orjson
 import psycopg
 import pytest
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaProducer
 from psycopg.rows import dict_row
 
-from ingest.producer import CONSUMER_OPTIONS
 from quantrac.db import save_stations
 from quantrac.domain import Reading
 from quantrac.settings import Settings
@@ -53,21 +52,10 @@ def _send(producer: KafkaProducer, own: Settings, station_id: str, readings: lis
     producer.flush(timeout=30)
 
 
-def _changelog_state(own: Settings, station_id: str) -> dict[str, Any] | None:
-    """The newest detection state of the station in the worker's changelog topic."""
-    topic = f"{own.worker_id}-detection-state-changelog"
-    consumer = KafkaConsumer(bootstrap_servers=own.kafka_bootstrap, **CONSUMER_OPTIONS, enable_auto_commit=False, consumer_timeout_ms=1000)
-    try:
-        partitions = consumer.partitions_for_topic(topic) or set()
-        consumer.assign([TopicPartition(topic, p) for p in partitions])
-        consumer.seek_to_beginning()
-        found = None
-        for record in consumer:
-            if record.key == station_id.encode() and record.value is not None:
-                found = orjson.loads(record.value)
-        return found
-    finally:
-        consumer.close()
+def _stored_state(db: psycopg.Connection, station_id: str) -> dict[str, Any] | None:
+    """The station's detection snapshot in the store (`processors.worker_state`)."""
+    row = db.execute("SELECT state FROM detection_snapshots WHERE station_id = %s", (station_id,)).fetchone()
+    return None if row is None else orjson.loads(bytes(row[0]))
 
 
 def _alerts(db: psycopg.Connection, station_id: str) -> list[dict[str, Any]]:
@@ -94,8 +82,8 @@ def test_sigkill_and_restart_resume_the_windows_without_duplicating_open_alerts(
         _send(producer, own, station.id, readings[:6])
         wait_for(lambda: [a for a in _alerts(db, station.id) if a["rule"] == "exceedance" and a["count"] == 6],
                  timeout=120, interval=0.5, what=f"the first half hour's alerts ({worker.log_path})")
-        wait_for(lambda: _hour_total(_changelog_state(own, station.id), start) == 6, timeout=30, interval=0.5,
-                 what="the half-filled hour in the changelog")
+        wait_for(lambda: _hour_total(_stored_state(db, station.id), start) == 6, timeout=30, interval=0.5,
+                 what="the half-filled hour in the snapshot")
         worker.proc.kill()  # SIGKILL: no shutdown, no final commit
         worker.proc.wait(10)
     finally:
@@ -109,10 +97,10 @@ def test_sigkill_and_restart_resume_the_windows_without_duplicating_open_alerts(
                  what=f"the 1h exceedance, which needs the six readings from before the kill ({worker.log_path})")
         wait_for(lambda: [a for a in _alerts(db, station.id) if a["rule"] == "exceedance" and a["count"] == 12],
                  timeout=30, what="all twelve instant exceedances counted once")
-        # The table is written after the batch's transaction and its late-aggregate refresh: a worker stopped as
+        # The snapshot is written after the batch's transaction and its late-aggregate refresh: a worker stopped as
         # soon as the alerts show cancels the batch before that (seen under load), so wait for the write.
-        wait_for(lambda: _hour_total(_changelog_state(own, station.id), start) == 12, timeout=30, interval=0.5,
-                 what="the full hour in the changelog")
+        wait_for(lambda: _hour_total(_stored_state(db, station.id), start) == 12, timeout=30, interval=0.5,
+                 what="the full hour in the snapshot")
     finally:
         worker.stop()
     after = _alerts(db, station.id)
@@ -121,4 +109,32 @@ def test_sigkill_and_restart_resume_the_windows_without_duplicating_open_alerts(
     assert {a["rule"] for a in before} <= set(rules)
     [hourly] = [a for a in after if a["rule"] == "exceedance_1h"]
     assert (hourly["count"], hourly["last_value"], hourly["status"]) == (1, 190.0, "open")
-    assert _hour_total(_changelog_state(own, station.id), start) == 12
+    assert _hour_total(_stored_state(db, station.id), start) == 12
+
+
+def test_a_restarted_worker_reports_a_station_that_fell_silent_while_it_was_down(
+        stack: Settings, own: Settings, producer: KafkaProducer, db: psycopg.Connection) -> None:
+    """The silent station sends nothing after the restart: only its liveness entry in the store names it."""
+    station = make_station(f"T-{uuid.uuid4().hex[:10]}", expected_interval_s=5).model_copy(update={"offline_grace_s": 3})
+    save_stations(db, {station.id: station})
+    worker = _worker(own)
+    try:
+        _send(producer, own, station.id, [Reading(station_id=station.id, parameter="COD", value=20.0, unit="mg/L",
+                                                  ts=datetime.now(timezone.utc))])
+        wait_for(lambda: db.execute("SELECT 1 FROM station_liveness WHERE station_id = %s", (station.id,)).fetchone(),
+                 timeout=120, interval=0.5, what=f"the station's liveness entry in the store ({worker.log_path})")
+        worker.proc.kill()
+        worker.proc.wait(10)
+    finally:
+        worker.stop()
+    assert _alerts(db, station.id) == []
+
+    worker = _worker(own)
+    try:
+        [offline] = wait_for(lambda: [a for a in _alerts(db, station.id) if a["rule"] == "station_offline"], timeout=120,
+                             interval=0.5, what=f"{station.id} reported offline by the restarted worker ({worker.log_path})")
+    finally:
+        worker.stop()
+    assert offline["status"] == "open"
+    row = db.execute("SELECT offline FROM station_liveness WHERE station_id = %s", (station.id,)).fetchone()
+    assert row == (True,)

@@ -2,7 +2,7 @@
 
 `tests/data/detection_state_v1.json` is the state the worker wrote before `processors.detection_state`
 (keys `v`, `p`, `mv`, `mv_t`, `w`, `cal`, ...), made by `detect(None, first_part(), STATION, CFG)`
-with that code: a running deployment's Faust changelog holds states like it.
+with that code: a deployment that ran it had states like it.
 """
 
 from __future__ import annotations
@@ -14,7 +14,17 @@ from pathlib import Path
 import orjson
 
 from processors.detection import DetectionConfig, LiveDetectors, detect
-from processors.detection_state import VERSION, CalibrationRun, FaultRun, GroupState, SnapshotPlan, StateCache, StationState
+from processors.detection_state import (
+    VERSION,
+    CalibrationRun,
+    FaultRun,
+    GroupState,
+    SnapshotPlan,
+    StateCache,
+    StationState,
+    decode_state,
+    encode_state,
+)
 from quantrac.domain import DetectorChannel, Reading, Status
 from tests.utils.builders import make_station
 
@@ -102,33 +112,31 @@ def test_the_callers_state_is_left_as_it_was() -> None:
     assert out.state.to_json() == before
 
 
-def test_the_worker_works_on_the_state_it_kept_while_the_table_holds_what_it_wrote() -> None:
+def test_the_worker_works_on_the_state_it_kept_and_its_snapshot_judges_the_same() -> None:
     cache, live = StateCache(), LiveDetectors()
     first = detect(None, first_part(), STATION, CFG, live)
-    written = cache.written(STATION.id, first.state)
-    kept = cache.state(STATION.id, bytes(written))  # equal bytes, as a table gives them back
+    cache.keep(STATION.id, first.state)
+    snapshot = encode_state(first.state)
+    kept = cache.kept(STATION.id)
     assert kept is first.state
     in_place = detect(kept, rest(), STATION, CFG, live, owned=True)
     assert in_place.state is kept
-    fresh = detect(orjson.loads(written), rest(), STATION, CFG)
+    fresh = detect(decode_state(snapshot), rest(), STATION, CFG)
     assert in_place.conditions == fresh.conditions
     assert orjson.loads(orjson.dumps(in_place.state.to_json())) | {"token": None} == (
         orjson.loads(orjson.dumps(fresh.state.to_json())) | {"token": None})
 
 
-def test_the_kept_state_is_dropped_when_the_table_holds_another_or_after_a_failed_batch() -> None:
+def test_the_kept_state_is_dropped_after_a_failed_batch_and_after_a_rebalance() -> None:
     cache = StateCache()
     first = detect(None, first_part(), STATION, CFG)
-    written = cache.written(STATION.id, first.state)
-    other = orjson.dumps({**first.state.to_json(), "late_count": 7})  # written by another worker before a rebalance
-    from_table = cache.state(STATION.id, other)
-    assert from_table is not first.state and from_table is not None and from_table.late_count == 7
-    assert cache.state(STATION.id, written) is not first.state  # no longer kept
-    cache.written(STATION.id, first.state)
+    cache.keep(STATION.id, first.state)
+    cache.keep("T-OTHER", first.state)
     cache.forget([STATION.id])  # its batch failed half-way
-    parsed = cache.state(STATION.id, written)
-    assert parsed is not first.state and parsed == StationState.from_json(orjson.loads(written))
-    assert cache.state("T-NONE", None) is None
+    assert cache.kept(STATION.id) is None and cache.kept("T-OTHER") is first.state
+    cache.clear()  # a rebalance
+    assert cache.kept("T-OTHER") is None
+    assert decode_state(encode_state(first.state)) == first.state
 
 
 def test_snapshots_come_once_an_interval_per_station_spread_over_the_batches() -> None:

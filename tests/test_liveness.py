@@ -270,3 +270,14 @@ def test_an_import_while_the_worker_is_behind_never_reports_the_import_only_stat
         wait_for(lambda: offline_alerts(db, [control.id]), timeout=120, interval=0.5, what="the control reported offline")
     assert offline_alerts(db, [archive]) == []  # and after it
     assert live.error is None, live.error
+
+
+@given(st.text(min_size=1, max_size=40), st.integers(min_value=1, max_value=64))
+def test_a_stations_partition_is_the_one_the_bridges_producer_picks(station_id: str, partitions: int) -> None:
+    """The worker reads back the liveness entries of its partitions' stations; the bridge keys records by station id."""
+    from kafka.partitioner.default import DefaultPartitioner
+
+    from processors.worker_state import partition_of
+
+    every = list(range(partitions))
+    assert partition_of(station_id, partitions) == DefaultPartitioner()(station_id.encode(), every, every)

@@ -17,7 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.stack import stack_app
-from quantrac.kafka_topics import ensure_changelog_topics, kafka_admin
+from quantrac.kafka_topics import ensure_topics, kafka_admin
 from quantrac.settings import Settings
 from stack import process as stack_process
 from stack import services as local_stack
@@ -106,18 +106,22 @@ def test_up_creates_the_topics(stack: Settings) -> None:
     assert topics == {name: stack.topic_partitions for name in (stack.readings_topic, stack.deadletter_topic, stack.alerts_topic)}
 
 
-def test_new_changelogs_have_a_leader_on_every_partition_when_created(stack: Settings) -> None:
-    """A worker starts right after creating its changelogs; a client that saw them leaderless kept that view 300 s."""
-    name = f"quantrac.test.leaders-{os.getpid()}-{os.urandom(3).hex()}"
-    ensure_changelog_topics(stack, [name])
+def test_new_topics_have_a_leader_on_every_partition_when_created(stack: Settings) -> None:
+    """A worker starts right after creating its topics; a client that saw them leaderless kept that view 300 s."""
+    prefix = f"quantrac.test.leaders-{os.getpid()}-{os.urandom(3).hex()}"
+    own = stack.model_copy(update={"readings_topic": f"{prefix}.readings", "deadletter_topic": f"{prefix}.deadletter",
+                                   "alerts_topic": f"{prefix}.alerts"})
+    names = [own.readings_topic, own.deadletter_topic, own.alerts_topic]
+    ensure_topics(own)
     admin = kafka_admin(stack)
     try:
-        (described,) = admin.describe_topics([name])
-        admin.delete_topics([name])
+        described = admin.describe_topics(names)
+        admin.delete_topics(names)
     finally:
         admin.close()
-    assert len(described["partitions"]) == stack.topic_partitions
-    assert all(p["leader"] >= 0 for p in described["partitions"])
+    assert len(described) == 3
+    assert all(len(topic["partitions"]) == stack.topic_partitions for topic in described)
+    assert all(p["leader"] >= 0 for topic in described for p in topic["partitions"])
 
 
 def test_status_command_exits_zero_and_lists_the_endpoints(stack: Settings) -> None:

@@ -1,8 +1,8 @@
-"""The worker's detection state snapshots, on both store paths (TimescaleDB and native PostgreSQL): a state read back from an older snapshot (a restart, a
-rebalance, a failed batch) is brought up to date from the readings stored since, and judges on as if nothing
-had happened.
+"""The worker's state in the store (`processors.worker_state`), on both store paths (TimescaleDB and native PostgreSQL).
 
-The oracle is `detect` in memory, batch after batch, with no snapshot and no store.
+A detection state read back from an older snapshot (a restart, a rebalance, a failed batch) is brought up to date
+from the readings stored since, and judges on as if nothing had happened; the oracle is `detect` in memory, batch
+after batch, with no snapshot and no store. Liveness entries come back as they were written.
 """
 
 from __future__ import annotations
@@ -72,19 +72,25 @@ def _oracle(station: Station, batches: int) -> StationState:
     return state
 
 
-async def _process(processor: BatchProcessor, station: Station, k: int, table: dict[str, bytes]) -> None:
+async def _process(processor: BatchProcessor, station: Station, k: int) -> None:
     record = encode_readings(station.id, _batch(station, k), T0 + timedelta(minutes=5 * BATCH * (k + 1)), "mqtt")
-    result = await processor.process([record], states={station.id: table.get(station.id)})
+    result = await processor.process([record])
     assert result.new == 3 * BATCH
+
+
+def _stored_snapshot(conn: psycopg.Connection, station: Station) -> bytes:
+    row = conn.execute("SELECT state FROM detection_snapshots WHERE station_id = %s", (station.id,)).fetchone()
+    assert row is not None, "no snapshot stored"
+    return bytes(row[0])
 
 
 def test_a_state_read_back_from_an_older_snapshot_replays_what_was_stored_since(store: Settings, store_db: psycopg.Connection,
                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    """Worker A snapshots after batch 2 only, and its batch 5 fails once after detection (so its kept state is dropped);
-    worker B takes over from the snapshot for batch 6. Each ends with the oracle's state."""
+    """Worker A snapshots after batch 2 only, its batch 4 comes after a rebalance (its kept states are dropped) and its
+    batch 5 fails once after detection (its kept state is dropped); worker B takes over from the snapshot for batch 6.
+    Each ends with the oracle's state."""
     station = _station()
     save_stations(store_db, {station.id: station})
-    table: dict[str, bytes] = {}
     record_completeness = pipeline.completeness.record
     failures = []
 
@@ -99,20 +105,23 @@ def test_a_state_read_back_from_an_older_snapshot_replays_what_was_stored_since(
         try:
             for k in range(5):
                 if k == 2:
-                    table.update(a.snapshot([station.id]))
+                    await a.save_state(a.snapshot([station.id]), {})
+                    snapshot = _stored_snapshot(store_db, station)
+                if k == 3:
+                    a.forget_all()
                 if k == 4:
                     failures.append("armed")
-                await _process(a, station, k, table)
+                await _process(a, station, k)
             after_a = a.snapshot([station.id])[station.id]
         finally:
             await a.close()
         b = BatchProcessor(store.pg_dsn, {station.id: station})
         try:
-            await _process(b, station, 5, table)
+            await _process(b, station, 5)
             after_b = b.snapshot([station.id])[station.id]
         finally:
             await b.close()
-        return table[station.id], after_a, after_b
+        return snapshot, after_a, after_b
 
     monkeypatch.setattr(pipeline.completeness, "record", fail_once)
     snapshot, after_a, after_b = asyncio.run(run())
@@ -128,18 +137,40 @@ def test_a_state_read_back_from_an_older_snapshot_replays_what_was_stored_since(
 
 
 def test_a_worker_keeps_judging_on_its_kept_state_between_snapshots(store: Settings, store_db: psycopg.Connection) -> None:
-    """No snapshot at all: the kept state carries every batch (the table stays empty), and its snapshot at the end is
-    the oracle's."""
+    """No snapshot at all: the kept state carries every batch, and its snapshot at the end is the oracle's; the station
+    is named as one with no snapshot (the worker writes those at once)."""
     station = _station()
     save_stations(store_db, {station.id: station})
 
-    async def run() -> bytes:
+    async def run() -> tuple[bytes, set[str]]:
         processor = BatchProcessor(store.pg_dsn, {station.id: station})
         try:
             for k in range(4):
-                await _process(processor, station, k, {})
-            return processor.snapshot([station.id])[station.id]
+                await _process(processor, station, k)
+            return processor.snapshot([station.id])[station.id], set(processor.unsnapshotted)
         finally:
             await processor.close()
 
-    assert _comparable(asyncio.run(run())) == _comparable(_oracle(station, 4))
+    snapshot, unsnapshotted = asyncio.run(run())
+    assert _comparable(snapshot) == _comparable(_oracle(station, 4))
+    assert unsnapshotted == {station.id}
+
+
+def test_liveness_entries_come_back_as_written(store: Settings, store_db: psycopg.Connection) -> None:
+    station = _station()
+    save_stations(store_db, {station.id: station})
+    first = {"event_ts": T0.isoformat(), "received_at": (T0 + timedelta(seconds=3)).isoformat(), "offline": False}
+    second = {**first, "offline": True}
+
+    async def run() -> tuple[dict[str, Any], dict[str, Any]]:
+        processor = BatchProcessor(store.pg_dsn, {station.id: station})
+        try:
+            await processor.save_state({}, {station.id: first})
+            once = (await processor.load_liveness())[station.id]
+            await processor.save_state({}, {station.id: second})
+            return once, (await processor.load_liveness())[station.id]
+        finally:
+            await processor.close()
+
+    once, twice = asyncio.run(run())
+    assert once == first and twice == second
