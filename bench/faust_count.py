@@ -1,4 +1,4 @@
-"""Faust alone: the worker's app, consumer and batch API (`stream.noack_take`, acknowledged by hand), only counting.
+"""Faust alone: the worker's app with Faust's consumer and batch API (`stream.noack_take`, acknowledged by hand), only counting.
 
 Run by bench/worker.py beside the bare aiokafka consumer, so the result shows what Faust itself costs
 per record before the worker does anything with it. Writes `{"records", "seconds", "startup_seconds"}`
@@ -21,7 +21,10 @@ sys.path.insert(0, str(REPO))
 
 import orjson  # noqa: E402
 
-from processors.app import app, readings_topic, settings  # noqa: E402
+from processors.app import app, settings  # noqa: E402
+
+readings_topic = app.topic(settings.readings_topic, value_type=bytes, key_type=bytes,
+                           partitions=settings.topic_partitions, internal=False)
 
 WANT = int(os.environ.get("BENCH_FAUST_COUNT_WANT", "0"))
 OUT = Path(os.environ.get("BENCH_FAUST_COUNT_OUT", "faust-count.json"))

@@ -79,11 +79,11 @@ ALERT_STATUSES = ("open", "acknowledged", "resolved")
 
 
 def consumer_lag(highwater: int | None, committed: int | None) -> int | None:
-    """Records behind: `highwater` is the next offset Kafka will write, `committed` the last offset
-    the worker processed (Faust's convention; Kafka stores committed + 1). None when unknown."""
+    """Records behind: `highwater` is the next offset Kafka will write, `committed` the group's committed
+    offset (the next one it reads, Kafka's convention). None when unknown."""
     if highwater is None or highwater < 0:
         return None
-    return max(0, highwater - (committed + 1 if committed is not None else 0))
+    return max(0, highwater - (committed if committed is not None else 0))
 
 
 def serve(port: int, process: str, host: str = "0.0.0.0") -> bool:

@@ -13,9 +13,8 @@ survivors have taken over, and its session's queue is then delivered. Nothing is
 the messages are in the broker, and the bridge acknowledges them only after Kafka has them.
 
 The kill test starts its load once one reading per station has gone all the way through
-(`warm_up`), so the kills are what it exercises. During the takeover Faust drops records it fetched
-for partitions paused by the rebalance; the worker's consumer reads them again instead of
-committing over them (processors/consumer.py, `worker.rewind` in the worker log).
+(`warm_up`), so the kills are what it exercises. A batch the surviving worker fetched before the
+takeover is dropped and read again from the committed offsets (processors/readings_consumer.py).
 """
 
 from __future__ import annotations

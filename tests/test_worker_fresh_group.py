@@ -2,8 +2,8 @@
 offset before the readings under it are stored, loses nothing to a SIGKILL, and starts where the log
 starts. On the real Kafka and PostgreSQL of the session.
 
-The unit tests of the commit decision are in tests/test_worker_offsets.py; what a fresh group lost in test
-runs, and why, is in docs/architecture.md ("A fresh consumer group").
+What a fresh group lost in test runs, and why, is in docs/operations.md ("an archive dropped by TimescaleDB's
+retention job").
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from tests.utils.ports import free_ports
 pytestmark = pytest.mark.integration
 
 COMMIT_INTERVAL_S = 1.0
-"""The worker's `broker_commit_interval` (processors/app.py)."""
+"""A time for the worker to commit in if it would: it commits after each batch (processors/readings_consumer.py),
+and its batch waits at most `QUANTRAC_WORKER_BATCH_LATENCY_S` (0.5 s) for records."""
 
 
 @pytest.fixture()
