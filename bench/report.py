@@ -60,7 +60,7 @@ def _worker_rows(worker: dict[str, Any]) -> list[str]:
     out = [f"| Worker alone (readings/s: store, rollups, every rule) | {ours:,.0f} | {base:,.0f} (bare aiokafka consumer that "
            f"only counts) | {worker['worker_vs_baseline']} | {_when(worker)} |"]
     if (faust := worker.get("faust_count")) is not None:
-        out.append(f"| ↳ Faust alone: the worker's app and batch API, only counting (readings/s) | "
+        out.append(f"| ↳ Faust alone: Faust's consumer and `noack_take` batches (the worker's path before 2026-12-03 17:00), only counting (readings/s) | "
                    f"{faust['readings_per_s']:,.0f} | {base:,.0f} | {worker['faust_count_vs_baseline']} | |")
     if (copy := worker.get("postgres_copy_prebuilt")) is not None:
         out.append(f"| ↳ PostgreSQL alone: the same readings as prebuilt binary COPY buffers, "
