@@ -285,29 +285,15 @@ class BatchProcessor:
         if not snapshots and not liveness:
             return
 
-        async def once() -> None:
-            conn = await self._connection()
-            try:
-                async with conn.transaction():
-                    await save_snapshots(conn, snapshots)
-                    await save_liveness(conn, liveness)
-            except psycopg.OperationalError:
-                await conn.close()
-                raise
-        await self._attempts(once)
+        async def write(conn: psycopg.AsyncConnection[Any]) -> None:
+            await save_snapshots(conn, snapshots)
+            await save_liveness(conn, liveness)
+        await self._in_transaction(write)
         self.unsnapshotted.difference_update(snapshots)
 
     async def load_liveness(self) -> dict[str, Entry]:
         """Every stored liveness entry (`processors.worker_state`); waits out PostgreSQL."""
-        async def once() -> dict[str, Entry]:
-            conn = await self._connection()
-            try:
-                async with conn.transaction():
-                    return await load_liveness(conn)
-            except psycopg.OperationalError:
-                await conn.close()
-                raise
-        return await self._attempts(once)
+        return await self._in_transaction(load_liveness)
 
     async def _process_once(self, batch: BatchColumns, states: Mapping[str, States],
                             extra: Sequence[Condition], historical: Mapping[str, datetime] | None = None) -> BatchResult:
@@ -423,11 +409,16 @@ class BatchProcessor:
 
     async def apply(self, conditions: Sequence[Condition]) -> list[dict[str, Any]]:
         """Apply conditions found outside a batch (the liveness timer); waits out PostgreSQL, never loops on a refusal."""
-        async def once() -> list[dict[str, Any]]:
+        return await self._in_transaction(lambda conn: apply_conditions(conn, conditions))
+
+    async def _in_transaction(self, work: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]]) -> T:
+        """`work` in a transaction of the processor's connection, through `_attempts` (a broken connection is closed
+        and opened again for the next attempt)."""
+        async def once() -> T:
             conn = await self._connection()
             try:
                 async with conn.transaction():
-                    return await apply_conditions(conn, conditions)
+                    return await work(conn)
             except psycopg.OperationalError:
                 await conn.close()
                 raise
