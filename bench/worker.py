@@ -270,6 +270,7 @@ STAGES = (
     ("state: table read, JSON load and copy", ("_get (processors/readings_agent", "(processors/detection_state.py",
                                                "_prepare (processors/detection", "from_state (processors/detectors/")),
     ("conditions (alerts/rules.py)", ("(alerts/rules.py",)),
+    ("rule state, plain pass", ("(processors/plain_pass.py",)),
     ("detectors", ("(processors/detectors/",)),
     ("windows", ("(processors/windows.py",)),
     ("detection, other", ("(processors/detection.py", "(processors/incident.py", "(processors/rate_span.py")),

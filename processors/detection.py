@@ -58,6 +58,7 @@ from processors.detection_state import (
 )
 from processors.detectors import DETECTORS
 from processors.detectors.presets import hyperparameters, params_of, station_channels
+from processors.plain_pass import PlainRules, plain_pass
 from processors.rule_columns import InstantColumns, MeanGate, instant_columns
 from quantrac.domain import DetectorChannel, ParameterSpec, Reading, Station, Status
 from quantrac.settings import Settings
@@ -396,9 +397,38 @@ def _station_pass(work: _Work, readings: Sequence[Reading], specs: Sequence[Para
     _multivariate(work, by_ts, len(found))
 
 
+def _plain(work: _Work, readings: Sequence[Reading], specs: Sequence[ParameterSpec | None], columns: InstantColumns,
+           anchor: int) -> bool:
+    """The station's batch through `processors.plain_pass` when it is plain (no rule can give a condition in it): its
+    rule state set from the pass, its readings handed to the detectors as `_station_pass` would. False: not plain,
+    nothing changed."""
+    gate, open_keys, station, config = work.gate, work.judgements.open_keys, work.station, work.config
+    if gate is None or open_keys is None:
+        return False
+    rules = PlainRules(station_id=station.id, parameters=station.parameters, interval_s=station.expected_interval_s,
+                       lateness_s=config.lateness_s, gap_s=gap_s(station, config), min_coverage=config.min_coverage,
+                       rate_span_s=partial(rate_span_s, station, config=config),
+                       rate_clear_below=lambda spec: (spec.max_rate_per_min or 0.0) * (1 - RATE_MARGIN),
+                       quiet=lambda parameter, spec: gate.quiet(station.id, parameter, spec, config.early_fraction),
+                       open_keys=open_keys)
+    batch = plain_pass(work.state, readings, specs, columns, rules)
+    if batch is None:
+        return False
+    work.state.newest_t = batch.newest_t
+    for parameter, new in batch.parameters.items():
+        ps = work.state.parameter(parameter)
+        ps.last_t, ps.windows, ps.rate_bins = new.last_t, new.windows, new.rate_bins
+    for parameter, t, value, r in batch.events:
+        series = work.series_of(parameter, station.parameters[parameter])
+        if series is not None:
+            work.judgements.add(series, anchor, t, value, r.ts)
+    _multivariate(work, batch.by_ts, anchor)
+    return True
+
+
 def _judge_batch(batch: Mapping[str, tuple[Station, StationState | dict[str, Any] | None, Sequence[Reading]]],
                  config: DetectionConfig, live: LiveDetectors | None, open_keys: OpenKeys | None, owned: bool,
-                 save_rows: bool = True) -> tuple[dict[str, StationState], list[Condition], list[Reading]]:
+                 save_rows: bool = True, plain: bool = True) -> tuple[dict[str, StationState], list[Condition], list[Reading]]:
     """Every station's pass, then the detectors once over the whole batch (`Judgements.run`); with `live` the
     states get the token of its rows, else none."""
     banks = LiveBanks() if live is None else live
@@ -416,7 +446,9 @@ def _judge_batch(batch: Mapping[str, tuple[Station, StationState | dict[str, Any
         work = _prepare(state, station, config, banks, judgements, owned)
         work.gate = gate
         end = start + len(readings)
-        _station_pass(work, readings, specs[start:end], None if columns is None else columns[start:end], found, late)
+        part = None if columns is None else columns[start:end]
+        if part is None or not plain or not _plain(work, readings, specs[start:end], part, len(found)):
+            _station_pass(work, readings, specs[start:end], part, found, late)
         works.append(work)
         start = end
     found = judgements.run(found)
@@ -528,7 +560,7 @@ def _multivariate(work: _Work, by_ts: dict[float, dict[str, float]], anchor: int
 
 def detect_batch(readings: Sequence[Reading], states: Mapping[str, StationState | dict[str, Any] | None],
                  stations: Mapping[str, Station], config: DetectionConfig, live: LiveDetectors | None = None,
-                 open_keys: OpenKeys | None = None, owned: bool = False, save_rows: bool = True
+                 open_keys: OpenKeys | None = None, owned: bool = False, save_rows: bool = True, plain: bool = True
                  ) -> tuple[dict[str, StationState], list[Condition], list[Reading]]:
     """`detect` for every station in a batch: (new state per station, conditions, late readings).
 
@@ -537,13 +569,14 @@ def detect_batch(readings: Sequence[Reading], states: Mapping[str, StationState 
     per station in reading order, then the detectors' per series in reading order (groups last).
     With `save_rows` False (and `live`), the detectors' rows stay in `live` and the states carry what
     they last saved: `live.save_rows` writes them in before a state is written out (the worker's snapshots).
+    With `plain` False every station takes the scalar pass (`_station_pass`), the oracle of `processors.plain_pass`.
     """
     by_station: dict[str, list[Reading]] = defaultdict(list)
     for r in readings:
         by_station[r.station_id].append(r)
     batch = {station_id: (station, states.get(station_id), rs) for station_id, rs in by_station.items()
              if (station := stations.get(station_id)) is not None}
-    return _judge_batch(batch, config, live, open_keys, owned, save_rows)
+    return _judge_batch(batch, config, live, open_keys, owned, save_rows, plain)
 
 
 def snapshot_states(cache: StateCache, live: LiveDetectors, station_ids: Iterable[str]) -> dict[str, bytes]:
