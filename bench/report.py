@@ -54,6 +54,14 @@ def _alerts_when(e2e: dict[str, Any]) -> str:
     return "(exceedances spread over the step)" if e2e.get("alert_exceedances") == "spread" else "(exceedances at the step's start)"
 
 
+def _several_workers_row(worker: dict[str, Any]) -> str:
+    """Several worker processes in one group on the same pre-filled topic, against that run's bare consumer."""
+    ours, base = worker["worker"]["readings_per_s"], worker["baseline_aiokafka_count"]["readings_per_s"]
+    return (f"| ↳ {worker['worker']['processes']} worker processes in one group, their first rebalance inside the clock "
+            f"({worker['messages']:,} messages; readings/s together) | {ours:,.0f} | {base:,.0f} | {worker['worker_vs_baseline']} "
+            f"| {_when(worker)} |")
+
+
 def _worker_rows(worker: dict[str, Any]) -> list[str]:
     """The worker alone, Faust alone and PostgreSQL alone, against the bare consumer of the same run."""
     ours, base = worker["worker"]["readings_per_s"], worker["baseline_aiokafka_count"]["readings_per_s"]
@@ -98,8 +106,13 @@ def rows() -> list[str]:
         if (pair := bridge.get("two_bridges")) is not None:
             out.append(f"| ↳ two bridges on a shared subscription (readings/s, together) | {pair['readings_per_s']:,.0f} | "
                        f"{kcat:,.0f} | {pair['readings_per_s'] / kcat:.2f} | |")
-    if (worker := newest("worker")) is not None:
-        out.extend(_worker_rows(worker))
+    workers = results("worker")
+    single = [w for w in workers if w["worker"].get("processes", 1) == 1]
+    if single:
+        out.extend(_worker_rows(single[-1]))
+        several = [w for w in workers if w["worker"].get("processes", 1) > 1 and w["finished_at"] >= single[-1]["finished_at"][:10]]
+        if several:
+            out.append(_several_workers_row(several[-1]))
     if (store := newest("store")) is not None:
         out.extend(_store_rows(store))
     if (soak := newest("soak")) is not None:

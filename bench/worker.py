@@ -15,7 +15,7 @@ topic and database:
    batch size, one transaction each, into a fresh database of the same store: the most readings a
    second any worker that stores every reading can reach on this machine.
 
-    python bench/worker.py [--messages 20000] [--stations 100] [--keep-stack] [--profile]
+    python bench/worker.py [--messages 20000] [--stations 100] [--workers 1] [--keep-stack] [--profile]
 """
 
 from __future__ import annotations
@@ -225,21 +225,24 @@ def stored(conn) -> int:  # type: ignore[no-untyped-def]
     return conn.execute("SELECT count(*) FROM readings").fetchone()[0]
 
 
-def drain_worker(want: int, profile: Path | None, timeout: float = 600, stall: float = 60) -> tuple[dict[str, float], dict[str, list[dict[str, object]]]]:
-    """Start the worker and time it from its first stored reading until `want` readings are stored."""
+def drain_worker(want: int, profile: Path | None, workers: int = 1, timeout: float = 600, stall: float = 60
+                 ) -> tuple[dict[str, float], dict[str, list[dict[str, object]]]]:
+    """Start `workers` worker processes (one consumer group) and time them from the first stored reading until `want`
+    readings are stored; the first one is profiled. With several, their first rebalance falls inside the clock."""
     logs = SETTINGS.run_dir / "bench-logs"
     began = time.monotonic()
-    worker = quantrac_process(["worker"], settings_env(SETTINGS), logs / "worker.log")
-    spy = start_profile(worker.pid, profile) if profile else None
-    sample = ProcessSample(worker.pid).start()
+    procs = [quantrac_process(["worker"], settings_env(SETTINGS), logs / f"worker{i}.log") for i in range(workers)]
+    spy = start_profile(procs[0].pid, profile) if profile else None
+    samples = [ProcessSample(p.pid).start() for p in procs]
     first_at, first_rows, rows, last_change = None, 0, 0, began
     try:
         with connect(SETTINGS.pg_dsn) as conn:
             conn.autocommit = True
             while rows < want:
                 now = time.monotonic()
-                if worker.poll() is not None:
-                    raise RuntimeError(f"the worker exited with {worker.returncode}; see {logs / 'worker.log'}")
+                for i, worker in enumerate(procs):
+                    if worker.poll() is not None:
+                        raise RuntimeError(f"the worker exited with {worker.returncode}; see {logs / f'worker{i}.log'}")
                 current = stored(conn)
                 if current != rows:
                     log.info("bench.worker_progress", seconds=round(now - began, 1), stored=current)
@@ -250,13 +253,16 @@ def drain_worker(want: int, profile: Path | None, timeout: float = 600, stall: f
                     break
                 time.sleep(0.2)  # poll interval of the measurement
         end = time.monotonic() if rows >= want else last_change
-        usage = sample.usage()
+        usages = [sample.usage() for sample in samples]
     finally:
         frames = stop_profile(spy, profile) if profile else {}
-        worker.terminate()
-        worker.wait(60)
+        for worker in procs:
+            worker.terminate()
+        for worker in procs:
+            worker.wait(60)
     seconds = max(end - (first_at or end), 1e-9)
-    return {"readings": rows, "missing": max(0, want - rows), "seconds": round(seconds, 2),
+    usage = {key: round(sum(u[key] for u in usages), 3) for key in usages[0]}
+    return {"processes": workers, "readings": rows, "missing": max(0, want - rows), "seconds": round(seconds, 2),
             "startup_seconds": round((first_at or end) - began, 2),
             "readings_per_s": round((rows - first_rows) / seconds, 1), **usage}, frames
 
@@ -314,6 +320,7 @@ def main() -> None:
     parser.add_argument("--stations", type=int, default=100)
     parser.add_argument("--keep-stack", action="store_true", help="leave the private stack running (and reuse it)")
     parser.add_argument("--profile", action="store_true", help="record the worker with py-spy while it drains")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes in the group (the first is profiled)")
     parser.add_argument("--stages", type=Path, help="only print the stage table of this py-spy file (of --messages)")
     args = parser.parse_args()
     if args.stages:
@@ -335,7 +342,7 @@ def main() -> None:
         baseline["readings_per_s"] = round(baseline["records"] * per_message / max(baseline["seconds"], 1e-9), 1)
         faust = count_with_faust(args.messages, per_message)
         profile_path = SETTINGS.run_dir / "bench-logs" / f"{SETTINGS.worker_id}.pyspy" if args.profile else None
-        worker, frames = drain_worker(args.messages * per_message, profile_path)
+        worker, frames = drain_worker(args.messages * per_message, profile_path, args.workers)
         ceiling = copy_ceiling([v for _, v in values], per_message)
         write_result("worker", {
             "method": "N readings records pre-filled in Kafka; time from the first stored reading to the last "

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from alerts.rules import OpenKeys
@@ -78,83 +79,66 @@ class PlainRules:
 
 
 class _Series:
-    """A parameter's rule state being worked on: the original's buckets are copied before they change."""
+    """A parameter's readings of the batch (in order) and its rule state being worked on: the original's buckets are
+    copied before they change."""
 
-    __slots__ = ("spec", "last_t", "windows", "copied", "rate_bins", "saved_bins", "quiet", "span_s", "clear_below",
-                 "values", "times")
+    __slots__ = ("spec", "last_t", "windows", "rate_bins", "quiet", "span_s", "clear_below", "ts", "times", "values")
 
     def __init__(self, spec: ParameterSpec, last_t: float | None, saved: dict[str, Any], rate_bins: list[list[Any]],
                  quiet: tuple[float, float], span_s: float | None, clear_below: float) -> None:
-        self.spec, self.last_t, self.rate_bins, self.saved_bins, self.quiet = spec, last_t, rate_bins, rate_bins, quiet
+        self.spec, self.last_t, self.rate_bins, self.quiet = spec, last_t, rate_bins, quiet
         self.windows = {basis: dict(buckets) for basis, buckets in saved.items()}
-        self.copied: set[int] = set()
         self.span_s, self.clear_below = span_s, clear_below
-        self.values: list[float] = []
+        self.ts: list[datetime] = []
         self.times: list[float] = []
+        self.values: list[float] = []
 
 
 def plain_pass(state: StationState, readings: Sequence[Reading], specs: Sequence[ParameterSpec | None],
                columns: InstantColumns, rules: PlainRules) -> PlainBatch | None:
-    """The station's rule state after `readings` when the batch is plain for it (see the module), else None."""
-    walk = _Walk(state, rules)
+    """The station's rule state after `readings` when the batch is plain for it (see the module), else None.
+
+    The readings are taken in arrival order for what needs it (lateness, the detectors' events), then each
+    parameter's as a whole: order and gaps, windows run by run of one bucket, rate bins."""
+    newest = state.newest_t
+    lateness = rules.lateness_s
+    series: dict[str, _Series] = {}
+    events: list[tuple[str, float, float, Reading]] = []
+    by_ts: dict[float, dict[str, float]] = {}
     hot, learn = columns.hot, columns.learn
     for i, r in enumerate(readings):
         spec = specs[i]
         if spec is None:
             continue
         value = learn[i]
-        if hot[i] or value is None or r.status is not Status.MEASURING or not walk.take(r, spec, value):
+        if hot[i] or value is None or r.status is not Status.MEASURING:
             return None
-    for s in walk.series.values():
-        if s.span_s is not None and s.values and not _rate_quiet(s):
+        t = r.ts.timestamp()
+        if newest is not None and t < newest - lateness:
             return None
-    parameters = _close(state, walk.series, walk.newest, rules)
-    if parameters is None:
-        return None
-    return PlainBatch(walk.newest, parameters, walk.events, walk.by_ts)
-
-
-class _Walk:
-    """The pass through a station's readings in arrival order: its newest time, parameters, events and vectors."""
-
-    def __init__(self, state: StationState, rules: PlainRules) -> None:
-        self.state, self.rules = state, rules
-        self.newest = state.newest_t
-        self.series: dict[str, _Series] = {}
-        self.events: list[tuple[str, float, float, Reading]] = []
-        self.by_ts: dict[float, dict[str, float]] = {}
-
-    def take(self, r: Reading, spec: ParameterSpec, value: float) -> bool:
-        """Count a valid, measuring, cold reading; False if it is late, out of order or after a gap, or its parameter
-        or a bucket it completes is not plain."""
-        rules, t = self.rules, r.ts.timestamp()
-        newest = self.newest
-        if newest is not None and t < newest - rules.lateness_s:
-            return False
-        self.newest = t if newest is None else max(newest, t)
-        s = self.series.get(r.parameter)
+        newest = t if newest is None or t > newest else newest
+        s = series.get(r.parameter)
         if s is None:
-            s = _start(self.state, r.parameter, spec, rules)
+            s = series[r.parameter] = _start(state, r.parameter, spec, rules)  # type: ignore[assignment]
             if s is None:
-                return False
-            self.series[r.parameter] = s
-        last = s.last_t
-        if last is not None and (t <= last or t - last > rules.gap_s):
-            return False
-        s.last_t = t
-        if not _count(s, r, t, value, rules.interval_s, rules.min_coverage):
-            return False
-        if s.span_s is not None:
-            s.rate_bins = rate_span.add(s.rate_bins, t, value, s.span_s)
-            s.values.append(value)
-            s.times.append(t)
-        self.events.append((r.parameter, t, value, r))
-        at = self.by_ts.get(t)
+                return None
+        s.ts.append(r.ts)
+        s.times.append(t)
+        s.values.append(value)
+        events.append((r.parameter, t, value, r))
+        at = by_ts.get(t)
         if at is None:
-            self.by_ts[t] = {r.parameter: value}
+            by_ts[t] = {r.parameter: value}
         else:
             at[r.parameter] = value
-        return True
+    for s in series.values():
+        if not (_in_order(s, rules.gap_s) and _count(s, rules.interval_s, rules.min_coverage)
+                and (s.span_s is None or _rate_quiet(s))):
+            return None
+    parameters = _close(state, series, newest, rules)
+    if parameters is None:
+        return None
+    return PlainBatch(newest, parameters, events, by_ts)
 
 
 def _start(state: StationState, parameter: str, spec: ParameterSpec, rules: PlainRules) -> _Series | None:
@@ -175,39 +159,53 @@ def _start(state: StationState, parameter: str, spec: ParameterSpec, rules: Plai
     return _Series(spec, ps.last_t, ps.windows, ps.rate_bins, quiet, span_s, rules.rate_clear_below(spec))
 
 
-def _count(s: _Series, r: Reading, t: float, value: float, interval: int, cov: float) -> bool:
-    """Count a valid reading in its bucket of every basis (`processors.windows.add`); a bucket it completes is judged
-    at once (`windows.complete`): False if its mean could build a condition."""
-    for basis, bucket in windows.BASES.items():
-        start, end = windows._bounds(r.ts, t, bucket)
-        buckets = s.windows.get(basis)
-        if buckets is None:
-            buckets = s.windows[basis] = {}
-        key = str(int(start))
-        entry = buckets.get(key)
-        if entry is None:
-            entry = buckets[key] = [0.0, 0, 0, 0, float(end), windows.readings_in(end - start, interval)]
-            s.copied.add(id(entry))
-        elif id(entry) not in s.copied:
-            entry = buckets[key] = list(entry)
-            s.copied.add(id(entry))
-        entry[windows.SUM] += value
-        entry[windows.VALID] += 1
-        entry[windows.TOTAL] += 1
-        if entry[windows.TOTAL] >= entry[windows.EXPECTED]:
-            entry[windows.DIRTY] = 0
-            if _gives_mean(entry, cov, s.quiet):
-                return False
-        else:
-            entry[windows.DIRTY] = 1
+def _in_order(s: _Series, gap_s: float) -> bool:
+    """Whether each reading is newer than the one before, and no gap is between them (`processors.detection._in_order`);
+    the parameter's last time moves to its newest."""
+    last = s.last_t
+    for t in s.times:
+        if last is not None and (t <= last or t - last > gap_s):
+            return False
+        last = t
+    s.last_t = last
     return True
 
 
-def _gives_mean(entry: list[Any], cov: float, quiet: tuple[float, float]) -> bool:
-    """Whether judging the bucket now gives a mean outside `quiet` (`processors.windows._judge`)."""
-    expected, valid = entry[windows.EXPECTED], entry[windows.VALID]
-    return expected > 1 and valid > 0 and valid >= math.ceil(cov * expected) and \
-        not quiet[0] <= entry[windows.SUM] / valid <= quiet[1]
+def _count(s: _Series, interval: int, cov: float) -> bool:
+    """Count the valid readings in their buckets of every basis (`processors.windows.add`), a run of readings of one
+    bucket at a time; a bucket they complete is judged at each reading from then on (`windows.complete`): False if a
+    mean could build a condition."""
+    times, values, n = s.times, s.values, len(s.times)
+    for basis, bucket in windows.BASES.items():
+        buckets = s.windows.get(basis)
+        if buckets is None:
+            buckets = s.windows[basis] = {}
+        i = 0
+        while i < n:
+            start, end = windows._bounds(s.ts[i], times[i], bucket)
+            j = i + 1
+            while j < n and times[j] < end:
+                j += 1
+            key = str(int(start))
+            saved = buckets.get(key)
+            entry = [0.0, 0, 0, 0, float(end), windows.readings_in(end - start, interval)] if saved is None else list(saved)
+            buckets[key] = entry
+            total, sum_, valid, expected = entry[windows.TOTAL], entry[windows.SUM], entry[windows.VALID], entry[windows.EXPECTED]
+            for k in range(i, j):
+                sum_ += values[k]
+                valid += 1
+                total += 1
+                if total >= expected and _gives_mean(expected, valid, sum_, cov, s.quiet):
+                    return False
+            entry[windows.SUM], entry[windows.VALID], entry[windows.TOTAL] = sum_, valid, total
+            entry[windows.DIRTY] = 0 if total >= expected else 1
+            i = j
+    return True
+
+
+def _gives_mean(expected: float, valid: float, sum_: float, cov: float, quiet: tuple[float, float]) -> bool:
+    """Whether judging a bucket now gives a mean outside `quiet` (`processors.windows._judge`)."""
+    return expected > 1 and valid > 0 and valid >= math.ceil(cov * expected) and not quiet[0] <= sum_ / valid <= quiet[1]
 
 
 def _close(state: StationState, series: dict[str, _Series], newest: float | None,
@@ -230,7 +228,8 @@ def _close(state: StationState, series: dict[str, _Series], newest: float | None
                 if entry[windows.DIRTY] and (passed or entry[windows.TOTAL] >= entry[windows.EXPECTED]):
                     spec = rules.parameters.get(parameter)
                     quiet = None if spec is None else rules.quiet(parameter, spec)
-                    if not passed or quiet is None or _gives_mean(entry, rules.min_coverage, quiet):
+                    if not passed or quiet is None or _gives_mean(entry[windows.EXPECTED], entry[windows.VALID],
+                                                                  entry[windows.SUM], rules.min_coverage, quiet):
                         return None
                 if passed:
                     closed.append((basis, key))
@@ -244,7 +243,8 @@ def _close(state: StationState, series: dict[str, _Series], newest: float | None
 
 
 def _rate_quiet(s: _Series) -> bool:
-    """Whether no reading of the batch gives a rate of change that `judge_rate` must see (`processors.detection._rate`).
+    """Whether no reading of the batch gives a rate of change that `judge_rate` must see (`processors.detection._rate`);
+    the parameter's rate bins take the batch's readings.
 
     The levels are medians of bin means, and every bin mean (its readings' mean) lies between the least and the
     greatest of the kept bins' means and the batch's values; the levels are more than 5 bins apart in time
@@ -253,14 +253,37 @@ def _rate_quiet(s: _Series) -> bool:
     """
     assert s.span_s is not None
     width = s.span_s / rate_span.BINS_PER_SPAN
-    means = [b[3] / b[1] for b in s.saved_bins]
+    saved = s.rate_bins
+    means = [b[3] / b[1] for b in saved]
     spread = max(*means, *s.values) - min(*means, *s.values) if len(means) + len(s.values) > 1 else 0.0
     if spread * 60.0 / (5 * width) < RATE_BOUND_SHARE * s.clear_below:
+        s.rate_bins = _binned(saved, s.times, s.values, width)
         return True
-    bins = s.saved_bins
+    bins = saved
     for t, value in zip(s.times, s.values, strict=True):
         bins = rate_span.add(bins, t, value, s.span_s)
         found = rate_span.levels(bins)
         if found is not None and not found.rate_per_min < s.clear_below:
             return False
+    s.rate_bins = bins
     return True
+
+
+def _binned(bins: list[list[Any]], times: list[float], values: list[float], width: float) -> list[list[Any]]:
+    """`rate_span.add` of each reading in turn (times increasing): a run of readings of one bin summed in order, the
+    old bins dropped once at the end."""
+    out = list(bins)
+    n, i = len(times), 0
+    while i < n:
+        index = int(times[i] // width)
+        if out and out[-1][0] == index:
+            _, count, sum_t, sum_v = out.pop()
+        else:
+            count, sum_t, sum_v = 1, times[i], values[i]
+            i += 1
+        while i < n and int(times[i] // width) == index:
+            count, sum_t, sum_v = count + 1, sum_t + times[i], sum_v + values[i]
+            i += 1
+        out.append([index, count, sum_t, sum_v])
+    oldest = out[-1][0] - rate_span.KEEP_BINS if out else 0
+    return out if not out or out[0][0] >= oldest else [b for b in out if b[0] >= oldest]
