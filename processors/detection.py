@@ -418,10 +418,14 @@ def _plain(work: _Work, readings: Sequence[Reading], specs: Sequence[ParameterSp
     for parameter, new in batch.parameters.items():
         ps = work.state.parameter(parameter)
         ps.last_t, ps.windows, ps.rate_bins = new.last_t, new.windows, new.rate_bins
-    for parameter, t, value, r in batch.events:
-        series = work.series_of(parameter, station.parameters[parameter])
-        if series is not None:
-            work.judgements.add(series, anchor, t, value, r.ts)
+    index = {p: work.series_of(p, station.parameters[p]) for p in dict.fromkeys(batch.event_parameters)}
+    series = [index[p] for p in batch.event_parameters]
+    if None in index.values():
+        kept = [i for i, s in enumerate(series) if s is not None]
+        series = [series[i] for i in kept]
+        batch.event_t, batch.event_values = [batch.event_t[i] for i in kept], [batch.event_values[i] for i in kept]
+        batch.event_ts = [batch.event_ts[i] for i in kept]
+    work.judgements.add_values(series, anchor, batch.event_t, batch.event_values, batch.event_ts)  # type: ignore[arg-type]
     _multivariate(work, batch.by_ts, anchor)
     return True
 

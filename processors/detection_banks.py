@@ -233,7 +233,7 @@ class LiveBanks(dict[str, tuple[str, set[SeriesKey]]]):
 
 @dataclass
 class _Series:
-    """A series' (parameter's or group's) detector channels and the events of the batch, in arrival order."""
+    """A series' (parameter's or group's) detector channels."""
 
     station: Station
     label: str
@@ -244,7 +244,9 @@ class _Series:
     incident: ParameterState | None
     """Where the series' incident claim is kept (None: a group, whose verdicts are not joined)."""
     save: Callable[[str, DetectorState], None]
-    events: list[int] = field(default_factory=list)
+    watched: bool = False
+    """An alert of one of its channels may be open (or every condition is wanted): every event of it is judged, not
+    only the flagged ones."""
 
 
 class _Event(NamedTuple):
@@ -274,6 +276,31 @@ ChannelSpec = tuple[str, SeriesKey, Callable[[], dict[str, Any]], DetectorState 
 _Verdicts = tuple[list[bool], list[float], list[str | None]]
 
 
+class _Events:
+    """A batch's events as columns, in the order they were added (an event's index is its place in the batch)."""
+
+    __slots__ = ("series", "anchor", "t", "ts", "value", "scalar", "judge", "stopped", "relearn_s")
+
+    def __init__(self) -> None:
+        self.series: list[int] = []
+        self.anchor: list[int] = []
+        self.t: list[float] = []
+        self.ts: list[datetime | None] = []
+        self.value: list[Any] = []
+        self.scalar: list[float] = []
+        """Per event, its value if it is one number (NaN for a vector)."""
+        self.judge: list[bool] = []
+        self.stopped: list[float | None] = []
+        self.relearn_s: list[float] = []
+
+    def __len__(self) -> int:
+        return len(self.t)
+
+    def __getitem__(self, k: int) -> _Event:
+        return _Event(self.series[k], (self.anchor[k], k), self.t[k], self.ts[k], self.value[k], self.judge[k],
+                      self.stopped[k], self.relearn_s[k])
+
+
 class Judgements:
     """A batch's detector work: collected per series, advanced per bank, then joined and judged in series order."""
 
@@ -287,9 +314,7 @@ class Judgements:
         """Write the rows back into the states after the batch; False: they stay in `live` (`LiveBanks.save_rows`
         writes them when the worker snapshots)."""
         self.series: list[_Series] = []
-        self.events: list[_Event] = []
-        self.scalar: list[float] = []
-        """Per event, its value if it is one number (NaN for a vector)."""
+        self.events = _Events()
 
     def add_series(self, station: Station, label: str, series: tuple[str, str, str],
                    channels: Callable[[], Sequence[ChannelSpec]], loaded: set[SeriesKey],
@@ -303,7 +328,8 @@ class Judgements:
         owner = None if incident is None or incident.incident is None or incident.incident.ended else incident.incident.detector
         keys = self.open_keys
         explain = [keys is None or owner == ch.name or ch.alert in keys for ch in chans]
-        self.series.append(_Series(station, label, chans, explain, incident, save))
+        watched = keys is None or any(ch.alert in keys for ch in chans)
+        self.series.append(_Series(station, label, chans, explain, incident, save, watched))
         return len(self.series) - 1
 
     def add(self, series: int, anchor: int, t: float, value: Any, ts: datetime | None = None, judge: bool = True,
@@ -311,17 +337,38 @@ class Judgements:
         """An event of a series: a value to judge (a vector: its values in the group's order), or with `judge` False
         only a gap to close its alerts at (`stopped`) and to relearn after (`relearn_s`). Its conditions go before
         the batch's other condition number `anchor` (`run`)."""
-        self.series[series].events.append(len(self.events))
-        self.events.append(_Event(series, (anchor, len(self.events)), t, ts, value, judge, stopped, np.nan if relearn_s is None else relearn_s))
-        self.scalar.append(math.nan if isinstance(value, list) else value)
+        e = self.events
+        e.series.append(series)
+        e.anchor.append(anchor)
+        e.t.append(t)
+        e.ts.append(ts)
+        e.value.append(value)
+        e.scalar.append(math.nan if isinstance(value, list) else value)
+        e.judge.append(judge)
+        e.stopped.append(stopped)
+        e.relearn_s.append(math.nan if relearn_s is None else relearn_s)
+
+    def add_values(self, series: list[int], anchor: int, t: list[float], values: list[float],
+                   ts: list[datetime]) -> None:
+        """`add` of one number each to judge, of these series, all before the batch's other condition `anchor`."""
+        n, e = len(series), self.events
+        e.series.extend(series)
+        e.anchor.extend([anchor] * n)
+        e.t.extend(t)
+        e.ts.extend(ts)
+        e.value.extend(values)
+        e.scalar.extend(values)
+        e.judge.extend([True] * n)
+        e.stopped.extend([None] * n)
+        e.relearn_s.extend([math.nan] * n)
 
     def run(self, others: list[Condition]) -> list[Condition]:
         """Advance every bank once over the batch, judge each series in order and save its rows' states; the batch's
         `others` conditions with the detectors' put where each event's anchor says (as if judged reading by reading)."""
-        verdicts, flagged = self._advance() if self.events else ([[] for _ in self.series], [])
+        verdicts, flagged = self._advance() if len(self.events) else ([[] for _ in self.series], [])
         found: Anchored = []
-        for s, per_channel in zip(self.series, verdicts, strict=True):
-            found.extend(self._judge(s, per_channel, flagged))
+        for s, per_channel, events in zip(self.series, verdicts, self._per_series(), strict=True):
+            found.extend(self._judge(s, events, per_channel, flagged))
         if self.save:
             self._save()
         found.sort(key=lambda pair: pair[0])
@@ -334,6 +381,14 @@ class Judgements:
             merged.append(c)
         merged.extend(c for _, c in found[j:])
         return merged
+
+    def _per_series(self) -> list[list[int]]:
+        """Each series' events (indices), in batch order."""
+        owner = np.array(self.events.series, dtype=np.int64)
+        order = np.argsort(owner, kind="stable")
+        bounds = np.searchsorted(owner[order], np.arange(len(self.series) + 1))
+        ordered = order.tolist()
+        return [ordered[bounds[i]:bounds[i + 1]] for i in range(len(self.series))]
 
     def _save(self) -> None:
         """Write every series' rows back into its state, each bank's rows gathered at once (`states`)."""
@@ -353,10 +408,12 @@ class Judgements:
     def _advance(self) -> tuple[list[list[_Verdicts]], list[bool]]:
         """Per series, per channel: its bank's flags, scores and details over the batch's events (by event index); one
         advance per bank. And per event, whether any detector flagged it."""
-        n = len(self.events)
-        t = np.array([e.t for e in self.events])
-        relearn = np.array([e.relearn_s for e in self.events])
-        owner = np.array([e.series for e in self.events], dtype=np.int64)
+        events = self.events
+        n = len(events)
+        t = np.array(events.t)
+        relearn = np.array(events.relearn_s)
+        owner = np.array(events.series, dtype=np.int64)
+        scalar = np.array(events.scalar)
         members: dict[int, tuple[_Bank, list[int], list[int], list[bool]]] = {}
         for i, s in enumerate(self.series):
             for ch, explain in zip(s.channels, s.explain, strict=True):
@@ -373,9 +430,9 @@ class Judgements:
             explain_of = np.zeros(len(self.series), dtype=bool)
             row_of[series_of], explain_of[series_of] = rows, explains
             idx = np.flatnonzero(row_of[owner] >= 0)
-            sample = self.events[int(idx[0])].value
-            values = np.array([self.events[k].value for k in idx.tolist()], dtype=np.float64) \
-                if isinstance(sample, list) else np.array(self.scalar)[idx]
+            sample = events.value[int(idx[0])]
+            values = np.array([events.value[k] for k in idx.tolist()], dtype=np.float64) \
+                if isinstance(sample, list) else scalar[idx]
             v = advance(holder.materialise(), row_of[owner[idx]], t[idx], values, relearn_gap_s=relearn[idx],
                         explain=explain_of[owner[idx]], flagged=True)
             flag, score = np.zeros(n, dtype=bool), np.zeros(n)
@@ -388,25 +445,29 @@ class Judgements:
             found[id(holder)] = (flag.tolist(), score.tolist(), details)
         return [[found[id(ch.holder)] for ch in s.channels] for s in self.series], flagged.tolist()
 
-    def _judge(self, s: _Series, verdicts: list[_Verdicts], flagged: list[bool]) -> Anchored:
+    def _judge(self, s: _Series, events: list[int], verdicts: list[_Verdicts], flagged: list[bool]) -> Anchored:
         """The series' conditions with their anchors, event by event: gaps close its alerts; verdicts join into
-        incidents."""
+        incidents. An event no detector flags gives nothing while no alert of the series may be open (none was when
+        the batch began, and no event of it was flagged since) and it holds no incident claim: it is passed over then."""
         found: Anchored = []
-        for k in s.events:
-            e = self.events[k]
-            if e.stopped is not None:
+        judge, stopped = self.events.judge, self.events.stopped
+        watched = s.watched
+        for k in events:
+            if stopped[k] is not None:
+                e = self.events[k]
                 if s.incident is not None:
                     s.incident.incident = None
-                last, resumed = windows.from_epoch(e.stopped), windows.from_epoch(e.t)
+                last, resumed = windows.from_epoch(e.stopped or 0.0), windows.from_epoch(e.t)
                 for ch in s.channels:
                     _add(found, e.anchor, judge_data_stopped(s.station, s.label, f"anomaly_{ch.name}", last, resumed,
                                                              open_keys=self.open_keys))
-            if not e.judge:
+            if not judge[k]:
                 continue
             if flagged[k]:
-                self._flagged(s, e, k, verdicts, found)
-            else:
-                self._quiet(s, e, k, verdicts, found)
+                self._flagged(s, self.events[k], k, verdicts, found)
+                watched = True  # its alert may be open now
+            elif watched or (s.incident is not None and s.incident.incident is not None):
+                self._quiet(s, self.events[k], k, verdicts, found)
         return found
 
     def _flagged(self, s: _Series, e: _Event, k: int, verdicts: list[_Verdicts],

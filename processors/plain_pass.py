@@ -51,8 +51,11 @@ class PlainBatch:
     newest_t: float | None
     parameters: dict[str, PlainParameter]
     """Every parameter whose rule state changed (read or closed), in the order the scalar pass first touched it."""
-    events: list[tuple[str, float, float, Reading]]
-    """(parameter, epoch time, value, reading) of each reading, in arrival order."""
+    event_parameters: list[str]
+    """Each reading's parameter, in arrival order; then its epoch time, value and time as sent."""
+    event_t: list[float]
+    event_values: list[float]
+    event_ts: list[datetime]
     by_ts: dict[float, dict[str, float]]
     """The readings' values by event time, for the multivariate groups."""
 
@@ -103,7 +106,7 @@ def plain_pass(state: StationState, readings: Sequence[Reading], specs: Sequence
     newest = state.newest_t
     lateness = rules.lateness_s
     series: dict[str, _Series] = {}
-    events: list[tuple[str, float, float, Reading]] = []
+    event_parameters: list[str] = []
     by_ts: dict[float, dict[str, float]] = {}
     hot, learn = columns.hot, columns.learn
     for i, r in enumerate(readings):
@@ -125,7 +128,7 @@ def plain_pass(state: StationState, readings: Sequence[Reading], specs: Sequence
         s.ts.append(r.ts)
         s.times.append(t)
         s.values.append(value)
-        events.append((r.parameter, t, value, r))
+        event_parameters.append(r.parameter)
         at = by_ts.get(t)
         if at is None:
             by_ts[t] = {r.parameter: value}
@@ -138,7 +141,21 @@ def plain_pass(state: StationState, readings: Sequence[Reading], specs: Sequence
     parameters = _close(state, series, newest, rules)
     if parameters is None:
         return None
-    return PlainBatch(newest, parameters, events, by_ts)
+    event_t, event_values, event_ts = _arrival_order(event_parameters, series)
+    return PlainBatch(newest, parameters, event_parameters, event_t, event_values, event_ts, by_ts)
+
+
+def _arrival_order(parameters: list[str], series: dict[str, _Series]) -> tuple[list[float], list[float], list[datetime]]:
+    """The readings' times, values and times as sent, in arrival order, from each parameter's lists."""
+    at = dict.fromkeys(series, 0)
+    t, values, ts = [], [], []
+    for p in parameters:
+        s, i = series[p], at[p]
+        t.append(s.times[i])
+        values.append(s.values[i])
+        ts.append(s.ts[i])
+        at[p] = i + 1
+    return t, values, ts
 
 
 def _start(state: StationState, parameter: str, spec: ParameterSpec, rules: PlainRules) -> _Series | None:
