@@ -35,11 +35,20 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 
 
+def _worker_config(config_type: Any) -> Any:
+    """The worker's detection settings as `quantrac worker` reads them (`QUANTRAC_DETECT_*`; their defaults tune the
+    spike detector's tail), where the tree can read them; else the dataclass's defaults."""
+    from quantrac.settings import Settings
+
+    from_settings = getattr(config_type, "from_settings", None)
+    return config_type() if from_settings is None else from_settings(Settings())
+
+
 class Harness:
     """The worker's detection step over generated messages: `stations_n` stations of `bench/worker.py`, each sending
     a message of 8 readings every `seconds_apart` of event time, judged with the worker's live detectors, its state
     cache (states written back as the table's bytes as the worker writes them: `step`) and an empty set of open
-    alerts. Its modules are imported when it is made, so a harness made after a tree is put first on `sys.path` runs
+    alerts, under the worker's detection settings. Its modules are imported when it is made, so a harness made after a tree is put first on `sys.path` runs
     that tree's code."""
 
     def __init__(self, stations_n: int, seconds_apart: float = 60.0, batch_s: float = 0.5, snapshot_s: float = 5.0) -> None:
@@ -53,7 +62,7 @@ class Harness:
         self.seconds_apart = seconds_apart
         self.rng = random.Random(1)
         self.start = datetime(2026, 12, 1, tzinfo=timezone.utc)
-        self.config, self.live, self.cache = DetectionConfig(), LiveDetectors(), StateCache()
+        self.config, self.live, self.cache = _worker_config(DetectionConfig), LiveDetectors(), StateCache()
         self.raws: dict[str, bytes] = {}
         self._value, self._detect, self._reading, self._measuring = value, detect_batch, Reading, Status.MEASURING
         try:

@@ -144,22 +144,37 @@ class TailRows:
 
     def quantile(self, rows: np.ndarray, p: np.ndarray) -> np.ndarray:
         """`TailQuantile.quantile(p)` per row."""
-        k, _ = self._locate(rows, p)
+        return self.quantile_at(self._locate(rows, p)[0])
+
+    @staticmethod
+    def quantile_at(k: np.ndarray) -> np.ndarray:
+        """`quantile` from `_locate`'s bins."""
         return np.where(k > 0, _MIDDLES[np.maximum(k, 0)], 0.0)
 
-    def interpolated(self, rows: np.ndarray, p: np.ndarray) -> np.ndarray:
-        """`TailQuantile.interpolated(p)` per row, the power taken with Python's float as the class takes it."""
-        k, share = self._locate(rows, p)
+    @staticmethod
+    def interpolated_at(k: np.ndarray, share: np.ndarray) -> np.ndarray:
+        """`TailQuantile.interpolated(p)` from `_locate`'s bins and shares, the power taken with Python's float as the
+        class takes it."""
         return np.array([LOWEST * 2.0 ** ((b - s) / BINS_PER_OCTAVE) if b > 0 else 0.0
                          for b, s in zip(k.tolist(), share.tolist(), strict=True)])
 
+    def interpolated(self, rows: np.ndarray, p: np.ndarray) -> np.ndarray:
+        """`TailQuantile.interpolated(p)` per row."""
+        return self.interpolated_at(*self._locate(rows, p))
+
     def blended(self, rows: np.ndarray, p: np.ndarray, fit: np.ndarray) -> np.ndarray:
         """`TailQuantile.blended(p, fit)` per row."""
-        products = self.interpolated(rows, p) * self.extrapolated(rows, p, fit)
-        return np.array([math.sqrt(v) for v in products.tolist()])
+        return self.blend(self.interpolated(rows, p), self.extrapolated(rows, p, fit))
 
-    def extrapolated(self, rows: np.ndarray, p: np.ndarray, fit: np.ndarray) -> np.ndarray:
-        """`TailQuantile.extrapolated(p, fit)` per row, summed in the same order so that it is the same float."""
+    @staticmethod
+    def blend(interpolated: np.ndarray, extrapolated: np.ndarray) -> np.ndarray:
+        """`TailQuantile.blended` from its two estimates."""
+        return np.array([math.sqrt(v) for v in (interpolated * extrapolated).tolist()])
+
+    def extrapolated(self, rows: np.ndarray, p: np.ndarray, fit: np.ndarray, quantile: np.ndarray | None = None
+                     ) -> np.ndarray:
+        """`TailQuantile.extrapolated(p, fit)` per row, summed in the same order so that it is the same float;
+        `quantile`: the rows' `quantile(p)` when the caller has it."""
         total = self.total[rows]
         counts = self.counts[rows, ::-1]
         seen = np.cumsum(counts, axis=1)
@@ -177,9 +192,11 @@ class TailRows:
             share = seen[idx, j] / total
             fitted = reached.any(axis=1) & (p < share) & (a > 0.0)
             gamma = (w / a - k) * LN2_PER_BIN
-        q = self.quantile(rows, p)
-        for i in np.flatnonzero(fitted).tolist():
-            q[i] = _EDGES[k[i]] * (float(share[i]) / float(p[i])) ** float(gamma[i])
+        q = self.quantile(rows, p) if quantile is None else quantile.copy()
+        at = np.flatnonzero(fitted)
+        if at.size:
+            q[at] = [_EDGES[b] * (s / pp) ** g for b, s, pp, g in
+                     zip(k[at].tolist(), share[at].tolist(), p[at].tolist(), gamma[at].tolist(), strict=True)]
         return q
 
     def state(self, row: int) -> dict[str, Any]:

@@ -125,13 +125,16 @@ class SpikeBank(Rows):
         threshold = self.threshold[rows]
         ref = self.tail_ref[rows]
         fit = self.tail_fit[rows]
-        q = self.tail.quantile(rows, self.tail_p[rows])
+        p = self.tail_p[rows]
+        k, share = self.tail._locate(rows, p)
+        q = self.tail.quantile_at(k)
         if not np.isnan(fit).all():
             fitted = np.nan_to_num(fit, nan=0.5)
-            q = np.where(np.isnan(fit), q, self.tail.extrapolated(rows, self.tail_p[rows], fitted))
+            extrapolated = self.tail.extrapolated(rows, p, fitted, q)
+            q = np.where(np.isnan(fit), q, extrapolated)
             blend = self.tail_blend[rows]
             if blend.any():
-                q[blend] = self.tail.blended(rows[blend], self.tail_p[rows[blend]], fitted[blend])
+                q[blend] = self.tail.blend(self.tail.interpolated_at(k[blend], share[blend]), extrapolated[blend])
         with np.errstate(invalid="ignore"):
             adaptive = np.where(np.isnan(ref), threshold, threshold * np.maximum(1.0, q / ref) ** self.tail_power[rows])
         off = self.threshold_off[rows]
