@@ -90,7 +90,18 @@ class Harness:
         """Seconds of event time from the start to message number `message`."""
         return (message // len(self.ids)) * self.seconds_apart
 
-    def messages(self, first: int, count: int) -> list[Any]:
+    def messages(self, first: int, count: int) -> Any:
+        """The readings of messages `first` to `first + count - 1`, in order: as the batch's columns where the tree's
+        detection takes them (the worker hands it the decoded columns), else as `Reading`s."""
+        readings = self.readings(first, count)
+        try:
+            from processors.station_rows import split  # noqa: F401  (a tree whose detect_batch takes columns)
+            from quantrac.batch_columns import batch_columns
+        except ImportError:
+            return readings
+        return batch_columns(readings)
+
+    def readings(self, first: int, count: int) -> list[Any]:
         """The readings of messages `first` to `first + count - 1`, in order."""
         out = []
         for i in range(first, first + count):
@@ -101,12 +112,13 @@ class Harness:
                     for symbol, spec in station.parameters.items()]
         return out
 
-    def step(self, readings: list[Any]) -> int:
+    def step(self, readings: Any) -> int:
         """Judge one batch as the worker does; the number of conditions.
 
         A tree with state snapshots (`SnapshotPlan`) keeps the states alive and writes them as the worker does, with
         batches `batch_s` of the worker's time apart; an older tree writes every state after every batch."""
-        owned = {i: self._kept(i) for i in {r.station_id for r in readings}}
+        ids = {k[0] for k in readings.series_keys} if hasattr(readings, "series_keys") else {r.station_id for r in readings}
+        owned = {i: self._kept(i) for i in ids}
         if self.plan is None:
             states, conditions, _ = self._detect(readings, owned, self.stations, self.config, self.live, set(), owned=True)
             for i, s in states.items():

@@ -59,7 +59,9 @@ from processors.detection_state import (
 from processors.detectors import DETECTORS
 from processors.detectors.presets import hyperparameters, params_of, station_channels
 from processors.plain_pass import PlainRules, plain_pass
-from processors.rule_columns import InstantColumns, MeanGate, instant_columns
+from processors.rule_columns import InstantColumns, MeanGate
+from processors.station_rows import StationRows, of_station, split
+from quantrac.batch_columns import BatchColumns, as_columns, batch_columns
 from quantrac.domain import DetectorChannel, ParameterSpec, Reading, Station, Status
 from quantrac.settings import Settings
 
@@ -360,7 +362,8 @@ def detect(state: StationState | dict[str, Any] | None, readings: Sequence[Readi
     `open_keys` (`alerts.rules.OpenKeys`), a clear condition is found only for a key in it. An `owned`
     `StationState` is worked on in place (`processors.detection_state.StateCache`), not copied.
     """
-    states, conditions, late = _judge_batch({station.id: (station, state, readings)}, config, live, open_keys, owned)
+    part = of_station(batch_columns(readings), station, state, config.early_fraction, open_keys)
+    states, conditions, late = _judge_batch([part], config, live, open_keys, owned)
     return Outcome(states[station.id], conditions, late)
 
 
@@ -397,8 +400,7 @@ def _station_pass(work: _Work, readings: Sequence[Reading], specs: Sequence[Para
     _multivariate(work, by_ts, len(found))
 
 
-def _plain(work: _Work, readings: Sequence[Reading], specs: Sequence[ParameterSpec | None], columns: InstantColumns,
-           anchor: int) -> bool:
+def _plain(work: _Work, part: StationRows, anchor: int) -> bool:
     """The station's batch through `processors.plain_pass` when it is plain (no rule can give a condition in it): its
     rule state set from the pass, its readings handed to the detectors as `_station_pass` would. False: not plain,
     nothing changed."""
@@ -411,7 +413,7 @@ def _plain(work: _Work, readings: Sequence[Reading], specs: Sequence[ParameterSp
                        rate_clear_below=lambda spec: (spec.max_rate_per_min or 0.0) * (1 - RATE_MARGIN),
                        quiet=lambda parameter, spec: gate.quiet(station.id, parameter, spec, config.early_fraction),
                        open_keys=open_keys)
-    batch = plain_pass(work.state, readings, specs, columns, rules)
+    batch = plain_pass(work.state, part, rules)
     if batch is None:
         return False
     work.state.newest_t = batch.newest_t
@@ -430,9 +432,9 @@ def _plain(work: _Work, readings: Sequence[Reading], specs: Sequence[ParameterSp
     return True
 
 
-def _judge_batch(batch: Mapping[str, tuple[Station, StationState | dict[str, Any] | None, Sequence[Reading]]],
-                 config: DetectionConfig, live: LiveDetectors | None, open_keys: OpenKeys | None, owned: bool,
-                 save_rows: bool = True, plain: bool = True) -> tuple[dict[str, StationState], list[Condition], list[Reading]]:
+def _judge_batch(parts: Sequence[StationRows], config: DetectionConfig, live: LiveDetectors | None,
+                 open_keys: OpenKeys | None, owned: bool, save_rows: bool = True, plain: bool = True
+                 ) -> tuple[dict[str, StationState], list[Condition], list[Reading]]:
     """Every station's pass, then the detectors once over the whole batch (`Judgements.run`); with `live` the
     states get the token of its rows, else none."""
     banks = LiveBanks() if live is None else live
@@ -441,20 +443,13 @@ def _judge_batch(batch: Mapping[str, tuple[Station, StationState | dict[str, Any
     works: list[_Work] = []
     found: list[Condition] = []
     late: list[Reading] = []
-    specs = [station.parameter(r.parameter) for station, _, readings in batch.values() for r in readings]
-    everything = [r for _, _, readings in batch.values() for r in readings]
-    columns = None if open_keys is None else instant_columns(everything, specs, config.early_fraction, open_keys)
     gate = None if open_keys is None else MeanGate(open_keys)
-    start = 0
-    for station, state, readings in batch.values():
-        work = _prepare(state, station, config, banks, judgements, owned)
+    for part in parts:
+        work = _prepare(part.state, part.station, config, banks, judgements, owned)
         work.gate = gate
-        end = start + len(readings)
-        part = None if columns is None else columns[start:end]
-        if part is None or not plain or not _plain(work, readings, specs[start:end], part, len(found)):
-            _station_pass(work, readings, specs[start:end], part, found, late)
+        if not plain or not _plain(work, part, len(found)):
+            _station_pass(work, part.readings(), part.specs, part.columns, found, late)
         works.append(work)
-        start = end
     found = judgements.run(found)
     for work in works:
         if live is None:
@@ -562,11 +557,12 @@ def _multivariate(work: _Work, by_ts: dict[float, dict[str, float]], anchor: int
         gs.last_t = last
 
 
-def detect_batch(readings: Sequence[Reading], states: Mapping[str, StationState | dict[str, Any] | None],
+def detect_batch(readings: Sequence[Reading] | BatchColumns, states: Mapping[str, StationState | dict[str, Any] | None],
                  stations: Mapping[str, Station], config: DetectionConfig, live: LiveDetectors | None = None,
                  open_keys: OpenKeys | None = None, owned: bool = False, save_rows: bool = True, plain: bool = True
                  ) -> tuple[dict[str, StationState], list[Condition], list[Reading]]:
-    """`detect` for every station in a batch: (new state per station, conditions, late readings).
+    """`detect` for every station in a batch (`Reading`s, or the worker's columns): (new state per station, conditions,
+    late readings).
 
     Each station's readings are taken in arrival order for its windows and rules; the detectors then
     run once per engine bank over the whole batch (`processors.detection_banks`). Conditions come
@@ -575,12 +571,8 @@ def detect_batch(readings: Sequence[Reading], states: Mapping[str, StationState 
     they last saved: `live.save_rows` writes them in before a state is written out (the worker's snapshots).
     With `plain` False every station takes the scalar pass (`_station_pass`), the oracle of `processors.plain_pass`.
     """
-    by_station: dict[str, list[Reading]] = defaultdict(list)
-    for r in readings:
-        by_station[r.station_id].append(r)
-    batch = {station_id: (station, states.get(station_id), rs) for station_id, rs in by_station.items()
-             if (station := stations.get(station_id)) is not None}
-    return _judge_batch(batch, config, live, open_keys, owned, save_rows, plain)
+    parts = split(as_columns(readings), states, stations, config.early_fraction, open_keys)
+    return _judge_batch(parts, config, live, open_keys, owned, save_rows, plain)
 
 
 def snapshot_states(cache: StateCache, live: LiveDetectors, station_ids: Iterable[str]) -> dict[str, bytes]:

@@ -310,7 +310,7 @@ class BatchProcessor:
                 open_keys = await open_alert_keys(conn, judged)
                 owned, restored = await self._owned(conn, judged, states)
                 await self._replay(conn, restored, open_keys)
-                new_states, conditions, late = detect_batch(new.readings(), owned, self.stations, self.config, self.live,
+                new_states, conditions, late = detect_batch(new, owned, self.stations, self.config, self.live,
                                                             open_keys, owned=True, save_rows=False)
                 for state in new_states.values():
                     state.stored_through_us = stored_us

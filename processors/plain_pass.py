@@ -19,7 +19,7 @@ plain it gives None, and the station goes through `_station_pass`. The scalar pa
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -27,8 +27,8 @@ from typing import Any
 from alerts.rules import OpenKeys
 from processors import rate_span, windows
 from processors.detection_state import StationState
-from processors.rule_columns import InstantColumns
-from quantrac.domain import ParameterSpec, Reading, Status
+from processors.station_rows import StationRows
+from quantrac.domain import ParameterSpec
 
 RATE_BOUND_SHARE = 0.5
 """A rate bound under this share of the clear threshold proves every rate of the batch quiet without computing the
@@ -97,43 +97,43 @@ class _Series:
         self.values: list[float] = []
 
 
-def plain_pass(state: StationState, readings: Sequence[Reading], specs: Sequence[ParameterSpec | None],
-               columns: InstantColumns, rules: PlainRules) -> PlainBatch | None:
-    """The station's rule state after `readings` when the batch is plain for it (see the module), else None.
+def plain_pass(state: StationState, rows: StationRows, rules: PlainRules) -> PlainBatch | None:
+    """The station's rule state after its `rows` when the batch is plain for it (see the module), else None.
 
     The readings are taken in arrival order for what needs it (lateness, the detectors' events), then each
     parameter's as a whole: order and gaps, windows run by run of one bucket, rate bins."""
+    if rows.columns is None:
+        return None
     newest = state.newest_t
     lateness = rules.lateness_s
     series: dict[str, _Series] = {}
     event_parameters: list[str] = []
     by_ts: dict[float, dict[str, float]] = {}
-    hot, learn = columns.hot, columns.learn
-    for i, r in enumerate(readings):
-        spec = specs[i]
+    hot, learn = rows.columns.hot, rows.columns.learn
+    for i, spec in enumerate(rows.specs):
         if spec is None:
             continue
         value = learn[i]
-        if hot[i] or value is None or r.status is not Status.MEASURING:
+        if hot[i] or value is None or not rows.measuring[i]:
             return None
-        t = r.ts.timestamp()
+        t, parameter = rows.t[i], rows.parameters[i]
         if newest is not None and t < newest - lateness:
             return None
         newest = t if newest is None or t > newest else newest
-        s = series.get(r.parameter)
+        s = series.get(parameter)
         if s is None:
-            s = series[r.parameter] = _start(state, r.parameter, spec, rules)  # type: ignore[assignment]
+            s = series[parameter] = _start(state, parameter, spec, rules)  # type: ignore[assignment]
             if s is None:
                 return None
-        s.ts.append(r.ts)
+        s.ts.append(rows.ts[i])
         s.times.append(t)
         s.values.append(value)
-        event_parameters.append(r.parameter)
+        event_parameters.append(parameter)
         at = by_ts.get(t)
         if at is None:
-            by_ts[t] = {r.parameter: value}
+            by_ts[t] = {parameter: value}
         else:
-            at[r.parameter] = value
+            at[parameter] = value
     for s in series.values():
         if not (_in_order(s, rules.gap_s) and _count(s, rules.interval_s, rules.min_coverage)
                 and (s.span_s is None or _rate_quiet(s))):

@@ -21,10 +21,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from alerts.rules import LIMIT_RULES, OpenKeys, limit_flags, or_nan, outside, rule_name, warn_from
 from processors.windows import BASES
-from quantrac.domain import ParameterSpec, Reading
+from quantrac.domain import ParameterSpec
 
 INSTANT_RULES = frozenset({"out_of_range", *LIMIT_RULES})
 """The rules judged on a reading's own value (`processors.detection._instant`)."""
@@ -81,24 +82,24 @@ class InstantColumns:
         return InstantColumns(self.hot[part], self.learn[part])
 
 
-def instant_columns(readings: Sequence[Reading], specs: Sequence[ParameterSpec | None], early_fraction: float | None,
-                    open_keys: OpenKeys) -> InstantColumns:
-    """The batch's readings (`specs`: each one's parameter spec, None if its station has no such parameter) judged
-    column-wise (see the module's docstring)."""
-    n = len(readings)
-    series_of: dict[tuple[str, str], int] = {}
-    series = np.fromiter((series_of.setdefault((r.station_id, r.parameter), len(series_of)) for r in readings),
-                         dtype=np.int64, count=n)
-    value = np.fromiter((math.nan if r.value is None else r.value for r in readings), dtype=np.float64, count=n)
-    valid = np.fromiter((r.is_valid_measurement for r in readings), dtype=bool, count=n)
-    bounds = np.array([_row(spec, early_fraction) for spec in specs], dtype=np.float64).reshape(n, 5)
+def series_bounds(specs: Sequence[ParameterSpec | None], early_fraction: float | None) -> npt.NDArray[np.float64]:
+    """Per series (its spec, None if its station has no such parameter): range min and max, high, low and warn."""
+    return np.array([_row(spec, early_fraction) for spec in specs], dtype=np.float64).reshape(len(specs), 5)
+
+
+def judged_columns(series_keys: Sequence[tuple[str, str]], series: npt.NDArray[np.int64], value: npt.NDArray[np.float64],
+                   valid: npt.NDArray[np.bool_], bounds: npt.NDArray[np.float64], open_keys: OpenKeys) -> InstantColumns:
+    """A batch's readings judged column-wise (see the module's docstring), given as columns: each one's series (an
+    index into `series_keys`: station, parameter), value (NaN if none), whether it is a valid measurement
+    (`Reading.is_valid_measurement`), and its bounds (a row of `series_bounds`)."""
     range_min, range_max, high, low, warn = bounds.T
     out = outside(value, range_min, range_max)
     above, early, below = limit_flags(value, high, low, warn)
-    hot_series = np.zeros(len(series_of), dtype=bool)
+    hot_series = np.zeros(len(series_keys), dtype=bool)
     hot_series[series[valid & (out | above | early | below)]] = True
+    index = {key: i for i, key in enumerate(series_keys)}
     for station_id, parameter, rule in open_keys:
-        s = series_of.get((station_id, parameter))
+        s = index.get((station_id, parameter))
         if s is not None and rule in INSTANT_RULES:
             hot_series[s] = True
     keep = valid & ~out
