@@ -13,6 +13,7 @@ batch and the states must be equal.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 
 from hypothesis import HealthCheck, example, given
@@ -65,6 +66,18 @@ def _step(out: dict[tuple[str, str, datetime], Reading], minute: dict[str, int],
         out[(sid, p, ts)] = Reading(station_id=sid, parameter=p, value=value, unit=UNITS[p], ts=ts, status=status)
 
 
+def in_batches(readings: list[Reading], cuts: list[int], elsewhere: list[tuple[set, set]]
+               ) -> Iterator[tuple[list[Reading], set, set]]:
+    """The readings cut into batches of the sizes `cuts` gives in turn, each with the keys opened and resolved
+    elsewhere (as the alerts table would) before it, taken in turn from `elsewhere`."""
+    i = k = 0
+    while i < len(readings):
+        opened, resolved = elsewhere[k % len(elsewhere)]
+        batch = readings[i:i + cuts[k % len(cuts)]]
+        yield batch, opened, resolved
+        i, k = i + len(batch), k + 1
+
+
 def wanted_of(everything: list[Condition], keys: OpenKeys) -> list[Condition]:
     """`OpenKeys`' contract applied to every condition of a batch, in order (the keys set grows as in `wanted`)."""
     kept = []
@@ -90,17 +103,13 @@ event number))."""
        st.lists(st.tuples(st.sets(st.sampled_from(KEYS), max_size=6), st.sets(st.sampled_from(KEYS), max_size=6)),
                 min_size=1, max_size=6))
 def test_open_keys_give_the_conditions_the_rules_would_build(generated, cuts, elsewhere) -> None:
-    readings = readings_of(generated)
     keyed_states: dict = {}
     all_states: dict = {}
     keys: OpenKeys = set()
     oracle_keys: OpenKeys = set()
-    i = k = 0
-    while i < len(readings):
-        opened, resolved = elsewhere[k % len(elsewhere)]
+    for batch, opened, resolved in in_batches(readings_of(generated), cuts, elsewhere):
         keys = (keys | opened) - resolved
         oracle_keys = (oracle_keys | opened) - resolved
-        batch = readings[i:i + cuts[k % len(cuts)]]
         new_k, found_k, late_k = detect_batch(batch, keyed_states, STATIONS, CONFIG, None, keys)
         new_a, found_a, late_a = detect_batch(batch, all_states, STATIONS, CONFIG, None, None)
         assert found_k == wanted_of(found_a, oracle_keys)
@@ -108,7 +117,6 @@ def test_open_keys_give_the_conditions_the_rules_would_build(generated, cuts, el
         assert new_k == new_a
         keyed_states.update(new_k)
         all_states.update(new_a)
-        i, k = i + len(batch), k + 1
 
 
 def test_the_generated_readings_reach_every_rule_active_and_clear() -> None:

@@ -21,7 +21,7 @@ import processors.detection as detection
 from alerts.rules import OpenKeys
 from processors.detection import detect_batch
 from quantrac.domain import Reading, Station, Status
-from tests.test_detection_open_keys import CONFIG, KEYS, STATIONS, T0, UNITS, readings_of, steps
+from tests.test_detection_open_keys import CONFIG, KEYS, STATIONS, T0, UNITS, in_batches, readings_of, steps
 
 
 def with_rate_bounds(station: Station) -> Station:
@@ -56,12 +56,9 @@ def judge_both(readings: list[Reading], cuts: list[int], elsewhere: list[tuple[s
     oracle_states: dict = {}
     keys: OpenKeys = set()
     oracle_keys: OpenKeys = set()
-    i = k = 0
-    while i < len(readings):
-        opened, resolved = elsewhere[k % len(elsewhere)]
+    for batch, opened, resolved in in_batches(readings, cuts, elsewhere):
         keys = (keys | opened) - resolved
         oracle_keys = (oracle_keys | opened) - resolved
-        batch = readings[i:i + cuts[k % len(cuts)]]
         new, found, late = detect_batch(batch, states, stations, CONFIG, None, keys)
         new_o, found_o, late_o = detect_batch(batch, oracle_states, stations, CONFIG, None, oracle_keys, plain=False)
         assert found == found_o
@@ -69,7 +66,6 @@ def judge_both(readings: list[Reading], cuts: list[int], elsewhere: list[tuple[s
         assert new == new_o
         states.update(new)
         oracle_states.update(new_o)
-        i, k = i + len(batch), k + 1
 
 
 @hsettings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
