@@ -199,7 +199,7 @@ def _count(s: _Series, interval: int, cov: float) -> bool:
             buckets = s.windows[basis] = {}
         i = 0
         while i < n:
-            start, end = windows._bounds(s.ts[i], times[i], bucket)
+            start, end = windows.bucket_bounds(s.ts[i], times[i], bucket)
             j = i + 1
             while j < n and times[j] < end:
                 j += 1

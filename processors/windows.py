@@ -69,7 +69,7 @@ def day_bounds(ts: datetime, t: float | None = None) -> tuple[float, float]:
     return _last_day[0], _last_day[1]
 
 
-def _bounds(ts: datetime, t: float, bucket: str) -> tuple[float, float]:
+def bucket_bounds(ts: datetime, t: float, bucket: str) -> tuple[float, float]:
     """[start, end) in epoch seconds of `ts`'s bucket: `quantrac.timebuckets`' buckets, on numbers."""
     width = _FIXED_WIDTH_S.get(bucket)
     if width is None:
@@ -91,7 +91,7 @@ def add(windows: dict[str, Any], ts: datetime, value: float | None, interval_s: 
     t = ts.timestamp() if t is None else t
     touched: Touched = []
     for basis, bucket in BASES.items():
-        start, end = _bounds(ts, t, bucket)
+        start, end = bucket_bounds(ts, t, bucket)
         buckets = windows.setdefault(basis, {})
         key = str(int(start))
         entry = buckets.get(key)

@@ -99,7 +99,7 @@ def test_every_closed_window_mean_equals_numpy_over_the_same_readings(rs: list[t
 def test_window_bounds_on_numbers_are_the_time_buckets(ts: datetime, bucket: str) -> None:
     from quantrac.timebuckets import bucket_end
     start = bucket_start(ts, bucket)
-    assert windows._bounds(ts, ts.timestamp(), bucket) == (start.timestamp(), bucket_end(start, bucket).timestamp())
+    assert windows.bucket_bounds(ts, ts.timestamp(), bucket) == (start.timestamp(), bucket_end(start, bucket).timestamp())
 
 
 @hsettings(max_examples=100, deadline=None)
