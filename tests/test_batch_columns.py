@@ -72,3 +72,16 @@ def test_completeness_tally_counts_received_valid_and_late_per_station_period_an
             entry[1] += int(r.is_valid_measurement)
             entry[2] += int((r.station_id, r.parameter, r.ts) in late_keys)
     assert completeness.tally(batch, late_readings) == expected
+
+
+offsets = st.integers(-14 * 60, 14 * 60).map(lambda m: timezone(timedelta(minutes=m)))
+
+
+@settings(deadline=None)
+@given(st.lists(st.datetimes(min_value=datetime(1960, 1, 1), max_value=datetime(2100, 1, 1), timezones=offsets),
+                min_size=1, max_size=20))
+def test_epoch_seconds_from_the_columns_are_the_readings_timestamps(ts: list[datetime]) -> None:
+    """Detection takes a reading's time as `ts_us / 1e6` from the worker's columns (`processors.station_rows`) and as
+    `ts.timestamp()` from a `Reading` (its scalar pass): one float, whatever the offset it was sent with."""
+    us = batch_columns([Reading(station_id="A", parameter="COD", value=1.0, unit="mg/L", ts=t) for t in ts]).ts_us
+    assert (us / 1e6).tolist() == [t.timestamp() for t in ts]
