@@ -18,7 +18,6 @@ plain it gives None, and the station goes through `_station_pass`. The scalar pa
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -108,6 +107,9 @@ def plain_pass(state: StationState, rows: StationRows, rules: PlainRules) -> Pla
     lateness = rules.lateness_s
     series: dict[str, _Series] = {}
     event_parameters: list[str] = []
+    event_t: list[float] = []
+    event_values: list[float] = []
+    event_ts: list[datetime] = []
     by_ts: dict[float, dict[str, float]] = {}
     hot, learn = rows.columns.hot, rows.columns.learn
     for i, spec in enumerate(rows.specs):
@@ -129,6 +131,9 @@ def plain_pass(state: StationState, rows: StationRows, rules: PlainRules) -> Pla
         s.times.append(t)
         s.values.append(value)
         event_parameters.append(parameter)
+        event_t.append(t)
+        event_values.append(value)
+        event_ts.append(rows.ts[i])
         at = by_ts.get(t)
         if at is None:
             by_ts[t] = {parameter: value}
@@ -141,21 +146,7 @@ def plain_pass(state: StationState, rows: StationRows, rules: PlainRules) -> Pla
     parameters = _close(state, series, newest, rules)
     if parameters is None:
         return None
-    event_t, event_values, event_ts = _arrival_order(event_parameters, series)
     return PlainBatch(newest, parameters, event_parameters, event_t, event_values, event_ts, by_ts)
-
-
-def _arrival_order(parameters: list[str], series: dict[str, _Series]) -> tuple[list[float], list[float], list[datetime]]:
-    """The readings' times, values and times as sent, in arrival order, from each parameter's lists."""
-    at = dict.fromkeys(series, 0)
-    t, values, ts = [], [], []
-    for p in parameters:
-        s, i = series[p], at[p]
-        t.append(s.times[i])
-        values.append(s.values[i])
-        ts.append(s.ts[i])
-        at[p] = i + 1
-    return t, values, ts
 
 
 def _start(state: StationState, parameter: str, spec: ParameterSpec, rules: PlainRules) -> _Series | None:
@@ -205,7 +196,7 @@ def _count(s: _Series, interval: int, cov: float) -> bool:
                 j += 1
             key = str(int(start))
             saved = buckets.get(key)
-            entry = [0.0, 0, 0, 0, float(end), windows.readings_in(end - start, interval)] if saved is None else list(saved)
+            entry = windows.new_bucket(start, end, interval) if saved is None else list(saved)
             buckets[key] = entry
             total, sum_, valid, expected = entry[windows.TOTAL], entry[windows.SUM], entry[windows.VALID], entry[windows.EXPECTED]
             for k in range(i, j):
@@ -220,9 +211,10 @@ def _count(s: _Series, interval: int, cov: float) -> bool:
     return True
 
 
-def _gives_mean(expected: float, valid: float, sum_: float, cov: float, quiet: tuple[float, float]) -> bool:
+def _gives_mean(expected: int, valid: int, sum_: float, cov: float, quiet: tuple[float, float]) -> bool:
     """Whether judging a bucket now gives a mean outside `quiet` (`processors.windows._judge`)."""
-    return expected > 1 and valid > 0 and valid >= math.ceil(cov * expected) and not quiet[0] <= sum_ / valid <= quiet[1]
+    mean = windows.counted_mean(expected, valid, sum_, cov)
+    return mean is not None and not quiet[0] <= mean <= quiet[1]
 
 
 def _close(state: StationState, series: dict[str, _Series], newest: float | None,

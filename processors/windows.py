@@ -96,7 +96,7 @@ def add(windows: dict[str, Any], ts: datetime, value: float | None, interval_s: 
         key = str(int(start))
         entry = buckets.get(key)
         if entry is None:
-            entry = buckets[key] = [0.0, 0, 0, 0, float(end), readings_in(end - start, interval_s)]
+            entry = buckets[key] = new_bucket(start, end, interval_s)
         if value is not None:
             entry[SUM] += value
             entry[VALID] += 1
@@ -160,10 +160,21 @@ def _judge(basis: str, start: int, entry: list[Any], min_coverage: float, found:
     """A due bucket is judged once until it takes another reading; its mean counts when enough readings were valid,
     and is given unless within `quiet`. Whether it was given."""
     entry[DIRTY] = 0
-    expected = entry[EXPECTED]
-    if expected > 1 and entry[VALID] > 0 and entry[VALID] >= math.ceil(min_coverage * expected) and (
-            quiet is None or not quiet[0] <= entry[SUM] / entry[VALID] <= quiet[1]):
-        found.append(WindowMean(basis, from_epoch(start), from_epoch(entry[END]), entry[SUM] / entry[VALID],
-                                entry[VALID], entry[TOTAL], expected))
+    mean = counted_mean(entry[EXPECTED], entry[VALID], entry[SUM], min_coverage)
+    if mean is not None and (quiet is None or not quiet[0] <= mean <= quiet[1]):
+        found.append(WindowMean(basis, from_epoch(start), from_epoch(entry[END]), mean, entry[VALID], entry[TOTAL],
+                                entry[EXPECTED]))
         return True
     return False
+
+
+def counted_mean(expected: int, valid: int, sum_: float, min_coverage: float) -> float | None:
+    """A bucket's mean when it counts: the bucket can hold more than one reading and enough of them were valid."""
+    if expected > 1 and valid > 0 and valid >= math.ceil(min_coverage * expected):
+        return sum_ / valid
+    return None
+
+
+def new_bucket(start: float, end: float, interval_s: int) -> list[Any]:
+    """An empty bucket `[start, end)` of a station reporting every `interval_s`, in the layout of `add`."""
+    return [0.0, 0, 0, 0, float(end), readings_in(end - start, interval_s)]
