@@ -127,7 +127,7 @@ class TailRows:
         self.counts[full] /= 2.0
         self.total[full] /= 2.0
 
-    def _locate(self, rows: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def locate(self, rows: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """`TailQuantile._locate` per row: the bin (-1: none), the share of its counts above the quantile, summed from the
         top bin down as the class sums."""
         total = self.total[rows]
@@ -142,39 +142,26 @@ class TailRows:
             share = np.minimum(1.0, (need - below) / counts[idx, j])
         return np.where(hit.any(axis=1) & (total > 0.0), BINS - 1 - j, -1), share
 
-    def quantile(self, rows: np.ndarray, p: np.ndarray) -> np.ndarray:
-        """`TailQuantile.quantile(p)` per row."""
-        return self.quantile_at(self._locate(rows, p)[0])
-
     @staticmethod
     def quantile_at(k: np.ndarray) -> np.ndarray:
-        """`quantile` from `_locate`'s bins."""
+        """`quantile` from `locate`'s bins."""
         return np.where(k > 0, _MIDDLES[np.maximum(k, 0)], 0.0)
 
     @staticmethod
     def interpolated_at(k: np.ndarray, share: np.ndarray) -> np.ndarray:
-        """`TailQuantile.interpolated(p)` from `_locate`'s bins and shares, the power taken with Python's float as the
+        """`TailQuantile.interpolated(p)` from `locate`'s bins and shares, the power taken with Python's float as the
         class takes it."""
         return np.array([LOWEST * 2.0 ** ((b - s) / BINS_PER_OCTAVE) if b > 0 else 0.0
                          for b, s in zip(k.tolist(), share.tolist(), strict=True)])
-
-    def interpolated(self, rows: np.ndarray, p: np.ndarray) -> np.ndarray:
-        """`TailQuantile.interpolated(p)` per row."""
-        return self.interpolated_at(*self._locate(rows, p))
-
-    def blended(self, rows: np.ndarray, p: np.ndarray, fit: np.ndarray) -> np.ndarray:
-        """`TailQuantile.blended(p, fit)` per row."""
-        return self.blend(self.interpolated(rows, p), self.extrapolated(rows, p, fit))
 
     @staticmethod
     def blend(interpolated: np.ndarray, extrapolated: np.ndarray) -> np.ndarray:
         """`TailQuantile.blended` from its two estimates."""
         return np.array([math.sqrt(v) for v in (interpolated * extrapolated).tolist()])
 
-    def extrapolated(self, rows: np.ndarray, p: np.ndarray, fit: np.ndarray, quantile: np.ndarray | None = None
-                     ) -> np.ndarray:
+    def extrapolated(self, rows: np.ndarray, p: np.ndarray, fit: np.ndarray, quantile: np.ndarray) -> np.ndarray:
         """`TailQuantile.extrapolated(p, fit)` per row, summed in the same order so that it is the same float;
-        `quantile`: the rows' `quantile(p)` when the caller has it."""
+        `quantile`: the rows' `TailQuantile.quantile(p)` (`quantile_at`), what a row with too few scores gives."""
         total = self.total[rows]
         counts = self.counts[rows, ::-1]
         seen = np.cumsum(counts, axis=1)
@@ -192,7 +179,7 @@ class TailRows:
             share = seen[idx, j] / total
             fitted = reached.any(axis=1) & (p < share) & (a > 0.0)
             gamma = (w / a - k) * LN2_PER_BIN
-        q = self.quantile(rows, p) if quantile is None else quantile.copy()
+        q = quantile.copy()
         at = np.flatnonzero(fitted)
         if at.size:
             q[at] = [_EDGES[b] * (s / pp) ** g for b, s, pp, g in

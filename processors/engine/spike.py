@@ -126,7 +126,7 @@ class SpikeBank(Rows):
         ref = self.tail_ref[rows]
         fit = self.tail_fit[rows]
         p = self.tail_p[rows]
-        k, share = self.tail._locate(rows, p)
+        k, share = self.tail.locate(rows, p)
         q = self.tail.quantile_at(k)
         if not np.isnan(fit).all():
             fitted = np.nan_to_num(fit, nan=0.5)
