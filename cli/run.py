@@ -56,11 +56,13 @@ def run_all(
     from quantrac.settings import REPO_ROOT
     from stack import services as local_stack
     from stack.supervise import Supervisor
+    from stack.watch import ServiceWatch
     s = get_settings()
     if workers > s.topic_partitions:
         raise typer.BadParameter(f"--workers {workers}: at most QUANTRAC_TOPIC_PARTITIONS={s.topic_partitions} workers get partitions")
     if services:
         local_stack.up(s)
+    watch = ServiceWatch.of_started(s) if services else None
     db_migrate(seed=True)
     setup("run")  # db_migrate configured the logs as `db`
     from api.auth import ensure_local_credentials
@@ -84,11 +86,18 @@ def run_all(
                f"  alerts:            http://{s.api_host}:{s.api_port}/api/v1/alerts\n"
                f"  health:            http://{s.api_host}:{s.api_port}/healthz\n"
                f"  MQTT {s.mqtt_host}:{s.mqtt_port}  Kafka {s.kafka_bootstrap}  PostgreSQL {s.pg_host}:{s.pg_port}\n"
-               "  A process that dies is restarted (supervisor.restarted in the log); Ctrl-C stops everything.\n")
+               "  A process or service that dies is started again (supervisor.restarted, stack.service_restarted in the\n"
+               "  log); Ctrl-C stops everything.\n")
     stop = threading.Event()
     stop_on_signals(stop)
+    watching = threading.Thread(target=watch.run, args=(stop, s.stack_watch_s), name="stack-watch", daemon=True) if watch else None
+    if watching:
+        watching.start()
     try:
         supervisor.run(stop)
     finally:
+        stop.set()
+        if watching:
+            watching.join()  # a restart under way ends before the services are stopped
         if services:
             local_stack.down(s)

@@ -57,6 +57,7 @@ class Settings(BaseSettings):
 
     stack_start_timeout_s: float = Field(60.0, description="How long `stack up` waits for each service to answer on its port.")
     stack_stop_timeout_s: float = Field(30.0, description="How long `stack down` waits after SIGTERM before it sends SIGKILL.")
+    stack_watch_s: float = Field(5.0, gt=0, description="How often `quantrac run` (`make run`) checks the services it started; one whose process is gone is started again (`stack.service_died`, `stack.service_restarted` in its log).")
 
     pg_host: str = Field("127.0.0.1", description="PostgreSQL host.")
     pg_port: int = Field(5433, description="PostgreSQL port.")

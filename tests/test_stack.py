@@ -10,10 +10,12 @@ import os
 import re
 import signal
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 from typer.testing import CliRunner
 
 from cli.stack import stack_app
@@ -23,6 +25,7 @@ from stack import process as stack_process
 from stack import services as local_stack
 from stack.postgres import native_postgres_settings
 from stack.process import ProcessSpec, StackError
+from stack.watch import ServiceWatch
 from tests.utils.poll import wait_for
 
 pytestmark = pytest.mark.integration
@@ -234,3 +237,54 @@ def test_up_restarts_its_postgresql_started_without_the_preload_line(private_set
     finally:
         local_stack.down(private_settings, only=["postgres"])
     assert not local_stack.status(private_settings, only=["postgres"])["postgres"].healthy
+
+
+def _mosquitto_pid(settings: Settings) -> int | None:
+    return stack_process.running_pid(local_stack.services(settings, ["mosquitto"])[0].process)
+
+
+def test_watch_starts_a_killed_service_again(private_settings: Settings) -> None:
+    local_stack.up(private_settings, only=["mosquitto"])
+    try:
+        watch = ServiceWatch.of_started(private_settings)
+        assert list(watch.watched) == ["mosquitto"]  # only what runs and is ours
+        first = _mosquitto_pid(private_settings)
+        assert first is not None
+        assert watch.check() == []
+
+        os.kill(first, signal.SIGKILL)
+        wait_for(lambda: _mosquitto_pid(private_settings) is None, what="mosquitto gone")
+        with capture_logs() as logs:
+            assert watch.check() == ["mosquitto"]
+
+        again = local_stack.status(private_settings, only=["mosquitto"])["mosquitto"]
+        assert again.healthy and again.pid not in (None, first)
+        assert [e["event"] for e in logs if e["event"].startswith("stack.service_")] == ["stack.service_died", "stack.service_restarted"]
+    finally:
+        local_stack.down(private_settings)
+
+
+def test_watch_tries_a_failed_restart_again_only_after_a_backoff(private_settings: Settings) -> None:
+    local_stack.up(private_settings, only=["mosquitto"])
+    try:
+        watch = ServiceWatch.of_started(private_settings)
+        pid = _mosquitto_pid(private_settings)
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: _mosquitto_pid(private_settings) is None, what="mosquitto gone")
+        with socket.socket() as stranger, capture_logs() as logs:
+            stranger.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            stranger.bind(("127.0.0.1", private_settings.mqtt_port))
+            stranger.listen()
+            began = time.monotonic()
+            assert watch.check(now=began) == []  # the port is taken: the restart fails
+            assert watch.check(now=began + 0.5) == []  # not due yet: not tried
+        failed = [e for e in logs if e["event"] == "stack.restart_failed"]
+        assert len(failed) == 1 and f"port {private_settings.mqtt_port}" in failed[0]["error"]
+        retry_in_s = failed[0]["retry_in_s"]
+        assert retry_in_s > 0.5
+
+        assert watch.check(now=began + retry_in_s) == ["mosquitto"]
+        assert local_stack.status(private_settings, only=["mosquitto"])["mosquitto"].healthy
+    finally:
+        local_stack.down(private_settings)
