@@ -123,7 +123,8 @@ class ReadingsWorker:
         self.processor.forget_all()
         owned = {tp.partition for tp in self.consumer.assignment()}
         stored = await self.processor.load_liveness()
-        self.liveness = {i: e for i, e in stored.items() if partition_of(i, settings.topic_partitions) in owned}
+        partitions = self.consumer.partition_count()
+        self.liveness = {i: e for i, e in stored.items() if partition_of(i, partitions) in owned}
         self.processed = {tp: seen for tp, seen in self.processed.items() if tp.partition in owned}
         self.generation = generation
         log.info("worker.state_reset", generation=generation, partitions=sorted(owned), liveness_entries=len(self.liveness),

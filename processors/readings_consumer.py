@@ -87,6 +87,14 @@ class ReadingsConsumer(ConsumerRebalanceListener):
         """The readings partitions this worker owns now."""
         return set(self._consumer.assignment())
 
+    def partition_count(self) -> int:
+        """The readings topic's partitions as the cluster reports them (the setting until its metadata is known).
+
+        Producers place a station by the topic's own count, which may exceed `QUANTRAC_TOPIC_PARTITIONS` (a topic is
+        grown to the setting, never shrunk), so the worker finds the stations of its partitions by that count too."""
+        found = self._consumer.partitions_for_topic(self.settings.readings_topic)
+        return len(found) if found else self.settings.topic_partitions
+
     def highwater(self, tp: TopicPartition) -> int | None:
         """The partition's end offset as of the last fetch (None before any)."""
         found: int | None = self._consumer.highwater(tp)
