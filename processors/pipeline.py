@@ -19,6 +19,7 @@ A reading that contradicts a stored one (same key, other value) is dead-lettered
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -297,21 +298,36 @@ class BatchProcessor:
 
     async def _process_once(self, batch: BatchColumns, states: Mapping[str, States],
                             extra: Sequence[Condition], historical: Mapping[str, datetime] | None = None) -> BatchResult:
+        try:
+            return await self._store_and_judge(batch, states, extra, historical)
+        except _JudgedInVain:  # a key was stored already: judged again from the snapshots, the writer on its idempotent way
+            return await self._store_and_judge(batch, states, extra, historical)
+
+    async def _store_and_judge(self, batch: BatchColumns, states: Mapping[str, States],
+                               extra: Sequence[Condition], historical: Mapping[str, datetime] | None) -> BatchResult:
+        """One transaction: store the batch, judge its new readings, record their counts, rollups and completeness, apply
+        the conditions.
+
+        While the last batch had no stored key, its readings are presumed new (`ReadingWriter.presumed_new`) and
+        PostgreSQL stores them while they are judged (`ReadingWriter.start_copy`); if one was stored after all, the
+        judgement is dropped (`_JudgedInVain`: the states it moved are forgotten, read back from their snapshots)."""
         conn = await self._connection()
         owned: dict[str, StationState | None] = {}
         try:
             async with conn.transaction():
                 stored_us = await _transaction_time_us(conn)
-                new = await self.writer.write(conn, batch)
-                conflicts = await self.writer.conflicts(conn, batch, new)
-                await record_store_counts(conn, batch, new, [r for r, *_ in conflicts])
-                await update_rollups(conn, new)
+                presumed = self.writer.presumed_new(batch)
+                new = presumed if presumed is not None else await self.writer.write(conn, batch)
                 judged = {station for station, n in new.per_station().items() if n}
                 open_keys = await open_alert_keys(conn, judged)
                 owned, restored = await self._owned(conn, judged, states)
                 await self._replay(conn, restored, open_keys)
-                new_states, conditions, late = detect_batch(new, owned, self.stations, self.config, self.live,
-                                                            open_keys, owned=True, save_rows=False)
+                copying = await self.writer.start_copy(conn, presumed) if presumed is not None else None
+                new_states, conditions, late = await _judged_while(copying, lambda: detect_batch(
+                    new, owned, self.stations, self.config, self.live, open_keys, owned=True, save_rows=False))
+                conflicts = await self.writer.conflicts(conn, batch, new)
+                await record_store_counts(conn, batch, new, [r for r, *_ in conflicts])
+                await update_rollups(conn, new)
                 for state in new_states.values():
                     state.stored_through_us = stored_us
                 conditions = mark_historical(conditions, historical or {})
@@ -428,6 +444,22 @@ class BatchProcessor:
         """Close the database connection, if one is open."""
         if self._conn is not None:
             await self._conn.close()
+
+
+class _JudgedInVain(Exception):
+    """The readings judged as new while the direct COPY stored them were not all new: the batch is done again."""
+
+
+async def _judged_while(copying: asyncio.Task[bool] | None, judge: Callable[[], T]) -> T:
+    """`judge()` while the COPY `copying` (if any) stores the readings judged; raises `_JudgedInVain` when it refused
+    them. The COPY is awaited even when judging fails, so the connection is free again for the rollback."""
+    try:
+        judged = judge()
+    finally:
+        stored = await copying if copying is not None else True
+    if not stored:
+        raise _JudgedInVain()
+    return judged
 
 
 _REPLAY = """

@@ -12,6 +12,7 @@ turns out all new again.
 
 from __future__ import annotations
 
+import asyncio
 from datetime import date
 from typing import Any, Sequence, overload
 
@@ -53,10 +54,14 @@ def first_of_each_key(batch: BatchColumns) -> Ints:
     return np.sort(keys.order[keys.firsts])
 
 
-async def copy_rows(cur: psycopg.AsyncCursor[Any], statement: str, batch: BatchColumns) -> None:
-    """One binary COPY of the batch's rows, written as one buffer (`statement` names the table)."""
+async def copy_rows(cur: psycopg.AsyncCursor[Any], statement: str, batch: BatchColumns,
+                    sent: asyncio.Event | None = None) -> None:
+    """One binary COPY of the batch's rows, written as one buffer (`statement` names the table); `sent` is set once the
+    buffer is flushed to PostgreSQL, which then stores the rows without waiting for the end of the COPY."""
     async with cur.copy(statement) as copy:
         await copy.write(copy_buffer(batch))
+        if sent is not None:
+            sent.set()
 
 
 def _keys(batch: BatchColumns, rows: Ints) -> dict[tuple[str, str, int], int]:
@@ -110,13 +115,8 @@ class ReadingWriter:
             return firsts
         kept = batch if len(firsts) == len(batch) else batch.take(firsts)
         await self._ensure_partitions(conn, kept.ts_us)
-        if self._direct:
-            try:
-                async with conn.transaction(), conn.cursor() as cur:
-                    await copy_rows(cur, DIRECT_COPY, kept)
-                return firsts
-            except psycopg.errors.UniqueViolation:
-                self._direct = False  # some are stored already: this batch and the next go the idempotent way
+        if self._direct and await self._copy_direct(conn, kept):
+            return firsts
         self._staged = True
         await conn.execute(STAGE)
         async with conn.cursor() as cur:
@@ -152,6 +152,42 @@ class ReadingWriter:
             await cur.execute(_CONFLICTS)
             stored = {(row[0], row[1], epoch_us(row[2])): (row[3], row[4]) for row in await cur.fetchall()}
         return found + [(row, *stored[key]) for key, row in _keys(batch, firsts).items() if key in stored]
+
+    def presumed_new(self, batch: BatchColumns) -> BatchColumns | None:
+        """While the direct way is on (the last batch had no stored key): the readings `write` would find new if none is
+        stored yet (the first of each key), for `start_copy`; else None (`write` finds out which are new)."""
+        if not self._direct or not len(batch):
+            return None
+        firsts = first_of_each_key(batch)
+        return batch if len(firsts) == len(batch) else batch.take(firsts)
+
+    async def start_copy(self, conn: psycopg.AsyncConnection[Any], presumed: BatchColumns) -> asyncio.Task[bool]:
+        """Start the direct COPY of `presumed` (from `presumed_new`) and return once PostgreSQL has its rows, so that
+        it stores them while the caller judges them. The task gives True once they are stored, False when a key was
+        stored already: then none is (the COPY is rolled back to its savepoint) and the next batches go the idempotent
+        way. The connection is the task's until it is done."""
+        self._staged = False
+        await self._ensure_partitions(conn, presumed.ts_us)
+        sent = asyncio.Event()
+        copying = asyncio.create_task(self._copy_direct(conn, presumed, sent))
+        await sent.wait()
+        return copying
+
+    async def _copy_direct(self, conn: psycopg.AsyncConnection[Any], rows: BatchColumns,
+                           sent: asyncio.Event | None = None) -> bool:
+        """The direct COPY of rows taken as new, in a savepoint: True once stored; False (rolled back) when a key is
+        stored already, and the idempotent way is on from this batch on. `sent` is set once it no longer needs the
+        caller's time (the rows are flushed, or it failed)."""
+        try:
+            async with conn.transaction(), conn.cursor() as cur:
+                await copy_rows(cur, DIRECT_COPY, rows, sent)
+            return True
+        except psycopg.errors.UniqueViolation:
+            self._direct = False
+            return False
+        finally:
+            if sent is not None:
+                sent.set()
 
     def forget_partitions(self) -> None:
         """Forget the partition cache, e.g. after retention dropped some or the connection was replaced."""

@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 import psycopg
 import pytest
+from structlog.testing import capture_logs
 
 from processors import pipeline
 from processors.detection import DetectionConfig, detect
@@ -154,6 +155,35 @@ def test_a_worker_keeps_judging_on_its_kept_state_between_snapshots(store: Setti
     snapshot, unsnapshotted = asyncio.run(run())
     assert _comparable(snapshot) == _comparable(_oracle(station, 4))
     assert unsnapshotted == {station.id}
+
+
+def test_a_batch_presumed_new_that_repeats_stored_readings_is_judged_again_from_the_snapshot(
+        store: Settings, store_db: psycopg.Connection) -> None:
+    """A batch is judged while the direct COPY stores it, presumed new after an all-new batch. When it repeats stored
+    readings (a redelivery), the COPY refuses it: the judgement is dropped, the state read back from its snapshot and
+    replayed, and the batch judged again on the idempotent way, so each reading is judged once (the oracle's state)."""
+    station = _station()
+    save_stations(store_db, {station.id: station})
+
+    async def run() -> tuple[list[int], bytes, list[str]]:
+        processor = BatchProcessor(store.pg_dsn, {station.id: station})
+        try:
+            await _process(processor, station, 0)
+            await processor.save_state(processor.snapshot([station.id]), {})  # as the worker does for a station's first batch
+            for k in (1, 2):
+                await _process(processor, station, k)
+            repeated = [*_batch(station, 2)[-12:], *_batch(station, 3)]
+            with capture_logs() as logs:
+                again = await processor.process([encode_readings(station.id, repeated, T0 + timedelta(days=1), "mqtt")])
+            after = await processor.process([encode_readings(station.id, _batch(station, 4), T0 + timedelta(days=1), "mqtt")])
+            return [again.new, after.new], processor.snapshot([station.id])[station.id], [e["event"] for e in logs]
+        finally:
+            await processor.close()
+
+    new, state, events = asyncio.run(run())
+    assert new == [3 * BATCH, 3 * BATCH]
+    assert "worker.state_replayed" in events, "the refused judgement's state was read back from the snapshot"
+    assert _comparable(state) == _comparable(_oracle(station, 5))
 
 
 def test_liveness_entries_come_back_as_written(store: Settings, store_db: psycopg.Connection) -> None:
