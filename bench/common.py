@@ -75,6 +75,23 @@ def lag_bounded(samples: list[int], messages_per_s: float) -> bool:
     return max(samples[-third:]) <= 1.1 * max(samples[third:2 * third]) + messages_per_s
 
 
+SUSTAINED_MAX_LAG_GROWTH = 0.1
+"""Largest lag slope of a sustained step, as a share of the offered messages/s (a short step's commit saw-tooth
+leaves some slope)."""
+SUSTAINED_MIN_OFFERED = 0.95
+"""Least share of the offered rate the publisher must reach for a step to say anything about that rate."""
+
+
+def sustained(offered_per_s: float, achieved_per_s: float, lost: int, drain_s: float, lags: list[int],
+              messages_per_s: float) -> bool:
+    """Whether an end-to-end step sustained its offered rate: the publisher reached it (a machine too slow to publish
+    it measured a lower rate), nothing was lost, the backlog was stored within 10 s of the last publish, and the
+    consumer lag (after the warm-up, `lags`) stayed bounded and grew under `SUSTAINED_MAX_LAG_GROWTH` of the offered
+    messages/s."""
+    return (achieved_per_s >= SUSTAINED_MIN_OFFERED * offered_per_s and lost == 0 and drain_s <= 10
+            and lag_bounded(lags, messages_per_s) and lag_slope(lags) < SUSTAINED_MAX_LAG_GROWTH * messages_per_s)
+
+
 def slope_per_hour(minutes: list[float], values: list[float]) -> float | None:
     """Least-squares slope of `values` against `minutes`, per hour; None for fewer than 3 samples."""
     slope = _slope(minutes, values)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bench.common import lag_bounded, lag_slope, memory_trend, slope_per_hour, stored_rates
+from bench.common import lag_bounded, lag_slope, memory_trend, slope_per_hour, stored_rates, sustained
 
 
 def test_a_commit_saw_tooth_is_bounded_and_a_growing_backlog_is_not() -> None:
@@ -15,6 +15,17 @@ def test_a_commit_saw_tooth_is_bounded_and_a_growing_backlog_is_not() -> None:
     assert lag_bounded(saw, messages_per_s=125)
     assert not lag_bounded(growing, messages_per_s=250)
     assert lag_slope(growing) > 150 and abs(lag_slope(saw[10:])) < 10
+
+
+def test_a_step_the_publisher_could_not_offer_is_not_sustained() -> None:
+    """A flat lag says nothing of a rate the publisher did not reach (20,000 offered, 7,585 published on a slow
+    machine: e2e-20261203T225017Z)."""
+    flat = [400, 420, 380, 410, 400, 390, 405, 415, 395]
+    assert sustained(20_000, 19_990, lost=0, drain_s=1.9, lags=flat, messages_per_s=2_500)
+    assert not sustained(20_000, 7_585, lost=0, drain_s=1.9, lags=flat, messages_per_s=2_500)
+    assert not sustained(20_000, 19_990, lost=1, drain_s=1.9, lags=flat, messages_per_s=2_500)
+    assert not sustained(20_000, 19_990, lost=0, drain_s=11, lags=flat, messages_per_s=2_500)
+    assert not sustained(20_000, 19_990, lost=0, drain_s=1.9, lags=[400 + 300 * i for i in range(9)], messages_per_s=2_500)
 
 
 @given(st.floats(-1000, 1000), st.floats(0, 10_000), st.integers(3, 120))
