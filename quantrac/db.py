@@ -272,9 +272,14 @@ def load_station_record(conn: psycopg.Connection, station_id: str) -> tuple[Stat
     return None if row is None else (Station.model_validate(row[0]), row[1])
 
 
-def load_registry_snapshot(conn: psycopg.Connection) -> RegistrySnapshot:
-    """The active stations keyed by id and the ids of the retired ones, in one query."""
-    rows = conn.execute("SELECT id, spec, retired_at IS NOT NULL FROM stations ORDER BY id").fetchall()
+def load_registry_snapshot(conn: psycopg.Connection, changed_within_s: float | None = None) -> RegistrySnapshot:
+    """The active stations keyed by id and the ids of the retired ones, in one query; with `changed_within_s`, only
+    those registered, changed or retired that many seconds ago or later (`updated_at`)."""
+    if changed_within_s is None:
+        rows = conn.execute("SELECT id, spec, retired_at IS NOT NULL FROM stations ORDER BY id").fetchall()
+    else:
+        rows = conn.execute("SELECT id, spec, retired_at IS NOT NULL FROM stations "
+                            "WHERE updated_at > now() - make_interval(secs => %s) ORDER BY id", (changed_within_s,)).fetchall()
     return RegistrySnapshot({sid: Station.model_validate(spec) for sid, spec, retired in rows if not retired},
                             frozenset(sid for sid, _, retired in rows if retired))
 
@@ -282,11 +287,14 @@ def load_registry_snapshot(conn: psycopg.Connection) -> RegistrySnapshot:
 def live_registry(settings: Settings) -> RegistryCache:
     """The registry as the bridge, the TT10 watcher and the worker see it: active stations, reloaded
     from PostgreSQL (`registry_refresh_s`, or at once on an unknown id), plus the retired ids."""
-    def snapshot() -> RegistrySnapshot:
+    def snapshot(changed_within_s: float | None = None) -> RegistrySnapshot:
         with connect(settings.pg_dsn) as conn:
-            return load_registry_snapshot(conn)
+            return load_registry_snapshot(conn, changed_within_s)
 
-    return RegistryCache(snapshot, settings.registry_refresh_s, settings.registry_miss_reload_s)
+    # A change older than two refresh periods (and a minute for transactions still open then) is in the last full load.
+    recent_s = 2 * settings.registry_refresh_s + 60
+    return RegistryCache(snapshot, settings.registry_refresh_s, settings.registry_miss_reload_s,
+                         changes=lambda: snapshot(recent_s))
 
 
 def _json_of(station: Station | None) -> str | None:

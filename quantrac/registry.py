@@ -98,21 +98,27 @@ class RegistrySnapshot(NamedTuple):
 class RegistryCache(Mapping[str, Station]):
     """The registry as a read-only mapping that reloads itself.
 
-    It reloads every `refresh_s`, and at once (at most every `miss_reload_s`) when asked for a
-    station it does not know, so a station registered a moment ago is accepted without a restart.
-    A failed reload keeps the previous registry. When `load` returns a `RegistrySnapshot`,
-    `retired_ids` tells a retired station from one never registered, so a rejection can say which.
+    It reloads every `refresh_s`. Asked for a station it does not know, it looks again at once (at most every
+    `miss_reload_s`), so a station registered a moment ago is accepted without a restart: through `changes` (the
+    stations added, changed or retired lately: one small query) when given, else by a whole reload. A gateway that
+    keeps sending for unknown stations then costs one small query a second, not a reload of every station a second
+    in the bridge's network thread, which on a large registry starved the MQTT keep-alive and held up every
+    gateway's messages. A failed load keeps what is known. When `load` returns a `RegistrySnapshot`, `retired_ids`
+    tells a retired station from one never registered, so a rejection can say which.
     """
 
     def __init__(self, load: Callable[[], Mapping[str, Station] | RegistrySnapshot], refresh_s: float = 30.0,
-                 miss_reload_s: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
+                 miss_reload_s: float = 1.0, clock: Callable[[], float] = time.monotonic,
+                 changes: Callable[[], RegistrySnapshot] | None = None) -> None:
         self._load = load
+        self._changes = changes
         self.retired_ids: frozenset[str] = frozenset()
         self._refresh_s = refresh_s
         self._miss_reload_s = miss_reload_s
         self._clock = clock
         self._stations: Mapping[str, Station] = {}
         self._loaded_at = float("-inf")
+        self._looked_at = float("-inf")
         self.reload()
 
     def reload(self) -> None:
@@ -125,12 +131,33 @@ class RegistryCache(Mapping[str, Station]):
                 self._stations = loaded
         except Exception as exc:
             log.warning("registry.reload_failed", error=str(exc), action="keeping the previous registry")
-        self._loaded_at = self._clock()
+        self._loaded_at = self._looked_at = self._clock()
+
+    def _merge_changes(self) -> None:
+        """Add the stations `changes` reports to what is known (a retired one leaves the active stations)."""
+        assert self._changes is not None
+        try:
+            changed = self._changes()
+        except Exception as exc:
+            log.warning("registry.reload_failed", error=str(exc), action="keeping the previous registry")
+        else:
+            stations, retired = dict(self._stations), set(self.retired_ids)
+            stations.update(changed.stations)
+            retired.difference_update(changed.stations)
+            for station_id in changed.retired_ids:
+                stations.pop(station_id, None)
+            self._stations, self.retired_ids = stations, frozenset(retired | changed.retired_ids)
+        self._looked_at = self._clock()
 
     def _maybe_reload(self, missing: bool) -> None:
-        age = self._clock() - self._loaded_at
-        if age >= self._refresh_s or (missing and age >= self._miss_reload_s):
+        now = self._clock()
+        if now - self._loaded_at >= self._refresh_s:
             self.reload()
+        elif missing and now - self._looked_at >= self._miss_reload_s:
+            if self._changes is None:
+                self.reload()
+            else:
+                self._merge_changes()
 
     def __getitem__(self, station_id: str) -> Station:
         self._maybe_reload(missing=station_id not in self._stations)

@@ -10,7 +10,7 @@ import pytest
 from alerts.rules import Condition
 from processors.detection import DetectionConfig, detect_batch
 from quantrac.domain import Reading, Severity, Station, Status
-from quantrac.registry import RegistryCache, load_registry
+from quantrac.registry import RegistryCache, RegistrySnapshot, load_registry
 from quantrac.settings import get_settings
 from tests.utils.builders import make_station
 
@@ -98,6 +98,37 @@ def test_registry_cache_reloads_on_a_miss_but_not_more_often_than_allowed() -> N
     now[0] = 1.5
     assert cache["T-NEW"] is station
     assert calls == [0.0, 1.5]
+
+
+def test_a_flood_of_unknown_stations_costs_one_small_lookup_a_second_not_a_whole_reload() -> None:
+    """With `changes` (what the bridge has), a station unknown to the cache is looked up among the stations changed
+    lately, at most every `miss_reload_s`, and the whole registry is loaded only every `refresh_s`: a gateway sending
+    for unknown ids used to make the bridge reload every station each second in its MQTT thread."""
+    now = [0.0]
+    old, new, gone = make_station("T-OLD"), make_station("T-NEW"), make_station("T-GONE")
+    loads: list[float] = []
+    looks: list[float] = []
+
+    def load() -> RegistrySnapshot:
+        loads.append(now[0])
+        return RegistrySnapshot({old.id: old, gone.id: gone})
+
+    def changes() -> RegistrySnapshot:
+        looks.append(now[0])
+        return RegistrySnapshot({new.id: new} if now[0] >= 2 else {}, frozenset({gone.id}) if now[0] >= 2 else frozenset())
+
+    cache = RegistryCache(load, refresh_s=30, miss_reload_s=1.0, clock=lambda: now[0], changes=changes)
+    for step in range(200):  # 100 unknown ids a second for two seconds
+        now[0] = step / 100
+        assert f"X-{step}" not in cache
+    assert loads == [0.0] and looks == [1.0]
+    now[0] = 2.0
+    assert cache["T-NEW"] is new and cache["T-OLD"] is old
+    assert "T-GONE" not in cache and "T-GONE" in cache.retired_ids
+    assert looks == [1.0, 2.0]
+    now[0] = 30.0
+    assert "T-NEW" not in cache  # the whole reload is the truth again (here, without it)
+    assert loads == [0.0, 30.0]
 
 
 def test_the_seed_file_gives_a_station_its_own_retention_and_history_only(tmp_path) -> None:

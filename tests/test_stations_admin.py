@@ -106,3 +106,17 @@ def test_a_station_created_through_the_api_is_accepted_by_the_running_pipeline(a
 def test_a_record_beyond_the_time_bounds_is_refused_before_a_retention_pass_or_a_summary_overflows(field: str, value: int) -> None:
     with pytest.raises(ValueError, match=field):
         Station.model_validate({**river_station(), field: value})
+
+
+@pytest.mark.integration
+def test_the_registry_changes_are_the_stations_saved_or_retired_lately(db: Any) -> None:
+    """What the bridge's registry looks up when a message names a station it does not know (`live_registry`)."""
+    from quantrac.db import load_registry_snapshot, save_stations
+    from tests.utils.builders import make_station
+
+    station = make_station()
+    save_stations(db, {station.id: station})
+    assert station.id in load_registry_snapshot(db, changed_within_s=60).stations
+    db.execute("UPDATE stations SET updated_at = now() - interval '1 hour' WHERE id = %s", (station.id,))
+    assert station.id not in load_registry_snapshot(db, changed_within_s=60).stations
+    assert station.id in load_registry_snapshot(db).stations
