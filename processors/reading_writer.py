@@ -54,6 +54,12 @@ def first_of_each_key(batch: BatchColumns) -> Ints:
     return np.sort(keys.order[keys.firsts])
 
 
+def _firsts(batch: BatchColumns) -> tuple[Ints, BatchColumns]:
+    """`first_of_each_key`'s rows and the batch of those rows (the batch itself when every key is there once)."""
+    firsts = first_of_each_key(batch)
+    return firsts, batch if len(firsts) == len(batch) else batch.take(firsts)
+
+
 async def copy_rows(cur: psycopg.AsyncCursor[Any], statement: str, batch: BatchColumns,
                     sent: asyncio.Event | None = None) -> None:
     """One binary COPY of the batch's rows, written as one buffer (`statement` names the table); `sent` is set once the
@@ -109,11 +115,10 @@ class ReadingWriter:
 
     async def write_rows(self, conn: psycopg.AsyncConnection[Any], batch: BatchColumns) -> Ints:
         """`write` on columns: the rows of `batch` that were new, in batch order."""
-        firsts = first_of_each_key(batch)
+        firsts, kept = _firsts(batch)
         self._staged = False
         if not len(firsts):
             return firsts
-        kept = batch if len(firsts) == len(batch) else batch.take(firsts)
         await self._ensure_partitions(conn, kept.ts_us)
         if self._direct and await self._copy_direct(conn, kept):
             return firsts
@@ -158,8 +163,7 @@ class ReadingWriter:
         stored yet (the first of each key), for `start_copy`; else None (`write` finds out which are new)."""
         if not self._direct or not len(batch):
             return None
-        firsts = first_of_each_key(batch)
-        return batch if len(firsts) == len(batch) else batch.take(firsts)
+        return _firsts(batch)[1]
 
     async def start_copy(self, conn: psycopg.AsyncConnection[Any], presumed: BatchColumns) -> asyncio.Task[bool]:
         """Start the direct COPY of `presumed` (from `presumed_new`) and return once PostgreSQL has its rows, so that

@@ -275,11 +275,10 @@ def load_station_record(conn: psycopg.Connection, station_id: str) -> tuple[Stat
 def load_registry_snapshot(conn: psycopg.Connection, changed_within_s: float | None = None) -> RegistrySnapshot:
     """The active stations keyed by id and the ids of the retired ones, in one query; with `changed_within_s`, only
     those registered, changed or retired that many seconds ago or later (`updated_at`)."""
-    if changed_within_s is None:
-        rows = conn.execute("SELECT id, spec, retired_at IS NOT NULL FROM stations ORDER BY id").fetchall()
-    else:
-        rows = conn.execute("SELECT id, spec, retired_at IS NOT NULL FROM stations "
-                            "WHERE updated_at > now() - make_interval(secs => %s) ORDER BY id", (changed_within_s,)).fetchall()
+    recent = changed_within_s is not None
+    where = "WHERE updated_at > now() - make_interval(secs => %s) " if recent else ""
+    rows = conn.execute(f"SELECT id, spec, retired_at IS NOT NULL FROM stations {where}ORDER BY id",
+                        (changed_within_s,) if recent else ()).fetchall()
     return RegistrySnapshot({sid: Station.model_validate(spec) for sid, spec, retired in rows if not retired},
                             frozenset(sid for sid, _, retired in rows if retired))
 

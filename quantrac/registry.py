@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple
+from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple, TypeVar
 
 import structlog
 import yaml
 
 from quantrac.domain import Limit, ParameterSpec, Station
+from quantrac.failures import RateLimitedLog
 
 log = structlog.get_logger(__name__)
+_log = RateLimitedLog(log)
+T = TypeVar("T")
 
 
 class RegistryError(ValueError):
@@ -123,31 +126,33 @@ class RegistryCache(Mapping[str, Station]):
 
     def reload(self) -> None:
         """Load the registry now; a failed load is logged and keeps the previous one (the next reload still waits `refresh_s`)."""
-        try:
-            loaded = self._load()
-            if isinstance(loaded, RegistrySnapshot):
-                self._stations, self.retired_ids = loaded
-            else:
-                self._stations = loaded
-        except Exception as exc:
-            log.warning("registry.reload_failed", error=str(exc), action="keeping the previous registry")
+        loaded = self._fetch(self._load)
+        if isinstance(loaded, RegistrySnapshot):
+            self._stations, self.retired_ids = loaded
+        elif loaded is not None:
+            self._stations = loaded
         self._loaded_at = self._looked_at = self._clock()
 
-    def _merge_changes(self) -> None:
+    def _merge_changes(self, changes: Callable[[], RegistrySnapshot]) -> None:
         """Add the stations `changes` reports to what is known (a retired one leaves the active stations)."""
-        assert self._changes is not None
-        try:
-            changed = self._changes()
-        except Exception as exc:
-            log.warning("registry.reload_failed", error=str(exc), action="keeping the previous registry")
-        else:
-            stations, retired = dict(self._stations), set(self.retired_ids)
-            stations.update(changed.stations)
-            retired.difference_update(changed.stations)
+        changed = self._fetch(changes)
+        if changed is not None:
+            stations = {**self._stations, **changed.stations}
             for station_id in changed.retired_ids:
                 stations.pop(station_id, None)
-            self._stations, self.retired_ids = stations, frozenset(retired | changed.retired_ids)
+            self._stations = stations
+            self.retired_ids = (self.retired_ids - changed.stations.keys()) | changed.retired_ids
         self._looked_at = self._clock()
+
+    @staticmethod
+    def _fetch(load: Callable[[], T]) -> T | None:
+        """`load()`, or None when it fails (logged at most every 10 s: a database outage repeats it every miss)."""
+        try:
+            return load()
+        except Exception as exc:
+            _log("warning", "registry.reload_failed", key=type(exc).__name__, error=str(exc),
+                 action="keeping the previous registry")
+            return None
 
     def _maybe_reload(self, missing: bool) -> None:
         now = self._clock()
@@ -157,7 +162,7 @@ class RegistryCache(Mapping[str, Station]):
             if self._changes is None:
                 self.reload()
             else:
-                self._merge_changes()
+                self._merge_changes(self._changes)
 
     def __getitem__(self, station_id: str) -> Station:
         self._maybe_reload(missing=station_id not in self._stations)
