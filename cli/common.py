@@ -11,7 +11,7 @@ from quantrac.settings import get_settings
 def setup(process: str) -> None:
     """Configure logging for `process`; bridge, worker, api and notifier also migrate the database if `db_migrate_on_start`."""
     s = get_settings()
-    configure(s.log_level, s.log_format, process)
+    configure(s.log_level, s.log_format, process, s.log_repeat_interval_s)
     if process in ("bridge", "worker", "api", "notifier"):
         from quantrac.db import migrate_on_start
         migrate_on_start(s)

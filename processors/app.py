@@ -6,13 +6,14 @@ Faust runs the worker (its task, timers and producer); the readings come through
 subscribes to nothing, in a group of its own (`<QUANTRAC_WORKER_ID>-app`) so that it never joins the
 readings group with another assignor. The app has no table: the worker's per-station state is in
 the store (`processors.worker_state`), so a rebalance has no changelog to recover. No web server in
-the worker.
+the worker. Faust's logging keeps quantrac's handler (`quantrac.logs.faust_logging_config`).
 """
 
 from __future__ import annotations
 
 import faust
 
+from quantrac.logs import faust_logging_config
 from quantrac.settings import get_settings
 
 settings = get_settings()
@@ -31,6 +32,7 @@ app = faust.App(
     broker_heartbeat_interval=3.0,
     consumer_metadata_max_age_ms=int(settings.worker_kafka_metadata_max_age_s * 1000),
     producer_metadata_max_age_ms=int(settings.worker_kafka_metadata_max_age_s * 1000),
+    logging_config=faust_logging_config(),
 )
 
 alerts_topic = app.topic(settings.alerts_topic, value_type=bytes, key_type=bytes,

@@ -15,13 +15,14 @@ TT10 watcher, importer, replay) makes this one distinction:
 
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable
 
 import psycopg
 from kafka import errors as kafka_errors
+
+from quantrac.logs import RepeatGate
 
 RECORD_ATTEMPTS = 3
 """Tries of one record before it is quarantined."""
@@ -89,34 +90,19 @@ class RateLimitedLog:
 
     A failure repeated thousands of times a second (a broker refusing the same record, a bad
     gateway) then costs one line per interval: `repeats` says how many were folded into it.
-    Thread-safe (the bridge logs from paho's and kafka-python's threads).
     """
 
     def __init__(self, logger: Any, interval_s: float = 10.0, clock: Callable[[], float] = time.monotonic,
                  max_keys: int = 10_000) -> None:
         self._logger = logger
+        self._gate = RepeatGate(interval_s, clock, max_keys)
         self.interval_s = interval_s
-        self._clock = clock
-        self._max_keys = max_keys
-        self._lock = threading.Lock()
-        self._last: dict[Hashable, float] = {}
-        self._held: dict[Hashable, int] = {}
 
     def __call__(self, level: str, event: str, key: Hashable = None, **fields: Any) -> bool:
         """Log `event` at `level` unless the same (event, key) was logged within the interval; True when logged."""
-        now = self._clock()
-        slot = (event, key)
-        with self._lock:
-            last = self._last.get(slot)
-            if last is not None and now - last < self.interval_s:
-                self._held[slot] = self._held.get(slot, 0) + 1
-                return False
-            repeats = self._held.pop(slot, 0)
-            self._last[slot] = now
-            if len(self._last) > self._max_keys:
-                oldest = next(iter(self._last))
-                self._last.pop(oldest)
-                self._held.pop(oldest, None)
+        repeats = self._gate.admit((event, key))
+        if repeats is None:
+            return False
         if repeats:
             fields["repeats"] = repeats
             fields["repeats_in_s"] = self.interval_s
