@@ -33,6 +33,7 @@ from aiokafka import ConsumerRecord, TopicPartition
 from alerts.rules import Condition
 from processors import liveness
 from processors.app import alerts_topic, app, deadletter_topic, settings
+from processors.deadline import within
 from processors.detection import DetectionConfig
 from processors.detection_state import SnapshotPlan
 from processors.pipeline import BatchProcessor, DeadLetter, alert_record, decode_batch, last_seen
@@ -145,7 +146,7 @@ class ReadingsWorker:
         """Report the owned stations past their deadline at the arrival frontier, once each."""
         now = datetime.now(timezone.utc)  # before asking the broker: what arrived by now is below the end offsets
         try:
-            views = await asyncio.wait_for(asyncio.shield(self._partition_views()), timeout=settings.liveness_check_s)
+            views = await within(self._partition_views(), settings.liveness_check_s)
         except Exception as exc:  # noqa: BLE001 (Kafka unreachable: judge nobody rather than everybody)
             log.warning("worker.liveness_deferred", reason="end offsets unavailable", error=describe(exc),
                         fix="check Kafka (quantrac stack status); silence is judged again at the next check")
