@@ -13,6 +13,7 @@ import structlog
 
 from processors.app import app, settings
 from processors.partitions import run_maintenance
+from quantrac.failures import store_fix
 
 log = structlog.get_logger(__name__)
 
@@ -22,7 +23,8 @@ async def _maintain() -> None:
         await asyncio.to_thread(run_maintenance, settings.pg_dsn, settings.retention_days, settings.partitions_ahead_days)
     except Exception as exc:  # a maintenance failure must not stop the worker
         log.error("store.maintenance_failed", error=str(exc),
-                  fix="check PostgreSQL (quantrac stack status) and `quantrac db retention`; retried at the next tick")
+                  fix=store_fix(exc, "check PostgreSQL (quantrac stack status) and `quantrac db retention`; "
+                                     "retried at the next tick"))
 
 
 @app.task(on_leader=True)

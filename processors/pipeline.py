@@ -44,7 +44,7 @@ from quantrac import completeness, metrics
 from quantrac.batch_columns import BatchColumns, Ints, as_datetime, epoch_us, from_records, from_wire
 from quantrac.delivery_accounting import record_store_counts
 from quantrac.domain import Reading, Station, Status
-from quantrac.failures import RECORD_ATTEMPTS, RateLimitedLog, describe, is_record_failure
+from quantrac.failures import RECORD_ATTEMPTS, RateLimitedLog, describe, is_record_failure, store_fix
 from quantrac.safe_text import safe_text
 from quantrac.wire import decode_sourced, encode_deadletter, encode_quarantine, encode_readings
 from quantrac.wire_columns import ReadingColumns, decode_columns
@@ -505,5 +505,5 @@ def _log_retry(state: Any) -> None:
         metrics.WORKER_BATCH_RETRIES.inc()
     _log("warning", "worker.batch_retry", key=type(exc).__name__, attempt=state.attempt_number,
          error=safe_text(describe(exc), 300),
-         fix="check PostgreSQL (quantrac stack status); the batch is retried and its offset held"
+         fix=store_fix(exc, "check PostgreSQL (quantrac stack status); the batch is retried and its offset held")
          if not is_record_failure(exc) else "the batch is tried again, then record by record")

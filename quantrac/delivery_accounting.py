@@ -20,7 +20,7 @@ import structlog
 
 from quantrac.db import where_clause
 from quantrac.domain import Reading
-from quantrac.failures import describe, is_record_failure
+from quantrac.failures import describe, is_record_failure, store_fix
 from quantrac.safe_text import safe_text
 
 if TYPE_CHECKING:  # numpy is the worker's: the bridge, which counts here too, starts without it
@@ -101,7 +101,7 @@ class DeliveryCounts:
                 return 0
             self.restore(pending)
             log.warning("accounting.flush_failed", error=str(exc), kept=len(pending),
-                        fix="check PostgreSQL (quantrac stack status); counts are kept and retried")
+                        fix=store_fix(exc, "check PostgreSQL (quantrac stack status); counts are kept and retried"))
             return 0
         return len(pending)
 

@@ -51,6 +51,17 @@ def is_record_failure(exc: BaseException) -> bool:
     return not isinstance(exc, _ENVIRONMENT_ERRORS)
 
 
+MIGRATE_FIX = ("the store's schema is missing or older than this code: run `quantrac db migrate` "
+               "(or start with QUANTRAC_DB_MIGRATE_ON_START=true)")
+
+
+def store_fix(exc: BaseException, otherwise: str) -> str:
+    """The fix to log for a PostgreSQL failure: migrating, when a table, column or function of the store is missing
+    (the server answers, so "check PostgreSQL" would mislead); else `otherwise`."""
+    missing = (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn, psycopg.errors.UndefinedFunction)
+    return MIGRATE_FIX if isinstance(exc, missing) else otherwise
+
+
 def describe(exc: BaseException) -> str:
     """`Type: message` of an exception, for logs and quarantine records."""
     return f"{type(exc).__name__}: {exc}"

@@ -18,7 +18,7 @@ from kafka import errors as kafka_errors
 from ingest.payload import Limits, MessageRejected, Rejection, cap_rejections, decode_message
 from ingest.tt10 import format_stamp
 from ingest.tt10_watch import judge_file
-from quantrac.failures import Attempts, RateLimitedLog, is_record_failure
+from quantrac.failures import Attempts, RateLimitedLog, is_record_failure, store_fix
 from quantrac.safe_text import TEXT_LIMIT, safe_text
 from quantrac.wire import DEADLETTER_PAYLOAD_CAP, QUARANTINE_HEAD, decode_deadletter, encode_deadletter, encode_quarantine
 from tests.utils.builders import make_station, topic
@@ -101,6 +101,18 @@ def test_a_quarantine_record_keeps_head_size_hash_and_error() -> None:
 ])
 def test_failures_are_told_apart(exc: BaseException, record: bool) -> None:
     assert is_record_failure(exc) is record
+
+
+@pytest.mark.parametrize(("exc", "migrate"), [
+    (psycopg.errors.UndefinedTable('relation "station_liveness" does not exist'), True),
+    (psycopg.errors.UndefinedFunction("function quantrac_ensure_partitions(date, date) does not exist"), True),
+    (psycopg.errors.UndefinedColumn(), True),
+    (psycopg.OperationalError("connection refused"), False),
+    (psycopg.errors.AdminShutdown(), False),
+])
+def test_an_unmigrated_store_is_told_to_migrate_not_to_check_postgresql(exc: BaseException, migrate: bool) -> None:
+    fix = store_fix(exc, "check PostgreSQL (quantrac stack status)")
+    assert ("quantrac db migrate" in fix) is migrate and (fix == "check PostgreSQL (quantrac stack status)") is not migrate
 
 
 def test_attempts_give_each_record_a_bounded_number_of_tries() -> None:
