@@ -227,8 +227,13 @@ class SpikeBank(Rows):
         rest = ~first & ~switch
         anomalous = np.zeros(rows.size, dtype=bool)
         bar = np.full(rows.size, np.nan)
-        bar[rest] = self._bar(rows[rest])
-        anomalous[rest] = score[rest] > bar[rest]
+        off = self.threshold_off[rows]
+        least = np.where((self.run[rows] > 0) & ~np.isnan(off), off, threshold)
+        # A row's bar is `threshold_off` during a run, else at least `threshold` (or NaN, which flags nothing): a score
+        # at or under that is not anomalous whatever the row's tail, which is then not looked at (most values).
+        asked = rest & ~(score <= least)
+        bar[asked] = self._bar(rows[asked])
+        anomalous[asked] = score[asked] > bar[asked]
         normal = rest & ~anomalous
         self.run[rows[normal]] = 0
         self.run[rows[anomalous]] += 1
