@@ -272,23 +272,43 @@ def load_station_record(conn: psycopg.Connection, station_id: str) -> tuple[Stat
     return None if row is None else (Station.model_validate(row[0]), row[1])
 
 
-def load_registry_snapshot(conn: psycopg.Connection, changed_within_s: float | None = None) -> RegistrySnapshot:
-    """The active stations keyed by id and the ids of the retired ones, in one query; with `changed_within_s`, only
-    those registered, changed or retired that many seconds ago or later (`updated_at`)."""
+def load_registry_snapshot(conn: psycopg.Connection, changed_within_s: float | None = None,
+                           parsed: dict[str, tuple[str, Station]] | None = None) -> RegistrySnapshot:
+    """The active stations keyed by id and the ids of the retired ones; with `changed_within_s`, only those registered,
+    changed or retired that many seconds ago or later (`updated_at`).
+
+    With `parsed` (id → (hash of its record, Station), kept between calls), only the records whose hash moved are
+    fetched and validated: a whole reload of 2,000 unchanged stations costs a list of hashes, not 2,000 JSON records
+    made into models (about 0.3 s of the bridge's MQTT thread every `QUANTRAC_REGISTRY_REFRESH_S`)."""
     recent = changed_within_s is not None
     where = "WHERE updated_at > now() - make_interval(secs => %s) " if recent else ""
-    rows = conn.execute(f"SELECT id, spec, retired_at IS NOT NULL FROM stations {where}ORDER BY id",
-                        (changed_within_s,) if recent else ()).fetchall()
-    return RegistrySnapshot({sid: Station.model_validate(spec) for sid, spec, retired in rows if not retired},
-                            frozenset(sid for sid, _, retired in rows if retired))
+    params = (changed_within_s,) if recent else ()
+    if parsed is None:
+        rows = conn.execute(f"SELECT id, spec, retired_at IS NOT NULL FROM stations {where}ORDER BY id", params).fetchall()
+        return RegistrySnapshot({sid: Station.model_validate(spec) for sid, spec, retired in rows if not retired},
+                                frozenset(sid for sid, _, retired in rows if retired))
+    hashes = conn.execute(f"SELECT id, md5(spec::text), retired_at IS NOT NULL FROM stations {where}ORDER BY id",
+                          params).fetchall()
+    moved = [sid for sid, digest, retired in hashes if not retired and parsed.get(sid, ("",))[0] != digest]
+    if moved:
+        for sid, digest, spec in conn.execute("SELECT id, md5(spec::text), spec FROM stations WHERE id = ANY(%s)", (moved,)):
+            parsed[sid] = (digest, Station.model_validate(spec))
+    if not recent:
+        for sid in parsed.keys() - {sid for sid, _, retired in hashes if not retired}:
+            del parsed[sid]
+    return RegistrySnapshot({sid: parsed[sid][1] for sid, _, retired in hashes if not retired and sid in parsed},
+                            frozenset(sid for sid, _, retired in hashes if retired))
 
 
 def live_registry(settings: Settings) -> RegistryCache:
     """The registry as the bridge, the TT10 watcher and the worker see it: active stations, reloaded
-    from PostgreSQL (`registry_refresh_s`, or at once on an unknown id), plus the retired ids."""
+    from PostgreSQL (`registry_refresh_s`, or at once on an unknown id), plus the retired ids; a reload validates
+    only the records that changed since the last."""
+    parsed: dict[str, tuple[str, Station]] = {}
+
     def snapshot(changed_within_s: float | None = None) -> RegistrySnapshot:
         with connect(settings.pg_dsn) as conn:
-            return load_registry_snapshot(conn, changed_within_s)
+            return load_registry_snapshot(conn, changed_within_s, parsed)
 
     # A change older than two refresh periods (and a minute for transactions still open then) is in the last full load.
     recent_s = 2 * settings.registry_refresh_s + 60

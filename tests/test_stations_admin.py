@@ -120,3 +120,25 @@ def test_the_registry_changes_are_the_stations_saved_or_retired_lately(db: Any) 
     db.execute("UPDATE stations SET updated_at = now() - interval '1 hour' WHERE id = %s", (station.id,))
     assert station.id not in load_registry_snapshot(db, changed_within_s=60).stations
     assert station.id in load_registry_snapshot(db).stations
+
+
+@pytest.mark.integration
+def test_a_whole_reload_validates_only_the_records_that_changed(db: Any) -> None:
+    """The bridge reloads the whole registry every QUANTRAC_REGISTRY_REFRESH_S in its MQTT thread: an unchanged
+    record is taken from the last load, a changed one (even by SQL that leaves `updated_at`) is read again, and a
+    retired one leaves."""
+    from quantrac.db import load_registry_snapshot, save_stations
+    from tests.utils.builders import make_station
+
+    kept, edited, retired = make_station(), make_station(), make_station()
+    save_stations(db, {s.id: s for s in (kept, edited, retired)})
+    parsed: dict[str, tuple[str, Station]] = {}
+    first = load_registry_snapshot(db, parsed=parsed).stations
+    assert first[kept.id] == kept and first[edited.id] == edited
+    db.execute("UPDATE stations SET spec = jsonb_set(spec, '{zone}', '\"KCN Edited\"') WHERE id = %s", (edited.id,))
+    db.execute("UPDATE stations SET retired_at = now(), updated_at = now() WHERE id = %s", (retired.id,))
+    second = load_registry_snapshot(db, parsed=parsed)
+    assert second.stations[kept.id] is first[kept.id]  # not validated again
+    assert second.stations[edited.id].zone == "KCN Edited"
+    assert retired.id not in second.stations and retired.id in second.retired_ids and retired.id not in parsed
+    assert second == load_registry_snapshot(db)  # what a load without the cache gives
