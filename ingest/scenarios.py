@@ -27,7 +27,7 @@ from __future__ import annotations
 import heapq
 import math
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Iterable, Iterator, Literal, Mapping
 from zoneinfo import ZoneInfo
@@ -78,6 +78,25 @@ BASELINES: dict[str, Baseline] = {
     "CO": Baseline(250.0, 30.0, shift=0.3, decimals=1),
 }
 DEFAULT_BASELINE = Baseline(10.0, 1.0)
+NORMAL_CEILING = 0.8
+"""Normal operation peaks (daily cycle at its top, four standard deviations of noise) at most at this share of a
+one-sided upper limit: the early warning's default share (`QUANTRAC_DETECT_EARLY_WARNING_FRACTION`), so the
+simulator's normal data opens no alert where the generic baseline would sit near a strict limit (COD 55 mg/L
+against Đại An's column-A limit of 67.5)."""
+
+
+def station_baseline(symbol: str, spec: ParameterSpec) -> Baseline:
+    """The baseline of `symbol` at a station: the generic one, scaled down (mean and noise alike) where its normal
+    peak would pass `NORMAL_CEILING` of the station's one-sided upper limit (where the early warning applies)."""
+    base = BASELINES.get(symbol, DEFAULT_BASELINE)
+    limit = spec.limit
+    if limit is None or limit.high is None or limit.high <= 0 or limit.low is not None:
+        return base
+    peak = base.mean * (1 + abs(base.daily)) + 4 * base.sd
+    if peak <= NORMAL_CEILING * limit.high:
+        return base
+    scale = NORMAL_CEILING * limit.high / peak
+    return replace(base, mean=base.mean * scale, sd=base.sd * scale)
 
 
 def load_factor(ts: datetime) -> float:
@@ -133,7 +152,8 @@ def ground_truth(incident: Incident, stations: Mapping[str, Station]) -> dict[st
     """One ground-truth record (a JSON line): the incident and the effect a detector should see."""
     station = stations.get(incident.station)
     spec = station.parameters.get(incident.parameter) if station and incident.parameter else None
-    base = BASELINES.get(incident.parameter or "", DEFAULT_BASELINE)
+    base = (station_baseline(incident.parameter, spec) if spec and incident.parameter
+            else BASELINES.get(incident.parameter or "", DEFAULT_BASELINE))
     limit = reference_limit(spec, base) if spec else None
     k, m = incident.kind, incident.magnitude
     expected: dict[str, object]
@@ -221,7 +241,7 @@ def generate(stations: Mapping[str, Station], start: datetime, duration: timedel
     rng = random.Random(seed)
     end = start + duration
     incidents = list(incidents)
-    series = {(s.id, sym): _Series(BASELINES.get(sym, DEFAULT_BASELINE), spec)
+    series = {(s.id, sym): _Series(station_baseline(sym, spec), spec)
               for s in stations.values() for sym, spec in s.parameters.items()}
     clocks: list[_StationClock] = []
     for s in stations.values():
