@@ -197,6 +197,12 @@ def _store_rows(store: dict[str, Any]) -> list[str]:
             out.append(f"| ↳ every store statement of the worker's batch (rows/s; µs per reading: {stages}) | "
                        f"{w['worker_store_path_rows_per_s']:,} | {w['baseline_raw_binary_copy_us_per_reading']} µs per reading "
                        f"(raw binary COPY, batches interleaved) | {w['ratio_worker_store_path_to_raw_copy']} | |")
+        if "narrow_row_copy_prebuilt_buffer_rows_per_s" in w:
+            size = w["bytes_per_reading"]
+            out.append(f"| ↳ a narrower row (integer series id, smallint status, no unit; bench only): prebuilt binary COPY "
+                       f"(rows/s; bytes on disk per reading) | {w['narrow_row_copy_prebuilt_buffer_rows_per_s']:,}; "
+                       f"{size['readings_narrow']} | {w['raw_copy_prebuilt_buffer_rows_per_s']:,}; {size['readings']} (today's row, "
+                       f"prebuilt) | {w['ratio_narrow_row_to_raw_copy_prebuilt_buffer']} | |")
         out.append(f"| History query, {name}, one station-day at 5 min, p50/p95 (ms) | {h['api_bucket_query_ms']['p50']:.0f} / "
                    f"{h['api_bucket_query_ms']['p95']:.0f} | {h['baseline_group_by_raw_ms']['p50']:.0f} / {h['baseline_group_by_raw_ms']['p95']:.0f} "
                    f"(GROUP BY over raw readings) | | {_when(store)} |")

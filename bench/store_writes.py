@@ -44,10 +44,11 @@ import os
 import random
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import psycopg
 from psycopg import sql
 
@@ -57,7 +58,7 @@ if str(REPO) not in sys.path:
 
 from api.routes.history import bucket_series  # noqa: E402
 from bench.common import percentiles, write_result  # noqa: E402
-from processors.copy_binary import copy_buffer  # noqa: E402
+from processors.copy_binary import PG_EPOCH_US, SIGNATURE, TRAILER, copy_buffer  # noqa: E402
 from processors.partitions import refresh_aggregates  # noqa: E402
 from processors.reading_writer import DIRECT_COPY, STAGE, STAGE_COPY, STAGED_INSERT, ReadingWriter, copy_rows  # noqa: E402
 from processors.rollups import bucket_sql, bucket_sums, merge_sql, rebuild_rollups, update_rollups  # noqa: E402
@@ -106,7 +107,8 @@ def readings(prefix: str, rows: int, stations: int) -> list[Reading]:
 
 
 STAGES = ("write", "conflicts", "delivery_counts", "rollups", "completeness", "commit")
-METHODS = ("raw_copy", "store_with_rollups", "store_without_rollups", "worker_store_path", "raw_copy_prebuilt")
+METHODS = ("raw_copy", "store_with_rollups", "store_without_rollups", "worker_store_path", "raw_copy_prebuilt",
+           "narrow_copy_prebuilt")
 _TYPES = ["text", "text", "timestamptz", "float8", "text", "text"]
 
 
@@ -115,7 +117,46 @@ def method_input(name: str, batch: list[Reading]) -> list[Reading] | BatchColumn
     if name == "raw_copy":
         return batch
     columns = batch_columns(batch)
+    if name == "narrow_copy_prebuilt":
+        return narrow_buffer(columns)
     return copy_buffer(columns) if name == "raw_copy_prebuilt" else columns
+
+
+NARROW_TABLE = """CREATE TABLE readings_narrow (
+    series_id integer NOT NULL, ts timestamptz NOT NULL, value double precision,
+    status smallint NOT NULL CHECK (status IN (0, 1, 2)), received_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (series_id, ts)){partitioned}"""
+"""The readings row issue 15 point 5 asks about: an integer series id for (station, parameter), a smallint
+status and no unit (both would come from the registry). Only the bench creates it: `readings` is unchanged."""
+NARROW_COPY = "COPY readings_narrow (series_id, ts, value, status) FROM STDIN (FORMAT BINARY)"
+_NARROW_ROW = np.dtype([("fields", ">i2"), ("series_len", ">i4"), ("series", ">i4"), ("ts_len", ">i4"), ("ts", ">i8"),
+                        ("value_len", ">i4"), ("value", ">f8"), ("status_len", ">i4"), ("status", ">i2")])
+
+
+def narrow_buffer(batch: BatchColumns) -> bytes:
+    """`batch` as binary COPY rows of `readings_narrow`, series ids numbered by (station, parameter) (no NULL values:
+    the bench's readings all have one)."""
+    ids = np.array([_series_ids.setdefault(key, len(_series_ids)) for key in batch.series_keys], np.int64)
+    rows = np.zeros(len(batch), _NARROW_ROW)
+    rows["fields"], rows["series_len"], rows["ts_len"], rows["value_len"], rows["status_len"] = 4, 4, 8, 8, 2
+    rows["series"], rows["ts"] = ids[batch.series], batch.ts_us - PG_EPOCH_US
+    rows["value"], rows["status"] = batch.values, batch.status
+    return SIGNATURE + rows.tobytes() + TRAILER
+
+
+_series_ids: dict[tuple[str, str], int] = {}
+
+
+def create_narrow_table(conn: psycopg.Connection, kind: str, days: list[date]) -> None:
+    """`readings_narrow` partitioned as `readings` is on this store: day chunks (TimescaleDB) or day partitions."""
+    if kind == STORE_TIMESCALEDB:
+        conn.execute(NARROW_TABLE.format(partitioned=""))
+        conn.execute("SELECT create_hypertable('readings_narrow', 'ts', chunk_time_interval => INTERVAL '1 day')")
+        return
+    conn.execute(NARROW_TABLE.format(partitioned=" PARTITION BY RANGE (ts)"))
+    for day in days:
+        conn.execute(sql.SQL("CREATE TABLE {} PARTITION OF readings_narrow FOR VALUES FROM ({}) TO ({})").format(
+            sql.Identifier(f"readings_narrow_{day:%Y%m%d}"), sql.Literal(day), sql.Literal(day + timedelta(days=1))))
 
 
 class WriteMethod:
@@ -135,8 +176,9 @@ class WriteMethod:
                 copy.set_types(_TYPES)
                 for r in batch:
                     await copy.write_row((r.station_id, r.parameter, r.ts, r.value, r.unit, r.status.value))
-        elif self.name == "raw_copy_prebuilt":
-            async with self.conn.transaction(), self.conn.cursor() as cur, cur.copy(DIRECT_COPY) as copy:
+        elif self.name in ("raw_copy_prebuilt", "narrow_copy_prebuilt"):
+            statement = DIRECT_COPY if self.name == "raw_copy_prebuilt" else NARROW_COPY
+            async with self.conn.transaction(), self.conn.cursor() as cur, cur.copy(statement) as copy:
                 await copy.write(batch)
         elif self.name == "worker_store_path":
             await self._worker_batch(batch)
@@ -171,15 +213,17 @@ class WriteMethod:
         lap("commit")
 
 
-async def write_rates(dsn: str, rows: int, size: int) -> dict[str, WriteMethod]:
+async def write_rates(dsn: str, kind: str, rows: int, size: int) -> dict[str, WriteMethod]:
     """Each method writes `rows` readings of its own stations; batches are interleaved (batch 1 of every
     method, then batch 2, ...), so that every method meets the same table sizes, checkpoints and load
     from other work on the machine (written one method after the other, the last method's readings
     met a table four times larger and a raw COPY ran at half the rate it had first)."""
-    items = {name: readings(prefix, rows, 50) for name, prefix in zip(METHODS, "CWNKB", strict=True)}
+    items = {name: readings(prefix, rows, 50) for name, prefix in zip(METHODS, "CWNKBR", strict=True)}
     inputs = {name: [method_input(name, batch[first:first + size]) for first in range(0, rows, size)]
               for name, batch in items.items()}
     days = sorted({r.ts.date() for batch in items.values() for r in batch})
+    with psycopg.connect(dsn, autocommit=True) as setup:
+        create_narrow_table(setup, kind, days)
     methods: dict[str, WriteMethod] = {}
     try:
         for name in METHODS:
@@ -194,6 +238,18 @@ async def write_rates(dsn: str, rows: int, size: int) -> dict[str, WriteMethod]:
         for method in methods.values():
             await method.conn.close()
     return methods
+
+
+def table_bytes_per_row(dsn: str, table: str) -> float:
+    """On-disk bytes (heap, indexes, TOAST; every partition or chunk) per row of `table`."""
+    with psycopg.connect(dsn) as conn:
+        size = conn.execute(sql.SQL("SELECT count(*), (SELECT sum(pg_total_relation_size(relid)) FROM "
+                                    "pg_partition_tree(%s::regclass) WHERE isleaf) FROM {}").format(sql.Identifier(table)),
+                            (table,)).fetchone()
+        if size is not None and size[1] is None:  # a hypertable: chunks are not partitions
+            size = (size[0], conn.execute("SELECT hypertable_size(%s::regclass)", (table,)).fetchone()[0])  # type: ignore[index]
+    assert size is not None
+    return round(float(size[1]) / max(size[0], 1), 1)
 
 
 def bench_stations(items: list[Reading]) -> dict[str, Station]:
@@ -302,9 +358,9 @@ def compress_all(dsn: str) -> dict[str, Any]:
 def bench_path(settings: Settings, kind: str, args: argparse.Namespace) -> dict[str, Any]:
     """Every figure of one store path, on a fresh quantrac_bench of that server."""
     dsn = fresh_database(settings, kind)
-    methods = asyncio.run(write_rates(dsn, args.write_rows, args.batch))
+    methods = asyncio.run(write_rates(dsn, kind, args.write_rows, args.batch))
     explained = asyncio.run(explain_batch(dsn, kind, readings("E", args.batch, 50)))
-    raw_copy_s, store_s, plain_s, worker_s, prebuilt_s = (methods[name].seconds for name in METHODS)
+    raw_copy_s, store_s, plain_s, worker_s, prebuilt_s, narrow_s = (methods[name].seconds for name in METHODS)
     write = {
         "rows": args.write_rows, "rows_per_transaction": args.batch, "batches": "interleaved, one of each method in turn",
         "store_writer_with_rollups_rows_per_s": round(args.write_rows / store_s),
@@ -319,6 +375,10 @@ def bench_path(settings: Settings, kind: str, args: argparse.Namespace) -> dict[
         "baseline_raw_binary_copy_us_per_reading": round(raw_copy_s / args.write_rows * 1e6, 2),
         "raw_copy_prebuilt_buffer_rows_per_s": round(args.write_rows / prebuilt_s),
         "ratio_store_with_rollups_to_raw_copy_prebuilt_buffer": round(prebuilt_s / store_s, 3),
+        "narrow_row_copy_prebuilt_buffer_rows_per_s": round(args.write_rows / narrow_s),
+        "ratio_narrow_row_to_raw_copy_prebuilt_buffer": round(prebuilt_s / narrow_s, 3),
+        "bytes_per_reading": {"readings": table_bytes_per_row(dsn, "readings"),
+                              "readings_narrow": table_bytes_per_row(dsn, "readings_narrow")},
         "explain_one_batch": explained,
     }
     history_rows, load_s = load_history(dsn, args.days, args.stations)

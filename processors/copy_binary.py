@@ -23,7 +23,7 @@ from quantrac.wire_columns import STATUSES
 SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
 """Binary COPY header: signature, flags, header extension length."""
 TRAILER = struct.pack(">h", -1)
-_PG_EPOCH_US = 946_684_800_000_000
+PG_EPOCH_US = 946_684_800_000_000
 """2000-01-01 (PostgreSQL's epoch) in microseconds since the Unix epoch."""
 _FIXED = np.dtype([("ts_len", ">i4"), ("ts", ">i8"), ("value_len", ">i4"), ("value", ">f8")])
 _FIXED_NULL = 16
@@ -50,7 +50,7 @@ def copy_buffer(batch: BatchColumns) -> bytes:
     tails = [_text(batch.unit_keys[p // len(STATUSES)]) + _text(STATUSES[p % len(STATUSES)].value) for p in pairs.tolist()]
     fixed = np.zeros(n, _FIXED)
     fixed["ts_len"] = 8
-    fixed["ts"] = batch.ts_us - _PG_EPOCH_US
+    fixed["ts"] = batch.ts_us - PG_EPOCH_US
     fixed["value_len"] = np.where(batch.missing, -1, 8)
     fixed["value"] = np.where(batch.missing, 0.0, batch.values)
     pool = np.frombuffer(b"".join(heads) + b"".join(tails), np.uint8)
