@@ -14,6 +14,16 @@ from processors.engine.common import Rows, explained
 __all__ = ["MahalanobisBank"]
 
 
+def _patterns(seen: np.ndarray) -> list[tuple[np.ndarray, np.ndarray | None]]:
+    """The rows of each pattern of observed parameters in `seen` (rows x parameters), with the pattern; one pattern of
+    None when every row is complete (the common case, which needs no selection)."""
+    if seen.all():
+        return [(np.arange(seen.shape[0]), None)]
+    codes = seen.astype(np.int64) @ (np.int64(1) << np.arange(seen.shape[1], dtype=np.int64))
+    kinds, which = np.unique(codes, return_inverse=True)
+    return [(np.flatnonzero(which == k), seen[int(np.argmax(which == k))]) for k in range(kinds.size)]
+
+
 class MahalanobisBank(Rows):
     """Rows of `Mahalanobis` over groups of the same size, with per-row hyperparameters; `step` gives the scalar verdicts.
 
@@ -106,11 +116,8 @@ class MahalanobisBank(Rows):
         i = np.arange(self.size)
         with np.errstate(divide="ignore", invalid="ignore"):
             z = np.where(seen, diff / np.sqrt(cov[:, i, i]), np.nan)
-        patterns, which = np.unique(seen, axis=0, return_inverse=True)
-        for k, pattern in enumerate(patterns):
-            at = np.flatnonzero(which.reshape(-1) == k)
-            dk = diff[np.ix_(at, pattern)]
-            ck = cov[at][:, pattern][:, :, pattern]
+        for at, pattern in _patterns(seen):
+            dk, ck = (diff, cov) if pattern is None else (diff[np.ix_(at, pattern)], cov[at][:, pattern][:, :, pattern])
             try:
                 quad = (dk[:, None, :] @ np.linalg.solve(ck, dk[:, :, None]))[:, 0, 0]
             except np.linalg.LinAlgError:  # one of the stack is singular: each as the scalar class scores it
@@ -129,7 +136,8 @@ class MahalanobisBank(Rows):
         complete = seen.all(axis=1)
         warm = (self.n[rows] < self.grace[rows]) | (self.n[rows] == 0)
         first = warm & complete
-        self._learn(rows[first], x[first], np.zeros(int(first.sum())))
+        if first.any():
+            self._learn(rows[first], x[first], np.zeros(int(first.sum())))
         judged = np.flatnonzero(~warm & seen.any(axis=1))
         z = np.full(x.shape, np.nan)
         rebuilt = np.zeros(rows.size, dtype=bool)
@@ -143,9 +151,11 @@ class MahalanobisBank(Rows):
             self.run[r[~alarm]] = 0
             limit = self.relearn_after[r]
             rebuilt[judged] = alarm & (limit >= 0) & (self.run[r] >= limit)
-            self._reset(rows[rebuilt])
+            if rebuilt.any():
+                self._reset(rows[rebuilt])
             learn = full & (rebuilt[judged] | ~alarm)
-            self._learn(r[learn], xv[learn], np.where(rebuilt[judged], 0.0, s)[learn])
+            if learn.any():
+                self._learn(r[learn], xv[learn], np.where(rebuilt[judged], 0.0, s)[learn])
             score[judged], flag[judged] = s, alarm
         explain = explained(explain, flag, flagged)
         if explain is None:
