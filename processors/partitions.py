@@ -47,6 +47,10 @@ SIDE_TABLES = {"tt10_values": "ts", "completeness": "bucket", "deadletters": "re
 PER_STATION_SIDE_TABLES = ("tt10_values", "completeness")
 """Side tables aged per station like the readings (dead letters age on their receive time, globally)."""
 
+WORKER_STATE_TABLES = ("detection_snapshots", "station_liveness")
+"""The worker's per-station state (migration 0065): a row per station, kept until the station is gone from the
+registry or was retired before its retention's cutoff (its history is gone then: nothing would resume from it)."""
+
 
 def own_retentions(conn: psycopg.Connection) -> dict[str, int]:
     """`retention_days` of the stations that have their own (active or retired: a retired station's history stays)."""
@@ -99,6 +103,12 @@ def _prune_side_tables(conn: psycopg.Connection, cuts: Cutoffs) -> dict[str, int
             for sql, params in cuts.delete_statements(table, column):
                 n += conn.execute(sql, params).rowcount
             deleted[table] = n
+        for table in WORKER_STATE_TABLES:
+            deleted[table] = conn.execute(
+                f"DELETE FROM {table} t WHERE NOT EXISTS (SELECT 1 FROM stations s "
+                "LEFT JOIN unnest(%s::text[], %s::timestamptz[]) AS own(id, cutoff) ON own.id = s.id "
+                "WHERE s.id = t.station_id AND (s.retired_at IS NULL OR s.retired_at >= coalesce(own.cutoff, %s)))",
+                (list(cuts.own), list(cuts.own.values()), cuts.default)).rowcount
         return deleted
 
 

@@ -196,3 +196,32 @@ def test_cutoffs_delete_only_between_the_oldest_cutoff_and_each_stations_own() -
     statements = cuts.delete_statements("readings", "ts")
     assert [params[0] for _, params in statements] == [NOW - timedelta(days=730), "SHORT"]
     assert cutoffs(730, {}, NOW).delete_statements("readings", "ts") == []  # no own retention: partitions do it all
+
+
+def test_retention_forgets_the_worker_state_of_stations_retired_before_their_cutoff(scratch_store: tuple[str, str]) -> None:
+    """Detection snapshots and liveness entries of a station retired before its retention's cutoff, or gone from the
+    registry, are deleted; an active station's, a recently retired one's and those of one whose own retention still
+    covers its retirement stay."""
+    _, dsn = scratch_store
+    active, recent, long_ago, archive = (make_station() for _ in range(4))
+    archive = archive.model_copy(update={"retention_days": 4000})
+    unknown = f"{make_station().id}-gone"
+    everyone = [active.id, recent.id, long_ago.id, archive.id, unknown]
+    retired_long_ago = datetime(2019, 1, 1, tzinfo=timezone.utc)
+    with connect(dsn) as conn:
+        save_stations(conn, {s.id: s for s in (active, recent, long_ago, archive)})
+        for station_id, retired in ((recent.id, NOW - timedelta(days=5)), (long_ago.id, retired_long_ago),
+                                    (archive.id, retired_long_ago)):
+            conn.execute("UPDATE stations SET retired_at = %s WHERE id = %s", (retired, station_id))
+        for station_id in everyone:
+            conn.execute("INSERT INTO detection_snapshots (station_id, state) VALUES (%s, '\\x7b7d')", (station_id,))
+            conn.execute("INSERT INTO station_liveness (station_id, event_ts, received_at) VALUES (%s, %s, %s)",
+                         (station_id, retired_long_ago, retired_long_ago))
+        conn.commit()
+
+        result = apply_retention(conn, (NOW.date() - date(2019, 3, 2)).days, now=NOW)
+
+        for table in ("detection_snapshots", "station_liveness"):
+            left = {r[0] for r in conn.execute(f"SELECT station_id FROM {table}")}
+            assert left == {active.id, recent.id, archive.id}, table
+            assert result.deleted_side_rows[table] == 2, result
