@@ -115,6 +115,12 @@ def rows() -> list[str]:
             out.append(_several_workers_row(several[-1]))
     if (store := newest("store")) is not None:
         out.extend(_store_rows(store))
+    if (backfill := newest("backfill")) is not None:
+        stored, sent = backfill["stored"], backfill["import"]
+        out.append(f"| Backfill: `quantrac import` of one station's archive ({backfill['readings_sent']:,} readings, "
+                   f"{backfill['file']}), stored by one worker (readings/s; worker cores) | {stored['readings_per_s']:,.0f}; "
+                   f"{stored['worker']['cpu_cores']} | {sent['readings_per_s']:,.0f} (sent by the import) | "
+                   f"{stored['readings_per_s'] / sent['readings_per_s']:.3f} | {_when(backfill)} |")
     if (soak := newest("soak")) is not None:
         offered = (f"{soak['readings']:,} offered ({soak['achieved_readings_per_s']:,.0f}/s achieved)" if "readings" in soak
                    else f"about {soak['offered_readings_per_s'] * soak['minutes'] * 60:,.0f} offered (publisher count lost)")
