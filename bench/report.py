@@ -116,25 +116,9 @@ def rows() -> list[str]:
     if (store := newest("store")) is not None:
         out.extend(_store_rows(store))
     if (backfill := newest("backfill")) is not None:
-        stored, sent = backfill["stored"], backfill["import"]
-        out.append(f"| Backfill: `quantrac import` of one station's archive ({backfill['readings_sent']:,} readings, "
-                   f"{backfill['file']}), stored by one worker (readings/s; worker cores) | {stored['readings_per_s']:,.0f}; "
-                   f"{stored['worker']['cpu_cores']} | {sent['readings_per_s']:,.0f} (sent by the import) | "
-                   f"{stored['readings_per_s'] / sent['readings_per_s']:.3f} | {_when(backfill)} |")
+        out.append(_backfill_row(backfill))
     if (soak := newest("soak")) is not None:
-        offered = (f"{soak['readings']:,} offered ({soak['achieved_readings_per_s']:,.0f}/s achieved)" if "readings" in soak
-                   else f"about {soak['offered_readings_per_s'] * soak['minutes'] * 60:,.0f} offered (publisher count lost)")
-        out.append(f"| Soak, {soak['minutes']:.0f} min at {soak['offered_readings_per_s']:,.0f} readings/s offered: stored; "
-                   f"consumer lag first → last (messages) | {soak['stored']:,}; {soak['lag_messages']['first']:,} → "
-                   f"{soak['lag_messages']['last']:,} | {offered} | | {_when(soak)} |")
-        rates, memory = soak_figures(soak["samples"], soak["memory"])
-        if rates is not None:
-            out.append(f"| ↳ stored, first 5 min → last 5 min (readings/s) | {rates['first_per_s']:,.0f} → "
-                       f"{rates['last_per_s']:,.0f} | first 5 min | {rates['last_to_first']} | |")
-        for name, m in memory.items():
-            out.append(f"| ↳ {name} RSS first → last (MiB), slope over the run; over its last third | {m['first_mib']:.0f} → "
-                       f"{m['last_mib']:.0f}, {m['slope_mib_per_hour']} MiB/h; {m['last_third_slope_mib_per_hour']} MiB/h | "
-                       f"first sample | {m['ratio_last_to_first']} | |")
+        out.extend(_soak_rows(soak))
     if (det := newest("detection")) is not None:
         out.extend(detection_rows(det))
     return out
@@ -187,6 +171,34 @@ def detection_rows(det: dict[str, Any]) -> list[str]:
 
 
 _STORE_NAMES = {"timescaledb": "TimescaleDB", "postgresql": "native PostgreSQL"}
+
+
+def _soak_rows(soak: dict[str, Any]) -> list[str]:
+    """The soak's stored rate, lag and memory of each component, first against last."""
+    out: list[str] = []
+    offered = (f"{soak['readings']:,} offered ({soak['achieved_readings_per_s']:,.0f}/s achieved)" if "readings" in soak
+               else f"about {soak['offered_readings_per_s'] * soak['minutes'] * 60:,.0f} offered (publisher count lost)")
+    out.append(f"| Soak, {soak['minutes']:.0f} min at {soak['offered_readings_per_s']:,.0f} readings/s offered: stored; "
+               f"consumer lag first → last (messages) | {soak['stored']:,}; {soak['lag_messages']['first']:,} → "
+               f"{soak['lag_messages']['last']:,} | {offered} | | {_when(soak)} |")
+    rates, memory = soak_figures(soak["samples"], soak["memory"])
+    if rates is not None:
+        out.append(f"| ↳ stored, first 5 min → last 5 min (readings/s) | {rates['first_per_s']:,.0f} → "
+                   f"{rates['last_per_s']:,.0f} | first 5 min | {rates['last_to_first']} | |")
+    for name, m in memory.items():
+        out.append(f"| ↳ {name} RSS first → last (MiB), slope over the run; over its last third | {m['first_mib']:.0f} → "
+                   f"{m['last_mib']:.0f}, {m['slope_mib_per_hour']} MiB/h; {m['last_third_slope_mib_per_hour']} MiB/h | "
+                   f"first sample | {m['ratio_last_to_first']} | |")
+    return out
+
+
+def _backfill_row(backfill: dict[str, Any]) -> str:
+    """One station's archive imported: the worker's stored rate against the import's sending rate."""
+    stored, sent = backfill["stored"], backfill["import"]
+    return (f"| Backfill: `quantrac import` of one station's archive ({backfill['readings_sent']:,} readings, "
+            f"{backfill['file']}), stored by one worker (readings/s; worker cores) | {stored['readings_per_s']:,.0f}; "
+            f"{stored['worker']['cpu_cores']} | {sent['readings_per_s']:,.0f} (sent by the import) | "
+            f"{stored['readings_per_s'] / sent['readings_per_s']:.3f} | {_when(backfill)} |")
 
 
 def _store_rows(store: dict[str, Any]) -> list[str]:
