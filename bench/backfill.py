@@ -9,7 +9,7 @@ retention, one worker; then the import runs as the `quantrac import` command. Me
 - import rate: readings confirmed by Kafka per second of the import command (`import_log`);
 - time to stored: from the command's start until every sent reading is in PostgreSQL;
 - the same figures per second of worker time, beside the newest `bench/results/worker-*.json`
-  (records pre-filled in Kafka, 8 readings each) and `e2e-*.json` (highest sustained rate).
+  of one worker (records pre-filled in Kafka, 8 readings each) and `e2e-*.json` with a sustained step (its highest).
 
     python bench/backfill.py [--readings 1000000] [--csv FILE] [--rate N]
 """
@@ -18,19 +18,17 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 import subprocess
 import sys
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.common import RESULTS, ProcessSample, namespace_env, quantrac_process, write_result  # noqa: E402
+from bench.common import ProcessSample, namespace_env, newest, quantrac_process, write_result  # noqa: E402
 from bench.e2e import fresh_database, fresh_topics  # noqa: E402  (sets the e2e namespace: set ours after it)
 
 NS = "backfill"
@@ -72,11 +70,6 @@ def write_archive(path: Path, readings: int) -> int:
             written += sum(1 for c in cells if c)
             w.writerow([(START + timedelta(minutes=minute)).isoformat(), *cells, "FALSE"])
     return written
-
-
-def newest(name: str) -> dict[str, Any] | None:
-    files = sorted(RESULTS.glob(f"{name}-*.json"))
-    return json.loads(files[-1].read_text()) if files else None
 
 
 def main() -> None:
@@ -123,7 +116,8 @@ def main() -> None:
         finally:
             worker.terminate()
             worker.wait(30)
-    worker_bench, e2e = newest("worker"), newest("e2e")
+    worker_bench = newest("worker", lambda r: r["worker"].get("processes", 1) == 1)
+    e2e = newest("e2e", lambda r: bool(r.get("highest_sustained_readings_per_s")))
     result = {
         "method": "wide CSV (9 parameters, one-minute rows from 2016, gaps and empty cells) imported with `quantrac import` "
                   "into a station with its own retention, one worker storing it; time to stored from the command's start",

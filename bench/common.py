@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 if TYPE_CHECKING:
     from quantrac.settings import Settings
@@ -31,6 +31,15 @@ def machine_info() -> dict[str, Any]:
                       if line.startswith("model name")), platform.processor())
     return {"cpus": os.cpu_count(), "cpu_model": cpu_model, "mem_gib": round(int(meminfo[1]) / 2**20, 1),
             "python": platform.python_version(), "platform": platform.platform()}
+
+
+def newest(name: str, keep: Callable[[dict[str, Any]], bool] = lambda result: True) -> dict[str, Any] | None:
+    """The newest result of a benchmark (`bench/results/<name>-*.json`) that `keep` accepts, or None."""
+    for path in sorted(RESULTS.glob(f"{name}-*.json"), reverse=True):
+        result: dict[str, Any] = json.loads(path.read_text())
+        if keep(result):
+            return result
+    return None
 
 
 def write_result(name: str, result: dict[str, Any]) -> Path:

@@ -15,17 +15,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import soak_figures  # noqa: E402
+from bench.common import newest, soak_figures  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
 TABLE_FILE = REPO / "docs" / "performance.md"
 MARKERS = re.compile(r"<!-- bench:start -->\n(.*?)\n<!-- bench:end -->", re.S)
-
-
-def newest(name: str) -> dict[str, Any] | None:
-    files = sorted(RESULTS.glob(f"{name}-*.json"))
-    return json.loads(files[-1].read_text()) if files else None
 
 
 def results(name: str) -> list[dict[str, Any]]:
