@@ -265,15 +265,17 @@ class DriftBank(Rows):
         normal = ~blind & ~alarm
         self.pos[rows[normal]], self.neg[rows[normal]] = pos[normal], neg[normal]
         self.run[rows[normal]] = 0
-        r = rows[alarm]
-        self.pos[r] = 0.0
-        self.neg[r] = 0.0
-        self.run[r] += 1
-        limit = self.relearn_after[rows]
-        rebuilt = alarm & (limit >= 0) & (self.run[rows] >= limit)
-        self._reset_baseline(rows[rebuilt])
-        self._baseline_update(rows[rebuilt], y[rebuilt])
-        self.run[rows[rebuilt]] = 0
+        rebuilt = np.zeros(rows.size, dtype=bool)
+        if alarm.any():
+            r = rows[alarm]
+            self.pos[r] = 0.0
+            self.neg[r] = 0.0
+            self.run[r] += 1
+            limit = self.relearn_after[rows]
+            rebuilt = alarm & (limit >= 0) & (self.run[rows] >= limit)
+            self._reset_baseline(rows[rebuilt])
+            self._baseline_update(rows[rebuilt], y[rebuilt])
+            self.run[rows[rebuilt]] = 0
         return _Judgement(score, alarm, blind | normal, blind, mean, expected, z, std, rho, pos, neg, rebuilt)
 
 

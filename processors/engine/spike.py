@@ -232,8 +232,9 @@ class SpikeBank(Rows):
         # A row's bar is `threshold_off` during a run, else at least `threshold` (or NaN, which flags nothing): a score
         # at or under that is not anomalous whatever the row's tail, which is then not looked at (most values).
         asked = rest & ~(score <= least)
-        bar[asked] = self._bar(rows[asked])
-        anomalous[asked] = score[asked] > bar[asked]
+        if asked.any():
+            bar[asked] = self._bar(rows[asked])
+            anomalous[asked] = score[asked] > bar[asked]
         normal = rest & ~anomalous
         self.run[rows[normal]] = 0
         self.run[rows[anomalous]] += 1
@@ -247,8 +248,9 @@ class SpikeBank(Rows):
         if switch.any():
             level[switch], level_mad = self.levels.pop(rows[switch], known[switch])
         leaving = switch | rebuilt
-        self._leave(rows[leaving], center[leaving], mad[leaving], floor[leaving])
-        self._reset(rows[leaving])
+        if leaving.any():
+            self._leave(rows[leaving], center[leaving], mad[leaving], floor[leaving])
+            self._reset(rows[leaving])
         if switch.any():
             self._seed(rows[switch], level[switch], level_mad)
         return _Judgement(score, anomalous, first | switch | rebuilt | normal, compared, scale, first, level, bar, rebuilt, run)
