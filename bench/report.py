@@ -15,10 +15,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import newest, soak_figures  # noqa: E402
+from bench.common import RESULTS, newest, soak_figures  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "bench" / "results"
 TABLE_FILE = REPO / "docs" / "performance.md"
 MARKERS = re.compile(r"<!-- bench:start -->\n(.*?)\n<!-- bench:end -->", re.S)
 

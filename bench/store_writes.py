@@ -112,13 +112,15 @@ METHODS = ("raw_copy", "store_with_rollups", "store_without_rollups", "worker_st
 _TYPES = ["text", "text", "timestamptz", "float8", "text", "text"]
 
 
-def method_input(name: str, batch: list[Reading]) -> list[Reading] | BatchColumns | bytes:
-    """What each method is handed, built before timing: readings, the decoded columns, or a ready buffer."""
+def method_input(name: str, batch: list[Reading], series_ids: dict[tuple[str, str], int]
+                 ) -> list[Reading] | BatchColumns | bytes:
+    """What each method is handed, built before timing: readings, the decoded columns, or a ready buffer (the narrow
+    row's series ids numbered in `series_ids`)."""
     if name == "raw_copy":
         return batch
     columns = batch_columns(batch)
     if name == "narrow_copy_prebuilt":
-        return narrow_buffer(columns)
+        return narrow_buffer(columns, series_ids)
     return copy_buffer(columns) if name == "raw_copy_prebuilt" else columns
 
 
@@ -133,18 +135,16 @@ _NARROW_ROW = np.dtype([("fields", ">i2"), ("series_len", ">i4"), ("series", ">i
                         ("value_len", ">i4"), ("value", ">f8"), ("status_len", ">i4"), ("status", ">i2")])
 
 
-def narrow_buffer(batch: BatchColumns) -> bytes:
-    """`batch` as binary COPY rows of `readings_narrow`, series ids numbered by (station, parameter) (no NULL values:
-    the bench's readings all have one)."""
-    ids = np.array([_series_ids.setdefault(key, len(_series_ids)) for key in batch.series_keys], np.int64)
+def narrow_buffer(batch: BatchColumns, series_ids: dict[tuple[str, str], int]) -> bytes:
+    """`batch` as binary COPY rows of `readings_narrow`, each (station, parameter) numbered in `series_ids` the first
+    time it is seen (no NULL values: the bench's readings all have one)."""
+    ids = np.array([series_ids.setdefault(key, len(series_ids)) for key in batch.series_keys], np.int64)
     rows = np.zeros(len(batch), _NARROW_ROW)
     rows["fields"], rows["series_len"], rows["ts_len"], rows["value_len"], rows["status_len"] = 4, 4, 8, 8, 2
     rows["series"], rows["ts"] = ids[batch.series], batch.ts_us - PG_EPOCH_US
     rows["value"], rows["status"] = batch.values, batch.status
     return SIGNATURE + rows.tobytes() + TRAILER
 
-
-_series_ids: dict[tuple[str, str], int] = {}
 
 
 def create_narrow_table(conn: psycopg.Connection, kind: str, days: list[date]) -> None:
@@ -219,7 +219,8 @@ async def write_rates(dsn: str, kind: str, rows: int, size: int) -> dict[str, Wr
     from other work on the machine (written one method after the other, the last method's readings
     met a table four times larger and a raw COPY ran at half the rate it had first)."""
     items = {name: readings(prefix, rows, 50) for name, prefix in zip(METHODS, "CWNKBR", strict=True)}
-    inputs = {name: [method_input(name, batch[first:first + size]) for first in range(0, rows, size)]
+    series_ids: dict[tuple[str, str], int] = {}
+    inputs = {name: [method_input(name, batch[first:first + size], series_ids) for first in range(0, rows, size)]
               for name, batch in items.items()}
     days = sorted({r.ts.date() for batch in items.values() for r in batch})
     with psycopg.connect(dsn, autocommit=True) as setup:

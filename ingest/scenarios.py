@@ -33,6 +33,7 @@ from typing import Iterable, Iterator, Literal, Mapping
 from zoneinfo import ZoneInfo
 
 from quantrac.domain import ParameterSpec, Reading, Station, Status
+from quantrac.settings import Settings
 
 VN = ZoneInfo("Asia/Ho_Chi_Minh")
 
@@ -78,7 +79,7 @@ BASELINES: dict[str, Baseline] = {
     "CO": Baseline(250.0, 30.0, shift=0.3, decimals=1),
 }
 DEFAULT_BASELINE = Baseline(10.0, 1.0)
-NORMAL_CEILING = 0.8
+NORMAL_CEILING: float = Settings.model_fields["detect_early_warning_fraction"].default
 """Normal operation peaks (daily cycle at its top, four standard deviations of noise) at most at this share of a
 one-sided upper limit: the early warning's default share (`QUANTRAC_DETECT_EARLY_WARNING_FRACTION`), so the
 simulator's normal data opens no alert where the generic baseline would sit near a strict limit (COD 55 mg/L

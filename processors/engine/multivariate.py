@@ -21,7 +21,8 @@ def _patterns(seen: np.ndarray) -> list[tuple[np.ndarray, np.ndarray | None]]:
         return [(np.arange(seen.shape[0]), None)]
     codes = seen.astype(np.int64) @ (np.int64(1) << np.arange(seen.shape[1], dtype=np.int64))
     kinds, which = np.unique(codes, return_inverse=True)
-    return [(np.flatnonzero(which == k), seen[int(np.argmax(which == k))]) for k in range(kinds.size)]
+    members = [np.flatnonzero(which == k) for k in range(kinds.size)]
+    return [(at, seen[at[0]]) for at in members]
 
 
 class MahalanobisBank(Rows):
