@@ -96,8 +96,11 @@ class Ring:
 
     def values(self, rows: np.ndarray) -> np.ndarray:
         """The rows' stored values in storage order, +inf in unused slots (the storage order is not chronological)."""
-        used = np.arange(self.data.shape[1])[None, :] < self.size[rows, None]
-        return np.where(used, self.data[rows], np.inf)
+        values = self.data[rows]
+        size = self.size[rows]
+        if size.size and int(size.min()) < values.shape[1]:
+            values[np.arange(values.shape[1])[None, :] >= size[:, None]] = np.inf
+        return values
 
     def last(self, rows: np.ndarray, count: np.ndarray) -> np.ndarray:
         """The newest ``count`` values of each row (``count`` <= its size), +inf in the other slots."""

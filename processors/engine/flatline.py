@@ -20,9 +20,36 @@ ALWAYS = 2**31
 """The limit when the series has only ever repeated its value (`Flatline.limit` with p >= 1)."""
 
 
+_POW10 = 10.0 ** np.arange(23)
+"""The powers of ten a float holds exactly."""
+_SPELT_BELOW = 64
+"""Fewer values than this are spelt one by one: the arithmetic's fixed cost is about that of 64 spellings."""
+
+
 def _keys(x: np.ndarray) -> np.ndarray:
-    """`Flatline._key` of each value (nine significant digits), as the bits of the float it spells: one integer per key."""
-    return np.array([float(f"{v:.9g}") for v in x.tolist()], dtype=np.float64).view(np.int64)
+    """`Flatline._key` of each value (nine significant digits), as the bits of the float it spells: one integer per key.
+
+    In arithmetic where that is exact: a value scaled by a power of ten into [1e8, 1e9) and rounded gives the nine
+    digits, unless the scaling's one rounding error could have moved it across a half (those are spelt), and the
+    digits divided (multiplied) by the exact power are the correctly rounded float of their decimal, as `float` reads
+    it. Zeros keep their sign ("-0"); what is not finite, or too large or small for an exact power, is spelt."""
+    if x.size < _SPELT_BELOW:
+        return np.array([float(f"{v:.9g}") for v in x.tolist()], dtype=np.float64).view(np.int64)
+    out = np.array(x, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        k = 8 - np.floor(np.log10(np.abs(out)))
+        exact = np.isfinite(k) & (np.abs(k) <= 22)
+        power = np.where(exact, k, 0).astype(np.int64)
+        scale = _POW10[np.abs(power)]
+        up = power >= 0
+        scaled = np.where(up, out * scale, out / scale)
+        digits = np.rint(scaled)
+        exact &= (np.abs(scaled) >= 1e8) & (np.abs(scaled) < 1e9) & (np.abs(np.abs(scaled - np.trunc(scaled)) - 0.5) > 1e-6)
+        out = np.where(exact, np.where(up, digits / scale, digits * scale), out)
+    spelt = np.flatnonzero(~exact & (out != 0))
+    if spelt.size:
+        out[spelt] = [float(f"{v:.9g}") for v in x[spelt].tolist()]
+    return out.view(np.int64)
 
 
 class FlatlineBank(Rows):
