@@ -101,7 +101,8 @@ def rows() -> list[str]:
             out.append(f"| ↳ two bridges on a shared subscription (readings/s, together) | {pair['readings_per_s']:,.0f} | "
                        f"{kcat:,.0f} | {pair['readings_per_s'] / kcat:.2f} | |")
     workers = results("worker")
-    single = [w for w in workers if w["worker"].get("processes", 1) == 1]
+    # a run under py-spy (`--profile`) is slowed by the sampling: its figures stand beside its profile, not here
+    single = [w for w in workers if w["worker"].get("processes", 1) == 1 and "worker_profile_top_frames" not in w]
     if single:
         out.extend(_worker_rows(single[-1]))
         several = [w for w in workers if w["worker"].get("processes", 1) > 1 and w["finished_at"] >= single[-1]["finished_at"][:10]]
