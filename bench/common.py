@@ -42,10 +42,23 @@ def newest(name: str, keep: Callable[[dict[str, Any]], bool] = lambda result: Tr
     return None
 
 
+def tree() -> str | None:
+    """The commit of the code that ran (`+dirty` when it has uncommitted changes), so a result from another checkout
+    (a before-tree, for a same-day comparison) says which it was; None outside a git checkout."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True, check=True).stdout.strip()
+    try:
+        head = git("rev-parse", "--short", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return f"{head}+dirty" if dirty else head
+
+
 def write_result(name: str, result: dict[str, Any]) -> Path:
     """Print the result as JSON and keep it under bench/results/."""
     stamped = {"benchmark": name, "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-               "machine": machine_info(), **result}
+               "machine": machine_info(), "tree": tree(), **result}
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.json"
     path.write_text(json.dumps(stamped, indent=2) + "\n")
