@@ -11,17 +11,16 @@ is needed (detection, conflicts, dead letters). Bucket starts follow
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 import numpy.typing as npt
 
 from quantrac.domain import Reading, Status
-from quantrac.timebuckets import BUCKET_WIDTHS, bucket_start
+from quantrac.timebuckets import BUCKET_WIDTHS, EPOCH, as_datetime, bucket_start, epoch_us
 from quantrac.wire_columns import STATUSES, ReadingColumns
 
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _ONE_US = timedelta(microseconds=1)
 _HOUR_US = 3600 * 1_000_000
 
@@ -119,8 +118,9 @@ class BatchColumns:
 
 def _columns(series_keys: list[tuple[str, str]], series: Ints, ts: list[datetime], values: Floats, missing: Bools,
              status: npt.NDArray[np.uint8], unit_keys: list[str], unit: Ints, record: Ints,
-             records: list[RecordInfo]) -> BatchColumns:
-    ts_us = np.fromiter(map(epoch_us, ts), np.int64, len(ts))
+             records: list[RecordInfo], ts_us: Ints | None = None) -> BatchColumns:
+    if ts_us is None:
+        ts_us = np.fromiter(map(epoch_us, ts), np.int64, len(ts))
     valid = (status == _STATUS_CODE[Status.MEASURING]) & np.isfinite(values)
     return BatchColumns(series_keys=series_keys, series=series, ts_us=ts_us, values=values, valid=valid, missing=missing,
                         status=status, unit_keys=unit_keys, unit=unit, ts=ts, record=record, records=records)
@@ -163,20 +163,9 @@ def from_wire(columns: ReadingColumns) -> BatchColumns:
     taken = sorted(columns.taken)
     position = np.zeros(max(taken, default=-1) + 1, np.int64)
     position[taken] = np.arange(len(taken))
-    unit_keys, unit = _codes(columns.unit)
     return _columns(list(columns.series), columns.series_index.astype(np.int64), columns.ts, columns.value,
-                    np.isnan(columns.value), columns.status, unit_keys, unit, position[columns.record],
-                    [columns.taken[i] for i in taken])
-
-
-def epoch_us(ts: datetime) -> int:
-    """An aware time in microseconds since the epoch."""
-    return (ts - EPOCH) // _ONE_US
-
-
-def as_datetime(us: int) -> datetime:
-    """Microseconds since the epoch as a UTC datetime."""
-    return EPOCH + timedelta(microseconds=int(us))
+                    np.isnan(columns.value), columns.status, columns.unit_keys, columns.unit, position[columns.record],
+                    [columns.taken[i] for i in taken], columns.ts_us)
 
 
 def bucket_starts_us(ts_us: Ints, bucket: str) -> Ints:

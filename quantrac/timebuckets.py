@@ -10,6 +10,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_ONE_US = timedelta(microseconds=1)
 BUCKET_WIDTHS: dict[str, timedelta] = {"5m": timedelta(minutes=5), "1h": timedelta(hours=1), "1d": timedelta(days=1)}
 DAY_ZONE = ZoneInfo("Asia/Ho_Chi_Minh")
 ROLLUPS: dict[str, str] = {"5m": "readings_5m", "1h": "readings_1h", "1d": "readings_1d"}
@@ -42,3 +44,13 @@ def expected_count(start: datetime, end: datetime, interval_s: int) -> int:
 def readings_in(span_s: float, interval_s: int) -> int:
     """Readings a station reporting every `interval_s` sends in `span_s` seconds (at least one)."""
     return max(1, int(span_s // interval_s))
+
+
+def epoch_us(ts: datetime) -> int:
+    """An aware time in microseconds since the epoch."""
+    return (ts - EPOCH) // _ONE_US
+
+
+def as_datetime(us: int) -> datetime:
+    """Microseconds since the epoch as a UTC datetime."""
+    return EPOCH + timedelta(microseconds=int(us))

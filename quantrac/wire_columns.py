@@ -18,6 +18,7 @@ import numpy as np
 import orjson
 
 from quantrac.domain import Reading, Status
+from quantrac.timebuckets import epoch_us
 
 STATUSES: tuple[Status, ...] = tuple(Status)
 """Status of each code in `ReadingColumns.status`."""
@@ -44,7 +45,12 @@ class ReadingColumns:
     """Receive time of each row's record, epoch seconds (NaN when sent without a UTC offset)."""
     ts: list[datetime] = field(default_factory=list)
     """Event time of each row as sent (with its UTC offset), for the readings built from the columns."""
-    unit: list[str] = field(default_factory=list)
+    ts_us: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    """Event time, microseconds since the epoch (`quantrac.batch_columns.epoch_us`, once per distinct time text)."""
+    unit_keys: list[str] = field(default_factory=list)
+    """The distinct units, in order of first appearance."""
+    unit: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    """Index into `unit_keys`."""
     taken: dict[int, tuple[datetime, str]] = field(default_factory=dict)
     """Receive time and source of each record taken, by its index in the raw batch."""
     slow: list[int] = field(default_factory=list)
@@ -61,11 +67,12 @@ class ReadingColumns:
             index: ([], received_at, source) for index, (received_at, source) in self.taken.items()}
         values = self.value.tolist()
         codes = self.status.tolist()
+        units = self.unit.tolist()
         for row, (index, series) in enumerate(zip(self.record.tolist(), self.series_index.tolist(), strict=True)):
             station_id, parameter = self.series[series]
             value = values[row]
             out[index][0].append(Reading(station_id=station_id, parameter=parameter, value=None if value != value else value,
-                                         unit=self.unit[row], ts=self.ts[row], status=STATUSES[codes[row]]))
+                                         unit=self.unit_keys[units[row]], ts=self.ts[row], status=STATUSES[codes[row]]))
         return out
 
 
@@ -75,7 +82,10 @@ class _Builder:
     def __init__(self) -> None:
         self.out = ReadingColumns()
         self.series: dict[tuple[str, str], int] = {}
-        self.times: dict[str, tuple[datetime, float]] = {}
+        self.times: dict[str, tuple[datetime, float, int]] = {}
+        self.units: dict[str, int] = {}
+        self.unit: list[int] = []
+        self.event_us: list[int] = []
         self.index: list[int] = []
         self.event_t: list[float] = []
         self.value: list[float] = []
@@ -83,7 +93,8 @@ class _Builder:
         self.record: list[int] = []
         self.received_t: list[float] = []
 
-    def time(self, text: Any, aware: bool) -> tuple[datetime, float] | None:
+    def time(self, text: Any, aware: bool) -> tuple[datetime, float, int] | None:
+        """The parsed time, its epoch seconds and microseconds (NaN and 0 without a UTC offset), each text parsed once."""
         if type(text) is not str:
             return None
         found = self.times.get(text)
@@ -94,7 +105,8 @@ class _Builder:
                 return None
             if aware and parsed.utcoffset() is None:
                 return None
-            found = self.times[text] = (parsed, parsed.timestamp() if parsed.utcoffset() is not None else float("nan"))
+            found = self.times[text] = (parsed, parsed.timestamp(), epoch_us(parsed)) if parsed.utcoffset() is not None \
+                else (parsed, float("nan"), 0)
         return found
 
     def take(self, index: int, raw: bytes) -> bool:
@@ -116,18 +128,19 @@ class _Builder:
         out.taken[index] = (received[0], source)
         for row in rows:
             assert row is not None
-            series, ts, t, value, status, unit = row
+            series, ts, t, us, value, status, unit = row
             self.index.append(series)
             out.ts.append(ts)
             self.event_t.append(t)
+            self.event_us.append(us)
             self.value.append(value)
             self.status.append(status)
-            out.unit.append(unit)
+            self.unit.append(unit)
             self.record.append(index)
             self.received_t.append(received[1])
         return True
 
-    def _row(self, station_id: str, r: Any) -> tuple[int, datetime, float, float, int, str] | None:
+    def _row(self, station_id: str, r: Any) -> tuple[int, datetime, float, int, float, int, int] | None:
         if type(r) is not dict or not _FIELDS <= r.keys():
             return None
         parameter, unit, value, status = r["parameter"], r["unit"], r["value"], r["status"]
@@ -146,7 +159,10 @@ class _Builder:
         if series is None:
             series = self.series[key] = len(self.out.series)
             self.out.series.append(key)
-        return series, ts[0], ts[1], number, code, unit
+        unit_code = self.units.get(unit)
+        if unit_code is None:
+            unit_code = self.units[unit] = len(self.units)
+        return series, ts[0], ts[1], ts[2], number, code, unit_code
 
     def columns(self) -> ReadingColumns:
         out = self.out
@@ -156,6 +172,9 @@ class _Builder:
         out.status = np.array(self.status, np.uint8)
         out.record = np.array(self.record, np.int32)
         out.received_t = np.array(self.received_t, np.float64)
+        out.ts_us = np.array(self.event_us, np.int64)
+        out.unit_keys = list(self.units)
+        out.unit = np.array(self.unit, np.int64)
         return out
 
 

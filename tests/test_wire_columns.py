@@ -11,7 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from processors.pipeline import DeadLetter, decode_records
+from quantrac.batch_columns import from_records, from_wire
 from quantrac.domain import Reading, Status
+from quantrac.timebuckets import epoch_us
 from quantrac.wire import decode_sourced, encode_readings
 from quantrac.wire_columns import STATUSES, decode_columns
 
@@ -80,6 +82,10 @@ def test_the_columns_give_what_the_validated_decoder_gives_and_leave_it_the_rest
     assert set(taken) | set(columns.slow) == set(range(len(raws))) and not set(taken) & set(columns.slow)
     for index, record in taken.items():
         assert _validated(raws[index]) == record
+    assert columns.ts_us.tolist() == [epoch_us(ts) for ts in columns.ts]
+    wire, built = from_wire(columns), from_records([taken[i] for i in sorted(taken)])
+    assert wire.ts_us.tolist() == built.ts_us.tolist()
+    assert [wire.unit_keys[u] for u in wire.unit.tolist()] == [built.unit_keys[u] for u in built.unit.tolist()]
     undecodable: list[DeadLetter] = []
     decoded = decode_records(raws, undecodable)
     expected = [r for r in map(_validated, raws) if not isinstance(r, str)]
