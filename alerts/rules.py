@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from quantrac.domain import Limit, ParameterSpec, Severity, Station
+from quantrac.mqtt_accounts import READINGS_TOPIC
 
 OpenKeys = set[tuple[str, str, str]]
 """(station, parameter, rule) keys that may have an open alert.
@@ -247,5 +248,7 @@ def judge_offline(station: Station, last_received: datetime, deadline: datetime,
         station.id, "*", "station_offline", "instant", Severity.CRITICAL, silent_s, (deadline - last_received).total_seconds(),
         f"expected every {station.expected_interval_s} s", now,
         f"station {station.id} ({station.name}) has sent nothing for {silent_s:.0f} s (expected every "
-        f"{station.expected_interval_s} s; deadline {deadline.isoformat()}); check its datalogger and link"
+        f"{station.expected_interval_s} s; deadline {deadline.isoformat()}); check its datalogger and link, and that its "
+        f"gateway publishes to {READINGS_TOPIC.format(station=station.id)} exactly (the broker drops what an account may "
+        "not publish, and acknowledges it to an MQTT 3.1.1 gateway as if taken)"
         if offline else f"station {station.id} ({station.name}) is reporting again", active=offline)

@@ -109,3 +109,4 @@ def test_offline_names_the_station_and_its_deadline() -> None:
     c = judge_offline(ST, TS, TS + timedelta(seconds=360), TS + timedelta(seconds=400), offline=True)
     assert (c.rule, c.parameter, c.severity, c.value, c.limit, c.active) == ("station_offline", "*", Severity.CRITICAL, 400, 360, True)
     assert "T-1" in c.message and "datalogger" in c.message
+    assert "quantrac/v1/stations/T-1/readings exactly" in c.message  # a gateway on a wrong topic is dropped silently
