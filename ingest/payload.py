@@ -130,11 +130,28 @@ ISO_8601 = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|
 """The shape of an ISO 8601 time (`datetime.fromisoformat` alone takes odd text, e.g. a NUL before the offset)."""
 
 
+def _json_text(raw: Any) -> str:
+    """A decoded value as JSON (what the gateway sent), else its repr (an integer beyond 64 bits)."""
+    try:
+        return orjson.dumps(raw).decode()
+    except TypeError:
+        return repr(raw)
+
+
+def _json_kind(raw: Any) -> str:
+    """What JSON calls a decoded value's type (a gateway's author thinks in JSON, not Python)."""
+    if raw is None:
+        return "null"
+    if isinstance(raw, bool):
+        return "boolean"
+    return {int: "number", float: "number", list: "array", dict: "object"}.get(type(raw), type(raw).__name__)
+
+
 def parse_timestamp(raw: Any) -> datetime:
     """An aware datetime from ISO 8601; raises ValueError naming the problem."""
     if not isinstance(raw, str) or not ISO_8601.fullmatch(raw):
-        shown = safe_text(raw, 60) if isinstance(raw, str) else type(raw).__name__
-        raise ValueError(f"ts {shown!r} is not an ISO 8601 time with an offset, e.g. 2026-11-29T21:05:00+07:00")
+        shown = repr(safe_text(raw, 60)) if isinstance(raw, str) else f"{safe_text(_json_text(raw), 60)} (a JSON {_json_kind(raw)})"
+        raise ValueError(f"ts {shown} is not an ISO 8601 time with an offset, e.g. 2026-11-29T21:05:00+07:00")
     ts = datetime.fromisoformat(raw)
     if ts.tzinfo is None or ts.utcoffset() is None:
         raise ValueError(f"ts {raw!r} has no UTC offset; add one, e.g. +07:00")

@@ -51,6 +51,15 @@ def test_message_level_rejections(body: object, reason: str) -> None:
     assert STATION.id in exc.value.rejection.message
 
 
+@pytest.mark.parametrize(("ts", "shown"), [(1764865640, "ts 1764865640 (a JSON number)"), (None, "ts null (a JSON null)"),
+                                            ("yesterday", "ts 'yesterday'")])
+def test_a_time_that_is_not_iso_8601_is_shown_as_the_gateway_sent_it(ts: object, shown: str) -> None:
+    with pytest.raises(MessageRejected) as exc:
+        decode({"ts": ts, "readings": [reading()]})
+    assert exc.value.rejection.reason == "no_offset"
+    assert f"{shown} is not an ISO 8601 time" in exc.value.rejection.message
+
+
 @pytest.mark.parametrize(("raw", "reason"), [(b"{not json", "bad_json"), (b"\xff\xfe\x00", "not_utf8"), (b" " * 5000, "oversize")])
 def test_undecodable_bytes(raw: bytes, reason: str) -> None:
     with pytest.raises(MessageRejected) as exc:
