@@ -103,11 +103,9 @@ class _Builder:
                 parsed = datetime.fromisoformat(text)
             except ValueError:
                 return None
-            if aware and parsed.utcoffset() is None:
-                return None
             found = self.times[text] = (parsed, parsed.timestamp(), epoch_us(parsed)) if parsed.utcoffset() is not None \
                 else (parsed, float("nan"), 0)
-        return found
+        return None if aware and found[0].utcoffset() is None else found  # a text cached as a naive receive time too
 
     def take(self, index: int, raw: bytes) -> bool:
         """Add the record's rows; False (and nothing added) when the record is not in the bridge's exact form."""

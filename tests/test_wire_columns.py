@@ -91,3 +91,11 @@ def test_the_columns_give_what_the_validated_decoder_gives_and_leave_it_the_rest
     expected = [r for r in map(_validated, raws) if not isinstance(r, str)]
     assert decoded == expected
     assert len(undecodable) == sum(isinstance(r, str) for r in map(_validated, raws))
+
+
+def test_a_naive_time_taken_as_a_receive_time_is_still_refused_as_an_event_time() -> None:
+    naive = "2026-11-29T03:00:00"
+    body = {"v": 1, "station_id": "S-1", "source": "mqtt", "received_at": naive,
+            "readings": [{"parameter": "COD", "value": 1.0, "unit": "mg/L", "ts": naive, "status": "00"}]}
+    columns = decode_columns([orjson.dumps(body)])
+    assert columns.slow == [0] and len(columns) == 0  # left to the validated decoder, which names what is wrong
