@@ -28,7 +28,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.common import ProcessSample, namespace_env, newest, quantrac_process, write_result  # noqa: E402
+from bench.common import ProcessSample, namespace_env, newest, one_worker_run, quantrac_process, write_result  # noqa: E402
 from bench.e2e import fresh_database, fresh_topics  # noqa: E402  (sets the e2e namespace: set ours after it)
 
 NS = "backfill"
@@ -116,7 +116,7 @@ def main() -> None:
         finally:
             worker.terminate()
             worker.wait(30)
-    worker_bench = newest("worker", lambda r: r["worker"].get("processes", 1) == 1)
+    worker_bench = newest("worker", one_worker_run)
     e2e = newest("e2e", lambda r: bool(r.get("highest_sustained_readings_per_s")))
     result = {
         "method": "wide CSV (9 parameters, one-minute rows from 2016, gaps and empty cells) imported with `quantrac import` "

@@ -42,6 +42,11 @@ def newest(name: str, keep: Callable[[dict[str, Any]], bool] = lambda result: Tr
     return None
 
 
+def one_worker_run(result: dict[str, Any]) -> bool:
+    """A `bench/worker.py` result of one worker process not under py-spy (`--profile` slows it): the headline run."""
+    return bool(result["worker"].get("processes", 1) == 1 and "worker_profile_top_frames" not in result)
+
+
 def tree() -> str | None:
     """The commit of the code that ran (`+dirty` when it has uncommitted changes), so a result from another checkout
     (a before-tree, for a same-day comparison) says which it was; None outside a git checkout."""

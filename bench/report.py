@@ -15,7 +15,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import RESULTS, newest, soak_figures  # noqa: E402
+from bench.common import RESULTS, newest, one_worker_run, soak_figures  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 TABLE_FILE = REPO / "docs" / "performance.md"
@@ -101,8 +101,7 @@ def rows() -> list[str]:
             out.append(f"| ↳ two bridges on a shared subscription (readings/s, together) | {pair['readings_per_s']:,.0f} | "
                        f"{kcat:,.0f} | {pair['readings_per_s'] / kcat:.2f} | |")
     workers = results("worker")
-    # a run under py-spy (`--profile`) is slowed by the sampling: its figures stand beside its profile, not here
-    single = [w for w in workers if w["worker"].get("processes", 1) == 1 and "worker_profile_top_frames" not in w]
+    single = [w for w in workers if one_worker_run(w)]
     if single:
         out.extend(_worker_rows(single[-1]))
         several = [w for w in workers if w["worker"].get("processes", 1) > 1 and w["finished_at"] >= single[-1]["finished_at"][:10]]

@@ -146,7 +146,6 @@ def narrow_buffer(batch: BatchColumns, series_ids: dict[tuple[str, str], int]) -
     return SIGNATURE + rows.tobytes() + TRAILER
 
 
-
 def create_narrow_table(conn: psycopg.Connection, kind: str, days: list[date]) -> None:
     """`readings_narrow` partitioned as `readings` is on this store: day chunks (TimescaleDB) or day partitions."""
     if kind == STORE_TIMESCALEDB:

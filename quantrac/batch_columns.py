@@ -11,17 +11,16 @@ is needed (detection, conflicts, dead letters). Bucket starts follow
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 import numpy.typing as npt
 
 from quantrac.domain import Reading, Status
-from quantrac.timebuckets import BUCKET_WIDTHS, EPOCH, as_datetime, bucket_start, epoch_us
+from quantrac.timebuckets import BUCKET_WIDTHS, ONE_US, as_datetime, bucket_start, epoch_us
 from quantrac.wire_columns import STATUSES, ReadingColumns
 
-_ONE_US = timedelta(microseconds=1)
 _HOUR_US = 3600 * 1_000_000
 
 Ints = npt.NDArray[np.int64]
@@ -175,10 +174,10 @@ def bucket_starts_us(ts_us: Ints, bucket: str) -> Ints:
     (a local day is a union of whole UTC hours), so the zone rules stay `bucket_start`'s.
     """
     if bucket != "1d":
-        width = BUCKET_WIDTHS[bucket] // _ONE_US
+        width = BUCKET_WIDTHS[bucket] // ONE_US
         return ts_us - ts_us % width
     hours, where = np.unique(ts_us - ts_us % _HOUR_US, return_inverse=True)
-    days = [(bucket_start(as_datetime(h), "1d") - EPOCH) // _ONE_US for h in hours.tolist()]
+    days = [epoch_us(bucket_start(as_datetime(h), "1d")) for h in hours.tolist()]
     return np.asarray(days, dtype=np.int64)[where]
 
 

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_ONE_US = timedelta(microseconds=1)
+ONE_US = timedelta(microseconds=1)
 BUCKET_WIDTHS: dict[str, timedelta] = {"5m": timedelta(minutes=5), "1h": timedelta(hours=1), "1d": timedelta(days=1)}
 DAY_ZONE = ZoneInfo("Asia/Ho_Chi_Minh")
 ROLLUPS: dict[str, str] = {"5m": "readings_5m", "1h": "readings_1h", "1d": "readings_1d"}
@@ -48,7 +48,7 @@ def readings_in(span_s: float, interval_s: int) -> int:
 
 def epoch_us(ts: datetime) -> int:
     """An aware time in microseconds since the epoch."""
-    return (ts - EPOCH) // _ONE_US
+    return (ts - EPOCH) // ONE_US
 
 
 def as_datetime(us: int) -> datetime:

@@ -46,7 +46,7 @@ class ReadingColumns:
     ts: list[datetime] = field(default_factory=list)
     """Event time of each row as sent (with its UTC offset), for the readings built from the columns."""
     ts_us: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
-    """Event time, microseconds since the epoch (`quantrac.batch_columns.epoch_us`, once per distinct time text)."""
+    """Event time, microseconds since the epoch (`quantrac.timebuckets.epoch_us`, once per distinct time text)."""
     unit_keys: list[str] = field(default_factory=list)
     """The distinct units, in order of first appearance."""
     unit: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))

@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 
 from processors.rollups import bucket_sums
 from quantrac import completeness
-from quantrac.batch_columns import EPOCH, as_datetime, batch_columns, bucket_starts_us
+from quantrac.batch_columns import as_datetime, batch_columns, bucket_starts_us
 from quantrac.domain import Reading, Status
-from quantrac.timebuckets import ROLLUPS, bucket_start
+from quantrac.timebuckets import EPOCH, ROLLUPS, bucket_start
 
 instants = st.datetimes(min_value=datetime(1960, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(timezone.utc))
 values = st.one_of(st.none(), st.floats(min_value=-1e6, max_value=1e6),

@@ -26,6 +26,11 @@ _SPELT_BELOW = 64
 """Fewer values than this are spelt one by one: the arithmetic's fixed cost is about that of 64 spellings."""
 
 
+def _spelt(x: np.ndarray) -> np.ndarray:
+    """Each value through the text of its nine significant digits, as `Flatline._key` spells it."""
+    return np.array([float(f"{v:.9g}") for v in x.tolist()], dtype=np.float64)
+
+
 def _keys(x: np.ndarray) -> np.ndarray:
     """`Flatline._key` of each value (nine significant digits), as the bits of the float it spells: one integer per key.
 
@@ -34,7 +39,7 @@ def _keys(x: np.ndarray) -> np.ndarray:
     digits divided (multiplied) by the exact power are the correctly rounded float of their decimal, as `float` reads
     it. Zeros keep their sign ("-0"); what is not finite, or too large or small for an exact power, is spelt."""
     if x.size < _SPELT_BELOW:
-        return np.array([float(f"{v:.9g}") for v in x.tolist()], dtype=np.float64).view(np.int64)
+        return _spelt(x).view(np.int64)
     out = np.array(x, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         k = 8 - np.floor(np.log10(np.abs(out)))
@@ -48,7 +53,7 @@ def _keys(x: np.ndarray) -> np.ndarray:
         out = np.where(exact, np.where(up, digits / scale, digits * scale), out)
     spelt = np.flatnonzero(~exact & (out != 0))
     if spelt.size:
-        out[spelt] = [float(f"{v:.9g}") for v in x[spelt].tolist()]
+        out[spelt] = _spelt(x[spelt])
     return out.view(np.int64)
 
 
