@@ -18,8 +18,12 @@ QUICK ?=
 run: deps ## the whole pipeline on local services with the station simulator
 	$(BIN)/quantrac run --rate $(RATE) --bridges $(BRIDGES) --workers $(WORKERS)
 
+# The tiers in turn: the tests that need no service spread over every core (pytest-xdist), then the integration
+# tests in one session, which starts the services once. A PYTEST_ARGS selection that leaves a tier empty (pytest's
+# exit status 5) does not fail the other.
 test: deps validators browser-harness lint ## style and types first, then every test, on real Mosquitto, Kafka and PostgreSQL (store tests on TimescaleDB and on native PostgreSQL)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not integration" -n auto $(PYTEST_ARGS) || [ $$? -eq 5 ]
+	$(BIN)/python -m pytest -m integration $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 lint: venv ## ruff (pyflakes, bugbear, complexity, imports, docstrings) and mypy (pydantic plugin), zero findings
 	$(BIN)/ruff check .
@@ -28,7 +32,7 @@ lint: venv ## ruff (pyflakes, bugbear, complexity, imports, docstrings) and mypy
 # The tests that need no service (parsers, rules, detectors, registry, docs, import layers): the loop to run
 # all day. Needs only the virtualenv; tests/conftest.py refuses a test that uses a service unmarked.
 test-unit: venv
-	$(BIN)/python -m pytest -m "not integration" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not integration" -n auto $(PYTEST_ARGS)
 
 deps: debs venv timescaledb
 
