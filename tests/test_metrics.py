@@ -147,9 +147,11 @@ def test_worker_endpoint_shows_readings_batches_latency_alerts_and_lag(traffic: 
     samples = wait_for(lag_reported, timeout=30, what="the worker's consumer lag series")
     assert value(samples, "quantrac_worker_readings_stored_total") >= 9
     assert value(samples, "quantrac_worker_readings_in_total") >= value(samples, "quantrac_worker_readings_stored_total")
-    assert value(samples, "quantrac_worker_records_in_total") >= 5
+    # The bridge joins a station's messages that wait together into one Kafka record (`ingest.bridge.join_records`),
+    # so the five messages may come as fewer records; their nine readings are counted above.
+    assert value(samples, "quantrac_worker_records_in_total") >= 1
     assert value(samples, "quantrac_worker_batch_records_count") >= 1
-    assert value(samples, "quantrac_worker_batch_records_sum") >= 5
+    assert value(samples, "quantrac_worker_batch_records_sum") >= 1
     assert value(samples, "quantrac_worker_write_seconds_count") >= 1
     assert value(samples, "quantrac_alert_transitions_total", transition="opened") >= 1
     lags = [v for (name, labels), v in samples.items() if name == "quantrac_worker_consumer_lag"]
