@@ -75,7 +75,7 @@ def test_new_alert_appears_live_and_is_acknowledged(stack: Settings, db: psycopg
         node.stdin.write(orjson.dumps(setup).decode() + "\n")  # type: ignore[union-attr]
         node.stdin.flush()  # type: ignore[union-attr]
         result = orjson.loads(lines.get(timeout=90))
-        assert node.wait(timeout=30) == 0
+        assert node.wait(timeout=30) == 0, result
     finally:
         if node.poll() is None:
             node.kill()

@@ -25,6 +25,9 @@ const browser = await chromium.launchPersistentContext(profile, {
          "--disable-background-networking", "--disable-component-update", "--disable-sync"],
 });
 const result = { errors: [] };
+let lines = null;
+/* stdin stays open until the readline interface is closed: closed in `finally`, so a step that fails still lets
+   node exit and print its result, with the error in it */
 try {
   const page = await browser.newPage();
   page.on("pageerror", (e) => result.errors.push(String(e)));
@@ -35,7 +38,7 @@ try {
   await page.waitForSelector("#stream-state.live", { timeout: 20000 });
   result.titleVi = await page.textContent("header h1");
   console.log("READY");
-  const lines = createInterface({ input: process.stdin });
+  lines = createInterface({ input: process.stdin });
   const setup = JSON.parse((await lines[Symbol.asyncIterator]().next()).value);
   const stationId = setup.station;
   const row = page.locator(`#alerts tbody tr.alert[data-station-id="${stationId}"][data-rule="exceedance"]`);
@@ -82,10 +85,10 @@ try {
   result.limitLines = await page.locator("#chart svg line.limit").count();
   await page.screenshot({ path: screenshot, fullPage: true });
   result.external = external;
-  lines.close();
 } catch (e) {
   result.errors.push(String(e));
 } finally {
+  lines?.close();
   await browser.close();
   rmSync(profile, { recursive: true, force: true });
   console.log(JSON.stringify(result));
