@@ -12,6 +12,7 @@ WORKERS ?= 1
 TOOLS := .tools/bin
 KUBECONFORM_VERSION := v0.6.7
 QUICK ?=
+UNIT_TIER = $(BIN)/python -m pytest -m "not integration" -n auto $(PYTEST_ARGS)
 
 .PHONY: run test test-unit lint deps timescaledb validators browser-harness debs venv stack-up stack-down stack-status bench clean
 
@@ -22,7 +23,7 @@ run: deps ## the whole pipeline on local services with the station simulator
 # tests in one session, which starts the services once. A PYTEST_ARGS selection that leaves a tier empty (pytest's
 # exit status 5) does not fail the other.
 test: deps validators browser-harness lint ## style and types first, then every test, on real Mosquitto, Kafka and PostgreSQL (store tests on TimescaleDB and on native PostgreSQL)
-	$(BIN)/python -m pytest -m "not integration" -n auto $(PYTEST_ARGS) || [ $$? -eq 5 ]
+	$(UNIT_TIER) || [ $$? -eq 5 ]
 	$(BIN)/python -m pytest -m integration $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 lint: venv ## ruff (pyflakes, bugbear, complexity, imports, docstrings) and mypy (pydantic plugin), zero findings
@@ -32,7 +33,7 @@ lint: venv ## ruff (pyflakes, bugbear, complexity, imports, docstrings) and mypy
 # The tests that need no service (parsers, rules, detectors, registry, docs, import layers): the loop to run
 # all day. Needs only the virtualenv; tests/conftest.py refuses a test that uses a service unmarked.
 test-unit: venv
-	$(BIN)/python -m pytest -m "not integration" -n auto $(PYTEST_ARGS)
+	$(UNIT_TIER)
 
 deps: debs venv timescaledb
 

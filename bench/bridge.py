@@ -56,6 +56,7 @@ from bench.common import (  # noqa: E402
 from ingest.bridge import end_session, subscription_for  # noqa: E402
 from ingest.payload import SUBSCRIPTION  # noqa: E402
 from ingest.producer import CONSUMER_OPTIONS  # noqa: E402
+from ingest.simulator import PUBLISH_MAX_INFLIGHT  # noqa: E402
 from quantrac.db import connect, migrate, save_stations  # noqa: E402
 from quantrac.kafka_topics import ensure_topics  # noqa: E402
 from quantrac.registry import load_registry  # noqa: E402
@@ -101,7 +102,7 @@ def register_session(client_id: str, protocol: int, login: tuple[str, str], topi
 def publish_all(bodies: list[bytes], login: tuple[str, str]) -> float:
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-gateway", protocol=mqtt.MQTTv311)
     client.username_pw_set(*login)
-    client.max_inflight_messages_set(0)  # unlimited: paho rescans its window on every PUBACK otherwise
+    client.max_inflight_messages_set(PUBLISH_MAX_INFLIGHT)
     client.max_queued_messages_set(0)
     client.connect(SETTINGS.mqtt_host, SETTINGS.mqtt_port)
     client.loop_start()

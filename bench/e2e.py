@@ -126,7 +126,7 @@ def publish_at(settings, stations: list[Station], readings_per_s: float, seconds
     messages_per_s = readings_per_s / per_message
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{os.getpid()}", protocol=mqtt.MQTTv311)
     client.username_pw_set(*mqtt_logins(settings)["publisher"])  # one connection for every bench station, like a test gateway
-    client.max_inflight_messages_set(PUBLISH_MAX_INFLIGHT)  # a window of 5000 made paho rescan it on every PUBACK
+    client.max_inflight_messages_set(PUBLISH_MAX_INFLIGHT)
     client.max_queued_messages_set(0)
     client.connect(settings.mqtt_host, settings.mqtt_port, keepalive=60)
     client.loop_start()
