@@ -87,6 +87,8 @@ def test_new_alert_appears_live_and_is_acknowledged(stack: Settings, db: psycopg
     assert result["zones"] >= 1 and result["external"] == [], "the dashboard must load nothing from outside"
     row = db.execute("SELECT status, acknowledged_by FROM alerts WHERE id = %s", (alert["id"],)).fetchone()
     assert row == ("acknowledged", "live-operator (operator)")
+    assert result["lateRequests"] >= 1, "the harness delays the other parameters' readings to test the chart's race"
+    assert result["chartAfterLate"] == 1, "a late answer for a parameter no longer selected replaced the chart"
     assert result["chartPoints"] == 24 and result["limitLines"] == 1
     assert screenshot.stat().st_size > 10_000
     # triage: one group per station, its alerts right under it

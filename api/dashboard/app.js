@@ -300,13 +300,19 @@ function fillParameters() {
   drawChart();
 }
 
+// Each selection starts a request; only the latest one draws. Changing the station draws its first parameter,
+// so a quick second choice leaves two requests in flight, and the earlier can answer last.
+let chartRequest = 0;
+
 async function drawChart() {
+  const request = ++chartRequest;
   const stationId = $("#chart-station").value, parameter = $("#chart-parameter").value;
   const root = $("#chart");
   if (!stationId || !parameter) { root.textContent = t("noData"); return; }
   const station = state.stations.find((s) => s.id === stationId);
   const spec = station.parameters[parameter] || {};
   const data = await api(`/api/v1/stations/${encodeURIComponent(stationId)}/readings?parameter=${encodeURIComponent(parameter)}&limit=5000`);
+  if (request !== chartRequest) return;
   const points = data.data.filter((r) => r.value !== null).map((r) => [Date.parse(r.ts), r.value]);
   const limits = [spec.limit?.high, spec.limit?.low].filter((v) => v !== undefined && v !== null);
   root.replaceChildren(svgChart(points, limits, spec.unit || ""));

@@ -5,7 +5,8 @@
 // browser's prompt). Prints "READY" once the page is loaded with the live stream connected; then reads one JSON line on stdin
 // ({station, other, otherZone, silencedAlert}), waits for the station's exceedance alert to appear live, acknowledges it,
 // waits for the acknowledged state, reads the triage view (groups by station, rule and basis in words, rounded values,
-// anomaly score apart), tries the severity, zone and rule filters, opens the suppressed count, takes a screenshot
+// anomaly score apart), tries the severity, zone and rule filters, opens the suppressed count, draws the COD chart
+// while the other parameters' readings answer late, takes a screenshot
 // and prints one JSON line with what it saw.
 import { chromium } from "playwright-core";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -78,10 +79,20 @@ try {
   result.suppressedVisibleAfter = await silenced.isVisible();
   await page.waitForSelector("#zones .station", { timeout: 20000 });
   result.zones = await page.locator("#zones .zone").count();
+  // Another parameter's readings answer late, as they can on a loaded host: the chart must still show the
+  // selection made last (COD), not whichever response came back last.
+  const late = [];
+  const isLate = (u) => u.pathname.endsWith("/readings") && new URL(u).searchParams.get("parameter") !== "COD";
+  await page.route((u) => isLate(u), (route) => { late.push(route.request()); setTimeout(() => route.continue(), 1500); });
   await page.selectOption("#chart-station", stationId);
   await page.selectOption("#chart-parameter", "COD");
   await page.waitForSelector("#chart svg polyline", { timeout: 20000 });
-  result.chartPoints = (await page.getAttribute("#chart svg polyline", "points")).trim().split(" ").length;
+  result.lateRequests = late.length;
+  await Promise.all(late.map((r) => r.response().then((res) => res?.finished())));
+  await page.evaluate(() => new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done))));
+  result.chartAfterLate = await page.locator("#chart svg polyline").count();
+  result.chartPoints = result.chartAfterLate
+    ? (await page.getAttribute("#chart svg polyline", "points")).trim().split(" ").length : 0;
   result.limitLines = await page.locator("#chart svg line.limit").count();
   await page.screenshot({ path: screenshot, fullPage: true });
   result.external = external;
