@@ -152,7 +152,11 @@ def parse_timestamp(raw: Any) -> datetime:
     if not isinstance(raw, str) or not ISO_8601.fullmatch(raw):
         shown = repr(safe_text(raw, 60)) if isinstance(raw, str) else f"{safe_text(_json_text(raw), 60)} (a JSON {_json_kind(raw)})"
         raise ValueError(f"ts {shown} is not an ISO 8601 time with an offset, e.g. 2026-11-29T21:05:00+07:00")
-    ts = datetime.fromisoformat(raw)
+    try:
+        ts = datetime.fromisoformat(raw)
+    except ValueError as exc:
+        raise ValueError(f"ts {safe_text(raw, 60)!r} is not a real time ({exc}); send an ISO 8601 time with an offset, "
+                         "e.g. 2026-11-29T21:05:00+07:00") from None
     if ts.tzinfo is None or ts.utcoffset() is None:
         raise ValueError(f"ts {raw!r} has no UTC offset; add one, e.g. +07:00")
     return ts

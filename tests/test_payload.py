@@ -60,6 +60,17 @@ def test_a_time_that_is_not_iso_8601_is_shown_as_the_gateway_sent_it(ts: object,
     assert f"{shown} is not an ISO 8601 time" in exc.value.rejection.message
 
 
+@pytest.mark.parametrize(("ts", "why"), [("2026-13-45T21:05:00+07:00", "month must be in 1..12"),
+                                         ("2026-02-30T21:05:00+07:00", "day is out of range for month"),
+                                         ("2026-11-29T25:05:00+07:00", "hour must be in 0..23")])
+def test_a_time_that_cannot_exist_names_the_value_and_the_fix(ts: str, why: str) -> None:
+    with pytest.raises(MessageRejected) as exc:
+        decode({"ts": ts, "readings": [reading()]})
+    message = exc.value.rejection.message
+    assert exc.value.rejection.reason == "no_offset"
+    assert f"ts {ts!r} is not a real time ({why})" in message and "e.g. 2026-11-29T21:05:00+07:00" in message
+
+
 @pytest.mark.parametrize(("raw", "reason"), [(b"{not json", "bad_json"), (b"\xff\xfe\x00", "not_utf8"), (b" " * 5000, "oversize")])
 def test_undecodable_bytes(raw: bytes, reason: str) -> None:
     with pytest.raises(MessageRejected) as exc:
