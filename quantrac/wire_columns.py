@@ -77,12 +77,15 @@ class ReadingColumns:
 
 
 class _Builder:
-    """The columns as Python lists while records are read; parsed times are shared between rows."""
+    """The columns as Python lists while records are read; parsed times are shared between rows.
+
+    A record's rows are appended as they are read; a record found not in the bridge's form on one of its
+    readings has its rows taken back (`_drop_from`), so a good record costs no second pass."""
 
     def __init__(self) -> None:
         self.out = ReadingColumns()
         self.series: dict[tuple[str, str], int] = {}
-        self.times: dict[str, tuple[datetime, float, int]] = {}
+        self.times: dict[str, tuple[datetime, float, int, bool]] = {}
         self.units: dict[str, int] = {}
         self.unit: list[int] = []
         self.event_us: list[int] = []
@@ -93,8 +96,9 @@ class _Builder:
         self.record: list[int] = []
         self.received_t: list[float] = []
 
-    def time(self, text: Any, aware: bool) -> tuple[datetime, float, int] | None:
-        """The parsed time, its epoch seconds and microseconds (NaN and 0 without a UTC offset), each text parsed once."""
+    def time(self, text: Any) -> tuple[datetime, float, int, bool] | None:
+        """The parsed time, its epoch seconds and microseconds (NaN and 0 without a UTC offset) and whether it has an
+        offset; each text parsed once."""
         if type(text) is not str:
             return None
         found = self.times.get(text)
@@ -103,9 +107,10 @@ class _Builder:
                 parsed = datetime.fromisoformat(text)
             except ValueError:
                 return None
-            found = self.times[text] = (parsed, parsed.timestamp(), epoch_us(parsed)) if parsed.utcoffset() is not None \
-                else (parsed, float("nan"), 0)
-        return None if aware and found[0].utcoffset() is None else found  # a text cached as a naive receive time too
+            aware = parsed.utcoffset() is not None
+            found = self.times[text] = (parsed, parsed.timestamp(), epoch_us(parsed), True) if aware \
+                else (parsed, float("nan"), 0, False)
+        return found
 
     def take(self, index: int, raw: bytes) -> bool:
         """Add the record's rows; False (and nothing added) when the record is not in the bridge's exact form."""
@@ -116,51 +121,65 @@ class _Builder:
         if type(body) is not dict:
             return False
         station_id, source, readings = body.get("station_id"), body.get("source", "mqtt"), body.get("readings")
-        received = self.time(body.get("received_at"), aware=False)
+        received = self.time(body.get("received_at"))
         if type(station_id) is not str or type(source) is not str or type(readings) is not list or received is None:
             return False
-        rows = [self._row(station_id, r) for r in readings]
-        if any(row is None for row in rows):
+        first = len(self.index)
+        if not self._rows(station_id, readings, index, received[1]):
+            self._drop_from(first)
             return False
-        out = self.out
-        out.taken[index] = (received[0], source)
-        for row in rows:
-            assert row is not None
-            series, ts, t, us, value, status, unit = row
-            self.index.append(series)
-            out.ts.append(ts)
-            self.event_t.append(t)
-            self.event_us.append(us)
-            self.value.append(value)
-            self.status.append(status)
-            self.unit.append(unit)
-            self.record.append(index)
-            self.received_t.append(received[1])
+        self.out.taken[index] = (received[0], source)
         return True
 
-    def _row(self, station_id: str, r: Any) -> tuple[int, datetime, float, int, float, int, int] | None:
-        if type(r) is not dict or not _FIELDS <= r.keys():
-            return None
-        parameter, unit, value, status = r["parameter"], r["unit"], r["value"], r["status"]
-        ts = self.time(r["ts"], aware=True)
-        code = _STATUS_CODE.get(status) if type(status) is str else None
-        if type(parameter) is not str or type(unit) is not str or ts is None or code is None:
-            return None
-        if value is None:
-            number = float("nan")
-        elif type(value) is float or (type(value) is int and abs(value) <= 2**53):
-            number = float(value)
-        else:
-            return None
-        key = (station_id, parameter)
-        series = self.series.get(key)
-        if series is None:
-            series = self.series[key] = len(self.out.series)
-            self.out.series.append(key)
-        unit_code = self.units.get(unit)
-        if unit_code is None:
-            unit_code = self.units[unit] = len(self.units)
-        return series, ts[0], ts[1], ts[2], number, code, unit_code
+    def _rows(self, station_id: str, readings: list[Any], index: int, received_t: float) -> bool:
+        """Append a row for each reading; False at the first one not in the bridge's form."""
+        times, series_of, units, nan = self.times, self.series, self.units, float("nan")
+        add_series, add_ts, add_t, add_us = self.index.append, self.out.ts.append, self.event_t.append, self.event_us.append
+        add_value, add_status, add_unit = self.value.append, self.status.append, self.unit.append
+        add_record, add_received = self.record.append, self.received_t.append
+        for r in readings:
+            if type(r) is not dict or not _FIELDS <= r.keys():
+                return False
+            parameter, unit, value, status = r["parameter"], r["unit"], r["value"], r["status"]
+            text = r["ts"]
+            ts = times.get(text) if type(text) is str else None
+            if ts is None:
+                ts = self.time(text)
+                if ts is None:
+                    return False
+            code = _STATUS_CODE.get(status) if type(status) is str else None
+            if type(parameter) is not str or type(unit) is not str or not ts[3] or code is None:
+                return False
+            if value is None:
+                number = nan
+            elif type(value) is float or (type(value) is int and abs(value) <= 2**53):
+                number = float(value)
+            else:
+                return False
+            key = (station_id, parameter)
+            series = series_of.get(key)
+            if series is None:
+                series = series_of[key] = len(self.out.series)
+                self.out.series.append(key)
+            unit_code = units.get(unit)
+            if unit_code is None:
+                unit_code = units[unit] = len(units)
+            add_series(series)
+            add_ts(ts[0])
+            add_t(ts[1])
+            add_us(ts[2])
+            add_value(number)
+            add_status(code)
+            add_unit(unit_code)
+            add_record(index)
+            add_received(received_t)
+        return True
+
+    def _drop_from(self, first: int) -> None:
+        """Take back the rows from `first` on (a record left to the validated decoder)."""
+        for column in (self.index, self.out.ts, self.event_t, self.event_us, self.value, self.status, self.unit,
+                       self.record, self.received_t):
+            del column[first:]
 
     def columns(self) -> ReadingColumns:
         out = self.out
