@@ -241,6 +241,24 @@ def judge_data_stopped(station: Station, parameter: str, rule: str, last_ts: dat
                      f"closed at the gap (the detectors relearn before judging again)", active=False, data_stopped=True)
 
 
+def judge_clock(station: Station, lag_s: float, bound_s: float, at: datetime, *, behind: bool, advanced_s: float = 0.0,
+                watched_s: float = 0.0) -> Condition:
+    """`station_clock` (parameter `*`): the readings' times lag their arrival by more than `bound_s` and do not catch
+    up (`processors.station_clock`); clear when the lag is back under the bound."""
+    where = f"station {station.id} ({station.name})"
+    if not behind:
+        message = f"{where}: its readings' times are within {bound_s / 60:.0f} min of their arrival again"
+    else:
+        pace = ("did not advance" if advanced_s <= 0 else
+                f"advanced {advanced_s / 60:.0f} min while {watched_s / 60:.0f} min of deliveries arrived")
+        message = (f"{where}: its readings' times run {lag_s / 60:.0f} min behind their arrival and are not catching up "
+                   f"(their newest time {pace}); the gateway's clock is behind or stuck. Set it right (NTP): readings "
+                   f"of a time already stored are refused as conflicts (GET /api/v1/deadletters?station={station.id}&reason=conflict), "
+                   "the others are stored at the wrong time")
+    return Condition(station.id, "*", "station_clock", "instant", Severity.WARNING, lag_s, bound_s,
+                     "clock lag bound", at, message, active=behind)
+
+
 def judge_offline(station: Station, last_received: datetime, deadline: datetime, now: datetime, offline: bool) -> Condition:
     """`station_offline` (parameter `*`): nothing received by its deadline (expected slot + grace)."""
     silent_s = (now - last_received).total_seconds()

@@ -129,7 +129,8 @@ def delivery_order(messages: Iterable[Message]) -> list[Message]:
 
 def run_quantrac(stations: dict[str, Station], messages: list[Message], tick: timedelta, grace_s: float) -> tuple[list[Alarm], dict[str, Any]]:
     """The worker's detection step and liveness timer, message by message in delivery order."""
-    config = DetectionConfig.from_settings(get_settings())
+    settings = get_settings()
+    config = DetectionConfig.from_settings(settings)
     log = AlarmLog()
     states: dict[str, dict[str, Any]] = {}
     entries: dict[str, dict[str, Any]] = {}
@@ -143,10 +144,10 @@ def run_quantrac(stations: dict[str, Station], messages: list[Message], tick: ti
                 entries[station_id] = entry
                 log.feed([condition], next_tick)
             next_tick += tick
-        entry, recovery = liveness.seen(entries.get(m.station_id), stations[m.station_id], m.ts, m.deliver_at)
+        entry, found = liveness.seen(entries.get(m.station_id), stations[m.station_id], m.ts, m.deliver_at,
+                                     settings.clock_lag_alert_s, settings.alert_clear_hold_s)
         entries[m.station_id] = entry
-        if recovery is not None:
-            log.feed([recovery], m.deliver_at)
+        log.feed(found, m.deliver_at)
         outcome = detect(states.get(m.station_id), m.readings, stations[m.station_id], config)
         states[m.station_id] = outcome.state
         late += len(outcome.late)

@@ -18,7 +18,8 @@ Only live readings make an entry: imported (historical) records don't (`pipeline
 a station that never had a live reading is never reported offline, nor is one the registry marks
 `history_only`.
 
-An entry is a JSON dict `{"event_ts", "received_at", "offline"}` kept in a Faust table keyed by
+An entry is a JSON dict `{"event_ts", "received_at", "offline"}` (with `"back_since"` while a station back from
+silence clears its alert, `"clock"` while its clock is watched: `processors.station_clock`) kept in a Faust table keyed by
 station id, so a restarted worker neither forgets who is silent nor reports it twice.
 """
 
@@ -29,6 +30,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable, Mapping
 
 from alerts.rules import Condition, judge_offline
+from processors import station_clock
 from quantrac.domain import Station
 
 Entry = dict[str, Any]
@@ -40,17 +42,29 @@ def deadline(station: Station, received_at: datetime, default_grace_s: float) ->
     return received_at + timedelta(seconds=station.expected_interval_s + grace)
 
 
-def seen(entry: Entry | None, station: Station, event_ts: datetime, received_at: datetime) -> tuple[Entry, Condition | None]:
-    """The entry after a message from the station; a clear `station_offline` condition when it was offline."""
-    if entry is None:
-        return {"event_ts": event_ts.isoformat(), "received_at": received_at.isoformat(), "offline": False}, None
+def seen(entry: Entry | None, station: Station, event_ts: datetime, received_at: datetime, clock_lag_s: float,
+         clear_hold_s: float) -> tuple[Entry, list[Condition]]:
+    """The entry after a message from the station, and the conditions it gives: `station_offline` cleared at every
+    delivery from its return until the alerts' clear hold has passed (so the alert resolves as any other, and a
+    station that drops out again within the hold keeps it open); `station_clock` raised or cleared
+    (`processors.station_clock`)."""
+    entry = entry or {"event_ts": event_ts.isoformat(), "received_at": received_at.isoformat()}
     newest_event = max(datetime.fromisoformat(entry["event_ts"]), event_ts)
     newest_receipt = max(datetime.fromisoformat(entry["received_at"]), received_at)
-    updated = {"event_ts": newest_event.isoformat(), "received_at": newest_receipt.isoformat(), "offline": False}
-    recovered = None
-    if entry.get("offline"):
-        recovered = judge_offline(station, newest_receipt, newest_receipt, received_at, offline=False)
-    return updated, recovered
+    updated: Entry = {"event_ts": newest_event.isoformat(), "received_at": newest_receipt.isoformat(), "offline": False}
+    found: list[Condition] = []
+    back_since = newest_receipt.isoformat() if entry.get("offline") else entry.get("back_since")
+    if back_since is not None:
+        found.append(judge_offline(station, newest_receipt, newest_receipt, newest_receipt, offline=False))
+        if (newest_receipt - datetime.fromisoformat(back_since)).total_seconds() < clear_hold_s:
+            updated["back_since"] = back_since
+    clock, clock_condition = station_clock.watch(entry.get("clock"), station, newest_event, newest_receipt, clock_lag_s,
+                                                 clear_hold_s)
+    if clock is not None:
+        updated["clock"] = clock
+    if clock_condition is not None:
+        found.append(clock_condition)
+    return updated, found
 
 
 @dataclass(frozen=True)

@@ -88,8 +88,8 @@ class ReadingsWorker:
             metrics.WORKER_BATCH_RECORDS.observe(len(records))
             undecodable: list[DeadLetter] = []
             columns = decode_batch([record.value for record in records], undecodable)
-            recoveries, entries = self._note_seen(last_seen(columns))
-            result = await self.processor.process(batch=columns, extra=recoveries)
+            seen_conditions, entries = self._note_seen(last_seen(columns))
+            result = await self.processor.process(batch=columns, extra=seen_conditions)
             self.liveness.update(entries)
             await self.save_snapshots_due(result.states, entries)
             await _delivered([*_alert_sends(result.alerts),
@@ -100,19 +100,19 @@ class ReadingsWorker:
         log.debug("worker.batch", records=len(records), new_readings=result.new, alerts=len(result.alerts), late=result.late)
 
     def _note_seen(self, seen: dict[str, tuple[datetime, datetime]]) -> tuple[list[Condition], dict[str, Entry]]:
-        """The liveness entries after a batch's receipts, and the conditions clearing `station_offline` for stations
-        back from silence (the kept entries change only once the batch that clears it is stored)."""
-        recoveries: list[Condition] = []
+        """The liveness entries after a batch's receipts, and their conditions: `station_offline` cleared for stations
+        back from silence, `station_clock` raised or cleared (the kept entries change only once the batch is stored)."""
+        conditions: list[Condition] = []
         entries: dict[str, Entry] = {}
         for station_id, (event_ts, received_at) in seen.items():
             station = self.stations.get(station_id)
             if station is None:
                 continue
-            entry, recovery = liveness.seen(self.liveness.get(station_id), station, event_ts, received_at)
-            if recovery is not None:
-                recoveries.append(recovery)
+            entry, found = liveness.seen(self.liveness.get(station_id), station, event_ts, received_at,
+                                         settings.clock_lag_alert_s, settings.alert_clear_hold_s)
+            conditions.extend(found)
             entries[station_id] = entry
-        return recoveries, entries
+        return conditions, entries
 
     async def follow_rebalance(self) -> None:
         """After a rebalance, drop the kept states and read the owned stations' liveness entries back from the store.

@@ -120,6 +120,7 @@ class Station(BaseModel):
     kind: StationKind
     expected_interval_s: int = Field(300, gt=0, le=WEEK_S, description="How often the station should report (at most a week).")
     offline_grace_s: int | None = Field(None, ge=0, le=WEEK_S, description="Grace after a missed slot before the station is reported offline; None: the worker's default.")
+    clock_lag_alert_s: int | None = Field(None, gt=0, le=WEEK_S, description="Lag of its readings' times behind their arrival above which its clock is watched and, if they do not catch up, reported (`station_clock`); None: QUANTRAC_CLOCK_LAG_ALERT_S. Never under three expected intervals.")
     regulation: str | None = Field(None, description="Regulation table its limits come from, e.g. 'qcvn40_2011'; None when only permit limits apply.")
     column: str | None = Field(None, description="Column of the regulation that applies (A or B).")
     factors: dict[str, float] = Field(default_factory=dict, description="Adjustment factor values (Kq, Kf, Kp, Kv) the limits were computed with.")

@@ -76,7 +76,8 @@ def _station_from_seed(raw: dict[str, Any], catalogue: dict[str, Any], profiles:
                                            max_rate_per_min=spec.get("max_rate_per_min"), resolution=spec.get("resolution"),
                                            rate_span_s=spec.get("rate_span_s"))
     fields = {k: raw[k] for k in ("id", "name", "zone", "facility", "kind", "expected_interval_s", "offline_grace_s",
-                                  "regulation", "column", "retention_days", "history_only", "detector_preset", "channels") if k in raw}
+                                  "clock_lag_alert_s", "regulation", "column", "retention_days", "history_only",
+                                  "detector_preset", "channels") if k in raw}
     return Station(**fields, factors={k: float(v) for k, v in factors.items()}, parameters=parameters)
 
 

@@ -151,6 +151,7 @@ class Settings(BaseSettings):
     detect_detector_params: str = Field('{"spike": {"threshold": 8.0, "relearn_after": 6, "center_window": 5, "tail_ref": 5.5, "tail_fit": 0.01, "tail_blend": true}, "drift": {"k": 1.0, "h": 14.0, "relearn_after": 3, "learn_clip": 4.0}, "flatline": {"n_intervals": 12}}',
                                         description="Hyperparameters (JSON object by detector name) of the preset channels that give none, as the kind presets' generic channels do; unnamed ones keep their defaults.")
     offline_grace_s: int = Field(60, description="Default grace after a station's missed slot before it is reported offline (a station's `offline_grace_s` overrides it).")
+    clock_lag_alert_s: int = Field(1800, gt=0, description="Lag of a station's readings' times behind their arrival above which its clock is watched; if they do not catch up within as long again, `station_clock` is raised (a station's `clock_lag_alert_s` overrides it; never under three of its expected intervals).")
     liveness_check_s: float = Field(10.0, description="How often (wall clock) the worker checks for silent stations.")
     metrics_host: str = Field("127.0.0.1", description="Address the bridge's and worker's Prometheus endpoints listen on (0.0.0.0 in containers).")
     bridge_metrics_port: int = Field(0, description="Port of the bridge's Prometheus `/metrics` (0: off).")

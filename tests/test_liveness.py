@@ -17,6 +17,13 @@ from tests.utils.poll import wait_for
 from tests.utils.processes import publish, stored_count
 
 T0 = datetime(2026, 11, 29, 3, 0, tzinfo=timezone.utc)
+CLOCK_LAG_S = 1800.0
+HOLD_S = 900.0
+
+
+def _seen(entry: dict[str, Any] | None, station: Any, event_ts: datetime, received_at: datetime
+          ) -> tuple[dict[str, Any], list[Any]]:
+    return liveness.seen(entry, station, event_ts, received_at, CLOCK_LAG_S, HOLD_S)
 
 
 def test_deadline_is_receipt_plus_interval_plus_grace_with_a_station_override() -> None:
@@ -28,21 +35,21 @@ def test_deadline_is_receipt_plus_interval_plus_grace_with_a_station_override() 
 
 def test_overdue_reports_once_and_a_message_clears_it() -> None:
     station = make_station("T-1", expected_interval_s=300)
-    entry, recovered = liveness.seen(None, station, T0 - timedelta(seconds=3), T0)
-    assert recovered is None and entry["offline"] is False
+    entry, recovered = _seen(None, station, T0 - timedelta(seconds=3), T0)
+    assert recovered == [] and entry["offline"] is False
     stations = {"T-1": station}
     assert liveness.overdue([("T-1", entry)], stations, T0 + timedelta(seconds=360), 60) == []
     [(sid, marked, condition)] = liveness.overdue([("T-1", entry)], stations, T0 + timedelta(seconds=361), 60)
     assert (sid, marked["offline"], condition.rule, condition.parameter, condition.active) == ("T-1", True, "station_offline", "*", True)
     assert liveness.overdue([("T-1", marked)], stations, T0 + timedelta(hours=5), 60) == []  # not reported twice
-    back, recovery = liveness.seen(marked, station, T0 + timedelta(hours=5), T0 + timedelta(hours=5))
-    assert back["offline"] is False and recovery is not None and recovery.active is False
+    back, [recovery] = _seen(marked, station, T0 + timedelta(hours=5), T0 + timedelta(hours=5))
+    assert back["offline"] is False and (recovery.rule, recovery.active) == ("station_offline", False)
     assert liveness.overdue([("NOPE", entry)], stations, T0 + timedelta(days=1), 60) == []  # retired or unknown
 
 
 def test_an_old_event_time_received_now_is_alive() -> None:
     station = make_station("T-1", expected_interval_s=300)
-    entry, _ = liveness.seen(None, station, T0 - timedelta(days=2), T0)
+    entry, _ = _seen(None, station, T0 - timedelta(days=2), T0)
     assert liveness.overdue([("T-1", entry)], {"T-1": station}, T0 + timedelta(seconds=100), 60) == []
 
 
@@ -67,6 +74,36 @@ def test_a_silent_station_is_reported_offline_within_60_s_of_its_deadline(
     publish(stack, station.id, payload(COD=21.0))  # it is back: the worker records it and reports the recovery
     wait_for(lambda: stored_count(db, station.id) == 2, timeout=90, what="the reading after silence")
     assert len(offline()) == 1
+
+
+@pytest.mark.integration
+def test_a_gateway_whose_clock_stopped_is_reported_through_the_pipeline_and_clears_once_set_right(
+        pipeline: dict, stack: Settings, db: psycopg.Connection) -> None:
+    """Its messages all carry one old time (duplicates, then conflicts): nothing new is stored, the station still
+    delivers, and `station_clock` says why. Bound: the station's own 2 s, raised to three 1-s intervals."""
+    station = make_station(expected_interval_s=1).model_copy(update={"clock_lag_alert_s": 2})
+    save_stations(db, {station.id: station})
+    stuck = datetime.now(timezone.utc) - timedelta(seconds=10)
+
+    def clock_alerts() -> list[dict[str, Any]]:
+        with db.cursor(row_factory=dict_row) as cur:
+            return cur.execute("SELECT * FROM alerts WHERE station_id = %s AND rule = 'station_clock'", (station.id,)).fetchall()
+
+    def stuck_message() -> list[dict[str, Any]]:
+        publish(stack, station.id, payload(ts=stuck, COD=20.0))
+        return clock_alerts()
+
+    [alert] = wait_for(stuck_message, timeout=90, interval=0.3, what=f"{station.id}'s stopped clock reported")
+    assert (alert["parameter"], alert["severity"], alert["status"]) == ("*", "warning", "open")
+    assert "not catching up" in alert["message"] and "NTP" in alert["message"] and alert["limit_value"] == 3.0
+    assert stored_count(db, station.id) == 1, "one time, one reading: the rest were the same reading again"
+
+    def set_right() -> Any:
+        publish(stack, station.id, payload(COD=20.0))
+        return db.execute("SELECT clear_since FROM alerts WHERE id = %s", (alert["id"],)).fetchone()[0]
+
+    wait_for(set_right, timeout=90, interval=0.3, what="the alert clearing once the clock is right")
+    assert len(clock_alerts()) == 1
 
 
 # ---- judged on what arrived (issue 18.5, 19.4) -----------------------------------------------------
@@ -103,7 +140,7 @@ def test_a_station_that_kept_sending_is_never_overdue_while_the_worker_is_behind
     reached = stopped + timedelta(seconds=min(processed_s, pause_s))
     # The last message of the station the worker processed arrived at most one interval before `reached`.
     last_receipt = reached - timedelta(seconds=interval) if processed_s else stopped
-    entry, _ = liveness.seen(None, station, last_receipt, last_receipt)
+    entry, _ = _seen(None, station, last_receipt, last_receipt)
     behind = liveness.PartitionView(highwater=10**9, processed_offset=5, processed_ts=reached)
     at = liveness.frontier([behind], now)
     assert liveness.overdue([("T-1", entry)], {"T-1": station}, at, 60) == []  # type: ignore[arg-type]
@@ -114,7 +151,7 @@ def test_a_station_that_kept_sending_is_never_overdue_while_the_worker_is_behind
 
 def test_a_history_only_station_and_imported_readings_never_make_a_station_expected() -> None:
     station = make_station("T-1", expected_interval_s=60)
-    entry, _ = liveness.seen(None, station, T0, T0)
+    entry, _ = _seen(None, station, T0, T0)
     history = station.model_copy(update={"history_only": True})
     assert liveness.overdue([("T-1", entry)], {"T-1": history}, T0 + timedelta(days=1), 60) == []
     reading = Reading(station_id="T-1", parameter="COD", value=1.0, unit="mg/L", ts=T0)

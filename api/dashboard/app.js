@@ -41,6 +41,7 @@ const RULES = {
   out_of_range: ["Ngoài dải đo của thiết bị", "Outside instrument range"], rate_of_change: ["Thay đổi quá nhanh", "Changing too fast"],
   device_fault: ["Lỗi thiết bị (trạng thái 02)", "Device fault (status 02)"],
   calibration_overrun: ["Hiệu chuẩn quá thời gian", "Calibration overrun"], station_offline: ["Trạm mất tín hiệu", "Station offline"],
+  station_clock: ["Đồng hồ trạm chậm hoặc đứng", "Station clock behind or stuck"],
   anomaly_spike: ["Bất thường: đột biến", "Anomaly: spike"], anomaly_drift: ["Bất thường: trôi dần", "Anomaly: drift"],
   anomaly_flatline: ["Bất thường: giá trị đứng yên", "Anomaly: stuck value"],
   anomaly_multivariate: ["Bất thường: tương quan nhiều thông số", "Anomaly: parameters out of step"],
@@ -104,7 +105,7 @@ function specOf(a) {
   return station ? station.parameters[a.parameter] : undefined;
 }
 
-const UNITLESS = { station_offline: "s", calibration_overrun: "min", device_fault: "" };
+const UNITLESS = { station_offline: "s", station_clock: "s", calibration_overrun: "min", device_fault: "" };
 
 function valueText(a) {
   const family = ruleFamily(a), spec = specOf(a);
