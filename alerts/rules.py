@@ -268,5 +268,6 @@ def judge_offline(station: Station, last_received: datetime, deadline: datetime,
         f"station {station.id} ({station.name}) has sent nothing for {silent_s:.0f} s (expected every "
         f"{station.expected_interval_s} s; deadline {deadline.isoformat()}); check its datalogger and link, and that its "
         f"gateway publishes to {READINGS_TOPIC.format(station=station.id)} exactly (the broker drops what an account may "
-        "not publish, and acknowledges it to an MQTT 3.1.1 gateway as if taken)"
+        "not publish, and acknowledges it to an MQTT 3.1.1 gateway as if taken); messages refused on arrival (a clock "
+        f"ahead, a bad payload) do not count: see GET /api/v1/deadletters?station={station.id}"
         if offline else f"station {station.id} ({station.name}) is reporting again", active=offline)

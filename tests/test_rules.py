@@ -110,3 +110,4 @@ def test_offline_names_the_station_and_its_deadline() -> None:
     assert (c.rule, c.parameter, c.severity, c.value, c.limit, c.active) == ("station_offline", "*", Severity.CRITICAL, 400, 360, True)
     assert "T-1" in c.message and "datalogger" in c.message
     assert "quantrac/v1/stations/T-1/readings exactly" in c.message  # a gateway on a wrong topic is dropped silently
+    assert "/api/v1/deadletters?station=T-1" in c.message  # a gateway whose every message is refused looks silent too
