@@ -241,6 +241,10 @@ def judge_data_stopped(station: Station, parameter: str, rule: str, last_ts: dat
                      f"closed at the gap (the detectors relearn before judging again)", active=False, data_stopped=True)
 
 
+ZONE_SLACK_S = 300.0
+"""A clock lag within this of a whole number of hours, on a clock that runs, reads as a time zone error."""
+
+
 def judge_clock(station: Station, lag_s: float, bound_s: float, at: datetime, *, behind: bool, advanced_s: float = 0.0,
                 watched_s: float = 0.0) -> Condition:
     """`station_clock` (parameter `*`): the readings' times lag their arrival by more than `bound_s` and do not catch
@@ -251,10 +255,14 @@ def judge_clock(station: Station, lag_s: float, bound_s: float, at: datetime, *,
     else:
         pace = ("did not advance" if advanced_s <= 0 else
                 f"advanced {advanced_s / 60:.0f} min while {watched_s / 60:.0f} min of deliveries arrived")
+        hours = round(lag_s / 3600)
+        cause = (f"a whole {hours} h while the clock runs: probably a time zone error (local time sent with another "
+                 "offset, e.g. UTC time marked +07:00); send each time with its own offset"
+                 if advanced_s > 0 and hours >= 1 and abs(lag_s - hours * 3600) <= ZONE_SLACK_S
+                 else "the gateway's clock is behind or stuck. Set it right (NTP)")
         message = (f"{where}: its readings' times run {lag_s / 60:.0f} min behind their arrival and are not catching up "
-                   f"(their newest time {pace}); the gateway's clock is behind or stuck. Set it right (NTP): readings "
-                   f"of a time already stored are refused as conflicts (GET /api/v1/deadletters?station={station.id}&reason=conflict), "
-                   "the others are stored at the wrong time")
+                   f"(their newest time {pace}); {cause}. Readings of a time already stored are refused as conflicts "
+                   f"(GET /api/v1/deadletters?station={station.id}&reason=conflict), the others are stored at the wrong time")
     return Condition(station.id, "*", "station_clock", "instant", Severity.WARNING, lag_s, bound_s,
                      "clock lag bound", at, message, active=behind)
 

@@ -80,6 +80,7 @@ def test_a_stuck_clock_raises_station_clock_with_the_fix_and_it_resolves_once_th
     # the lag passed the bound at T0+2100 s, then a bound's worth of deliveries showed no progress
     assert opened_at == T0 + timedelta(seconds=2100 + 1800)
     assert "T-CLK" in condition.message and "did not advance" in condition.message and "NTP" in condition.message
+    assert "time zone" not in condition.message
     assert condition.value == (opened_at - T0).total_seconds() and condition.limit == BOUND_S
     assert feed.alerts["station_clock"].count == 2, "raised again a bound later, with the lag then"
     for at in receipts[20:]:  # set right: each message carries its own time
@@ -94,11 +95,19 @@ def test_a_clock_hours_behind_is_reported_and_a_stations_own_bound_counts() -> N
     for at in _every(300, T0, 20):
         feed.deliver(at - behind, at)
     assert [(r, at) for r, at, _ in feed.opened] == [("station_clock", T0 + timedelta(seconds=1800))]
-    assert "120 min behind" in feed.opened[0][2].message
+    assert "120 min behind" in feed.opened[0][2].message and "time zone" in feed.opened[0][2].message
     lenient = Feed(make_station("T-OWN", expected_interval_s=300).model_copy(update={"clock_lag_alert_s": 3 * 3600}))
     for at in _every(300, T0, 60):
         lenient.deliver(at - behind, at)
     assert lenient.opened == []
+
+
+def test_a_clock_behind_by_no_whole_hour_is_not_called_a_time_zone_error() -> None:
+    feed = Feed(make_station("T-DRIFT", expected_interval_s=300))
+    for at in _every(300, T0, 20):
+        feed.deliver(at - timedelta(minutes=95), at)
+    [(_, _, condition)] = feed.opened
+    assert "95 min behind" in condition.message and "NTP" in condition.message and "time zone" not in condition.message
 
 
 def test_the_bound_is_never_under_three_expected_intervals() -> None:
