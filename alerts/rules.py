@@ -259,7 +259,8 @@ def judge_clock(station: Station, lag_s: float, bound_s: float, at: datetime, *,
         cause = (f"a whole {hours} h while the clock runs: probably a time zone error (local time sent with another "
                  "offset, e.g. UTC time marked +07:00); send each time with its own offset"
                  if advanced_s > 0 and hours >= 1 and abs(lag_s - hours * 3600) <= ZONE_SLACK_S
-                 else "the gateway's clock is behind or stuck. Set it right (NTP)")
+                 else "the gateway's clock is behind or stuck. Set it right (NTP); a station that delivers this late "
+                 "by design (files sent an hour after they are written) needs its own clock_lag_alert_s")
         message = (f"{where}: its readings' times run {lag_s / 60:.0f} min behind their arrival and are not catching up "
                    f"(their newest time {pace}); {cause}. Readings of a time already stored are refused as conflicts "
                    f"(GET /api/v1/deadletters?station={station.id}&reason=conflict), the others are stored at the wrong time")
