@@ -112,6 +112,10 @@ class ReadingsWorker:
                                          settings.clock_lag_alert_s, settings.alert_clear_hold_s)
             conditions.extend(found)
             entries[station_id] = entry
+            for behind in (c for c in found if c.rule == "station_clock" and c.active):
+                log.warning("worker.station_clock", station=station_id, lag_s=round(behind.value or 0.0),
+                            newest_event_ts=entry["event_ts"], fix="set the gateway's clock right (NTP) or its time zone "
+                            "offset; see the alert's message")
         return conditions, entries
 
     async def follow_rebalance(self) -> None:
