@@ -318,3 +318,52 @@ def test_a_stations_partition_is_the_one_the_bridges_producer_picks(station_id: 
 
     every = list(range(partitions))
     assert partition_of(station_id, partitions) == DefaultPartitioner()(station_id.encode(), every, every)
+
+
+@pytest.mark.integration
+def test_a_station_back_from_silence_has_its_offline_alert_resolved_once_it_has_delivered_for_the_hold(
+        stack: Settings) -> None:
+    """Its own worker, with a clear hold of 3 s: the station falls silent, is reported offline, comes back and keeps
+    delivering; the alert resolves by itself (it used to stay open, holding back the station's notifications)."""
+    from ingest.producer import make_producer, send_confirmed
+    from quantrac.wire import encode_readings
+    from tests.utils.processes import NAMESPACE, Process, own_pipeline
+
+    own, env = own_pipeline(stack, "offline_hold")
+    station = quick()
+    with psycopg.connect(own.pg_dsn, autocommit=True) as conn:
+        save_stations(conn, {station.id: station})
+        worker = Process("worker-offline-hold", ["worker"], stack.run_dir / "test-logs" / NAMESPACE,
+                         {**env, "QUANTRAC_ALERT_CLEAR_HOLD_S": "3", "QUANTRAC_LIVENESS_CHECK_S": "0.5"})
+        producer = make_producer(own, "offline-hold")
+
+        def send() -> None:
+            assert worker.alive(), worker.tail()
+            now = datetime.now(timezone.utc)
+            reading = Reading(station_id=station.id, parameter="COD", value=20.0, unit="mg/L", ts=now)
+            send_confirmed(producer, [(own.readings_topic, station.id.encode(),
+                                       encode_readings(station.id, [reading], now, "mqtt"))], timeout_s=60)
+
+        def alert() -> dict[str, Any] | None:
+            with conn.cursor(row_factory=dict_row) as cur:
+                return cur.execute("SELECT * FROM alerts WHERE station_id = %s AND rule = 'station_offline'",
+                                   (station.id,)).fetchone()
+
+        try:
+            send()
+            wait_for(lambda: stored_count(conn, station.id) == 1, timeout=90, what="the station's first reading")
+            opened = wait_for(alert, timeout=60, interval=0.3, what=f"{station.id} reported offline")
+            assert opened["status"] == "open"
+            back = datetime.now(timezone.utc)
+
+            def delivering_until_resolved() -> dict[str, Any] | None:
+                send()
+                row = alert()
+                return row if row is not None and row["status"] == "resolved" else None
+
+            resolved = wait_for(delivering_until_resolved, timeout=60, interval=0.5, what="the offline alert resolved")
+            assert resolved["id"] == opened["id"] and resolved["resolved_by"] == "system"
+            assert resolved["resolved_at"] >= back + timedelta(seconds=3), "resolved only once clear for the hold"
+        finally:
+            producer.close(10)
+            worker.stop()
