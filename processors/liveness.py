@@ -29,7 +29,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable, Mapping
 
-from alerts.rules import Condition, judge_offline
+from alerts.inhibition import OFFLINE_RULE
+from alerts.rules import Condition, OpenKeys, judge_offline
 from processors import station_clock
 from quantrac.domain import Station
 
@@ -65,6 +66,22 @@ def seen(entry: Entry | None, station: Station, event_ts: datetime, received_at:
     if clock_condition is not None:
         found.append(clock_condition)
     return updated, found
+
+
+def resume(entries: Mapping[str, Entry], open_keys: OpenKeys, now: datetime) -> dict[str, Entry]:
+    """The entries read back from the store (a start, a rebalance), with what they do not keep taken from the alerts
+    that are open: a station reporting again with its `station_offline` alert still open clears it from `now` on, and
+    one with its `station_clock` alert open clears that once its lag is back under the bound. (The store keeps an
+    entry's times and offline flag only; a clock's watch window starts again.)"""
+    out: dict[str, Entry] = {}
+    for station_id, entry in entries.items():
+        entry = dict(entry)
+        if (station_id, "*", OFFLINE_RULE) in open_keys and not entry.get("offline") and "back_since" not in entry:
+            entry["back_since"] = now.isoformat()
+        if (station_id, "*", station_clock.RULE) in open_keys and "clock" not in entry:
+            entry["clock"] = {"alerted": True}
+        out[station_id] = entry
+    return out
 
 
 @dataclass(frozen=True)

@@ -296,6 +296,11 @@ class BatchProcessor:
         """Every stored liveness entry (`processors.worker_state`); waits out PostgreSQL."""
         return await self._in_transaction(load_liveness)
 
+    async def open_keys(self, station_ids: Iterable[str]) -> OpenKeys:
+        """(station, parameter, rule) of these stations' alerts that are not resolved; waits out PostgreSQL."""
+        ids = list(station_ids)
+        return await self._in_transaction(lambda conn: open_alert_keys(conn, ids))
+
     async def _process_once(self, batch: BatchColumns, states: Mapping[str, States],
                             extra: Sequence[Condition], historical: Mapping[str, datetime] | None = None) -> BatchResult:
         try:

@@ -129,7 +129,8 @@ class ReadingsWorker:
         owned = {tp.partition for tp in self.consumer.assignment()}
         stored = await self.processor.load_liveness()
         partitions = self.consumer.partition_count()
-        self.liveness = {i: e for i, e in stored.items() if partition_of(i, partitions) in owned}
+        kept = {i: e for i, e in stored.items() if partition_of(i, partitions) in owned}
+        self.liveness = liveness.resume(kept, await self.processor.open_keys(kept), datetime.now(timezone.utc))
         self.processed = {tp: seen for tp, seen in self.processed.items() if tp.partition in owned}
         self.generation = generation
         log.info("worker.state_reset", generation=generation, partitions=sorted(owned), liveness_entries=len(self.liveness),

@@ -321,24 +321,26 @@ def test_a_stations_partition_is_the_one_the_bridges_producer_picks(station_id: 
 
 
 @pytest.mark.integration
+@pytest.mark.parametrize("restart", [False, True], ids=["one worker", "a worker restarted once the station is back"])
 def test_a_station_back_from_silence_has_its_offline_alert_resolved_once_it_has_delivered_for_the_hold(
-        stack: Settings) -> None:
+        stack: Settings, restart: bool) -> None:
     """Its own worker, with a clear hold of 3 s: the station falls silent, is reported offline, comes back and keeps
-    delivering; the alert resolves by itself (it used to stay open, holding back the station's notifications)."""
+    delivering; the alert resolves by itself (it used to stay open, holding back the station's notifications). A
+    worker started meanwhile knows what is left to clear from the open alert (the store keeps no `back_since`)."""
     from ingest.producer import make_producer, send_confirmed
     from quantrac.wire import encode_readings
     from tests.utils.processes import NAMESPACE, Process, own_pipeline
 
     own, env = own_pipeline(stack, "offline_hold")
     station = quick()
+    env = {**env, "QUANTRAC_ALERT_CLEAR_HOLD_S": "3", "QUANTRAC_LIVENESS_CHECK_S": "0.5"}
     with psycopg.connect(own.pg_dsn, autocommit=True) as conn:
         save_stations(conn, {station.id: station})
-        worker = Process("worker-offline-hold", ["worker"], stack.run_dir / "test-logs" / NAMESPACE,
-                         {**env, "QUANTRAC_ALERT_CLEAR_HOLD_S": "3", "QUANTRAC_LIVENESS_CHECK_S": "0.5"})
+        workers = [Process("worker-offline-hold", ["worker"], stack.run_dir / "test-logs" / NAMESPACE, env)]
         producer = make_producer(own, "offline-hold")
 
         def send() -> None:
-            assert worker.alive(), worker.tail()
+            assert workers[-1].alive(), workers[-1].tail()
             now = datetime.now(timezone.utc)
             reading = Reading(station_id=station.id, parameter="COD", value=20.0, unit="mg/L", ts=now)
             send_confirmed(producer, [(own.readings_topic, station.id.encode(),
@@ -355,15 +357,21 @@ def test_a_station_back_from_silence_has_its_offline_alert_resolved_once_it_has_
             opened = wait_for(alert, timeout=60, interval=0.3, what=f"{station.id} reported offline")
             assert opened["status"] == "open"
             back = datetime.now(timezone.utc)
+            if restart:
+                send()
+                wait_for(lambda: stored_count(conn, station.id) == 2, timeout=60, what="the reading it came back with")
+                workers[-1].stop()
+                workers.append(Process("worker-offline-hold-2", ["worker"], stack.run_dir / "test-logs" / NAMESPACE, env))
 
             def delivering_until_resolved() -> dict[str, Any] | None:
                 send()
                 row = alert()
                 return row if row is not None and row["status"] == "resolved" else None
 
-            resolved = wait_for(delivering_until_resolved, timeout=60, interval=0.5, what="the offline alert resolved")
+            resolved = wait_for(delivering_until_resolved, timeout=90, interval=0.5, what="the offline alert resolved")
             assert resolved["id"] == opened["id"] and resolved["resolved_by"] == "system"
             assert resolved["resolved_at"] >= back + timedelta(seconds=3), "resolved only once clear for the hold"
         finally:
             producer.close(10)
-            worker.stop()
+            for worker in workers:
+                worker.stop()

@@ -164,3 +164,21 @@ def test_a_station_that_drops_out_again_within_the_hold_keeps_its_offline_alert_
     for at in _every(300, again, 4):
         feed.deliver(at, at)
     assert feed.resolved == [("station_offline", again + timedelta(seconds=HOLD_S))]
+
+
+def test_entries_read_back_after_a_restart_still_clear_the_open_alerts_they_do_not_keep() -> None:
+    """The store keeps an entry's times and offline flag only: the open alerts say what is left to clear."""
+    station = make_station("T-RESTART", expected_interval_s=300)
+    stored = {"T-RESTART": {"event_ts": T0.isoformat(), "received_at": T0.isoformat(), "offline": False}}
+    open_keys = {("T-RESTART", "*", "station_offline"), ("T-RESTART", "*", "station_clock")}
+    restart = T0 + timedelta(minutes=10)
+    [entry] = liveness.resume(stored, open_keys, restart).values()
+    assert entry["back_since"] == restart.isoformat() and entry["clock"] == {"alerted": True}
+    feed = Feed(station, entry=entry)
+    feed.alerts = {rule: lifecycle.AlertState(rule=rule, status="open", count=1, last_ts=T0 - timedelta(hours=1),
+                                              last_value=1.0, peak_value=1.0, limit=0.0)
+                   for rule in ("station_offline", "station_clock")}
+    for at in _every(300, restart, 5):
+        feed.deliver(at - timedelta(seconds=5), at)
+    assert sorted(rule for rule, _ in feed.resolved) == ["station_clock", "station_offline"]
+    assert liveness.resume(stored, set(), restart) == stored, "nothing open, nothing added"
