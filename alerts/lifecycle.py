@@ -125,6 +125,15 @@ def observe_clear(state: AlertState, condition: Condition, policy: Policy, now: 
     return replace(state, clear_since=since), None
 
 
+def holding_clear(since: str | None, at: datetime, hold_s: float) -> str | None:
+    """For a condition judged only when its station delivers (the station-wide rules), whose clear must be observed
+    again and again for `observe_clear` to resolve its alert: when it was first found clear (ISO 8601, `at` when
+    `since` is None), to keep and go on reporting it clear while `at` is within `hold_s` of it; None once the hold has
+    passed, this clear being the one that resolves the alert."""
+    since = since or at.isoformat()
+    return since if (at - datetime.fromisoformat(since)).total_seconds() < hold_s else None
+
+
 def acknowledge(state: AlertState, actor: str, note: str | None, now: datetime) -> tuple[AlertState, Event]:
     """Mark an active alert as seen by `actor`; an alert is acknowledged once."""
     if state.status == "acknowledged":

@@ -241,6 +241,9 @@ def judge_data_stopped(station: Station, parameter: str, rule: str, last_ts: dat
                      f"closed at the gap (the detectors relearn before judging again)", active=False, data_stopped=True)
 
 
+CLOCK_RULE = "station_clock"
+"""The rule of a station whose readings' times lag their arrival and do not catch up (`judge_clock`)."""
+
 ZONE_SLACK_S = 300.0
 """A clock lag within this of a whole number of hours, on a clock that runs, reads as a time zone error."""
 
@@ -264,7 +267,7 @@ def judge_clock(station: Station, lag_s: float, bound_s: float, at: datetime, *,
         message = (f"{where}: its readings' times run {lag_s / 60:.0f} min behind their arrival and are not catching up "
                    f"(their newest time {pace}); {cause}. Readings of a time already stored are refused as conflicts "
                    f"(GET /api/v1/deadletters?station={station.id}&reason=conflict), the others are stored at the wrong time")
-    return Condition(station.id, "*", "station_clock", "instant", Severity.WARNING, lag_s, bound_s,
+    return Condition(station.id, "*", CLOCK_RULE, "instant", Severity.WARNING, lag_s, bound_s,
                      "clock lag bound", at, message, active=behind)
 
 

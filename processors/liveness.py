@@ -30,7 +30,8 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable, Mapping
 
 from alerts.inhibition import OFFLINE_RULE
-from alerts.rules import Condition, OpenKeys, judge_offline
+from alerts.lifecycle import holding_clear
+from alerts.rules import CLOCK_RULE, Condition, OpenKeys, judge_offline
 from processors import station_clock
 from quantrac.domain import Station
 
@@ -57,8 +58,8 @@ def seen(entry: Entry | None, station: Station, event_ts: datetime, received_at:
     back_since = newest_receipt.isoformat() if entry.get("offline") else entry.get("back_since")
     if back_since is not None:
         found.append(judge_offline(station, newest_receipt, newest_receipt, newest_receipt, offline=False))
-        if (newest_receipt - datetime.fromisoformat(back_since)).total_seconds() < clear_hold_s:
-            updated["back_since"] = back_since
+        if (still := holding_clear(back_since, newest_receipt, clear_hold_s)) is not None:
+            updated["back_since"] = still
     clock, clock_condition = station_clock.watch(entry.get("clock"), station, newest_event, newest_receipt, clock_lag_s,
                                                  clear_hold_s)
     if clock is not None:
@@ -78,7 +79,7 @@ def resume(entries: Mapping[str, Entry], open_keys: OpenKeys, now: datetime) -> 
         entry = dict(entry)
         if (station_id, "*", OFFLINE_RULE) in open_keys and not entry.get("offline") and "back_since" not in entry:
             entry["back_since"] = now.isoformat()
-        if (station_id, "*", station_clock.RULE) in open_keys and "clock" not in entry:
+        if (station_id, "*", CLOCK_RULE) in open_keys and "clock" not in entry:
             entry["clock"] = {"alerted": True}
         out[station_id] = entry
     return out

@@ -30,7 +30,7 @@ from typing import Any
 import structlog
 from aiokafka import ConsumerRecord, TopicPartition
 
-from alerts.rules import Condition
+from alerts.rules import CLOCK_RULE, Condition
 from processors import liveness
 from processors.app import alerts_topic, app, deadletter_topic, settings
 from processors.deadline import within
@@ -112,7 +112,7 @@ class ReadingsWorker:
                                          settings.clock_lag_alert_s, settings.alert_clear_hold_s)
             conditions.extend(found)
             entries[station_id] = entry
-            for behind in (c for c in found if c.rule == "station_clock" and c.active):
+            for behind in (c for c in found if c.rule == CLOCK_RULE and c.active):
                 log.warning("worker.station_clock", station=station_id, lag_s=round(behind.value or 0.0),
                             newest_event_ts=entry["event_ts"], fix="set the gateway's clock right (NTP) or its time zone "
                             "offset; see the alert's message")

@@ -24,10 +24,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from alerts.lifecycle import holding_clear
 from alerts.rules import Condition, judge_clock
 from quantrac.domain import Station
-
-RULE = "station_clock"
 
 Watch = dict[str, Any]
 """`"alerted"`; while the lag is over the bound, `"received_at"` and `"event_ts"` (ISO 8601) where its window
@@ -62,8 +61,6 @@ def watch(previous: Watch | None, station: Station, event_ts: datetime, received
                                                         advanced_s=advanced_s, watched_s=watched_s)
     if not previous.get("alerted"):
         return None, None
-    since = previous.get("clear_since") or received_at.isoformat()
-    cleared = judge_clock(station, lag, bound, received_at, behind=False)
-    if (received_at - datetime.fromisoformat(since)).total_seconds() >= clear_hold_s:
-        return None, cleared
-    return {"alerted": True, "clear_since": since}, cleared
+    since = holding_clear(previous.get("clear_since"), received_at, clear_hold_s)
+    return ({"alerted": True, "clear_since": since} if since else None), judge_clock(station, lag, bound, received_at,
+                                                                                      behind=False)

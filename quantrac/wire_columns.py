@@ -133,7 +133,7 @@ class _Builder:
 
     def _rows(self, station_id: str, readings: list[Any], index: int, received_t: float) -> bool:
         """Append a row for each reading; False at the first one not in the bridge's form."""
-        times, series_of, units, nan = self.times, self.series, self.units, float("nan")
+        series_of, units, nan = self.series, self.units, float("nan")
         add_series, add_ts, add_t, add_us = self.index.append, self.out.ts.append, self.event_t.append, self.event_us.append
         add_value, add_status, add_unit = self.value.append, self.status.append, self.unit.append
         add_record, add_received = self.record.append, self.received_t.append
@@ -141,14 +141,9 @@ class _Builder:
             if type(r) is not dict or not _FIELDS <= r.keys():
                 return False
             parameter, unit, value, status = r["parameter"], r["unit"], r["value"], r["status"]
-            text = r["ts"]
-            ts = times.get(text) if type(text) is str else None
-            if ts is None:
-                ts = self.time(text)
-                if ts is None:
-                    return False
+            ts = self.time(r["ts"])
             code = _STATUS_CODE.get(status) if type(status) is str else None
-            if type(parameter) is not str or type(unit) is not str or not ts[3] or code is None:
+            if type(parameter) is not str or type(unit) is not str or ts is None or not ts[3] or code is None:
                 return False
             if value is None:
                 number = nan
