@@ -56,6 +56,9 @@ def test_new_alert_appears_live_and_is_acknowledged(stack: Settings, db: psycopg
                                    severity=Severity.WARNING, minutes=-5)])
     [silenced] = apply(stack.pg_dsn, [Condition(other.id, "COD", "early_warning_1h", "1h", Severity.WARNING, 85.04999, 100.0,
                                                 "test limit", NOW, "1-h mean near the limit")])
+    wide = new_station(db, zone="KCN Đại An")
+    apply(stack.pg_dsn, [Condition(wide.id, "*", "station_clock", "instant", Severity.WARNING, 7200.0, 1800.0,
+                                   "clock lag bound", NOW, "clock 2 h behind")])
     with db.transaction():
         silences.create(db, station_id=other.id, parameter=None, starts_at=datetime.now(timezone.utc) - timedelta(minutes=1),
                         ends_at=datetime.now(timezone.utc) + timedelta(hours=1), reason="maintenance", note=None, actor="test")
@@ -71,7 +74,8 @@ def test_new_alert_appears_live_and_is_acknowledged(stack: Settings, db: psycopg
         first = lines.get(timeout=60)
         assert first.strip() == "READY", first + "".join(lines.queue)
         [alert] = apply(stack.pg_dsn, [condition(station.id, 250.04321)])
-        setup = {"station": station.id, "other": other.id, "otherZone": other.zone, "silencedAlert": silenced["id"]}
+        setup = {"station": station.id, "other": other.id, "otherZone": other.zone, "silencedAlert": silenced["id"],
+                 "wide": wide.id}
         node.stdin.write(orjson.dumps(setup).decode() + "\n")  # type: ignore[union-attr]
         node.stdin.flush()  # type: ignore[union-attr]
         result = orjson.loads(lines.get(timeout=90))
@@ -102,6 +106,9 @@ def test_new_alert_appears_live_and_is_acknowledged(stack: Settings, db: psycopg
     [other_row] = result["otherRows"]
     assert "Early warning" in other_row["cells"][2] and "1-hour mean" in other_row["cells"][2]
     assert other_row["cells"][3] == "85.05 mg/L / 100"  # no resolution configured: four significant digits
+    [wide_row] = result["wideRows"]  # a station-wide alert names no parameter and no averaging basis
+    assert wide_row["cells"][1] == "whole station" and wide_row["cells"][2] == "Station clock behind or stuck"
+    assert wide_row["cells"][3] == "7200 / 1800 s"
     # filters
     assert result["byRule"] and {r["rule"] for r in result["byRule"]} == {"anomaly_spike"}
     assert other.id in result["byZone"] and station.id not in result["byZone"]

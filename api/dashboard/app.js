@@ -14,7 +14,7 @@ const I18N = {
     badKey: "Khóa không hợp lệ hoặc đã bị thu hồi: đóng trình duyệt rồi mở lại trang để đăng nhập bằng khóa khác.",
     forbidden: "Vai trò của khóa này không được phép thao tác này.", noData: "Chưa có dữ liệu.", limit: "Giới hạn",
     other: "English", rule: "Loại cảnh báo", score: "Điểm bất thường", all: "Tất cả", alerts: "cảnh báo",
-    threshold: "ngưỡng", reading: "giá trị đo",
+    threshold: "ngưỡng", reading: "giá trị đo", wholeStation: "cả trạm",
     suppressed: (n, s, i) => `Đang chặn thông báo: ${n} (${s} tạm im lặng, ${i} do trạm mất tín hiệu)`,
     silenced: "tạm im lặng", inhibited: "trạm mất tín hiệu",
   },
@@ -28,7 +28,7 @@ const I18N = {
     badKey: "Unknown or revoked key: close the browser and open the page again to sign in with another key.",
     forbidden: "This key's role may not do that.", noData: "No data yet.", limit: "Limit",
     other: "Tiếng Việt", rule: "Rule", score: "Anomaly score", all: "All", alerts: "alerts",
-    threshold: "threshold", reading: "reading",
+    threshold: "threshold", reading: "reading", wholeStation: "whole station",
     suppressed: (n, s, i) => `Notifications held back: ${n} (${s} silenced, ${i} inhibited by an offline station)`,
     silenced: "silenced", inhibited: "inhibited",
   },
@@ -88,7 +88,10 @@ function fmtTime(iso) {
 // A window rule's name carries its basis (`exceedance_1h`); the family is the rule without it.
 const ruleFamily = (a) => (a.basis !== "instant" && a.rule.endsWith("_" + a.basis) ? a.rule.slice(0, -a.basis.length - 1) : a.rule);
 const ruleWords = (a) => words(RULES, ruleFamily(a));
-const basisWords = (a) => words(BASES, a.basis);
+// A station-wide alert (offline, clock) has parameter "*" and no averaging basis to speak of.
+const stationWide = (a) => a.parameter === "*";
+const basisWords = (a) => (stationWide(a) ? "" : words(BASES, a.basis));
+const parameterText = (a) => (stationWide(a) ? t("wholeStation") : a.parameter);
 
 // The instrument's resolution (registry `resolution`) decides the decimals: 2.999999999999936 at 0.01 is 3.00.
 function fmtNumber(v, resolution) {
@@ -169,7 +172,7 @@ function alertRow(a) {
   tr.className = `alert ${a.severity} ${a.status}${a._fresh ? " fresh" : ""}`;
   const cell = (text, cls) => { const td = document.createElement("td"); td.textContent = text; if (cls) td.className = cls; tr.append(td); return td; };
   cell(t(a.severity));
-  cell(a.parameter);
+  cell(parameterText(a));
   const rule = cell(ruleWords(a), "rule");
   const basis = document.createElement("span");
   basis.className = "basis";
@@ -199,7 +202,7 @@ function renderSuppressed() {
   root.querySelector("ul").replaceChildren(...s.data.map((a) => {
     const li = document.createElement("li");
     li.dataset.alertId = a.alert_id;
-    li.textContent = `${a.station_id} · ${a.parameter} · ${words(RULES, a.rule)}: ${t(a.why)} (${a.detail})`;
+    li.textContent = `${a.station_id} · ${parameterText(a)} · ${words(RULES, a.rule)}: ${t(a.why)} (${a.detail})`;
     return li;
   }));
 }

@@ -61,6 +61,7 @@ try {
   });
   result.stationRows = await rowsOf(`#alerts tbody tr.alert[data-station-id="${stationId}"]`);
   result.otherRows = await rowsOf(`#alerts tbody tr.alert[data-station-id="${setup.other}"]`);
+  result.wideRows = await rowsOf(`#alerts tbody tr.alert[data-station-id="${setup.wide}"]`);
   await page.selectOption("#f-rule", "anomaly_spike");
   result.byRule = await rowsOf("#alerts tbody tr.alert");
   await page.selectOption("#f-rule", "");
