@@ -69,13 +69,14 @@ TARGETS: dict[str, set[str]] = {
     "anomaly_spike": VALUE_KINDS, "anomaly_drift": VALUE_KINDS, "anomaly_multivariate": VALUE_KINDS | {"stuck"},
     "anomaly_flatline": {"stuck"}, "out_of_range": VALUE_KINDS | {"fault"}, "device_fault": {"fault"},
     "calibration_overrun": {"calibration"}, "station_offline": {"silent", "late", "out_of_order"}, "below_minimum": VALUE_KINDS,
+    "station_clock": {"clock"},
 }
 """Incident kinds each rule family is meant to reveal (a window rule `exceedance_1h` is family `exceedance`).
 
 `early_warning` is advice that a value is near its limit, not an incident detector: it is listed per
 rule but scored for no kind. A delivery held back beyond the slot + grace (`late`, `out_of_order`)
 is a transmission gap the receiving side must report, so `station_offline` counts for it."""
-KINDS = ("exceedance", "spike", "drift", "spill", "stuck", "fault", "calibration", "silent", "late", "out_of_order")
+KINDS = ("exceedance", "spike", "drift", "spill", "stuck", "fault", "calibration", "silent", "late", "out_of_order", "clock")
 
 
 def family(rule: str) -> str:

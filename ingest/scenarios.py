@@ -19,7 +19,9 @@ Incidents (`Incident.kind`):
 - on status: `calibration` (status 01), `fault` (status 02, no value), `stuck` (the value freezes);
 - on delivery (whole station when `parameter` is None): `silent` (nothing sent), `late` (everything
   of the window delivered at its end, oldest first), `out_of_order` (each message delayed by a
-  random 0–2 intervals, so later ones can arrive first).
+  random 0–2 intervals, so later ones can arrive first), `clock` (the gateway's clock is wrong: every
+  message is delivered on time but stamped with the window's start when `magnitude` is 0, a stopped
+  clock, or `magnitude` hours early, e.g. 7 for UTC time marked +07:00).
 """
 
 from __future__ import annotations
@@ -38,10 +40,10 @@ from quantrac.settings import Settings
 VN = ZoneInfo("Asia/Ho_Chi_Minh")
 
 IncidentKind = Literal["exceedance", "spike", "drift", "spill", "calibration", "fault", "stuck",
-                       "silent", "late", "out_of_order"]
+                       "silent", "late", "out_of_order", "clock"]
 VALUE_KINDS: tuple[IncidentKind, ...] = ("exceedance", "spike", "drift", "spill")
 STATUS_KINDS: tuple[IncidentKind, ...] = ("calibration", "fault", "stuck")
-DELIVERY_KINDS: tuple[IncidentKind, ...] = ("silent", "late", "out_of_order")
+DELIVERY_KINDS: tuple[IncidentKind, ...] = ("silent", "late", "out_of_order", "clock")
 
 
 @dataclass(frozen=True)
@@ -137,6 +139,8 @@ class Incident:
     start: datetime
     end: datetime
     magnitude: float = 1.5
+    """How strong: a multiple of the limit or of the typical value (see the module's list); for `clock`, the hours
+    the stamped times run behind (0: a clock stopped at the incident's start)."""
     value: float | None = None
     """A fixed value for `exceedance` instead of `magnitude` x the limit (e.g. `simulate --inject`)."""
 
@@ -179,6 +183,8 @@ def ground_truth(incident: Incident, stations: Mapping[str, Station]) -> dict[st
         expected = {"no_data": True, "rule": "silent_station"}
     elif k == "late":
         expected = {"delivered_at": incident.end.isoformat(), "stored": True}
+    elif k == "clock":
+        expected = {"stamped": "stopped at the start" if m == 0 else f"{m:g} h behind", "rule": "station_clock"}
     else:
         expected = {"out_of_order": True, "stored": True}
     return {"station": incident.station, "parameter": incident.parameter, "kind": k,
@@ -231,11 +237,12 @@ class _StationClock:
 
 def generate(stations: Mapping[str, Station], start: datetime, duration: timedelta, seed: int,
              incidents: Iterable[Incident] = (), interval: timedelta | None = None) -> Iterator[Message]:
-    """Every message of `stations` in [start, start + duration), in event-time order (pure, seeded).
+    """Every message of `stations` in [start, start + duration), in the order its readings are taken (pure, seeded).
 
     Each station reports every `interval` (default its `expected_interval_s`), at a seeded phase
-    within its first interval. Delivery incidents only move `deliver_at` (or drop the message);
-    sort by `deliver_at` to replay the stream as the gateways would send it.
+    within its first interval. Delivery incidents only move `deliver_at` (or drop the message), a
+    `clock` incident only the stamped `ts`; sort by `deliver_at` to replay the stream as the gateways
+    would send it.
     """
     if start.tzinfo is None:
         raise ValueError("start must be timezone-aware")
@@ -260,7 +267,8 @@ def generate(stations: Mapping[str, Station], start: datetime, duration: timedel
         station = stations[clock.station_id]
         here = [i for i in incidents if i.station == station.id and i.active(ts)]
         sun = day_phase(ts)
-        readings = [_reading(station, sym, series[(station.id, sym)], ts, sun, here, rng) for sym in station.parameters]
+        stamped = _stamped(ts, clock.interval, here)
+        readings = [_reading(station, sym, series[(station.id, sym)], ts, stamped, sun, here, rng) for sym in station.parameters]
         deliver_at = ts
         if any(i.kind == "silent" and i.parameter is None for i in here):
             continue
@@ -269,7 +277,15 @@ def generate(stations: Mapping[str, Station], start: datetime, duration: timedel
                 deliver_at = max(deliver_at, i.end)
             elif i.kind == "out_of_order" and i.parameter is None:
                 deliver_at = max(deliver_at, ts + clock.interval * (2 * rng.random()))
-        yield Message(station.id, ts, deliver_at, readings)
+        yield Message(station.id, stamped, deliver_at, readings)
+
+
+def _stamped(ts: datetime, step: timedelta, here: list[Incident]) -> datetime:
+    """The time a gateway writes on the readings it takes at `ts`: `ts` unless a `clock` incident has its clock wrong."""
+    for i in here:
+        if i.kind == "clock" and i.parameter is None:
+            return _tick(i.start, step) if i.magnitude == 0 else ts - timedelta(hours=i.magnitude)
+    return ts
 
 
 def _whole_ms(ts: datetime) -> datetime:
@@ -281,8 +297,9 @@ def _tick(ts: datetime, step: timedelta) -> datetime:
     return ts.replace(microsecond=0) if step >= timedelta(seconds=1) else _whole_ms(ts)
 
 
-def _reading(station: Station, symbol: str, s: _Series, ts: datetime, phase: tuple[float, float],
+def _reading(station: Station, symbol: str, s: _Series, ts: datetime, stamped: datetime, phase: tuple[float, float],
              here: list[Incident], rng: random.Random) -> Reading:
+    """The reading of `symbol` taken at `ts` (its value follows `ts`), stamped with the gateway's time `stamped`."""
     base = s.base
     s.noise = base.phi * s.noise + s.innovation * rng.gauss(0.0, base.sd)
     value: float | None = normal_level(base, ts, phase) + s.noise
@@ -305,7 +322,7 @@ def _reading(station: Station, symbol: str, s: _Series, ts: datetime, phase: tup
     elif value is not None:
         value = round(max(value, s.low), base.decimals)
     # Built without re-validation: every field is made here from validated registry data.
-    return Reading.model_construct(station_id=station.id, parameter=symbol, value=value, unit=s.spec.unit, ts=ts,
+    return Reading.model_construct(station_id=station.id, parameter=symbol, value=value, unit=s.spec.unit, ts=stamped,
                                    status=status)
 
 
@@ -332,7 +349,8 @@ def _first_slot(incident: Incident, ts: datetime, station: Station) -> bool:
 def random_incidents(stations: Mapping[str, Station], start: datetime, duration: timedelta, seed: int,
                      per_station_per_day: float = 2.0,
                      kinds: tuple[IncidentKind, ...] = VALUE_KINDS + STATUS_KINDS + DELIVERY_KINDS) -> list[Incident]:
-    """Seeded incidents, about `per_station_per_day` per station, each 15 min to 3 h long (a spike: one slot)."""
+    """Seeded incidents, about `per_station_per_day` per station, each 15 min to 3 h long (a spike: one slot; a wrong
+    clock: 2 to 12 h)."""
     rng = random.Random(seed ^ 0x5EED)
     incidents: list[Incident] = []
     days = duration / timedelta(days=1)
@@ -346,6 +364,9 @@ def random_incidents(stations: Mapping[str, Station], start: datetime, duration:
                 length = timedelta(seconds=station.expected_interval_s)
             parameter = None if kind in DELIVERY_KINDS else rng.choice(sorted(station.parameters))
             magnitude = {"exceedance": 1.5, "spike": 8.0, "drift": 1.4, "spill": 3.0}.get(kind, 1.0)
+            if kind == "clock":  # a wrong clock lasts until someone sets it right: hours, not minutes
+                length = timedelta(hours=rng.uniform(2, 12))
+                magnitude = rng.choice((0.0, 7.0))
             incidents.append(Incident(station.id, parameter, kind, _whole_ms(begin),
                                       _whole_ms(min(begin + length, start + duration)), magnitude))
     return sorted(incidents, key=lambda i: (i.start, i.station))

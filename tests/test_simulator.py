@@ -156,10 +156,32 @@ def test_delivery_incidents() -> None:
     assert ground_truth(silent, STATIONS)["expected"] == {"no_data": True, "rule": "silent_station"}
 
 
+def test_clock_incidents_stamp_a_stopped_or_early_time_and_deliver_on_time() -> None:
+    h = timedelta(hours=1)
+    stopped = Incident(WW, None, "clock", START + h, START + 3 * h, 0.0)
+    early = Incident(WW, None, "clock", START + 5 * h, START + 6 * h, 7.0)
+    plain = stream()
+    messages = stream((stopped, early))
+    assert len(messages) == len(plain) == 288
+    taken = [m.deliver_at for m in plain]  # no delivery incident: each message is delivered when taken
+    assert [m.deliver_at for m in messages] == taken
+    in_stopped = [m for m, at in zip(messages, taken, strict=True) if stopped.active(at)]
+    in_early = [m for m, at in zip(messages, taken, strict=True) if early.active(at)]
+    assert len(in_stopped) == 24 and {m.ts for m in in_stopped} == {stopped.start.replace(microsecond=0)}
+    assert len(in_early) == 12 and all(m.deliver_at - m.ts == 7 * h for m in in_early)
+    assert all(r.ts == m.ts for m in messages for r in m.readings)
+    assert [r.value for m in messages for r in m.readings] == [r.value for m in plain for r in m.readings]
+    assert all(m.ts == at for m, at in zip(messages, taken, strict=True) if not (stopped.active(at) or early.active(at)))
+    assert ground_truth(stopped, STATIONS)["expected"] == {"stamped": "stopped at the start", "rule": "station_clock"}
+    assert ground_truth(early, STATIONS)["expected"] == {"stamped": "7 h behind", "rule": "station_clock"}
+
+
 def test_random_incidents_are_seeded_and_cover_kinds() -> None:
     a = random_incidents(STATIONS, START, 7 * DAY, seed=5)
     assert a == random_incidents(STATIONS, START, 7 * DAY, seed=5) != random_incidents(STATIONS, START, 7 * DAY, seed=6)
     assert len({i.kind for i in a}) >= 8 and all(START <= i.start <= i.end <= START + 7 * DAY for i in a)
+    clocks = [i for i in a if i.kind == "clock"]
+    assert clocks and {i.magnitude for i in clocks} <= {0.0, 7.0} and all(i.parameter is None for i in clocks)
 
 
 @settings(max_examples=10, deadline=None)

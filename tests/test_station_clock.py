@@ -15,8 +15,12 @@ from hypothesis import strategies as st
 
 from alerts import lifecycle
 from alerts.rules import Condition
+from bench.detection import delivery_order, run_quantrac, score
+from ingest.scenarios import Incident, generate
 from processors import liveness, station_clock
 from quantrac.domain import Station
+from quantrac.registry import load_registry
+from quantrac.settings import get_settings
 from tests.utils.builders import make_station
 
 T0 = datetime(2026, 11, 29, 3, 0, tzinfo=timezone.utc)
@@ -182,3 +186,22 @@ def test_entries_read_back_after_a_restart_still_clear_the_open_alerts_they_do_n
         feed.deliver(at - timedelta(seconds=5), at)
     assert sorted(rule for rule, _ in feed.resolved) == ["station_clock", "station_offline"]
     assert liveness.resume(stored, set(), restart) == stored, "nothing open, nothing added"
+
+
+def test_the_simulators_clock_faults_are_caught_by_the_detection_benchs_harness_and_nothing_else_fires() -> None:
+    """The detection bench scores `station_clock` on the simulator's `clock` incidents: a clock stopped for 3 h and one
+    7 h behind for 5 h, among 3 days of one station's normal data, give one alarm each, raised within the incident
+    (a stopped time passes the 30-min bound after 30 min and is watched for 30 min more), and no other alarm."""
+    s = get_settings()
+    station_id = "HD-DAIAN-WW01"
+    stations = {station_id: load_registry(s.registry_file, s.limits_dir)[station_id]}
+    start, h = datetime(2026, 11, 3, tzinfo=timezone.utc), timedelta(hours=1)
+    incidents = [Incident(station_id, None, "clock", start + 30 * h, start + 33 * h, 0.0),
+                 Incident(station_id, None, "clock", start + 40 * h, start + 45 * h, 7.0)]
+    messages = delivery_order(generate(stations, start, timedelta(days=3), 7, incidents))
+    alarms, _ = run_quantrac(stations, messages, timedelta(seconds=60), s.offline_grace_s)
+    during = [a for a in alarms if any(i.start <= a.at <= i.end + h for i in incidents)]
+    assert [(a.rule, a.parameter) for a in during] == [("station_clock", "*")] * 2
+    assert all(i.start + timedelta(seconds=2 * s.clock_lag_alert_s) <= a.at <= i.end for a, i in zip(during, incidents, strict=True))
+    clock = score(alarms, incidents, timedelta(minutes=30))["per_kind"]["clock"]
+    assert (clock["recall"], clock["precision"]) == (1.0, 1.0)
