@@ -14,8 +14,10 @@ from hypothesis import strategies as st
 from ingest.payload import Limits, decode_message
 from ingest.scenarios import (
     BASELINES,
+    CLOCK_KINDS,
     Incident,
     Message,
+    apart_from,
     generate,
     ground_truth,
     load_factor,
@@ -180,8 +182,15 @@ def test_random_incidents_are_seeded_and_cover_kinds() -> None:
     a = random_incidents(STATIONS, START, 7 * DAY, seed=5)
     assert a == random_incidents(STATIONS, START, 7 * DAY, seed=5) != random_incidents(STATIONS, START, 7 * DAY, seed=6)
     assert len({i.kind for i in a}) >= 8 and all(START <= i.start <= i.end <= START + 7 * DAY for i in a)
-    clocks = [i for i in a if i.kind == "clock"]
-    assert clocks and {i.magnitude for i in clocks} <= {0.0, 7.0} and all(i.parameter is None for i in clocks)
+    assert "clock" not in {i.kind for i in a}  # drawn apart: nothing else could be told under a wrong clock
+    clocks = random_incidents(STATIONS, START, 7 * DAY, seed=5, kinds=CLOCK_KINDS)
+    assert {i.kind for i in clocks} == {"clock"} and {i.magnitude for i in clocks} == {0.0, 7.0}
+    assert all(i.parameter is None and i.end - i.start <= 12 * timedelta(hours=1) for i in clocks)
+    assert all(i.end - i.start >= 2 * timedelta(hours=1) for i in clocks if i.end < START + 7 * DAY)
+    alone = apart_from(clocks, a, timedelta(hours=1))
+    assert 0 < len(alone) < len(clocks)
+    assert not [(c, o) for c in alone for o in a + alone if o != c and o.station == c.station
+                and o.start < c.end + timedelta(hours=1) and c.start < o.end + timedelta(hours=1)]
 
 
 @settings(max_examples=10, deadline=None)
