@@ -365,10 +365,13 @@ class Judgements:
     def run(self, others: list[Condition]) -> list[Condition]:
         """Advance every bank once over the batch, judge each series in order and save its rows' states; the batch's
         `others` conditions with the detectors' put where each event's anchor says (as if judged reading by reading)."""
-        verdicts, flagged = self._advance() if len(self.events) else ([[] for _ in self.series], [])
         found: Anchored = []
-        for s, per_channel, events in zip(self.series, verdicts, self._per_series(), strict=True):
-            found.extend(self._judge(s, events, per_channel, flagged))
+        if len(self.events):
+            verdicts, flagged = self._advance()
+            flags = flagged.tolist()
+            for i, events in self._to_judge(flagged):
+                s = self.series[i]
+                found.extend(self._judge(s, events, [verdicts[id(ch.holder)] for ch in s.channels], flags))
         if self.save:
             self._save()
         found.sort(key=lambda pair: pair[0])
@@ -382,13 +385,22 @@ class Judgements:
         merged.extend(c for _, c in found[j:])
         return merged
 
-    def _per_series(self) -> list[list[int]]:
-        """Each series' events (indices), in batch order."""
-        owner = np.array(self.events.series, dtype=np.int64)
+    def _to_judge(self, flagged: np.ndarray) -> list[tuple[int, list[int]]]:
+        """The series `_judge` has something to do for, each with its events (indices) in batch order: those with an
+        event a detector flags or a gap closes, an alert that may be open, or an incident claim to settle. `_judge`
+        passes over every event of any other series (most of a quiet batch's), so they are not walked at all."""
+        events = self.events
+        owner = np.array(events.series, dtype=np.int64)
+        busy = np.zeros(len(self.series), dtype=bool)
+        busy[owner[flagged]] = True
+        busy[[events.series[k] for k, stop in enumerate(events.stopped) if stop is not None]] = True
+        busy |= [s.watched or (s.incident is not None and s.incident.incident is not None) for s in self.series]
+        if not busy.any():
+            return []
         order = np.argsort(owner, kind="stable")
-        bounds = np.searchsorted(owner[order], np.arange(len(self.series) + 1))
+        bounds = np.searchsorted(owner[order], np.arange(len(self.series) + 1)).tolist()
         ordered = order.tolist()
-        return [ordered[bounds[i]:bounds[i + 1]] for i in range(len(self.series))]
+        return [(i, ordered[bounds[i]:bounds[i + 1]]) for i in np.flatnonzero(busy).tolist()]
 
     def _save(self) -> None:
         """Write every series' rows back into its state, each bank's rows gathered at once (`states`)."""
@@ -405,8 +417,8 @@ class Judgements:
                                                            self.as_json), strict=True):
                 save(name, state)
 
-    def _advance(self) -> tuple[list[list[_Verdicts]], list[bool]]:
-        """Per series, per channel: its bank's flags, scores and details over the batch's events (by event index); one
+    def _advance(self) -> tuple[dict[int, _Verdicts], np.ndarray]:
+        """Per bank (by `id` of its holder): its flags, scores and details over the batch's events (by event index); one
         advance per bank. And per event, whether any detector flagged it."""
         events = self.events
         n = len(events)
@@ -443,7 +455,7 @@ class Judgements:
                 if text is not None:
                     details[k] = text
             found[id(holder)] = (flag.tolist(), score.tolist(), details)
-        return [[found[id(ch.holder)] for ch in s.channels] for s in self.series], flagged.tolist()
+        return found, flagged
 
     def _judge(self, s: _Series, events: list[int], verdicts: list[_Verdicts], flagged: list[bool]) -> Anchored:
         """The series' conditions with their anchors, event by event: gaps close its alerts; verdicts join into
