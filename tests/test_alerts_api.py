@@ -88,15 +88,23 @@ def test_silence_crud_with_actor(db: psycopg.Connection, api_as: Callable[[str |
 
 def test_station_summary_groups_by_zone(stack: Settings, db: psycopg.Connection, api: TestClient) -> None:
     zone = f"KCN Summary {datetime.now().timestamp()}"
-    a, b = new_station(db, zone=zone), new_station(db, zone=zone)
-    store_readings(stack.pg_dsn, [Reading(station_id=a.id, parameter="COD", value=50.0, unit="mg/L",
-                                          ts=datetime.now(timezone.utc))])
+    a, b, stuck, gone = (new_station(db, zone=zone) for _ in range(4))
+    now = datetime.now(timezone.utc)
+    hours_ago = now - timedelta(hours=3)
+    store_readings(stack.pg_dsn, [Reading(station_id=station_id, parameter="COD", value=50.0, unit="mg/L", ts=ts)
+                                  for station_id, ts in ((a.id, now), (stuck.id, hours_ago), (gone.id, hours_ago))])
+    with db.transaction():  # as the worker records deliveries: `stuck` still delivers, its clock is 3 h behind
+        db.execute("INSERT INTO station_liveness (station_id, event_ts, received_at) VALUES (%s, %s, %s), (%s, %s, %s)",
+                   (stuck.id, hours_ago, now, gone.id, hours_ago, hours_ago))
     apply(stack.pg_dsn, [condition(a.id, 150.0), condition(b.id, 1.0, rule="station_offline", parameter="*", active=True)])
     summary = api.get("/api/v1/summary/stations", params={"zone": zone}).json()
     [z] = summary["zones"]
     states = {st["id"]: (st["state"], st["open_alerts"]) for st in z["stations"]}
-    assert states == {a.id: ("online", 1), b.id: ("offline", 1)}
-    assert (z["online"], z["offline"], z["open_alerts"]) == (1, 1, 2)
+    assert states == {a.id: ("online", 1), b.id: ("offline", 1), stuck.id: ("online", 0), gone.id: ("offline", 0)}
+    assert (z["online"], z["offline"], z["open_alerts"]) == (2, 2, 2)
+    received = {st["id"]: st["last_received_at"] for st in z["stations"]}
+    assert received[a.id] is None and datetime.fromisoformat(received[stuck.id]) == now
+    assert received[stuck.id].endswith("+07:00")  # shown in Asia/Ho_Chi_Minh
 
 
 def test_suppressed_lists_what_a_silence_or_an_offline_station_holds_back(

@@ -15,11 +15,14 @@ from api.deps import ERRORS, ConnDep, SettingsDep, local_time
 router = APIRouter(prefix="/api/v1/summary", tags=["summary"], responses=ERRORS)
 
 LATE_FACTOR = 2
-"""A station with no reading for this many expected intervals counts as offline."""
+"""A station heard of neither by a delivery nor by a stored reading for this many expected intervals counts as offline."""
 
 
 class StationState(BaseModel):
-    """A station's state: offline when silent for LATE_FACTOR expected intervals or its offline alert is open."""
+    """A station's state: offline when silent for LATE_FACTOR expected intervals or its offline alert is open.
+
+    Silence is judged on the newer of its last delivery and its newest reading's event time: a gateway whose clock is
+    stuck or behind still delivers (its `station_clock` alert says what is wrong), and is not offline."""
     id: str
     name: str
     zone: str
@@ -27,6 +30,8 @@ class StationState(BaseModel):
     kind: str
     state: Literal["online", "offline"]
     last_reading_at: datetime | None = Field(description="Event time of its newest reading (last 7 days).")
+    last_received_at: datetime | None = Field(None, description="When the bridge received its newest live delivery, as "
+                                              "the worker last recorded it (null: none since the worker's state began).")
     open_alerts: int = Field(description="Alerts not resolved (open or acknowledged).")
     open_critical: int
     unacknowledged: int
@@ -62,7 +67,7 @@ class Summary(BaseModel):
 # One pass over the week's readings: a max(ts) per station in a correlated subquery becomes a scan of the
 # ts index filtered by station, which reads the whole week for every station that sent nothing in it.
 _SQL = f"""
-SELECT s.id, s.name, s.zone, s.facility, s.kind, s.expected_interval_s, r.last_reading_at,
+SELECT s.id, s.name, s.zone, s.facility, s.kind, s.expected_interval_s, r.last_reading_at, l.received_at AS last_received_at,
   count(a.id) AS open_alerts,
   count(a.id) FILTER (WHERE a.severity = 'critical') AS open_critical,
   count(a.id) FILTER (WHERE a.status = 'open') AS unacknowledged,
@@ -70,9 +75,10 @@ SELECT s.id, s.name, s.zone, s.facility, s.kind, s.expected_interval_s, r.last_r
 FROM stations s
 LEFT JOIN (SELECT station_id, max(ts) AS last_reading_at FROM readings WHERE ts > now() - interval '7 days'
            GROUP BY station_id) r ON r.station_id = s.id
+LEFT JOIN station_liveness l ON l.station_id = s.id
 LEFT JOIN alerts a ON a.station_id = s.id AND a.status <> 'resolved'
 WHERE s.retired_at IS NULL {{zone}}
-GROUP BY s.id, r.last_reading_at ORDER BY s.zone, s.id
+GROUP BY s.id, r.last_reading_at, l.received_at ORDER BY s.zone, s.id
 """
 
 
@@ -86,11 +92,13 @@ def station_summary(conn: ConnDep, settings: SettingsDep,
         rows = cur.execute(_SQL.format(zone="AND s.zone = %s" if zone else ""), [zone] if zone else []).fetchall()
     zones: dict[str, list[StationState]] = {}
     for r in rows:
-        late = r["last_reading_at"] is None or now - r["last_reading_at"] > timedelta(seconds=LATE_FACTOR * r["expected_interval_s"])
+        heard = max((t for t in (r["last_reading_at"], r["last_received_at"]) if t is not None), default=None)
+        late = heard is None or now - heard > timedelta(seconds=LATE_FACTOR * r["expected_interval_s"])
         state = "offline" if (late or r["offline_alert"]) else "online"
         zones.setdefault(r["zone"], []).append(StationState(
             id=r["id"], name=r["name"], zone=r["zone"], facility=r["facility"], kind=r["kind"], state=state,
-            last_reading_at=local_time(r["last_reading_at"], settings), open_alerts=r["open_alerts"],
+            last_reading_at=local_time(r["last_reading_at"], settings),
+            last_received_at=local_time(r["last_received_at"], settings), open_alerts=r["open_alerts"],
             open_critical=r["open_critical"], unacknowledged=r["unacknowledged"]))
     out = [ZoneSummary(zone=z, stations=ss, online=sum(s.state == "online" for s in ss),
                        offline=sum(s.state == "offline" for s in ss), open_alerts=sum(s.open_alerts for s in ss),
