@@ -108,7 +108,7 @@ def test_new_alert_appears_live_and_is_acknowledged(stack: Settings, db: psycopg
     assert other_row["cells"][3] == "85.05 mg/L / 100"  # no resolution configured: four significant digits
     [wide_row] = result["wideRows"]  # a station-wide alert names no parameter and no averaging basis
     assert wide_row["cells"][1] == "whole station" and wide_row["cells"][2] == "Station clock behind or stuck"
-    assert wide_row["cells"][3] == "7200 / 1800 s"
+    assert wide_row["cells"][3] == "2 h / 30 min"  # a lag in seconds, as a person reads it
     # filters
     assert result["byRule"] and {r["rule"] for r in result["byRule"]} == {"anomaly_spike"}
     assert other.id in result["byZone"] and station.id not in result["byZone"]

@@ -108,10 +108,22 @@ function specOf(a) {
   return station ? station.parameters[a.parameter] : undefined;
 }
 
-const UNITLESS = { station_offline: "s", station_clock: "s", calibration_overrun: "min", device_fault: "" };
+const UNITLESS = { calibration_overrun: "min", device_fault: "" };
+const DURATIONS = new Set(["station_offline", "station_clock"]);
+
+// A silence or a clock lag in seconds, as a person reads it: 45 s, 12 min, 7 h, 2 h 5 min.
+function fmtDuration(seconds) {
+  if (seconds === null || seconds === undefined) return "–";
+  if (seconds < 120) return `${Math.round(seconds)} s`;
+  const minutes = Math.round(seconds / 60);
+  if (minutes < 120) return `${minutes} min`;
+  const hours = Math.floor(minutes / 60), rest = minutes % 60;
+  return rest ? `${hours} h ${rest} min` : `${hours} h`;
+}
 
 function valueText(a) {
   const family = ruleFamily(a), spec = specOf(a);
+  if (DURATIONS.has(family)) return `${fmtDuration(a.last_value)} / ${fmtDuration(a.limit)}`;
   if (family in UNITLESS) return `${fmtNumber(a.last_value)} / ${fmtNumber(a.limit)} ${UNITLESS[family]}`.trim();
   const unit = spec ? (family === "rate_of_change" ? `${spec.unit}/min` : spec.unit) : "";
   const value = `${fmtNumber(a.last_value, spec?.resolution)} ${unit}`.trim();
