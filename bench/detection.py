@@ -1,7 +1,7 @@
 """Detection quality, streaming and without look-ahead: (a) the simulator's ground truth, (b) GECCO 2018.
 
 (a) The seeded simulator (`ingest.scenarios`) plays the registry's stations for `--days` with
-random incidents, and gateway clock faults drawn apart from them (`CLOCK_MARGIN`). Messages are taken in delivery order (late and out-of-order deliveries
+random incidents, and gateway clock faults drawn apart from them (`ingest.scenarios.with_clock_faults`). Messages are taken in delivery order (late and out-of-order deliveries
 included) and fed one at a time to the worker's pure detection step (`processors.detection`)
 and, on a simulated wall clock ticking every `--tick` seconds, to the liveness check
 (`processors.liveness`). An alarm is a condition turning active for a station + parameter +
@@ -54,13 +54,12 @@ if str(REPO) not in sys.path:
 from alerts.lifecycle import Policy  # noqa: E402
 from alerts.rules import Condition, judge_limit, judge_offline  # noqa: E402
 from ingest.scenarios import (  # noqa: E402
-    CLOCK_KINDS,
     Incident,
     Message,
-    apart_from,
     generate,
     incident_from_truth,
     random_incidents,
+    with_clock_faults,
 )
 from ingest.simulator import write_ground_truth  # noqa: E402
 from processors import liveness  # noqa: E402
@@ -94,9 +93,6 @@ def family(rule: str) -> str:
     return rule
 
 
-CLOCK_MARGIN = timedelta(hours=2)
-"""Clock faults are drawn apart from the other incidents, this far from any of the same station: while a clock is wrong
-nothing else of the station can be told, and once it is set right the detectors relearn after the gap it left."""
 CLEAR_HOLD = Policy().clear_hold
 """How long an alarm's condition must be clear before it ends (the lifecycle's default hold)."""
 
@@ -266,9 +262,8 @@ def simulator_figures(days: float, seed: int, per_day: float, tick_s: float, tol
     start = datetime(2026, 11, 3, tzinfo=timezone.utc)  # a Tuesday, after a Monday of warm-up
     begin = start - timedelta(days=warmup_days)
     duration = timedelta(days=days)
-    played = random_incidents(stations, start, duration, seed, per_station_per_day=per_day)
-    clocks = random_incidents(stations, start, duration, seed + 1, per_station_per_day=per_day / 4, kinds=CLOCK_KINDS)
-    played = sorted(played + apart_from(clocks, played, CLOCK_MARGIN), key=lambda i: (i.start, i.station))
+    played = with_clock_faults(random_incidents(stations, start, duration, seed, per_station_per_day=per_day),
+                               stations, start, duration, seed, per_day / 4)
     messages = delivery_order(generate(stations, begin, duration + (start - begin), seed, incidents=played))
     with tempfile.TemporaryDirectory() as tmp:  # scored from the ground-truth log, as `quantrac simulate` writes it
         log = Path(tmp) / "ground-truth.jsonl"

@@ -22,6 +22,7 @@ def simulate(
     seed: Annotated[Optional[int], typer.Option(help="Random seed for reproducible values.")] = None,
     speedup: Annotated[float, typer.Option(help="Event time runs this many times faster than wall time (288: a day in 5 minutes); plays the past.")] = 1.0,
     incidents: Annotated[float, typer.Option(help="Random incidents per station per simulated day (exceedance, spike, drift, spill, calibration, fault, stuck, silent, late, out-of-order).")] = 0.0,
+    clock_faults: Annotated[float, typer.Option(help="Gateway clock faults per station per simulated day: stamped times stopped or 7 h behind for 2-12 h, kept 2 h from the other incidents (station_clock).")] = 0.0,
     ground_truth: Annotated[Optional[Path], typer.Option(help="Write the incidents here, one JSON object a line.")] = None,
     tt10_dir: Annotated[Optional[Path], typer.Option(help="Write TT10 files into this folder instead of publishing over MQTT.")] = None,
     processes: Annotated[int, typer.Option(help="Split the stations over this many publishing processes (one reaches about 8,000 readings/s).")] = 1,
@@ -31,7 +32,7 @@ def simulate(
     import threading
     from datetime import datetime, timedelta, timezone
 
-    from ingest.scenarios import random_incidents
+    from ingest.scenarios import random_incidents, with_clock_faults
     from ingest.simulator import MqttSink, TT10Sink, gateway_accounts, parse_injection, run_processes
     from quantrac.mqtt_accounts import tester_credential
     from quantrac.registry import load_registry
@@ -52,6 +53,8 @@ def simulate(
     span = timedelta(seconds=(duration or 86400) * speedup)
     start = now - span if speedup > 1 else now
     chosen = random_incidents(stations, start, span, seed or 0, incidents) if incidents > 0 else []
+    if clock_faults > 0:
+        chosen = with_clock_faults(chosen, stations, start, span, seed or 0, clock_faults)
     stop = threading.Event()
     stop_on_signals(stop)
     if tt10_dir is not None:

@@ -46,7 +46,10 @@ STATUS_KINDS: tuple[IncidentKind, ...] = ("calibration", "fault", "stuck")
 DELIVERY_KINDS: tuple[IncidentKind, ...] = ("silent", "late", "out_of_order")
 CLOCK_KINDS: tuple[IncidentKind, ...] = ("clock",)
 """Not among `random_incidents`' default kinds: while a station's clock is wrong its readings are stored at the wrong time
-or refused, so another incident under it could not be told; the detection bench draws clock faults apart (`apart_from`)."""
+or refused, so another incident under it could not be told; clock faults are drawn apart (`with_clock_faults`)."""
+CLOCK_MARGIN = timedelta(hours=2)
+"""How far a clock fault is kept from any other incident of its station: once the clock is set right, the detectors
+relearn after the gap it left."""
 
 
 @dataclass(frozen=True)
@@ -373,6 +376,14 @@ def random_incidents(stations: Mapping[str, Station], start: datetime, duration:
             incidents.append(Incident(station.id, parameter, kind, _whole_ms(begin),
                                       _whole_ms(min(begin + length, start + duration)), magnitude))
     return sorted(incidents, key=lambda i: (i.start, i.station))
+
+
+def with_clock_faults(incidents: list[Incident], stations: Mapping[str, Station], start: datetime, duration: timedelta,
+                      seed: int, per_station_per_day: float) -> list[Incident]:
+    """`incidents` and seeded gateway clock faults (`CLOCK_KINDS`, seed + 1), each at least `CLOCK_MARGIN` from any
+    other incident of its station (those that would come nearer are dropped), in order of start."""
+    clocks = random_incidents(stations, start, duration, seed + 1, per_station_per_day, kinds=CLOCK_KINDS)
+    return sorted(incidents + apart_from(clocks, incidents, CLOCK_MARGIN), key=lambda i: (i.start, i.station))
 
 
 def apart_from(incidents: Iterable[Incident], others: Iterable[Incident], margin: timedelta) -> list[Incident]:

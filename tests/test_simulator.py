@@ -15,6 +15,7 @@ from ingest.payload import Limits, decode_message
 from ingest.scenarios import (
     BASELINES,
     CLOCK_KINDS,
+    CLOCK_MARGIN,
     Incident,
     Message,
     apart_from,
@@ -24,6 +25,7 @@ from ingest.scenarios import (
     random_incidents,
     reference_limit,
     station_baseline,
+    with_clock_faults,
 )
 from ingest.simulator import (
     Injection,
@@ -191,6 +193,10 @@ def test_random_incidents_are_seeded_and_cover_kinds() -> None:
     assert 0 < len(alone) < len(clocks)
     assert not [(c, o) for c in alone for o in a + alone if o != c and o.station == c.station
                 and o.start < c.end + timedelta(hours=1) and c.start < o.end + timedelta(hours=1)]
+    both = with_clock_faults(a, STATIONS, START, 7 * DAY, seed=5, per_station_per_day=2.0)
+    assert [i for i in both if i.kind != "clock"] == a and both == sorted(both, key=lambda i: (i.start, i.station))
+    added = [i for i in both if i.kind == "clock"]
+    assert added == apart_from(random_incidents(STATIONS, START, 7 * DAY, seed=6, kinds=CLOCK_KINDS), a, CLOCK_MARGIN)
 
 
 @settings(max_examples=10, deadline=None)
