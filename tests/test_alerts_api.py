@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from quantrac.domain import Reading
 from quantrac.settings import Settings
-from tests.alerts_support.helpers import apply, condition, new_station, store_readings
+from tests.alerts_support.helpers import NOW, apply, condition, new_station, store_readings
 
 pytestmark = pytest.mark.integration
 
@@ -126,3 +126,18 @@ def test_suppressed_lists_what_a_silence_or_an_offline_station_holds_back(
     assert mine[cod["id"]]["why"] == "silenced" and "(maintenance)" in mine[cod["id"]]["detail"]
     assert (mine[held["id"]]["why"], mine[held["id"]]["detail"]) == ("inhibited", f"station offline (alert {down['id']})")
     assert body["silenced"] + body["inhibited"] == len(body["data"]) and body["silenced"] >= 1 and body["inhibited"] >= 1
+
+
+def test_an_alert_clearing_shows_since_when_and_loses_it_when_the_condition_returns(
+        stack: Settings, db: psycopg.Connection, api: TestClient) -> None:
+    s = new_station(db)
+    [alert] = apply(stack.pg_dsn, [condition(s.id, 150.0)])
+    assert api.get(f"/api/v1/alerts/{alert['id']}").json()["alert"]["clear_since"] is None
+    apply(stack.pg_dsn, [condition(s.id, 60.0, minutes=2)])  # clear, within the 10-min hold: still open
+    clearing = api.get(f"/api/v1/alerts/{alert['id']}").json()["alert"]
+    assert clearing["status"] == "open" and clearing["clear_since"].endswith("+07:00")
+    assert datetime.fromisoformat(clearing["clear_since"]) == NOW + timedelta(minutes=2)
+    [listed] = [a for a in api.get("/api/v1/alerts", params={"station": s.id}).json()["data"] if a["id"] == alert["id"]]
+    assert listed["clear_since"] == clearing["clear_since"]
+    apply(stack.pg_dsn, [condition(s.id, 160.0, minutes=4)])  # back over the limit
+    assert api.get(f"/api/v1/alerts/{alert['id']}").json()["alert"]["clear_since"] is None

@@ -23,7 +23,7 @@ router = APIRouter(prefix="/api/v1/alerts", tags=["alerts"], responses=ERRORS)
 
 _COLUMNS = ("id, station_id, parameter, rule, basis, severity, status, zone, opened_at, updated_at, first_ts, last_ts, "
             "last_value, peak_value, limit_value AS limit, limit_source, count, message, acknowledged_at, "
-            "acknowledged_by, resolved_at, resolved_by, escalated_at, historical, score")
+            "acknowledged_by, resolved_at, resolved_by, escalated_at, historical, score, clear_since")
 
 
 class AlertOut(Alert):
@@ -36,6 +36,9 @@ class AlertOut(Alert):
     resolved_at: datetime | None = None
     resolved_by: str | None = None
     escalated_at: datetime | None = None
+    clear_since: datetime | None = Field(None, description="Event time since which its condition has been clear: it "
+                                         "resolves once clear for QUANTRAC_ALERT_CLEAR_HOLD_S, and a return of the "
+                                         "condition before that keeps it open. Null while the condition holds.")
 
     model_config = {"json_schema_extra": {"examples": [{
         "id": 42, "station_id": "HD-DAIAN-WW01", "parameter": "COD", "rule": "exceedance", "basis": "instant",
@@ -113,7 +116,7 @@ def alert_out(row: dict[str, Any], settings: Settings) -> AlertOut:
     """An `alerts` row (or stream row) as AlertOut: `limit_value` read as `limit`, times in the display time zone."""
     if "limit" not in row:
         row = {**row, "limit": row.get("limit_value")}
-    times = ("opened_at", "updated_at", "first_ts", "last_ts", "acknowledged_at", "resolved_at", "escalated_at")
+    times = ("opened_at", "updated_at", "first_ts", "last_ts", "acknowledged_at", "resolved_at", "escalated_at", "clear_since")
     return AlertOut(**{k: v for k, v in row.items() if k in AlertOut.model_fields and k not in times},
                     **{t: local_time(row.get(t), settings) for t in times})
 
