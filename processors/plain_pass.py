@@ -18,7 +18,6 @@ plain it gives None, and the station goes through `_station_pass`. The scalar pa
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -185,7 +184,6 @@ def _count(s: _Series, interval: int, cov: float) -> bool:
     bucket at a time; a bucket they complete is judged at each reading from then on (`windows.complete`): False if a
     mean could build a condition."""
     times, values, n = s.times, s.values, len(s.times)
-    low, high = s.quiet
     for basis, bucket in windows.BASES.items():
         buckets = s.windows.get(basis)
         if buckets is None:
@@ -201,13 +199,12 @@ def _count(s: _Series, interval: int, cov: float) -> bool:
             entry = windows.new_bucket(start, end, interval) if saved is None else list(saved)
             buckets[key] = entry
             total, sum_, valid, expected = entry[windows.TOTAL], entry[windows.SUM], entry[windows.VALID], entry[windows.EXPECTED]
-            counts = expected > 1  # `_gives_mean` inlined: a bucket of one reading has no mean to judge
-            needed = math.ceil(cov * expected)
+            counts = expected > 1  # a bucket of one reading has no mean to judge (`windows.counted_mean`)
             for k in range(i, j):
                 sum_ += values[k]
                 valid += 1
                 total += 1
-                if counts and total >= expected and valid >= needed and not low <= sum_ / valid <= high:
+                if counts and total >= expected and _gives_mean(expected, valid, sum_, cov, s.quiet):
                     return False
             entry[windows.SUM], entry[windows.VALID], entry[windows.TOTAL] = sum_, valid, total
             entry[windows.DIRTY] = 0 if total >= expected else 1
