@@ -28,11 +28,18 @@ class Process:
         self.log_path = log_dir / f"{name}.log"
         log_dir.mkdir(parents=True, exist_ok=True)
         self._log = self.log_path.open("ab")
+        self._log_start = self._log.tell()
         self.proc = subprocess.Popen([sys.executable, "-m", "cli", *args], stdout=self._log,
                                      stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
 
     def alive(self) -> bool:
         return self.proc.poll() is None
+
+    def output(self) -> str:
+        """What this run has logged so far; the log file is appended to and may hold earlier runs'."""
+        with self.log_path.open("rb") as log:
+            log.seek(self._log_start)
+            return log.read().decode(errors="replace")
 
     def tail(self, lines: int = 30) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
