@@ -105,6 +105,7 @@ async def apply_conditions(conn: psycopg.AsyncConnection[Any], conditions: Itera
         for c in conditions:
             await writer.apply(c)
         await writer.write_pending(list(writer.pending))
+        await writer.note_clearing()
     return writer.rows
 
 
@@ -122,6 +123,8 @@ class _AlertWriter:
         """The active alert of each key, as locked (FOR UPDATE) and since changed in this call."""
         self.pending: dict[Key, tuple[int, AlertState, Condition, Event]] = {}
         """Repeats not written yet: key -> (alert id, state, latest condition, latest event)."""
+        self.clearing: dict[Key, tuple[int, AlertState, Condition]] = {}
+        """Alerts whose clear hold changed in this call: key -> (alert id, state before the first change, latest condition)."""
 
     async def active(self, key: Key) -> dict[str, Any] | None:
         if key not in self.locked:
@@ -158,6 +161,7 @@ class _AlertWriter:
         if row is None:
             return
         if c.active:
+            self.clearing.pop(key, None)  # its `updated` event says the condition is back
             new, ev = lifecycle.repeat(state_of(row), c, now)
             self.pending[key] = (row["id"], new, c, ev)
             self.locked[key] = _with_state(row, new)
@@ -202,6 +206,8 @@ class _AlertWriter:
                     self.pending[key] = (row["id"], new, *self.pending[key][2:])
                 else:
                     await self.cur.execute("UPDATE alerts SET clear_since = %s WHERE id = %s", (new.clear_since, row["id"]))
+                prior = self.clearing.get(key)
+                self.clearing[key] = (row["id"], state if prior is None else prior[1], c)
             return
         await self.write_pending([key])
         await self.cur.execute(_UPDATE, _update_params(row["id"], new, now, c))
@@ -209,6 +215,17 @@ class _AlertWriter:
         self.locked[key] = updated if updated is not None and updated["status"] != "resolved" else None
         await self.cur.execute(_EVENT, _event_params(row["id"], maybe))
         self.rows.append({**(updated or {}), "opened": False, "transition": maybe.kind})
+
+    async def note_clearing(self) -> None:
+        """One `clearing` event (`lifecycle.clearing`) per alert whose hold started or broke in this call, for the net
+        change: a batch whose readings flicker about the hysteresis band does not fill the history. It is not a
+        transition of the Kafka record."""
+        now = self.clock()
+        for key, (alert_id, before, c) in self.clearing.items():
+            row = self.locked.get(key)
+            event = None if row is None else lifecycle.clearing(before, state_of(row), c, self.policy, now)
+            if event is not None:
+                await self.cur.execute(_EVENT, _event_params(alert_id, event))
 
 
 def _with_state(row: dict[str, Any], state: AlertState) -> dict[str, Any]:

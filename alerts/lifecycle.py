@@ -55,7 +55,7 @@ class AlertState:
 
 @dataclass(frozen=True)
 class Event:
-    """One entry of an alert's history (opened, updated, acknowledged, resolved, commented)."""
+    """One entry of an alert's history (opened, updated, acknowledged, resolved, commented, clearing, escalated, reminded)."""
     kind: str
     actor: str
     status: str
@@ -123,6 +123,23 @@ def observe_clear(state: AlertState, condition: Condition, policy: Policy, now: 
         note = f"condition clear since {since.isoformat()} (hold {policy.clear_hold}, hysteresis {policy.hysteresis:g})"
         return resolved, Event("resolved", SYSTEM_ACTOR, "resolved", now, condition.value, note)
     return replace(state, clear_since=since), None
+
+
+def clearing(before: AlertState, after: AlertState, condition: Condition, policy: Policy, now: datetime) -> Event | None:
+    """The `clearing` event of an alert whose hold started or broke in `observe_clear` (None: neither).
+
+    It is never notified; it puts the change on the alert's history and on the live stream, so a duty officer
+    sees an alert on its way to resolving, and since when, without reloading."""
+    if after.status != before.status or after.clear_since == before.clear_since:
+        return None
+    if after.clear_since is None:
+        note = f"a value inside the hysteresis band ({policy.hysteresis:g} of the limit): the clear hold restarts"
+    elif before.clear_since is None:
+        note = (f"condition clear since {after.clear_since.isoformat()}; resolves at "
+                f"{(after.clear_since + policy.clear_hold).isoformat()} if it stays clear (hold {policy.clear_hold})")
+    else:
+        return None
+    return Event("clearing", SYSTEM_ACTOR, after.status, now, condition.value, note)
 
 
 def holding_clear(since: str | None, at: datetime, hold_s: float) -> str | None:

@@ -33,7 +33,7 @@ log = structlog.get_logger(__name__)
 _log = RateLimitedLog(log)
 
 NOTIFY_KINDS = frozenset({"opened", "resolved", "escalated", "reminded"})
-"""Event kinds people are told about; repeats, acknowledgements and comments are only recorded."""
+"""Event kinds people are told about; repeats, clearing holds, acknowledgements and comments are only recorded."""
 CURSOR = "notifier"
 
 Send = Callable[[Notification], tuple[bool, str]]

@@ -141,3 +141,29 @@ def test_an_alert_clearing_shows_since_when_and_loses_it_when_the_condition_retu
     assert listed["clear_since"] == clearing["clear_since"]
     apply(stack.pg_dsn, [condition(s.id, 160.0, minutes=4)])  # back over the limit
     assert api.get(f"/api/v1/alerts/{alert['id']}").json()["alert"]["clear_since"] is None
+
+
+def test_an_alert_clearing_is_an_event_on_its_history_once_per_batch_for_the_net_change(
+        stack: Settings, db: psycopg.Connection, api: TestClient) -> None:
+    """The `clearing` events reach the live stream (it reads alert_events), so the dashboard learns of a hold
+    without reloading; a batch that flickers about the hysteresis band adds one event for its net change."""
+    s = new_station(db)
+    [alert] = apply(stack.pg_dsn, [condition(s.id, 150.0)])
+
+    def kinds() -> list[tuple[str, str | None]]:
+        return [(e["kind"], e["note"]) for e in api.get(f"/api/v1/alerts/{alert['id']}").json()["events"]]
+
+    apply(stack.pg_dsn, [condition(s.id, 60.0, minutes=2), condition(s.id, 95.0, minutes=3),  # 95: inside the band
+                         condition(s.id, 60.0, minutes=4)])
+    [*_, (kind, note)] = kinds()
+    assert kind == "clearing" and (NOW + timedelta(minutes=4)).isoformat() in note and "resolves at" in note
+    assert [k for k, _ in kinds()].count("clearing") == 1
+    apply(stack.pg_dsn, [condition(s.id, 62.0, minutes=5)])  # still clearing: nothing new to say
+    assert [k for k, _ in kinds()].count("clearing") == 1
+    apply(stack.pg_dsn, [condition(s.id, 95.0, minutes=6)])
+    [*_, (kind, note)] = kinds()
+    assert kind == "clearing" and "hold restarts" in note
+    apply(stack.pg_dsn, [condition(s.id, 60.0, minutes=7), condition(s.id, 150.0, minutes=8)])  # clear, then back
+    assert [k for k, _ in kinds()][-1] == "updated" and [k for k, _ in kinds()].count("clearing") == 2
+    apply(stack.pg_dsn, [condition(s.id, 60.0, minutes=9), condition(s.id, 60.0, minutes=20)])
+    assert [k for k, _ in kinds()][-1] == "resolved" and [k for k, _ in kinds()].count("clearing") == 2

@@ -121,6 +121,21 @@ def test_value_inside_hysteresis_band_is_not_clear_and_restarts_the_hold() -> No
     assert event is None and state.clear_since == T0 + timedelta(minutes=12)
 
 
+def test_clearing_events_say_when_a_hold_starts_and_when_the_band_restarts_it() -> None:
+    state, _ = lifecycle.observe_clear(opened(), cond(80.0, minutes=1), POLICY, T0)
+    started = lifecycle.clearing(opened(), state, cond(80.0, minutes=1), POLICY, T0)
+    assert started is not None and (started.kind, started.actor, started.status, started.value) == ("clearing", "system", "open", 80.0)
+    assert (T0 + timedelta(minutes=1)).isoformat() in (started.note or "")
+    assert (T0 + timedelta(minutes=1) + POLICY.clear_hold).isoformat() in (started.note or "")
+    held, _ = lifecycle.observe_clear(state, cond(85.0, minutes=2), POLICY, T0)
+    assert lifecycle.clearing(state, held, cond(85.0, minutes=2), POLICY, T0) is None
+    broken, _ = lifecycle.observe_clear(held, cond(95.0, minutes=3), POLICY, T0)
+    restarted = lifecycle.clearing(held, broken, cond(95.0, minutes=3), POLICY, T0)
+    assert restarted is not None and "hold restarts" in (restarted.note or "")
+    resolved, _ = lifecycle.observe_clear(held, cond(85.0, minutes=30), POLICY, T0)
+    assert resolved.status == "resolved" and lifecycle.clearing(held, resolved, cond(85.0, minutes=30), POLICY, T0) is None
+
+
 def test_repeat_cancels_clearing() -> None:
     state, _ = lifecycle.observe_clear(opened(), cond(80.0, minutes=1), POLICY, T0)
     state, _ = lifecycle.repeat(state, cond(150.0, minutes=2), T0)

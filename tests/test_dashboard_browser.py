@@ -1,6 +1,6 @@
 """The dashboard end to end in headless Debian chromium (npm playwright-core): the page asks for the key
 (HTTP Basic), the browser's cached credential then carries the page's fetch and EventSource requests; see a
-new alert arrive live over SSE, acknowledge it; triage: alerts grouped by station, rule and basis in words, values
+new alert arrive live over SSE, acknowledge it, see its clear hold start live; triage: alerts grouped by station, rule and basis in words, values
 rounded to the parameter's resolution, an anomaly's reading apart from its score, filters by severity, zone and rule,
 the suppressed count one click away. The screenshot is kept in tests/artifacts/dashboard.png."""
 
@@ -13,6 +13,7 @@ import subprocess
 import threading
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import httpx
 import orjson
@@ -26,6 +27,7 @@ from quantrac.domain import Reading, Severity, Station
 from quantrac.settings import Settings
 from tests.alerts_support.helpers import NOW, apply, condition, new_station, store_readings
 from tests.alerts_support.live import LiveApi, live_api  # noqa: F401  (fixture)
+from tests.utils.poll import wait_for
 
 pytestmark = pytest.mark.integration
 HARNESS = Path(__file__).resolve().parent / "browser"
@@ -78,6 +80,9 @@ def test_new_alert_appears_live_and_is_acknowledged(stack: Settings, db: psycopg
                  "wide": wide.id}
         node.stdin.write(orjson.dumps(setup).decode() + "\n")  # type: ignore[union-attr]
         node.stdin.flush()  # type: ignore[union-attr]
+        wait_for(lambda: db.execute("SELECT status FROM alerts WHERE id = %s", (alert["id"],)).fetchone() == ("acknowledged",),
+                 timeout=60, interval=0.2, what="the dashboard to acknowledge the alert")
+        apply(stack.pg_dsn, [condition(station.id, 60.0, minutes=2)])  # clear: its hold starts, the alert stays
         result = orjson.loads(lines.get(timeout=90))
         assert node.wait(timeout=30) == 0, result
     finally:
@@ -87,6 +92,8 @@ def test_new_alert_appears_live_and_is_acknowledged(stack: Settings, db: psycopg
     assert result["errors"] == [] and result["pageStatus"] == 200
     assert int(result["alertId"]) == alert["id"] and "250.0 mg/L" in result["rowBefore"]
     assert "Đã xác nhận" in result["rowAfter"] or "Acknowledged" in result["rowAfter"]
+    clear_local = (NOW + timedelta(minutes=2)).astimezone(ZoneInfo("Asia/Ho_Chi_Minh"))
+    assert result["statusClearing"] == f"Acknowledged · clear since {clear_local:%d/%m/%Y, %H:%M:%S}", result["statusClearing"]
     assert result["titleVi"].startswith("Trung tâm") and result["titleEn"].startswith("Automatic monitoring")
     assert result["zones"] >= 1 and result["external"] == [], "the dashboard must load nothing from outside"
     row = db.execute("SELECT status, acknowledged_by FROM alerts WHERE id = %s", (alert["id"],)).fetchone()

@@ -14,7 +14,7 @@ const I18N = {
     badKey: "Khóa không hợp lệ hoặc đã bị thu hồi: đóng trình duyệt rồi mở lại trang để đăng nhập bằng khóa khác.",
     forbidden: "Vai trò của khóa này không được phép thao tác này.", noData: "Chưa có dữ liệu.", limit: "Giới hạn",
     other: "English", rule: "Loại cảnh báo", score: "Điểm bất thường", all: "Tất cả", alerts: "cảnh báo",
-    threshold: "ngưỡng", reading: "giá trị đo", wholeStation: "cả trạm",
+    threshold: "ngưỡng", reading: "giá trị đo", wholeStation: "cả trạm", clearSince: "đã bình thường từ",
     suppressed: (n, s, i) => `Đang chặn thông báo: ${n} (${s} tạm im lặng, ${i} do trạm mất tín hiệu)`,
     silenced: "tạm im lặng", inhibited: "trạm mất tín hiệu",
   },
@@ -28,7 +28,7 @@ const I18N = {
     badKey: "Unknown or revoked key: close the browser and open the page again to sign in with another key.",
     forbidden: "This key's role may not do that.", noData: "No data yet.", limit: "Limit",
     other: "Tiếng Việt", rule: "Rule", score: "Anomaly score", all: "All", alerts: "alerts",
-    threshold: "threshold", reading: "reading", wholeStation: "whole station",
+    threshold: "threshold", reading: "reading", wholeStation: "whole station", clearSince: "clear since",
     suppressed: (n, s, i) => `Notifications held back: ${n} (${s} silenced, ${i} inhibited by an offline station)`,
     silenced: "silenced", inhibited: "inhibited",
   },
@@ -192,7 +192,13 @@ function alertRow(a) {
   rule.append(basis);
   cell(valueText(a), "value");
   cell(scoreText(a), "score");
-  cell(t(a.status));
+  const status = cell(t(a.status));
+  if (a.clear_since) {  // on its way to resolving by itself, once clear for the hold
+    const clearing = document.createElement("span");
+    clearing.className = "clearing";
+    clearing.textContent = ` · ${t("clearSince")} ${fmtTime(a.clear_since)}`;
+    status.append(clearing);
+  }
   cell(fmtTime(a.updated_at));
   const actions = cell("");
   if (a.status === "open") {

@@ -65,7 +65,7 @@ class AlertEventOut(BaseModel):
     id: int = Field(description="Also the SSE event id of this transition.")
     alert_id: int
     at: datetime
-    kind: str = Field(description="opened, updated, acknowledged, resolved, commented, escalated or reminded.")
+    kind: str = Field(description="opened, updated, acknowledged, resolved, commented, escalated, reminded, or clearing (the condition started to clear, or a value inside the hysteresis band restarted the clear hold; never notified).")
     actor: str
     status: str = Field(description="The alert's status after this event.")
     value: float | None

@@ -4,7 +4,7 @@
 // sends them with the page's own fetch and EventSource requests, as for a person who typed it in the
 // browser's prompt). Prints "READY" once the page is loaded with the live stream connected; then reads one JSON line on stdin
 // ({station, other, otherZone, silencedAlert}), waits for the station's exceedance alert to appear live, acknowledges it,
-// waits for the acknowledged state, reads the triage view (groups by station, rule and basis in words, rounded values,
+// waits for the acknowledged state, then for the clear hold the test starts, reads the triage view (groups by station, rule and basis in words, rounded values,
 // anomaly score apart), tries the severity, zone and rule filters, opens the suppressed count, draws the COD chart
 // while the other parameters' readings answer late, takes a screenshot
 // and prints one JSON line with what it saw.
@@ -51,6 +51,10 @@ try {
   result.rowAfter = await page.locator(`#alerts tbody tr[data-alert-id="${result.alertId}"]`).textContent();
   await page.click("#lang-toggle");
   result.titleEn = await page.textContent("header h1");
+  // The test clears the alert's condition once it is acknowledged: the clear hold's start arrives live.
+  const clearing = page.locator(`#alerts tbody tr[data-alert-id="${result.alertId}"] .clearing`);
+  await clearing.waitFor({ timeout: 20000 });
+  result.statusClearing = await page.locator(`#alerts tbody tr[data-alert-id="${result.alertId}"] td`).nth(5).textContent();
   const rowsOf = (sel) => page.locator(sel).evaluateAll((els) => els.map((e) => ({
     station: e.dataset.stationId, rule: e.dataset.rule, severity: [...e.classList].find((c) => ["critical", "warning"].includes(c)),
     cells: [...e.cells].map((c) => c.textContent) })));
