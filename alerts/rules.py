@@ -248,20 +248,30 @@ ZONE_SLACK_S = 300.0
 """A clock lag within this of a whole number of hours, on a clock that runs, reads as a time zone error."""
 
 
+def _whole_hours(lag_s: float) -> int | None:
+    """The lag as a whole number of hours (at least 1), within `ZONE_SLACK_S`; else None."""
+    hours = round(lag_s / 3600)
+    return hours if hours >= 1 and abs(lag_s - hours * 3600) <= ZONE_SLACK_S else None
+
+
 def judge_clock(station: Station, lag_s: float, bound_s: float, at: datetime, *, behind: bool, advanced_s: float = 0.0,
-                watched_s: float = 0.0) -> Condition:
+                watched_s: float = 0.0, latest_lag_s: float | None = None) -> Condition:
     """`station_clock` (parameter `*`): the readings' times lag their arrival by more than `bound_s` and do not catch
-    up (`processors.station_clock`); clear when the lag is back under the bound."""
+    up (`processors.station_clock`); clear when the lag is back under the bound. `latest_lag_s`: the lag of the
+    latest deliveries' own times, where they ran on with the deliveries (a clock set back while it runs)."""
     where = f"station {station.id} ({station.name})"
     if not behind:
         message = f"{where}: its readings' times are within {bound_s / 60:.0f} min of their arrival again"
     else:
         pace = ("did not advance" if advanced_s <= 0 else
                 f"advanced {advanced_s / 60:.0f} min while {watched_s / 60:.0f} min of deliveries arrived")
-        hours = round(lag_s / 3600)
-        cause = (f"a whole {hours} h while the clock runs: probably a time zone error (local time sent with another "
-                 "offset, e.g. UTC time marked +07:00); send each time with its own offset"
-                 if advanced_s > 0 and hours >= 1 and abs(lag_s - hours * 3600) <= ZONE_SLACK_S
+        zone = "probably a time zone error (local time sent with another offset, e.g. UTC time marked +07:00); " \
+               "send each time with its own offset"
+        hours = _whole_hours(lag_s) if advanced_s > 0 else None
+        set_back = None if latest_lag_s is None or hours is not None else _whole_hours(latest_lag_s)
+        cause = (f"a whole {hours} h while the clock runs: {zone}" if hours is not None
+                 else f"its latest messages are stamped a whole {set_back} h behind their arrival and run on with it: "
+                 f"the clock was set back, {zone}" if set_back is not None
                  else "the gateway's clock is behind or stuck. Set it right (NTP); a station that delivers this late "
                  "by design (files sent an hour after they are written) needs its own clock_lag_alert_s")
         message = (f"{where}: its readings' times run {lag_s / 60:.0f} min behind their arrival and are not catching up "

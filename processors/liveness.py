@@ -61,7 +61,7 @@ def seen(entry: Entry | None, station: Station, event_ts: datetime, received_at:
         if (still := holding_clear(back_since, newest_receipt, clear_hold_s)) is not None:
             updated["back_since"] = still
     clock, clock_condition = station_clock.watch(entry.get("clock"), station, newest_event, newest_receipt, clock_lag_s,
-                                                 clear_hold_s)
+                                                 clear_hold_s, latest_ts=event_ts)
     if clock is not None:
         updated["clock"] = clock
     if clock_condition is not None:

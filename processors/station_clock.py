@@ -40,25 +40,33 @@ def bound_s(station: Station, default_s: float) -> float:
 
 
 def watch(previous: Watch | None, station: Station, event_ts: datetime, received_at: datetime, default_s: float,
-          clear_hold_s: float) -> tuple[Watch | None, Condition | None]:
+          clear_hold_s: float, latest_ts: datetime | None = None) -> tuple[Watch | None, Condition | None]:
     """The watch after a delivery, from the newest event time and receipt of all the station's so far, and the
-    `station_clock` condition it raises or clears (None: nothing to say)."""
+    `station_clock` condition it raises or clears (None: nothing to say).
+
+    `latest_ts`: the newest event time of this delivery alone. A clock set back mid-stream (a gateway that
+    starts sending UTC marked +07:00) leaves the station's newest time where it was, so the lag grows as if the
+    clock had stopped; the delivery's own times tell the two apart: they run on with the deliveries, a whole
+    number of hours behind them."""
     previous = previous or {}
     bound = bound_s(station, default_s)
     lag = (received_at - event_ts).total_seconds()
+    latest = event_ts if latest_ts is None else latest_ts
     if lag > bound:
+        window = {"received_at": received_at.isoformat(), "event_ts": event_ts.isoformat(), "latest_ts": latest.isoformat()}
         if "received_at" not in previous:
-            return {"alerted": bool(previous.get("alerted")), "received_at": received_at.isoformat(),
-                    "event_ts": event_ts.isoformat()}, None
+            return {"alerted": bool(previous.get("alerted")), **window}, None
         watched_s = (received_at - datetime.fromisoformat(previous["received_at"])).total_seconds()
         if watched_s < bound:
             return previous, None
         advanced_s = (event_ts - datetime.fromisoformat(previous["event_ts"])).total_seconds()
-        window = {"received_at": received_at.isoformat(), "event_ts": event_ts.isoformat()}
         if advanced_s > watched_s + station.expected_interval_s:  # catching up: a backlog
             return {"alerted": bool(previous.get("alerted")), **window}, None
+        latest_advanced_s = (latest - datetime.fromisoformat(previous.get("latest_ts", previous["event_ts"]))).total_seconds()
+        running = abs(latest_advanced_s - watched_s) <= station.expected_interval_s
         return {"alerted": True, **window}, judge_clock(station, lag, bound, received_at, behind=True,
-                                                        advanced_s=advanced_s, watched_s=watched_s)
+                                                        advanced_s=advanced_s, watched_s=watched_s,
+                                                        latest_lag_s=(received_at - latest).total_seconds() if running else None)
     if not previous.get("alerted"):
         return None, None
     since = holding_clear(previous.get("clear_since"), received_at, clear_hold_s)

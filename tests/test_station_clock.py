@@ -106,6 +106,22 @@ def test_a_clock_hours_behind_is_reported_and_a_stations_own_bound_counts() -> N
     assert lenient.opened == []
 
 
+def test_a_clock_set_back_whole_hours_mid_stream_is_called_a_time_zone_error_and_one_that_stops_is_not() -> None:
+    """A gateway that starts sending UTC marked +07:00 after two good hours leaves the station's newest time where it
+    was, as a stopped clock does; its messages' own times running on with their arrival tell the two apart."""
+    receipts = _every(300, T0, 36)
+    set_back = Feed(make_station("T-SETBACK", expected_interval_s=300))
+    stopped = Feed(make_station("T-STOPPED", expected_interval_s=300))
+    for k, at in enumerate(receipts):
+        set_back.deliver(at - timedelta(seconds=5) - (timedelta(hours=7) if k >= 24 else timedelta(0)), at)
+        stopped.deliver(receipts[23] - timedelta(seconds=5) if k >= 24 else at - timedelta(seconds=5), at)
+    [(_, _, zone)] = set_back.opened
+    assert "did not advance" in zone.message and "stamped a whole 7 h behind" in zone.message
+    assert "set back" in zone.message and "time zone" in zone.message and "NTP" not in zone.message
+    [(_, _, stuck)] = stopped.opened
+    assert "did not advance" in stuck.message and "NTP" in stuck.message and "time zone" not in stuck.message
+
+
 def test_a_clock_behind_by_no_whole_hour_is_not_called_a_time_zone_error() -> None:
     feed = Feed(make_station("T-DRIFT", expected_interval_s=300))
     for at in _every(300, T0, 20):
