@@ -62,7 +62,7 @@ def watch(previous: Watch | None, station: Station, event_ts: datetime, received
         advanced_s = (event_ts - datetime.fromisoformat(previous["event_ts"])).total_seconds()
         if advanced_s > watched_s + station.expected_interval_s:  # catching up: a backlog
             return {"alerted": bool(previous.get("alerted")), **window}, None
-        latest_advanced_s = (latest - datetime.fromisoformat(previous.get("latest_ts", previous["event_ts"]))).total_seconds()
+        latest_advanced_s = (latest - datetime.fromisoformat(previous.get("latest_ts") or previous["event_ts"])).total_seconds()
         running = abs(latest_advanced_s - watched_s) <= station.expected_interval_s
         return {"alerted": True, **window}, judge_clock(station, lag, bound, received_at, behind=True,
                                                         advanced_s=advanced_s, watched_s=watched_s,
