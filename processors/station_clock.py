@@ -29,8 +29,9 @@ from alerts.rules import Condition, judge_clock
 from quantrac.domain import Station
 
 Watch = dict[str, Any]
-"""`"alerted"`; while the lag is over the bound, `"received_at"` and `"event_ts"` (ISO 8601) where its window
-started; while an alert clears, `"clear_since"`."""
+"""`"alerted"`; while the lag is over the bound, `"received_at"`, `"event_ts"` and `"latest_ts"` (ISO 8601: the receipt,
+the station's newest time and the delivery's own newest time) where its window started; while an alert clears,
+`"clear_since"`."""
 
 
 def bound_s(station: Station, default_s: float) -> float:
