@@ -81,6 +81,9 @@ class DetectionConfig:
     gap_intervals: float = 6.0
     gap_min_s: float = 900.0
     relearn_gap_s: float = 21600.0
+    spike_relearn_gap_s: float = 7200.0
+    """The spike detector's own `relearn_gap_s`: its level is the series' last before the gap, which a daily cycle has
+    left behind after a few hours, while the other detectors' baselines stay valid longer."""
     incident_hold_s: float = 900.0
     """How long all detectors of a series must be clear before a new anomaly is a new incident (the alerts' clear hold)."""
     incident_refractory_s: float = 1800.0
@@ -89,6 +92,15 @@ class DetectionConfig:
     """The detectors the worker may run: a station's channel naming another is left out."""
     detector_params: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Hyperparameters of the channels that give none (the generic channels of the kind presets)."""
+
+    def relearn_gap_for(self, detector: str) -> float:
+        """How long a gap must be for `detector` (a channel's name) to relearn after it."""
+        return self.spike_relearn_gap_s if detector == "spike" else self.relearn_gap_s
+
+    @property
+    def shortest_relearn_gap_s(self) -> float:
+        """The shortest gap after which some detector relearns: a gap at least this long goes to the judgements."""
+        return min(self.relearn_gap_s, self.spike_relearn_gap_s)
 
     @classmethod
     def from_settings(cls, s: Settings) -> "DetectionConfig":
@@ -107,7 +119,8 @@ class DetectionConfig:
                    fault_after_s=s.detect_fault_after_s, calibration_max_s=s.detect_calibration_max_s,
                    calibration_daily_s=s.detect_calibration_daily_s, rate_span_s=s.detect_rate_span_s,
                    gap_intervals=s.detect_gap_intervals, gap_min_s=s.detect_gap_min_s,
-                   relearn_gap_s=s.detect_relearn_gap_s, incident_hold_s=s.alert_clear_hold_s,
+                   relearn_gap_s=s.detect_relearn_gap_s, spike_relearn_gap_s=s.detect_spike_relearn_gap_s,
+                   incident_hold_s=s.alert_clear_hold_s,
                    incident_refractory_s=s.detect_refractory_s, detectors=names)
 
 
@@ -336,7 +349,7 @@ def _in_order(work: _Work, r: Reading, spec: ParameterSpec, value: float | None,
     stopped = relearn = None
     if ps.last_t is not None and t - ps.last_t > gap_s(station, config):
         stopped, silent_s = ps.last_t, t - ps.last_t
-        relearn = silent_s if silent_s >= config.relearn_gap_s else None
+        relearn = silent_s if silent_s >= config.shortest_relearn_gap_s else None
         if spec.max_rate_per_min is not None:
             _add(found, judge_data_stopped(station, spec.symbol, "rate_of_change", windows.from_epoch(ps.last_t), r.ts,
                                            open_keys=work.judgements.open_keys))
@@ -439,6 +452,7 @@ def _judge_batch(parts: Sequence[StationRows], config: DetectionConfig, live: Li
     states get the token of its rows, else none."""
     banks = LiveBanks() if live is None else live
     judgements = Judgements(banks, open_keys, config.incident_hold_s, config.incident_refractory_s, as_json=owned,
+                            relearn_gap_for=config.relearn_gap_for,
                             save=save_rows or live is None)
     works: list[_Work] = []
     found: list[Condition] = []
@@ -551,7 +565,7 @@ def _multivariate(work: _Work, by_ts: dict[float, dict[str, float]], anchor: int
             series = work.group_series(channel) if series is None else series
             stopped = relearn = None
             if last is not None and t - last > gap_s(work.station, work.config):
-                stopped, relearn = last, (t - last if t - last >= work.config.relearn_gap_s else None)
+                stopped, relearn = last, (t - last if t - last >= work.config.shortest_relearn_gap_s else None)
             work.judgements.add(series, anchor, t, [values[p] for p in group], stopped=stopped, relearn_s=relearn)
             last = t
         gs.last_t = last

@@ -305,8 +305,11 @@ class Judgements:
     """A batch's detector work: collected per series, advanced per bank, then joined and judged in series order."""
 
     def __init__(self, live: LiveBanks, open_keys: OpenKeys | None, hold_s: float, refractory_s: float = 0.0,
-                 as_json: bool = False, save: bool = True) -> None:
+                 as_json: bool = False, save: bool = True, relearn_gap_for: Callable[[str], float] | None = None) -> None:
         self.live, self.open_keys, self.hold_s, self.refractory_s = live, open_keys, hold_s, refractory_s
+        self.relearn_gap_for = relearn_gap_for
+        """How long a gap must be for a detector (by channel name) to relearn after it (`DetectionConfig.relearn_gap_for`);
+        None: every gap an event carries."""
         self.as_json = as_json
         """Save the rows of banks that write JSON (`states_json`) as their text (`RowJson`): the caller writes the
         states as JSON next (the worker), and reads them back only after a failed batch."""
@@ -426,18 +429,18 @@ class Judgements:
         relearn = np.array(events.relearn_s)
         owner = np.array(events.series, dtype=np.int64)
         scalar = np.array(events.scalar)
-        members: dict[int, tuple[_Bank, list[int], list[int], list[bool]]] = {}
+        members: dict[int, tuple[_Bank, list[int], list[int], list[bool], str]] = {}
         for i, s in enumerate(self.series):
             for ch, explain in zip(s.channels, s.explain, strict=True):
                 member = members.get(id(ch.holder))
                 if member is None:
-                    member = members[id(ch.holder)] = (ch.holder, [], [], [])
+                    member = members[id(ch.holder)] = (ch.holder, [], [], [], ch.name)
                 member[1].append(i)
                 member[2].append(ch.row)
                 member[3].append(explain)
         found: dict[int, _Verdicts] = {}
         flagged = np.zeros(n, dtype=bool)
-        for holder, series_of, rows, explains in members.values():
+        for holder, series_of, rows, explains, name in members.values():
             row_of = np.full(len(self.series), -1, dtype=np.int64)
             explain_of = np.zeros(len(self.series), dtype=bool)
             row_of[series_of], explain_of[series_of] = rows, explains
@@ -445,7 +448,10 @@ class Judgements:
             sample = events.value[int(idx[0])]
             values = np.array([events.value[k] for k in idx.tolist()], dtype=np.float64) \
                 if isinstance(sample, list) else scalar[idx]
-            v = advance(holder.materialise(), row_of[owner[idx]], t[idx], values, relearn_gap_s=relearn[idx],
+            gaps = relearn[idx]
+            if self.relearn_gap_for is not None:
+                gaps = np.where(gaps >= self.relearn_gap_for(name), gaps, np.nan)
+            v = advance(holder.materialise(), row_of[owner[idx]], t[idx], values, relearn_gap_s=gaps,
                         explain=explain_of[owner[idx]], flagged=True)
             flag, score = np.zeros(n, dtype=bool), np.zeros(n)
             flag[idx], score[idx] = v.flag, v.score
