@@ -200,14 +200,17 @@ def _count(s: _Series, interval: int, cov: float) -> bool:
             buckets[key] = entry
             total, sum_, valid, expected = entry[windows.TOTAL], entry[windows.SUM], entry[windows.VALID], entry[windows.EXPECTED]
             counts = expected > 1  # a bucket of one reading has no mean to judge (`windows.counted_mean`)
+            reached = bool(entry[windows.DIRTY] & windows.LAST_SLOT)
             for k in range(i, j):
                 sum_ += values[k]
                 valid += 1
                 total += 1
-                if counts and total >= expected and _gives_mean(expected, valid, sum_, cov, s.quiet):
+                reached = reached or windows.reaches_end(times[k], end, interval)
+                if counts and reached and total >= expected and _gives_mean(expected, valid, sum_, cov, s.quiet):
                     return False
             entry[windows.SUM], entry[windows.VALID], entry[windows.TOTAL] = sum_, valid, total
-            entry[windows.DIRTY] = 0 if total >= expected else 1
+            entry[windows.DIRTY] = ((windows.LAST_SLOT if reached else 0)
+                                    | (0 if reached and total >= expected else windows.JUDGE))
             i = j
     return True
 
@@ -235,7 +238,7 @@ def _close(state: StationState, series: dict[str, _Series], newest: float | None
         for basis, buckets in kept.items():
             for key, entry in buckets.items():
                 passed = entry[windows.END] <= watermark
-                if entry[windows.DIRTY] and (passed or entry[windows.TOTAL] >= entry[windows.EXPECTED]):
+                if entry[windows.DIRTY] & windows.JUDGE and (passed or windows.is_complete(entry)):
                     spec = rules.parameters.get(parameter)
                     quiet = None if spec is None else rules.quiet(parameter, spec)
                     if not passed or quiet is None or _gives_mean(entry[windows.EXPECTED], entry[windows.VALID],

@@ -6,8 +6,11 @@ Asia/Ho_Chi_Minh, how the department reads a daily mean, not a trailing 24 h).
 
 Every reading counts in its bucket's total; only valid ones (status 00, finite, within the
 instrument range) count in the mean. When is a mean judged?
-- at once when the bucket is complete (it holds as many readings as the station's interval
-  allows), so a full hour is judged as soon as its last reading arrives;
+- at once when the bucket is complete: it holds as many readings as the station's interval
+  allows, and one of them is in its last interval (give or take half an interval of jitter), so a
+  full hour is judged as soon as its last reading arrives, and a gateway that sends more often than
+  its registry interval (every 2 s for a 300-s station) does not complete an hour in its first
+  minute or a day in its first ten;
 - otherwise when the watermark (the station's newest event time minus the allowed lateness)
   passes the bucket's end; the bucket is then dropped.
 A late reading (within the lateness) into a bucket already judged marks it to be judged again.
@@ -29,6 +32,20 @@ BASES: dict[str, str] = {"5m": "5m", "1h": "1h", "24h": "1d"}
 """Averaging basis → `quantrac.timebuckets` bucket."""
 
 SUM, VALID, TOTAL, DIRTY, END, EXPECTED = range(6)
+JUDGE, LAST_SLOT = 1, 2
+"""Bits of a bucket's `DIRTY` field: it took a reading since it was last judged; it holds a reading in its last interval
+(`reaches_end`). A state written before the second bit existed has neither set on a judged bucket, and such a bucket
+completes at its next reading in its last interval, or closes at the watermark."""
+
+
+def reaches_end(t: float, end: float, interval_s: int) -> bool:
+    """Whether a reading at `t` is in the last interval of a bucket ending at `end`, half an interval of jitter allowed."""
+    return t >= end - 1.5 * interval_s
+
+
+def is_complete(entry: list[Any]) -> bool:
+    """Whether a bucket holds as many readings as its station's interval allows, one of them in its last interval."""
+    return entry[TOTAL] >= entry[EXPECTED] and bool(entry[DIRTY] & LAST_SLOT)
 
 
 @dataclass(frozen=True)
@@ -101,7 +118,7 @@ def add(windows: dict[str, Any], ts: datetime, value: float | None, interval_s: 
             entry[SUM] += value
             entry[VALID] += 1
         entry[TOTAL] += 1
-        entry[DIRTY] = 1
+        entry[DIRTY] = JUDGE | (LAST_SLOT if entry[DIRTY] & LAST_SLOT or reaches_end(t, end, interval_s) else 0)
         touched.append((basis, int(start), entry))
     return touched
 
@@ -124,7 +141,7 @@ def due(windows: dict[str, Any], watermark: float, min_coverage: float,
         for key in sorted(buckets, key=int) if len(buckets) > 1 else list(buckets):
             entry = buckets[key]
             closed = entry[END] <= watermark
-            if entry[DIRTY] and (closed or entry[TOTAL] >= entry[EXPECTED]):
+            if entry[DIRTY] & JUDGE and (closed or is_complete(entry)):
                 if _judge(basis, int(key), entry, min_coverage, found, quiet):
                     quiet = None  # a mean outside may open its key: judge the rest
             if closed:
@@ -134,14 +151,14 @@ def due(windows: dict[str, Any], watermark: float, min_coverage: float,
 
 def completes(touched: Touched) -> bool:
     """Whether a bucket a reading just counted in is complete: only then can `complete` find a mean."""
-    return any(entry[TOTAL] >= entry[EXPECTED] for _, _, entry in touched)
+    return any(is_complete(entry) for _, _, entry in touched)
 
 
 def can_give_mean(touched: Touched) -> bool:
     """Whether `complete` can find a mean among the buckets a reading just counted in: one complete, not judged since
     its last reading, and able to hold more than one reading (a station reporting every 5 minutes completes its 5-min
     bucket with each reading, and that bucket's mean is the reading itself)."""
-    return any(entry[DIRTY] and entry[TOTAL] >= entry[EXPECTED] > 1 for _, _, entry in touched)
+    return any(entry[DIRTY] & JUDGE and entry[EXPECTED] > 1 and is_complete(entry) for _, _, entry in touched)
 
 
 def complete(touched: Touched, min_coverage: float, quiet: tuple[float, float] | None = None) -> list[WindowMean]:
@@ -149,7 +166,7 @@ def complete(touched: Touched, min_coverage: float, quiet: tuple[float, float] |
     and only by being complete."""
     found: list[WindowMean] = []
     for basis, start, entry in touched:
-        if entry[DIRTY] and entry[TOTAL] >= entry[EXPECTED]:
+        if entry[DIRTY] & JUDGE and is_complete(entry):
             if _judge(basis, start, entry, min_coverage, found, quiet):
                 quiet = None
     return found
@@ -159,7 +176,7 @@ def _judge(basis: str, start: int, entry: list[Any], min_coverage: float, found:
            quiet: tuple[float, float] | None) -> bool:
     """A due bucket is judged once until it takes another reading; its mean counts when enough readings were valid,
     and is given unless within `quiet`. Whether it was given."""
-    entry[DIRTY] = 0
+    entry[DIRTY] &= LAST_SLOT
     mean = counted_mean(entry[EXPECTED], entry[VALID], entry[SUM], min_coverage)
     if mean is not None and (quiet is None or not quiet[0] <= mean <= quiet[1]):
         found.append(WindowMean(basis, from_epoch(start), from_epoch(entry[END]), mean, entry[VALID], entry[TOTAL],

@@ -27,6 +27,25 @@ def test_an_hour_is_judged_as_soon_as_it_is_complete() -> None:
     assert windows.due(w, watermark=0, min_coverage=0.5) == []  # nothing new
 
 
+def test_a_gateway_faster_than_its_interval_completes_an_hour_only_at_its_end() -> None:
+    """A 300-s station whose gateway sends every 2 s has its 12 readings after 24 s: the hour is complete only once a
+    reading is in its last interval, so a wild first minute is not judged as the hour's mean."""
+    w: dict = {}
+    for i in range(1560):  # 52 minutes of readings every 2 s: 900 in the first 30 s, then normal
+        windows.add(w, T0 + timedelta(seconds=2 * i), 900.0 if i < 15 else 60.0, 300)
+        assert windows.due(w, watermark=0, min_coverage=0.5) == [], f"judged at reading {i}"
+    windows.add(w, T0 + timedelta(minutes=55), 60.0, 300)  # the last interval of the hour (from 52:30, for jitter)
+    [hour] = windows.due(w, watermark=0, min_coverage=0.5)
+    assert hour.basis == "1h" and hour.n_valid == 1561 and hour.mean == pytest.approx((15 * 900 + 1546 * 60) / 1561)
+
+
+def test_a_last_reading_early_by_jitter_still_completes_the_hour() -> None:
+    w: dict = {}
+    for i in range(12):
+        windows.add(w, T0 + timedelta(minutes=5 * i, seconds=-100 if i == 11 else 0), 10.0, 300)
+    assert [m.basis for m in windows.due(w, watermark=0, min_coverage=0.5)] == ["1h"]
+
+
 def test_an_incomplete_hour_is_judged_when_the_watermark_passes_its_end_and_then_dropped() -> None:
     w: dict = {}
     for i in range(8):

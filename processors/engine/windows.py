@@ -19,6 +19,7 @@ __all__ = ["Means", "WindowRows"]
 
 BASES = tuple(windows.BASES)
 _FIELDS = ("start", "sum", "valid", "total", "dirty", "end", "expected")
+JUDGE, LAST_SLOT = windows.JUDGE, windows.LAST_SLOT
 QUARTER_HOUR_S = 900
 """Local days begin on a quarter hour in every zone in use, so all instants of a quarter hour share a day."""
 
@@ -110,7 +111,8 @@ class WindowRows:
             s["sum"][rows[valid], at[valid]] += value[valid]
             s["valid"][rows[valid], at[valid]] += 1
             s["total"][rows, at] += 1
-            s["dirty"][rows, at] = 1
+            reached = (s["dirty"][rows, at] & LAST_SLOT) | np.where(t >= end - 1.5 * self.interval_s[rows], LAST_SLOT, 0)
+            s["dirty"][rows, at] = JUDGE | reached
 
     def _slot(self, basis: str, rows: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray:
         """Each row's slot of the bucket starting at `start`, opened (in start order) where it is new."""
@@ -144,8 +146,10 @@ class WindowRows:
             j = np.arange(s["start"].shape[1])[None, :]
             used = j < count[:, None]
             closed = used & (s["end"][rows] <= watermark[:, None])
-            judged = used & (s["dirty"][rows] == 1) & (closed | (s["total"][rows] >= s["expected"][rows]))
-            s["dirty"][rows] = np.where(judged, 0, s["dirty"][rows])
+            dirty = s["dirty"][rows]
+            complete = (s["total"][rows] >= s["expected"][rows]) & ((dirty & LAST_SLOT) > 0)
+            judged = used & ((dirty & JUDGE) > 0) & (closed | complete)
+            s["dirty"][rows] = np.where(judged, dirty & LAST_SLOT, dirty)
             expected, valid = s["expected"][rows], s["valid"][rows]
             emit = judged & (expected > 1) & (valid > 0) & (valid >= np.ceil(min_coverage * expected))
             at, slot = np.nonzero(emit)
