@@ -19,8 +19,8 @@ a station that never had a live reading is never reported offline, nor is one th
 `history_only`.
 
 An entry is a JSON dict `{"event_ts", "received_at", "offline"}` (with `"back_since"` while a station back from
-silence clears its alert, `"clock"` while its clock is watched: `processors.station_clock`) kept in a Faust table keyed by
-station id, so a restarted worker neither forgets who is silent nor reports it twice.
+silence clears its alert, `"clock"` while its clock is watched: `processors.station_clock`) kept in the store by station
+(`station_liveness`, `processors.worker_state`), so a restarted worker neither forgets who is silent nor reports it twice.
 """
 
 from __future__ import annotations
@@ -72,8 +72,8 @@ def seen(entry: Entry | None, station: Station, event_ts: datetime, received_at:
 def resume(entries: Mapping[str, Entry], open_keys: OpenKeys, now: datetime) -> dict[str, Entry]:
     """The entries read back from the store (a start, a rebalance), with what they do not keep taken from the alerts
     that are open: a station reporting again with its `station_offline` alert still open clears it from `now` on, and
-    one with its `station_clock` alert open clears that once its lag is back under the bound. (The store keeps an
-    entry's times and offline flag only; a clock's watch window starts again.)"""
+    one with its `station_clock` alert open clears that once its lag is back under the bound. The store keeps an
+    entry's holds and watch (`processors.worker_state.WATCHES`); these fill in for an entry written before it did."""
     out: dict[str, Entry] = {}
     for station_id, entry in entries.items():
         entry = dict(entry)

@@ -15,8 +15,8 @@ receive time plus one expected interval), a clock behind or stuck does not, and 
 (again at each such window while it lasts, with the lag then). Once the lag is back under the bound,
 every delivery clears it until the alerts' clear hold has passed, so the alert resolves as any other. The bound is `QUANTRAC_CLOCK_LAG_ALERT_S` or the station's `clock_lag_alert_s`,
 and never under three expected intervals (a station that stamps hourly means at the hour's start lags
-by an hour by design: give it its own bound). The store keeps no watch: after a restart or a rebalance an open
-alert is known from the alerts table (`processors.liveness.resume`) and its window starts again.
+by an hour by design: give it its own bound). The watch is stored with the station's liveness entry
+(`processors.worker_state`), so a restart or a rebalance carries on with its window.
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ from typing import Any, Iterable, Mapping
 
 import psycopg
 from kafka.partitioner.default import murmur2
+from psycopg.types.json import Jsonb
 
 Entry = dict[str, Any]
 """A liveness entry: `{"event_ts", "received_at", "offline"}` (ISO times), see `processors.liveness`."""
@@ -52,14 +53,21 @@ async def save_snapshots(conn: psycopg.AsyncConnection[Any], snapshots: Mapping[
             (list(snapshots), list(snapshots.values())))
 
 
+WATCHES = ("back_since", "clock")
+"""The parts of a liveness entry that are held for a while: a station back from silence clearing its offline alert, and
+its clock's watch (`processors.liveness`). Stored with the entry, so a restart neither starts a hold again nor delays a
+`station_clock` alert by a new watch window."""
+
+
 async def load_liveness(conn: psycopg.AsyncConnection[Any]) -> dict[str, Entry]:
     """Every stored liveness entry, by station."""
     async with conn.cursor() as cur:
-        await cur.execute("SELECT station_id, event_ts, received_at, offline FROM station_liveness")
+        await cur.execute("SELECT station_id, event_ts, received_at, offline, watches FROM station_liveness")
         rows = await cur.fetchall()
     return {station_id: {"event_ts": event_ts.astimezone(timezone.utc).isoformat(),
-                         "received_at": received_at.astimezone(timezone.utc).isoformat(), "offline": offline}
-            for station_id, event_ts, received_at, offline in rows}
+                         "received_at": received_at.astimezone(timezone.utc).isoformat(), "offline": offline,
+                         **(watches or {})}
+            for station_id, event_ts, received_at, offline, watches in rows}
 
 
 async def save_liveness(conn: psycopg.AsyncConnection[Any], entries: Mapping[str, Entry]) -> None:
@@ -67,11 +75,14 @@ async def save_liveness(conn: psycopg.AsyncConnection[Any], entries: Mapping[str
     if not entries:
         return
     ids = list(entries)
+    watches = [{k: entries[i][k] for k in WATCHES if k in entries[i]} for i in ids]
     async with conn.cursor() as cur:
         await cur.execute(
-            "INSERT INTO station_liveness (station_id, event_ts, received_at, offline, updated_at) SELECT s, e, r, o, now() "
-            "FROM unnest(%s::text[], %s::timestamptz[], %s::timestamptz[], %s::boolean[]) AS u(s, e, r, o) "
+            "INSERT INTO station_liveness (station_id, event_ts, received_at, offline, watches, updated_at) "
+            "SELECT s, e, r, o, w, now() "
+            "FROM unnest(%s::text[], %s::timestamptz[], %s::timestamptz[], %s::boolean[], %s::jsonb[]) AS u(s, e, r, o, w) "
             "ON CONFLICT (station_id) DO UPDATE SET event_ts = excluded.event_ts, received_at = excluded.received_at, "
-            "offline = excluded.offline, updated_at = excluded.updated_at",
+            "offline = excluded.offline, watches = excluded.watches, updated_at = excluded.updated_at",
             (ids, [datetime.fromisoformat(entries[i]["event_ts"]) for i in ids],
-             [datetime.fromisoformat(entries[i]["received_at"]) for i in ids], [bool(entries[i].get("offline")) for i in ids]))
+             [datetime.fromisoformat(entries[i]["received_at"]) for i in ids], [bool(entries[i].get("offline")) for i in ids],
+             [Jsonb(w) if w else None for w in watches]))

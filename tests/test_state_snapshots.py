@@ -189,8 +189,10 @@ def test_a_batch_presumed_new_that_repeats_stored_readings_is_judged_again_from_
 def test_liveness_entries_come_back_as_written(store: Settings, store_db: psycopg.Connection) -> None:
     station = _station()
     save_stations(store_db, {station.id: station})
-    first = {"event_ts": T0.isoformat(), "received_at": (T0 + timedelta(seconds=3)).isoformat(), "offline": False}
-    second = {**first, "offline": True}
+    first = {"event_ts": T0.isoformat(), "received_at": (T0 + timedelta(seconds=3)).isoformat(), "offline": False,
+             "back_since": (T0 + timedelta(seconds=3)).isoformat(),
+             "clock": {"alerted": True, "received_at": T0.isoformat(), "event_ts": T0.isoformat(), "latest_ts": T0.isoformat()}}
+    second = {"event_ts": T0.isoformat(), "received_at": (T0 + timedelta(seconds=3)).isoformat(), "offline": True}
 
     async def run() -> tuple[dict[str, Any], dict[str, Any]]:
         processor = BatchProcessor(store.pg_dsn, {station.id: station})
