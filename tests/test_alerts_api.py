@@ -167,3 +167,6 @@ def test_an_alert_clearing_is_an_event_on_its_history_once_per_batch_for_the_net
     assert [k for k, _ in kinds()][-1] == "updated" and [k for k, _ in kinds()].count("clearing") == 2
     apply(stack.pg_dsn, [condition(s.id, 60.0, minutes=9), condition(s.id, 60.0, minutes=20)])
     assert [k for k, _ in kinds()][-1] == "resolved" and [k for k, _ in kinds()].count("clearing") == 2
+    with pytest.raises(psycopg.errors.CheckViolation), db.transaction():  # the widened check still refuses others
+        db.execute("INSERT INTO alert_events (alert_id, kind, actor, status) VALUES (%s, 'cleared', 'test', 'open')",
+                   (alert["id"],))
