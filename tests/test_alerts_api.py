@@ -170,3 +170,23 @@ def test_an_alert_clearing_is_an_event_on_its_history_once_per_batch_for_the_net
     with pytest.raises(psycopg.errors.CheckViolation), db.transaction():  # the widened check still refuses others
         db.execute("INSERT INTO alert_events (alert_id, kind, actor, status) VALUES (%s, 'cleared', 'test', 'open')",
                    (alert["id"],))
+
+
+def test_completeness_says_when_a_station_reports_more_often_than_registered(
+        stack: Settings, db: psycopg.Connection, api: TestClient) -> None:
+    """A gateway sending every 2 s on a 300-s registration (as `make run`'s simulator does) reads as thousands of
+    percent complete; the hour says what to fix. A station within twice its allowance says nothing."""
+    fast, normal = new_station(db), new_station(db)
+    hour = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0) - timedelta(hours=2)
+    expected = len(fast.parameters) * 3600 // fast.expected_interval_s
+    with db.transaction():
+        for station, received in ((fast, expected * 150), (normal, expected * 2)):
+            db.execute("INSERT INTO completeness (station_id, period, bucket, expected, received, valid, late) "
+                       "VALUES (%s, 'hour', %s, %s, %s, %s, 0)", (station.id, hour, expected, received, received))
+    params = {"from": hour.isoformat(), "to": (hour + timedelta(hours=1)).isoformat()}
+    [busy] = api.get(f"/api/v1/stations/{fast.id}/completeness", params=params).json()["data"]
+    assert busy["completeness"] == 150.0 and busy["interval_note"] is not None
+    assert f"registry interval ({fast.expected_interval_s} s)" in busy["interval_note"]
+    assert f"about every {fast.expected_interval_s / 150:.3g} s" in busy["interval_note"]
+    [plain] = api.get(f"/api/v1/stations/{normal.id}/completeness", params=params).json()["data"]
+    assert plain["completeness"] == 2.0 and plain["interval_note"] is None

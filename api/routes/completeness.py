@@ -28,6 +28,9 @@ class CompletenessOut(BaseModel):
     late: int
     completeness: float
     """valid / expected (0 when nothing was expected)."""
+    interval_note: str | None = None
+    """Set when the station sent more than twice what its registry interval allows: it reports more often than
+    registered, so `completeness` overstates and its window means complete only at their ends."""
 
 
 class CompletenessList(BaseModel):
@@ -73,5 +76,16 @@ def station_completeness(
         expected = expected_readings(station, s, period)
         data.append(CompletenessOut(start=local_time(s, settings), end=local_time(bucket_end(s, bucket), settings),
                                     expected=expected, received=received, valid=valid, late=late,
-                                    completeness=round(valid / expected, 4) if expected else 0.0))
+                                    completeness=round(valid / expected, 4) if expected else 0.0,
+                                    interval_note=_interval_note(station, expected, received)))
     return CompletenessList(station_id=station_id, period=period, data=data, count=len(data))
+
+
+def _interval_note(station: Station, expected: int, received: int) -> str | None:
+    """What to fix when the station sent more than twice what its registry interval allows, else None."""
+    if not expected or received <= 2 * expected:
+        return None
+    observed_s = station.expected_interval_s * expected / received
+    return (f"received {received} readings where its registry interval ({station.expected_interval_s} s) allows {expected}: "
+            f"the station reports about every {observed_s:.3g} s. Set its expected_interval_s to that "
+            f"(PUT /api/v1/stations/{station.id}), or its gateway to report every {station.expected_interval_s} s")
