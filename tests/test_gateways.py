@@ -115,11 +115,19 @@ class Session:
             port = settings.mosquitto_tls_port or 0
         self.client.on_publish = self._on_publish
         self.client.on_message = lambda _c, _u, msg: self.received.append(msg.topic)
+        self.subacks: dict[int, list[mqtt.ReasonCode]] = {}
+        self.client.on_subscribe = lambda _c, _u, mid, codes, _p: self.subacks.__setitem__(mid, codes)
         self.connected = threading.Event()
         self.client.on_connect = lambda _c, _u, _f, rc, _p: self.connected.set() if not rc.is_failure else None
         self.client.connect(settings.mqtt_host, port)
         self.client.loop_start()
         wait_for(self.connected.is_set, timeout=10, what=f"{username} to be connected")
+
+    def subscribe(self, pattern: str) -> None:
+        """Subscribe at QoS 1 and wait for the broker's SUBACK: a message published before it would not be delivered."""
+        _, mid = self.client.subscribe(pattern, qos=1)
+        [code] = wait_for(lambda: self.subacks.get(mid), timeout=10, what=f"the SUBACK of {pattern}")
+        assert not code.is_failure, f"the broker refused the subscription to {pattern}: {code}"
 
     def _on_publish(self, _client: object, _userdata: object, mid: int, reason_code: mqtt.ReasonCode, _props: object) -> None:
         with self.lock:
@@ -147,7 +155,7 @@ def test_broker_refuses_a_gateway_publishing_for_another_station(broker: dict[st
     settings: Settings = broker["settings"]
     assert settings.mqtt_username == BRIDGE_ACCOUNT and settings.mqtt_password is not None
     bridge = Session(settings, settings.mqtt_username, settings.mqtt_password.get_secret_value())
-    bridge.client.subscribe("quantrac/v1/stations/+/readings", qos=1)
+    bridge.subscribe("quantrac/v1/stations/+/readings")
     gateway_a = _gateway(settings, broker["a"])
     gw = Session(settings, gateway_a.username, gateway_a.password)
     try:
@@ -212,7 +220,7 @@ def test_bridges_on_a_shared_subscription_receive_with_the_bridge_account(broker
     settings: Settings = broker["settings"]
     username, password = bridge_login(settings)
     bridge = Session(settings, username or "", password or "")
-    bridge.client.subscribe("$share/quantrac-bridges/quantrac/v1/stations/+/readings", qos=1)
+    bridge.subscribe("$share/quantrac-bridges/quantrac/v1/stations/+/readings")
     gateway_a = _gateway(settings, broker["a"])
     gw = Session(settings, gateway_a.username, gateway_a.password)
     try:
@@ -258,7 +266,7 @@ def test_the_simulator_publishes_with_each_gateways_account(broker: dict[str, An
     settings: Settings = broker["settings"]
     bridge_user, bridge_password = bridge_login(settings)
     bridge = Session(settings, bridge_user or "", bridge_password or "")
-    bridge.client.subscribe("quantrac/v1/stations/+/readings", qos=1)
+    bridge.subscribe("quantrac/v1/stations/+/readings")
     accounts = gateway_accounts(settings, [broker["a"], broker["b"]])
     assert accounts[broker["a"]] != accounts[broker["b"]]
     sink = MqttSink(settings.mqtt_host, settings.mqtt_port, accounts)
