@@ -123,8 +123,8 @@ class _AlertWriter:
         """The active alert of each key, as locked (FOR UPDATE) and since changed in this call."""
         self.pending: dict[Key, tuple[int, AlertState, Condition, Event]] = {}
         """Repeats not written yet: key -> (alert id, state, latest condition, latest event)."""
-        self.clearing: dict[Key, tuple[int, AlertState, Condition]] = {}
-        """Alerts whose clear hold changed in this call: key -> (alert id, state before the first change, latest condition)."""
+        self.clearing: dict[Key, tuple[AlertState, Condition]] = {}
+        """Alerts whose clear hold changed in this call: key -> (state before the first change, latest condition)."""
 
     async def active(self, key: Key) -> dict[str, Any] | None:
         if key not in self.locked:
@@ -206,8 +206,7 @@ class _AlertWriter:
                     self.pending[key] = (row["id"], new, *self.pending[key][2:])
                 else:
                     await self.cur.execute("UPDATE alerts SET clear_since = %s WHERE id = %s", (new.clear_since, row["id"]))
-                prior = self.clearing.get(key)
-                self.clearing[key] = (row["id"], state if prior is None else prior[1], c)
+                self.clearing[key] = (self.clearing.get(key, (state,))[0], c)
             return
         await self.write_pending([key])
         await self.cur.execute(_UPDATE, _update_params(row["id"], new, now, c))
@@ -221,11 +220,13 @@ class _AlertWriter:
         change: a batch whose readings flicker about the hysteresis band does not fill the history. It is not a
         transition of the Kafka record."""
         now = self.clock()
-        for key, (alert_id, before, c) in self.clearing.items():
+        for key, (before, c) in self.clearing.items():
             row = self.locked.get(key)
-            event = None if row is None else lifecycle.clearing(before, state_of(row), c, self.policy, now)
+            if row is None:  # resolved in this call: its `resolved` event says so
+                continue
+            event = lifecycle.clearing(before, state_of(row), c, self.policy, now)
             if event is not None:
-                await self.cur.execute(_EVENT, _event_params(alert_id, event))
+                await self.cur.execute(_EVENT, _event_params(row["id"], event))
 
 
 def _with_state(row: dict[str, Any], state: AlertState) -> dict[str, Any]:

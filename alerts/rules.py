@@ -268,12 +268,15 @@ def judge_clock(station: Station, lag_s: float, bound_s: float, at: datetime, *,
         zone = "probably a time zone error (local time sent with another offset, e.g. UTC time marked +07:00); " \
                "send each time with its own offset"
         hours = _whole_hours(lag_s) if advanced_s > 0 else None
-        set_back = None if latest_lag_s is None or hours is not None else _whole_hours(latest_lag_s)
-        cause = (f"a whole {hours} h while the clock runs: {zone}" if hours is not None
-                 else f"its latest messages are stamped a whole {set_back} h behind their arrival and run on with it: "
-                 f"the clock was set back, {zone}" if set_back is not None
-                 else "the gateway's clock is behind or stuck. Set it right (NTP); a station that delivers this late "
-                 "by design (files sent an hour after they are written) needs its own clock_lag_alert_s")
+        set_back = _whole_hours(latest_lag_s) if latest_lag_s is not None else None
+        if hours is not None:
+            cause = f"a whole {hours} h while the clock runs: {zone}"
+        elif set_back is not None:
+            cause = (f"its latest messages are stamped a whole {set_back} h behind their arrival and run on with it: "
+                     f"the clock was set back, {zone}")
+        else:
+            cause = ("the gateway's clock is behind or stuck. Set it right (NTP); a station that delivers this late "
+                     "by design (files sent an hour after they are written) needs its own clock_lag_alert_s")
         message = (f"{where}: its readings' times run {lag_s / 60:.0f} min behind their arrival and are not catching up "
                    f"(their newest time {pace}); {cause}. Readings of a time already stored are refused as conflicts "
                    f"(GET /api/v1/deadletters?station={station.id}&reason=conflict), the others are stored at the wrong time")

@@ -201,16 +201,18 @@ def _count(s: _Series, interval: int, cov: float) -> bool:
             total, sum_, valid, expected = entry[windows.TOTAL], entry[windows.SUM], entry[windows.VALID], entry[windows.EXPECTED]
             counts = expected > 1  # a bucket of one reading has no mean to judge (`windows.counted_mean`)
             reached = bool(entry[windows.DIRTY] & windows.LAST_SLOT)
+            last_slot = windows.last_slot_start(end, interval)
             for k in range(i, j):
                 sum_ += values[k]
                 valid += 1
                 total += 1
-                reached = reached or windows.reaches_end(times[k], end, interval)
+                reached = reached or times[k] >= last_slot
                 if counts and reached and total >= expected and _gives_mean(expected, valid, sum_, cov, s.quiet):
                     return False
             entry[windows.SUM], entry[windows.VALID], entry[windows.TOTAL] = sum_, valid, total
-            entry[windows.DIRTY] = ((windows.LAST_SLOT if reached else 0)
-                                    | (0 if reached and total >= expected else windows.JUDGE))
+            entry[windows.DIRTY] = windows.LAST_SLOT if reached else 0
+            if not windows.is_complete(entry):  # a complete bucket was judged at its readings above
+                entry[windows.DIRTY] |= windows.JUDGE
             i = j
     return True
 

@@ -38,9 +38,14 @@ JUDGE, LAST_SLOT = 1, 2
 completes at its next reading in its last interval, or closes at the watermark."""
 
 
+def last_slot_start(end: Any, interval_s: Any) -> Any:
+    """Where the last interval of a bucket ending at `end` begins, half an interval of jitter allowed (numbers or arrays)."""
+    return end - 1.5 * interval_s
+
+
 def reaches_end(t: float, end: float, interval_s: int) -> bool:
-    """Whether a reading at `t` is in the last interval of a bucket ending at `end`, half an interval of jitter allowed."""
-    return t >= end - 1.5 * interval_s
+    """Whether a reading at `t` is in the last interval of a bucket ending at `end` (`last_slot_start`)."""
+    return t >= last_slot_start(end, interval_s)
 
 
 def is_complete(entry: list[Any]) -> bool:

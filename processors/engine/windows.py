@@ -111,7 +111,8 @@ class WindowRows:
             s["sum"][rows[valid], at[valid]] += value[valid]
             s["valid"][rows[valid], at[valid]] += 1
             s["total"][rows, at] += 1
-            reached = (s["dirty"][rows, at] & LAST_SLOT) | np.where(t >= end - 1.5 * self.interval_s[rows], LAST_SLOT, 0)
+            reached = (s["dirty"][rows, at] & LAST_SLOT) | np.where(t >= windows.last_slot_start(end, self.interval_s[rows]),
+                                                                    LAST_SLOT, 0)
             s["dirty"][rows, at] = JUDGE | reached
 
     def _slot(self, basis: str, rows: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray:
