@@ -18,6 +18,8 @@ plain it gives None, and the station goes through `_station_pass`. The scalar pa
 
 from __future__ import annotations
 
+import sys
+from bisect import bisect_left
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -81,6 +83,15 @@ class PlainRules:
     """A rate (per minute) under this is clear with no open key (`processors.detection.RATE_MARGIN`)."""
     quiet: Quiet
     open_keys: OpenKeys
+
+
+def _sum_in_order(values: list[float], start: float) -> float:
+    """`start` plus each value in turn, as `windows.add` sums a bucket: `sum` does that up to Python 3.11, while 3.12's
+    compensates the rounding, which would make the plain pass's sums differ from the scalar pass's in the last bit."""
+    return sum(values, start) if _SUM_IN_ORDER else reduce(add, values, start)
+
+
+_SUM_IN_ORDER = sys.version_info < (3, 12)
 
 
 class _Series:
@@ -194,9 +205,7 @@ def _count(s: _Series, interval: int, cov: float) -> bool:
         i = 0
         while i < n:
             start, end = windows.bucket_bounds(s.ts[i], times[i], bucket)
-            j = i + 1
-            while j < n and times[j] < end:
-                j += 1
+            j = bisect_left(times, end, i + 1)
             key = str(int(start))
             saved = buckets.get(key)
             entry = windows.new_bucket(start, end, interval) if saved is None else list(saved)
@@ -205,7 +214,7 @@ def _count(s: _Series, interval: int, cov: float) -> bool:
             reached = bool(entry[windows.DIRTY] & windows.LAST_SLOT)
             last_slot = windows.last_slot_start(end, interval)
             judged = _first_judged(times, i, j, total, expected, reached, last_slot)
-            sum_ = reduce(add, values[i:judged], sum_)  # in order, as `windows.add` sums (not `sum`: 3.12 compensates)
+            sum_ = _sum_in_order(values[i:judged], sum_)
             valid, total = valid + judged - i, total + judged - i
             for k in range(judged, j):
                 sum_ += values[k]

@@ -10,6 +10,7 @@ the plain pass must have been taken (the test is not vacuous).
 
 from __future__ import annotations
 
+import sys
 from datetime import timedelta
 
 import pytest
@@ -18,6 +19,7 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 import processors.detection as detection
+import processors.plain_pass as plain_pass
 from alerts.rules import OpenKeys
 from processors.detection import detect_batch
 from quantrac.domain import Reading, Station, Status
@@ -125,3 +127,15 @@ def test_what_is_not_plain_goes_through_the_scalar_pass(plain_outcomes: list[boo
         resolved = set(KEYS)
     judge_both(first + second, [len(first), len(second)], [(keys, set()), (set(), resolved)], RATE_STATIONS)
     assert plain_outcomes[-1] is False
+
+
+@given(st.lists(st.floats(-1e6, 1e6), max_size=30), st.floats(-1e6, 1e6), st.booleans())
+def test_window_sums_add_in_order_on_every_python(values: list[float], start: float, builtin: bool) -> None:
+    """The plain pass's bucket sums are `start` plus each value in turn, as the scalar pass adds them, with `sum` (up
+    to Python 3.11) and without it (3.12's `sum` compensates the rounding)."""
+    expected = start
+    for v in values:
+        expected += v
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(plain_pass, "_SUM_IN_ORDER", builtin and sys.version_info < (3, 12))
+        assert plain_pass._sum_in_order(values, start) == expected
