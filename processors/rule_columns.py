@@ -102,9 +102,10 @@ def judged_columns(series_keys: Sequence[tuple[str, str]], series: npt.NDArray[n
         s = index.get((station_id, parameter))
         if s is not None and rule in INSTANT_RULES:
             hot_series[s] = True
-    keep = valid & ~out
-    return InstantColumns(hot_series[series].tolist(),
-                          [v if k else None for v, k in zip(value.tolist(), keep.tolist(), strict=True)])
+    learn: list[float | None] = value.tolist()
+    for row in np.flatnonzero(~(valid & ~out)).tolist():
+        learn[row] = None
+    return InstantColumns(hot_series[series].tolist(), learn)
 
 
 def _row(spec: ParameterSpec | None, early_fraction: float | None) -> tuple[float, float, float, float, float]:
