@@ -13,7 +13,8 @@ topic and database:
    reported apart), counted in PostgreSQL;
 5. PostgreSQL alone: the same readings as binary COPY buffers built before the clock, in the worker's
    batch size, one transaction each, into a fresh database of the same store: the most readings a
-   second any worker that stores every reading can reach on this machine.
+   second any worker that stores every reading can reach on this machine; beside it, in turns, the same
+   readings into a narrow row (series id, time, value, smallint status), what a narrowed `readings` could take.
 
     python bench/worker.py [--messages 20000] [--stations 100] [--workers 1] [--keep-stack] [--profile]
 """
@@ -49,7 +50,7 @@ from bench.common import (  # noqa: E402
     stop_profile,
     write_result,
 )
-from quantrac.db import connect, migrate, save_stations  # noqa: E402
+from quantrac.db import connect, migrate, save_stations, store_kind  # noqa: E402
 from quantrac.domain import Reading, Station, Status  # noqa: E402
 from quantrac.registry import load_registry  # noqa: E402
 from quantrac.wire import encode_readings  # noqa: E402
@@ -187,9 +188,13 @@ def count_with_faust(want: int, per_message: int, timeout: float = 300) -> dict[
     return {**result, "readings_per_s": round(result["records"] * per_message / max(result["seconds"], 1e-9), 1), **usage}
 
 
-def copy_ceiling(raws: list[bytes], per_message: int) -> dict[str, float]:
+def copy_ceiling(raws: list[bytes], per_message: int) -> dict[str, Any]:
     """PostgreSQL alone: the readings of `raws` COPYed from prebuilt binary buffers (the worker's batch size, one
-    transaction each) into a fresh database migrated as the worker's; clock around the COPYs only."""
+    transaction each) into a fresh database migrated as the worker's; clock around the COPYs only. Beside it, in turns
+    batch by batch so both meet the same load, the same readings into the narrow row issue 15 point 5 asks about
+    (`bench.store_writes.NARROW_TABLE`: series id, time, value, smallint status): what PostgreSQL could take if
+    `readings` were narrowed."""
+    from bench.store_writes import NARROW_COPY, create_narrow_table, narrow_buffer
     from processors.copy_binary import copy_buffer
     from processors.pipeline import decode_batch
     from processors.reading_writer import DIRECT_COPY
@@ -197,24 +202,32 @@ def copy_ceiling(raws: list[bytes], per_message: int) -> dict[str, float]:
     size = SETTINGS.worker_batch_size
     batches = [decode_batch(raws[i:i + size]) for i in range(0, len(raws), size)]
     buffers = [copy_buffer(b) for b in batches]
+    series_ids: dict[tuple[str, str], int] = {}
+    narrow = [narrow_buffer(b, series_ids) for b in batches]
     days = sorted({d for b in batches for d in np.unique(b.ts_us // 86_400_000_000).tolist()})
     database = f"{SETTINGS.pg_database}_copy"
+    seconds = {DIRECT_COPY: 0.0, NARROW_COPY: 0.0}
     try:
         with connect(fresh_database(database)) as conn:
             migrate(conn)
             first, last = (datetime.fromtimestamp(d * 86_400, timezone.utc).date() for d in (days[0], days[-1]))
             conn.execute("SELECT quantrac_ensure_partitions(%s, %s)", (first, last))
+            create_narrow_table(conn, store_kind(conn), [first + timedelta(days=k) for k in range((last - first).days + 1)])
             conn.commit()
-            began = time.perf_counter()
-            for buffer in buffers:
-                with conn.transaction(), conn.cursor() as cur, cur.copy(DIRECT_COPY) as copy:
-                    copy.write(buffer)
-            seconds = time.perf_counter() - began
+            for buffer, narrow_one in zip(buffers, narrow, strict=True):
+                for statement, data in ((DIRECT_COPY, buffer), (NARROW_COPY, narrow_one)):
+                    began = time.perf_counter()
+                    with conn.transaction(), conn.cursor() as cur, cur.copy(statement) as copy:
+                        copy.write(data)
+                    seconds[statement] += time.perf_counter() - began
             copied = stored(conn)
     finally:
         drop_database(database)
-    return {"readings": copied, "seconds": round(seconds, 3), "batch_messages": size,
-            "readings_per_s": round(len(raws) * per_message / max(seconds, 1e-9), 1)}
+    readings = len(raws) * per_message
+    return {"readings": copied, "seconds": round(seconds[DIRECT_COPY], 3), "batch_messages": size,
+            "readings_per_s": round(readings / max(seconds[DIRECT_COPY], 1e-9), 1),
+            "narrow_row_seconds": round(seconds[NARROW_COPY], 3),
+            "narrow_row_readings_per_s": round(readings / max(seconds[NARROW_COPY], 1e-9), 1)}
 
 
 def _admin(statement: str) -> None:
@@ -368,6 +381,8 @@ def main() -> None:
             "worker": worker, "baseline_aiokafka_count": baseline, "faust_count": faust,
             "postgres_copy_prebuilt": ceiling,
             "postgres_copy_vs_baseline": round(ceiling["readings_per_s"] / max(baseline["readings_per_s"], 1e-9), 4),
+            "postgres_narrow_row_copy_vs_baseline": round(
+                ceiling["narrow_row_readings_per_s"] / max(baseline["readings_per_s"], 1e-9), 4),
             "worker_vs_postgres_copy": round(worker["readings_per_s"] / max(ceiling["readings_per_s"], 1e-9), 4),
             "decode_cpu_us_per_reading": decode,
             "worker_vs_baseline": round(worker["readings_per_s"] / max(baseline["readings_per_s"], 1e-9), 4),
