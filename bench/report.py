@@ -68,6 +68,10 @@ def _worker_rows(worker: dict[str, Any]) -> list[str]:
         out.append(f"| ↳ PostgreSQL alone: the same readings as prebuilt binary COPY buffers, "
                    f"{copy['batch_messages']:,} messages a transaction (readings/s) | {copy['readings_per_s']:,.0f} | "
                    f"{base:,.0f} | {worker['postgres_copy_vs_baseline']} | worker: {worker['worker_vs_postgres_copy']} of it |")
+        if "narrow_row_readings_per_s" in copy:
+            out.append(f"| ↳ PostgreSQL alone, the same buffers in a narrow row (series id, time, value, smallint status; "
+                       f"`readings` is not narrowed), in turns with the row above (readings/s) | "
+                       f"{copy['narrow_row_readings_per_s']:,.0f} | {base:,.0f} | {worker['postgres_narrow_row_copy_vs_baseline']} | |")
     return out
 
 
