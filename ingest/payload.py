@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 import orjson
 
+from ingest.tt10 import COMMA_DECIMAL_RE, NUMBER_RE
 from quantrac.domain import Reading, ReasonCode, Station, Status
 from quantrac.safe_text import safe_text
 from quantrac.wire import DEADLETTER_PAYLOAD_CAP
@@ -216,6 +217,43 @@ def validate_reading(item: Any, index: int, station: Station, ts: datetime) -> R
     return Reading(station_id=station.id, parameter=symbol, value=value, unit=unit, ts=ts, status=status)
 
 
+def _shown(raw: Any, limit: int = 40) -> str:
+    """`raw` as written in a rejection's message, clipped: the message names it, the dead letter keeps it whole."""
+    text = repr(raw)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _symbol_fix(symbol: str, station: Station) -> str:
+    """What to do about a parameter the station does not have: the configured symbol it differs from only in case or
+    spaces, if one does (symbols are matched exactly, as Circular 10/2021 writes them), else the general fix."""
+    near = [p for p in station.parameters if p.casefold() == symbol.strip().casefold()]
+    if len(near) == 1:
+        return f"symbols are exact: send {near[0]!r} (fix the gateway's parameter names)"
+    return "add it to the registry or fix the gateway"
+
+
+def _status_fix(raw: Any) -> str:
+    """A hint for a status sent as a number or without its leading zero (0 for 00)."""
+    if isinstance(raw, bool) or not isinstance(raw, (int, str)):
+        return ""
+    digits = str(raw).strip()
+    if digits.isdigit() and int(digits) in (0, 1, 2):
+        return f"; send the text {f'0{int(digits)}'!r}, two digits in quotes"
+    return ""
+
+
+def _value_fix(raw: Any) -> str:
+    """Why a value is not a finite number, and what to send: text holding a number, a decimal comma, or neither."""
+    if isinstance(raw, str):
+        core = raw.strip()
+        if NUMBER_RE.fullmatch(core):
+            return f"value {_shown(raw)} is text; send it as a JSON number, without quotes ({core})"
+        if COMMA_DECIMAL_RE.fullmatch(core):
+            return (f"value {_shown(raw)} uses ',' as decimal separator; send a JSON number with '.' "
+                    f"({core.replace(',', '.')})")
+    return f"value {_shown(raw)} is not a finite number; send a JSON number"
+
+
 def check_reading(item: Any, index: int, station: Station) -> tuple[str, float | None, str, Status] | Rejection:
     """`validate_reading` without the model: (parameter, value in the registry's unit, that unit, status), or why it is refused."""
     if not isinstance(item, dict) or not isinstance(item.get("parameter"), str):
@@ -225,14 +263,14 @@ def check_reading(item: Any, index: int, station: Station) -> tuple[str, float |
     where: dict[str, Any] = {"station_id": station.id, "parameter": symbol, "index": index}
     spec = station.parameter(symbol)
     if spec is None:
-        return Rejection("unknown_parameter", f"station {station.id}: parameter {symbol!r} is not configured for this "
-                         f"station (configured: {', '.join(station.parameters)}); add it to the registry or fix the gateway", **where)
+        return Rejection("unknown_parameter", f"station {station.id}: parameter {_shown(symbol)} is not configured for this "
+                         f"station (configured: {', '.join(station.parameters)}); {_symbol_fix(symbol, station)}", **where)
     status_raw = item.get("status", "00")
     try:
         status = Status(status_raw)
     except ValueError:
-        return Rejection("bad_status", f"station {station.id}, {symbol}: status {status_raw!r} is not 00 (measuring), "
-                         "01 (calibrating) or 02 (fault)", **where)
+        return Rejection("bad_status", f"station {station.id}, {symbol}: status {_shown(status_raw)} is not 00 (measuring), "
+                         f"01 (calibrating) or 02 (fault){_status_fix(status_raw)}", **where)
     raw_value = item.get("value")
     if raw_value is None:
         if status is Status.MEASURING:
@@ -240,8 +278,7 @@ def check_reading(item: Any, index: int, station: Station) -> tuple[str, float |
                              "or status 01/02 when the analyser cannot measure", **where)
         value = None
     elif isinstance(raw_value, bool) or not isinstance(raw_value, (int, float)) or not math.isfinite(raw_value):
-        return Rejection("bad_value", f"station {station.id}, {symbol}: value {raw_value!r} is not a finite number; "
-                         "send a JSON number", **where)
+        return Rejection("bad_value", f"station {station.id}, {symbol}: {_value_fix(raw_value)}", **where)
     elif not abs(raw_value) <= MAX_MAGNITUDE:
         return Rejection("bad_value", f"station {station.id}, {symbol}: value {raw_value!r} is beyond what any instrument "
                          f"reports (|value| <= {MAX_MAGNITUDE:g}); check the gateway's scaling and units", **where)

@@ -50,8 +50,8 @@ REASON_CODES: tuple[ReasonCode, ...] = (
 
 _CODE_RE = re.compile(r"[A-Za-z0-9-]+")
 _STAMP_RE = re.compile(r"[0-9]{14}")
-_NUMBER_RE = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
-_COMMA_DECIMAL_RE = re.compile(r"[+-]?[0-9]*,[0-9]+")
+NUMBER_RE = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+COMMA_DECIMAL_RE = re.compile(r"[+-]?[0-9]*,[0-9]+")
 _FORBIDDEN_IN_FIELD = ("\t", "\n", "\r", BOM)
 _STATUS_TEXT = "00 (measuring), 01 (calibrating) or 02 (device fault)"
 
@@ -168,7 +168,7 @@ def parse_value(text: str) -> float | None:
     core = text.strip(" ")
     if core == "":
         return None
-    if not _NUMBER_RE.fullmatch(core):
+    if not NUMBER_RE.fullmatch(core):
         raise TT10FormatError(f"value {_show(text)} is not a number")
     value = float(core)
     if not math.isfinite(value):
@@ -433,9 +433,9 @@ def _parse_line_value(text: str, status: Status) -> float | None:
 
 def _bad_value_detail(text: str) -> str:
     core = text.strip(" ")
-    if _COMMA_DECIMAL_RE.fullmatch(core):
+    if COMMA_DECIMAL_RE.fullmatch(core):
         return f"value {_show(text)} uses ',' as decimal separator; send digits with '.' as decimal separator"
-    if _NUMBER_RE.fullmatch(core):
+    if NUMBER_RE.fullmatch(core):
         return f"value {_show(text)} is too large to be a finite number; send the value in range of the instrument"
     if core.lower().lstrip("+-") in {"nan", "inf", "infinity"}:
         return (f"value {_show(text)} is not a finite number; send a number, or an empty value with "

@@ -115,6 +115,32 @@ def test_reading_level_rejection_keeps_the_valid_readings(item: dict[str, object
     assert [(r.reason, r.index) for r in batch.rejections] == [(reason, 0)]
 
 
+@pytest.mark.parametrize(("item", "reason", "fix"), [
+    (reading(parameter="cod"), "unknown_parameter", "symbols are exact: send 'COD'"),
+    (reading(parameter="COD "), "unknown_parameter", "symbols are exact: send 'COD'"),
+    (reading(parameter="SO2"), "unknown_parameter", "add it to the registry or fix the gateway"),
+    (reading(value="7,5"), "bad_value", "uses ',' as decimal separator; send a JSON number with '.' (7.5)"),
+    (reading(value=" 85.2"), "bad_value", "is text; send it as a JSON number, without quotes (85.2)"),
+    (reading(value="n/a"), "bad_value", "'n/a' is not a finite number; send a JSON number"),
+    (reading(status=0), "bad_status", "send the text '00', two digits in quotes"),
+    (reading(status="2"), "bad_status", "send the text '02', two digits in quotes"),
+    (reading(status="03"), "bad_status", "01 (calibrating) or 02 (fault)"),
+])
+def test_a_careless_gateways_mistake_is_refused_with_the_fix_it_needs(item: dict[str, object], reason: str,
+                                                                      fix: str) -> None:
+    """Symbols in the wrong case, a Vietnamese decimal comma, a number sent as text, a status without its zero: each
+    is refused (nothing is guessed) with the exact thing to send."""
+    [rejection] = decode({"ts": NOW.isoformat(), "readings": [item]}).rejections
+    assert rejection.reason == reason
+    assert fix in rejection.message and STATION.id in rejection.message
+    assert rejection.message.endswith("(fault)") == (fix == "01 (calibrating) or 02 (fault)")
+
+
+def test_a_long_value_is_named_clipped_in_the_message() -> None:
+    [rejection] = decode({"ts": NOW.isoformat(), "readings": [reading(value="x" * 3000)]}).rejections
+    assert rejection.reason == "bad_value" and len(rejection.message) < 200 and "…" in rejection.message
+
+
 def test_nan_and_infinity_are_rejected() -> None:
     raw = b'{"ts": "2026-11-29T21:05:00+07:00", "readings": [{"parameter": "COD", "value": NaN}]}'
     with pytest.raises(MessageRejected) as exc:
