@@ -64,6 +64,8 @@ def test_migrations_build_an_empty_database_to_the_latest_version(store: Setting
         aggregates = {r[0] for r in scratch.execute("SELECT view_name FROM timescaledb_information.continuous_aggregates")}
         assert aggregates == {"readings_5m", "readings_1h", "readings_1d"} and not views
         assert describe_store(scratch).timescaledb_version == "2.28.3"
+        indexes = dict(scratch.execute("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'readings'").fetchall())
+        assert set(indexes) == {"readings_pkey", "readings_ts_brin"} and "USING brin (ts)" in indexes["readings_ts_brin"]
     else:
         assert {"readings_5m", "readings_1h", "readings_1d"} <= tables(scratch) and not views
         assert describe_store(scratch).timescaledb_version is None
