@@ -154,3 +154,18 @@ def test_a_level_moved_during_a_three_hour_outage_is_no_spike_alarm() -> None:
     kept = replace(WORKER, spike_relearn_gap_s=WORKER.relearn_gap_s)  # as before: the old level kept
     log, _ = play(before + resumed, kept)
     assert [a.ts for a in log.alarms if a.rule == "anomaly_spike"] == [resumed[0][0]]
+
+
+def test_a_spike_half_an_hour_after_a_three_hour_outage_is_caught() -> None:
+    """The spike detector relearns its level after the outage, on its first 6 readings (`reseed_after`) with the scale
+    it had learned, so a spike in the next hours is alerted; with a full warm-up it would be judged only after 30
+    readings (2.5 h at 5 min) and this one would be missed."""
+    before = normal(T0, 2 * 288)
+    resumed = normal(before[-1][0] + timedelta(hours=3), 30, level=80.0, seed=7)
+    spike_at = resumed[8][0]
+    resumed[8] = (spike_at, 140.0)
+    log, _ = play(before + resumed)
+    assert [a.ts for a in log.alarms if a.rule == "anomaly_spike"] == [spike_at]
+    params = {**WORKER.detector_params, "spike": {**WORKER.detector_params["spike"], "reseed_after": None}}
+    log, _ = play(before + resumed, replace(WORKER, detector_params=params))
+    assert [a.ts for a in log.alarms if a.rule == "anomaly_spike"] == []

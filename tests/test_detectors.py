@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
@@ -74,6 +75,40 @@ def test_spike_relearns_after_a_level_change() -> None:
     verdicts = feed(det, noise(40, seed=2, mu=200.0), start=40)
     assert [v.is_anomaly for v in verdicts[:3]] == [True] * 3
     assert not any(v.is_anomaly for v in verdicts[3:])
+
+
+@pytest.mark.parametrize("reseed_after", [None, 6])
+def test_spike_after_a_gap_judges_again_after_reseed_after_values_when_it_knew_the_scale(reseed_after: int | None) -> None:
+    """A station back from an outage at another level: with `reseed_after`, the window is seeded around its first six
+    values with the scale learned before the gap, and a spike soon after is caught; without, it warms up for 30."""
+    det = RobustSpike(window=60, threshold=6.0, grace_period=30, center_window=5, reseed_after=reseed_after)
+    feed(det, noise(80))
+    scale = det.median_mad()[1]
+    det.relearn(3 * 3600.0)
+    back = feed(det, noise(8, seed=3, mu=97.0), start=116)
+    assert [v.detail.startswith("warming up") for v in back[:6]] == [True] * 6
+    spike = det.update(140.0, ts(124))
+    if reseed_after is None:
+        assert not spike.is_anomaly and spike.detail == "warming up (9/30 samples)"
+        return
+    level = re.search(r"above the rolling median ([\d.]+)", spike.detail)
+    assert spike.is_anomaly and level is not None and abs(float(level.group(1)) - 97.0) < 2.0
+    assert det.median_mad()[1] == pytest.approx(max(scale, np.median(np.abs(np.array(noise(6, seed=3, mu=97.0))
+                                                                           - np.median(noise(6, seed=3, mu=97.0))))))
+    assert not any(v.is_anomaly for v in back) and det.state()["scale"] is None
+
+
+def test_spike_warms_up_fully_after_a_gap_that_came_before_its_window_was_full() -> None:
+    det = RobustSpike(window=60, grace_period=30, reseed_after=6)
+    feed(det, noise(40))
+    det.relearn(3 * 3600.0)
+    assert det.state()["scale"] is None
+    assert feed(det, noise(30, seed=4), start=50)[-1].detail == "warming up (30/30 samples)"
+
+
+def test_spike_refuses_a_reseed_not_shorter_than_its_warm_up() -> None:
+    with pytest.raises(ValueError, match="reseed_after"):
+        RobustSpike(grace_period=5, reseed_after=5)
 
 
 def test_spike_ignores_non_finite() -> None:

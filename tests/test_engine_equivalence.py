@@ -32,7 +32,10 @@ def spike_params() -> st.SearchStrategy[dict[str, Any]]:
         "threshold_off": st.sampled_from([None, 2.0]), "levels": st.integers(0, 3),
         "tail_p": st.sampled_from([0.001, 0.05]), "tail_ref": st.sampled_from([None, 1.0, 6.5]),
         "tail_fit": st.sampled_from([None, 0.1, 0.5]), "tail_power": st.sampled_from([2.0, 2.5]),
-        "tail_blend": st.booleans()}).map(lambda d: {**d, "tail_blend": d["tail_blend"] and d["tail_fit"] is not None})
+        "tail_blend": st.booleans(), "reseed_after": st.sampled_from([None, 1, 2, 3])}).map(lambda d: {
+            **d, "tail_blend": d["tail_blend"] and d["tail_fit"] is not None,
+            "reseed_after": d["reseed_after"] if d["reseed_after"] is not None and d["reseed_after"] < d["grace_period"]
+            else None})
 
 
 def stamp(t: float) -> datetime:
@@ -232,6 +235,7 @@ def test_mahalanobis_bank_refuses_mixed_sizes() -> None:
 
 RELEARNING: list[tuple[Any, Any]] = [
     (lambda: RobustSpike(window=10, grace_period=4, levels=2), SpikeBank.from_detectors),
+    (lambda: RobustSpike(window=10, grace_period=4, levels=2, reseed_after=2), SpikeBank.from_detectors),
     (lambda: CusumDrift(grace_period=4, season_s=7200.0, season_bins=4), DriftBank.from_detectors),
     (lambda: Flatline(n_intervals=3), FlatlineBank.from_detectors),
     (lambda: Mahalanobis(["a", "b"], grace_period=3), MahalanobisBank.from_detectors)]
@@ -252,6 +256,31 @@ def test_banks_relearn_as_the_detectors(build: Any, bank_of: Any, gap: float | N
         detectors[i].relearn(gap)
     for row, det in enumerate(detectors):
         same_state(bank.state(row), det.state())
+
+
+def test_spike_bank_reseeds_after_a_gap_as_the_detector() -> None:
+    """Rows 0 and 2 relearn after a gap with a full window and come back at another level: verdict for verdict through
+    the reseed (after 3 values) and the spike that follows, the states equal at every step."""
+    rng = np.random.default_rng(7)
+    detectors = [RobustSpike(window=20, grace_period=9, center_window=3, reseed_after=3) for _ in range(3)]
+    for det in detectors:
+        for i, v in enumerate(rng.normal(10.0, 1.0, 40)):
+            det.update(float(v), stamp(1.7e9 + 60.0 * i))
+    bank = SpikeBank.from_detectors(detectors)
+    bank.relearn(np.array([0, 2]), np.full(2, 3 * 3600.0))
+    for i in (0, 2):
+        detectors[i].relearn(3 * 3600.0)
+    rows = np.arange(3)
+    for k, level in enumerate([14.0] * 6 + [30.0, 14.0]):
+        x = level + rng.normal(0.0, 1.0, 3)
+        flag, score, details = bank.step(rows, x, explain=np.ones(3, dtype=bool))
+        for row, det in enumerate(detectors):
+            verdict = det.update(float(x[row]), stamp(1.8e9 + 60.0 * k))
+            assert (bool(flag[row]), details[row]) == (verdict.is_anomaly, verdict.detail)  # type: ignore[index]
+            assert math.isclose(float(score[row]), verdict.score, rel_tol=1e-9, abs_tol=1e-12)
+            same_state(bank.state(row), det.state())
+        if level == 30.0:
+            assert flag[0] and flag[2]  # judged again 3 values after the gap, not 9
 
 
 @SETTINGS

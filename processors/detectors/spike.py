@@ -36,6 +36,12 @@ class RobustSpike(Detector):
     relearn_after
         Consecutive anomalies after which the baseline is rebuilt; None never rebuilds.
         After a level shift this is when the new level is accepted, and the verdict says so.
+    reseed_after
+        After a gap (`relearn`), warm up on this many values instead of ``grace_period`` when the
+        scale is known (a window was full since the last start): the window is then seeded, as for
+        a known level, around their median with the larger of their MAD and the last full window's
+        (a gap moves a level; it does not change the instrument's noise). None: warm up for
+        ``grace_period`` after every gap.
     center_window
         Number of the most recent learned values whose median is the level a value is compared
         with; None: the whole window. A short one follows a slow trend (a temperature rising
@@ -122,6 +128,7 @@ class RobustSpike(Detector):
         tail_fit: float | None = None,
         tail_power: float = 2.0,
         tail_blend: bool = False,
+        reseed_after: int | None = None,
     ) -> None:
         if window < 1 or grace_period < 0 or threshold <= 0 or eps < 0 or (resolution is not None and resolution < 0):
             raise ValueError("window >= 1, grace_period >= 0, threshold > 0, eps >= 0 and resolution >= 0 are required")
@@ -135,6 +142,8 @@ class RobustSpike(Detector):
             raise ValueError("tail_power >= 1 is required")
         if tail_blend and tail_fit is None:
             raise ValueError("tail_blend needs tail_fit")
+        if reseed_after is not None and not 1 <= reseed_after < grace_period:
+            raise ValueError("1 <= reseed_after < grace_period (or None) is required")
         self.window = window
         self.threshold = threshold
         self.grace_period = grace_period
@@ -149,6 +158,9 @@ class RobustSpike(Detector):
         self.tail_fit = tail_fit
         self.tail_power = tail_power
         self.tail_blend = tail_blend
+        self.reseed_after = reseed_after
+        self._scale: float | None = None
+        """While a reseed is pending (a gap came after a full window): that window's MAD; else None."""
         self._known = KnownLevels(levels)
         self._tail = TailQuantile()
         self._step = StepEstimate()
@@ -161,7 +173,7 @@ class RobustSpike(Detector):
     def _unit_test_params(cls) -> dict[str, Any]:
         return {"window": 20, "threshold": 4.0, "grace_period": 5, "eps": 1e-6, "relearn_after": 15, "resolution": None,
                 "center_window": None, "threshold_off": 2.5, "levels": 2, "tail_p": 0.01, "tail_ref": 2.0,
-                "tail_fit": 0.05, "tail_power": 2.5, "tail_blend": True}
+                "tail_fit": 0.05, "tail_power": 2.5, "tail_blend": True, "reseed_after": 3}
 
     def median_mad(self) -> tuple[float, float]:
         """Median and MAD of the current window (NaN when empty)."""
@@ -178,6 +190,8 @@ class RobustSpike(Detector):
         x = float(value)
         if self._n < self.grace_period or len(self._buffer) == 0:
             self._learn(x)
+            if self._scale is not None and self.reseed_after is not None and self._n == self.reseed_after:
+                self._reseed(self._scale)
             return self._warming(self._n, self.grace_period)
         center, mad = self.median_mad()
         if self.center_window is not None and len(self._buffer) > self.center_window:
@@ -247,11 +261,22 @@ class RobustSpike(Detector):
         center, mad = self._known.pop(known)
         self._leave(floor)
         self._reset()
+        self._fill(center, mad)
+        return center
+
+    def _reseed(self, scale: float) -> None:
+        """After a gap, the window seeded around the values learned since, with at least the scale before the gap."""
+        center, mad = self.median_mad()
+        self._reset()
+        self._fill(center, max(mad, scale))
+        self._scale = None
+
+    def _fill(self, center: float, mad: float) -> None:
+        """An emptied window filled with values whose median and MAD are `center` and `mad`, counted as warmed up."""
         seeded = min(self.window, 3 * max(1, -(-self.grace_period // 3)))
         for k in range(seeded):
             self._buffer.append(center + (k % 3 - 1) * mad)
         self._n = seeded
-        return center
 
     def _learn(self, x: float) -> None:
         self._buffer.append(x)
@@ -259,7 +284,10 @@ class RobustSpike(Detector):
         self._n += 1
 
     def relearn(self, gap_s: float | None = None) -> None:
-        """Warm up again from the next value; the learned step, known levels and tail are kept."""
+        """Warm up again from the next value (`reseed_after` of them if the window was full); the learned step, known
+        levels and tail are kept."""
+        if self.reseed_after is not None and len(self._buffer) == self.window:
+            self._scale = self.median_mad()[1]
         self._reset()
 
     def _reset(self) -> None:
@@ -271,7 +299,7 @@ class RobustSpike(Detector):
     def state(self) -> dict[str, Any]:
         """The window, counts, step, known levels and tail histogram, as JSON for `from_state`."""
         return {"buffer": self._buffer.to_list(), "n": self._n, "run": self._run, "over": self._over,
-                "step": self._step.state(), "levels": self._known.state(), "tail": self._tail.state()}
+                "step": self._step.state(), "levels": self._known.state(), "tail": self._tail.state(), "scale": self._scale}
 
     def load_state(self, state: dict[str, Any]) -> None:
         """Resume from `state()`."""
@@ -285,3 +313,5 @@ class RobustSpike(Detector):
         self._known.load_state(state.get("levels"))
         self._tail = TailQuantile()
         self._tail.load_state(state.get("tail"))
+        scale = state.get("scale")
+        self._scale = None if scale is None else float(scale)

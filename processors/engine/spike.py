@@ -11,7 +11,7 @@ import numpy as np
 from processors.detectors.base import fmt
 from processors.detectors.levels import MAD_TO_SIGMA
 from processors.detectors.spike import RobustSpike
-from processors.engine.common import Ring, Rows, StepArrays, explained, row_medians
+from processors.engine.common import Ring, Rows, StepArrays, explained, row_medians, unopt
 from processors.engine.levels_tail import LevelRows, TailRows
 from processors.engine.row_json import cells
 
@@ -51,6 +51,7 @@ class SpikeBank(Rows):
         self.tail_fit = self.optional("tail_fit")
         self.tail_power = get("tail_power", 2.0)
         self.tail_blend = get("tail_blend", False, bool)
+        self.reseed_after = np.array([_int_or_none(p.get("reseed_after")) for p in self.params], dtype=np.int64)
         n = len(self.params)
         self.ring = Ring(self.window)
         self.stepper = StepArrays(n)
@@ -59,6 +60,8 @@ class SpikeBank(Rows):
         self.n = np.zeros(n, dtype=np.int64)
         self.run = np.zeros(n, dtype=np.int64)
         self.over = np.zeros(n, dtype=bool)
+        self.scale = np.full(n, np.nan)
+        """`RobustSpike._scale`: the pending reseed's scale, NaN for none."""
 
     def load(self, row: int, state: dict[str, Any]) -> None:
         """Row `row` from a `RobustSpike.state()`."""
@@ -69,29 +72,46 @@ class SpikeBank(Rows):
         self.stepper.load(row, state.get("step"))
         self.levels.load(row, state.get("levels"))
         self.tail.load(row, state.get("tail"))
+        scale = state.get("scale")
+        self.scale[row] = np.nan if scale is None else float(scale)
 
     def state(self, row: int) -> dict[str, Any]:
         """Row `row` as `RobustSpike.state()`."""
         return {"buffer": self.ring.to_list(row), "n": int(self.n[row]), "run": int(self.run[row]),
                 "over": bool(self.over[row]), "step": self.stepper.state(row), "levels": self.levels.state(row),
-                "tail": self.tail.state(row)}
+                "tail": self.tail.state(row), "scale": unopt(self.scale[row])}
 
     def states(self, rows: np.ndarray) -> list[dict[str, Any]]:
         """`state` of each of `rows`, gathered column by column."""
-        return [{"buffer": buffer, "n": n, "run": run, "over": over, "step": step, "levels": levels, "tail": tail}
-                for buffer, n, run, over, step, levels, tail in zip(
+        return [{"buffer": buffer, "n": n, "run": run, "over": over, "step": step, "levels": levels, "tail": tail,
+                 "scale": unopt(scale)}
+                for buffer, n, run, over, step, levels, tail, scale in zip(
                     self.ring.to_lists(rows), self.n[rows].tolist(), self.run[rows].tolist(), self.over[rows].tolist(),
-                    self.stepper.states(rows), self.levels.states(rows), self.tail.states(rows), strict=True)]
+                    self.stepper.states(rows), self.levels.states(rows), self.tail.states(rows), self.scale[rows].tolist(),
+                    strict=True)]
 
     def states_json(self, rows: np.ndarray) -> list[bytes]:
         """`states` as JSON text, column by column (`processors.engine.row_json`)."""
-        return [b'{"buffer":%b,"n":%b,"run":%b,"over":%b,"step":%b,"levels":%b,"tail":%b}' % parts for parts in zip(
-            self.ring.json(rows), cells(self.n[rows]), cells(self.run[rows]), cells(self.over[rows]), self.stepper.json(rows),
-            self.levels.json(rows), self.tail.json(rows), strict=True)]
+        return [b'{"buffer":%b,"n":%b,"run":%b,"over":%b,"step":%b,"levels":%b,"tail":%b,"scale":%b}' % parts
+                for parts in zip(self.ring.json(rows), cells(self.n[rows]), cells(self.run[rows]), cells(self.over[rows]),
+                                 self.stepper.json(rows), self.levels.json(rows), self.tail.json(rows),
+                                 cells(self.scale[rows]), strict=True)]
 
     def relearn(self, rows: np.ndarray, gap_s: np.ndarray | None = None) -> None:
-        """`RobustSpike.relearn` on `rows`: warm up again, keeping the step, the known levels and the tail."""
+        """`RobustSpike.relearn` on `rows`: warm up again, keeping the step, the known levels and the tail; a row with
+        `reseed_after` and a full window keeps that window's MAD for its reseed."""
+        full = rows[(self.reseed_after[rows] != _NONE) & (self.ring.size[rows] == self.window[rows])]
+        if full.size:
+            self.scale[full] = self._center(full)[1]
         self._reset(rows)
+
+    def _reseed(self, rows: np.ndarray) -> None:
+        """`RobustSpike._reseed` on `rows`: the window seeded around the values learned since the gap."""
+        center, mad, _ = self._center(rows)
+        scale = np.maximum(mad, self.scale[rows])
+        self._reset(rows)
+        self._seed(rows, center, scale)
+        self.scale[rows] = np.nan
 
     def _reset(self, rows: np.ndarray) -> None:
         self.ring.clear(rows)
@@ -173,6 +193,10 @@ class SpikeBank(Rows):
             score[sub], flag[sub] = judgement.score, judgement.anomalous
             learn[judged] = judgement.learned
         self._learn(r[learn], xv[learn])
+        warmed = r[warm]
+        due = warmed[~np.isnan(self.scale[warmed]) & (self.n[warmed] == self.reseed_after[warmed])]
+        if due.size:
+            self._reseed(due)
         explain = explained(explain, flag, flagged)
         if explain is None:
             return flag, score, None
