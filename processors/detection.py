@@ -183,12 +183,24 @@ class Plan:
                 scalar[symbol] = tuple(offered.get(name) or DetectorChannel(detector=name)
                                        for name in spec.detectors if name in config.detectors)
         key = hashlib.sha256(orjson.dumps(
-            [{p: [c.model_dump() for c in cs] for p, cs in scalar.items()}, [c.model_dump() for c in vector],
-             config.detector_params], option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+            [{p: [_learned_under(c.detector, c.model_dump()) for c in cs] for p, cs in scalar.items()},
+             [_learned_under(c.detector, c.model_dump()) for c in vector],
+             {name: _learned_under(name, {"params": params})["params"] for name, params in config.detector_params.items()}],
+            option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
         return cls(scalar, vector, key)
 
 
 _PLANS: dict[int, tuple[Station, DetectionConfig, Plan]] = {}
+
+
+def _learned_under(detector: str, channel: dict[str, Any]) -> dict[str, Any]:
+    """A channel (as a dict with `params`) without the detector's `restart_only` hyperparameters: what its learned state
+    depends on, for `Plan.key`."""
+    cls = DETECTORS.get(detector)
+    params = channel.get("params")
+    if cls is None or not params or not cls.restart_only & params.keys():
+        return channel
+    return {**channel, "params": {k: v for k, v in params.items() if k not in cls.restart_only}}
 
 
 def detector_params(channel: DetectorChannel, specs: list[ParameterSpec], config: DetectionConfig) -> dict[str, Any]:

@@ -163,3 +163,18 @@ def test_a_station_given_other_channels_relearns_under_them_instead_of_reusing_w
     assert key in live[station.id][1] and live.banks[bank].params[row]["threshold"] == 1000.0
     again = detect(after.state, [], own, DetectionConfig(), live)
     assert again.state.parameters["COD"].detectors == after.state.parameters["COD"].detectors  # the same channels keep what they learned
+
+
+def test_a_restart_only_hyperparameter_keeps_what_the_detectors_learned() -> None:
+    """Adding `reseed_after` to the worker's spike parameters (or a channel's) changes how spike starts again after a
+    gap, not what any detector learned: the plan key is the same, and no station's detectors start afresh on the
+    upgrade; any other hyperparameter still changes it."""
+    station = make_station("P-6", expected_interval_s=60)
+    spike = {"threshold": 8.0, "relearn_after": 6}
+    before = DetectionConfig(detector_params={"spike": spike})
+    after = DetectionConfig(detector_params={"spike": {**spike, "reseed_after": 6}})
+    other = DetectionConfig(detector_params={"spike": {**spike, "threshold": 9.0}})
+    assert Plan.of(station, before).key == Plan.of(station, after).key != Plan.of(station, other).key
+    own = [DetectorChannel(detector="spike", columns=("COD",), params={**spike, "reseed_after": r}) for r in (None, 3)]
+    keys = {Plan.of(station.model_copy(update={"channels": (c,)}), before).key for c in own}
+    assert len(keys) == 1

@@ -121,6 +121,9 @@ class Detector(Parametrised):
 
     name: ClassVar[str]
     input_kind: ClassVar[Literal["scalar", "vector"]] = "scalar"
+    restart_only: ClassVar[frozenset[str]] = frozenset()
+    """Hyperparameters that only change how the detector starts again after a gap, not what it learns: a change of
+    them keeps the learned state (they are left out of `processors.detection.Plan.key`)."""
 
     def update(self, value: Any, ts: datetime) -> Verdict:
         """Score ``value`` observed at ``ts``, learn it unless anomalous, and return the verdict."""

@@ -111,6 +111,7 @@ class RobustSpike(Detector):
     """
 
     name = "spike"
+    restart_only = frozenset({"reseed_after"})
 
     def __init__(
         self,
