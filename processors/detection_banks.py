@@ -457,9 +457,10 @@ class Judgements:
             flag[idx], score[idx] = v.flag, v.score
             flagged |= flag
             details: list[str | None] = [None] * n
-            for k, text in zip(idx.tolist(), v.detail, strict=True):
-                if text is not None:
-                    details[k] = text
+            if v.detail.count(None) < len(v.detail):  # most batches explain nothing: no loop over every event
+                for k, text in zip(idx.tolist(), v.detail, strict=True):
+                    if text is not None:
+                        details[k] = text
             found[id(holder)] = (flag.tolist(), score.tolist(), details)
         return found, flagged
 
