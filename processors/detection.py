@@ -151,6 +151,11 @@ class Plan:
     key: str
     """A digest of the channels and the worker's hyperparameters: learned state is kept only under the same key."""
 
+    @property
+    def grouped(self) -> frozenset[str]:
+        """The parameters of the multivariate groups."""
+        return frozenset(p for c in self.vector for p in c.columns or ())
+
     @classmethod
     def of(cls, station: Station, config: DetectionConfig) -> "Plan":
         """The station's plan; kept while the worker is handed the same station and config objects (one registry load)."""
@@ -437,7 +442,7 @@ def _plain(work: _Work, part: StationRows, anchor: int) -> bool:
                        rate_span_s=partial(rate_span_s, station, config=config),
                        rate_clear_below=lambda spec: (spec.max_rate_per_min or 0.0) * (1 - RATE_MARGIN),
                        quiet=lambda parameter, spec: gate.quiet(station.id, parameter, spec, config.early_fraction),
-                       open_keys=open_keys)
+                       open_keys=open_keys, grouped=work.plan.grouped)
     batch = plain_pass(work.state, part, rules)
     if batch is None:
         return False

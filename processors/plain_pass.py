@@ -61,7 +61,7 @@ class PlainBatch:
     event_values: list[float]
     event_ts: list[datetime]
     by_ts: dict[float, dict[str, float]]
-    """The readings' values by event time, for the multivariate groups."""
+    """The values of the multivariate groups' parameters by event time."""
 
 
 Quiet = Callable[[str, ParameterSpec], "tuple[float, float] | None"]
@@ -83,6 +83,8 @@ class PlainRules:
     """A rate (per minute) under this is clear with no open key (`processors.detection.RATE_MARGIN`)."""
     quiet: Quiet
     open_keys: OpenKeys
+    grouped: frozenset[str] = frozenset()
+    """The parameters of the station's multivariate groups (`processors.detection.Plan.grouped`)."""
 
 
 def _sum_in_order(values: list[float], start: float) -> float:
@@ -125,7 +127,7 @@ def plain_pass(state: StationState, rows: StationRows, rules: PlainRules) -> Pla
     event_values: list[float] = []
     event_ts: list[datetime] = []
     by_ts: dict[float, dict[str, float]] = {}
-    hot, learn = rows.columns.hot, rows.columns.learn
+    hot, learn, grouped = rows.columns.hot, rows.columns.learn, rules.grouped
     for i, spec in enumerate(rows.specs):
         if spec is None:
             continue
@@ -148,11 +150,8 @@ def plain_pass(state: StationState, rows: StationRows, rules: PlainRules) -> Pla
         event_t.append(t)
         event_values.append(value)
         event_ts.append(rows.ts[i])
-        at = by_ts.get(t)
-        if at is None:
-            by_ts[t] = {parameter: value}
-        else:
-            at[parameter] = value
+        if parameter in grouped:
+            by_ts.setdefault(t, {})[parameter] = value
     for s in series.values():
         if not (_in_order(s, rules.gap_s) and _count(s, rules.interval_s, rules.min_coverage)
                 and (s.span_s is None or _rate_quiet(s))):
