@@ -21,7 +21,7 @@ import orjson
 
 from ingest.tt10 import COMMA_DECIMAL_RE, NUMBER_RE
 from quantrac.domain import Reading, ReasonCode, Station, Status
-from quantrac.safe_text import safe_text
+from quantrac.safe_text import clip, safe_text
 from quantrac.wire import DEADLETTER_PAYLOAD_CAP
 
 if TYPE_CHECKING:
@@ -217,10 +217,9 @@ def validate_reading(item: Any, index: int, station: Station, ts: datetime) -> R
     return Reading(station_id=station.id, parameter=symbol, value=value, unit=unit, ts=ts, status=status)
 
 
-def _shown(raw: Any, limit: int = 40) -> str:
+def _shown(raw: Any) -> str:
     """`raw` as written in a rejection's message, clipped: the message names it, the dead letter keeps it whole."""
-    text = repr(raw)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return clip(repr(raw), 40)
 
 
 def _symbol_fix(symbol: str, station: Station) -> str:

@@ -28,7 +28,7 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import partial
+from functools import cached_property, partial
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import orjson
@@ -151,7 +151,7 @@ class Plan:
     key: str
     """A digest of the channels and the worker's hyperparameters: learned state is kept only under the same key."""
 
-    @property
+    @cached_property
     def grouped(self) -> frozenset[str]:
         """The parameters of the multivariate groups."""
         return frozenset(p for c in self.vector for p in c.columns or ())
@@ -188,9 +188,8 @@ class Plan:
                 scalar[symbol] = tuple(offered.get(name) or DetectorChannel(detector=name)
                                        for name in spec.detectors if name in config.detectors)
         key = hashlib.sha256(orjson.dumps(
-            [{p: [_learned_under(c.detector, c.model_dump()) for c in cs] for p, cs in scalar.items()},
-             [_learned_under(c.detector, c.model_dump()) for c in vector],
-             {name: _learned_under(name, {"params": params})["params"] for name, params in config.detector_params.items()}],
+            [{p: [_keyed(c) for c in cs] for p, cs in scalar.items()}, [_keyed(c) for c in vector],
+             {name: _learned_under(name, params) for name, params in config.detector_params.items()}],
             option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
         return cls(scalar, vector, key)
 
@@ -198,14 +197,17 @@ class Plan:
 _PLANS: dict[int, tuple[Station, DetectionConfig, Plan]] = {}
 
 
-def _learned_under(detector: str, channel: dict[str, Any]) -> dict[str, Any]:
-    """A channel (as a dict with `params`) without the detector's `restart_only` hyperparameters: what its learned state
-    depends on, for `Plan.key`."""
+def _learned_under(detector: str, params: dict[str, Any] | None) -> dict[str, Any] | None:
+    """`params` without the detector's `restart_only` hyperparameters: what its learned state depends on (`Plan.key`)."""
     cls = DETECTORS.get(detector)
-    params = channel.get("params")
-    if cls is None or not params or not cls.restart_only & params.keys():
-        return channel
-    return {**channel, "params": {k: v for k, v in params.items() if k not in cls.restart_only}}
+    if cls is None or not params:
+        return params
+    return {k: v for k, v in params.items() if k not in cls.restart_only}
+
+
+def _keyed(channel: DetectorChannel) -> dict[str, Any]:
+    """A channel as it counts in `Plan.key`."""
+    return {**channel.model_dump(), "params": _learned_under(channel.detector, channel.params)}
 
 
 def detector_params(channel: DetectorChannel, specs: list[ParameterSpec], config: DetectionConfig) -> dict[str, Any]:

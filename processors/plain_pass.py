@@ -313,10 +313,8 @@ def _rate_quiet(s: _Series) -> bool:
 
 
 def _binned(bins: list[list[Any]], times: list[float], values: list[float], width: float) -> list[list[Any]]:
-    """`rate_span.add` of each reading in turn (times increasing): only the bins the last reading keeps, each run of
+    """`rate_span.add` of each reading in turn (at least one, times increasing): only the bins the last reading keeps, each run of
     readings of one bin summed in order (a reading of a bin it drops changes nothing that is kept)."""
-    if not times:
-        return bins
     oldest = int(times[-1] // width) - rate_span.KEEP_BINS
     i = len(times)
     while i > 0 and int(times[i - 1] // width) >= oldest:
