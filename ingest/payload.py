@@ -420,19 +420,53 @@ def _message(topic: str, payload: bytes, stations: Mapping[str, Station], now: d
 
 
 def _envelope(payload: bytes, station_id: str) -> dict[str, Any]:
-    """The message's JSON object, with a `readings` list and no other station's id in it."""
+    """The message's JSON object, with a `readings` list and no other station's id in it. A leading UTF-8 byte order
+    mark is passed over, as RFC 8259 allows a parser to: Windows tools write one, and it changes nothing."""
     try:
-        body = orjson.loads(payload)
+        body = orjson.loads(payload[len(UTF8_BOM):] if payload.startswith(UTF8_BOM) else payload)
     except orjson.JSONDecodeError as exc:
-        reason: ReasonCode = "not_utf8" if isinstance(exc.__cause__, UnicodeDecodeError) or b"\xff" in payload else "bad_json"
-        raise _reject(reason, f"station {station_id}: payload is not valid UTF-8 JSON ({exc}); send JSON as in the contract",
-                      station_id=station_id) from None
+        reason, why = not_json(payload, exc)
+        raise _reject(reason, f"station {station_id}: {why}", station_id=station_id) from None
     if not isinstance(body, dict) or not isinstance(body.get("readings"), list):
         raise _reject("schema", f"station {station_id}: payload must be an object with 'ts' and a 'readings' list", station_id=station_id)
     if "station_id" in body and body["station_id"] != station_id:
         raise _reject("topic_mismatch", f"payload names station {body['station_id']!r} but was published on the topic of "
                       f"{station_id!r}; publish each station on its own topic", station_id=station_id)
     return body
+
+
+UTF8_BOM = b"\xef\xbb\xbf"
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+_NOT_JSON_NUMBERS = (b"NaN", b"Infinity", b"-Infinity")
+
+
+def not_json(payload: bytes, exc: orjson.JSONDecodeError) -> tuple[ReasonCode, str]:
+    """Why `payload` is not UTF-8 JSON, with where and what to send instead: the parser's own words name neither
+    the byte a Latin-1 logger wrote nor the `NaN` that Python's `json.dumps` writes for a missing value."""
+    if not payload.strip():
+        return "bad_json", "payload is empty; send JSON as in docs/contract.md"
+    if payload.startswith(_UTF16_BOMS):
+        return "not_utf8", "payload is UTF-16 (it starts with a UTF-16 byte order mark); send the JSON encoded as UTF-8"
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError as bad:
+        return "not_utf8", (f"payload is not UTF-8: byte 0x{payload[bad.start]:02x} at offset {bad.start}, after "
+                            f"{_excerpt(payload[:bad.start].decode('utf-8', 'replace'), len(payload[:bad.start]))}; "
+                            "encode the JSON as UTF-8 (a µ, ° or Vietnamese letter in Latin-1 or a Windows code page is not)")
+    where = f"{exc.msg} at line {exc.lineno} column {exc.colno}, after {_excerpt(text, exc.pos)}"
+    at = text[exc.pos:exc.pos + 9].encode()
+    if at.startswith(_NOT_JSON_NUMBERS) or text[exc.pos - 1:exc.pos] == "-" and at.startswith(b"Infinity"):
+        return "bad_json", (f"payload is not JSON ({where}): NaN and Infinity are not JSON numbers (Python's json.dumps "
+                            "writes them); send a reading that has no value as null with status 01 or 02, or leave it out")
+    if "surrogate" in exc.msg:
+        return "bad_json", (f"payload is not JSON ({where}): a \\ud800-\\udfff escape without its pair encodes no "
+                            "character; send the text as UTF-8")
+    return "bad_json", f"payload is not JSON ({where}); send JSON as in docs/contract.md"
+
+
+def _excerpt(text: str, end: int) -> str:
+    """The (at most 24) characters of `text` before `end`, as written in a message."""
+    return repr(text[max(end - 24, 0):end]) if end > 0 else "its start"
 
 
 def find_conflicts(readings: Iterable[tuple[int, Reading]]) -> dict[int, Rejection]:

@@ -78,6 +78,30 @@ def test_undecodable_bytes(raw: bytes, reason: str) -> None:
     assert exc.value.rejection.reason == reason
 
 
+GOOD = b'{"ts": "2026-11-29T21:05:00+07:00", "readings": [{"parameter": "COD", "value": 85.2, "unit": "mg/L"}]}'
+
+
+@pytest.mark.parametrize(("raw", "reason", "said"), [
+    (GOOD.replace(b"85.2", b"NaN"), "bad_json", "NaN and Infinity are not JSON numbers"),
+    (GOOD.replace(b"85.2", b"-Infinity"), "bad_json", "send a reading that has no value as null with status 01 or 02"),
+    (GOOD.replace(b"mg/L", b"mg/\xb5L"), "not_utf8", f"byte 0xb5 at offset {GOOD.index(b'mg/L') + 3}, after 'lue\": 85.2, \"unit\": \"mg/'"),
+    (GOOD.decode().encode("utf-16"), "not_utf8", "payload is UTF-16"),
+    (GOOD + b"}", "bad_json", f"unexpected content after document at line 1 column {len(GOOD) + 1}"),
+    (GOOD.replace(b"COD", b"\\ud800"), "bad_json", "escape without its pair"),
+    (b"", "bad_json", "payload is empty"),
+])
+def test_a_payload_that_is_not_utf8_json_is_told_where_and_what_to_send(raw: bytes, reason: str, said: str) -> None:
+    with pytest.raises(MessageRejected) as exc:
+        decode(None, raw=raw)
+    assert exc.value.rejection.reason == reason
+    assert said in exc.value.rejection.message, exc.value.rejection.message
+
+
+def test_a_utf8_byte_order_mark_is_passed_over() -> None:
+    batch = decode(None, raw=b"\xef\xbb\xbf" + GOOD)
+    assert [(r.parameter, r.value) for r in batch.readings] == [("COD", 85.2)] and batch.rejections == []
+
+
 def test_unknown_station_and_bad_topic() -> None:
     with pytest.raises(MessageRejected) as exc:
         decode({"ts": NOW.isoformat(), "readings": [reading()]}, station_id="HD-NOPE")
