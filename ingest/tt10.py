@@ -32,6 +32,7 @@ from typing import Literal
 from zoneinfo import ZoneInfo
 
 from quantrac.domain import Reading, Status, utc
+from quantrac.safe_text import clip
 
 VN_TZ = ZoneInfo("Asia/Ho_Chi_Minh")
 """The zone of every TT10 time stamp (file name and lines); UTC+7, no DST since 1975."""
@@ -446,15 +447,11 @@ def _bad_value_detail(text: str) -> str:
 def _symbol_label(raw: str) -> str:
     head = raw.split(FIELD_SEP, 1)[0] if FIELD_SEP in raw else (raw.split() or [""])[0]
     symbol = head.strip()
-    return _clip(symbol) if symbol else "no symbol"
+    return clip(symbol, 40) if symbol else "no symbol"
 
 
 def _show(text: str) -> str:
-    return repr(_clip(text))
-
-
-def _clip(text: str, limit: int = 40) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return repr(clip(text, 40))
 
 
 # --------------------------------------------------------------------------- writer
