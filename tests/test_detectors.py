@@ -106,6 +106,22 @@ def test_spike_warms_up_fully_after_a_gap_that_came_before_its_window_was_full()
     assert feed(det, noise(30, seed=4), start=50)[-1].detail == "warming up (30/30 samples)"
 
 
+def test_spike_reseeds_again_after_a_second_gap_that_came_before_its_seeded_window_was_full() -> None:
+    """A gateway that drops out twice within hours: the window seeded after the first gap carries the scale, so the
+    second return also judges again after `reseed_after` values, not after a whole warm-up."""
+    det = RobustSpike(window=60, threshold=6.0, grace_period=30, center_window=5, reseed_after=6)
+    feed(det, noise(80))
+    det.relearn(3 * 3600.0)
+    feed(det, noise(10, seed=3, mu=97.0), start=116)
+    assert det.state()["seeded"] and len(det.state()["buffer"]) < 60
+    det.relearn(3 * 3600.0)
+    back = feed(det, noise(6, seed=5, mu=95.0), start=200)
+    assert [v.detail.startswith("warming up") for v in back] == [True] * 6
+    spike = det.update(140.0, ts(206))
+    assert spike.is_anomaly, spike.detail
+    assert det.state()["seeded"] and det.state()["scale"] is None
+
+
 def test_spike_refuses_a_reseed_not_shorter_than_its_warm_up() -> None:
     with pytest.raises(ValueError, match="reseed_after"):
         RobustSpike(grace_period=5, reseed_after=5)

@@ -260,7 +260,8 @@ def test_banks_relearn_as_the_detectors(build: Any, bank_of: Any, gap: float | N
 
 def test_spike_bank_reseeds_after_a_gap_as_the_detector() -> None:
     """Rows 0 and 2 relearn after a gap with a full window and come back at another level: verdict for verdict through
-    the reseed (after 3 values) and the spike that follows, the states equal at every step."""
+    the reseed (after 3 values) and the spike that follows, the states equal at every step; again after a second gap
+    that comes before the seeded window is full."""
     rng = np.random.default_rng(7)
     detectors = [RobustSpike(window=20, grace_period=9, center_window=3, reseed_after=3) for _ in range(3)]
     for det in detectors:
@@ -281,6 +282,18 @@ def test_spike_bank_reseeds_after_a_gap_as_the_detector() -> None:
             same_state(bank.state(row), det.state())
         if level == 30.0:
             assert flag[0] and flag[2]  # judged again 3 values after the gap, not 9
+    bank.relearn(np.array([0, 2]), np.full(2, 3 * 3600.0))  # a second gap, before the seeded window is full
+    for i in (0, 2):
+        detectors[i].relearn(3 * 3600.0)
+    for k, level in enumerate([18.0] * 3 + [40.0]):
+        x = level + rng.normal(0.0, 1.0, 3)
+        flag, score, details = bank.step(rows, x, explain=np.ones(3, dtype=bool))
+        for row, det in enumerate(detectors):
+            verdict = det.update(float(x[row]), stamp(1.9e9 + 60.0 * k))
+            assert (bool(flag[row]), details[row]) == (verdict.is_anomaly, verdict.detail)  # type: ignore[index]
+            same_state(bank.state(row), det.state())
+        if level == 40.0:
+            assert flag[0] and flag[2]
 
 
 @SETTINGS

@@ -161,7 +161,10 @@ class RobustSpike(Detector):
         self.tail_blend = tail_blend
         self.reseed_after = reseed_after
         self._scale: float | None = None
-        """While a reseed is pending (a gap came after a full window): that window's MAD; else None."""
+        """While a reseed is pending (a gap came after a full or seeded window): that window's MAD; else None."""
+        self._seeded = False
+        """The window was seeded around a known level and scale (`_fill`) and not emptied since: a gap before it is full
+        again still leaves a scale to reseed with."""
         self._known = KnownLevels(levels)
         self._tail = TailQuantile()
         self._step = StepEstimate()
@@ -278,6 +281,7 @@ class RobustSpike(Detector):
         for k in range(seeded):
             self._buffer.append(center + (k % 3 - 1) * mad)
         self._n = seeded
+        self._seeded = True
 
     def _learn(self, x: float) -> None:
         self._buffer.append(x)
@@ -285,9 +289,9 @@ class RobustSpike(Detector):
         self._n += 1
 
     def relearn(self, gap_s: float | None = None) -> None:
-        """Warm up again from the next value (`reseed_after` of them if the window was full); the learned step, known
-        levels and tail are kept."""
-        if self.reseed_after is not None and len(self._buffer) == self.window:
+        """Warm up again from the next value (`reseed_after` of them if the window was full, or seeded since it was
+        last emptied); the learned step, known levels and tail are kept."""
+        if self.reseed_after is not None and (len(self._buffer) == self.window or self._seeded):
             self._scale = self.median_mad()[1]
         self._reset()
 
@@ -296,11 +300,13 @@ class RobustSpike(Detector):
         self._n = 0
         self._run = 0
         self._over = False
+        self._seeded = False
 
     def state(self) -> dict[str, Any]:
         """The window, counts, step, known levels and tail histogram, as JSON for `from_state`."""
         return {"buffer": self._buffer.to_list(), "n": self._n, "run": self._run, "over": self._over,
-                "step": self._step.state(), "levels": self._known.state(), "tail": self._tail.state(), "scale": self._scale}
+                "step": self._step.state(), "levels": self._known.state(), "tail": self._tail.state(), "scale": self._scale,
+                "seeded": self._seeded}
 
     def load_state(self, state: dict[str, Any]) -> None:
         """Resume from `state()`."""
@@ -316,3 +322,4 @@ class RobustSpike(Detector):
         self._tail.load_state(state.get("tail"))
         scale = state.get("scale")
         self._scale = None if scale is None else float(scale)
+        self._seeded = bool(state.get("seeded", False))

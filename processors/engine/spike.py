@@ -62,6 +62,8 @@ class SpikeBank(Rows):
         self.over = np.zeros(n, dtype=bool)
         self.scale = np.full(n, np.nan)
         """`RobustSpike._scale`: the pending reseed's scale, NaN for none."""
+        self.seeded = np.zeros(n, dtype=bool)
+        """`RobustSpike._seeded`."""
 
     def load(self, row: int, state: dict[str, Any]) -> None:
         """Row `row` from a `RobustSpike.state()`."""
@@ -74,33 +76,34 @@ class SpikeBank(Rows):
         self.tail.load(row, state.get("tail"))
         scale = state.get("scale")
         self.scale[row] = np.nan if scale is None else float(scale)
+        self.seeded[row] = bool(state.get("seeded", False))
 
     def state(self, row: int) -> dict[str, Any]:
         """Row `row` as `RobustSpike.state()`."""
         return {"buffer": self.ring.to_list(row), "n": int(self.n[row]), "run": int(self.run[row]),
                 "over": bool(self.over[row]), "step": self.stepper.state(row), "levels": self.levels.state(row),
-                "tail": self.tail.state(row), "scale": unopt(self.scale[row])}
+                "tail": self.tail.state(row), "scale": unopt(self.scale[row]), "seeded": bool(self.seeded[row])}
 
     def states(self, rows: np.ndarray) -> list[dict[str, Any]]:
         """`state` of each of `rows`, gathered column by column."""
         return [{"buffer": buffer, "n": n, "run": run, "over": over, "step": step, "levels": levels, "tail": tail,
-                 "scale": unopt(scale)}
-                for buffer, n, run, over, step, levels, tail, scale in zip(
+                 "scale": unopt(scale), "seeded": seeded}
+                for buffer, n, run, over, step, levels, tail, scale, seeded in zip(
                     self.ring.to_lists(rows), self.n[rows].tolist(), self.run[rows].tolist(), self.over[rows].tolist(),
                     self.stepper.states(rows), self.levels.states(rows), self.tail.states(rows), self.scale[rows].tolist(),
-                    strict=True)]
+                    self.seeded[rows].tolist(), strict=True)]
 
     def states_json(self, rows: np.ndarray) -> list[bytes]:
         """`states` as JSON text, column by column (`processors.engine.row_json`)."""
-        return [b'{"buffer":%b,"n":%b,"run":%b,"over":%b,"step":%b,"levels":%b,"tail":%b,"scale":%b}' % parts
+        return [b'{"buffer":%b,"n":%b,"run":%b,"over":%b,"step":%b,"levels":%b,"tail":%b,"scale":%b,"seeded":%b}' % parts
                 for parts in zip(self.ring.json(rows), cells(self.n[rows]), cells(self.run[rows]), cells(self.over[rows]),
                                  self.stepper.json(rows), self.levels.json(rows), self.tail.json(rows),
-                                 cells(self.scale[rows]), strict=True)]
+                                 cells(self.scale[rows]), cells(self.seeded[rows]), strict=True)]
 
     def relearn(self, rows: np.ndarray, gap_s: np.ndarray | None = None) -> None:
         """`RobustSpike.relearn` on `rows`: warm up again, keeping the step, the known levels and the tail; a row with
-        `reseed_after` and a full window keeps that window's MAD for its reseed."""
-        full = rows[(self.reseed_after[rows] != _NONE) & (self.ring.size[rows] == self.window[rows])]
+        `reseed_after` and a full or seeded window keeps that window's MAD for its reseed."""
+        full = rows[(self.reseed_after[rows] != _NONE) & ((self.ring.size[rows] == self.window[rows]) | self.seeded[rows])]
         if full.size:
             self.scale[full] = self._center(full)[1]
         self._reset(rows)
@@ -118,6 +121,7 @@ class SpikeBank(Rows):
         self.n[rows] = 0
         self.run[rows] = 0
         self.over[rows] = False
+        self.seeded[rows] = False
 
     def _learn(self, rows: np.ndarray, x: np.ndarray) -> None:
         self.ring.append(rows, x)
@@ -139,6 +143,7 @@ class SpikeBank(Rows):
             more = j < seeded
             self.ring.append(rows[more], values[more, j])
         self.n[rows] = seeded
+        self.seeded[rows] = True
 
     def _bar(self, rows: np.ndarray) -> np.ndarray:
         """`RobustSpike._bar` per row."""
