@@ -32,7 +32,7 @@ from typing import Literal
 from zoneinfo import ZoneInfo
 
 from quantrac.domain import Reading, Status, utc
-from quantrac.safe_text import clip
+from quantrac.safe_text import clip, escape_unsafe
 
 VN_TZ = ZoneInfo("Asia/Ho_Chi_Minh")
 """The zone of every TT10 time stamp (file name and lines); UTC+7, no DST since 1975."""
@@ -356,15 +356,21 @@ def _decode(raw: bytes) -> str | bytes:
 
 
 def _not_utf8(line_no: int, raw: bytes) -> TT10LineError:
+    """A line that is not UTF-8, named by its symbol where it has one. A UTF-16 file (Notepad's "Unicode") is told
+    as such: its every line fails, and its letters come with NUL bytes between them."""
+    utf16 = raw.startswith((b"\xff\xfe", b"\xfe\xff")) or raw.count(b"\x00") * 3 >= len(raw) > 0
     shown = raw.decode("utf-8", errors="replace")
+    letters = raw.replace(b"\x00", b"").decode("utf-8", errors="replace").lstrip("\ufffd") if utf16 else shown
     where = "invalid bytes"
     try:
         raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         where = f"byte 0x{raw[exc.start]:02x} at column {exc.start + 1}"
+    if utf16:
+        where = "the file looks UTF-16: NUL bytes between its letters"
     return TT10LineError(
         line_no, shown, "not_utf8",
-        f"line {line_no} ({_symbol_label(shown)}): not UTF-8 text ({where}); save the file as UTF-8",
+        f"line {line_no} ({_symbol_label(letters)}): not UTF-8 text ({where}); save the file as UTF-8",
     )
 
 
@@ -388,13 +394,20 @@ def _parse_line(line_no: int, raw: str) -> TT10Line:
 
 def _split_fields(raw: str) -> list[str]:
     if "\r" in raw:
+        if "\x00" in raw:  # a UTF-16 (big-endian) CRLF, split at its LF byte
+            raise _LineRejected("bad_fields", "the line contains a stray CR character and NUL characters: the file looks "
+                                "UTF-16; save the file as UTF-8")
         raise _LineRejected("bad_fields", "the line contains a stray CR character; end every line with CRLF or LF")
     if BOM in raw:
         raise _LineRejected("bad_fields", "the line contains a byte-order mark (U+FEFF); only the start of the "
                             "file may have one, so do not join files by concatenation")
     fields = raw.split(FIELD_SEP)
     if len(fields) != FIELD_COUNT:
-        hint = " (the fields look separated by spaces)" if len(fields) == 1 and " " in raw.strip() else ""
+        hint = ""
+        if len(fields) == 1:
+            hint = next((f" (the fields look separated by {sep!r})" for sep in (";", ",", "|")
+                         if raw.count(sep) == FIELD_COUNT - 1), " (the fields look separated by spaces)"
+                        if " " in raw.strip() else "")
         raise _LineRejected(
             "bad_fields",
             f"found {len(fields)} TAB-separated field{'s' if len(fields) != 1 else ''}{hint}, expected 5; "
@@ -447,7 +460,7 @@ def _bad_value_detail(text: str) -> str:
 def _symbol_label(raw: str) -> str:
     head = raw.split(FIELD_SEP, 1)[0] if FIELD_SEP in raw else (raw.split() or [""])[0]
     symbol = head.strip()
-    return clip(symbol, 40) if symbol else "no symbol"
+    return escape_unsafe(clip(symbol, 40)) if symbol else "no symbol"
 
 
 def _show(text: str) -> str:

@@ -252,6 +252,21 @@ def test_not_utf8_line_does_not_lose_the_file() -> None:
     assert parsed.errors[0].message.startswith("line 2 (Temp): not UTF-8")
 
 
+@pytest.mark.parametrize(("encoding", "said"), [("utf-16", "(COD): not UTF-8 text (the file looks UTF-16"),
+                                               ("utf-16-be", "NUL characters: the file looks UTF-16")])
+def test_a_utf16_file_is_told_to_be_saved_as_utf8_naming_its_symbols(encoding: str, said: str) -> None:
+    parsed = parse_content(f"COD\t42.0\tmg/L\t{STAMP}\t00\r\nTemp\t28\t°C\t{STAMP}\t00\r\n".encode(encoding))
+    assert parsed.lines == ()
+    assert said in parsed.errors[0].message and "save the file as UTF-8" in parsed.errors[0].message
+    assert "\x00" not in parsed.errors[0].message and "(Temp)" in parsed.errors[1].message
+
+
+@pytest.mark.parametrize("sep", [";", ",", "|"])
+def test_fields_separated_by_another_character_are_told_which(sep: str) -> None:
+    parsed = parse_content(sep.join(["COD", "42.0", "mg/L", STAMP, "00"]))
+    assert f"(the fields look separated by {sep!r})" in parsed.errors[0].message
+
+
 def test_partly_valid_file_keeps_valid_lines_in_order() -> None:
     text = (
         f"pH\t7.12\t-\t{STAMP}\t00\n"
