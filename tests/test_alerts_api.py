@@ -97,10 +97,19 @@ def test_station_summary_groups_by_zone(stack: Settings, db: psycopg.Connection,
         db.execute("INSERT INTO station_liveness (station_id, event_ts, received_at) VALUES (%s, %s, %s), (%s, %s, %s)",
                    (stuck.id, hours_ago, now, gone.id, hours_ago, hours_ago))
     apply(stack.pg_dsn, [condition(a.id, 150.0), condition(b.id, 1.0, rule="station_offline", parameter="*", active=True)])
+    with db.transaction():  # `a` refused twice today and once two days ago; `b`'s alert notification quarantined
+        for n, (station_id, stage, at) in enumerate([(a.id, "bridge", now - timedelta(minutes=5)),
+                                                      (a.id, "worker", now - timedelta(hours=20)),
+                                                      (a.id, "bridge", now - timedelta(days=2)),
+                                                      (b.id, "notifier", now - timedelta(minutes=5))]):
+            db.execute("INSERT INTO deadletters (topic_partition, topic_offset, kafka_topic, source, stage, topic, reason, "
+                       "message, received_at, station_id, payload) VALUES (0, %s, %s, 'mqtt', %s, 't', 'bad_json', 'm', %s, "
+                       "%s, '\\x00')", (n, f"summary-test-{station_id}", stage, at, station_id))
     summary = api.get("/api/v1/summary/stations", params={"zone": zone}).json()
     [z] = summary["zones"]
     states = {st["id"]: (st["state"], st["open_alerts"]) for st in z["stations"]}
     assert states == {a.id: ("online", 1), b.id: ("offline", 1), stuck.id: ("online", 0), gone.id: ("offline", 0)}
+    assert {st["id"]: st["deadletters_24h"] for st in z["stations"]} == {a.id: 2, b.id: 0, stuck.id: 0, gone.id: 0}
     assert (z["online"], z["offline"], z["open_alerts"]) == (2, 2, 2)
     received = {st["id"]: st["last_received_at"] for st in z["stations"]}
     assert received[a.id] is None and datetime.fromisoformat(received[stuck.id]) == now

@@ -54,6 +54,10 @@ def test_new_alert_appears_live_and_is_acknowledged(stack: Settings, db: psycopg
     station = Station.model_validate(station.model_copy(update={"parameters": {**station.parameters, "COD": cod}}).model_dump())
     save_stations(db, {station.id: station})
     other = new_station(db, zone="KCN Phúc Điền")
+    with db.transaction():  # a gateway that sent something broken an hour ago: the station stays online, marked
+        db.execute("INSERT INTO deadletters (topic_partition, topic_offset, kafka_topic, source, stage, topic, reason, message, "
+                   "received_at, station_id, payload) VALUES (0, 0, %s, 'mqtt', 'bridge', 't', 'bad_json', 'm', "
+                   "now() - interval '1 hour', %s, '\\x00')", (f"browser-test-{station.id}", station.id))
     apply(stack.pg_dsn, [condition(station.id, 204.1234, rule="anomaly_spike", limit=6.0, score=15.2834,
                                    severity=Severity.WARNING, minutes=-5)])
     [silenced] = apply(stack.pg_dsn, [Condition(other.id, "COD", "early_warning_1h", "1h", Severity.WARNING, 85.04999, 100.0,
@@ -96,6 +100,8 @@ def test_new_alert_appears_live_and_is_acknowledged(stack: Settings, db: psycopg
     assert result["statusClearing"] == f"Acknowledged · clear since {clear_local:%d/%m/%Y, %H:%M:%S}", result["statusClearing"]
     assert result["titleVi"].startswith("Trung tâm") and result["titleEn"].startswith("Automatic monitoring")
     assert result["zones"] >= 1 and result["external"] == [], "the dashboard must load nothing from outside"
+    assert result["refused"] == " ⚠1" and result["refusedTitle"].startswith("1 dead letter of its data in 24 h")
+    assert result["refusedElsewhere"] == 0, "a station with no dead letter is not marked"
     row = db.execute("SELECT status, acknowledged_by FROM alerts WHERE id = %s", (alert["id"],)).fetchone()
     assert row == ("acknowledged", "live-operator (operator)")
     assert result["lateRequests"] >= 1, "the harness delays the other parameters' readings to test the chart's race"

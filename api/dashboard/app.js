@@ -17,6 +17,7 @@ const I18N = {
     threshold: "ngưỡng", reading: "giá trị đo", wholeStation: "cả trạm", clearSince: "đã bình thường từ",
     suppressed: (n, s, i) => `Đang chặn thông báo: ${n} (${s} tạm im lặng, ${i} do trạm mất tín hiệu)`,
     silenced: "tạm im lặng", inhibited: "trạm mất tín hiệu",
+    refused: (n) => `${n} bản tin/số liệu bị từ chối trong 24 giờ (xem /api/v1/deadletters)`,
   },
   en: {
     title: "Automatic monitoring supervision centre", offline: "Disconnected", live: "Live",
@@ -31,6 +32,7 @@ const I18N = {
     threshold: "threshold", reading: "reading", wholeStation: "whole station", clearSince: "clear since",
     suppressed: (n, s, i) => `Notifications held back: ${n} (${s} silenced, ${i} inhibited by an offline station)`,
     silenced: "silenced", inhibited: "inhibited",
+    refused: (n) => `${n} dead letter${n === 1 ? "" : "s"} of its data in 24 h (see /api/v1/deadletters)`,
   },
 };
 
@@ -257,6 +259,13 @@ function renderZones(summary) {
       span.title = `${s.name} · ${s.facility} · ${fmtTime(s.last_reading_at)}`;
       span.textContent = s.id + " ";
       if (s.open_alerts) { const n = document.createElement("span"); n.className = "n"; n.textContent = s.open_alerts; span.append(n); }
+      if (s.deadletters_24h) {
+        const d = document.createElement("span");
+        d.className = "refused";
+        d.textContent = ` ⚠${s.deadletters_24h}`;
+        d.title = t("refused")(s.deadletters_24h);
+        span.append(d);
+      }
       div.append(span);
     });
     return div;

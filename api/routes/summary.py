@@ -33,6 +33,10 @@ class StationState(BaseModel):
     last_received_at: datetime | None = Field(None, description="When the bridge received its newest live delivery, as "
                                               "the worker last recorded it (null: none since the worker's state began).")
     open_alerts: int = Field(description="Alerts not resolved (open or acknowledged).")
+    deadletters_24h: int = Field(0, description="Dead letters of its data in the last 24 h: messages, readings, files or "
+                                 "records refused or set aside on arrival or in the worker, not the alerts' own quarantines "
+                                 "(GET /api/v1/deadletters?station=…). A gateway that sends something broken keeps "
+                                 "a station online while part of its data is lost to it.")
     open_critical: int
     unacknowledged: int
 
@@ -59,15 +63,19 @@ class Summary(BaseModel):
         "zones": [{"zone": "KCN Đại An", "online": 1, "offline": 0, "open_alerts": 1, "open_critical": 1,
                    "stations": [{"id": "HD-DAIAN-WW01", "name": "Trạm nước thải KCN Đại An", "zone": "KCN Đại An",
                                  "facility": "KCN Đại An", "kind": "wastewater", "state": "online",
-                                 "last_reading_at": "2026-11-29T21:05:00+07:00", "open_alerts": 1,
+                                 "last_reading_at": "2026-11-29T21:05:00+07:00", "deadletters_24h": 0, "open_alerts": 1,
                                  "open_critical": 1, "unacknowledged": 1}]}],
         "stations": 1, "offline": 0, "open_alerts": 1, "generated_at": "2026-11-29T21:06:00+07:00"}]}}
 
+
+ALERT_STAGES = ('notifier', 'escalation')
+"""The loops whose quarantines concern an alert's delivery, not a station's data."""
 
 # One pass over the week's readings: a max(ts) per station in a correlated subquery becomes a scan of the
 # ts index filtered by station, which reads the whole week for every station that sent nothing in it.
 _SQL = f"""
 SELECT s.id, s.name, s.zone, s.facility, s.kind, s.expected_interval_s, r.last_reading_at, l.received_at AS last_received_at,
+  coalesce(d.refused, 0) AS deadletters_24h,
   count(a.id) AS open_alerts,
   count(a.id) FILTER (WHERE a.severity = 'critical') AS open_critical,
   count(a.id) FILTER (WHERE a.status = 'open') AS unacknowledged,
@@ -76,9 +84,12 @@ FROM stations s
 LEFT JOIN (SELECT station_id, max(ts) AS last_reading_at FROM readings WHERE ts > now() - interval '7 days'
            GROUP BY station_id) r ON r.station_id = s.id
 LEFT JOIN station_liveness l ON l.station_id = s.id
+LEFT JOIN (SELECT station_id, count(*) AS refused FROM deadletters
+           WHERE received_at > now() - interval '24 hours' AND stage NOT IN {ALERT_STAGES} GROUP BY station_id) d
+  ON d.station_id = s.id
 LEFT JOIN alerts a ON a.station_id = s.id AND a.status <> 'resolved'
 WHERE s.retired_at IS NULL {{zone}}
-GROUP BY s.id, r.last_reading_at, l.received_at ORDER BY s.zone, s.id
+GROUP BY s.id, r.last_reading_at, l.received_at, d.refused ORDER BY s.zone, s.id
 """
 
 
@@ -98,7 +109,8 @@ def station_summary(conn: ConnDep, settings: SettingsDep,
         zones.setdefault(r["zone"], []).append(StationState(
             id=r["id"], name=r["name"], zone=r["zone"], facility=r["facility"], kind=r["kind"], state=state,
             last_reading_at=local_time(r["last_reading_at"], settings),
-            last_received_at=local_time(r["last_received_at"], settings), open_alerts=r["open_alerts"],
+            last_received_at=local_time(r["last_received_at"], settings), deadletters_24h=r["deadletters_24h"],
+            open_alerts=r["open_alerts"],
             open_critical=r["open_critical"], unacknowledged=r["unacknowledged"]))
     out = [ZoneSummary(zone=z, stations=ss, online=sum(s.state == "online" for s in ss),
                        offline=sum(s.state == "offline" for s in ss), open_alerts=sum(s.open_alerts for s in ss),

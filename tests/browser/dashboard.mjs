@@ -84,6 +84,11 @@ try {
   result.suppressedVisibleAfter = await silenced.isVisible();
   await page.waitForSelector("#zones .station", { timeout: 20000 });
   result.zones = await page.locator("#zones .zone").count();
+  const refused = page.locator(`#zones .station[data-station-id="${stationId}"] .refused`);
+  await refused.waitFor({ state: "attached", timeout: 20000 });
+  result.refused = await refused.textContent();
+  result.refusedTitle = await refused.getAttribute("title");
+  result.refusedElsewhere = await page.locator(`#zones .station[data-station-id="${setup.other}"] .refused`).count();
   // Another parameter's readings answer late, as they can on a loaded host: the chart must still show the
   // selection made last (COD), not whichever response came back last.
   const late = [];
