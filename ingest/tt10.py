@@ -404,7 +404,9 @@ def _split_fields(raw: str) -> list[str]:
     fields = raw.split(FIELD_SEP)
     if len(fields) != FIELD_COUNT:
         hint = ""
-        if len(fields) == 1:
+        if "\x00" in raw:
+            hint = " (with NUL characters: the file looks UTF-16; save it as UTF-8)"
+        elif len(fields) == 1:
             hint = next((f" (the fields look separated by {sep!r})" for sep in (";", ",", "|")
                          if raw.count(sep) == FIELD_COUNT - 1), " (the fields look separated by spaces)"
                         if " " in raw.strip() else "")

@@ -259,6 +259,7 @@ def test_a_utf16_file_is_told_to_be_saved_as_utf8_naming_its_symbols(encoding: s
     assert parsed.lines == ()
     assert said in parsed.errors[0].message and "save the file as UTF-8" in parsed.errors[0].message
     assert "\x00" not in parsed.errors[0].message and "(Temp)" in parsed.errors[1].message
+    assert all("UTF-16" in e.message for e in parsed.errors), [e.message for e in parsed.errors]
 
 
 @pytest.mark.parametrize("sep", [";", ",", "|"])
