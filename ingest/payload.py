@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 import orjson
 
-from ingest.tt10 import COMMA_DECIMAL_RE, NUMBER_RE
+from ingest.tt10 import BOM, COMMA_DECIMAL_RE, NUMBER_RE, UTF16_BOMS
 from quantrac.domain import Reading, ReasonCode, Station, Status
 from quantrac.safe_text import clip, safe_text
 from quantrac.wire import DEADLETTER_PAYLOAD_CAP
@@ -423,7 +423,7 @@ def _envelope(payload: bytes, station_id: str) -> dict[str, Any]:
     """The message's JSON object, with a `readings` list and no other station's id in it. A leading UTF-8 byte order
     mark is passed over, as RFC 8259 allows a parser to: Windows tools write one, and it changes nothing."""
     try:
-        body = orjson.loads(payload[len(UTF8_BOM):] if payload.startswith(UTF8_BOM) else payload)
+        body = orjson.loads(payload.removeprefix(_UTF8_BOM))
     except orjson.JSONDecodeError as exc:
         reason, why = not_json(payload, exc)
         raise _reject(reason, f"station {station_id}: {why}", station_id=station_id) from None
@@ -435,9 +435,8 @@ def _envelope(payload: bytes, station_id: str) -> dict[str, Any]:
     return body
 
 
-UTF8_BOM = b"\xef\xbb\xbf"
-_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
-_NOT_JSON_NUMBERS = (b"NaN", b"Infinity", b"-Infinity")
+_UTF8_BOM = BOM.encode()
+_NOT_JSON_NUMBERS = ("NaN", "Infinity", "-Infinity")
 
 
 def not_json(payload: bytes, exc: orjson.JSONDecodeError) -> tuple[ReasonCode, str]:
@@ -445,17 +444,17 @@ def not_json(payload: bytes, exc: orjson.JSONDecodeError) -> tuple[ReasonCode, s
     the byte a Latin-1 logger wrote nor the `NaN` that Python's `json.dumps` writes for a missing value."""
     if not payload.strip():
         return "bad_json", "payload is empty; send JSON as in docs/contract.md"
-    if payload.startswith(_UTF16_BOMS):
+    if payload.startswith(UTF16_BOMS):
         return "not_utf8", "payload is UTF-16 (it starts with a UTF-16 byte order mark); send the JSON encoded as UTF-8"
     try:
         text = payload.decode("utf-8")
     except UnicodeDecodeError as bad:
+        before = payload[:bad.start].decode("utf-8")
         return "not_utf8", (f"payload is not UTF-8: byte 0x{payload[bad.start]:02x} at offset {bad.start}, after "
-                            f"{_excerpt(payload[:bad.start].decode('utf-8', 'replace'), len(payload[:bad.start]))}; "
+                            f"{_excerpt(before, len(before))}; "
                             "encode the JSON as UTF-8 (a µ, ° or Vietnamese letter in Latin-1 or a Windows code page is not)")
     where = f"{exc.msg} at line {exc.lineno} column {exc.colno}, after {_excerpt(text, exc.pos)}"
-    at = text[exc.pos:exc.pos + 9].encode()
-    if at.startswith(_NOT_JSON_NUMBERS) or text[exc.pos - 1:exc.pos] == "-" and at.startswith(b"Infinity"):
+    if text.startswith(_NOT_JSON_NUMBERS, exc.pos) or text.startswith("-Infinity", max(exc.pos - 1, 0)):
         return "bad_json", (f"payload is not JSON ({where}): NaN and Infinity are not JSON numbers (Python's json.dumps "
                             "writes them); send a reading that has no value as null with status 01 or 02, or leave it out")
     if "surrogate" in exc.msg:

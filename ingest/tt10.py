@@ -38,6 +38,8 @@ VN_TZ = ZoneInfo("Asia/Ho_Chi_Minh")
 """The zone of every TT10 time stamp (file name and lines); UTC+7, no DST since 1975."""
 
 BOM = "\ufeff"
+UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+"""The byte order marks a UTF-16 file (Notepad's "Unicode") starts with, little- and big-endian."""
 FIELD_SEP = "\t"
 FIELD_COUNT = 5
 TIME_FORMAT_HINT = "yyyyMMddHHmmss"
@@ -358,16 +360,16 @@ def _decode(raw: bytes) -> str | bytes:
 def _not_utf8(line_no: int, raw: bytes) -> TT10LineError:
     """A line that is not UTF-8, named by its symbol where it has one. A UTF-16 file (Notepad's "Unicode") is told
     as such: its every line fails, and its letters come with NUL bytes between them."""
-    utf16 = raw.startswith((b"\xff\xfe", b"\xfe\xff")) or raw.count(b"\x00") * 3 >= len(raw) > 0
     shown = raw.decode("utf-8", errors="replace")
-    letters = raw.replace(b"\x00", b"").decode("utf-8", errors="replace").lstrip("\ufffd") if utf16 else shown
-    where = "invalid bytes"
-    try:
-        raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        where = f"byte 0x{raw[exc.start]:02x} at column {exc.start + 1}"
-    if utf16:
+    if raw.startswith(UTF16_BOMS) or raw.count(b"\x00") * 3 >= len(raw) > 0:
+        letters = raw.replace(b"\x00", b"").decode("utf-8", errors="replace").lstrip("\ufffd")
         where = "the file looks UTF-16: NUL bytes between its letters"
+    else:
+        letters, where = shown, "invalid bytes"
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            where = f"byte 0x{raw[exc.start]:02x} at column {exc.start + 1}"
     return TT10LineError(
         line_no, shown, "not_utf8",
         f"line {line_no} ({_symbol_label(letters)}): not UTF-8 text ({where}); save the file as UTF-8",
@@ -403,19 +405,25 @@ def _split_fields(raw: str) -> list[str]:
                             "file may have one, so do not join files by concatenation")
     fields = raw.split(FIELD_SEP)
     if len(fields) != FIELD_COUNT:
-        hint = ""
-        if "\x00" in raw:
-            hint = " (with NUL characters: the file looks UTF-16; save it as UTF-8)"
-        elif len(fields) == 1:
-            hint = next((f" (the fields look separated by {sep!r})" for sep in (";", ",", "|")
-                         if raw.count(sep) == FIELD_COUNT - 1), " (the fields look separated by spaces)"
-                        if " " in raw.strip() else "")
         raise _LineRejected(
             "bad_fields",
-            f"found {len(fields)} TAB-separated field{'s' if len(fields) != 1 else ''}{hint}, expected 5; "
-            "send symbol, value, unit, yyyyMMddHHmmss and status separated by single TAB characters",
+            f"found {len(fields)} TAB-separated field{'s' if len(fields) != 1 else ''}{_fields_hint(raw, len(fields))}, "
+            "expected 5; send symbol, value, unit, yyyyMMddHHmmss and status separated by single TAB characters",
         )
     return fields
+
+
+def _fields_hint(raw: str, found: int) -> str:
+    """What a line with the wrong number of TAB-separated fields seems to be: UTF-16 (NUL characters), or one whose
+    fields are separated by something else; "" when it is neither."""
+    if "\x00" in raw:
+        return " (with NUL characters: the file looks UTF-16; save it as UTF-8)"
+    if found != 1:
+        return ""
+    for sep in (";", ",", "|"):
+        if raw.count(sep) == FIELD_COUNT - 1:
+            return f" (the fields look separated by {sep!r})"
+    return " (the fields look separated by spaces)" if " " in raw.strip() else ""
 
 
 def _parse_status(text: str) -> Status:

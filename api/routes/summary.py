@@ -68,7 +68,7 @@ class Summary(BaseModel):
         "stations": 1, "offline": 0, "open_alerts": 1, "generated_at": "2026-11-29T21:06:00+07:00"}]}}
 
 
-ALERT_STAGES = ('notifier', 'escalation')
+ALERT_STAGES = ("notifier", "escalation")
 """The loops whose quarantines concern an alert's delivery, not a station's data."""
 
 # One pass over the week's readings: a max(ts) per station in a correlated subquery becomes a scan of the
@@ -85,7 +85,7 @@ LEFT JOIN (SELECT station_id, max(ts) AS last_reading_at FROM readings WHERE ts 
            GROUP BY station_id) r ON r.station_id = s.id
 LEFT JOIN station_liveness l ON l.station_id = s.id
 LEFT JOIN (SELECT station_id, count(*) AS refused FROM deadletters
-           WHERE received_at > now() - interval '24 hours' AND stage NOT IN {ALERT_STAGES} GROUP BY station_id) d
+           WHERE received_at > now() - interval '24 hours' AND NOT stage = ANY(%s) GROUP BY station_id) d
   ON d.station_id = s.id
 LEFT JOIN alerts a ON a.station_id = s.id AND a.status <> 'resolved'
 WHERE s.retired_at IS NULL {{zone}}
@@ -100,7 +100,8 @@ def station_summary(conn: ConnDep, settings: SettingsDep,
     or its offline alert is open. `unacknowledged` counts the alerts still `open`."""
     now = datetime.now(timezone.utc)
     with conn.cursor(row_factory=dict_row) as cur:
-        rows = cur.execute(_SQL.format(zone="AND s.zone = %s" if zone else ""), [zone] if zone else []).fetchall()
+        rows = cur.execute(_SQL.format(zone="AND s.zone = %s" if zone else ""),
+                           [list(ALERT_STAGES), *([zone] if zone else [])]).fetchall()
     zones: dict[str, list[StationState]] = {}
     for r in rows:
         heard = max((t for t in (r["last_reading_at"], r["last_received_at"]) if t is not None), default=None)

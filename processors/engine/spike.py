@@ -103,9 +103,9 @@ class SpikeBank(Rows):
     def relearn(self, rows: np.ndarray, gap_s: np.ndarray | None = None) -> None:
         """`RobustSpike.relearn` on `rows`: warm up again, keeping the step, the known levels and the tail; a row with
         `reseed_after` and a full or seeded window keeps that window's MAD for its reseed."""
-        full = rows[(self.reseed_after[rows] != _NONE) & ((self.ring.size[rows] == self.window[rows]) | self.seeded[rows])]
-        if full.size:
-            self.scale[full] = self._center(full)[1]
+        known = rows[(self.reseed_after[rows] != _NONE) & ((self.ring.size[rows] == self.window[rows]) | self.seeded[rows])]
+        if known.size:
+            self.scale[known] = self._center(known)[1]
         self._reset(rows)
 
     def _reseed(self, rows: np.ndarray) -> None:
