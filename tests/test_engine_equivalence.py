@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from processors.detectors import CusumDrift, Detector, Flatline, Mahalanobis, RobustSpike
-from processors.engine import advance
+from processors.engine import BatchBank, advance, flagged_since
 from processors.engine.common import steps
 from processors.engine.drift import DriftBank
 from processors.engine.flatline import FlatlineBank
@@ -228,6 +228,49 @@ def test_mahalanobis_bank_flags_what_mahalanobis_flags() -> None:
     assert each_detector(detectors, MahalanobisBank.from_detectors, t, x, [3000], [True]) >= 3
 
 
+class StepsOnly:
+    """A bank seen only through `step` and `relearn`, so that `advance` takes it step by step."""
+
+    def __init__(self, bank: Any) -> None:
+        self.bank = bank
+
+    def step(self, rows: np.ndarray, x: np.ndarray, t: np.ndarray, explain: np.ndarray | None = None,
+             flagged: bool = False) -> tuple[np.ndarray, np.ndarray, list[str | None] | None]:
+        out: tuple[np.ndarray, np.ndarray, list[str | None] | None] = self.bank.step(rows, x, t, explain, flagged=flagged)
+        return out
+
+    def relearn(self, rows: np.ndarray, gap_s: np.ndarray | None = None) -> None:
+        self.bank.relearn(rows, gap_s)
+
+
+@SETTINGS
+@given(batch=batches(), data=st.data())
+def test_a_whole_batch_bank_gives_what_its_steps_give(batch: Batch, data: st.DataObject) -> None:
+    """`advance` of a bank that takes the whole batch in one compiled pass (`BatchBank`: the flatline) gives, with
+    relearn gaps, some details asked and the flagged series' details, the flags, scores, details and states its steps
+    give."""
+    params = data.draw(st.lists(flatline_params(), min_size=4, max_size=4))
+    n = batch.series.size
+    explain = np.array(data.draw(st.lists(st.booleans(), min_size=n, max_size=n)), dtype=bool)
+    gap = silences(batch, 900.0)
+    whole, stepped = (FlatlineBank.from_detectors([Flatline(**p) for p in params]) for _ in range(2))
+    assert isinstance(whole, BatchBank) and not isinstance(StepsOnly(stepped), BatchBank)
+    for piece in pieces(batch):
+        args = (batch.series[piece], batch.t[piece], batch.value[piece], batch.status[piece], gap[piece], explain[piece])
+        one, each = advance(whole, *args, flagged=True), advance(StepsOnly(stepped), *args, flagged=True)
+        assert one.flag.tolist() == each.flag.tolist() and one.detail == each.detail
+        np.testing.assert_array_equal(one.score, each.score)
+    for row in range(4):
+        assert whole.state(row) == stepped.state(row)
+
+
+def test_flagged_since_marks_a_series_from_its_first_flag_on() -> None:
+    rows = np.array([3, 1, 3, 3, 1, 0])
+    flag = np.array([False, False, True, False, False, False])
+    assert flagged_since(rows, flag).tolist() == [False, False, True, True, False, False]
+    assert flagged_since(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=bool)).tolist() == []
+
+
 def test_mahalanobis_bank_refuses_mixed_sizes() -> None:
     with pytest.raises(ValueError, match="one size"):
         MahalanobisBank.from_detectors([Mahalanobis(["a"]), Mahalanobis(["a", "b"])])
@@ -296,6 +339,20 @@ def test_spike_bank_reseeds_after_a_gap_as_the_detector() -> None:
             assert flag[0] and flag[2]
 
 
+def silences(batch: Batch, longer_than_s: float) -> np.ndarray:
+    """Per reading: the silence of its series before it where that was at least `longer_than_s` (status 00 readings
+    only), else NaN: where the worker has a series relearn."""
+    last: dict[int, float] = {}
+    gap = np.full(batch.series.size, np.nan)
+    for i, (row, ti, status) in enumerate(zip(batch.series.tolist(), batch.t.tolist(), batch.status.tolist(), strict=True)):
+        if status != 0:
+            continue
+        if row in last and ti - last[row] >= longer_than_s:
+            gap[i] = ti - last[row]
+        last[row] = ti
+    return gap
+
+
 @SETTINGS
 @given(batch=batches(), spike=st.lists(spike_params(), min_size=4, max_size=4),
        drift=st.lists(drift_params(), min_size=4, max_size=4), flat=st.lists(flatline_params(), min_size=4, max_size=4),
@@ -303,14 +360,7 @@ def test_spike_bank_reseeds_after_a_gap_as_the_detector() -> None:
 def test_banks_relearn_after_gaps_as_the_worker_does(batch: Batch, spike: list[dict[str, Any]], drift: list[dict[str, Any]],
                                                      flat: list[dict[str, Any]], relearn_after_s: float) -> None:
     """`advance` with a relearn gap on the first reading after a long silence: the scalar detector relearns there too."""
-    last: dict[int, float] = {}
-    gap = np.full(batch.series.size, np.nan)
-    for i, (row, ti, status) in enumerate(zip(batch.series.tolist(), batch.t.tolist(), batch.status.tolist(), strict=True)):
-        if status != 0:
-            continue
-        if row in last and ti - last[row] >= relearn_after_s:
-            gap[i] = ti - last[row]
-        last[row] = ti
+    gap = silences(batch, relearn_after_s)
     cases: list[tuple[Any, Any, list[dict[str, Any]]]] = [
         (RobustSpike, SpikeBank.from_detectors, spike), (CusumDrift, DriftBank.from_detectors, drift),
         (Flatline, FlatlineBank.from_detectors, flat)]

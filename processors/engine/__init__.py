@@ -1,6 +1,8 @@
 """A columnar detection engine: the streaming detectors over many series at once, from numpy columns and array state.
 
-The scalar River-style classes of `processors.detectors` are the reference: a bank of this
+A bank either takes a batch in steps (the k-th value of every series at once, numpy across series)
+or, compiled with numba, in one pass in arrival order (`BatchBank`). The scalar River-style classes
+of `processors.detectors` are the reference: a bank of this
 package gives, reading for reading, the verdicts (flag, score and, on request, the detail text)
 that the scalar class gives, and converts its rows to and from those classes' states
 (`from_detectors`, `detector`).
@@ -9,20 +11,20 @@ that the scalar class gives, and converts its rows to and from those classes' st
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from processors.engine.common import steps
 
-__all__ = ["Bank", "Verdicts", "advance"]
+__all__ = ["Bank", "BatchBank", "BatchVerdicts", "Verdicts", "advance", "flagged_since"]
 
 MEASURING = 0
 """The status code (Status.MEASURING, "00") of a reading the detectors judge; 01 and 02 runs are not judged."""
 
 
 class Bank(Protocol):
-    """What `advance` needs of a bank: one value per distinct row at a time."""
+    """What `advance` needs of a bank: one value per distinct row at a time (or a whole batch: `BatchBank`)."""
 
     def step(self, rows: np.ndarray, x: np.ndarray, t: np.ndarray, explain: np.ndarray | None = None,
              flagged: bool = False) -> tuple[np.ndarray, np.ndarray, list[str | None] | None]:
@@ -32,6 +34,26 @@ class Bank(Protocol):
 
     def relearn(self, rows: np.ndarray, gap_s: np.ndarray | None = None) -> None:
         """`Detector.relearn(gap_s)` on each of `rows`."""
+        ...
+
+
+class BatchVerdicts(Protocol):
+    """A whole batch's verdicts from `BatchBank.run_batch`: per value its flag and score, and its detail on request."""
+
+    flag: np.ndarray
+    score: np.ndarray
+
+    def detail(self, i: int) -> str:
+        """The detail of value `i`."""
+        ...
+
+
+@runtime_checkable
+class BatchBank(Protocol):
+    """A bank that takes a whole batch in one call, each row's values in their order (a compiled pass)."""
+
+    def run_batch(self, rows: np.ndarray, x: np.ndarray, t: np.ndarray, relearn: np.ndarray | None = None) -> BatchVerdicts:
+        """The verdicts of `x[i]` on row `rows[i]` in turn; where `relearn` is True, the row relearns just before."""
         ...
 
 
@@ -64,6 +86,10 @@ def advance(bank: Bank, series: np.ndarray, t: np.ndarray, value: np.ndarray, st
     score = np.zeros(series.size)
     detail: list[str | None] = [None] * series.size
     picked = np.flatnonzero(judged)
+    if isinstance(bank, BatchBank):
+        _whole_batch(bank, series[picked], t[picked], value[picked], picked, relearn_gap_s, explain, flagged, flag, score,
+                     detail)
+        return Verdicts(judged, flag, score, detail)
     hot = np.zeros(int(series.max()) + 1 if series.size else 0, dtype=bool)
     for idx in steps(series[picked]):
         at = picked[idx]
@@ -85,3 +111,36 @@ def advance(bank: Bank, series: np.ndarray, t: np.ndarray, value: np.ndarray, st
                 if text is not None:
                     detail[int(at[i])] = text
     return Verdicts(judged, flag, score, detail)
+
+
+def _whole_batch(bank: BatchBank, rows: np.ndarray, t: np.ndarray, value: np.ndarray, picked: np.ndarray,
+                 relearn_gap_s: np.ndarray | None, explain: np.ndarray | None, flagged: bool, flag: np.ndarray,
+                 score: np.ndarray, detail: list[str | None]) -> None:
+    """`advance` of a `BatchBank`: the judged readings (`picked`) in one call, their details as the steps give them."""
+    relearn = None if relearn_gap_s is None else ~np.isnan(relearn_gap_s[picked])
+    out = bank.run_batch(rows, value, t, relearn)
+    flag[picked], score[picked] = out.flag, out.score
+    asked = np.zeros(rows.size, dtype=bool) if explain is None else explain[picked]
+    if flagged:
+        asked = asked | flagged_since(rows, out.flag)
+    for k in np.flatnonzero(asked).tolist():
+        detail[int(picked[k])] = out.detail(k)
+
+
+def flagged_since(rows: np.ndarray, flag: np.ndarray) -> np.ndarray:
+    """Per value: whether it or an earlier value of its row (in this batch) was flagged.
+
+    Examples
+    --------
+    >>> flagged_since(np.array([1, 2, 1, 2, 1]), np.array([False, True, True, False, False])).tolist()
+    [False, True, True, True, True]
+    """
+    order = np.argsort(rows, kind="stable")
+    counted = np.cumsum(flag[order])
+    first = np.ones(rows.size, dtype=bool)
+    first[1:] = rows[order][1:] != rows[order][:-1]
+    start = np.maximum.accumulate(np.where(first, np.arange(rows.size), 0))
+    before = counted[start] - flag[order][start]
+    since = np.zeros(rows.size, dtype=bool)
+    since[order] = counted - before > 0
+    return since

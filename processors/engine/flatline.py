@@ -1,11 +1,19 @@
-"""`Flatline` over many series at once: the same verdicts from array state."""
+"""`Flatline` over many series at once: the same verdicts from array state, in one compiled pass over a batch.
+
+A flatline's run, repeat probability and held values change at nearly every value, one series at a
+time; as numpy steps across series it cost about 50 array operations a step. `_run` takes the batch's
+values in arrival order and updates each one's row, compiled with numba (`BatchBank`), as the scalar
+class would, value by value; the equivalence tests hold it to `Flatline` verdict for verdict.
+"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
+import numba
 import numpy as np
 import orjson
 
@@ -55,6 +63,117 @@ def _keys(x: np.ndarray) -> np.ndarray:
     if spelt.size:
         out[spelt] = _spelt(x[spelt])
     return out.view(np.int64)
+
+
+@numba.njit(cache=True)
+def _base_limit(repeat_n: int, repeat: float, rarity: float, n_intervals: int) -> int:
+    """The limit a row's repeat probability sets (`Flatline.limit` without the held values); -1: `ALWAYS`."""
+    p = repeat if repeat_n > 0 else 0.0
+    if p >= 1.0:
+        return -1
+    if p > 0.0:
+        return max(n_intervals, math.ceil(math.log(rarity) / math.log(p)))
+    return n_intervals
+
+
+@numba.njit(cache=True)
+def _end_run(r: int, length: int, alpha: np.ndarray, rarity: np.ndarray, n_intervals: np.ndarray,
+             anchor_key: np.ndarray, stuck: np.ndarray, repeat_n: np.ndarray, repeat: np.ndarray, base_limit: np.ndarray,
+             held_key: np.ndarray, held: np.ndarray, held_count: np.ndarray) -> None:
+    """`Flatline._end_run` of row `r`, whose run of `length` repeats ends: its repeats into the repeat
+    probability (unless it was stuck), its length kept for its value (the dict's insertion order kept)."""
+    if not stuck[r]:
+        for _ in range(min(length, 4096)):
+            repeat_n[r] += 1
+            repeat[r] += max(alpha[r], 1.0 / repeat_n[r]) * (1.0 - repeat[r])
+        repeat_n[r] += 1
+        repeat[r] += max(alpha[r], 1.0 / repeat_n[r]) * (0.0 - repeat[r])
+        base_limit[r] = _base_limit(repeat_n[r], repeat[r], rarity[r], n_intervals[r])
+    key, count = anchor_key[r], held_count[r]
+    at = -1
+    for j in range(count):
+        if held_key[r, j] == key:
+            at = j
+            break
+    if at >= 0:
+        held[r, at] = max(held[r, at], length)
+    else:
+        held_key[r, count], held[r, count] = key, length
+        count += 1
+        if count > RUN_MEMORY:  # drop the value held least long (the first such), other than this one
+            victim, least = -1, 0
+            for j in range(count):
+                if held_key[r, j] != key and (victim < 0 or held[r, j] < least):
+                    victim, least = j, held[r, j]
+            for j in range(victim, count - 1):
+                held_key[r, j], held[r, j] = held_key[r, j + 1], held[r, j + 1]
+            count -= 1
+        held_count[r] = count
+    stuck[r] = False
+
+
+@numba.njit(cache=True)
+def _run(rows: np.ndarray, x: np.ndarray, keys: np.ndarray, relearn: np.ndarray, tolerance: np.ndarray,
+         grace: np.ndarray, n_intervals: np.ndarray, rarity: np.ndarray, alpha: np.ndarray, anchor: np.ndarray,
+         anchor_key: np.ndarray, run: np.ndarray, n: np.ndarray, stuck: np.ndarray, repeat_n: np.ndarray,
+         repeat: np.ndarray, base_limit: np.ndarray, held_key: np.ndarray, held: np.ndarray, held_count: np.ndarray,
+         flag: np.ndarray, score: np.ndarray, limit_out: np.ndarray, run_out: np.ndarray, anchor_out: np.ndarray,
+         n_out: np.ndarray) -> None:
+    """`Flatline.update` of each value in turn on its row's arrays (`keys`: each value's `_keys`); per value its flag,
+    score, limit (0 warming up, -1 not finite), and the row's run, anchor and count after it."""
+    for i in range(rows.size):
+        r = rows[i]
+        if relearn[i]:
+            anchor[r], run[r], stuck[r] = np.nan, 0, False
+        value = x[i]
+        if not math.isfinite(value):
+            limit_out[i] = -1
+            continue
+        n[r] += 1
+        if not math.isnan(anchor[r]) and abs(value - anchor[r]) <= tolerance[r]:
+            run[r] += 1
+        else:
+            if not math.isnan(anchor[r]):
+                _end_run(r, run[r], alpha, rarity, n_intervals, anchor_key, stuck, repeat_n, repeat, base_limit,
+                         held_key, held, held_count)
+            anchor[r], run[r], anchor_key[r] = value, 0, keys[i]
+        run_out[i], anchor_out[i], n_out[i] = run[r], anchor[r], n[r]
+        if n[r] <= grace[r]:
+            continue
+        limit = base_limit[r]
+        if limit < 0:
+            limit = ALWAYS
+        else:
+            for j in range(held_count[r]):
+                if held_key[r, j] == anchor_key[r]:
+                    limit = max(limit, 2 * held[r, j] + 1)
+                    break
+        if run[r] >= limit:
+            stuck[r] = flag[i] = True
+        score[i] = run[r] * n_intervals[r] / limit
+        limit_out[i] = limit
+
+
+@dataclass(frozen=True)
+class FlatlineRun:
+    """A batch's verdicts from `FlatlineBank.run_batch`, per value, with what their details need."""
+
+    bank: FlatlineBank
+    rows: np.ndarray
+    x: np.ndarray
+    flag: np.ndarray
+    score: np.ndarray
+    limit: np.ndarray
+    """The run length from which the row was stuck (0: warming up; -1: the value was not finite)."""
+    run: np.ndarray
+    anchor: np.ndarray
+    count: np.ndarray
+    """The row's run, anchor and count of values after this one."""
+
+    def detail(self, i: int) -> str:
+        """`Flatline.update`'s detail of value `i`."""
+        return self.bank._detail(int(self.rows[i]), float(self.x[i]), int(self.limit[i]), int(self.count[i]),
+                                 float(self.anchor[i]), int(self.run[i]))
 
 
 class FlatlineBank(Rows):
@@ -145,114 +264,49 @@ class FlatlineBank(Rows):
         self.stuck[rows] = False
 
     def _limits(self, rows: np.ndarray) -> None:
-        """The limit each row's repeat probability sets (`Flatline.limit` without the held values).
+        """The limit each row's repeat probability sets (`Flatline.limit` without the held values)."""
+        for row in rows.tolist():
+            self.base_limit[row] = _base_limit(self.repeat_n[row], self.repeat[row], self.rarity[row], self.n_intervals[row])
 
-        numpy's log may differ from `math.log` in the last bit, which moves the ceiling only when the
-        ratio is next to an integer: those rows are recomputed with `math.log`.
-        """
-        n = self.repeat_n[rows]
-        p = np.where(n > 0, self.repeat[rows], 0.0)
-        some = (p > 0.0) & (p < 1.0)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ratio = np.where(some, np.log(self.rarity[rows]) / np.log(np.where(some, p, 0.5)), 0.0)
-        near = some & (np.abs(ratio - np.rint(ratio)) <= 1e-9 * np.maximum(1.0, np.abs(ratio)))
-        for i in np.flatnonzero(near).tolist():
-            ratio[i] = math.log(float(self.rarity[rows[i]])) / math.log(float(p[i]))
-        limit = np.where(some, np.maximum(self.n_intervals[rows], np.ceil(ratio).astype(np.int64)), self.n_intervals[rows])
-        self.base_limit[rows] = np.where(p >= 1.0, -1, limit)
-
-    def _learn_repeats(self, rows: np.ndarray) -> None:
-        """`Flatline._end_run`'s repeat probability: each repeat of the run, then the change, into an EW mean."""
-        count = np.minimum(self.run[rows], 4096)
-        for j in range(int(count.max()) if rows.size else 0):
-            self._repeat(rows[j < count], 1.0)
-        self._repeat(rows, 0.0)
-        self._limits(rows)
-
-    def _repeat(self, rows: np.ndarray, x: float) -> None:
-        self.repeat_n[rows] += 1
-        self.repeat[rows] += np.maximum(self.alpha[rows], 1.0 / self.repeat_n[rows]) * (x - self.repeat[rows])
-
-    def _end_run(self, rows: np.ndarray) -> None:
-        """`Flatline._end_run` on `rows`, whose anchor is set."""
-        self._learn_repeats(rows[~self.stuck[rows]])
-        key, run = self.anchor_key[rows], self.run[rows]
-        width = self.held.shape[1]
-        used = np.arange(width)[None, :] < self.held_count[rows, None]
-        match = used & (self.held_key[rows] == key[:, None])
-        known = match.any(axis=1)
-        at = np.argmax(match, axis=1)
-        r = rows[known]
-        self.held[r, at[known]] = np.maximum(self.held[r, at[known]], run[known])
-        r, slot = rows[~known], self.held_count[rows[~known]]
-        self.held_key[r, slot], self.held[r, slot] = key[~known], run[~known]
-        self.held_count[r] += 1
-        over = self.held_count[rows] > RUN_MEMORY
-        if over.any():
-            self._evict(rows[over], key[over])
-        self.stuck[rows] = False
-
-    def _evict(self, rows: np.ndarray, key: np.ndarray) -> None:
-        """Drop each row's value held least long (the first such in insertion order), other than `key`."""
-        held = np.where(self.held_key[rows] == key[:, None], np.iinfo(np.int64).max, self.held[rows])
-        victim = np.argmin(held, axis=1)
-        j = np.arange(held.shape[1])[None, :]
-        order = np.minimum(j + (j >= victim[:, None]), held.shape[1] - 1)
-        self.held_key[rows] = np.take_along_axis(self.held_key[rows], order, axis=1)
-        self.held[rows] = np.take_along_axis(self.held[rows], order, axis=1)
-        self.held_count[rows] -= 1
-
-    def _limit(self, rows: np.ndarray) -> np.ndarray:
-        """`Flatline.limit` per row."""
-        width = self.held.shape[1]
-        used = np.arange(width)[None, :] < self.held_count[rows, None]
-        match = used & (self.held_key[rows] == self.anchor_key[rows, None])
-        held = np.where(match.any(axis=1), 2 * self.held[rows, np.argmax(match, axis=1)] + 1, 0)
-        base = self.base_limit[rows]
-        return np.where(base < 0, ALWAYS, np.maximum(base, held))
+    def run_batch(self, rows: np.ndarray, x: np.ndarray, t: np.ndarray | None = None,
+                  relearn: np.ndarray | None = None) -> FlatlineRun:
+        """`Flatline.update` of each value in turn (`rows[i]` takes `x[i]`; a row may come many times), where `relearn`
+        is True after `Flatline.relearn`: one compiled pass over the batch (`_run`)."""
+        n = rows.size
+        out = FlatlineRun(self, rows, x, np.zeros(n, dtype=bool), np.zeros(n), np.zeros(n, dtype=np.int64),
+                          np.zeros(n, dtype=np.int64), np.zeros(n), np.zeros(n, dtype=np.int64))
+        fresh = np.zeros(n, dtype=bool) if relearn is None else relearn.astype(bool, copy=False)
+        finite = np.isfinite(x)
+        keys = np.zeros(n, dtype=np.int64)
+        keys[finite] = _keys(x[finite])
+        _run(rows.astype(np.int64, copy=False), x.astype(np.float64, copy=False), keys, fresh, self.tolerance, self.grace,
+             self.n_intervals, self.rarity, self.alpha, self.anchor, self.anchor_key, self.run, self.n, self.stuck,
+             self.repeat_n, self.repeat, self.base_limit, self.held_key, self.held, self.held_count,
+             out.flag, out.score, out.limit, out.run, out.anchor, out.count)
+        return out
 
     def step(self, rows: np.ndarray, x: np.ndarray, t: np.ndarray | None = None,
              explain: np.ndarray | None = None, flagged: bool = False
              ) -> tuple[np.ndarray, np.ndarray, list[str | None] | None]:
         """One value for each of `rows` (distinct): flags, scores and, where `explain` is True, details, as
         `Flatline.update` gives them."""
-        flag = np.zeros(rows.size, dtype=bool)
-        score = np.zeros(rows.size)
-        finite = np.flatnonzero(np.isfinite(x))
-        r, xv = rows[finite], x[finite]
-        self.n[r] += 1
-        anchor = self.anchor[r]
-        anchored = ~np.isnan(anchor)
-        same = anchored & (np.abs(xv - anchor) <= self.tolerance[r])
-        self.run[r[same]] += 1
-        self._end_run(r[anchored & ~same])
-        fresh = r[~same]
-        self.anchor[fresh], self.run[fresh], self.anchor_key[fresh] = xv[~same], 0, _keys(xv[~same])
-        judged = self.n[r] > self.grace[r]
-        r = r[judged]
-        limit = self._limit(r)
-        run = self.run[r]
-        stuck = run >= limit
-        self.stuck[r] |= stuck
-        flag[finite[judged]] = stuck
-        score[finite[judged]] = run.astype(np.float64) * self.n_intervals[r] / limit
-        explain = explained(explain, flag, flagged)
+        out = self.run_batch(rows, x, t)
+        explain = explained(explain, out.flag, flagged)
         if explain is None:
-            return flag, score, None
-        limits = np.zeros(rows.size, dtype=np.int64)
-        limits[finite[judged]] = limit
+            return out.flag, out.score, None
         details: list[str | None] = [None] * rows.size
         for i in np.flatnonzero(explain).tolist():
-            details[i] = self._detail(int(rows[i]), float(x[i]), int(limits[i]))
-        return flag, score, details
+            details[i] = out.detail(i)
+        return out.flag, out.score, details
 
-    def _detail(self, row: int, x: float, limit: int) -> str:
-        """`Flatline.update`'s detail for row `row` after value `x` (`limit`: its limit, 0 when not judged)."""
+    def _detail(self, row: int, x: float, limit: int, n: int, anchor: float, run: int) -> str:
+        """`Flatline.update`'s detail for row `row` after value `x`: `limit` is its limit (0 when not judged), `n`,
+        `anchor` and `run` the row's count, anchor and run after it."""
         if not math.isfinite(x):
             return f"ignored non-finite value {x!r}"
         if not limit:
-            return f"warming up ({int(self.n[row])}/{int(self.grace[row])} samples)"
+            return f"warming up ({n}/{int(self.grace[row])} samples)"
         minimum = int(self.n_intervals[row])
-        return (f"value {fmt(x)} within {fmt(float(self.tolerance[row]))} of {fmt(float(self.anchor[row]))} "
-                f"for {int(self.run[row])} consecutive intervals (stuck from {limit}: "
+        return (f"value {fmt(x)} within {fmt(float(self.tolerance[row]))} of {fmt(anchor)} "
+                f"for {run} consecutive intervals (stuck from {limit}: "
                 f"{'the minimum' if limit == minimum else 'longer than this series normally holds a value'})")
