@@ -243,17 +243,19 @@ class StepsOnly:
         self.bank.relearn(rows, gap_s)
 
 
+@pytest.mark.parametrize(("cls", "bank", "strategy"), [(CusumDrift, DriftBank, drift_params),
+                                                     (Flatline, FlatlineBank, flatline_params)], ids=["drift", "flatline"])
 @SETTINGS
 @given(batch=batches(), data=st.data())
-def test_a_whole_batch_bank_gives_what_its_steps_give(batch: Batch, data: st.DataObject) -> None:
-    """`advance` of a bank that takes the whole batch in one compiled pass (`BatchBank`: the flatline) gives, with
-    relearn gaps, some details asked and the flagged series' details, the flags, scores, details and states its steps
-    give."""
-    params = data.draw(st.lists(flatline_params(), min_size=4, max_size=4))
+def test_a_whole_batch_bank_gives_what_its_steps_give(cls: Any, bank: Any, strategy: Any, batch: Batch,
+                                                      data: st.DataObject) -> None:
+    """`advance` of a bank that takes the whole batch in one compiled pass (`BatchBank`) gives, with relearn gaps, some
+    details asked and the flagged series' details, the flags, scores, details and states its steps give."""
+    params = data.draw(st.lists(strategy(), min_size=4, max_size=4))
     n = batch.series.size
     explain = np.array(data.draw(st.lists(st.booleans(), min_size=n, max_size=n)), dtype=bool)
-    gap = silences(batch, 900.0)
-    whole, stepped = (FlatlineBank.from_detectors([Flatline(**p) for p in params]) for _ in range(2))
+    gap = silences(batch, data.draw(st.sampled_from([900.0, 6 * 3600.0])))
+    whole, stepped = (bank.from_detectors([cls(**p) for p in params]) for _ in range(2))
     assert isinstance(whole, BatchBank) and not isinstance(StepsOnly(stepped), BatchBank)
     for piece in pieces(batch):
         args = (batch.series[piece], batch.t[piece], batch.value[piece], batch.status[piece], gap[piece], explain[piece])

@@ -52,8 +52,10 @@ class BatchVerdicts(Protocol):
 class BatchBank(Protocol):
     """A bank that takes a whole batch in one call, each row's values in their order (a compiled pass)."""
 
-    def run_batch(self, rows: np.ndarray, x: np.ndarray, t: np.ndarray, relearn: np.ndarray | None = None) -> BatchVerdicts:
-        """The verdicts of `x[i]` on row `rows[i]` in turn; where `relearn` is True, the row relearns just before."""
+    def run_batch(self, rows: np.ndarray, x: np.ndarray, t: np.ndarray,
+                  relearn_gap_s: np.ndarray | None = None) -> BatchVerdicts:
+        """The verdicts of `x[i]` on row `rows[i]` at `t[i]` in turn; where `relearn_gap_s` is not NaN, the row relearns
+        after that gap just before (`Detector.relearn(gap)`)."""
         ...
 
 
@@ -117,8 +119,7 @@ def _whole_batch(bank: BatchBank, rows: np.ndarray, t: np.ndarray, value: np.nda
                  relearn_gap_s: np.ndarray | None, explain: np.ndarray | None, flagged: bool, flag: np.ndarray,
                  score: np.ndarray, detail: list[str | None]) -> None:
     """`advance` of a `BatchBank`: the judged readings (`picked`) in one call, their details as the steps give them."""
-    relearn = None if relearn_gap_s is None else ~np.isnan(relearn_gap_s[picked])
-    out = bank.run_batch(rows, value, t, relearn)
+    out = bank.run_batch(rows, value, t, None if relearn_gap_s is None else relearn_gap_s[picked])
     flag[picked], score[picked] = out.flag, out.score
     asked = np.zeros(rows.size, dtype=bool) if explain is None else explain[picked]
     if flagged:

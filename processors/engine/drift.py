@@ -1,16 +1,20 @@
-"""`CusumDrift` over many series at once: the same verdicts from array state."""
+"""`CusumDrift` over many series at once: the same verdicts from array state, in one compiled pass over a batch
+(`_run`, as `processors.engine.flatline`)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numba
 import numpy as np
 
 from processors.detectors.base import fmt
 from processors.detectors.drift import BIN_SPREAD_SHARE, DAY_S, MAX_RHO, CusumDrift
 from processors.engine.common import Rows, StepArrays, explained, opt, unopt
+from processors.engine.kernels import ew_var_update, step_floor, step_update
 from processors.engine.row_json import cells, ragged
 
 __all__ = ["DriftBank"]
@@ -104,189 +108,70 @@ class DriftBank(Rows):
 
     def relearn(self, rows: np.ndarray, gap_s: np.ndarray | None = None) -> None:
         """`CusumDrift.relearn` on `rows`: after a gap of a period or more (or unknown) rebuild the baseline, else forget the lag."""
-        period = np.where(np.isnan(self.season_s[rows]), DAY_S, self.season_s[rows])
-        full = np.ones(rows.size, dtype=bool) if gap_s is None else gap_s >= period
-        self._reset_baseline(rows[full])
-        self.pos[rows[full]] = 0.0
-        self.neg[rows[full]] = 0.0
-        self.run[rows[full]] = 0
-        self.prev[rows[~full]] = np.nan
+        gaps = np.full(rows.size, np.inf) if gap_s is None else np.asarray(gap_s, dtype=np.float64)
+        for row, gap in zip(rows.tolist(), gaps.tolist(), strict=True):
+            _relearn(row, gap, self.season_s, self.count, self.mean, self.var, self.lag_cov, self.prev, self.pos, self.neg,
+                     self.run)
 
-    def _reset_baseline(self, rows: np.ndarray) -> None:
-        self.count[rows] = 0
-        self.mean[rows] = 0.0
-        self.var[rows] = 0.0
-        self.lag_cov[rows] = 0.0
-        self.prev[rows] = np.nan
-
-    def _baseline_update(self, rows: np.ndarray, y: np.ndarray) -> None:
-        """`EWVar.update` per row."""
-        self.count[rows] += 1
-        a = np.maximum(self.alpha[rows], 1.0 / self.count[rows])
-        d = y - self.mean[rows]
-        incr = a * d
-        self.mean[rows] += incr
-        self.var[rows] = (1.0 - a) * (self.var[rows] + d * incr)
-
-    def _learn_deviation(self, rows: np.ndarray, y: np.ndarray) -> None:
-        d = y - self.mean[rows]
-        prev = self.prev[rows]
-        lagged = ~np.isnan(prev)
-        if lagged.any():
-            r = rows[lagged]
-            a = np.maximum(self.alpha[r], 1.0 / self.count[r])
-            self.lag_cov[r] += a * (d[lagged] * prev[lagged] - self.lag_cov[r])
-        self._baseline_update(rows, y)
-        self.prev[rows] = y - self.mean[rows]
-
-    def _learn(self, rows: np.ndarray, x: np.ndarray, b: np.ndarray) -> None:
-        """`CusumDrift._learn`: the deviation from its bin into the baseline, then the value into its bin."""
-        self.stepper.update(rows, x)
-        seasonal = ~np.isnan(self.season_s[rows])
-        self._learn_deviation(rows[~seasonal], x[~seasonal])
-        rows, x, b = rows[seasonal], x[seasonal], b[seasonal]
-        x = self._bounded(rows, x, b)
-        known = self.profile_n[rows, b] > 0
-        self._learn_deviation(rows[known], x[known] - self.profile[rows[known], b[known]])
-        self.profile_n[rows, b] += 1
-        a = np.maximum(self.season_alpha[rows], 1.0 / self.profile_n[rows, b])
-        d = x - self.profile[rows, b]
-        self.profile[rows, b] += a * d
-        self.profile_var[rows, b] = (1.0 - a) * (self.profile_var[rows, b] + a * d * d)
-
-    def _bounded(self, rows: np.ndarray, x: np.ndarray, b: np.ndarray) -> np.ndarray:
-        """`CusumDrift._bounded`: each value pulled in to `learn_clip` scales from its bin's usual level."""
-        clip = self.learn_clip[rows]
-        scale = np.maximum(np.maximum(np.sqrt(self.profile_var[rows, b]), np.sqrt(self.var[rows])),
-                           self.stepper.floor(rows, self.resolution[rows]))
-        reach = clip * scale
-        d = x - self.profile[rows, b]
-        with np.errstate(invalid="ignore"):
-            far = ~np.isnan(clip) & (self.profile_n[rows, b] >= 2) & (np.abs(d) > reach)
-        return np.where(far, self.profile[rows, b] + np.copysign(reach, d), x)
-
-    def _bin(self, rows: np.ndarray, t: np.ndarray) -> np.ndarray:
-        season = self.season_s[rows]
-        with np.errstate(invalid="ignore"):
-            share = (t % season) / season * self.bins[rows]
-        b = np.where(np.isnan(season), 0, np.minimum(self.bins[rows] - 1, np.nan_to_num(share).astype(np.int64)))
-        return b.astype(np.int64)
+    def run_batch(self, rows: np.ndarray, x: np.ndarray, t: np.ndarray, relearn_gap_s: np.ndarray | None = None) -> DriftRun:
+        """`CusumDrift.update` of each value in turn (`rows[i]` takes `x[i]` at `t[i]`; a row may come many times), after
+        `CusumDrift.relearn(gap)` where `relearn_gap_s` is not NaN: one compiled pass over the batch (`_run`)."""
+        n = rows.size
+        out = DriftRun(self, rows, x, t, flag=np.zeros(n, dtype=bool), score=np.zeros(n), kind=np.zeros(n, dtype=np.int8),
+                       count=np.zeros(n, dtype=np.int64), learned_s=np.zeros(n), mean=np.zeros(n), expected=np.zeros(n),
+                       z=np.zeros(n), std=np.zeros(n), rho=np.zeros(n), pos=np.zeros(n), neg=np.zeros(n),
+                       rebuilt=np.zeros(n, dtype=bool))
+        gaps = np.full(n, np.nan) if relearn_gap_s is None else relearn_gap_s.astype(np.float64, copy=False)
+        _run(rows.astype(np.int64, copy=False), x.astype(np.float64, copy=False), t.astype(np.float64, copy=False), gaps,
+             self.alpha, self.k, self.h, self.grace, self.eps, self.relearn_after, self.season_s, self.bins,
+             self.season_alpha, self.decorrelate, self.cap, self.resolution, self.spread, self.learn_clip,
+             self.stepper.step, self.stepper.prev, self.count, self.mean, self.var, self.lag_cov, self.prev, self.pos,
+             self.neg, self.run, self.profile, self.profile_n, self.profile_var, self.first,
+             out.flag, out.score, out.kind, out.count, out.learned_s, out.mean, out.expected, out.z, out.std, out.rho,
+             out.pos, out.neg, out.rebuilt)
+        return out
 
     def step(self, rows: np.ndarray, x: np.ndarray, t: np.ndarray,
              explain: np.ndarray | None = None, flagged: bool = False
              ) -> tuple[np.ndarray, np.ndarray, list[str | None] | None]:
         """One value at event time `t` for each of `rows` (distinct): flags, scores and, where `explain` is True,
         details, as `CusumDrift.update` gives them."""
-        flag = np.zeros(rows.size, dtype=bool)
-        score = np.zeros(rows.size)
-        finite = np.flatnonzero(np.isfinite(x))
-        r, xv, tv = rows[finite], x[finite], t[finite]
-        self.first[r] = np.where(np.isnan(self.first[r]), tv, self.first[r])
-        b = self._bin(r, tv)
-        n = self.count[r]
-        warm = (n < self.grace[r]) | (n == 0) | (~np.isnan(self.season_s[r]) & (tv - self.first[r] < self.season_s[r]))
-        judged = np.flatnonzero(~warm)
-        learn = warm.copy()
-        judgement = None
-        if judged.size:
-            judgement = self._judge(r[judged], xv[judged], b[judged])
-            score[finite[judged]], flag[finite[judged]] = judgement.score, judgement.alarm
-            learn[judged] = judgement.learned
-        self._learn(r[learn], xv[learn], b[learn])
-        explain = explained(explain, flag, flagged)
+        out = self.run_batch(rows, x, t)
+        explain = explained(explain, out.flag, flagged)
         if explain is None:
-            return flag, score, None
-        position = np.full(rows.size, -2)
-        position[finite] = -1
-        position[finite[judged]] = np.arange(judged.size)
+            return out.flag, out.score, None
         details: list[str | None] = [None] * rows.size
         for i in np.flatnonzero(explain).tolist():
-            row = int(rows[i])
-            if position[i] == -2:
-                details[i] = f"ignored non-finite value {float(x[i])!r}"
-            elif position[i] == -1:
-                details[i] = self._warming_up(row, float(t[i]) - float(self.first[row]))
-            elif judgement is not None:
-                details[i] = self._detail(judgement, int(position[i]), row, float(x[i]))
-        return flag, score, details
+            details[i] = out.detail(i)
+        return out.flag, out.score, details
 
-    def _warming_up(self, row: int, learned_s: float) -> str:
-        """`CusumDrift._warming_up` of row `row`."""
-        samples = f"{int(self.count[row])}/{int(self.grace[row])} samples"
+    def _warming_up(self, row: int, count: int, learned_s: float) -> str:
+        """`CusumDrift._warming_up` of row `row` (`count`: its baseline's count after the value)."""
+        samples = f"{count}/{int(self.grace[row])} samples"
         season = float(self.season_s[row])
         if np.isnan(season):
             return f"warming up ({samples})"
         return f"warming up ({samples}, {min(learned_s, season) / 3600:.3g}/{season / 3600:.3g} h of the daily profile)"
 
-    def _detail(self, j: _Judgement, k: int, row: int, x: float) -> str:
-        """`CusumDrift.update`'s detail for judged value `k` (of row `row`)."""
-        if j.blind[k]:
-            return f"value {fmt(x)}: no variability learned yet"
-        mean, expected = float(j.mean[k]), float(j.expected[k])
-        side = "upward" if j.pos[k] >= j.neg[k] else "downward"
-        usual = f"the baseline mean {fmt(mean)}" if np.isnan(self.season_s[row]) else \
-            f"the usual level {fmt(mean + expected)} at this time of day"
-        detail = (f"{side} CUSUM {float(j.score[k]):.4g} (threshold {fmt(float(self.h[row]))}); value {fmt(x)} is "
-                  f"{float(j.z[k]):+.3g} long-run std from {usual} (std {fmt(float(j.std[k]))}, "
-                  f"autocorrelation {float(j.rho[k]):.2f})")
-        if j.rebuilt[k]:
-            detail += f"; {self.params[row]['relearn_after']} alarms in a row, baseline rebuilt from here"
-        return detail
 
-    def _std(self, rows: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The scale a deviation is judged against (`CusumDrift.update`: long-run std, half the bin's spread, the
-        floor), and the autocorrelation used."""
-        var = self.var[rows]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            rho = np.where(~self.decorrelate[rows] | (var <= 0.0), 0.0,
-                           np.minimum(MAX_RHO, np.maximum(0.0, self.lag_cov[rows] / var)))
-        long_run = np.sqrt(var) * np.sqrt((1.0 + rho) / (1.0 - rho))
-        spread = self.spread[rows] & ~np.isnan(self.season_s[rows]) & (self.profile_n[rows, b] >= 2)
-        bin_std = np.where(spread, BIN_SPREAD_SHARE * np.sqrt(self.profile_var[rows, b]), 0.0)
-        return np.maximum(np.maximum(long_run, bin_std), self.stepper.floor(rows, self.resolution[rows])), rho
-
-    def _judge(self, rows: np.ndarray, x: np.ndarray, b: np.ndarray) -> _Judgement:
-        """Score values past warm-up and make every state change but the learning."""
-        seasonal = ~np.isnan(self.season_s[rows]) & (self.profile_n[rows, b] > 0)
-        expected = np.where(seasonal, self.profile[rows, b], 0.0)
-        y = x - expected
-        std, rho = self._std(rows, b)
-        blind = std == 0.0
-        mean = self.mean[rows]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            z = (y - mean) / (std + self.eps[rows])
-        cap = self.cap[rows]
-        step = np.minimum(cap, np.maximum(-cap, z))
-        k = self.k[rows]
-        pos = np.maximum(0.0, self.pos[rows] + step - k)
-        neg = np.maximum(0.0, self.neg[rows] - step - k)
-        score = np.where(blind, 0.0, np.maximum(pos, neg))
-        alarm = ~blind & (score > self.h[rows])
-        normal = ~blind & ~alarm
-        self.pos[rows[normal]], self.neg[rows[normal]] = pos[normal], neg[normal]
-        self.run[rows[normal]] = 0
-        rebuilt = np.zeros(rows.size, dtype=bool)
-        if alarm.any():
-            r = rows[alarm]
-            self.pos[r] = 0.0
-            self.neg[r] = 0.0
-            self.run[r] += 1
-            limit = self.relearn_after[rows]
-            rebuilt = alarm & (limit >= 0) & (self.run[rows] >= limit)
-            self._reset_baseline(rows[rebuilt])
-            self._baseline_update(rows[rebuilt], y[rebuilt])
-            self.run[rows[rebuilt]] = 0
-        return _Judgement(score, alarm, blind | normal, blind, mean, expected, z, std, rho, pos, neg, rebuilt)
+_NOT_FINITE, _WARMING, _BLIND, _JUDGED = -2, -1, 0, 1
+"""`DriftRun.kind` of a value: how `CusumDrift.update` took it."""
 
 
 @dataclass(frozen=True)
-class _Judgement:
-    """What `DriftBank._judge` found for values past warm-up (per value), and what their details need."""
+class DriftRun:
+    """A batch's verdicts from `DriftBank.run_batch`, per value, with what their details need."""
 
+    bank: DriftBank
+    rows: np.ndarray
+    x: np.ndarray
+    t: np.ndarray
+    flag: np.ndarray
     score: np.ndarray
-    alarm: np.ndarray
-    learned: np.ndarray
-    blind: np.ndarray
+    kind: np.ndarray
+    count: np.ndarray
+    """The baseline's count after a value learned while warming up."""
+    learned_s: np.ndarray
     mean: np.ndarray
     expected: np.ndarray
     z: np.ndarray
@@ -295,3 +180,146 @@ class _Judgement:
     pos: np.ndarray
     neg: np.ndarray
     rebuilt: np.ndarray
+
+    def detail(self, i: int) -> str:
+        """`CusumDrift.update`'s detail of value `i`."""
+        row, x, kind, bank = int(self.rows[i]), float(self.x[i]), int(self.kind[i]), self.bank
+        if kind == _NOT_FINITE:
+            return f"ignored non-finite value {x!r}"
+        if kind == _WARMING:
+            return bank._warming_up(row, int(self.count[i]), float(self.learned_s[i]))
+        if kind == _BLIND:
+            return f"value {fmt(x)}: no variability learned yet"
+        mean, expected = float(self.mean[i]), float(self.expected[i])
+        side = "upward" if self.pos[i] >= self.neg[i] else "downward"
+        usual = f"the baseline mean {fmt(mean)}" if np.isnan(bank.season_s[row]) else \
+            f"the usual level {fmt(mean + expected)} at this time of day"
+        detail = (f"{side} CUSUM {float(self.score[i]):.4g} (threshold {fmt(float(bank.h[row]))}); value {fmt(x)} is "
+                  f"{float(self.z[i]):+.3g} long-run std from {usual} (std {fmt(float(self.std[i]))}, "
+                  f"autocorrelation {float(self.rho[i]):.2f})")
+        if self.rebuilt[i]:
+            detail += f"; {bank.params[row]['relearn_after']} alarms in a row, baseline rebuilt from here"
+        return detail
+
+
+@numba.njit(cache=True)
+def _relearn(r: int, gap_s: float, season_s: np.ndarray, count: np.ndarray, mean: np.ndarray, var: np.ndarray,
+             lag_cov: np.ndarray, prev: np.ndarray, pos: np.ndarray, neg: np.ndarray, run: np.ndarray) -> None:
+    """`CusumDrift.relearn(gap_s)` of row `r` (an unknown gap: inf)."""
+    period = DAY_S if math.isnan(season_s[r]) else season_s[r]
+    if gap_s >= period:
+        _reset_baseline(r, count, mean, var, lag_cov, prev)
+        pos[r] = neg[r] = 0.0
+        run[r] = 0
+    else:
+        prev[r] = np.nan
+
+
+@numba.njit(cache=True)
+def _reset_baseline(r: int, count: np.ndarray, mean: np.ndarray, var: np.ndarray, lag_cov: np.ndarray,
+                    prev: np.ndarray) -> None:
+    count[r] = 0
+    mean[r] = var[r] = lag_cov[r] = 0.0
+    prev[r] = np.nan
+
+
+@numba.njit(cache=True)
+def _learn_deviation(r: int, y: float, alpha: np.ndarray, count: np.ndarray, mean: np.ndarray, var: np.ndarray,
+                     lag_cov: np.ndarray, prev: np.ndarray) -> None:
+    """`CusumDrift._learn_deviation` of row `r`."""
+    d = y - mean[r]
+    if not math.isnan(prev[r]):
+        a = max(alpha[r], 1.0 / count[r])
+        lag_cov[r] += a * (d * prev[r] - lag_cov[r])
+    ew_var_update(count, mean, var, r, alpha[r], y)
+    prev[r] = y - mean[r]
+
+
+@numba.njit(cache=True)
+def _learn(r: int, value: float, b: int, seasonal: bool, alpha: np.ndarray, season_alpha: np.ndarray,
+           resolution: np.ndarray, learn_clip: np.ndarray, step: np.ndarray, step_prev: np.ndarray, count: np.ndarray,
+           mean: np.ndarray, var: np.ndarray, lag_cov: np.ndarray, prev: np.ndarray, profile: np.ndarray,
+           profile_n: np.ndarray, profile_var: np.ndarray) -> None:
+    """`CusumDrift._learn` of row `r`: its deviation from bin `b` into the baseline, then the value (pulled in to
+    `learn_clip` scales, `CusumDrift._bounded`) into its bin."""
+    step_update(step, step_prev, r, value)
+    if not seasonal:
+        _learn_deviation(r, value, alpha, count, mean, var, lag_cov, prev)
+        return
+    if not math.isnan(learn_clip[r]) and profile_n[r, b] >= 2:
+        scale = max(math.sqrt(profile_var[r, b]), math.sqrt(var[r]), step_floor(step, r, resolution[r]))
+        reach = learn_clip[r] * scale
+        d = value - profile[r, b]
+        if abs(d) > reach:
+            value = profile[r, b] + math.copysign(reach, d)
+    if profile_n[r, b]:
+        _learn_deviation(r, value - profile[r, b], alpha, count, mean, var, lag_cov, prev)
+    profile_n[r, b] += 1
+    a = max(season_alpha[r], 1.0 / profile_n[r, b])
+    d = value - profile[r, b]
+    profile[r, b] += a * d
+    profile_var[r, b] = (1.0 - a) * (profile_var[r, b] + a * d * d)
+
+
+@numba.njit(cache=True)
+def _run(rows: np.ndarray, x: np.ndarray, t: np.ndarray, gaps: np.ndarray, alpha: np.ndarray, k: np.ndarray,
+         h: np.ndarray, grace: np.ndarray, eps: np.ndarray, relearn_after: np.ndarray, season_s: np.ndarray,
+         bins: np.ndarray, season_alpha: np.ndarray, decorrelate: np.ndarray, cap: np.ndarray, resolution: np.ndarray,
+         spread: np.ndarray, learn_clip: np.ndarray, step: np.ndarray, step_prev: np.ndarray, count: np.ndarray,
+         mean: np.ndarray, var: np.ndarray, lag_cov: np.ndarray, prev: np.ndarray, pos: np.ndarray, neg: np.ndarray,
+         run: np.ndarray, profile: np.ndarray, profile_n: np.ndarray, profile_var: np.ndarray, first: np.ndarray,
+         flag: np.ndarray, score: np.ndarray, kind: np.ndarray, count_out: np.ndarray, learned_out: np.ndarray,
+         mean_out: np.ndarray, expected_out: np.ndarray, z_out: np.ndarray, std_out: np.ndarray, rho_out: np.ndarray,
+         pos_out: np.ndarray, neg_out: np.ndarray, rebuilt: np.ndarray) -> None:
+    """`CusumDrift.update` of each value in turn on its row's arrays, after `relearn` where `gaps` is not NaN; per value
+    its flag and score, how it was taken (`DriftRun.kind`) and what its detail says."""
+    for i in range(rows.size):
+        r = rows[i]
+        if not math.isnan(gaps[i]):
+            _relearn(r, gaps[i], season_s, count, mean, var, lag_cov, prev, pos, neg, run)
+        value, ti = x[i], t[i]
+        if not math.isfinite(value):
+            kind[i] = _NOT_FINITE
+            continue
+        seasonal = not math.isnan(season_s[r])
+        if math.isnan(first[r]):
+            first[r] = ti
+        b = min(bins[r] - 1, int((ti % season_s[r]) / season_s[r] * bins[r])) if seasonal else 0
+        learned_s = ti - first[r]
+        n = count[r]
+        if n < grace[r] or n == 0 or (seasonal and learned_s < season_s[r]):
+            kind[i], learned_out[i] = _WARMING, learned_s
+        else:
+            expected = profile[r, b] if seasonal and profile_n[r, b] > 0 else 0.0
+            y = value - expected
+            rho = 0.0 if not decorrelate[r] or var[r] <= 0.0 else min(MAX_RHO, max(0.0, lag_cov[r] / var[r]))
+            bin_std = BIN_SPREAD_SHARE * math.sqrt(profile_var[r, b]) if spread[r] and seasonal and profile_n[r, b] >= 2 \
+                else 0.0
+            std = max(math.sqrt(var[r]) * math.sqrt((1.0 + rho) / (1.0 - rho)), bin_std,
+                      step_floor(step, r, resolution[r]))
+            if std == 0.0:
+                kind[i] = _BLIND
+            else:
+                kind[i] = _JUDGED
+                z = (y - mean[r]) / (std + eps[r])
+                moved = min(cap[r], max(-cap[r], z))
+                up = max(0.0, pos[r] + moved - k[r])
+                down = max(0.0, neg[r] - moved - k[r])
+                score[i] = max(up, down)
+                mean_out[i], expected_out[i], z_out[i], std_out[i], rho_out[i] = mean[r], expected, z, std, rho
+                pos_out[i], neg_out[i] = up, down
+                if score[i] > h[r]:
+                    flag[i] = True
+                    pos[r] = neg[r] = 0.0
+                    run[r] += 1
+                    if relearn_after[r] >= 0 and run[r] >= relearn_after[r]:
+                        _reset_baseline(r, count, mean, var, lag_cov, prev)
+                        ew_var_update(count, mean, var, r, alpha[r], y)
+                        run[r] = 0
+                        rebuilt[i] = True
+                    continue
+                pos[r], neg[r] = up, down
+                run[r] = 0
+        _learn(r, value, b, seasonal, alpha, season_alpha, resolution, learn_clip, step, step_prev, count, mean, var,
+               lag_cov, prev, profile, profile_n, profile_var)
+        count_out[i] = count[r]

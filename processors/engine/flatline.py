@@ -20,6 +20,7 @@ import orjson
 from processors.detectors.base import fmt
 from processors.detectors.flatline import RUN_MEMORY, Flatline
 from processors.engine.common import Rows, explained, opt, unopt
+from processors.engine.kernels import ew_mean_update
 from processors.engine.row_json import cells
 
 __all__ = ["FlatlineBank"]
@@ -84,10 +85,8 @@ def _end_run(r: int, length: int, alpha: np.ndarray, rarity: np.ndarray, n_inter
     probability (unless it was stuck), its length kept for its value (the dict's insertion order kept)."""
     if not stuck[r]:
         for _ in range(min(length, 4096)):
-            repeat_n[r] += 1
-            repeat[r] += max(alpha[r], 1.0 / repeat_n[r]) * (1.0 - repeat[r])
-        repeat_n[r] += 1
-        repeat[r] += max(alpha[r], 1.0 / repeat_n[r]) * (0.0 - repeat[r])
+            ew_mean_update(repeat_n, repeat, r, alpha[r], 1.0)
+        ew_mean_update(repeat_n, repeat, r, alpha[r], 0.0)
         base_limit[r] = _base_limit(repeat_n[r], repeat[r], rarity[r], n_intervals[r])
     key, count = anchor_key[r], held_count[r]
     at = -1
@@ -269,13 +268,13 @@ class FlatlineBank(Rows):
             self.base_limit[row] = _base_limit(self.repeat_n[row], self.repeat[row], self.rarity[row], self.n_intervals[row])
 
     def run_batch(self, rows: np.ndarray, x: np.ndarray, t: np.ndarray | None = None,
-                  relearn: np.ndarray | None = None) -> FlatlineRun:
-        """`Flatline.update` of each value in turn (`rows[i]` takes `x[i]`; a row may come many times), where `relearn`
-        is True after `Flatline.relearn`: one compiled pass over the batch (`_run`)."""
+                  relearn_gap_s: np.ndarray | None = None) -> FlatlineRun:
+        """`Flatline.update` of each value in turn (`rows[i]` takes `x[i]`; a row may come many times), after
+        `Flatline.relearn` where `relearn_gap_s` is not NaN: one compiled pass over the batch (`_run`)."""
         n = rows.size
         out = FlatlineRun(self, rows, x, np.zeros(n, dtype=bool), np.zeros(n), np.zeros(n, dtype=np.int64),
                           np.zeros(n, dtype=np.int64), np.zeros(n), np.zeros(n, dtype=np.int64))
-        fresh = np.zeros(n, dtype=bool) if relearn is None else relearn.astype(bool, copy=False)
+        fresh = np.zeros(n, dtype=bool) if relearn_gap_s is None else ~np.isnan(relearn_gap_s)
         finite = np.isfinite(x)
         keys = np.zeros(n, dtype=np.int64)
         keys[finite] = _keys(x[finite])
