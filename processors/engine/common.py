@@ -81,35 +81,6 @@ class Ring:
         self.start = np.zeros(self.capacity.size, dtype=np.int64)
         self.size = np.zeros(self.capacity.size, dtype=np.int64)
 
-    def append(self, rows: np.ndarray, x: np.ndarray) -> None:
-        """Append one value to each of `rows` (distinct), dropping the oldest of a full row."""
-        cap, start, size = self.capacity[rows], self.start[rows], self.size[rows]
-        full = size == cap
-        self.data[rows, np.where(full, start, (start + size) % cap)] = x
-        self.start[rows] = np.where(full, (start + 1) % cap, start)
-        self.size[rows] = np.where(full, size, size + 1)
-
-    def clear(self, rows: np.ndarray) -> None:
-        """Empty `rows`."""
-        self.start[rows] = 0
-        self.size[rows] = 0
-
-    def values(self, rows: np.ndarray) -> np.ndarray:
-        """The rows' stored values in storage order, +inf in unused slots (the storage order is not chronological)."""
-        values = self.data[rows]
-        size = self.size[rows]
-        if size.size and int(size.min()) < values.shape[1]:
-            values[np.arange(values.shape[1])[None, :] >= size[:, None]] = np.inf
-        return values
-
-    def last(self, rows: np.ndarray, count: np.ndarray) -> np.ndarray:
-        """The newest ``count`` values of each row (``count`` <= its size), +inf in the other slots."""
-        width = max(int(count.max()) if count.size else 1, 1)
-        j = np.arange(width)[None, :]
-        chrono = self.size[rows, None] - count[:, None] + j
-        pos = (self.start[rows, None] + np.maximum(chrono, 0)) % self.capacity[rows, None]
-        return np.where(j < count[:, None], self.data[rows[:, None], pos], np.inf)
-
     def to_list(self, row: int) -> list[float]:
         """Row `row`'s values, oldest first."""
         idx = (self.start[row] + np.arange(self.size[row])) % self.capacity[row]
@@ -142,19 +113,6 @@ class StepArrays:
     def __init__(self, n: int) -> None:
         self.step = np.full(n, np.nan)
         self.prev = np.full(n, np.nan)
-
-    def update(self, rows: np.ndarray, x: np.ndarray) -> None:
-        """Learn the next value of each of `rows` (distinct)."""
-        prev, step = self.prev[rows], self.step[rows]
-        d = np.abs(x - prev)
-        smaller = ~np.isnan(prev) & (d > 1e-9 * np.maximum(1.0, np.abs(x))) & (np.isnan(step) | (d < step))
-        self.step[rows[smaller]] = d[smaller]
-        self.prev[rows] = x
-
-    def floor(self, rows: np.ndarray, resolution: np.ndarray) -> np.ndarray:
-        """The scale floor of each row: its configured resolution (NaN: none), else half its learned step (0.0 before any)."""
-        step = self.step[rows]
-        return np.where(np.isnan(resolution), np.where(np.isnan(step), 0.0, step) / 2.0, resolution)
 
     def state(self, row: int) -> dict[str, Any]:
         """Row `row` as `StepEstimate.state()`."""

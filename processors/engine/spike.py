@@ -1,4 +1,5 @@
-"""`RobustSpike` over many series at once: the same verdicts from array state."""
+"""`RobustSpike` over many series at once: the same verdicts from array state, in one compiled pass over a batch
+(`processors.engine.spike_pass`)."""
 
 from __future__ import annotations
 
@@ -9,20 +10,16 @@ from typing import Any
 import numpy as np
 
 from processors.detectors.base import fmt
-from processors.detectors.levels import MAD_TO_SIGMA
 from processors.detectors.spike import RobustSpike
-from processors.engine.common import Ring, Rows, StepArrays, explained, row_medians, unopt
+from processors.engine.common import Ring, Rows, StepArrays, explained, unopt
 from processors.engine.levels_tail import LevelRows, TailRows
 from processors.engine.row_json import cells
+from processors.engine.spike_pass import FIRST, NONE, NOT_FINITE, WARMING, relearn_row, run, sort_rows
 
 __all__ = ["SpikeBank"]
 
-_NONE = -1
-"""An integer hyperparameter that is None (`relearn_after`, `center_window`)."""
-
-
 def _int_or_none(x: int | None) -> int:
-    return _NONE if x is None else int(x)
+    return NONE if x is None else int(x)
 
 
 class SpikeBank(Rows):
@@ -64,6 +61,12 @@ class SpikeBank(Rows):
         """`RobustSpike._scale`: the pending reseed's scale, NaN for none."""
         self.seeded = np.zeros(n, dtype=bool)
         """`RobustSpike._seeded`."""
+        self.ordered = np.zeros_like(self.ring.data)
+        """Each row's window sorted (`processors.engine.spike_pass`), rebuilt from the ring when a row is loaded."""
+        self._int_params = np.stack([self.window, self.grace, self.relearn_after, self.center_window, self.reseed_after,
+                                     self.levels.capacity], axis=1) if n else np.zeros((0, 6), dtype=np.int64)
+        self._float_params = np.stack([self.threshold, self.eps, self.resolution, self.threshold_off, self.tail_p,
+                                       self.tail_ref, self.tail_fit, self.tail_power], axis=1) if n else np.zeros((0, 8))
 
     def load(self, row: int, state: dict[str, Any]) -> None:
         """Row `row` from a `RobustSpike.state()`."""
@@ -77,6 +80,8 @@ class SpikeBank(Rows):
         scale = state.get("scale")
         self.scale[row] = np.nan if scale is None else float(scale)
         self.seeded[row] = bool(state.get("seeded", False))
+        ring = self.ring
+        sort_rows(ring.data, ring.start, ring.size, ring.capacity, self.ordered, np.array([row], dtype=np.int64))
 
     def state(self, row: int) -> dict[str, Any]:
         """Row `row` as `RobustSpike.state()`."""
@@ -103,200 +108,85 @@ class SpikeBank(Rows):
     def relearn(self, rows: np.ndarray, gap_s: np.ndarray | None = None) -> None:
         """`RobustSpike.relearn` on `rows`: warm up again, keeping the step, the known levels and the tail; a row with
         `reseed_after` and a full or seeded window keeps that window's MAD for its reseed."""
-        known = rows[(self.reseed_after[rows] != _NONE) & ((self.ring.size[rows] == self.window[rows]) | self.seeded[rows])]
-        if known.size:
-            self.scale[known] = self._center(known)[1]
-        self._reset(rows)
+        for row in rows.tolist():
+            relearn_row(row, self.window, self.reseed_after, self.ring.size, self.ring.start, self.ordered, self.n,
+                        self.run, self.over, self.seeded, self.scale)
 
-    def _reseed(self, rows: np.ndarray) -> None:
-        """`RobustSpike._reseed` on `rows`: the window seeded around the values learned since the gap."""
-        center, mad, _ = self._center(rows)
-        scale = np.maximum(mad, self.scale[rows])
-        self._reset(rows)
-        self._seed(rows, center, scale)
-        self.scale[rows] = np.nan
-
-    def _reset(self, rows: np.ndarray) -> None:
-        self.ring.clear(rows)
-        self.n[rows] = 0
-        self.run[rows] = 0
-        self.over[rows] = False
-        self.seeded[rows] = False
-
-    def _learn(self, rows: np.ndarray, x: np.ndarray) -> None:
-        self.ring.append(rows, x)
-        self.stepper.update(rows, x)
-        self.n[rows] += 1
-
-    def _leave(self, rows: np.ndarray, center: np.ndarray, mad: np.ndarray, floor: np.ndarray) -> None:
-        """Remember the level each row leaves, if it held it for a whole window (`center`, `mad`: its full window)."""
-        whole = self.ring.size[rows] == self.window[rows]
-        self.levels.remember(rows[whole], center[whole], mad[whole], self.threshold[rows[whole]], floor[whole])
-
-    def _seed(self, rows: np.ndarray, center: np.ndarray, mad: np.ndarray) -> None:
-        """Fill the emptied rows with values whose median and MAD are the level's (`RobustSpike._switch`)."""
-        seeded = np.minimum(self.window[rows], 3 * np.maximum(1, -(-self.grace[rows] // 3)))
-        width = int(seeded.max()) if rows.size else 0
-        k = np.arange(width)
-        values = center[:, None] + (k % 3 - 1).astype(np.float64)[None, :] * mad[:, None]
-        for j in range(width):
-            more = j < seeded
-            self.ring.append(rows[more], values[more, j])
-        self.n[rows] = seeded
-        self.seeded[rows] = True
-
-    def _bar(self, rows: np.ndarray) -> np.ndarray:
-        """`RobustSpike._bar` per row."""
-        threshold = self.threshold[rows]
-        ref = self.tail_ref[rows]
-        fit = self.tail_fit[rows]
-        p = self.tail_p[rows]
-        k, share = self.tail.locate(rows, p)
-        q = self.tail.quantile_at(k)
-        if not np.isnan(fit).all():
-            fitted = np.nan_to_num(fit, nan=0.5)
-            extrapolated = self.tail.extrapolated(rows, p, fitted, q)
-            q = np.where(np.isnan(fit), q, extrapolated)
-            blend = self.tail_blend[rows]
-            if blend.any():
-                q[blend] = self.tail.blend(self.tail.interpolated_at(k[blend], share[blend]), extrapolated[blend])
-        with np.errstate(invalid="ignore"):
-            adaptive = np.where(np.isnan(ref), threshold, threshold * np.maximum(1.0, q / ref) ** self.tail_power[rows])
-        off = self.threshold_off[rows]
-        return np.where((self.run[rows] > 0) & ~np.isnan(off), off, adaptive)
-
-    def _center(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per row: the median and MAD of the whole window, and the median it compares with (of the last `center_window`)."""
-        values = self.ring.values(rows)
-        size = self.ring.size[rows]
-        center = row_medians(values, size)
-        mad = row_medians(np.where(np.isfinite(values), np.abs(values - center[:, None]), np.inf), size)
-        cw = self.center_window[rows]
-        short = (cw != _NONE) & (size > cw)
-        compared = center.copy()
-        if short.any():
-            count = np.where(cw[short] == 0, size[short], cw[short])
-            compared[short] = row_medians(self.ring.last(rows[short], count), count)
-        return center, mad, compared
+    def run_batch(self, rows: np.ndarray, x: np.ndarray, t: np.ndarray | None = None,
+                  relearn_gap_s: np.ndarray | None = None) -> SpikeRun:
+        """`RobustSpike.update` of each value in turn (`rows[i]` takes `x[i]`; a row may come many times), after
+        `RobustSpike.relearn` where `relearn_gap_s` is not NaN: one compiled pass over the batch
+        (`processors.engine.spike_pass.run`)."""
+        n = rows.size
+        out = SpikeRun(self, rows, x, flag=np.zeros(n, dtype=bool), score=np.zeros(n), kind=np.zeros(n, dtype=np.int8),
+                       count=np.zeros(n, dtype=np.int64), center=np.zeros(n), scale=np.zeros(n), level=np.full(n, np.nan),
+                       bar=np.full(n, np.nan), rebuilt=np.zeros(n, dtype=bool), run=np.zeros(n, dtype=np.int64))
+        gaps = np.full(n, np.nan) if relearn_gap_s is None else relearn_gap_s.astype(np.float64, copy=False)
+        ring, tail, levels = self.ring, self.tail, self.levels
+        run(rows.astype(np.int64, copy=False), x.astype(np.float64, copy=False), gaps, self._int_params,
+            self._float_params, self.tail_blend, ring.data, ring.start, ring.size, self.ordered, self.stepper.step,
+            self.stepper.prev, levels.center, levels.mad, levels.count, tail.counts, tail.total, tail.memory, self.n,
+            self.run, self.over, self.scale, self.seeded, out.flag, out.score, out.kind, out.count, out.center,
+            out.scale, out.level, out.bar, out.rebuilt, out.run)
+        return out
 
     def step(self, rows: np.ndarray, x: np.ndarray, t: np.ndarray | None = None,
              explain: np.ndarray | None = None, flagged: bool = False
              ) -> tuple[np.ndarray, np.ndarray, list[str | None] | None]:
         """One value for each of `rows` (distinct): the verdicts' flags, scores and, where `explain` is True, details,
         as `RobustSpike.update` gives them."""
-        flag = np.zeros(rows.size, dtype=bool)
-        score = np.zeros(rows.size)
-        finite = np.isfinite(x)
-        r, xv = rows[finite], x[finite]
-        warm = (self.n[r] < self.grace[r]) | (self.ring.size[r] == 0)
-        learn = warm.copy()
-        judged = np.flatnonzero(~warm)
-        judgement = None
-        if judged.size:
-            judgement = self._judge(r[judged], xv[judged])
-            sub = np.flatnonzero(finite)[judged]
-            score[sub], flag[sub] = judgement.score, judgement.anomalous
-            learn[judged] = judgement.learned
-        self._learn(r[learn], xv[learn])
-        warmed = r[warm]
-        due = warmed[~np.isnan(self.scale[warmed]) & (self.n[warmed] == self.reseed_after[warmed])]
-        if due.size:
-            self._reseed(due)
-        explain = explained(explain, flag, flagged)
+        out = self.run_batch(rows, x, t)
+        explain = explained(explain, out.flag, flagged)
         if explain is None:
-            return flag, score, None
+            return out.flag, out.score, None
         details: list[str | None] = [None] * rows.size
-        position = np.full(rows.size, -1)
-        position[np.flatnonzero(finite)[judged]] = np.arange(judged.size)
         for i in np.flatnonzero(explain).tolist():
-            if not finite[i]:
-                details[i] = f"ignored non-finite value {float(x[i])!r}"
-            elif position[i] < 0:
-                details[i] = f"warming up ({int(self.n[rows[i]])}/{int(self.grace[rows[i]])} samples)"
-            elif judgement is not None:
-                details[i] = self._detail(judgement, int(position[i]), int(rows[i]), float(x[i]))
-        return flag, score, details
-
-    def _detail(self, j: _Judgement, k: int, row: int, x: float) -> str:
-        """`RobustSpike.update`'s detail for judged value `k` (of row `row`)."""
-        center = float(j.compared[k])
-        if j.first[k]:
-            return (f"value {fmt(x)} is the first change from a constant {fmt(center)}; "
-                    "its size is learned as the instrument's step")
-        direction = "above" if x >= center else "below"
-        detail = (f"value {fmt(x)} is {float(j.score[k]):.4g} MADs {direction} the rolling median {fmt(center)} "
-                  f"(scale {fmt(float(j.scale[k]))})")
-        if not np.isnan(j.level[k]):
-            return (f"{detail}; back at level {fmt(float(j.level[k]))}, which this series has held before: "
-                    "a known change of state, baseline switched to it")
-        if j.rebuilt[k]:
-            return f"{detail}; {self.params[row]['relearn_after']} anomalies in a row: new level accepted, baseline rebuilt from here"
-        if j.anomalous[k] and j.bar[k] > self.threshold[row] and j.run[k] == 1:
-            return f"{detail}; threshold {fmt(float(j.bar[k]))} follows this series' heavy tail"
-        return detail
-
-    def _judge(self, rows: np.ndarray, x: np.ndarray) -> _Judgement:
-        """Score values past warm-up and make every state change but the learning."""
-        center, mad, compared = self._center(rows)
-        floor = self.stepper.floor(rows, self.resolution[rows])
-        first = (mad == 0.0) & (floor == 0.0) & (x != compared)
-        self.run[rows[first]] = 0
-        scale = np.maximum(MAD_TO_SIGMA * mad, floor) + self.eps[rows]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            score = np.where(first, 0.0, np.abs(x - compared) / scale)
-        threshold = self.threshold[rows]
-        over = score > threshold
-        fresh = (MAD_TO_SIGMA * mad >= floor) & ~(over & self.over[rows])
-        self.over[rows] = over
-        known = np.full(rows.size, -1)
-        candidates = ~first & (score > threshold) & (self.levels.count[rows] > 0)
-        if candidates.any():
-            known[candidates] = self.levels.match(rows[candidates], x[candidates], threshold[candidates], floor[candidates])
-        switch = known >= 0
-        rest = ~first & ~switch
-        anomalous = np.zeros(rows.size, dtype=bool)
-        bar = np.full(rows.size, np.nan)
-        off = self.threshold_off[rows]
-        least = np.where((self.run[rows] > 0) & ~np.isnan(off), off, threshold)
-        # A row's bar is `threshold_off` during a run, else at least `threshold` (or NaN, which flags nothing): a score
-        # at or under that is not anomalous whatever the row's tail, which is then not looked at (most values).
-        asked = rest & ~(score <= least)
-        if asked.any():
-            bar[asked] = self._bar(rows[asked])
-            anomalous[asked] = score[asked] > bar[asked]
-        normal = rest & ~anomalous
-        self.run[rows[normal]] = 0
-        self.run[rows[anomalous]] += 1
-        run = self.run[rows]
-        opens = anomalous & (run == 1)
-        counted = (opens | normal) & (~self.tail_blend[rows] | fresh)
-        self.tail.update(rows[counted], score[counted])
-        limit = self.relearn_after[rows]
-        rebuilt = anomalous & (limit != _NONE) & (run >= limit)
-        level = np.full(rows.size, np.nan)
-        if switch.any():
-            level[switch], level_mad = self.levels.pop(rows[switch], known[switch])
-        leaving = switch | rebuilt
-        if leaving.any():
-            self._leave(rows[leaving], center[leaving], mad[leaving], floor[leaving])
-            self._reset(rows[leaving])
-        if switch.any():
-            self._seed(rows[switch], level[switch], level_mad)
-        return _Judgement(score, anomalous, first | switch | rebuilt | normal, compared, scale, first, level, bar, rebuilt, run)
+            details[i] = out.detail(i)
+        return out.flag, out.score, details
 
 
 @dataclass(frozen=True)
-class _Judgement:
-    """What `SpikeBank._judge` found for values past warm-up (per value), and what their details need."""
+class SpikeRun:
+    """A batch's verdicts from `SpikeBank.run_batch`, per value, with what their details need."""
 
+    bank: SpikeBank
+    rows: np.ndarray
+    x: np.ndarray
+    flag: np.ndarray
     score: np.ndarray
-    anomalous: np.ndarray
-    learned: np.ndarray
-    compared: np.ndarray
+    kind: np.ndarray
+    """How `RobustSpike.update` took the value (`processors.engine.spike_pass`: not finite, warming up, the first
+    change from a constant window, judged)."""
+    count: np.ndarray
+    """The row's count of values after one learned while warming up."""
+    center: np.ndarray
     scale: np.ndarray
-    first: np.ndarray
     level: np.ndarray
     """The known level switched to (NaN: none)."""
     bar: np.ndarray
     rebuilt: np.ndarray
     run: np.ndarray
+    """The row's run of anomalies with an anomalous value."""
+
+    def detail(self, i: int) -> str:
+        """`RobustSpike.update`'s detail of value `i`."""
+        row, x, kind, bank = int(self.rows[i]), float(self.x[i]), int(self.kind[i]), self.bank
+        if kind == NOT_FINITE:
+            return f"ignored non-finite value {x!r}"
+        if kind == WARMING:
+            return f"warming up ({int(self.count[i])}/{int(bank.grace[row])} samples)"
+        center = float(self.center[i])
+        if kind == FIRST:
+            return (f"value {fmt(x)} is the first change from a constant {fmt(center)}; "
+                    "its size is learned as the instrument's step")
+        direction = "above" if x >= center else "below"
+        detail = (f"value {fmt(x)} is {float(self.score[i]):.4g} MADs {direction} the rolling median {fmt(center)} "
+                  f"(scale {fmt(float(self.scale[i]))})")
+        if not np.isnan(self.level[i]):
+            return (f"{detail}; back at level {fmt(float(self.level[i]))}, which this series has held before: "
+                    "a known change of state, baseline switched to it")
+        if self.rebuilt[i]:
+            return f"{detail}; {bank.params[row]['relearn_after']} anomalies in a row: new level accepted, baseline rebuilt from here"
+        if self.flag[i] and self.bar[i] > bank.threshold[row] and self.run[i] == 1:
+            return f"{detail}; threshold {fmt(float(self.bar[i]))} follows this series' heavy tail"
+        return detail
