@@ -35,9 +35,7 @@ def _median_sorted(ordered: np.ndarray, r: int, size: int) -> float:
 @numba.njit(cache=True)
 def _mad_sorted(ordered: np.ndarray, r: int, size: int, center: float) -> float:
     """The median of the distances of a sorted window from `center`: the two sides merged outward from it."""
-    hi = 0
-    while hi < size and ordered[r, hi] < center:
-        hi += 1
+    hi = np.searchsorted(ordered[r, :size], center)
     lo = hi - 1
     want = size // 2
     last = prev = 0.0
@@ -65,14 +63,19 @@ def _insert(ordered: np.ndarray, r: int, size: int, x: float) -> None:
 
 
 @numba.njit(cache=True)
-def _remove(ordered: np.ndarray, r: int, size: int, x: float) -> None:
-    """Take one value equal to `x` out of row `r`'s sorted window of `size` values."""
-    j = 0
-    while j < size - 1 and ordered[r, j] != x:
-        j += 1
-    while j < size - 1:
-        ordered[r, j] = ordered[r, j + 1]
-        j += 1
+def _replace(ordered: np.ndarray, r: int, size: int, old: float, x: float) -> None:
+    """Row `r`'s sorted window of `size` values with one value equal to `old` replaced by `x`: only the values between
+    the two places move."""
+    j = np.searchsorted(ordered[r, :size], old)
+    if x >= old:
+        while j + 1 < size and ordered[r, j + 1] < x:
+            ordered[r, j] = ordered[r, j + 1]
+            j += 1
+    else:
+        while j > 0 and ordered[r, j - 1] > x:
+            ordered[r, j] = ordered[r, j - 1]
+            j -= 1
+    ordered[r, j] = x
 
 
 @numba.njit(cache=True)
@@ -85,8 +88,7 @@ def append(data: np.ndarray, start: np.ndarray, size: np.ndarray, capacity: np.n
         _insert(ordered, r, size[r], x)
         size[r] += 1
     else:
-        _remove(ordered, r, size[r], data[r, start[r]])
-        _insert(ordered, r, size[r] - 1, x)
+        _replace(ordered, r, size[r], data[r, start[r]], x)
         data[r, start[r]] = x
         start[r] = (start[r] + 1) % cap
 
@@ -102,25 +104,28 @@ def sort_rows(data: np.ndarray, start: np.ndarray, size: np.ndarray, capacity: n
 
 
 @numba.njit(cache=True)
-def _recent_median(data: np.ndarray, start: np.ndarray, size: np.ndarray, capacity: np.ndarray, r: int,
-                   count: int) -> float:
-    """The median of row `r`'s newest `count` values."""
-    recent = np.empty(count)
+def _recent_median(data: np.ndarray, start: np.ndarray, size: np.ndarray, capacity: np.ndarray, r: int, count: int,
+                   work: np.ndarray) -> float:
+    """The median of row `r`'s newest `count` values, sorted by insertion into `work` (a few values: no allocation)."""
     for j in range(count):
-        recent[j] = data[r, (start[r] + size[r] - count + j) % capacity[r]]
-    recent.sort()
+        x = data[r, (start[r] + size[r] - count + j) % capacity[r]]
+        k = j
+        while k > 0 and work[k - 1] > x:
+            work[k] = work[k - 1]
+            k -= 1
+        work[k] = x
     half = count // 2
-    return recent[half] if count % 2 else (recent[half - 1] + recent[half]) / 2.0
+    return work[half] if count % 2 else (work[half - 1] + work[half]) / 2.0
 
 
 @numba.njit(cache=True)
 def _compared(data: np.ndarray, start: np.ndarray, size: np.ndarray, capacity: np.ndarray, center_window: np.ndarray,
-              r: int, whole: float) -> float:
+              r: int, whole: float, work: np.ndarray) -> float:
     """The median a value is compared with: of row `r`'s last `center_window` values when it holds more, else the whole
     window's (`whole`; a `center_window` of 0 is the whole window too)."""
     count = center_window[r]
     if count != NONE and 0 < count < size[r]:
-        return _recent_median(data, start, size, capacity, r, count)
+        return _recent_median(data, start, size, capacity, r, count, work)
     return whole
 
 
@@ -302,14 +307,15 @@ def relearn_row(r: int, window: np.ndarray, reseed_after: np.ndarray, size: np.n
 
 
 @numba.njit(cache=True)
-def _bar(r: int, threshold: np.ndarray, threshold_off: np.ndarray, tail_ref: np.ndarray, tail_fit: np.ndarray,
-         tail_p: np.ndarray, tail_power: np.ndarray, tail_blend: np.ndarray, run: np.ndarray, counts: np.ndarray,
-         total: np.ndarray) -> float:
-    """`RobustSpike._bar` of row `r`."""
+def _bar(score: float, r: int, threshold: np.ndarray, threshold_off: np.ndarray, tail_ref: np.ndarray,
+         tail_fit: np.ndarray, tail_p: np.ndarray, tail_power: np.ndarray, tail_blend: np.ndarray, run: np.ndarray,
+         counts: np.ndarray, total: np.ndarray) -> float:
+    """`RobustSpike._bar` of row `r` where `score` may pass it, else NaN: the bar is `threshold_off` during a run, else
+    `threshold` or above it, so a score at or under that passes no bar and the tail (most values) is not read."""
     if run[r] and not math.isnan(threshold_off[r]):
-        return threshold_off[r]
-    if math.isnan(tail_ref[r]):
-        return threshold[r]
+        return threshold_off[r] if score > threshold_off[r] else np.nan
+    if math.isnan(tail_ref[r]) or score <= threshold[r]:
+        return threshold[r] if score > threshold[r] else np.nan
     if math.isnan(tail_fit[r]):
         q = _tail_quantile(counts, total, r, tail_p[r])
     elif tail_blend[r]:
@@ -337,6 +343,7 @@ def run(rows: np.ndarray, x: np.ndarray, gaps: np.ndarray, p_int: np.ndarray, p_
     center_window, reseed_after, levels = p_int[:, 3], p_int[:, 4], p_int[:, 5]
     threshold, eps, resolution, threshold_off = p_float[:, 0], p_float[:, 1], p_float[:, 2], p_float[:, 3]
     tail_p, tail_ref, tail_fit, tail_power = p_float[:, 4], p_float[:, 5], p_float[:, 6], p_float[:, 7]
+    work = np.empty(data.shape[1])
     for i in range(rows.size):
         r = rows[i]
         if not math.isnan(gaps[i]):
@@ -352,7 +359,7 @@ def run(rows: np.ndarray, x: np.ndarray, gaps: np.ndarray, p_int: np.ndarray, p_
             kind[i], count_out[i] = WARMING, n[r]
             continue
         whole, mad = _median_mad(ordered, size, r)
-        center = _compared(data, start, size, window, center_window, r, whole)
+        center = _compared(data, start, size, window, center_window, r, whole, work)
         floor = step_floor(step, r, resolution[r])
         center_out[i] = center
         if mad == 0.0 and floor == 0.0 and value != center:
@@ -377,9 +384,9 @@ def run(rows: np.ndarray, x: np.ndarray, gaps: np.ndarray, p_int: np.ndarray, p_
             level_out[i] = level
             _learn(data, start, size, window, ordered, step, step_prev, n, r, value)
             continue
-        bar = _bar(r, threshold, threshold_off, tail_ref, tail_fit, tail_p, tail_power, tail_blend, run_, counts, total)
-        bar_out[i] = bar
-        if s > bar:
+        bar_out[i] = _bar(s, r, threshold, threshold_off, tail_ref, tail_fit, tail_p, tail_power, tail_blend, run_,
+                          counts, total)
+        if s > bar_out[i]:
             flag[i] = True
             run_[r] += 1
             run_out[i] = run_[r]
