@@ -62,9 +62,11 @@ def worker() -> None:
     import processors.maintenance_agent  # noqa: F401  (partitions ahead, retention, aggregate refresh)
     import processors.readings_agent  # noqa: F401  (registers the agent)
     from processors.app import app as faust_app
+    from processors.engine.warm import compile_passes
     from processors.gc_tuning import tune_gc
     from quantrac.metrics import serve
     serve(s.worker_metrics_port, "worker", s.metrics_host)
+    compile_passes()
     faust_level = {"WARNING": "warn", "CRITICAL": "crit"}.get(s.log_level.upper(), s.log_level.lower())
     sys.argv = ["quantrac-worker", "worker", "--without-web", "--loglevel", faust_level]
     tune_gc(s.worker_gc_thresholds)
