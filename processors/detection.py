@@ -573,17 +573,21 @@ def _judge_means(work: _Work, parameter: str, means_of: Callable[[tuple[float, f
 def _multivariate(work: _Work, by_ts: dict[float, dict[str, float]], anchor: int) -> None:
     """Hand the judgements the station's complete vectors of each multivariate group, in event-time order, newer than
     its last (after a gap: the group's alerts close and, after a long one, it relearns)."""
+    if not work.plan.vector:
+        return
+    times, gap = sorted(by_ts), gap_s(work.station, work.config)
     for channel in work.plan.vector:
         group = channel.columns or ()
+        needed = frozenset(group)
         gs = work.state.group(",".join(group))
         last, series = gs.last_t, None
-        for t in sorted(by_ts):
+        for t in times:
             values = by_ts[t]
-            if (last is not None and t <= last) or not all(p in values for p in group):
+            if (last is not None and t <= last) or not values.keys() >= needed:
                 continue
             series = work.group_series(channel) if series is None else series
             stopped = relearn = None
-            if last is not None and t - last > gap_s(work.station, work.config):
+            if last is not None and t - last > gap:
                 stopped, relearn = last, (t - last if t - last >= work.config.shortest_relearn_gap_s else None)
             work.judgements.add(series, anchor, t, [values[p] for p in group], stopped=stopped, relearn_s=relearn)
             last = t

@@ -279,7 +279,7 @@ _Verdicts = tuple[list[bool], list[float], list[str | None]]
 class _Events:
     """A batch's events as columns, in the order they were added (an event's index is its place in the batch)."""
 
-    __slots__ = ("series", "anchor", "t", "ts", "value", "scalar", "judge", "stopped", "relearn_s")
+    __slots__ = ("series", "anchor", "t", "ts", "value", "scalar", "judge", "stopped", "relearn_s", "resumed")
 
     def __init__(self) -> None:
         self.series: list[int] = []
@@ -291,6 +291,8 @@ class _Events:
         """Per event, its value if it is one number (NaN for a vector)."""
         self.judge: list[bool] = []
         self.stopped: list[float | None] = []
+        self.resumed: list[int] = []
+        """The series of the events that close a gap (`stopped` given), in order."""
         self.relearn_s: list[float] = []
 
     def __len__(self) -> int:
@@ -349,6 +351,8 @@ class Judgements:
         e.scalar.append(math.nan if isinstance(value, list) else value)
         e.judge.append(judge)
         e.stopped.append(stopped)
+        if stopped is not None:
+            e.resumed.append(series)
         e.relearn_s.append(math.nan if relearn_s is None else relearn_s)
 
     def add_values(self, series: list[int], anchor: int, t: list[float], values: list[float],
@@ -396,7 +400,7 @@ class Judgements:
         owner = np.array(events.series, dtype=np.int64)
         busy = np.zeros(len(self.series), dtype=bool)
         busy[owner[flagged]] = True
-        busy[[events.series[k] for k, stop in enumerate(events.stopped) if stop is not None]] = True
+        busy[events.resumed] = True
         busy |= [s.watched or (s.incident is not None and s.incident.incident is not None) for s in self.series]
         if not busy.any():
             return []
