@@ -15,7 +15,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from processors.engine.common import steps
+from processors.engine.common import BatchVerdicts, steps
 
 __all__ = ["Bank", "BatchBank", "BatchVerdicts", "Verdicts", "advance", "flagged_since"]
 
@@ -34,17 +34,6 @@ class Bank(Protocol):
 
     def relearn(self, rows: np.ndarray, gap_s: np.ndarray | None = None) -> None:
         """`Detector.relearn(gap_s)` on each of `rows`."""
-        ...
-
-
-class BatchVerdicts(Protocol):
-    """A whole batch's verdicts from `BatchBank.run_batch`: per value its flag and score, and its detail on request."""
-
-    flag: np.ndarray
-    score: np.ndarray
-
-    def detail(self, i: int) -> str:
-        """The detail of value `i`."""
         ...
 
 

@@ -8,7 +8,7 @@ step runs over many series at once, and each series still sees its readings in a
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Protocol, Self
 
 import numpy as np
 import orjson
@@ -16,7 +16,8 @@ import orjson
 from processors.detectors.base import Detector
 from processors.engine.row_json import cells, ragged
 
-__all__ = ["Ring", "Rows", "StepArrays", "explained", "opt", "row_medians", "steps", "unopt"]
+__all__ = ["BatchVerdicts", "OnePassRows", "Ring", "Rows", "StepArrays", "explained", "opt", "row_medians", "steps",
+           "unopt"]
 
 
 def opt(x: float | None) -> float:
@@ -190,3 +191,44 @@ class Rows:
     def detector(self, row: int) -> Detector:
         """Row `row` as a scalar detector."""
         return self.scalar.from_state(self.state(row), **self.params[row])
+
+
+class BatchVerdicts(Protocol):
+    """A whole batch's verdicts from a compiled pass (`OnePassRows.run_batch`): per value its flag and score, and its
+    detail on request."""
+
+    @property
+    def flag(self) -> np.ndarray:
+        """Per value: whether it is anomalous."""
+        ...
+
+    @property
+    def score(self) -> np.ndarray:
+        """Per value: its score."""
+        ...
+
+    def detail(self, i: int) -> str:
+        """The detail of value `i`."""
+        ...
+
+
+class OnePassRows(Rows):
+    """A bank that judges a whole batch in one compiled pass (`run_batch`); a step is that pass over one value a row."""
+
+    def run_batch(self, rows: np.ndarray, x: np.ndarray, t: np.ndarray | None = None,
+                  relearn_gap_s: np.ndarray | None = None) -> BatchVerdicts:
+        """The verdicts of `x[i]` on row `rows[i]` at `t[i]` in turn, after a relearn where `relearn_gap_s` is not NaN."""
+        raise NotImplementedError
+
+    def step(self, rows: np.ndarray, x: np.ndarray, t: np.ndarray | None = None, explain: np.ndarray | None = None,
+             flagged: bool = False) -> tuple[np.ndarray, np.ndarray, list[str | None] | None]:
+        """One value for each of `rows` (distinct): flags, scores and, where `explain` is True (and, with `flagged`, where
+        flagged), details, as the scalar class gives them."""
+        out = self.run_batch(rows, x, t)
+        explain = explained(explain, out.flag, flagged)
+        if explain is None:
+            return out.flag, out.score, None
+        details: list[str | None] = [None] * rows.size
+        for i in np.flatnonzero(explain).tolist():
+            details[i] = out.detail(i)
+        return out.flag, out.score, details

@@ -13,14 +13,14 @@ import numpy as np
 
 from processors.detectors.base import fmt
 from processors.detectors.drift import BIN_SPREAD_SHARE, DAY_S, MAX_RHO, CusumDrift
-from processors.engine.common import Rows, StepArrays, explained, opt, unopt
+from processors.engine.common import OnePassRows, StepArrays, opt, unopt
 from processors.engine.kernels import ew_var_update, step_floor, step_update
 from processors.engine.row_json import cells, ragged
 
 __all__ = ["DriftBank"]
 
 
-class DriftBank(Rows):
+class DriftBank(OnePassRows):
     """Rows of `CusumDrift`, one per series, with per-row hyperparameters; `step` gives the scalar class's verdicts."""
 
     scalar = CusumDrift
@@ -113,9 +113,12 @@ class DriftBank(Rows):
             _relearn(row, gap, self.season_s, self.count, self.mean, self.var, self.lag_cov, self.prev, self.pos, self.neg,
                      self.run)
 
-    def run_batch(self, rows: np.ndarray, x: np.ndarray, t: np.ndarray, relearn_gap_s: np.ndarray | None = None) -> DriftRun:
+    def run_batch(self, rows: np.ndarray, x: np.ndarray, t: np.ndarray | None = None,
+                  relearn_gap_s: np.ndarray | None = None) -> DriftRun:
         """`CusumDrift.update` of each value in turn (`rows[i]` takes `x[i]` at `t[i]`; a row may come many times), after
         `CusumDrift.relearn(gap)` where `relearn_gap_s` is not NaN: one compiled pass over the batch (`_run`)."""
+        if t is None:
+            raise ValueError("a drift needs each value's event time (its daily profile's bin)")
         n = rows.size
         out = DriftRun(self, rows, x, t, flag=np.zeros(n, dtype=bool), score=np.zeros(n), kind=np.zeros(n, dtype=np.int8),
                        count=np.zeros(n, dtype=np.int64), learned_s=np.zeros(n), mean=np.zeros(n), expected=np.zeros(n),
@@ -131,19 +134,6 @@ class DriftBank(Rows):
              out.pos, out.neg, out.rebuilt)
         return out
 
-    def step(self, rows: np.ndarray, x: np.ndarray, t: np.ndarray,
-             explain: np.ndarray | None = None, flagged: bool = False
-             ) -> tuple[np.ndarray, np.ndarray, list[str | None] | None]:
-        """One value at event time `t` for each of `rows` (distinct): flags, scores and, where `explain` is True,
-        details, as `CusumDrift.update` gives them."""
-        out = self.run_batch(rows, x, t)
-        explain = explained(explain, out.flag, flagged)
-        if explain is None:
-            return out.flag, out.score, None
-        details: list[str | None] = [None] * rows.size
-        for i in np.flatnonzero(explain).tolist():
-            details[i] = out.detail(i)
-        return out.flag, out.score, details
 
     def _warming_up(self, row: int, count: int, learned_s: float) -> str:
         """`CusumDrift._warming_up` of row `row` (`count`: its baseline's count after the value)."""

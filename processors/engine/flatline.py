@@ -19,7 +19,7 @@ import orjson
 
 from processors.detectors.base import fmt
 from processors.detectors.flatline import RUN_MEMORY, Flatline
-from processors.engine.common import Rows, explained, opt, unopt
+from processors.engine.common import OnePassRows, opt, unopt
 from processors.engine.kernels import ew_mean_update
 from processors.engine.row_json import cells
 
@@ -175,7 +175,7 @@ class FlatlineRun:
                                  float(self.anchor[i]), int(self.run[i]))
 
 
-class FlatlineBank(Rows):
+class FlatlineBank(OnePassRows):
     """Rows of `Flatline`, one per series, with per-row hyperparameters; `step` gives the scalar class's verdicts.
 
     The values a row has held longest (`Flatline._held`, keyed by the value's nine-digit text) are
@@ -284,19 +284,6 @@ class FlatlineBank(Rows):
              out.flag, out.score, out.limit, out.run, out.anchor, out.count)
         return out
 
-    def step(self, rows: np.ndarray, x: np.ndarray, t: np.ndarray | None = None,
-             explain: np.ndarray | None = None, flagged: bool = False
-             ) -> tuple[np.ndarray, np.ndarray, list[str | None] | None]:
-        """One value for each of `rows` (distinct): flags, scores and, where `explain` is True, details, as
-        `Flatline.update` gives them."""
-        out = self.run_batch(rows, x, t)
-        explain = explained(explain, out.flag, flagged)
-        if explain is None:
-            return out.flag, out.score, None
-        details: list[str | None] = [None] * rows.size
-        for i in np.flatnonzero(explain).tolist():
-            details[i] = out.detail(i)
-        return out.flag, out.score, details
 
     def _detail(self, row: int, x: float, limit: int, n: int, anchor: float, run: int) -> str:
         """`Flatline.update`'s detail for row `row` after value `x`: `limit` is its limit (0 when not judged), `n`,

@@ -11,7 +11,7 @@ import numpy as np
 
 from processors.detectors.base import fmt
 from processors.detectors.spike import RobustSpike
-from processors.engine.common import Ring, Rows, StepArrays, explained, unopt
+from processors.engine.common import OnePassRows, Ring, StepArrays, unopt
 from processors.engine.levels_tail import LevelRows, TailRows
 from processors.engine.row_json import cells
 from processors.engine.spike_pass import FIRST, NONE, NOT_FINITE, WARMING, relearn_row, run, sort_rows
@@ -22,7 +22,7 @@ def _int_or_none(x: int | None) -> int:
     return NONE if x is None else int(x)
 
 
-class SpikeBank(Rows):
+class SpikeBank(OnePassRows):
     """Rows of `RobustSpike`, one per series, with per-row hyperparameters; `step` gives the scalar class's verdicts.
 
     Build it from detectors (`from_detectors`), advance it with `step` (each row at most once per
@@ -130,19 +130,6 @@ class SpikeBank(Rows):
             out.scale, out.level, out.bar, out.rebuilt, out.run)
         return out
 
-    def step(self, rows: np.ndarray, x: np.ndarray, t: np.ndarray | None = None,
-             explain: np.ndarray | None = None, flagged: bool = False
-             ) -> tuple[np.ndarray, np.ndarray, list[str | None] | None]:
-        """One value for each of `rows` (distinct): the verdicts' flags, scores and, where `explain` is True, details,
-        as `RobustSpike.update` gives them."""
-        out = self.run_batch(rows, x, t)
-        explain = explained(explain, out.flag, flagged)
-        if explain is None:
-            return out.flag, out.score, None
-        details: list[str | None] = [None] * rows.size
-        for i in np.flatnonzero(explain).tolist():
-            details[i] = out.detail(i)
-        return out.flag, out.score, details
 
 
 @dataclass(frozen=True)
