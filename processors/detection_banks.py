@@ -273,7 +273,9 @@ Anchored = list[tuple[tuple[int, int], Condition]]
 ChannelSpec = tuple[str, SeriesKey, Callable[[], dict[str, Any]], DetectorState | None]
 """A series' detector channel as `Judgements.add_series` takes it: (detector, key, its hyperparameters, saved state)."""
 
-_Verdicts = tuple[list[bool], list[float], list[str | None]]
+_Verdicts = tuple[np.ndarray, np.ndarray, dict[int, str]]
+"""A bank's flags and scores by event index (arrays over the batch: a quiet batch reads few of them), and the details
+it formatted."""
 
 
 class _Events:
@@ -460,12 +462,12 @@ class Judgements:
             flag, score = np.zeros(n, dtype=bool), np.zeros(n)
             flag[idx], score[idx] = v.flag, v.score
             flagged |= flag
-            details: list[str | None] = [None] * n
+            details: dict[int, str] = {}
             if v.detail.count(None) < len(v.detail):  # most batches explain nothing: no loop over every event
                 for k, text in zip(idx.tolist(), v.detail, strict=True):
                     if text is not None:
                         details[k] = text
-            found[id(holder)] = (flag.tolist(), score.tolist(), details)
+            found[id(holder)] = (flag, score, details)
         return found, flagged
 
     def _judge(self, s: _Series, events: list[int], verdicts: list[_Verdicts], flagged: list[bool]) -> Anchored:
@@ -496,7 +498,7 @@ class Judgements:
     def _flagged(self, s: _Series, e: _Event, k: int, verdicts: list[_Verdicts],
                  found: Anchored) -> None:
         """An event some detector flags: the verdicts joined into the series' incident, a condition for each."""
-        judged = [Judged(Verdict(flags[k], scores[k], ch.name, details[k] or ""), ch.holder.thresholds[ch.row])
+        judged = [Judged(Verdict(bool(flags[k]), float(scores[k]), ch.name, details.get(k, "")), ch.holder.thresholds[ch.row])
                   for ch, (flags, scores, details) in zip(s.channels, verdicts, strict=True)]
         value = None
         if s.incident is not None:
@@ -521,8 +523,8 @@ class Judgements:
         for ch, (_, scores, details) in zip(s.channels, verdicts, strict=True):
             if keys is None or ch.alert in keys:
                 value = None if s.incident is None else float(e.value)
-                _add(found, e.anchor, judge_anomaly(s.station, s.label, ch.name, False, value, scores[k],
-                                                    ch.holder.thresholds[ch.row], details[k] or "",
+                _add(found, e.anchor, judge_anomaly(s.station, s.label, ch.name, False, value, float(scores[k]),
+                                                    ch.holder.thresholds[ch.row], details.get(k, ""),
                                                     e.ts or windows.from_epoch(e.t), open_keys=keys))
 
 

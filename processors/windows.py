@@ -75,7 +75,8 @@ def from_epoch(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, tz=timezone.utc)
 
 
-_FIXED_WIDTH_S = {bucket: int(width.total_seconds()) for bucket, width in BUCKET_WIDTHS.items() if bucket != "1d"}
+FIXED_WIDTH_S = {bucket: int(width.total_seconds()) for bucket, width in BUCKET_WIDTHS.items() if bucket != "1d"}
+"""Seconds of each bucket aligned to UTC (the local day's are looked up: `day_bounds`)."""
 _last_day = [math.inf, -math.inf]
 """[start, end) in epoch seconds of the last local day looked up: consecutive readings almost always
 fall in the same day, and the time-zone conversion is the dearest step of a reading's window bookkeeping."""
@@ -93,7 +94,7 @@ def day_bounds(ts: datetime, t: float | None = None) -> tuple[float, float]:
 
 def bucket_bounds(ts: datetime, t: float, bucket: str) -> tuple[float, float]:
     """[start, end) in epoch seconds of `ts`'s bucket: `quantrac.timebuckets`' buckets, on numbers."""
-    width = _FIXED_WIDTH_S.get(bucket)
+    width = FIXED_WIDTH_S.get(bucket)
     if width is None:
         return day_bounds(ts, t)
     start = t // width * width  # exact: an epoch with microseconds is far (> 1e-7 s) from a whole-second boundary

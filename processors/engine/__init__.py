@@ -111,7 +111,7 @@ def _whole_batch(bank: BatchBank, rows: np.ndarray, t: np.ndarray, value: np.nda
     out = bank.run_batch(rows, value, t, None if relearn_gap_s is None else relearn_gap_s[picked])
     flag[picked], score[picked] = out.flag, out.score
     asked = np.zeros(rows.size, dtype=bool) if explain is None else explain[picked]
-    if flagged:
+    if flagged and out.flag.any():
         asked = asked | flagged_since(rows, out.flag)
     for k in np.flatnonzero(asked).tolist():
         detail[int(picked[k])] = out.detail(k)

@@ -41,7 +41,7 @@ class Means:
 def _bounds(t: np.ndarray, basis: str) -> tuple[np.ndarray, np.ndarray]:
     """[start, end) in epoch seconds of each instant's bucket, as `processors.windows.bucket_bounds`."""
     bucket = windows.BASES[basis]
-    width = windows._FIXED_WIDTH_S.get(bucket)
+    width = windows.FIXED_WIDTH_S.get(bucket)
     if width is not None:
         start = t // width * width
         return start, start + width
