@@ -1,7 +1,7 @@
 """A batch of `quantrac.readings` records decoded straight into columns, one row per reading.
 
-`decode_columns` reads the records the bridge writes (orjson, then plain type checks, no model
-objects) into numpy columns: series index (station + parameter), event time, value, status, and the
+`decode_columns` reads the records the bridge writes (msgspec into typed structs, which checks the
+fields' types while it parses, then the times and codes; no model objects) into numpy columns: series index (station + parameter), event time, value, status, and the
 record's receive time and source. A record it cannot take exactly as `quantrac.wire.decode_sourced`
 would (a foreign producer's, a value pydantic would have to coerce, anything malformed) is left out
 and named in `slow`: the caller decodes those the validated way, which quarantines what is wrong.
@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Sequence
 
+import msgspec
 import numpy as np
-import orjson
 
 from quantrac.domain import Reading, Status
 from quantrac.timebuckets import epoch_us
@@ -23,7 +23,28 @@ from quantrac.timebuckets import epoch_us
 STATUSES: tuple[Status, ...] = tuple(Status)
 """Status of each code in `ReadingColumns.status`."""
 _STATUS_CODE = {s.value: i for i, s in enumerate(STATUSES)}
-_FIELDS = frozenset({"parameter", "value", "unit", "ts", "status"})
+
+
+class _WireReading(msgspec.Struct, gc=False):
+    """A reading of a record in the bridge's form; other fields are passed over, as `quantrac.wire` does."""
+
+    parameter: str
+    value: float | int | None
+    unit: str
+    ts: str
+    status: str
+
+
+class _WireRecord(msgspec.Struct, gc=False):
+    """A `quantrac.readings` record in the bridge's form (`quantrac.wire.encode_readings`)."""
+
+    station_id: str
+    readings: list[_WireReading]
+    received_at: str
+    source: str = "mqtt"
+
+
+_DECODER = msgspec.json.Decoder(_WireRecord)
 
 
 @dataclass
@@ -115,39 +136,34 @@ class _Builder:
     def take(self, index: int, raw: bytes) -> bool:
         """Add the record's rows; False (and nothing added) when the record is not in the bridge's exact form."""
         try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError:
+            body = _DECODER.decode(raw)
+        except msgspec.MsgspecError:
             return False
-        if type(body) is not dict:
-            return False
-        station_id, source, readings = body.get("station_id"), body.get("source", "mqtt"), body.get("readings")
-        received = self.time(body.get("received_at"))
-        if type(station_id) is not str or type(source) is not str or type(readings) is not list or received is None:
+        received = self.time(body.received_at)
+        if received is None:
             return False
         first = len(self.index)
-        if not self._rows(station_id, readings, index, received[1]):
+        if not self._rows(body.station_id, body.readings, index, received[1]):
             self._drop_from(first)
             return False
-        self.out.taken[index] = (received[0], source)
+        self.out.taken[index] = (received[0], body.source)
         return True
 
-    def _rows(self, station_id: str, readings: list[Any], index: int, received_t: float) -> bool:
+    def _rows(self, station_id: str, readings: list[_WireReading], index: int, received_t: float) -> bool:
         """Append a row for each reading; False at the first one not in the bridge's form."""
         series_of, units, nan = self.series, self.units, float("nan")
         add_series, add_ts, add_t, add_us = self.index.append, self.out.ts.append, self.event_t.append, self.event_us.append
         add_value, add_status, add_unit = self.value.append, self.status.append, self.unit.append
         add_record, add_received = self.record.append, self.received_t.append
         for r in readings:
-            if type(r) is not dict or not _FIELDS <= r.keys():
-                return False
-            parameter, unit, value, status = r["parameter"], r["unit"], r["value"], r["status"]
-            ts = self.time(r["ts"])
-            code = _STATUS_CODE.get(status) if type(status) is str else None
-            if type(parameter) is not str or type(unit) is not str or ts is None or not ts[3] or code is None:
+            parameter, unit, value = r.parameter, r.unit, r.value
+            ts = self.time(r.ts)
+            code = _STATUS_CODE.get(r.status)
+            if ts is None or not ts[3] or code is None:
                 return False
             if value is None:
                 number = nan
-            elif type(value) is float or (type(value) is int and abs(value) <= 2**53):
+            elif type(value) is float or abs(value) <= 2**53:
                 number = float(value)
             else:
                 return False
