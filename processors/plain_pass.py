@@ -201,14 +201,9 @@ def _count(s: _Series, interval: int, cov: float) -> bool:
         buckets = s.windows.get(basis)
         if buckets is None:
             buckets = s.windows[basis] = {}
-        width = windows.FIXED_WIDTH_S.get(bucket)
         i = 0
         while i < n:
-            if width is None:
-                start, end = windows.day_bounds(s.ts[i], times[i])
-            else:  # `windows.bucket_bounds` of a fixed width, inline: this runs for every bucket of every series
-                start = times[i] // width * width
-                end = start + width
+            start, end = windows.bucket_bounds(s.ts[i], times[i], bucket)
             j = bisect_left(times, end, i + 1)
             key = str(int(start))
             saved = buckets.get(key)
@@ -216,7 +211,7 @@ def _count(s: _Series, interval: int, cov: float) -> bool:
             buckets[key] = entry
             total, sum_, valid, expected = entry[windows.TOTAL], entry[windows.SUM], entry[windows.VALID], entry[windows.EXPECTED]
             reached = bool(entry[windows.DIRTY] & windows.LAST_SLOT)
-            last_slot = end - 1.5 * interval  # `windows.last_slot_start`
+            last_slot = windows.last_slot_start(end, interval)
             judged = _first_judged(times, i, j, total, expected, reached, last_slot)
             sum_ = _sum_in_order(values[i:judged], sum_)
             valid, total = valid + judged - i, total + judged - i
@@ -228,9 +223,9 @@ def _count(s: _Series, interval: int, cov: float) -> bool:
                     return False
             reached = reached or times[j - 1] >= last_slot
             entry[windows.SUM], entry[windows.VALID], entry[windows.TOTAL] = sum_, valid, total
-            # a complete bucket (`windows.is_complete`) was judged at its readings above; any other is still to judge
-            complete = reached and total >= expected
-            entry[windows.DIRTY] = (windows.LAST_SLOT if reached else 0) | (0 if complete else windows.JUDGE)
+            entry[windows.DIRTY] = windows.LAST_SLOT if reached else 0
+            if not windows.is_complete(entry):  # a complete bucket was judged at its readings above
+                entry[windows.DIRTY] |= windows.JUDGE
             i = j
     return True
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Sequence
+from typing import Sequence
 
 import msgspec
 import numpy as np
@@ -117,11 +117,9 @@ class _Builder:
         self.record: list[int] = []
         self.received_t: list[float] = []
 
-    def time(self, text: Any) -> tuple[datetime, float, int, bool] | None:
+    def time(self, text: str) -> tuple[datetime, float, int, bool] | None:
         """The parsed time, its epoch seconds and microseconds (NaN and 0 without a UTC offset) and whether it has an
         offset; each text parsed once."""
-        if type(text) is not str:
-            return None
         found = self.times.get(text)
         if found is None:
             try:

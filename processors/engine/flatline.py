@@ -219,7 +219,7 @@ class FlatlineBank(OnePassRows):
         self.held_count[row] = len(held)
         self.held_key[row, : len(held)] = np.array([float(k) for k in held], dtype=np.float64).view(np.int64)
         self.held[row, : len(held)] = list(held.values())
-        self._limits(np.array([row]))
+        self.base_limit[row] = _base_limit(self.repeat_n[row], self.repeat[row], self.rarity[row], self.n_intervals[row])
 
     def state(self, row: int) -> dict[str, Any]:
         """Row `row` as `Flatline.state()`."""
@@ -261,11 +261,6 @@ class FlatlineBank(OnePassRows):
         self.anchor[rows] = np.nan
         self.run[rows] = 0
         self.stuck[rows] = False
-
-    def _limits(self, rows: np.ndarray) -> None:
-        """The limit each row's repeat probability sets (`Flatline.limit` without the held values)."""
-        for row in rows.tolist():
-            self.base_limit[row] = _base_limit(self.repeat_n[row], self.repeat[row], self.rarity[row], self.n_intervals[row])
 
     def run_batch(self, rows: np.ndarray, x: np.ndarray, t: np.ndarray | None = None,
                   relearn_gap_s: np.ndarray | None = None) -> FlatlineRun:

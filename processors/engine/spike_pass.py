@@ -1,7 +1,7 @@
 """`RobustSpike.update` compiled over a batch: each value in arrival order on its row's arrays (`SpikeBank.run_batch`).
 
 Each row's window is kept twice: as the scalar class's ring (its state, in arrival order) and sorted
-(`Window.ordered`, not saved: rebuilt from the ring when a row is loaded), so a median is read off the
+(`SpikeBank.ordered`, not saved: rebuilt from the ring when a row is loaded), so a median is read off the
 middle and a MAD found by walking out from it, instead of sorting the window at every value. The
 known levels (`KnownLevels`), the tail histogram (`TailQuantile`) and the step (`StepEstimate`) are
 the scalar classes' arithmetic, operation for operation.
@@ -25,11 +25,12 @@ NOT_FINITE, WARMING, FIRST, JUDGED = -2, -1, 0, 1
 
 
 @numba.njit(cache=True)
-def _median_sorted(ordered: np.ndarray, r: int, size: int) -> float:
+def _middle(ordered: np.ndarray, size: int) -> float:
+    """The median of the first `size` values of `ordered` (sorted), as `processors.detectors.base.median` gives it."""
     half = size // 2
     if size % 2:
-        return ordered[r, half]
-    return (ordered[r, half - 1] + ordered[r, half]) / 2.0
+        return ordered[half]
+    return (ordered[half - 1] + ordered[half]) / 2.0
 
 
 @numba.njit(cache=True)
@@ -114,8 +115,7 @@ def _recent_median(data: np.ndarray, start: np.ndarray, size: np.ndarray, capaci
             work[k] = work[k - 1]
             k -= 1
         work[k] = x
-    half = count // 2
-    return work[half] if count % 2 else (work[half - 1] + work[half]) / 2.0
+    return _middle(work, count)
 
 
 @numba.njit(cache=True)
@@ -245,7 +245,7 @@ def _level_remember(centers: np.ndarray, mads: np.ndarray, count: np.ndarray, ca
 @numba.njit(cache=True)
 def _median_mad(ordered: np.ndarray, size: np.ndarray, r: int) -> tuple[float, float]:
     """`RobustSpike.median_mad` of row `r` (not empty)."""
-    center = _median_sorted(ordered, r, size[r])
+    center = _middle(ordered[r], size[r])
     return center, _mad_sorted(ordered, r, size[r], center)
 
 
