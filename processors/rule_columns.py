@@ -88,7 +88,7 @@ def series_bounds(specs: Sequence[ParameterSpec | None], early_fraction: float |
 
 
 def judged_columns(series_keys: Sequence[tuple[str, str]], series: npt.NDArray[np.int64], value: npt.NDArray[np.float64],
-                   valid: npt.NDArray[np.bool_], bounds: npt.NDArray[np.float64], open_keys: OpenKeys) -> InstantColumns:
+                   valid: npt.NDArray[np.bool_], bounds: npt.NDArray[np.float64], open_keys: OpenKeys) -> JudgedColumns:
     """A batch's readings judged column-wise (see the module's docstring), given as columns: each one's series (an
     index into `series_keys`: station, parameter), value (NaN if none), whether it is a valid measurement
     (`Reading.is_valid_measurement`), and its bounds (a row of `series_bounds`)."""
@@ -102,10 +102,15 @@ def judged_columns(series_keys: Sequence[tuple[str, str]], series: npt.NDArray[n
         s = index.get((station_id, parameter))
         if s is not None and rule in INSTANT_RULES:
             hot_series[s] = True
-    learn: list[float | None] = value.tolist()
-    for row in np.flatnonzero(~(valid & ~out)).tolist():
-        learn[row] = None
-    return InstantColumns(hot_series[series].tolist(), learn)
+    return JudgedColumns(hot_series[series], np.where(valid & ~out, value, np.nan))
+
+
+@dataclass(frozen=True)
+class JudgedColumns:
+    """`InstantColumns` as arrays: `learn` is NaN where the reading gives no value to learn from."""
+
+    hot: npt.NDArray[np.bool_]
+    learn: npt.NDArray[np.float64]
 
 
 def _row(spec: ParameterSpec | None, early_fraction: float | None) -> tuple[float, float, float, float, float]:

@@ -27,6 +27,19 @@ from quantrac.wire_columns import STATUSES
 _MEASURING = STATUSES.index(Status.MEASURING)
 
 
+@dataclass(frozen=True)
+class OrderedColumns:
+    """Every part's readings of a batch, part after part in arrival order, as arrays for compiled passes."""
+
+    series: np.ndarray
+    """Each reading's series (an index into the batch's `series_keys`)."""
+    t: np.ndarray
+    learn: np.ndarray
+    """The value to learn from (`InstantColumns.learn`), NaN where None."""
+    good: np.ndarray
+    """Measuring, with a value to learn from, and not hot: a reading the plain pass can take."""
+
+
 @dataclass
 class StationRows:
     """One station's readings of a batch, in arrival order, and its state before them."""
@@ -47,6 +60,9 @@ class StationRows:
     batch: BatchColumns
     rows: list[int]
     """The readings' rows in `batch`."""
+    ordered: OrderedColumns | None = None
+    """The whole batch's rows in the order of the parts, as arrays (with `columns`); this part's are `span`."""
+    span: tuple[int, int] = (0, 0)
 
     def readings(self) -> list[Reading]:
         """The readings as `Reading`s, for the scalar pass."""
@@ -83,13 +99,19 @@ def _parts(batch: BatchColumns, order: np.ndarray, bounds: list[int],
     series = batch.series[order]
     hot: list[bool] | None = None
     learn: list[float | None] = []
+    t_array = batch.ts_us[order] / 1e6
+    measuring_array = batch.status[order] == _MEASURING
+    ordered = None
     if open_keys is not None:
         judged = judged_columns(batch.series_keys, series, batch.values[order], batch.valid[order],
                                 series_bounds(specs, early_fraction)[series], open_keys)
-        hot, learn = judged.hot, judged.learn
+        hot, learn = judged.hot.tolist(), judged.learn.tolist()
+        ordered = OrderedColumns(series, t_array, judged.learn, measuring_array & ~judged.hot & ~np.isnan(judged.learn))
+        for row in np.flatnonzero(np.isnan(judged.learn)).tolist():
+            learn[row] = None
     series_list = series.tolist()
-    t = (batch.ts_us[order] / 1e6).tolist()
-    measuring = (batch.status[order] == _MEASURING).tolist()
+    t = t_array.tolist()
+    measuring = measuring_array.tolist()
     row_list = order.tolist()
     keys, ts = batch.series_keys, batch.ts
     out = []
@@ -100,5 +122,6 @@ def _parts(batch: BatchColumns, order: np.ndarray, bounds: list[int],
         part = series_list[a:b]
         out.append(StationRows(station, state, [keys[s][1] for s in part], [specs[s] for s in part],
                                [ts[i] for i in row_list[a:b]], t[a:b], measuring[a:b],
-                               None if hot is None else InstantColumns(hot[a:b], learn[a:b]), batch, row_list[a:b]))
+                               None if hot is None else InstantColumns(hot[a:b], learn[a:b]), batch, row_list[a:b],
+                               ordered, (a, b)))
     return out

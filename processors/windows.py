@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+import numpy as np
+
 from quantrac.timebuckets import BUCKET_WIDTHS, bucket_end, bucket_start, readings_in
 
 BASES: dict[str, str] = {"5m": "5m", "1h": "1h", "24h": "1d"}
@@ -90,6 +92,17 @@ def day_bounds(ts: datetime, t: float | None = None) -> tuple[float, float]:
         start = bucket_start(ts, "1d")
         _last_day[:] = [start.timestamp(), bucket_end(start, "1d").timestamp()]
     return _last_day[0], _last_day[1]
+
+
+def day_table(t: Any) -> Any:
+    """`day_bounds` of each epoch second in the array `t`: an array of rows [start, end), from one lookup per UTC day
+    the times fall in (a local day of 23 hours or more meets at most three of them, and the days tile the time axis)."""
+    days = np.unique(np.floor(t / 86400.0))
+    edges = sorted({bound for d in days.tolist() for second in (d * 86400.0, d * 86400.0 + 43200.0, d * 86400.0 + 86399.999)
+                    for bound in day_bounds(from_epoch(second), second)})
+    starts = np.array(edges[:-1])
+    found = np.searchsorted(starts, t, side="right") - 1
+    return np.column_stack((starts[found], np.array(edges[1:])[found])) if len(t) else np.zeros((0, 2))
 
 
 def bucket_bounds(ts: datetime, t: float, bucket: str) -> tuple[float, float]:

@@ -131,3 +131,13 @@ def test_a_reading_that_can_give_no_mean_by_completing_finds_none(rs: list[tuple
         touched = windows.add(w, T0 + timedelta(seconds=offset), value, interval_s)
         if not windows.can_give_mean(touched):
             assert windows.complete(touched, coverage) == []
+
+
+@given(st.lists(st.floats(-2e9, 4e9, allow_nan=False), max_size=40))
+def test_day_table_gives_each_time_its_local_day(seconds: list[float]) -> None:
+    """`windows.day_table` (the compiled plain pass's days) is `day_bounds` of each time, over times days and decades
+    apart as well as seconds."""
+    found = windows.day_table(np.array(seconds, dtype=np.float64))
+    assert found.shape == (len(seconds), 2)
+    for t, (start, end) in zip(seconds, found.tolist(), strict=True):
+        assert (start, end) == windows.day_bounds(windows.from_epoch(t), t)
