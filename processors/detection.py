@@ -58,7 +58,7 @@ from processors.detection_state import (
 )
 from processors.detectors import DETECTORS
 from processors.detectors.presets import hyperparameters, params_of, station_channels
-from processors.plain_pass import PlainRules, plain_pass
+from processors.plain_pass import PlainBatch, PlainRules, plain_batches
 from processors.rule_columns import InstantColumns, MeanGate
 from processors.station_rows import StationRows, of_station, split
 from quantrac.batch_columns import BatchColumns, as_columns, batch_columns
@@ -432,22 +432,24 @@ def _station_pass(work: _Work, readings: Sequence[Reading], specs: Sequence[Para
     _multivariate(work, by_ts, len(found))
 
 
-def _plain(work: _Work, part: StationRows, anchor: int) -> bool:
-    """The station's batch through `processors.plain_pass` when it is plain (no rule can give a condition in it): its
-    rule state set from the pass, its readings handed to the detectors as `_station_pass` would. False: not plain,
-    nothing changed."""
+def _plain_job(work: _Work, part: StationRows) -> tuple[StationState, StationRows, PlainRules] | None:
+    """The station's batch as `processors.plain_pass` takes it; None without the batch's gate (no open keys given)."""
     gate, open_keys, station, config = work.gate, work.judgements.open_keys, work.station, work.config
     if gate is None or open_keys is None:
-        return False
+        return None
     rules = PlainRules(station_id=station.id, parameters=station.parameters, interval_s=station.expected_interval_s,
                        lateness_s=config.lateness_s, gap_s=gap_s(station, config), min_coverage=config.min_coverage,
                        rate_span_s=partial(rate_span_s, station, config=config),
                        rate_clear_below=lambda spec: (spec.max_rate_per_min or 0.0) * (1 - RATE_MARGIN),
                        quiet=lambda parameter, spec: gate.quiet(station.id, parameter, spec, config.early_fraction),
                        open_keys=open_keys, grouped=work.plan.grouped)
-    batch = plain_pass(work.state, part, rules)
-    if batch is None:
-        return False
+    return work.state, part, rules
+
+
+def _take_plain(work: _Work, batch: PlainBatch, anchor: int) -> None:
+    """A plain station's rule state set from `processors.plain_pass`, its readings handed to the detectors as
+    `_station_pass` would."""
+    station = work.station
     work.state.newest_t = batch.newest_t
     for parameter, new in batch.parameters.items():
         ps = work.state.parameter(parameter)
@@ -461,7 +463,6 @@ def _plain(work: _Work, part: StationRows, anchor: int) -> bool:
         batch.event_ts = [batch.event_ts[i] for i in kept]
     work.judgements.add_values(series, anchor, batch.event_t, batch.event_values, batch.event_ts)  # type: ignore[arg-type]
     _multivariate(work, batch.by_ts, anchor)
-    return True
 
 
 def _judge_batch(parts: Sequence[StationRows], config: DetectionConfig, live: LiveDetectors | None,
@@ -480,9 +481,14 @@ def _judge_batch(parts: Sequence[StationRows], config: DetectionConfig, live: Li
     for part in parts:
         work = _prepare(part.state, part.station, config, banks, judgements, owned)
         work.gate = gate
-        if not plain or not _plain(work, part, len(found)):
-            _station_pass(work, part.readings(), part.specs, part.columns, found, late)
         works.append(work)
+    plains = plain_batches([_plain_job(w, part) for w, part in zip(works, parts, strict=True)]) if plain \
+        else [None] * len(parts)
+    for work, part, batch in zip(works, parts, plains, strict=True):
+        if batch is None:
+            _station_pass(work, part.readings(), part.specs, part.columns, found, late)
+        else:
+            _take_plain(work, batch, len(found))
     found = judgements.run(found)
     for work in works:
         if live is None:

@@ -1,4 +1,4 @@
-"""A station's batch when nothing in it can raise or clear a rule: its state's windows and rate bins in one tight pass.
+"""Stations whose batch nothing can raise or clear a rule in: their windows and rate bins in one compiled pass.
 
 `processors.detection._station_pass` takes a station's readings one at a time through a dozen
 functions: windows, gap, status runs, rate of change, window means. About 99.9 % of readings give
@@ -8,35 +8,32 @@ and within its instrument's range, not judged by the instantaneous rules (`proce
 not hot), without a gap since its parameter's last reading, on a parameter with no open fault or
 calibration run and no key that may be open for its window means or rate; and when no window mean
 it closes and no rate of change it finds can build a condition. Then the station's rule state after
-the batch (newest time, per parameter its last time, windows and rate bins) is computed here in one
-pass, and `processors.detection` hands the readings to the detectors as before.
+the batch (newest time, per parameter its last time, windows and rate bins) is computed here, and
+`processors.detection` hands the readings to the detectors as before.
 
-`plain_pass` decides and computes without touching the state: on the first reading that is not
-plain it gives None, and the station goes through `_station_pass`. The scalar path stays the oracle:
+`plain_batches` lays every station's state out in flat arrays, runs `processors.engine.rule_pass`
+once over the batch and builds the new state of the stations it found plain, without touching the
+states: a station it did not goes through `_station_pass`. The scalar path stays the oracle:
 `tests/test_plain_pass.py` checks that both give the same states and conditions.
 """
 
 from __future__ import annotations
 
-import sys
-from bisect import bisect_left
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from functools import reduce
-from operator import add
 from typing import Any
 
+import numpy as np
+
 from alerts.rules import OpenKeys
-from processors import rate_span, windows
-from processors.detection_state import StationState
-from processors.station_rows import StationRows
+from processors import windows
+from processors.detection_state import ParameterState, StationState
+from processors.engine import rule_pass
+from processors.station_rows import OrderedColumns, StationRows
 from quantrac.domain import ParameterSpec
 
-RATE_BOUND_SHARE = 0.9
-"""A rate bound under this share of the clear threshold proves every rate of the batch quiet without computing the
-levels (see `_rate_quiet`). The bound is strict in exact arithmetic; the margin is for the rounding of bin times and
-means, which is below a microsecond on a 5-bin gap of seconds to minutes."""
+_BASES = list(windows.BASES)
 
 
 @dataclass
@@ -54,7 +51,7 @@ class PlainBatch:
 
     newest_t: float | None
     parameters: dict[str, PlainParameter]
-    """Every parameter whose rule state changed (read or closed), in the order the scalar pass first touched it."""
+    """Every parameter whose rule state changed (read or closed), those read in the order of their first reading."""
     event_parameters: list[str]
     """Each reading's parameter, in arrival order; then its epoch time, value and time as sent."""
     event_t: list[float]
@@ -87,249 +84,240 @@ class PlainRules:
     """The parameters of the station's multivariate groups (`processors.detection.Plan.grouped`)."""
 
 
-def _sum_in_order(values: list[float], start: float) -> float:
-    """`start` plus each value in turn, as `windows.add` sums a bucket: `sum` does that up to Python 3.11, while 3.12's
-    compensates the rounding, which would make the plain pass's sums differ from the scalar pass's in the last bit."""
-    return sum(values, start) if _SUM_IN_ORDER else reduce(add, values, start)
+Job = tuple[StationState, StationRows, PlainRules]
+"""A station's state (not changed here), its rows of the batch and its settings."""
 
 
-_SUM_IN_ORDER = sys.version_info < (3, 12)
+class _Layout:
+    """The stations' series and their rule state as `rule_pass.run` takes them."""
+
+    def __init__(self, ordered: OrderedColumns) -> None:
+        self.row_of = np.full(int(ordered.series.max(initial=-1)) + 1, -1, dtype=np.int64)
+        """Per series of the batch (station, parameter): its row here, -1 if the pass does not take it."""
+        self.parameters: list[str] = []
+        self.states: list[ParameterState | None] = []
+        self.series_f: list[tuple[float, float, float, float, float]] = []
+        self.series_i: list[tuple[bool, bool, bool]] = []
+        self.bucket_counts: list[int] = []
+        self.bucket_keys: list[int] = []
+        self.buckets: list[list[Any]] = []
+        self.bin_counts: list[int] = []
+        self.bins: list[list[Any]] = []
+        self.read_order: list[list[int]] = []
+        """Per station: the rows of the parameters it reads, in the order of their first reading."""
+        self.complete: list[bool] = []
+        """Per station: whether it has every parameter it reads."""
+
+    def station(self, state: StationState, rules: PlainRules, read: list[tuple[int, str]]) -> tuple[int, int]:
+        """Lay out the station's parameters: those of its state, then those it reads for the first time (`read`: the
+        batch's series of the station and their parameters, in the order of their first reading); its rows."""
+        first = len(self.parameters)
+        rows: dict[str, int] = {}
+        for parameter, ps in state.parameters.items():
+            rows[parameter] = self._series(parameter, ps, rules)
+        order = []
+        self.complete.append(True)
+        for series, parameter in read:
+            if parameter not in rules.parameters:
+                self.complete[-1] = False
+                continue
+            if parameter not in rows:
+                rows[parameter] = self._series(parameter, None, rules)
+            self.row_of[series] = rows[parameter]
+            order.append(rows[parameter])
+        self.read_order.append(order)
+        return first, len(self.parameters)
+
+    def _series(self, parameter: str, ps: ParameterState | None, rules: PlainRules) -> int:
+        spec = rules.parameters.get(parameter)
+        quiet = None if spec is None else rules.quiet(parameter, spec)
+        rate = spec is not None and spec.max_rate_per_min is not None
+        blocked = quiet is None or (rate and (rules.station_id, parameter, "rate_of_change") in rules.open_keys) or (
+            ps is not None and (ps.fault is not None or (ps.calibration is not None
+                                                         and ps.calibration.run_start_t is not None)))
+        low, high = quiet if quiet is not None else (np.nan, np.nan)
+        self.series_f.append((np.nan if ps is None or ps.last_t is None else ps.last_t, low, high,
+                              rules.rate_span_s(spec) if rate else np.nan,  # type: ignore[arg-type]
+                              rules.rate_clear_below(spec) if rate else np.nan))  # type: ignore[arg-type]
+        self.series_i.append((blocked, quiet is not None, rate))
+        saved = {} if ps is None else ps.windows
+        for basis in _BASES:
+            buckets = saved.get(basis) or {}
+            self.bucket_counts.append(len(buckets))
+            self.bucket_keys.extend(map(int, buckets))
+            self.buckets.extend(buckets.values())
+        bins = [] if ps is None else ps.rate_bins
+        self.bin_counts.append(len(bins))
+        self.bins.extend(bins)
+        self.parameters.append(parameter)
+        self.states.append(ps)
+        return len(self.parameters) - 1
 
 
-class _Series:
-    """A parameter's readings of the batch (in order) and its rule state being worked on: the original's buckets are
-    copied before they change."""
-
-    __slots__ = ("spec", "last_t", "windows", "rate_bins", "quiet", "span_s", "clear_below", "ts", "times", "values")
-
-    def __init__(self, spec: ParameterSpec, last_t: float | None, saved: dict[str, Any], rate_bins: list[list[Any]],
-                 quiet: tuple[float, float], span_s: float | None, clear_below: float) -> None:
-        self.spec, self.last_t, self.rate_bins, self.quiet = spec, last_t, rate_bins, quiet
-        self.windows = {basis: dict(buckets) for basis, buckets in saved.items()}
-        self.span_s, self.clear_below = span_s, clear_below
-        self.ts: list[datetime] = []
-        self.times: list[float] = []
-        self.values: list[float] = []
-
-
-def plain_pass(state: StationState, rows: StationRows, rules: PlainRules) -> PlainBatch | None:
-    """The station's rule state after its `rows` when the batch is plain for it (see the module), else None.
-
-    The readings are taken in arrival order for what needs it (lateness, the detectors' events), then each
-    parameter's as a whole: order and gaps, windows run by run of one bucket, rate bins."""
-    if rows.columns is None:
-        return None
-    newest = state.newest_t
-    lateness = rules.lateness_s
-    series: dict[str, _Series] = {}
-    event_parameters: list[str] = []
-    event_t: list[float] = []
-    event_values: list[float] = []
-    event_ts: list[datetime] = []
-    by_ts: dict[float, dict[str, float]] = {}
-    hot, learn, grouped = rows.columns.hot, rows.columns.learn, rules.grouped
-    for i, spec in enumerate(rows.specs):
-        if spec is None:
-            continue
-        value = learn[i]
-        if hot[i] or value is None or not rows.measuring[i]:
-            return None
-        t, parameter = rows.t[i], rows.parameters[i]
-        if newest is not None and t < newest - lateness:
-            return None
-        newest = t if newest is None or t > newest else newest
-        s = series.get(parameter)
-        if s is None:
-            s = series[parameter] = _start(state, parameter, spec, rules)  # type: ignore[assignment]
-            if s is None:
-                return None
-        s.ts.append(rows.ts[i])
-        s.times.append(t)
-        s.values.append(value)
-        event_parameters.append(parameter)
-        event_t.append(t)
-        event_values.append(value)
-        event_ts.append(rows.ts[i])
-        if parameter in grouped:
-            by_ts.setdefault(t, {})[parameter] = value
-    for s in series.values():
-        if not (_in_order(s, rules.gap_s) and _count(s, rules.interval_s, rules.min_coverage)
-                and (s.span_s is None or _rate_quiet(s))):
-            return None
-    parameters = _close(state, series, newest, rules)
-    if parameters is None:
-        return None
-    return PlainBatch(newest, parameters, event_parameters, event_t, event_values, event_ts, by_ts)
-
-
-def _start(state: StationState, parameter: str, spec: ParameterSpec, rules: PlainRules) -> _Series | None:
-    """The parameter's state to work on, or None if its batch cannot be plain (an open run or key)."""
-    quiet = rules.quiet(parameter, spec)
-    if quiet is None:
-        return None
-    span_s = None
-    if spec.max_rate_per_min is not None:
-        if (rules.station_id, parameter, "rate_of_change") in rules.open_keys:
-            return None
-        span_s = rules.rate_span_s(spec)
-    ps = state.parameters.get(parameter)
-    if ps is None:
-        return _Series(spec, None, {}, [], quiet, span_s, rules.rate_clear_below(spec))
-    if ps.fault is not None or (ps.calibration is not None and ps.calibration.run_start_t is not None):
-        return None
-    return _Series(spec, ps.last_t, ps.windows, ps.rate_bins, quiet, span_s, rules.rate_clear_below(spec))
-
-
-def _in_order(s: _Series, gap_s: float) -> bool:
-    """Whether each reading is newer than the one before, and no gap is between them (`processors.detection._in_order`);
-    the parameter's last time moves to its newest."""
-    last = s.last_t
-    for t in s.times:
-        if last is not None and (t <= last or t - last > gap_s):
-            return False
-        last = t
-    s.last_t = last
-    return True
-
-
-def _count(s: _Series, interval: int, cov: float) -> bool:
-    """Count the valid readings in their buckets of every basis (`processors.windows.add`), a run of readings of one
-    bucket at a time; a bucket they complete is judged at each reading from then on (`windows.complete`): False if a
-    mean could build a condition."""
-    times, values, n = s.times, s.values, len(s.times)
-    for basis, bucket in windows.BASES.items():
-        buckets = s.windows.get(basis)
-        if buckets is None:
-            buckets = s.windows[basis] = {}
-        i = 0
-        while i < n:
-            start, end = windows.bucket_bounds(s.ts[i], times[i], bucket)
-            j = bisect_left(times, end, i + 1)
-            key = str(int(start))
-            saved = buckets.get(key)
-            entry = windows.new_bucket(start, end, interval) if saved is None else list(saved)
-            buckets[key] = entry
-            total, sum_, valid, expected = entry[windows.TOTAL], entry[windows.SUM], entry[windows.VALID], entry[windows.EXPECTED]
-            reached = bool(entry[windows.DIRTY] & windows.LAST_SLOT)
-            last_slot = windows.last_slot_start(end, interval)
-            judged = _first_judged(times, i, j, total, expected, reached, last_slot)
-            sum_ = _sum_in_order(values[i:judged], sum_)
-            valid, total = valid + judged - i, total + judged - i
-            for k in range(judged, j):
-                sum_ += values[k]
-                valid += 1
-                total += 1
-                if _gives_mean(expected, valid, sum_, cov, s.quiet):
-                    return False
-            reached = reached or times[j - 1] >= last_slot
-            entry[windows.SUM], entry[windows.VALID], entry[windows.TOTAL] = sum_, valid, total
-            entry[windows.DIRTY] = windows.LAST_SLOT if reached else 0
-            if not windows.is_complete(entry):  # a complete bucket was judged at its readings above
-                entry[windows.DIRTY] |= windows.JUDGE
-            i = j
-    return True
-
-
-def _first_judged(times: list[float], i: int, j: int, total: int, expected: int, reached: bool, last_slot: float) -> int:
-    """The first of the readings `i` to `j - 1` (times increasing, one bucket) at which the bucket is complete and has a
-    mean to judge (`windows.is_complete`, `windows.counted_mean`), `j` if none is: a bucket of one reading never is, a
-    bucket is complete once it holds `expected` readings and one in its last interval."""
-    if expected <= 1 or times[j - 1] < last_slot and not reached:
-        return j
-    k = i + max(expected - total - 1, 0)
-    if k >= j:
-        return j
-    if not reached:
-        while times[k] < last_slot:
-            k += 1
-    return k
-
-
-def _gives_mean(expected: int, valid: int, sum_: float, cov: float, quiet: tuple[float, float]) -> bool:
-    """Whether judging a bucket now gives a mean outside `quiet` (`processors.windows._judge`)."""
-    mean = windows.counted_mean(expected, valid, sum_, cov)
-    return mean is not None and not quiet[0] <= mean <= quiet[1]
-
-
-def _close(state: StationState, series: dict[str, _Series], newest: float | None,
-           rules: PlainRules) -> dict[str, PlainParameter] | None:
-    """Every parameter's buckets after the watermark's closing (`processors.windows.due`: the passed ones dropped);
-    None if one of them still had a mean to judge that could build a condition, or a bucket is complete and was not
-    judged. A batch with no reading of a known parameter closes nothing, as in the scalar pass."""
-    out = {p: PlainParameter(s.last_t, s.windows, s.rate_bins) for p, s in series.items()}
-    if not series or newest is None:
+def plain_batches(jobs: Sequence[Job | None]) -> list[PlainBatch | None]:
+    """Each station's `PlainBatch` when its batch is plain (see the module), else None (also for a job of None, or of
+    rows without the batch's judged columns)."""
+    out: list[PlainBatch | None] = [None] * len(jobs)
+    taken = [(k, job) for k, job in enumerate(jobs) if job is not None and job[1].ordered is not None]
+    if not taken:
         return out
-    watermark = newest - rules.lateness_s
-    for parameter in [*state.parameters, *(p for p in series if p not in state.parameters)]:
-        s = series.get(parameter)
-        ps = state.parameters.get(parameter)
-        kept = s.windows if s is not None else ps.windows if ps is not None else {}
-        closed: list[tuple[str, str]] = []
-        for basis, buckets in kept.items():
-            for key, entry in buckets.items():
-                passed = entry[windows.END] <= watermark
-                if entry[windows.DIRTY] & windows.JUDGE and (passed or windows.is_complete(entry)):
-                    spec = rules.parameters.get(parameter)
-                    quiet = None if spec is None else rules.quiet(parameter, spec)
-                    if not passed or quiet is None or _gives_mean(entry[windows.EXPECTED], entry[windows.VALID],
-                                                                  entry[windows.SUM], rules.min_coverage, quiet):
-                        return None
-                if passed:
-                    closed.append((basis, key))
-        if closed:
-            left = {basis: dict(buckets) for basis, buckets in kept.items()} if s is None else kept
-            for basis, key in closed:
-                del left[basis][key]
-            if s is None and ps is not None:
-                out[parameter] = PlainParameter(ps.last_t, left, ps.rate_bins)
+    ordered = taken[0][1][1].ordered
+    assert ordered is not None
+    layout = _Layout(ordered)
+    first_read = _series_in_first_order(ordered.series)
+    stations = np.array([(*rows.span, *layout.station(state, rules, first_read(rows.span, rows)))
+                         for _, (state, rows, rules) in taken], dtype=np.int64).reshape(len(taken), 4)
+    found = _run(layout, ordered, stations, [job for _, job in taken])
+    if found is None:
+        return out
+    for (k, _), batch in zip(taken, found, strict=True):
+        out[k] = batch
     return out
 
 
-def _rate_quiet(s: _Series) -> bool:
-    """Whether no reading of the batch gives a rate of change that `judge_rate` must see (`processors.detection._rate`);
-    the parameter's rate bins take the batch's readings.
+def _series_in_first_order(series: np.ndarray) -> Callable[[tuple[int, int], StationRows], list[tuple[int, str]]]:
+    """For a station's span of the batch, its series and their parameters in the order of their first reading."""
+    unique, first = np.unique(series, return_index=True)
+    by_first = np.argsort(first, kind="stable")
+    firsts, uniques = first[by_first], unique[by_first]
 
-    The levels are medians of bin means, and every bin mean (its readings' mean) lies between the least and the
-    greatest of the kept bins' means and the batch's values; the levels are more than 5 bins apart in time
-    (`rate_span`: the level *then* is of bins at least 9 bins old, *now* at most 3). Under that bound's share,
-    every rate is quiet; otherwise the levels are computed reading by reading, as the scalar pass does.
-    """
-    assert s.span_s is not None
-    width = s.span_s / rate_span.BINS_PER_SPAN
-    saved = s.rate_bins
-    means = [b[3] / b[1] for b in saved]
-    spread = max(*means, *s.values) - min(*means, *s.values) if len(means) + len(s.values) > 1 else 0.0
-    if spread * 60.0 / (5 * width) < RATE_BOUND_SHARE * s.clear_below:
-        s.rate_bins = _binned(saved, s.times, s.values, width)
-        return True
-    bins = saved
-    for t, value in zip(s.times, s.values, strict=True):
-        bins = rate_span.add(bins, t, value, s.span_s)
-        found = rate_span.levels(bins)
-        if found is not None and not found.rate_per_min < s.clear_below:
-            return False
-    s.rate_bins = bins
-    return True
+    def of(span: tuple[int, int], rows: StationRows) -> list[tuple[int, str]]:
+        a, b = np.searchsorted(firsts, span).tolist()
+        keys = rows.batch.series_keys
+        return [(s, keys[s][1]) for s in uniques[a:b].tolist()]
+
+    return of
 
 
-def _binned(bins: list[list[Any]], times: list[float], values: list[float], width: float) -> list[list[Any]]:
-    """`rate_span.add` of each reading in turn (at least one, times increasing): only the bins the last reading keeps, each run of
-    readings of one bin summed in order (a reading of a bin it drops changes nothing that is kept)."""
-    oldest = int(times[-1] // width) - rate_span.KEEP_BINS
-    i = len(times)
-    while i > 0 and int(times[i - 1] // width) >= oldest:
-        i -= 1
-    out = [b for b in bins if b[0] >= oldest]
-    n = len(times)
-    while i < n:
-        index = int(times[i] // width)
-        if out and out[-1][0] == index:
-            _, count, sum_t, sum_v = out.pop()
-        else:
-            count, sum_t, sum_v = 1, times[i], values[i]
-            i += 1
-        while i < n and int(times[i] // width) == index:
-            count, sum_t, sum_v = count + 1, sum_t + times[i], sum_v + values[i]
-            i += 1
-        out.append([index, count, sum_t, sum_v])
-    return out
+def _run(layout: _Layout, ordered: OrderedColumns, stations: np.ndarray, jobs: list[Job]) -> list[PlainBatch | None] | None:
+    """`rule_pass.run` over the layout; None if a state is not in the layout it expects (the scalar pass then judges
+    every station, and says what is wrong with it)."""
+    n_series = len(layout.parameters)
+    try:
+        buckets = np.array(layout.buckets, dtype=np.float64).reshape(len(layout.buckets), 6)
+        bins = np.array(layout.bins, dtype=np.float64).reshape(len(layout.bins), 4)
+    except (ValueError, TypeError):
+        return None
+    sr = layout.row_of[ordered.series]
+    taken = np.zeros(len(sr), dtype=bool)
+    for a, b in stations[:, :2].tolist():
+        taken[a:b] = True
+    sr[~taken] = -1
+    read = np.flatnonzero(sr >= 0)
+    per_series = np.bincount(sr[read], minlength=n_series)
+    perm = read[np.argsort(sr[read], kind="stable")]
+    poff = _offsets(per_series)
+    bucket_counts = np.array(layout.bucket_counts, dtype=np.int64)
+    woff = _offsets(bucket_counts)
+    wooff = _offsets(bucket_counts + np.repeat(per_series, rule_pass.BASIS_COUNT))
+    bin_counts = np.array(layout.bin_counts, dtype=np.int64)
+    roff, rooff = _offsets(bin_counts), _offsets(bin_counts + per_series)
+    wi = np.column_stack((np.array(layout.bucket_keys, dtype=np.int64),
+                          buckets[:, [windows.VALID, windows.TOTAL, windows.DIRTY, windows.EXPECTED]].astype(np.int64)))
+    wf = np.ascontiguousarray(buckets[:, [windows.SUM, windows.END]])
+    ri, rf = bins[:, :2].astype(np.int64), np.ascontiguousarray(bins[:, 2:])
+    day = np.zeros((len(sr), 2))
+    day[read] = windows.day_table(ordered.t[read])
+    station_f = np.array([(np.nan if state.newest_t is None else state.newest_t, rules.gap_s, float(rules.interval_s))
+                          for state, _, rules in jobs], dtype=np.float64).reshape(len(jobs), 3)
+    wocount, woi, wof = np.zeros(len(bucket_counts), np.int64), np.zeros((wooff[-1], 5), np.int64), np.zeros((wooff[-1], 2))
+    rocount, roi, rof = np.zeros(n_series, np.int64), np.zeros((rooff[-1], 2), np.int64), np.zeros((rooff[-1], 2))
+    wclosed, plain = np.zeros(len(wi), dtype=bool), np.zeros(len(jobs), dtype=bool)
+    newest, last = np.full(len(jobs), np.nan), np.full(n_series, np.nan)
+    first = jobs[0][2]
+    rule_pass.run(stations, station_f, first.lateness_s, first.min_coverage, sr, ordered.t, ordered.learn, ordered.good,
+                  day, perm, poff, np.array(layout.series_f, dtype=np.float64).reshape(n_series, 5),
+                  np.array(layout.series_i, dtype=np.bool_).reshape(n_series, 3), woff, wi, wf, roff, ri, rf,
+                  wooff, wocount, woi, wof, wclosed, rooff, rocount, roi, rof, plain, newest, last)
+    state_out = _StateOut(layout, stations, plain, per_series, wooff, wocount, woi, wof, rooff, rocount, roi, rof, woff,
+                          wclosed, last)
+    return [state_out.batch(job, float(newest[k]), layout.read_order[k], layout.complete[k], int(stations[k, 2]),
+                            int(stations[k, 3]))
+            if plain[k] else None for k, job in enumerate(jobs)]
+
+
+def _rows(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """The rows `starts[k]` to `starts[k] + counts[k] - 1` of every k, in order (`starts` may have one more)."""
+    total = int(counts.sum())
+    return np.repeat(starts[:len(counts)] - _offsets(counts)[:-1], counts) + np.arange(total)
+
+
+def _offsets(counts: np.ndarray) -> np.ndarray:
+    """Where each of `counts`' runs begins in a flat array, and its end."""
+    return np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
+
+
+class _StateOut:
+    """What the pass left in its arrays, as the state's JSON layout for the stations it found plain: the buckets and
+    bins of every read series of those stations turned into lists at once, then sliced per series."""
+
+    def __init__(self, layout: _Layout, stations: np.ndarray, plain: np.ndarray, per_series: np.ndarray,
+                 wooff: np.ndarray, wocount: np.ndarray, woi: np.ndarray, wof: np.ndarray, rooff: np.ndarray,
+                 rocount: np.ndarray, roi: np.ndarray, rof: np.ndarray, woff: np.ndarray, wclosed: np.ndarray,
+                 last: np.ndarray) -> None:
+        self.layout = layout
+        taken = np.zeros(len(per_series), dtype=bool)
+        for (a, b), is_plain in zip(stations[:, 2:].tolist(), plain.tolist(), strict=True):
+            taken[a:b] = is_plain
+        taken &= per_series > 0
+        self.read = (per_series > 0).tolist()
+        buckets = _rows(wooff, wocount * np.repeat(taken, rule_pass.BASIS_COUNT))
+        ints, floats = woi[buckets], wof[buckets]
+        self.keys = list(map(str, ints[:, rule_pass.START].tolist()))
+        self.buckets = list(map(list, zip(floats[:, rule_pass.SUM].tolist(),  ints[:, rule_pass.VALID].tolist(),
+                                          ints[:, rule_pass.TOTAL].tolist(), ints[:, rule_pass.DIRTY].tolist(),
+                                          floats[:, rule_pass.END].tolist(), ints[:, rule_pass.EXPECTED].tolist(), strict=True)))
+        self.bucket_at = _offsets(wocount * np.repeat(taken, rule_pass.BASIS_COUNT)).tolist()
+        bins = _rows(rooff, rocount * taken)
+        self.bins = list(map(list, zip(roi[bins, 0].tolist(), roi[bins, 1].tolist(), rof[bins, 0].tolist(),
+                                       rof[bins, 1].tolist(), strict=True)))
+        self.bin_at = _offsets(rocount * taken).tolist()
+        self.woff, self.wclosed, self.last = woff.tolist(), wclosed, last.tolist()
+
+    def batch(self, job: Job, newest: float, read_order: list[int], complete: bool, first: int, end: int) -> PlainBatch:
+        """The station's `PlainBatch`: its parameters read (`read_order`), then those whose buckets closed; `complete`:
+        the station has every parameter it read."""
+        _, rows, rules = job
+        parameters = {self.layout.parameters[s]: self._read(s) for s in read_order}
+        for s in range(first, end):
+            if not self.read[s]:
+                closed = self._closed(s)
+                if closed is not None:
+                    parameters[self.layout.parameters[s]] = closed
+        assert rows.columns is not None
+        names, t, values, ts = rows.parameters, rows.t, rows.columns.learn, rows.ts
+        if not complete:  # readings of parameters the station does not have are left out
+            present = [i for i, spec in enumerate(rows.specs) if spec is not None]
+            names, t = [names[i] for i in present], [t[i] for i in present]
+            values, ts = [values[i] for i in present], [ts[i] for i in present]
+        by_ts: dict[float, dict[str, float]] = {}
+        if rules.grouped:
+            for parameter, time, value in zip(names, t, values, strict=True):
+                if parameter in rules.grouped:
+                    by_ts.setdefault(time, {})[parameter] = value  # type: ignore[assignment]
+        return PlainBatch(None if newest != newest else newest, parameters, names, t, values, ts,  # type: ignore[arg-type]
+                          by_ts)
+
+    def _read(self, s: int) -> PlainParameter:
+        """A read series' new state."""
+        found: dict[str, Any] = {}
+        for b, basis in enumerate(_BASES):
+            c = rule_pass.BASIS_COUNT * s + b
+            a, e = self.bucket_at[c], self.bucket_at[c + 1]
+            found[basis] = dict(zip(self.keys[a:e], self.buckets[a:e], strict=True))
+        last = self.last[s]
+        return PlainParameter(None if last != last else last, found, self.bins[self.bin_at[s]:self.bin_at[s + 1]])
+
+    def _closed(self, s: int) -> PlainParameter | None:
+        """An unread series' state without the buckets the watermark passed; None if none did."""
+        ps = self.layout.states[s]
+        a = self.woff[rule_pass.BASIS_COUNT * s]
+        if ps is None or not self.wclosed[a:self.woff[rule_pass.BASIS_COUNT * (s + 1)]].any():
+            return None
+        left = {basis: dict(buckets) for basis, buckets in ps.windows.items()}
+        for basis in _BASES:
+            for key in list(left.get(basis) or {}):
+                if self.wclosed[a]:
+                    del left[basis][key]
+                a += 1
+        return PlainParameter(ps.last_t, left, ps.rate_bins)

@@ -10,7 +10,6 @@ the plain pass must have been taken (the test is not vacuous).
 
 from __future__ import annotations
 
-import sys
 from datetime import timedelta
 
 import pytest
@@ -19,7 +18,6 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 import processors.detection as detection
-import processors.plain_pass as plain_pass
 from alerts.rules import OpenKeys
 from processors.detection import detect_batch
 from quantrac.domain import Reading, Station, Status
@@ -40,14 +38,14 @@ RATE_STATIONS = {sid: with_rate_bounds(s) for sid, s in STATIONS.items()}
 def plain_outcomes(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
     """Whether each station batch's plain pass found it plain."""
     outcomes: list[bool] = []
-    real = detection.plain_pass
+    real = detection.plain_batches
 
-    def counted(*args):  # type: ignore[no-untyped-def]
-        batch = real(*args)
-        outcomes.append(batch is not None)
-        return batch
+    def counted(jobs):  # type: ignore[no-untyped-def]
+        batches = real(jobs)
+        outcomes.extend(batch is not None for batch in batches)
+        return batches
 
-    monkeypatch.setattr(detection, "plain_pass", counted)
+    monkeypatch.setattr(detection, "plain_batches", counted)
     return outcomes
 
 
@@ -129,13 +127,16 @@ def test_what_is_not_plain_goes_through_the_scalar_pass(plain_outcomes: list[boo
     assert plain_outcomes[-1] is False
 
 
-@given(st.lists(st.floats(-1e6, 1e6), max_size=30), st.floats(-1e6, 1e6), st.booleans())
-def test_window_sums_add_in_order_on_every_python(values: list[float], start: float, builtin: bool) -> None:
-    """The plain pass's bucket sums are `start` plus each value in turn, as the scalar pass adds them, with `sum` (up
-    to Python 3.11) and without it (3.12's `sum` compensates the rounding)."""
-    expected = start
-    for v in values:
-        expected += v
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(plain_pass, "_SUM_IN_ORDER", builtin and sys.version_info < (3, 12))
-        assert plain_pass._sum_in_order(values, start) == expected
+@pytest.mark.parametrize("ph_per_min", [0.0, 0.03])
+def test_readings_sharing_rate_bins_match(plain_outcomes: list[bool], ph_per_min: float) -> None:
+    """K-0 reporting every 5 seconds, so a rate bin (25 s) takes several readings and a 5-min bucket completes long
+    before it ends: with pH steady the batch's bound proves every rate quiet at once; with pH rising 0.03 a minute
+    (under its 0.05 bound, but too fast for that proof) the levels are computed reading by reading. Both are plain."""
+    readings = []
+    for k in range(12 * 20):
+        ts = T0 + timedelta(seconds=5 * k + 3)
+        values = {"COD": 50.0 + (k % 7) * 0.1, "pH": 7.0 + ph_per_min * k / 12 + (k % 3) * 0.001, "Flow": 300.0}
+        readings += [Reading(station_id="K-0", parameter=p, value=v, unit=UNITS[p], ts=ts, status=Status.MEASURING)
+                     for p, v in values.items()]
+    judge_both(readings, [3 * 40, 3 * 17, 3 * 61], [(set(), set())], RATE_STATIONS)
+    assert sum(plain_outcomes) >= 3
