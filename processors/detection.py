@@ -58,7 +58,7 @@ from processors.detection_state import (
 )
 from processors.detectors import DETECTORS
 from processors.detectors.presets import hyperparameters, params_of, station_channels
-from processors.plain_pass import PlainBatch, PlainRules, plain_batches
+from processors.plain_pass import Job, PlainBatch, PlainRules, RuleRows, StationRules, plain_batches
 from processors.rule_columns import InstantColumns, MeanGate
 from processors.station_rows import StationRows, of_station, split
 from quantrac.batch_columns import BatchColumns, as_columns, batch_columns
@@ -432,8 +432,9 @@ def _station_pass(work: _Work, readings: Sequence[Reading], specs: Sequence[Para
     _multivariate(work, by_ts, len(found))
 
 
-def _plain_job(work: _Work, part: StationRows) -> tuple[StationState, StationRows, PlainRules] | None:
-    """The station's batch as `processors.plain_pass` takes it; None without the batch's gate (no open keys given)."""
+def _plain_job(work: _Work, part: StationRows, kept: StationRules | None) -> Job | None:
+    """The station's batch as `processors.plain_pass` takes it (`kept`: its live rule rows); None without the batch's
+    gate (no open keys given)."""
     gate, open_keys, station, config = work.gate, work.judgements.open_keys, work.station, work.config
     if gate is None or open_keys is None:
         return None
@@ -443,17 +444,21 @@ def _plain_job(work: _Work, part: StationRows) -> tuple[StationState, StationRow
                        rate_clear_below=lambda spec: (spec.max_rate_per_min or 0.0) * (1 - RATE_MARGIN),
                        quiet=lambda parameter, spec: gate.quiet(station.id, parameter, spec, config.early_fraction),
                        open_keys=open_keys, grouped=work.plan.grouped)
-    return work.state, part, rules
+    return work.state, part, rules, kept
 
 
-def _take_plain(work: _Work, batch: PlainBatch, anchor: int) -> None:
-    """A plain station's rule state set from `processors.plain_pass`, its readings handed to the detectors as
-    `_station_pass` would."""
+def _take_plain(work: _Work, batch: PlainBatch, anchor: int, keep: RuleRows | None, write: bool) -> None:
+    """A plain station's rule state set from `processors.plain_pass`: its windows and bins kept in `keep` when given
+    (the live rows), and written into its state if `write`; its readings handed to the detectors as `_station_pass`
+    would."""
     station = work.station
     work.state.newest_t = batch.newest_t
-    for parameter, new in batch.parameters.items():
-        ps = work.state.parameter(parameter)
-        ps.last_t, ps.windows, ps.rate_bins = new.last_t, new.windows, new.rate_bins
+    for parameter, last_t in batch.last_t.items():
+        work.state.parameter(parameter).last_t = last_t
+    if write:
+        batch.rules.write(work.state)
+    if keep is not None:
+        keep[station.id] = batch.rules
     index = {p: work.series_of(p, station.parameters[p]) for p in dict.fromkeys(batch.event_parameters)}
     series = [index[p] for p in batch.event_parameters]
     if None in index.values():
@@ -482,13 +487,18 @@ def _judge_batch(parts: Sequence[StationRows], config: DetectionConfig, live: Li
         work = _prepare(part.state, part.station, config, banks, judgements, owned)
         work.gate = gate
         works.append(work)
-    plains = plain_batches([_plain_job(w, part) for w, part in zip(works, parts, strict=True)]) if plain \
-        else [None] * len(parts)
-    for work, part, batch in zip(works, parts, plains, strict=True):
+    kept = [banks.rules.current(w.station.id, live is not None and live.holds(w.station.id, w.state)) for w in works]
+    plains = plain_batches([_plain_job(w, part, rows) for w, part, rows in zip(works, parts, kept, strict=True)]) \
+        if plain else [None] * len(parts)
+    keep = None if live is None else banks.rules
+    for work, part, batch, rows in zip(works, parts, plains, kept, strict=True):
         if batch is None:
+            if rows is not None:  # its state's windows are stale while the live rows are kept
+                rows.write(work.state)
+                banks.rules.pop(work.station.id, None)
             _station_pass(work, part.readings(), part.specs, part.columns, found, late)
         else:
-            _take_plain(work, batch, len(found))
+            _take_plain(work, batch, len(found), keep, save_rows or live is None)
     found = judgements.run(found)
     for work in works:
         if live is None:

@@ -38,6 +38,7 @@ from processors.engine.flatline import FlatlineBank
 from processors.engine.multivariate import MahalanobisBank
 from processors.engine.spike import SpikeBank
 from processors.incident import Judged, join, settle
+from processors.plain_pass import RuleRows
 from quantrac.domain import Station
 
 __all__ = ["ChannelSpec", "Judgements", "LiveBanks", "ScalarRows", "SeriesKey", "threshold_of"]
@@ -144,6 +145,13 @@ class LiveBanks(dict[str, tuple[str, set[SeriesKey]]]):
         self.rows: dict[SeriesKey, tuple[str, int]] = {}
         self.series: dict[tuple[str, str, str], tuple[set[SeriesKey], list[_Channel]]] = {}
         """Per (station, plan key, series): the station's loaded rows its channels were last looked up in, and those."""
+        self.rules = RuleRows()
+        """The plain stations' windows and rate bins (`processors.plain_pass`), current under the same tokens."""
+
+    def holds(self, station_id: str, state: StationState) -> bool:
+        """Whether the station's rows here are the ones `state` was left with (it carries the token they wrote)."""
+        kept = self.get(station_id)
+        return kept is not None and state.token is not None and kept[0] == state.token
 
     def channels(self, series: tuple[str, str, str], label: str, specs: Callable[[], Sequence[ChannelSpec]],
                  loaded: set[SeriesKey]) -> list[_Channel]:
@@ -203,6 +211,7 @@ class LiveBanks(dict[str, tuple[str, set[SeriesKey]]]):
         handed loads its rows from what it saved."""
         for station_id in station_ids:
             self.pop(station_id, None)
+            self.rules.pop(station_id, None)
 
     def save_rows(self, states: Mapping[str, StationState]) -> None:
         """Write the rows each station's state carries the token of into it (as `RowJson` where the bank writes JSON),
@@ -212,6 +221,9 @@ class LiveBanks(dict[str, tuple[str, set[SeriesKey]]]):
             kept = self.get(station_id)
             if kept is None or state.token is None or kept[0] != state.token:
                 continue
+            rules = self.rules.get(station_id)
+            if rules is not None:
+                rules.write(state)
             for key in kept[1]:
                 bank_key, row = self.rows[key]
                 rows, targets = by_bank.setdefault(bank_key, ([], []))

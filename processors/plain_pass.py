@@ -11,10 +11,12 @@ it closes and no rate of change it finds can build a condition. Then the station
 the batch (newest time, per parameter its last time, windows and rate bins) is computed here, and
 `processors.detection` hands the readings to the detectors as before.
 
-`plain_batches` lays every station's state out in flat arrays, runs `processors.engine.rule_pass`
-once over the batch and builds the new state of the stations it found plain, without touching the
-states: a station it did not goes through `_station_pass`. The scalar path stays the oracle:
-`tests/test_plain_pass.py` checks that both give the same states and conditions.
+`plain_batches` lays every station's windows and rate bins out in flat arrays (`StationRules`), runs
+`processors.engine.rule_pass` once over the batch and gives the stations it found plain their rows
+after it, without touching the states: a station it did not goes through `_station_pass`. The worker
+keeps a plain station's rows between batches (`RuleRows`), so its windows and bins are turned into
+the state's JSON layout only when the state is written out or the scalar pass takes it. The scalar
+path stays the oracle: `tests/test_plain_pass.py` checks that both give the same states and conditions.
 """
 
 from __future__ import annotations
@@ -37,12 +39,102 @@ _BASES = list(windows.BASES)
 
 
 @dataclass
-class PlainParameter:
-    """A parameter's rule state after a plain batch."""
+class StationRules:
+    """A station's windows and rate bins as `processors.engine.rule_pass` takes them.
 
-    last_t: float | None
-    windows: dict[str, Any]
-    rate_bins: list[list[Any]]
+    Per parameter (in `parameters`' order) and basis (`processors.windows.BASES`' order) its buckets, each
+    an integer row `[start, valid, total, dirty, expected]` and a float row `[sum, end]`; per parameter its
+    rate bins, `[index, count]` and `[sum_t, sum_value]`. `present` says which bases its state's windows
+    hold (a parameter's windows may lack one, or hold it empty), so writing them back gives the same
+    JSON."""
+
+    parameters: list[str]
+    bucket_counts: np.ndarray
+    present: np.ndarray
+    wi: np.ndarray
+    wf: np.ndarray
+    bin_counts: np.ndarray
+    ri: np.ndarray
+    rf: np.ndarray
+
+    @classmethod
+    def of(cls, state: StationState, parameters: list[str]) -> StationRules | None:
+        """These parameters' rows from the state's JSON layout (one not in the state: empty); None if a bucket or bin
+        is not in the layout the pass expects (the scalar pass then takes the station, and says what is wrong)."""
+        counts: list[int] = []
+        present: list[bool] = []
+        keys: list[int] = []
+        buckets: list[list[Any]] = []
+        bin_counts: list[int] = []
+        bins: list[list[Any]] = []
+        for parameter in parameters:
+            ps = state.parameters.get(parameter)
+            saved = {} if ps is None else ps.windows
+            for basis in _BASES:
+                found = saved.get(basis)
+                present.append(found is not None)
+                found = found or {}
+                counts.append(len(found))
+                keys.extend(map(int, found))
+                buckets.extend(found.values())
+            kept = [] if ps is None else ps.rate_bins
+            bin_counts.append(len(kept))
+            bins.extend(kept)
+        try:
+            entries = np.array(buckets, dtype=np.float64).reshape(len(buckets), 6)
+            binned = np.array(bins, dtype=np.float64).reshape(len(bins), 4)
+        except (ValueError, TypeError):
+            return None
+        wi = np.column_stack((np.array(keys, dtype=np.int64),
+                              entries[:, [windows.VALID, windows.TOTAL, windows.DIRTY, windows.EXPECTED]].astype(np.int64)))
+        return cls(list(parameters), np.array(counts, dtype=np.int64), np.array(present, dtype=np.bool_), wi,
+                   np.ascontiguousarray(entries[:, [windows.SUM, windows.END]]), np.array(bin_counts, dtype=np.int64),
+                   binned[:, :2].astype(np.int64), np.ascontiguousarray(binned[:, 2:]))
+
+    def extended(self, parameters: list[str]) -> StationRules:
+        """These rows with new, empty parameters after them."""
+        if not parameters:
+            return self
+        n = len(parameters)
+        return StationRules(self.parameters + parameters,
+                            np.concatenate((self.bucket_counts, np.zeros(n * rule_pass.BASIS_COUNT, np.int64))),
+                            np.concatenate((self.present, np.zeros(n * rule_pass.BASIS_COUNT, np.bool_))), self.wi,
+                            self.wf, np.concatenate((self.bin_counts, np.zeros(n, np.int64))), self.ri, self.rf)
+
+    def write(self, state: StationState) -> None:
+        """The windows and rate bins into the state's parameters, in its JSON layout."""
+        keys = list(map(str, self.wi[:, rule_pass.START].tolist()))
+        ints, floats = self.wi.tolist(), self.wf.tolist()
+        entries = [[f[0], i[1], i[2], i[3], f[1], i[4]] for i, f in zip(ints, floats, strict=True)]
+        bins = [[*i, *f] for i, f in zip(self.ri.tolist(), self.rf.tolist(), strict=True)]
+        counts, present, bin_counts = self.bucket_counts.tolist(), self.present.tolist(), self.bin_counts.tolist()
+        at = bin_at = 0
+        for k, parameter in enumerate(self.parameters):
+            found: dict[str, Any] = {}
+            for b, basis in enumerate(_BASES):
+                c = rule_pass.BASIS_COUNT * k + b
+                if present[c]:
+                    found[basis] = dict(zip(keys[at:at + counts[c]], entries[at:at + counts[c]], strict=True))
+                at += counts[c]
+            ps = state.parameter(parameter)
+            ps.windows, ps.rate_bins = found, bins[bin_at:bin_at + bin_counts[k]]
+            bin_at += bin_counts[k]
+
+
+class RuleRows(dict[str, StationRules]):
+    """The worker's plain stations' windows and rate bins, kept as `StationRules` between batches instead of being
+    written into their states each time (which cost about as much as the compiled pass itself).
+
+    A station's rows here are current while its state carries the token of the worker's live detectors
+    (`processors.detection_banks.LiveBanks`, which holds this); its state's windows and bins are then
+    stale, and `write` puts the rows in before the state is written out or judged by the scalar pass."""
+
+    def current(self, station_id: str, valid: bool) -> StationRules | None:
+        """The station's rows when `valid` (its state carries the live token), else None (and stale rows dropped)."""
+        if not valid:
+            self.pop(station_id, None)
+            return None
+        return self.get(station_id)
 
 
 @dataclass
@@ -50,8 +142,10 @@ class PlainBatch:
     """What a plain batch gives a station: its new rule state, and its readings for the detectors."""
 
     newest_t: float | None
-    parameters: dict[str, PlainParameter]
-    """Every parameter whose rule state changed (read or closed), those read in the order of their first reading."""
+    last_t: dict[str, float | None]
+    """The new last time of each parameter read, in the order of their first reading."""
+    rules: StationRules
+    """Every parameter's windows and rate bins after the batch (`StationRules.write` puts them in the state)."""
     event_parameters: list[str]
     """Each reading's parameter, in arrival order; then its epoch time, value and time as sent."""
     event_t: list[float]
@@ -84,8 +178,9 @@ class PlainRules:
     """The parameters of the station's multivariate groups (`processors.detection.Plan.grouped`)."""
 
 
-Job = tuple[StationState, StationRows, PlainRules]
-"""A station's state (not changed here), its rows of the batch and its settings."""
+Job = tuple[StationState, StationRows, PlainRules, "StationRules | None"]
+"""A station's state (not changed here), its rows of the batch, its settings, and its kept rule rows (None: from its
+state)."""
 
 
 class _Layout:
@@ -95,40 +190,40 @@ class _Layout:
         self.row_of = np.full(int(ordered.series.max(initial=-1)) + 1, -1, dtype=np.int64)
         """Per series of the batch (station, parameter): its row here, -1 if the pass does not take it."""
         self.parameters: list[str] = []
-        self.states: list[ParameterState | None] = []
         self.series_f: list[tuple[float, float, float, float, float]] = []
         self.series_i: list[tuple[bool, bool, bool]] = []
-        self.bucket_counts: list[int] = []
-        self.bucket_keys: list[int] = []
-        self.buckets: list[list[Any]] = []
-        self.bin_counts: list[int] = []
-        self.bins: list[list[Any]] = []
-        self.read_order: list[list[int]] = []
-        """Per station: the rows of the parameters it reads, in the order of their first reading."""
+        self.rules: list[StationRules] = []
+        self.read_order: list[list[str]] = []
+        """Per station: the parameters it reads, in the order of their first reading."""
         self.complete: list[bool] = []
         """Per station: whether it has every parameter it reads."""
 
-    def station(self, state: StationState, rules: PlainRules, read: list[tuple[int, str]]) -> tuple[int, int]:
-        """Lay out the station's parameters: those of its state, then those it reads for the first time (`read`: the
-        batch's series of the station and their parameters, in the order of their first reading); its rows."""
+    def station(self, job: Job, read: list[tuple[int, str]]) -> tuple[int, int] | None:
+        """Lay out the station's parameters: those of its rows (kept, else its state's), then those it reads for the
+        first time (`read`: the batch's series of the station and their parameters, in the order of their first
+        reading); its rows, or None if its state is not in the pass's layout."""
+        state, _, rules, kept = job
+        found = kept if kept is not None else StationRules.of(state, list(state.parameters))
+        if found is None:
+            return None
+        known = set(found.parameters)
+        new = list(dict.fromkeys(p for _, p in read if p in rules.parameters and p not in known))
+        found = found.extended(new)
         first = len(self.parameters)
-        rows: dict[str, int] = {}
-        for parameter, ps in state.parameters.items():
-            rows[parameter] = self._series(parameter, ps, rules)
+        rows = {parameter: first + k for k, parameter in enumerate(found.parameters)}
+        for parameter in found.parameters:
+            self._series(parameter, state.parameters.get(parameter), rules)
+        self.complete.append(all(p in rules.parameters for _, p in read))
         order = []
-        self.complete.append(True)
         for series, parameter in read:
-            if parameter not in rules.parameters:
-                self.complete[-1] = False
-                continue
-            if parameter not in rows:
-                rows[parameter] = self._series(parameter, None, rules)
-            self.row_of[series] = rows[parameter]
-            order.append(rows[parameter])
+            if parameter in rules.parameters:
+                self.row_of[series] = rows[parameter]
+                order.append(parameter)
         self.read_order.append(order)
+        self.rules.append(found)
         return first, len(self.parameters)
 
-    def _series(self, parameter: str, ps: ParameterState | None, rules: PlainRules) -> int:
+    def _series(self, parameter: str, ps: ParameterState | None, rules: PlainRules) -> None:
         spec = rules.parameters.get(parameter)
         quiet = None if spec is None else rules.quiet(parameter, spec)
         rate = spec is not None and spec.max_rate_per_min is not None
@@ -140,37 +235,30 @@ class _Layout:
                               rules.rate_span_s(spec) if rate else np.nan,  # type: ignore[arg-type]
                               rules.rate_clear_below(spec) if rate else np.nan))  # type: ignore[arg-type]
         self.series_i.append((blocked, quiet is not None, rate))
-        saved = {} if ps is None else ps.windows
-        for basis in _BASES:
-            buckets = saved.get(basis) or {}
-            self.bucket_counts.append(len(buckets))
-            self.bucket_keys.extend(map(int, buckets))
-            self.buckets.extend(buckets.values())
-        bins = [] if ps is None else ps.rate_bins
-        self.bin_counts.append(len(bins))
-        self.bins.extend(bins)
         self.parameters.append(parameter)
-        self.states.append(ps)
-        return len(self.parameters) - 1
 
 
 def plain_batches(jobs: Sequence[Job | None]) -> list[PlainBatch | None]:
     """Each station's `PlainBatch` when its batch is plain (see the module), else None (also for a job of None, or of
     rows without the batch's judged columns)."""
     out: list[PlainBatch | None] = [None] * len(jobs)
-    taken = [(k, job) for k, job in enumerate(jobs) if job is not None and job[1].ordered is not None]
-    if not taken:
+    candidates = [(k, job) for k, job in enumerate(jobs) if job is not None and job[1].ordered is not None]
+    if not candidates:
         return out
-    ordered = taken[0][1][1].ordered
+    ordered = candidates[0][1][1].ordered
     assert ordered is not None
     layout = _Layout(ordered)
     first_read = _series_in_first_order(ordered.series)
-    stations = np.array([(*rows.span, *layout.station(state, rules, first_read(rows.span, rows)))
-                         for _, (state, rows, rules) in taken], dtype=np.int64).reshape(len(taken), 4)
-    found = _run(layout, ordered, stations, [job for _, job in taken])
-    if found is None:
+    taken, bounds = [], []
+    for k, job in candidates:
+        found = layout.station(job, first_read(job[1].span, job[1]))
+        if found is not None:
+            taken.append((k, job))
+            bounds.append((*job[1].span, *found))
+    if not taken:
         return out
-    for (k, _), batch in zip(taken, found, strict=True):
+    stations = np.array(bounds, dtype=np.int64).reshape(len(taken), 4)
+    for (k, _), batch in zip(taken, _run(layout, ordered, stations, [job for _, job in taken]), strict=True):
         out[k] = batch
     return out
 
@@ -189,15 +277,9 @@ def _series_in_first_order(series: np.ndarray) -> Callable[[tuple[int, int], Sta
     return of
 
 
-def _run(layout: _Layout, ordered: OrderedColumns, stations: np.ndarray, jobs: list[Job]) -> list[PlainBatch | None] | None:
-    """`rule_pass.run` over the layout; None if a state is not in the layout it expects (the scalar pass then judges
-    every station, and says what is wrong with it)."""
+def _run(layout: _Layout, ordered: OrderedColumns, stations: np.ndarray, jobs: list[Job]) -> list[PlainBatch | None]:
+    """`rule_pass.run` over the layout: each station's `PlainBatch`, or None where it is not plain."""
     n_series = len(layout.parameters)
-    try:
-        buckets = np.array(layout.buckets, dtype=np.float64).reshape(len(layout.buckets), 6)
-        bins = np.array(layout.bins, dtype=np.float64).reshape(len(layout.bins), 4)
-    except (ValueError, TypeError):
-        return None
     sr = layout.row_of[ordered.series]
     taken = np.zeros(len(sr), dtype=bool)
     for a, b in stations[:, :2].tolist():
@@ -206,34 +288,64 @@ def _run(layout: _Layout, ordered: OrderedColumns, stations: np.ndarray, jobs: l
     read = np.flatnonzero(sr >= 0)
     per_series = np.bincount(sr[read], minlength=n_series)
     perm = read[np.argsort(sr[read], kind="stable")]
-    poff = _offsets(per_series)
-    bucket_counts = np.array(layout.bucket_counts, dtype=np.int64)
-    woff = _offsets(bucket_counts)
+    bucket_counts = np.concatenate([r.bucket_counts for r in layout.rules])
+    bin_counts = np.concatenate([r.bin_counts for r in layout.rules])
+    woff, roff = _offsets(bucket_counts), _offsets(bin_counts)
     wooff = _offsets(bucket_counts + np.repeat(per_series, rule_pass.BASIS_COUNT))
-    bin_counts = np.array(layout.bin_counts, dtype=np.int64)
-    roff, rooff = _offsets(bin_counts), _offsets(bin_counts + per_series)
-    wi = np.column_stack((np.array(layout.bucket_keys, dtype=np.int64),
-                          buckets[:, [windows.VALID, windows.TOTAL, windows.DIRTY, windows.EXPECTED]].astype(np.int64)))
-    wf = np.ascontiguousarray(buckets[:, [windows.SUM, windows.END]])
-    ri, rf = bins[:, :2].astype(np.int64), np.ascontiguousarray(bins[:, 2:])
+    rooff = _offsets(bin_counts + per_series)
     day = np.zeros((len(sr), 2))
     day[read] = windows.day_table(ordered.t[read])
     station_f = np.array([(np.nan if state.newest_t is None else state.newest_t, rules.gap_s, float(rules.interval_s))
-                          for state, _, rules in jobs], dtype=np.float64).reshape(len(jobs), 3)
+                          for state, _, rules, _ in jobs], dtype=np.float64).reshape(len(jobs), 3)
     wocount, woi, wof = np.zeros(len(bucket_counts), np.int64), np.zeros((wooff[-1], 5), np.int64), np.zeros((wooff[-1], 2))
     rocount, roi, rof = np.zeros(n_series, np.int64), np.zeros((rooff[-1], 2), np.int64), np.zeros((rooff[-1], 2))
-    wclosed, plain = np.zeros(len(wi), dtype=bool), np.zeros(len(jobs), dtype=bool)
-    newest, last = np.full(len(jobs), np.nan), np.full(n_series, np.nan)
-    first = jobs[0][2]
-    rule_pass.run(stations, station_f, first.lateness_s, first.min_coverage, sr, ordered.t, ordered.learn, ordered.good,
-                  day, perm, poff, np.array(layout.series_f, dtype=np.float64).reshape(n_series, 5),
-                  np.array(layout.series_i, dtype=np.bool_).reshape(n_series, 3), woff, wi, wf, roff, ri, rf,
-                  wooff, wocount, woi, wof, wclosed, rooff, rocount, roi, rof, plain, newest, last)
-    state_out = _StateOut(layout, stations, plain, per_series, wooff, wocount, woi, wof, rooff, rocount, roi, rof, woff,
-                          wclosed, last)
-    return [state_out.batch(job, float(newest[k]), layout.read_order[k], layout.complete[k], int(stations[k, 2]),
-                            int(stations[k, 3]))
-            if plain[k] else None for k, job in enumerate(jobs)]
+    plain, newest, last = np.zeros(len(jobs), dtype=bool), np.full(len(jobs), np.nan), np.full(n_series, np.nan)
+    settings = jobs[0][2]
+    rule_pass.run(stations, station_f, settings.lateness_s, settings.min_coverage, sr, ordered.t, ordered.learn,
+                  ordered.good, day, perm, _offsets(per_series),
+                  np.array(layout.series_f, dtype=np.float64).reshape(n_series, 5),
+                  np.array(layout.series_i, dtype=np.bool_).reshape(n_series, 3), woff,
+                  np.concatenate([r.wi for r in layout.rules]), np.concatenate([r.wf for r in layout.rules]), roff,
+                  np.concatenate([r.ri for r in layout.rules]), np.concatenate([r.rf for r in layout.rules]),
+                  wooff, wocount, woi, wof, rooff, rocount, roi, rof, plain,
+                  newest, last)
+    out: list[PlainBatch | None] = []
+    lasts = last.tolist()
+    for k, (_, _, first, end) in enumerate(stations.tolist()):
+        if not plain[k]:
+            out.append(None)
+            continue
+        kept = layout.rules[k]
+        c, e = rule_pass.BASIS_COUNT * first, rule_pass.BASIS_COUNT * end
+        counts, bins = wocount[c:e], rocount[first:end]
+        buckets, binned = _rows(wooff[c:e], counts), _rows(rooff[first:end], bins)
+        present = kept.present | np.repeat(per_series[first:end] > 0, rule_pass.BASIS_COUNT)
+        after = StationRules(kept.parameters, counts.copy(), present, woi[buckets], wof[buckets], bins.copy(),
+                             roi[binned], rof[binned])
+        last_t = {p: (None if lasts[first + i] != lasts[first + i] else lasts[first + i])
+                  for i, p in enumerate(kept.parameters) if per_series[first + i] > 0}
+        out.append(_plain_batch(jobs[k], float(newest[k]), {p: last_t[p] for p in layout.read_order[k]}, after,
+                                layout.complete[k]))
+    return out
+
+
+def _plain_batch(job: Job, newest: float, last_t: dict[str, float | None], after: StationRules,
+                 complete: bool) -> PlainBatch:
+    """A plain station's `PlainBatch`; `complete`: the station has every parameter it read."""
+    _, rows, rules, _ = job
+    assert rows.columns is not None
+    names, t, values, ts = rows.parameters, rows.t, rows.columns.learn, rows.ts
+    if not complete:  # readings of parameters the station does not have are left out
+        present = [i for i, spec in enumerate(rows.specs) if spec is not None]
+        names, t = [names[i] for i in present], [t[i] for i in present]
+        values, ts = [values[i] for i in present], [ts[i] for i in present]
+    by_ts: dict[float, dict[str, float]] = {}
+    if rules.grouped:
+        for parameter, time, value in zip(names, t, values, strict=True):
+            if parameter in rules.grouped:
+                by_ts.setdefault(time, {})[parameter] = value  # type: ignore[assignment]
+    return PlainBatch(None if newest != newest else newest, last_t, after, names, t, values,  # type: ignore[arg-type]
+                      ts, by_ts)
 
 
 def _rows(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
@@ -245,79 +357,3 @@ def _rows(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
 def _offsets(counts: np.ndarray) -> np.ndarray:
     """Where each of `counts`' runs begins in a flat array, and its end."""
     return np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
-
-
-class _StateOut:
-    """What the pass left in its arrays, as the state's JSON layout for the stations it found plain: the buckets and
-    bins of every read series of those stations turned into lists at once, then sliced per series."""
-
-    def __init__(self, layout: _Layout, stations: np.ndarray, plain: np.ndarray, per_series: np.ndarray,
-                 wooff: np.ndarray, wocount: np.ndarray, woi: np.ndarray, wof: np.ndarray, rooff: np.ndarray,
-                 rocount: np.ndarray, roi: np.ndarray, rof: np.ndarray, woff: np.ndarray, wclosed: np.ndarray,
-                 last: np.ndarray) -> None:
-        self.layout = layout
-        taken = np.zeros(len(per_series), dtype=bool)
-        for (a, b), is_plain in zip(stations[:, 2:].tolist(), plain.tolist(), strict=True):
-            taken[a:b] = is_plain
-        taken &= per_series > 0
-        self.read = (per_series > 0).tolist()
-        buckets = _rows(wooff, wocount * np.repeat(taken, rule_pass.BASIS_COUNT))
-        ints, floats = woi[buckets], wof[buckets]
-        self.keys = list(map(str, ints[:, rule_pass.START].tolist()))
-        self.buckets = list(map(list, zip(floats[:, rule_pass.SUM].tolist(),  ints[:, rule_pass.VALID].tolist(),
-                                          ints[:, rule_pass.TOTAL].tolist(), ints[:, rule_pass.DIRTY].tolist(),
-                                          floats[:, rule_pass.END].tolist(), ints[:, rule_pass.EXPECTED].tolist(), strict=True)))
-        self.bucket_at = _offsets(wocount * np.repeat(taken, rule_pass.BASIS_COUNT)).tolist()
-        bins = _rows(rooff, rocount * taken)
-        self.bins = list(map(list, zip(roi[bins, 0].tolist(), roi[bins, 1].tolist(), rof[bins, 0].tolist(),
-                                       rof[bins, 1].tolist(), strict=True)))
-        self.bin_at = _offsets(rocount * taken).tolist()
-        self.woff, self.wclosed, self.last = woff.tolist(), wclosed, last.tolist()
-
-    def batch(self, job: Job, newest: float, read_order: list[int], complete: bool, first: int, end: int) -> PlainBatch:
-        """The station's `PlainBatch`: its parameters read (`read_order`), then those whose buckets closed; `complete`:
-        the station has every parameter it read."""
-        _, rows, rules = job
-        parameters = {self.layout.parameters[s]: self._read(s) for s in read_order}
-        for s in range(first, end):
-            if not self.read[s]:
-                closed = self._closed(s)
-                if closed is not None:
-                    parameters[self.layout.parameters[s]] = closed
-        assert rows.columns is not None
-        names, t, values, ts = rows.parameters, rows.t, rows.columns.learn, rows.ts
-        if not complete:  # readings of parameters the station does not have are left out
-            present = [i for i, spec in enumerate(rows.specs) if spec is not None]
-            names, t = [names[i] for i in present], [t[i] for i in present]
-            values, ts = [values[i] for i in present], [ts[i] for i in present]
-        by_ts: dict[float, dict[str, float]] = {}
-        if rules.grouped:
-            for parameter, time, value in zip(names, t, values, strict=True):
-                if parameter in rules.grouped:
-                    by_ts.setdefault(time, {})[parameter] = value  # type: ignore[assignment]
-        return PlainBatch(None if newest != newest else newest, parameters, names, t, values, ts,  # type: ignore[arg-type]
-                          by_ts)
-
-    def _read(self, s: int) -> PlainParameter:
-        """A read series' new state."""
-        found: dict[str, Any] = {}
-        for b, basis in enumerate(_BASES):
-            c = rule_pass.BASIS_COUNT * s + b
-            a, e = self.bucket_at[c], self.bucket_at[c + 1]
-            found[basis] = dict(zip(self.keys[a:e], self.buckets[a:e], strict=True))
-        last = self.last[s]
-        return PlainParameter(None if last != last else last, found, self.bins[self.bin_at[s]:self.bin_at[s + 1]])
-
-    def _closed(self, s: int) -> PlainParameter | None:
-        """An unread series' state without the buckets the watermark passed; None if none did."""
-        ps = self.layout.states[s]
-        a = self.woff[rule_pass.BASIS_COUNT * s]
-        if ps is None or not self.wclosed[a:self.woff[rule_pass.BASIS_COUNT * (s + 1)]].any():
-            return None
-        left = {basis: dict(buckets) for basis, buckets in ps.windows.items()}
-        for basis in _BASES:
-            for key in list(left.get(basis) or {}):
-                if self.wclosed[a]:
-                    del left[basis][key]
-                a += 1
-        return PlainParameter(ps.last_t, left, ps.rate_bins)

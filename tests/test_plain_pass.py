@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 
 import processors.detection as detection
 from alerts.rules import OpenKeys
-from processors.detection import detect_batch
+from processors.detection import LiveDetectors, detect_batch
+from processors.detection_state import StationState
 from quantrac.domain import Reading, Station, Status
 from tests.test_detection_open_keys import CONFIG, KEYS, STATIONS, T0, UNITS, in_batches, readings_of, steps
 
@@ -66,6 +67,58 @@ def judge_both(readings: list[Reading], cuts: list[int], elsewhere: list[tuple[s
         assert new == new_o
         states.update(new)
         oracle_states.update(new_o)
+
+
+def rule_state(state: StationState) -> tuple:
+    """What the rules keep of a station (its detectors and token left out)."""
+    return state.newest_t, state.late_count, {p: (ps.last_t, ps.windows, ps.rate_bins, ps.fault, ps.calibration)
+                                              for p, ps in state.parameters.items()}
+
+
+def judge_live_and_scalar(readings: list[Reading], cuts: list[int], elsewhere: list[tuple[set, set]],
+                          stations: dict[str, Station], written: list[bool]) -> None:
+    """Judge the readings as the worker does (live rows kept between batches, states written out now and then: after
+    the batches `written` marks) and through the scalar pass; conditions after every batch, and the rule state
+    whenever it is written out, must be equal."""
+    live = LiveDetectors()
+    states: dict = {}
+    oracle_states: dict = {}
+    keys: OpenKeys = set()
+    oracle_keys: OpenKeys = set()
+    for k, (batch, opened, resolved) in enumerate(in_batches(readings, cuts, elsewhere)):
+        keys, oracle_keys = (keys | opened) - resolved, (oracle_keys | opened) - resolved
+        new, found, late = detect_batch(batch, states, stations, CONFIG, live, keys, owned=True, save_rows=False)
+        new_o, found_o, late_o = detect_batch(batch, oracle_states, stations, CONFIG, None, oracle_keys, plain=False)
+        assert found == found_o and late == late_o and keys == oracle_keys
+        states.update(new)
+        oracle_states.update(new_o)
+        if written[k % len(written)] or k == len(cuts) - 1:
+            live.save_rows(states)
+            assert {i: rule_state(s) for i, s in states.items()} == {i: rule_state(s) for i, s in oracle_states.items()}
+    live.save_rows(states)
+    assert {i: rule_state(s) for i, s in states.items()} == {i: rule_state(s) for i, s in oracle_states.items()}
+
+
+@hsettings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                                                  HealthCheck.function_scoped_fixture])
+@given(st.lists(steps, min_size=10, max_size=80), st.lists(st.integers(1, 90), min_size=1, max_size=6),
+       st.lists(st.tuples(st.sets(st.sampled_from(KEYS), max_size=4), st.sets(st.sampled_from(KEYS), max_size=4)),
+                min_size=1, max_size=6), st.booleans(), st.lists(st.booleans(), min_size=1, max_size=5))
+def test_rows_kept_between_batches_give_what_the_scalar_pass_gives(plain_outcomes: list[bool], generated, cuts,
+                                                                    elsewhere, rate_bounds: bool, written) -> None:
+    """The worker keeps a plain station's windows and bins as rows between batches (`RuleRows`) and writes them into
+    its state only when the state is written out or the scalar pass takes the station: the same conditions, and the
+    same state when written, as the scalar pass."""
+    judge_live_and_scalar(readings_of(generated), cuts, elsewhere, RATE_STATIONS if rate_bounds else STATIONS, written)
+
+
+def test_normal_batches_with_kept_rows_match(plain_outcomes: list[bool]) -> None:
+    """Two hours of normal readings with the rows kept between batches and the states written out every third batch,
+    then a late reading that sends K-0 through the scalar pass, which must first take the kept rows."""
+    readings = normal_run(120)
+    readings.append(readings[0].model_copy(update={"ts": readings[-1].ts - timedelta(minutes=3)}))
+    judge_live_and_scalar(readings, [15], [(set(), set())], RATE_STATIONS, [False, False, True])
+    assert plain_outcomes[-1] is False and sum(plain_outcomes) >= 20
 
 
 @hsettings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,

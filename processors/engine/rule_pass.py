@@ -46,7 +46,7 @@ def run(stations: np.ndarray, station_f: np.ndarray, lateness: float, coverage: 
         sr: np.ndarray, t: np.ndarray, value: np.ndarray, good: np.ndarray, day: np.ndarray,
         perm: np.ndarray, poff: np.ndarray, series_f: np.ndarray, series_i: np.ndarray,
         woff: np.ndarray, wi: np.ndarray, wf: np.ndarray, roff: np.ndarray, ri: np.ndarray, rf: np.ndarray,
-        wooff: np.ndarray, wocount: np.ndarray, woi: np.ndarray, wof: np.ndarray, wclosed: np.ndarray,
+        wooff: np.ndarray, wocount: np.ndarray, woi: np.ndarray, wof: np.ndarray,
         rooff: np.ndarray, rocount: np.ndarray, roi: np.ndarray, rof: np.ndarray,
         plain: np.ndarray, newest_out: np.ndarray, last_out: np.ndarray) -> None:
     """Each station's plain verdict (`plain`), and where plain its newest time, its series' last times, buckets and
@@ -84,7 +84,7 @@ def run(stations: np.ndarray, station_f: np.ndarray, lateness: float, coverage: 
                 ok = False
                 break
         if ok and read and not math.isnan(newest):
-            ok = _close(stations[k, 2], stations[k, 3], newest - lateness, coverage, woff, wclosed, poff, series_f,
+            ok = _close(stations[k, 2], stations[k, 3], newest - lateness, coverage, series_f,
                         series_i, wooff, wocount, woi, wof)
         plain[k] = ok
 
@@ -360,14 +360,11 @@ def _level(first: int, n: int, roi: np.ndarray, rof: np.ndarray, low: int, high:
 
 
 @numba.njit(cache=True)
-def _close(sa: int, sb: int, watermark: float, coverage: float, woff: np.ndarray, wclosed: np.ndarray,
-           poff: np.ndarray, series_f: np.ndarray, series_i: np.ndarray, wooff: np.ndarray, wocount: np.ndarray,
-           woi: np.ndarray, wof: np.ndarray) -> bool:
+def _close(sa: int, sb: int, watermark: float, coverage: float, series_f: np.ndarray, series_i: np.ndarray,
+           wooff: np.ndarray, wocount: np.ndarray, woi: np.ndarray, wof: np.ndarray) -> bool:
     """The buckets the watermark passed dropped (`processors.windows.due`); False if one of them, or a complete one,
-    still had a mean to judge that could build a condition. A series with no reading marks its dropped buckets in
-    `wclosed` (its buckets in are its buckets out)."""
+    still had a mean to judge that could build a condition."""
     for s in range(sa, sb):
-        read = poff[s + 1] > poff[s]
         for b in range(BASIS_COUNT):
             c = BASIS_COUNT * s + b
             first, kept = wooff[c], 0
@@ -378,8 +375,6 @@ def _close(sa: int, sb: int, watermark: float, coverage: float, woff: np.ndarray
                     if not passed or not series_i[s, 1] or gives_mean(woi[q, EXPECTED], woi[q, VALID], wof[q, SUM],
                                                                       coverage, series_f[s, 1], series_f[s, 2]):
                         return False
-                if passed and not read:
-                    wclosed[woff[c] + q - first] = True
                 if not passed:
                     woi[first + kept] = woi[q]
                     wof[first + kept] = wof[q]

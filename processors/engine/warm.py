@@ -45,5 +45,4 @@ def _no_station() -> tuple[Any, ...]:
     return (np.zeros((0, 4), np.int64), np.zeros((0, 3)), 600.0, 0.5, i1, f1, f1, np.zeros(0, np.bool_), f2, i1,
             np.zeros(1, np.int64), np.zeros((0, 5)), np.zeros((0, 3), np.bool_), np.zeros(1, np.int64),
             np.zeros((0, 5), np.int64), f2, np.zeros(1, np.int64), i2, f2, np.zeros(1, np.int64), i1,
-            np.zeros((0, 5), np.int64), f2, np.zeros(0, np.bool_), np.zeros(1, np.int64), i1, i2, f2,
-            np.zeros(0, np.bool_), f1, f1)
+            np.zeros((0, 5), np.int64), f2, np.zeros(1, np.int64), i1, i2, f2, np.zeros(0, np.bool_), f1, f1)
