@@ -25,10 +25,11 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from bisect import bisect_right
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import cached_property, partial
+from functools import partial
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import orjson
@@ -150,11 +151,6 @@ class Plan:
     vector: tuple[DetectorChannel, ...]
     key: str
     """A digest of the channels and the worker's hyperparameters: learned state is kept only under the same key."""
-
-    @cached_property
-    def grouped(self) -> frozenset[str]:
-        """The parameters of the multivariate groups."""
-        return frozenset(p for c in self.vector for p in c.columns or ())
 
     @classmethod
     def of(cls, station: Station, config: DetectionConfig) -> "Plan":
@@ -443,7 +439,7 @@ def _plain_job(work: _Work, part: StationRows, kept: StationRules | None) -> Job
                        rate_span_s=partial(rate_span_s, station, config=config),
                        rate_clear_below=lambda spec: (spec.max_rate_per_min or 0.0) * (1 - RATE_MARGIN),
                        quiet=lambda parameter, spec: gate.quiet(station.id, parameter, spec, config.early_fraction),
-                       open_keys=open_keys, grouped=work.plan.grouped)
+                       open_keys=open_keys)
     return work.state, part, rules, kept
 
 
@@ -467,7 +463,7 @@ def _take_plain(work: _Work, batch: PlainBatch, anchor: int, keep: RuleRows | No
         batch.event_t, batch.event_values = [batch.event_t[i] for i in kept], [batch.event_values[i] for i in kept]
         batch.event_ts = [batch.event_ts[i] for i in kept]
     work.judgements.add_values(series, anchor, batch.event_t, batch.event_values, batch.event_ts)  # type: ignore[arg-type]
-    _multivariate(work, batch.by_ts, anchor)
+    _plain_multivariate(work, batch, anchor)
 
 
 def _judge_batch(parts: Sequence[StationRows], config: DetectionConfig, live: LiveDetectors | None,
@@ -587,27 +583,47 @@ def _judge_means(work: _Work, parameter: str, means_of: Callable[[tuple[float, f
 
 
 def _multivariate(work: _Work, by_ts: dict[float, dict[str, float]], anchor: int) -> None:
-    """Hand the judgements the station's complete vectors of each multivariate group, in event-time order, newer than
-    its last (after a gap: the group's alerts close and, after a long one, it relearns)."""
+    """Hand the judgements the station's complete vectors of each multivariate group (`_group_vectors`), from the
+    values of its in-order readings by event time."""
     if not work.plan.vector:
         return
-    times, gap = sorted(by_ts), gap_s(work.station, work.config)
+    times = sorted(by_ts)
     for channel in work.plan.vector:
         group = channel.columns or ()
         needed = frozenset(group)
-        gs = work.state.group(",".join(group))
-        last, series = gs.last_t, None
-        for t in times:
-            values = by_ts[t]
-            if (last is not None and t <= last) or not values.keys() >= needed:
-                continue
-            series = work.group_series(channel) if series is None else series
-            stopped = relearn = None
-            if last is not None and t - last > gap:
-                stopped, relearn = last, (t - last if t - last >= work.config.shortest_relearn_gap_s else None)
-            work.judgements.add(series, anchor, t, [values[p] for p in group], stopped=stopped, relearn_s=relearn)
-            last = t
-        gs.last_t = last
+        complete = [t for t in times if by_ts[t].keys() >= needed]
+        _group_vectors(work, channel, complete, [[by_ts[t][p] for p in group] for t in complete], anchor)
+
+
+def _plain_multivariate(work: _Work, batch: PlainBatch, anchor: int) -> None:
+    """`_multivariate` of a plain station, its vectors taken from the batch's columns."""
+    for channel in work.plan.vector:
+        times, vectors = batch.vectors(channel.columns or ())
+        _group_vectors(work, channel, times.tolist(), vectors.tolist(), anchor)
+
+
+def _group_vectors(work: _Work, channel: DetectorChannel, times: list[float], vectors: list[list[float]],
+                   anchor: int) -> None:
+    """Hand the judgements a group's vectors (`times` increasing, each with every parameter of the group) newer than its
+    last, in event-time order (after a gap: the group's alerts close and, after a long one, it relearns)."""
+    gs = work.state.group(",".join(channel.columns or ()))
+    last = gs.last_t
+    start = 0 if last is None else bisect_right(times, last)
+    if start == len(times):
+        return
+    gap, relearn_after = gap_s(work.station, work.config), work.config.shortest_relearn_gap_s
+    stopped: list[float | None] = []
+    relearn: list[float] = []
+    for t in times[start:]:
+        if last is not None and t - last > gap:
+            stopped.append(last)
+            relearn.append(t - last if t - last >= relearn_after else math.nan)
+        else:
+            stopped.append(None)
+            relearn.append(math.nan)
+        last = t
+    work.judgements.add_vectors(work.group_series(channel), anchor, times[start:], vectors[start:], stopped, relearn)
+    gs.last_t = last
 
 
 def detect_batch(readings: Sequence[Reading] | BatchColumns, states: Mapping[str, StationState | dict[str, Any] | None],

@@ -383,6 +383,22 @@ class Judgements:
         e.stopped.extend([None] * n)
         e.relearn_s.extend([math.nan] * n)
 
+    def add_vectors(self, series: int, anchor: int, t: list[float], vectors: list[list[float]],
+                    stopped: list[float | None], relearn_s: list[float]) -> None:
+        """`add` of each of a group's vectors to judge, with the gap it resumes after (None: none) and the gap to
+        relearn after (NaN: none), all before the batch's other condition `anchor`."""
+        n, e = len(t), self.events
+        e.series.extend([series] * n)
+        e.anchor.extend([anchor] * n)
+        e.t.extend(t)
+        e.ts.extend([None] * n)
+        e.value.extend(vectors)
+        e.scalar.extend([math.nan] * n)
+        e.judge.extend([True] * n)
+        e.stopped.extend(stopped)
+        e.resumed.extend(series for gap in stopped if gap is not None)
+        e.relearn_s.extend(relearn_s)
+
     def run(self, others: list[Condition]) -> list[Condition]:
         """Advance every bank once over the batch, judge each series in order and save its rows' states; the batch's
         `others` conditions with the detectors' put where each event's anchor says (as if judged reading by reading)."""

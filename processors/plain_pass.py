@@ -151,8 +151,28 @@ class PlainBatch:
     event_t: list[float]
     event_values: list[float]
     event_ts: list[datetime]
-    by_ts: dict[float, dict[str, float]]
-    """The values of the multivariate groups' parameters by event time."""
+    columns: OrderedColumns
+    span: tuple[int, int]
+    series_of: dict[str, int]
+    """The batch's columns, the station's span of them and the series of each parameter it read (`vectors`)."""
+
+    def vectors(self, group: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """The times (increasing) at which every parameter of `group` has a reading, and its values there (a row each,
+        in the group's order). A plain batch has at most one reading of a parameter at a time."""
+        a, b = self.span
+        series, t, value = self.columns.series[a:b], self.columns.t[a:b], self.columns.learn[a:b]
+        found = []
+        for parameter in group:
+            s = self.series_of.get(parameter)
+            if s is None:
+                return np.zeros(0), np.zeros((0, len(group)))
+            mask = series == s
+            found.append((t[mask], value[mask]))
+        times = found[0][0]
+        for times_of, _ in found[1:]:  # each increasing: a time is in both where it is found at its sorted place
+            at = np.minimum(np.searchsorted(times_of, times), len(times_of) - 1)
+            times = times[times_of[at] == times] if len(times_of) else times[:0]
+        return times, np.column_stack([v[np.searchsorted(times_of, times)] for times_of, v in found])
 
 
 Quiet = Callable[[str, ParameterSpec], "tuple[float, float] | None"]
@@ -174,8 +194,6 @@ class PlainRules:
     """A rate (per minute) under this is clear with no open key (`processors.detection.RATE_MARGIN`)."""
     quiet: Quiet
     open_keys: OpenKeys
-    grouped: frozenset[str] = frozenset()
-    """The parameters of the station's multivariate groups (`processors.detection.Plan.grouped`)."""
 
 
 Job = tuple[StationState, StationRows, PlainRules, "StationRules | None"]
@@ -197,6 +215,8 @@ class _Layout:
         """Per station: the parameters it reads, in the order of their first reading."""
         self.complete: list[bool] = []
         """Per station: whether it has every parameter it reads."""
+        self.series_of: list[dict[str, int]] = []
+        """Per station: the batch's series of each parameter it reads."""
 
     def station(self, job: Job, read: list[tuple[int, str]]) -> tuple[int, int] | None:
         """Lay out the station's parameters: those of its rows (kept, else its state's), then those it reads for the
@@ -220,6 +240,7 @@ class _Layout:
                 self.row_of[series] = rows[parameter]
                 order.append(parameter)
         self.read_order.append(order)
+        self.series_of.append({parameter: series for series, parameter in read})
         self.rules.append(found)
         return first, len(self.parameters)
 
@@ -325,27 +346,23 @@ def _run(layout: _Layout, ordered: OrderedColumns, stations: np.ndarray, jobs: l
         last_t = {p: (None if lasts[first + i] != lasts[first + i] else lasts[first + i])
                   for i, p in enumerate(kept.parameters) if per_series[first + i] > 0}
         out.append(_plain_batch(jobs[k], float(newest[k]), {p: last_t[p] for p in layout.read_order[k]}, after,
-                                layout.complete[k]))
+                                layout.complete[k], layout.series_of[k]))
     return out
 
 
-def _plain_batch(job: Job, newest: float, last_t: dict[str, float | None], after: StationRules,
-                 complete: bool) -> PlainBatch:
+def _plain_batch(job: Job, newest: float, last_t: dict[str, float | None], after: StationRules, complete: bool,
+                 series_of: dict[str, int]) -> PlainBatch:
     """A plain station's `PlainBatch`; `complete`: the station has every parameter it read."""
-    _, rows, rules, _ = job
+    _, rows, _, _ = job
     assert rows.columns is not None
     names, t, values, ts = rows.parameters, rows.t, rows.columns.learn, rows.ts
     if not complete:  # readings of parameters the station does not have are left out
         present = [i for i, spec in enumerate(rows.specs) if spec is not None]
         names, t = [names[i] for i in present], [t[i] for i in present]
         values, ts = [values[i] for i in present], [ts[i] for i in present]
-    by_ts: dict[float, dict[str, float]] = {}
-    if rules.grouped:
-        for parameter, time, value in zip(names, t, values, strict=True):
-            if parameter in rules.grouped:
-                by_ts.setdefault(time, {})[parameter] = value  # type: ignore[assignment]
+    assert rows.ordered is not None
     return PlainBatch(None if newest != newest else newest, last_t, after, names, t, values,  # type: ignore[arg-type]
-                      ts, by_ts)
+                      ts, rows.ordered, rows.span, series_of)
 
 
 def _rows(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:

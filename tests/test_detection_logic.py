@@ -133,3 +133,23 @@ def test_detectors_kept_alive_between_batches_give_what_their_saved_state_gives(
         cold_state, warm_state = orjson.loads(orjson.dumps(cold.state.to_json())), orjson.loads(orjson.dumps(warm.state.to_json()))
         i, k = i + len(batch), k + 1
     assert "token" not in cold_state and warm_state["token"] == live["T-1"][0]
+
+
+def test_a_group_relearns_after_a_long_gap_and_not_after_a_short_one() -> None:
+    """A group silent longer than the relearn gap starts its learning afresh (its detector's count restarts), and the
+    first vector after any gap closes its alerts; after a gap shorter than the relearn gap it keeps what it learned."""
+    station = make_station("T-1").model_copy(update={
+        "parameters": {**ST.parameters, "TSS": ST.parameters["COD"].model_copy(update={"symbol": "TSS"})},
+        "channels": (DetectorChannel(detector="multivariate", columns=("COD", "TSS")),)})
+    cfg = DetectionConfig(relearn_gap_s=7200.0)
+
+    def pair(minute: int) -> list[Reading]:
+        base = 50.0 + (minute % 7)
+        return [cod(minute, base, minutes=1), cod(minute, 2 * base, minutes=1).model_copy(update={"parameter": "TSS"})]
+
+    learned = detect(None, [r for m in range(40) for r in pair(m)], station, cfg).state
+    n_before = learned.groups["COD,TSS"].detector["n"]  # type: ignore[index]
+    short = detect(learned, pair(40 + 60), station, cfg).state  # an hour's silence: a gap, not a relearning
+    assert short.groups["COD,TSS"].detector["n"] == n_before + 1  # type: ignore[index]
+    long = detect(learned, pair(40 + 180), station, cfg).state  # three hours: past the relearn gap
+    assert long.groups["COD,TSS"].detector["n"] == 1  # type: ignore[index]

@@ -18,9 +18,10 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 import processors.detection as detection
+import tests.test_detection_engine_wiring as wiring
 from alerts.rules import OpenKeys
-from processors.detection import LiveDetectors, detect_batch
-from processors.detection_state import StationState
+from processors.detection import DetectionConfig, LiveDetectors, detect_batch
+from processors.detection_state import StationState, plain
 from quantrac.domain import Reading, Station, Status
 from tests.test_detection_open_keys import CONFIG, KEYS, STATIONS, T0, UNITS, in_batches, readings_of, steps
 
@@ -51,7 +52,7 @@ def plain_outcomes(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
 
 
 def judge_both(readings: list[Reading], cuts: list[int], elsewhere: list[tuple[set, set]],
-               stations: dict[str, Station]) -> None:
+               stations: dict[str, Station], config: DetectionConfig = CONFIG) -> None:
     """Judge the readings in batches both ways and compare everything after each batch."""
     states: dict = {}
     oracle_states: dict = {}
@@ -60,8 +61,8 @@ def judge_both(readings: list[Reading], cuts: list[int], elsewhere: list[tuple[s
     for batch, opened, resolved in in_batches(readings, cuts, elsewhere):
         keys = (keys | opened) - resolved
         oracle_keys = (oracle_keys | opened) - resolved
-        new, found, late = detect_batch(batch, states, stations, CONFIG, None, keys)
-        new_o, found_o, late_o = detect_batch(batch, oracle_states, stations, CONFIG, None, oracle_keys, plain=False)
+        new, found, late = detect_batch(batch, states, stations, config, None, keys)
+        new_o, found_o, late_o = detect_batch(batch, oracle_states, stations, config, None, oracle_keys, plain=False)
         assert found == found_o
         assert late == late_o and keys == oracle_keys
         assert new == new_o
@@ -70,13 +71,16 @@ def judge_both(readings: list[Reading], cuts: list[int], elsewhere: list[tuple[s
 
 
 def rule_state(state: StationState) -> tuple:
-    """What the rules keep of a station (its detectors and token left out)."""
-    return state.newest_t, state.late_count, {p: (ps.last_t, ps.windows, ps.rate_bins, ps.fault, ps.calibration)
-                                              for p, ps in state.parameters.items()}
+    """What detection keeps of a station, its detectors' states as dicts whichever form they are kept in (its token
+    left out)."""
+    return state.newest_t, state.late_count, {
+        p: (ps.last_t, ps.windows, ps.rate_bins, ps.fault, ps.calibration, ps.incident,
+            {name: plain(d) for name, d in ps.detectors.items()}) for p, ps in state.parameters.items()}, {
+        g: (gs.last_t, plain(gs.detector)) for g, gs in state.groups.items()}
 
 
 def judge_live_and_scalar(readings: list[Reading], cuts: list[int], elsewhere: list[tuple[set, set]],
-                          stations: dict[str, Station], written: list[bool]) -> None:
+                          stations: dict[str, Station], written: list[bool], config: DetectionConfig = CONFIG) -> None:
     """Judge the readings as the worker does (live rows kept between batches, states written out now and then: after
     the batches `written` marks) and through the scalar pass; conditions after every batch, and the rule state
     whenever it is written out, must be equal."""
@@ -87,8 +91,8 @@ def judge_live_and_scalar(readings: list[Reading], cuts: list[int], elsewhere: l
     oracle_keys: OpenKeys = set()
     for k, (batch, opened, resolved) in enumerate(in_batches(readings, cuts, elsewhere)):
         keys, oracle_keys = (keys | opened) - resolved, (oracle_keys | opened) - resolved
-        new, found, late = detect_batch(batch, states, stations, CONFIG, live, keys, owned=True, save_rows=False)
-        new_o, found_o, late_o = detect_batch(batch, oracle_states, stations, CONFIG, None, oracle_keys, plain=False)
+        new, found, late = detect_batch(batch, states, stations, config, live, keys, owned=True, save_rows=False)
+        new_o, found_o, late_o = detect_batch(batch, oracle_states, stations, config, None, oracle_keys, plain=False)
         assert found == found_o and late == late_o and keys == oracle_keys
         states.update(new)
         oracle_states.update(new_o)
@@ -193,3 +197,24 @@ def test_readings_sharing_rate_bins_match(plain_outcomes: list[bool], ph_per_min
                      for p, v in values.items()]
     judge_both(readings, [3 * 40, 3 * 17, 3 * 61], [(set(), set())], RATE_STATIONS)
     assert sum(plain_outcomes) >= 3
+
+
+@hsettings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                                                  HealthCheck.function_scoped_fixture])
+@given(st.lists(wiring.rows, min_size=20, max_size=120), st.lists(st.integers(1, 60), min_size=1, max_size=6),
+       st.lists(st.booleans(), min_size=1, max_size=4))
+def test_groups_of_plain_stations_get_the_scalar_pass_vectors(plain_outcomes: list[bool], steps, cuts, written) -> None:
+    """Stations with two multivariate groups (two parameters, and all three), readings missing now and then: a plain
+    station's vectors are taken from the batch's columns (`PlainBatch.vectors`), a station in the scalar pass's from its
+    readings, and both must give the scalar pass's conditions and states, with the rows kept or written each batch."""
+    readings = wiring.readings_of(steps)
+    judge_both(readings, cuts, [(set(), set())], wiring.STATIONS, wiring.CONFIG)
+    judge_live_and_scalar(readings, cuts, [(set(), set())], wiring.STATIONS, written, wiring.CONFIG)
+
+
+def test_normal_batches_of_a_station_with_groups_are_plain_and_match(plain_outcomes: list[bool]) -> None:
+    """Normal readings every 5 minutes at W-0, with pH missing at every seventh: plain batches, and the group of all
+    three parameters skips the times pH is missing as the scalar pass does."""
+    steps = [(1, ["missing" if k % 7 == 3 and p == 1 else "normal" for p in range(3)], 0, k % 5 - 2) for k in range(80)]
+    judge_live_and_scalar(wiring.readings_of(steps), [24], [(set(), set())], wiring.STATIONS, [False, True], wiring.CONFIG)
+    assert sum(plain_outcomes) >= 2
