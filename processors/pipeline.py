@@ -457,9 +457,14 @@ class _JudgedInVain(Exception):
 
 async def _judged_while(copying: asyncio.Task[bool] | None, judge: Callable[[], T]) -> T:
     """`judge()` while the COPY `copying` (if any) stores the readings judged; raises `_JudgedInVain` when it refused
-    them. The COPY is awaited even when judging fails, so the connection is free again for the rollback."""
+    them. The COPY is awaited even when judging fails, so the connection is free again for the rollback.
+
+    With a COPY, `judge` runs in a thread: the event loop then goes on sending the rows (a socket takes a few hundred
+    kilobytes at a time, a batch's rows are megabytes) while the thread judges them, and PostgreSQL stores them on the
+    other core. The kept states are the batch's alone meanwhile: the batch holds the worker's lock, which the timers
+    that touch them take too."""
     try:
-        judged = judge()
+        judged = await asyncio.to_thread(judge) if copying is not None else judge()
     finally:
         stored = await copying if copying is not None else True
     if not stored:

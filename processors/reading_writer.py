@@ -60,14 +60,10 @@ def _firsts(batch: BatchColumns) -> tuple[Ints, BatchColumns]:
     return firsts, batch if len(firsts) == len(batch) else batch.take(firsts)
 
 
-async def copy_rows(cur: psycopg.AsyncCursor[Any], statement: str, batch: BatchColumns,
-                    sent: asyncio.Event | None = None) -> None:
-    """One binary COPY of the batch's rows, written as one buffer (`statement` names the table); `sent` is set once the
-    buffer is flushed to PostgreSQL, which then stores the rows without waiting for the end of the COPY."""
+async def copy_rows(cur: psycopg.AsyncCursor[Any], statement: str, batch: BatchColumns) -> None:
+    """One binary COPY of the batch's rows, written as one buffer (`statement` names the table)."""
     async with cur.copy(statement) as copy:
         await copy.write(copy_buffer(batch))
-        if sent is not None:
-            sent.set()
 
 
 def _keys(batch: BatchColumns, rows: Ints) -> dict[tuple[str, str, int], int]:
@@ -166,32 +162,25 @@ class ReadingWriter:
         return _firsts(batch)[1]
 
     async def start_copy(self, conn: psycopg.AsyncConnection[Any], presumed: BatchColumns) -> asyncio.Task[bool]:
-        """Start the direct COPY of `presumed` (from `presumed_new`) and return once PostgreSQL has its rows, so that
-        it stores them while the caller judges them. The task gives True once they are stored, False when a key was
-        stored already: then none is (the COPY is rolled back to its savepoint) and the next batches go the idempotent
-        way. The connection is the task's until it is done."""
+        """Start the direct COPY of `presumed` (from `presumed_new`), for PostgreSQL to store while the caller judges
+        the rows (in a thread, so that the event loop goes on sending them: `processors.pipeline._judged_while`). The
+        task gives True once they are stored, False when a key was stored already: then none is (the COPY is rolled
+        back to its savepoint) and the next batches go the idempotent way. The connection is the task's until it is
+        done."""
         self._staged = False
         await self._ensure_partitions(conn, presumed.ts_us)
-        sent = asyncio.Event()
-        copying = asyncio.create_task(self._copy_direct(conn, presumed, sent))
-        await sent.wait()
-        return copying
+        return asyncio.create_task(self._copy_direct(conn, presumed))
 
-    async def _copy_direct(self, conn: psycopg.AsyncConnection[Any], rows: BatchColumns,
-                           sent: asyncio.Event | None = None) -> bool:
+    async def _copy_direct(self, conn: psycopg.AsyncConnection[Any], rows: BatchColumns) -> bool:
         """The direct COPY of rows taken as new, in a savepoint: True once stored; False (rolled back) when a key is
-        stored already, and the idempotent way is on from this batch on. `sent` is set once it no longer needs the
-        caller's time (the rows are flushed, or it failed)."""
+        stored already, and the idempotent way is on from this batch on."""
         try:
             async with conn.transaction(), conn.cursor() as cur:
-                await copy_rows(cur, DIRECT_COPY, rows, sent)
+                await copy_rows(cur, DIRECT_COPY, rows)
             return True
         except psycopg.errors.UniqueViolation:
             self._direct = False
             return False
-        finally:
-            if sent is not None:
-                sent.set()
 
     def forget_partitions(self) -> None:
         """Forget the partition cache, e.g. after retention dropped some or the connection was replaced."""

@@ -46,7 +46,8 @@ class ReadingsConsumer(ConsumerRebalanceListener):
             bootstrap_servers=settings.kafka_bootstrap.split(","), group_id=settings.worker_id,
             client_id=f"{settings.worker_id}-readings", enable_auto_commit=False, auto_offset_reset="earliest",
             session_timeout_ms=10_000, heartbeat_interval_ms=3_000,
-            metadata_max_age_ms=int(settings.worker_kafka_metadata_max_age_s * 1000))
+            metadata_max_age_ms=int(settings.worker_kafka_metadata_max_age_s * 1000),
+            max_partition_fetch_bytes=settings.worker_fetch_partition_bytes)
 
     async def start(self) -> None:
         """Join the group; the first assignment comes with the first `batch`."""

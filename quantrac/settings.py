@@ -129,6 +129,10 @@ class Settings(BaseSettings):
                                    "stores about 1.3 times as many readings a second as 2000 (docs/performance.md). "
                                    "Under a light load a batch holds what came within QUANTRAC_WORKER_BATCH_LATENCY_S.")
     worker_batch_latency_s: float = Field(0.5, description="Longest a message waits for its batch to fill.")
+    worker_fetch_partition_bytes: int = Field(8 * 1024 * 1024, gt=0, description="Most bytes the worker fetches from "
+                                              "one readings partition at a time. A fetch should bring a whole batch: "
+                                              "at Kafka's 1 MiB a backlog came about 3,500 records at a time, and the "
+                                              "worker waited up to 0.2 s for each next fetch (docs/performance.md).")
     worker_state_snapshot_s: float = Field(5.0, gt=0, description="How often the worker writes its stations' detection "
                                            "state to the store (table detection_snapshots). After a restart or a "
                                            "rebalance, a station's state is read back and the readings stored since are "
