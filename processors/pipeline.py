@@ -152,7 +152,10 @@ def last_seen(records: BatchColumns | Sequence[Record]) -> dict[str, tuple[datet
     live = np.flatnonzero(~np.isin(batch.record, _historical_records(batch)))
     names, station_of = batch.stations()
     received: dict[str, datetime] = {}
-    for station, record in set(zip(station_of[live].tolist(), batch.record[live].tolist(), strict=True)):
+    count = len(batch.records)
+    pairs = np.unique(station_of[live] * count + batch.record[live]).tolist()  # (station, record) once each
+    for pair in pairs:
+        station, record = divmod(pair, count)
         at = batch.records[record][0]
         received[names[station]] = max(received.get(names[station], at), at)
     return {station: (ts, received[station]) for station, ts in _newest(batch, live).items()}

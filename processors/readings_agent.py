@@ -37,7 +37,7 @@ from processors.deadline import within
 from processors.detection import DetectionConfig
 from processors.detection_state import SnapshotPlan
 from processors.pipeline import BatchProcessor, DeadLetter, alert_record, decode_batch, last_seen
-from processors.readings_consumer import ReadingsConsumer
+from processors.readings_consumer import ReadingsConsumer, newest_records
 from processors.worker_state import Entry, partition_of
 from quantrac import metrics
 from quantrac.db import live_registry
@@ -95,8 +95,8 @@ class ReadingsWorker:
             await _delivered([*_alert_sends(result.alerts),
                               *[deadletter_topic.send(key=key, value=value) for key, value in [*undecodable, *result.deadletters]]])
             await self.consumer.commit(records)
-            for record in records:
-                self.processed[TopicPartition(record.topic, record.partition)] = (record.offset, record.timestamp / 1000)
+            for tp, record in newest_records(records).items():
+                self.processed[tp] = (record.offset, record.timestamp / 1000)
         log.debug("worker.batch", records=len(records), new_readings=result.new, alerts=len(result.alerts), late=result.late)
 
     def _note_seen(self, seen: dict[str, tuple[datetime, datetime]]) -> tuple[list[Condition], dict[str, Entry]]:

@@ -32,6 +32,17 @@ log = structlog.get_logger(__name__)
 _log = RateLimitedLog(log)
 
 
+def newest_records(records: Sequence[ConsumerRecord]) -> dict[TopicPartition, ConsumerRecord]:
+    """Per partition, its record of the highest offset among `records`."""
+    newest: dict[tuple[str, int], ConsumerRecord] = {}
+    for record in records:
+        key = (record.topic, record.partition)
+        kept = newest.get(key)
+        if kept is None or record.offset > kept.offset:
+            newest[key] = record
+    return {TopicPartition(*key): record for key, record in newest.items()}
+
+
 class ReadingsConsumer(ConsumerRebalanceListener):
     """The readings topic in batches; `generation` counts the assignments this worker received."""
 
@@ -68,10 +79,7 @@ class ReadingsConsumer(ConsumerRebalanceListener):
 
     async def commit(self, records: Sequence[ConsumerRecord]) -> None:
         """Commit past these processed records; a commit the group refuses (it rebalanced) is left to the next owner."""
-        offsets: dict[TopicPartition, int] = {}
-        for record in records:
-            tp = TopicPartition(record.topic, record.partition)
-            offsets[tp] = max(offsets.get(tp, 0), record.offset + 1)
+        offsets = {tp: record.offset + 1 for tp, record in newest_records(records).items()}
         try:
             await self._consumer.commit(offsets)
         except (CommitFailedError, IllegalStateError) as exc:

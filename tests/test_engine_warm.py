@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from processors import copy_binary
 from processors.detection import detect_batch
 from processors.engine import drift, flatline, rule_pass, spike_pass
 from processors.engine.warm import compile_passes
+from quantrac.batch_columns import batch_columns
 from tests.test_plain_pass import CONFIG, RATE_STATIONS, normal_run
 
 
@@ -13,14 +15,17 @@ def test_compile_passes_makes_every_compiled_pass_ready_as_the_worker_calls_it()
     the worker's first batch does not stop to compile."""
     compile_passes()
     for dispatcher in (spike_pass.run, spike_pass.relearn_row, spike_pass.sort_rows, drift._run, drift._relearn,
-                       flatline._run, flatline._base_limit, rule_pass.run):
+                       flatline._run, flatline._base_limit, rule_pass.run, copy_binary._gather):
         assert dispatcher.signatures, f"{dispatcher.py_func.__qualname__} was not compiled"
 
 
-def test_the_rules_pass_is_compiled_for_the_arrays_the_plain_pass_gives() -> None:
-    """The plain pass calls the rules' pass with arrays of the types and layouts `compile_passes` compiled it for: a
-    batch of normal readings adds no signature (a new one would be compiled inside the worker's batch)."""
+def test_the_batch_passes_are_compiled_for_the_arrays_the_worker_gives() -> None:
+    """The plain pass and the COPY buffer call their compiled loops with arrays of the types and layouts
+    `compile_passes` compiled them for: a batch of normal readings adds no signature (a new one would be compiled inside
+    the worker's batch)."""
     compile_passes()
-    compiled = list(rule_pass.run.signatures)
-    detect_batch(normal_run(30), {}, RATE_STATIONS, CONFIG, None, set())
-    assert rule_pass.run.signatures == compiled
+    compiled = list(rule_pass.run.signatures), list(copy_binary._gather.signatures)
+    readings = normal_run(30)
+    detect_batch(readings, {}, RATE_STATIONS, CONFIG, None, set())
+    copy_binary.copy_buffer(batch_columns(readings))
+    assert (rule_pass.run.signatures, copy_binary._gather.signatures) == compiled

@@ -159,6 +159,22 @@ def test_a_history_only_station_and_imported_readings_never_make_a_station_expec
     assert last_seen([([reading], T0, "mqtt")]) == {"T-1": (T0, T0)}
 
 
+@given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 5), st.sampled_from(["mqtt", "import"])), min_size=1,
+                max_size=30))
+def test_last_seen_gives_each_station_its_newest_event_and_receipt_of_live_records(records) -> None:
+    """Per station, the newest event time and the newest receive time among its records that are not imports, however
+    the records interleave."""
+    batch = [([Reading(station_id=f"T-{s}", parameter="COD", value=1.0, unit="mg/L", ts=T0 + timedelta(minutes=m))],
+              T0 + timedelta(seconds=7 * m + s), source) for s, m, source in records]
+    expected: dict[str, tuple[datetime, datetime]] = {}
+    for readings, received, source in batch:
+        if source == "import":
+            continue
+        event, at = expected.get(readings[0].station_id, (readings[0].ts, received))
+        expected[readings[0].station_id] = (max(event, readings[0].ts), max(at, received))
+    assert last_seen(batch) == expected
+
+
 # ---- through the pipeline: a paused worker, an import while it is behind --------------------------
 
 import os  # noqa: E402

@@ -6,9 +6,12 @@ import asyncio
 import os
 
 import pytest
+from aiokafka import ConsumerRecord
+from hypothesis import given
+from hypothesis import strategies as st
 from kafka.admin import NewTopic
 
-from processors.readings_consumer import ReadingsConsumer
+from processors.readings_consumer import ReadingsConsumer, newest_records
 from quantrac.kafka_topics import kafka_admin
 from quantrac.settings import Settings
 
@@ -44,3 +47,17 @@ async def _count_once_assigned(settings: Settings, timeout_s: float = 30.0) -> i
         return consumer.partition_count()
     finally:
         await consumer.stop()
+
+
+@given(st.lists(st.tuples(st.sampled_from(["a", "b"]), st.integers(0, 3), st.integers(0, 50)), max_size=40))
+def test_newest_records_keeps_each_partitions_highest_offset(keys) -> None:
+    """What the worker commits and notes as processed: per partition its record of the highest offset, in whatever order
+    the records come."""
+    records = [ConsumerRecord(topic=t, partition=p, offset=o, timestamp=o * 1000, timestamp_type=0, key=None, value=b"",
+                              checksum=None, serialized_key_size=0, serialized_value_size=0, headers=())
+               for t, p, o in keys]
+    found = {(tp.topic, tp.partition): record.offset for tp, record in newest_records(records).items()}
+    expected: dict[tuple[str, int], int] = {}
+    for t, p, o in keys:
+        expected[(t, p)] = max(expected.get((t, p), o), o)
+    assert found == expected

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import structlog
 
+from processors.copy_binary import gather
 from processors.detectors import CusumDrift, Flatline, RobustSpike
 from processors.engine import rule_pass
 from processors.engine.drift import DriftBank
@@ -24,10 +25,11 @@ log = structlog.get_logger(__name__)
 
 
 def compile_passes() -> float:
-    """Run each compiled bank on one value and one relearn, as the worker calls them, and the rules' pass on no station;
-    the seconds it took."""
+    """Run each compiled bank on one value and one relearn, as the worker calls them, the rules' pass on no station and
+    the COPY buffer's gather on one byte; the seconds it took."""
     began = time.monotonic()
     rule_pass.run(*_no_station())
+    gather(np.zeros(1, np.uint8), np.zeros(1, np.int64), np.ones(1, np.int64))
     row, gap = np.zeros(1, dtype=np.int64), np.full(1, np.nan)
     for bank in (SpikeBank.from_detectors([RobustSpike()]), DriftBank.from_detectors([CusumDrift()]),
                  FlatlineBank.from_detectors([Flatline()])):
