@@ -167,10 +167,9 @@ class LiveBanks(dict[str, tuple[str, set[SeriesKey]]]):
 
     def begin(self, station_id: str, state: StationState, fresh: bool) -> set[SeriesKey]:
         """The station's rows taken as they are: those loaded under `state`'s token (none if `fresh` or another token)."""
-        kept = self.get(station_id)
-        if fresh or kept is None or state.token is None or kept[0] != state.token:
+        if fresh or not self.holds(station_id, state):
             return set()
-        return kept[1]
+        return self[station_id][1]
 
     def row(self, key: SeriesKey, params_of: Callable[[], dict[str, Any]], saved: DetectorState | None,
             loaded: set[SeriesKey]) -> tuple[_Bank, int]:
@@ -218,13 +217,12 @@ class LiveBanks(dict[str, tuple[str, set[SeriesKey]]]):
         each bank's rows gathered at once: what `Judgements` leaves in the banks when it does not save."""
         by_bank: dict[str, tuple[list[int], list[tuple[StationState, str, str]]]] = {}
         for station_id, state in states.items():
-            kept = self.get(station_id)
-            if kept is None or state.token is None or kept[0] != state.token:
+            if not self.holds(station_id, state):
                 continue
             rules = self.rules.get(station_id)
             if rules is not None:
                 rules.write(state)
-            for key in kept[1]:
+            for key in self[station_id][1]:
                 bank_key, row = self.rows[key]
                 rows, targets = by_bank.setdefault(bank_key, ([], []))
                 rows.append(row)
@@ -372,31 +370,34 @@ class Judgements:
     def add_values(self, series: list[int], anchor: int, t: list[float], values: list[float],
                    ts: list[datetime]) -> None:
         """`add` of one number each to judge, of these series, all before the batch's other condition `anchor`."""
-        n, e = len(series), self.events
-        e.series.extend(series)
-        e.anchor.extend([anchor] * n)
-        e.t.extend(t)
-        e.ts.extend(ts)
-        e.value.extend(values)
-        e.scalar.extend(values)
-        e.judge.extend([True] * n)
-        e.stopped.extend([None] * n)
-        e.relearn_s.extend([math.nan] * n)
+        self._extend(series, anchor, t, ts, values, values)
 
     def add_vectors(self, series: int, anchor: int, t: list[float], vectors: list[list[float]],
                     stopped: list[float | None], relearn_s: list[float]) -> None:
         """`add` of each of a group's vectors to judge, with the gap it resumes after (None: none) and the gap to
         relearn after (NaN: none), all before the batch's other condition `anchor`."""
-        n, e = len(t), self.events
-        e.series.extend([series] * n)
+        n = len(t)
+        self._extend([series] * n, anchor, t, [None] * n, vectors, [math.nan] * n, stopped, relearn_s)
+
+    def _extend(self, series: list[int], anchor: int, t: list[float], ts: Sequence[datetime | None],
+                values: Sequence[Any], scalar: list[float], stopped: list[float | None] | None = None,
+                relearn_s: list[float] | None = None) -> None:
+        """Events to judge, one per item of the lists, all before the batch's other condition `anchor`; `stopped` and
+        `relearn_s` None: no event resumes after a gap."""
+        e, n = self.events, len(series)
+        e.series.extend(series)
         e.anchor.extend([anchor] * n)
         e.t.extend(t)
-        e.ts.extend([None] * n)
-        e.value.extend(vectors)
-        e.scalar.extend([math.nan] * n)
+        e.ts.extend(ts)
+        e.value.extend(values)
+        e.scalar.extend(scalar)
         e.judge.extend([True] * n)
+        if stopped is None or relearn_s is None:
+            e.stopped.extend([None] * n)
+            e.relearn_s.extend([math.nan] * n)
+            return
         e.stopped.extend(stopped)
-        e.resumed.extend(series for gap in stopped if gap is not None)
+        e.resumed.extend(s for s, gap in zip(series, stopped, strict=True) if gap is not None)
         e.relearn_s.extend(relearn_s)
 
     def run(self, others: list[Condition]) -> list[Condition]:

@@ -211,12 +211,8 @@ class _Layout:
         self.series_f: list[tuple[float, float, float, float, float]] = []
         self.series_i: list[tuple[bool, bool, bool]] = []
         self.rules: list[StationRules] = []
-        self.read_order: list[list[str]] = []
-        """Per station: the parameters it reads, in the order of their first reading."""
-        self.complete: list[bool] = []
-        """Per station: whether it has every parameter it reads."""
-        self.series_of: list[dict[str, int]] = []
-        """Per station: the batch's series of each parameter it reads."""
+        self.read: list[dict[str, int]] = []
+        """Per station: the batch's series of each parameter it reads, in the order of their first reading."""
 
     def station(self, job: Job, read: list[tuple[int, str]]) -> tuple[int, int] | None:
         """Lay out the station's parameters: those of its rows (kept, else its state's), then those it reads for the
@@ -233,14 +229,10 @@ class _Layout:
         rows = {parameter: first + k for k, parameter in enumerate(found.parameters)}
         for parameter in found.parameters:
             self._series(parameter, state.parameters.get(parameter), rules)
-        self.complete.append(all(p in rules.parameters for _, p in read))
-        order = []
         for series, parameter in read:
             if parameter in rules.parameters:
                 self.row_of[series] = rows[parameter]
-                order.append(parameter)
-        self.read_order.append(order)
-        self.series_of.append({parameter: series for series, parameter in read})
+        self.read.append({parameter: series for series, parameter in read})
         self.rules.append(found)
         return first, len(self.parameters)
 
@@ -343,20 +335,20 @@ def _run(layout: _Layout, ordered: OrderedColumns, stations: np.ndarray, jobs: l
         present = kept.present | np.repeat(per_series[first:end] > 0, rule_pass.BASIS_COUNT)
         after = StationRules(kept.parameters, counts.copy(), present, woi[buckets], wof[buckets], bins.copy(),
                              roi[binned], rof[binned])
-        last_t = {p: (None if lasts[first + i] != lasts[first + i] else lasts[first + i])
-                  for i, p in enumerate(kept.parameters) if per_series[first + i] > 0}
-        out.append(_plain_batch(jobs[k], float(newest[k]), {p: last_t[p] for p in layout.read_order[k]}, after,
-                                layout.complete[k], layout.series_of[k]))
+        row_of = {p: first + i for i, p in enumerate(kept.parameters)}
+        last_t = {p: (None if lasts[row_of[p]] != lasts[row_of[p]] else lasts[row_of[p]])
+                  for p in layout.read[k] if p in jobs[k][2].parameters}
+        out.append(_plain_batch(jobs[k], float(newest[k]), last_t, after, layout.read[k]))
     return out
 
 
-def _plain_batch(job: Job, newest: float, last_t: dict[str, float | None], after: StationRules, complete: bool,
+def _plain_batch(job: Job, newest: float, last_t: dict[str, float | None], after: StationRules,
                  series_of: dict[str, int]) -> PlainBatch:
-    """A plain station's `PlainBatch`; `complete`: the station has every parameter it read."""
+    """A plain station's `PlainBatch`; `last_t` has the parameters it read that it has, `series_of` all it read."""
     _, rows, _, _ = job
     assert rows.columns is not None
     names, t, values, ts = rows.parameters, rows.t, rows.columns.learn, rows.ts
-    if not complete:  # readings of parameters the station does not have are left out
+    if len(last_t) < len(series_of):  # readings of parameters the station does not have are left out
         present = [i for i, spec in enumerate(rows.specs) if spec is not None]
         names, t = [names[i] for i in present], [t[i] for i in present]
         values, ts = [values[i] for i in present], [ts[i] for i in present]

@@ -218,3 +218,18 @@ def test_normal_batches_of_a_station_with_groups_are_plain_and_match(plain_outco
     steps = [(1, ["missing" if k % 7 == 3 and p == 1 else "normal" for p in range(3)], 0, k % 5 - 2) for k in range(80)]
     judge_live_and_scalar(wiring.readings_of(steps), [24], [(set(), set())], wiring.STATIONS, [False, True], wiring.CONFIG)
     assert sum(plain_outcomes) >= 2
+
+
+def test_readings_of_a_parameter_the_station_does_not_have_are_left_out_as_by_the_scalar_pass(
+        plain_outcomes: list[bool]) -> None:
+    """K-0 also sends TSS, which it does not have: its batches are still plain, the TSS readings judged by nothing and
+    counted nowhere, as the scalar pass does."""
+    readings = []
+    for r in normal_run(60):
+        readings.append(r)
+        if r.parameter == "Flow":
+            readings.append(Reading(station_id="K-0", parameter="TSS", value=20.0, unit="mg/L", ts=r.ts,
+                                    status=Status.MEASURING))
+    judge_both(readings, [20], [(set(), set())], RATE_STATIONS)
+    judge_live_and_scalar(readings, [20], [(set(), set())], RATE_STATIONS, [False, True])
+    assert sum(plain_outcomes) >= 10

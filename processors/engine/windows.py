@@ -20,8 +20,6 @@ __all__ = ["Means", "WindowRows"]
 BASES = tuple(windows.BASES)
 _FIELDS = ("start", "sum", "valid", "total", "dirty", "end", "expected")
 JUDGE, LAST_SLOT = windows.JUDGE, windows.LAST_SLOT
-QUARTER_HOUR_S = 900
-"""Local days begin on a quarter hour in every zone in use, so all instants of a quarter hour share a day."""
 
 
 @dataclass(frozen=True)
@@ -45,10 +43,8 @@ def _bounds(t: np.ndarray, basis: str) -> tuple[np.ndarray, np.ndarray]:
     if width is not None:
         start = t // width * width
         return start, start + width
-    quarters, which = np.unique(t // QUARTER_HOUR_S, return_inverse=True)
-    days = np.array([windows.day_bounds(windows.from_epoch(q * QUARTER_HOUR_S)) for q in quarters.tolist()]).reshape(-1, 2)
-    which = which.reshape(-1)
-    return days[which, 0], days[which, 1]
+    days = windows.day_table(t)
+    return days[:, 0], days[:, 1]
 
 
 class WindowRows:
