@@ -67,6 +67,12 @@ class ScalarRows:
     def __len__(self) -> int:
         return len(self.detectors)
 
+    def grown(self, params: Sequence[dict[str, Any]]) -> ScalarRows:
+        """These rows (their detectors kept as they are) and fresh ones after them: `params` begins with these rows'."""
+        bank = ScalarRows(self.cls, params[len(self):])
+        bank.params, bank.detectors = [*self.params, *bank.params], [*self.detectors, *bank.detectors]
+        return bank
+
     def load(self, row: int, state: dict[str, Any]) -> None:
         """Row `row` from its detector's `state()`."""
         self.detectors[row] = self.cls.from_state(state, **self.params[row])
@@ -106,12 +112,12 @@ class _Bank:
     """Rows to load before the next advance: (row, state)."""
 
     def materialise(self) -> Any:
-        """The bank with every row added since, and every pending state loaded."""
-        if self.bank is None or len(self.bank) < len(self.params):
-            old = self.bank
+        """The bank with every row added since (`grown`: the rows it had keep what they learned), and every pending
+        state loaded."""
+        if self.bank is None:
             self.bank = self.make(self.params)
-            for row in range(0 if old is None else len(old)):
-                self.bank.load(row, old.state(row))
+        elif len(self.bank) < len(self.params):
+            self.bank = self.bank.grown(self.params)
         for row, state in self.pending:
             self.bank.load(row, state)
         self.pending = []

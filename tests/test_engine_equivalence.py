@@ -380,3 +380,55 @@ def test_banks_relearn_after_gaps_as_the_worker_does(batch: Batch, spike: list[d
             assert flag[i] == verdict.is_anomaly and math.isclose(score[i], verdict.score, rel_tol=1e-9, abs_tol=1e-12)
         for row, det in enumerate(detectors):
             same_state(bank.state(row), det.state())
+
+
+GROWING: list[tuple[Any, Any, Any]] = [(RobustSpike, SpikeBank, spike_params), (CusumDrift, DriftBank, drift_params),
+                                       (Flatline, FlatlineBank, flatline_params)]
+
+
+def played(bank: Any, batch: Batch, rows: int) -> tuple[np.ndarray, np.ndarray, list[str | None]]:
+    """`batch`'s readings of series under `rows` through `bank` (explained), cut as the batch says."""
+    flags, scores, details = [], [], []
+    for piece in pieces(batch):
+        at = np.arange(batch.series.size)[piece]
+        keep = at[batch.series[at] < rows]
+        out = advance(bank, batch.series[keep], batch.t[keep], batch.value[keep], batch.status[keep],
+                      explain=np.ones(keep.size, dtype=bool))
+        flags.append(out.flag)
+        scores.append(out.score)
+        details.extend(out.detail)
+    return np.concatenate(flags), np.concatenate(scores), details
+
+
+@pytest.mark.parametrize(("cls", "bank", "strategy"), GROWING, ids=["spike", "drift", "flatline"])
+@SETTINGS
+@given(batch=batches(), data=st.data(), kept=st.integers(1, 3))
+def test_a_grown_bank_keeps_its_rows_and_adds_fresh_ones(cls: Any, bank: Any, strategy: Any, batch: Batch,
+                                                         data: st.DataObject, kept: int) -> None:
+    """A bank that learned on its first `kept` rows, grown to four (`Rows.grown`, as the worker adds stations): every row's
+    state is what a bank built from those states and fresh detectors holds, and the next batch gets the same verdicts."""
+    params = data.draw(st.lists(strategy(), min_size=4, max_size=4))
+    learned = bank([dict(p) for p in params[:kept]])
+    played(learned, batch, kept)
+    grown = learned.grown(params)
+    built = bank.from_detectors([learned.detector(row) for row in range(kept)] + [cls(**p) for p in params[kept:]])
+    for row in range(4):
+        same_state(grown.state(row), built.state(row), f"row {row}")
+    a, b = played(grown, batch, 4), played(built, batch, 4)
+    assert a[0].tolist() == b[0].tolist() and a[1].tolist() == b[1].tolist() and a[2] == b[2]
+
+
+@SETTINGS
+@given(batch=batches(), size=st.integers(1, 4), seed=st.integers(0, 2**32 - 1), data=st.data(), kept=st.integers(1, 3))
+def test_a_grown_mahalanobis_bank_keeps_its_rows(batch: Batch, size: int, seed: int, data: st.DataObject, kept: int) -> None:
+    params = data.draw(st.lists(mahalanobis_params(size), min_size=4, max_size=4))
+    x = vectors(batch, size, seed)
+    learned = MahalanobisBank([dict(p) for p in params[:kept]])
+    played(learned, x, kept)
+    grown = learned.grown(params)
+    built = MahalanobisBank.from_detectors([learned.detector(row) for row in range(kept)]
+                                           + [Mahalanobis(**p) for p in params[kept:]])
+    for row in range(4):
+        same_state(grown.state(row), built.state(row), f"row {row}")
+    a, b = played(grown, x, 4), played(built, x, 4)
+    assert a[0].tolist() == b[0].tolist() and a[1].tolist() == b[1].tolist() and a[2] == b[2]

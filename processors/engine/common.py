@@ -17,7 +17,7 @@ from processors.detectors.base import Detector
 from processors.engine.row_json import cells, ragged
 
 __all__ = ["BatchVerdicts", "OnePassRows", "Ring", "Rows", "StepArrays", "explained", "opt", "row_medians", "steps",
-           "unopt"]
+           "take_rows", "unopt"]
 
 
 def opt(x: float | None) -> float:
@@ -135,6 +135,25 @@ class StepArrays:
         self.prev[row] = opt(state.get("prev"))
 
 
+def take_rows(new: object, old: object, old_n: int, new_n: int) -> None:
+    """Copy `old`'s per-row state into the first `old_n` rows of `new`, which has `new_n` rows, the same layout and the
+    same hyperparameters for those rows: every array whose first axis is the rows (its length `old_n` in `old`,
+    `new_n` in `new`), also inside the bank's parts (rings, steps, levels, tails), each into the first columns of its
+    counterpart; the parts' caches (dicts) are shared. A bank grows this way instead of through every row's `state()`
+    and `load`, which cost as much again for each row already there (the worker adds stations' rows batch by batch
+    as their partitions first come)."""
+    for name, value in vars(old).items():
+        into = getattr(new, name, None)
+        if isinstance(value, np.ndarray):
+            if (value.ndim and isinstance(into, np.ndarray) and into.ndim == value.ndim and value.shape[0] == old_n
+                    and into.shape[0] == new_n):
+                into[(slice(0, old_n), *(slice(0, size) for size in value.shape[1:]))] = value
+        elif isinstance(value, dict) and name.startswith("_") and isinstance(into, dict):
+            into.update(value)
+        elif type(value).__module__.startswith("processors.engine") and type(into) is type(value):
+            take_rows(into, value, old_n, new_n)
+
+
 class Rows:
     """Base of the banks: one row per series, each with its detector's hyperparameters, convertible both ways.
 
@@ -170,6 +189,13 @@ class Rows:
         bank = cls([cls.params_of(d) for d in detectors])
         for i, det in enumerate(detectors):
             bank.load(i, det.state())
+        return bank
+
+    def grown(self, params: Sequence[dict[str, Any]]) -> Self:
+        """This bank with rows added: `params` begins with this bank's rows' (in order), whose learned state the new bank
+        keeps (`take_rows`); the rows after them are fresh."""
+        bank = type(self)(params)
+        take_rows(bank, self, len(self), len(bank))
         return bank
 
     def load(self, row: int, state: dict[str, Any]) -> None:
