@@ -213,6 +213,10 @@ class BatchProcessor:
         """The stations' states alive between batches (`snapshot` gives their bytes, `save_state` writes them)."""
         self.unsnapshotted: set[str] = set()
         """Stations found with no snapshot in the store and not snapshotted since (`SnapshotPlan` writes them at once)."""
+        self.judged = asyncio.Event()
+        """Set once the batch in progress is judged (clear it before a batch): from then on the worker's CPU is free while
+        PostgreSQL finishes storing the batch, and the worker decodes the next one (`processors.readings_agent`)."""
+        self.judged.set()
         self._conn: psycopg.AsyncConnection[Any] | None = None
 
     async def _connection(self) -> psycopg.AsyncConnection[Any]:
@@ -333,6 +337,7 @@ class BatchProcessor:
                 copying = await self.writer.start_copy(conn, presumed) if presumed is not None else None
                 new_states, conditions, late = await _judged_while(copying, lambda: detect_batch(
                     new, owned, self.stations, self.config, self.live, open_keys, owned=True, save_rows=False))
+                self.judged.set()
                 conflicts = await self.writer.conflicts(conn, batch, new)
                 await record_store_counts(conn, batch, new, [r for r, *_ in conflicts])
                 await update_rollups(conn, new)
