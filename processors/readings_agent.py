@@ -3,8 +3,8 @@ the alerts and dead letters it produced, commit. Faust runs it as a task, beside
 
 Batches come from `processors.readings_consumer` (aiokafka, bulk `getmany`), not from a Faust agent:
 Faust's per-event path cost more than the rest of the worker for a message and held up fetching
-while a batch was judged (docs/performance.md). One batch is handled at a time, while the next one is
-fetched and decoded; offsets are committed once the batch is stored and what it published is delivered. The pipeline retries a batch until the
+while a batch was judged (docs/performance.md). One batch is handled at a time; the next one is fetched
+and decoded while PostgreSQL finishes storing it; offsets are committed once the batch is stored and what it published is delivered. The pipeline retries a batch until the
 database takes it.
 
 The stations' detection states and last-seen times (liveness entries) live in the worker for the
@@ -77,10 +77,10 @@ class ReadingsWorker:
         """Readings partition → (offset, Kafka timestamp in s) of the last record this worker stored and committed."""
 
     async def run(self) -> None:
-        """Batches until cancelled (the worker stops). The next batch is fetched while this one is handled, and decoded
-        once this one is judged (`_fetched`), while PostgreSQL finishes storing it: decoding took a fifth of a batch's
-        time, with PostgreSQL idle meanwhile, then the worker idle while PostgreSQL finished. Decoding any earlier
-        would only take the interpreter from the judging (docs/performance.md)."""
+        """Batches until cancelled (the worker stops). The next batch is fetched and decoded once this one is judged
+        (`_fetched`), while PostgreSQL finishes storing it: decoding took a fifth of a batch's time, with PostgreSQL
+        idle meanwhile, then the worker idle while PostgreSQL finished. Decoding any earlier would only take the
+        interpreter from the judging (docs/performance.md)."""
         await self.consumer.start()
         ahead: asyncio.Task[_Fetched] | None = None
         try:
@@ -102,10 +102,10 @@ class ReadingsWorker:
             await self.processor.close()
 
     async def _fetched(self) -> _Fetched:
-        """The next batch from the consumer, decoded in a thread once the batch before it is judged (the event loop goes
-        on with that batch meanwhile)."""
-        generation, records = await self.consumer.batch()
+        """The next batch from the consumer once the batch before it is judged (what arrives while it is judged comes
+        along), decoded in a thread (the event loop goes on with that batch meanwhile)."""
         await self.processor.judged.wait()
+        generation, records = await self.consumer.batch()
         undecodable: list[DeadLetter] = []
         columns = await asyncio.to_thread(decode_batch, [record.value for record in records], undecodable) \
             if records else None
