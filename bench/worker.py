@@ -252,16 +252,29 @@ def stored(conn) -> int:  # type: ignore[no-untyped-def]
     return conn.execute("SELECT count(*) FROM readings").fetchone()[0]
 
 
+def _service_samples() -> dict[str, ProcessSample]:
+    """The private stack's PostgreSQL and Kafka (each process with its children), to sample while the worker drains."""
+    found = {}
+    for name in ("postgres", "kafka"):
+        try:
+            found[name] = ProcessSample(int((SETTINGS.run_dir / "pids" / f"{name}.pid").read_text().split()[0]))
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
 def drain_worker(want: int, profile: Path | None, workers: int = 1, timeout: float = 600, stall: float = 60
                  ) -> tuple[dict[str, float], dict[str, list[dict[str, object]]]]:
     """Start `workers` worker processes (one consumer group) and time them from the first stored reading until `want`
     readings are stored; the first one is profiled over the same span (its startup and imports left out). With several,
-    their first rebalance falls inside the clock."""
+    their first rebalance falls inside the clock. `cpu_cores` counts from the workers' start; `drain_cpu_cores`,
+    `postgres_cpu_cores` and `kafka_cpu_cores` only over the clock's span: where the machine's cores went meanwhile."""
     logs = SETTINGS.run_dir / "bench-logs"
     began = time.monotonic()
     procs = [quantrac_process(["worker"], settings_env(SETTINGS), logs / f"worker{i}.log") for i in range(workers)]
     spy = None
     samples = [ProcessSample(p.pid).start() for p in procs]
+    drain: dict[str, ProcessSample] = {}
     first_at, first_rows, rows, last_change = None, 0, 0, began
     try:
         with connect(SETTINGS.pg_dsn) as conn:
@@ -277,12 +290,15 @@ def drain_worker(want: int, profile: Path | None, workers: int = 1, timeout: flo
                     rows, last_change = current, now
                     if first_at is None:
                         first_at, first_rows = now, current
+                        drain = {**{f"worker{i}": ProcessSample(p.pid).start() for i, p in enumerate(procs)},
+                                 **{name: sample.start() for name, sample in _service_samples().items()}}
                         spy = start_profile(procs[0].pid, profile) if profile else None
                 if now - began > timeout or (first_at is not None and now - last_change > stall):
                     break
                 time.sleep(0.2)  # poll interval of the measurement
         end = time.monotonic() if rows >= want else last_change
         usages = [sample.usage() for sample in samples]
+        drained = {name: sample.usage()["cpu_cores"] for name, sample in drain.items()}
     finally:
         frames = stop_profile(spy, profile) if spy else {}
         for worker in procs:
@@ -293,7 +309,9 @@ def drain_worker(want: int, profile: Path | None, workers: int = 1, timeout: flo
     usage = {key: round(sum(u[key] for u in usages), 3) for key in usages[0]}
     return {"processes": workers, "readings": rows, "missing": max(0, want - rows), "seconds": round(seconds, 2),
             "startup_seconds": round((first_at or end) - began, 2), "first_readings": first_rows,
-            "readings_per_s": round((rows - first_rows) / seconds, 1), **usage}, frames
+            "readings_per_s": round((rows - first_rows) / seconds, 1), **usage,
+            "drain_cpu_cores": round(sum(v for k, v in drained.items() if k.startswith("worker")), 3),
+            **{f"{name}_cpu_cores": drained[name] for name in ("postgres", "kafka") if name in drained}}, frames
 
 
 STAGES = (
