@@ -406,7 +406,8 @@ def played(bank: Any, batch: Batch, rows: int) -> tuple[np.ndarray, np.ndarray, 
 def test_a_grown_bank_keeps_its_rows_and_adds_fresh_ones(cls: Any, bank: Any, strategy: Any, batch: Batch,
                                                          data: st.DataObject, kept: int) -> None:
     """A bank that learned on its first `kept` rows, grown to four (`Rows.grown`, as the worker adds stations): every row's
-    state is what a bank built from those states and fresh detectors holds, and the next batch gets the same verdicts."""
+    state is what a bank built from those states and fresh detectors holds, and the next batch gets the same verdicts
+    (details up to a zero's sign: the built bank's windows went through `state()`, see `unsigned_zero`)."""
     params = data.draw(st.lists(strategy(), min_size=4, max_size=4))
     learned = bank([dict(p) for p in params[:kept]])
     played(learned, batch, kept)
@@ -415,7 +416,8 @@ def test_a_grown_bank_keeps_its_rows_and_adds_fresh_ones(cls: Any, bank: Any, st
     for row in range(4):
         same_state(grown.state(row), built.state(row), f"row {row}")
     a, b = played(grown, batch, 4), played(built, batch, 4)
-    assert a[0].tolist() == b[0].tolist() and a[1].tolist() == b[1].tolist() and a[2] == b[2]
+    assert a[0].tolist() == b[0].tolist() and a[1].tolist() == b[1].tolist()
+    assert [unsigned_zero(d) for d in a[2]] == [unsigned_zero(d) for d in b[2]]
 
 
 @SETTINGS
