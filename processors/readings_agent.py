@@ -4,8 +4,8 @@ the alerts and dead letters it produced, commit. Faust runs it as a task, beside
 Batches come from `processors.readings_consumer` (aiokafka, bulk `getmany`), not from a Faust agent:
 Faust's per-event path cost more than the rest of the worker for a message and held up fetching
 while a batch was judged (docs/performance.md). One batch is handled at a time; the next one is fetched
-and decoded while PostgreSQL finishes storing it; offsets are committed once the batch is stored and what it published is delivered. The pipeline retries a batch until the
-database takes it.
+and decoded while PostgreSQL finishes storing it. Offsets are committed once the batch is stored and
+what it published is delivered. The pipeline retries a batch until the database takes it.
 
 The stations' detection states and last-seen times (liveness entries) live in the worker for the
 stations of the readings partitions it owns, and in the store (`processors.worker_state`). A
