@@ -425,6 +425,8 @@ class BatchProcessor:
 
         def retry(exc: BaseException) -> bool:
             nonlocal refused
+            if not isinstance(exc, Exception):  # cancelled (the worker stops) or interrupted: not the batch's failure
+                return False
             if not is_record_failure(exc):
                 return True
             refused += 1

@@ -3,6 +3,7 @@ empty messages and conflicting duplicates. The end-to-end half is tests/test_hos
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -18,6 +19,7 @@ from kafka import errors as kafka_errors
 from ingest.payload import Limits, MessageRejected, Rejection, cap_rejections, decode_message
 from ingest.tt10 import format_stamp
 from ingest.tt10_watch import judge_file
+from processors.pipeline import BatchProcessor
 from quantrac.failures import Attempts, RateLimitedLog, is_record_failure, store_fix
 from quantrac.safe_text import TEXT_LIMIT, safe_text
 from quantrac.wire import DEADLETTER_PAYLOAD_CAP, QUARANTINE_HEAD, decode_deadletter, encode_deadletter, encode_quarantine
@@ -246,3 +248,20 @@ def test_hostile_csv_rows_are_each_sent_or_dead_lettered(tmp_path_factory: pytes
     assert sum(len(r) for r in readings) == sent and len(dead) == rejected and sent + rejected == expected
     assert all(len(r) <= READINGS_PER_RECORD for r in readings)
     assert all(len(v) < KAFKA_MAX_REQUEST // 2 for _, _, v in records)
+
+
+def test_a_cancelled_batch_is_not_tried_again() -> None:
+    """A worker told to stop while a batch is in the store's hands stops: the cancellation is not a failure to retry (a
+    retry loop that swallows it kept a stopped worker storing the same batch)."""
+    processor = BatchProcessor("postgresql://unused", {})
+    calls = 0
+
+    async def cancelled() -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:  # a second call, the retry, returns
+            raise asyncio.CancelledError()
+
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(processor._attempts(cancelled))
+    assert calls == 1
