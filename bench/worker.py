@@ -55,6 +55,7 @@ from quantrac.domain import Reading, Station, Status  # noqa: E402
 from quantrac.registry import load_registry  # noqa: E402
 from quantrac.wire import encode_readings  # noqa: E402
 from stack import services as stack  # noqa: E402
+from stack.process import running_pid  # noqa: E402
 
 log = structlog.get_logger(__name__)
 SETTINGS = private_settings("benchworker")
@@ -254,13 +255,8 @@ def stored(conn) -> int:  # type: ignore[no-untyped-def]
 
 def _service_samples() -> dict[str, ProcessSample]:
     """The private stack's PostgreSQL and Kafka (each process with its children), to sample while the worker drains."""
-    found = {}
-    for name in ("postgres", "kafka"):
-        try:
-            found[name] = ProcessSample(int((SETTINGS.run_dir / "pids" / f"{name}.pid").read_text().split()[0]))
-        except (OSError, ValueError, IndexError):
-            continue
-    return found
+    found = {service.name: running_pid(service.process) for service in stack.services(SETTINGS, ["postgres", "kafka"])}
+    return {name: ProcessSample(pid) for name, pid in found.items() if pid is not None}
 
 
 def drain_worker(want: int, profile: Path | None, workers: int = 1, timeout: float = 600, stall: float = 60

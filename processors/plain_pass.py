@@ -32,6 +32,7 @@ from alerts.rules import OpenKeys
 from processors import windows
 from processors.detection_state import ParameterState, StationState
 from processors.engine import rule_pass
+from processors.engine.common import unopt
 from processors.station_rows import OrderedColumns, StationRows
 from quantrac.domain import ParameterSpec
 
@@ -336,8 +337,7 @@ def _run(layout: _Layout, ordered: OrderedColumns, stations: np.ndarray, jobs: l
         after = StationRules(kept.parameters, counts.copy(), present, woi[buckets], wof[buckets], bins.copy(),
                              roi[binned], rof[binned])
         row_of = {p: first + i for i, p in enumerate(kept.parameters)}
-        last_t = {p: (None if lasts[row_of[p]] != lasts[row_of[p]] else lasts[row_of[p]])
-                  for p in layout.read[k] if p in jobs[k][2].parameters}
+        last_t = {p: unopt(lasts[row_of[p]]) for p in layout.read[k] if p in jobs[k][2].parameters}
         out.append(_plain_batch(jobs[k], float(newest[k]), last_t, after, layout.read[k]))
     return out
 

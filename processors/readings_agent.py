@@ -49,12 +49,12 @@ log = structlog.get_logger(__name__)
 
 
 class _Fetched(NamedTuple):
-    """A batch as the consumer gave it, with the generation it was fetched in, and decoded: its columns (None: no
-    record) and the dead letters of the records that could not be."""
+    """A batch as the consumer gave it, with the generation it was fetched in, and decoded: its columns and the dead
+    letters of the records that could not be."""
 
     generation: int
     records: list[ConsumerRecord]
-    columns: BatchColumns | None
+    columns: BatchColumns
     undecodable: list[DeadLetter]
 
 
@@ -107,8 +107,7 @@ class ReadingsWorker:
         await self.processor.judged.wait()
         generation, records = await self.consumer.batch()
         undecodable: list[DeadLetter] = []
-        columns = await asyncio.to_thread(decode_batch, [record.value for record in records], undecodable) \
-            if records else None
+        columns = await asyncio.to_thread(decode_batch, [record.value for record in records], undecodable)
         return _Fetched(generation, records, columns, undecodable)
 
     async def handle(self, fetched: _Fetched) -> None:
@@ -116,7 +115,7 @@ class ReadingsWorker:
         partitions are read again from their committed offsets)."""
         records = fetched.records
         async with self.lock:
-            if fetched.generation != self.consumer.generation or fetched.columns is None:
+            if fetched.generation != self.consumer.generation:
                 return
             await self.follow_rebalance()
             metrics.WORKER_RECORDS_IN.inc(len(records))
