@@ -8,7 +8,9 @@ writes their snapshots and the stations' liveness entries (`processors.worker_st
 cache does not hold (a restart, a rebalance, a failed batch) is read from its snapshot and first
 replays the readings stored after it (`_replay`): each state records the store transaction of its
 newest batch (`stored_through_us`), and every stored reading carries its transaction's time
-(`readings.received_at`).
+(`readings.received_at`). The worker may begin the next batch's transaction, and its COPY, on a
+second connection while a batch finishes (`begin_ahead`); that batch is still judged only after
+the one before it is committed.
 
 Failures (`quantrac.failures`): while PostgreSQL is unavailable a batch is retried for as long as
 it takes, its offset held. A batch that fails for its content (a value PostgreSQL refuses, a bug
@@ -214,16 +216,90 @@ class BatchProcessor:
         self.unsnapshotted: set[str] = set()
         """Stations found with no snapshot in the store and not snapshotted since (`SnapshotPlan` writes them at once)."""
         self.judged = asyncio.Event()
-        """Set once the batch in progress is judged (clear it before a batch): from then on the worker's CPU is free while
-        PostgreSQL finishes storing the batch, and the worker decodes the next one (`processors.readings_agent`)."""
+        """Set once the batch in progress is judged (clear it before a batch), before PostgreSQL has finished its COPY:
+        from then on the worker's CPU is free until PostgreSQL has stored the batch, and the worker decodes the next one
+        (`processors.readings_agent`)."""
         self.judged.set()
         self._conn: psycopg.AsyncConnection[Any] | None = None
+        self._spare: psycopg.AsyncConnection[Any] | None = None
+        """The second connection: the next batch's transaction begins on it (`begin_ahead`) while the batch in hand is
+        still open on `_conn`; the two swap when that batch comes."""
+        self._ahead: _Ahead | None = None
+        self._ahead_lock = asyncio.Lock()
+        self._copying: asyncio.Task[bool] | None = None
+        """The COPY of the batch in hand: a batch begun ahead starts its own once this one is done."""
 
     async def _connection(self) -> psycopg.AsyncConnection[Any]:
         if self._conn is None or self._conn.closed:
             self._conn = await psycopg.AsyncConnection.connect(self.dsn)
             self.writer.forget_partitions()
         return self._conn
+
+    async def _spare_connection(self) -> psycopg.AsyncConnection[Any]:
+        if self._spare is None or self._spare.closed:
+            self._spare = await psycopg.AsyncConnection.connect(self.dsn)
+        return self._spare
+
+    async def begin_ahead(self, batch: BatchColumns) -> None:
+        """Begin `batch`'s transaction and its direct COPY now, on the second connection, while the batch before it
+        finishes on the first (its last statements, its commit, the snapshots): PostgreSQL stores this one meanwhile,
+        and `process` takes the transaction over when the batch comes. Measured, the statements after the judging took
+        a quarter of a batch's time, with the next COPY not yet begun.
+
+        Not before the batch in hand has its rows in (its COPY done): a key in both would otherwise have that batch's
+        COPY wait on this transaction, which commits only after it. Then only on the direct way, and not while a
+        transaction that created day partitions is open (the COPY would not see them). A failure here only means the
+        batch is done the usual way: `process` meets it again if it lasts."""
+        if self._copying is not None and not self._copying.done():
+            await asyncio.wait({self._copying})
+        presumed = self.writer.presumed_new(batch)
+        if presumed is None or self.writer.partitions_pending:
+            return
+        async with self._ahead_lock:
+            await self._drop(self._ahead)
+            self._ahead = None
+            conn: psycopg.AsyncConnection[Any] | None = None
+            try:
+                conn = await self._spare_connection()
+                stored_us = await _transaction_time_us(conn)  # the transaction begins (the connection is not autocommit)
+                copying = await self.writer.start_copy(conn, presumed)
+            except Exception as exc:  # noqa: BLE001 (left for `process`, which waits out PostgreSQL or quarantines)
+                log.debug("worker.ahead_not_begun", error=safe_text(describe(exc), 300))
+                if conn is not None:
+                    await conn.close()
+                return
+            except BaseException:
+                if conn is not None:
+                    await conn.close()
+                raise
+            self._ahead = _Ahead(batch, conn, stored_us, presumed, copying)
+
+    async def drop_ahead(self) -> None:
+        """Roll back the transaction begun ahead, if any (its batch will not come: a rebalance, the worker stops)."""
+        async with self._ahead_lock:
+            ahead, self._ahead = self._ahead, None
+        await self._drop(ahead)
+
+    async def _take_ahead(self, batch: BatchColumns) -> _Ahead | None:
+        """The transaction begun ahead for `batch`, its connection now the processor's; one begun for another batch is
+        dropped (that batch comes after this one: this is a retry, or a record of a batch tried record by record)."""
+        async with self._ahead_lock:
+            ahead, self._ahead = self._ahead, None
+        if ahead is not None and ahead.batch is not batch:
+            await self._drop(ahead)
+            return None
+        if ahead is not None:
+            self._conn, self._spare = ahead.conn, self._conn
+        return ahead
+
+    async def _drop(self, ahead: _Ahead | None) -> None:
+        """End a transaction begun ahead: its COPY stopped and its connection closed (the server rolls it back)."""
+        if ahead is None:
+            return
+        ahead.copying.cancel()
+        await asyncio.gather(ahead.copying, return_exceptions=True)
+        await ahead.conn.close()
+        self.writer.forget_partitions()  # it may have created some
 
     async def _owned(self, conn: psycopg.AsyncConnection[Any], station_ids: Iterable[str], states: Mapping[str, States]
                      ) -> tuple[dict[str, StationState | None], dict[str, StationState]]:
@@ -249,6 +325,16 @@ class BatchProcessor:
             if state is not None and state.stored_through_us is not None:
                 restored[i] = state
         return owned, restored
+
+    async def _before_judging(self, conn: psycopg.AsyncConnection[Any], new: BatchColumns, states: Mapping[str, States]
+                              ) -> tuple[OpenKeys, dict[str, StationState | None]]:
+        """What judging `new` needs from the store: its stations' open alerts and their states (`_owned`), those read
+        back from a snapshot brought up to date (`_replay`)."""
+        judged = {station for station, n in new.per_station().items() if n}
+        open_keys = await open_alert_keys(conn, judged)
+        owned, restored = await self._owned(conn, judged, states)
+        await self._replay(conn, restored, open_keys)
+        return open_keys, owned
 
     async def _replay(self, conn: psycopg.AsyncConnection[Any], restored: Mapping[str, StationState],
                       open_keys: OpenKeys) -> None:
@@ -322,38 +408,47 @@ class BatchProcessor:
 
         While the last batch had no stored key, its readings are presumed new (`ReadingWriter.presumed_new`) and
         PostgreSQL stores them while they are judged (`ReadingWriter.start_copy`); if one was stored after all, the
-        judgement is dropped (`_JudgedInVain`: the states it moved are forgotten, read back from their snapshots)."""
+        judgement is dropped (`_JudgedInVain`: the states it moved are forgotten, read back from their snapshots).
+        A batch begun ahead (`begin_ahead`) comes with its transaction open and its COPY under way; what is read before
+        judging (open alerts, snapshots, readings to replay) is then read on the other connection, now that the batch
+        before is committed."""
+        ahead = await self._take_ahead(batch)
         conn = await self._connection()
         owned: dict[str, StationState | None] = {}
+        copying: asyncio.Task[bool] | None = None
         try:
-            async with conn.transaction():
-                stored_us = await _transaction_time_us(conn)
+            if ahead is None:
+                stored_us = await _transaction_time_us(conn)  # the transaction begins (the connection is not autocommit)
                 presumed = self.writer.presumed_new(batch)
                 new = presumed if presumed is not None else await self.writer.write(conn, batch)
-                judged = {station for station, n in new.per_station().items() if n}
-                open_keys = await open_alert_keys(conn, judged)
-                owned, restored = await self._owned(conn, judged, states)
-                await self._replay(conn, restored, open_keys)
-                copying = await self.writer.start_copy(conn, presumed) if presumed is not None else None
-                new_states, conditions, late = await _judged_while(copying, lambda: detect_batch(
-                    new, owned, self.stations, self.config, self.live, open_keys, owned=True, save_rows=False))
-                self.judged.set()
-                conflicts = await self.writer.conflicts(conn, batch, new)
-                await record_store_counts(conn, batch, new, [r for r, *_ in conflicts])
-                await update_rollups(conn, new)
-                for state in new_states.values():
-                    state.stored_through_us = stored_us
-                conditions = mark_historical(conditions, historical or {})
-                await completeness.record(conn, completeness.tally(new, late), self.stations)
-                alerts = await apply_conditions(conn, [*extra, *conditions])
-        except psycopg.OperationalError:
+                open_keys, owned = await self._before_judging(conn, new, states)
+                if presumed is not None:
+                    copying = await self.writer.start_copy(conn, presumed)
+            else:
+                stored_us, new, copying = ahead.stored_us, ahead.presumed, ahead.copying
+                reader = await self._spare_connection()
+                async with reader.transaction():
+                    open_keys, owned = await self._before_judging(reader, new, states)
+            if copying is not None:
+                self.writer.copied_directly()
+                self._copying = copying
+            new_states, conditions, late = await _judged_while(copying, lambda: detect_batch(
+                new, owned, self.stations, self.config, self.live, open_keys, owned=True, save_rows=False), self.judged)
+            conflicts = await self.writer.conflicts(conn, batch, new)
+            await record_store_counts(conn, batch, new, [r for r, *_ in conflicts])
+            await update_rollups(conn, new)
+            for state in new_states.values():
+                state.stored_through_us = stored_us
+            conditions = mark_historical(conditions, historical or {})
+            await completeness.record(conn, completeness.tally(new, late), self.stations)
+            alerts = await apply_conditions(conn, [*extra, *conditions])
+            await conn.commit()
+        except BaseException as exc:
             self._forget(owned)
-            await conn.close()
-            raise
-        except Exception:
-            self._forget(owned)
+            await _rolled_back(conn, copying, broken=isinstance(exc, psycopg.OperationalError))
             self.writer.forget_partitions()  # partitions created in the rolled-back transaction are gone
             raise
+        self.writer.committed(conn)
         for station_id, state in new_states.items():
             if states.get(station_id) is None:
                 self.cache.keep(station_id, state)
@@ -456,30 +551,67 @@ class BatchProcessor:
         return await self._attempts(once)
 
     async def close(self) -> None:
-        """Close the database connection, if one is open."""
-        if self._conn is not None:
-            await self._conn.close()
+        """Close the database connections, rolling back a transaction begun ahead."""
+        await self.drop_ahead()
+        for conn in (self._conn, self._spare):
+            if conn is not None:
+                await conn.close()
+
+
+@dataclass
+class _Ahead:
+    """A batch's transaction begun before the batch before it was committed (`BatchProcessor.begin_ahead`)."""
+
+    batch: BatchColumns
+    conn: psycopg.AsyncConnection[Any]
+    stored_us: int
+    """The transaction's time (`_transaction_time_us`)."""
+    presumed: BatchColumns
+    """The readings presumed new (`ReadingWriter.presumed_new`), which the COPY stores."""
+    copying: asyncio.Task[bool]
+    """The COPY (`ReadingWriter.start_copy`)."""
+
+
+async def _rolled_back(conn: psycopg.AsyncConnection[Any], copying: asyncio.Task[bool] | None, broken: bool) -> None:
+    """End a failed batch's transaction: rolled back, or the connection closed (the server rolls it back) when it is
+    broken, when the COPY was still under way (a failure before the judging, of a batch begun ahead) or when the
+    rollback fails too."""
+    if copying is not None and not copying.done():
+        copying.cancel()
+        await asyncio.gather(copying, return_exceptions=True)
+        broken = True
+    if not broken:
+        try:
+            await conn.rollback()
+            return
+        except psycopg.Error:
+            pass
+    await conn.close()
 
 
 class _JudgedInVain(Exception):
     """The readings judged as new while the direct COPY stored them were not all new: the batch is done again."""
 
 
-async def _judged_while(copying: asyncio.Task[bool] | None, judge: Callable[[], T]) -> T:
+async def _judged_while(copying: asyncio.Task[bool] | None, judge: Callable[[], T], judged: asyncio.Event) -> T:
     """`judge()` while the COPY `copying` (if any) stores the readings judged; raises `_JudgedInVain` when it refused
-    them. The COPY is awaited even when judging fails, so the connection is free again for the rollback.
+    them. The COPY is awaited even when judging fails, so the connection is free again for the rollback. `judged` is
+    set as soon as `judge` returns, before the COPY is awaited: the wait for PostgreSQL is the worker's time to decode
+    the next batch (signalled after the COPY, the decoding fell into the transaction's last statements and slowed their
+    Python by half).
 
     With a COPY, `judge` runs in a thread: the event loop then goes on sending the rows (a socket takes a few hundred
     kilobytes at a time, a batch's rows are megabytes) while the thread judges them, and PostgreSQL stores them on the
     other core. The kept states are the batch's alone meanwhile: the batch holds the worker's lock, which the timers
     that touch them take too."""
     try:
-        judged = await asyncio.to_thread(judge) if copying is not None else judge()
+        result = await asyncio.to_thread(judge) if copying is not None else judge()
+        judged.set()
     finally:
         stored = await copying if copying is not None else True
     if not stored:
         raise _JudgedInVain()
-    return judged
+    return result
 
 
 _REPLAY = """

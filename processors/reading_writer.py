@@ -84,6 +84,9 @@ class ReadingWriter:
         """Try the direct COPY first: the last batch had no stored key."""
         self._staged = False
         """The last batch went through the staging table (so `conflicts` must look there)."""
+        self._ensuring: psycopg.AsyncConnection[Any] | None = None
+        """The connection whose open transaction last ensured day partitions: other connections see them once it
+        commits (`committed`)."""
 
     async def _ensure_partitions(self, conn: psycopg.AsyncConnection[Any], ts_us: Ints) -> None:
         """Create the partitions of exactly the days present (a late reading must not create every day since)."""
@@ -91,6 +94,18 @@ class ReadingWriter:
         if days:
             await conn.execute("SELECT quantrac_ensure_partitions(d, d) FROM unnest(%s::date[]) AS d", (days,))
             self._days_ready |= set(days)
+            self._ensuring = conn
+
+    @property
+    def partitions_pending(self) -> bool:
+        """Whether a transaction that ensured day partitions is still open (a COPY on another connection would not
+        find them)."""
+        return self._ensuring is not None
+
+    def committed(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """`conn`'s transaction committed: the partitions it ensured are every connection's."""
+        if self._ensuring is conn:
+            self._ensuring = None
 
     @overload
     async def write(self, conn: psycopg.AsyncConnection[Any], readings: BatchColumns) -> BatchColumns: ...
@@ -166,10 +181,16 @@ class ReadingWriter:
         the rows (in a thread, so that the event loop goes on sending them: `processors.pipeline._judged_while`). The
         task gives True once they are stored, False when a key was stored already: then none is (the COPY is rolled
         back to its savepoint) and the next batches go the idempotent way. The connection is the task's until it is
-        done."""
-        self._staged = False
+        done.
+
+        The batch may be the next one, begun while the one before it is still open on another connection
+        (`BatchProcessor.begin_ahead`): `conflicts` is told which way the batch in hand went by `copied_directly`."""
         await self._ensure_partitions(conn, presumed.ts_us)
         return asyncio.create_task(self._copy_direct(conn, presumed))
+
+    def copied_directly(self) -> None:
+        """The batch in hand is stored by the direct COPY (`start_copy`): `conflicts` need not look in the store."""
+        self._staged = False
 
     async def _copy_direct(self, conn: psycopg.AsyncConnection[Any], rows: BatchColumns) -> bool:
         """The direct COPY of rows taken as new, in a savepoint: True once stored; False (rolled back) when a key is
@@ -185,6 +206,7 @@ class ReadingWriter:
     def forget_partitions(self) -> None:
         """Forget the partition cache, e.g. after retention dropped some or the connection was replaced."""
         self._days_ready.clear()
+        self._ensuring = None
 
 
 def _repeats_that_differ(batch: BatchColumns, firsts: Ints) -> list[tuple[int, float | None, str]]:

@@ -3,9 +3,10 @@ the alerts and dead letters it produced, commit. Faust runs it as a task, beside
 
 Batches come from `processors.readings_consumer` (aiokafka, bulk `getmany`), not from a Faust agent:
 Faust's per-event path cost more than the rest of the worker for a message and held up fetching
-while a batch was judged (docs/performance.md). One batch is handled at a time; the next one is fetched
-and decoded while PostgreSQL finishes storing it. Offsets are committed once the batch is stored and
-what it published is delivered. The pipeline retries a batch until the database takes it.
+while a batch was judged (docs/performance.md). One batch is judged at a time; the next one is fetched
+and decoded while PostgreSQL finishes storing it, and its COPY begins on a second connection while the
+batch before it commits. Offsets are committed once the batch is stored and what it published is
+delivered. The pipeline retries a batch until the database takes it.
 
 The stations' detection states and last-seen times (liveness entries) live in the worker for the
 stations of the readings partitions it owns, and in the store (`processors.worker_state`). A
@@ -80,7 +81,8 @@ class ReadingsWorker:
         """Batches until cancelled (the worker stops). The next batch is fetched and decoded once this one is judged
         (`_fetched`), while PostgreSQL finishes storing it: decoding took a fifth of a batch's time, with PostgreSQL
         idle meanwhile, then the worker idle while PostgreSQL finished. Decoding any earlier would only take the
-        interpreter from the judging (docs/performance.md)."""
+        interpreter from the judging (docs/performance.md). Its COPY then begins while this batch's last statements,
+        commit and snapshots go on (`BatchProcessor.begin_ahead`)."""
         await self.consumer.start()
         ahead: asyncio.Task[_Fetched] | None = None
         try:
@@ -103,11 +105,14 @@ class ReadingsWorker:
 
     async def _fetched(self) -> _Fetched:
         """The next batch from the consumer once the batch before it is judged (what arrives while it is judged comes
-        along), decoded in a thread (the event loop goes on with that batch meanwhile)."""
+        along), decoded in a thread (the event loop goes on with that batch meanwhile), and its transaction begun with
+        its COPY (`BatchProcessor.begin_ahead`): PostgreSQL stores it while the batch before it finishes."""
         await self.processor.judged.wait()
         generation, records = await self.consumer.batch()
         undecodable: list[DeadLetter] = []
         columns = await asyncio.to_thread(decode_batch, [record.value for record in records], undecodable)
+        if records and generation == self.consumer.generation:
+            await self.processor.begin_ahead(columns)
         return _Fetched(generation, records, columns, undecodable)
 
     async def handle(self, fetched: _Fetched) -> None:
@@ -116,6 +121,7 @@ class ReadingsWorker:
         records = fetched.records
         async with self.lock:
             if fetched.generation != self.consumer.generation:
+                await self.processor.drop_ahead()
                 return
             await self.follow_rebalance()
             metrics.WORKER_RECORDS_IN.inc(len(records))
