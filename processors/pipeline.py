@@ -263,28 +263,28 @@ class BatchProcessor:
                 conn = await self._spare_connection()
                 stored_us = await _transaction_time_us(conn)  # the transaction begins (the connection is not autocommit)
                 copying = await self.writer.start_copy(conn, presumed)
-            except Exception as exc:  # noqa: BLE001 (left for `process`, which waits out PostgreSQL or quarantines)
+            except BaseException as exc:  # left for `process`, which waits out PostgreSQL or quarantines
+                if conn is not None:
+                    await conn.close()
+                if not isinstance(exc, Exception):
+                    raise
                 log.debug("worker.ahead_not_begun", error=safe_text(describe(exc), 300))
-                if conn is not None:
-                    await conn.close()
                 return
-            except BaseException:
-                if conn is not None:
-                    await conn.close()
-                raise
             self._ahead = _Ahead(batch, conn, stored_us, presumed, copying)
 
     async def drop_ahead(self) -> None:
         """Roll back the transaction begun ahead, if any (its batch will not come: a rebalance, the worker stops)."""
-        async with self._ahead_lock:
+        await self._drop(await self._popped_ahead())
+
+    async def _popped_ahead(self) -> _Ahead | None:
+        async with self._ahead_lock:  # waits for a `begin_ahead` under way
             ahead, self._ahead = self._ahead, None
-        await self._drop(ahead)
+        return ahead
 
     async def _take_ahead(self, batch: BatchColumns) -> _Ahead | None:
         """The transaction begun ahead for `batch`, its connection now the processor's; one begun for another batch is
         dropped (that batch comes after this one: this is a retry, or a record of a batch tried record by record)."""
-        async with self._ahead_lock:
-            ahead, self._ahead = self._ahead, None
+        ahead = await self._popped_ahead()
         if ahead is not None and ahead.batch is not batch:
             await self._drop(ahead)
             return None
@@ -293,12 +293,12 @@ class BatchProcessor:
         return ahead
 
     async def _drop(self, ahead: _Ahead | None) -> None:
-        """End a transaction begun ahead: its COPY stopped and its connection closed (the server rolls it back)."""
+        """End a transaction begun ahead: its connection closed (the server rolls it back), then its COPY, which fails
+        on it, awaited. Closed first: a COPY cancelled on an open connection left psycopg logging a failed rollback."""
         if ahead is None:
             return
-        ahead.copying.cancel()
-        await asyncio.gather(ahead.copying, return_exceptions=True)
         await ahead.conn.close()
+        await asyncio.gather(ahead.copying, return_exceptions=True)
         self.writer.forget_partitions()  # it may have created some
 
     async def _owned(self, conn: psycopg.AsyncConnection[Any], station_ids: Iterable[str], states: Mapping[str, States]
@@ -577,9 +577,9 @@ async def _rolled_back(conn: psycopg.AsyncConnection[Any], copying: asyncio.Task
     broken, when the COPY was still under way (a failure before the judging, of a batch begun ahead) or when the
     rollback fails too."""
     if copying is not None and not copying.done():
-        copying.cancel()
+        await conn.close()
         await asyncio.gather(copying, return_exceptions=True)
-        broken = True
+        return
     if not broken:
         try:
             await conn.rollback()
