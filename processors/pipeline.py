@@ -268,7 +268,7 @@ class BatchProcessor:
                     await conn.close()
                 if not isinstance(exc, Exception):
                     raise
-                log.debug("worker.ahead_not_begun", error=safe_text(describe(exc), 300))
+                _log("debug", "worker.ahead_not_begun", key=type(exc).__name__, error=safe_text(describe(exc), 300))
                 return
             self._ahead = _Ahead(batch, conn, stored_us, presumed, copying)
 
@@ -293,12 +293,10 @@ class BatchProcessor:
         return ahead
 
     async def _drop(self, ahead: _Ahead | None) -> None:
-        """End a transaction begun ahead: its connection closed (the server rolls it back), then its COPY, which fails
-        on it, awaited. Closed first: a COPY cancelled on an open connection left psycopg logging a failed rollback."""
+        """End a transaction begun ahead (`_abandoned`), forgetting the partitions it may have created."""
         if ahead is None:
             return
-        await ahead.conn.close()
-        await asyncio.gather(ahead.copying, return_exceptions=True)
+        await _abandoned(ahead.conn, ahead.copying)
         self.writer.forget_partitions()  # it may have created some
 
     async def _owned(self, conn: psycopg.AsyncConnection[Any], station_ids: Iterable[str], states: Mapping[str, States]
@@ -577,8 +575,7 @@ async def _rolled_back(conn: psycopg.AsyncConnection[Any], copying: asyncio.Task
     broken, when the COPY was still under way (a failure before the judging, of a batch begun ahead) or when the
     rollback fails too."""
     if copying is not None and not copying.done():
-        await conn.close()
-        await asyncio.gather(copying, return_exceptions=True)
+        await _abandoned(conn, copying)
         return
     if not broken:
         try:
@@ -587,6 +584,14 @@ async def _rolled_back(conn: psycopg.AsyncConnection[Any], copying: asyncio.Task
         except psycopg.Error:
             pass
     await conn.close()
+
+
+async def _abandoned(conn: psycopg.AsyncConnection[Any], copying: asyncio.Task[bool]) -> None:
+    """A transaction whose COPY may still be under way, ended: the connection closed (the server rolls it back), then
+    the COPY, which fails on it, awaited. Closed first: a COPY cancelled on an open connection left psycopg logging a
+    failed rollback of its savepoint."""
+    await conn.close()
+    await asyncio.gather(copying, return_exceptions=True)
 
 
 class _JudgedInVain(Exception):
