@@ -231,6 +231,20 @@ def copy_ceiling(raws: list[bytes], per_message: int) -> dict[str, Any]:
             "narrow_row_readings_per_s": round(readings / max(seconds[NARROW_COPY], 1e-9), 1)}
 
 
+def core_budget(worker: dict[str, Any], baseline_per_s: float, cores: int) -> dict[str, Any]:
+    """Where the drain's CPU went, per reading: the worker processes', PostgreSQL's and Kafka's CPU µs for each reading
+    stored (their cores over the clock's span, divided by the rate). Their sum bounds the rate this machine could reach
+    with its `cores` all busy and nothing waiting on anything: `ceiling_readings_per_s`, and that bound beside the same
+    run's bare consumer. A ceiling under the goal says the CPU a reading costs must fall; overlap cannot get there."""
+    rate = max(worker["readings_per_s"], 1e-9)
+    spent = {"worker": worker["drain_cpu_cores"], **{name: worker[f"{name}_cpu_cores"] for name in ("postgres", "kafka")
+                                                     if f"{name}_cpu_cores" in worker}}
+    us = {name: round(used * 1e6 / rate, 2) for name, used in spent.items()}
+    ceiling = cores * 1e6 / max(sum(us.values()), 1e-9)
+    return {"cores": cores, "cpu_us_per_reading": us, "cpu_us_per_reading_total": round(sum(us.values()), 2),
+            "ceiling_readings_per_s": round(ceiling, 1), "ceiling_vs_baseline": round(ceiling / max(baseline_per_s, 1e-9), 4)}
+
+
 def _admin(statement: str) -> None:
     """Run `statement` on the private server's `postgres` database, outside a transaction."""
     with connect(SETTINGS.pg_dsn.replace(f"dbname={SETTINGS.pg_database}", "dbname=postgres")) as conn:
@@ -249,8 +263,8 @@ def fresh_database(database: str) -> str:
     return SETTINGS.pg_dsn.replace(f"dbname={SETTINGS.pg_database}", f"dbname={database}")
 
 
-def stored(conn) -> int:  # type: ignore[no-untyped-def]
-    return conn.execute("SELECT count(*) FROM readings").fetchone()[0]
+def stored(conn: Any) -> int:
+    return int(conn.execute("SELECT count(*) FROM readings").fetchone()[0])
 
 
 def _service_samples() -> dict[str, ProcessSample]:
@@ -296,7 +310,7 @@ def drain_worker(want: int, profile: Path | None, workers: int = 1, timeout: flo
         usages = [sample.usage() for sample in samples]
         drained = {name: sample.usage()["cpu_cores"] for name, sample in drain.items()}
     finally:
-        frames = stop_profile(spy, profile) if spy else {}
+        frames = stop_profile(spy, profile) if spy and profile else {}
         for worker in procs:
             worker.terminate()
         for worker in procs:
@@ -400,10 +414,11 @@ def main() -> None:
             "worker_vs_postgres_copy": round(worker["readings_per_s"] / max(ceiling["readings_per_s"], 1e-9), 4),
             "decode_cpu_us_per_reading": decode,
             "worker_vs_baseline": round(worker["readings_per_s"] / max(baseline["readings_per_s"], 1e-9), 4),
+            "core_budget": core_budget(worker, baseline["readings_per_s"], os.cpu_count() or 1),
             "faust_count_vs_baseline": round(faust["readings_per_s"] / max(baseline["readings_per_s"], 1e-9), 4),
             "worker_vs_faust_count": round(worker["readings_per_s"] / max(faust["readings_per_s"], 1e-9), 4),
             **({"worker_profile_top_frames": frames,
-                "worker_profile_stages_us_per_reading": stage_table(profile_path, worker["readings"] - worker["first_readings"])}
+                "worker_profile_stages_us_per_reading": stage_table(profile_path, int(worker["readings"] - worker["first_readings"]))}
                if profile_path else {}),
         })
     finally:
