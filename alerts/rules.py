@@ -76,6 +76,15 @@ def _what(basis: str) -> str:
     return "value" if basis == "instant" else f"{basis} mean"
 
 
+UNITLESS = frozenset({"", "-"})
+"""Units of a parameter measured without one (the catalogue writes pH's as "-")."""
+
+
+def unit_suffix(unit: str) -> str:
+    """What follows a number in a message: " mg/L", or nothing for a unitless parameter ("pH 9.6", not "9.6 -")."""
+    return "" if unit.strip() in UNITLESS else f" {unit}"
+
+
 LIMIT_RULES = ("exceedance", "early_warning", "below_minimum")
 """The rules `judge_limit` judges (with the basis suffix for a mean, `rule_name`)."""
 
@@ -102,7 +111,7 @@ def judge_limit(station: Station, parameter: str, value: float, ts: datetime, ba
     spec = station.parameter(parameter)
     if spec is None or spec.limit is None:
         return []
-    limit, unit, what = spec.limit, spec.unit, _what(basis)
+    limit, unit, what = spec.limit, unit_suffix(spec.unit), _what(basis)
     where = _where(station, parameter)
     found: list[Condition] = []
     threshold = warn_from(limit, early_fraction)
@@ -111,19 +120,19 @@ def judge_limit(station: Station, parameter: str, value: float, ts: datetime, ba
         if wanted(open_keys, station.id, parameter, rule_name("exceedance", basis), above):
             found.append(Condition(
                 station.id, parameter, rule_name("exceedance", basis), basis, Severity.CRITICAL, value, limit.high, limit.source,
-                ts, f"{where}: {what} {value:g} {unit} is {'above' if above else 'within'} the limit {limit.high:g} {unit} "
+                ts, f"{where}: {what} {value:g}{unit} is {'above' if above else 'within'} the limit {limit.high:g}{unit} "
                 f"({basis}; {limit.source})", active=above))
         if threshold is not None:
             if wanted(open_keys, station.id, parameter, rule_name("early_warning", basis), warn):
                 found.append(Condition(
                     station.id, parameter, rule_name("early_warning", basis), basis, Severity.WARNING, value, limit.high,
-                    limit.source, ts, f"{where}: {what} {value:g} {unit} is {value / limit.high:.0%} of the limit "
-                    f"{limit.high:g} {unit} (early warning above {early_fraction:.0%}; {basis}; {limit.source})", active=warn))
+                    limit.source, ts, f"{where}: {what} {value:g}{unit} is {value / limit.high:.0%} of the limit "
+                    f"{limit.high:g}{unit} (early warning above {early_fraction:.0%}; {basis}; {limit.source})", active=warn))
     if limit.low is not None:
         if wanted(open_keys, station.id, parameter, rule_name("below_minimum", basis), below):
             found.append(Condition(
                 station.id, parameter, rule_name("below_minimum", basis), basis, Severity.CRITICAL, value, limit.low, limit.source,
-                ts, f"{where}: {what} {value:g} {unit} is {'below' if below else 'above'} the minimum {limit.low:g} {unit} "
+                ts, f"{where}: {what} {value:g}{unit} is {'below' if below else 'above'} the minimum {limit.low:g}{unit} "
                 f"({basis}; {limit.source})", active=below))
     return found
 
@@ -143,12 +152,13 @@ def judge_range(station: Station, spec: ParameterSpec, value: float, ts: datetim
     if not wanted(open_keys, station.id, spec.symbol, "out_of_range", low_out or high_out):
         return None
     bound = spec.range_min if low_out else spec.range_max if spec.range_max is not None else spec.range_min
+    unit = unit_suffix(spec.unit)
     return Condition(
         station.id, spec.symbol, "out_of_range", "instant", Severity.WARNING, value, float(bound),  # type: ignore[arg-type]  # bound is not None: the early return leaves range_min or range_max set, and the one chosen is the set one
-        f"instrument range {spec.range_min}–{spec.range_max} {spec.unit}", ts,
-        f"{_where(station, spec.symbol)}: {value:g} {spec.unit} is outside the instrument range "
-        f"{spec.range_min:g}–{spec.range_max:g} {spec.unit}; check the analyser (device fault), the value is kept out of means"
-        if low_out or high_out else f"{_where(station, spec.symbol)}: {value:g} {spec.unit} is within the instrument range",
+        f"instrument range {spec.range_min}–{spec.range_max}{unit}", ts,
+        f"{_where(station, spec.symbol)}: {value:g}{unit} is outside the instrument range "
+        f"{spec.range_min:g}–{spec.range_max:g}{unit}; check the analyser (device fault), the value is kept out of means"
+        if low_out or high_out else f"{_where(station, spec.symbol)}: {value:g}{unit} is within the instrument range",
         active=low_out or high_out)
 
 
@@ -183,12 +193,12 @@ def judge_rate(station: Station, spec: ParameterSpec, prev_ts: datetime, prev_va
     fast = rate > spec.max_rate_per_min
     if not wanted(open_keys, station.id, spec.symbol, "rate_of_change", fast):
         return None
-    what = "level" if smoothed else "value"
+    what, unit = "level" if smoothed else "value", unit_suffix(spec.unit)
     return Condition(
         station.id, spec.symbol, "rate_of_change", "instant", Severity.WARNING, rate, spec.max_rate_per_min,
         "parameter catalogue max_rate_per_min", at or ts,
-        f"{_where(station, spec.symbol)}: {what} changed {prev_value:g} → {value:g} {spec.unit} in {minutes:.3g} min "
-        f"({rate:.3g} {spec.unit}/min, bound {spec.max_rate_per_min:g}/min)", active=fast)
+        f"{_where(station, spec.symbol)}: {what} changed {prev_value:g} → {value:g}{unit} in {minutes:.3g} min "
+        f"({rate:.3g}{unit}/min, bound {spec.max_rate_per_min:g}{unit}/min)", active=fast)
 
 
 def judge_fault(station: Station, parameter: str, run_count: int, run_seconds: float, ts: datetime,

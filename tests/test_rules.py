@@ -86,6 +86,24 @@ def test_rate_of_change_per_minute() -> None:
     assert judge_rate(ST, ST.parameters["Flow"], TS, 1.0, TS + timedelta(minutes=1), 1e5) is None  # no bound configured
 
 
+def test_a_unitless_parameter_reads_without_a_dangling_unit() -> None:
+    """pH's unit is "-" in the catalogue: a message says "value 4 is below the minimum 5.5", not "4 - ... 5.5 -"."""
+    ph = ST.parameters["pH"].model_copy(update={"max_rate_per_min": 0.2})
+    below = next(c for c in judge_limit(ST, "pH", 4.0, TS) if c.rule == "below_minimum")
+    out = judge_range(ST, ph, -1.0, TS)
+    rate = judge_rate(ST, ph, TS, 7.0, TS + timedelta(minutes=5), 9.0)
+    assert "value 4 is below the minimum 5.5 (" in below.message
+    assert "-1 is outside the instrument range 0–14;" in out.message
+    assert "(0.4/min, bound 0.2/min)" in rate.message
+    for message in (below.message, out.message, rate.message):
+        assert " - " not in message and "-/min" not in message
+    exc = next(c for c in judge_limit(ST, "COD", 150.0, TS) if c.rule == "exceedance")
+    cod_rate = judge_rate(ST, ST.parameters["COD"].model_copy(update={"max_rate_per_min": 10.0}), TS, 50.0,
+                          TS + timedelta(minutes=5), 101.0)
+    assert "value 150 mg/L is above the limit 100 mg/L" in exc.message
+    assert "(10.2 mg/L/min, bound 10 mg/L/min)" in cod_rate.message
+
+
 def test_device_fault_after_n_consecutive_or_t_seconds() -> None:
     assert judge_fault(ST, "COD", 2, 600, TS, after_n=3, after_s=1800).active is False
     assert judge_fault(ST, "COD", 3, 600, TS, after_n=3, after_s=1800).active is True

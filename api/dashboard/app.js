@@ -123,12 +123,15 @@ function fmtDuration(seconds) {
   return rest ? `${hours} h ${rest} min` : `${hours} h`;
 }
 
+// What follows a number: " mg/L", or nothing for a parameter measured without a unit (the catalogue writes pH's as "-").
+const unitSuffix = (unit) => (["", "-"].includes((unit || "").trim()) ? "" : ` ${unit}`);
+
 function valueText(a) {
   const family = ruleFamily(a), spec = specOf(a);
   if (DURATIONS.has(family)) return `${fmtDuration(a.last_value)} / ${fmtDuration(a.limit)}`;
   if (family in UNITLESS) return `${fmtNumber(a.last_value)} / ${fmtNumber(a.limit)} ${UNITLESS[family]}`.trim();
-  const unit = spec ? (family === "rate_of_change" ? `${spec.unit}/min` : spec.unit) : "";
-  const value = `${fmtNumber(a.last_value, spec?.resolution)} ${unit}`.trim();
+  const suffix = spec ? unitSuffix(spec.unit) : "";
+  const value = `${fmtNumber(a.last_value, spec?.resolution)}${family === "rate_of_change" ? `${suffix}/min` : suffix}`;
   if (a.rule.startsWith("anomaly_")) return a.last_value === null ? "–" : `${t("reading")} ${value}`;
   return `${value} / ${fmtNumber(a.limit, spec?.resolution)}`;
 }
@@ -326,7 +329,7 @@ function fillParameters() {
   const station = state.stations.find((s) => s.id === $("#chart-station").value);
   const select = $("#chart-parameter");
   const params = station ? Object.values(station.parameters) : [];
-  select.replaceChildren(...params.map((p) => new Option(`${p.symbol} (${p.unit})`, p.symbol)));
+  select.replaceChildren(...params.map((p) => new Option(`${p.symbol}${unitSuffix(p.unit) && ` (${p.unit})`}`, p.symbol)));
   select.onchange = drawChart;
   drawChart();
 }
@@ -346,7 +349,7 @@ async function drawChart() {
   if (request !== chartRequest) return;
   const points = data.data.filter((r) => r.value !== null).map((r) => [Date.parse(r.ts), r.value]);
   const limits = [spec.limit?.high, spec.limit?.low].filter((v) => v !== undefined && v !== null);
-  root.replaceChildren(svgChart(points, limits, spec.unit || ""));
+  root.replaceChildren(svgChart(points, limits, unitSuffix(spec.unit)));
 }
 
 function svgChart(points, limits, unit) {
@@ -361,7 +364,7 @@ function svgChart(points, limits, unit) {
   const X = (x) => P + (x - x0) / (x1 - x0) * (W - 2 * P), Y = (y) => H - P - (y - y0) / (y1 - y0) * (H - 2 * P);
   el("line", { x1: P, y1: H - P, x2: W - P, y2: H - P, stroke: "#999" });
   el("line", { x1: P, y1: P, x2: P, y2: H - P, stroke: "#999" });
-  el("text", { x: 4, y: P - 8 }, `${y1.toPrecision(3)} ${unit}`);
+  el("text", { x: 4, y: P - 8 }, `${y1.toPrecision(3)}${unit}`);
   el("text", { x: 4, y: H - P }, `${y0}`);
   el("text", { x: P, y: H - 10 }, fmtTime(new Date(x0).toISOString()));
   el("text", { x: W - P - 120, y: H - 10 }, fmtTime(new Date(x1).toISOString()));
