@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Annotated, Any, Iterator
 from zoneinfo import ZoneInfo
 
 import psycopg
 from fastapi import Depends, Request
 from psycopg_pool import ConnectionPool
+from pydantic import AfterValidator, AwareDatetime
 
 from quantrac.settings import Settings
 
@@ -32,6 +33,33 @@ ERRORS: dict[int | str, dict[str, Any]] = {401: {"description": "No API key, or 
 ConnDep = Annotated[psycopg.Connection, Depends(get_conn)]
 
 
+EARLIEST = datetime(1900, 1, 1, tzinfo=timezone.utc)
+LATEST = datetime(9998, 12, 31, tzinfo=timezone.utc)
+"""The instants a request may name. Python's calendar ends with year 9999, so an instant at its edge cannot be shown
+in a time zone east of UTC or rounded to its day ("to=9999-12-31T23:59:59Z" answered 500)."""
+
+
+def _in_calendar(ts: datetime) -> datetime:
+    try:
+        utc = ts.astimezone(timezone.utc)
+    except OverflowError:
+        utc = None
+    if utc is None or not EARLIEST <= utc <= LATEST:
+        raise ValueError(f"{ts.isoformat()} is outside {EARLIEST:%Y-%m-%d} to {LATEST:%Y-%m-%d} (UTC); leave the bound "
+                         "out for no limit")
+    return ts
+
+
+Instant = Annotated[AwareDatetime, AfterValidator(_in_calendar)]
+"""A timezone-aware instant a request names (query or body), within `EARLIEST` to `LATEST`."""
+
+
 def local_time(ts: datetime | None, settings: Settings) -> datetime | None:
-    """The instant shown in the display time zone (Asia/Ho_Chi_Minh by default)."""
-    return None if ts is None else ts.astimezone(ZoneInfo(settings.display_timezone))
+    """The instant shown in the display time zone (Asia/Ho_Chi_Minh by default); in UTC when that zone's calendar
+    cannot hold it (a row written before requests were bounded, at the calendar's edge)."""
+    if ts is None:
+        return None
+    try:
+        return ts.astimezone(ZoneInfo(settings.display_timezone))
+    except OverflowError:
+        return ts.astimezone(timezone.utc)

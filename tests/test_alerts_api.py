@@ -86,6 +86,23 @@ def test_silence_crud_with_actor(db: psycopg.Connection, api_as: Callable[[str |
     assert operator.get("/api/v1/silences", params={"station": s.id, "active": True}).json()["count"] == 0
 
 
+def test_a_silence_to_the_calendar_edge_is_refused_and_one_stored_there_still_lists(
+        db: psycopg.Connection, api_as: Callable[[str | None], TestClient]) -> None:
+    """A silence "for ever" (ends_at 9999-12-31) answered 500 when made, and every later listing of silences too: its
+    end could not be shown at +07:00."""
+    s = new_station(db)
+    operator = api_as("operator")
+    forever = operator.post("/api/v1/silences", json={"station_id": s.id, "ends_at": "9999-12-31T23:59:59+00:00",
+                                                      "reason": "maintenance"})
+    assert forever.status_code == 422 and "9998-12-31" in forever.text
+    db.execute("INSERT INTO silences (station_id, starts_at, ends_at, reason, created_by) "
+               "VALUES (%s, now(), '9999-12-31 23:59:59+00', 'maintenance', 'before the bound')", (s.id,))
+    db.commit()
+    listed = operator.get("/api/v1/silences", params={"station": s.id})
+    assert listed.status_code == 200, listed.text
+    assert [x["ends_at"] for x in listed.json()["data"]] == ["9999-12-31T23:59:59Z"]
+
+
 def test_station_summary_groups_by_zone(stack: Settings, db: psycopg.Connection, api: TestClient) -> None:
     zone = f"KCN Summary {datetime.now().timestamp()}"
     a, b, stuck, gone = (new_station(db, zone=zone) for _ in range(4))

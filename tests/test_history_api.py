@@ -150,6 +150,22 @@ def test_errors_name_the_station_the_parameter_and_the_fix(api: TestClient, stat
     assert api.get("/api/v1/stations/NOPE-1/compliance", params={"date": "2026-11-18"}).status_code == 404
 
 
+def test_a_range_to_the_calendar_edge_or_too_long_is_refused_not_failed(api: TestClient, station: Station) -> None:
+    """"Everything up to 9999-12-31" answered 500 (its local day overflowed), and 200 years of days 6 MB a parameter."""
+    readings = f"/api/v1/stations/{station.id}/readings"
+    edge = api.get(readings, params={"parameter": "pH", "from": "2000-01-01T00:00:00+00:00",
+                                     "to": "9999-12-31T23:59:59+00:00"})
+    assert edge.status_code == 422 and "9998-12-31" in edge.text and edge.json()["detail"][0]["loc"] == ["query", "to"]
+    long = api.get(readings, params={"parameter": "pH", "from": "1900-01-01T00:00:00+00:00", "to": "2100-01-01T00:00:00+00:00"})
+    assert long.status_code == 422 and "at most 8784 1d buckets" in long.json()["detail"] and "csv" in long.json()["detail"]
+    raw = api.get(readings, params={"parameter": "pH", "from": "1900-01-01T00:00:00+00:00", "to": "2100-01-01T00:00:00+00:00",
+                                    "bucket": "raw", "limit": 3})
+    assert raw.status_code == 200 and raw.json()["count"] == 3  # raw JSON stops at its limit, whatever the range
+    hours = api.get(f"/api/v1/stations/{station.id}/completeness", params={"from": "2000-01-01T00:00:00+00:00",
+                                                                          "to": "2026-01-01T00:00:00+00:00"})
+    assert hours.status_code == 422 and "at most 8784 hour buckets" in hours.json()["detail"]
+
+
 # ---- a million rows through the real API process ----------------------------------------------
 
 MILLION = 1_000_000

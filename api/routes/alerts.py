@@ -9,13 +9,13 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Response
 from psycopg.rows import dict_row
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import BaseModel, Field
 
 from alerts import alerts_table
 from alerts.inhibition import OFFLINE_RULE
 from alerts.lifecycle import TransitionError
 from api.auth import Principal, require
-from api.deps import ERRORS, ConnDep, SettingsDep, local_time
+from api.deps import ERRORS, ConnDep, Instant, SettingsDep, local_time
 from quantrac.domain import Alert, AlertStatus, Severity
 from quantrac.settings import Settings
 
@@ -134,9 +134,9 @@ def list_alerts(
     station: Annotated[str | None, Query(max_length=64, description="Station id")] = None,
     parameter: Annotated[str | None, Query(max_length=32)] = None,
     rule: Annotated[str | None, Query(max_length=64)] = None,
-    since: Annotated[AwareDatetime | None, Query(description="Only alerts updated at or after this instant")] = None,
-    from_: Annotated[AwareDatetime | None, Query(alias="from", description="Opened at or after")] = None,
-    to: Annotated[AwareDatetime | None, Query(description="Opened before")] = None,
+    since: Annotated[Instant | None, Query(description="Only alerts updated at or after this instant")] = None,
+    from_: Annotated[Instant | None, Query(alias="from", description="Opened at or after")] = None,
+    to: Annotated[Instant | None, Query(description="Opened before")] = None,
     cursor: Annotated[int | None, Query(ge=1, le=2**62, description="`next_cursor` of the previous page")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> AlertPage:
@@ -183,8 +183,8 @@ def newest_event_id(conn: Any) -> int:
             dependencies=[Depends(require("export"))])
 def export_alerts(
     conn: ConnDep, settings: SettingsDep,
-    from_: Annotated[AwareDatetime | None, Query(alias="from", description="Opened at or after")] = None,
-    to: Annotated[AwareDatetime | None, Query(description="Opened before")] = None,
+    from_: Annotated[Instant | None, Query(alias="from", description="Opened at or after")] = None,
+    to: Annotated[Instant | None, Query(description="Opened before")] = None,
     limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000,
 ) -> Response:
     """One line per alert opened in [`from`, `to`), oldest first, at most `limit` lines; times in the display time zone."""

@@ -6,16 +6,15 @@ from datetime import datetime, timedelta, timezone
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Query
-from pydantic import AwareDatetime, BaseModel
+from pydantic import BaseModel
 
-from api.deps import ConnDep, SettingsDep, local_time
+from api.deps import ConnDep, Instant, SettingsDep, local_time
+from api.routes.history import within_bucket_limit
 from quantrac.completeness import PERIODS, expected_readings
 from quantrac.domain import Station
 from quantrac.timebuckets import bucket_end, bucket_start
 
 router = APIRouter(prefix="/api/v1/stations", tags=["completeness"])
-
-MAX_BUCKETS = 24 * 366
 
 
 class CompletenessOut(BaseModel):
@@ -47,8 +46,8 @@ class CompletenessList(BaseModel):
 def station_completeness(
     station_id: str, conn: ConnDep, settings: SettingsDep,
     period: Annotated[Literal["hour", "day"], Query(description="`hour` (UTC-aligned) or `day` (local day, Asia/Ho_Chi_Minh).")] = "hour",
-    from_: Annotated[AwareDatetime | None, Query(alias="from", description="Start; default 24 h (hour) or 7 days (day) before `to`.")] = None,
-    to: Annotated[AwareDatetime | None, Query(description="End (exclusive); default now.")] = None,
+    from_: Annotated[Instant | None, Query(alias="from", description="Start; default 24 h (hour) or 7 days (day) before `to`.")] = None,
+    to: Annotated[Instant | None, Query(description="End (exclusive); default now.")] = None,
 ) -> CompletenessList:
     """One entry per bucket of [`from`, `to`), buckets that received nothing included (completeness 0); at most 8784 buckets."""
     row = conn.execute("SELECT spec FROM stations WHERE id = %s", (station_id,)).fetchone()
@@ -60,13 +59,12 @@ def station_completeness(
     start = bucket_start(from_ or end - (timedelta(hours=24) if period == "hour" else timedelta(days=7)), bucket)
     if start >= end:
         raise HTTPException(422, f"'from' ({start.isoformat()}) must be before 'to' ({end.isoformat()})")
+    within_bucket_limit(start, end, bucket, period)
     starts: list[datetime] = []
     cursor = start
     while cursor < end:
         starts.append(cursor)
         cursor = bucket_end(cursor, bucket)
-        if len(starts) > MAX_BUCKETS:
-            raise HTTPException(422, f"range too long: at most {MAX_BUCKETS} {period} buckets; narrow 'from'/'to'")
     stored = {r[0]: r[1:] for r in conn.execute(
         "SELECT bucket, received, valid, late FROM completeness WHERE station_id = %s AND period = %s AND bucket >= %s AND bucket < %s",
         (station_id, period, start, end)).fetchall()}

@@ -8,9 +8,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 from psycopg.rows import dict_row
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import BaseModel, Field
 
-from api.deps import ConnDep, SettingsDep, local_time
+from api.deps import ConnDep, Instant, SettingsDep, local_time
 from quantrac.db import where_clause
 
 router = APIRouter(prefix="/api/v1/deadletters", tags=["ingest"])
@@ -52,7 +52,7 @@ def list_deadletters(
     station: Annotated[str | None, Query(description="Station id")] = None,
     reason: Annotated[str | None, Query(description="Reason code, e.g. unknown_station, or quarantined")] = None,
     stage: Annotated[str | None, Query(description="Loop that set it aside, e.g. ingest, bridge, worker, notifier")] = None,
-    since: Annotated[AwareDatetime | None, Query(description="Received at or after this instant")] = None,
+    since: Annotated[Instant | None, Query(description="Received at or after this instant")] = None,
     replayed: Annotated[bool | None, Query(description="Only replayed (true) or only pending (false)")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
@@ -90,7 +90,7 @@ class DeadLetterCount(BaseModel):
 @router.get("/counts", response_model=list[DeadLetterCount], summary="Dead letters counted by stage and reason")
 def count_deadletters(
     conn: ConnDep, settings: SettingsDep,
-    since: Annotated[AwareDatetime | None, Query(description="Received at or after this instant")] = None,
+    since: Annotated[Instant | None, Query(description="Received at or after this instant")] = None,
 ) -> list[DeadLetterCount]:
     """How many rejections and quarantined records there are, per stage and reason (`quarantined` ones need a look)."""
     where, params = where_clause(("received_at >= %s", since))

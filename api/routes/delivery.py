@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import BaseModel, Field
 
-from api.deps import ConnDep
+from api.deps import ConnDep, Instant
 from quantrac.delivery_accounting import delivery_summary
 
 router = APIRouter(tags=["ingest"])
@@ -32,8 +32,8 @@ class DeliveryList(BaseModel):
     count: int
 
 
-Since = Annotated[AwareDatetime | None, Query(description="From this instant (counts are hourly; the hour containing it is included)")]
-Until = Annotated[AwareDatetime | None, Query(description="Before this instant")]
+Since = Annotated[Instant | None, Query(description="From this instant (counts are hourly; the hour containing it is included)")]
+Until = Annotated[Instant | None, Query(description="Before this instant")]
 
 
 @router.get("/api/v1/delivery", response_model=DeliveryList, summary="Delivery accounting of every station")

@@ -32,6 +32,10 @@ AUTO_LIMITS: tuple[tuple[timedelta, str], ...] = ((timedelta(days=1), "raw"), (t
 GAP_FACTOR = 2
 """Raw readings further apart than this many expected intervals mark a gap."""
 
+MAX_BUCKETS = 24 * 366
+"""Most buckets an answer holds per parameter: a leap year of hours, or 24 years of days (the raw readings of a longer
+range stream as CSV or Parquet)."""
+
 CSV_FETCH_ROWS = 5000
 CSV_COLUMNS = ("station_id", "parameter", "ts", "value", "unit", "status")
 
@@ -45,6 +49,14 @@ def choose_bucket(requested: str, start: datetime, end: datetime) -> str:
         if span <= limit:
             return bucket
     return "1d"
+
+
+def within_bucket_limit(start: datetime, end: datetime, bucket: str, name: str | None = None) -> None:
+    """Refuse (422) a range of more than `MAX_BUCKETS` buckets, before anything is read: a 200-year range of days had
+    one parameter's answer at 6 MB, and its 8 parameters' at eight times that. `name`: the bucket as the route calls it."""
+    if (end - start) / BUCKET_WIDTHS[bucket] > MAX_BUCKETS:
+        raise HTTPException(422, f"range too long: at most {MAX_BUCKETS} {name or bucket} buckets; narrow 'from'/'to', "
+                                 "or download the raw readings (format=csv or parquet)")
 
 
 def bucket_starts(start: datetime, end: datetime, bucket: str, day_zone: ZoneInfo = DAY_ZONE) -> list[datetime]:

@@ -7,11 +7,11 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query
 from psycopg.rows import dict_row
-from pydantic import AwareDatetime, BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
 from alerts import silences
 from api.auth import Principal, require
-from api.deps import ERRORS, ConnDep, SettingsDep, local_time
+from api.deps import ERRORS, ConnDep, Instant, SettingsDep, local_time
 from quantrac.settings import Settings
 
 router = APIRouter(prefix="/api/v1/silences", tags=["silences"], responses=ERRORS)
@@ -21,8 +21,8 @@ class SilenceIn(BaseModel):
     """A silence to create: the station (or one of its parameters), the window, and why."""
     station_id: str = Field(max_length=64, examples=["HD-DAIAN-WW01"])
     parameter: str | None = Field(None, max_length=32, description="Only this parameter; all of the station's when omitted.")
-    starts_at: AwareDatetime | None = Field(None, description="Default: now.")
-    ends_at: AwareDatetime = Field(examples=["2026-11-30T12:00:00+07:00"])
+    starts_at: Instant | None = Field(None, description="Default: now.")
+    ends_at: Instant = Field(examples=["2026-11-30T12:00:00+07:00"])
     reason: Literal["calibration", "maintenance", "device_fault", "other"]
     note: str | None = Field(None, max_length=500, pattern=r"^[^\x00]*$")
 

@@ -9,9 +9,9 @@ from typing import Annotated, Any, Callable, Iterator, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import BaseModel, Field
 
-from api.deps import ConnDep, SettingsDep, local_time
+from api.deps import ConnDep, Instant, SettingsDep, local_time
 from api.routes import history
 from api.routes.history import GAP_FACTOR
 from quantrac.domain import Station
@@ -101,8 +101,8 @@ def get_station(station_id: str, conn: ConnDep) -> Station:
 def station_readings(
     station_id: str, request: Request, conn: ConnDep, settings: SettingsDep,
     parameter: Annotated[list[str] | None, Query(description="One or more parameter symbols; all when omitted.")] = None,
-    from_: Annotated[AwareDatetime | None, Query(alias="from", description="Start (inclusive); default 24 h before `to`.")] = None,
-    to: Annotated[AwareDatetime | None, Query(description="End (exclusive); default now.")] = None,
+    from_: Annotated[Instant | None, Query(alias="from", description="Start (inclusive); default 24 h before `to`.")] = None,
+    to: Annotated[Instant | None, Query(description="End (exclusive); default now.")] = None,
     bucket: Annotated[Literal["raw", "5m", "1h", "1d", "auto"], Query(
         description="raw readings, or 5m/1h/1d buckets (days are local days); auto: raw up to 1 day, 5m up to 7, 1h up to 90, else 1d.")] = "auto",
     format_: Annotated[Literal["json", "csv", "parquet"] | None, Query(alias="format", description="csv streams any range; also `Accept: text/csv`. parquet streams the raw readings of any range (whatever `bucket`), one row group per 50,000 rows.")] = None,
@@ -122,6 +122,8 @@ def station_readings(
     if format_ == "parquet":
         return _download(request, history.stream_raw_parquet, station_id, parameters, start, end, "parquet",
                          "application/vnd.apache.parquet")
+    if chosen != "raw":
+        history.within_bucket_limit(start, end, chosen)
     annotations = history.shown(history.overlapping_alerts(conn, station_id, parameters, start, end), "first_ts", settings) \
         if include and "alerts" in include else None
     if annotations is not None:
