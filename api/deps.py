@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from typing import Annotated, Any, Iterator
 from zoneinfo import ZoneInfo
 
@@ -52,6 +52,16 @@ def _in_calendar(ts: datetime) -> datetime:
 
 Instant = Annotated[AwareDatetime, AfterValidator(_in_calendar)]
 """A timezone-aware instant a request names (query or body), within `EARLIEST` to `LATEST`."""
+
+
+def _day_in_calendar(day: date) -> date:
+    if not EARLIEST.date() <= day <= LATEST.date():
+        raise ValueError(f"{day.isoformat()} is outside {EARLIEST:%Y-%m-%d} to {LATEST:%Y-%m-%d}")
+    return day
+
+
+Day = Annotated[date, AfterValidator(_day_in_calendar)]
+"""A local day a request names (YYYY-MM-DD), within the days of `EARLIEST` to `LATEST`."""
 
 
 def local_time(ts: datetime | None, settings: Settings) -> datetime | None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 import pytest
 from fastapi import HTTPException
@@ -10,12 +11,13 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 from pydantic import TypeAdapter, ValidationError
 
-from api.deps import EARLIEST, LATEST, Instant, local_time
-from api.routes.history import MAX_BUCKETS, within_bucket_limit
+from api.deps import EARLIEST, LATEST, Day, Instant, local_time
+from api.routes.history import MAX_BUCKETS, local_day, within_bucket_limit
 from quantrac.settings import Settings
 from quantrac.timebuckets import bucket_start
 
 INSTANT = TypeAdapter(Instant)
+DAY = TypeAdapter(Day)
 SETTINGS = Settings()
 
 
@@ -48,6 +50,20 @@ def test_an_accepted_instant_can_be_shown_and_bucketed(ts: datetime) -> None:
     shown = local_time(accepted, SETTINGS)
     assert shown is not None and str(shown.tzinfo) == SETTINGS.display_timezone and shown == accepted
     assert bucket_start(accepted, "1d") <= accepted
+
+
+@given(st.dates())
+@example(date(9999, 12, 31))
+@example(date(1, 1, 1))
+def test_an_accepted_day_has_its_local_bounds(day: date) -> None:
+    """A compliance day at the calendar's edge answered 500 (its local midnight could not be put in UTC)."""
+    try:
+        accepted = DAY.validate_python(day)
+    except ValidationError as refused:
+        assert not EARLIEST.date() <= day <= LATEST.date() and "1900-01-01 to 9998-12-31" in str(refused)
+        return
+    window = local_day(accepted, ZoneInfo(SETTINGS.display_timezone), datetime.now(timezone.utc))
+    assert window.start < window.end
 
 
 def test_an_instant_stored_at_the_calendar_edge_is_shown_in_utc() -> None:

@@ -164,6 +164,9 @@ def test_a_range_to_the_calendar_edge_or_too_long_is_refused_not_failed(api: Tes
     hours = api.get(f"/api/v1/stations/{station.id}/completeness", params={"from": "2000-01-01T00:00:00+00:00",
                                                                           "to": "2026-01-01T00:00:00+00:00"})
     assert hours.status_code == 422 and "at most 8784 hour buckets" in hours.json()["detail"]
+    for day in ("9999-12-31", "0001-01-01"):
+        edge_day = api.get(f"/api/v1/stations/{station.id}/compliance", params={"date": day})
+        assert edge_day.status_code == 422 and "1900-01-01 to 9998-12-31" in edge_day.text
 
 
 # ---- a million rows through the real API process ----------------------------------------------

@@ -19,7 +19,7 @@ from fastapi import APIRouter, HTTPException, Query
 from psycopg.rows import dict_row
 from pydantic import BaseModel
 
-from api.deps import ConnDep, SettingsDep, local_time
+from api.deps import ConnDep, Day, SettingsDep, local_time
 from quantrac.domain import Limit, Station
 from quantrac.timebuckets import BUCKET_WIDTHS, DAY_ZONE, ROLLUPS, bucket_start
 
@@ -345,7 +345,7 @@ def compliance(conn: psycopg.Connection, station: Station, day: date, zone: Zone
             responses={404: {"description": "Unknown station"}})
 def station_compliance(
     station_id: str, conn: ConnDep, settings: SettingsDep,
-    date_: Annotated[date, Query(alias="date", description="Local day (YYYY-MM-DD) in the display time zone.")],
+    date_: Annotated[Day, Query(alias="date", description="Local day (YYYY-MM-DD) in the display time zone.")],
 ) -> Compliance:
     """Per parameter: the day's mean of valid readings, each hour whose mean is above the high limit
     or below the low one, and completeness of the part of the day elapsed."""
