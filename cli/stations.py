@@ -21,10 +21,10 @@ def _station_records(file: Path) -> list[Station]:
     """Stations from a YAML or JSON file: one station object or a list of them."""
     import yaml
 
-    from quantrac.domain import Station
+    from quantrac.station_input import StationIn
     raw = yaml.safe_load(file.read_text(encoding="utf-8"))
     try:
-        return [Station.model_validate(item) for item in (raw if isinstance(raw, list) else [raw])]
+        return [StationIn.model_validate(item).record() for item in (raw if isinstance(raw, list) else [raw])]
     except ValueError as exc:
         typer.echo(f"error: {file}: {exc}", err=True)
         raise typer.Exit(2) from None

@@ -52,6 +52,49 @@ def test_a_range_must_be_ordered(low: float, width: float) -> None:
             check_station(station, CATALOGUE, DETECTORS)
 
 
+def test_a_request_is_refused_for_a_field_it_misnames_or_a_number_that_is_not_finite() -> None:
+    """What an administrator sends is taken whole or refused: a misspelt `max` had saved COD without a limit."""
+    from pydantic import ValidationError
+
+    from quantrac.station_input import StationIn
+
+    body = river_station("A-1")
+    record = StationIn.model_validate(body).record()
+    assert type(record) is Station and record == Station.model_validate(body)
+
+    def refused(change: Any) -> str:
+        bad = orjson.loads(orjson.dumps(body))
+        change(bad)
+        with pytest.raises(ValidationError) as caught:
+            StationIn.model_validate(bad)
+        return str(caught.value)
+
+    assert "parameters.ClO2.limit.max" in refused(lambda b: b["parameters"]["ClO2"].update(limit={"max": 1.0, "source": "permit"}))
+    assert "parameters.pH.range" in refused(lambda b: b["parameters"]["pH"].update(range=[0, 14]))
+    assert "zones" in refused(lambda b: b.update(zones="KCN"))
+    assert "finite" in refused(lambda b: b["parameters"]["ClO2"]["limit"].update(high=float("nan")))
+    assert "finite" in refused(lambda b: b["parameters"]["ORP"].update(range_max=float("inf")))
+    assert "at most 200 characters" in refused(lambda b: b.update(name="n" * 201))
+    assert "at least 1 item" in refused(lambda b: b.update(parameters={}))
+
+
+def test_the_cli_reads_a_station_file_as_strictly(tmp_path: Any, capsys: Any) -> None:
+    """`quantrac stations add|update FILE` takes the record through the same model as the API."""
+    import typer
+
+    from cli.stations import _station_records
+
+    good, bad = tmp_path / "good.json", tmp_path / "bad.json"
+    good.write_bytes(orjson.dumps([river_station("A-1")]))
+    assert [type(s) for s in _station_records(good)] == [Station]
+    body = river_station("A-2")
+    body["parameters"]["ClO2"]["limit"] = {"max": 1.0, "source": "permit"}
+    bad.write_bytes(orjson.dumps(body))
+    with pytest.raises(typer.Exit):
+        _station_records(bad)
+    assert "parameters.ClO2.limit.max" in capsys.readouterr().err
+
+
 def test_unknown_detector_is_refused() -> None:
     body = river_station()
     body["parameters"]["ORP"]["detectors"] = ["psychic"]

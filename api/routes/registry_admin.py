@@ -20,6 +20,7 @@ from processors.detectors.presets import check_detection
 from quantrac.db import load_station_record, retire_station, save_station_audited, station_audit
 from quantrac.domain import Station
 from quantrac.registry import RegistryError, check_station, load_catalogue
+from quantrac.station_input import StationIn
 
 router = APIRouter(prefix="/api/v1/stations", tags=["registry"])
 Admin = Annotated[Principal, Depends(require("stations.write"))]
@@ -53,9 +54,10 @@ def _checked(station: Station, settings: Any) -> Station:
 
 @router.post("", response_model=SavedStation, status_code=201, summary="Register a station (admin)",
              responses={409: {"description": "The id is taken"}, 422: {"description": "Inconsistent record"}})
-def create_station(station: Station, conn: ConnDep, settings: SettingsDep, who: Admin) -> SavedStation:
+def create_station(request: StationIn, conn: ConnDep, settings: SettingsDep, who: Admin) -> SavedStation:
     """Checked against the parameter catalogue, the detectors and the presets first (422 with the reason).
     The bridge and the worker accept its readings without a restart."""
+    station = request.record()
     if load_station_record(conn, station.id) is not None:
         raise HTTPException(409, f"station {station.id!r} exists; change it with PUT /api/v1/stations/{station.id}")
     action = save_station_audited(conn, _checked(station, settings), who.actor)
@@ -64,8 +66,9 @@ def create_station(station: Station, conn: ConnDep, settings: SettingsDep, who: 
 
 @router.put("/{station_id}", response_model=SavedStation, summary="Replace a station's record (admin); also un-retires it",
             responses={404: {"description": "Unknown station"}, 422: {"description": "Inconsistent record"}})
-def update_station(station_id: str, station: Station, conn: ConnDep, settings: SettingsDep, who: Admin) -> SavedStation:
+def update_station(station_id: str, request: StationIn, conn: ConnDep, settings: SettingsDep, who: Admin) -> SavedStation:
     """Replaces the whole record (the path and body ids must match) after the same checks as registration."""
+    station = request.record()
     if station.id != station_id:
         raise HTTPException(422, f"the body names station {station.id!r} but the path {station_id!r}; make them equal")
     if load_station_record(conn, station_id) is None:
