@@ -16,6 +16,7 @@ import yaml
 
 from quantrac.domain import Limit, ParameterSpec, Station
 from quantrac.failures import RateLimitedLog
+from quantrac.station_input import LimitIn
 
 log = structlog.get_logger(__name__)
 _log = RateLimitedLog(log)
@@ -50,9 +51,33 @@ def regulatory_limit(table: dict[str, Any], symbol: str, column: str, factors: d
     return Limit(high=round(float(value) * multiplier, 6), source=source)
 
 
+STATION_FIELDS = ("id", "name", "zone", "facility", "kind", "expected_interval_s", "offline_grace_s", "clock_lag_alert_s",
+                  "regulation", "column", "retention_days", "history_only", "detector_preset", "channels")
+"""A seed station's keys taken as the `Station` fields of the same name."""
+SEED_STATION_KEYS = frozenset(STATION_FIELDS) | {"profile", "extra_parameters", "factors", "permit_limits"}
+SEED_PARAMETER_KEYS = frozenset({"unit", "range", "max_rate_per_min", "resolution", "rate_span_s"})
+
+
+def _unknown_keys(where: str, found: Iterable[str], known: Iterable[str]) -> None:
+    """A key the seed does not read is a mistake to name, not to drop: `permit_limit:` (singular) had left a station
+    on the regulation's limits instead of its permit's."""
+    unknown = sorted(set(found) - set(known))
+    if unknown:
+        raise RegistryError(f"{where}: unknown keys {unknown} in the registry seed; use some of {sorted(known)}")
+
+
+def _permit_limit(station_id: str, symbol: str, given: Any) -> Limit:
+    try:
+        return LimitIn.model_validate(given)
+    except ValueError as exc:
+        raise RegistryError(f"station {station_id}, parameter {symbol!r}: permit limit {given!r} is not a limit "
+                            f"(high, low, source): {exc}") from None
+
+
 def _station_from_seed(raw: dict[str, Any], catalogue: dict[str, Any], profiles: dict[str, list[str]],
                        tables: dict[str, dict[str, Any]]) -> Station:
     station_id = raw["id"]
+    _unknown_keys(f"station {station_id}", raw, SEED_STATION_KEYS)
     symbols = list(profiles[raw["profile"]]) if "profile" in raw else []
     symbols += [s for s in raw.get("extra_parameters", []) if s not in symbols]
     table = tables.get(raw.get("regulation", ""))
@@ -64,20 +89,20 @@ def _station_from_seed(raw: dict[str, Any], catalogue: dict[str, Any], profiles:
         if missing:
             raise RegistryError(f"station {station_id}: factors {missing} are required by {table['regulation']}; add them under 'factors'")
     overrides = raw.get("permit_limits", {})
+    _unknown_keys(f"station {station_id}, permit_limits", overrides, symbols)
     parameters: dict[str, ParameterSpec] = {}
     for symbol in symbols:
         if symbol not in catalogue:
             raise RegistryError(f"station {station_id}: parameter {symbol!r} is not in the parameter catalogue; add it under 'parameters'")
         spec = catalogue[symbol]
-        limit = Limit(**overrides[symbol]) if symbol in overrides else (
+        _unknown_keys(f"parameter {symbol!r} of the catalogue", spec, SEED_PARAMETER_KEYS)
+        limit = _permit_limit(station_id, symbol, overrides[symbol]) if symbol in overrides else (
             regulatory_limit(table, symbol, raw["column"], factors) if table is not None else None)
         low, high = spec.get("range", (None, None))
         parameters[symbol] = ParameterSpec(symbol=symbol, unit=spec["unit"], limit=limit, range_min=low, range_max=high,
                                            max_rate_per_min=spec.get("max_rate_per_min"), resolution=spec.get("resolution"),
                                            rate_span_s=spec.get("rate_span_s"))
-    fields = {k: raw[k] for k in ("id", "name", "zone", "facility", "kind", "expected_interval_s", "offline_grace_s",
-                                  "clock_lag_alert_s", "regulation", "column", "retention_days", "history_only",
-                                  "detector_preset", "channels") if k in raw}
+    fields = {k: raw[k] for k in STATION_FIELDS if k in raw}
     return Station(**fields, factors={k: float(v) for k, v in factors.items()}, parameters=parameters)
 
 

@@ -10,7 +10,7 @@ import pytest
 from alerts.rules import Condition
 from processors.detection import DetectionConfig, detect_batch
 from quantrac.domain import Reading, Severity, Station, Status
-from quantrac.registry import RegistryCache, RegistrySnapshot, load_registry
+from quantrac.registry import RegistryCache, RegistryError, RegistrySnapshot, load_registry
 from quantrac.settings import get_settings
 from tests.utils.builders import make_station
 
@@ -147,3 +147,28 @@ def test_the_seed_file_gives_a_station_its_own_retention_and_history_only(tmp_pa
     stations = load_registry(path, s.limits_dir)
     assert (stations["ARCHIVE-1"].retention_days, stations["ARCHIVE-1"].history_only) == (4000, True)
     assert (stations["LIVE-1"].retention_days, stations["LIVE-1"].history_only) == (None, False)
+
+
+@pytest.mark.parametrize(("change", "named"), [
+    (lambda st, cat: st.update(permit_limit={"COD": {"high": 120, "source": "permit"}}), "unknown keys ['permit_limit']"),
+    (lambda st, cat: st.update(permit_limits={"COD": {"max": 120, "source": "permit"}}), "parameter 'COD': permit limit"),
+    (lambda st, cat: st.update(permit_limits={"CODD": {"high": 120, "source": "permit"}}), "permit_limits: unknown keys ['CODD']"),
+    (lambda st, cat: cat["pH"].update(ranges=[0, 14]), "parameter 'pH' of the catalogue: unknown keys ['ranges']"),
+])
+def test_a_seed_key_the_loader_does_not_read_is_named_not_dropped(tmp_path, change, named) -> None:
+    """A misspelt `permit_limits` had left a station on the regulation's limits, with nothing to say so."""
+    import yaml
+
+    from quantrac.settings import get_settings
+    s = get_settings()
+    seed = yaml.safe_load(s.registry_file.read_text(encoding="utf-8"))
+    station = {"id": "T-SEED", "name": "Seed", "zone": "Z", "facility": "F", "kind": "wastewater",
+               "extra_parameters": ["COD", "pH"]}
+    seed["stations"] = [station]
+    path = tmp_path / "stations.yaml"
+    path.write_text(yaml.safe_dump(seed, allow_unicode=True), encoding="utf-8")
+    assert set(load_registry(path, s.limits_dir)) == {"T-SEED"}
+    change(station, seed["parameters"])
+    path.write_text(yaml.safe_dump(seed, allow_unicode=True), encoding="utf-8")
+    with pytest.raises(RegistryError, match=named.replace("[", r"\[").replace("]", r"\]")):
+        load_registry(path, s.limits_dir)
