@@ -45,8 +45,8 @@ def _in_calendar(ts: datetime) -> datetime:
     except OverflowError:
         utc = None
     if utc is None or not EARLIEST <= utc <= LATEST:
-        raise ValueError(f"{ts.isoformat()} is outside {EARLIEST:%Y-%m-%d} to {LATEST:%Y-%m-%d} (UTC); leave the bound "
-                         "out for no limit")
+        raise ValueError(f"{ts.isoformat()} is outside the instants this API handles: {EARLIEST:%Y-%m-%d} to "
+                         f"{LATEST:%Y-%m-%d} (UTC)")
     return ts
 
 
@@ -56,7 +56,7 @@ Instant = Annotated[AwareDatetime, AfterValidator(_in_calendar)]
 
 def _day_in_calendar(day: date) -> date:
     if not EARLIEST.date() <= day <= LATEST.date():
-        raise ValueError(f"{day.isoformat()} is outside {EARLIEST:%Y-%m-%d} to {LATEST:%Y-%m-%d}")
+        raise ValueError(f"{day.isoformat()} is outside the days this API handles: {EARLIEST:%Y-%m-%d} to {LATEST:%Y-%m-%d}")
     return day
 
 
