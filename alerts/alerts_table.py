@@ -74,7 +74,8 @@ def _update_params(row_id: int, state: AlertState, now: datetime, condition: Con
             "clear_since": state.clear_since, "acknowledged_at": state.acknowledged_at,
             "acknowledged_by": state.acknowledged_by, "resolved_at": state.resolved_at,
             "resolved_by": state.resolved_by, "now": now,
-            "message": safe_text(condition.message, 4 * TEXT_LIMIT) if condition is not None and condition.active else None,
+            "message": safe_text(condition.message, 4 * TEXT_LIMIT)
+            if condition is not None and condition.active and condition.ts >= state.last_ts else None,  # a late reading keeps the newest one's words, as its value
             "limit_source": condition.limit_source if condition is not None else None}
 
 
@@ -122,7 +123,7 @@ class _AlertWriter:
         self.locked: dict[Key, dict[str, Any] | None] = {}
         """The active alert of each key, as locked (FOR UPDATE) and since changed in this call."""
         self.pending: dict[Key, tuple[int, AlertState, Condition, Event]] = {}
-        """Repeats not written yet: key -> (alert id, state, latest condition, latest event)."""
+        """Repeats not written yet: key -> (alert id, state, newest condition by event time, latest event)."""
         self.clearing: dict[Key, tuple[AlertState, Condition]] = {}
         """Alerts whose clear hold changed in this call: key -> (state before the first change, latest condition)."""
 
@@ -163,7 +164,9 @@ class _AlertWriter:
         if c.active:
             self.clearing.pop(key, None)  # its `updated` event says the condition is back
             new, ev = lifecycle.repeat(state_of(row), c, now)
-            self.pending[key] = (row["id"], new, c, ev)
+            folded = self.pending.get(key)
+            newest = c if folded is None or c.ts >= folded[2].ts else folded[2]
+            self.pending[key] = (row["id"], new, newest, ev)
             self.locked[key] = _with_state(row, new)
             return
         await self._clear(key, row, c, now)

@@ -30,6 +30,19 @@ def test_open_repeat_and_one_active_alert(stack: Settings, db: psycopg.Connectio
     assert (again["count"], again["last_value"], again["peak_value"]) == (4, 130.0, 190.0)
 
 
+def test_a_late_repeat_keeps_the_message_of_the_newest_reading(stack: Settings, db: psycopg.Connection) -> None:
+    """A reading older than the alert's newest (a gateway's buffer) counts, but its words do not replace the newest's:
+    an alert showed "pH: -1" beside its last value 15 (make run, a careless gateway's pH 15, then an older -1)."""
+    s = new_station(db)
+    [first] = apply(stack.pg_dsn, [condition(s.id, 150.0, minutes=10)])
+    apply(stack.pg_dsn, [condition(s.id, 190.0, minutes=0)])
+    row = db.execute("SELECT count, last_value, peak_value, message FROM alerts WHERE id = %s", (first["id"],)).fetchone()
+    assert row[:3] == (2, 150.0, 190.0) and "150 vs 100" in row[3]
+    apply(stack.pg_dsn, [condition(s.id, 170.0, minutes=20), condition(s.id, 200.0, minutes=5)])
+    row = db.execute("SELECT count, last_value, peak_value, message FROM alerts WHERE id = %s", (first["id"],)).fetchone()
+    assert row[:3] == (4, 170.0, 200.0) and "170 vs 100" in row[3]
+
+
 def test_repeats_of_several_alerts_in_one_batch_are_each_written_once(stack: Settings, db: psycopg.Connection) -> None:
     stations = [new_station(db) for _ in range(3)]
     opened = apply(stack.pg_dsn, [condition(s.id, 150.0) for s in stations])
