@@ -80,7 +80,7 @@ def payloads(count: int, parameters: dict[str, str]) -> list[bytes]:
             for i in range(count)]
 
 
-def register_session(client_id: str, protocol: int, login: tuple[str, str], topic_filter: str = SUBSCRIPTION) -> None:
+def register_session(client_id: str, protocol: mqtt.MQTTProtocolVersion, login: tuple[str, str], topic_filter: str = SUBSCRIPTION) -> None:
     """Create the persistent subscription the messages will queue in, then leave."""
     if protocol == mqtt.MQTTv5:
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol)

@@ -64,6 +64,7 @@ from ingest.scenarios import (  # noqa: E402
 from ingest.simulator import write_ground_truth  # noqa: E402
 from processors import liveness  # noqa: E402
 from processors.detection import DetectionConfig, detect  # noqa: E402
+from processors.detection_state import StationState  # noqa: E402
 from processors.detectors.presets import build, load_preset  # noqa: E402
 from quantrac.domain import Station  # noqa: E402
 from quantrac.registry import load_registry  # noqa: E402
@@ -140,7 +141,7 @@ def run_quantrac(stations: dict[str, Station], messages: list[Message], tick: ti
     settings = get_settings()
     config = DetectionConfig.from_settings(settings)
     log = AlarmLog()
-    states: dict[str, dict[str, Any]] = {}
+    states: dict[str, StationState] = {}
     entries: dict[str, dict[str, Any]] = {}
     late = 0
     next_tick = messages[0].deliver_at if messages else datetime.now(timezone.utc)
@@ -215,7 +216,7 @@ def _matches(alarm: Alarm, incident: Incident, tolerance: timedelta) -> bool:
 
 def score(alarms: list[Alarm], incidents: list[Incident], tolerance: timedelta) -> dict[str, Any]:
     """Recall, delay, precision and F1 per incident kind; alarms and precision per rule family."""
-    matched_kinds: list[set[str]] = []
+    matched_kinds: list[set[Any]] = []
     for a in alarms:
         kinds = {i.kind for i in incidents if _matches(a, i, tolerance)} & TARGETS.get(family(a.rule), set())
         matched_kinds.append(kinds)

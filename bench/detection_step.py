@@ -62,7 +62,9 @@ class Harness:
         self.seconds_apart = seconds_apart
         self.rng = random.Random(1)
         self.start = datetime(2026, 12, 1, tzinfo=timezone.utc)
-        self.config, self.live, self.cache = _worker_config(DetectionConfig), LiveDetectors(), StateCache()
+        self.config, self.live = _worker_config(DetectionConfig), LiveDetectors()
+        self.cache: Any = StateCache()
+        """The tree's own state cache, whose methods changed over the trees this harness runs."""
         self.raws: dict[str, bytes] = {}
         self._value, self._detect, self._reading, self._measuring = value, detect_batch, Reading, Status.MEASURING
         try:

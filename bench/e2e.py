@@ -165,7 +165,8 @@ def consumer_lag(settings, consumer: KafkaConsumer, admin: KafkaAdminClient) -> 
 
 
 def stored_since(conn: psycopg.Connection, since: datetime) -> int:
-    return conn.execute("SELECT count(*) FROM readings WHERE ts >= %s", (since,)).fetchone()[0]
+    (count,) = conn.execute("SELECT count(*) FROM readings WHERE ts >= %s", (since,)).fetchone() or (0,)
+    return int(count)
 
 
 def run_step(settings, conn, procs, stations, rate, seconds, alert_stations) -> dict:
@@ -205,7 +206,7 @@ def run_step(settings, conn, procs, stations, rate, seconds, alert_stations) -> 
         "offered_readings_per_s": rate, **offered, "stored": stored, "lost": offered["readings"] - stored,
         "drain_s": round(drain, 1), "lag_end_messages": end_lag, "lag_max_messages": max(lags, default=0),
         "lag_growth_messages_per_s": round(growth, 2), "lag_samples_messages": lags,
-        "sustained": sustained(rate, offered["achieved_readings_per_s"], offered["readings"] - stored, drain,
+        "sustained": sustained(rate, offered["achieved_readings_per_s"], int(offered["readings"] - stored), drain,
                                lags[WARM_UP_S:], messages_per_s),
         "publish_to_stored_s": percentiles([float(x) for x in latencies]),
         "publish_to_alert_s": percentiles([float(x) for x in alert_latencies]), "alerts_measured": len(alert_latencies),
@@ -263,7 +264,7 @@ def main() -> None:
         # acknowledges them all the same), so the pipeline has no backlog when the steps begin.
         baseline = {"publisher_only": publish_at(settings, station_list, max(rates) * 2, min(seconds, 10), set(),
                                                  topic_root="quantrac-bench/publisher-only")}
-        steps = []
+        steps: list[dict[str, Any]] = []
         for i, rate in enumerate(rates):
             alert_stations = {s.id for s in station_list[i * 10:(i + 1) * 10]}
             overload = any(not s["sustained"] for s in steps)

@@ -32,6 +32,7 @@ if str(REPO) not in sys.path:
 from bench.detection import AlarmLog, delivery_order  # noqa: E402
 from ingest.scenarios import generate  # noqa: E402
 from processors.detection import DetectionConfig, detect  # noqa: E402
+from processors.detection_state import StationState  # noqa: E402
 from quantrac.domain import Station  # noqa: E402
 from quantrac.registry import load_registry  # noqa: E402
 from quantrac.settings import get_settings  # noqa: E402
@@ -62,7 +63,7 @@ def quiet_run(stations: dict[str, Station], interval_s: int, span: timedelta, se
     config = DetectionConfig.from_settings(get_settings())
     messages = delivery_order(generate(stations, START, span, seed, interval=timedelta(seconds=interval_s)))
     log = AlarmLog()
-    states: dict[str, dict[str, Any]] = {}
+    states: dict[str, StationState] = {}
     started = time.perf_counter()
     readings = 0
     for m in messages:

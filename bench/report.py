@@ -151,7 +151,8 @@ def detection_rows(det: dict[str, Any]) -> list[str]:
             out.append(f"| ↳ every {q['interval_s']} s ({q['span_h']:g} h played) | {q['per_station_week']} "
                        f"({q['false_alarms']} alarms) | | | |")
     if (stress := det.get("stress")) is not None:
-        weeks = next(iter(stress.values()), {}).get("weeks", 1)
+        first: dict[str, Any] = next(iter(stress.values()), {})
+        weeks = first.get("weeks", 1)
         out.append(f"| Synthetic stress series ({weeks} seeded week(s) at 1 min each, after a warm-up day): events caught, "
                    f"most alarms per event, false alarms per series-week (mean; worst week), alarms in the warm-up day "
                    f"(mean) | events above every noise reading of their week (single-reading spikes: what a threshold set "

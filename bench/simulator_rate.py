@@ -40,13 +40,13 @@ from quantrac.settings import get_settings
 ROOT = "quantrac-bench"
 
 
-def _stream(stations, seconds: float, interval: timedelta):  # type: ignore[no-untyped-def]
+def _stream(stations, seconds: float, interval: timedelta):
     start = datetime.now(timezone.utc) - timedelta(days=1)
     span = timedelta(days=1)
     return in_delivery_order(generate(stations, start, span, 1, random_incidents(stations, start, span, 1), interval)), start
 
 
-def bench_generate(stations, seconds: float) -> dict[str, float]:  # type: ignore[no-untyped-def]
+def bench_generate(stations, seconds: float) -> dict[str, float]:
     stream, _ = _stream(stations, seconds, timedelta(seconds=1))
     n = 0
     began = time.perf_counter()
@@ -62,7 +62,7 @@ def bench_generate(stations, seconds: float) -> dict[str, float]:  # type: ignor
     return {"readings_per_s": round(rate), "baseline_gauss_per_s": round(n / (time.perf_counter() - began))}
 
 
-def bench_mqtt(stations, seconds: float) -> dict[str, float]:  # type: ignore[no-untyped-def]
+def bench_mqtt(stations, seconds: float) -> dict[str, float]:
     s = get_settings()
     stream, start = _stream(stations, seconds, timedelta(milliseconds=1))
     login = mqtt_logins(s)["publisher"]  # the broker allows no anonymous access
@@ -113,7 +113,7 @@ def _fixed_publisher(seconds: float, payload: bytes, results: "multiprocessing.S
     results.put(sent)
 
 
-def bench_mqtt_processes(stations, seconds: float, processes: int) -> dict[str, float]:  # type: ignore[no-untyped-def]
+def bench_mqtt_processes(stations, seconds: float, processes: int) -> dict[str, float]:
     """Readings/s of `run_processes` flat out (a rate no publisher reaches), and of N fixed-payload publishers."""
     s = get_settings()
     stop = threading.Event()
@@ -139,7 +139,7 @@ def bench_mqtt_processes(stations, seconds: float, processes: int) -> dict[str, 
             "baseline_fixed_payload_readings_per_s": round(fixed * per_msg / raw)}
 
 
-def bench_tt10(stations, seconds: float) -> dict[str, float]:  # type: ignore[no-untyped-def]
+def bench_tt10(stations, seconds: float) -> dict[str, float]:
     stream, start = _stream(stations, seconds, timedelta(seconds=1))
     with tempfile.TemporaryDirectory() as tmp:
         stop = threading.Event()
