@@ -64,7 +64,7 @@ def state_of(row: dict[str, Any]) -> AlertState:
     """An `alerts` row as the lifecycle's `AlertState` (the row's `limit_value` becomes `limit`)."""
     return AlertState(rule=row["rule"], status=row["status"], count=row["count"], last_ts=row["last_ts"],
                       last_value=row["last_value"], peak_value=row["peak_value"], limit=row["limit_value"], score=row.get("score"),
-                      clear_since=row["clear_since"], acknowledged_at=row["acknowledged_at"],
+                      clear_since=row["clear_since"], message=row.get("message"), acknowledged_at=row["acknowledged_at"],
                       acknowledged_by=row["acknowledged_by"], resolved_at=row["resolved_at"], resolved_by=row["resolved_by"])
 
 
@@ -74,8 +74,7 @@ def _update_params(row_id: int, state: AlertState, now: datetime, condition: Con
             "clear_since": state.clear_since, "acknowledged_at": state.acknowledged_at,
             "acknowledged_by": state.acknowledged_by, "resolved_at": state.resolved_at,
             "resolved_by": state.resolved_by, "now": now,
-            "message": safe_text(condition.message, 4 * TEXT_LIMIT)
-            if condition is not None and condition.active and condition.ts >= state.last_ts else None,  # a late reading keeps the newest one's words, as its value
+            "message": None if state.message is None else safe_text(state.message, 4 * TEXT_LIMIT),
             "limit_source": condition.limit_source if condition is not None else None}
 
 
@@ -123,7 +122,7 @@ class _AlertWriter:
         self.locked: dict[Key, dict[str, Any] | None] = {}
         """The active alert of each key, as locked (FOR UPDATE) and since changed in this call."""
         self.pending: dict[Key, tuple[int, AlertState, Condition, Event]] = {}
-        """Repeats not written yet: key -> (alert id, state, newest condition by event time, latest event)."""
+        """Repeats not written yet: key -> (alert id, state, latest condition, latest event)."""
         self.clearing: dict[Key, tuple[AlertState, Condition]] = {}
         """Alerts whose clear hold changed in this call: key -> (state before the first change, latest condition)."""
 
@@ -164,9 +163,7 @@ class _AlertWriter:
         if c.active:
             self.clearing.pop(key, None)  # its `updated` event says the condition is back
             new, ev = lifecycle.repeat(state_of(row), c, now)
-            folded = self.pending.get(key)
-            newest = c if folded is None or c.ts >= folded[2].ts else folded[2]
-            self.pending[key] = (row["id"], new, newest, ev)
+            self.pending[key] = (row["id"], new, c, ev)
             self.locked[key] = _with_state(row, new)
             return
         await self._clear(key, row, c, now)
@@ -235,7 +232,7 @@ class _AlertWriter:
 def _with_state(row: dict[str, Any], state: AlertState) -> dict[str, Any]:
     """An alert row with a state not written yet."""
     return {**row, "status": state.status, "count": state.count, "last_ts": state.last_ts, "last_value": state.last_value,
-            "score": state.score,
+            "score": state.score, "message": state.message,
             "peak_value": state.peak_value, "limit_value": state.limit, "clear_since": state.clear_since,
             "acknowledged_at": state.acknowledged_at, "acknowledged_by": state.acknowledged_by,
             "resolved_at": state.resolved_at, "resolved_by": state.resolved_by}

@@ -47,6 +47,8 @@ class AlertState:
     clear_since: datetime | None = None
     score: float | None = None
     """The detector score of the latest condition (anomaly rules)."""
+    message: str | None = None
+    """The words of the newest condition by event time: a late repeat keeps them, as it keeps `last_value`."""
     acknowledged_at: datetime | None = None
     acknowledged_by: str | None = None
     resolved_at: datetime | None = None
@@ -84,7 +86,7 @@ def is_clear(condition: Condition, hysteresis: float) -> bool:
 def open_alert(condition: Condition, now: datetime) -> tuple[AlertState, Event]:
     """A new open alert for an active condition, with its `opened` event."""
     state = AlertState(rule=condition.rule, status="open", count=1, last_ts=condition.ts, last_value=condition.value,
-                       peak_value=condition.value, limit=condition.limit, score=condition.score)
+                       peak_value=condition.value, limit=condition.limit, score=condition.score, message=condition.message)
     return state, Event("opened", SYSTEM_ACTOR, "open", now, condition.value, condition.message)
 
 
@@ -101,7 +103,8 @@ def repeat(state: AlertState, condition: Condition, now: datetime) -> tuple[Aler
     new = replace(state, count=state.count + 1, last_ts=max(state.last_ts, condition.ts),
                   last_value=condition.value if newer else state.last_value,
                   peak_value=_peak(state.rule, state.peak_value, condition.value),
-                  limit=condition.limit, clear_since=None, score=condition.score if newer else state.score)
+                  limit=condition.limit, clear_since=None, score=condition.score if newer else state.score,
+                  message=condition.message if newer else state.message)
     return new, Event("updated", SYSTEM_ACTOR, new.status, now, condition.value)
 
 
