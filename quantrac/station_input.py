@@ -35,11 +35,10 @@ class StationIn(Station):
     """`Station` as an administrator gives it: at least one parameter, names of a readable length (they are in every alert)."""
     model_config = STRICT
     name: str = Field(min_length=1, max_length=200)
-    zone: str = Field(min_length=1, max_length=200, description="Industrial zone or cluster.")
+    zone: str = Field(min_length=1, max_length=200, description=Station.model_fields["zone"].description)
     facility: str = Field(min_length=1, max_length=200)
     parameters: dict[str, ParameterSpecIn] = Field(min_length=1)  # type: ignore[assignment]  # a dict of the stricter spec: what is read is a ParameterSpec, and `record` hands on a plain Station
-    channels: tuple[DetectorChannelIn, ...] | None = Field(None, description="Its own detector channels; they replace "
-                                                           "any preset. None: the named preset, else its kind's.")
+    channels: tuple[DetectorChannelIn, ...] | None = Field(None, description=Station.model_fields["channels"].description)
 
     def record(self) -> Station:
         """The station as the store and the pipeline hold it."""
