@@ -18,8 +18,9 @@ from datetime import date, datetime, timedelta, timezone
 
 import psycopg
 import structlog
+from tenacity import RetryCallState, Retrying, stop_after_delay, wait_exponential
 
-from processors.rollups import ROLLUPS
+from processors.rollups import REFUSED_AS_BUSY, ROLLUPS
 from quantrac.db import store_kind
 
 log = structlog.get_logger(__name__)
@@ -210,8 +211,20 @@ def refresh_aggregates(conn: psycopg.Connection, until: datetime | None = None) 
         return []
     until = until or datetime.now(timezone.utc)
     for view in ROLLUPS.values():
-        conn.execute("CALL refresh_continuous_aggregate(%s, NULL, %s)", (view, until))
+        for attempt in _maintenance_refresh_attempts(view):
+            with attempt:
+                conn.execute("CALL refresh_continuous_aggregate(%s, NULL, %s)", (view, until))
     return list(ROLLUPS.values())
+
+
+def _maintenance_refresh_attempts(view: str) -> Retrying:
+    """A refresh refused while another one of the same aggregate runs is tried again for up to a minute
+    (the pass runs in its own thread), so the pass does not wait an hour for its next tick."""
+    def busy(state: RetryCallState) -> None:
+        log.info("store.refresh_busy", aggregate=view, attempt=state.attempt_number,
+                 fix="none needed: another refresh of this aggregate is running; tried again")
+    return Retrying(stop=stop_after_delay(60), wait=wait_exponential(multiplier=0.1, max=5), retry=REFUSED_AS_BUSY,
+                    reraise=True, before_sleep=busy)
 
 
 def run_maintenance(dsn: str, retention_days: int, partitions_ahead_days: int) -> None:

@@ -40,7 +40,7 @@ from processors import windows
 from processors.detection import DetectionConfig, LiveDetectors, detect_batch, snapshot_states
 from processors.detection_state import StateCache, StationState, decode_state, load
 from processors.reading_writer import ReadingWriter
-from processors.rollups import refresh_late_aggregates, update_rollups
+from processors.rollups import LateRefresh, update_rollups
 from processors.worker_state import Entry, load_liveness, load_snapshots, save_liveness, save_snapshots
 from quantrac import completeness, metrics
 from quantrac.batch_columns import BatchColumns, Ints, as_datetime, epoch_us, from_records, from_wire
@@ -210,6 +210,8 @@ class BatchProcessor:
         self.stations = stations
         self.config = config or DetectionConfig()
         self.writer = ReadingWriter()
+        self.late_refresh = LateRefresh()
+        """TimescaleDB: the aggregates' buckets of late readings, refreshed after each commit (a refused one with the next)."""
         self.live = LiveDetectors()
         self.cache = StateCache()
         """The stations' states alive between batches (`snapshot` gives their bytes, `save_state` writes them)."""
@@ -450,7 +452,7 @@ class BatchProcessor:
         for station_id, state in new_states.items():
             if states.get(station_id) is None:
                 self.cache.keep(station_id, state)
-        await refresh_late_aggregates(conn, new)
+        await self.late_refresh.run(conn, new)
         if late:
             log.info("worker.late_readings", count=len(late), stations=sorted({r.station_id for r in late}),
                      lateness_s=self.config.lateness_s)

@@ -12,9 +12,9 @@ batch costs the same however full its buckets are. A batch holding a value of ma
 that sums overflowing float8 fail the batch with PostgreSQL's own error.
 Bucket boundaries come from `quantrac/timebuckets.py`; `bucket_sql` is the same rule in SQL.
 On TimescaleDB the rollups are continuous aggregates and `update_rollups` does nothing; after the
-batch commits, `refresh_late_aggregates` refreshes the buckets of readings older than an aggregate's
-last refresh, which real-time aggregation does not cover (so a late reading corrects its buckets on
-both stores, not only at the next policy run or maintenance pass).
+batch commits, `LateRefresh` refreshes the buckets of readings older than an aggregate's last
+refresh, which real-time aggregation does not cover (so a late reading corrects its buckets on both
+stores, not only at the next policy run or maintenance pass).
 """
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ from typing import Any, Sequence
 import numpy as np
 import psycopg
 import structlog
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from quantrac.batch_columns import BatchColumns, Bools, as_columns, as_datetime, bucket_starts_us, epoch_us, group
+from quantrac.batch_columns import BatchColumns, Bools, Ints, as_columns, as_datetime, bucket_starts_us, epoch_us, group
 from quantrac.domain import Reading
 from quantrac.failures import RateLimitedLog
 from quantrac.timebuckets import BUCKET_WIDTHS, DAY_ZONE, ROLLUPS, bucket_end, bucket_start
@@ -244,39 +245,94 @@ _WATERMARKS = ("SELECT view, CASE WHEN mark > TIMESTAMPTZ '0001-01-02 00:00+00' 
                "FROM _timescaledb_catalog.continuous_agg WHERE user_view_schema = current_schema()) AS w")
 
 
-async def refresh_late_aggregates(conn: psycopg.AsyncConnection[Any], new: BatchColumns | Sequence[Reading]) -> list[str]:
-    """TimescaleDB: refresh, in each continuous aggregate, the buckets of readings just committed that are
-    older than its watermark (the end of its last refresh); returns the aggregates refreshed.
+REFUSED_AS_BUSY = retry_if_exception_type(psycopg.errors.LockNotAvailable)
+"""TimescaleDB refuses a refresh whose window overlaps one in progress on the same aggregate (a policy
+job, another worker, the maintenance pass) with `LockNotAvailable` ("due to a concurrent refresh"):
+worth trying again once the other one is done."""
+
+
+def _late_refresh_attempts() -> AsyncRetrying:
+    """Four tries within about a third of a second: short enough for the worker's batch loop."""
+    return AsyncRetrying(stop=stop_after_attempt(4), wait=wait_exponential(multiplier=0.05, max=0.4),
+                         retry=REFUSED_AS_BUSY, reraise=True)
+
+
+class LateRefresh:
+    """TimescaleDB: after each batch commits, refresh in each continuous aggregate the buckets of the new
+    readings older than its watermark (the end of its last refresh).
 
     Readings newer than the watermark need nothing (real-time aggregation computes them at query
-    time), so a live stream costs one catalog query per batch. No-op on native PostgreSQL, whose
-    rollups `update_rollups` kept in the batch's transaction. Runs outside a transaction (the
-    connection is switched to autocommit for it); a failure is logged, not raised: the readings are
-    stored, and the worker's maintenance pass refreshes the whole range.
+    time), so a live stream costs one catalog query per batch. A refresh that fails (still refused by
+    a concurrent refresh after `_late_refresh_attempts`, or any other database error) is logged, and its
+    window is kept and refreshed with the next batch, so a late reading reaches its buckets a batch or
+    two later rather than at the next maintenance pass. The worker owns one; windows pending when it
+    stops are covered by the maintenance pass at its next start. No-op on native PostgreSQL, whose
+    rollups `update_rollups` kept in the batch's transaction.
     """
-    if not len(new) or await _store_kind(conn) != "timescaledb":
-        return []
-    ts_us = as_columns(new).ts_us
-    refreshed: list[str] = []
-    autocommit = conn.autocommit
-    try:
-        await conn.set_autocommit(True)
-        cur = await conn.execute(_WATERMARKS)
-        watermarks = {str(view): mark for view, mark in await cur.fetchall()}
+
+    def __init__(self) -> None:
+        self.pending: dict[str, tuple[datetime, datetime]] = {}
+
+    async def run(self, conn: psycopg.AsyncConnection[Any], new: BatchColumns | Sequence[Reading]) -> list[str]:
+        """Refresh the late windows of `new` and any left by an earlier failure; returns the aggregates refreshed.
+
+        Runs outside a transaction (the connection is switched to autocommit for it)."""
+        if not len(new) and not self.pending or await _store_kind(conn) != "timescaledb":
+            return []
+        refreshed: list[str] = []
+        autocommit = conn.autocommit
+        try:
+            await conn.set_autocommit(True)
+            windows = self._windows(await _watermarks(conn), as_columns(new).ts_us)
+            for view, (start, end) in windows.items():
+                try:
+                    async for attempt in _late_refresh_attempts():
+                        with attempt:
+                            await conn.execute("CALL refresh_continuous_aggregate(%s, %s, %s)", (view, start, end))
+                except psycopg.Error as exc:
+                    self.pending[view] = (start, end)
+                    _log_failure(exc, view)
+                    if conn.closed or conn.broken:
+                        break
+                else:
+                    self.pending.pop(view, None)
+                    refreshed.append(view)
+        except psycopg.Error as exc:
+            _log_failure(exc, "watermarks")
+        finally:
+            if not conn.closed and not conn.broken:
+                await conn.set_autocommit(autocommit)
+        if refreshed:
+            log.debug("rollups.late_refreshed", aggregates=refreshed, readings=len(new))
+        return refreshed
+
+    def _windows(self, watermarks: dict[str, datetime | None], ts_us: Ints) -> dict[str, tuple[datetime, datetime]]:
+        """Per aggregate: the whole buckets of the readings older than its watermark, widened to cover
+        any window still pending."""
+        windows = dict(self.pending)
         for bucket, view in ROLLUPS.items():
             mark = watermarks.get(view)
             late = ts_us[ts_us < epoch_us(mark)] if mark is not None else ts_us[:0]
             if len(late):
-                start, last = bucket_start(as_datetime(late.min()), bucket), bucket_start(as_datetime(late.max()), bucket)
-                await conn.execute("CALL refresh_continuous_aggregate(%s, %s, %s)", (view, start, bucket_end(last, bucket)))
-                refreshed.append(view)
-    except psycopg.Error as exc:
-        _log("warning", "rollups.late_refresh_failed", key=type(exc).__name__,
-             error=str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
-             aggregates=list(ROLLUPS.values()), fix="none needed: the maintenance pass refreshes the aggregates")
-    finally:
-        if not conn.closed and not conn.broken:
-            await conn.set_autocommit(autocommit)
-    if refreshed:
-        log.debug("rollups.late_refreshed", aggregates=refreshed, readings=len(new))
-    return refreshed
+                start = bucket_start(as_datetime(late.min()), bucket)
+                end = bucket_end(bucket_start(as_datetime(late.max()), bucket), bucket)
+                if view in windows:
+                    start, end = min(start, windows[view][0]), max(end, windows[view][1])
+                windows[view] = (start, end)
+        return windows
+
+
+async def _watermarks(conn: psycopg.AsyncConnection[Any]) -> dict[str, datetime | None]:
+    cur = await conn.execute(_WATERMARKS)
+    return {str(view): mark for view, mark in await cur.fetchall()}
+
+
+def _log_failure(exc: psycopg.Error, view: str) -> None:
+    _log("warning", "rollups.late_refresh_failed", key=(type(exc).__name__, view), aggregate=view,
+         error=str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+         fix="none needed: retried with the next batch, and the maintenance pass refreshes the whole range")
+
+
+async def refresh_late_aggregates(conn: psycopg.AsyncConnection[Any], new: BatchColumns | Sequence[Reading]) -> list[str]:
+    """One `LateRefresh` pass with nothing pending (tests and one-off callers; the worker keeps its own)."""
+    return await LateRefresh().run(conn, new)

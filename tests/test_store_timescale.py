@@ -6,8 +6,10 @@ The store tests shared by both paths (rollups, history API, migrations) are para
 from __future__ import annotations
 
 import asyncio
+import threading
+from contextlib import contextmanager
 from datetime import date, datetime, timedelta, timezone
-from typing import Sequence
+from typing import Callable, Iterator, Sequence
 from zoneinfo import ZoneInfo
 
 import psycopg
@@ -16,13 +18,14 @@ import pytest
 from api.routes.history import bucket_series, compliance, raw_gaps
 from processors.partitions import apply_retention, refresh_aggregates
 from processors.reading_writer import ReadingWriter
-from processors.rollups import ROLLUPS, refresh_late_aggregates, update_rollups
-from quantrac.db import plan_migrations, save_stations, schema_version, store_kind
+from processors.rollups import ROLLUPS, LateRefresh, refresh_late_aggregates, update_rollups
+from quantrac.db import connect, plan_migrations, save_stations, schema_version, store_kind
 from quantrac.domain import Reading, Station, Status
 from quantrac.settings import Settings
 from tests.test_store_rollups import _store, approx, group_by_raw, rollup_rows
 from tests.utils.builders import make_station
 from tests.utils.databases import scratch_database
+from tests.utils.poll import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -174,7 +177,7 @@ def test_a_store_never_refreshed_needs_no_late_refresh(stack: Settings) -> None:
     age through the worker's path without a refresh and without a warning."""
     from structlog.testing import capture_logs
 
-    from quantrac.db import connect, migrate
+    from quantrac.db import migrate
 
     name = f"{stack.pg_database}_fresh_cagg"
     fresh = stack.model_copy(update={"pg_database": name})
@@ -205,3 +208,117 @@ def test_the_worker_leaves_rollups_to_the_continuous_aggregates(stack: Settings,
     assert set(ROLLUPS.values()) == {"readings_5m", "readings_1h", "readings_1d"}
 
 
+
+
+
+@contextmanager
+def fresh_store(stack: Settings, name: str) -> Iterator[tuple[Settings, Station]]:
+    """A scratch TimescaleDB database migrated as in production, with one station: the aggregates' watermarks
+    and refresh registrations are this test's alone."""
+    from quantrac.db import migrate
+
+    fresh = stack.model_copy(update={"pg_database": f"{stack.pg_database}_{name}"})
+    with scratch_database(stack, fresh.pg_database):
+        with connect(fresh.pg_dsn) as conn:
+            migrate(conn)
+            station = make_station()
+            save_stations(conn, {station.id: station})
+        yield fresh, station
+
+
+def cod(station: Station, ts: datetime, value: float) -> Reading:
+    return Reading(station_id=station.id, parameter="COD", value=value, unit="mg/L", ts=ts)
+
+
+def test_late_readings_at_the_very_start_of_a_bucket_are_materialised_by_every_refresh(stack: Settings) -> None:
+    """Invalidations that end exactly where a bucket starts, in refreshes long enough to run in batches (TimescaleDB
+    2.28 refreshes ten buckets at a time, and timescaledb#10221 lost such a bucket in some refreshes of 2.28.2):
+    the writer's refresh and the maintenance pass's both materialise them."""
+    day0 = datetime(2018, 5, 3, 17, 0, tzinfo=timezone.utc)  # 2018-05-04 00:00 in Hanoi
+    with fresh_store(stack, "bucket_start") as (fresh, station):
+        assert len(write(fresh, [cod(station, day0 + timedelta(days=d, hours=5), float(d)) for d in range(40)])) == 40
+        with connect(fresh.pg_dsn) as conn:
+            refresh_aggregates(conn)
+
+        # The writer's refresh: one batch of late readings spanning exactly twenty days.
+        assert len(write(fresh, [cod(station, day0 + timedelta(hours=6), 500.0), cod(station, day0 + timedelta(days=20), 900.0)])) == 2
+        with connect(fresh.pg_dsn) as conn:
+            assert rollup_rows(conn, station.id)[("1d", "COD", day0 + timedelta(days=20))] == (460.0, 20.0, 900.0, 2, 2)
+            assert rollup_rows(conn, station.id) == approx(group_by_raw(conn, station.id))
+
+        # The maintenance pass: late readings whose own refresh did not run, one at local midnight between two others.
+        for ts in (day0 + timedelta(days=2, hours=7), day0 + timedelta(days=30), day0 + timedelta(days=35, hours=7)):
+            asyncio.run(_store_without_refresh(fresh.pg_dsn, [cod(station, ts, 700.0)]))
+        with connect(fresh.pg_dsn) as conn:
+            refresh_aggregates(conn)
+            assert rollup_rows(conn, station.id)[("1d", "COD", day0 + timedelta(days=30))] == (365.0, 30.0, 700.0, 2, 2)
+            assert rollup_rows(conn, station.id) == approx(group_by_raw(conn, station.id))
+
+
+@contextmanager
+def refresh_in_progress(dsn: str) -> Iterator[Callable[[], None]]:
+    """What TimescaleDB records while a refresh of every aggregate over all time runs in another session (its
+    window in `continuous_aggs_jobs_refresh_ranges`, with that session's live backend): any other refresh of an
+    aggregate is refused with `LockNotAvailable` until it ends. Yields the function that ends it."""
+    with connect(dsn) as holder:
+        holder.execute("INSERT INTO _timescaledb_catalog.continuous_aggs_jobs_refresh_ranges "
+                       "SELECT mat_hypertable_id, -9223372036854775808, 9223372036854775807, pg_backend_pid(), 0, now() "
+                       "FROM _timescaledb_catalog.continuous_agg")
+
+        def end() -> None:
+            with connect(dsn) as other:
+                other.execute("DELETE FROM _timescaledb_catalog.continuous_aggs_jobs_refresh_ranges")
+        try:
+            yield end
+        finally:
+            end()
+
+
+def test_a_refresh_refused_by_a_concurrent_one_is_tried_again(stack: Settings) -> None:
+    """TimescaleDB refuses a refresh that overlaps one in progress on the same aggregate (a policy job, a second
+    worker). The writer's refresh keeps a refused window and refreshes it with the next batch, even one with
+    nothing late in it; the maintenance pass waits until the other refresh is over."""
+    from structlog.testing import capture_logs
+
+    day0 = datetime(2018, 5, 3, 17, 0, tzinfo=timezone.utc)
+    with fresh_store(stack, "refresh_busy") as (fresh, station):
+        assert len(write(fresh, [cod(station, day0 + timedelta(hours=h), 10.0) for h in range(48)])) == 48
+        with connect(fresh.pg_dsn) as conn:
+            refresh_aggregates(conn)
+        late = cod(station, day0 + timedelta(hours=5, minutes=30), 900.0)
+        asyncio.run(_store_without_refresh(fresh.pg_dsn, [late]))
+
+        async def two_batches(refresh: LateRefresh) -> tuple[list[str], dict[str, tuple[datetime, datetime]], bool, list[str]]:
+            async with await psycopg.AsyncConnection.connect(fresh.pg_dsn) as aconn:
+                with refresh_in_progress(fresh.pg_dsn):
+                    refused = await refresh.run(aconn, [late])
+                    pending = dict(refresh.pending)
+                    with connect(fresh.pg_dsn) as conn:
+                        stale = rollup_rows(conn, station.id) != approx(group_by_raw(conn, station.id))
+                return refused, pending, stale, await refresh.run(aconn, [])
+
+        refresh = LateRefresh()
+        with capture_logs() as logs:
+            refused, pending, stale, next_batch = asyncio.run(two_batches(refresh))
+        assert refused == [] and stale and set(pending) == set(ROLLUPS.values())
+        warnings = [e for e in logs if e["event"] == "rollups.late_refresh_failed"]
+        assert {e["aggregate"] for e in warnings} == set(ROLLUPS.values())
+        assert all("due to a concurrent refresh" in e["error"] for e in warnings), warnings
+        assert next_batch == list(ROLLUPS.values()) and refresh.pending == {}
+        with connect(fresh.pg_dsn) as conn:
+            assert rollup_rows(conn, station.id) == approx(group_by_raw(conn, station.id))
+
+        # The maintenance pass, with another late reading, while a refresh is in progress until it has been refused once.
+        asyncio.run(_store_without_refresh(fresh.pg_dsn, [cod(station, day0 + timedelta(hours=30, minutes=30), 800.0)]))
+        with capture_logs() as logs, refresh_in_progress(fresh.pg_dsn) as end:
+            def end_once_refused() -> None:
+                wait_for(lambda: any(e["event"] == "store.refresh_busy" for e in logs), timeout=30,
+                         what="the maintenance refresh to be refused once")
+                end()
+            ender = threading.Thread(target=end_once_refused)
+            ender.start()
+            with connect(fresh.pg_dsn) as conn:
+                assert refresh_aggregates(conn) == list(ROLLUPS.values())
+            ender.join()
+        with connect(fresh.pg_dsn) as conn:
+            assert rollup_rows(conn, station.id) == approx(group_by_raw(conn, station.id))
