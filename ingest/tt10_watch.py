@@ -21,7 +21,9 @@ The original text of each value is kept in `tt10_values` so an export writes it 
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import threading
 import time
 from dataclasses import dataclass, field
@@ -202,10 +204,52 @@ def save_value_texts(conn: psycopg.Connection, verdicts: Iterable[FileVerdict]) 
 
 
 def is_candidate(path: Path) -> bool:
-    """A file the watcher may take: not hidden, not still being written, not a rejection note."""
+    """An entry the watcher takes: not hidden, not still being written, not a rejection note, not a folder.
+
+    A symbolic link, a FIFO or a device is taken too, to be refused unread (`read_regular`)."""
     name = path.name
-    return path.is_file() and not name.startswith(".") and not name.lower().endswith(IN_PROGRESS_SUFFIXES) \
+    try:
+        folder = stat.S_ISDIR(path.lstat().st_mode)
+    except FileNotFoundError:
+        return False
+    return not folder and not name.startswith(".") and not name.lower().endswith(IN_PROGRESS_SUFFIXES) \
         and not name.endswith(".reason")
+
+
+class NotRegularFile(Exception):
+    """A drop-folder entry that is not a plain file (a symbolic link, a FIFO, a device): never read."""
+
+
+def read_regular(path: Path) -> bytes:
+    """The bytes of `path` if it is a regular file itself. A symbolic link is not followed (an uploader able to make
+    one, as SFTP allows, would otherwise have the watcher read any file it can, into dead letters an operator can
+    list) and a FIFO is not waited on; both raise `NotRegularFile`, as anything else that is not a regular file."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise NotRegularFile("a symbolic link") from None
+        raise
+    with os.fdopen(fd, "rb") as f:
+        mode = os.fstat(f.fileno()).st_mode
+        if not stat.S_ISREG(mode):
+            raise NotRegularFile(_KINDS.get(stat.S_IFMT(mode), "not a regular file"))
+        return f.read()
+
+
+_KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a device", stat.S_IFBLK: "a device",
+          stat.S_IFDIR: "a folder"}
+
+
+def refused_entry(name: str, kind: str, station_codes: Mapping[str, str]) -> FileVerdict:
+    """The verdict of a drop-folder entry that is not a regular file: to `rejected/`, unread (its station from its
+    name, when the name is a TT10 one)."""
+    try:
+        station_id: str | None = station_for_code(parse_filename(name).station, station_codes)
+    except TT10FormatError:
+        station_id = None
+    return FileVerdict(name, station_id, file_rejection=Rejection(
+        "not_a_file", f"file {name} is {kind}, not a regular file: it was not read; upload the file itself"))
 
 
 @dataclass
@@ -221,7 +265,7 @@ class StableFiles:
         current: dict[Path, tuple[int, int, float]] = {}
         for path in paths:
             try:
-                st = path.stat()
+                st = path.lstat()
             except FileNotFoundError:
                 continue
             signature = (st.st_size, st.st_mtime_ns)
@@ -281,9 +325,15 @@ class Watcher:
         records: list[Record] = []
         for path in paths:
             try:
-                data = path.read_bytes()
+                data = read_regular(path)
             except FileNotFoundError:
                 self.stable.forget(path)
+                continue
+            except NotRegularFile as exc:
+                verdict = refused_entry(path.name, str(exc), self.settings.tt10_station_codes)
+                mine = verdict_records(verdict, b"", received_at, self.settings.readings_topic, self.settings.deadletter_topic)
+                records.extend(mine)
+                judged.append((path, verdict, len(mine)))
                 continue
             try:
                 verdict = judge_file(path.name, data, self.stations, self.settings.tt10_station_codes, received_at, self.limits)
@@ -329,10 +379,10 @@ class Watcher:
             return 0
         self._attempts.forget(path)
         try:
-            verdict, records = self._quarantine(path, path.read_bytes(), exc, received_at)
+            verdict, records = self._quarantine(path, read_regular(path), exc, received_at)
             send_or_quarantine(self.producer, records, stage="tt10", deadletter_topic=self.settings.deadletter_topic)
-        except (FileNotFoundError, KafkaError):
-            return 0  # gone meanwhile, or Kafka down: the next scan decides again
+        except (FileNotFoundError, NotRegularFile, KafkaError):
+            return 0  # gone or replaced meanwhile, or Kafka down: the next scan decides again
         self._file_away(path, verdict)
         self.counts["files_rejected"] += 1
         return 1

@@ -200,7 +200,7 @@ BUCKETS: dict[str, timedelta] = {"5m": timedelta(minutes=5), "1h": timedelta(hou
 ReasonCode = Literal[
     "oversize", "not_utf8", "bad_json", "schema", "topic_mismatch", "unknown_station", "station_retired", "unknown_parameter",
     "bad_unit", "bad_value", "bad_status", "missing_value", "no_offset", "future", "too_old", "empty", "conflict",
-    "too_many_rejections", "quarantined", "bad_filename", "empty_file", "bad_time",
+    "too_many_rejections", "quarantined", "bad_filename", "empty_file", "not_a_file", "bad_time",
 ]
 
 

@@ -136,3 +136,33 @@ def test_hostile_files_are_filed_away_and_the_next_file_is_stored(watch_dir: Pat
         return sorted(d["reason"] for d in page["data"])
     expected = sorted(["unknown_parameter", "bad_value", "bad_unit", "bad_time", "bad_status", "unknown_parameter", "conflict"])
     wait_for(lambda: reasons() == expected, timeout=60, interval=0.5, what=f"the dead letters {expected} (have {reasons()})")
+
+
+def test_links_fifos_and_folders_in_the_drop_folder_are_never_read(watch_dir: Path, db: psycopg.Connection, api: object,
+                                                                  tmp_path: Path) -> None:
+    """An uploader that can make a symbolic link (SFTP can) once had the watcher read any file it could, line by line
+    into dead letters an operator lists. A link (to a file holding a valid line and a secret) and a FIFO go to
+    rejected/ unread, as `not_a_file` dead letters of their station; a folder stays; the next file is stored."""
+    station = full_station()
+    save_stations(db, {station.id: station})
+    stamps = [format_stamp(datetime.now(timezone.utc) - timedelta(minutes=m)) for m in (12, 11, 10, 9)]
+    secret = tmp_path / "secret.txt"
+    secret.write_text(f"COD\t1\tmg/L\t{stamps[0]}\t00\r\nroot:SECRET-HASH:20000::::::\n")
+    link, fifo, folder, valid = (f"HP_KCN_{station.id}_{stamp}.txt" for stamp in stamps)
+    (watch_dir / link).symlink_to(secret)
+    os.mkfifo(watch_dir / fifo)
+    (watch_dir / folder).mkdir()
+    drop(watch_dir, valid, f"Flow\t12\tm3/h\t{stamps[3]}\t00\r\n".encode())
+    wait_for(lambda: all((watch_dir / "rejected" / f"{name}.reason").exists() for name in (link, fifo)), timeout=60,
+             interval=0.3, what="the link and the FIFO filed to rejected/")
+    wait_for(lambda: stored_count(db, station.id) == 1, timeout=30, what="the valid file's one reading stored")
+    assert (watch_dir / "rejected" / link).is_symlink() and (watch_dir / folder).is_dir()
+    assert (watch_dir / "rejected" / f"{link}.reason").read_text().startswith("not_a_file\t")
+    assert "a FIFO" in (watch_dir / "rejected" / f"{fifo}.reason").read_text()
+
+    def letters() -> list[dict[str, object]]:
+        page = api.get("/api/v1/deadletters", params={"station": station.id, "limit": 100}).json()  # type: ignore[attr-defined]
+        return page["data"]  # type: ignore[no-any-return]
+    wait_for(lambda: len(letters()) == 2, timeout=60, interval=0.5, what="the two not_a_file dead letters")
+    assert sorted(str(d["reason"]) for d in letters()) == ["not_a_file", "not_a_file"]
+    assert "SECRET" not in str(letters()) and stored_count(db, station.id) == 1

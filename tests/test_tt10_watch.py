@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 from ingest.payload import Limits
 from ingest.tt10 import VN_TZ, format_stamp
 from ingest.tt10_export import StoredValue, build_files, station_code
-from ingest.tt10_watch import StableFiles, is_candidate, judge_file, verdict_records
+from ingest.tt10_watch import NotRegularFile, StableFiles, is_candidate, judge_file, read_regular, refused_entry, verdict_records
 from quantrac.domain import Status
 from quantrac.registry import RegistryCache, RegistrySnapshot
 from quantrac.wire import decode_deadletter, decode_readings
@@ -134,3 +135,28 @@ def test_export_groups_by_time_in_file_then_table_order_with_original_text() -> 
     assert export.files[0].content == f"pH\t7.10\t-\t{local}\t00\nCOD\t42.0\tmg/L\t{local}\t01\n"
     assert export.files[1].content == f"Flow\t\tm3/h\t{format_stamp(t2)}\t02\nCOD\t43.25\tmg/L\t{format_stamp(t2)}\t00\n"
     assert [v.parameter for v in export.skipped] == ["pH"]
+
+
+def test_links_fifos_and_folders_are_taken_but_never_read(tmp_path: Path) -> None:
+    """A symbolic link (even to a valid file) and a FIFO are candidates, refused unread (`NotRegularFile`, which says
+    what they are); a folder is not a candidate; a regular file is read."""
+    secret = tmp_path / "secret.txt"
+    secret.write_text(f"COD\t1\tmg/L\t{STAMP}\t00\r\n")
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    (drop / f"HP_KCN_HD-TEST-01_{STAMP}.txt").symlink_to(secret)
+    (drop / "dangling.txt").symlink_to(tmp_path / "gone.txt")
+    os.mkfifo(drop / "fifo.txt")
+    (drop / "folder.txt").mkdir()
+    (drop / "plain.txt").write_bytes(b"plain")
+    assert sorted(p.name for p in drop.iterdir() if is_candidate(p)) == sorted(
+        [f"HP_KCN_HD-TEST-01_{STAMP}.txt", "dangling.txt", "fifo.txt", "plain.txt"])
+    for name, kind in [(f"HP_KCN_HD-TEST-01_{STAMP}.txt", "a symbolic link"), ("dangling.txt", "a symbolic link"),
+                       ("fifo.txt", "a FIFO")]:
+        with pytest.raises(NotRegularFile, match=kind):
+            read_regular(drop / name)
+    assert read_regular(drop / "plain.txt") == b"plain"
+    verdict = refused_entry(f"HP_KCN_HD-TEST-01_{STAMP}.txt", "a symbolic link", {})
+    assert verdict.station_id == "HD-TEST-01" and verdict.destination == "rejected" and not verdict.kept
+    assert verdict.file_rejection is not None and verdict.file_rejection.reason == "not_a_file"
+    assert refused_entry("fifo.txt", "a FIFO", {}).station_id is None
