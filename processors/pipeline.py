@@ -129,6 +129,19 @@ def conflict_deadletter(reading: Reading, stored_value: float | None, stored_sta
         source=source, stage="worker")
 
 
+def log_conflicts(readings: Sequence[Reading]) -> None:
+    """One warning per station (rate-limited per station) for its readings that contradict stored ones, as the
+    bridge logs each message it rejects: the dead letters hold each reading, the log says that it happens."""
+    by_station: dict[str, list[Reading]] = {}
+    for r in readings:
+        by_station.setdefault(r.station_id, []).append(r)
+    for station_id, rs in by_station.items():
+        _log("warning", "worker.conflicts", key=station_id, station=station_id, count=len(rs),
+             parameters=sorted({r.parameter for r in rs}), first_ts=min(r.ts for r in rs).isoformat(),
+             fix="the stored readings are kept and these are dead letters (reason conflict): find which value is right; "
+                 "a gateway that resends corrected values must give them a new time")
+
+
 def _as_batch(records: BatchColumns | Sequence[Record]) -> BatchColumns:
     return records if isinstance(records, BatchColumns) else from_records(records)
 
@@ -456,6 +469,7 @@ class BatchProcessor:
         if late:
             log.info("worker.late_readings", count=len(late), stations=sorted({r.station_id for r in late}),
                      lateness_s=self.config.lateness_s)
+        log_conflicts([r for r, *_ in conflicts])
         sources = _sources(batch) if conflicts else {}
         deadletters = [conflict_deadletter(r, value, status, sources.get(r.station_id, "mqtt")) for r, value, status in conflicts]
         return BatchResult(len(new), alerts, new_states, len(late), deadletters)

@@ -265,3 +265,23 @@ def test_a_cancelled_batch_is_not_tried_again() -> None:
     with pytest.raises(asyncio.CancelledError):
         asyncio.run(processor._attempts(cancelled))
     assert calls == 1
+
+
+def test_the_worker_logs_its_conflicts_once_per_station_and_interval() -> None:
+    """Readings that contradict stored ones are dead letters; the worker also says so in its log, one warning per
+    station naming its parameters and the fix, folded while the station keeps sending them."""
+    from structlog.testing import capture_logs
+
+    from processors.pipeline import log_conflicts
+    from quantrac.domain import Reading
+
+    stations = [f"HD-CONFLICT-{n}-{NOW.timestamp():.0f}" for n in (1, 2)]
+    readings = [Reading(station_id=s, parameter=p, value=1.0, unit="mg/L", ts=NOW + timedelta(minutes=m))
+                for s in stations for p in ("COD", "TSS") for m in range(3)]
+    with capture_logs() as logs:
+        log_conflicts(readings)
+        log_conflicts(readings)  # the same stations again at once: folded
+    warnings = [e for e in logs if e["event"] == "worker.conflicts"]
+    assert [(e["station"], e["count"], e["parameters"], e["first_ts"]) for e in warnings] == [
+        (s, 6, ["COD", "TSS"], NOW.isoformat()) for s in stations]
+    assert all(e["log_level"] == "warning" and "new time" in e["fix"] for e in warnings)
