@@ -59,6 +59,7 @@ from ingest.producer import CONSUMER_OPTIONS  # noqa: E402
 from ingest.simulator import PUBLISH_MAX_INFLIGHT  # noqa: E402
 from quantrac.db import connect, migrate, save_stations  # noqa: E402
 from quantrac.kafka_topics import ensure_topics  # noqa: E402
+from quantrac.mqtt_accounts import bridge_session_id  # noqa: E402
 from quantrac.registry import load_registry  # noqa: E402
 from stack import services as stack  # noqa: E402
 
@@ -248,7 +249,7 @@ def two_bridges(bodies: list[bytes], readings_per_message: int, logins: dict[str
     ensure_topics(SETTINGS.model_copy(update={"readings_topic": topic}))
     client_ids = [f"{SETTINGS.mqtt_bridge_client_id}-{side}" for side in "ab"]
     for client_id in client_ids:
-        register_session(client_id, mqtt.MQTTv5, logins["reader"], subscription_for(group))
+        register_session(bridge_session_id(SETTINGS, client_id), mqtt.MQTTv5, logins["reader"], subscription_for(group))
     publish_all(bodies, logins["publisher"])
     procs = [quantrac_process(["bridge"], {**env(), "QUANTRAC_READINGS_TOPIC": topic, "QUANTRAC_MQTT_SHARED_GROUP": group,
                                            "QUANTRAC_MQTT_BRIDGE_CLIENT_ID": client_id}, logs / f"bridge-{client_id[-1]}.log")
@@ -335,7 +336,7 @@ def main() -> None:
         logins = mqtt_logins(SETTINGS)  # the broker allows no anonymous access
 
         # quantrac bridge
-        register_session(SETTINGS.mqtt_bridge_client_id, mqtt.MQTTv5, logins["reader"])
+        register_session(bridge_session_id(SETTINGS), mqtt.MQTTv5, logins["reader"])
         publish_s = publish_all(bodies, logins["publisher"])
         bridge = quantrac_process(["bridge"], env(), logs / "bridge.log")
         spy = start_profile(bridge.pid, logs / f"{RUN}.pyspy", rate=100) if args.profile else None
@@ -362,7 +363,7 @@ def main() -> None:
             sub.terminate()
             sub.wait(10)
             kcat.wait(30)
-            end_session(SETTINGS, BASELINE_CLIENT)
+            end_session(SETTINGS, BASELINE_CLIENT, as_is=True)
 
         producers = compare_producers(bodies) if args.producers else None
         for r in results.values():

@@ -20,9 +20,12 @@ def bridge(ctx: typer.Context) -> None:
         return
     setup("bridge")
     from ingest.bridge import Bridge
+    from ingest.drain import adopt_legacy_session
     from quantrac.db import live_registry
     s = get_settings()
-    b = Bridge(s, live_registry(s))
+    registry = live_registry(s)
+    adopt_legacy_session(s, registry)
+    b = Bridge(s, registry)
     stop_on_signals(b)
     b.run()
 

@@ -45,6 +45,7 @@ from quantrac.clock import utc_now
 from quantrac.delivery_accounting import UNKNOWN_STATION, CounterName, DeliveryCounts
 from quantrac.domain import Station
 from quantrac.failures import RECORD_ATTEMPTS, RateLimitedLog, describe, is_record_failure
+from quantrac.mqtt_accounts import bridge_login, bridge_session_id
 from quantrac.safe_text import safe_optional, safe_text
 from quantrac.settings import Settings
 from quantrac.wire import encode_deadletter, encode_quarantine, encode_wire_readings, join_wire_readings
@@ -271,10 +272,12 @@ class InKafka:
 class Bridge:
     """Owns the MQTT client, the Kafka producer and the queue between them."""
 
-    def __init__(self, settings: Settings, stations: Mapping[str, Station]) -> None:
-        """`stations`: the registry, usually `quantrac.db.live_registry` (reloads itself, knows retired ids)."""
+    def __init__(self, settings: Settings, stations: Mapping[str, Station], session_id: str | None = None) -> None:
+        """`stations`: the registry, usually `quantrac.db.live_registry` (reloads itself, knows retired ids);
+        `session_id`: the MQTT client id to connect as (default `bridge_session_id` of the settings' bridge name)."""
         self.settings = settings
         self.stations = stations
+        self.session_id = session_id or bridge_session_id(settings)
         self.limits = Limits.from_settings(settings)
         self.counts = DeliveryCounts()
         self.late_after = timedelta(seconds=settings.delivery_late_after_s)
@@ -298,7 +301,7 @@ class Bridge:
         self.client = self._make_client()
 
     def _make_client(self) -> mqtt.Client:
-        client = BufferedClient(mqtt.CallbackAPIVersion.VERSION2, client_id=self.settings.mqtt_bridge_client_id,
+        client = BufferedClient(mqtt.CallbackAPIVersion.VERSION2, client_id=self.session_id,
                                 protocol=mqtt.MQTTv5, manual_ack=True)
         if self.settings.mqtt_username:
             password = self.settings.mqtt_password.get_secret_value() if self.settings.mqtt_password else None
@@ -609,7 +612,7 @@ def _key(station_id: str | None) -> bytes | None:
     return station_id.encode("utf-8", "backslashreplace") if station_id else None
 
 
-def end_session(settings: Settings, client_id: str, timeout_s: float = 10.0) -> None:
+def end_session(settings: Settings, client_id: str, timeout_s: float = 10.0, *, as_is: bool = False) -> None:
     """Delete the broker's persistent session of a bridge that is stopped for good.
 
     A bridge's session outlives the process: left behind, it keeps collecting messages (and, in a
@@ -617,24 +620,43 @@ def end_session(settings: Settings, client_id: str, timeout_s: float = 10.0) -> 
     same client id, a clean start and a session expiry of 0 ends it. Only for a bridge that will
     not come back (scale-down, a benchmark's or a test's own bridge): what its session held is gone.
     To forward what it held first, drain it instead (`quantrac bridge drain`, ingest/drain.py).
+    `client_id` is a bridge's name (its session id is `bridge_session_id` of it), or with `as_is` the client id itself.
     """
-    from quantrac.mqtt_accounts import bridge_login
+    _connect_once(settings, client_id if as_is else bridge_session_id(settings, client_id), timeout_s, clean_start=True)
 
-    connected = threading.Event()
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+
+def has_session(settings: Settings, session_id: str, timeout_s: float = 10.0) -> bool:
+    """Whether the broker holds a session under the client id `session_id`, leaving it as it was: a session found keeps
+    its queue (nothing delivered is acknowledged, so it is delivered again), the empty one the question made is ended."""
+    return _connect_once(settings, session_id, timeout_s, clean_start=False)
+
+
+def _connect_once(settings: Settings, session_id: str, timeout_s: float, *, clean_start: bool) -> bool:
+    """Connect as `session_id` with the bridge account and leave at once; whether the broker had a session for it. A
+    session left behind is kept only if it was there before and not `clean_start`."""
+    answers: list[bool] = []
+    answered = threading.Event()
+
+    def on_connect(_c: mqtt.Client, _u: object, flags: mqtt.ConnectFlags, _rc: object, _p: object) -> None:
+        answers.append(flags.session_present)
+        answered.set()
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=session_id, protocol=mqtt.MQTTv5, manual_ack=True)
     username, password = bridge_login(settings)
     if username:
         client.username_pw_set(username, password)
-    client.on_connect = lambda *_args: connected.set()
+    client.on_connect = on_connect
     properties = Properties(PacketTypes.CONNECT)
-    properties.SessionExpiryInterval = 0
-    client.connect(settings.mqtt_host, settings.mqtt_port, clean_start=True, properties=properties)
+    properties.SessionExpiryInterval = 0 if clean_start else settings.mqtt_session_expiry_s
+    client.connect(settings.mqtt_host, settings.mqtt_port, clean_start=clean_start, properties=properties)
     client.loop_start()
     try:
-        if not connected.wait(timeout_s):
-            raise TimeoutError(f"no MQTT connection as {client_id} within {timeout_s:g} s to end its session; "
+        if not answered.wait(timeout_s):
+            raise TimeoutError(f"no MQTT connection as {session_id} within {timeout_s:g} s; "
                                f"check the broker at {settings.mqtt_host}:{settings.mqtt_port} and the bridge account")
     finally:
-        client.disconnect()
+        leave = Properties(PacketTypes.DISCONNECT)
+        leave.SessionExpiryInterval = 0
+        client.disconnect(properties=None if answers and answers[0] and not clean_start else leave)
         client.loop_stop()
+    return answers[0]
 

@@ -33,9 +33,10 @@ import psycopg
 import structlog
 from paho.mqtt.properties import Properties
 
-from ingest.bridge import Bridge, PendingMessage, subscription_for
+from ingest.bridge import Bridge, PendingMessage, has_session, subscription_for
 from quantrac import bridge_sessions
 from quantrac.domain import Station
+from quantrac.mqtt_accounts import bridge_session_id
 from quantrac.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -218,8 +219,9 @@ class DrainReport:
 
 
 def drain(settings: Settings, client_id: str, stations: Mapping[str, Station], *, group: str | None = None,
-          force: bool = False, timeout_s: float = 1800.0) -> DrainReport:
-    """Empty and end the session of a bridge that is gone (`quantrac bridge drain`)."""
+          force: bool = False, timeout_s: float = 1800.0, session_id: str | None = None) -> DrainReport:
+    """Empty and end the session of a bridge that is gone (`quantrac bridge drain`); `session_id`: the MQTT client id
+    of its session when it is not `bridge_session_id` of its name (`adopt_legacy_session`)."""
     drain_topic(client_id)  # refuses a client id that cannot name the marker's topic, before connecting anything
     sessions = _with_db(settings, "read", bridge_sessions.known_sessions)
     known = next((k for k in sessions or [] if k.client_id == client_id), None)
@@ -238,7 +240,7 @@ def drain(settings: Settings, client_id: str, stations: Mapping[str, Station], *
                                "would drop the group's messages. Start another bridge first (or pass --force, e.g. when "
                                "the group is not used any more)")
     own = settings.model_copy(update={"mqtt_bridge_client_id": client_id, "bridge_metrics_port": 0})
-    bridge = Bridge(own, stations)
+    bridge = Bridge(own, stations, session_id=session_id)
     session = SessionDrain(bridge)  # before connecting: the broker sends queued messages right after CONNACK
     deadline = time.monotonic() + timeout_s
     bridge.start()
@@ -257,3 +259,23 @@ def drain(settings: Settings, client_id: str, stations: Mapping[str, Station], *
     log.info("bridge.drained", client_id=client_id, session_present=report.session_present, messages=forwarded,
              readings=report.counts)
     return report
+
+
+def adopt_legacy_session(settings: Settings, stations: Mapping[str, Station], timeout_s: float = 120.0) -> DrainReport | None:
+    """Before a bridge connects: forward and end the session a bridge of the same name left under its bare name
+    (versions before `bridge_session_id`), which would otherwise go on queueing every reading until it expires.
+
+    None when the name is the session id (a broker without passwords), when there is no such session, or when the
+    drain failed (logged; the bridge starts anyway); else the drain's report."""
+    name = settings.mqtt_bridge_client_id
+    if bridge_session_id(settings) == name:
+        return None
+    try:
+        if not has_session(settings, name):
+            return None
+        return drain(settings, name, stations, force=True, timeout_s=timeout_s, session_id=name)
+    except (DrainFailed, OSError, TimeoutError) as exc:
+        log.error("bridge.legacy_session_not_drained", client_id=name, error=str(exc),
+                  fix="the bridge starts anyway; what that session holds stays until it expires "
+                      "(QUANTRAC_MQTT_SESSION_EXPIRY_S); check the broker and restart the bridge to try again")
+        return None

@@ -7,6 +7,8 @@ notifier, the simulator and the tests only read it, through this module.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,6 +71,24 @@ def bridge_login(settings: Settings) -> tuple[str | None, str | None]:
         return settings.mqtt_username, settings.mqtt_password.get_secret_value() if settings.mqtt_password else None
     bridge = read_accounts(settings.run_dir).get("bridge")
     return (bridge["username"], bridge["password"]) if isinstance(bridge, dict) else (None, None)
+
+
+def bridge_session_id(settings: Settings, name: str | None = None) -> str:
+    """The MQTT client id of the bridge named `name` (default `mqtt_bridge_client_id`): the name, a dash and 16 hex
+    digits keyed by the bridge account's password; the name alone without a password (an anonymous broker).
+
+    Mosquitto hands a persistent session to any authenticated client that presents its client id, whatever the
+    account (eclipse-mosquitto#3553). A gateway configured with the bridge's documented name took the bridge's
+    session in turns with it, and the broker dropped the readings of every station that the session was owed
+    while the gateway held it (104 of 200 in a trial). A gateway cannot compute this id without the bridge's
+    password. Every place that connects as a bridge's session goes through here; logs, heartbeats and drain
+    markers keep the name.
+    """
+    name = name or settings.mqtt_bridge_client_id
+    _, password = bridge_login(settings)
+    if not password:
+        return name
+    return f"{name}-{hmac.new(password.encode(), name.encode(), hashlib.sha256).hexdigest()[:16]}"
 
 
 def notifier_auth(settings: Settings) -> AuthParameter | None:

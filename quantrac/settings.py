@@ -36,7 +36,7 @@ class Settings(BaseSettings):
     mqtt_username: str | None = Field(None, description="MQTT account of the bridge (none: the one `stack up` / `gateways sync` generated in run_dir/mosquitto/credentials.json).")
     mqtt_password: SecretStr | None = Field(None, description="Its password (never logged).")
     mqtt_test_account: bool = Field(False, description="`stack up` / `gateways sync` also create `quantrac-test-gateway`, which may publish for every station (tests, installers; never in production); false removes it, so `make run` after `make test` drops it.")
-    mqtt_bridge_client_id: str = Field("quantrac-bridge", description="Fixed client id: the broker keeps this persistent session.")
+    mqtt_bridge_client_id: str = Field("quantrac-bridge", description="This bridge's fixed name. Its persistent MQTT session's client id is the name keyed by the bridge account's password (`quantrac.mqtt_accounts.bridge_session_id`), so no gateway can take the session over.")
     mqtt_session_expiry_s: int = Field(7 * 24 * 3600, description="How long the broker keeps the bridge's session while it is away.")
     mqtt_tls_ca_file: Path | None = Field(None, description="CA certificate of the broker's TLS listener; when set, clients connect with TLS.")
     mosquitto_tls_port: int | None = Field(None, description="Extra TLS listener of the local Mosquitto, certificate from a CA generated under run_dir.")

@@ -23,17 +23,15 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 
-import paho.mqtt.client as mqtt
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 from prometheus_client.parser import text_string_to_metric_families
 
+from ingest.bridge import has_session
 from quantrac.bridge_sessions import forget
 from quantrac.db import connect, save_stations
-from quantrac.mqtt_accounts import bridge_login
+from quantrac.mqtt_accounts import bridge_session_id
 from quantrac.settings import Settings
 from tests.utils.builders import make_station, payload
 from tests.utils.fleet import Fleet, owned_partitions, scrape
@@ -148,28 +146,8 @@ def quantrac(args: list[str], env: dict[str, str], timeout: float = 120) -> subp
 
 
 def session_exists(settings: Settings, client_id: str) -> bool:
-    """Whether the broker holds a session for client_id (asked without creating one: session expiry 0)."""
-    present = threading.Event()
-    answered = threading.Event()
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
-    username, password = bridge_login(settings)
-    client.username_pw_set(username, password)
-
-    def on_connect(_c: mqtt.Client, _u: object, flags: mqtt.ConnectFlags, _rc: object, _p: object) -> None:
-        if flags.session_present:
-            present.set()
-        answered.set()
-    client.on_connect = on_connect
-    properties = Properties(PacketTypes.CONNECT)
-    properties.SessionExpiryInterval = 0
-    client.connect(settings.mqtt_host, settings.mqtt_port, clean_start=False, properties=properties)
-    client.loop_start()
-    try:
-        assert answered.wait(10), f"no CONNACK for {client_id}"
-    finally:
-        client.disconnect()
-        client.loop_stop()
-    return present.is_set()
+    """Whether the broker holds a session for the bridge named client_id (asked without creating one)."""
+    return has_session(settings, bridge_session_id(settings, client_id))
 
 
 def wait_all_stored(settings: Settings, gateway: Publisher, fleet: Fleet, timeout: float = 120) -> None:

@@ -22,6 +22,9 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from pydantic import SecretStr
 
 from quantrac.mqtt_accounts import (
     BRIDGE_ACCOUNT,
@@ -29,6 +32,7 @@ from quantrac.mqtt_accounts import (
     TEST_ACCOUNT,
     GatewayCredential,
     bridge_login,
+    bridge_session_id,
     gateway_credentials,
     notifier_auth,
 )
@@ -83,6 +87,22 @@ def test_the_bridge_account_is_the_one_the_settings_carry(tmp_path: Path) -> Non
     sync(own, {})
     assert bridge_login(Settings(run_dir=tmp_path / "site", mqtt_username=None)) == ("site-bridge", "from-env")
     assert "user site-bridge\ntopic read quantrac/v1/stations/+/readings" in (tmp_path / "site" / "mosquitto" / "acl").read_text()
+
+
+@given(name=st.from_regex(r"[a-z0-9-]{1,40}", fullmatch=True), password=st.text(min_size=1, max_size=40),
+       other=st.text(min_size=1, max_size=40))
+def test_a_bridges_session_id_is_its_name_keyed_by_its_password(tmp_path_factory: pytest.TempPathFactory, name: str,
+                                                                 password: str, other: str) -> None:
+    """The MQTT client id a bridge connects as: its name, a dash and 16 hex digits that only its password gives (no
+    gateway can present it); its name alone on a broker without passwords."""
+    run_dir = tmp_path_factory.getbasetemp() / "no-credentials"
+    keyed = Settings(run_dir=run_dir, mqtt_username="b", mqtt_password=password, mqtt_bridge_client_id=name)
+    session_id = bridge_session_id(keyed)
+    assert session_id.startswith(f"{name}-") and len(session_id) == len(name) + 17
+    assert session_id == bridge_session_id(keyed, name) == bridge_session_id(keyed.model_copy())
+    assert (bridge_session_id(keyed.model_copy(update={"mqtt_password": SecretStr(other)})) == session_id) == (other == password)
+    assert bridge_session_id(keyed, f"{name}-2") != session_id
+    assert bridge_session_id(Settings(run_dir=run_dir, mqtt_username=None, mqtt_bridge_client_id=name)) == name
 
 
 @pytest.fixture(scope="module")
