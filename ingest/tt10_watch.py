@@ -12,7 +12,8 @@ bad line becomes a dead letter whose `topic` is the file name, `index` the line 
 payload the line. A file is moved only after Kafka confirmed all of its records:
 - to `done/` when at least one line was kept (with `<name>.reason` listing the rejected lines, if any);
 - to `rejected/` with `<name>.reason` when nothing could be kept (bad name, unknown station,
-  no valid line).
+  no valid line, not a regular file);
+never over an earlier file of that name: a second upload is filed as `<name>.2`, and so on.
 A crash before the move leaves the file in place: it is read again on restart, and the store's
 primary key makes the repeated readings harmless.
 
@@ -282,6 +283,25 @@ class StableFiles:
         self._seen.pop(path, None)
 
 
+def file_away(directory: Path, path: Path, verdict: FileVerdict) -> Path:
+    """Move a handled file to `done/` or `rejected/` with its `.reason` note, never over an earlier file of the same
+    name (a station that uploads again under the same name, e.g. with corrected values): that one becomes `<name>.2`,
+    `<name>.3`, ... Returns where it went."""
+    target_dir = directory / verdict.destination
+    target = target_dir / path.name
+    n = 1
+    while target.exists() or target.is_symlink():
+        n += 1
+        target = target_dir / f"{path.name}.{n}"
+    reason = verdict.reason_text()
+    if reason:
+        tmp = target_dir / f".{target.name}.reason.tmp"
+        tmp.write_text(reason, encoding="utf-8", errors="backslashreplace")
+        os.replace(tmp, target_dir / f"{target.name}.reason")
+    os.replace(path, target)
+    return target
+
+
 class Watcher:
     """Scans the drop folder, sends each complete file to Kafka and files it away."""
 
@@ -409,13 +429,7 @@ class Watcher:
             self._conn = None
 
     def _file_away(self, path: Path, verdict: FileVerdict) -> None:
-        target_dir = self.directory / verdict.destination
-        reason = verdict.reason_text()
-        if reason:
-            tmp = target_dir / f".{path.name}.reason.tmp"
-            tmp.write_text(reason, encoding="utf-8", errors="backslashreplace")
-            os.replace(tmp, target_dir / f"{path.name}.reason")
-        os.replace(path, target_dir / path.name)
+        file_away(self.directory, path, verdict)
         self.stable.forget(path)
 
     def run(self) -> None:

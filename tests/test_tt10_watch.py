@@ -12,7 +12,16 @@ import pytest
 from ingest.payload import Limits
 from ingest.tt10 import VN_TZ, format_stamp
 from ingest.tt10_export import StoredValue, build_files, station_code
-from ingest.tt10_watch import NotRegularFile, StableFiles, is_candidate, judge_file, read_regular, refused_entry, verdict_records
+from ingest.tt10_watch import (
+    NotRegularFile,
+    StableFiles,
+    file_away,
+    is_candidate,
+    judge_file,
+    read_regular,
+    refused_entry,
+    verdict_records,
+)
 from quantrac.domain import Status
 from quantrac.registry import RegistryCache, RegistrySnapshot
 from quantrac.wire import decode_deadletter, decode_readings
@@ -160,3 +169,22 @@ def test_links_fifos_and_folders_are_taken_but_never_read(tmp_path: Path) -> Non
     assert verdict.station_id == "HD-TEST-01" and verdict.destination == "rejected" and not verdict.kept
     assert verdict.file_rejection is not None and verdict.file_rejection.reason == "not_a_file"
     assert refused_entry("fifo.txt", "a FIFO", {}).station_id is None
+
+
+def test_a_file_uploaded_again_under_the_same_name_is_filed_beside_the_first(tmp_path: Path) -> None:
+    """The archive keeps every upload: a second file of the same name (corrected values, a retried upload) goes to
+    `<name>.2` with its own note, the first stays as it was."""
+    station = make_station("HD-TEST-01")
+    name = f"HP_KCN_HD-TEST-01_{STAMP}.txt"
+    (tmp_path / "done").mkdir()
+    (tmp_path / "rejected").mkdir()
+    contents = [f"COD\t1\tmg/L\t{STAMP}\t00\r\n", f"COD\t2\tmg/L\t{STAMP}\t00\r\nXX\t1\tmg/L\t{STAMP}\t00\r\n",
+                f"COD\t3\tmg/L\t{STAMP}\t00\r\n"]
+    where = []
+    for text in contents:
+        (tmp_path / name).write_bytes(text.encode())
+        verdict = judge_file(name, text.encode(), {station.id: station}, {}, NOW, Limits())
+        where.append(file_away(tmp_path, tmp_path / name, verdict))
+    assert [p.relative_to(tmp_path).as_posix() for p in where] == [f"done/{name}", f"done/{name}.2", f"done/{name}.3"]
+    assert [p.read_bytes().decode() for p in where] == contents and not (tmp_path / name).exists()
+    assert sorted(p.name for p in (tmp_path / "done").glob("*.reason")) == [f"{name}.2.reason"]
