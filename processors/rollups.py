@@ -245,10 +245,21 @@ _WATERMARKS = ("SELECT view, CASE WHEN mark > TIMESTAMPTZ '0001-01-02 00:00+00' 
                "FROM _timescaledb_catalog.continuous_agg WHERE user_view_schema = current_schema()) AS w")
 
 
-REFUSED_AS_BUSY = retry_if_exception_type(psycopg.errors.LockNotAvailable)
+class RefreshBusy(Exception):
+    """Another quantrac process holds this aggregate's refresh lock (`REFRESH_LOCK`)."""
+
+
+REFUSED_AS_BUSY = retry_if_exception_type((psycopg.errors.LockNotAvailable, RefreshBusy))
 """TimescaleDB refuses a refresh whose window overlaps one in progress on the same aggregate (a policy
-job, another worker, the maintenance pass) with `LockNotAvailable` ("due to a concurrent refresh"):
-worth trying again once the other one is done."""
+job) with `LockNotAvailable` ("due to a concurrent refresh"); another quantrac process may hold the
+aggregate's refresh lock: both are worth trying again once the other refresh is done."""
+
+REFRESH_LOCK = "SELECT pg_try_advisory_lock(hashtext('quantrac.refresh'), hashtext(%s))"
+"""quantrac's refreshes of one aggregate never run at once (the workers' late refreshes, the maintenance pass): in
+TimescaleDB 2.28, two concurrent refreshes of an aggregate can both succeed and leave a change unmaterialised until
+a later refresh (timescaledb#10219; a test here once lost a day's bucket that way). Session-level, so it holds
+across the refresh's own transactions; `REFRESH_UNLOCK` releases it."""
+REFRESH_UNLOCK = "SELECT pg_advisory_unlock(hashtext('quantrac.refresh'), hashtext(%s))"
 
 
 def _late_refresh_attempts() -> AsyncRetrying:
@@ -262,8 +273,9 @@ class LateRefresh:
     readings older than its watermark (the end of its last refresh).
 
     Readings newer than the watermark need nothing (real-time aggregation computes them at query
-    time), so a live stream costs one catalog query per batch. A refresh that fails (still refused by
-    a concurrent refresh after `_late_refresh_attempts`, or any other database error) is logged, and its
+    time), so a live stream costs one catalog query per batch. Each refresh holds its aggregate's
+    `REFRESH_LOCK`. A refresh that fails (the lock held by another quantrac process, or TimescaleDB refusing it
+    for a concurrent refresh, after `_late_refresh_attempts`; or any other database error) is logged, and its
     window is kept and refreshed with the next batch, so a late reading reaches its buckets a batch or
     two later rather than at the next maintenance pass. The worker owns one; windows pending when it
     stops are covered by the maintenance pass at its next start. No-op on native PostgreSQL, whose
@@ -288,8 +300,8 @@ class LateRefresh:
                 try:
                     async for attempt in _late_refresh_attempts():
                         with attempt:
-                            await conn.execute("CALL refresh_continuous_aggregate(%s, %s, %s)", (view, start, end))
-                except psycopg.Error as exc:
+                            await _refresh_locked(conn, view, start, end)
+                except (psycopg.Error, RefreshBusy) as exc:
                     self.pending[view] = (start, end)
                     _log_failure(exc, view)
                     if conn.closed or conn.broken:
@@ -322,12 +334,25 @@ class LateRefresh:
         return windows
 
 
+async def _refresh_locked(conn: psycopg.AsyncConnection[Any], view: str, start: datetime, end: datetime) -> None:
+    """Refresh `view` over [start, end) under its refresh lock; `RefreshBusy` when another process holds it."""
+    cur = await conn.execute(REFRESH_LOCK, (view,))
+    row = await cur.fetchone()
+    if not (row and row[0]):
+        raise RefreshBusy(f"another quantrac process is refreshing {view}")
+    try:
+        await conn.execute("CALL refresh_continuous_aggregate(%s, %s, %s)", (view, start, end))
+    finally:
+        if not conn.closed and not conn.broken:
+            await conn.execute(REFRESH_UNLOCK, (view,))
+
+
 async def _watermarks(conn: psycopg.AsyncConnection[Any]) -> dict[str, datetime | None]:
     cur = await conn.execute(_WATERMARKS)
     return {str(view): mark for view, mark in await cur.fetchall()}
 
 
-def _log_failure(exc: psycopg.Error, view: str) -> None:
+def _log_failure(exc: Exception, view: str) -> None:
     _log("warning", "rollups.late_refresh_failed", key=(type(exc).__name__, view), aggregate=view,
          error=str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
          fix="none needed: retried with the next batch, and the maintenance pass refreshes the whole range")
