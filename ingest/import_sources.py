@@ -62,8 +62,9 @@ def fingerprint(path: Path) -> str:
 
 
 def tt10_files(directory: Path) -> list[Path]:
-    """The TT10 files of a folder, in name order (names carry the time)."""
-    return sorted((p for p in directory.iterdir() if is_candidate(p)), key=lambda p: p.name)
+    """The TT10 files of a folder, in name order (names carry the time); the operator's own folder, so a link to a
+    file is read, but a FIFO or a device is not (reading one would wait forever)."""
+    return sorted((p for p in directory.iterdir() if is_candidate(p) and p.is_file()), key=lambda p: p.name)
 
 
 def parse_time(text: str, tz: tzinfo) -> datetime:
@@ -107,8 +108,14 @@ def read_csv(path: Path, fmt: Format, tz: tzinfo, skip: frozenset[str] = frozens
     (case-insensitive, e.g. a label column such as GECCO's EVENT) are not readings and are left out."""
     # Bytes that are not UTF-8 become U+FFFD: such a cell is then refused as a bad value, with its row,
     # instead of the whole file failing half-way.
+    with path.open("rb") as raw_handle:
+        if raw_handle.read(2) in (b"\xff\xfe", b"\xfe\xff"):
+            raise ImportSourceError(f"{path.name}: the file is UTF-16 (a spreadsheet's 'Unicode text'); save it as "
+                                    "'CSV UTF-8' and import it again")
     with path.open(newline="", encoding="utf-8-sig", errors="replace") as handle:
-        reader = csv.reader(handle)
+        separator = _separator(handle.readline())
+        handle.seek(0)
+        reader = csv.reader(handle, delimiter=separator)
         header = next(reader, None)
         if not header:
             raise ImportSourceError(f"{path.name}: the file is empty; export it with a header row")
@@ -116,10 +123,10 @@ def read_csv(path: Path, fmt: Format, tz: tzinfo, skip: frozenset[str] = frozens
         time_at = _time_column(header, path)
         skipped = {i for i, h in enumerate(header) if h.strip().lower() in {c.lower() for c in skip}}
         columns = {h.strip().lower(): i for i, h in enumerate(header)}
-        for number, cells in enumerate(reader, start=2):
+        for number, cells in _numbered(reader, path):
             if not any(c.strip() for c in cells):
                 continue
-            raw = ",".join(cells)
+            raw = separator.join(cells)
             ts, error = _row_time(cells, time_at, tz)
             if kind == "wide":
                 items = [{"parameter": header[i].strip(), "value": _number(cell)}
@@ -128,6 +135,30 @@ def read_csv(path: Path, fmt: Format, tz: tzinfo, skip: frozenset[str] = frozens
             else:
                 items = [_long_item(cells, columns)]
             yield CsvRow(number, raw, ts, error, items)
+
+
+def _separator(header_line: str) -> str:
+    """The header's field separator: a comma, else a semicolon or a tab when the header has one of those and no
+    comma (a spreadsheet saved where the decimal mark is a comma, as in Vietnam, separates fields with ';')."""
+    if "," in header_line:
+        return ","
+    return next((s for s in (";", "\t") if s in header_line), ",")
+
+
+def _numbered(reader: Iterator[list[str]], path: Path) -> Iterator[tuple[int, list[str]]]:
+    """The data rows with their line numbers (the header is line 1); a row the csv module cannot read (a field
+    longer than its limit, 131,072 characters) stops the file with a clear error instead of a traceback."""
+    number = 1
+    while True:
+        number += 1
+        try:
+            cells = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise ImportSourceError(f"{path.name}, row {number}: {exc}; check that row (a missing quote or a broken "
+                                    "export), fix it and run the same import again (rows already confirmed are skipped)") from None
+        yield number, cells
 
 
 def _long_item(cells: list[str], columns: dict[str, int]) -> dict[str, Any]:

@@ -271,3 +271,44 @@ def test_a_tt10_folder_goes_through_the_watchers_checks_as_import_records(tmp_pa
     assert len(units) == 2 and sent == 2 and rejected == 2
     assert [r[0][0].ts for r in readings] == [now - timedelta(minutes=10), now - timedelta(minutes=5)]
     assert {r[2] for r in readings} == {"import"} and {d["reason"] for d in dead} == {"unknown_parameter"}
+
+
+def test_spreadsheet_exports_are_read_or_refused_with_the_fix(tmp_path: Path) -> None:
+    """A sheet saved where the decimal mark is a comma separates fields with ';' (read, values with a comma taken);
+    a UTF-16 'Unicode text' export and a row the csv module cannot read stop the import with the file's fix, not a
+    traceback."""
+    from ingest.import_sources import ImportSourceError
+
+    semicolons = tmp_path / "vn.csv"
+    semicolons.write_text("time;COD;pH\n2026-12-01 08:00;45,5;7,2\n2026-12-01 08:05;46;7,3\n", encoding="utf-8")
+    rows = list(read_csv(semicolons, "auto", HCM))
+    assert [[(i["parameter"], i["value"]) for i in r.items] for r in rows] == [[("COD", 45.5), ("pH", 7.2)], [("COD", 46.0), ("pH", 7.3)]]
+    assert rows[0].raw == "2026-12-01 08:00;45,5;7,2" and rows[1].number == 3
+
+    unicode_text = tmp_path / "unicode.csv"
+    unicode_text.write_bytes("time\tCOD\n2026-12-01 08:00\t1\n".encode("utf-16"))
+    with pytest.raises(ImportSourceError, match="UTF-16.*CSV UTF-8"):
+        list(read_csv(unicode_text, "auto", HCM))
+
+    broken = tmp_path / "broken.csv"
+    broken.write_text("time,COD\n2026-12-01 08:00,1\n2026-12-01 08:05," + "9" * 200_000 + "\n", encoding="utf-8")
+    read = []
+    with pytest.raises(ImportSourceError, match="broken.csv, row 3: field larger than field limit"):
+        for row in read_csv(broken, "auto", HCM):
+            read.append(row.number)
+    assert read == [2]
+
+
+def test_a_tt10_folder_to_import_skips_fifos_and_reads_links_to_files(tmp_path: Path) -> None:
+    """The operator's own folder: a link to a file is read; a FIFO is not listed (reading it would wait forever)."""
+    import os
+
+    from ingest.import_sources import fingerprint, tt10_files
+
+    (tmp_path / "HP_KCN_HD-TEST-01_20261201080000.txt").write_text("COD\t1\tmg/L\t20261201080000\t00\n")
+    elsewhere = tmp_path.parent / f"{tmp_path.name}-elsewhere.txt"
+    elsewhere.write_text("COD\t2\tmg/L\t20261201080500\t00\n")
+    (tmp_path / "HP_KCN_HD-TEST-01_20261201080500.txt").symlink_to(elsewhere)
+    os.mkfifo(tmp_path / "HP_KCN_HD-TEST-01_20261201081000.txt")
+    assert [p.name for p in tt10_files(tmp_path)] == ["HP_KCN_HD-TEST-01_20261201080000.txt", "HP_KCN_HD-TEST-01_20261201080500.txt"]
+    assert len(fingerprint(tmp_path)) == 64
