@@ -301,7 +301,12 @@ class LateRefresh:
                     async for attempt in _late_refresh_attempts():
                         with attempt:
                             await _refresh_locked(conn, view, start, end)
-                except (psycopg.Error, RefreshBusy) as exc:
+                except RefreshBusy:
+                    self.pending[view] = (start, end)
+                    _log("info", "rollups.late_refresh_deferred", key=view, aggregate=view,
+                         reason="another quantrac process is refreshing it (a worker, the maintenance pass)",
+                         action="refreshed with a later batch")
+                except psycopg.Error as exc:
                     self.pending[view] = (start, end)
                     _log_failure(exc, view)
                     if conn.closed or conn.broken:
@@ -352,7 +357,7 @@ async def _watermarks(conn: psycopg.AsyncConnection[Any]) -> dict[str, datetime 
     return {str(view): mark for view, mark in await cur.fetchall()}
 
 
-def _log_failure(exc: Exception, view: str) -> None:
+def _log_failure(exc: psycopg.Error, view: str) -> None:
     _log("warning", "rollups.late_refresh_failed", key=(type(exc).__name__, view), aggregate=view,
          error=str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
          fix="none needed: retried with the next batch, and the maintenance pass refreshes the whole range")
