@@ -344,19 +344,17 @@ class Watcher:
         judged: list[tuple[Path, FileVerdict, int]] = []
         records: list[Record] = []
         for path in paths:
+            refused: FileVerdict | None = None
             try:
                 data = read_regular(path)
             except FileNotFoundError:
                 self.stable.forget(path)
                 continue
             except NotRegularFile as exc:
-                verdict = refused_entry(path.name, str(exc), self.settings.tt10_station_codes)
-                mine = verdict_records(verdict, b"", received_at, self.settings.readings_topic, self.settings.deadletter_topic)
-                records.extend(mine)
-                judged.append((path, verdict, len(mine)))
-                continue
+                data, refused = b"", refused_entry(path.name, str(exc), self.settings.tt10_station_codes)
             try:
-                verdict = judge_file(path.name, data, self.stations, self.settings.tt10_station_codes, received_at, self.limits)
+                verdict = refused if refused is not None else \
+                    judge_file(path.name, data, self.stations, self.settings.tt10_station_codes, received_at, self.limits)
                 mine = verdict_records(verdict, data, received_at, self.settings.readings_topic, self.settings.deadletter_topic,
                                        self.limits.deadletter_payload_cap)
             except Exception as exc:  # a bug of ours on this file: set it aside, go on with the others

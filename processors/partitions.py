@@ -20,7 +20,7 @@ import psycopg
 import structlog
 from tenacity import RetryCallState, Retrying, stop_after_delay, wait_exponential
 
-from processors.rollups import REFRESH_LOCK, REFRESH_UNLOCK, REFUSED_AS_BUSY, ROLLUPS, RefreshBusy
+from processors.rollups import REFUSED_AS_BUSY, ROLLUPS, refresh_locked
 from quantrac.db import store_kind
 
 log = structlog.get_logger(__name__)
@@ -213,14 +213,7 @@ def refresh_aggregates(conn: psycopg.Connection, until: datetime | None = None) 
     for view in ROLLUPS.values():
         for attempt in _maintenance_refresh_attempts(view):
             with attempt:
-                row = conn.execute(REFRESH_LOCK, (view,)).fetchone()
-                if not (row and row[0]):
-                    raise RefreshBusy(f"another quantrac process is refreshing {view}")
-                try:
-                    conn.execute("CALL refresh_continuous_aggregate(%s, NULL, %s)", (view, until))
-                finally:
-                    if not conn.closed and not conn.broken:
-                        conn.execute(REFRESH_UNLOCK, (view,))
+                refresh_locked(conn, view, None, until)
     return list(ROLLUPS.values())
 
 

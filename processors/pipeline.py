@@ -448,7 +448,8 @@ class BatchProcessor:
             new_states, conditions, late = await _judged_while(copying, lambda: detect_batch(
                 new, owned, self.stations, self.config, self.live, open_keys, owned=True, save_rows=False), self.judged)
             conflicts = await self.writer.conflicts(conn, batch, new)
-            await record_store_counts(conn, batch, new, [r for r, *_ in conflicts])
+            contradicting = [r for r, *_ in conflicts]
+            await record_store_counts(conn, batch, new, contradicting)
             await update_rollups(conn, new)
             for state in new_states.values():
                 state.stored_through_us = stored_us
@@ -469,7 +470,7 @@ class BatchProcessor:
         if late:
             log.info("worker.late_readings", count=len(late), stations=sorted({r.station_id for r in late}),
                      lateness_s=self.config.lateness_s)
-        log_conflicts([r for r, *_ in conflicts])
+        log_conflicts(contradicting)
         sources = _sources(batch) if conflicts else {}
         deadletters = [conflict_deadletter(r, value, status, sources.get(r.station_id, "mqtt")) for r, value, status in conflicts]
         return BatchResult(len(new), alerts, new_states, len(late), deadletters)

@@ -30,7 +30,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 
 from quantrac.batch_columns import BatchColumns, Bools, Ints, as_columns, as_datetime, bucket_starts_us, epoch_us, group
 from quantrac.domain import Reading
-from quantrac.failures import RateLimitedLog
+from quantrac.failures import RECORD_ATTEMPTS, RateLimitedLog
 from quantrac.timebuckets import BUCKET_WIDTHS, DAY_ZONE, ROLLUPS, bucket_end, bucket_start
 
 log = structlog.get_logger(__name__)
@@ -284,17 +284,22 @@ class LateRefresh:
 
     def __init__(self) -> None:
         self.pending: dict[str, tuple[datetime, datetime]] = {}
+        self.failures: dict[str, int] = {}
+        """Per aggregate, the batches in a row whose refresh of its pending window failed other than for a concurrent
+        refresh: after `RECORD_ATTEMPTS` the window is dropped (the maintenance pass refreshes the whole range)."""
 
     async def run(self, conn: psycopg.AsyncConnection[Any], new: BatchColumns | Sequence[Reading]) -> list[str]:
         """Refresh the late windows of `new` and any left by an earlier failure; returns the aggregates refreshed.
 
         Runs outside a transaction (the connection is switched to autocommit for it)."""
-        if not len(new) and not self.pending or await _store_kind(conn) != "timescaledb":
+        if not len(new) and not self.pending:
             return []
         refreshed: list[str] = []
         autocommit = conn.autocommit
         try:
-            await conn.set_autocommit(True)
+            await conn.set_autocommit(True)  # before any query: a first query would open a transaction
+            if await _store_kind(conn) != "timescaledb":
+                return []
             windows = self._windows(await _watermarks(conn), as_columns(new).ts_us)
             for view, (start, end) in windows.items():
                 try:
@@ -307,12 +312,14 @@ class LateRefresh:
                          reason="another quantrac process is refreshing it (a worker, the maintenance pass)",
                          action="refreshed with a later batch")
                 except psycopg.Error as exc:
-                    self.pending[view] = (start, end)
                     _log_failure(exc, view)
                     if conn.closed or conn.broken:
+                        self.pending[view] = (start, end)
                         break
+                    self._failed(view, (start, end), contention=isinstance(exc, psycopg.errors.LockNotAvailable))
                 else:
                     self.pending.pop(view, None)
+                    self.failures.pop(view, None)
                     refreshed.append(view)
         except psycopg.Error as exc:
             _log_failure(exc, "watermarks")
@@ -322,6 +329,18 @@ class LateRefresh:
         if refreshed:
             log.debug("rollups.late_refreshed", aggregates=refreshed, readings=len(new))
         return refreshed
+
+    def _failed(self, view: str, window: tuple[datetime, datetime], contention: bool) -> None:
+        """Keep a failed window for the next batch, unless it failed for itself `RECORD_ATTEMPTS` batches in a row."""
+        failures = 0 if contention else self.failures.get(view, 0) + 1
+        if failures < RECORD_ATTEMPTS:
+            self.pending[view], self.failures[view] = window, failures
+            return
+        self.pending.pop(view, None)
+        self.failures.pop(view, None)
+        log.error("rollups.late_refresh_dropped", aggregate=view, start=window[0].isoformat(), end=window[1].isoformat(),
+                  attempts=failures, fix="the maintenance pass refreshes the whole range (QUANTRAC_MAINTENANCE_INTERVAL_S); "
+                                         "if it fails too, see its error")
 
     def _windows(self, watermarks: dict[str, datetime | None], ts_us: Ints) -> dict[str, tuple[datetime, datetime]]:
         """Per aggregate: the whole buckets of the readings older than its watermark, widened to cover
@@ -339,17 +358,34 @@ class LateRefresh:
         return windows
 
 
+_REFRESH = "CALL refresh_continuous_aggregate(%s, %s::timestamptz, %s::timestamptz)"
+
+
+def _claim(row: tuple[Any, ...] | None, view: str) -> None:
+    """Raise `RefreshBusy` unless `REFRESH_LOCK` answered that the lock is ours."""
+    if not (row and row[0]):
+        raise RefreshBusy(f"another quantrac process is refreshing {view}")
+
+
 async def _refresh_locked(conn: psycopg.AsyncConnection[Any], view: str, start: datetime, end: datetime) -> None:
     """Refresh `view` over [start, end) under its refresh lock; `RefreshBusy` when another process holds it."""
     cur = await conn.execute(REFRESH_LOCK, (view,))
-    row = await cur.fetchone()
-    if not (row and row[0]):
-        raise RefreshBusy(f"another quantrac process is refreshing {view}")
+    _claim(await cur.fetchone(), view)
     try:
-        await conn.execute("CALL refresh_continuous_aggregate(%s, %s, %s)", (view, start, end))
+        await conn.execute(_REFRESH, (view, start, end))
     finally:
         if not conn.closed and not conn.broken:
             await conn.execute(REFRESH_UNLOCK, (view,))
+
+
+def refresh_locked(conn: psycopg.Connection, view: str, start: datetime | None, end: datetime) -> None:
+    """`_refresh_locked` on a synchronous connection (the maintenance pass); `start` None: from the beginning."""
+    _claim(conn.execute(REFRESH_LOCK, (view,)).fetchone(), view)
+    try:
+        conn.execute(_REFRESH, (view, start, end))
+    finally:
+        if not conn.closed and not conn.broken:
+            conn.execute(REFRESH_UNLOCK, (view,))
 
 
 async def _watermarks(conn: psycopg.AsyncConnection[Any]) -> dict[str, datetime | None]:
@@ -362,7 +398,3 @@ def _log_failure(exc: psycopg.Error, view: str) -> None:
          error=str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
          fix="none needed: retried with the next batch, and the maintenance pass refreshes the whole range")
 
-
-async def refresh_late_aggregates(conn: psycopg.AsyncConnection[Any], new: BatchColumns | Sequence[Reading]) -> list[str]:
-    """One `LateRefresh` pass with nothing pending (tests and one-off callers; the worker keeps its own)."""
-    return await LateRefresh().run(conn, new)

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from processors.partitions import refresh_aggregates
 from processors.pipeline import BatchProcessor, decode_batch
 from processors.reading_writer import ReadingWriter
-from processors.rollups import ROLLUPS, VALID_SQL, bucket_sql, rebuild_rollups, refresh_late_aggregates, update_rollups
+from processors.rollups import ROLLUPS, VALID_SQL, LateRefresh, bucket_sql, rebuild_rollups, update_rollups
 from quantrac.batch_columns import BatchColumns
 from quantrac.db import connect, save_stations
 from quantrac.domain import Reading, Station, Status
@@ -55,7 +55,7 @@ async def _store(dsn: str, readings: Batch, writer: ReadingWriter | None = None)
         async with conn.transaction():
             new = await writer.write(conn, readings)
             await update_rollups(conn, new)
-        await refresh_late_aggregates(conn, new)
+        await LateRefresh().run(conn, new)
     return new
 
 

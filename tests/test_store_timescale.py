@@ -18,7 +18,7 @@ import pytest
 from api.routes.history import bucket_series, compliance, raw_gaps
 from processors.partitions import apply_retention, refresh_aggregates
 from processors.reading_writer import ReadingWriter
-from processors.rollups import REFRESH_LOCK, ROLLUPS, LateRefresh, refresh_late_aggregates, update_rollups
+from processors.rollups import REFRESH_LOCK, ROLLUPS, LateRefresh, update_rollups
 from quantrac.db import connect, plan_migrations, save_stations, schema_version, store_kind
 from quantrac.domain import Reading, Station, Status
 from quantrac.settings import Settings
@@ -166,7 +166,7 @@ def test_a_late_reading_is_in_its_buckets_once_committed_without_waiting_for_a_r
     on_time = Reading(station_id=station.id, parameter="COD", value=1.0, unit="mg/L", ts=datetime.now(timezone.utc).replace(microsecond=0))
     async def through_the_worker_path() -> tuple[list[str], list[str]]:
         async with await psycopg.AsyncConnection.connect(stack.pg_dsn) as aconn:
-            return await refresh_late_aggregates(aconn, [on_time]), await refresh_late_aggregates(aconn, [late])
+            return await LateRefresh().run(aconn, [on_time]), await LateRefresh().run(aconn, [late])
 
     assert asyncio.run(through_the_worker_path()) == ([], list(ROLLUPS.values()))
     assert rollup_rows(conn, station.id) == approx(group_by_raw(conn, station.id))
@@ -344,3 +344,29 @@ def test_a_refresh_refused_by_a_concurrent_one_is_tried_again(stack: Settings, o
             ender.join()
         with connect(fresh.pg_dsn) as conn:
             assert rollup_rows(conn, station.id) == approx(group_by_raw(conn, station.id))
+
+
+def test_a_late_window_that_fails_for_itself_is_dropped_after_its_attempts(stack: Settings) -> None:
+    """A pending window is tried with the next batches, but one that fails for itself (here a window TimescaleDB
+    refuses as empty) is given up after `RECORD_ATTEMPTS` batches, with an error naming the fix: never retried for
+    ever."""
+    from structlog.testing import capture_logs
+
+    from quantrac.failures import RECORD_ATTEMPTS
+
+    day0 = datetime(2018, 5, 3, 17, 0, tzinfo=timezone.utc)
+    with fresh_store(stack, "late_dropped") as (fresh, _station):
+        async def batches(refresh: LateRefresh) -> list[bool]:
+            kept = []
+            async with await psycopg.AsyncConnection.connect(fresh.pg_dsn) as aconn:
+                for _ in range(RECORD_ATTEMPTS):
+                    assert await refresh.run(aconn, []) == []
+                    kept.append("readings_1d" in refresh.pending)
+            return kept
+
+        refresh = LateRefresh()
+        refresh.pending["readings_1d"] = (day0 + timedelta(days=1), day0)  # end before start: refused every time
+        with capture_logs() as logs:
+            kept = asyncio.run(batches(refresh))
+    assert kept == [True] * (RECORD_ATTEMPTS - 1) + [False] and refresh.failures == {}
+    assert [e["aggregate"] for e in logs if e["event"] == "rollups.late_refresh_dropped" and e["log_level"] == "error"] == ["readings_1d"]
