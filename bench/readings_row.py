@@ -1,5 +1,5 @@
 """Where PostgreSQL's cost of a stored reading goes: the same readings COPYed into `readings`-like hypertables that
-differ only in their row, the current row as the same-run baseline (issue 15, point 5).
+differ only in their row, the row before migration 0080 (a text key) as the same-run baseline (issue 15, point 5).
 
 Each variant is a TimescaleDB hypertable in day chunks (with the extension's default index on `ts`, as `readings`
 has) in a database of its own (quantrac_rowbench, dropped and re-created at each run), filled with the same
@@ -7,10 +7,11 @@ readings: `--stations` stations x 8 parameters at a 1-minute cadence, in transac
 binary COPY buffers built before timing (the server's own cost; no client in the clock). The variants run in
 turns, `--rounds` times, in alternating order, each into a fresh table after a CHECKPOINT; the median is reported.
 
-- `current`: `readings` as the migrations make it, primary key (station_id, parameter, ts) on text;
+- `text_key`: `readings` as migrations 0002-0075 made it, primary key (station_id, parameter, ts) on text;
 - `no_unit`: without the repeated unit;
 - `collate_c`: the text key compared bytewise (COLLATE "C");
-- `int_key_with_names`: an integer series id as the key (series_id, ts), station_id and parameter kept as columns;
+- `int_key_with_names`: an integer series id as the key (series_id, ts), station_id and parameter kept as columns
+  (`readings` since migration 0080);
 - `int_key`: the integer key without the names (they would come from a series table);
 - `narrow`: the integer key, no unit, a smallint status.
 
@@ -45,7 +46,7 @@ _STATUS_TEXT = "status char(2) NOT NULL CHECK (status IN ('00', '01', '02'))"
 _RECEIVED = "received_at timestamptz NOT NULL DEFAULT now()"
 _NAMES = "station_id text NOT NULL, parameter text NOT NULL"
 VARIANTS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "current": (f"{_NAMES}, ts timestamptz NOT NULL, value double precision, unit text NOT NULL, {_STATUS_TEXT}, {_RECEIVED}, "
+    "text_key": (f"{_NAMES}, ts timestamptz NOT NULL, value double precision, unit text NOT NULL, {_STATUS_TEXT}, {_RECEIVED}, "
                 "PRIMARY KEY (station_id, parameter, ts)", ("station_id", "parameter", "ts", "value", "unit", "status")),
     "no_unit": (f"{_NAMES}, ts timestamptz NOT NULL, value double precision, {_STATUS_TEXT}, {_RECEIVED}, "
                 "PRIMARY KEY (station_id, parameter, ts)", ("station_id", "parameter", "ts", "value", "status")),
@@ -133,13 +134,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     finally:
         if started:
             local_stack.down(settings, only=["postgres"])
-    baseline = statistics.median(seconds["current"])
+    baseline = statistics.median(seconds["text_key"])
     result = {
         "description": "readings row variants, prebuilt binary COPY into TimescaleDB hypertables",
         "parameters": {"stations": args.stations, "rows": args.rows, "batch_rows": args.batch, "rounds": args.rounds},
-        "baseline": "current",
+        "baseline": "text_key",
         "variants": {v: {"seconds": [round(s, 3) for s in ss], "rows_per_s": round(args.rows / statistics.median(ss)),
-                         "vs_current": round(baseline / statistics.median(ss), 3)} for v, ss in seconds.items()},
+                         "vs_text_key": round(baseline / statistics.median(ss), 3)} for v, ss in seconds.items()},
     }
     write_result("readings_row", result)
     return result

@@ -64,7 +64,7 @@ from processors.reading_writer import DIRECT_COPY, STAGE, STAGE_COPY, STAGED_INS
 from processors.rollups import bucket_sql, bucket_sums, merge_sql, rebuild_rollups, update_rollups  # noqa: E402
 from quantrac import completeness  # noqa: E402
 from quantrac.batch_columns import BatchColumns, batch_columns  # noqa: E402
-from quantrac.db import STORE_POSTGRESQL, STORE_TIMESCALEDB, describe_store, migrate  # noqa: E402
+from quantrac.db import STORE_POSTGRESQL, STORE_TIMESCALEDB, describe_store, migrate, series_ids  # noqa: E402
 from quantrac.delivery_accounting import record_store_counts  # noqa: E402
 from quantrac.domain import ParameterSpec, Reading, Station, StationKind  # noqa: E402
 from quantrac.settings import Settings  # noqa: E402
@@ -109,19 +109,22 @@ def readings(prefix: str, rows: int, stations: int) -> list[Reading]:
 STAGES = ("write", "conflicts", "delivery_counts", "rollups", "completeness", "commit")
 METHODS = ("raw_copy", "store_with_rollups", "store_without_rollups", "worker_store_path", "raw_copy_prebuilt",
            "narrow_copy_prebuilt")
-_TYPES = ["text", "text", "timestamptz", "float8", "text", "text"]
+_TYPES = ["int4", "text", "text", "timestamptz", "float8", "text", "text"]
 
 
 def method_input(name: str, batch: list[Reading], series_ids: dict[tuple[str, str], int]
-                 ) -> list[Reading] | BatchColumns | bytes:
-    """What each method is handed, built before timing: readings, the decoded columns, or a ready buffer (the narrow
-    row's series ids numbered in `series_ids`)."""
+                 ) -> list[tuple[int, Reading]] | BatchColumns | bytes:
+    """What each method is handed, built before timing: readings with their series ids, the decoded columns, or a
+    ready buffer (series ids numbered in `series_ids`: the prebuilt rows go into a fresh database, which holds no
+    series yet)."""
     if name == "raw_copy":
-        return batch
+        return [(series_ids.setdefault((r.station_id, r.parameter), len(series_ids)), r) for r in batch]
     columns = batch_columns(batch)
     if name == "narrow_copy_prebuilt":
         return narrow_buffer(columns, series_ids)
-    return copy_buffer(columns) if name == "raw_copy_prebuilt" else columns
+    if name == "raw_copy_prebuilt":
+        return copy_buffer(columns, [series_ids.setdefault(key, len(series_ids)) for key in columns.series_keys])
+    return columns
 
 
 NARROW_TABLE = """CREATE TABLE readings_narrow (
@@ -173,8 +176,8 @@ class WriteMethod:
         if self.name == "raw_copy":
             async with self.conn.transaction(), self.conn.cursor() as cur, cur.copy(DIRECT_COPY) as copy:
                 copy.set_types(_TYPES)
-                for r in batch:
-                    await copy.write_row((r.station_id, r.parameter, r.ts, r.value, r.unit, r.status.value))
+                for series_id, r in batch:
+                    await copy.write_row((series_id, r.station_id, r.parameter, r.ts, r.value, r.unit, r.status.value))
         elif self.name in ("raw_copy_prebuilt", "narrow_copy_prebuilt"):
             statement = DIRECT_COPY if self.name == "raw_copy_prebuilt" else NARROW_COPY
             async with self.conn.transaction(), self.conn.cursor() as cur, cur.copy(statement) as copy:
@@ -275,7 +278,8 @@ async def explain_batch(dsn: str, kind: str, batch: list[Reading]) -> dict[str, 
             if kind == STORE_POSTGRESQL:
                 out["rollup_merge_ms"] = await _execution_ms(cur, merge_sql(), bucket_sums(batch_columns(new)))
             await cur.execute(STAGE)
-            await copy_rows(cur, STAGE_COPY, batch_columns(batch))
+            columns = batch_columns(batch)
+            await copy_rows(cur, STAGE_COPY, columns, await writer.series_ids(conn, columns))
             out["staged_insert_redelivered_ms"] = await _execution_ms(cur, STAGED_INSERT, None)
             await cur.execute("ROLLBACK")
     return out
@@ -293,12 +297,13 @@ def load_history(dsn: str, days: int, stations: int) -> tuple[int, float]:
     began = time.perf_counter()
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("SELECT quantrac_ensure_partitions(%s, %s)", (START.date(), end.date()))
+        ids = series_ids(conn, ((f"Q-{s:03d}", p) for s in range(stations) for p in PARAMETERS))
         conn.execute(
-            "INSERT INTO readings (station_id, parameter, ts, value, unit, status) "
-            "SELECT format('Q-%%s', lpad(s::text, 3, '0')), p, t, 50 + random() * 20, 'mg/L', '00' "
-            "FROM generate_series(0, %s - 1) AS s, unnest(%s::text[]) AS p, "
+            "INSERT INTO readings (series_id, station_id, parameter, ts, value, unit, status) "
+            "SELECT k.id, k.station_id, k.parameter, t, 50 + random() * 20, 'mg/L', '00' "
+            "FROM unnest(%s::integer[], %s::text[], %s::text[]) AS k(id, station_id, parameter), "
             "generate_series(%s::timestamptz, %s::timestamptz - interval '1 minute', interval '1 minute') AS t",
-            (stations, list(PARAMETERS), START, end))
+            (list(ids.values()), [k[0] for k in ids], [k[1] for k in ids], START, end))
         if describe_store(conn).kind == STORE_TIMESCALEDB:
             refresh_aggregates(conn, until=end + timedelta(days=1))
         else:

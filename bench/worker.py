@@ -202,9 +202,9 @@ def copy_ceiling(raws: list[bytes], per_message: int) -> dict[str, Any]:
 
     size = SETTINGS.worker_batch_size
     batches = [decode_batch(raws[i:i + size]) for i in range(0, len(raws), size)]
-    buffers = [copy_buffer(b) for b in batches]
-    series_ids: dict[tuple[str, str], int] = {}
+    series_ids: dict[tuple[str, str], int] = {}  # a fresh database holds no series: numbered here, as the narrow row's
     narrow = [narrow_buffer(b, series_ids) for b in batches]
+    buffers = [copy_buffer(b, [series_ids[key] for key in b.series_keys]) for b in batches]
     days = sorted({d for b in batches for d in np.unique(b.ts_us // 86_400_000_000).tolist()})
     database = f"{SETTINGS.pg_database}_copy"
     seconds = {DIRECT_COPY: 0.0, NARROW_COPY: 0.0}

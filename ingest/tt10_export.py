@@ -29,6 +29,7 @@ import psycopg
 import structlog
 
 from ingest.tt10 import TT10FormatError, TT10Line, TT10Name, format_content, parse_filename
+from quantrac.db import STATION_SERIES
 from quantrac.domain import NATIONAL_SYMBOLS, Station, Status
 
 log = structlog.get_logger(__name__)
@@ -113,7 +114,7 @@ def _codes_of(group: list[StoredValue], province: str, facility: str) -> tuple[s
 
 _QUERY = ("SELECT r.parameter, r.ts, r.value, r.unit, r.status, t.value_text, t.file_name, t.line_no FROM readings r "
           "LEFT JOIN tt10_values t ON t.station_id = r.station_id AND t.parameter = r.parameter AND t.ts = r.ts "
-          "WHERE r.station_id = %s AND r.ts >= %s AND r.ts < %s ORDER BY r.ts, r.parameter")
+          f"WHERE r.series_id IN ({STATION_SERIES}) AND r.ts >= %s AND r.ts < %s ORDER BY r.ts, r.parameter")
 
 
 def load_values(conn: psycopg.Connection, station_id: str, start: datetime, end: datetime) -> list[StoredValue]:

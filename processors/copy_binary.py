@@ -2,9 +2,10 @@
 
 psycopg's `write_row` adapts every value of every row in Python and is awaited once per row; the
 writer instead hands `AsyncCopy.write` the whole batch at once (block mode: the buffer carries the
-format's signature and trailer itself). A row of `readings (station_id, parameter, ts, value, unit,
-status)` is three pieces: the series' field count, station and parameter (one piece per series),
-time and value (fixed width, from the columns), unit and status (one piece per distinct pair).
+format's signature and trailer itself). A row of `readings (series_id, station_id, parameter, ts,
+value, unit, status)` is three pieces: the series' field count, id, station and parameter (one piece
+per series), time and value (fixed width, from the columns), unit and status (one piece per distinct
+pair).
 The pieces are copied into the buffer by one compiled loop. The bytes are exactly those of
 psycopg's own binary `write_row` for the same rows (tests/test_copy_binary.py).
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import struct
+from collections.abc import Sequence
 
 import numba
 import numpy as np
@@ -37,16 +39,18 @@ def _text(value: str) -> bytes:
 
 
 @functools.lru_cache(maxsize=1 << 16)
-def _head(station_id: str, parameter: str) -> bytes:
-    """A series' piece: the row's field count, station and parameter (kept: a series comes back every batch)."""
-    return struct.pack(">h", 6) + _text(station_id) + _text(parameter)
+def _head(series_id: int, station_id: str, parameter: str) -> bytes:
+    """A series' piece: the row's field count, series id, station and parameter (kept: a series comes back every
+    batch)."""
+    return struct.pack(">hii", 7, 4, series_id) + _text(station_id) + _text(parameter)
 
 
-def copy_buffer(batch: BatchColumns) -> bytes:
-    """The rows of `batch` in PostgreSQL's binary COPY format, header and trailer included."""
+def copy_buffer(batch: BatchColumns, series_ids: Sequence[int]) -> bytes:
+    """The rows of `batch` in PostgreSQL's binary COPY format, header and trailer included; `series_ids` holds the id
+    (`series`) of each of the batch's `series_keys`."""
     n = len(batch)
     used_series, series = np.unique(batch.series, return_inverse=True)
-    heads = [_head(*batch.series_keys[k]) for k in used_series.tolist()]
+    heads = [_head(series_ids[k], *batch.series_keys[k]) for k in used_series.tolist()]
     pairs, pair = np.unique(batch.unit * len(STATUSES) + batch.status, return_inverse=True)
     tails = [_text(batch.unit_keys[p // len(STATUSES)]) + _text(STATUSES[p % len(STATUSES)].value) for p in pairs.tolist()]
     fixed = np.zeros(n, _FIXED)

@@ -247,7 +247,7 @@ class BatchProcessor:
     async def _connection(self) -> psycopg.AsyncConnection[Any]:
         if self._conn is None or self._conn.closed:
             self._conn = await psycopg.AsyncConnection.connect(self.dsn)
-            self.writer.forget_partitions()
+            self.writer.forget_created()
         return self._conn
 
     async def _spare_connection(self) -> psycopg.AsyncConnection[Any]:
@@ -263,12 +263,12 @@ class BatchProcessor:
 
         Not before the batch in hand has its rows in (its COPY done): a key in both would otherwise have that batch's
         COPY wait on this transaction, which commits only after it. Then only on the direct way, and not while a
-        transaction that created day partitions is open (the COPY would not see them). A failure here only means the
+        transaction that created day partitions or series is open (the COPY would not see the partitions). A failure here only means the
         batch is done the usual way: `process` meets it again if it lasts."""
         if self._copying is not None and not self._copying.done():
             await asyncio.wait({self._copying})
         presumed = self.writer.presumed_new(batch)
-        if presumed is None or self.writer.partitions_pending:
+        if presumed is None or self.writer.created_pending:
             return
         async with self._ahead_lock:
             await self._drop(self._ahead)
@@ -308,11 +308,11 @@ class BatchProcessor:
         return ahead
 
     async def _drop(self, ahead: _Ahead | None) -> None:
-        """End a transaction begun ahead (`_abandoned`), forgetting the partitions it may have created."""
+        """End a transaction begun ahead (`_abandoned`), forgetting the partitions and series it may have created."""
         if ahead is None:
             return
         await _abandoned(ahead.conn, ahead.copying)
-        self.writer.forget_partitions()  # it may have created some
+        self.writer.forget_created()  # it may have created some
 
     async def _owned(self, conn: psycopg.AsyncConnection[Any], station_ids: Iterable[str], states: Mapping[str, States]
                      ) -> tuple[dict[str, StationState | None], dict[str, StationState]]:
@@ -460,7 +460,7 @@ class BatchProcessor:
         except BaseException as exc:
             self._forget(owned)
             await _rolled_back(conn, copying, broken=isinstance(exc, psycopg.OperationalError))
-            self.writer.forget_partitions()  # partitions created in the rolled-back transaction are gone
+            self.writer.forget_created()  # partitions and series created in the rolled-back transaction are gone
             raise
         self.writer.committed(conn)
         for station_id, state in new_states.items():
@@ -639,7 +639,8 @@ async def _judged_while(copying: asyncio.Task[bool] | None, judge: Callable[[], 
 _REPLAY = """
 SELECT r.station_id, r.parameter, r.ts, r.value, r.unit, r.status
 FROM unnest(%s::text[], %s::timestamptz[], %s::timestamptz[]) AS s(station_id, since, oldest)
-JOIN LATERAL (SELECT * FROM readings r WHERE r.station_id = s.station_id AND r.received_at > s.since
+JOIN LATERAL (SELECT * FROM readings r WHERE r.series_id IN (SELECT id FROM series WHERE station_id = s.station_id)
+              AND r.received_at > s.since
               AND r.received_at < now() AND r.ts >= coalesce(s.oldest, '-infinity')) r ON true
 ORDER BY r.received_at, r.station_id, r.ts, r.parameter
 """

@@ -21,27 +21,28 @@ import psycopg
 
 from processors.copy_binary import copy_buffer
 from quantrac.batch_columns import BatchColumns, Ints, as_datetime, batch_columns, epoch_us, group
+from quantrac.db import KNOWN_SERIES, NEW_SERIES, SeriesKey, series_columns
 from quantrac.domain import Reading
 from quantrac.wire_columns import STATUSES
 
 _DAY_US = 86_400_000_000
 
-_COLUMNS = "station_id, parameter, ts, value, unit, status"
+_COLUMNS = "series_id, station_id, parameter, ts, value, unit, status"
 DIRECT_COPY = f"COPY readings ({_COLUMNS}) FROM STDIN (FORMAT BINARY)"
 """The binary COPY straight into `readings` (the benches' raw COPY baselines use it too)."""
 STAGE = ("CREATE TEMP TABLE IF NOT EXISTS readings_stage "
-         "(station_id text, parameter text, ts timestamptz, value double precision, unit text, status text) "
-         "ON COMMIT DELETE ROWS")
+         "(series_id integer, station_id text, parameter text, ts timestamptz, value double precision, unit text, "
+         "status text) ON COMMIT DELETE ROWS")
 """The session's staging table of the idempotent way (public for bench/store_writes.py, which EXPLAINs it)."""
 STAGE_COPY = f"COPY readings_stage ({_COLUMNS}) FROM STDIN (FORMAT BINARY)"
 """Binary COPY of a batch into the staging table."""
 STAGED_INSERT = (f"INSERT INTO readings ({_COLUMNS}) SELECT {_COLUMNS} FROM readings_stage "
-                 "ON CONFLICT (station_id, parameter, ts) DO NOTHING RETURNING station_id, parameter, ts")
+                 "ON CONFLICT (series_id, ts) DO NOTHING RETURNING station_id, parameter, ts")
 """The staged readings whose key is not stored yet, inserted; returns their keys."""
 
 
 _CONFLICTS = ("SELECT s.station_id, s.parameter, s.ts, r.value, r.status FROM readings_stage s "
-              "JOIN readings r ON r.station_id = s.station_id AND r.parameter = s.parameter AND r.ts = s.ts "
+              "JOIN readings r ON r.series_id = s.series_id AND r.ts = s.ts "
               "WHERE r.value IS DISTINCT FROM s.value OR r.status IS DISTINCT FROM s.status")
 
 Conflict = tuple[Reading, float | None, str]
@@ -60,10 +61,11 @@ def _firsts(batch: BatchColumns) -> tuple[Ints, BatchColumns]:
     return firsts, batch if len(firsts) == len(batch) else batch.take(firsts)
 
 
-async def copy_rows(cur: psycopg.AsyncCursor[Any], statement: str, batch: BatchColumns) -> None:
-    """One binary COPY of the batch's rows, written as one buffer (`statement` names the table)."""
+async def copy_rows(cur: psycopg.AsyncCursor[Any], statement: str, batch: BatchColumns, series_ids: Sequence[int]) -> None:
+    """One binary COPY of the batch's rows, written as one buffer (`statement` names the table; `series_ids`: the id of
+    each of the batch's `series_keys`)."""
     async with cur.copy(statement) as copy:
-        await copy.write(copy_buffer(batch))
+        await copy.write(copy_buffer(batch, series_ids))
 
 
 def _keys(batch: BatchColumns, rows: Ints) -> dict[tuple[str, str, int], int]:
@@ -85,8 +87,12 @@ class ReadingWriter:
         self._staged = False
         """The last batch went through the staging table (so `conflicts` must look there)."""
         self._ensuring: psycopg.AsyncConnection[Any] | None = None
-        """The connection whose open transaction last ensured day partitions: other connections see them once it
-        commits (`committed`)."""
+        """The connection whose open transaction last created day partitions or series: other connections see them once
+        it commits (`committed`)."""
+        self._series: dict[SeriesKey, int] = {}
+        """The id of every series met so far that is committed (a series row is never deleted)."""
+        self._series_pending: dict[SeriesKey, int] = {}
+        """Series created by `_ensuring`'s open transaction: known once it commits, forgotten if it does not."""
 
     async def _ensure_partitions(self, conn: psycopg.AsyncConnection[Any], ts_us: Ints) -> None:
         """Create the partitions of exactly the days present (a late reading must not create every day since)."""
@@ -96,16 +102,41 @@ class ReadingWriter:
             self._days_ready |= set(days)
             self._ensuring = conn
 
+    async def series_ids(self, conn: psycopg.AsyncConnection[Any], batch: BatchColumns) -> list[int]:
+        """The id of each of the batch's `series_keys` that a row uses (0 for the others: a record taken from a batch
+        keeps the batch's keys), a series met for the first time created in the caller's transaction
+        (`quantrac.db.NEW_SERIES`): readings are keyed by series id and time."""
+        known, pending = self._series, self._series_pending
+        used = np.flatnonzero(np.bincount(batch.series, minlength=len(batch.series_keys))).tolist()
+        missing = [key for key in (batch.series_keys[k] for k in used) if key not in known and key not in pending]
+        if missing:
+            async with conn.cursor() as cur:
+                await cur.execute(KNOWN_SERIES, series_columns(missing))
+                known.update(((station, parameter), id_) for id_, station, parameter in await cur.fetchall())
+                created = [key for key in missing if key not in known]
+                if created:
+                    await cur.execute(NEW_SERIES, series_columns(created))
+                    await cur.execute(KNOWN_SERIES, series_columns(created))
+                    pending.update(((station, parameter), id_) for id_, station, parameter in await cur.fetchall())
+                    self._ensuring = conn
+        ids = [0] * len(batch.series_keys)
+        for k in used:
+            key = batch.series_keys[k]
+            ids[k] = known[key] if key in known else pending[key]
+        return ids
+
     @property
-    def partitions_pending(self) -> bool:
-        """Whether a transaction that ensured day partitions is still open (a COPY on another connection would not
-        find them)."""
+    def created_pending(self) -> bool:
+        """Whether a transaction that created day partitions or series is still open (a COPY on another connection
+        would not find the partitions, and would wait on the series' keys)."""
         return self._ensuring is not None
 
     def committed(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        """`conn`'s transaction committed: the partitions it ensured are every connection's."""
+        """`conn`'s transaction committed: the partitions and series it created are every connection's."""
         if self._ensuring is conn:
             self._ensuring = None
+            self._series.update(self._series_pending)
+            self._series_pending.clear()
 
     @overload
     async def write(self, conn: psycopg.AsyncConnection[Any], readings: BatchColumns) -> BatchColumns: ...
@@ -136,7 +167,7 @@ class ReadingWriter:
         self._staged = True
         await conn.execute(STAGE)
         async with conn.cursor() as cur:
-            await copy_rows(cur, STAGE_COPY, kept)
+            await copy_rows(cur, STAGE_COPY, kept, await self.series_ids(conn, kept))
             await cur.execute(STAGED_INSERT)
             inserted = {(row[0], row[1], epoch_us(row[2])) for row in await cur.fetchall()}
         self._direct = len(inserted) == len(firsts)
@@ -195,17 +226,20 @@ class ReadingWriter:
     async def _copy_direct(self, conn: psycopg.AsyncConnection[Any], rows: BatchColumns) -> bool:
         """The direct COPY of rows taken as new, in a savepoint: True once stored; False (rolled back) when a key is
         stored already, and the idempotent way is on from this batch on."""
+        series_ids = await self.series_ids(conn, rows)
         try:
             async with conn.transaction(), conn.cursor() as cur:
-                await copy_rows(cur, DIRECT_COPY, rows)
+                await copy_rows(cur, DIRECT_COPY, rows, series_ids)
             return True
         except psycopg.errors.UniqueViolation:
             self._direct = False
             return False
 
-    def forget_partitions(self) -> None:
-        """Forget the partition cache, e.g. after retention dropped some or the connection was replaced."""
+    def forget_created(self) -> None:
+        """Forget the partition cache (e.g. after retention dropped some or the connection was replaced), and the series
+        created by a transaction that will not commit."""
         self._days_ready.clear()
+        self._series_pending.clear()
         self._ensuring = None
 
 

@@ -29,6 +29,7 @@ import structlog
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from quantrac.batch_columns import BatchColumns, Bools, Ints, as_columns, as_datetime, bucket_starts_us, epoch_us, group
+from quantrac.db import SERIES_OF, STATION_SERIES
 from quantrac.domain import Reading
 from quantrac.failures import RECORD_ATTEMPTS, RateLimitedLog
 from quantrac.timebuckets import BUCKET_WIDTHS, DAY_ZONE, ROLLUPS, bucket_end, bucket_start
@@ -122,8 +123,8 @@ async def _check_aggregates_hold(conn: psycopg.AsyncConnection[Any], new: BatchC
     async with conn.cursor() as cur:
         for bucket in ROLLUPS:
             for station_id, parameter, start, end in touched_buckets(huge, bucket):
-                await cur.execute(f"SELECT {_AGGREGATES} FROM readings r WHERE station_id = %s AND parameter = %s "
-                                  "AND ts >= %s AND ts < %s", (station_id, parameter, start, end))
+                await cur.execute(f"SELECT {_AGGREGATES} FROM readings r WHERE series_id IN ({SERIES_OF}) "
+                                  "AND ts >= %s AND ts < %s", (station_id, [parameter], start, end))
 
 
 _MERGE_KEYS = ("SELECT k.station_id, k.parameter, to_timestamp(k.start_s) AS bucket, k.total, k.min, k.max, k.count, "
@@ -225,7 +226,7 @@ def rebuild_rollups(conn: psycopg.Connection, start: datetime, end: datetime, st
     bucket-aligned (day-aligned for 1d) bounds.
     """
     written = 0
-    station_filter = " AND r.station_id = %s" if station_id else ""
+    station_filter = f" AND r.series_id IN ({STATION_SERIES})" if station_id else ""
     params: list[object] = [start, end] + ([station_id] if station_id else [])
     with conn.transaction():
         for bucket, table in ROLLUPS.items():

@@ -1,4 +1,4 @@
-"""PostgreSQL access shared by the worker, the API and the command line: migrations and the registry.
+"""PostgreSQL access shared by the worker, the API and the command line: migrations, the registry and series ids.
 
 Migrations are the SQL files in `quantrac/migrations/`, applied in order of their number and
 recorded in `schema_version`. A file named `NNNN_x.timescale.sql` or `NNNN_x.postgres.sql` is
@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING, Iterable, Mapping
 
 import orjson
 import psycopg
@@ -240,6 +240,35 @@ def store_kind(conn: psycopg.Connection) -> str:
     """'timescaledb' or 'postgresql', as recorded by the first migration."""
     row = conn.execute("SELECT store FROM schema_version ORDER BY version LIMIT 1").fetchone()
     return str(row[0]) if row else "none"
+
+
+SeriesKey = tuple[str, str]
+"""(station, parameter): a series of readings."""
+
+KNOWN_SERIES = ("SELECT s.id, s.station_id, s.parameter FROM series s "
+                "JOIN unnest(%s::text[], %s::text[]) AS k(station_id, parameter) USING (station_id, parameter)")
+"""The ids of those of these series that exist (`readings` is keyed by series id and time: migration 0080)."""
+NEW_SERIES = ("INSERT INTO series (station_id, parameter) SELECT * FROM unnest(%s::text[], %s::text[]) AS k "
+              "ORDER BY 1, 2 ON CONFLICT DO NOTHING")
+"""These series created (in key order, so that two sessions creating the same ones lock them in one order)."""
+SERIES_OF = "SELECT id FROM series WHERE station_id = %s AND parameter = ANY(%s)"
+"""A station's series ids among these parameters: `readings.series_id IN (...)` finds its readings by the key."""
+STATION_SERIES = "SELECT id FROM series WHERE station_id = %s"
+"""Every series id of a station."""
+
+
+def series_columns(keys: Iterable[SeriesKey]) -> tuple[list[str], list[str]]:
+    """The distinct series as the two arrays `KNOWN_SERIES` and `NEW_SERIES` take, in key order."""
+    pairs = sorted(set(keys))
+    return [k[0] for k in pairs], [k[1] for k in pairs]
+
+
+def series_ids(conn: psycopg.Connection, keys: Iterable[SeriesKey]) -> dict[SeriesKey, int]:
+    """The id of each of these series, created where missing (in the caller's transaction: a writer of readings
+    that does not go through the worker's `ReadingWriter`, such as a test or a tool)."""
+    columns = series_columns(keys)
+    conn.execute(NEW_SERIES, columns)
+    return {(station, parameter): id_ for id_, station, parameter in conn.execute(KNOWN_SERIES, columns).fetchall()}
 
 
 def save_stations(conn: psycopg.Connection, stations: Mapping[str, Station]) -> int:

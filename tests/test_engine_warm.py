@@ -27,5 +27,6 @@ def test_the_batch_passes_are_compiled_for_the_arrays_the_worker_gives() -> None
     compiled = list(rule_pass.run.signatures), list(copy_binary._gather.signatures)
     readings = normal_run(30)
     detect_batch(readings, {}, RATE_STATIONS, CONFIG, None, set())
-    copy_binary.copy_buffer(batch_columns(readings))
+    batch = batch_columns(readings)
+    copy_binary.copy_buffer(batch, list(range(len(batch.series_keys))))
     assert (rule_pass.run.signatures, copy_binary._gather.signatures) == compiled

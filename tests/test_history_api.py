@@ -21,7 +21,7 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
-from quantrac.db import save_stations
+from quantrac.db import save_stations, series_ids
 from quantrac.domain import Reading, Station, Status
 from quantrac.settings import Settings
 from tests.test_store_rollups import _store
@@ -201,12 +201,15 @@ def million_station(stack: Settings) -> Iterator[tuple[Station, datetime, dateti
     with psycopg.connect(stack.pg_dsn, autocommit=True) as conn:
         save_stations(conn, {s.id: s})
         conn.execute("SELECT quantrac_ensure_partitions(%s, %s)", (start.date(), end.date()))
-        with conn.cursor() as cur, cur.copy("COPY readings (station_id, parameter, ts, value, unit, status) FROM STDIN") as copy:
+        ids = series_ids(conn, ((s.id, parameter) for parameter in s.parameters))
+        with conn.cursor() as cur, cur.copy("COPY readings (series_id, station_id, parameter, ts, value, unit, status) "
+                                            "FROM STDIN") as copy:
             for first in range(0, times, 10_000):
                 block = []
                 for n in range(first, first + 10_000):
                     ts = (start + timedelta(seconds=10 * n)).isoformat()
-                    block.extend(f"{s.id}\t{parameter}\t{ts}\t{n * 0.5}\tmg/L\t00\n" for parameter in s.parameters)
+                    block.extend(f"{ids[s.id, parameter]}\t{s.id}\t{parameter}\t{ts}\t{n * 0.5}\tmg/L\t00\n"
+                                 for parameter in s.parameters)
                 copy.write("".join(block))
     yield s, start, end
     with psycopg.connect(stack.pg_dsn, autocommit=True) as conn:

@@ -34,6 +34,7 @@ pytestmark = pytest.mark.integration
 
 LATEST = plan_migrations(use_timescale=False)[-1].version
 BEFORE_ROLLUPS = 3
+SERIES_KEY = 80
 
 
 @pytest.fixture()
@@ -101,6 +102,43 @@ def test_a_database_at_an_earlier_version_upgrades_in_place(store: Settings, scr
             (t0, 2.0, 0.0, 4.0, 5, 5), (t0 + timedelta(minutes=5), 7.0, 5.0, 9.0, 5, 5), (t0 + timedelta(minutes=10), 10.5, 10.0, 11.0, 2, 2)]
         assert scratch.execute("SELECT bucket, avg, count FROM readings_1h").fetchall() == [(t0, 5.5, 12)]
         assert scratch.execute("SELECT bucket, count FROM readings_1d").fetchall() == [(datetime(2026, 11, 27, 17, tzinfo=timezone.utc), 12)]
+
+
+def test_an_upgrade_keys_the_stored_readings_by_series(store: Settings, scratch: psycopg.Connection) -> None:
+    """Migration 0080 on a store holding readings (on TimescaleDB, in compressed chunks): every reading keeps its row
+    and gets its series' id, the key becomes (series_id, ts), and the chunks compress again."""
+    migrate(scratch, target=SERIES_KEY - 1)
+    stations = [make_station(), make_station()]
+    save_stations(scratch, {s.id: s for s in stations})
+    t0 = datetime(2026, 10, 1, tzinfo=timezone.utc)
+    scratch.execute("SELECT quantrac_ensure_partitions(%s, %s)", (t0.date(), (t0 + timedelta(days=3)).date()))
+    rows = [(s.id, p, t0 + timedelta(hours=h), float(h), "mg/L", "00") for s in stations for p in ("COD", "pH") for h in range(72)]
+    with scratch.cursor() as cur:
+        cur.executemany("INSERT INTO readings (station_id, parameter, ts, value, unit, status) VALUES (%s, %s, %s, %s, %s, %s)", rows)
+    timescale = kind_of(store) == STORE_TIMESCALEDB
+    if timescale:
+        compressed = scratch.execute("SELECT count(compress_chunk(c)) FROM show_chunks('readings') AS c").fetchone()
+        assert compressed is not None and compressed[0] >= 3
+    scratch.commit()
+
+    assert migrate(scratch) == [m.version for m in plan_migrations(timescale) if m.version >= SERIES_KEY]
+
+    ids = {(station, parameter): id_ for id_, station, parameter in scratch.execute("SELECT id, station_id, parameter FROM series")}
+    assert set(ids) == {(s.id, p) for s in stations for p in ("COD", "pH")} and len(set(ids.values())) == 4
+    stored = scratch.execute("SELECT series_id, station_id, parameter, ts, value, unit, status FROM readings ORDER BY 2, 3, 4").fetchall()
+    assert stored == [(ids[r[0], r[1]], *r) for r in sorted(rows)]
+    key = scratch.execute("SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conname = 'readings_pkey'").fetchone()
+    assert key == ("PRIMARY KEY (series_id, ts)",)
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        scratch.execute("INSERT INTO readings (series_id, station_id, parameter, ts, value, unit, status) "
+                        "VALUES (%s, %s, 'COD', %s, 1, 'mg/L', '00')", (ids[stations[0].id, "COD"], stations[0].id, t0))
+    scratch.rollback()
+    if timescale:
+        again = scratch.execute("SELECT count(compress_chunk(c, if_not_compressed => true)) FROM show_chunks('readings') AS c").fetchone()
+        policies = scratch.execute("SELECT count(*) FROM timescaledb_information.jobs "
+                                   "WHERE proc_name = 'policy_compression' AND hypertable_name = 'readings'").fetchone()
+        assert again == compressed and policies == (1,)
+        assert scratch.execute("SELECT count(*), sum(value) FROM readings").fetchone() == (len(rows), sum(r[3] for r in rows))
 
 
 def test_a_store_is_never_switched_to_the_other_kind(store: Settings, scratch: psycopg.Connection) -> None:

@@ -76,7 +76,7 @@ def test_the_migrations_build_hypertable_aggregates_compression_and_policies(tim
     segmentby = conn.execute("SELECT attname FROM timescaledb_information.compression_settings "
                              "WHERE hypertable_name = 'readings' AND segmentby_column_index IS NOT NULL "
                              "ORDER BY segmentby_column_index").fetchall()
-    assert segmentby == [("station_id",), ("parameter",)]
+    assert segmentby == [("series_id",), ("station_id",), ("parameter",)]
     jobs = {r[0] for r in conn.execute("SELECT proc_name FROM timescaledb_information.jobs")}
     assert {"policy_refresh_continuous_aggregate", "policy_compression"} <= jobs
 

@@ -20,6 +20,7 @@ from psycopg.rows import dict_row
 from pydantic import BaseModel
 
 from api.deps import ConnDep, Day, SettingsDep, local_time
+from quantrac.db import SERIES_OF
 from quantrac.domain import Limit, Station
 from quantrac.timebuckets import BUCKET_WIDTHS, DAY_ZONE, ROLLUPS, bucket_start
 
@@ -134,7 +135,7 @@ def raw_rows(conn: psycopg.Connection, station_id: str, parameters: Sequence[str
     """Raw readings of the parameters in [start, end), oldest first, at most `limit` rows."""
     with conn.cursor(row_factory=dict_row) as cur:
         return cur.execute(
-            "SELECT parameter, ts, value, unit, status FROM readings WHERE station_id = %s AND parameter = ANY(%s) "
+            f"SELECT parameter, ts, value, unit, status FROM readings WHERE series_id IN ({SERIES_OF}) "
             "AND ts >= %s AND ts < %s ORDER BY ts, parameter LIMIT %s",
             (station_id, list(parameters), start, end, limit)).fetchall()
 
@@ -151,7 +152,8 @@ def raw_gaps(conn: psycopg.Connection, station_id: str, parameters: Sequence[str
     with conn.cursor(row_factory=dict_row) as cur:
         return cur.execute(
             "WITH marks AS ("
-            "  SELECT parameter, ts FROM readings WHERE station_id = %(station)s AND parameter = ANY(%(params)s) "
+            "  SELECT parameter, ts FROM readings "
+            "  WHERE series_id IN (SELECT id FROM series WHERE station_id = %(station)s AND parameter = ANY(%(params)s)) "
             "  AND ts >= %(start)s AND ts < %(stop)s "
             "  UNION ALL SELECT p, %(start)s FROM unnest(%(params)s::text[]) AS p "
             "  UNION ALL SELECT p, %(stop)s FROM unnest(%(params)s::text[]) AS p), "
@@ -181,7 +183,7 @@ def stream_raw_csv(conn: psycopg.Connection, station_id: str, parameters: Sequen
                 "SELECT station_id, parameter, to_char(ts, 'YYYY-MM-DD\"T\"HH24:MI:SS') "
                 "|| CASE WHEN date_trunc('second', ts) <> ts THEN to_char(ts, '.US') ELSE '' END "
                 "|| to_char(ts, 'TZH:TZM'), value, unit, status FROM readings "
-                "WHERE station_id = %s AND parameter = ANY(%s) AND ts >= %s AND ts < %s ORDER BY ts, parameter",
+                f"WHERE series_id IN ({SERIES_OF}) AND ts >= %s AND ts < %s ORDER BY ts, parameter",
                 (station_id, list(parameters), start, end))
             while rows := cur.fetchmany(CSV_FETCH_ROWS):
                 buffer = io.StringIO()
@@ -227,8 +229,8 @@ def stream_raw_parquet(conn: psycopg.Connection, station_id: str, parameters: Se
     writer = pq.ParquetWriter(sink, schema)
     with conn.transaction(), conn.cursor(name="readings_parquet") as cur:
         cur.itersize = PARQUET_ROW_GROUP
-        cur.execute("SELECT station_id, parameter, ts, value, unit, status FROM readings WHERE station_id = %s "
-                    "AND parameter = ANY(%s) AND ts >= %s AND ts < %s ORDER BY ts, parameter",
+        cur.execute(f"SELECT station_id, parameter, ts, value, unit, status FROM readings WHERE series_id IN ({SERIES_OF}) "
+                    "AND ts >= %s AND ts < %s ORDER BY ts, parameter",
                     (station_id, list(parameters), start, end))
         while rows := cur.fetchmany(PARQUET_ROW_GROUP):
             columns = list(zip(*rows, strict=True))
