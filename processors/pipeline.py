@@ -342,8 +342,9 @@ class BatchProcessor:
     async def _before_judging(self, conn: psycopg.AsyncConnection[Any], new: BatchColumns, states: Mapping[str, States]
                               ) -> tuple[OpenKeys, dict[str, StationState | None]]:
         """What judging `new` needs from the store: its stations' open alerts and their states (`_owned`), those read
-        back from a snapshot brought up to date (`_replay`)."""
-        judged = {station for station, n in new.per_station().items() if n}
+        back from a snapshot brought up to date (`_replay`). A station the registry does not hold (retired, or not loaded
+        yet) is not judged, so its state is not read: it would be read and replayed again with each of its batches."""
+        judged = {station for station, n in new.per_station().items() if n and station in self.stations}
         open_keys = await open_alert_keys(conn, judged)
         owned, restored = await self._owned(conn, judged, states)
         await self._replay(conn, restored, open_keys)

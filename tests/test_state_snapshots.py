@@ -186,6 +186,36 @@ def test_a_batch_presumed_new_that_repeats_stored_readings_is_judged_again_from_
     assert _comparable(state) == _comparable(_oracle(station, 5))
 
 
+def test_a_station_the_worker_does_not_know_is_stored_without_reading_its_state_back(
+        store: Settings, store_db: psycopg.Connection) -> None:
+    """Readings of a station the registry does not hold (retired, or not loaded yet) are stored and not judged; its
+    snapshot is not read back and replayed with each of its batches. Known again, it replays what was stored meanwhile."""
+    station = _station()
+    save_stations(store_db, {station.id: station})
+
+    async def run() -> tuple[list[str], list[dict[str, Any]]]:
+        stations = {station.id: station}
+        processor = BatchProcessor(store.pg_dsn, stations)
+        try:
+            await _process(processor, station, 0)
+            await processor.save_state(processor.snapshot([station.id]), {})
+            del stations[station.id]
+            processor.forget_all()
+            with capture_logs() as unknown:
+                for k in (1, 2):
+                    await _process(processor, station, k)
+            stations[station.id] = station
+            with capture_logs() as known:
+                await _process(processor, station, 3)
+            return [e["event"] for e in unknown], [e for e in known if e["event"] == "worker.state_replayed"]
+        finally:
+            await processor.close()
+
+    unknown, replayed = asyncio.run(run())
+    assert "worker.state_replayed" not in unknown
+    assert [e["readings"] for e in replayed] == [2 * 3 * BATCH]
+
+
 def test_liveness_entries_come_back_as_written(store: Settings, store_db: psycopg.Connection) -> None:
     station = _station()
     save_stations(store_db, {station.id: station})
