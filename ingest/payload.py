@@ -443,7 +443,8 @@ def not_json(payload: bytes, exc: orjson.JSONDecodeError) -> tuple[ReasonCode, s
     """Why `payload` is not UTF-8 JSON, with where and what to send instead: the parser's own words name neither
     the byte a Latin-1 logger wrote nor the `NaN` that Python's `json.dumps` writes for a missing value."""
     if not payload.strip():
-        return "bad_json", "payload is empty; send JSON as in docs/contract.md"
+        return "bad_json", ("payload is empty (a gateway clearing a retained message publishes one: publish readings "
+                            "without the retain flag and there is nothing to clear); send JSON as in docs/contract.md")
     if payload.startswith(UTF16_BOMS):
         return "not_utf8", "payload is UTF-16 (it starts with a UTF-16 byte order mark); send the JSON encoded as UTF-8"
     try:

@@ -88,7 +88,7 @@ GOOD = b'{"ts": "2026-11-29T21:05:00+07:00", "readings": [{"parameter": "COD", "
     (GOOD.decode().encode("utf-16"), "not_utf8", "payload is UTF-16"),
     (GOOD + b"}", "bad_json", f"unexpected content after document at line 1 column {len(GOOD) + 1}"),
     (GOOD.replace(b"COD", b"\\ud800"), "bad_json", "escape without its pair"),
-    (b"", "bad_json", "payload is empty"),
+    (b"", "bad_json", "payload is empty (a gateway clearing a retained message"),
 ])
 def test_a_payload_that_is_not_utf8_json_is_told_where_and_what_to_send(raw: bytes, reason: str, said: str) -> None:
     with pytest.raises(MessageRejected) as exc:
