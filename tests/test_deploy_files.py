@@ -129,11 +129,27 @@ def test_compose_mounts_exist_and_mosquitto_is_locked_down(compose: dict[str, An
                 assert (COMPOSE / source).exists(), f"{name}: {source} does not exist"
     conf = (COMPOSE / "mosquitto" / "mosquitto.conf").read_text()
     for line in ("allow_anonymous false", "password_file", "acl_file", "listener 8883", "certfile", "keyfile",
-                 "persistence true", "max_queued_messages 1000000"):
+                 "persistence true", "autosave_interval 10", "max_queued_messages 1000000"):
         assert line in conf, f"mosquitto.conf lacks {line!r}"
     acl = (COMPOSE / "mosquitto" / "acl").read_text()
     assert "pattern write quantrac/v1/stations/%u/readings" in acl
     assert "topic read quantrac/v1/stations/+/readings" in acl
+
+
+def _persistence(conf: str) -> list[str]:
+    return sorted(line.strip() for line in conf.splitlines() if line.strip().startswith(("persistence", "autosave")))
+
+
+def test_every_deployed_broker_saves_by_time_not_on_every_change() -> None:
+    """Mosquitto saves its whole database, queue included: saved every N changes, a backlog (Kafka or the bridges
+    away) is rewritten every N messages and the broker slows to a crawl (bench/broker_persistence.py)."""
+    compose = (COMPOSE / "mosquitto" / "mosquitto.conf").read_text()
+    k8s = next(d for d in yaml.safe_load_all((DEPLOY / "k8s" / "10-mosquitto.yaml").read_text())
+               if d and d.get("kind") == "ConfigMap" and d["metadata"]["name"] == "mosquitto-config")
+    local = (DEPLOY / "local" / "mosquitto.conf").read_text()
+    for conf in (compose, k8s["data"]["mosquitto.conf"], local):
+        assert "autosave_interval 10" in _persistence(conf) and "autosave_on_changes true" not in conf
+    assert _persistence(compose) == _persistence(k8s["data"]["mosquitto.conf"])
 
 
 def test_dockerfile_copies_what_exists() -> None:
