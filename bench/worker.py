@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import os
 import random
+import re
 import subprocess
 import sys
 import time
@@ -273,15 +274,36 @@ def _service_samples() -> dict[str, ProcessSample]:
     return {name: ProcessSample(pid) for name, pid in found.items() if pid is not None}
 
 
+_ASSIGNED = re.compile(r"worker\.partitions_assigned .*?partitions=\[([0-9, ]*)\]")
+
+
+def group_settled(worker_logs: list[Path], partitions: int) -> bool:
+    """Whether each worker's latest assignment (its log's last `worker.partitions_assigned`) is non-empty, and together
+    they split the topic's partitions with none twice: the group's rebalances are over."""
+    latest = []
+    for path in worker_logs:
+        found = _ASSIGNED.findall(path.read_text(errors="replace")) if path.exists() else []
+        if not found or not found[-1].strip():
+            return False
+        latest.append({int(p) for p in found[-1].split(",")})
+    return sum(len(a) for a in latest) == partitions and set().union(*latest) == set(range(partitions))
+
+
 def drain_worker(want: int, profile: Path | None, workers: int = 1, timeout: float = 600, stall: float = 60
                  ) -> tuple[dict[str, float], dict[str, list[dict[str, object]]]]:
     """Start `workers` worker processes (one consumer group) and time them from the first stored reading until `want`
     readings are stored; the first one is profiled over the same span (its startup and imports left out). With several,
-    their first rebalance falls inside the clock. `cpu_cores` counts from the workers' start; `drain_cpu_cores`,
-    `postgres_cpu_cores` and `kafka_cpu_cores` only over the clock's span: where the machine's cores went meanwhile."""
+    the clock starts once the group has settled (`group_settled`: the readings stored while the first worker drained
+    alone and the group rebalanced are left out, as the first ones are). `cpu_cores` counts from the workers' start;
+    `drain_cpu_cores`, `postgres_cpu_cores` and `kafka_cpu_cores` only over the clock's span: where the machine's cores
+    went meanwhile."""
     logs = SETTINGS.run_dir / "bench-logs"
     began = time.monotonic()
-    procs = [quantrac_process(["worker"], settings_env(SETTINGS), logs / f"worker{i}.log") for i in range(workers)]
+    worker_logs = [logs / f"worker{i}.log" for i in range(workers)]
+    for path in worker_logs:
+        path.unlink(missing_ok=True)
+    env = {**settings_env(SETTINGS), **({"QUANTRAC_LOG_LEVEL": "INFO"} if workers > 1 else {})}  # assignments logged
+    procs = [quantrac_process(["worker"], env, path) for path in worker_logs]
     spy = None
     samples = [ProcessSample(p.pid).start() for p in procs]
     drain: dict[str, ProcessSample] = {}
@@ -298,7 +320,7 @@ def drain_worker(want: int, profile: Path | None, workers: int = 1, timeout: flo
                 if current != rows:
                     log.info("bench.worker_progress", seconds=round(now - began, 1), stored=current)
                     rows, last_change = current, now
-                    if first_at is None:
+                    if first_at is None and (workers == 1 or group_settled(worker_logs, SETTINGS.topic_partitions)):
                         first_at, first_rows = now, current
                         drain = {**{f"worker{i}": ProcessSample(p.pid).start() for i, p in enumerate(procs)},
                                  **{name: sample.start() for name, sample in _service_samples().items()}}
