@@ -263,8 +263,8 @@ class BatchProcessor:
 
         Not before the batch in hand has its rows in (its COPY done): a key in both would otherwise have that batch's
         COPY wait on this transaction, which commits only after it. Then only on the direct way, and not while a
-        transaction that created day partitions or series is open (the COPY would not see the partitions). A failure here only means the
-        batch is done the usual way: `process` meets it again if it lasts."""
+        transaction that created day partitions or series is open (`ReadingWriter.created_pending`). A failure here only
+        means the batch is done the usual way: `process` meets it again if it lasts."""
         if self._copying is not None and not self._copying.done():
             await asyncio.wait({self._copying})
         presumed = self.writer.presumed_new(batch)

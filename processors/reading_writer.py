@@ -104,21 +104,23 @@ class ReadingWriter:
 
     async def series_ids(self, conn: psycopg.AsyncConnection[Any], batch: BatchColumns) -> list[int]:
         """The id of each of the batch's `series_keys` that a row uses (0 for the others: a record taken from a batch
-        keeps the batch's keys), a series met for the first time created in the caller's transaction
-        (`quantrac.db.NEW_SERIES`): readings are keyed by series id and time."""
+        keeps the batch's keys); series not met before are looked up, and created where missing, in the caller's
+        transaction, as `quantrac.db.series_ids` does: readings are keyed by series id and time."""
         known, pending = self._series, self._series_pending
         used = np.flatnonzero(np.bincount(batch.series, minlength=len(batch.series_keys))).tolist()
         missing = [key for key in (batch.series_keys[k] for k in used) if key not in known and key not in pending]
         if missing:
+            columns = series_columns(missing)
             async with conn.cursor() as cur:
-                await cur.execute(KNOWN_SERIES, series_columns(missing))
-                known.update(((station, parameter), id_) for id_, station, parameter in await cur.fetchall())
-                created = [key for key in missing if key not in known]
-                if created:
-                    await cur.execute(NEW_SERIES, series_columns(created))
-                    await cur.execute(KNOWN_SERIES, series_columns(created))
-                    pending.update(((station, parameter), id_) for id_, station, parameter in await cur.fetchall())
-                    self._ensuring = conn
+                await cur.execute(NEW_SERIES, columns)
+                created = cur.rowcount > 0
+                await cur.execute(KNOWN_SERIES, columns)
+                found = {(station, parameter): id_ for id_, station, parameter in await cur.fetchall()}
+            if created:  # known once this transaction commits (`committed`); a rollback takes the rows back
+                pending.update(found)
+                self._ensuring = conn
+            else:
+                known.update(found)
         ids = [0] * len(batch.series_keys)
         for k in used:
             key = batch.series_keys[k]
@@ -127,8 +129,8 @@ class ReadingWriter:
 
     @property
     def created_pending(self) -> bool:
-        """Whether a transaction that created day partitions or series is still open (a COPY on another connection
-        would not find the partitions, and would wait on the series' keys)."""
+        """Whether a transaction that created day partitions or series is still open: a COPY on another connection
+        would not find the partitions, and would store ids of series that a rollback takes back."""
         return self._ensuring is not None
 
     def committed(self, conn: psycopg.AsyncConnection[Any]) -> None:
