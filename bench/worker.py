@@ -268,6 +268,13 @@ def stored(conn: Any) -> int:
     return int(conn.execute("SELECT count(*) FROM readings").fetchone()[0])
 
 
+def stored_so_far(conn: Any) -> int:
+    """The readings stored, as the worker counts them in the transaction that stores them (`delivery_counts`): exact,
+    and cheap enough to poll while it drains. Counting `readings` itself scanned the table (95 ms at 2.4 M readings)
+    every 0.2 s, a third of a core taken from the worker and PostgreSQL on this 2-core machine."""
+    return int(conn.execute("SELECT coalesce(sum(n), 0) FROM delivery_counts WHERE counter = 'stored'").fetchone()[0])
+
+
 def _service_samples() -> dict[str, ProcessSample]:
     """The private stack's PostgreSQL and Kafka (each process with its children), to sample while the worker drains."""
     found = {service.name: running_pid(service.process) for service in stack.services(SETTINGS, ["postgres", "kafka"])}
@@ -316,7 +323,7 @@ def drain_worker(want: int, profile: Path | None, workers: int = 1, timeout: flo
                 for i, worker in enumerate(procs):
                     if worker.poll() is not None:
                         raise RuntimeError(f"the worker exited with {worker.returncode}; see {logs / f'worker{i}.log'}")
-                current = stored(conn)
+                current = stored_so_far(conn)
                 if current != rows:
                     log.info("bench.worker_progress", seconds=round(now - began, 1), stored=current)
                     rows, last_change = current, now
@@ -328,7 +335,8 @@ def drain_worker(want: int, profile: Path | None, workers: int = 1, timeout: flo
                 if now - began > timeout or (first_at is not None and now - last_change > stall):
                     break
                 time.sleep(0.2)  # poll interval of the measurement
-        end = time.monotonic() if rows >= want else last_change
+            end = time.monotonic() if rows >= want else last_change
+            counted = stored(conn)
         usages = [sample.usage() for sample in samples]
         drained = {name: sample.usage()["cpu_cores"] for name, sample in drain.items()}
     finally:
@@ -339,7 +347,7 @@ def drain_worker(want: int, profile: Path | None, workers: int = 1, timeout: flo
             worker.wait(60)
     seconds = max(end - (first_at or end), 1e-9)
     usage = {key: round(sum(u[key] for u in usages), 3) for key in usages[0]}
-    return {"processes": workers, "readings": rows, "missing": max(0, want - rows), "seconds": round(seconds, 2),
+    return {"processes": workers, "readings": counted, "missing": max(0, want - counted), "seconds": round(seconds, 2),
             "startup_seconds": round((first_at or end) - began, 2), "first_readings": first_rows,
             "readings_per_s": round((rows - first_rows) / seconds, 1), **usage,
             "drain_cpu_cores": round(sum(v for k, v in drained.items() if k.startswith("worker")), 3),
