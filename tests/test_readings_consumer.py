@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from typing import Any
 
 import pytest
 from aiokafka import ConsumerRecord
@@ -61,3 +62,46 @@ def test_newest_records_keeps_each_partitions_highest_offset(keys) -> None:
     for t, p, o in keys:
         expected[(t, p)] = max(expected.get((t, p), o), o)
     assert found == expected
+
+
+def test_a_batch_fetched_before_a_revocation_is_of_an_earlier_generation_once_the_partitions_are_revoked(
+        stack: Settings) -> None:
+    """The worker drops a batch of an earlier generation. A batch fetched before a rebalance and handled between the
+    revocation and the new assignment was stored, then its commit refused (its partitions no longer assigned), and its
+    next owner judged it a second time; so a revocation starts a generation of its own."""
+    topic = f"quantrac.test.revoke-{os.getpid()}-{os.urandom(3).hex()}"
+    own = stack.model_copy(update={"readings_topic": topic, "worker_id": f"{topic}-group"})
+    kafka_admin(stack).create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])
+
+    async def generations() -> tuple[int, list[int]]:
+        first = ReadingsConsumer(own, asyncio.Lock())
+        second = ReadingsConsumer(own, asyncio.Lock())
+        at_revocation: list[int] = []
+        revoke = first.on_partitions_revoked
+
+        async def noted(revoked: Any) -> None:
+            await revoke(revoked)
+            if revoked:  # the group calls it before the first assignment too, with nothing to revoke
+                at_revocation.append(first.generation)
+
+        first.on_partitions_revoked = noted  # type: ignore[method-assign]
+        await first.start()
+        try:
+            deadline = asyncio.get_running_loop().time() + 60
+            fetched_in, _ = await first.batch()
+            while not first.assignment():
+                assert asyncio.get_running_loop().time() < deadline, "the first consumer got no partitions"
+                fetched_in, _ = await first.batch()
+            await second.start()
+            try:
+                while not (second.assignment() and at_revocation):
+                    assert asyncio.get_running_loop().time() < deadline, "no rebalance after the second consumer joined"
+                    await asyncio.gather(first.batch(), second.batch())
+            finally:
+                await second.stop()
+        finally:
+            await first.stop()
+        return fetched_in, at_revocation
+
+    fetched_in, at_revocation = asyncio.run(generations())
+    assert at_revocation[0] != fetched_in
