@@ -83,7 +83,8 @@ clean: stack-down
 bench: deps
 	$(BIN)/python bench/e2e.py $(if $(QUICK),--quick,)
 	$(BIN)/python bench/bridge.py $(if $(QUICK),--messages 5000,)
-	$(BIN)/python bench/worker.py $(if $(QUICK),--messages 2000,)
+	$(BIN)/python bench/worker.py $(if $(QUICK),--messages 2000,--messages 300000 --stations 200)
+	$(BIN)/python bench/worker.py --workers 2 $(if $(QUICK),--messages 2000,--messages 600000 --stations 200)
 	$(BIN)/python bench/store_writes.py $(if $(QUICK),--write-rows 50000 --days 1 --stations 10 --queries 50,--days 7 --stations 100)
 	$(BIN)/python bench/detection.py $(if $(QUICK),--days 1,)
 	$(if $(QUICK),,$(BIN)/python bench/soak.py --minutes 30 --rate 5000)

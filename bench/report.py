@@ -51,7 +51,9 @@ def _alerts_when(e2e: dict[str, Any]) -> str:
 def _several_workers_row(worker: dict[str, Any]) -> str:
     """Several worker processes in one group on the same pre-filled topic, against that run's bare consumer."""
     ours, base = worker["worker"]["readings_per_s"], worker["baseline_aiokafka_count"]["readings_per_s"]
-    return (f"| ↳ {worker['worker']['processes']} worker processes in one group, their first rebalance inside the clock "
+    clock = ("timed once the group had settled" if worker["worker"].get("clock_from") == "group settled"
+             else "their first rebalance inside the clock")
+    return (f"| ↳ {worker['worker']['processes']} worker processes in one group, {clock} "
             f"({worker['messages']:,} messages; readings/s together) | {ours:,.0f} | {base:,.0f} | {worker['worker_vs_baseline']} "
             f"| {_when(worker)} |")
 

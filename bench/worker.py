@@ -297,7 +297,7 @@ def group_settled(worker_logs: list[Path], partitions: int) -> bool:
 
 
 def drain_worker(want: int, profile: Path | None, workers: int = 1, timeout: float = 600, stall: float = 60
-                 ) -> tuple[dict[str, float], dict[str, list[dict[str, object]]]]:
+                 ) -> tuple[dict[str, Any], dict[str, list[dict[str, object]]]]:
     """Start `workers` worker processes (one consumer group) and time them from the first stored reading until `want`
     readings are stored; the first one is profiled over the same span (its startup and imports left out). With several,
     the clock starts once the group has settled (`group_settled`: the readings stored while the first worker drained
@@ -347,7 +347,7 @@ def drain_worker(want: int, profile: Path | None, workers: int = 1, timeout: flo
             worker.wait(60)
     seconds = max(end - (first_at or end), 1e-9)
     usage = {key: round(sum(u[key] for u in usages), 3) for key in usages[0]}
-    return {"processes": workers, "readings": counted, "missing": max(0, want - counted), "seconds": round(seconds, 2),
+    return {"processes": workers, "clock_from": "group settled" if workers > 1 else "first stored reading", "readings": counted, "missing": max(0, want - counted), "seconds": round(seconds, 2),
             "startup_seconds": round((first_at or end) - began, 2), "first_readings": first_rows,
             "readings_per_s": round((rows - first_rows) / seconds, 1), **usage,
             "drain_cpu_cores": round(sum(v for k, v in drained.items() if k.startswith("worker")), 3),
