@@ -43,9 +43,9 @@ from processors.reading_writer import ReadingWriter
 from processors.rollups import LateRefresh, update_rollups
 from processors.worker_state import Entry, load_liveness, load_snapshots, save_liveness, save_snapshots
 from quantrac import completeness, metrics
-from quantrac.batch_columns import BatchColumns, Ints, as_datetime, epoch_us, from_records, from_wire
+from quantrac.batch_columns import BatchColumns, Ints, as_datetime, epoch_us, from_records, from_wire, stored_columns
 from quantrac.delivery_accounting import record_store_counts
-from quantrac.domain import Reading, Station, Status
+from quantrac.domain import Reading, Station
 from quantrac.failures import RECORD_ATTEMPTS, RateLimitedLog, describe, is_record_failure, store_fix
 from quantrac.safe_text import safe_text
 from quantrac.wire import decode_sourced, encode_deadletter, encode_quarantine, encode_readings
@@ -366,8 +366,8 @@ class BatchProcessor:
         async with conn.cursor() as cur:
             await cur.execute(_REPLAY, (stations, since, oldest))
             rows = await cur.fetchall()
-        readings = [Reading(station_id=sid, parameter=p, ts=ts, value=v, unit=u, status=Status(c)) for sid, p, ts, v, u, c in rows]
-        if readings:
+        readings = stored_columns(rows)
+        if len(readings):
             detect_batch(readings, restored, self.stations, self.config, self.live, open_keys, owned=True, save_rows=False)
         log.info("worker.state_replayed", stations=len(stations), readings=len(readings),
                  reason="state read back from a snapshot (restart, rebalance or a failed batch)")

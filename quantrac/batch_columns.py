@@ -145,6 +145,24 @@ def batch_columns(readings: Sequence[Reading], record: Sequence[int] | None = No
                     list(records))
 
 
+_CODE_INDEX = {s.value: i for i, s in enumerate(STATUSES)}
+
+StoredRow = tuple[str, str, datetime, "float | None", str, str]
+"""A reading as read back from `readings`: station, parameter, time, value, unit, status code."""
+
+
+def stored_columns(rows: Sequence[StoredRow]) -> BatchColumns:
+    """Readings read back from the store as columns, the same as `batch_columns` of their `Reading`s, with no model
+    built: a state replay after a rebalance reads tens of thousands of them."""
+    series_keys, series = _codes([(r[0], r[1]) for r in rows])
+    unit_keys, unit = _codes([r[4] for r in rows])
+    values = np.fromiter((np.nan if r[3] is None else r[3] for r in rows), np.float64, len(rows))
+    missing = np.fromiter((r[3] is None for r in rows), np.bool_, len(rows))
+    status = np.fromiter((_CODE_INDEX[r[5]] for r in rows), np.uint8, len(rows))
+    return _columns(series_keys, series, [r[2] for r in rows], values, missing, status, unit_keys, unit,
+                    np.zeros(len(rows), np.int64), [])
+
+
 def as_columns(readings: BatchColumns | Sequence[Reading]) -> BatchColumns:
     """The batch as columns (`batch_columns` of readings; columns as they are)."""
     return readings if isinstance(readings, BatchColumns) else batch_columns(readings)

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from processors.rollups import bucket_sums
 from quantrac import completeness
-from quantrac.batch_columns import as_datetime, batch_columns, bucket_starts_us
+from quantrac.batch_columns import as_datetime, batch_columns, bucket_starts_us, stored_columns
 from quantrac.domain import Reading, Status
 from quantrac.timebuckets import EPOCH, ROLLUPS, bucket_start
 
@@ -85,3 +85,16 @@ def test_epoch_seconds_from_the_columns_are_the_readings_timestamps(ts: list[dat
     `ts.timestamp()` from a `Reading` (its scalar pass): one float, whatever the offset it was sent with."""
     us = batch_columns([Reading(station_id="A", parameter="COD", value=1.0, unit="mg/L", ts=t) for t in ts]).ts_us
     assert (us / 1e6).tolist() == [t.timestamp() for t in ts]
+
+
+@settings(deadline=None)
+@given(batch=readings)
+def test_rows_read_back_from_the_store_make_the_columns_their_readings_make(batch: list[Reading]) -> None:
+    """The state replay takes stored rows as columns without building a `Reading` each: the same columns."""
+    rows = [(r.station_id, r.parameter, r.ts, r.value, r.unit, r.status.value) for r in batch]
+    got, expected = stored_columns(rows), batch_columns(batch)
+    assert [repr(r) for r in got.readings()] == [repr(r) for r in expected.readings()]  # NaN values: equal as text
+    assert got.series_keys == expected.series_keys and got.unit_keys == expected.unit_keys
+    for name in ("series", "ts_us", "valid", "missing", "status", "unit", "record"):
+        assert getattr(got, name).tolist() == getattr(expected, name).tolist(), name
+    assert got.values.tobytes() == expected.values.tobytes()
