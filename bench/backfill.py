@@ -28,7 +28,15 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.common import ProcessSample, namespace_env, newest, one_worker_run, quantrac_process, write_result  # noqa: E402
+from bench.common import (  # noqa: E402
+    ProcessSample,
+    namespace_env,
+    newest,
+    one_worker_run,
+    quantrac_process,
+    stored_so_far,
+    write_result,
+)
 from bench.e2e import fresh_database, fresh_topics  # noqa: E402  (sets the e2e namespace: set ours after it)
 
 NS = "backfill"
@@ -108,9 +116,8 @@ def main() -> None:
                 "FROM import_log ORDER BY id DESC LIMIT 1").fetchone()  # type: ignore[misc]
             deadline = time.monotonic() + 3600
             stored = 0
-            while stored < sent and time.monotonic() < deadline:  # the worker's own count, exact and cheap to poll
-                stored = conn.execute("SELECT coalesce(sum(n), 0) FROM delivery_counts WHERE station_id = %s AND "
-                                      "counter = 'stored'", (station.id,)).fetchone()[0]  # type: ignore[index]
+            while stored < sent and time.monotonic() < deadline:
+                stored = stored_so_far(conn, station.id)
                 time.sleep(1.0)  # poll the store, bounded by the deadline
             stored_s = time.monotonic() - began
             stored = conn.execute("SELECT count(*) FROM readings WHERE station_id = %s",  # once: no index serves it

@@ -163,6 +163,17 @@ def soak_figures(samples: list[dict[str, Any]], names: Iterable[str]) -> tuple[d
             {name: memory_trend(minutes, [s["components"][name]["rss_mib"] for s in samples]) for name in names})
 
 
+def stored_so_far(conn: Any, station_id: str | None = None) -> int:
+    """The readings stored (of one station, or of all), as the worker counts them in the transaction that stores them
+    (`delivery_counts`): exact, and cheap enough to poll while it drains. Counting `readings` itself scans it (no index
+    serves `station_id`; 95 ms at 2.4 M readings), which polled every 0.2 s took a third of a core from what a bench
+    measures on a 2-core machine."""
+    where = "" if station_id is None else " AND station_id = %s"
+    found = conn.execute(f"SELECT coalesce(sum(n), 0) FROM delivery_counts WHERE counter = 'stored'{where}",
+                         () if station_id is None else (station_id,)).fetchone()
+    return int(found[0])
+
+
 def process_tree(pid: int) -> list[int]:
     """`pid` and all of its descendants (PostgreSQL does its work in child backends)."""
     found, todo = [], [pid]

@@ -49,6 +49,7 @@ from bench.common import (  # noqa: E402
     settings_env,
     start_profile,
     stop_profile,
+    stored_so_far,
     write_result,
 )
 from quantrac.db import connect, migrate, save_stations, store_kind  # noqa: E402
@@ -268,13 +269,6 @@ def stored(conn: Any) -> int:
     return int(conn.execute("SELECT count(*) FROM readings").fetchone()[0])
 
 
-def stored_so_far(conn: Any) -> int:
-    """The readings stored, as the worker counts them in the transaction that stores them (`delivery_counts`): exact,
-    and cheap enough to poll while it drains. Counting `readings` itself scanned the table (95 ms at 2.4 M readings)
-    every 0.2 s, a third of a core taken from the worker and PostgreSQL on this 2-core machine."""
-    return int(conn.execute("SELECT coalesce(sum(n), 0) FROM delivery_counts WHERE counter = 'stored'").fetchone()[0])
-
-
 def _service_samples() -> dict[str, ProcessSample]:
     """The private stack's PostgreSQL and Kafka (each process with its children), to sample while the worker drains."""
     found = {service.name: running_pid(service.process) for service in stack.services(SETTINGS, ["postgres", "kafka"])}
@@ -347,7 +341,8 @@ def drain_worker(want: int, profile: Path | None, workers: int = 1, timeout: flo
             worker.wait(60)
     seconds = max(end - (first_at or end), 1e-9)
     usage = {key: round(sum(u[key] for u in usages), 3) for key in usages[0]}
-    return {"processes": workers, "clock_from": "group settled" if workers > 1 else "first stored reading", "readings": counted, "missing": max(0, want - counted), "seconds": round(seconds, 2),
+    return {"processes": workers, "clock_from": "group settled" if workers > 1 else "first stored reading",
+            "readings": counted, "missing": max(0, want - counted), "seconds": round(seconds, 2),
             "startup_seconds": round((first_at or end) - began, 2), "first_readings": first_rows,
             "readings_per_s": round((rows - first_rows) / seconds, 1), **usage,
             "drain_cpu_cores": round(sum(v for k, v in drained.items() if k.startswith("worker")), 3),

@@ -135,17 +135,9 @@ def _codes(keys: Sequence[Any]) -> tuple[list[Any], Ints]:
 def batch_columns(readings: Sequence[Reading], record: Sequence[int] | None = None,
                   records: Sequence[RecordInfo] = ()) -> BatchColumns:
     """The readings as columns (`record`: each reading's index into `records`; none given: all of record 0)."""
-    series_keys, series = _codes([(r.station_id, r.parameter) for r in readings])
-    unit_keys, unit = _codes([r.unit for r in readings])
-    values = np.fromiter((np.nan if r.value is None else r.value for r in readings), np.float64, len(readings))
-    missing = np.fromiter((r.value is None for r in readings), np.bool_, len(readings))
-    status = np.fromiter((_STATUS_CODE[r.status] for r in readings), np.uint8, len(readings))
-    rows = np.zeros(len(readings), np.int64) if record is None else np.asarray(record, np.int64)
-    return _columns(series_keys, series, [r.ts for r in readings], values, missing, status, unit_keys, unit, rows,
-                    list(records))
+    return _from_fields([(r.station_id, r.parameter) for r in readings], [r.ts for r in readings],
+                        [r.value for r in readings], [r.unit for r in readings], [r.status for r in readings], record, records)
 
-
-_CODE_INDEX = {s.value: i for i, s in enumerate(STATUSES)}
 
 StoredRow = tuple[str, str, datetime, "float | None", str, str]
 """A reading as read back from `readings`: station, parameter, time, value, unit, status code."""
@@ -154,13 +146,22 @@ StoredRow = tuple[str, str, datetime, "float | None", str, str]
 def stored_columns(rows: Sequence[StoredRow]) -> BatchColumns:
     """Readings read back from the store as columns, the same as `batch_columns` of their `Reading`s, with no model
     built: a state replay after a rebalance reads tens of thousands of them."""
-    series_keys, series = _codes([(r[0], r[1]) for r in rows])
-    unit_keys, unit = _codes([r[4] for r in rows])
-    values = np.fromiter((np.nan if r[3] is None else r[3] for r in rows), np.float64, len(rows))
-    missing = np.fromiter((r[3] is None for r in rows), np.bool_, len(rows))
-    status = np.fromiter((_CODE_INDEX[r[5]] for r in rows), np.uint8, len(rows))
-    return _columns(series_keys, series, [r[2] for r in rows], values, missing, status, unit_keys, unit,
-                    np.zeros(len(rows), np.int64), [])
+    return _from_fields([(r[0], r[1]) for r in rows], [r[2] for r in rows], [r[3] for r in rows], [r[4] for r in rows],
+                        [r[5] for r in rows])
+
+
+def _from_fields(series_keys: list[tuple[str, str]], ts: list[datetime], values: Sequence[float | None],
+                 units: Sequence[str], statuses: Sequence[str], record: Sequence[int] | None = None,
+                 records: Sequence[RecordInfo] = ()) -> BatchColumns:
+    """Columns of readings given field by field; a status as its `Status` or its code (`Status` is a `StrEnum`)."""
+    n = len(ts)
+    keys, series = _codes(series_keys)
+    unit_keys, unit = _codes(units)
+    number = np.fromiter((np.nan if v is None else v for v in values), np.float64, n)
+    missing = np.fromiter((v is None for v in values), np.bool_, n)
+    status = np.fromiter((_STATUS_CODE[c] for c in statuses), np.uint8, n)  # type: ignore[index]
+    rows = np.zeros(n, np.int64) if record is None else np.asarray(record, np.int64)
+    return _columns(keys, series, ts, number, missing, status, unit_keys, unit, rows, list(records))
 
 
 def as_columns(readings: BatchColumns | Sequence[Reading]) -> BatchColumns:
