@@ -98,24 +98,37 @@ class ReadingColumns:
 
 
 class _Builder:
-    """The columns as Python lists while records are read; parsed times are shared between rows.
+    """The columns as Python lists while records are read, with as little as possible done per reading.
 
-    A record's rows are appended as they are read; a record found not in the bridge's form on one of its
-    readings has its rows taken back (`_drop_from`), so a good record costs no second pass."""
+    A reading's (parameter, unit, status) is looked up as one *kind* of its station, made (its series, unit and
+    status code found) the first time it is seen; its time text as an index into the distinct times, parsed once.
+    So a reading costs two dictionary lookups and three appends (kind, time, value); the series, unit, status and time
+    columns are taken from the kinds and times at the end, the record and receive-time columns from each record's
+    count. A record found not in the bridge's exact form on one of its readings has its rows taken back
+    (`_drop_from`), so a good record costs no second pass."""
 
     def __init__(self) -> None:
         self.out = ReadingColumns()
         self.series: dict[tuple[str, str], int] = {}
-        self.times: dict[str, tuple[datetime, float, int, bool]] = {}
         self.units: dict[str, int] = {}
-        self.unit: list[int] = []
-        self.event_us: list[int] = []
-        self.index: list[int] = []
-        self.event_t: list[float] = []
+        self.kinds: dict[str, dict[tuple[str, str, str], int]] = {}
+        """Per station: the kind index of each (parameter, unit, status text) read."""
+        self.kind_series: list[int] = []
+        self.kind_unit: list[int] = []
+        self.kind_status: list[int] = []
+        self.times: dict[str, tuple[datetime, float, int, bool]] = {}
+        self.time_index: dict[str, int] = {}
+        """Index of each time text with a UTC offset into `parsed`, `time_t` and `time_us`."""
+        self.parsed: list[datetime] = []
+        self.time_t: list[float] = []
+        self.time_us: list[int] = []
+        self.kind: list[int] = []
+        self.time_of: list[int] = []
         self.value: list[float] = []
-        self.status: list[int] = []
-        self.record: list[int] = []
+        self.record_index: list[int] = []
+        self.record_rows: list[int] = []
         self.received_t: list[float] = []
+        """Per record taken: its index in the raw batch, its number of rows and its receive time (epoch seconds)."""
 
     def time(self, text: str) -> tuple[datetime, float, int, bool] | None:
         """The parsed time, its epoch seconds and microseconds (NaN and 0 without a UTC offset) and whether it has an
@@ -131,6 +144,36 @@ class _Builder:
                 else (parsed, float("nan"), 0, False)
         return found
 
+    def _event_time(self, text: str) -> int | None:
+        """The index of a reading's time text not indexed yet; None if it has no UTC offset or does not parse."""
+        found = self.time(text)
+        if found is None or not found[3]:
+            return None
+        index = self.time_index[text] = len(self.parsed)
+        self.parsed.append(found[0])
+        self.time_t.append(found[1])
+        self.time_us.append(found[2])
+        return index
+
+    def _kind(self, station_id: str, kinds: dict[tuple[str, str, str], int], key: tuple[str, str, str]) -> int | None:
+        """The index of a kind of the station not seen yet; None if its status is not a known code."""
+        parameter, unit, status = key
+        code = _STATUS_CODE.get(status)
+        if code is None:
+            return None
+        series = self.series.get((station_id, parameter))
+        if series is None:
+            series = self.series[(station_id, parameter)] = len(self.out.series)
+            self.out.series.append((station_id, parameter))
+        unit_code = self.units.get(unit)
+        if unit_code is None:
+            unit_code = self.units[unit] = len(self.units)
+        index = kinds[key] = len(self.kind_series)
+        self.kind_series.append(series)
+        self.kind_unit.append(unit_code)
+        self.kind_status.append(code)
+        return index
+
     def take(self, index: int, raw: bytes) -> bool:
         """Add the record's rows; False (and nothing added) when the record is not in the bridge's exact form."""
         try:
@@ -140,67 +183,70 @@ class _Builder:
         received = self.time(body.received_at)
         if received is None:
             return False
-        first = len(self.index)
-        if not self._rows(body.station_id, body.readings, index, received[1]):
+        first = len(self.kind)
+        if not self._rows(body.station_id, body.readings):
             self._drop_from(first)
             return False
+        self.record_index.append(index)
+        self.record_rows.append(len(self.kind) - first)
+        self.received_t.append(received[1])
         self.out.taken[index] = (received[0], body.source)
         return True
 
-    def _rows(self, station_id: str, readings: list[_WireReading], index: int, received_t: float) -> bool:
+    def _rows(self, station_id: str, readings: list[_WireReading]) -> bool:
         """Append a row for each reading; False at the first one not in the bridge's form."""
-        series_of, units, nan = self.series, self.units, float("nan")
-        add_series, add_ts, add_t, add_us = self.index.append, self.out.ts.append, self.event_t.append, self.event_us.append
-        add_value, add_status, add_unit = self.value.append, self.status.append, self.unit.append
-        add_record, add_received = self.record.append, self.received_t.append
+        kinds = self.kinds.get(station_id)
+        if kinds is None:
+            kinds = self.kinds[station_id] = {}
+        time_index, nan = self.time_index, float("nan")
+        add_kind, add_time, add_value = self.kind.append, self.time_of.append, self.value.append
         for r in readings:
-            parameter, unit, value = r.parameter, r.unit, r.value
-            ts = self.time(r.ts)
-            code = _STATUS_CODE.get(r.status)
-            if ts is None or not ts[3] or code is None:
-                return False
-            if value is None:
+            value = r.value
+            if type(value) is float:
+                number = value
+            elif value is None:
                 number = nan
-            elif type(value) is float or abs(value) <= 2**53:
+            elif abs(value) <= 2**53:
                 number = float(value)
             else:
                 return False
-            key = (station_id, parameter)
-            series = series_of.get(key)
-            if series is None:
-                series = series_of[key] = len(self.out.series)
-                self.out.series.append(key)
-            unit_code = units.get(unit)
-            if unit_code is None:
-                unit_code = units[unit] = len(units)
-            add_series(series)
-            add_ts(ts[0])
-            add_t(ts[1])
-            add_us(ts[2])
+            t = time_index.get(r.ts)
+            if t is None:
+                t = self._event_time(r.ts)
+                if t is None:
+                    return False
+            key = (r.parameter, r.unit, r.status)
+            kind = kinds.get(key)
+            if kind is None:
+                kind = self._kind(station_id, kinds, key)
+                if kind is None:
+                    return False
+            add_kind(kind)
+            add_time(t)
             add_value(number)
-            add_status(code)
-            add_unit(unit_code)
-            add_record(index)
-            add_received(received_t)
         return True
 
     def _drop_from(self, first: int) -> None:
         """Take back the rows from `first` on (a record left to the validated decoder)."""
-        for column in (self.index, self.out.ts, self.event_t, self.event_us, self.value, self.status, self.unit,
-                       self.record, self.received_t):
+        for column in (self.kind, self.time_of, self.value):
             del column[first:]
 
     def columns(self) -> ReadingColumns:
         out = self.out
-        out.series_index = np.array(self.index, np.int32)
-        out.event_t = np.array(self.event_t, np.float64)
-        out.value = np.array(self.value, np.float64)
-        out.status = np.array(self.status, np.uint8)
-        out.record = np.array(self.record, np.int32)
-        out.received_t = np.array(self.received_t, np.float64)
-        out.ts_us = np.array(self.event_us, np.int64)
+        kind = np.array(self.kind, np.int64)
+        time_of = np.array(self.time_of, np.int64)
+        rows = np.array(self.record_rows, np.int64)
+        out.series_index = np.array(self.kind_series, np.int32)[kind]
+        out.status = np.array(self.kind_status, np.uint8)[kind]
+        out.unit = np.array(self.kind_unit, np.int64)[kind]
         out.unit_keys = list(self.units)
-        out.unit = np.array(self.unit, np.int64)
+        out.event_t = np.array(self.time_t, np.float64)[time_of]
+        out.ts_us = np.array(self.time_us, np.int64)[time_of]
+        parsed = self.parsed
+        out.ts = [parsed[i] for i in self.time_of]
+        out.value = np.array(self.value, np.float64)
+        out.record = np.repeat(np.array(self.record_index, np.int32), rows)
+        out.received_t = np.repeat(np.array(self.received_t, np.float64), rows)
         return out
 
 
