@@ -192,7 +192,7 @@ class DriftRun:
         return detail
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")
 def _relearn(r: int, gap_s: float, season_s: np.ndarray, count: np.ndarray, mean: np.ndarray, var: np.ndarray,
              lag_cov: np.ndarray, prev: np.ndarray, pos: np.ndarray, neg: np.ndarray, run: np.ndarray) -> None:
     """`CusumDrift.relearn(gap_s)` of row `r` (an unknown gap: inf)."""
@@ -205,7 +205,7 @@ def _relearn(r: int, gap_s: float, season_s: np.ndarray, count: np.ndarray, mean
         prev[r] = np.nan
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")
 def _reset_baseline(r: int, count: np.ndarray, mean: np.ndarray, var: np.ndarray, lag_cov: np.ndarray,
                     prev: np.ndarray) -> None:
     count[r] = 0
@@ -213,7 +213,7 @@ def _reset_baseline(r: int, count: np.ndarray, mean: np.ndarray, var: np.ndarray
     prev[r] = np.nan
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")
 def _learn_deviation(r: int, y: float, alpha: np.ndarray, count: np.ndarray, mean: np.ndarray, var: np.ndarray,
                      lag_cov: np.ndarray, prev: np.ndarray) -> None:
     """`CusumDrift._learn_deviation` of row `r`."""
@@ -225,7 +225,7 @@ def _learn_deviation(r: int, y: float, alpha: np.ndarray, count: np.ndarray, mea
     prev[r] = y - mean[r]
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")
 def _learn(r: int, value: float, b: int, seasonal: bool, alpha: np.ndarray, season_alpha: np.ndarray,
            resolution: np.ndarray, learn_clip: np.ndarray, step: np.ndarray, step_prev: np.ndarray, count: np.ndarray,
            mean: np.ndarray, var: np.ndarray, lag_cov: np.ndarray, prev: np.ndarray, profile: np.ndarray,

@@ -66,7 +66,7 @@ def _keys(x: np.ndarray) -> np.ndarray:
     return out.view(np.int64)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")
 def _base_limit(repeat_n: int, repeat: float, rarity: float, n_intervals: int) -> int:
     """The limit a row's repeat probability sets (`Flatline.limit` without the held values); -1: `ALWAYS`."""
     p = repeat if repeat_n > 0 else 0.0
@@ -77,7 +77,7 @@ def _base_limit(repeat_n: int, repeat: float, rarity: float, n_intervals: int) -
     return n_intervals
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")
 def _end_run(r: int, length: int, alpha: np.ndarray, rarity: np.ndarray, n_intervals: np.ndarray,
              anchor_key: np.ndarray, stuck: np.ndarray, repeat_n: np.ndarray, repeat: np.ndarray, base_limit: np.ndarray,
              held_key: np.ndarray, held: np.ndarray, held_count: np.ndarray) -> None:

@@ -12,7 +12,7 @@ import numba
 import numpy as np
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")
 def step_update(step: np.ndarray, prev: np.ndarray, r: int, x: float) -> None:
     """`StepEstimate.update` of row `r` (NaN: None): a smaller non-zero change than any seen is the new step."""
     if not math.isnan(prev[r]):
@@ -22,7 +22,7 @@ def step_update(step: np.ndarray, prev: np.ndarray, r: int, x: float) -> None:
     prev[r] = x
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")
 def step_floor(step: np.ndarray, r: int, resolution: float) -> float:
     """`StepEstimate.floor` of row `r`: the configured resolution (NaN: none), else half the learned step."""
     if not math.isnan(resolution):
@@ -30,14 +30,14 @@ def step_floor(step: np.ndarray, r: int, resolution: float) -> float:
     return (0.0 if math.isnan(step[r]) else step[r]) / 2.0
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")
 def ew_mean_update(n: np.ndarray, mean: np.ndarray, r: int, alpha: float, x: float) -> None:
     """`EWMean.update` of row `r`."""
     n[r] += 1
     mean[r] += max(alpha, 1.0 / n[r]) * (x - mean[r])
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")
 def ew_var_update(n: np.ndarray, mean: np.ndarray, var: np.ndarray, r: int, alpha: float, x: float) -> None:
     """`EWVar.update` of row `r`."""
     n[r] += 1

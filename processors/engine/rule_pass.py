@@ -89,7 +89,7 @@ def run(stations: np.ndarray, station_f: np.ndarray, lateness: float, coverage: 
         plain[k] = ok
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")
 def _readings_ok(a: int, b: int, newest: float, lateness: float, sr: np.ndarray, t: np.ndarray, good: np.ndarray,
                  series_i: np.ndarray) -> tuple[bool, float]:
     """Whether every reading of the station is good, on time and of a series that is not blocked; its newest time."""
@@ -106,7 +106,7 @@ def _readings_ok(a: int, b: int, newest: float, lateness: float, sr: np.ndarray,
     return True, newest
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")
 def _copy_windows(s: int, woff: np.ndarray, wi: np.ndarray, wf: np.ndarray, wooff: np.ndarray, wocount: np.ndarray,
                   woi: np.ndarray, wof: np.ndarray) -> None:
     for b in range(BASIS_COUNT):
@@ -117,7 +117,7 @@ def _copy_windows(s: int, woff: np.ndarray, wi: np.ndarray, wf: np.ndarray, woof
         wocount[c] = n
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")
 def _copy_bins(s: int, roff: np.ndarray, ri: np.ndarray, rf: np.ndarray, rooff: np.ndarray, rocount: np.ndarray,
                roi: np.ndarray, rof: np.ndarray) -> None:
     n = roff[s + 1] - roff[s]
@@ -126,7 +126,7 @@ def _copy_bins(s: int, roff: np.ndarray, ri: np.ndarray, rf: np.ndarray, rooff: 
     rocount[s] = n
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")
 def _in_order(rows: np.ndarray, t: np.ndarray, last: float, gap: float, last_out: np.ndarray, s: int) -> bool:
     """Each reading newer than the one before and no gap between them; the series' last time moves to its newest."""
     for r in rows:
@@ -137,7 +137,7 @@ def _in_order(rows: np.ndarray, t: np.ndarray, last: float, gap: float, last_out
     return True
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")
 def _bounds(b: int, t: float, day: np.ndarray, r: int) -> tuple[float, float]:
     """`processors.windows.bucket_bounds` of basis `b`."""
     if b == 0:
@@ -149,7 +149,7 @@ def _bounds(b: int, t: float, day: np.ndarray, r: int) -> tuple[float, float]:
     return day[r, 0], day[r, 1]
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")
 def _slot(c: int, key: int, start: float, end: float, interval: float, wooff: np.ndarray, wocount: np.ndarray,
           woi: np.ndarray, wof: np.ndarray) -> int:
     """The bucket `key` of series-basis `c`, made empty (`processors.windows.new_bucket`) if it is not there."""
@@ -165,7 +165,7 @@ def _slot(c: int, key: int, start: float, end: float, interval: float, wooff: np
     return q
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")
 def gives_mean(expected: int, valid: int, sum_: float, coverage: float, low: float, high: float) -> bool:
     """Whether judging a bucket gives a mean outside [low, high] (`processors.windows.counted_mean`)."""
     if expected > 1 and valid > 0 and valid >= math.ceil(coverage * expected):
@@ -174,7 +174,7 @@ def gives_mean(expected: int, valid: int, sum_: float, coverage: float, low: flo
     return False
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")
 def _first_judged(rows: np.ndarray, t: np.ndarray, i: int, j: int, total: int, expected: int, reached: bool,
                   last_slot: float) -> int:
     """The first of the run's readings `i` to `j - 1` at which the bucket is complete with a mean to judge, else `j`."""
@@ -189,7 +189,7 @@ def _first_judged(rows: np.ndarray, t: np.ndarray, i: int, j: int, total: int, e
     return k
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")
 def _count(s: int, rows: np.ndarray, t: np.ndarray, value: np.ndarray, day: np.ndarray, interval: float,
            coverage: float, series_f: np.ndarray, wooff: np.ndarray, wocount: np.ndarray, woi: np.ndarray,
            wof: np.ndarray) -> bool:
@@ -212,7 +212,7 @@ def _count(s: int, rows: np.ndarray, t: np.ndarray, value: np.ndarray, day: np.n
     return True
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")
 def _count_run(q: int, rows: np.ndarray, t: np.ndarray, value: np.ndarray, i: int, j: int, end: float,
                interval: float, coverage: float, low: float, high: float, woi: np.ndarray, wof: np.ndarray) -> bool:
     """Readings `i` to `j - 1` into bucket `q`: summed in order up to the first at which the bucket is complete, then
@@ -239,7 +239,7 @@ def _count_run(q: int, rows: np.ndarray, t: np.ndarray, value: np.ndarray, i: in
     return True
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")
 def _rate_quiet(s: int, rows: np.ndarray, t: np.ndarray, value: np.ndarray, series_f: np.ndarray,
                 rooff: np.ndarray, rocount: np.ndarray, roi: np.ndarray, rof: np.ndarray) -> bool:
     """Whether no reading gives a rate of change `judge_rate` must see; the bins take the readings either way.
@@ -267,7 +267,7 @@ def _rate_quiet(s: int, rows: np.ndarray, t: np.ndarray, value: np.ndarray, seri
     return True
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")
 def _drop_before(s: int, oldest: int, rooff: np.ndarray, rocount: np.ndarray, roi: np.ndarray, rof: np.ndarray) -> None:
     """Keep only the bins from index `oldest` on."""
     first, n = rooff[s], rocount[s]
@@ -280,7 +280,7 @@ def _drop_before(s: int, oldest: int, rooff: np.ndarray, rocount: np.ndarray, ro
     rocount[s] = kept
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")
 def _binned(s: int, rows: np.ndarray, t: np.ndarray, value: np.ndarray, width: float, rooff: np.ndarray,
             rocount: np.ndarray, roi: np.ndarray, rof: np.ndarray) -> None:
     """`processors.rate_span.add` of each reading in turn: only the bins the last reading keeps, each run of readings
@@ -309,7 +309,7 @@ def _binned(s: int, rows: np.ndarray, t: np.ndarray, value: np.ndarray, width: f
         rocount[s] += 1
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")
 def _add_bin(s: int, t: float, value: float, width: float, rooff: np.ndarray, rocount: np.ndarray, roi: np.ndarray,
              rof: np.ndarray) -> None:
     """`processors.rate_span.add`."""
@@ -328,7 +328,7 @@ def _add_bin(s: int, t: float, value: float, width: float, rooff: np.ndarray, ro
         rocount[s] += 1
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")
 def _level_rate_quiet(first: int, n: int, roi: np.ndarray, rof: np.ndarray, clear_below: float) -> bool:
     """Whether the rate between the levels (`processors.rate_span.levels`) is under `clear_below`, or there are none."""
     if n == 0:
@@ -342,7 +342,7 @@ def _level_rate_quiet(first: int, n: int, roi: np.ndarray, rof: np.ndarray, clea
     return rate < clear_below
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")
 def _level(first: int, n: int, roi: np.ndarray, rof: np.ndarray, low: int, high: int) -> tuple[float, float]:
     """Mean time and median value of the bin means with an index in [low, high] (low -1: from the first)."""
     means = np.empty(n)
@@ -359,7 +359,7 @@ def _level(first: int, n: int, roi: np.ndarray, rof: np.ndarray, low: int, high:
     return sum_t / m, level
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")
 def _close(sa: int, sb: int, watermark: float, coverage: float, series_f: np.ndarray, series_i: np.ndarray,
            wooff: np.ndarray, wocount: np.ndarray, woi: np.ndarray, wof: np.ndarray) -> bool:
     """The buckets the watermark passed dropped (`processors.windows.due`); False if one of them, or a complete one,

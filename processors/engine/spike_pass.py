@@ -24,7 +24,7 @@ NOT_FINITE, WARMING, FIRST, JUDGED = -2, -1, 0, 1
 """How `RobustSpike.update` took a value (`SpikeRun.kind`)."""
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")
 def _middle(ordered: np.ndarray, size: int) -> float:
     """The median of the first `size` values of `ordered` (sorted), as `processors.detectors.base.median` gives it."""
     half = size // 2
@@ -33,7 +33,7 @@ def _middle(ordered: np.ndarray, size: int) -> float:
     return (ordered[half - 1] + ordered[half]) / 2.0
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")
 def _mad_sorted(ordered: np.ndarray, r: int, size: int, center: float) -> float:
     """The median of the distances of a sorted window from `center`: the two sides merged outward from it."""
     hi = np.searchsorted(ordered[r, :size], center)
@@ -53,7 +53,7 @@ def _mad_sorted(ordered: np.ndarray, r: int, size: int, center: float) -> float:
     return last if size % 2 else (prev + last) / 2.0
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")
 def _insert(ordered: np.ndarray, r: int, size: int, x: float) -> None:
     """Put `x` into row `r`'s sorted window of `size` values (room for one more)."""
     j = size
@@ -63,7 +63,7 @@ def _insert(ordered: np.ndarray, r: int, size: int, x: float) -> None:
     ordered[r, j] = x
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")
 def _replace(ordered: np.ndarray, r: int, size: int, old: float, x: float) -> None:
     """Row `r`'s sorted window of `size` values with one value equal to `old` replaced by `x`: only the values between
     the two places move."""
@@ -79,7 +79,7 @@ def _replace(ordered: np.ndarray, r: int, size: int, old: float, x: float) -> No
     ordered[r, j] = x
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")
 def append(data: np.ndarray, start: np.ndarray, size: np.ndarray, capacity: np.ndarray, ordered: np.ndarray,
            r: int, x: float) -> None:
     """`RingBuffer.append` on row `r`, its sorted window kept in step."""
@@ -104,7 +104,7 @@ def sort_rows(data: np.ndarray, start: np.ndarray, size: np.ndarray, capacity: n
         ordered[r, : size[r]] = np.sort(ordered[r, : size[r]])
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")
 def _recent_median(data: np.ndarray, start: np.ndarray, size: np.ndarray, capacity: np.ndarray, r: int, count: int,
                    work: np.ndarray) -> float:
     """The median of row `r`'s newest `count` values, sorted by insertion into `work` (a few values: no allocation)."""
@@ -118,7 +118,7 @@ def _recent_median(data: np.ndarray, start: np.ndarray, size: np.ndarray, capaci
     return _middle(work, count)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")
 def _compared(data: np.ndarray, start: np.ndarray, size: np.ndarray, capacity: np.ndarray, center_window: np.ndarray,
               r: int, whole: float, work: np.ndarray) -> float:
     """The median a value is compared with: of row `r`'s last `center_window` values when it holds more, else the whole
@@ -129,14 +129,14 @@ def _compared(data: np.ndarray, start: np.ndarray, size: np.ndarray, capacity: n
     return whole
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")
 def _tail_bin(score: float) -> int:
     if score < LOWEST:
         return 0
     return min(BINS - 1, 1 + int(math.floor(math.log2(score / LOWEST) * BINS_PER_OCTAVE)))
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")
 def _tail_update(counts: np.ndarray, total: np.ndarray, memory: float, r: int, score: float) -> None:
     """`TailQuantile.update` of row `r`."""
     counts[r, _tail_bin(score)] += 1.0
@@ -147,7 +147,7 @@ def _tail_update(counts: np.ndarray, total: np.ndarray, memory: float, r: int, s
         total[r] /= 2.0
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")
 def _tail_locate(counts: np.ndarray, total: np.ndarray, r: int, p: float) -> tuple[int, float]:
     """`TailQuantile._locate` of row `r`."""
     if total[r] <= 0.0:
@@ -162,19 +162,19 @@ def _tail_locate(counts: np.ndarray, total: np.ndarray, r: int, p: float) -> tup
     return -1, 0.0
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")
 def _tail_quantile(counts: np.ndarray, total: np.ndarray, r: int, p: float) -> float:
     k, _ = _tail_locate(counts, total, r, p)
     return 0.0 if k <= 0 else LOWEST * 2.0 ** ((k - 0.5) / BINS_PER_OCTAVE)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")
 def _tail_interpolated(counts: np.ndarray, total: np.ndarray, r: int, p: float) -> float:
     k, share = _tail_locate(counts, total, r, p)
     return 0.0 if k <= 0 else LOWEST * 2.0 ** ((k - share) / BINS_PER_OCTAVE)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")
 def _tail_extrapolated(counts: np.ndarray, total: np.ndarray, r: int, p: float, fit: float) -> float:
     """`TailQuantile.extrapolated` of row `r`."""
     need = max(fit * total[r], 3.0 * FEWEST)
@@ -195,7 +195,7 @@ def _tail_extrapolated(counts: np.ndarray, total: np.ndarray, r: int, p: float, 
     return _tail_quantile(counts, total, r, p)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")
 def _distance(x: float, center: float, mad: float, floor: float) -> float:
     """`KnownLevels._distance`."""
     scale = max(MAD_TO_SIGMA * mad, floor)
@@ -204,7 +204,7 @@ def _distance(x: float, center: float, mad: float, floor: float) -> float:
     return 0.0 if x == center else np.inf
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")
 def _level_match(centers: np.ndarray, mads: np.ndarray, count: np.ndarray, r: int, x: float, threshold: float,
                  floor: float) -> int:
     """`KnownLevels.match` of row `r` (-1: None)."""
@@ -216,7 +216,7 @@ def _level_match(centers: np.ndarray, mads: np.ndarray, count: np.ndarray, r: in
     return best if best >= 0 and nearest <= threshold else -1
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")
 def _level_pop(centers: np.ndarray, mads: np.ndarray, count: np.ndarray, r: int, i: int) -> tuple[float, float]:
     center, mad = centers[r, i], mads[r, i]
     for j in range(i, count[r] - 1):
@@ -225,7 +225,7 @@ def _level_pop(centers: np.ndarray, mads: np.ndarray, count: np.ndarray, r: int,
     return center, mad
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")
 def _level_remember(centers: np.ndarray, mads: np.ndarray, count: np.ndarray, capacity: np.ndarray, r: int,
                     center: float, mad: float, threshold: float, floor: float) -> None:
     """`KnownLevels.remember` of row `r`."""
@@ -242,21 +242,21 @@ def _level_remember(centers: np.ndarray, mads: np.ndarray, count: np.ndarray, ca
     count[r] = min(kept + 1, capacity[r])
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")
 def _median_mad(ordered: np.ndarray, size: np.ndarray, r: int) -> tuple[float, float]:
     """`RobustSpike.median_mad` of row `r` (not empty)."""
     center = _middle(ordered[r], size[r])
     return center, _mad_sorted(ordered, r, size[r], center)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")
 def _reset(size: np.ndarray, start: np.ndarray, n: np.ndarray, run: np.ndarray, over: np.ndarray, seeded: np.ndarray,
            r: int) -> None:
     size[r] = start[r] = n[r] = run[r] = 0
     over[r] = seeded[r] = False
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")
 def _fill(data: np.ndarray, start: np.ndarray, size: np.ndarray, window: np.ndarray, ordered: np.ndarray,
           grace: np.ndarray, n: np.ndarray, seeded: np.ndarray, r: int, center: float, mad: float) -> None:
     """`RobustSpike._fill` of row `r` (emptied): values whose median and MAD are the level's, counted as warmed up."""
@@ -267,7 +267,7 @@ def _fill(data: np.ndarray, start: np.ndarray, size: np.ndarray, window: np.ndar
     seeded[r] = True
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")
 def _learn(data: np.ndarray, start: np.ndarray, size: np.ndarray, window: np.ndarray, ordered: np.ndarray,
            step: np.ndarray, step_prev: np.ndarray, n: np.ndarray, r: int, value: float) -> None:
     """`RobustSpike._learn` of row `r`."""
@@ -276,7 +276,7 @@ def _learn(data: np.ndarray, start: np.ndarray, size: np.ndarray, window: np.nda
     n[r] += 1
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")
 def _reseed(data: np.ndarray, start: np.ndarray, size: np.ndarray, window: np.ndarray, ordered: np.ndarray,
             grace: np.ndarray, n: np.ndarray, run_: np.ndarray, over: np.ndarray, seeded: np.ndarray, scale: np.ndarray,
             r: int) -> None:
@@ -288,7 +288,7 @@ def _reseed(data: np.ndarray, start: np.ndarray, size: np.ndarray, window: np.nd
     scale[r] = np.nan
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")
 def _leave(centers: np.ndarray, mads: np.ndarray, level_count: np.ndarray, levels: np.ndarray, size: np.ndarray,
            window: np.ndarray, r: int, center: float, mad: float, threshold: float, floor: float) -> None:
     """`RobustSpike._leave` of row `r`: the level it leaves remembered, if held for a whole window (`center`, `mad`)."""
@@ -296,7 +296,7 @@ def _leave(centers: np.ndarray, mads: np.ndarray, level_count: np.ndarray, level
         _level_remember(centers, mads, level_count, levels, r, center, mad, threshold, floor)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")
 def relearn_row(r: int, window: np.ndarray, reseed_after: np.ndarray, size: np.ndarray, start: np.ndarray,
                 ordered: np.ndarray, n: np.ndarray, run: np.ndarray, over: np.ndarray, seeded: np.ndarray,
                 scale: np.ndarray) -> None:
@@ -306,7 +306,7 @@ def relearn_row(r: int, window: np.ndarray, reseed_after: np.ndarray, size: np.n
     _reset(size, start, n, run, over, seeded, r)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, inline="always")
 def _bar(score: float, r: int, threshold: np.ndarray, threshold_off: np.ndarray, tail_ref: np.ndarray,
          tail_fit: np.ndarray, tail_p: np.ndarray, tail_power: np.ndarray, tail_blend: np.ndarray, run: np.ndarray,
          counts: np.ndarray, total: np.ndarray) -> float:
