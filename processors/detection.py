@@ -644,9 +644,12 @@ def detect_batch(readings: Sequence[Reading] | BatchColumns, states: Mapping[str
     return _judge_batch(parts, config, live, open_keys, owned, save_rows, plain)
 
 
-def snapshot_states(cache: StateCache, live: LiveDetectors, station_ids: Iterable[str]) -> dict[str, bytes]:
-    """The snapshot bytes of these stations' kept states with their detectors' rows written in (`save_rows`); a
-    station whose state is not kept (its batch failed, or a rebalance took it) is left out."""
-    states = {i: state for i in station_ids if (state := cache.kept(i)) is not None}
+def snapshot_states(cache: StateCache, live: LiveDetectors, station_ids: Iterable[str],
+                    newer: Mapping[str, StationState] | None = None) -> dict[str, bytes]:
+    """The snapshot bytes of these stations' kept states (or their `newer` ones, of a batch not yet committed) with
+    their detectors' rows written in (`save_rows`); a station whose state is not kept (its batch failed, or a rebalance
+    took it) is left out."""
+    newer = newer or {}
+    states = {i: state for i in station_ids if (state := newer.get(i) or cache.kept(i)) is not None}
     live.save_rows(states)
     return {i: encode_state(state) for i, state in states.items()}

@@ -3,8 +3,9 @@
 decode → store new readings → detection on them (windows, rules, detectors; pure, from the
 stations' state) → completeness → open or update alerts, all in one transaction; the alert rows
 are returned for publishing. Detection sees only NEW readings, so a redelivered batch changes no
-state. The stations' states stay alive in the processor between batches (`cache`); `save_state`
-writes their snapshots and the stations' liveness entries (`processors.worker_state`). A state the
+state. The stations' states stay alive in the processor between batches (`cache`); their snapshots
+and the stations' liveness entries (`processors.worker_state`) are written in a batch's transaction
+(`KeptWrites`), or by `save_state` when no batch comes. A state the
 cache does not hold (a restart, a rebalance, a failed batch) is read from its snapshot and first
 replays the readings stored after it (`_replay`): each state records the store transaction of its
 newest batch (`stored_through_us`), and every stored reading carries its transaction's time
@@ -186,6 +187,19 @@ def mark_historical(conditions: Sequence[Condition], until: Mapping[str, datetim
     """Conditions found on imported readings (their station imported up to at least their time) marked historical."""
     return [replace(c, historical=True) if c.station_id in until and c.ts <= until[c.station_id] else c
             for c in conditions]
+
+
+@dataclass(frozen=True)
+class KeptWrites:
+    """What the worker keeps in the store beside a batch, written in the batch's transaction: stored with its readings
+    or not at all, and with no transaction (and no commit's flush to disk) of its own."""
+
+    liveness: Mapping[str, Entry]
+    """The liveness entries after the batch (`processors.liveness`)."""
+    due: Callable[[Iterable[str]], set[str]]
+    """The stations whose snapshots are due after a batch that judged these (`processors.detection_state.SnapshotPlan`).
+    Called once per attempt: after a failed one, the stations it named may wait a period for their next snapshot (their
+    kept states are dropped and replayed from the snapshot before)."""
 
 
 @dataclass
@@ -388,6 +402,17 @@ class BatchProcessor:
         """`processors.detection.snapshot_states` of this processor's kept states."""
         return snapshot_states(self.cache, self.live, station_ids)
 
+    async def _write_kept(self, conn: psycopg.AsyncConnection[Any], kept: KeptWrites | None,
+                          judged: Mapping[str, StationState]) -> dict[str, bytes]:
+        """Write the snapshots `kept` finds due after a batch that judged `judged` (their states as the batch left them,
+        kept or not yet), and its liveness entries; the snapshots written."""
+        if kept is None:
+            return {}
+        snapshots = snapshot_states(self.cache, self.live, kept.due(judged), judged)
+        await save_snapshots(conn, snapshots)
+        await save_liveness(conn, kept.liveness)
+        return snapshots
+
     async def save_state(self, snapshots: Mapping[str, bytes], liveness: Mapping[str, Entry]) -> None:
         """Write detection snapshots and liveness entries in one transaction; waits out PostgreSQL."""
         if not snapshots and not liveness:
@@ -409,16 +434,18 @@ class BatchProcessor:
         return await self._in_transaction(lambda conn: open_alert_keys(conn, ids))
 
     async def _process_once(self, batch: BatchColumns, states: Mapping[str, States],
-                            extra: Sequence[Condition], historical: Mapping[str, datetime] | None = None) -> BatchResult:
+                            extra: Sequence[Condition], historical: Mapping[str, datetime] | None = None,
+                            kept: KeptWrites | None = None) -> BatchResult:
         try:
-            return await self._store_and_judge(batch, states, extra, historical)
+            return await self._store_and_judge(batch, states, extra, historical, kept)
         except _JudgedInVain:  # a key was stored already: judged again from the snapshots, the writer on its idempotent way
-            return await self._store_and_judge(batch, states, extra, historical)
+            return await self._store_and_judge(batch, states, extra, historical, kept)
 
     async def _store_and_judge(self, batch: BatchColumns, states: Mapping[str, States],
-                               extra: Sequence[Condition], historical: Mapping[str, datetime] | None) -> BatchResult:
+                               extra: Sequence[Condition], historical: Mapping[str, datetime] | None,
+                               kept: KeptWrites | None = None) -> BatchResult:
         """One transaction: store the batch, judge its new readings, record their counts, rollups and completeness, apply
-        the conditions.
+        the conditions, write the worker's `kept` snapshots and liveness entries.
 
         While the last batch had no stored key, its readings are presumed new (`ReadingWriter.presumed_new`) and
         PostgreSQL stores them while they are judged (`ReadingWriter.start_copy`); if one was stored after all, the
@@ -457,6 +484,7 @@ class BatchProcessor:
             conditions = mark_historical(conditions, historical or {})
             await completeness.record(conn, completeness.tally(new, late), self.stations)
             alerts = await apply_conditions(conn, [*extra, *conditions])
+            snapshots = await self._write_kept(conn, kept, new_states)
             await conn.commit()
         except BaseException as exc:
             self._forget(owned)
@@ -464,6 +492,7 @@ class BatchProcessor:
             self.writer.forget_created()  # partitions and series created in the rolled-back transaction are gone
             raise
         self.writer.committed(conn)
+        self.unsnapshotted.difference_update(snapshots)
         for station_id, state in new_states.items():
             if states.get(station_id) is None:
                 self.cache.keep(station_id, state)
@@ -478,12 +507,13 @@ class BatchProcessor:
 
     async def process(self, raws: Sequence[bytes] | None = None, *, records: Sequence[Record] | None = None,
                       batch: BatchColumns | None = None, states: Mapping[str, States] | None = None,
-                      extra: Sequence[Condition] = ()) -> BatchResult:
+                      extra: Sequence[Condition] = (), kept: KeptWrites | None = None) -> BatchResult:
         """Store and evaluate one batch (raw records, records already decoded, or their columns: `decode_batch`);
         see the module docstring for failures.
 
         `states` are the stations' detection states before the batch (missing: fresh); `extra`
-        conditions (e.g. a station back from silence) are applied in the same transaction.
+        conditions (e.g. a station back from silence) are applied, and the `kept` snapshots and liveness entries
+        written, in the same transaction.
         """
         undecodable: list[DeadLetter] = []
         if batch is None:
@@ -493,13 +523,15 @@ class BatchProcessor:
         metrics.WORKER_READINGS_IN.inc(len(batch))
         with metrics.WORKER_WRITE_SECONDS.time():
             try:
-                result = await self._attempts(lambda: self._process_once(batch, states, extra, historical))
+                result = await self._attempts(lambda: self._process_once(batch, states, extra, historical, kept))
             except Exception as exc:
                 if not is_record_failure(exc):
                     raise
                 _log("warning", "worker.batch_refused", key=type(exc).__name__, records=len(batch.records),
                      error=safe_text(describe(exc), 300), action="storing record by record")
                 result = await self._one_by_one(batch, states, extra, historical)
+                if kept is not None:
+                    await self.save_state(self.snapshot(kept.due(result.states)), kept.liveness)
         result.deadletters[:0] = undecodable
         metrics.WORKER_READINGS_STORED.inc(result.new)
         return result

@@ -11,8 +11,8 @@ delivered. The pipeline retries a batch until the database takes it.
 The stations' detection states and last-seen times (liveness entries) live in the worker for the
 stations of the readings partitions it owns, and in the store (`processors.worker_state`). A
 detection state is snapshotted every `QUANTRAC_WORKER_STATE_SNAPSHOT_S` (`SnapshotPlan`; a timer
-writes those due when no batch comes), not after every batch; liveness entries are written with
-every batch, before it is committed. After a rebalance (a new assignment) the worker drops what it
+writes those due when no batch comes), not after every batch; the snapshots due and the liveness
+entries are written in the batch's own transaction (`KeptWrites`). After a rebalance (a new assignment) the worker drops what it
 kept: a station's state is read from its snapshot at its next batch and brought up to date from the
 readings stored since (`BatchProcessor._replay`), and the liveness entries of the owned partitions
 are read back at once. A timer reports silent stations, judged against the arrival frontier of the
@@ -37,7 +37,7 @@ from processors.app import alerts_topic, app, deadletter_topic, settings
 from processors.deadline import within
 from processors.detection import DetectionConfig
 from processors.detection_state import SnapshotPlan
-from processors.pipeline import BatchProcessor, DeadLetter, alert_record, decode_batch, last_seen
+from processors.pipeline import BatchProcessor, DeadLetter, KeptWrites, alert_record, decode_batch, last_seen
 from processors.readings_consumer import ReadingsConsumer, newest_records
 from processors.worker_state import Entry, partition_of
 from quantrac import metrics
@@ -128,9 +128,9 @@ class ReadingsWorker:
             metrics.WORKER_BATCH_RECORDS.observe(len(records))
             columns = fetched.columns
             seen_conditions, entries = self._note_seen(last_seen(columns))
-            result = await self.processor.process(batch=columns, extra=seen_conditions)
+            result = await self.processor.process(batch=columns, extra=seen_conditions,
+                                                  kept=KeptWrites(entries, self._snapshots_due))
             self.liveness.update(entries)
-            await self.save_snapshots_due(result.states, entries)
             await _delivered([*_alert_sends(result.alerts),
                               *[deadletter_topic.send(key=key, value=value)
                                 for key, value in [*fetched.undecodable, *result.deadletters]]])
@@ -176,16 +176,15 @@ class ReadingsWorker:
         log.info("worker.state_reset", generation=generation, partitions=sorted(owned), liveness_entries=len(self.liveness),
                  reason="a rebalance: detection states are read from their snapshots at their next batch")
 
-    async def save_snapshots_due(self, judged: Iterable[str], entries: dict[str, Entry]) -> None:
-        """Write the snapshots `SnapshotPlan` finds due after a batch that judged `judged`, with these liveness entries."""
-        due = self.snapshots.due(judged, self.processor.unsnapshotted, time.monotonic())
-        await self.processor.save_state(self.processor.snapshot(due), entries)
+    def _snapshots_due(self, judged: Iterable[str]) -> set[str]:
+        """The stations whose snapshots `SnapshotPlan` finds due now, after a batch that judged `judged`."""
+        return self.snapshots.due(judged, self.processor.unsnapshotted, time.monotonic())
 
     async def snapshot_quiet_stations(self) -> None:
         """The snapshots due when no batch comes to write them."""
         async with self.lock:
             await self.follow_rebalance()
-            await self.save_snapshots_due((), {})
+            await self.processor.save_state(self.processor.snapshot(self._snapshots_due(())), {})
 
     async def check_liveness(self) -> None:
         """Report the owned stations past their deadline at the arrival frontier, once each."""

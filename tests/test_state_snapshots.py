@@ -236,3 +236,66 @@ def test_liveness_entries_come_back_as_written(store: Settings, store_db: psycop
 
     once, twice = asyncio.run(run())
     assert once == first and twice == second
+
+
+def _entry(at: datetime) -> dict[str, Any]:
+    return {"event_ts": at.isoformat(), "received_at": (at + timedelta(seconds=3)).isoformat(), "offline": False}
+
+
+def test_the_worker_s_snapshots_and_liveness_entries_are_written_in_the_batch_s_own_transaction(
+        store: Settings, store_db: psycopg.Connection) -> None:
+    """`KeptWrites`: the snapshot due and the liveness entry are stored with the readings, in their transaction (the
+    snapshot's `written_at` is the readings' `received_at`, both that transaction's `now()`), the snapshot as the batch
+    left the state."""
+    station = _station()
+    save_stations(store_db, {station.id: station})
+    entry = _entry(T0)
+    asked: list[list[str]] = []
+
+    def due(judged: Any) -> set[str]:
+        asked.append(sorted(judged))
+        return set(judged)
+
+    async def run() -> bytes:
+        processor = BatchProcessor(store.pg_dsn, {station.id: station})
+        try:
+            record = encode_readings(station.id, _batch(station, 0), T0 + timedelta(minutes=5 * BATCH), "mqtt")
+            result = await processor.process([record], kept=pipeline.KeptWrites({station.id: entry}, due))
+            assert result.new == 3 * BATCH
+            return processor.snapshot([station.id])[station.id]
+        finally:
+            await processor.close()
+
+    after = asyncio.run(run())
+    assert asked == [[station.id]]
+    assert _comparable(_stored_snapshot(store_db, station)) == _comparable(after) == _comparable(_oracle(station, 1))
+    stored_at = store_db.execute("SELECT DISTINCT received_at FROM readings WHERE station_id = %s", (station.id,)).fetchall()
+    written_at = store_db.execute("SELECT written_at FROM detection_snapshots WHERE station_id = %s", (station.id,)).fetchone()
+    assert stored_at == [written_at]
+    liveness = store_db.execute("SELECT event_ts, received_at FROM station_liveness WHERE station_id = %s",
+                                (station.id,)).fetchone()
+    assert liveness == (T0, T0 + timedelta(seconds=3))
+
+
+def test_a_batch_stored_record_by_record_still_writes_the_worker_s_snapshots_and_liveness_entries(
+        store: Settings, store_db: psycopg.Connection) -> None:
+    """A batch PostgreSQL refuses as a whole (two values whose bucket sum overflows) is stored record by record, its bad
+    record quarantined; the `KeptWrites` are written once that is done, with the good record's state."""
+    station = _station()
+    save_stations(store_db, {station.id: station})
+    edge = [Reading(station_id=station.id, parameter="COD", value=1.7e308, unit="mg/L", ts=T0 - timedelta(minutes=m))
+            for m in (1, 2)]
+    records = [encode_readings(station.id, edge, T0, "mqtt"),
+               encode_readings(station.id, _batch(station, 0), T0 + timedelta(minutes=5 * BATCH), "mqtt")]
+
+    async def run() -> tuple[int, int]:
+        processor = BatchProcessor(store.pg_dsn, {station.id: station})
+        try:
+            result = await processor.process(records, kept=pipeline.KeptWrites({station.id: _entry(T0)}, set))
+            return result.new, len(result.deadletters)
+        finally:
+            await processor.close()
+
+    assert asyncio.run(run()) == (3 * BATCH, 1)
+    assert _stored_snapshot(store_db, station)
+    assert store_db.execute("SELECT offline FROM station_liveness WHERE station_id = %s", (station.id,)).fetchone() == (False,)
