@@ -167,13 +167,12 @@ def last_seen(records: BatchColumns | Sequence[Record]) -> dict[str, tuple[datet
     batch = _as_batch(records)
     live = np.flatnonzero(~np.isin(batch.record, _historical_records(batch)))
     names, station_of = batch.stations()
-    received: dict[str, datetime] = {}
     count = len(batch.records)
-    pairs = np.unique(station_of[live] * count + batch.record[live]).tolist()  # (station, record) once each
-    for pair in pairs:
-        station, record = divmod(pair, count)
-        at = batch.records[record][0]
-        received[names[station]] = max(received.get(names[station], at), at)
+    station, record = np.divmod(np.unique(station_of[live] * count + batch.record[live]), count)  # each pair once
+    at = np.fromiter((batch.records[r][0].timestamp() for r in record.tolist()), np.float64, len(record))
+    order = np.lexsort((-record, at, station))  # per station, its latest receive time last (its first record if tied)
+    last = order[np.append(station[order][1:] != station[order][:-1], True)] if len(order) else order
+    received = {names[s]: batch.records[r][0] for s, r in zip(station[last].tolist(), record[last].tolist(), strict=True)}
     return {station: (ts, received[station]) for station, ts in _newest(batch, live).items()}
 
 
