@@ -30,6 +30,7 @@ sys.path.insert(0, str(REPO))
 
 from bench.common import (  # noqa: E402
     ProcessSample,
+    development_stack,
     namespace_env,
     newest,
     one_worker_run,
@@ -47,7 +48,6 @@ import psycopg  # noqa: E402
 from quantrac.db import migrate, save_stations  # noqa: E402
 from quantrac.domain import ParameterSpec, Station, StationKind  # noqa: E402
 from quantrac.settings import get_settings  # noqa: E402
-from stack import services as stack  # noqa: E402
 
 COLUMNS = {"Tp": ("°C", 8.5), "Cl": ("mg/L", 0.17), "pH": ("-", 8.3), "Redox": ("mV", 750.0), "Leit": ("µS/cm", 210.0),
            "Trueb": ("NTU", 0.012), "Cl_2": ("mg/L", 0.12), "Fm": ("m3/h", 1600.0), "Fm_2": ("m3/h", 700.0)}
@@ -88,61 +88,61 @@ def main() -> None:
     args = parser.parse_args()
 
     settings = get_settings()
-    stack.up(settings)
-    fresh_database(settings)
-    work = settings.run_dir / "bench-backfill"
-    work.mkdir(parents=True, exist_ok=True)
-    path = args.csv or work / "archive.csv"
-    if args.csv is None:
-        write_archive(path, args.readings)
-    station = archive_station()
-    with psycopg.connect(settings.pg_dsn, autocommit=True) as conn:
-        migrate(conn)
-        save_stations(conn, {station.id: station})
-        fresh_topics(settings)
-        env = {"QUANTRAC_LOG_LEVEL": "WARNING", "QUANTRAC_WORKER_METRICS_PORT": "0"}
-        worker = quantrac_process(["worker"], env, work / "worker.log")
-        try:
-            worker_sample = ProcessSample(worker.pid).start()
-            began = time.monotonic()
-            cmd = [sys.executable, "-m", "cli", "import", "--station", station.id, str(path), "--no-progress",
-                   "--skip-column", "EVENT", *(["--rate", str(args.rate)] if args.rate else [])]
-            done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **env}, timeout=3600)
-            import_s = time.monotonic() - began
-            if done.returncode != 0:
-                raise SystemExit(f"import failed ({done.returncode}):\n{done.stdout}\n{done.stderr[-3000:]}")
-            rows_read, sent, rejected, outcomes, seconds = conn.execute(
-                "SELECT rows_read, readings_sent, rejected, outcomes, extract(epoch FROM finished_at - started_at) "
-                "FROM import_log ORDER BY id DESC LIMIT 1").fetchone()  # type: ignore[misc]
-            deadline = time.monotonic() + 3600
-            stored = 0
-            while stored < sent and time.monotonic() < deadline:
-                stored = stored_so_far(conn, station.id)
-                time.sleep(1.0)  # poll the store, bounded by the deadline
-            stored_s = time.monotonic() - began
-            stored = conn.execute("SELECT count(*) FROM readings WHERE station_id = %s",  # once: no index serves it
-                                  (station.id,)).fetchone()[0]  # type: ignore[index]
-            usage = worker_sample.usage()
-        finally:
-            worker.terminate()
-            worker.wait(30)
-    worker_bench = newest("worker", one_worker_run)
-    e2e = newest("e2e", lambda r: bool(r.get("highest_sustained_readings_per_s")))
-    result = {
-        "method": "wide CSV (9 parameters, one-minute rows from 2016, gaps and empty cells) imported with `quantrac import` "
-                  "into a station with its own retention, one worker storing it; time to stored from the command's start",
-        "file": path.name, "rows_read": rows_read, "readings_sent": sent, "rejected": rejected, "outcomes": outcomes,
-        "import": {"seconds": round(float(seconds), 1), "command_seconds": round(import_s, 1),
-                   "readings_per_s": round(sent / float(seconds))},
-        "stored": {"readings": stored, "seconds_from_start": round(stored_s, 1), "readings_per_s": round(stored / stored_s),
-                   "worker": usage},
-        "beside": {
-            "worker_bench_readings_per_s": worker_bench and worker_bench["worker"]["readings_per_s"],
-            "worker_bench_file": worker_bench and worker_bench.get("finished_at"),
-            "e2e_highest_sustained_readings_per_s": e2e and e2e.get("highest_sustained_readings_per_s"),
-            "e2e_file": e2e and e2e.get("finished_at")},
-    }
-    write_result("backfill", result)
+    with development_stack(settings):
+        fresh_database(settings)
+        work = settings.run_dir / "bench-backfill"
+        work.mkdir(parents=True, exist_ok=True)
+        path = args.csv or work / "archive.csv"
+        if args.csv is None:
+            write_archive(path, args.readings)
+        station = archive_station()
+        with psycopg.connect(settings.pg_dsn, autocommit=True) as conn:
+            migrate(conn)
+            save_stations(conn, {station.id: station})
+            fresh_topics(settings)
+            env = {"QUANTRAC_LOG_LEVEL": "WARNING", "QUANTRAC_WORKER_METRICS_PORT": "0"}
+            worker = quantrac_process(["worker"], env, work / "worker.log")
+            try:
+                worker_sample = ProcessSample(worker.pid).start()
+                began = time.monotonic()
+                cmd = [sys.executable, "-m", "cli", "import", "--station", station.id, str(path), "--no-progress",
+                       "--skip-column", "EVENT", *(["--rate", str(args.rate)] if args.rate else [])]
+                done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **env}, timeout=3600)
+                import_s = time.monotonic() - began
+                if done.returncode != 0:
+                    raise SystemExit(f"import failed ({done.returncode}):\n{done.stdout}\n{done.stderr[-3000:]}")
+                rows_read, sent, rejected, outcomes, seconds = conn.execute(
+                    "SELECT rows_read, readings_sent, rejected, outcomes, extract(epoch FROM finished_at - started_at) "
+                    "FROM import_log ORDER BY id DESC LIMIT 1").fetchone()  # type: ignore[misc]
+                deadline = time.monotonic() + 3600
+                stored = 0
+                while stored < sent and time.monotonic() < deadline:
+                    stored = stored_so_far(conn, station.id)
+                    time.sleep(1.0)  # poll the store, bounded by the deadline
+                stored_s = time.monotonic() - began
+                stored = conn.execute("SELECT count(*) FROM readings WHERE station_id = %s",  # once: no index serves it
+                                      (station.id,)).fetchone()[0]  # type: ignore[index]
+                usage = worker_sample.usage()
+            finally:
+                worker.terminate()
+                worker.wait(30)
+        worker_bench = newest("worker", one_worker_run)
+        e2e = newest("e2e", lambda r: bool(r.get("highest_sustained_readings_per_s")))
+        result = {
+            "method": "wide CSV (9 parameters, one-minute rows from 2016, gaps and empty cells) imported with `quantrac import` "
+                      "into a station with its own retention, one worker storing it; time to stored from the command's start",
+            "file": path.name, "rows_read": rows_read, "readings_sent": sent, "rejected": rejected, "outcomes": outcomes,
+            "import": {"seconds": round(float(seconds), 1), "command_seconds": round(import_s, 1),
+                       "readings_per_s": round(sent / float(seconds))},
+            "stored": {"readings": stored, "seconds_from_start": round(stored_s, 1), "readings_per_s": round(stored / stored_s),
+                       "worker": usage},
+            "beside": {
+                "worker_bench_readings_per_s": worker_bench and worker_bench["worker"]["readings_per_s"],
+                "worker_bench_file": worker_bench and worker_bench.get("finished_at"),
+                "e2e_highest_sustained_readings_per_s": e2e and e2e.get("highest_sustained_readings_per_s"),
+                "e2e_file": e2e and e2e.get("finished_at")},
+        }
+        write_result("backfill", result)
 
 
 if __name__ == "__main__":

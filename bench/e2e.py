@@ -33,6 +33,7 @@ sys.path.insert(0, str(REPO))
 
 from bench.common import (  # noqa: E402
     ProcessSample,
+    development_stack,
     lag_slope,
     mqtt_logins,
     namespace_env,
@@ -220,33 +221,33 @@ def running_pipeline(stations_count: int) -> Iterator[tuple[Any, psycopg.Connect
 
     Yields (settings, connection, pids of the components to sample, stations)."""
     settings = get_settings()
-    stack.up(settings)
-    fresh_database(settings)
-    with psycopg.connect(settings.pg_dsn, autocommit=True) as conn:
-        migrate(conn)
-        stations = bench_stations(settings, stations_count)
-        save_stations(conn, stations)
-        fresh_topics(settings)
-        end_session(settings, settings.mqtt_bridge_client_id)  # no backlog left from an earlier run
-        logs = settings.run_dir / "bench-logs"
-        env = {"QUANTRAC_LOG_LEVEL": os.environ.get("QUANTRAC_BENCH_LOG_LEVEL", "WARNING")}
-        bridge = quantrac_process(["bridge"], env, logs / "bridge.log")
-        worker = quantrac_process(["worker"], env, logs / "worker.log")
-        pids = {"bridge": bridge.pid, "worker": worker.pid,
-                **{name: s.pid for name, s in stack.status(settings).items() if s.pid}}
-        try:
-            station_list = list(stations.values())
-            deadline = time.monotonic() + 120
-            while stored_since(conn, datetime(2000, 1, 1, tzinfo=timezone.utc)) == 0:
-                if time.monotonic() > deadline:
-                    raise SystemExit(f"pipeline did not start; see {logs}")
-                # Until the bridge has subscribed, a message has no subscriber: send it again.
-                publish_at(settings, station_list[:1], 8, 1, set())
-            yield settings, conn, pids, station_list
-        finally:
-            for proc in (bridge, worker):
-                proc.terminate()
-                proc.wait(30)
+    with development_stack(settings):
+        fresh_database(settings)
+        with psycopg.connect(settings.pg_dsn, autocommit=True) as conn:
+            migrate(conn)
+            stations = bench_stations(settings, stations_count)
+            save_stations(conn, stations)
+            fresh_topics(settings)
+            end_session(settings, settings.mqtt_bridge_client_id)  # no backlog left from an earlier run
+            logs = settings.run_dir / "bench-logs"
+            env = {"QUANTRAC_LOG_LEVEL": os.environ.get("QUANTRAC_BENCH_LOG_LEVEL", "WARNING")}
+            bridge = quantrac_process(["bridge"], env, logs / "bridge.log")
+            worker = quantrac_process(["worker"], env, logs / "worker.log")
+            pids = {"bridge": bridge.pid, "worker": worker.pid,
+                    **{name: s.pid for name, s in stack.status(settings).items() if s.pid}}
+            try:
+                station_list = list(stations.values())
+                deadline = time.monotonic() + 120
+                while stored_since(conn, datetime(2000, 1, 1, tzinfo=timezone.utc)) == 0:
+                    if time.monotonic() > deadline:
+                        raise SystemExit(f"pipeline did not start; see {logs}")
+                    # Until the bridge has subscribed, a message has no subscriber: send it again.
+                    publish_at(settings, station_list[:1], 8, 1, set())
+                yield settings, conn, pids, station_list
+            finally:
+                for proc in (bridge, worker):
+                    proc.terminate()
+                    proc.wait(30)
 
 
 def main() -> None:

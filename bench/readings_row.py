@@ -33,10 +33,9 @@ from psycopg import sql
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import write_result  # noqa: E402
+from bench.common import development_stack, write_result  # noqa: E402
 from processors.copy_binary import PG_EPOCH_US, SIGNATURE, TRAILER  # noqa: E402
 from quantrac.settings import Settings  # noqa: E402
-from stack import services as local_stack  # noqa: E402
 
 DATABASE = "quantrac_rowbench"
 PARAMETERS = ("COD", "TSS", "pH", "NH4", "TN", "TP", "Temp", "Flow")
@@ -114,10 +113,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--rounds", type=int, default=4)
     args = parser.parse_args(argv)
     settings = Settings()
-    started = not local_stack.status(settings, only=["postgres"])["postgres"].healthy
     admin = settings.model_copy(update={"pg_database": "postgres"}).pg_dsn
-    try:
-        local_stack.up(settings, only=["postgres"])
+    with development_stack(settings, only=["postgres"]):
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(DATABASE)))
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE)))
@@ -131,9 +128,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     seconds[variant].append(copy_seconds(conn, variant, buffers[variant]))
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(DATABASE)))
-    finally:
-        if started:
-            local_stack.down(settings, only=["postgres"])
     baseline = statistics.median(seconds["text_key"])
     result = {
         "description": "readings row variants, prebuilt binary COPY into TimescaleDB hypertables",

@@ -44,6 +44,7 @@ import os
 import random
 import sys
 import time
+from contextlib import ExitStack
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -57,7 +58,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from api.routes.history import bucket_series  # noqa: E402
-from bench.common import percentiles, write_result  # noqa: E402
+from bench.common import development_stack, percentiles, write_result  # noqa: E402
 from processors.copy_binary import PG_EPOCH_US, SIGNATURE, TRAILER, copy_buffer  # noqa: E402
 from processors.partitions import refresh_aggregates  # noqa: E402
 from processors.reading_writer import DIRECT_COPY, STAGE, STAGE_COPY, STAGED_INSERT, ReadingWriter, copy_rows  # noqa: E402
@@ -68,7 +69,6 @@ from quantrac.db import STORE_POSTGRESQL, STORE_TIMESCALEDB, describe_store, mig
 from quantrac.delivery_accounting import record_store_counts  # noqa: E402
 from quantrac.domain import ParameterSpec, Reading, Station, StationKind  # noqa: E402
 from quantrac.settings import Settings  # noqa: E402
-from stack import services as local_stack  # noqa: E402
 from stack.postgres import native_postgres_settings  # noqa: E402
 
 PARAMETERS = ("COD", "BOD5", "TSS", "NH4", "pH", "Temp", "Flow", "Color")
@@ -416,14 +416,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--queries", type=int, default=200, help="Station-days queried.")
     args = parser.parse_args(argv)
     paths = servers(Settings())
-    started = [kind for kind, s in paths.items() if not local_stack.status(s, only=["postgres"])["postgres"].healthy]
-    try:
+    with ExitStack() as servers_up:
         for s in paths.values():
-            local_stack.up(s, only=["postgres"])
+            servers_up.enter_context(development_stack(s, only=["postgres"]))
         figures = {kind: bench_path(s, kind, args) for kind, s in paths.items()}
-    finally:
-        for kind in started:
-            local_stack.down(paths[kind], only=["postgres"])
     result = {
         "size": "QUICK" if (args.days, args.stations) == (3, 20) else "custom",
         "parameters": {"days": args.days, "stations": args.stations, "parameters_per_station": len(PARAMETERS),
