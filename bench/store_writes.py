@@ -112,18 +112,28 @@ METHODS = ("raw_copy", "store_with_rollups", "store_without_rollups", "worker_st
 _TYPES = ["int4", "text", "text", "timestamptz", "float8", "text", "text"]
 
 
+BENCH_SERIES_BASE = 1_000_000
+"""The bench numbers the series of its own COPY rows from here: the methods that store through `ReadingWriter` write
+the same `readings` with ids from the `series` table's sequence, from 1, and a (series id, time) key of both collided."""
+
+
+def bench_series_id(series_ids: dict[tuple[str, str], int], key: tuple[str, str]) -> int:
+    """The bench's id of a (station, parameter), numbered in `series_ids` the first time it is seen."""
+    return series_ids.setdefault(key, BENCH_SERIES_BASE + len(series_ids))
+
+
 def method_input(name: str, batch: list[Reading], series_ids: dict[tuple[str, str], int]
                  ) -> list[tuple[int, Reading]] | BatchColumns | bytes:
     """What each method is handed, built before timing: readings with their series ids, the decoded columns, or a
     ready buffer (series ids numbered in `series_ids`: the prebuilt rows go into a fresh database, which holds no
     series yet)."""
     if name == "raw_copy":
-        return [(series_ids.setdefault((r.station_id, r.parameter), len(series_ids)), r) for r in batch]
+        return [(bench_series_id(series_ids, (r.station_id, r.parameter)), r) for r in batch]
     columns = batch_columns(batch)
     if name == "narrow_copy_prebuilt":
         return narrow_buffer(columns, series_ids)
     if name == "raw_copy_prebuilt":
-        return copy_buffer(columns, [series_ids.setdefault(key, len(series_ids)) for key in columns.series_keys])
+        return copy_buffer(columns, [bench_series_id(series_ids, key) for key in columns.series_keys])
     return columns
 
 
@@ -141,7 +151,7 @@ _NARROW_ROW = np.dtype([("fields", ">i2"), ("series_len", ">i4"), ("series", ">i
 def narrow_buffer(batch: BatchColumns, series_ids: dict[tuple[str, str], int]) -> bytes:
     """`batch` as binary COPY rows of `readings_narrow`, each (station, parameter) numbered in `series_ids` the first
     time it is seen (no NULL values: the bench's readings all have one)."""
-    ids = np.array([series_ids.setdefault(key, len(series_ids)) for key in batch.series_keys], np.int64)
+    ids = np.array([bench_series_id(series_ids, key) for key in batch.series_keys], np.int64)
     rows = np.zeros(len(batch), _NARROW_ROW)
     rows["fields"], rows["series_len"], rows["ts_len"], rows["value_len"], rows["status_len"] = 4, 4, 8, 8, 2
     rows["series"], rows["ts"] = ids[batch.series], batch.ts_us - PG_EPOCH_US
