@@ -30,7 +30,6 @@ sys.path.insert(0, str(REPO))
 
 from bench.common import (  # noqa: E402
     ProcessSample,
-    development_stack,
     namespace_env,
     newest,
     one_worker_run,
@@ -48,6 +47,7 @@ import psycopg  # noqa: E402
 from quantrac.db import migrate, save_stations  # noqa: E402
 from quantrac.domain import ParameterSpec, Station, StationKind  # noqa: E402
 from quantrac.settings import get_settings  # noqa: E402
+from stack import services as stack  # noqa: E402
 
 COLUMNS = {"Tp": ("°C", 8.5), "Cl": ("mg/L", 0.17), "pH": ("-", 8.3), "Redox": ("mV", 750.0), "Leit": ("µS/cm", 210.0),
            "Trueb": ("NTU", 0.012), "Cl_2": ("mg/L", 0.12), "Fm": ("m3/h", 1600.0), "Fm_2": ("m3/h", 700.0)}
@@ -88,7 +88,7 @@ def main() -> None:
     args = parser.parse_args()
 
     settings = get_settings()
-    with development_stack(settings):
+    with stack.running(settings):
         fresh_database(settings)
         work = settings.run_dir / "bench-backfill"
         work.mkdir(parents=True, exist_ok=True)

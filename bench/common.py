@@ -12,11 +12,10 @@ import platform
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 if TYPE_CHECKING:
     from quantrac.settings import Settings
@@ -285,22 +284,6 @@ def mqtt_logins(settings: "Settings") -> dict[str, tuple[str, str]]:
     username, password = bridge_login(settings)
     assert username is not None and password is not None, "no bridge account: run quantrac stack up first"
     return {"publisher": (tester.username, tester.password), "reader": (username, password)}
-
-
-@contextmanager
-def development_stack(s: "Settings", only: Iterable[str] | None = None) -> Iterator[None]:
-    """The stack of `s` (its `only` services) up for a bench, stopped again afterwards if the bench started it: the
-    development stack left running held the ports a later `make test` starts its own services on. One already running
-    (`make run`, `make stack-up`) is left as it was."""
-    from stack import services as stack
-
-    started = not any(service.healthy for service in stack.status(s, only).values())
-    stack.up(s, only)
-    try:
-        yield
-    finally:
-        if started:
-            stack.down(s, only)
 
 
 def prepare_private_stack(s: "Settings", keep: bool) -> None:

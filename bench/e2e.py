@@ -33,7 +33,6 @@ sys.path.insert(0, str(REPO))
 
 from bench.common import (  # noqa: E402
     ProcessSample,
-    development_stack,
     lag_slope,
     mqtt_logins,
     namespace_env,
@@ -221,7 +220,7 @@ def running_pipeline(stations_count: int) -> Iterator[tuple[Any, psycopg.Connect
 
     Yields (settings, connection, pids of the components to sample, stations)."""
     settings = get_settings()
-    with development_stack(settings):
+    with stack.running(settings):
         fresh_database(settings)
         with psycopg.connect(settings.pg_dsn, autocommit=True) as conn:
             migrate(conn)

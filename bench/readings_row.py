@@ -33,9 +33,10 @@ from psycopg import sql
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import development_stack, write_result  # noqa: E402
+from bench.common import write_result  # noqa: E402
 from processors.copy_binary import PG_EPOCH_US, SIGNATURE, TRAILER  # noqa: E402
 from quantrac.settings import Settings  # noqa: E402
+from stack import services as local_stack  # noqa: E402
 
 DATABASE = "quantrac_rowbench"
 PARAMETERS = ("COD", "TSS", "pH", "NH4", "TN", "TP", "Temp", "Flow")
@@ -114,7 +115,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     settings = Settings()
     admin = settings.model_copy(update={"pg_database": "postgres"}).pg_dsn
-    with development_stack(settings, only=["postgres"]):
+    with local_stack.running(settings, only=["postgres"]):
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(DATABASE)))
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DATABASE)))

@@ -58,7 +58,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from api.routes.history import bucket_series  # noqa: E402
-from bench.common import development_stack, percentiles, write_result  # noqa: E402
+from bench.common import percentiles, write_result  # noqa: E402
 from processors.copy_binary import PG_EPOCH_US, SIGNATURE, TRAILER, copy_buffer  # noqa: E402
 from processors.partitions import refresh_aggregates  # noqa: E402
 from processors.reading_writer import DIRECT_COPY, STAGE, STAGE_COPY, STAGED_INSERT, ReadingWriter, copy_rows  # noqa: E402
@@ -69,6 +69,7 @@ from quantrac.db import STORE_POSTGRESQL, STORE_TIMESCALEDB, describe_store, mig
 from quantrac.delivery_accounting import record_store_counts  # noqa: E402
 from quantrac.domain import ParameterSpec, Reading, Station, StationKind  # noqa: E402
 from quantrac.settings import Settings  # noqa: E402
+from stack import services as local_stack  # noqa: E402
 from stack.postgres import native_postgres_settings  # noqa: E402
 
 PARAMETERS = ("COD", "BOD5", "TSS", "NH4", "pH", "Temp", "Flow", "Color")
@@ -428,7 +429,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     paths = servers(Settings())
     with ExitStack() as servers_up:
         for s in paths.values():
-            servers_up.enter_context(development_stack(s, only=["postgres"]))
+            servers_up.enter_context(local_stack.running(s, only=["postgres"]))
         figures = {kind: bench_path(s, kind, args) for kind, s in paths.items()}
     result = {
         "size": "QUICK" if (args.days, args.stations) == (3, 20) else "custom",

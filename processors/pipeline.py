@@ -408,19 +408,14 @@ class BatchProcessor:
         if kept is None:
             return {}
         snapshots = snapshot_states(self.cache, self.live, kept.due(judged), judged)
-        await save_snapshots(conn, snapshots)
-        await save_liveness(conn, kept.liveness)
+        await _write_state(conn, snapshots, kept.liveness)
         return snapshots
 
     async def save_state(self, snapshots: Mapping[str, bytes], liveness: Mapping[str, Entry]) -> None:
         """Write detection snapshots and liveness entries in one transaction; waits out PostgreSQL."""
         if not snapshots and not liveness:
             return
-
-        async def write(conn: psycopg.AsyncConnection[Any]) -> None:
-            await save_snapshots(conn, snapshots)
-            await save_liveness(conn, liveness)
-        await self._in_transaction(write)
+        await self._in_transaction(lambda conn: _write_state(conn, snapshots, liveness))
         self.unsnapshotted.difference_update(snapshots)
 
     async def load_liveness(self) -> dict[str, Entry]:
@@ -678,6 +673,13 @@ ORDER BY r.received_at, r.station_id, r.ts, r.parameter
 """
 """A station's readings stored after its snapshot (`received_at` is the storing transaction's time) and before this
 transaction, from its watermark on."""
+
+async def _write_state(conn: psycopg.AsyncConnection[Any], snapshots: Mapping[str, bytes],
+                       liveness: Mapping[str, Entry]) -> None:
+    """Detection snapshots and liveness entries, in the caller's transaction."""
+    await save_snapshots(conn, snapshots)
+    await save_liveness(conn, liveness)
+
 
 async def _transaction_time_us(conn: psycopg.AsyncConnection[Any]) -> int:
     """The transaction's `now()`, which the readings it stores get as `received_at`, in epoch microseconds."""

@@ -12,8 +12,8 @@ The stations' detection states and last-seen times (liveness entries) live in th
 stations of the readings partitions it owns, and in the store (`processors.worker_state`). A
 detection state is snapshotted every `QUANTRAC_WORKER_STATE_SNAPSHOT_S` (`SnapshotPlan`; a timer
 writes those due when no batch comes), not after every batch; the snapshots due and the liveness
-entries are written in the batch's own transaction (`KeptWrites`). After a rebalance (a new assignment) the worker drops what it
-kept: a station's state is read from its snapshot at its next batch and brought up to date from the
+entries are written in the batch's own transaction (`KeptWrites`). After a rebalance (a new
+assignment) the worker drops what it kept: a station's state is read from its snapshot at its next batch and brought up to date from the
 readings stored since (`BatchProcessor._replay`), and the liveness entries of the owned partitions
 are read back at once. A timer reports silent stations, judged against the arrival frontier of the
 partitions this worker owns (`liveness.frontier`), so a worker that is behind does not mistake its

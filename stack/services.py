@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import structlog
 
@@ -152,6 +152,22 @@ def down(settings: Settings, only: Iterable[str] | None = None) -> None:
         for service in reversed(services(settings, only)):
             if not stop_process(service.process, settings.stack_stop_timeout_s):
                 log.info("service.not_running", service=service.name)
+
+
+@contextlib.contextmanager
+def running(settings: Settings, only: Iterable[str] | None = None) -> Iterator[None]:
+    """The services (or only the named ones) up for a while (a test session, a bench), and afterwards those this call
+    started stopped again; those already healthy (`make run`, `make stack-up`, another session) are left as they were.
+    A development stack left running held the ports a later `make test` starts its own services on."""
+    chosen = [service.name for service in services(settings, only)]
+    already = {name for name, found in status(settings, chosen).items() if found.healthy}
+    up(settings, chosen)
+    try:
+        yield
+    finally:
+        started = [name for name in chosen if name not in already]
+        if started:
+            down(settings, started)
 
 
 def status(settings: Settings, only: Iterable[str] | None = None) -> dict[str, ServiceStatus]:

@@ -80,19 +80,15 @@ def stack(settings: Settings) -> Iterator[Settings]:
     Services that were already healthy are reused and left running; those this session
     started are stopped at its end.
     """
-    already = {name for name, found in local_stack.status(settings).items() if found.healthy}
-    local_stack.up(settings)  # generates the MQTT accounts (with the test account) or syncs them
-    if settings.mqtt_username is None:  # built before `up` generated the bridge account: take it now
-        fresh = Settings()
-        settings.mqtt_username, settings.mqtt_password = fresh.mqtt_username, fresh.mqtt_password
-    _recreate_database(settings)
-    with connect(settings.pg_dsn) as conn:
-        migrate(conn)
-        save_stations(conn, load_registry(settings.registry_file, settings.limits_dir))
-    yield settings
-    started = [name for name in local_stack.SERVICE_NAMES if name not in already]
-    if started:
-        local_stack.down(settings, only=started)
+    with local_stack.running(settings):  # `up` generates the MQTT accounts (with the test account) or syncs them
+        if settings.mqtt_username is None:  # built before `up` generated the bridge account: take it now
+            fresh = Settings()
+            settings.mqtt_username, settings.mqtt_password = fresh.mqtt_username, fresh.mqtt_password
+        _recreate_database(settings)
+        with connect(settings.pg_dsn) as conn:
+            migrate(conn)
+            save_stations(conn, load_registry(settings.registry_file, settings.limits_dir))
+        yield settings
 
 
 def _recreate_database(settings: Settings) -> None:
@@ -122,17 +118,14 @@ def native_server(stack: Settings) -> Iterator[Settings]:
     trap of issue 17 (listed, yet CREATE EXTENSION fails) and must fall back to native PostgreSQL.
     """
     server = native_postgres_settings(stack)
-    already = local_stack.status(server, only=["postgres"])["postgres"].healthy
-    local_stack.up(server, only=["postgres"])
-    _recreate_database(server)
-    with connect(server.pg_dsn) as conn:
-        migrate(conn)
-        assert describe_store(conn).kind == STORE_POSTGRESQL
-        save_stations(conn, load_registry(server.registry_file, server.limits_dir))
-    # The server's own run folder is for its data and pid only: clients keep the session's (MQTT accounts, logs).
-    yield server.model_copy(update={"run_dir": stack.run_dir})
-    if not already:
-        local_stack.down(server, only=["postgres"])
+    with local_stack.running(server, only=["postgres"]):
+        _recreate_database(server)
+        with connect(server.pg_dsn) as conn:
+            migrate(conn)
+            assert describe_store(conn).kind == STORE_POSTGRESQL
+            save_stations(conn, load_registry(server.registry_file, server.limits_dir))
+        # The server's own run folder is for its data and pid only: clients keep the session's (MQTT accounts, logs).
+        yield server.model_copy(update={"run_dir": stack.run_dir})
 
 
 @pytest.fixture(scope="session", params=STORE_KINDS)

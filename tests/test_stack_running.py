@@ -1,4 +1,4 @@
-"""`bench.common.development_stack`: a bench stops the services it started and leaves those it found running.
+"""`stack.services.running`: a bench (or a test session) stops the services it started and leaves those it found running.
 
 The development stack that `bench/e2e.py` and `bench/backfill.py` started used to stay up and hold the ports a later
 `make test` (from another checkout) starts its own services on."""
@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from bench.common import development_stack
 from quantrac.settings import Settings
 from stack import services as local_stack
 from tests.utils.ports import free_port
@@ -23,12 +22,12 @@ def _postgres_up(settings: Settings) -> bool:
 
 def test_a_bench_stops_the_postgres_it_started_and_leaves_one_it_found_running(native_server: Settings,
                                                                               tmp_path: Path) -> None:
-    with development_stack(native_server, only=["postgres"]):
+    with local_stack.running(native_server, only=["postgres"]):
         assert _postgres_up(native_server)
     assert _postgres_up(native_server)  # the session's: found running, left running
 
     own = native_server.model_copy(update={"pg_port": free_port(), "run_dir": tmp_path})
     assert not _postgres_up(own)
-    with development_stack(own, only=["postgres"]):
+    with local_stack.running(own, only=["postgres"]):
         assert _postgres_up(own)
     assert not _postgres_up(own)
