@@ -11,7 +11,7 @@ sustained, the following (overload) steps last `--overload-seconds` so their bac
 reasonable time, and each step waits for the previous one's backlog to be stored before it
 starts. The baseline, measured in the same run, is the publisher alone into Mosquitto.
 
-    python bench/e2e.py [--quick] [--rates 500,1000,5000,10000] [--seconds 60] [--overload-seconds 15]
+    python bench/e2e.py [--quick] [--rates 500,1000,2000,5000,10000,15000,20000,25000] [--seconds 60] [--overload-seconds 15]
 """
 
 from __future__ import annotations
@@ -257,7 +257,7 @@ def main() -> None:
     parser.add_argument("--overload-seconds", type=float, default=15.0, help="length of the steps after one not sustained")
     parser.add_argument("--stations", type=int, default=200)
     args = parser.parse_args()
-    rates = [float(r) for r in (args.rates or ("1000,2000" if args.quick else "500,1000,2000,5000,10000")).split(",")]
+    rates = [float(r) for r in (args.rates or ("1000,2000" if args.quick else "500,1000,2000,5000,10000,15000,20000,25000")).split(",")]
     seconds = args.seconds or (15.0 if args.quick else 60.0)
     with running_pipeline(args.stations) as (settings, conn, pids, station_list):
         # The publisher alone, as fast as it goes, on topics the bridge does not read (the broker
