@@ -284,3 +284,20 @@ def api_as(api: "TestClient", stack: Settings) -> "Callable[[str | None], TestCl
             clients[role] = TestClient(api.app, headers=headers)
         return clients[role]
     return client_for
+
+
+@pytest.fixture
+def plain_outcomes(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Whether each station batch's plain pass (`processors.plain_pass`) found it plain."""
+    import processors.detection as detection
+
+    outcomes: list[bool] = []
+    real = detection.plain_batches
+
+    def counted(jobs):  # type: ignore[no-untyped-def]
+        batches = real(jobs)
+        outcomes.extend(batch is not None for batch in batches)
+        return batches
+
+    monkeypatch.setattr(detection, "plain_batches", counted)
+    return outcomes

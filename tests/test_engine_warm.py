@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from processors import copy_binary
 from processors.detection import detect_batch
 from processors.engine import drift, flatline, rule_pass, spike_pass
@@ -19,14 +21,18 @@ def test_compile_passes_makes_every_compiled_pass_ready_as_the_worker_calls_it()
         assert dispatcher.signatures, f"{dispatcher.py_func.__qualname__} was not compiled"
 
 
-def test_the_batch_passes_are_compiled_for_the_arrays_the_worker_gives() -> None:
+def test_the_batch_passes_are_compiled_for_the_arrays_the_worker_gives(plain_outcomes: list[bool]) -> None:
     """The plain pass and the COPY buffer call their compiled loops with arrays of the types and layouts
-    `compile_passes` compiled them for: a batch of normal readings adds no signature (a new one would be compiled inside
-    the worker's batch)."""
+    `compile_passes` compiled them for: batches of normal readings add no signature (a new one would be compiled inside
+    the worker's batch, 10-30 s). The second batch takes the plain pass with the windows of the first, and the lateness
+    is whole seconds, as `DetectionConfig.from_settings` gives it."""
     compile_passes()
     compiled = list(rule_pass.run.signatures), list(copy_binary._gather.signatures)
-    readings = normal_run(30)
-    detect_batch(readings, {}, RATE_STATIONS, CONFIG, None, set())
+    config = replace(CONFIG, lateness_s=int(CONFIG.lateness_s))
+    readings = normal_run(40)
+    states, _, _ = detect_batch(readings[:90], {}, RATE_STATIONS, config, None, set())
+    detect_batch(readings[90:], states, RATE_STATIONS, config, None, set())
     batch = batch_columns(readings)
     copy_binary.copy_buffer(batch, list(range(len(batch.series_keys))))
+    assert plain_outcomes[-1], "the second batch did not take the plain pass"
     assert (rule_pass.run.signatures, copy_binary._gather.signatures) == compiled

@@ -17,7 +17,6 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-import processors.detection as detection
 import tests.test_detection_engine_wiring as wiring
 from alerts.rules import OpenKeys
 from processors.detection import DetectionConfig, LiveDetectors, detect_batch
@@ -34,21 +33,6 @@ def with_rate_bounds(station: Station) -> Station:
 
 
 RATE_STATIONS = {sid: with_rate_bounds(s) for sid, s in STATIONS.items()}
-
-
-@pytest.fixture
-def plain_outcomes(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
-    """Whether each station batch's plain pass found it plain."""
-    outcomes: list[bool] = []
-    real = detection.plain_batches
-
-    def counted(jobs):  # type: ignore[no-untyped-def]
-        batches = real(jobs)
-        outcomes.extend(batch is not None for batch in batches)
-        return batches
-
-    monkeypatch.setattr(detection, "plain_batches", counted)
-    return outcomes
 
 
 def judge_both(readings: list[Reading], cuts: list[int], elsewhere: list[tuple[set, set]],
