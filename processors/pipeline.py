@@ -44,7 +44,7 @@ from processors.reading_writer import ReadingWriter
 from processors.rollups import LateRefresh, update_rollups
 from processors.worker_state import Entry, load_liveness, load_snapshots, save_liveness, save_snapshots
 from quantrac import completeness, metrics
-from quantrac.batch_columns import BatchColumns, Ints, as_datetime, epoch_us, from_records, from_wire, stored_columns
+from quantrac.batch_columns import BatchColumns, Bools, Ints, as_datetime, epoch_us, from_records, from_wire, stored_columns
 from quantrac.delivery_accounting import record_store_counts
 from quantrac.domain import Reading, Station
 from quantrac.failures import RECORD_ATTEMPTS, RateLimitedLog, describe, is_record_failure, store_fix
@@ -151,12 +151,16 @@ def _historical_records(batch: BatchColumns) -> Ints:
     return np.array([i for i, (_, source) in enumerate(batch.records) if source in HISTORICAL_SOURCES], np.int64)
 
 
+def _last_of_each(sorted_keys: Ints) -> Bools:
+    """Where each run of equal keys ends, in keys sorted so that equal ones are together."""
+    return np.append(sorted_keys[1:] != sorted_keys[:-1], True) if len(sorted_keys) else np.zeros(0, np.bool_)
+
+
 def _newest(batch: BatchColumns, rows: Ints) -> dict[str, datetime]:
     """Per station: the event time (as sent) of its newest reading among `rows`."""
     names, station_of = batch.stations()
     order = rows[np.lexsort((batch.ts_us[rows], station_of[rows]))]
-    last = np.flatnonzero(np.append(station_of[order][1:] != station_of[order][:-1], True)) if len(order) else order
-    return {names[station_of[row]]: batch.ts[row] for row in order[last].tolist()}
+    return {names[station_of[row]]: batch.ts[row] for row in order[_last_of_each(station_of[order])].tolist()}
 
 
 def last_seen(records: BatchColumns | Sequence[Record]) -> dict[str, tuple[datetime, datetime]]:
@@ -171,7 +175,7 @@ def last_seen(records: BatchColumns | Sequence[Record]) -> dict[str, tuple[datet
     station, record = np.divmod(np.unique(station_of[live] * count + batch.record[live]), count)  # each pair once
     at = np.fromiter((batch.records[r][0].timestamp() for r in record.tolist()), np.float64, len(record))
     order = np.lexsort((-record, at, station))  # per station, its latest receive time last (its first record if tied)
-    last = order[np.append(station[order][1:] != station[order][:-1], True)] if len(order) else order
+    last = order[_last_of_each(station[order])]
     received = {names[s]: batch.records[r][0] for s, r in zip(station[last].tolist(), record[last].tolist(), strict=True)}
     return {station: (ts, received[station]) for station, ts in _newest(batch, live).items()}
 

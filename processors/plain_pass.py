@@ -291,14 +291,6 @@ def _series_in_first_order(series: np.ndarray) -> Callable[[tuple[int, int], Sta
     return of
 
 
-def _stacked(rows: list[np.ndarray]) -> np.ndarray:
-    """The stations' rows as one C-ordered array. `rule_pass.run` is compiled once, before the first batch
-    (`processors.engine.warm`), for C-ordered arrays and float settings: an argument of another layout or type
-    (a column-stacked array is Fortran-ordered; settings give whole seconds as int) makes numba compile a second
-    version inside the batch, holding the worker's event loop 10-30 s."""
-    return np.ascontiguousarray(np.concatenate(rows))
-
-
 def _run(layout: _Layout, ordered: OrderedColumns, stations: np.ndarray, jobs: list[Job]) -> list[PlainBatch | None]:
     """`rule_pass.run` over the layout: each station's `PlainBatch`, or None where it is not plain."""
     n_series = len(layout.parameters)
@@ -323,14 +315,14 @@ def _run(layout: _Layout, ordered: OrderedColumns, stations: np.ndarray, jobs: l
     rocount, roi, rof = np.zeros(n_series, np.int64), np.zeros((rooff[-1], 2), np.int64), np.zeros((rooff[-1], 2))
     plain, newest, last = np.zeros(len(jobs), dtype=bool), np.full(len(jobs), np.nan), np.full(n_series, np.nan)
     settings = jobs[0][2]
-    rule_pass.run(stations, station_f, float(settings.lateness_s), float(settings.min_coverage), sr, ordered.t,
-                  ordered.learn, ordered.good, day, perm, _offsets(per_series),
-                  np.array(layout.series_f, dtype=np.float64).reshape(n_series, 5),
-                  np.array(layout.series_i, dtype=np.bool_).reshape(n_series, 3), woff,
-                  _stacked([r.wi for r in layout.rules]), _stacked([r.wf for r in layout.rules]), roff,
-                  _stacked([r.ri for r in layout.rules]), _stacked([r.rf for r in layout.rules]),
-                  wooff, wocount, woi, wof, rooff, rocount, roi, rof, plain,
-                  newest, last)
+    rule_pass.run_batch(stations, station_f, settings.lateness_s, settings.min_coverage, sr, ordered.t, ordered.learn,
+                        ordered.good, day, perm, _offsets(per_series),
+                        np.array(layout.series_f, dtype=np.float64).reshape(n_series, 5),
+                        np.array(layout.series_i, dtype=np.bool_).reshape(n_series, 3), woff,
+                        np.concatenate([r.wi for r in layout.rules]), np.concatenate([r.wf for r in layout.rules]), roff,
+                        np.concatenate([r.ri for r in layout.rules]), np.concatenate([r.rf for r in layout.rules]),
+                        wooff, wocount, woi, wof, rooff, rocount, roi, rof, plain,
+                        newest, last)
     out: list[PlainBatch | None] = []
     lasts = last.tolist()
     for k, (_, _, first, end) in enumerate(stations.tolist()):

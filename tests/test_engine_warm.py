@@ -29,10 +29,10 @@ def test_the_batch_passes_are_compiled_for_the_arrays_the_worker_gives(plain_out
     compile_passes()
     compiled = list(rule_pass.run.signatures), list(copy_binary._gather.signatures)
     config = replace(CONFIG, lateness_s=int(CONFIG.lateness_s))
-    readings = normal_run(40)
-    states, _, _ = detect_batch(readings[:90], {}, RATE_STATIONS, config, None, set())
-    detect_batch(readings[90:], states, RATE_STATIONS, config, None, set())
-    batch = batch_columns(readings)
+    first, second = normal_run(30), normal_run(10, start=30)
+    states, _, _ = detect_batch(first, {}, RATE_STATIONS, config, None, set())
+    detect_batch(second, states, RATE_STATIONS, config, None, set())
+    batch = batch_columns(first + second)
     copy_binary.copy_buffer(batch, list(range(len(batch.series_keys))))
     assert plain_outcomes[-1], "the second batch did not take the plain pass"
     assert (rule_pass.run.signatures, copy_binary._gather.signatures) == compiled

@@ -18,6 +18,7 @@ Out, each series and basis has room for its buckets in plus one per reading of t
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numba
 import numpy as np
@@ -39,6 +40,15 @@ levels (see `_rate_quiet`). The bound is strict in exact arithmetic; the margin 
 means, which is below a microsecond on a 5-bin gap of seconds to minutes."""
 START, VALID, TOTAL, DIRTY, EXPECTED = range(5)
 SUM, END = range(2)
+
+
+def run_batch(*arguments: Any) -> None:
+    """`run` with its arguments in the one form it is compiled for before the worker's first batch
+    (`processors.engine.warm`): arrays C-ordered, the two settings floats. Given another layout or type (a
+    column-stacked array is Fortran-ordered; settings give whole seconds as int), numba compiles a new version inside
+    the batch, holding the worker's event loop 10-30 s. The warm-up and the plain pass both call `run` through here."""
+    canonical: list[Any] = [np.ascontiguousarray(a) if isinstance(a, np.ndarray) else float(a) for a in arguments]
+    run(*canonical)
 
 
 @numba.njit(cache=True)

@@ -28,7 +28,7 @@ def compile_passes() -> float:
     """Run each compiled bank on one value and one relearn, as the worker calls them, the rules' pass on no station and
     the COPY buffer's gather on one byte; the seconds it took."""
     began = time.monotonic()
-    rule_pass.run(*_no_station())
+    rule_pass.run_batch(*_no_station())
     gather(np.zeros(1, np.uint8), np.zeros(1, np.int64), np.ones(1, np.int64))
     row, gap = np.zeros(1, dtype=np.int64), np.full(1, np.nan)
     for bank in (SpikeBank.from_detectors([RobustSpike()]), DriftBank.from_detectors([CusumDrift()]),
@@ -42,7 +42,7 @@ def compile_passes() -> float:
 
 
 def _no_station() -> tuple[Any, ...]:
-    """`rule_pass.run`'s arguments for a batch of no station, in the types `processors.plain_pass` gives."""
+    """`rule_pass.run`'s arguments for a batch of no station, in the dtypes `processors.plain_pass` gives."""
     i1, i2, f1, f2 = (np.zeros(0, np.int64), np.zeros((0, 2), np.int64), np.zeros(0), np.zeros((0, 2)))
     return (np.zeros((0, 4), np.int64), np.zeros((0, 3)), 600.0, 0.5, i1, f1, f1, np.zeros(0, np.bool_), f2, i1,
             np.zeros(1, np.int64), np.zeros((0, 5)), np.zeros((0, 3), np.bool_), np.zeros(1, np.int64),
